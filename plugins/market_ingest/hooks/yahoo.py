@@ -1,0 +1,352 @@
+"""Yahoo Finance through ``yfinance``: bars for a batch of symbols over one window.
+
+Vendor facts (DESIGN.md, "Vendor facts"; yfinance 1.7 source):
+
+* yfinance hides exceptions and returns an empty frame by default; we set
+  ``yf.config.debug.hide_exceptions = False`` so an empty answer is explained.
+* ``auto_adjust=True`` is yfinance's default; we ask ``auto_adjust=False, actions=True`` so
+  ``Close`` is as traded, ``Adj Close`` is Yahoo's adjusted close, and dividends/splits come along.
+* Lookback caps: 1m within 30 days and at most 8 days per request; 5m-30m within 60 days;
+  1h within 730 days. The last bar of an open session is incomplete.
+* Rate limiting surfaces as ``YFRateLimitError`` (HTTP 429).
+* A delisted or unknown symbol answers 404 (recording ``yahoo_chart_ERROR_404_SIX_...``), and a
+  window without sessions answers 200 with no timestamps (``yahoo_chart_AAPL_1m_2025-02-01_...``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+from market_ingest import outcomes
+from market_ingest.errors import RateLimitedError, VendorUnavailableError, WindowNotServableError
+from market_ingest.intervals import INTRADAY_INTERVALS, bar_end, ensure_utc, validate_interval
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from market_ingest.replay import RecordingLibrary
+
+SOURCE = "yahoo"
+CHART_URL = "https://query2.finance.yahoo.com/v8/finance/chart/{symbol}"
+
+#: canonical interval -> yfinance interval (yfinance fetches 30m as 15m and resamples).
+YF_INTERVAL = {"1m": "1m", "5m": "5m", "15m": "15m", "30m": "30m", "1h": "1h", "1d": "1d", "1wk": "1wk", "1mo": "1mo"}
+
+#: How far back Yahoo serves each interval, and the longest span one request may cover.
+LOOKBACK: dict[str, timedelta] = {
+    "1m": timedelta(days=30),
+    "5m": timedelta(days=60),
+    "15m": timedelta(days=60),
+    "30m": timedelta(days=60),
+    "1h": timedelta(days=730),
+}
+MAX_SPAN: dict[str, timedelta] = {"1m": timedelta(days=8)}
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open UTC window ``[start, end)`` of bar open times."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", ensure_utc(self.start, "window start"))
+        object.__setattr__(self, "end", ensure_utc(self.end, "window end"))
+        if self.end <= self.start:
+            raise ValueError(f"window end {self.end.isoformat()} is not after start {self.start.isoformat()}")
+
+
+def clamp_window(interval: str, window: Window, now: datetime) -> Window:
+    """Clamp ``window`` to what Yahoo serves for ``interval`` at time ``now``.
+
+    :param interval: canonical interval.
+    :param window: requested window, UTC.
+    :param now: the vendor's current time (UTC): wall clock live, recording time in replay.
+    :return: the window with its start moved forward to the lookback limit where needed.
+    :raises WindowNotServableError: when the whole window lies beyond the lookback cap, so a
+        backfill asks for what Yahoo cannot serve. The message gives the cap and the oldest
+        servable time.
+    """
+    cap = LOOKBACK.get(interval)
+    if cap is None:
+        return window
+    oldest = now - cap
+    if window.end <= oldest:
+        raise WindowNotServableError(
+            SOURCE,
+            f"{interval} bars are served only for the last {cap.days} days; window "
+            f"[{window.start.isoformat()}, {window.end.isoformat()}) ends before {oldest.isoformat()}. "
+            "Use a coarser interval for this backfill.",
+        )
+    return Window(max(window.start, oldest), window.end)
+
+
+def split_window(interval: str, window: Window) -> list[Window]:
+    """Split ``window`` into request-sized pieces (1m: at most 8 days per request)."""
+    span = MAX_SPAN.get(interval)
+    if span is None:
+        return [window]
+    pieces, start = [], window.start
+    while start < window.end:
+        pieces.append(Window(start, min(start + span, window.end)))
+        start += span
+    return pieces
+
+
+class YahooFinanceHook(BaseHook):
+    """Fetch OHLCV bars from Yahoo Finance with ``yfinance``.
+
+    Yahoo needs no credentials. The optional connection ``market_yahoo`` (type ``yahoo_finance``)
+    may carry ``{"proxy": "http://..."}`` in its extra; without it the defaults apply.
+    Constructing the hook costs nothing; yfinance is imported on first use.
+
+    :param yahoo_conn_id: optional connection id.
+    :param replay_dir: folder of recorded responses (``include/recordings/yahoo``); when set,
+        every request is answered from it and nothing reaches the network.
+    """
+
+    conn_name_attr = "yahoo_conn_id"
+    default_conn_name = "market_yahoo"
+    conn_type = "yahoo_finance"
+    hook_name = "Yahoo Finance"
+
+    def __init__(self, yahoo_conn_id: str | None = default_conn_name, replay_dir: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.yahoo_conn_id = yahoo_conn_id
+        self.replay_dir = replay_dir
+
+    @cached_property
+    def extra(self) -> dict[str, Any]:
+        """The connection's extra, or ``{}`` when the optional connection does not exist."""
+        if not self.yahoo_conn_id:
+            return {}
+        try:
+            return self.get_connection(self.yahoo_conn_id).extra_dejson
+        except Exception:  # AirflowNotFoundException: the connection is optional
+            self.log.info("Connection %s not defined; using yfinance defaults", self.yahoo_conn_id)
+            return {}
+
+    @cached_property
+    def library(self) -> RecordingLibrary | None:
+        """The recording library in replay mode, else ``None``."""
+        if not self.replay_dir:
+            return None
+        from market_ingest.replay import RecordingLibrary
+
+        return RecordingLibrary(self.replay_dir)
+
+    def vendor_now(self, symbol: str, interval: str, window: Window) -> datetime:
+        """Yahoo's "now" for a request: wall clock live; in replay, when the answering response was recorded."""
+        if self.library is None:
+            return datetime.now(timezone.utc)
+        url = CHART_URL.format(symbol=symbol) + (
+            f"?interval={YF_INTERVAL[interval]}&period1={int(window.start.timestamp())}&period2={int(window.end.timestamp())}"
+        )
+        return self.library.recorded_at(url) or datetime.now(timezone.utc)
+
+    def fetch_bars(
+        self, symbols: list[str], interval: str, window: Window, ingested_at: datetime
+    ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
+        """Fetch closed bars in ``window`` for each symbol, normalised to the canonical schema.
+
+        One HTTP request per symbol and request-sized piece of the window (plus yfinance's
+        one-off timezone probe per symbol).
+
+        :param symbols: Yahoo symbols (``AAPL``, ``BP.L``, ``BTC-USD``).
+        :param interval: canonical interval.
+        :param window: ``[start, end)`` in UTC; bars opening outside it are dropped.
+        :param ingested_at: lineage stamp written into every row (UTC).
+        :return: ``(bars, outcomes)``: a :data:`~market_ingest.schema.BAR_SCHEMA` table holding
+            only valid closed bars inside the window, and one outcome per symbol.
+        :raises RateLimitedError: Yahoo answered 429; the task should be retried later.
+        :raises VendorUnavailableError: network failure or 5xx; the task should be retried.
+        :raises WindowNotServableError: the window is beyond Yahoo's lookback cap.
+        :raises market_ingest.replay.ReplayMissError: in replay, a request has no recording.
+        """
+        import contextlib
+
+        import pyarrow as pa
+
+        from market_ingest.schema import conform, empty_bars
+
+        validate_interval(interval)
+        yf, session = self._yfinance()
+        tables, results = [], []
+        ctx = contextlib.nullcontext()
+        if self.library is not None:
+            from market_ingest.replay import replay
+
+            ctx = replay(self.library.root)
+        with ctx:
+            for symbol in symbols:
+                outcome, table = self._fetch_symbol(yf, session, symbol, interval, window, ingested_at)
+                results.append(outcome)
+                if table is not None and table.num_rows:
+                    tables.append(table)
+        bars = pa.concat_tables([conform(t) for t in tables]) if tables else empty_bars()
+        return bars, results
+
+    def _yfinance(self):
+        import yfinance as yf
+
+        yf.config.debug.hide_exceptions = False
+        # A private cache per process: no cookie or timezone state leaks between runs and users.
+        yf.set_tz_cache_location(tempfile.mkdtemp(prefix="yfinance-cache-"))
+        if self.library is not None:
+            import requests
+
+            return yf, requests.Session()  # vcrpy intercepts requests/urllib3, not curl_cffi
+        if self.extra.get("proxy"):
+            yf.config.network.proxy = self.extra["proxy"]
+        return yf, None  # live: yfinance's own curl_cffi session
+
+    def _fetch_symbol(self, yf, session, symbol, interval, window, ingested_at):
+        from yfinance.exceptions import YFRateLimitError, YFTickerMissingError
+
+        now = self.vendor_now(symbol, interval, window)
+        clamped = clamp_window(interval, window, now)
+        frames = []
+        try:
+            ticker = yf.Ticker(symbol, session=session)
+            for piece in split_window(interval, clamped):
+                start, end = piece.start, piece.end
+                if interval not in INTRADAY_INTERVALS:
+                    # Daily and longer bars are dated in the exchange's calendar: ask by date.
+                    start, end = start.date().isoformat(), end.date().isoformat()
+                    if start == end:
+                        end = (piece.end.date() + timedelta(days=1)).isoformat()
+                frame = ticker.history(
+                    start=start, end=end, interval=YF_INTERVAL[interval],
+                    auto_adjust=False, actions=True, prepost=False, repair=False, keepna=False,
+                )
+                frames.append(frame)
+            currency = (ticker.history_metadata or {}).get("currency")
+        except YFRateLimitError as exc:
+            raise RateLimitedError(SOURCE, f"Yahoo answered 429 Too Many Requests ({exc})", symbol) from None
+        except YFTickerMissingError as exc:
+            reason = str(exc).lstrip("$")
+            status = outcomes.NO_DATA if "no price data found" in reason else outcomes.UNKNOWN_SYMBOL
+            self.log.warning("Skipping %s: %s", symbol, reason)
+            return outcomes.SymbolOutcome(symbol, status, reason=reason), None
+        except Exception as exc:
+            status_code = getattr(getattr(exc, "response", None), "status_code", None)
+            if status_code == 404:
+                reason = f"Yahoo answered 404 Not Found: unknown or delisted symbol"
+                self.log.warning("Skipping %s: %s", symbol, reason)
+                return outcomes.SymbolOutcome(symbol, outcomes.UNKNOWN_SYMBOL, reason=reason), None
+            if status_code == 429:
+                raise RateLimitedError(SOURCE, "Yahoo answered 429 Too Many Requests", symbol) from None
+            if (status_code and status_code >= 500) or _is_network_error(exc):
+                raise VendorUnavailableError(SOURCE, f"{type(exc).__name__}: {exc}", symbol) from exc
+            raise
+        return self._normalise(symbol, interval, window, frames, currency, now, ingested_at)
+
+    def _normalise(self, symbol, interval, window, frames, currency, now, ingested_at):
+        import pandas as pd
+
+        from market_ingest.quality import validate_bars
+
+        frame = pd.concat(frames) if frames else pd.DataFrame()
+        frame = frame[~frame.index.duplicated(keep="last")] if len(frame) else frame
+        table = normalise_history(frame, symbol, interval, currency, ingested_at)
+        table, dropped = keep_closed_in_window(table, interval, window, now)
+        table, invalid = validate_bars(table)
+        dropped.update(invalid)
+        if table.num_rows == 0:
+            reason = "no bars in the window" + (f" ({dropped})" if dropped else "")
+            return outcomes.SymbolOutcome(symbol, outcomes.NO_DATA, reason=reason, dropped=dropped), None
+        return outcomes.SymbolOutcome(symbol, outcomes.OK, rows=table.num_rows, dropped=dropped), table
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    import requests
+
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+        return True
+    try:
+        from curl_cffi.requests.exceptions import RequestException as CurlRequestException
+    except ImportError:  # pragma: no cover - curl_cffi is a yfinance dependency
+        return False
+    return isinstance(exc, CurlRequestException) and getattr(getattr(exc, "response", None), "status_code", None) is None
+
+
+def normalise_history(
+    frame: pd.DataFrame, symbol: str, interval: str, currency: str | None, ingested_at: datetime
+) -> pa.Table:
+    """Turn a ``Ticker.history(auto_adjust=False, actions=True)`` frame into canonical bars.
+
+    :param frame: yfinance output: tz-aware index in the exchange's timezone; columns ``Open High
+        Low Close Adj Close Volume Dividends Stock Splits`` (prices in listing currency, volume in
+        shares or units).
+    :param symbol: canonical (Yahoo) symbol.
+    :param interval: canonical interval.
+    :param currency: the chart meta's ``currency`` as Yahoo states it (``GBp`` stays pence).
+    :param ingested_at: lineage stamp, UTC.
+    :return: a :data:`~market_ingest.schema.BAR_SCHEMA` table. Intraday bars keep their open time,
+        converted to UTC; daily and longer bars are stamped 00:00 UTC of their exchange-local date,
+        so the key of a trading day does not depend on the exchange's session hours.
+        ``dividend`` is 0.0 and ``split_ratio`` 1.0 on daily bars without an event, and null on
+        intraday bars (Yahoo reports events per day).
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    from market_ingest.schema import conform, empty_bars
+
+    if frame is None or len(frame) == 0:
+        return empty_bars()
+    index = frame.index
+    if getattr(index, "tz", None) is None:
+        raise ValueError(f"yahoo:{symbol}: yfinance returned a naive index; cannot place bars in UTC")
+    intraday = interval in INTRADAY_INTERVALS
+    if intraday:
+        times = index.tz_convert("UTC")
+    else:
+        times = pd.DatetimeIndex(index.tz_localize(None).normalize()).tz_localize("UTC")
+    n = len(frame)
+    splits = frame.get("Stock Splits", pd.Series(0.0, index=index)).astype("float64")
+    dividends = frame.get("Dividends", pd.Series(0.0, index=index)).astype("float64")
+    columns = {
+        "time": pa.array(times.as_unit("us"), pa.timestamp("us", tz="UTC")),
+        "source": pa.array([SOURCE] * n),
+        "symbol": pa.array([symbol] * n),
+        "interval": pa.array([interval] * n),
+        "open": pa.array(frame["Open"].astype("float64")),
+        "high": pa.array(frame["High"].astype("float64")),
+        "low": pa.array(frame["Low"].astype("float64")),
+        "close": pa.array(frame["Close"].astype("float64")),
+        "volume": pa.array(frame["Volume"].fillna(0).astype("float64")),
+        "adj_close": pa.array(frame["Adj Close"].astype("float64")) if not intraday and "Adj Close" in frame else pa.nulls(n, pa.float64()),
+        "dividend": pa.nulls(n, pa.float64()) if intraday else pa.array(dividends),
+        "split_ratio": pa.nulls(n, pa.float64()) if intraday else pa.array(splits.where(splits != 0, 1.0)),
+        "currency": pa.array([currency] * n, pa.string()),
+        "ingested_at": pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC")),
+    }
+    return conform(pa.table(columns))
+
+
+def keep_closed_in_window(table: pa.Table, interval: str, window: Window, now: datetime) -> tuple[pa.Table, dict[str, int]]:
+    """Keep bars that open inside ``window`` and have closed by ``now``.
+
+    :return: ``(kept, {"out_of_window": n, "open_bar": m})`` (zero counts omitted).
+    """
+    import pyarrow.compute as pc
+
+    times = table["time"]
+    inside = pc.and_(pc.greater_equal(times, window.start), pc.less(times, window.end))
+    kept = table.filter(inside)
+    dropped = {"out_of_window": table.num_rows - kept.num_rows}
+    closed = [bar_end(t, interval) <= now for t in kept["time"].to_pylist()]
+    import pyarrow as pa
+
+    final = kept.filter(pa.array(closed, pa.bool_())) if kept.num_rows else kept
+    dropped["open_bar"] = kept.num_rows - final.num_rows
+    return final, {k: v for k, v in dropped.items() if v}

@@ -1,0 +1,58 @@
+"""Canonical bar intervals and their arithmetic.
+
+Canonical intervals are ``1m 5m 15m 30m 1h 1d 1wk 1mo`` (DESIGN.md, "Data contract"). This module is
+imported at DAG parse time, so it depends on the standard library only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+CANONICAL_INTERVALS: tuple[str, ...] = ("1m", "5m", "15m", "30m", "1h", "1d", "1wk", "1mo")
+
+#: Fixed-length intervals. ``1mo`` has no fixed length; use :func:`bar_end` instead.
+INTERVAL_LENGTH: dict[str, timedelta] = {
+    "1m": timedelta(minutes=1),
+    "5m": timedelta(minutes=5),
+    "15m": timedelta(minutes=15),
+    "30m": timedelta(minutes=30),
+    "1h": timedelta(hours=1),
+    "1d": timedelta(days=1),
+    "1wk": timedelta(weeks=1),
+}
+
+INTRADAY_INTERVALS: frozenset[str] = frozenset({"1m", "5m", "15m", "30m", "1h"})
+
+
+def validate_interval(interval: str) -> str:
+    """Return ``interval`` unchanged if it is canonical.
+
+    :raises ValueError: naming the interval and the canonical set, when it is not.
+    """
+    if interval not in CANONICAL_INTERVALS:
+        raise ValueError(f"interval {interval!r} is not canonical; use one of {' '.join(CANONICAL_INTERVALS)}")
+    return interval
+
+
+def bar_end(start: datetime, interval: str) -> datetime:
+    """Return the (exclusive) end of the bar that opens at ``start``.
+
+    :param start: bar open time, timezone-aware (UTC).
+    :param interval: canonical interval.
+    :return: ``start`` plus one interval; calendar month for ``1mo``.
+    """
+    validate_interval(interval)
+    if interval == "1mo":
+        year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
+        return start.replace(year=year, month=month)
+    return start + INTERVAL_LENGTH[interval]
+
+
+def ensure_utc(value: datetime, what: str = "timestamp") -> datetime:
+    """Return ``value`` converted to UTC.
+
+    :raises ValueError: when ``value`` is naive: a naive time has no defined instant.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} {value.isoformat()} is naive; market data times must carry a timezone")
+    return value.astimezone(timezone.utc)

@@ -1,0 +1,39 @@
+"""Per-symbol outcomes of one extract, the raw material of the run report.
+
+Stdlib only: these objects cross XCom as plain dicts (:meth:`SymbolOutcome.as_dict`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+#: Status values. ``ok`` with ``rows == 0`` never happens: a symbol without bars is ``no_data``.
+OK = "ok"
+NO_DATA = "no_data"  # the vendor answered, but no bar falls in the window (weekend, holiday)
+UNKNOWN_SYMBOL = "unknown_symbol"  # the vendor does not know the symbol, or it is delisted
+FAILED = "failed"  # anything else that stopped this symbol; the reason says what
+
+SKIPPED_STATUSES = frozenset({NO_DATA, UNKNOWN_SYMBOL})
+
+
+@dataclass
+class SymbolOutcome:
+    """What happened to one symbol in one extract.
+
+    :param symbol: canonical symbol.
+    :param status: one of ``ok``, ``no_data``, ``unknown_symbol``, ``failed``.
+    :param rows: bars kept (in the window, closed, valid).
+    :param reason: why the symbol was skipped or failed; empty when ``ok``.
+    :param dropped: bars the vendor returned that were not kept, by reason
+        (``out_of_window``, ``open_bar``, ``invalid: <check>``).
+    """
+
+    symbol: str
+    status: str
+    rows: int = 0
+    reason: str = ""
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        """A JSON-safe dict for XCom and the report."""
+        return asdict(self)

@@ -1,0 +1,150 @@
+"""Build the replay cassettes in ``include/recordings/`` from ``../shared/fixtures/``.
+
+Each recorded response in the shared fixtures becomes one vcrpy cassette (YAML) holding the
+request as it was sent (URL from PROVENANCE.md), the HTTP status, the ``Date`` header of the
+recording and the body byte for byte. The provenance lines of every fixture used are copied to
+``include/recordings/PROVENANCE.md`` so the repository stands on its own.
+
+Run from the repository root::
+
+    python tools/build_recordings.py [--fixtures ../shared/fixtures]
+
+The output is committed; this script only needs to run again when a fixture is added upstream.
+Anyone can also add a recording by hand: drop a vcrpy cassette into ``include/recordings/<source>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.utils
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "include" / "recordings"
+
+# Yahoo chart responses that yfinance 1.x can consume (it uses the v8 chart API only; the
+# v7 CSV download endpoint it used before 0.2 is retired, so those fixtures are not replayed).
+YAHOO_CHART_PREFIX = "yahoo/yahoo_chart_"
+
+_REQUEST_RE = re.compile(
+    r"^- request: GET (?P<url>\S+)\s+->\s+HTTP (?P<code>\d{3}), recorded \[?'?(?P<date>[^'\]]+)'?\]?\s*$"
+)
+
+
+def _provenance_sections(text: str) -> dict[str, str]:
+    """Split PROVENANCE.md into ``{fixture relative path: section text}``."""
+    sections: dict[str, str] = {}
+    for block in re.split(r"\n(?=### `)", text):
+        m = re.match(r"### `([^`]+)`", block)
+        if m:
+            sections[m.group(1)] = block.strip()
+    return sections
+
+
+def _cassette(url: str, code: int, date: str, body: str, content_type: str) -> dict:
+    reason = {200: "OK", 404: "Not Found"}.get(code, "")
+    return {
+        "version": 1,
+        "interactions": [
+            {
+                "request": {"method": "GET", "uri": url, "body": None, "headers": {}},
+                "response": {
+                    "status": {"code": code, "message": reason},
+                    "headers": {"Content-Type": [content_type], "Date": [date]},
+                    "body": {"string": body},
+                },
+            }
+        ],
+    }
+
+
+def _handshake_cassette() -> dict:
+    """The cookie/crumb handshake yfinance performs before its first data request.
+
+    Synthesised, not recorded: it carries no market data, and a live crumb is a per-session token
+    that must not be committed. ``fc.yahoo.com`` answers 404 with a cookie in real life; here it
+    answers 404 without one, and ``getcrumb`` answers a fixed token, which the replay matcher
+    ignores on data requests.
+    """
+    date = "Thu, 01 Jan 1970 00:00:00 GMT"
+    fc = _cassette("https://fc.yahoo.com/", 404, date, "", "text/html")
+    crumb = _cassette("https://query1.finance.yahoo.com/v1/test/getcrumb", 200, date, "replay-crumb", "text/plain")
+    # After any 4xx yfinance retries once with its other cookie strategy (csrf), which starts at
+    # the consent page; a page without a csrfToken sends it back to the basic strategy.
+    consent = _cassette("https://guce.yahoo.com/consent", 200, date, "<html><body></body></html>", "text/html")
+    return {"version": 1, "interactions": fc["interactions"] + crumb["interactions"] + consent["interactions"]}
+
+
+def _delisted_info_cassette(symbol: str) -> dict:
+    """yfinance's fallback request when the timezone probe of a delisted symbol answers 404.
+
+    Synthesised in Yahoo's error shape (the chart 404 for the same symbol is the real recording):
+    yfinance asks ``quoteSummary`` for the exchange timezone before giving up on the symbol.
+    """
+    url = (
+        f"https://query2.finance.yahoo.com/v10/finance/quoteSummary/{symbol}?modules=financialData%2CquoteType"
+        f"%2CdefaultKeyStatistics%2CassetProfile%2CsummaryDetail&corsDomain=finance.yahoo.com&formatted=false"
+        f"&symbol={symbol}&lang=en-US&region=US"
+    )
+    body = f'{{"quoteSummary":{{"result":null,"error":{{"code":"Not Found","description":"Quote not found for symbol: {symbol}"}}}}}}'
+    return _cassette(url, 404, "Mon, 16 Sep 2024 12:14:23 GMT", body, "application/json")
+
+
+def build(fixtures: Path) -> list[Path]:
+    """Write one cassette per Yahoo chart fixture; return the paths written."""
+    sections = _provenance_sections((fixtures / "PROVENANCE.md").read_text())
+    out_dir = OUT / "yahoo"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    provenance = [
+        "# Provenance of the replay recordings",
+        "",
+        "Built by `python tools/build_recordings.py` from `../shared/fixtures/` (see its PROVENANCE.md).",
+        "Each cassette holds one real response body byte for byte, the request URL it answered and the",
+        "`Date` of the recording. The replay matcher serves a data request from a recording of the same",
+        "symbol and interval whose `[period1, period2)` contains the requested window, and serves",
+        "yfinance's timezone probe (`range=1d`) from any recording of that symbol: yfinance reads only",
+        "`meta.exchangeTimezoneName` from it.",
+        "",
+        "`yahoo/_handshake.yaml` is synthesised (yfinance's cookie/crumb handshake; no market data).",
+        "`yahoo/_synthesised_quoteSummary_SIX_404.yaml` is synthesised in Yahoo's error shape: the request",
+        "yfinance makes for a symbol whose timezone probe answered 404 (the chart 404 is the real recording).",
+        "",
+    ]
+    for rel, section in sorted(sections.items()):
+        if not rel.startswith(YAHOO_CHART_PREFIX):
+            continue
+        req = next((m for line in section.splitlines() if (m := _REQUEST_RE.match(line.strip()))), None)
+        if req is None:
+            raise SystemExit(f"{rel}: no parsable '- request:' line in PROVENANCE.md")
+        date = req.group("date").strip()
+        email.utils.parsedate_to_datetime(date)  # fail here, not at replay, on a bad date
+        body = (fixtures / rel).read_text()
+        cassette = _cassette(req.group("url"), int(req.group("code")), date, body, "application/json")
+        path = out_dir / (Path(rel).stem + ".yaml")
+        path.write_text(yaml.safe_dump(cassette, sort_keys=False, width=1 << 30))
+        written.append(path)
+        provenance += [section.replace(f"### `{rel}`", f"### `yahoo/{path.name}` (from `{rel}`)"), ""]
+    delisted = out_dir / "_synthesised_quoteSummary_SIX_404.yaml"
+    delisted.write_text(yaml.safe_dump(_delisted_info_cassette("SIX"), sort_keys=False, width=1 << 30))
+    written.append(delisted)
+    hs = out_dir / "_handshake.yaml"
+    hs.write_text(yaml.safe_dump(_handshake_cassette(), sort_keys=False))
+    written.append(hs)
+    (OUT / "PROVENANCE.md").write_text("\n".join(provenance))
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fixtures", type=Path, default=ROOT.parent / "shared" / "fixtures")
+    args = parser.parse_args()
+    for path in build(args.fixtures):
+        print(path.relative_to(ROOT))
+
+
+if __name__ == "__main__":
+    main()
