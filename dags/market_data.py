@@ -1,0 +1,10 @@
+"""Market-data Airflow DAGs, one per (source, interval) in include/pipeline.yaml: market_<source>_<interval>.
+
+(Airflow's safe-mode parser only opens files mentioning both "airflow" and "dag".)
+"""
+
+from __future__ import annotations
+
+from market_ingest.dag_factory import build_dags
+
+globals().update(build_dags())

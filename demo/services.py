@@ -1,0 +1,142 @@
+"""Embedded services for the demo and the tests: PostgreSQL (pgserver) and a moto server (S3, Kinesis).
+
+No Docker and no root needed: ``pgserver`` ships PostgreSQL binaries in its wheel (when run as
+root it creates and uses a ``pgserver`` system user), and ``moto[server]`` speaks the real S3 and
+Kinesis HTTP APIs on loopback. Airflow sees both through ``AIRFLOW_CONN_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+AWS_REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class Services:
+    """Addresses of the running services.
+
+    :param pg_socket_dir: PostgreSQL unix-socket directory (the server listens there, port 5432).
+    :param aws_endpoint: moto server URL, ``http://127.0.0.1:<port>``.
+    """
+
+    pg_socket_dir: str
+    aws_endpoint: str
+
+    def pg_conninfo(self) -> str:
+        """libpq connection string for psycopg."""
+        return f"host={self.pg_socket_dir} port=5432 user=postgres dbname=postgres"
+
+    def airflow_env(self, timescale_conn_id: str = "market_timescale", aws_conn_id: str = "market_aws") -> dict[str, str]:
+        """``AIRFLOW_CONN_*`` variables defining both connections."""
+        pg = {"conn_type": "postgres", "host": self.pg_socket_dir, "port": 5432, "login": "postgres", "schema": "postgres"}
+        aws = {
+            "conn_type": "aws",
+            "login": "testing",  # moto accepts any key; these are not credentials
+            "password": "testing",
+            "extra": {"region_name": AWS_REGION, "endpoint_url": self.aws_endpoint},
+        }
+        return {
+            f"AIRFLOW_CONN_{timescale_conn_id.upper()}": json.dumps(pg),
+            f"AIRFLOW_CONN_{aws_conn_id.upper()}": json.dumps(aws),
+        }
+
+    def boto3_client(self, service: str):
+        """A boto3 client for ``service`` against the moto server."""
+        import boto3
+
+        return boto3.client(service, region_name=AWS_REGION, endpoint_url=self.aws_endpoint,
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"moto server did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+
+
+@contextmanager
+def postgres(pgdata: Path) -> Iterator[str]:
+    """Run PostgreSQL on ``pgdata`` (created on first use, kept afterwards); yield its socket dir."""
+    import pgserver
+
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    try:
+        yield str(server.get_postmaster_info().socket_dir)
+    finally:
+        server.cleanup()
+
+
+@contextmanager
+def moto_server(log_path: Path) -> Iterator[str]:
+    """Run ``moto_server`` on a free loopback port in a child process; yield its URL."""
+    port = free_port()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "AWS_DEFAULT_REGION": AWS_REGION},
+        )
+    try:
+        _wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextmanager
+def embedded_services(workdir: Path) -> Iterator[Services]:
+    """PostgreSQL and moto, both stopped on exit. PostgreSQL data persists in ``workdir/pg``."""
+    with postgres(workdir / "pg") as socket_dir, moto_server(workdir / "moto.log") as endpoint:
+        yield Services(socket_dir, endpoint)
+
+
+def create_lake_and_stream(services: Services, bucket: str, stream: str, shards: int = 2) -> None:
+    """Create the lake bucket and the Kinesis stream if absent, and wait until the stream is ACTIVE."""
+    s3 = services.boto3_client("s3")
+    if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=bucket)
+    kinesis = services.boto3_client("kinesis")
+    if stream not in kinesis.list_streams()["StreamNames"]:
+        kinesis.create_stream(StreamName=stream, ShardCount=shards)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+
+
+def read_stream(services: Services, stream: str) -> list[dict]:
+    """Every record in ``stream`` from the oldest, decoded from JSON."""
+    kinesis = services.boto3_client("kinesis")
+    records = []
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while it:
+            out = kinesis.get_records(ShardIterator=it, Limit=10000)
+            records += [json.loads(r["Data"]) for r in out["Records"]]
+            if not out["Records"] or out.get("MillisBehindLatest", 0) == 0:
+                break
+            it = out.get("NextShardIterator")
+    return records

@@ -1,0 +1,182 @@
+"""The pipeline configuration as typed data (``include/pipeline.yaml``).
+
+Parsed at DAG parse time, so this module imports only pydantic (an Airflow dependency) and
+PyYAML. A bad config raises :class:`PipelineConfigError` naming the file and the field; it never
+silently drops a DAG.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from market_ingest.intervals import CANONICAL_INTERVALS
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+INCLUDE_DIR = PROJECT_ROOT / "include"
+DEFAULT_CONFIG = INCLUDE_DIR / "pipeline.yaml"
+CONFIG_ENV = "MARKET_INGEST_CONFIG"
+
+_ID = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class PipelineConfigError(ValueError):
+    """The pipeline config is invalid. The message names the file and each bad field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryConfig(_Model):
+    """Task retries: exponential backoff from ``delay_seconds`` up to ``max_delay_seconds``."""
+
+    retries: int = Field(3, ge=2, description="at least 2: vendors fail transiently")
+    delay_seconds: int = Field(60, gt=0)
+    max_delay_seconds: int = Field(1800, gt=0)
+
+
+class IntervalConfig(_Model):
+    """One (source, interval) pair: one DAG ``market_<source>_<interval>``."""
+
+    schedule: str = Field(description="cron or preset; the data interval is the run's window")
+    start_date: datetime = Field(datetime(2024, 1, 1, tzinfo=timezone.utc))
+    universes: list[str] | None = Field(None, description="overrides the source's universes")
+    batch_size: int | None = Field(None, gt=0)
+    max_active_runs: int = Field(1, gt=0)
+
+    @field_validator("start_date")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+
+
+class SourceConfig(_Model):
+    """A data source: which hook serves it, its pool (the vendor's rate limit) and its DAGs."""
+
+    kind: Literal["yahoo"] = Field(description="which hook serves this source")
+    description: str = ""
+    pool: str
+    pool_slots: int = Field(gt=0, description="concurrent extract tasks allowed across all DAGs")
+    batch_size: int = Field(gt=0, description="symbols per extract task")
+    universes: list[str] = Field(min_length=1)
+    intervals: dict[str, IntervalConfig] = Field(min_length=1)
+    conn_id: str | None = None
+
+    @field_validator("intervals")
+    @classmethod
+    def _canonical(cls, v: dict[str, IntervalConfig]) -> dict[str, IntervalConfig]:
+        bad = [k for k in v if k not in CANONICAL_INTERVALS]
+        if bad:
+            raise ValueError(f"intervals {bad} are not canonical; use {' '.join(CANONICAL_INTERVALS)}")
+        return v
+
+
+class LakeConfig(_Model):
+    """Parquet lake. ``url`` is an ObjectStoragePath URL: ``s3://<conn_id>@bucket/prefix`` or ``file:///path``."""
+
+    url: str
+    compression: str = "zstd"
+
+
+class KinesisConfig(_Model):
+    """Kinesis Data Streams sink."""
+
+    aws_conn_id: str
+    stream: str
+    max_records_per_call: int = Field(500, gt=0, le=500)
+    max_bytes_per_call: int = Field(5 * 1024 * 1024, gt=0, le=5 * 1024 * 1024)
+    max_attempts: int = Field(8, gt=0)
+
+
+class TimescaleConfig(_Model):
+    """TimescaleDB (or plain PostgreSQL) sink; tables are ``market.*`` as the migrations create them."""
+
+    conn_id: str
+
+
+class ReportConfig(_Model):
+    """Run report: the run fails when the share of failed symbols exceeds ``max_failed_share``."""
+
+    max_failed_share: float = Field(0.2, ge=0, le=1)
+
+
+class PipelineConfig(_Model):
+    """The whole pipeline: sinks, defaults, and one entry per source."""
+
+    version: Literal[1]
+    owner: str = "market-data"
+    retry: RetryConfig = RetryConfig()
+    lake: LakeConfig
+    kinesis: KinesisConfig
+    timescale: TimescaleConfig
+    report: ReportConfig = ReportConfig()
+    sources: dict[str, SourceConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ids_and_universes(self) -> PipelineConfig:
+        for name, src in self.sources.items():
+            if not _ID.match(name):
+                raise ValueError(f"source name {name!r} must match {_ID.pattern}")
+            for interval, ic in src.intervals.items():
+                for u in ic.universes or src.universes:
+                    if not universe_path(u).is_file():
+                        raise ValueError(f"sources.{name}.intervals.{interval}: universe {u!r} has no file {universe_path(u)}")
+        return self
+
+    def dag_pairs(self) -> list[tuple[str, str]]:
+        """Every configured ``(source, interval)``, in file order."""
+        return [(s, i) for s, src in self.sources.items() for i in src.intervals]
+
+
+def universe_path(name: str) -> Path:
+    """Path of a universe file in ``include/symbols/``."""
+    return INCLUDE_DIR / "symbols" / f"{name}.csv"
+
+
+def load_universe(name: str) -> list[str]:
+    """Symbols of a universe, in file order.
+
+    :raises PipelineConfigError: when the file is missing or has no ``symbol`` column.
+    """
+    path = universe_path(name)
+    try:
+        with path.open(newline="") as fh:
+            return [row["symbol"].strip() for row in csv.DictReader(fh) if row["symbol"].strip()]
+    except (OSError, KeyError) as exc:
+        raise PipelineConfigError(f"{path}: cannot read universe {name!r}: {exc}") from None
+
+
+def config_path() -> Path:
+    """The config file: ``$MARKET_INGEST_CONFIG`` or ``include/pipeline.yaml``."""
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+@lru_cache(maxsize=8)
+def load_config(path: Path | str | None = None) -> PipelineConfig:
+    """Load and validate the pipeline config.
+
+    :param path: YAML file; default :func:`config_path`.
+    :raises PipelineConfigError: naming the file and every invalid field, e.g.
+        ``include/pipeline.yaml: sources.yahoo.batch_size: Input should be greater than 0``.
+    """
+    path = Path(path) if path else config_path()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise PipelineConfigError(f"{path}: cannot read config: {exc}") from None
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise PipelineConfigError(f"{path}: {problems}") from None
