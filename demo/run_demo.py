@@ -113,10 +113,23 @@ def run_dags(live: bool) -> list[dict]:
         dagrun = bag.get_dag(dag_id).test(logical_date=logical_date, run_conf=conf)
         state = str(getattr(dagrun, "state", "unknown"))
         print(f"  {dag_id:<18} {logical_date:%Y-%m-%d} {conf.get('symbols')} -> {state} ({time.monotonic() - t0:.1f}s)", flush=True)
+        report = _report_of(dagrun)
         results.append({"dag_id": dag_id, "logical_date": logical_date.isoformat(), "conf": conf, "state": state,
-                        "run_id": getattr(dagrun, "run_id", None),
+                        "run_id": getattr(dagrun, "run_id", None), "skipped": report.get("skipped", {}),
                         "expected": None if live else expected_bars(dag_id, logical_date, conf)})
     return results
+
+
+def _report_of(dagrun) -> dict:
+    """The run report the ``report`` task returned to XCom."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        value = session.query(XComModel.value).filter_by(
+            dag_id=dagrun.dag_id, run_id=dagrun.run_id, task_id="report", key="return_value").scalar()
+    value = json.loads(value) if isinstance(value, str) else value
+    return value or {}
 
 
 def read_sinks(services, cfg) -> dict:
@@ -152,7 +165,7 @@ def read_sinks(services, cfg) -> dict:
         "lake": {f"{i}/{s}": n for (i, s), n in lake.items()},
         "kinesis_records": len(records),
         "kinesis_distinct": {f"{i}/{s}": len(ids) for (i, s), ids in kin_ids.items()},
-        "lake_objects": [k for k in keys if "/_staging/" not in k],
+        "lake_objects": [f"s3://{bucket}/{k}" for k in keys if "/_staging/" not in k],
     }
 
 
@@ -220,11 +233,11 @@ def print_summary(summary: dict) -> None:
         print(f"  {r['series']:<16} {exp:>8} {r['postgres']:>9} {r['lake']:>6} {r['kinesis']:>8}")
     print(f"\nLake objects ({len(summary['lake_objects'])}):")
     for key in summary["lake_objects"]:
-        print(f"  s3://{key}")
+        print(f"  {key}")
     print(f"Kinesis records published: {summary['kinesis_records_total']}")
     for run in summary["runs"]:
-        if run["expected"] is not None and not any(run["expected"].values()):
-            print(f"Skipped (no bars in window): {run['dag_id']} {run['conf']}")
+        for sym, reason in run.get("skipped", {}).items():
+            print(f"Skipped: {run['dag_id']} {sym}: {reason}")
     print(f"\n{'OK' if summary['ok'] else 'MISMATCH'}: all sinks hold exactly the recorded bars" if summary["ok"]
           else "\nMISMATCH: a sink differs from the recordings (see above)")
     print(f"Took {summary['seconds']}s")

@@ -232,9 +232,14 @@ class YahooFinanceHook(BaseHook):
         except YFRateLimitError as exc:
             raise RateLimitedError(SOURCE, f"Yahoo answered 429 Too Many Requests ({exc})", symbol) from None
         except YFTickerMissingError as exc:
-            reason = str(exc).lstrip("$")
-            status = outcomes.NO_DATA if "no price data found" in reason else outcomes.UNKNOWN_SYMBOL
-            self.log.warning("Skipping %s: %s", symbol, reason)
+            # yfinance says "possibly delisted" for any empty answer, a weekend included; Yahoo
+            # answered 200 with no bars, so this is a data gap, not an unknown symbol.
+            detail = str(exc).lstrip("$")
+            if "no price data found" in detail:
+                status, reason = outcomes.NO_DATA, "Yahoo returned no bars for the window (no session: weekend, holiday, halt)"
+            else:
+                status, reason = outcomes.UNKNOWN_SYMBOL, f"Yahoo does not know the symbol ({detail})"
+            self.log.warning("Skipping %s: %s [yfinance: %s]", symbol, reason, detail)
             return outcomes.SymbolOutcome(symbol, status, reason=reason), None
         except Exception as exc:
             status_code = getattr(getattr(exc, "response", None), "status_code", None)

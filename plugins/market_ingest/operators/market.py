@@ -23,6 +23,17 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
+def _materialise(values: Any) -> list:
+    """A mapped task's XCom results as a list, read by index.
+
+    Iterating Airflow's lazy XCom sequence probes one offset past the end and logs an error for
+    it; indexing up to ``len()`` does not.
+    """
+    if values is None:
+        return []
+    return [values[i] for i in range(len(values))]
+
+
 def _fail_fast(exc: MarketDataError) -> None:
     """Re-raise permanent errors as ``AirflowFailException`` so no retry is spent on them."""
     if not exc.retryable:
@@ -140,7 +151,7 @@ class LakePublishOperator(BaseOperator):
         from market_ingest.lake import lake_root, publish, read_parquet
 
         cfg = load_config()
-        results = [e for e in (self.extracts or []) if e]
+        results = [e for e in _materialise(self.extracts) if e]
         staged = [e["path"] for e in results if e.get("path")]
         window = _window_of(context)
         objects = publish(staged, lake_root(cfg.lake.url), self.source, self.interval, *window, compression=cfg.lake.compression)
@@ -252,7 +263,7 @@ class RunReportOperator(BaseOperator):
         self.kinesis = kinesis
 
     def execute(self, context: Context) -> dict[str, Any]:
-        report = build_report(self.plan or [], self.extracts or [], self.lake, self.timescale, self.kinesis)
+        report = build_report(self.plan or [], _materialise(self.extracts), self.lake, self.timescale, self.kinesis)
         for line in format_report(report, context["dag"].dag_id, context["run_id"]):
             self.log.info("%s", line)
         threshold = load_config().report.max_failed_share

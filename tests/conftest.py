@@ -1,0 +1,54 @@
+"""Shared fixtures: Airflow environment, a real PostgreSQL server (pgserver) and a moto server.
+
+The servers are started once per test session on loopback / a unix socket and stopped at the end;
+nothing needs to be running beforehand.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDINGS = ROOT / "include" / "recordings"
+YAHOO_RECORDINGS = RECORDINGS / "yahoo"
+
+# Airflow reads its configuration at import: set it before any test imports airflow.
+_AIRFLOW_HOME = Path(os.environ.get("MARKET_INGEST_TEST_HOME", "/tmp")) / f"market-ingest-tests-{os.getpid()}"
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "MARKET_INGEST_REPLAY_DIR": str(RECORDINGS),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]),
+    }
+)
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory):
+    """Embedded PostgreSQL + moto server, with the lake bucket and Kinesis stream created."""
+    from demo.services import create_lake_and_stream, embedded_services
+    from market_ingest.config import load_config
+
+    cfg = load_config()
+    with embedded_services(tmp_path_factory.mktemp("services")) as svc:
+        os.environ.update(svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id))
+        bucket = cfg.lake.url.split("@", 1)[1].split("/", 1)[0]
+        create_lake_and_stream(svc, bucket, cfg.kinesis.stream)
+        yield svc
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """A migrated SQLite metadata DB for tests that run DAGs."""
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], check=True, stdout=subprocess.DEVNULL, env=os.environ.copy())
+    return os.environ["AIRFLOW_HOME"]
