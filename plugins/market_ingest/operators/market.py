@@ -241,8 +241,9 @@ class RunReportOperator(BaseOperator):
     """Summarise the run: rows per symbol and sink, skipped symbols with reasons.
 
     Runs whatever upstream did (``trigger_rule="all_done"``). Prints the report to the task log
-    and returns it (small) to XCom. Fails the run when the share of failed symbols exceeds the
-    configured ``report.max_failed_share``.
+    and returns it (small) to XCom. Fails (and so fails the run, being its only leaf) when the plan
+    or a sink did not succeed, or when the share of failed symbols exceeds the configured
+    ``report.max_failed_share``.
 
     :param plan: the plan result (templated): every symbol the run meant to ingest.
     :param extracts: the extract results (templated); a missing batch counts as failed.
@@ -266,6 +267,13 @@ class RunReportOperator(BaseOperator):
         report = build_report(self.plan or [], _materialise(self.extracts), self.lake, self.timescale, self.kinesis)
         for line in format_report(report, context["dag"].dag_id, context["run_id"]):
             self.log.info("%s", line)
+        # The report is the run's only leaf and runs whatever happened upstream, so the run's
+        # state is this task's state: it must fail whenever the plan or a sink did not succeed.
+        if self.plan is None:
+            raise AirflowFailException("plan did not succeed: nothing was ingested (see the plan task's log)")
+        broken = [sink for sink, ok in report["totals"]["sinks_ok"].items() if not ok]
+        if broken:
+            raise AirflowFailException(f"sinks {broken} did not succeed; rows above show what did land")
         threshold = load_config().report.max_failed_share
         if report["symbols_total"] and report["failed_share"] > threshold:
             raise AirflowFailException(

@@ -1,0 +1,36 @@
+# Two commands matter: `make demo` (the main job on embedded services and recorded data) and
+# `make test`. Both create .venv on first use; nothing else needs to be installed but Python 3.11.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+
+.PHONY: demo test install lock recordings universes clean
+
+demo: $(STAMP)  ## run the Yahoo DAGs into PostgreSQL, S3 and Kinesis (LIVE=1: live Yahoo API)
+	$(PY) demo/run_demo.py $(if $(LIVE),--live,)
+
+test: $(STAMP)  ## DAG integrity, unit, integration (real PostgreSQL + moto server) and end-to-end tests
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version.split()[0]}"'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check uv==0.13.9
+	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.lock
+	rm -f $(VENV)/.installed-* && touch $@
+
+lock:  ## re-resolve requirements.lock from requirements-dev.txt
+	$(VENV)/bin/uv pip compile -q --python-version 3.11 requirements-dev.txt -o requirements.lock
+
+recordings:  ## rebuild include/recordings/ from ../shared/fixtures/
+	$(PY) tools/build_recordings.py
+
+universes:  ## rebuild include/symbols/ from ../shared/fixtures/indices/
+	$(PY) tools/build_universes.py
+
+clean:
+	rm -rf $(VENV) .demo
