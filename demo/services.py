@@ -78,8 +78,12 @@ def _wait_for_port(port: int, timeout: float = 30.0) -> None:
 @contextmanager
 def postgres(pgdata: Path) -> Iterator[str]:
     """Run PostgreSQL on ``pgdata`` (created on first use, kept afterwards); yield its socket dir."""
+    import logging
+
     import pgserver
 
+    # pgserver logs from an atexit hook, after pytest has closed the captured streams.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     pgdata.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     try:

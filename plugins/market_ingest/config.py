@@ -21,7 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from market_ingest.intervals import CANONICAL_INTERVALS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-INCLUDE_DIR = PROJECT_ROOT / "include"
+#: include/ beside plugins/ (Astro, docker-compose); MWAA deployments that ship include/ inside
+#: the DAGs folder point MARKET_INGEST_INCLUDE_DIR at it.
+INCLUDE_DIR = Path(os.environ.get("MARKET_INGEST_INCLUDE_DIR") or PROJECT_ROOT / "include")
 DEFAULT_CONFIG = INCLUDE_DIR / "pipeline.yaml"
 CONFIG_ENV = "MARKET_INGEST_CONFIG"
 

@@ -51,7 +51,7 @@ def test_daily_dag_run_loads_every_sink_and_a_rerun_changes_nothing(services, ai
         "MSFT": "ok", "NVDA": "ok", "TSLA": "ok", "SIX": "unknown_symbol"}
     for sym in ("MSFT", "NVDA", "TSLA"):
         assert report["symbols"][sym] | {"reason": ""} == {"status": "ok", "reason": "", "lake": 1, "timescale": 1, "kinesis": 1}
-    assert "404" in report["skipped"]["SIX"]
+    assert "does not know the symbol or it is delisted" in report["skipped"]["SIX"]
     (lake_object,) = report["lake_objects"]
     assert lake_object.endswith("interval=1d/date=2021-07-20/20210720T000000Z_20210721T000000Z.parquet")
 

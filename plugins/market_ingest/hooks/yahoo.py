@@ -49,6 +49,10 @@ LOOKBACK: dict[str, timedelta] = {
 }
 MAX_SPAN: dict[str, timedelta] = {"1m": timedelta(days=8)}
 
+# yfinance reports an unknown or delisted symbol either as the 404 of its quoteSummary fallback or,
+# after two such fallbacks in one process (a module-level counter), as YFTzMissingError.
+UNKNOWN_REASON = "Yahoo does not know the symbol or it is delisted"
+
 
 @dataclass(frozen=True)
 class Window:
@@ -238,13 +242,13 @@ class YahooFinanceHook(BaseHook):
             if "no price data found" in detail:
                 status, reason = outcomes.NO_DATA, "Yahoo returned no bars for the window (no session: weekend, holiday, halt)"
             else:
-                status, reason = outcomes.UNKNOWN_SYMBOL, f"Yahoo does not know the symbol ({detail})"
+                status, reason = outcomes.UNKNOWN_SYMBOL, f"{UNKNOWN_REASON} ({detail})"
             self.log.warning("Skipping %s: %s [yfinance: %s]", symbol, reason, detail)
             return outcomes.SymbolOutcome(symbol, status, reason=reason), None
         except Exception as exc:
             status_code = getattr(getattr(exc, "response", None), "status_code", None)
             if status_code == 404:
-                reason = f"Yahoo answered 404 Not Found: unknown or delisted symbol"
+                reason = f"{UNKNOWN_REASON} (HTTP 404 Not Found)"
                 self.log.warning("Skipping %s: %s", symbol, reason)
                 return outcomes.SymbolOutcome(symbol, outcomes.UNKNOWN_SYMBOL, reason=reason), None
             if status_code == 429:
