@@ -149,3 +149,23 @@ def test_rate_limit_fails_the_task_for_a_retry(tmp_path):
         # A window no other test asks for: yfinance memoises responses per process (lru_cache).
         throttled.fetch_bars(["MSFT"], "1d", Window(d(2021, 6, 7), d(2021, 6, 8)), INGESTED)
     assert err.value.retryable and err.value.symbol == "MSFT"
+
+
+def test_a_malformed_answer_fails_only_that_symbol(tmp_path):
+    """A chart body that yfinance cannot parse marks that symbol failed (with the reason) and the batch goes on."""
+    import shutil
+
+    import yaml
+
+    for name in ("_handshake.yaml", "yahoo_chart_BTC-USD_1d_2020-01-01_2020-01-03.yaml"):
+        shutil.copy(YAHOO_RECORDINGS / name, tmp_path)
+    recorded = yaml.safe_load((YAHOO_RECORDINGS / "yahoo_chart_GC=F_1d_2020-01-02.yaml").read_text())
+    # Truncate the real GC=F body mid-JSON, as a dropped connection would.
+    body = recorded["interactions"][0]["response"]["body"]["string"]
+    recorded["interactions"][0]["response"]["body"]["string"] = body[: len(body) // 2]
+    (tmp_path / "truncated.yaml").write_text(yaml.safe_dump(recorded))
+    hook = YahooFinanceHook(yahoo_conn_id=None, replay_dir=str(tmp_path))
+    bars, results = hook.fetch_bars(["GC=F", "BTC-USD"], "1d", Window(d(2020, 1, 2), d(2020, 1, 3)), INGESTED)
+    by_symbol = {o.symbol: o for o in results}
+    assert by_symbol["GC=F"].status == outcomes.FAILED and by_symbol["GC=F"].reason
+    assert by_symbol["BTC-USD"].status == outcomes.OK and set(bars["symbol"].to_pylist()) == {"BTC-USD"}

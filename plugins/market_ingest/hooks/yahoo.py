@@ -174,6 +174,10 @@ class YahooFinanceHook(BaseHook):
         :raises VendorUnavailableError: network failure or 5xx; the task should be retried.
         :raises WindowNotServableError: the window is beyond Yahoo's lookback cap.
         :raises market_ingest.replay.ReplayMissError: in replay, a request has no recording.
+
+        Any other error for one symbol (an unexpected exception, an answer that cannot be
+        normalised) is recorded as that symbol's ``failed`` outcome, with the reason, and the
+        batch goes on; the run report fails the run when too many symbols failed.
         """
         import contextlib
 
@@ -255,8 +259,17 @@ class YahooFinanceHook(BaseHook):
                 raise RateLimitedError(SOURCE, "Yahoo answered 429 Too Many Requests", symbol) from None
             if (status_code and status_code >= 500) or _is_network_error(exc):
                 raise VendorUnavailableError(SOURCE, f"{type(exc).__name__}: {exc}", symbol) from exc
-            raise
-        return self._normalise(symbol, interval, window, frames, currency, now, ingested_at)
+            if type(exc).__name__ == "CannotOverwriteExistingCassetteException":
+                raise  # replay miss: must stop the run loudly (re-raised as ReplayMissError)
+            reason = f"{type(exc).__name__}: {exc}"
+            self.log.error("yahoo:%s failed: %s", symbol, reason)
+            return outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=reason), None
+        try:
+            return self._normalise(symbol, interval, window, frames, currency, now, ingested_at)
+        except Exception as exc:  # a malformed answer for one symbol must not sink the batch
+            reason = f"cannot normalise Yahoo's answer: {type(exc).__name__}: {exc}"
+            self.log.error("yahoo:%s failed: %s", symbol, reason)
+            return outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=reason), None
 
     def _normalise(self, symbol, interval, window, frames, currency, now, ingested_at):
         import pandas as pd
