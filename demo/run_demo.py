@@ -174,6 +174,12 @@ def main() -> int:
     parser.add_argument("--live", action="store_true", help="use the live Yahoo API instead of the recordings")
     args = parser.parse_args()
     started = time.monotonic()
+    import warnings
+
+    # Environment noise, not findings: no XDG runtime dir in a bare shell; starlette's notice to
+    # Airflow's in-process API client.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
     WORK.mkdir(exist_ok=True)
     env = airflow_env(args.live)
     os.environ.update(env)

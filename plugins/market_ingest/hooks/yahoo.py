@@ -203,7 +203,13 @@ class YahooFinanceHook(BaseHook):
         return bars, results
 
     def _yfinance(self):
+        import warnings
+
         import yfinance as yf
+
+        # yfinance 1.7 calls pandas APIs that pandas 3.1 deprecates (inplace=...), once per symbol;
+        # the warning is about yfinance's code, says nothing about the data, and floods task logs.
+        warnings.filterwarnings("ignore", message="The inplace keyword", module=r"yfinance(\.|$)")
 
         yf.config.debug.hide_exceptions = False
         # A private cache per process: no cookie or timezone state leaks between runs and users.
