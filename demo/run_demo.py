@@ -134,6 +134,8 @@ def _report_of(dagrun) -> dict:
 
 def read_sinks(services, cfg) -> dict:
     """Rows per (interval, symbol) in PostgreSQL, the lake and Kinesis, plus the lake's object keys."""
+    import io
+
     import psycopg
     import pyarrow.parquet as pq
 
@@ -150,8 +152,6 @@ def read_sinks(services, cfg) -> dict:
         if "/_staging/" in key:
             continue
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        import io
-
         table = pq.read_table(io.BytesIO(body), columns=["interval", "symbol"])
         lake.update(zip(table["interval"].to_pylist(), table["symbol"].to_pylist()))
     from demo.services import read_stream

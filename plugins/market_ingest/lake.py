@@ -86,7 +86,8 @@ def publish(
     :param interval: canonical interval.
     :param start: window start, UTC.
     :param end: window end (exclusive), UTC.
-    :return: one ``{"path": url, "date": "YYYY-MM-DD", "rows": n}`` per object written, sorted by date.
+    :return: one ``{"path": url, "date": "YYYY-MM-DD", "rows": n, "rows_by_symbol": {symbol: n}}``
+        per object written, sorted by date.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -104,7 +105,9 @@ def publish(
         part = part.sort_by([("symbol", "ascending"), ("time", "ascending")])
         path = partition_dir(root, source, interval, day) / f"{token}.parquet"
         write_parquet(part, path, compression)
-        written.append({"path": str(path), "date": day, "rows": part.num_rows})
+        symbols = pc.value_counts(part["symbol"])
+        counts = dict(zip(symbols.field("values").to_pylist(), symbols.field("counts").to_pylist()))
+        written.append({"path": str(path), "date": day, "rows": part.num_rows, "rows_by_symbol": counts})
     _remove_stale(root, source, interval, start, end, token, {w["date"] for w in written})
     return written
 

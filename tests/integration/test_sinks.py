@@ -127,7 +127,7 @@ def test_lake_publish_twice_gives_the_same_keys(services, recorded_bars):
     second = publish([str(staged), str(staged)], root, "yahoo", "1d", start, end)  # same batch twice: deduped
     assert first == second
     assert [o["date"] for o in first] == ["2021-07-19", "2021-07-20", "2021-07-21", "2021-07-22", "2021-07-23"]
-    assert all(o["rows"] == 3 for o in first)
+    assert all(o["rows"] == 3 and o["rows_by_symbol"] == {"MSFT": 1, "NVDA": 1, "TSLA": 1} for o in first)
     s3 = services.boto3_client("s3")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="market-lake", Prefix="bars/test-idempotence/source=")["Contents"]]
     assert len(keys) == 5 and all(k.endswith("20210719T000000Z_20210724T000000Z.parquet") for k in keys)

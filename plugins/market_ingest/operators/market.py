@@ -146,9 +146,7 @@ class LakePublishOperator(BaseOperator):
         self.extracts = extracts
 
     def execute(self, context: Context) -> dict[str, Any]:
-        import pyarrow.compute as pc
-
-        from market_ingest.lake import lake_root, publish, read_parquet
+        from market_ingest.lake import lake_root, publish
 
         cfg = load_config()
         results = [e for e in _materialise(self.extracts) if e]
@@ -157,8 +155,7 @@ class LakePublishOperator(BaseOperator):
         objects = publish(staged, lake_root(cfg.lake.url), self.source, self.interval, *window, compression=cfg.lake.compression)
         counts: Counter[str] = Counter()
         for obj in objects:
-            table = read_parquet(obj["path"])
-            counts.update(dict(zip(*[c.to_pylist() for c in pc.value_counts(table["symbol"]).flatten()])))
+            counts.update(obj.pop("rows_by_symbol"))
             self.log.info("Wrote %s (%d rows)", obj["path"], obj["rows"])
         return {"objects": objects, "rows_by_symbol": dict(counts)}
 
