@@ -1,4 +1,4 @@
-"""``make demo``: run the Yahoo DAGs through Airflow into all three sinks, on recorded data.
+"""``make demo``: run the Yahoo and Alpha Vantage DAGs through Airflow into all three sinks, on recorded data.
 
 Starts an embedded PostgreSQL and a moto server (S3 + Kinesis) on loopback, points Airflow at them
 through ``AIRFLOW_CONN_*`` variables, runs the DAG runs below with ``dag.test()`` (no scheduler:
@@ -38,7 +38,13 @@ RUNS = [
     *[("market_yahoo_1d", _d(2021, 7, day), {"symbols": ["MSFT", "NVDA", "TSLA"]}) for day in range(20, 25)],
     ("market_yahoo_1m", _d(2024, 10, 2), {"symbols": ["AAPL"], "start": "2024-10-02T00:00:00Z", "end": "2024-10-03T00:00:00Z"}),
     ("market_yahoo_1m", _d(2025, 2, 1), {"symbols": ["AAPL"], "start": "2025-02-01T00:00:00Z", "end": "2025-02-02T00:00:00Z"}),
+    # Alpha Vantage: IBM's compact daily series recorded 2023-11-10; one week through the Params form.
+    ("market_alpha_vantage_1d", _d(2023, 11, 11), {"symbols": ["IBM"], "start": "2023-11-06T00:00:00Z", "end": "2023-11-11T00:00:00Z"}),
 ]
+
+# The demo's Alpha Vantage connection: Alpha Vantage's public "demo" key (not a secret; replay
+# never sends it anywhere) and a budget that repeated demos on the recorded day cannot spend.
+DEMO_ALPHA_VANTAGE_CONN = {"conn_type": "alpha_vantage", "password": "demo", "extra": {"daily_budget": 100000}}
 
 
 def airflow_env(live: bool) -> dict[str, str]:
@@ -73,9 +79,11 @@ def expected_bars(dag_id: str, logical_date: datetime, conf: dict) -> dict[str, 
 
     from market_ingest.replay import RecordingLibrary
 
-    interval = dag_id.rsplit("_", 1)[1]
+    source, interval = dag_id.removeprefix("market_").rsplit("_", 1)
     start = datetime.fromisoformat(conf["start"].replace("Z", "+00:00")) if conf.get("start") else logical_date - timedelta(days=1)
     end = datetime.fromisoformat(conf["end"].replace("Z", "+00:00")) if conf.get("end") else logical_date
+    if source == "alpha_vantage":
+        return _expected_alpha_vantage(conf["symbols"], start, end)
     lib = RecordingLibrary(ROOT / "include" / "recordings" / "yahoo")
     out = {}
     for sym in conf["symbols"]:
@@ -97,6 +105,21 @@ def expected_bars(dag_id: str, logical_date: datetime, conf: dict) -> dict[str, 
                 closed = t + timedelta(minutes=1) <= rec.recorded_at
             n += start <= t < end and closed
         out[sym] = n
+    return out
+
+
+def _expected_alpha_vantage(symbols: list[str], start: datetime, end: datetime) -> dict[str, int]:
+    """Daily bars per symbol in ``[start, end)`` read from the Alpha Vantage cassettes' JSON."""
+    import yaml
+
+    out = {}
+    for path in sorted((ROOT / "include" / "recordings" / "alpha_vantage").glob("*.yaml")):
+        item = yaml.safe_load(path.read_text())["interactions"][0]
+        doc = json.loads(item["response"]["body"]["string"])
+        sym = doc["Meta Data"]["2. Symbol"]
+        if sym in symbols:
+            days = [datetime.fromisoformat(k).replace(tzinfo=UTC) for k in doc["Time Series (Daily)"]]
+            out[sym] = sum(start <= day < end for day in days)
     return out
 
 
@@ -141,7 +164,7 @@ def read_sinks(services, cfg) -> dict:
 
     with psycopg.connect(services.pg_conninfo()) as conn:
         pg_rows = conn.execute(
-            "SELECT interval, symbol, count(*), count(DISTINCT time) FROM market.bars WHERE source = 'yahoo' GROUP BY 1, 2"
+            "SELECT source, interval, symbol, count(*) FROM market.bars GROUP BY 1, 2, 3"
         ).fetchall()
     bucket, _, prefix = cfg.lake.url.split("@", 1)[1].partition("/")
     s3 = services.boto3_client("s3")
@@ -152,19 +175,19 @@ def read_sinks(services, cfg) -> dict:
         if "/_staging/" in key:
             continue
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        table = pq.read_table(io.BytesIO(body), columns=["interval", "symbol"])
-        lake.update(zip(table["interval"].to_pylist(), table["symbol"].to_pylist()))
+        table = pq.read_table(io.BytesIO(body), columns=["source", "interval", "symbol"])
+        lake.update(zip(table["source"].to_pylist(), table["interval"].to_pylist(), table["symbol"].to_pylist()))
     from demo.services import read_stream
 
     records = read_stream(services, cfg.kinesis.stream)
     kin_ids: dict = {}
     for r in records:
-        kin_ids.setdefault((r["interval"], r["symbol"]), set()).add(r["record_id"])
+        kin_ids.setdefault((r["source"], r["interval"], r["symbol"]), set()).add(r["record_id"])
     return {
-        "postgres": {f"{i}/{s}": n for i, s, n, _ in pg_rows},
-        "lake": {f"{i}/{s}": n for (i, s), n in lake.items()},
+        "postgres": {f"{src}/{i}/{s}": n for src, i, s, n in pg_rows},
+        "lake": {f"{src}/{i}/{s}": n for (src, i, s), n in lake.items()},
         "kinesis_records": len(records),
-        "kinesis_distinct": {f"{i}/{s}": len(ids) for (i, s), ids in kin_ids.items()},
+        "kinesis_distinct": {f"{src}/{i}/{s}": len(ids) for (src, i, s), ids in kin_ids.items()},
         "lake_objects": [f"s3://{bucket}/{k}" for k in keys if "/_staging/" not in k],
     }
 
@@ -194,6 +217,8 @@ def main() -> int:
     migrate_metadata_db(env)
     with embedded_services(WORK) as services:
         os.environ.update(services.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id))
+        if not args.live or "AIRFLOW_CONN_MARKET_ALPHA_VANTAGE" not in os.environ:
+            os.environ["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"] = json.dumps(DEMO_ALPHA_VANTAGE_CONN)
         bucket = cfg.lake.url.split("@", 1)[1].split("/", 1)[0]
         create_lake_and_stream(services, bucket, cfg.kinesis.stream)
         print(f"* PostgreSQL on {services.pg_socket_dir}, moto (S3, Kinesis) on {services.aws_endpoint}")
@@ -213,9 +238,9 @@ def summarise(runs: list[dict], sinks: dict, seconds: float) -> dict:
     expected: Counter = Counter()
     skipped = []
     for run in runs:
-        interval = run["dag_id"].rsplit("_", 1)[1]
+        source, interval = run["dag_id"].removeprefix("market_").rsplit("_", 1)
         for sym, n in (run["expected"] or {}).items():
-            expected[f"{interval}/{sym}"] += n
+            expected[f"{source}/{interval}/{sym}"] += n
     keys = sorted(set(expected) | set(sinks["postgres"]) | set(sinks["lake"]))
     rows = []
     for key in keys:
@@ -233,10 +258,10 @@ def summarise(runs: list[dict], sinks: dict, seconds: float) -> dict:
 
 def print_summary(summary: dict) -> None:
     print("\nBars per series (expected = what the recordings hold for the runs' windows):")
-    print(f"  {'interval/symbol':<16} {'expected':>8} {'postgres':>9} {'lake':>6} {'kinesis':>8}")
+    print(f"  {'source/interval/symbol':<28} {'expected':>8} {'postgres':>9} {'lake':>6} {'kinesis':>8}")
     for r in summary["series"]:
         exp = "-" if r["expected"] is None else r["expected"]
-        print(f"  {r['series']:<16} {exp:>8} {r['postgres']:>9} {r['lake']:>6} {r['kinesis']:>8}")
+        print(f"  {r['series']:<28} {exp:>8} {r['postgres']:>9} {r['lake']:>6} {r['kinesis']:>8}")
     print(f"\nLake objects ({len(summary['lake_objects'])}):")
     for key in summary["lake_objects"]:
         print(f"  {key}")

@@ -93,6 +93,29 @@ def _delisted_info_cassette(symbol: str) -> dict:
     return _cassette(url, 404, "Mon, 16 Sep 2024 12:14:23 GMT", body, "application/json")
 
 
+# Alpha Vantage fixtures replayed by the demo: (fixture, request query, recorded-at). The upstream
+# files keep no Date header; the date given is the upstream commit's, so the response is at most
+# that recent. The recorded request omitted outputsize; compact is Alpha Vantage's documented default.
+ALPHA_VANTAGE = [
+    ("alphavantage/av_TIME_SERIES_DAILY_IBM_compact_2023-11-10.json",
+     "function=TIME_SERIES_DAILY&symbol=IBM&outputsize=compact", "Sat, 11 Nov 2023 00:00:00 GMT"),
+]
+
+
+def build_alpha_vantage(fixtures: Path, sections: dict[str, str]) -> list[str]:
+    """One cassette per entry of :data:`ALPHA_VANTAGE`; return their provenance sections."""
+    out_dir = OUT / "alpha_vantage"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    provenance = []
+    for rel, query, date in ALPHA_VANTAGE:
+        body = (fixtures / rel).read_text()
+        cassette = _cassette(f"https://www.alphavantage.co/query?{query}", 200, date, body, "application/json")
+        path = out_dir / (Path(rel).stem + ".yaml")
+        path.write_text(yaml.safe_dump(cassette, sort_keys=False, width=1 << 30))
+        provenance += [sections[rel].replace(f"### `{rel}`", f"### `alpha_vantage/{path.name}` (from `{rel}`)"), ""]
+    return provenance
+
+
 def build(fixtures: Path) -> list[Path]:
     """Write one cassette per Yahoo chart fixture; return the paths written."""
     sections = _provenance_sections((fixtures / "PROVENANCE.md").read_text())
@@ -134,6 +157,9 @@ def build(fixtures: Path) -> list[Path]:
     hs = out_dir / "_handshake.yaml"
     hs.write_text(yaml.safe_dump(_handshake_cassette(), sort_keys=False))
     written.append(hs)
+    provenance += ["## Alpha Vantage", "", "Dates are upstream commit times (no Date header was kept); request URIs",
+                   "spell out outputsize=compact, the documented default the recorded request relied on.", ""]
+    provenance += build_alpha_vantage(fixtures, sections)
     (OUT / "PROVENANCE.md").write_text("\n".join(provenance))
     return written
 

@@ -64,7 +64,7 @@ class IntervalConfig(_Model):
 class SourceConfig(_Model):
     """A data source: which hook serves it, its pool (the vendor's rate limit) and its DAGs."""
 
-    kind: Literal["yahoo"] = Field(description="which hook serves this source")
+    kind: Literal["yahoo", "alpha_vantage"] = Field(description="which hook serves this source (market_ingest.sources)")
     description: str = ""
     pool: str
     pool_slots: int = Field(gt=0, description="concurrent extract tasks allowed across all DAGs")

@@ -6,6 +6,7 @@ imported at DAG parse time, so it depends on the standard library only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 CANONICAL_INTERVALS: tuple[str, ...] = ("1m", "5m", "15m", "30m", "1h", "1d", "1wk", "1mo")
@@ -56,3 +57,20 @@ def ensure_utc(value: datetime, what: str = "timestamp") -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{what} {value.isoformat()} is naive; market data times must carry a timezone")
     return value.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open UTC window ``[start, end)`` of bar open times.
+
+    :raises ValueError: when a bound is naive or ``end <= start``.
+    """
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", ensure_utc(self.start, "window start"))
+        object.__setattr__(self, "end", ensure_utc(self.end, "window end"))
+        if self.end <= self.start:
+            raise ValueError(f"window end {self.end.isoformat()} is not after start {self.start.isoformat()}")

@@ -12,8 +12,9 @@ OK = "ok"
 NO_DATA = "no_data"  # the vendor answered, but no bar falls in the window (weekend, holiday)
 UNKNOWN_SYMBOL = "unknown_symbol"  # the vendor does not know the symbol, or it is delisted
 FAILED = "failed"  # anything else that stopped this symbol; the reason says what
+DEFERRED = "deferred"  # not requested: the vendor's daily quota is spent; not a failure
 
-SKIPPED_STATUSES = frozenset({NO_DATA, UNKNOWN_SYMBOL})
+SKIPPED_STATUSES = frozenset({NO_DATA, UNKNOWN_SYMBOL, DEFERRED})
 
 
 @dataclass
@@ -21,7 +22,7 @@ class SymbolOutcome:
     """What happened to one symbol in one extract.
 
     :param symbol: canonical symbol.
-    :param status: one of ``ok``, ``no_data``, ``unknown_symbol``, ``failed``.
+    :param status: one of ``ok``, ``no_data``, ``unknown_symbol``, ``deferred``, ``failed``.
     :param rows: bars kept (in the window, closed, valid).
     :param reason: why the symbol was skipped or failed; empty when ``ok``.
     :param dropped: bars the vendor returned that were not kept, by reason

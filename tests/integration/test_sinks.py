@@ -132,3 +132,22 @@ def test_lake_publish_twice_gives_the_same_keys(services, recorded_bars):
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="market-lake", Prefix="bars/test-idempotence/source=")["Contents"]]
     assert len(keys) == 5 and all(k.endswith("20210719T000000Z_20210724T000000Z.parquet") for k in keys)
     assert read_parquet(first[1]["path"]).num_rows == 3
+
+
+def test_shared_daily_budget_and_exhaustion_on_postgres(services):
+    """Two stores (as two tasks would hold) share one budget; an exhaustion mark stops both for the day."""
+    from datetime import date
+
+    from market_ingest.quota import PostgresQuotaStore
+
+    hook = TimescaleHook()
+    hook.migrate()
+    a, b = PostgresQuotaStore(hook), PostgresQuotaStore(TimescaleHook())
+    day = date(2031, 1, 2)
+    taken = [a.take("vendor_x", day, 3), b.take("vendor_x", day, 3), a.take("vendor_x", day, 3), b.take("vendor_x", day, 3)]
+    assert taken == [True, True, True, False]
+    other = date(2031, 1, 3)
+    assert a.take("vendor_x", other, 3)
+    b.mark_exhausted("vendor_x", other)
+    assert not a.take("vendor_x", other, 3)  # spent for the rest of that UTC day, for every task
+    assert a.take("vendor_x", date(2031, 1, 4), 3)  # the next day starts afresh

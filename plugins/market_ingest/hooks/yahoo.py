@@ -16,7 +16,6 @@ Vendor facts (DESIGN.md, "Vendor facts"; yfinance 1.7 source):
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,7 @@ from airflow.sdk import BaseHook
 
 from market_ingest import outcomes
 from market_ingest.errors import RateLimitedError, VendorUnavailableError, WindowNotServableError
-from market_ingest.intervals import INTRADAY_INTERVALS, bar_end, ensure_utc, validate_interval
+from market_ingest.intervals import INTRADAY_INTERVALS, Window, bar_end, validate_interval
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,20 +51,6 @@ MAX_SPAN: dict[str, timedelta] = {"1m": timedelta(days=8)}
 # yfinance reports an unknown or delisted symbol either as the 404 of its quoteSummary fallback or,
 # after two such fallbacks in one process (a module-level counter), as YFTzMissingError.
 UNKNOWN_REASON = "Yahoo does not know the symbol or it is delisted"
-
-
-@dataclass(frozen=True)
-class Window:
-    """A half-open UTC window ``[start, end)`` of bar open times."""
-
-    start: datetime
-    end: datetime
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "start", ensure_utc(self.start, "window start"))
-        object.__setattr__(self, "end", ensure_utc(self.end, "window end"))
-        if self.end <= self.start:
-            raise ValueError(f"window end {self.end.isoformat()} is not after start {self.start.isoformat()}")
 
 
 def clamp_window(interval: str, window: Window, now: datetime) -> Window:

@@ -101,16 +101,17 @@ class MarketExtractOperator(BaseOperator):
         self.replay_dir = replay_dir
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from market_ingest.hooks.yahoo import Window, YahooFinanceHook
+        from market_ingest.intervals import Window
         from market_ingest.lake import lake_root, staging_path, window_token, write_parquet
         from market_ingest.replay import replay_dir
+        from market_ingest.sources import bar_hook
 
         cfg = load_config()
         src = cfg.sources[self.source]
         start = datetime.fromisoformat(self.batch["start"])
         end = datetime.fromisoformat(self.batch["end"])
         folder = self.replay_dir or (str(replay_dir() / src.kind) if replay_dir() else None)
-        hook = YahooFinanceHook(yahoo_conn_id=src.conn_id or YahooFinanceHook.default_conn_name, replay_dir=folder)
+        hook = bar_hook(cfg, src, folder)
         if folder:
             self.log.info("Replaying recorded responses from %s", folder)
         try:

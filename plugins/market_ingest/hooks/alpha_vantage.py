@@ -1,0 +1,270 @@
+"""Alpha Vantage REST API: bars and quotes, with its quota and error bodies handled.
+
+Connection ``market_alpha_vantage`` (type ``alpha_vantage``): the API key in the password field;
+host optional (defaults to ``https://www.alphavantage.co/query``; set it for a proxy). Extra:
+``{"premium": false, "requests_per_second": 1, "daily_budget": 25}``.
+
+Every request: reserve one unit of the shared daily budget (:mod:`market_ingest.quota`), wait for
+the request spacing, GET, then classify the body before any parsing
+(:func:`market_ingest.vendors.alpha_vantage.classify`). The key is a query parameter and is echoed
+by the quota body: nothing that leaves this module (logs, exceptions, outcomes) carries it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+from market_ingest import outcomes
+from market_ingest.errors import ConfigurationError, MarketDataError, RateLimitedError, VendorUnavailableError
+from market_ingest.intervals import INTRADAY_INTERVALS, Window, bar_end, validate_interval
+from market_ingest.vendors import alpha_vantage as av
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from market_ingest.quota import QuotaStore
+
+DEFAULT_URL = "https://www.alphavantage.co/query"
+SOURCE = av.SOURCE
+COMPACT_POINTS = 100  # outputsize=compact returns the latest 100 data points (AV documentation)
+
+DEFERRED = outcomes.DEFERRED
+
+
+class _RedactApiKey(logging.Filter):
+    """Rewrites records of HTTP client loggers (urllib3 logs each URL at DEBUG) without ``apikey=``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "apikey=" in message.lower():
+            record.msg, record.args = av.redact(message, None), ()
+        return True
+
+
+def _guard_http_logs() -> None:
+    for name in ("urllib3.connectionpool", "requests"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactApiKey) for f in logger.filters):
+            logger.addFilter(_RedactApiKey())
+
+
+class QuotaExhaustedError(MarketDataError):
+    """The vendor's daily quota is spent (or our shared budget is). Not retryable today."""
+
+
+class UnexpectedBodyError(MarketDataError):
+    """A body of a shape we do not know; the message names its keys. Fails the task."""
+
+
+class AlphaVantageHook(BaseHook):
+    """Fetch bars and quotes from Alpha Vantage.
+
+    :param alpha_vantage_conn_id: connection id (API key in the password field).
+    :param quota: shared daily budget store; ``None`` counts in this process only.
+    :param replay_dir: recordings folder; when set every request is answered from it.
+    :param now: the vendor's current time, for choosing ``outputsize``; wall clock when ``None``.
+    """
+
+    conn_name_attr = "alpha_vantage_conn_id"
+    default_conn_name = "market_alpha_vantage"
+    conn_type = "alpha_vantage"
+    hook_name = "Alpha Vantage"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Connection form: API key as the password, optional base URL, plan options in extra."""
+        return {
+            "hidden_fields": ["schema", "login", "port"],
+            "relabeling": {"password": "API key", "host": "Base URL (optional)"},
+            "placeholders": {
+                "host": DEFAULT_URL,
+                "extra": '{"premium": false, "requests_per_second": 1, "daily_budget": 25}',
+            },
+        }
+
+    def __init__(self, alpha_vantage_conn_id: str = default_conn_name, quota: QuotaStore | None = None,
+                 replay_dir: str | None = None, now: datetime | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.alpha_vantage_conn_id = alpha_vantage_conn_id
+        self.quota = quota
+        self.replay_dir = replay_dir
+        self.now = now
+        self._last_request = 0.0
+        self._local_count = 0
+
+    @cached_property
+    def _settings(self) -> dict[str, Any]:
+        conn = self.get_connection(self.alpha_vantage_conn_id)
+        if not conn.password:
+            raise ConfigurationError(SOURCE, f"connection {self.alpha_vantage_conn_id} has no API key (password field)")
+        extra = conn.extra_dejson
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(conn.password)  # Airflow's masker then redacts it from every task log line
+        _guard_http_logs()
+        return {
+            "key": conn.password,
+            "url": (conn.host if conn.host and "://" in conn.host else DEFAULT_URL),
+            "premium": bool(extra.get("premium", False)),
+            "spacing": 1.0 / float(extra.get("requests_per_second", 1)),
+            "budget": int(extra.get("daily_budget", 25)),
+        }
+
+    @cached_property
+    def session(self):
+        """A ``requests`` session (replayed by vcrpy when ``replay_dir`` is set)."""
+        import requests
+
+        return requests.Session()
+
+    def _vendor_now(self) -> datetime:
+        """The vendor's "now": explicit, else (replay) the newest recording's date, else the wall clock."""
+        if self.now is None and self.replay_dir:
+            from market_ingest.replay import RecordingLibrary
+
+            dates = [r.recorded_at for r in RecordingLibrary(self.replay_dir).recordings if r.recorded_at]
+            self.now = max(dates) if dates else None
+        return self.now or datetime.now(timezone.utc)
+
+    def query(self, params: dict[str, str]) -> av.Classified:
+        """One GET, classified. Data comes back; every other kind raises.
+
+        :raises QuotaExhaustedError: the shared budget or the vendor's daily quota is spent.
+        :raises RateLimitedError: the per-second/per-minute throttle answered (retry later).
+        :raises ConfigurationError: the function needs a premium plan (the message says which).
+        :raises MarketDataError: an ``Error Message`` body (bad symbol or call).
+        :raises UnexpectedBodyError: a body shape we do not know, its keys named.
+        No message carries the API key.
+        """
+        from market_ingest.quota import utc_today
+
+        s = self._settings
+        day = utc_today(self._vendor_now())
+        if self.quota is not None:
+            if not self.quota.take(SOURCE, day, s["budget"]):
+                raise QuotaExhaustedError(SOURCE, f"daily request budget for {day} is spent; deferring until 00:00 UTC")
+        elif self._local_count >= s["budget"]:
+            raise QuotaExhaustedError(SOURCE, f"daily request budget ({s['budget']}) is spent in this task")
+        self._local_count += 1
+        wait = self._last_request + s["spacing"] - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self._last_request = time.monotonic()
+        try:
+            response = self.session.get(s["url"], params={**params, "apikey": s["key"]}, timeout=30)
+        except Exception as exc:
+            if type(exc).__name__ == "CannotOverwriteExistingCassetteException":
+                raise
+            raise VendorUnavailableError(SOURCE, av.redact(f"{type(exc).__name__}: {exc}", s["key"])) from None
+        if response.status_code >= 500:
+            raise VendorUnavailableError(SOURCE, f"HTTP {response.status_code} for {params.get('function')}")
+        result = av.classify(response.text, s["key"])
+        what = f"{params.get('function')} {params.get('symbol') or params.get('from_symbol') or ''}".strip()
+        if result.kind == av.DATA:
+            return result
+        if result.kind == av.DAILY_QUOTA:
+            if self.quota is not None:
+                self.quota.mark_exhausted(SOURCE, day)
+            raise QuotaExhaustedError(SOURCE, f"{what}: daily quota spent: {result.message}")
+        if result.kind == av.BURST:
+            raise RateLimitedError(SOURCE, f"{what}: throttled: {result.message}")
+        if result.kind == av.PREMIUM:
+            raise ConfigurationError(
+                SOURCE, f"{params.get('function')} needs a premium Alpha Vantage plan; set \"premium\": true "
+                        f"on connection {self.alpha_vantage_conn_id} only if the key has one ({result.message[:120]})")
+        if result.kind == av.ERROR_MESSAGE:
+            raise MarketDataError(SOURCE, f"{what}: {result.message}", params.get("symbol"))
+        raise UnexpectedBodyError(SOURCE, f"{what}: {result.message}")
+
+    def series_params(self, symbol: str, interval: str, window: Window) -> list[dict[str, str]]:
+        """The requests serving ``window`` for ``symbol``.
+
+        Intraday: ``TIME_SERIES_INTRADAY`` with ``month=YYYY-MM`` for each month the window
+        touches when it starts more than 30 days back, else the trailing series. Daily:
+        ``TIME_SERIES_DAILY`` (``_ADJUSTED`` on a premium key), ``compact`` when the window starts
+        within the latest 100 points, else ``full``. Weekly and monthly: the whole series.
+        """
+        validate_interval(interval)
+        function, av_interval = av.INTERVAL_FUNCTIONS[interval]
+        now = self._vendor_now()
+        if interval in INTRADAY_INTERVALS:
+            base = {"function": function, "symbol": symbol, "interval": av_interval, "outputsize": "full"}
+            if window.start >= now - timedelta(days=30):
+                return [base]
+            months, cursor = [], window.start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            while cursor < window.end:
+                months.append({**base, "month": f"{cursor:%Y-%m}"})
+                cursor = bar_end(cursor, "1mo")
+            return months
+        if interval == "1d":
+            if self._settings["premium"]:
+                function = "TIME_SERIES_DAILY_ADJUSTED"
+            compact = window.start >= now - timedelta(days=COMPACT_POINTS * 7 // 5 - 10)  # 100 sessions, with holidays
+            return [{"function": function, "symbol": symbol, "outputsize": "compact" if compact else "full"}]
+        return [{"function": function, "symbol": symbol}]
+
+    def fetch_bars(self, symbols: list[str], interval: str, window: Window, ingested_at: datetime
+                   ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
+        """Bars in ``window`` for each symbol, canonical schema, one symbol after another.
+
+        :return: ``(bars, outcomes)``. A symbol answered with ``Error Message`` is ``unknown_symbol``;
+            once the daily quota is spent, the remaining symbols are ``deferred`` (no call made).
+        :raises RateLimitedError: throttled; the task is retried.
+        :raises ConfigurationError: premium function on a free key; fails fast.
+        """
+        import contextlib
+
+        import pyarrow as pa
+
+        from market_ingest.hooks.yahoo import keep_closed_in_window
+        from market_ingest.quality import validate_bars
+        from market_ingest.schema import conform, empty_bars
+
+        ctx = contextlib.nullcontext()
+        if self.replay_dir:
+            from market_ingest.replay import replay
+
+            ctx = replay(self.replay_dir)
+        tables, results, exhausted = [], [], None
+        with ctx:
+            for symbol in symbols:
+                if exhausted:
+                    results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
+                    continue
+                try:
+                    rows, tz = [], "US/Eastern"
+                    for params in self.series_params(symbol, interval, window):
+                        got = self.query(params)
+                        if isinstance(got.doc, dict):
+                            part, tz = av.parse_series_json(got.doc)
+                        else:
+                            part = av.parse_series_csv(got.doc, tz)
+                        rows += part
+                except QuotaExhaustedError as exc:
+                    exhausted = exc.reason
+                    self.log.warning("%s", exc)
+                    results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
+                    continue
+                except (RateLimitedError, ConfigurationError, VendorUnavailableError, UnexpectedBodyError):
+                    raise
+                except MarketDataError as exc:
+                    status = outcomes.UNKNOWN_SYMBOL
+                    self.log.warning("Skipping %s: %s", symbol, exc.reason)
+                    results.append(outcomes.SymbolOutcome(symbol, status, reason=exc.reason))
+                    continue
+                table = av.rows_to_bars(rows, symbol=symbol, interval=interval, tz=tz, currency=None, ingested_at=ingested_at)
+                table, dropped = keep_closed_in_window(table, interval, window, self._vendor_now())
+                table, invalid = validate_bars(table)
+                dropped.update(invalid)
+                if table.num_rows == 0:
+                    results.append(outcomes.SymbolOutcome(symbol, outcomes.NO_DATA, reason="no bars in the window", dropped=dropped))
+                    continue
+                results.append(outcomes.SymbolOutcome(symbol, outcomes.OK, rows=table.num_rows, dropped=dropped))
+                tables.append(table)
+        return (pa.concat_tables([conform(t) for t in tables]) if tables else empty_bars()), results

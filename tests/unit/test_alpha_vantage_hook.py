@@ -1,0 +1,133 @@
+"""AlphaVantageHook on replayed recorded bodies: bars, typed outcomes, quota deferral, key redaction."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+from market_ingest import outcomes
+from market_ingest.errors import ConfigurationError, RateLimitedError
+from market_ingest.hooks.alpha_vantage import AlphaVantageHook, UnexpectedBodyError
+from market_ingest.intervals import Window
+from tests.conftest import RECORDINGS
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alpha_vantage"
+FAKE_KEY = "FAKEKEYZ9Y8X7W6V5"
+UTC = timezone.utc
+WINDOW = Window(datetime(2023, 11, 6, tzinfo=UTC), datetime(2023, 11, 11, tzinfo=UTC))
+NOW = datetime(2023, 11, 11, tzinfo=UTC)
+
+
+class MemoryQuota:
+    """In-process stand-in for PostgresQuotaStore (which tests/integration exercises on PostgreSQL)."""
+
+    def __init__(self):
+        self.taken, self.exhausted = 0, set()
+
+    def take(self, vendor, day, budget):
+        if (vendor, day) in self.exhausted or self.taken >= budget:
+            return False
+        self.taken += 1
+        return True
+
+    def mark_exhausted(self, vendor, day):
+        self.exhausted.add((vendor, day))
+
+
+@pytest.fixture(autouse=True)
+def connection(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_MARKET_ALPHA_VANTAGE", json.dumps({"conn_type": "alpha_vantage", "password": FAKE_KEY}))
+
+
+def cassette(folder: Path, name: str, query: str, body: str) -> None:
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump({"version": 1, "interactions": [{
+        "request": {"method": "GET", "uri": f"https://www.alphavantage.co/query?{query}", "body": None, "headers": {}},
+        "response": {"status": {"code": 200, "message": "OK"}, "headers": {"Content-Type": ["application/json"]},
+                     "body": {"string": body}}}]}))
+
+
+@pytest.fixture
+def recordings(tmp_path):
+    """The committed IBM recording plus per-test bodies, all real recorded Alpha Vantage bodies."""
+    for f in (RECORDINGS / "alpha_vantage").glob("*.yaml"):
+        (tmp_path / f.name).write_text(f.read_text())
+    return tmp_path
+
+
+def daily(symbol):
+    return f"function=TIME_SERIES_DAILY&symbol={symbol}&outputsize=compact"
+
+
+def test_daily_bars_from_the_recording(recordings):
+    hook = AlphaVantageHook(replay_dir=str(recordings), now=NOW)
+    bars, results = hook.fetch_bars(["IBM"], "1d", WINDOW, NOW)
+    assert results == [outcomes.SymbolOutcome("IBM", "ok", rows=5, dropped={"out_of_window": 95})]
+    rows = bars.to_pylist()
+    assert [r["time"].day for r in rows] == [6, 7, 8, 9, 10] and rows[-1]["close"] == 149.02
+    assert rows[-1]["source"] == "alpha_vantage" and rows[-1]["time"].tzinfo is not None
+
+
+def test_daily_quota_defers_the_rest_without_calls_and_never_leaks_the_key(recordings, caplog):
+    quota_body = (FIXTURES / "av_ERROR_Information_rate_limit_25_per_day_2025-12.json").read_text()
+    echoed = quota_body.replace("free API requests", f"free API requests for key {FAKE_KEY}")
+    cassette(recordings, "msft_quota", daily("MSFT"), echoed)
+    store = MemoryQuota()
+    caplog.set_level(logging.DEBUG)
+    hook = AlphaVantageHook(replay_dir=str(recordings), quota=store, now=NOW)
+    bars, results = hook.fetch_bars(["IBM", "MSFT", "AAPL", "TSLA"], "1d", WINDOW, NOW)
+    assert [(o.symbol, o.status) for o in results] == [
+        ("IBM", "ok"), ("MSFT", "deferred"), ("AAPL", "deferred"), ("TSLA", "deferred")]
+    assert store.taken == 2  # AAPL and TSLA were never requested (replay would have raised)
+    assert store.exhausted == {("alpha_vantage", date(2023, 11, 11))}
+    assert set(bars["symbol"].to_pylist()) == {"IBM"}
+    # A later task the same UTC day makes no call at all.
+    later = AlphaVantageHook(replay_dir=str(recordings), quota=store, now=NOW)
+    _, again = later.fetch_bars(["IBM"], "1d", WINDOW, NOW)
+    assert again[0].status == "deferred" and store.taken == 2
+    everything = caplog.text + json.dumps([o.as_dict() for o in results + again])
+    assert FAKE_KEY not in everything and "25 requests per day" in results[1].reason
+
+
+def test_error_message_skips_only_that_symbol(recordings):
+    body = (FIXTURES / "av_ERROR_Error_Message_invalid_call_FX_DAILY_2021-01.json").read_text()
+    cassette(recordings, "bad_symbol", daily("NOSUCH"), body)
+    bars, results = AlphaVantageHook(replay_dir=str(recordings), now=NOW).fetch_bars(["NOSUCH", "IBM"], "1d", WINDOW, NOW)
+    assert results[0].status == outcomes.UNKNOWN_SYMBOL and "Invalid API call" in results[0].reason
+    assert results[1].status == outcomes.OK and bars.num_rows == 5
+
+
+def test_burst_throttle_is_retryable(recordings):
+    cassette(recordings, "burst", daily("MSFT"), (FIXTURES / "av_ERROR_Note_5calls_per_minute_2018-11.json").read_text())
+    with pytest.raises(RateLimitedError) as err:
+        AlphaVantageHook(replay_dir=str(recordings), now=NOW).fetch_bars(["MSFT"], "1d", WINDOW, NOW)
+    assert err.value.retryable
+
+
+def test_premium_refusal_fails_fast_naming_the_function(recordings):
+    body = (FIXTURES / "av_PREMIUM_message_REALTIME_BULK_QUOTES_demo_MSFT_AAPL_IBM.json").read_text()
+    cassette(recordings, "premium", daily("MSFT"), body)
+    with pytest.raises(ConfigurationError, match="TIME_SERIES_DAILY needs a premium Alpha Vantage plan") as err:
+        AlphaVantageHook(replay_dir=str(recordings), now=NOW).fetch_bars(["MSFT"], "1d", WINDOW, NOW)
+    assert not err.value.retryable and FAKE_KEY not in str(err.value)
+
+
+def test_unknown_body_shape_fails_loudly_with_its_keys(recordings):
+    body = (FIXTURES / "av_CURRENCY_EXCHANGE_RATE_USD_JPY_demo_2026-05-17.json").read_text()
+    cassette(recordings, "odd", daily("MSFT"), body)
+    with pytest.raises(UnexpectedBodyError, match="Realtime Currency Exchange Rate"):
+        AlphaVantageHook(replay_dir=str(recordings), now=NOW).fetch_bars(["MSFT"], "1d", WINDOW, NOW)
+
+
+def test_request_plan_compact_full_and_months(recordings):
+    hook = AlphaVantageHook(replay_dir=str(recordings), now=NOW)
+    assert hook.series_params("IBM", "1d", WINDOW) == [{"function": "TIME_SERIES_DAILY", "symbol": "IBM", "outputsize": "compact"}]
+    old = Window(datetime(2020, 1, 1, tzinfo=UTC), datetime(2020, 2, 1, tzinfo=UTC))
+    assert hook.series_params("IBM", "1d", old)[0]["outputsize"] == "full"
+    backfill = Window(datetime(2023, 8, 20, tzinfo=UTC), datetime(2023, 10, 2, tzinfo=UTC))
+    months = [p["month"] for p in hook.series_params("IBM", "5m", backfill)]
+    assert months == ["2023-08", "2023-09", "2023-10"]
