@@ -40,6 +40,8 @@ RUNS = [
     ("market_yahoo_1m", _d(2025, 2, 1), {"symbols": ["AAPL"], "start": "2025-02-01T00:00:00Z", "end": "2025-02-02T00:00:00Z"}),
     # Alpha Vantage: IBM's compact daily series recorded 2023-11-10; one week through the Params form.
     ("market_alpha_vantage_1d", _d(2023, 11, 11), {"symbols": ["IBM"], "start": "2023-11-06T00:00:00Z", "end": "2023-11-11T00:00:00Z"}),
+    # A GLOBAL_QUOTE snapshot recorded for 2018-10-05, stamped at the window's end.
+    ("market_alpha_vantage_quote", _d(2018, 10, 6), {"symbols": ["MSFT"], "start": "2018-10-04T21:30:00Z", "end": "2018-10-05T21:30:00Z"}),
 ]
 
 # The demo's Alpha Vantage connection: Alpha Vantage's public "demo" key (not a secret; replay
@@ -82,6 +84,8 @@ def expected_bars(dag_id: str, logical_date: datetime, conf: dict) -> dict[str, 
     source, interval = dag_id.removeprefix("market_").rsplit("_", 1)
     start = datetime.fromisoformat(conf["start"].replace("Z", "+00:00")) if conf.get("start") else logical_date - timedelta(days=1)
     end = datetime.fromisoformat(conf["end"].replace("Z", "+00:00")) if conf.get("end") else logical_date
+    if interval == "quote":
+        return {sym: 1 for sym in conf["symbols"]}  # one snapshot per symbol and run
     if source == "alpha_vantage":
         return _expected_alpha_vantage(conf["symbols"], start, end)
     lib = RecordingLibrary(ROOT / "include" / "recordings" / "yahoo")
@@ -116,6 +120,8 @@ def _expected_alpha_vantage(symbols: list[str], start: datetime, end: datetime) 
     for path in sorted((ROOT / "include" / "recordings" / "alpha_vantage").glob("*.yaml")):
         item = yaml.safe_load(path.read_text())["interactions"][0]
         doc = json.loads(item["response"]["body"]["string"])
+        if "Meta Data" not in doc:
+            continue  # a quote, not a series
         sym = doc["Meta Data"]["2. Symbol"]
         if sym in symbols:
             days = [datetime.fromisoformat(k).replace(tzinfo=UTC) for k in doc["Time Series (Daily)"]]
@@ -164,25 +170,27 @@ def read_sinks(services, cfg) -> dict:
 
     with psycopg.connect(services.pg_conninfo()) as conn:
         pg_rows = conn.execute(
-            "SELECT source, interval, symbol, count(*) FROM market.bars GROUP BY 1, 2, 3"
+            "SELECT source, interval, symbol, count(*) FROM market.bars GROUP BY 1, 2, 3 "
+            "UNION ALL SELECT source, 'quote', symbol, count(*) FROM market.quotes GROUP BY 1, 2, 3"
         ).fetchall()
-    bucket, _, prefix = cfg.lake.url.split("@", 1)[1].partition("/")
+    bucket = cfg.lake.url.split("@", 1)[1].partition("/")[0]
     s3 = services.boto3_client("s3")
-    keys = sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    keys = sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
                   for o in page.get("Contents", []))
     lake: Counter = Counter()
     for key in keys:
         if "/_staging/" in key:
             continue
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        table = pq.read_table(io.BytesIO(body), columns=["source", "interval", "symbol"])
-        lake.update(zip(table["source"].to_pylist(), table["interval"].to_pylist(), table["symbol"].to_pylist()))
+        table = pq.read_table(io.BytesIO(body))
+        intervals = table["interval"].to_pylist() if "interval" in table.column_names else ["quote"] * table.num_rows
+        lake.update(zip(table["source"].to_pylist(), intervals, table["symbol"].to_pylist()))
     from demo.services import read_stream
 
-    records = read_stream(services, cfg.kinesis.stream)
+    records = read_stream(services, cfg.kinesis.stream) + read_stream(services, cfg.kinesis.quotes_stream)
     kin_ids: dict = {}
     for r in records:
-        kin_ids.setdefault((r["source"], r["interval"], r["symbol"]), set()).add(r["record_id"])
+        kin_ids.setdefault((r["source"], r.get("interval", "quote"), r["symbol"]), set()).add(r["record_id"])
     return {
         "postgres": {f"{src}/{i}/{s}": n for src, i, s, n in pg_rows},
         "lake": {f"{src}/{i}/{s}": n for (src, i, s), n in lake.items()},
@@ -220,7 +228,7 @@ def main() -> int:
         if not args.live or "AIRFLOW_CONN_MARKET_ALPHA_VANTAGE" not in os.environ:
             os.environ["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"] = json.dumps(DEMO_ALPHA_VANTAGE_CONN)
         bucket = cfg.lake.url.split("@", 1)[1].split("/", 1)[0]
-        create_lake_and_stream(services, bucket, cfg.kinesis.stream)
+        create_lake_and_stream(services, bucket, cfg.kinesis.stream, cfg.kinesis.quotes_stream)
         print(f"* PostgreSQL on {services.pg_socket_dir}, moto (S3, Kinesis) on {services.aws_endpoint}")
         print("* running DAGs through Airflow (dag.test) ...", flush=True)
         runs = run_dags(args.live)

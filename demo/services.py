@@ -120,15 +120,16 @@ def embedded_services(workdir: Path) -> Iterator[Services]:
         yield Services(socket_dir, endpoint)
 
 
-def create_lake_and_stream(services: Services, bucket: str, stream: str, shards: int = 2) -> None:
-    """Create the lake bucket and the Kinesis stream if absent, and wait until the stream is ACTIVE."""
+def create_lake_and_stream(services: Services, bucket: str, *streams: str, shards: int = 2) -> None:
+    """Create the lake bucket and the Kinesis streams if absent, and wait until they are ACTIVE."""
     s3 = services.boto3_client("s3")
     if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
         s3.create_bucket(Bucket=bucket)
     kinesis = services.boto3_client("kinesis")
-    if stream not in kinesis.list_streams()["StreamNames"]:
-        kinesis.create_stream(StreamName=stream, ShardCount=shards)
-    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+    for stream in streams:
+        if stream not in kinesis.list_streams()["StreamNames"]:
+            kinesis.create_stream(StreamName=stream, ShardCount=shards)
+        kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
 
 
 def read_stream(services: Services, stream: str) -> list[dict]:

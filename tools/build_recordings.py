@@ -99,6 +99,8 @@ def _delisted_info_cassette(symbol: str) -> dict:
 ALPHA_VANTAGE = [
     ("alphavantage/av_TIME_SERIES_DAILY_IBM_compact_2023-11-10.json",
      "function=TIME_SERIES_DAILY&symbol=IBM&outputsize=compact", "Sat, 11 Nov 2023 00:00:00 GMT"),
+    ("alphavantage/av_GLOBAL_QUOTE_MSFT_2018-10-05.json",
+     "function=GLOBAL_QUOTE&symbol=MSFT", "Sun, 07 Oct 2018 00:00:00 GMT"),
 ]
 
 

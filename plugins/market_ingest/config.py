@@ -61,6 +61,21 @@ class IntervalConfig(_Model):
         return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
 
 
+class QuotesConfig(_Model):
+    """Quote snapshots of a source: one DAG ``market_<source>_quote``."""
+
+    schedule: str
+    start_date: datetime = Field(datetime(2024, 1, 1, tzinfo=timezone.utc))
+    universes: list[str] | None = Field(None, description="overrides the source's universes")
+    batch_size: int | None = Field(None, gt=0)
+    max_active_runs: int = Field(1, gt=0)
+
+    @field_validator("start_date")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+
+
 class SourceConfig(_Model):
     """A data source: which hook serves it, its pool (the vendor's rate limit) and its DAGs."""
 
@@ -71,6 +86,7 @@ class SourceConfig(_Model):
     batch_size: int = Field(gt=0, description="symbols per extract task")
     universes: list[str] = Field(min_length=1)
     intervals: dict[str, IntervalConfig] = Field(min_length=1)
+    quotes: QuotesConfig | None = None
     conn_id: str | None = None
 
     @field_validator("intervals")
@@ -86,6 +102,7 @@ class LakeConfig(_Model):
     """Parquet lake. ``url`` is an ObjectStoragePath URL: ``s3://<conn_id>@bucket/prefix`` or ``file:///path``."""
 
     url: str
+    quotes_url: str = Field(description="root of the quote snapshots, same URL form as url")
     compression: str = "zstd"
 
 
@@ -94,6 +111,7 @@ class KinesisConfig(_Model):
 
     aws_conn_id: str
     stream: str
+    quotes_stream: str
     max_records_per_call: int = Field(500, gt=0, le=500)
     max_bytes_per_call: int = Field(5 * 1024 * 1024, gt=0, le=5 * 1024 * 1024)
     max_attempts: int = Field(8, gt=0)
@@ -128,7 +146,7 @@ class PipelineConfig(_Model):
         for name, src in self.sources.items():
             if not _ID.match(name):
                 raise ValueError(f"source name {name!r} must match {_ID.pattern}")
-            for interval, ic in src.intervals.items():
+            for interval, ic in [*src.intervals.items(), *([("quote", src.quotes)] if src.quotes else [])]:
                 for u in ic.universes or src.universes:
                     if not universe_path(u).is_file():
                         raise ValueError(f"sources.{name}.intervals.{interval}: universe {u!r} has no file {universe_path(u)}")
@@ -137,6 +155,10 @@ class PipelineConfig(_Model):
     def dag_pairs(self) -> list[tuple[str, str]]:
         """Every configured ``(source, interval)``, in file order."""
         return [(s, i) for s, src in self.sources.items() for i in src.intervals]
+
+    def quote_sources(self) -> list[str]:
+        """Sources with quote snapshots configured."""
+        return [s for s, src in self.sources.items() if src.quotes]
 
 
 def universe_path(name: str) -> Path:

@@ -46,14 +46,17 @@ def _params() -> dict[str, Param]:
     }
 
 
-def build_dag(cfg: PipelineConfig, source: str, interval: str) -> DAG:
-    """The DAG for one (source, interval) pair.
+def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "bars") -> DAG:
+    """The DAG for one (source, interval) pair, or for a source's quote snapshots.
 
     Tasks: ``plan`` -> ``extract`` (mapped over symbol batches, in the source's pool) ->
     ``publish_lake`` -> ``load_timescale`` and ``publish_kinesis`` in parallel -> ``report``.
+
+    :param interval: canonical interval, or ``quote`` with ``dataset="quotes"``.
     """
     src = cfg.sources[source]
-    ic = src.intervals[interval]
+    quotes = dataset == "quotes"
+    ic = src.quotes if quotes else src.intervals[interval]
     default_args = {
         "owner": cfg.owner,
         "retries": cfg.retry.retries,
@@ -62,12 +65,15 @@ def build_dag(cfg: PipelineConfig, source: str, interval: str) -> DAG:
         "max_retry_delay": timedelta(seconds=cfg.retry.max_delay_seconds),
     }
     universes = ic.universes or src.universes
+    what = "quote snapshots" if quotes else f"{interval} bars"
+    stream = cfg.kinesis.quotes_stream if quotes else cfg.kinesis.stream
     doc = (
-        f"### {source} {interval} bars\n\n{src.description}\n\n"
+        f"### {source} {what}\n\n{src.description}\n\n"
         f"Each run ingests `[data_interval_start, data_interval_end)` for the universes "
         f"{', '.join(universes)} in batches of {ic.batch_size or src.batch_size} symbols "
-        f"(pool `{src.pool}`), then writes the Parquet lake, upserts TimescaleDB `market.bars` and "
-        f"publishes to Kinesis `{cfg.kinesis.stream}`. Reruns replace, never duplicate.\n\n"
+        f"(pool `{src.pool}`), then writes the Parquet lake, upserts TimescaleDB "
+        f"`market.{'quotes' if quotes else 'bars'}` and publishes to Kinesis `{stream}`. "
+        "Reruns replace, never duplicate.\n\n"
         "Manual runs: set **Symbols** and/or **Window start/end** in the form."
     )
     with DAG(
@@ -80,17 +86,18 @@ def build_dag(cfg: PipelineConfig, source: str, interval: str) -> DAG:
         catchup=False,
         max_active_runs=ic.max_active_runs,
         default_args=default_args,
-        tags=["market-data", f"source:{source}", f"interval:{interval}"],
+        tags=["market-data", f"source:{source}", f"interval:{interval}", f"dataset:{dataset}"],
         doc_md=doc,
         params=_params(),
     ) as dag:
-        plan = MarketPlanOperator(task_id="plan", source=source, interval=interval)
+        plan = MarketPlanOperator(task_id="plan", source=source, interval=interval, dataset=dataset)
         extract = MarketExtractOperator.partial(
-            task_id="extract", source=source, interval=interval, pool=src.pool,
+            task_id="extract", source=source, interval=interval, pool=src.pool, dataset=dataset,
         ).expand(batch=plan.output)
-        lake = LakePublishOperator(task_id="publish_lake", source=source, interval=interval, extracts=extract.output)
-        timescale = TimescaleLoadOperator(task_id="load_timescale", lake=lake.output, timescale_conn_id=cfg.timescale.conn_id)
-        kinesis = KinesisPublishOperator(task_id="publish_kinesis", lake=lake.output)
+        lake = LakePublishOperator(task_id="publish_lake", source=source, interval=interval, extracts=extract.output, dataset=dataset)
+        timescale = TimescaleLoadOperator(task_id="load_timescale", lake=lake.output,
+                                          timescale_conn_id=cfg.timescale.conn_id, dataset=dataset)
+        kinesis = KinesisPublishOperator(task_id="publish_kinesis", lake=lake.output, dataset=dataset)
         RunReportOperator(
             task_id="report", plan=plan.output, extracts=extract.output,
             lake=lake.output, timescale=timescale.output, kinesis=kinesis.output,
@@ -104,4 +111,6 @@ def build_dags(path: Path | str | None = None) -> dict[str, DAG]:
     :raises market_ingest.config.PipelineConfigError: on an invalid config (file and field named).
     """
     cfg = load_config(path)
-    return {dag_id(s, i): build_dag(cfg, s, i) for s, i in cfg.dag_pairs()}
+    dags = {dag_id(s, i): build_dag(cfg, s, i) for s, i in cfg.dag_pairs()}
+    dags.update({dag_id(s, "quote"): build_dag(cfg, s, "quote", dataset="quotes") for s in cfg.quote_sources()})
+    return dags

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,40 +28,51 @@ class PartialFailureError(RuntimeError):
         super().__init__(f"{len(pending)} Kinesis records failed ({', '.join(sorted(codes))})")
 
 
-def record_id(source: str, symbol: str, interval: str, time_iso: str) -> str:
-    """Deterministic id of a bar: hex SHA-256 of ``source|symbol|interval|time`` (first 32 chars).
+def record_id(*key: str) -> str:
+    """Deterministic id of a row: hex SHA-256 of its natural key joined by ``|`` (first 32 chars).
 
-    :param time_iso: bar open time as ISO 8601 UTC with ``Z`` (``2021-07-19T00:00:00Z``).
+    Bars: ``record_id(source, symbol, interval, time_iso)``; quotes: ``record_id(source, symbol,
+    time_iso)``; times ISO 8601 UTC with ``Z`` (``2021-07-19T00:00:00Z``).
     """
-    return hashlib.sha256(f"{source}|{symbol}|{interval}|{time_iso}".encode()).hexdigest()[:32]
+    return hashlib.sha256("|".join(key).encode()).hexdigest()[:32]
 
 
 def partition_key(source: str, symbol: str) -> str:
-    """Partition key of a bar's record: ``<source>:<symbol>``, so a series stays ordered on one shard."""
+    """Partition key of a record: ``<source>:<symbol>``, so a series stays ordered on one shard."""
     return f"{source}:{symbol}"
 
 
-def build_records(bars: pa.Table) -> list[dict[str, Any]]:
-    """Kinesis entries (``{"Data": bytes, "PartitionKey": str}``) for every bar, in table order.
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
 
-    ``Data`` is compact JSON of the bar's canonical columns (times ISO 8601 UTC, ``Z``), plus
-    ``record_id`` and ``schema_version``.
 
-    :raises ValueError: naming the bar, when one record would exceed 1 MiB.
+def build_records(table: pa.Table, dataset: str = "bars") -> list[dict[str, Any]]:
+    """Kinesis entries (``{"Data": bytes, "PartitionKey": str}``) for every row, in table order.
+
+    ``Data`` is compact JSON of the row's canonical columns (times ISO 8601 UTC with ``Z``, dates
+    ISO), plus ``record_id``, ``dataset`` and ``schema_version``.
+
+    :param dataset: ``bars`` or ``quotes``; decides the natural key hashed into ``record_id``.
+    :raises ValueError: naming the row, when one record would exceed 1 MiB.
     """
-    from market_ingest.schema import SCHEMA_VERSION
+    from market_ingest.schema import DATASETS, SCHEMA_VERSION
 
+    key = DATASETS[dataset].key
     records = []
-    for row in bars.to_pylist():
-        for col in ("time", "ingested_at"):
-            row[col] = row[col].strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
-        row["record_id"] = record_id(row["source"], row["symbol"], row["interval"], row["time"])
+    for row in table.to_pylist():
+        row = {k: _iso(v) for k, v in row.items()}
+        row["record_id"] = record_id(*(str(row[k]) for k in key))
+        row["dataset"] = dataset
         row["schema_version"] = SCHEMA_VERSION
         data = json.dumps(row, separators=(",", ":"), allow_nan=False).encode()
-        key = partition_key(row["source"], row["symbol"])
-        if len(data) + len(key.encode()) > MAX_RECORD_BYTES:
-            raise ValueError(f"{row['source']}:{row['symbol']} bar at {row['time']} exceeds the 1 MiB record limit")
-        records.append({"Data": data, "PartitionKey": key})
+        pkey = partition_key(row["source"], row["symbol"])
+        if len(data) + len(pkey.encode()) > MAX_RECORD_BYTES:
+            raise ValueError(f"{row['source']}:{row['symbol']} row at {row['time']} exceeds the 1 MiB record limit")
+        records.append({"Data": data, "PartitionKey": pkey})
     return records
 
 

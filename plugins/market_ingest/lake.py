@@ -40,9 +40,10 @@ def staging_path(root: ObjectStoragePath, source: str, interval: str, token: str
     return root / STAGING / f"source={source}" / f"interval={interval}" / f"window={token}" / f"batch-{batch:05d}.parquet"
 
 
-def partition_dir(root: ObjectStoragePath, source: str, interval: str, day: str) -> ObjectStoragePath:
-    """Hive-style partition folder ``source=<s>/interval=<i>/date=<YYYY-MM-DD>``."""
-    return root / f"source={source}" / f"interval={interval}" / f"date={day}"
+def partition_dir(root: ObjectStoragePath, source: str, interval: str | None, day: str) -> ObjectStoragePath:
+    """Hive-style partition folder ``source=<s>/interval=<i>/date=<YYYY-MM-DD>`` (no interval for quotes)."""
+    base = root / f"source={source}"
+    return (base / f"interval={interval}" if interval else base) / f"date={day}"
 
 
 def write_parquet(table: pa.Table, path: ObjectStoragePath, compression: str = "zstd") -> None:
@@ -54,25 +55,26 @@ def write_parquet(table: pa.Table, path: ObjectStoragePath, compression: str = "
         pq.write_table(table, fh, compression=compression)
 
 
-def read_parquet(path: ObjectStoragePath | str) -> pa.Table:
-    """Read one Parquet object (an ``ObjectStoragePath`` or its string form)."""
+def read_parquet(path: ObjectStoragePath | str, dataset: str = "bars") -> pa.Table:
+    """Read one Parquet object (an ``ObjectStoragePath`` or its string form) of ``dataset``."""
     import pyarrow.parquet as pq
 
-    from market_ingest.schema import BAR_SCHEMA
+    from market_ingest.schema import DATASETS
 
     path = lake_root(path) if isinstance(path, str) else path
     with path.open("rb") as fh:
-        return pq.read_table(fh, schema=BAR_SCHEMA)
+        return pq.read_table(fh, schema=DATASETS[dataset].schema)
 
 
 def publish(
     staged: list[str],
     root: ObjectStoragePath,
     source: str,
-    interval: str,
+    interval: str | None,
     start: datetime,
     end: datetime,
     compression: str = "zstd",
+    dataset: str = "bars",
 ) -> list[dict]:
     """Merge a run's staged batches into one object per UTC date of the window.
 
@@ -83,20 +85,22 @@ def publish(
     :param staged: staging object URLs (as returned by the extract tasks); empty ones allowed.
     :param root: lake root.
     :param source: source name, e.g. ``yahoo``.
-    :param interval: canonical interval.
+    :param interval: canonical interval (``None`` for quotes).
     :param start: window start, UTC.
     :param end: window end (exclusive), UTC.
+    :param dataset: ``bars`` or ``quotes`` (:data:`market_ingest.schema.DATASETS`).
     :return: one ``{"path": url, "date": "YYYY-MM-DD", "rows": n, "rows_by_symbol": {symbol: n}}``
         per object written, sorted by date.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from market_ingest.schema import empty_bars
+    from market_ingest.schema import DATASETS
 
-    tables = [read_parquet(p) for p in staged]
-    bars = pa.concat_tables(tables) if tables else empty_bars()
-    bars = dedupe_last(bars)
+    spec = DATASETS[dataset]
+    tables = [read_parquet(p, dataset) for p in staged]
+    bars = pa.concat_tables(tables) if tables else spec.schema.empty_table()
+    bars = dedupe_last(bars, spec.key)
     token = window_token(start, end)
     days = pc.strftime(bars["time"], format="%Y-%m-%d").to_pylist() if bars.num_rows else []
     written = []
@@ -112,13 +116,13 @@ def publish(
     return written
 
 
-def dedupe_last(bars: pa.Table) -> pa.Table:
-    """Keep the last row of each natural key ``(source, symbol, interval, time)``."""
+def dedupe_last(bars: pa.Table, key: tuple[str, ...] = ("source", "symbol", "interval", "time")) -> pa.Table:
+    """Keep the last row of each natural ``key`` (bars: ``source, symbol, interval, time``)."""
     import pyarrow as pa
 
     if bars.num_rows == 0:
         return bars
-    keys = ["source", "symbol", "interval", "time"]
+    keys = list(key)
     indexed = bars.append_column("__row", pa.array(range(bars.num_rows), pa.int64()))
     last = indexed.group_by(keys, use_threads=False).aggregate([("__row", "max")])
     return bars.take(last["__row_max"].combine_chunks().sort())

@@ -7,6 +7,8 @@ its rows as JSON. Imports pyarrow: import this module inside tasks, never at DAG
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyarrow as pa
 
 SCHEMA_VERSION = 1
@@ -44,8 +46,8 @@ def empty_bars() -> pa.Table:
     return BAR_SCHEMA.empty_table()
 
 
-def conform(table: pa.Table) -> pa.Table:
-    """Return ``table`` with exactly the columns, order and types of :data:`BAR_SCHEMA`.
+def conform(table: pa.Table, schema: pa.Schema = BAR_SCHEMA) -> pa.Table:
+    """Return ``table`` with exactly the columns, order and types of ``schema`` (default bars).
 
     Missing nullable columns are added as nulls; extra columns are dropped.
 
@@ -53,11 +55,54 @@ def conform(table: pa.Table) -> pa.Table:
     :raises pyarrow.ArrowInvalid: when a column cannot be cast (e.g. text in a price column).
     """
     columns = []
-    for field in BAR_SCHEMA:
+    for field in schema:
         if field.name in table.column_names:
             columns.append(table[field.name].cast(field.type))
         elif field.nullable:
             columns.append(pa.nulls(table.num_rows, field.type))
         else:
-            raise KeyError(f"bar table lacks required column {field.name!r}")
-    return pa.Table.from_arrays(columns, schema=BAR_SCHEMA)
+            raise KeyError(f"{schema.metadata[b'schema'].decode()} table lacks required column {field.name!r}")
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+#: Quote snapshots (``GLOBAL_QUOTE``, exchange tickers), version 1. ``time`` is the vendor's quote
+#: time when it gives one, else the end of the run's data interval (so a rerun replaces the row).
+QUOTE_SCHEMA = pa.schema(
+    [
+        pa.field("time", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("price", pa.float64(), nullable=False),  # last price, listing currency
+        pa.field("open", pa.float64()),
+        pa.field("high", pa.float64()),
+        pa.field("low", pa.float64()),
+        pa.field("previous_close", pa.float64()),
+        pa.field("change", pa.float64()),  # price - previous_close
+        pa.field("volume", pa.float64()),  # units traded in the latest trading day
+        pa.field("latest_trading_day", pa.date32()),
+        pa.field("currency", pa.string()),
+        pa.field("ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={"schema": "market_ingest.quote", "version": "1"},
+)
+QUOTE_KEY: tuple[str, ...] = ("source", "symbol", "time")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What the sinks need to know about a dataset: its schema, natural key and warehouse table."""
+
+    name: str
+    schema: pa.Schema
+    key: tuple[str, ...]
+    table: str
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self.schema.names)
+
+
+DATASETS: dict[str, Dataset] = {
+    "bars": Dataset("bars", BAR_SCHEMA, NATURAL_KEY, "market.bars"),
+    "quotes": Dataset("quotes", QUOTE_SCHEMA, QUOTE_KEY, "market.quotes"),
+}

@@ -27,10 +27,12 @@ def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
 
 
-def test_one_dag_per_configured_pair(dagbag):
-    expected = {f"market_{s}_{i}" for s, i in load_config().dag_pairs()}
+def test_one_dag_per_configured_pair_and_quote_source(dagbag):
+    cfg = load_config()
+    expected = {f"market_{s}_{i}" for s, i in cfg.dag_pairs()} | {f"market_{s}_quote" for s in cfg.quote_sources()}
     assert set(dagbag.dag_ids) == expected
-    assert len(dagbag.dag_ids) == len(load_config().dag_pairs())
+    assert len(dagbag.dag_ids) == len(cfg.dag_pairs()) + len(cfg.quote_sources())
+    assert {"market_alpha_vantage_1d", "market_alpha_vantage_5m", "market_alpha_vantage_quote"} <= expected
 
 
 def test_dags_are_tagged_retried_and_documented(dagbag):

@@ -131,3 +131,13 @@ def test_request_plan_compact_full_and_months(recordings):
     backfill = Window(datetime(2023, 8, 20, tzinfo=UTC), datetime(2023, 10, 2, tzinfo=UTC))
     months = [p["month"] for p in hook.series_params("IBM", "5m", backfill)]
     assert months == ["2023-08", "2023-09", "2023-10"]
+
+
+def test_global_quote_snapshot_is_stamped_at_the_run_end(recordings):
+    as_of = datetime(2018, 10, 5, 21, 30, tzinfo=UTC)
+    quotes, results = AlphaVantageHook(replay_dir=str(recordings), now=NOW).fetch_quotes(["MSFT"], as_of, NOW)
+    (row,) = quotes.to_pylist()
+    assert results == [outcomes.SymbolOutcome("MSFT", "ok", rows=1)]
+    assert (row["time"], row["price"], row["previous_close"], row["change"]) == (as_of, 112.13, 112.79, -0.66)
+    assert row["latest_trading_day"] == date(2018, 10, 5) and row["volume"] == 29062853.0
+    assert row["source"] == "alpha_vantage"

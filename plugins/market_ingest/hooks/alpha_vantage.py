@@ -268,3 +268,46 @@ class AlphaVantageHook(BaseHook):
                 results.append(outcomes.SymbolOutcome(symbol, outcomes.OK, rows=table.num_rows, dropped=dropped))
                 tables.append(table)
         return (pa.concat_tables([conform(t) for t in tables]) if tables else empty_bars()), results
+
+    def fetch_quotes(self, symbols: list[str], as_of: datetime, ingested_at: datetime
+                     ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
+        """``GLOBAL_QUOTE`` snapshots, one request per symbol, canonical quote schema.
+
+        :param as_of: the snapshot time stamped into ``time`` (the run's data interval end: Alpha
+            Vantage gives a trading day, not a quote time), so a rerun replaces the same rows.
+        :return: ``(quotes, outcomes)`` with the same outcome rules as :meth:`fetch_bars`.
+        """
+        import contextlib
+
+        import pyarrow as pa
+
+        from market_ingest.schema import QUOTE_SCHEMA, conform
+
+        ctx = contextlib.nullcontext()
+        if self.replay_dir:
+            from market_ingest.replay import replay
+
+            ctx = replay(self.replay_dir)
+        rows, results, exhausted = [], [], None
+        with ctx:
+            for symbol in symbols:
+                if exhausted:
+                    results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
+                    continue
+                try:
+                    quote = av.parse_quote(self.query({"function": "GLOBAL_QUOTE", "symbol": symbol}))
+                except QuotaExhaustedError as exc:
+                    exhausted = exc.reason
+                    results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
+                    continue
+                except (RateLimitedError, ConfigurationError, VendorUnavailableError, UnexpectedBodyError):
+                    raise
+                except MarketDataError as exc:
+                    self.log.warning("Skipping %s: %s", symbol, exc.reason)
+                    results.append(outcomes.SymbolOutcome(symbol, outcomes.UNKNOWN_SYMBOL, reason=exc.reason))
+                    continue
+                rows.append({**quote.__dict__, "symbol": symbol, "time": as_of, "source": SOURCE,
+                             "currency": None, "ingested_at": ingested_at})
+                results.append(outcomes.SymbolOutcome(symbol, outcomes.OK, rows=1))
+        table = conform(pa.Table.from_pylist(rows), QUOTE_SCHEMA) if rows else QUOTE_SCHEMA.empty_table()
+        return table, results

@@ -23,7 +23,6 @@ _MIGRATION = re.compile(r"^V(\d{3,})__[a-z0-9_]+\.sql$")
 _LOCK_KEY = 0x6D61726B  # advisory lock shared by every migrating task ("mark")
 
 BARS_TABLE = "market.bars"
-KEY = ("source", "symbol", "interval", "time")
 
 
 class TimescaleHook(PostgresHook):
@@ -106,31 +105,38 @@ class TimescaleHook(PostgresHook):
             return cur.fetchone() is not None
 
     def load_bars(self, bars: pa.Table) -> int:
-        """Upsert canonical bars into ``market.bars`` in one transaction.
+        """Upsert canonical bars into ``market.bars``; see :meth:`load`."""
+        return self.load(bars, "bars")
 
-        COPY into a temporary table, then ``INSERT ... ON CONFLICT (source, symbol, interval, time)
-        DO UPDATE``: a rerun replaces rows with the same key and never duplicates them. Nothing is
-        written unless the whole load commits.
+    def load(self, table: pa.Table, dataset: str = "bars") -> int:
+        """Upsert rows of ``dataset`` into its table in one transaction.
 
-        :param bars: a :data:`~market_ingest.schema.BAR_SCHEMA` table (duplicate keys not allowed).
+        COPY into a temporary table, then ``INSERT ... ON CONFLICT (<natural key>) DO UPDATE``: a
+        rerun replaces rows with the same key and never duplicates them. Nothing is written unless
+        the whole load commits.
+
+        :param table: rows with the dataset's schema (``bars``: ``BAR_SCHEMA``, key
+            ``(source, symbol, interval, time)``; ``quotes``: ``QUOTE_SCHEMA``, key
+            ``(source, symbol, time)``); duplicate keys not allowed.
         :return: rows upserted.
         """
-        from market_ingest.schema import BAR_COLUMNS
+        from market_ingest.schema import DATASETS
 
-        if bars.num_rows == 0:
+        spec = DATASETS[dataset]
+        if table.num_rows == 0:
             return 0
-        cols = ", ".join(f'"{c}"' for c in BAR_COLUMNS)
-        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in BAR_COLUMNS if c not in KEY)
-        key = ", ".join(f'"{c}"' for c in KEY)
+        cols = ", ".join(f'"{c}"' for c in spec.columns)
+        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in spec.columns if c not in spec.key)
+        key = ", ".join(f'"{c}"' for c in spec.key)
         with closing(self.get_conn()) as conn:
             with conn.transaction(), conn.cursor() as cur:
-                cur.execute(f"CREATE TEMP TABLE _bars_load (LIKE {BARS_TABLE} INCLUDING DEFAULTS) ON COMMIT DROP")
-                with cur.copy(f"COPY _bars_load ({cols}) FROM STDIN") as copy:
-                    for batch in bars.select(list(BAR_COLUMNS)).to_batches(max_chunksize=50_000):
+                cur.execute(f"CREATE TEMP TABLE _load (LIKE {spec.table} INCLUDING DEFAULTS) ON COMMIT DROP")
+                with cur.copy(f"COPY _load ({cols}) FROM STDIN") as copy:
+                    for batch in table.select(list(spec.columns)).to_batches(max_chunksize=50_000):
                         for row in zip(*(col.to_pylist() for col in batch.columns)):
                             copy.write_row(row)
                 cur.execute(
-                    f"INSERT INTO {BARS_TABLE} ({cols}) SELECT {cols} FROM _bars_load "
+                    f"INSERT INTO {spec.table} ({cols}) SELECT {cols} FROM _load "
                     f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
                 )
                 return cur.rowcount

@@ -45,22 +45,24 @@ class MarketPlanOperator(BaseOperator):
     """Resolve the run's window and symbols and split the symbols into extract batches.
 
     :param source: configured source name.
-    :param interval: canonical interval.
+    :param interval: canonical interval, or ``quote`` for quote snapshots.
+    :param dataset: ``bars`` or ``quotes``.
     :return: ``[{"batch": i, "symbols": [...]}]``, one entry per extract task.
     :raises AirflowFailException: on an invalid Params override (bad symbol, inverted range).
     """
 
     template_fields: Sequence[str] = ("source", "interval")
 
-    def __init__(self, *, source: str, interval: str, **kwargs) -> None:
+    def __init__(self, *, source: str, interval: str, dataset: str = "bars", **kwargs) -> None:
         super().__init__(**kwargs)
         self.source = source
         self.interval = interval
+        self.dataset = dataset
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         cfg = load_config()
         src = cfg.sources[self.source]
-        ic = src.intervals[self.interval]
+        ic = src.quotes if self.dataset == "quotes" else src.intervals[self.interval]
         universe = [s for u in (ic.universes or src.universes) for s in load_universe(u)]
         try:
             sel = select(self.source, universe, context["data_interval_start"], context["data_interval_end"], dict(context["params"]))
@@ -88,17 +90,20 @@ class MarketExtractOperator(BaseOperator):
     :param interval: canonical interval.
     :param batch: ``{"batch": i, "symbols": [...], "start": iso, "end": iso}`` from the plan (templated).
     :param replay_dir: recordings folder for offline replay; default ``$MARKET_INGEST_REPLAY_DIR/<kind>``.
+    :param dataset: ``bars`` or ``quotes`` (snapshots stamped at the window's end).
     :return: ``{"batch": i, "path": staging URL or None, "rows": n, "outcomes": [...]}``.
     """
 
     template_fields: Sequence[str] = ("source", "interval", "batch")
 
-    def __init__(self, *, source: str, interval: str, batch: Any, replay_dir: str | None = None, **kwargs) -> None:
+    def __init__(self, *, source: str, interval: str, batch: Any, replay_dir: str | None = None,
+                 dataset: str = "bars", **kwargs) -> None:
         super().__init__(**kwargs)
         self.source = source
         self.interval = interval
         self.batch = batch
         self.replay_dir = replay_dir
+        self.dataset = dataset
 
     def execute(self, context: Context) -> dict[str, Any]:
         from market_ingest.intervals import Window
@@ -114,14 +119,18 @@ class MarketExtractOperator(BaseOperator):
         hook = bar_hook(cfg, src, folder)
         if folder:
             self.log.info("Replaying recorded responses from %s", folder)
+        symbols, now = list(self.batch["symbols"]), datetime.now(timezone.utc)
         try:
-            bars, results = hook.fetch_bars(list(self.batch["symbols"]), self.interval, Window(start, end),
-                                            ingested_at=datetime.now(timezone.utc))
+            if self.dataset == "quotes":
+                bars, results = hook.fetch_quotes(symbols, as_of=end, ingested_at=now)
+            else:
+                bars, results = hook.fetch_bars(symbols, self.interval, Window(start, end), ingested_at=now)
         except MarketDataError as exc:
             _fail_fast(exc)
         path = None
         if bars.num_rows:
-            path = staging_path(lake_root(cfg.lake.url), self.source, self.interval, window_token(start, end), self.batch["batch"])
+            root = lake_root(cfg.lake.quotes_url if self.dataset == "quotes" else cfg.lake.url)
+            path = staging_path(root, self.source, self.interval, window_token(start, end), self.batch["batch"])
             write_parquet(bars, path, cfg.lake.compression)
             path = str(path)
         for o in results:
@@ -135,16 +144,18 @@ class LakePublishOperator(BaseOperator):
     :param source: configured source name.
     :param interval: canonical interval.
     :param extracts: the extract tasks' results (templated; mapped XCom).
+    :param dataset: ``bars`` (lake ``url``) or ``quotes`` (lake ``quotes_url``, no interval partition).
     :return: ``{"objects": [{"path", "date", "rows"}], "rows_by_symbol": {symbol: n}}``.
     """
 
     template_fields: Sequence[str] = ("source", "interval", "extracts")
 
-    def __init__(self, *, source: str, interval: str, extracts: Any, **kwargs) -> None:
+    def __init__(self, *, source: str, interval: str, extracts: Any, dataset: str = "bars", **kwargs) -> None:
         super().__init__(**kwargs)
         self.source = source
         self.interval = interval
         self.extracts = extracts
+        self.dataset = dataset
 
     def execute(self, context: Context) -> dict[str, Any]:
         from market_ingest.lake import lake_root, publish
@@ -153,7 +164,9 @@ class LakePublishOperator(BaseOperator):
         results = [e for e in _materialise(self.extracts) if e]
         staged = [e["path"] for e in results if e.get("path")]
         window = _window_of(context)
-        objects = publish(staged, lake_root(cfg.lake.url), self.source, self.interval, *window, compression=cfg.lake.compression)
+        quotes = self.dataset == "quotes"
+        objects = publish(staged, lake_root(cfg.lake.quotes_url if quotes else cfg.lake.url), self.source,
+                          None if quotes else self.interval, *window, compression=cfg.lake.compression, dataset=self.dataset)
         counts: Counter[str] = Counter()
         for obj in objects:
             counts.update(obj.pop("rows_by_symbol"))
@@ -167,14 +180,14 @@ def _window_of(context: Context) -> tuple[datetime, datetime]:
     return sel.start, sel.end
 
 
-def _read_objects(lake: dict) -> Any:
+def _read_objects(lake: dict, dataset: str) -> Any:
     import pyarrow as pa
 
     from market_ingest.lake import read_parquet
-    from market_ingest.schema import empty_bars
+    from market_ingest.schema import DATASETS
 
-    tables = [read_parquet(o["path"]) for o in (lake or {}).get("objects", [])]
-    return pa.concat_tables(tables) if tables else empty_bars()
+    tables = [read_parquet(o["path"], dataset) for o in (lake or {}).get("objects", [])]
+    return pa.concat_tables(tables) if tables else DATASETS[dataset].schema.empty_table()
 
 
 def _count_by_symbol(bars) -> dict[str, int]:
@@ -186,39 +199,46 @@ class TimescaleLoadOperator(BaseOperator):
 
     :param lake: the lake publish result (templated).
     :param timescale_conn_id: connection id; default from the pipeline config.
+    :param dataset: ``bars`` (``market.bars``) or ``quotes`` (``market.quotes``).
     :return: ``{"rows": n, "rows_by_symbol": {...}, "hypertable": bool}``.
     """
 
     template_fields: Sequence[str] = ("lake",)
 
-    def __init__(self, *, lake: Any, timescale_conn_id: str | None = None, **kwargs) -> None:
+    def __init__(self, *, lake: Any, timescale_conn_id: str | None = None, dataset: str = "bars", **kwargs) -> None:
         super().__init__(**kwargs)
         self.lake = lake
         self.timescale_conn_id = timescale_conn_id
+        self.dataset = dataset
 
     def execute(self, context: Context) -> dict[str, Any]:
         from market_ingest.hooks.timescale import TimescaleHook
 
         hook = TimescaleHook(timescale_conn_id=self.timescale_conn_id or load_config().timescale.conn_id)
         hook.migrate()
-        bars = _read_objects(self.lake)
-        rows = hook.load_bars(bars)
-        self.log.info("Upserted %d rows into market.bars", rows)
-        return {"rows": rows, "rows_by_symbol": _count_by_symbol(bars), "hypertable": hook.is_hypertable()}
+        from market_ingest.schema import DATASETS
+
+        table = DATASETS[self.dataset].table
+        bars = _read_objects(self.lake, self.dataset)
+        rows = hook.load(bars, self.dataset)
+        self.log.info("Upserted %d rows into %s", rows, table)
+        return {"rows": rows, "rows_by_symbol": _count_by_symbol(bars), "hypertable": hook.is_hypertable(table)}
 
 
 class KinesisPublishOperator(BaseOperator):
     """Publish the run's lake objects to Kinesis, one record per bar.
 
     :param lake: the lake publish result (templated).
+    :param dataset: ``bars`` (stream ``kinesis.stream``) or ``quotes`` (``kinesis.quotes_stream``).
     :return: ``{"records": n, "calls": k, "retried": r, "records_by_symbol": {...}}``.
     """
 
     template_fields: Sequence[str] = ("lake",)
 
-    def __init__(self, *, lake: Any, **kwargs) -> None:
+    def __init__(self, *, lake: Any, dataset: str = "bars", **kwargs) -> None:
         super().__init__(**kwargs)
         self.lake = lake
+        self.dataset = dataset
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.providers.amazon.aws.hooks.kinesis import KinesisHook
@@ -226,12 +246,13 @@ class KinesisPublishOperator(BaseOperator):
         from market_ingest.kinesis import build_records, put_records
 
         k = load_config().kinesis
-        bars = _read_objects(self.lake)
-        records = build_records(bars)
+        bars = _read_objects(self.lake, self.dataset)
+        records = build_records(bars, self.dataset)
+        stream = k.quotes_stream if self.dataset == "quotes" else k.stream
         client = KinesisHook(aws_conn_id=k.aws_conn_id).conn
-        stats = put_records(client, k.stream, records, max_records=k.max_records_per_call,
+        stats = put_records(client, stream, records, max_records=k.max_records_per_call,
                             max_bytes=k.max_bytes_per_call, max_attempts=k.max_attempts)
-        self.log.info("Published %d records to %s in %d calls (%d re-sent)", stats["records"], k.stream, stats["calls"], stats["retried"])
+        self.log.info("Published %d records to %s in %d calls (%d re-sent)", stats["records"], stream, stats["calls"], stats["retried"])
         return {**stats, "records_by_symbol": _count_by_symbol(bars)}
 
 
