@@ -10,6 +10,9 @@ from typing import Any
 
 from market_ingest.config import PipelineConfig, SourceConfig
 
+#: Source kinds whose hooks report symbols ``deferred`` (daily quota) for the next run to pick up.
+DEFERRING_KINDS = frozenset({"alpha_vantage"})
+
 
 def bar_hook(cfg: PipelineConfig, src: SourceConfig, replay_folder: str | None) -> Any:
     """The hook serving ``src``, replaying from ``replay_folder`` when given.

@@ -18,6 +18,7 @@ from market_ingest import outcomes
 from market_ingest.config import load_config, load_universe
 from market_ingest.errors import MarketDataError
 from market_ingest.run import batch_symbols, select
+from market_ingest.sources import DEFERRING_KINDS
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -72,10 +73,23 @@ class MarketPlanOperator(BaseOperator):
             "%s %s: %d symbols over [%s, %s)%s", self.source, self.interval, len(sel.symbols),
             sel.start.isoformat(), sel.end.isoformat(), " (manual override)" if sel.manual else "",
         )
+        symbols, since = list(sel.symbols), {}
+        if self.dataset == "bars" and src.kind in DEFERRING_KINDS:
+            from market_ingest import backlog
+            from market_ingest.hooks.timescale import TimescaleHook
+
+            warehouse = TimescaleHook(timescale_conn_id=cfg.timescale.conn_id)
+            warehouse.migrate()
+            for sym, start in backlog.pending(warehouse, self.source, self.interval).items():
+                if sym in symbols and start < sel.start:  # only symbols this run selects
+                    since[sym] = start.isoformat()
+            if since:
+                self.log.info("Picking up %d deferred symbols: %s", len(since), since)
         size = ic.batch_size or src.batch_size
         return [
-            {"batch": i, "symbols": b, "start": sel.start.isoformat(), "end": sel.end.isoformat()}
-            for i, b in enumerate(batch_symbols(sel.symbols, size))
+            {"batch": i, "symbols": b, "start": sel.start.isoformat(), "end": sel.end.isoformat(),
+             "since": {s: since[s] for s in b if s in since}}
+            for i, b in enumerate(batch_symbols(symbols, size))
         ]
 
 
@@ -120,13 +134,16 @@ class MarketExtractOperator(BaseOperator):
         if folder:
             self.log.info("Replaying recorded responses from %s", folder)
         symbols, now = list(self.batch["symbols"]), datetime.now(timezone.utc)
+        since = {s: datetime.fromisoformat(t) for s, t in (self.batch.get("since") or {}).items()}
         try:
             if self.dataset == "quotes":
                 bars, results = hook.fetch_quotes(symbols, as_of=end, ingested_at=now)
             else:
-                bars, results = hook.fetch_bars(symbols, self.interval, Window(start, end), ingested_at=now)
+                bars, results = self._fetch_bars(hook, symbols, since, start, end, now)
         except MarketDataError as exc:
             _fail_fast(exc)
+        if self.dataset == "bars" and src.kind in DEFERRING_KINDS:
+            self._update_backlog(cfg, results, since, start, end)
         path = None
         if bars.num_rows:
             root = lake_root(cfg.lake.quotes_url if self.dataset == "quotes" else cfg.lake.url)
@@ -136,6 +153,38 @@ class MarketExtractOperator(BaseOperator):
         for o in results:
             self.log.info("%-12s %-15s rows=%-6d %s %s", o.symbol, o.status, o.rows, o.reason, o.dropped or "")
         return {"batch": self.batch["batch"], "path": path, "rows": bars.num_rows, "outcomes": [o.as_dict() for o in results]}
+
+
+    def _fetch_bars(self, hook, symbols, since, start, end, now):
+        """One ``fetch_bars`` per distinct window start: deferred symbols reach back to their deferral."""
+        import pyarrow as pa
+
+        from market_ingest.intervals import Window
+
+        groups: dict[datetime, list[str]] = {}
+        for sym in symbols:
+            groups.setdefault(min(since.get(sym, start), start), []).append(sym)
+        tables, results, by_symbol = [], [], {}
+        for group_start, group in sorted(groups.items()):
+            table, outs = hook.fetch_bars(group, self.interval, Window(group_start, end), ingested_at=now)
+            tables.append(table)
+            by_symbol.update({o.symbol: o for o in outs})
+        results = [by_symbol[s] for s in symbols]
+        return pa.concat_tables(tables), results
+
+    def _update_backlog(self, cfg, results, since, start, end) -> None:
+        from market_ingest import backlog
+        from market_ingest.hooks.timescale import TimescaleHook
+
+        warehouse = TimescaleHook(timescale_conn_id=cfg.timescale.conn_id)
+        deferred = [o for o in results if o.status == outcomes.DEFERRED]
+        if deferred:
+            backlog.defer(warehouse, self.source, self.interval, [o.symbol for o in deferred], start, end, deferred[0].reason)
+        fetched = [o.symbol for o in results if o.status in (outcomes.OK, outcomes.NO_DATA)]
+        if fetched:
+            settled = backlog.settle(warehouse, self.source, self.interval, fetched, end)
+            if settled:
+                self.log.info("Settled %d deferred windows", settled)
 
 
 class LakePublishOperator(BaseOperator):
