@@ -104,3 +104,11 @@ def test_quotes_from_json_and_csv():
 
 def test_empty_global_quote_is_an_unknown_symbol():
     assert av.classify('{"Global Quote": {}}').kind == av.ERROR_MESSAGE
+
+
+def test_weekly_series_parses_to_weekly_bars():
+    rows, tz = av.parse_series_json(av.classify(body("av_TIME_SERIES_WEEKLY_IBM_2000-07_2020-07.json")).doc)
+    bars = av.rows_to_bars(rows, symbol="IBM", interval="1wk", tz=tz, currency="USD", ingested_at=INGESTED)
+    assert bars.num_rows == 1043
+    last = bars.to_pylist()[-1]
+    assert last["time"] == datetime(2020, 7, 10, tzinfo=UTC) and last["close"] == 118.35 and last["interval"] == "1wk"

@@ -141,3 +141,28 @@ def test_global_quote_snapshot_is_stamped_at_the_run_end(recordings):
     assert (row["time"], row["price"], row["previous_close"], row["change"]) == (as_of, 112.13, 112.79, -0.66)
     assert row["latest_trading_day"] == date(2018, 10, 5) and row["volume"] == 29062853.0
     assert row["source"] == "alpha_vantage"
+
+
+def test_fx_and_crypto_pairs_use_their_functions_and_market_currency(recordings):
+    """EUR/USD -> FX_DAILY, BTC/EUR -> DIGITAL_CURRENCY_DAILY; the recorded demo-key answers are CSV."""
+    cassette(recordings, "fx", "function=FX_DAILY&from_symbol=EUR&to_symbol=USD&outputsize=compact",
+             (FIXTURES / "av_csv_FX_DAILY_EURUSD_demo_2025-12_2026-05.csv").read_text())
+    cassette(recordings, "crypto", "function=DIGITAL_CURRENCY_DAILY&symbol=BTC&market=EUR",
+             (FIXTURES / "av_csv_DIGITAL_CURRENCY_DAILY_BTC_EUR_demo_2025-06_2026-05.csv").read_text())
+    now = datetime(2026, 5, 17, tzinfo=UTC)
+    window = Window(datetime(2026, 5, 11, tzinfo=UTC), datetime(2026, 5, 16, tzinfo=UTC))
+    bars, results = AlphaVantageHook(replay_dir=str(recordings), now=now).fetch_bars(["EUR/USD", "BTC/EUR"], "1d", window, now)
+    assert [(o.symbol, o.status, o.rows) for o in results] == [("EUR/USD", "ok", 5), ("BTC/EUR", "ok", 5)]
+    fx = [r for r in bars.to_pylist() if r["symbol"] == "EUR/USD"]
+    assert fx[-1]["time"] == datetime(2026, 5, 15, tzinfo=UTC) and fx[-1]["close"] == 1.1625
+    assert all(r["volume"] == 0.0 and r["currency"] == "USD" for r in fx)
+    btc = [r for r in bars.to_pylist() if r["symbol"] == "BTC/EUR"]
+    assert all(r["currency"] == "EUR" for r in btc) and btc[-1]["volume"] > 0
+
+
+def test_pair_on_a_non_fiat_market_or_intraday_is_a_clear_symbol_error(recordings):
+    hook = AlphaVantageHook(replay_dir=str(recordings), now=NOW)
+    _, results = hook.fetch_bars(["ETH/BTC"], "1d", WINDOW, NOW)
+    assert results[0].status == outcomes.FAILED and "BTC is not one" in results[0].reason
+    _, results = hook.fetch_bars(["EUR/USD"], "5m", WINDOW, NOW)
+    assert results[0].status == outcomes.FAILED and "only daily bars" in results[0].reason

@@ -36,6 +36,24 @@ COMPACT_POINTS = 100  # outputsize=compact returns the latest 100 data points (A
 
 DEFERRED = outcomes.DEFERRED
 
+#: Fiat currencies (ISO 4217) that decide how a ``BASE/QUOTE`` symbol is served: both sides fiat is
+#: an FX pair (``FX_DAILY``); a non-fiat base on a fiat market is a digital currency
+#: (``DIGITAL_CURRENCY_DAILY``), priced in that market.
+FIAT = frozenset("USD EUR JPY GBP CHF CAD AUD NZD CNY HKD SGD SEK NOK DKK INR KRW MXN BRL ZAR TRY PLN CZK HUF ILS TWD THB".split())
+
+
+def pair_kind(symbol: str) -> tuple[str, str, str] | None:
+    """``("fx"|"crypto", base, quote)`` for ``BASE/QUOTE`` symbols, ``None`` for listings like ``IBM``.
+
+    :raises ConfigurationError: for a pair whose quote side is not a fiat currency.
+    """
+    if "/" not in symbol:
+        return None
+    base, _, quote = symbol.upper().partition("/")
+    if quote not in FIAT:
+        raise ConfigurationError(SOURCE, f"{symbol}: Alpha Vantage prices pairs in a fiat market; {quote} is not one", symbol)
+    return ("fx" if base in FIAT else "crypto"), base, quote
+
 
 class _RedactApiKey(logging.Filter):
     """Rewrites records of HTTP client loggers (urllib3 logs each URL at DEBUG) without ``apikey=``."""
@@ -193,6 +211,16 @@ class AlphaVantageHook(BaseHook):
         validate_interval(interval)
         function, av_interval = av.INTERVAL_FUNCTIONS[interval]
         now = self._vendor_now()
+        pair = pair_kind(symbol)
+        if pair:
+            kind, base, quote = pair
+            if interval != "1d":
+                raise ConfigurationError(SOURCE, f"{symbol}: only daily bars are fetched for FX and crypto pairs, not {interval}", symbol)
+            if kind == "fx":
+                compact = window.start >= now - timedelta(days=COMPACT_POINTS * 7 // 5 - 10)
+                return [{"function": "FX_DAILY", "from_symbol": base, "to_symbol": quote,
+                         "outputsize": "compact" if compact else "full"}]
+            return [{"function": "DIGITAL_CURRENCY_DAILY", "symbol": base, "market": quote}]
         if interval in INTRADAY_INTERVALS:
             base = {"function": function, "symbol": symbol, "interval": av_interval, "outputsize": "full"}
             if window.start >= now - timedelta(days=30):
@@ -238,11 +266,13 @@ class AlphaVantageHook(BaseHook):
                     results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
                     continue
                 try:
-                    rows, tz = [], "US/Eastern"
+                    pair = pair_kind(symbol)
+                    # CSV answers carry no meta: listings are US/Eastern, FX and crypto UTC.
+                    rows, tz, currency = [], ("UTC" if pair else "US/Eastern"), (pair[2] if pair else None)
                     for params in self.series_params(symbol, interval, window):
                         got = self.query(params)
                         if isinstance(got.doc, dict):
-                            part, tz = av.parse_series_json(got.doc)
+                            part, tz = av.parse_series_json(got.doc, market=currency)
                         else:
                             part = av.parse_series_csv(got.doc, tz)
                         rows += part
@@ -251,14 +281,20 @@ class AlphaVantageHook(BaseHook):
                     self.log.warning("%s", exc)
                     results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
                     continue
-                except (RateLimitedError, ConfigurationError, VendorUnavailableError, UnexpectedBodyError):
+                except (RateLimitedError, VendorUnavailableError, UnexpectedBodyError):
                     raise
+                except ConfigurationError as exc:
+                    if not exc.symbol:
+                        raise  # premium function or missing key: the whole task is misconfigured
+                    self.log.warning("Skipping %s: %s", symbol, exc.reason)
+                    results.append(outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=exc.reason))
+                    continue
                 except MarketDataError as exc:
                     status = outcomes.UNKNOWN_SYMBOL
                     self.log.warning("Skipping %s: %s", symbol, exc.reason)
                     results.append(outcomes.SymbolOutcome(symbol, status, reason=exc.reason))
                     continue
-                table = av.rows_to_bars(rows, symbol=symbol, interval=interval, tz=tz, currency=None, ingested_at=ingested_at)
+                table = av.rows_to_bars(rows, symbol=symbol, interval=interval, tz=tz, currency=currency, ingested_at=ingested_at)
                 table, dropped = keep_closed_in_window(table, interval, window, self._vendor_now())
                 table, invalid = validate_bars(table)
                 dropped.update(invalid)
