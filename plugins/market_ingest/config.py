@@ -47,24 +47,9 @@ class RetryConfig(_Model):
 
 
 class IntervalConfig(_Model):
-    """One (source, interval) pair: one DAG ``market_<source>_<interval>``."""
+    """One (source, interval) pair, or a source's quote snapshots: one DAG each."""
 
     schedule: str = Field(description="cron or preset; the data interval is the run's window")
-    start_date: datetime = Field(datetime(2024, 1, 1, tzinfo=timezone.utc))
-    universes: list[str] | None = Field(None, description="overrides the source's universes")
-    batch_size: int | None = Field(None, gt=0)
-    max_active_runs: int = Field(1, gt=0)
-
-    @field_validator("start_date")
-    @classmethod
-    def _utc(cls, v: datetime) -> datetime:
-        return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
-
-
-class QuotesConfig(_Model):
-    """Quote snapshots of a source: one DAG ``market_<source>_quote``."""
-
-    schedule: str
     start_date: datetime = Field(datetime(2024, 1, 1, tzinfo=timezone.utc))
     universes: list[str] | None = Field(None, description="overrides the source's universes")
     batch_size: int | None = Field(None, gt=0)
@@ -86,7 +71,7 @@ class SourceConfig(_Model):
     batch_size: int = Field(gt=0, description="symbols per extract task")
     universes: list[str] = Field(min_length=1)
     intervals: dict[str, IntervalConfig] = Field(min_length=1)
-    quotes: QuotesConfig | None = None
+    quotes: IntervalConfig | None = Field(None, description="quote snapshots: DAG market_<source>_quote")
     conn_id: str | None = None
 
     @field_validator("intervals")

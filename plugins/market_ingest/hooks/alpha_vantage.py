@@ -150,6 +150,16 @@ class AlphaVantageHook(BaseHook):
             self.now = max(dates) if dates else None
         return self.now or datetime.now(timezone.utc)
 
+    def _replaying(self):
+        """Replay the recordings around a fetch when ``replay_dir`` is set; otherwise do nothing."""
+        import contextlib
+
+        if not self.replay_dir:
+            return contextlib.nullcontext()
+        from market_ingest.replay import replay
+
+        return replay(self.replay_dir)
+
     def query(self, params: dict[str, str]) -> av.Classified:
         """One GET, classified. Data comes back; every other kind raises.
 
@@ -246,21 +256,14 @@ class AlphaVantageHook(BaseHook):
         :raises RateLimitedError: throttled; the task is retried.
         :raises ConfigurationError: premium function on a free key; fails fast.
         """
-        import contextlib
-
         import pyarrow as pa
 
         from market_ingest.hooks.yahoo import keep_closed_in_window
         from market_ingest.quality import validate_bars
         from market_ingest.schema import conform, empty_bars
 
-        ctx = contextlib.nullcontext()
-        if self.replay_dir:
-            from market_ingest.replay import replay
-
-            ctx = replay(self.replay_dir)
         tables, results, exhausted = [], [], None
-        with ctx:
+        with self._replaying():
             for symbol in symbols:
                 if exhausted:
                     results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
@@ -313,19 +316,12 @@ class AlphaVantageHook(BaseHook):
             Vantage gives a trading day, not a quote time), so a rerun replaces the same rows.
         :return: ``(quotes, outcomes)`` with the same outcome rules as :meth:`fetch_bars`.
         """
-        import contextlib
-
         import pyarrow as pa
 
         from market_ingest.schema import QUOTE_SCHEMA, conform
 
-        ctx = contextlib.nullcontext()
-        if self.replay_dir:
-            from market_ingest.replay import replay
-
-            ctx = replay(self.replay_dir)
         rows, results, exhausted = [], [], None
-        with ctx:
+        with self._replaying():
             for symbol in symbols:
                 if exhausted:
                     results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
