@@ -142,14 +142,14 @@ def run_dags(live: bool) -> list[dict]:
         dagrun = bag.get_dag(dag_id).test(logical_date=logical_date, run_conf=conf)
         state = str(getattr(dagrun, "state", "unknown"))
         print(f"  {dag_id:<18} {logical_date:%Y-%m-%d} {conf.get('symbols')} -> {state} ({time.monotonic() - t0:.1f}s)", flush=True)
-        report = _report_of(dagrun)
+        report = report_of(dagrun)
         results.append({"dag_id": dag_id, "logical_date": logical_date.isoformat(), "conf": conf, "state": state,
                         "run_id": getattr(dagrun, "run_id", None), "skipped": report.get("skipped", {}),
                         "expected": None if live else expected_bars(dag_id, logical_date, conf)})
     return results
 
 
-def _report_of(dagrun) -> dict:
+def report_of(dagrun) -> dict:
     """The run report the ``report`` task returned to XCom."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session

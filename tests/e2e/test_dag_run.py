@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 import psycopg
 import pytest
 
+from demo.run_demo import report_of as _report
+
 pytestmark = pytest.mark.e2e
 UTC = timezone.utc
 
@@ -19,16 +21,6 @@ def _run(dag_id, logical_date, conf):
 
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags[dag_id]
     return dag.test(logical_date=logical_date, run_conf=conf)
-
-
-def _report(dagrun):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        value = session.query(XComModel.value).filter_by(
-            dag_id=dagrun.dag_id, run_id=dagrun.run_id, task_id="report", key="return_value").scalar()
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def _pg_rows(services, day):

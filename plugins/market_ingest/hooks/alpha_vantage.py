@@ -160,6 +160,46 @@ class AlphaVantageHook(BaseHook):
 
         return replay(self.replay_dir)
 
+    def _each_symbol(self, symbols: list[str], fetch_one) -> tuple[list, list[outcomes.SymbolOutcome]]:
+        """Run ``fetch_one(symbol) -> (outcome, payload or None)`` per symbol under the shared rules.
+
+        Once the daily quota is spent, the remaining symbols are ``deferred`` without a call; an
+        ``Error Message`` makes the symbol ``unknown_symbol``; a symbol-specific configuration
+        error makes it ``failed``. Throttling, network failures, unknown bodies and task-wide
+        configuration errors (premium function, no key) propagate.
+
+        :return: ``(payloads of the symbols that returned one, one outcome per symbol in order)``.
+        """
+        payloads, results, exhausted = [], [], None
+        with self._replaying():
+            for symbol in symbols:
+                if exhausted:
+                    results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
+                    continue
+                try:
+                    outcome, payload = fetch_one(symbol)
+                except QuotaExhaustedError as exc:
+                    exhausted = exc.reason
+                    self.log.warning("%s", exc)
+                    results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
+                    continue
+                except (RateLimitedError, VendorUnavailableError, UnexpectedBodyError):
+                    raise
+                except ConfigurationError as exc:
+                    if not exc.symbol:
+                        raise  # premium function or missing key: the whole task is misconfigured
+                    self.log.warning("Skipping %s: %s", symbol, exc.reason)
+                    results.append(outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=exc.reason))
+                    continue
+                except MarketDataError as exc:
+                    self.log.warning("Skipping %s: %s", symbol, exc.reason)
+                    results.append(outcomes.SymbolOutcome(symbol, outcomes.UNKNOWN_SYMBOL, reason=exc.reason))
+                    continue
+                results.append(outcome)
+                if payload is not None:
+                    payloads.append(payload)
+        return payloads, results
+
     def query(self, params: dict[str, str]) -> av.Classified:
         """One GET, classified. Data comes back; every other kind raises.
 
@@ -262,50 +302,26 @@ class AlphaVantageHook(BaseHook):
         from market_ingest.quality import validate_bars
         from market_ingest.schema import conform, empty_bars
 
-        tables, results, exhausted = [], [], None
-        with self._replaying():
-            for symbol in symbols:
-                if exhausted:
-                    results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
-                    continue
-                try:
-                    pair = pair_kind(symbol)
-                    # CSV answers carry no meta: listings are US/Eastern, FX and crypto UTC.
-                    rows, tz, currency = [], ("UTC" if pair else "US/Eastern"), (pair[2] if pair else None)
-                    for params in self.series_params(symbol, interval, window):
-                        got = self.query(params)
-                        if isinstance(got.doc, dict):
-                            part, tz = av.parse_series_json(got.doc, market=currency)
-                        else:
-                            part = av.parse_series_csv(got.doc, tz)
-                        rows += part
-                except QuotaExhaustedError as exc:
-                    exhausted = exc.reason
-                    self.log.warning("%s", exc)
-                    results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
-                    continue
-                except (RateLimitedError, VendorUnavailableError, UnexpectedBodyError):
-                    raise
-                except ConfigurationError as exc:
-                    if not exc.symbol:
-                        raise  # premium function or missing key: the whole task is misconfigured
-                    self.log.warning("Skipping %s: %s", symbol, exc.reason)
-                    results.append(outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=exc.reason))
-                    continue
-                except MarketDataError as exc:
-                    status = outcomes.UNKNOWN_SYMBOL
-                    self.log.warning("Skipping %s: %s", symbol, exc.reason)
-                    results.append(outcomes.SymbolOutcome(symbol, status, reason=exc.reason))
-                    continue
-                table = av.rows_to_bars(rows, symbol=symbol, interval=interval, tz=tz, currency=currency, ingested_at=ingested_at)
-                table, dropped = keep_closed_in_window(table, interval, window, self._vendor_now())
-                table, invalid = validate_bars(table)
-                dropped.update(invalid)
-                if table.num_rows == 0:
-                    results.append(outcomes.SymbolOutcome(symbol, outcomes.NO_DATA, reason="no bars in the window", dropped=dropped))
-                    continue
-                results.append(outcomes.SymbolOutcome(symbol, outcomes.OK, rows=table.num_rows, dropped=dropped))
-                tables.append(table)
+        def one(symbol: str):
+            pair = pair_kind(symbol)
+            # CSV answers carry no meta: listings are US/Eastern, FX and crypto UTC.
+            rows, tz, currency = [], ("UTC" if pair else "US/Eastern"), (pair[2] if pair else None)
+            for params in self.series_params(symbol, interval, window):
+                got = self.query(params)
+                if isinstance(got.doc, dict):
+                    part, tz = av.parse_series_json(got.doc, market=currency)
+                else:
+                    part = av.parse_series_csv(got.doc, tz)
+                rows += part
+            table = av.rows_to_bars(rows, symbol=symbol, interval=interval, tz=tz, currency=currency, ingested_at=ingested_at)
+            table, dropped = keep_closed_in_window(table, interval, window, self._vendor_now())
+            table, invalid = validate_bars(table)
+            dropped.update(invalid)
+            if table.num_rows == 0:
+                return outcomes.SymbolOutcome(symbol, outcomes.NO_DATA, reason="no bars in the window", dropped=dropped), None
+            return outcomes.SymbolOutcome(symbol, outcomes.OK, rows=table.num_rows, dropped=dropped), table
+
+        tables, results = self._each_symbol(symbols, one)
         return (pa.concat_tables([conform(t) for t in tables]) if tables else empty_bars()), results
 
     def fetch_quotes(self, symbols: list[str], as_of: datetime, ingested_at: datetime
@@ -320,26 +336,12 @@ class AlphaVantageHook(BaseHook):
 
         from market_ingest.schema import QUOTE_SCHEMA, conform
 
-        rows, results, exhausted = [], [], None
-        with self._replaying():
-            for symbol in symbols:
-                if exhausted:
-                    results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
-                    continue
-                try:
-                    quote = av.parse_quote(self.query({"function": "GLOBAL_QUOTE", "symbol": symbol}))
-                except QuotaExhaustedError as exc:
-                    exhausted = exc.reason
-                    results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
-                    continue
-                except (RateLimitedError, ConfigurationError, VendorUnavailableError, UnexpectedBodyError):
-                    raise
-                except MarketDataError as exc:
-                    self.log.warning("Skipping %s: %s", symbol, exc.reason)
-                    results.append(outcomes.SymbolOutcome(symbol, outcomes.UNKNOWN_SYMBOL, reason=exc.reason))
-                    continue
-                rows.append({**quote.__dict__, "symbol": symbol, "time": as_of, "source": SOURCE,
-                             "currency": None, "ingested_at": ingested_at})
-                results.append(outcomes.SymbolOutcome(symbol, outcomes.OK, rows=1))
+        def one(symbol: str):
+            quote = av.parse_quote(self.query({"function": "GLOBAL_QUOTE", "symbol": symbol}))
+            row = {**quote.__dict__, "symbol": symbol, "time": as_of, "source": SOURCE, "currency": None,
+                   "ingested_at": ingested_at}
+            return outcomes.SymbolOutcome(symbol, outcomes.OK, rows=1), row
+
+        rows, results = self._each_symbol(symbols, one)
         table = conform(pa.Table.from_pylist(rows), QUOTE_SCHEMA) if rows else QUOTE_SCHEMA.empty_table()
         return table, results
