@@ -118,6 +118,73 @@ def build_alpha_vantage(fixtures: Path, sections: dict[str, str]) -> list[str]:
     return provenance
 
 
+# Exchange responses replayed through ccxt: (fixture, folder = ccxt exchange id, request URL, Date).
+# The URL is the window the body covers (the replay matcher serves any request inside it; ccxt then
+# keeps the candles from its ``since``, at most ``limit``), not always the request first made; the
+# provenance of each fixture gives that. Date is None where the recording time is unknown: replay
+# then takes the wall clock as the exchange's "now", so every recorded candle counts as closed.
+EXCHANGES = [
+    # serverTime in the body is 2021-10-22 22:41:05 UTC.
+    ("binance/binance_spot_exchangeInfo_trimmed_2021-10-22.json", "binance",
+     "https://api.binance.com/api/v3/exchangeInfo", "Fri, 22 Oct 2021 22:41:05 GMT"),
+    # The latest ten 1m candles (limit=10, no startTime). The 23:12 candle has 7 trades against
+    # 375-769 in the nine before it: it was still open, so the response was taken during 23:12.
+    # Any time in that minute gives the same replay; 23:12:30 is the middle of it.
+    ("binance/binance_spot_klines_BTCUSDT_1m_2021-10-22.json", "binance",
+     "https://api.binance.com/api/v3/klines?interval=1m&symbol=BTCUSDT&startTime=1634943780000&endTime=1634944379999",
+     "Fri, 22 Oct 2021 23:12:30 GMT"),
+    # Three 1h candles 16:00-18:00 UTC, newest first; request time not recorded.
+    ("kucoin/kucoin_market_candles_BTC-USDT_1hour_2024-01-30.json", "kucoin",
+     "https://api.kucoin.com/api/v1/market/candles?symbol=BTC-USDT&type=1hour&startAt=1706630400&endAt=1706641200", None),
+    # Advanced Trade public candles: two 1h candles 00:00-01:00 UTC, newest first.
+    ("coinbase/coinbase_advtrade_candles_BTC-USD_1h_2024-04-04.json", "coinbase",
+     "https://api.coinbase.com/api/v3/brokerage/market/products/BTC-USD/candles?granularity=ONE_HOUR&start=1712188800&end=1712196000", None),
+    # Coinbase Exchange (ccxt id coinbaseexchange): one 1h candle at 11:00 UTC, [time, low, high, open, close, volume].
+    ("coinbase/coinbase_exchange_products_BTC-USDT_candles_3600_2024-03-13.json", "coinbaseexchange",
+     "https://api.exchange.coinbase.com/products/BTC-USDT/candles?granularity=3600&start=2024-03-13T11:00:00.000Z&end=2024-03-13T12:00:00.000Z", None),
+]
+
+#: ccxt market structures for exchanges whose market list was not recorded. The ids are the
+#: exchanges' own (they appear in the recorded request URLs) and match ccxt's static test markets
+#: (ccxt/ccxt ts/src/test/static/markets/<exchange>.json); only the fields ccxt reads for market
+#: data are kept.
+MARKETS = {
+    "kucoin": [("BTC/USDT", "BTC-USDT"), ("ETH/USDT", "ETH-USDT")],
+    "coinbase": [("BTC/USD", "BTC-USD"), ("ETH/USD", "ETH-USD")],
+    "coinbaseexchange": [("BTC/USDT", "BTC-USDT"), ("BTC/USD", "BTC-USD")],
+}
+
+
+def _market(symbol: str, market_id: str) -> dict:
+    base, quote = symbol.split("/")
+    return {"id": market_id, "symbol": symbol, "base": base, "quote": quote, "baseId": base, "quoteId": quote,
+            "type": "spot", "spot": True, "margin": False, "swap": False, "future": False, "option": False,
+            "contract": False, "active": True, "linear": None, "inverse": None}
+
+
+def build_exchanges(fixtures: Path, sections: dict[str, str]) -> list[str]:
+    """One cassette per entry of :data:`EXCHANGES`, plus ``markets.json`` per :data:`MARKETS`."""
+    import json
+
+    provenance = []
+    for rel, folder, url, date in EXCHANGES:
+        out_dir = OUT / folder
+        out_dir.mkdir(parents=True, exist_ok=True)
+        body = (fixtures / rel).read_text()
+        cassette = _cassette(url, 200, date or "", body, "application/json")
+        if date is None:
+            del cassette["interactions"][0]["response"]["headers"]["Date"]
+        path = out_dir / (Path(rel).stem + ".yaml")
+        path.write_text(yaml.safe_dump(cassette, sort_keys=False, width=1 << 30))
+        provenance += [sections[rel].replace(f"### `{rel}`", f"### `{folder}/{path.name}` (from `{rel}`)"),
+                       f"- replayed as: GET {url}" + (f", Date {date}" if date else ", no Date (time not recorded)"), ""]
+    for folder, markets in MARKETS.items():
+        (OUT / folder).mkdir(parents=True, exist_ok=True)
+        doc = [_market(sym, mid) for sym, mid in markets]
+        (OUT / folder / "markets.json").write_text(json.dumps(doc, indent=1) + "\n")
+    return provenance
+
+
 def build(fixtures: Path) -> list[Path]:
     """Write one cassette per Yahoo chart fixture; return the paths written."""
     sections = _provenance_sections((fixtures / "PROVENANCE.md").read_text())
@@ -162,6 +229,12 @@ def build(fixtures: Path) -> list[Path]:
     provenance += ["## Alpha Vantage", "", "Dates are upstream commit times (no Date header was kept); request URIs",
                    "spell out outputsize=compact, the documented default the recorded request relied on.", ""]
     provenance += build_alpha_vantage(fixtures, sections)
+    provenance += ["## Crypto exchanges (replayed through ccxt)", "",
+                   "Each cassette's URL is the window its body covers; see tools/build_recordings.py EXCHANGES.",
+                   "`<exchange>/markets.json` (kucoin, coinbase, coinbaseexchange) is not a recording: ccxt market",
+                   "structures written by the build script for the symbols recorded, with the exchanges' own market ids,",
+                   "because those exchanges' market lists were not recorded. Binance's comes from its recorded exchangeInfo.", ""]
+    provenance += build_exchanges(fixtures, sections)
     (OUT / "PROVENANCE.md").write_text("\n".join(provenance))
     return written
 

@@ -64,7 +64,15 @@ class IntervalConfig(_Model):
 class SourceConfig(_Model):
     """A data source: which hook serves it, its pool (the vendor's rate limit) and its DAGs."""
 
-    kind: Literal["yahoo", "alpha_vantage"] = Field(description="which hook serves this source (market_ingest.sources)")
+    kind: Literal["yahoo", "alpha_vantage", "ccxt"] = Field(description="which hook serves this source (market_ingest.sources)")
+    exchange: str | None = Field(None, description="ccxt exchange id (kind ccxt only), e.g. binance, kucoin, coinbase, kraken")
+    page_limit: int | None = Field(None, gt=0, description="kind ccxt: candles per request; default ccxt's per-exchange maximum")
+    max_lookback_bars: int | None = Field(
+        None, gt=0, description="kind ccxt: the exchange serves only this many most recent candles (Kraken: 720)")
+    markets_file: str | None = Field(
+        None, description="kind ccxt: JSON of ccxt market structures (path under include/) used instead of load_markets()")
+    options: dict | None = Field(
+        None, description="kind ccxt: ccxt exchange options (no secrets), e.g. {fetchMarkets: {types: [spot]}}")
     description: str = ""
     pool: str
     pool_slots: int = Field(gt=0, description="concurrent extract tasks allowed across all DAGs")
@@ -73,6 +81,23 @@ class SourceConfig(_Model):
     intervals: dict[str, IntervalConfig] = Field(min_length=1)
     quotes: IntervalConfig | None = Field(None, description="quote snapshots: DAG market_<source>_quote")
     conn_id: str | None = None
+
+    @model_validator(mode="after")
+    def _exchange_only_for_ccxt(self) -> SourceConfig:
+        ccxt_fields = {"exchange": self.exchange, "page_limit": self.page_limit,
+                       "max_lookback_bars": self.max_lookback_bars, "markets_file": self.markets_file,
+                       "options": self.options}
+        if self.kind == "ccxt":
+            if not self.exchange or not _ID.match(self.exchange):
+                raise ValueError("kind ccxt needs exchange: a ccxt exchange id such as binance")
+        elif any(v is not None for v in ccxt_fields.values()):
+            raise ValueError(f"{sorted(k for k, v in ccxt_fields.items() if v is not None)} apply to kind ccxt only")
+        return self
+
+    @property
+    def recordings(self) -> str:
+        """Folder name of this source's replay recordings: the ccxt exchange id, else the kind."""
+        return self.exchange if self.kind == "ccxt" and self.exchange else self.kind
 
     @field_validator("intervals")
     @classmethod

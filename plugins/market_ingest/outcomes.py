@@ -26,7 +26,9 @@ class SymbolOutcome:
     :param rows: bars kept (in the window, closed, valid).
     :param reason: why the symbol was skipped or failed; empty when ``ok``.
     :param dropped: bars the vendor returned that were not kept, by reason
-        (``out_of_window``, ``open_bar``, ``invalid: <check>``).
+        (``out_of_window``, ``open_bar``, ``duplicate``, ``invalid: <check>``).
+    :param gaps: ``[start, end)`` ISO ranges of closed bars in the window the vendor returned no
+        bar for (reported by sources that trade around the clock; empty otherwise).
     """
 
     symbol: str
@@ -34,6 +36,7 @@ class SymbolOutcome:
     rows: int = 0
     reason: str = ""
     dropped: dict[str, int] = field(default_factory=dict)
+    gaps: list[list[str]] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         """A JSON-safe dict for XCom and the report."""

@@ -9,7 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import pyarrow as pa
+
+    from market_ingest.intervals import Window
 
 #: check name -> description, in the order they are applied.
 CHECKS = {
@@ -52,3 +56,26 @@ def validate_bars(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
             counts[f"invalid: {name}"] = n
         bad = pc.or_(bad, this)
     return table.filter(pc.invert(bad)), counts
+
+
+def keep_closed_in_window(table: pa.Table, interval: str, window: Window, now: datetime) -> tuple[pa.Table, dict[str, int]]:
+    """Keep bars that open inside ``window`` and have closed by ``now`` (the vendor's clock).
+
+    A bar opening at ``t`` is closed once ``bar_end(t, interval) <= now``; the last bar of a
+    running session or the current exchange minute is still open and would change on a rerun.
+
+    :return: ``(kept, {"out_of_window": n, "open_bar": m})`` (zero counts omitted).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from market_ingest.intervals import bar_end
+
+    times = table["time"]
+    inside = pc.and_(pc.greater_equal(times, window.start), pc.less(times, window.end))
+    kept = table.filter(inside)
+    dropped = {"out_of_window": table.num_rows - kept.num_rows}
+    closed = [bar_end(t, interval) <= now for t in kept["time"].to_pylist()]
+    final = kept.filter(pa.array(closed, pa.bool_())) if kept.num_rows else kept
+    dropped["open_bar"] = kept.num_rows - final.num_rows
+    return final, {k: v for k, v in dropped.items() if v}

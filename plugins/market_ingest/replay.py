@@ -9,13 +9,17 @@ recording means dropping a file there. While replay is active, every HTTP reques
 Matching rules (see :func:`window_matcher`): scheme, host and path must be equal; query
 parameters must be equal except
 
-* ``period1``/``period2`` (Yahoo chart windows, UTC epoch seconds): the recorded window must
-  *contain* the requested one. Bars outside the requested window are dropped downstream, as
-  they would be if Yahoo had returned them live (it does: see the AAPL 1m recording);
+* time-window parameters: ``period1``/``period2`` (Yahoo chart, epoch seconds), ``startTime``/
+  ``endTime`` (Binance, epoch ms), ``startAt``/``endAt`` (KuCoin, epoch seconds) and
+  ``start``/``end`` (Coinbase Advanced Trade epoch seconds, Coinbase Exchange ISO 8601). The recorded window must *contain* the requested
+  one; a request giving only a start must start inside it. Bars outside the requested window are
+  dropped downstream, as they would be if the vendor had returned them live (Yahoo does: see the
+  AAPL 1m recording). ccxt keeps only candles at or after its ``since`` and at most ``limit`` of
+  them, so a page asked of a longer recording comes out as the exchange would have sent it;
 * a request carrying ``range`` instead of a window (yfinance's timezone probe) matches any
   recording of the same path: yfinance reads only ``meta.exchangeTimezoneName`` from it;
 * session and presentation parameters (``crumb``, ``events``, ``includePrePost``, ``lang``,
-  ``useYfid``, ``apikey``) are ignored.
+  ``useYfid``, ``apikey``) and the page size ``limit`` are ignored.
 
 Replay is switched on by the ``MARKET_INGEST_REPLAY_DIR`` environment variable (the demo and the
 tests set it) or explicitly with :func:`replay`.
@@ -39,8 +43,10 @@ if TYPE_CHECKING:
 
 REPLAY_ENV = "MARKET_INGEST_REPLAY_DIR"
 
-WINDOW_PARAMS = ("period1", "period2")
-IGNORED_PARAMS = frozenset({"crumb", "events", "includePrePost", "lang", "useYfid", "apikey"})
+#: (start, end) query parameters of a time window, per vendor.
+WINDOW_PAIRS = (("period1", "period2"), ("startTime", "endTime"), ("startAt", "endAt"), ("start", "end"))
+WINDOW_PARAMS = frozenset(p for pair in WINDOW_PAIRS for p in pair)
+IGNORED_PARAMS = frozenset({"crumb", "events", "includePrePost", "lang", "useYfid", "apikey", "limit"})
 
 
 class ReplayMissError(RuntimeError):
@@ -66,6 +72,13 @@ def _path_key(uri: str) -> tuple[str, str, str]:
     return parts.scheme, parts.netloc.lower(), parts.path.rstrip("/")
 
 
+def _instant(value: str) -> float:
+    """A window bound as a number: epoch digits as given (each vendor's unit), ISO 8601 as epoch seconds."""
+    if value.lstrip("-").isdigit():
+        return float(value)
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
 def window_matcher(live: vcr.request.Request, recorded: vcr.request.Request) -> None:
     """vcrpy matcher implementing the rules in the module docstring.
 
@@ -79,10 +92,14 @@ def window_matcher(live: vcr.request.Request, recorded: vcr.request.Request) -> 
         if name in IGNORED_PARAMS or name in WINDOW_PARAMS:
             continue
         assert lq.get(name) == rq.get(name), f"query parameter {name} differs"
-    if any(p in lq for p in WINDOW_PARAMS):
-        assert all(p in rq for p in WINDOW_PARAMS), "recording has no window"
-        assert int(rq["period1"]) <= int(lq["period1"]), "window starts before the recording"
-        assert int(lq["period2"]) <= int(rq["period2"]), "window ends after the recording"
+    for start, end in WINDOW_PAIRS:
+        if start not in lq and end not in lq:
+            continue
+        assert start in rq and end in rq, "recording has no window"
+        if start in lq:
+            assert _instant(rq[start]) <= _instant(lq[start]) <= _instant(rq[end]), "window starts outside the recording"
+        if end in lq:
+            assert _instant(lq[end]) <= _instant(rq[end]), "window ends after the recording"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ import pytest
 
 from market_ingest import outcomes
 from market_ingest.errors import WindowNotServableError
-from market_ingest.hooks.yahoo import Window, YahooFinanceHook, clamp_window, keep_closed_in_window, split_window
+from market_ingest.hooks.yahoo import Window, YahooFinanceHook, clamp_window, split_window
+from market_ingest.quality import keep_closed_in_window
 from market_ingest.replay import ReplayMissError
 from market_ingest.schema import BAR_SCHEMA
 from tests.conftest import YAHOO_RECORDINGS

@@ -298,7 +298,7 @@ class AlphaVantageHook(BaseHook):
         """
         import pyarrow as pa
 
-        from market_ingest.hooks.yahoo import keep_closed_in_window
+        from market_ingest.quality import keep_closed_in_window
         from market_ingest.quality import validate_bars
         from market_ingest.schema import conform, empty_bars
 

@@ -24,7 +24,7 @@ from airflow.sdk import BaseHook
 
 from market_ingest import outcomes
 from market_ingest.errors import RateLimitedError, VendorUnavailableError, WindowNotServableError
-from market_ingest.intervals import INTRADAY_INTERVALS, Window, bar_end, validate_interval
+from market_ingest.intervals import INTRADAY_INTERVALS, Window, validate_interval
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -265,7 +265,7 @@ class YahooFinanceHook(BaseHook):
     def _normalise(self, symbol, interval, window, frames, currency, now, ingested_at):
         import pandas as pd
 
-        from market_ingest.quality import validate_bars
+        from market_ingest.quality import keep_closed_in_window, validate_bars
 
         frame = pd.concat(frames) if frames else pd.DataFrame()
         frame = frame[~frame.index.duplicated(keep="last")] if len(frame) else frame
@@ -344,22 +344,3 @@ def normalise_history(
         "ingested_at": pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC")),
     }
     return conform(pa.table(columns))
-
-
-def keep_closed_in_window(table: pa.Table, interval: str, window: Window, now: datetime) -> tuple[pa.Table, dict[str, int]]:
-    """Keep bars that open inside ``window`` and have closed by ``now``.
-
-    :return: ``(kept, {"out_of_window": n, "open_bar": m})`` (zero counts omitted).
-    """
-    import pyarrow.compute as pc
-
-    times = table["time"]
-    inside = pc.and_(pc.greater_equal(times, window.start), pc.less(times, window.end))
-    kept = table.filter(inside)
-    dropped = {"out_of_window": table.num_rows - kept.num_rows}
-    closed = [bar_end(t, interval) <= now for t in kept["time"].to_pylist()]
-    import pyarrow as pa
-
-    final = kept.filter(pa.array(closed, pa.bool_())) if kept.num_rows else kept
-    dropped["open_bar"] = kept.num_rows - final.num_rows
-    return final, {k: v for k, v in dropped.items() if v}

@@ -120,7 +120,6 @@ class MarketExtractOperator(BaseOperator):
         self.dataset = dataset
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from market_ingest.intervals import Window
         from market_ingest.lake import lake_root, staging_path, window_token, write_parquet
         from market_ingest.replay import replay_dir
         from market_ingest.sources import bar_hook
@@ -129,8 +128,8 @@ class MarketExtractOperator(BaseOperator):
         src = cfg.sources[self.source]
         start = datetime.fromisoformat(self.batch["start"])
         end = datetime.fromisoformat(self.batch["end"])
-        folder = self.replay_dir or (str(replay_dir() / src.kind) if replay_dir() else None)
-        hook = bar_hook(cfg, src, folder)
+        folder = self.replay_dir or (str(replay_dir() / src.recordings) if replay_dir() else None)
+        hook = bar_hook(cfg, self.source, folder)
         if folder:
             self.log.info("Replaying recorded responses from %s", folder)
         symbols, now = list(self.batch["symbols"]), datetime.now(timezone.utc)
@@ -354,7 +353,7 @@ class RunReportOperator(BaseOperator):
 def build_report(plan: list[dict], extracts: list[dict], lake: dict | None, timescale: dict | None, kinesis: dict | None) -> dict[str, Any]:
     """Assemble the run report from the tasks' XCom results (``None`` where a task did not succeed).
 
-    :return: ``{"symbols": {sym: {"status", "reason", "lake", "timescale", "kinesis"}}, "skipped":
+    :return: ``{"symbols": {sym: {"status", "reason", "dropped", "gaps", "lake", "timescale", "kinesis"}}, "skipped":
         {sym: reason}, "failed_symbols": [...], "symbols_total", "failed", "failed_share",
         "lake_objects": [...], "totals": {...}}``.
     """
@@ -366,6 +365,8 @@ def build_report(plan: list[dict], extracts: list[dict], lake: dict | None, time
             symbols[sym] = {
                 "status": o["status"],
                 "reason": o.get("reason", ""),
+                "dropped": o.get("dropped", {}),
+                "gaps": o.get("gaps", []),
                 "lake": (lake or {}).get("rows_by_symbol", {}).get(sym, 0),
                 "timescale": (timescale or {}).get("rows_by_symbol", {}).get(sym, 0),
                 "kinesis": (kinesis or {}).get("records_by_symbol", {}).get(sym, 0),
@@ -394,6 +395,10 @@ def format_report(report: dict[str, Any], dag_id: str, run_id: str) -> list[str]
     lines = [f"Run report {dag_id} / {run_id}", f"{'symbol':<12} {'status':<15} {'lake':>7} {'timescale':>9} {'kinesis':>8}  reason"]
     for sym, v in sorted(report["symbols"].items()):
         lines.append(f"{sym:<12} {v['status']:<15} {v['lake']:>7} {v['timescale']:>9} {v['kinesis']:>8}  {v['reason']}")
+        if v.get("dropped"):
+            lines.append(f"{'':<12} dropped {v['dropped']}")
+        for start, end in v.get("gaps", []):
+            lines.append(f"{'':<12} gap [{start}, {end})")
     t = report["totals"]
     lines.append(f"{'total':<12} {'':<15} {t['lake']:>7} {t['timescale']:>9} {t['kinesis']:>8}")
     for path in report["lake_objects"]:

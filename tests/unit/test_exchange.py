@@ -1,0 +1,234 @@
+"""ExchangeHook on recorded exchange responses, replayed through ccxt's own request and parsing code.
+
+Expected values are read straight from the raw recorded bodies in each test, never from the hook.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+from market_ingest.errors import ConfigurationError, RateLimitedError, WindowNotServableError
+from market_ingest.hooks.exchange import ExchangeHook, find_gaps, paginate
+from market_ingest.intervals import Window
+from tests.conftest import RECORDINGS
+
+UTC = timezone.utc
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "binance"
+SPOT = {"fetchMarkets": {"types": ["spot"]}}
+INGESTED = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def d(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def _body(folder: str, prefix: str):
+    (path,) = sorted((RECORDINGS / folder).glob(f"{prefix}*.yaml"))
+    item = yaml.safe_load(path.read_text())["interactions"][0]
+    return json.loads(item["response"]["body"]["string"])
+
+
+def _ms(t) -> datetime:
+    return datetime.fromtimestamp(int(t) / 1000, UTC)
+
+
+def _s(t) -> datetime:
+    return datetime.fromtimestamp(int(t), UTC)
+
+
+# Each recorded kline shape as (time, open, high, low, close, volume), decoded by hand from the body:
+# Binance: 12-field arrays of strings [open ms, o, h, l, c, v, close ms, ...];
+# KuCoin: {"data": [[sec, open, CLOSE, HIGH, LOW, volume, turnover]]}, newest first;
+# Coinbase Advanced Trade: {"candles": [{"start": sec, "low", "high", "open", "close", "volume"}]}, newest first;
+# Coinbase Exchange: [[sec, LOW, HIGH, OPEN, CLOSE, volume]].
+SHAPES = {
+    "binance": ("BTC/USDT", "1m", Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 12)), "binance_spot_klines",
+                lambda b: [(_ms(r[0]), *map(float, (r[1], r[2], r[3], r[4], r[5]))) for r in b]),
+    "kucoin": ("BTC/USDT", "1h", Window(d(2024, 1, 30, 16), d(2024, 1, 30, 19)), "kucoin_market_candles",
+               lambda b: [(_s(r[0]), *map(float, (r[1], r[3], r[4], r[2], r[5]))) for r in b["data"]]),
+    "coinbase": ("BTC/USD", "1h", Window(d(2024, 4, 4, 0), d(2024, 4, 4, 2)), "coinbase_advtrade",
+                 lambda b: [(_s(c["start"]), *(float(c[k]) for k in ("open", "high", "low", "close", "volume"))) for c in b["candles"]]),
+    "coinbaseexchange": ("BTC/USDT", "1h", Window(d(2024, 3, 13, 11), d(2024, 3, 13, 12)), "coinbase_exchange",
+                         lambda b: [(_s(r[0]), float(r[3]), float(r[2]), float(r[1]), float(r[4]), float(r[5])) for r in b]),
+}
+
+
+def _hook(exchange: str, folder: Path | None = None, **kwargs) -> ExchangeHook:
+    options = SPOT if exchange == "binance" else None
+    return ExchangeHook(exchange, None, replay_dir=str(folder or RECORDINGS / exchange), options=options, **kwargs)
+
+
+def _loaded(hook: ExchangeHook):
+    """The hook's ccxt instance with its markets loaded from the recordings."""
+    with hook._replaying():
+        return hook.client
+
+
+@pytest.mark.parametrize("exchange", sorted(SHAPES))
+def test_each_recorded_kline_shape_maps_to_canonical_bars(exchange):
+    symbol, interval, window, prefix, decode = SHAPES[exchange]
+    expected = sorted(decode(_body(exchange, prefix)))
+    expected = [row for row in expected if window.start <= row[0] < window.end]
+
+    bars, (outcome,) = _hook(exchange, now=d(2026, 1, 1)).fetch_bars([symbol], interval, window, INGESTED)
+
+    got = [(r["time"], r["open"], r["high"], r["low"], r["close"], r["volume"]) for r in bars.to_pylist()]
+    assert got == expected and outcome.status == "ok" and outcome.rows == len(expected) > 0
+    assert set(bars["symbol"].to_pylist()) == {symbol} and set(bars["source"].to_pylist()) == {exchange}
+    assert set(bars["currency"].to_pylist()) == {symbol.split("/")[1]}  # prices in the quote currency
+    assert all(r["low"] <= min(r["open"], r["close"]) <= max(r["open"], r["close"]) <= r["high"] for r in bars.to_pylist())
+
+
+def test_the_recorded_open_candle_is_dropped():
+    # Recorded during 23:12 (that candle has 7 trades; the others 375-769): it was still open.
+    window = Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13))
+    bars, (outcome,) = _hook("binance").fetch_bars(["BTC/USDT"], "1m", window, INGESTED)
+    assert bars.num_rows == 9 and bars["time"].to_pylist()[-1] == d(2021, 10, 22, 23, 11)
+    assert outcome.dropped == {"open_bar": 1}
+
+    # One minute later the same candle has closed and is kept.
+    bars, (outcome,) = _hook("binance", now=d(2021, 10, 22, 23, 13)).fetch_bars(["BTC/USDT"], "1m", window, INGESTED)
+    assert bars.num_rows == 10 and outcome.dropped == {}
+
+
+def test_a_window_over_several_pages_yields_one_bar_per_minute_returned():
+    window = Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13))
+    recorded = sorted(_ms(r[0]) for r in _body("binance", "binance_spot_klines"))
+    hook = _hook("binance", page_limit=3, now=d(2021, 10, 22, 23, 13))
+    calls, client = [], _loaded(hook)
+    fetch = client.fetch_ohlcv
+    client.fetch_ohlcv = lambda *a, **k: calls.append(a) or fetch(*a, **k)
+
+    bars, (outcome,) = hook.fetch_bars(["BTC/USDT"], "1m", window, INGESTED)
+
+    assert [c[2:] for c in calls] == [(1634943780000, 3), (1634943960000, 3), (1634944140000, 3), (1634944320000, 1)]
+    assert bars["time"].to_pylist() == recorded  # 10 minutes, each once, none missing
+    assert outcome.rows == 10 and outcome.dropped == {} and outcome.gaps == []
+
+
+def test_page_boundary_duplicates_are_kept_once_and_counted():
+    # An exchange whose `since` also returns the candle before it (Kraken's API does; ccxt asks
+    # Kraken for since - interval): every page after the first repeats one candle.
+    candles = sorted(([int(r[0]), *map(float, r[1:6])] for r in _body("binance", "binance_spot_klines")), key=lambda c: c[0])
+
+    def overlapping(since, limit):
+        first = next(i for i, c in enumerate(candles) if c[0] >= since)
+        return candles[max(0, first - 1):first + limit]
+
+    got, duplicates, requests = paginate(overlapping, Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), "1m", 4)
+    assert [c[0] for c in got] == [c[0] for c in candles]
+    assert duplicates == requests - 1 == 2
+
+
+def test_missing_minutes_are_reported_as_gaps():
+    times = [_ms(r[0]) for r in _body("binance", "binance_spot_klines")]
+    del times[4:6]  # 23:07 and 23:08
+    gaps = find_gaps(times, "1m", Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 14)), now=d(2021, 10, 22, 23, 20))
+    assert gaps == [(d(2021, 10, 22, 23, 7), d(2021, 10, 22, 23, 9)), (d(2021, 10, 22, 23, 13), d(2021, 10, 22, 23, 14))]
+
+
+def _binance_fault_library(tmp_path: Path, status: int, fixture: str) -> Path:
+    """The recorded exchangeInfo, plus a recorded Binance error body answering ETHUSDT klines."""
+    shutil.copy(next((RECORDINGS / "binance").glob("binance_spot_exchangeInfo*.yaml")), tmp_path)
+    cassette = {"version": 1, "interactions": [{
+        "request": {"method": "GET", "uri": "https://api.binance.com/api/v3/klines?interval=1m&symbol=ETHUSDT"
+                    "&startTime=1634943780000&endTime=1634944379999", "body": None, "headers": {}},
+        "response": {"status": {"code": status, "message": ""}, "headers": {"Content-Type": ["application/json"]},
+                     "body": {"string": (FIXTURES / fixture).read_text()}}}]}
+    (tmp_path / "error.yaml").write_text(yaml.safe_dump(cassette))
+    return tmp_path
+
+
+def test_binance_invalid_symbol_body_skips_the_symbol(tmp_path):
+    folder = _binance_fault_library(tmp_path, 400, "binance_ERROR_-1121_invalid_symbol.json")
+    window = Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13))
+    bars, (outcome,) = _hook("binance", folder, now=d(2021, 10, 22, 23, 13)).fetch_bars(["ETH/USDT"], "1m", window, INGESTED)
+    assert bars.num_rows == 0 and outcome.status == "unknown_symbol"
+    assert "Invalid symbol." in outcome.reason and "ETH/USDT" in outcome.reason
+
+
+def test_binance_ip_ban_fails_retryably_without_hammering(tmp_path):
+    folder = _binance_fault_library(tmp_path, 418, "binance_ERROR_-1003_ip_banned_http418_2022-08.json")
+    slept = []
+    hook = _hook("binance", folder, now=d(2021, 10, 22, 23, 13), sleep=slept.append)
+    with pytest.raises(RateLimitedError) as err:
+        hook.fetch_bars(["ETH/USDT"], "1m", Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), INGESTED)
+    assert err.value.retryable and slept == []  # a ban is not retried inside the task
+    assert "banned until 2022-08-10T00:13:43.228000+00:00" in str(err.value) and "ETH/USDT" in str(err.value)
+
+
+def _flaky(hook: ExchangeHook, exc: type, failures: int):
+    client = _loaded(hook)
+    fetch, seen = client.fetch_ohlcv, []
+
+    def flaky(*args, **kwargs):
+        seen.append(args)
+        if len(seen) <= failures:
+            raise exc("binance 429 Too Many Requests")
+        return fetch(*args, **kwargs)
+
+    client.fetch_ohlcv = flaky
+    return seen
+
+
+def test_rate_limit_is_retried_with_backoff_from_the_exchange_rate_limit():
+    import ccxt
+
+    slept = []
+    hook = _hook("binance", now=d(2021, 10, 22, 23, 13), sleep=slept.append)
+    _flaky(hook, ccxt.RateLimitExceeded, 2)
+    bars, _ = hook.fetch_bars(["BTC/USDT"], "1m", Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), INGESTED)
+    assert bars.num_rows == 10 and len(slept) == 2
+    assert slept[0] >= max(1.0, 2 * hook.client.rateLimit / 1000) and slept[1] >= 2.0  # doubles, plus jitter
+
+    slept.clear()
+    hook = _hook("binance", now=d(2021, 10, 22, 23, 13), sleep=slept.append)
+    seen = _flaky(hook, ccxt.RateLimitExceeded, 99)
+    with pytest.raises(RateLimitedError, match="throttled after retries"):
+        hook.fetch_bars(["BTC/USDT"], "1m", Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), INGESTED)
+    assert len(seen) == 4 and len(slept) == 3
+
+
+def test_authentication_errors_fail_fast():
+    import ccxt
+
+    slept = []
+    hook = _hook("binance", now=d(2021, 10, 22, 23, 13), sleep=slept.append)
+    _flaky(hook, ccxt.AuthenticationError, 1)
+    with pytest.raises(ConfigurationError, match="authentication refused") as err:
+        hook.fetch_bars(["BTC/USDT"], "1m", Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), INGESTED)
+    assert not err.value.retryable and slept == []
+
+
+def test_kraken_window_beyond_720_candles_fails_before_any_request(tmp_path):
+    now = d(2026, 11, 21, 12)
+    hook = ExchangeHook("kraken", None, max_lookback_bars=720, replay_dir=str(tmp_path), now=now)  # empty: any request would miss
+    with pytest.raises(WindowNotServableError, match="latest 720 1m candles") as err:
+        hook.fetch_bars(["BTC/USD"], "1m", Window(now - timedelta(hours=13), now - timedelta(hours=12)), INGESTED)
+    assert not err.value.retryable
+    assert "2026-11-21T00:00:00+00:00" in str(err.value)  # the oldest servable open time, named
+    hook.check_lookback("1m", Window(now - timedelta(hours=11), now), now)  # inside the cap: no error
+
+
+def test_canonical_intervals_map_to_ccxt_timeframes():
+    hook = _hook("coinbase")
+    _loaded(hook)
+    assert [hook.timeframe(i) for i in ("1m", "5m", "15m", "30m", "1h", "1d")] == ["1m", "5m", "15m", "30m", "1h", "1d"]
+    kucoin = _hook("kucoin")
+    _loaded(kucoin)
+    assert kucoin.timeframe("1wk") == "1w" and kucoin.timeframe("1mo") == "1M"
+    with pytest.raises(ConfigurationError, match="coinbase has no 1wk candles"):
+        hook.timeframe("1wk")
+
+
+def test_symbol_not_listed_is_skipped_without_a_request():
+    bars, outcomes = _hook("kucoin", now=d(2026, 1, 1)).fetch_bars(
+        ["NOPE/USDT", "BTC/USDT"], "1h", Window(d(2024, 1, 30, 16), d(2024, 1, 30, 19)), INGESTED)
+    assert [(o.symbol, o.status) for o in outcomes] == [("NOPE/USDT", "unknown_symbol"), ("BTC/USDT", "ok")]
+    assert bars.num_rows == 3
