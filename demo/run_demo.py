@@ -1,4 +1,4 @@
-"""``make demo``: run the Yahoo and Alpha Vantage DAGs through Airflow into all three sinks, on recorded data.
+"""``make demo``: run the Yahoo, Alpha Vantage and crypto exchange DAGs through Airflow into all three sinks, on recorded data.
 
 Starts an embedded PostgreSQL and a moto server (S3 + Kinesis) on loopback, points Airflow at them
 through ``AIRFLOW_CONN_*`` variables, runs the DAG runs below with ``dag.test()`` (no scheduler:
@@ -42,7 +42,21 @@ RUNS = [
     ("market_alpha_vantage_1d", _d(2023, 11, 11), {"symbols": ["IBM"], "start": "2023-11-06T00:00:00Z", "end": "2023-11-11T00:00:00Z"}),
     # A GLOBAL_QUOTE snapshot recorded for 2018-10-05, stamped at the window's end.
     ("market_alpha_vantage_quote", _d(2018, 10, 6), {"symbols": ["MSFT"], "start": "2018-10-04T21:30:00Z", "end": "2018-10-05T21:30:00Z"}),
+    # Crypto exchanges through ccxt. Binance's ten 1m candles were recorded during 23:12, whose candle
+    # was still open: nine closed bars. KuCoin's and Coinbase's 1h candles, no recording time kept.
+    ("market_binance_1m", _d(2021, 10, 22, 23, 13), {"symbols": ["BTC/USDT"], "start": "2021-10-22T23:03:00Z", "end": "2021-10-22T23:13:00Z"}),
+    ("market_kucoin_1h", _d(2024, 1, 30, 19), {"symbols": ["BTC/USDT"], "start": "2024-01-30T16:00:00Z", "end": "2024-01-30T19:00:00Z"}),
+    ("market_coinbase_1h", _d(2024, 4, 4, 2), {"symbols": ["BTC/USD"], "start": "2024-04-04T00:00:00Z", "end": "2024-04-04T02:00:00Z"}),
 ]
+
+# Open times (epoch seconds) of the candles in each exchange's recorded body, decoded by hand:
+# Binance [ms, ...]; KuCoin {"data": [[sec, ...]]}; Coinbase Advanced Trade {"candles": [{"start": sec}]}.
+EXCHANGE_OPEN_TIMES = {
+    "binance": lambda body: [int(r[0]) // 1000 for r in body],
+    "kucoin": lambda body: [int(r[0]) for r in body["data"]],
+    "coinbase": lambda body: [int(c["start"]) for c in body["candles"]],
+}
+INTERVAL_SECONDS = {"1m": 60, "1h": 3600}
 
 # The demo's Alpha Vantage connection: Alpha Vantage's public "demo" key (not a secret; replay
 # never sends it anywhere) and a budget that repeated demos on the recorded day cannot spend.
@@ -88,6 +102,8 @@ def expected_bars(dag_id: str, logical_date: datetime, conf: dict) -> dict[str, 
         return {sym: 1 for sym in conf["symbols"]}  # one snapshot per symbol and run
     if source == "alpha_vantage":
         return _expected_alpha_vantage(conf["symbols"], start, end)
+    if source in EXCHANGE_OPEN_TIMES:
+        return _expected_exchange(source, interval, conf["symbols"], start, end)
     lib = RecordingLibrary(ROOT / "include" / "recordings" / "yahoo")
     out = {}
     for sym in conf["symbols"]:
@@ -126,6 +142,34 @@ def _expected_alpha_vantage(symbols: list[str], start: datetime, end: datetime) 
         if sym in symbols:
             days = [datetime.fromisoformat(k).replace(tzinfo=UTC) for k in doc["Time Series (Daily)"]]
             out[sym] = sum(start <= day < end for day in days)
+    return out
+
+
+def _expected_exchange(source: str, interval: str, symbols: list[str], start: datetime, end: datetime) -> dict[str, int]:
+    """Candles in ``[start, end)`` closed by the recording's Date (wall clock when none), per symbol.
+
+    The recordings of each exchange hold one symbol, named in the cassette's URL by the exchange's
+    own market id (``BTCUSDT``, ``BTC-USDT``, ``BTC-USD``).
+    """
+    import yaml
+
+    now = datetime.now(UTC)
+    out = {}
+    for sym in symbols:
+        n = 0
+        for path in sorted((ROOT / "include" / "recordings" / source).glob("*.yaml")):
+            item = yaml.safe_load(path.read_text())["interactions"][0]
+            ids = (sym.replace("/", ""), sym.replace("/", "-"))
+            if "candles" not in item["request"]["uri"] and "klines" not in item["request"]["uri"]:
+                continue
+            if not any(f"={i}&" in item["request"]["uri"] or f"/{i}/" in item["request"]["uri"] for i in ids):
+                continue
+            date = (item["response"]["headers"].get("Date") or [None])[0]
+            recorded = datetime.strptime(date, "%a, %d %b %Y %H:%M:%S GMT").replace(tzinfo=UTC) if date else now
+            for t in EXCHANGE_OPEN_TIMES[source](json.loads(item["response"]["body"]["string"])):
+                opened = datetime.fromtimestamp(t, UTC)
+                n += start <= opened < end and opened + timedelta(seconds=INTERVAL_SECONDS[interval]) <= recorded
+        out[sym] = n
     return out
 
 
@@ -173,11 +217,15 @@ def read_sinks(services, cfg) -> dict:
             "SELECT source, interval, symbol, count(*) FROM market.bars GROUP BY 1, 2, 3 "
             "UNION ALL SELECT source, 'quote', symbol, count(*) FROM market.quotes GROUP BY 1, 2, 3"
         ).fetchall()
+        pg_duplicates = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM market.bars GROUP BY source, symbol, interval, time HAVING count(*) > 1) d"
+        ).fetchone()[0]
     bucket = cfg.lake.url.split("@", 1)[1].partition("/")[0]
     s3 = services.boto3_client("s3")
     keys = sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
                   for o in page.get("Contents", []))
     lake: Counter = Counter()
+    lake_bar_keys: Counter = Counter()
     for key in keys:
         if "/_staging/" in key:
             continue
@@ -185,6 +233,8 @@ def read_sinks(services, cfg) -> dict:
         table = pq.read_table(io.BytesIO(body))
         intervals = table["interval"].to_pylist() if "interval" in table.column_names else ["quote"] * table.num_rows
         lake.update(zip(table["source"].to_pylist(), intervals, table["symbol"].to_pylist()))
+        if "interval" in table.column_names:
+            lake_bar_keys.update(zip(table["source"].to_pylist(), table["symbol"].to_pylist(), intervals, table["time"].to_pylist()))
     from demo.services import read_stream
 
     records = read_stream(services, cfg.kinesis.stream) + read_stream(services, cfg.kinesis.quotes_stream)
@@ -197,6 +247,9 @@ def read_sinks(services, cfg) -> dict:
         "kinesis_records": len(records),
         "kinesis_distinct": {f"{src}/{i}/{s}": len(ids) for (src, i, s), ids in kin_ids.items()},
         "lake_objects": [f"s3://{bucket}/{k}" for k in keys if "/_staging/" not in k],
+        # (source, symbol, interval, time) held more than once; the lake is keyed by run window, so
+        # this counts only because no two demo runs of a series overlap.
+        "duplicate_bars": {"postgres": pg_duplicates, "lake": sum(1 for n in lake_bar_keys.values() if n > 1)},
     }
 
 
@@ -259,8 +312,9 @@ def summarise(runs: list[dict], sinks: dict, seconds: float) -> dict:
             skipped.append(key)
     ok = all(r["state"].endswith("success") for r in runs) and all(
         r["expected"] is None or r["postgres"] == r["lake"] == r["kinesis"] == r["expected"] for r in rows
-    )
+    ) and not any(sinks["duplicate_bars"].values())
     return {"ok": ok, "seconds": round(seconds, 1), "runs": runs, "series": rows, "no_bars": skipped,
+            "duplicate_bars": sinks["duplicate_bars"],
             "lake_objects": sinks["lake_objects"], "kinesis_records_total": sinks["kinesis_records"]}
 
 
@@ -274,6 +328,8 @@ def print_summary(summary: dict) -> None:
     for key in summary["lake_objects"]:
         print(f"  {key}")
     print(f"Kinesis records published: {summary['kinesis_records_total']}")
+    dup = summary["duplicate_bars"]
+    print(f"Bars held more than once per (source, symbol, interval, time): postgres {dup['postgres']}, lake {dup['lake']}")
     for run in summary["runs"]:
         for sym, reason in run.get("skipped", {}).items():
             print(f"Skipped: {run['dag_id']} {sym}: {reason}")
