@@ -47,6 +47,8 @@ RUNS = [
     ("market_binance_1m", _d(2021, 10, 22, 23, 13), {"symbols": ["BTC/USDT"], "start": "2021-10-22T23:03:00Z", "end": "2021-10-22T23:13:00Z"}),
     ("market_kucoin_1h", _d(2024, 1, 30, 19), {"symbols": ["BTC/USDT"], "start": "2024-01-30T16:00:00Z", "end": "2024-01-30T19:00:00Z"}),
     ("market_coinbase_1h", _d(2024, 4, 4, 2), {"symbols": ["BTC/USD"], "start": "2024-04-04T00:00:00Z", "end": "2024-04-04T02:00:00Z"}),
+    # One fetch_tickers snapshot, stamped with KuCoin's own ticker time (2024-03-08 11:35:10 UTC).
+    ("market_kucoin_quote", _d(2024, 3, 8, 11, 45), {"symbols": ["BTC/USDT"], "start": "2024-03-08T11:30:00Z", "end": "2024-03-08T11:45:00Z"}),
 ]
 
 # Open times (epoch seconds) of the candles in each exchange's recorded body, decoded by hand:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import email.utils
+import json
 import re
 from pathlib import Path
 
@@ -155,6 +156,29 @@ MARKETS = {
 }
 
 
+# KuCoin's ticker statistics for BTC-USDT as ccxt recorded them (GET /api/v1/market/stats?symbol=BTC-USDT,
+# 2024-03-08 11:35:10 UTC; BTC 67.4k): ccxt/ccxt ts/src/test/static/response/kucoin.json,
+# methods.fetchTicker[0].httpResponse, commit 012012e91dc8bcc508c5ba63b4058ffd8b727128.
+KUCOIN_STATS = {"time": 1709897710012, "symbol": "BTC-USDT", "buy": "67399.9", "sell": "67400", "changeRate": "0.0089",
+                "changePrice": "597.9", "high": "67978.8", "low": "66541.4", "vol": "6442.17728633",
+                "volValue": "433203364.463489651", "last": "67400", "averagePrice": "66654.25518537",
+                "takerFeeRate": "0.001", "makerFeeRate": "0.001", "takerCoefficient": "1", "makerCoefficient": "1"}
+
+
+def _kucoin_all_tickers_cassette() -> dict:
+    """``GET /api/v1/market/allTickers`` (what ccxt's ``fetch_tickers`` calls) DERIVED from :data:`KUCOIN_STATS`.
+
+    Not a recording: KuCoin's all-tickers answer carries the same per-symbol fields as the recorded
+    stats body, with ``time`` moved to the envelope and ``symbolName`` added (KuCoin API
+    documentation, "Get All Tickers"). Only BTC-USDT is in it.
+    """
+    ticker = {k: v for k, v in KUCOIN_STATS.items() if k != "time"} | {"symbolName": "BTC-USDT"}
+    body = json.dumps({"code": "200000", "data": {"time": KUCOIN_STATS["time"], "ticker": [ticker]}})
+    cassette = _cassette("https://api.kucoin.com/api/v1/market/allTickers", 200, "Fri, 08 Mar 2024 11:35:10 GMT", body,
+                         "application/json")
+    return cassette
+
+
 def _market(symbol: str, market_id: str) -> dict:
     base, quote = symbol.split("/")
     return {"id": market_id, "symbol": symbol, "base": base, "quote": quote, "baseId": base, "quoteId": quote,
@@ -163,9 +187,7 @@ def _market(symbol: str, market_id: str) -> dict:
 
 
 def build_exchanges(fixtures: Path, sections: dict[str, str]) -> list[str]:
-    """One cassette per entry of :data:`EXCHANGES`, plus ``markets.json`` per :data:`MARKETS`."""
-    import json
-
+    """One cassette per entry of :data:`EXCHANGES`, the derived KuCoin tickers, and ``markets.json`` per :data:`MARKETS`."""
     provenance = []
     for rel, folder, url, date in EXCHANGES:
         out_dir = OUT / folder
@@ -178,6 +200,13 @@ def build_exchanges(fixtures: Path, sections: dict[str, str]) -> list[str]:
         path.write_text(yaml.safe_dump(cassette, sort_keys=False, width=1 << 30))
         provenance += [sections[rel].replace(f"### `{rel}`", f"### `{folder}/{path.name}` (from `{rel}`)"),
                        f"- replayed as: GET {url}" + (f", Date {date}" if date else ", no Date (time not recorded)"), ""]
+    (OUT / "kucoin" / "_derived_allTickers_BTC-USDT_2024-03-08.yaml").write_text(
+        yaml.safe_dump(_kucoin_all_tickers_cassette(), sort_keys=False, width=1 << 30))
+    provenance += ["### `kucoin/_derived_allTickers_BTC-USDT_2024-03-08.yaml` (DERIVED, not a recording)",
+                   "- from: KuCoin GET /api/v1/market/stats?symbol=BTC-USDT as recorded in ccxt/ccxt "
+                   "`ts/src/test/static/response/kucoin.json` (methods.fetchTicker[0].httpResponse), commit "
+                   "012012e91dc8bcc508c5ba63b4058ffd8b727128; BTC 67,400 at 2024-03-08 11:35:10 UTC (real).",
+                   "- reshaped into the all-tickers envelope ccxt's fetch_tickers reads; values unchanged.", ""]
     for folder, markets in MARKETS.items():
         (OUT / folder).mkdir(parents=True, exist_ok=True)
         doc = [_market(sym, mid) for sym, mid in markets]

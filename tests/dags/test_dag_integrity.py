@@ -106,3 +106,34 @@ def test_non_canonical_interval_is_rejected(tmp_path):
     bad.write_text((ROOT / "include" / "pipeline.yaml").read_text().replace("      1m:", "      60min:"))
     with pytest.raises(PipelineConfigError, match="60min"):
         load(bad)
+
+
+def test_exchange_fields_belong_to_kind_ccxt(tmp_path):
+    from market_ingest.config import PipelineConfigError, load_config as load
+
+    text = (ROOT / "include" / "pipeline.yaml").read_text()
+    no_id = tmp_path / "no_id.yaml"
+    no_id.write_text(text.replace("    exchange: kraken\n", ""))
+    with pytest.raises(PipelineConfigError, match="sources.kraken.*kind ccxt needs exchange"):
+        load(no_id)
+    misplaced = tmp_path / "misplaced.yaml"
+    misplaced.write_text(text.replace("    kind: yahoo\n", "    kind: yahoo\n    max_lookback_bars: 720\n"))
+    with pytest.raises(PipelineConfigError, match=r"sources.yahoo.*\['max_lookback_bars'\] apply to kind ccxt only"):
+        load(misplaced)
+
+
+def test_every_configured_exchange_and_interval_exists_in_ccxt():
+    """Checked here, not at parse time: ccxt is too heavy to import while parsing DAGs."""
+    import ccxt
+
+    from market_ingest.hooks.exchange import CCXT_TIMEFRAMES
+
+    cfg = load_config()
+    exchanges = {name: src for name, src in cfg.sources.items() if src.kind == "ccxt"}
+    assert {"binance", "kucoin", "coinbase", "kraken"} <= set(exchanges)
+    for name, src in exchanges.items():
+        assert src.exchange in ccxt.exchanges, name
+        timeframes = getattr(ccxt, src.exchange)().timeframes
+        for interval in src.intervals:
+            assert CCXT_TIMEFRAMES[interval] in timeframes, f"{name} {interval}"
+    assert {("binance", "1m"), ("binance", "1h"), ("kucoin", "1h"), ("coinbase", "1h"), ("kraken", "1m")} <= set(cfg.dag_pairs())

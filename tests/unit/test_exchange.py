@@ -232,3 +232,23 @@ def test_symbol_not_listed_is_skipped_without_a_request():
         ["NOPE/USDT", "BTC/USDT"], "1h", Window(d(2024, 1, 30, 16), d(2024, 1, 30, 19)), INGESTED)
     assert [(o.symbol, o.status) for o in outcomes] == [("NOPE/USDT", "unknown_symbol"), ("BTC/USDT", "ok")]
     assert bars.num_rows == 3
+
+
+def test_tickers_snapshot_in_one_call_maps_to_the_quote_schema():
+    body = _body("kucoin", "_derived_allTickers")["data"]
+    (recorded,) = body["ticker"]
+    hook = _hook("kucoin")
+    client = _loaded(hook)
+    calls, fetch = [], client.fetch_tickers
+    client.fetch_tickers = lambda *a, **k: calls.append(a) or fetch(*a, **k)
+
+    quotes, outcomes = hook.fetch_quotes(["BTC/USDT", "ETH/USDT", "NOPE/USDT"], as_of=d(2024, 3, 8, 12), ingested_at=INGESTED)
+
+    assert calls == [(["BTC/USDT", "ETH/USDT"],)]  # one request for every listed symbol
+    assert [(o.symbol, o.status) for o in outcomes] == [("BTC/USDT", "ok"), ("ETH/USDT", "no_data"), ("NOPE/USDT", "unknown_symbol")]
+    (row,) = quotes.to_pylist()
+    assert row["time"] == _ms(body["time"])  # the exchange's ticker time, not the run's
+    assert (row["price"], row["high"], row["low"], row["change"], row["volume"]) == tuple(
+        float(recorded[k]) for k in ("last", "high", "low", "changePrice", "vol"))
+    assert row["open"] == pytest.approx(float(recorded["last"]) - float(recorded["changePrice"]))
+    assert (row["symbol"], row["currency"], row["source"]) == ("BTC/USDT", "USDT", "kucoin")

@@ -461,10 +461,11 @@ class ExchangeHook(BaseHook):
                 except ccxt.ExchangeError as exc:
                     raise MarketDataError(self.source, f"fetch_tickers {listed}: {type(exc).__name__}: {exc}") from None
             for s in listed:
-                t = tickers.get(s)
-                price = (t or {}).get("last") or (t or {}).get("close")
+                t = tickers.get(s) or {}
+                price = t.get("last") or t.get("close")
                 if price is None:
-                    results[s] = outcomes.SymbolOutcome(s, outcomes.NO_DATA, reason="no last price in the ticker")
+                    reason = "no last price in the ticker" if t else f"{self.exchange} returned no ticker for it"
+                    results[s] = outcomes.SymbolOutcome(s, outcomes.NO_DATA, reason=reason)
                     continue
                 rows.append({
                     "time": from_ms(t["timestamp"]) if t.get("timestamp") else as_of,
