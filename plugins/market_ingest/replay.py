@@ -216,3 +216,24 @@ def _redact_uri(uri: str) -> str:
     parts = urlsplit(uri)
     query = "&".join(f"{k}={'***' if k.lower() in ('apikey', 'crumb') else v}" for k, v in parse_qsl(parts.query))
     return f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+class ReplayMixin:
+    """For hooks with ``replay_dir`` (recordings folder or ``None``) and ``now`` (datetime or ``None``).
+
+    Gives them the vendor's clock and the replay context in one place.
+    """
+
+    replay_dir: str | None
+    now: datetime | None
+
+    def _vendor_now(self) -> datetime:
+        """The vendor's "now": explicit, else (replay) the newest recording's date, else the wall clock."""
+        if self.now is None and self.replay_dir:
+            dates = [r.recorded_at for r in RecordingLibrary(self.replay_dir).recordings if r.recorded_at]
+            self.now = max(dates) if dates else None
+        return self.now or datetime.now(timezone.utc)
+
+    def _replaying(self) -> contextlib.AbstractContextManager:
+        """:func:`replay` of ``replay_dir`` around a fetch when it is set; otherwise nothing."""
+        return replay(self.replay_dir) if self.replay_dir else contextlib.nullcontext()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from airflow.sdk import BaseHook
 from market_ingest import outcomes
 from market_ingest.errors import ConfigurationError, MarketDataError, RateLimitedError, VendorUnavailableError
 from market_ingest.intervals import INTRADAY_INTERVALS, Window, bar_end, validate_interval
+from market_ingest.replay import ReplayMixin
 from market_ingest.vendors import alpha_vantage as av
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ class UnexpectedBodyError(MarketDataError):
     """A body of a shape we do not know; the message names its keys. Fails the task."""
 
 
-class AlphaVantageHook(BaseHook):
+class AlphaVantageHook(ReplayMixin, BaseHook):
     """Fetch bars and quotes from Alpha Vantage.
 
     :param alpha_vantage_conn_id: connection id (API key in the password field).
@@ -140,25 +141,6 @@ class AlphaVantageHook(BaseHook):
         import requests
 
         return requests.Session()
-
-    def _vendor_now(self) -> datetime:
-        """The vendor's "now": explicit, else (replay) the newest recording's date, else the wall clock."""
-        if self.now is None and self.replay_dir:
-            from market_ingest.replay import RecordingLibrary
-
-            dates = [r.recorded_at for r in RecordingLibrary(self.replay_dir).recordings if r.recorded_at]
-            self.now = max(dates) if dates else None
-        return self.now or datetime.now(timezone.utc)
-
-    def _replaying(self):
-        """Replay the recordings around a fetch when ``replay_dir`` is set; otherwise do nothing."""
-        import contextlib
-
-        if not self.replay_dir:
-            return contextlib.nullcontext()
-        from market_ingest.replay import replay
-
-        return replay(self.replay_dir)
 
     def _each_symbol(self, symbols: list[str], fetch_one) -> tuple[list, list[outcomes.SymbolOutcome]]:
         """Run ``fetch_one(symbol) -> (outcome, payload or None)`` per symbol under the shared rules.

@@ -55,6 +55,7 @@ from market_ingest.errors import (
     WindowNotServableError,
 )
 from market_ingest.intervals import INTERVAL_LENGTH, Window, bar_end, validate_interval
+from market_ingest.replay import ReplayMixin
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -168,7 +169,7 @@ def candles_to_bars(candles: list[Candle], *, source: str, symbol: str, interval
     return conform(table)
 
 
-class ExchangeHook(BaseHook):
+class ExchangeHook(ReplayMixin, BaseHook):
     """One crypto exchange through ccxt.
 
     :param exchange: ccxt exchange id (``binance``, ``kucoin``, ``coinbase``, ``kraken``, ...).
@@ -279,24 +280,6 @@ class ExchangeHook(BaseHook):
             return json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise ConfigurationError(self.source, f"cannot read markets from {path}: {exc}") from None
-
-    def _vendor_now(self) -> datetime:
-        """The exchange's "now": explicit, else (replay) the newest recording's date, else the wall clock."""
-        if self.now is None and self.replay_dir:
-            from market_ingest.replay import RecordingLibrary
-
-            dates = [r.recorded_at for r in RecordingLibrary(self.replay_dir).recordings if r.recorded_at]
-            self.now = max(dates) if dates else None
-        return self.now or datetime.now(timezone.utc)
-
-    def _replaying(self):
-        import contextlib
-
-        if not self.replay_dir:
-            return contextlib.nullcontext()
-        from market_ingest.replay import replay
-
-        return replay(self.replay_dir)
 
     def _call(self, fn: Callable, *args, what: str, symbol: str | None = None):
         """Call a ccxt method, retrying transient network errors; translate ccxt errors to ours.
