@@ -41,7 +41,8 @@ def test_daily_dag_run_loads_every_sink_and_a_rerun_changes_nothing(services, ai
     assert {s: v["status"] for s, v in report["symbols"].items()} == {
         "MSFT": "ok", "NVDA": "ok", "TSLA": "ok", "SIX": "unknown_symbol"}
     for sym in ("MSFT", "NVDA", "TSLA"):
-        assert report["symbols"][sym] | {"reason": ""} == {"status": "ok", "reason": "", "lake": 1, "timescale": 1, "kinesis": 1}
+        got = {k: report["symbols"][sym][k] for k in ("status", "lake", "timescale", "kinesis", "gaps")}
+        assert got == {"status": "ok", "lake": 1, "timescale": 1, "kinesis": 1, "gaps": []}
     assert "does not know the symbol or it is delisted" in report["skipped"]["SIX"]
     (lake_object,) = report["lake_objects"]
     assert lake_object.endswith("interval=1d/date=2021-07-20/20210720T000000Z_20210721T000000Z.parquet")
