@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test install lock recordings universes clean
+.PHONY: demo test install lock recordings universes pools clean
 
 demo: $(STAMP)  ## run the Yahoo DAGs into PostgreSQL, S3 and Kinesis (LIVE=1: live Yahoo API)
 	$(PY) demo/run_demo.py $(if $(LIVE),--live,)
@@ -28,6 +28,9 @@ lock:  ## re-resolve requirements.lock from requirements-dev.txt
 
 recordings:  ## rebuild include/recordings/ from ../shared/fixtures/
 	$(PY) tools/build_recordings.py
+
+pools:  ## rebuild include/pools.json (airflow pools import) from include/pipeline.yaml
+	$(PY) tools/build_pools.py
 
 universes:  ## rebuild include/symbols/ from ../shared/fixtures/indices/
 	$(PY) tools/build_universes.py

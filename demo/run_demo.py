@@ -81,9 +81,10 @@ def airflow_env(live: bool) -> dict[str, str]:
 
 
 def migrate_metadata_db(env: dict[str, str]) -> None:
-    """``airflow db migrate`` (idempotent) in a child process."""
+    """``airflow db migrate`` then ``airflow pools import include/pools.json`` (both idempotent), in child processes."""
     airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
+    for command in (["db", "migrate"], ["pools", "import", str(ROOT / "include" / "pools.json")]):
+        subprocess.run([str(airflow), *command], env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
 
 
 def expected_bars(dag_id: str, logical_date: datetime, conf: dict) -> dict[str, int]:

@@ -7,8 +7,6 @@ nothing needs to be running beforehand.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -48,7 +46,8 @@ def services(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def airflow_db():
-    """A migrated SQLite metadata DB for tests that run DAGs."""
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], check=True, stdout=subprocess.DEVNULL, env=os.environ.copy())
+    """A migrated SQLite metadata DB, with the project's pools imported, for tests that run DAGs."""
+    from demo.run_demo import migrate_metadata_db
+
+    migrate_metadata_db({})
     return os.environ["AIRFLOW_HOME"]

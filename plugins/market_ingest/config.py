@@ -166,6 +166,23 @@ class PipelineConfig(_Model):
         """Every configured ``(source, interval)``, in file order."""
         return [(s, i) for s, src in self.sources.items() for i in src.intervals]
 
+    def pools(self) -> dict[str, dict]:
+        """Airflow pools, one per source's ``pool``, in ``airflow pools import`` format.
+
+        :return: ``{pool: {"slots": n, "description": str, "include_deferred": False}}``.
+        :raises PipelineConfigError: when two sources share a pool with different slots.
+        """
+        pools: dict[str, dict] = {}
+        for name, src in self.sources.items():
+            entry = pools.setdefault(src.pool, {"slots": src.pool_slots, "description": "", "include_deferred": False, "sources": []})
+            if entry["slots"] != src.pool_slots:
+                raise PipelineConfigError(f"pool {src.pool!r}: sources give it {entry['slots']} and {src.pool_slots} slots")
+            entry["sources"].append(name)
+        for pool, entry in pools.items():
+            names = entry.pop("sources")
+            entry["description"] = f"rate limit of {', '.join(names)}: concurrent extract tasks across all DAGs (include/pipeline.yaml)"
+        return pools
+
     def quote_sources(self) -> list[str]:
         """Sources with quote snapshots configured."""
         return [s for s, src in self.sources.items() if src.quotes]

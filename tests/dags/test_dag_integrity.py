@@ -137,3 +137,14 @@ def test_every_configured_exchange_and_interval_exists_in_ccxt():
         for interval in src.intervals:
             assert CCXT_TIMEFRAMES[interval] in timeframes, f"{name} {interval}"
     assert {("binance", "1m"), ("binance", "1h"), ("kucoin", "1h"), ("coinbase", "1h"), ("kraken", "1m")} <= set(cfg.dag_pairs())
+
+
+def test_pools_file_is_generated_from_config_and_holds_every_task_pool(dagbag):
+    from tools.build_pools import POOLS_FILE, render
+
+    assert POOLS_FILE.read_text() == render(), "include/pools.json is stale: run `make pools`"
+    pools = json.loads(POOLS_FILE.read_text())
+    cfg = load_config()
+    assert {p: v["slots"] for p, v in pools.items()} == {src.pool: src.pool_slots for src in cfg.sources.values()}
+    used = {task.pool for dag in dagbag.dags.values() for task in dag.tasks}
+    assert used - {"default_pool"} <= set(pools)
