@@ -44,6 +44,7 @@ class RetryConfig(_Model):
     retries: int = Field(3, ge=2, description="at least 2: vendors fail transiently")
     delay_seconds: int = Field(60, gt=0)
     max_delay_seconds: int = Field(1800, gt=0)
+    rate_limited_delay_seconds: int = Field(900, gt=0, description="wait before retrying a rate-limited task")
 
 
 class IntervalConfig(_Model):

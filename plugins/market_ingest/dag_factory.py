@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG, Param
+from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
 
 from market_ingest.config import PipelineConfig, load_config
@@ -46,6 +47,29 @@ def _params() -> dict[str, Param]:
     }
 
 
+def retry_policy(cfg: PipelineConfig) -> ExceptionRetryPolicy:
+    """Retries by error kind (Airflow 3 ``retry_policy``), on top of exponential backoff.
+
+    * :class:`~market_ingest.errors.RateLimitedError` (HTTP 429, a throttle body, an exchange's
+      ban): retry after ``retry.rate_limited_delay_seconds``, longer than the default backoff, so
+      the vendor's window can reset;
+    * :class:`~market_ingest.errors.ConfigurationError` (bad key, premium function, bad Params) and
+      :class:`~market_ingest.errors.WindowNotServableError` (beyond a lookback cap): fail at once,
+      no retry spent (operators also raise these as ``AirflowFailException``);
+    * anything else: the task's exponential backoff.
+
+    Exceptions are named by import path, so nothing is imported at parse time.
+    """
+    errors = "market_ingest.errors."
+    return ExceptionRetryPolicy(rules=[
+        RetryRule(exception=errors + "RateLimitedError", action=RetryAction.RETRY,
+                  retry_delay=timedelta(seconds=cfg.retry.rate_limited_delay_seconds),
+                  reason="vendor rate limit: waiting for its window to reset"),
+        RetryRule(exception=[errors + "ConfigurationError", errors + "WindowNotServableError"], action=RetryAction.FAIL,
+                  reason="permanent: configuration, credentials or a window the vendor cannot serve"),
+    ])
+
+
 def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "bars") -> DAG:
     """The DAG for one (source, interval) pair, or for a source's quote snapshots.
 
@@ -63,6 +87,7 @@ def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "b
         "retry_delay": timedelta(seconds=cfg.retry.delay_seconds),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(seconds=cfg.retry.max_delay_seconds),
+        "retry_policy": retry_policy(cfg),
     }
     universes = ic.universes or src.universes
     what = "quote snapshots" if quotes else f"{interval} bars"

@@ -148,3 +148,19 @@ def test_pools_file_is_generated_from_config_and_holds_every_task_pool(dagbag):
     assert {p: v["slots"] for p, v in pools.items()} == {src.pool: src.pool_slots for src in cfg.sources.values()}
     used = {task.pool for dag in dagbag.dags.values() for task in dag.tasks}
     assert used - {"default_pool"} <= set(pools)
+
+
+def test_retry_policy_waits_longer_on_rate_limits_and_fails_permanent_errors_at_once(dagbag):
+    from airflow.sdk.definitions.retry_policy import RetryAction
+
+    from market_ingest.errors import ConfigurationError, RateLimitedError, VendorUnavailableError, WindowNotServableError
+
+    cfg = load_config()
+    for dag in dagbag.dags.values():
+        policy = dag.get_task("extract").retry_policy
+        limited = policy.evaluate(RateLimitedError("binance", "418 ban"), try_number=1, max_tries=cfg.retry.retries)
+        assert limited.action == RetryAction.RETRY
+        assert limited.retry_delay == timedelta(seconds=cfg.retry.rate_limited_delay_seconds) > timedelta(seconds=cfg.retry.delay_seconds)
+        for permanent in (ConfigurationError("alpha_vantage", "premium"), WindowNotServableError("kraken", "720")):
+            assert policy.evaluate(permanent, try_number=1, max_tries=cfg.retry.retries).action == RetryAction.FAIL
+        assert policy.evaluate(VendorUnavailableError("yahoo", "503"), 1, cfg.retry.retries).action == RetryAction.DEFAULT
