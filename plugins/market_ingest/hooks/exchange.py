@@ -218,7 +218,9 @@ class ExchangeHook(ReplayMixin, BaseHook):
         self.now = now
         self.sleep = sleep
 
-    def _connection_settings(self) -> dict[str, Any]:
+    @cached_property
+    def _settings(self) -> dict[str, Any]:
+        """Key, secret, passphrase (masked), sandbox, ccxt options and retry attempts from the connection; ``{}`` without one."""
         if not self.exchange_conn_id:
             return {}
         try:
@@ -236,10 +238,6 @@ class ExchangeHook(ReplayMixin, BaseHook):
                 mask_secret(value)
                 settings[field] = value
         return settings
-
-    @cached_property
-    def _settings(self) -> dict[str, Any]:
-        return self._connection_settings()
 
     @cached_property
     def client(self):
@@ -292,6 +290,7 @@ class ExchangeHook(ReplayMixin, BaseHook):
         import ccxt
         import tenacity
 
+        # Read without building `client`: load_markets runs through here while `client` is being built.
         rate_limit_s = float(getattr(self.__dict__.get("client"), "rateLimit", 0) or 0) / 1000
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type((ccxt.RateLimitExceeded, ccxt.RequestTimeout, ccxt.ExchangeNotAvailable)),
