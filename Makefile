@@ -6,10 +6,19 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test install lock recordings universes pools clean
+.PHONY: demo test up down bench install lock recordings universes pools clean
 
-demo: $(STAMP)  ## run the Yahoo DAGs into PostgreSQL, S3 and Kinesis (LIVE=1: live Yahoo API)
+demo: $(STAMP)  ## runs and a backfill under airflow standalone into PostgreSQL, S3 and Kinesis (LIVE=1: live APIs)
 	$(PY) demo/run_demo.py $(if $(LIVE),--live,)
+
+up: $(STAMP)  ## leave PostgreSQL, moto and airflow standalone running; UI on http://localhost:8080
+	$(PY) demo/up.py up $(if $(LIVE),--live,)
+
+down:  ## stop what `make up` started
+	$(PY) demo/up.py down
+
+bench: $(STAMP)  ## pool = vendor rate limit, under the scheduler; appends to bench/RESULTS.md
+	$(PY) bench/pool_rate.py $(BENCH_ARGS)
 
 test: $(STAMP)  ## DAG integrity, unit, integration (real PostgreSQL + moto server) and end-to-end tests
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -36,4 +45,4 @@ universes:  ## rebuild include/symbols/ from ../shared/fixtures/indices/
 	$(PY) tools/build_universes.py
 
 clean:
-	rm -rf $(VENV) .demo
+	rm -rf $(VENV) .demo .stack .bench

@@ -1,10 +1,13 @@
 """``make demo``: run the Yahoo, Alpha Vantage and crypto exchange DAGs through Airflow into all three sinks, on recorded data.
 
-Starts an embedded PostgreSQL and a moto server (S3 + Kinesis) on loopback, points Airflow at them
-through ``AIRFLOW_CONN_*`` variables, runs the DAG runs below with ``dag.test()`` (no scheduler:
-pools are the subject of the operations issue), then reads every sink back and prints, per run and
-symbol, the bars the recordings hold for the window next to the rows found in PostgreSQL, the
-lake and Kinesis. The summary is also written as JSON. ``--live`` uses the live Yahoo API.
+Starts an embedded PostgreSQL and a moto server (S3 + Kinesis) on loopback, then the real Airflow
+scheduler (``airflow standalone``: LocalExecutor, SQLite metadata, a fresh DB under
+``.demo/airflow`` each time) with the pools imported from ``include/pools.json`` and the
+connections given as ``AIRFLOW_CONN_*`` variables. It triggers the manual runs below through the
+REST API and one ``airflow backfill create`` over five logical dates, waits for all of them, stops
+every process it started, then reads every sink back and prints, per series, the bars the
+recordings hold for the runs' windows next to the rows found in PostgreSQL, the lake and Kinesis.
+The summary is also written as JSON. ``--live`` uses the live vendor APIs.
 
 Exit status: 0 when every sink holds exactly the expected bars, 1 otherwise.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -30,12 +34,10 @@ def _d(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-# (dag id, trigger time, run conf). A run triggered by hand ingests the last complete interval
-# before its trigger time, so the 1d runs triggered at 00:00 of 2021-07-20 .. 07-24 ingest the
-# trading days 2021-07-19 .. 07-23 (NVDA's 4:1 split is on 07-20). The 1m runs use the Params
-# form's window override, as a person would from the UI; 2025-02-01 is a Saturday (no bars).
+# Manual runs: (dag id, logical date, run conf). A manual run ingests the last complete interval
+# before its logical date unless the Params form's start/end override it, as a person would from
+# the UI; 2025-02-01 is a Saturday (no bars).
 RUNS = [
-    *[("market_yahoo_1d", _d(2021, 7, day), {"symbols": ["MSFT", "NVDA", "TSLA"]}) for day in range(20, 25)],
     ("market_yahoo_1m", _d(2024, 10, 2), {"symbols": ["AAPL"], "start": "2024-10-02T00:00:00Z", "end": "2024-10-03T00:00:00Z"}),
     ("market_yahoo_1m", _d(2025, 2, 1), {"symbols": ["AAPL"], "start": "2025-02-01T00:00:00Z", "end": "2025-02-02T00:00:00Z"}),
     # Alpha Vantage: IBM's compact daily series recorded 2023-11-10; one week through the Params form.
@@ -50,6 +52,13 @@ RUNS = [
     # One fetch_tickers snapshot, stamped with KuCoin's own ticker time (2024-03-08 11:35:10 UTC).
     ("market_kucoin_quote", _d(2024, 3, 8, 11, 45), {"symbols": ["BTC/USDT"], "start": "2024-03-08T11:30:00Z", "end": "2024-03-08T11:45:00Z"}),
 ]
+
+# Backfills: (dag id, first logical date, last logical date, run conf), one ``airflow backfill
+# create`` each. Daily runs of 2021-07-19 .. 07-23 own those trading days (NVDA's 4:1 split is on 07-20).
+BACKFILLS = [
+    ("market_yahoo_1d", "2021-07-19", "2021-07-23", {"symbols": ["MSFT", "NVDA", "TSLA"]}),
+]
+DEMO_DAGS = sorted({r[0] for r in RUNS} | {b[0] for b in BACKFILLS})
 
 # Open times (epoch seconds) of the candles in each exchange's recorded body, decoded by hand:
 # Binance [ms, ...]; KuCoin {"data": [[sec, ...]]}; Coinbase Advanced Trade {"candles": [{"start": sec}]}.
@@ -87,8 +96,12 @@ def migrate_metadata_db(env: dict[str, str]) -> None:
         subprocess.run([str(airflow), *command], env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
 
 
-def expected_bars(dag_id: str, logical_date: datetime, conf: dict) -> dict[str, int]:
-    """Bars the recordings hold for a run's window, per symbol, read straight from the cassettes.
+def _utc(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+def expected_bars(dag_id: str, start: datetime, end: datetime, symbols: list[str]) -> dict[str, int]:
+    """Bars the recordings hold for a run's window ``[start, end)``, per symbol, read straight from the cassettes.
 
     Independent of the pipeline's code path: parses the raw chart JSON; counts bars with a close,
     opening in the window (daily bars by their exchange-local date) and closed at recording time.
@@ -99,8 +112,7 @@ def expected_bars(dag_id: str, logical_date: datetime, conf: dict) -> dict[str, 
     from market_ingest.replay import RecordingLibrary
 
     source, interval = dag_id.removeprefix("market_").rsplit("_", 1)
-    start = datetime.fromisoformat(conf["start"].replace("Z", "+00:00")) if conf.get("start") else logical_date - timedelta(days=1)
-    end = datetime.fromisoformat(conf["end"].replace("Z", "+00:00")) if conf.get("end") else logical_date
+    conf = {"symbols": symbols}
     if interval == "quote":
         return {sym: 1 for sym in conf["symbols"]}  # one snapshot per symbol and run
     if source == "alpha_vantage":
@@ -176,28 +188,46 @@ def _expected_exchange(source: str, interval: str, symbols: list[str], start: da
     return out
 
 
-def run_dags(live: bool) -> list[dict]:
-    """Run every demo DAG run in this process with ``dag.test()``; return per-run results."""
-    from airflow.dag_processing.dagbag import DagBag
+def run_dags(stack, live: bool) -> list[dict]:
+    """Trigger every demo run and backfill on the running scheduler, wait for all; return per-run results.
 
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    if bag.import_errors:
-        raise SystemExit(f"DAG import errors: {bag.import_errors}")
+    Manual runs of different DAGs run at the same time, each extract task in its vendor's pool; a
+    backfill's runs follow one another (``max_active_runs``).
+    """
+    for dag_id in DEMO_DAGS:
+        stack.unpause(dag_id)
+    t0 = time.monotonic()
+    triggered = [(dag_id, stack.trigger(dag_id, logical_date.isoformat(), conf)) for dag_id, logical_date, conf in RUNS]
+    print(f"  triggered {len(triggered)} manual runs of {len({d for d, _ in triggered})} DAGs", flush=True)
+    finished = []
+    for dag_id, first, last, conf in BACKFILLS:
+        print(f"  $ airflow backfill create --dag-id {dag_id} --from-date {first} --to-date {last} "
+              f"--dag-run-conf '{json.dumps(conf)}'", flush=True)
+        finished += [(r, conf) for r in stack.backfill(dag_id, first, last, conf)]
+    by_dag: dict[str, list[str]] = {}
+    for dag_id, run_id in triggered:
+        by_dag.setdefault(dag_id, []).append(run_id)
+    for dag_id, run_ids in by_dag.items():
+        conf_of = {rid: conf for (d, _, conf), (_, rid) in zip(RUNS, triggered) if d == dag_id}
+        finished += [(r, conf_of[r["dag_run_id"]]) for r in stack.wait_for_runs(dag_id, run_ids)]
     results = []
-    for dag_id, logical_date, conf in RUNS:
-        t0 = time.monotonic()
-        dagrun = bag.get_dag(dag_id).test(logical_date=logical_date, run_conf=conf)
-        state = str(getattr(dagrun, "state", "unknown"))
-        print(f"  {dag_id:<18} {logical_date:%Y-%m-%d} {conf.get('symbols')} -> {state} ({time.monotonic() - t0:.1f}s)", flush=True)
-        report = report_of(dagrun)
-        results.append({"dag_id": dag_id, "logical_date": logical_date.isoformat(), "conf": conf, "state": state,
-                        "run_id": getattr(dagrun, "run_id", None), "skipped": report.get("skipped", {}),
-                        "expected": None if live else expected_bars(dag_id, logical_date, conf)})
+    for run, conf in sorted(finished, key=lambda rc: (rc[0]["dag_id"], rc[0]["logical_date"])):
+        dag_id, run_id = run["dag_id"], run["dag_run_id"]
+        start, end = _utc(conf.get("start") or run["data_interval_start"]), _utc(conf.get("end") or run["data_interval_end"])
+        seconds = (_utc(run["end_date"]) - _utc(run["start_date"])).total_seconds() if run.get("end_date") else None
+        print(f"  {dag_id:<27} {run['run_type']:<8} {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} {conf.get('symbols')} "
+              f"-> {run['state']} ({seconds:.0f}s)", flush=True)
+        report = stack.xcom(dag_id, run_id, "report") if run["state"] == "success" else {}
+        results.append({"dag_id": dag_id, "run_id": run_id, "run_type": run["run_type"], "logical_date": run["logical_date"],
+                        "window": [start.isoformat(), end.isoformat()], "conf": conf, "state": run["state"],
+                        "skipped": (report or {}).get("skipped", {}),
+                        "expected": None if live else expected_bars(dag_id, start, end, conf["symbols"])})
+    print(f"  all runs finished in {time.monotonic() - t0:.0f}s", flush=True)
     return results
 
 
 def report_of(dagrun) -> dict:
-    """The run report the ``report`` task returned to XCom."""
+    """The run report the ``report`` task returned to XCom (for a DagRun from ``dag.test``)."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -275,19 +305,24 @@ def main() -> int:
     from demo.services import create_lake_and_stream, embedded_services
     from market_ingest.config import load_config
 
+    from demo.stack import running_stack
+
     cfg = load_config()
-    print("market-data demo: " + ("LIVE Yahoo API" if args.live else f"replaying {env['MARKET_INGEST_REPLAY_DIR']}"))
-    print("* preparing Airflow metadata DB (SQLite) ...", flush=True)
-    migrate_metadata_db(env)
+    print("market-data demo: " + ("LIVE vendor APIs" if args.live else f"replaying {env['MARKET_INGEST_REPLAY_DIR']}"))
+    home = Path(env["AIRFLOW_HOME"])
+    shutil.rmtree(home, ignore_errors=True)  # fresh metadata: the demo's logical dates must be free
     with embedded_services(WORK) as services:
         os.environ.update(services.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id))
         if not args.live or "AIRFLOW_CONN_MARKET_ALPHA_VANTAGE" not in os.environ:
             os.environ["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"] = json.dumps(DEMO_ALPHA_VANTAGE_CONN)
         bucket = cfg.lake.url.split("@", 1)[1].split("/", 1)[0]
-        create_lake_and_stream(services, bucket, cfg.kinesis.stream, cfg.kinesis.quotes_stream)
+        create_lake_and_stream(services, bucket, cfg.kinesis.stream, cfg.kinesis.quotes_stream, cfg.alerts.events_stream)
         print(f"* PostgreSQL on {services.pg_socket_dir}, moto (S3, Kinesis) on {services.aws_endpoint}")
-        print("* running DAGs through Airflow (dag.test) ...", flush=True)
-        runs = run_dags(args.live)
+        print(f"* starting airflow standalone (scheduler, triggerer, DAG processor, API server; log {home / 'standalone.log'}) ...", flush=True)
+        with running_stack(home, DEMO_DAGS) as stack:
+            print(f"* Airflow ready at {stack.api_url} after {time.monotonic() - started:.0f}s; running DAGs ...", flush=True)
+            runs = run_dags(stack, args.live)
+            print("* stopping airflow standalone ...", flush=True)
         sinks = read_sinks(services, cfg)
     summary = summarise(runs, sinks, time.monotonic() - started)
     out = WORK / "summary.json"

@@ -40,7 +40,7 @@ def services(tmp_path_factory):
     with embedded_services(tmp_path_factory.mktemp("services")) as svc:
         os.environ.update(svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id))
         bucket = cfg.lake.url.split("@", 1)[1].split("/", 1)[0]
-        create_lake_and_stream(svc, bucket, cfg.kinesis.stream, cfg.kinesis.quotes_stream)
+        create_lake_and_stream(svc, bucket, cfg.kinesis.stream, cfg.kinesis.quotes_stream, cfg.alerts.events_stream)
         yield svc
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -55,6 +55,10 @@ class IntervalConfig(_Model):
     universes: list[str] | None = Field(None, description="overrides the source's universes")
     batch_size: int | None = Field(None, gt=0)
     max_active_runs: int = Field(1, gt=0)
+    allowed_lateness: timedelta = Field(
+        timedelta(hours=2), gt=timedelta(0),
+        description="Deadline Alert: a run must finish this long after its data interval ends "
+                    "(ISO 8601 duration in YAML, e.g. PT2H); manual and backfill runs count from when they were queued")
 
     @field_validator("start_date")
     @classmethod
@@ -135,9 +139,22 @@ class TimescaleConfig(_Model):
 
 
 class ReportConfig(_Model):
-    """Run report: the run fails when the share of failed symbols exceeds ``max_failed_share``."""
+    """Run report: the run alerts and fails when the share of failed symbols exceeds ``max_failed_share``."""
 
     max_failed_share: float = Field(0.2, ge=0, le=1)
+
+
+class AlertsConfig(_Model):
+    """Where operational events go (missed deadlines, failed runs, too many failed symbols).
+
+    Every event is written to the task or triggerer log and put on the Kinesis stream
+    ``events_stream`` as one JSON record; it is also published to the SNS topic ``sns_topic_arn``
+    when one is set (amazon provider ``SnsNotifier``).
+    """
+
+    aws_conn_id: str = "market_aws"
+    events_stream: str = "market-events"
+    sns_topic_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:sns:")
 
 
 class PipelineConfig(_Model):
@@ -150,6 +167,7 @@ class PipelineConfig(_Model):
     kinesis: KinesisConfig
     timescale: TimescaleConfig
     report: ReportConfig = ReportConfig()
+    alerts: AlertsConfig = AlertsConfig()
     sources: dict[str, SourceConfig] = Field(min_length=1)
 
     @model_validator(mode="after")

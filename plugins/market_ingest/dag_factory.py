@@ -6,14 +6,17 @@ yfinance, ccxt or boto3 (tests/dags checks this).
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, Param
 from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
 
-from market_ingest.config import PipelineConfig, load_config
+from market_ingest.alerts import DAG_FAILED, DEADLINE_MISSED, MarketEventNotifier
+from market_ingest.config import IntervalConfig, PipelineConfig, load_config
+from market_ingest.deadlines import DataIntervalEndDeadline
 from market_ingest.operators.market import (
     KinesisPublishOperator,
     LakePublishOperator,
@@ -70,6 +73,46 @@ def retry_policy(cfg: PipelineConfig) -> ExceptionRetryPolicy:
     ])
 
 
+def under_dags_test() -> bool:
+    """True in the ``airflow dags test`` command (apache/airflow#73428).
+
+    Airflow 3.3.2's ``dags test`` runs a DAG that has ``deadline=`` to success and then crashes
+    (``'dict' object has no attribute 'hex'`` in ``DagRun.update_state``), exiting non-zero.
+    ``dags test`` has no scheduler loop, so a deadline can never fire there anyway: DAGs parsed by
+    that command are built without one and the command works. Remove once the fix (PR #73430)
+    is released.
+    """
+    return sys.argv[1:3] == ["dags", "test"]
+
+
+def dag_test(dag: DAG, **kwargs):
+    """``dag.test(**kwargs)`` for a DAG of this package, without its deadline (apache/airflow#73428).
+
+    ``dag.test()`` is what ``airflow dags test`` runs, so it crashes the same way on a DAG with
+    ``deadline=``; it never evaluates deadlines, so dropping them changes nothing else.
+
+    :return: the finished DagRun, as ``dag.test`` returns it.
+    """
+    dag.deadline = None
+    return dag.test(**kwargs)
+
+
+def deadline_alerts(ic: IntervalConfig) -> list[DeadlineAlert]:
+    """The DAG's Deadline Alert: done ``allowed_lateness`` after the data interval ends.
+
+    On a miss the triggerer awaits :class:`~market_ingest.alerts.MarketEventNotifier`, which
+    emits a ``deadline_missed`` event naming the DAG, the run and the deadline. The reference is
+    :class:`~market_ingest.deadlines.DataIntervalEndDeadline` (manual and backfill runs count from
+    when they were queued). Empty under ``airflow dags test`` (:func:`under_dags_test`).
+    """
+    if under_dags_test():
+        return []
+    return [DeadlineAlert(
+        reference=DataIntervalEndDeadline(), interval=ic.allowed_lateness, name="data loaded in time",
+        callback=AsyncCallback(MarketEventNotifier, kwargs={"kind": DEADLINE_MISSED}),
+    )]
+
+
 def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "bars") -> DAG:
     """The DAG for one (source, interval) pair, or for a source's quote snapshots.
 
@@ -114,6 +157,8 @@ def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "b
         tags=["market-data", f"source:{source}", f"interval:{interval}", f"dataset:{dataset}"],
         doc_md=doc,
         params=_params(),
+        deadline=deadline_alerts(ic) or None,
+        on_failure_callback=MarketEventNotifier(kind=DAG_FAILED),
     ) as dag:
         plan = MarketPlanOperator(task_id="plan", source=source, interval=interval, dataset=dataset)
         extract = MarketExtractOperator.partial(

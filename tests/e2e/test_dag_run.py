@@ -16,10 +16,11 @@ UTC = timezone.utc
 def _run(dag_id, logical_date, conf):
     from airflow.dag_processing.dagbag import DagBag
 
+    from market_ingest.dag_factory import dag_test
     from tests.conftest import ROOT
 
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags[dag_id]
-    return dag.test(logical_date=logical_date, run_conf=conf)
+    return dag_test(dag, logical_date=logical_date, run_conf=conf)
 
 
 def _pg_rows(services, day):

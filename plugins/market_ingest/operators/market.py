@@ -310,7 +310,8 @@ class RunReportOperator(BaseOperator):
     Runs whatever upstream did (``trigger_rule="all_done"``). Prints the report to the task log
     and returns it (small) to XCom. Fails (and so fails the run, being its only leaf) when the plan
     or a sink did not succeed, or when the share of failed symbols exceeds the configured
-    ``report.max_failed_share``.
+    ``report.max_failed_share``; in that last case it first emits a ``failed_share_exceeded``
+    event (:mod:`market_ingest.alerts`) listing the failed symbols.
 
     :param plan: the plan result (templated): every symbol the run meant to ingest.
     :param extracts: the extract results (templated); a missing batch counts as failed.
@@ -343,10 +344,14 @@ class RunReportOperator(BaseOperator):
             raise AirflowFailException(f"sinks {broken} did not succeed; rows above show what did land")
         threshold = load_config().report.max_failed_share
         if report["symbols_total"] and report["failed_share"] > threshold:
-            raise AirflowFailException(
-                f"{report['failed']} of {report['symbols_total']} symbols failed "
-                f"({report['failed_share']:.0%} > {threshold:.0%}): {report['failed_symbols']}"
-            )
+            message = (f"{report['failed']} of {report['symbols_total']} symbols failed "
+                       f"({report['failed_share']:.0%} > {threshold:.0%}): {report['failed_symbols']}")
+            from market_ingest.alerts import FAILED_SHARE_EXCEEDED, build_event, emit
+
+            emit(build_event(FAILED_SHARE_EXCEEDED, context, message, {
+                "failed_symbols": report["failed_symbols"], "symbols_total": report["symbols_total"],
+                "failed_share": report["failed_share"], "threshold": threshold}))
+            raise AirflowFailException(message)
         return report
 
 

@@ -1,0 +1,210 @@
+"""Benchmark: a vendor pool is the vendor's rate limit, measured under the real scheduler.
+
+``make bench`` (or ``.venv/bin/python bench/pool_rate.py``). Starts PostgreSQL and moto (the
+sinks), a local Alpha Vantage stand-in on loopback, and ``airflow standalone``; triggers two DAGs
+that share the ``alpha_vantage`` pool (``market_alpha_vantage_1d`` and
+``market_alpha_vantage_quote``) over SYMBOLS symbols each; waits; stops everything; prints:
+
+* peak concurrency: the most extract tasks of the pool running at once (from the task
+  instances' start and end times in the metadata DB), against the pool's slots;
+* throttled requests: requests the stand-in answered with Alpha Vantage's burst body;
+* achieved / allowed rate: requests divided by the time from the first to the last request,
+  against the stand-in's limit.
+
+The stand-in enforces ``--limit`` requests per ``--window`` seconds over a sliding window, like
+Alpha Vantage's per-minute limit, and answers an excess request with the recorded burst body
+(tests/fixtures/alpha_vantage/av_ERROR_Note_5calls_per_minute_2018-11.json). Data requests get
+the recorded IBM daily series or MSFT quote with the symbol replaced. The pipeline's side of the
+limit is configuration only: pool ``alpha_vantage`` with ``--slots`` slots, each extract task
+spacing its requests by ``slots / (limit / window) / headroom`` seconds (connection extra
+``requests_per_second``), so slots x per-task rate = headroom x the vendor's rate.
+
+Results are appended to bench/RESULTS.md with the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from collections import deque
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
+FIXTURES = ROOT / "tests" / "fixtures" / "alpha_vantage"
+DAGS = ("market_alpha_vantage_1d", "market_alpha_vantage_quote")
+POOL = "alpha_vantage"
+
+
+class RateLimitedVendor(ThreadingHTTPServer):
+    """An Alpha Vantage stand-in on 127.0.0.1 that allows ``limit`` requests per ``window`` seconds.
+
+    Every request is recorded as ``(monotonic time, symbol, throttled)`` in ``log``.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, limit: int, window: float) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.limit, self.window = limit, window
+        self.lock = threading.Lock()
+        self.recent: deque[float] = deque()
+        self.log: list[tuple[float, str, bool]] = []
+        self.bodies = {
+            "TIME_SERIES_DAILY": (FIXTURES / "av_TIME_SERIES_DAILY_IBM_compact_2023-11-10.json").read_text(),
+            "GLOBAL_QUOTE": (FIXTURES / "av_GLOBAL_QUOTE_MSFT_2018-10-05.json").read_text(),
+        }
+        self.recorded_symbol = {"TIME_SERIES_DAILY": "IBM", "GLOBAL_QUOTE": "MSFT"}
+        self.burst = (FIXTURES / "av_ERROR_Note_5calls_per_minute_2018-11.json").read_text()
+
+    def admit(self, symbol: str) -> bool:
+        """Count a request; False when it exceeds the limit (it is then throttled, and not counted)."""
+        with self.lock:
+            now = time.monotonic()
+            while self.recent and self.recent[0] <= now - self.window:
+                self.recent.popleft()
+            ok = len(self.recent) < self.limit
+            if ok:
+                self.recent.append(now)
+            self.log.append((now, symbol, not ok))
+            return ok
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: RateLimitedVendor
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        q = {k: v[0] for k, v in parse_qs(urlparse(self.path).query).items()}
+        function, symbol = q.get("function", ""), q.get("symbol", "")
+        if not self.server.admit(symbol):
+            body = self.server.burst
+        elif function in self.server.bodies:
+            body = self.server.bodies[function].replace(f'"{self.server.recorded_symbol[function]}"', json.dumps(symbol))
+        else:
+            body = json.dumps({"Error Message": f"bench stand-in serves no {function}"})
+        data = body.encode()
+        self.send_response(200)  # Alpha Vantage answers its throttle note with 200
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def peak_concurrency(intervals: list[tuple[datetime, datetime]]) -> int:
+    """Most intervals open at once; an interval ending when another starts does not overlap it."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1]))
+    peak = cur = 0
+    for _, step in events:
+        cur += step
+        peak = max(peak, cur)
+    return peak
+
+
+def _utc(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--symbols", type=int, default=30, help="symbols per DAG (two DAGs)")
+    parser.add_argument("--batch-size", type=int, default=15, help="symbols per extract task")
+    parser.add_argument("--slots", type=int, default=2, help="slots of the shared pool")
+    parser.add_argument("--limit", type=int, default=10, help="vendor limit: requests per window")
+    parser.add_argument("--window", type=float, default=10.0, help="vendor limit window, seconds")
+    parser.add_argument("--headroom", type=float, default=0.95, help="share of the vendor rate the pool may use")
+    parser.add_argument("--work", type=Path, default=ROOT / ".bench")
+    args = parser.parse_args()
+
+    import shutil
+
+    import yaml
+
+    from demo.services import create_lake_and_stream, embedded_services
+    from demo.stack import prepare, start
+
+    work = args.work
+    shutil.rmtree(work / "airflow", ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    rate = args.limit / args.window
+    per_task = rate * args.headroom / args.slots
+    raw = yaml.safe_load((ROOT / "include" / "pipeline.yaml").read_text())
+    av = raw["sources"]["alpha_vantage"]
+    av.update(pool_slots=args.slots, batch_size=args.batch_size)
+    raw["retry"]["rate_limited_delay_seconds"] = 30  # a throttled task (a failed bench) retries soon
+    (work / "pipeline.yaml").write_text(yaml.safe_dump(raw))
+    os.environ["MARKET_INGEST_CONFIG"] = str(work / "pipeline.yaml")
+    os.environ.pop("MARKET_INGEST_REPLAY_DIR", None)  # real HTTP, to the stand-in
+    from market_ingest.config import load_config
+
+    cfg = load_config()
+    (work / "pools.json").write_text(json.dumps(cfg.pools(), indent=2))
+    symbols = [f"S{i:03d}" for i in range(args.symbols)]
+
+    vendor = RateLimitedVendor(args.limit, args.window)
+    threading.Thread(target=vendor.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{vendor.server_address[1]}/query"
+    print(f"vendor stand-in {url}: {args.limit} requests per {args.window:g}s ({rate:.2f}/s); pool {POOL}: "
+          f"{args.slots} slots x {per_task:.3f} requests/s per task; {len(DAGS)} DAGs x {args.symbols} symbols, "
+          f"batches of {args.batch_size}", flush=True)
+    with embedded_services(work) as svc:
+        env = svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id)
+        env["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"] = json.dumps({
+            "conn_type": "alpha_vantage", "host": url, "password": "bench-key",
+            "extra": {"requests_per_second": per_task, "daily_budget": 1_000_000}})
+        env["MARKET_INGEST_CONFIG"] = str(work / "pipeline.yaml")
+        create_lake_and_stream(svc, cfg.lake.url.split("@", 1)[1].split("/", 1)[0], cfg.kinesis.stream,
+                               cfg.kinesis.quotes_stream, cfg.alerts.events_stream)
+        stack = prepare(work / "airflow", env, pools_file=work / "pools.json")
+        try:
+            start(stack, list(DAGS))
+            print("airflow standalone ready; triggering", flush=True)
+            for dag_id in DAGS:
+                stack.unpause(dag_id)
+            runs = {
+                DAGS[0]: stack.trigger(DAGS[0], "2023-11-11T00:00:00Z", {
+                    "symbols": symbols, "start": "2023-11-06T00:00:00Z", "end": "2023-11-11T00:00:00Z"}),
+                DAGS[1]: stack.trigger(DAGS[1], "2018-10-06T00:00:00Z", {
+                    "symbols": symbols, "start": "2018-10-04T21:30:00Z", "end": "2018-10-05T21:30:00Z"}),
+            }
+            states, intervals = {}, []
+            for dag_id, run_id in runs.items():
+                (run,) = stack.wait_for_runs(dag_id, [run_id], timeout=1800)
+                states[dag_id] = run["state"]
+                intervals += [(_utc(t["start_date"]), _utc(t["end_date"])) for t in stack.task_instances(dag_id, run_id)
+                              if t["pool"] == POOL and t["start_date"] and t["end_date"]]
+        finally:
+            stack.stop()
+    vendor.shutdown()
+
+    served = [t for t, _, throttled in vendor.log if not throttled]
+    throttled = sum(1 for *_, th in vendor.log if th)
+    span = (served[-1] - served[0]) if len(served) > 1 else float("nan")
+    achieved = (len(served) - 1) / span if span else float("nan")  # requests per second between first and last
+    peak = peak_concurrency(intervals)
+    ok = peak <= args.slots and throttled == 0 and achieved / rate >= 0.8 and set(states.values()) == {"success"}
+    lines = [
+        f"runs: {states}",
+        f"extract tasks in pool {POOL}: {len(intervals)}; peak concurrently running: {peak} (slots {args.slots})",
+        f"requests: {len(vendor.log)}; throttled: {throttled}",
+        f"achieved rate: {achieved:.3f}/s over {span:.1f}s; allowed {rate:.3f}/s; achieved/allowed: {achieved / rate:.1%}",
+        "PASS" if ok else "FAIL: need peak <= slots, 0 throttled, achieved/allowed >= 80%, both runs successful",
+    ]
+    print("\n".join(lines))
+    with (ROOT / "bench" / "RESULTS.md").open("a") as fh:
+        fh.write(f"\n## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n\n`{' '.join(['python bench/pool_rate.py', *sys.argv[1:]])}`\n\n"
+                 + "".join(f"- {line}\n" for line in lines))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""The real Airflow scheduler for the demo, the tests and the benchmark: ``airflow standalone``.
+
+``airflow standalone`` runs the API server (UI and REST API), the scheduler with the
+LocalExecutor, the DAG processor and the triggerer against a SQLite metadata DB. This module
+starts it in its own process group, waits until every component reports healthy and the DAGs are
+parsed, talks to it through the public REST API (``/api/v2``, token from ``/auth/token``) and the
+``airflow`` CLI, and stops the whole group on exit.
+
+Scheduled runs are switched off (``[scheduler] use_job_schedule = False``): the demo and the tests
+replay recordings of past dates, so only the runs they trigger (manual runs and backfills) may
+exist. Pools come from ``include/pools.json`` (``airflow pools import``); connections from
+``AIRFLOW_CONN_*`` variables in the environment every component inherits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from demo.services import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+AIRFLOW = Path(sys.executable).with_name("airflow")
+TERMINAL_STATES = {"success", "failed"}
+
+#: SQLite connect args of every component and CLI call (``[database] sql_alchemy_connect_args``):
+#: wait up to 60 s for a lock instead of sqlite3's 5 s, so a CLI write (``backfill create``
+#: clearing runs) does not fail with "database is locked" while the scheduler writes.
+SQLITE_CONNECT_ARGS = {"timeout": 60}
+
+
+def stack_env(home: Path, api_port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of every Airflow component: project folders, ports, no scheduled runs.
+
+    :param home: ``AIRFLOW_HOME`` (SQLite metadata DB, logs, generated admin password).
+    :param api_port: API server port (UI, REST API and the task execution API).
+    :param extra: added last (connections, replay folder, config path).
+    """
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "8",  # task processes at once; vendor limits are the pools
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__BASE_URL": f"http://localhost:{api_port}",
+        # Log servers of the scheduler and the triggerer: free ports, so a demo and a test run can coexist.
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "demo.stack.SQLITE_CONNECT_ARGS",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "PATH": f"{AIRFLOW.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]),
+        **(extra or {}),
+    }
+
+
+@dataclass
+class AirflowStack:
+    """A running ``airflow standalone``.
+
+    :param home: its ``AIRFLOW_HOME``.
+    :param env: the environment it was started with (use it for ``airflow`` CLI calls).
+    :param api_url: ``http://127.0.0.1:<port>``.
+    """
+
+    home: Path
+    env: dict[str, str]
+    api_url: str
+    process: subprocess.Popen | None = None
+    _token: str | None = field(default=None, repr=False)
+
+    # -- CLI and REST ------------------------------------------------------------------------
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run ``airflow <args>`` with the stack's environment; stdout and stderr captured as text.
+
+        :raises RuntimeError: when ``check`` and the command fails, with the end of its stderr.
+        """
+        done = subprocess.run([str(AIRFLOW), *args], env=self.env, capture_output=True, text=True)
+        if check and done.returncode:
+            raise RuntimeError(f"airflow {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+        return done
+
+    def login(self) -> tuple[str, str]:
+        """``(user, password)`` of the admin user ``airflow standalone`` generated."""
+        path = self.home / "simple_auth_manager_passwords.json.generated"
+        users = json.loads(path.read_text())
+        user = "admin" if "admin" in users else next(iter(users))
+        return user, users[user]
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call the REST API (``path`` under ``/api/v2``); return the decoded JSON.
+
+        :raises requests.HTTPError: on a 4xx/5xx answer, with the server's detail in the message.
+        """
+        import requests
+
+        if self._token is None:
+            user, password = self.login()
+            r = requests.post(f"{self.api_url}/auth/token", json={"username": user, "password": password}, timeout=30)
+            r.raise_for_status()
+            self._token = r.json()["access_token"]
+        r = requests.request(method, f"{self.api_url}/api/v2{path}", timeout=60,
+                             headers={"Authorization": f"Bearer {self._token}"}, **kwargs)
+        if r.status_code >= 400:
+            raise requests.HTTPError(f"{method} {path}: {r.status_code} {r.text[:500]}", response=r)
+        return r.json() if r.content else None
+
+    def unpause(self, dag_id: str) -> None:
+        """Unpause a DAG (runs of a paused DAG stay queued)."""
+        self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, logical_date: str, conf: dict | None = None, run_id: str | None = None) -> str:
+        """Trigger a manual run; return its run id.
+
+        :param logical_date: ISO 8601 UTC; a manual run ingests the last complete interval before it.
+        """
+        body: dict[str, Any] = {"logical_date": logical_date, "conf": conf or {}}
+        if run_id:
+            body["dag_run_id"] = run_id
+        return self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)["dag_run_id"]
+
+    def runs(self, dag_id: str) -> list[dict]:
+        """Every run of ``dag_id`` (REST ``DAGRunResponse`` dicts), oldest logical date first."""
+        return self.request("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 1000, "order_by": "logical_date"})["dag_runs"]
+
+    def wait_for_runs(self, dag_id: str, run_ids: list[str] | None = None, *, count: int | None = None,
+                      timeout: float = 900) -> list[dict]:
+        """Wait until the given runs (or ``count`` runs of the DAG) are finished; return them.
+
+        :raises TimeoutError: naming the runs still unfinished and their states.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = [r for r in self.runs(dag_id) if run_ids is None or r["dag_run_id"] in run_ids]
+            enough = len(runs) >= (count if count is not None else len(run_ids or []))
+            if enough and all(r["state"] in TERMINAL_STATES for r in runs):
+                return runs
+            if time.monotonic() > deadline:
+                pending = {r["dag_run_id"]: r["state"] for r in runs if r["state"] not in TERMINAL_STATES}
+                raise TimeoutError(f"{dag_id}: runs not finished after {timeout:.0f}s: {pending or f'{len(runs)} of {count}'}")
+            self._check_alive()
+            time.sleep(2)
+
+    def backfill(self, dag_id: str, from_date: str, to_date: str, conf: dict | None = None,
+                 reprocess: str = "none", timeout: float = 1800) -> list[dict]:
+        """``airflow backfill create`` over ``[from_date, to_date]`` (logical dates), then wait for it.
+
+        Waits until the scheduler marks the backfill completed (a DAG can have one running backfill).
+
+        :param reprocess: ``none``, ``failed`` or ``completed``: which dates that already have a
+            run are run again (their runs are cleared and rerun as backfill runs).
+        :return: the DAG's backfill runs with a logical date in the range, oldest first.
+        :raises RuntimeError: when the command fails; :raises TimeoutError: when it does not finish.
+        """
+        args = ["backfill", "create", "--dag-id", dag_id, "--from-date", from_date, "--to-date", to_date,
+                "--reprocess-behavior", reprocess]
+        if conf:
+            args += ["--dag-run-conf", json.dumps(conf)]
+        self.cli(*args)
+        deadline = time.monotonic() + timeout
+        while any(b["completed_at"] is None for b in self.request("GET", "/backfills", params={"dag_id": dag_id})["backfills"]):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{dag_id}: backfill {from_date}..{to_date} not completed after {timeout:.0f}s")
+            self._check_alive()
+            time.sleep(2)
+        return [r for r in self.runs(dag_id)
+                if r["run_type"] == "backfill" and from_date <= r["logical_date"][:10] <= to_date[:10]]
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        """Task instances of one run (REST ``TaskInstanceResponse`` dicts)."""
+        return self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})["task_instances"]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        """A task's XCom value, deserialised."""
+        entry = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
+                             params={"deserialize": True, "stringify": False})
+        return entry["value"]
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def _check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"airflow standalone exited with {self.process.returncode}; see {self.home / 'standalone.log'}")
+
+    def wait_ready(self, dag_ids: list[str], timeout: float = 300) -> None:
+        """Wait until every component is healthy and every DAG in ``dag_ids`` is parsed.
+
+        :raises TimeoutError: naming what is not ready.
+        """
+        import requests
+
+        deadline = time.monotonic() + timeout
+        missing: Any = "API server"
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                health = requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=10).json()
+                missing = [c for c in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+                           if (health.get(c) or {}).get("status") != "healthy"]
+                if not missing:
+                    known = {d["dag_id"] for d in self.request("GET", "/dags", params={"limit": 1000})["dags"]}
+                    missing = sorted(set(dag_ids) - known)
+                    if not missing:
+                        return
+            except requests.RequestException:
+                pass
+            time.sleep(2)
+        raise TimeoutError(f"airflow standalone not ready after {timeout:.0f}s: waiting for {missing}; see {self.home / 'standalone.log'}")
+
+    def stop(self, timeout: float = 60) -> None:
+        """SIGTERM the whole process group, SIGKILL what is left after ``timeout`` seconds."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        except ProcessLookupError:
+            pass
+        # Task and log-server children outliving the leader are in the same group: make sure.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def prepare(home: Path, extra_env: dict[str, str] | None = None, api_port: int | None = None,
+            pools_file: Path = ROOT / "include" / "pools.json") -> AirflowStack:
+    """Migrate the metadata DB and import the pools; return a stack ready to start (not started).
+
+    :param pools_file: ``airflow pools import`` file; default the one generated from the config.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    port = api_port or free_port()
+    env = stack_env(home, port, extra_env)
+    for command in (["db", "migrate"], ["pools", "import", str(pools_file)]):
+        subprocess.run([str(AIRFLOW), *command], env=env, check=True, stdout=subprocess.DEVNULL)
+    return AirflowStack(home=home, env=env, api_url=f"http://127.0.0.1:{port}")
+
+
+def start(stack: AirflowStack, dag_ids: list[str], timeout: float = 300) -> AirflowStack:
+    """Start ``airflow standalone`` in a new process group (output in ``<home>/standalone.log``)."""
+    log = (stack.home / "standalone.log").open("ab")
+    stack.process = subprocess.Popen([str(AIRFLOW), "standalone"], env=stack.env, cwd=stack.home,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    try:
+        stack.wait_ready(dag_ids, timeout)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+@contextmanager
+def running_stack(home: Path, dag_ids: list[str], extra_env: dict[str, str] | None = None,
+                  api_port: int | None = None) -> Iterator[AirflowStack]:
+    """A started stack, stopped (every process of its group) on exit, whatever happened."""
+    stack = start(prepare(home, extra_env, api_port), dag_ids)
+    try:
+        yield stack
+    finally:
+        stack.stop()

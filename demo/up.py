@@ -1,0 +1,131 @@
+"""``make up`` / ``make down``: leave the whole stack running for the UI on http://localhost:8080.
+
+``up`` starts a supervisor process in the background and returns once Airflow is ready, printing
+the URL and the admin login. The supervisor holds PostgreSQL, moto (S3, Kinesis) and
+``airflow standalone`` (see demo/stack.py) and tears all of them down when it receives SIGTERM,
+which is what ``down`` sends. State lives in ``.stack/`` (``state.json``, ``supervisor.log``,
+the metadata DB and logs under ``.stack/airflow``).
+
+By default the hooks replay the recordings (``include/recordings``), so manual runs from the UI
+work offline over the recorded dates (e.g. market_yahoo_1d with logical date 2021-07-20);
+``--live`` calls the vendors. Scheduled runs are off (``[scheduler] use_job_schedule``): trigger
+runs or backfills by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".stack"
+STATE = WORK / "state.json"
+PORT = 8080
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def serve(live: bool) -> None:
+    """Run the services and the stack until SIGTERM; write STATE once ready."""
+    sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
+    if not live:
+        os.environ["MARKET_INGEST_REPLAY_DIR"] = str(ROOT / "include" / "recordings")
+    from demo.run_demo import DEMO_ALPHA_VANTAGE_CONN
+    from demo.services import create_lake_and_stream, embedded_services
+    from demo.stack import running_stack
+    from market_ingest.config import load_config
+    from market_ingest.dag_factory import build_dags
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    cfg = load_config()
+    with embedded_services(WORK) as svc:
+        env = svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id)
+        if not live or "AIRFLOW_CONN_MARKET_ALPHA_VANTAGE" not in os.environ:
+            env["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"] = json.dumps(DEMO_ALPHA_VANTAGE_CONN)
+        create_lake_and_stream(svc, cfg.lake.url.split("@", 1)[1].split("/", 1)[0], cfg.kinesis.stream,
+                               cfg.kinesis.quotes_stream, cfg.alerts.events_stream)
+        with running_stack(WORK / "airflow", sorted(build_dags()), env, api_port=PORT) as stack:
+            user, password = stack.login()
+            STATE.write_text(json.dumps({"pid": os.getpid(), "airflow_pid": stack.process.pid, "url": f"http://localhost:{PORT}", "user": user,
+                                         "password": password, "postgres": svc.pg_conninfo(), "aws_endpoint": svc.aws_endpoint}))
+            while not stop.wait(2):
+                stack._check_alive()
+    STATE.unlink(missing_ok=True)
+
+
+def up(live: bool, timeout: float = 420) -> int:
+    """Start the supervisor unless one runs; wait until ready; print URL and login."""
+    WORK.mkdir(exist_ok=True)
+    if STATE.exists() and _alive(json.loads(STATE.read_text())["pid"]):
+        return _print_login()
+    STATE.unlink(missing_ok=True)
+    with (WORK / "supervisor.log").open("ab") as log:
+        proc = subprocess.Popen([sys.executable, __file__, "serve", *(["--live"] if live else [])],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    print(f"starting PostgreSQL, moto and airflow standalone (log {WORK / 'supervisor.log'}) ...", flush=True)
+    deadline = time.monotonic() + timeout
+    while not STATE.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            print(f"the stack did not come up; see {WORK / 'supervisor.log'}", file=sys.stderr)
+            if proc.poll() is None:
+                proc.terminate()
+            return 1
+        time.sleep(2)
+    return _print_login()
+
+
+def _print_login() -> int:
+    s = json.loads(STATE.read_text())
+    print(f"Airflow UI: {s['url']}  (log in as {s['user']} / {s['password']})\n"
+          f"PostgreSQL: psql \"{s['postgres']}\"   S3 and Kinesis (moto): {s['aws_endpoint']}\n"
+          "Stop everything with: make down")
+    return 0
+
+
+def down(timeout: float = 120) -> int:
+    """SIGTERM the supervisor and wait until it has stopped everything."""
+    if not STATE.exists():
+        print("nothing running")
+        return 0
+    state = json.loads(STATE.read_text())
+    pid = state["pid"]
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(1)
+        if _alive(pid):  # stuck: kill the supervisor's group and the Airflow group it started
+            for group in (pid, state["airflow_pid"]):
+                try:
+                    os.killpg(group, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    STATE.unlink(missing_ok=True)
+    print("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Leave the stack running (up) or stop it (down).")
+    parser.add_argument("command", choices=["up", "down", "serve"])
+    parser.add_argument("--live", action="store_true", help="call the live vendor APIs instead of replaying")
+    a = parser.parse_args()
+    if a.command == "serve":
+        serve(a.live)
+        sys.exit(0)
+    sys.exit(up(a.live) if a.command == "up" else down())

@@ -1,0 +1,144 @@
+"""End to end under the real scheduler: ``airflow standalone`` (LocalExecutor, SQLite metadata).
+
+What ``dag.test`` cannot show: a missed Deadline Alert reaching the notifier through the
+scheduler and the triggerer, a failure callback from the DAG processor, and ``airflow backfill
+create`` giving exactly what forward runs of the same dates gave.
+
+One stack serves the module; it runs with a copy of the pipeline config in which
+``market_coinbase_1h`` allows 1 second of lateness, so any run of it is late on purpose.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from datetime import datetime, timedelta
+
+import psycopg
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+LATE_DAG = "market_coinbase_1h"
+DAILY = "market_yahoo_1d"
+SYMBOLS = ["MSFT", "NVDA", "TSLA"]
+DAYS = ["2021-07-21", "2021-07-22", "2021-07-23"]  # Wed..Fri, recorded by Yahoo
+# Manual runs ingest the last complete day before their logical date; 06:00 keeps their logical
+# dates apart from the backfill's (midnight), so the backfill creates runs instead of clearing these.
+FORWARD_TRIGGERS = ["2021-07-22T06:00:00Z", "2021-07-23T06:00:00Z", "2021-07-24T06:00:00Z"]
+
+
+@pytest.fixture(scope="module")
+def stack(services, tmp_path_factory):
+    from demo.stack import running_stack
+    from market_ingest.config import config_path
+
+    home = tmp_path_factory.mktemp("standalone")
+    raw = yaml.safe_load(config_path().read_text())
+    raw["sources"]["coinbase"]["intervals"]["1h"]["allowed_lateness"] = "PT1S"
+    late_config = home / "pipeline-late.yaml"
+    late_config.write_text(yaml.safe_dump(raw))
+    extra = {k: v for k, v in os.environ.items() if k.startswith(("AIRFLOW_CONN_", "MARKET_INGEST_"))}
+    extra["MARKET_INGEST_CONFIG"] = str(late_config)
+    with running_stack(home / "airflow", [LATE_DAG, DAILY], extra) as st:
+        for dag_id in (LATE_DAG, DAILY):
+            st.unpause(dag_id)
+        yield st
+
+
+def _events(services, kind, run_id, timeout=120):
+    """Events of ``kind`` for ``run_id`` on the events stream, waiting until at least one arrives."""
+    from demo.services import read_stream
+
+    end = time.monotonic() + timeout
+    while True:
+        found = [e for e in read_stream(services, "market-events") if e["event"] == kind and e["run_id"] == run_id]
+        if found or time.monotonic() > end:
+            return found
+        time.sleep(2)
+
+
+def test_a_late_run_fires_its_deadline_alert_with_the_runs_identity(services, stack):
+    run_id = stack.trigger(LATE_DAG, "2024-04-04T02:00:00Z", {
+        "symbols": ["BTC/USD"], "start": "2024-04-04T00:00:00Z", "end": "2024-04-04T02:00:00Z"})
+    (run,) = stack.wait_for_runs(LATE_DAG, [run_id])
+    assert run["state"] == "success"  # late is not failed: the bars landed, after the deadline
+
+    (event,) = _events(services, "deadline_missed", run_id)
+    assert event["dag_id"] == LATE_DAG and event["run_type"] == "manual"
+    assert event["data_interval_start"] == run["data_interval_start"]
+    assert event["data_interval_end"] == run["data_interval_end"]
+    # A manual run's deadline is its queue time plus the configured lateness (1 s here).
+    due, queued = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (event["deadline_time"], run["queued_at"]))
+    assert due - queued == timedelta(seconds=1)
+    assert f"{LATE_DAG} run {run_id} was not done by" in event["message"]
+    log = (stack.home / "standalone.log").read_text(errors="replace")
+    assert "market event:" in log and run_id in log  # the triggerer logged it too
+
+
+def test_a_failed_run_calls_the_failure_notifier(services, stack):
+    run_id = stack.trigger(DAILY, "2021-07-30T00:00:00Z", {
+        "symbols": ["MSFT"], "start": "2021-07-23T00:00:00Z", "end": "2021-07-22T00:00:00Z"})  # inverted
+    (run,) = stack.wait_for_runs(DAILY, [run_id])
+    assert run["state"] == "failed"
+    states = {t["task_id"]: t["state"] for t in stack.task_instances(DAILY, run_id)}
+    assert states["plan"] == "failed" and states.get("extract") != "success"
+    (event,) = _events(services, "dag_failed", run_id)
+    assert event["dag_id"] == DAILY and event["logical_date"] == "2021-07-30T00:00:00Z"
+    assert event["deadline_time"] is None
+
+
+def _sinks(services, stack):
+    """Rows, lake objects (with their rows) and distinct Kinesis record ids of DAYS for SYMBOLS."""
+    import pyarrow.parquet as pq
+
+    from demo.services import read_stream
+
+    with psycopg.connect(services.pg_conninfo()) as conn:
+        rows = conn.execute(
+            "SELECT symbol, time, open, high, low, close, adj_close, volume, currency FROM market.bars "
+            "WHERE source = 'yahoo' AND interval = '1d' AND time >= %s AND time < %s::date + 1 AND symbol = ANY(%s) "
+            "ORDER BY symbol, time", (DAYS[0], DAYS[-1], SYMBOLS)).fetchall()
+    s3 = services.boto3_client("s3")
+    objects = {}
+    for day in DAYS:
+        prefix = f"bars/source=yahoo/interval=1d/date={day}/"
+        for o in s3.list_objects_v2(Bucket="market-lake", Prefix=prefix).get("Contents", []):
+            table = pq.read_table(io.BytesIO(s3.get_object(Bucket="market-lake", Key=o["Key"])["Body"].read()))
+            objects[o["Key"]] = sorted(table.drop_columns(["ingested_at"]).to_pylist(), key=lambda r: r["symbol"])
+    records = [r for r in read_stream(services, "market-bars")
+               if r["source"] == "yahoo" and r["interval"] == "1d" and r["time"][:10] in DAYS]
+    return rows, objects, {r["record_id"] for r in records}, len(records)
+
+
+def _backfill(stack):
+    """``airflow backfill create`` over DAYS (completed dates run again); wait; return its runs."""
+    runs = stack.backfill(DAILY, DAYS[0], DAYS[-1], {"symbols": SYMBOLS}, reprocess="completed")
+    assert [r["state"] for r in runs] == ["success"] * len(DAYS)
+    assert [(r["logical_date"][:10], r["data_interval_start"][:10]) for r in runs] == list(zip(DAYS, DAYS))
+    return runs
+
+
+def test_a_backfill_equals_the_forward_runs_and_a_second_backfill_adds_nothing(services, stack):
+    forward = [stack.trigger(DAILY, t, {"symbols": SYMBOLS}) for t in FORWARD_TRIGGERS]
+    runs = stack.wait_for_runs(DAILY, forward)
+    assert [r["state"] for r in runs] == ["success"] * 3
+    assert [r["data_interval_start"][:10] for r in runs] == DAYS
+    rows, objects, ids, n_records = _sinks(services, stack)
+    assert len(rows) == 9 and len(objects) == 3 and len(ids) == 9 and n_records == 9
+    forward_keys = [stack.xcom(DAILY, r["dag_run_id"], "report")["lake_objects"] for r in runs]
+
+    first = _backfill(stack)
+    assert [stack.xcom(DAILY, r["dag_run_id"], "report")["lake_objects"] for r in first] == forward_keys
+    rows1, objects1, ids1, n1 = _sinks(services, stack)
+    assert (rows1, objects1, ids1) == (rows, objects, ids)
+    assert n1 == 18  # at-least-once: the backfill re-sent the same 9 ids
+
+    n_runs = len(stack.runs(DAILY))
+    second = _backfill(stack)  # the same dates again: the backfill's runs are cleared and rerun
+    assert [r["dag_run_id"] for r in second] == [r["dag_run_id"] for r in first] and len(stack.runs(DAILY)) == n_runs
+    rows2, objects2, ids2, n2 = _sinks(services, stack)
+    assert (rows2, objects2, ids2) == (rows, objects, ids)
+    assert n2 == 27
