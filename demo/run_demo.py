@@ -323,8 +323,12 @@ def main() -> int:
             print(f"* Airflow ready at {stack.api_url} after {time.monotonic() - started:.0f}s; running DAGs ...", flush=True)
             runs = run_dags(stack, args.live)
             print("* stopping airflow standalone ...", flush=True)
+            left = stack.stop()
+            print(f"  stopped: {left} of its processes left running", flush=True)
         sinks = read_sinks(services, cfg)
     summary = summarise(runs, sinks, time.monotonic() - started)
+    summary["airflow_processes_left"] = left
+    summary["ok"] = summary["ok"] and left == 0
     out = WORK / "summary.json"
     out.write_text(json.dumps(summary, indent=2, default=str))
     print_summary(summary)

@@ -164,3 +164,33 @@ def test_retry_policy_waits_longer_on_rate_limits_and_fails_permanent_errors_at_
         for permanent in (ConfigurationError("alpha_vantage", "premium"), WindowNotServableError("kraken", "720")):
             assert policy.evaluate(permanent, try_number=1, max_tries=cfg.retry.retries).action == RetryAction.FAIL
         assert policy.evaluate(VendorUnavailableError("yahoo", "503"), 1, cfg.retry.retries).action == RetryAction.DEFAULT
+
+
+def test_every_dag_has_its_configured_deadline_and_failure_notifier(dagbag):
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from market_ingest.alerts import MarketEventNotifier
+    from market_ingest.deadlines import DataIntervalEndDeadline
+
+    cfg = load_config()
+    for dag_id, dag in dagbag.dags.items():
+        source, interval = dag_id.removeprefix("market_").rsplit("_", 1)
+        src = cfg.sources[source]
+        ic = src.quotes if interval == "quote" else src.intervals[interval]
+        (alert,) = dag.deadline
+        assert isinstance(alert.reference, DataIntervalEndDeadline) and alert.interval == ic.allowed_lateness
+        assert alert.callback.path == "market_ingest.alerts.MarketEventNotifier"
+        assert alert.callback.kwargs == {"kind": "deadline_missed"}
+        assert isinstance(dag.on_failure_callback, MarketEventNotifier) and dag.on_failure_callback.kind == "dag_failed"
+        # What the scheduler stores: the custom reference by import path, found again through the plugin.
+        encoded = DagSerialization.to_dict(dag)["dag"]["deadline"][0]
+        assert "market_ingest.deadlines.DataIntervalEndDeadline" in json.dumps(encoded)
+    assert cfg.sources["yahoo"].intervals["1d"].allowed_lateness == timedelta(hours=2)
+
+
+def test_the_deadline_reference_is_registered_by_the_plugin():
+    from airflow.serialization.helpers import find_registered_custom_deadline_reference
+
+    from market_ingest.deadlines import DataIntervalEndDeadline
+
+    assert find_registered_custom_deadline_reference("market_ingest.deadlines.DataIntervalEndDeadline") is DataIntervalEndDeadline

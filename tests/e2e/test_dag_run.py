@@ -75,3 +75,18 @@ def test_inverted_range_fails_the_run_before_any_request(services, airflow_db):
     states = {ti.task_id: str(ti.state) for ti in dagrun.get_task_instances()}
     assert states["plan"].endswith("failed")
     assert not states.get("extract", "").endswith("success")
+
+
+def test_airflow_dags_test_works_on_dags_with_deadlines(services, airflow_db):
+    """``airflow dags test`` exits 0 although every DAG has ``deadline=`` (apache/airflow#73428 worked around)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    airflow = Path(sys.executable).with_name("airflow")
+    done = subprocess.run([str(airflow), "dags", "test", "market_yahoo_1d", "2021-07-20T00:00:00+00:00",
+                           "-c", json.dumps({"symbols": ["MSFT"]})], env=os.environ, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [r[:2] for r in _pg_rows(services, datetime(2021, 7, 19, tzinfo=UTC))][:1] == [("MSFT", datetime(2021, 7, 19, tzinfo=UTC))]

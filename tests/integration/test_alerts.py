@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
@@ -104,3 +104,23 @@ def test_a_configured_sns_topic_receives_the_event(services, monkeypatch):
     envelope = json.loads(message["Body"])
     assert envelope["Subject"] == "[market-data] dag_failed: market_yahoo_1d"
     assert json.loads(envelope["Message"]) == event
+
+
+def test_deadline_reference_is_the_interval_end_for_scheduled_runs_and_the_queue_time_otherwise(airflow_db):
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+
+    from market_ingest.deadlines import DataIntervalEndDeadline
+
+    start, end = datetime(2021, 7, 20, tzinfo=UTC), datetime(2021, 7, 21, tzinfo=UTC)
+    queued = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
+    ref = DataIntervalEndDeadline()
+    with create_session() as session:
+        for n, run_type in enumerate(("scheduled", "manual", "backfill")):  # one logical date per run of a DAG
+            session.add(DagRun(dag_id="deadline_ref_probe", run_id=f"{run_type}__probe", run_type=run_type,
+                               logical_date=start + timedelta(minutes=n), data_interval=(start, end), queued_at=queued, state="queued"))
+        session.flush()
+        got = {t: ref._evaluate_with(session=session, dag_id="deadline_ref_probe", run_id=f"{t}__probe")
+               for t in ("scheduled", "manual", "backfill", "absent")}
+        session.rollback()
+    assert got == {"scheduled": end, "manual": queued, "backfill": queued, "absent": None}
