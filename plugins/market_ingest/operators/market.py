@@ -348,9 +348,12 @@ class RunReportOperator(BaseOperator):
                        f"({report['failed_share']:.0%} > {threshold:.0%}): {report['failed_symbols']}")
             from market_ingest.alerts import FAILED_SHARE_EXCEEDED, build_event, emit
 
-            emit(build_event(FAILED_SHARE_EXCEEDED, context, message, {
-                "failed_symbols": report["failed_symbols"], "symbols_total": report["symbols_total"],
-                "failed_share": report["failed_share"], "threshold": threshold}))
+            try:
+                emit(build_event(FAILED_SHARE_EXCEEDED, context, message, {
+                    "failed_symbols": report["failed_symbols"], "symbols_total": report["symbols_total"],
+                    "failed_share": report["failed_share"], "threshold": threshold}))
+            except RuntimeError as exc:  # the run fails either way; a retry would not fix the symbols
+                message += f"; and the alert was not delivered: {exc}"
             raise AirflowFailException(message)
         return report
 
