@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -75,25 +74,11 @@ DEMO_ALPHA_VANTAGE_CONN = {"conn_type": "alpha_vantage", "password": "demo", "ex
 
 
 def airflow_env(live: bool) -> dict[str, str]:
-    """Environment for an Airflow process of the demo (SQLite metadata under .demo/airflow)."""
-    env = {
-        "AIRFLOW_HOME": str(WORK / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT / "plugins"),
-    }
+    """Environment of the demo (every Airflow process inherits it; demo/stack.py adds the rest)."""
+    env = {"AIRFLOW_HOME": str(WORK / "airflow"), "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"}
     if not live:
         env["MARKET_INGEST_REPLAY_DIR"] = str(ROOT / "include" / "recordings")
     return env
-
-
-def migrate_metadata_db(env: dict[str, str]) -> None:
-    """``airflow db migrate`` then ``airflow pools import include/pools.json`` (both idempotent), in child processes."""
-    airflow = Path(sys.executable).with_name("airflow")
-    for command in (["db", "migrate"], ["pools", "import", str(ROOT / "include" / "pools.json")]):
-        subprocess.run([str(airflow), *command], env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
 
 
 def _utc(iso: str) -> datetime:
@@ -204,11 +189,9 @@ def run_dags(stack, live: bool) -> list[dict]:
         print(f"  $ airflow backfill create --dag-id {dag_id} --from-date {first} --to-date {last} "
               f"--dag-run-conf '{json.dumps(conf)}'", flush=True)
         finished += [(r, conf) for r in stack.backfill(dag_id, first, last, conf)]
-    by_dag: dict[str, list[str]] = {}
-    for dag_id, run_id in triggered:
-        by_dag.setdefault(dag_id, []).append(run_id)
-    for dag_id, run_ids in by_dag.items():
-        conf_of = {rid: conf for (d, _, conf), (_, rid) in zip(RUNS, triggered) if d == dag_id}
+    conf_of = {run_id: conf for (_, _, conf), (_, run_id) in zip(RUNS, triggered)}
+    for dag_id in sorted({d for d, _ in triggered}):
+        run_ids = [run_id for d, run_id in triggered if d == dag_id]
         finished += [(r, conf_of[r["dag_run_id"]]) for r in stack.wait_for_runs(dag_id, run_ids)]
     results = []
     for run, conf in sorted(finished, key=lambda rc: (rc[0]["dag_id"], rc[0]["logical_date"])):

@@ -150,21 +150,19 @@ class AirflowStack:
         """Every run of ``dag_id`` (REST ``DAGRunResponse`` dicts), oldest logical date first."""
         return self.request("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 1000, "order_by": "logical_date"})["dag_runs"]
 
-    def wait_for_runs(self, dag_id: str, run_ids: list[str] | None = None, *, count: int | None = None,
-                      timeout: float = 900) -> list[dict]:
-        """Wait until the given runs (or ``count`` runs of the DAG) are finished; return them.
+    def wait_for_runs(self, dag_id: str, run_ids: list[str], timeout: float = 900) -> list[dict]:
+        """Wait until the given runs are finished (success or failed); return them, oldest logical date first.
 
         :raises TimeoutError: naming the runs still unfinished and their states.
         """
         deadline = time.monotonic() + timeout
         while True:
-            runs = [r for r in self.runs(dag_id) if run_ids is None or r["dag_run_id"] in run_ids]
-            enough = len(runs) >= (count if count is not None else len(run_ids or []))
-            if enough and all(r["state"] in TERMINAL_STATES for r in runs):
+            runs = [r for r in self.runs(dag_id) if r["dag_run_id"] in run_ids]
+            if len(runs) == len(run_ids) and all(r["state"] in TERMINAL_STATES for r in runs):
                 return runs
             if time.monotonic() > deadline:
                 pending = {r["dag_run_id"]: r["state"] for r in runs if r["state"] not in TERMINAL_STATES}
-                raise TimeoutError(f"{dag_id}: runs not finished after {timeout:.0f}s: {pending or f'{len(runs)} of {count}'}")
+                raise TimeoutError(f"{dag_id}: runs not finished after {timeout:.0f}s: {pending}")
             self._check_alive()
             time.sleep(2)
 
@@ -273,6 +271,15 @@ class AirflowStack:
         return len(session_pids(self.process.pid))
 
 
+def migrate_metadata_db(env: dict[str, str], pools_file: Path = ROOT / "include" / "pools.json") -> None:
+    """``airflow db migrate`` then ``airflow pools import <pools_file>`` (both idempotent), in child processes.
+
+    :param env: added to this process's environment for both commands (``AIRFLOW_HOME`` decides the DB).
+    """
+    for command in (["db", "migrate"], ["pools", "import", str(pools_file)]):
+        subprocess.run([str(AIRFLOW), *command], env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
+
+
 def prepare(home: Path, extra_env: dict[str, str] | None = None, api_port: int | None = None,
             pools_file: Path = ROOT / "include" / "pools.json") -> AirflowStack:
     """Migrate the metadata DB and import the pools; return a stack ready to start (not started).
@@ -282,8 +289,7 @@ def prepare(home: Path, extra_env: dict[str, str] | None = None, api_port: int |
     home.mkdir(parents=True, exist_ok=True)
     port = api_port or free_port()
     env = stack_env(home, port, extra_env)
-    for command in (["db", "migrate"], ["pools", "import", str(pools_file)]):
-        subprocess.run([str(AIRFLOW), *command], env=env, check=True, stdout=subprocess.DEVNULL)
+    migrate_metadata_db(env, pools_file)
     return AirflowStack(home=home, env=env, api_url=f"http://127.0.0.1:{port}")
 
 

@@ -47,7 +47,7 @@ def services(tmp_path_factory):
 @pytest.fixture(scope="session")
 def airflow_db():
     """A migrated SQLite metadata DB, with the project's pools imported, for tests that run DAGs."""
-    from demo.run_demo import migrate_metadata_db
+    from demo.stack import migrate_metadata_db
 
     migrate_metadata_db({})
     return os.environ["AIRFLOW_HOME"]
