@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -18,6 +19,17 @@ from market_ingest import outcomes
 
 pytestmark = pytest.mark.integration
 UTC = timezone.utc
+
+
+class _Lines(logging.Handler):
+    """Collects the formatted messages of the records it receives."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 def _events(services):
@@ -45,18 +57,24 @@ def _report_task(statuses):
         lake=sinks, timescale=sinks, kinesis={"records_by_symbol": sinks["rows_by_symbol"]})
 
 
-def test_more_failed_symbols_than_the_threshold_alerts_then_fails_the_run(services, capfd):
+def test_more_failed_symbols_than_the_threshold_alerts_then_fails_the_run(services):
     from airflow.sdk.exceptions import AirflowFailException
 
     task = _report_task({"AAPL": "ok", "MSFT": "ok", "NVDA": "ok", "TSLA": "failed", "IBM": "failed"})  # 40% > 20%
-    with pytest.raises(AirflowFailException, match="2 of 5 symbols failed"):
-        task.execute(_context("scheduled__2021-07-20T00:00:00+00:00"))
+    logged = _Lines()
+    alerts_log = logging.getLogger("market_ingest.alerts")  # where Airflow's log setup sends it varies; listen at the source
+    alerts_log.addHandler(logged)
+    try:
+        with pytest.raises(AirflowFailException, match="2 of 5 symbols failed"):
+            task.execute(_context("scheduled__2021-07-20T00:00:00+00:00"))
+    finally:
+        alerts_log.removeHandler(logged)
     (event,) = [e for e in _events(services) if e["run_id"] == "scheduled__2021-07-20T00:00:00+00:00"]
     assert event["event"] == "failed_share_exceeded" and event["dag_id"] == "market_yahoo_1d"
     assert event["detail"] == {"failed_symbols": ["IBM", "TSLA"], "symbols_total": 5, "failed_share": 0.4, "threshold": 0.2}
     assert (event["data_interval_start"], event["data_interval_end"]) == ("2021-07-20T00:00:00Z", "2021-07-21T00:00:00Z")
-    logged = [line for line in capfd.readouterr().out.splitlines() if "market event:" in line]  # Airflow logs to stdout
-    assert len(logged) == 1 and '"event": "failed_share_exceeded"' in logged[0]
+    assert len(logged.lines) == 1 and logged.lines[0].startswith("market event: ")
+    assert json.loads(logged.lines[0].removeprefix("market event: ")) == event
 
 
 def test_a_share_at_the_threshold_neither_alerts_nor_fails(services):
