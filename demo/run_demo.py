@@ -306,11 +306,13 @@ def main() -> int:
             print(f"* Airflow ready at {stack.api_url} after {time.monotonic() - started:.0f}s; running DAGs ...", flush=True)
             runs = run_dags(stack, args.live)
             print("* stopping airflow standalone ...", flush=True)
+            restarts = len(stack.restarted)
             left = stack.stop()
-            print(f"  stopped: {left} of its processes left running", flush=True)
+            print(f"  stopped: {left} of its processes left running; scheduler restarts: {restarts}", flush=True)
         sinks = read_sinks(services, cfg)
     summary = summarise(runs, sinks, time.monotonic() - started)
     summary["airflow_processes_left"] = left
+    summary["scheduler_restarts"] = restarts
     summary["ok"] = summary["ok"] and left == 0
     out = WORK / "summary.json"
     out.write_text(json.dumps(summary, indent=2, default=str))

@@ -60,6 +60,9 @@ def stack_env(home: Path, api_port: int, extra: dict[str, str] | None = None) ->
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        # After a scheduler restart (see AirflowStack._check_alive): find the dead one's tasks soon.
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
+        "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "180",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "demo.stack.SQLITE_CONNECT_ARGS",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "PATH": f"{AIRFLOW.parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -94,6 +97,9 @@ class AirflowStack:
     env: dict[str, str]
     api_url: str
     process: subprocess.Popen | None = None
+    #: replacement schedulers started by the watchdog (:meth:`_check_alive`), each in its own session
+    restarted: list[subprocess.Popen] = field(default_factory=list)
+    ready: bool = False
     _token: str | None = field(default=None, repr=False)
 
     # -- CLI and REST ------------------------------------------------------------------------
@@ -212,8 +218,44 @@ class AirflowStack:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _check_alive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
+        """Raise if ``airflow standalone`` exited; restart its scheduler if that alone died.
+
+        On SQLite, Airflow 3.3.2's scheduler loop can die under concurrent writes (seen here:
+        ``ObjectDeletedError`` on a DagRun in ``_schedule_all_dag_runs`` right after a burst of
+        triggered runs), and ``standalone`` does not restart it. A scheduler is stateless: a new
+        one adopts or resets the dead one's task instances. Each restart is reported on stderr and
+        counted in :attr:`restarted`.
+        """
+        if self.process is None:
+            return
+        if self.process.poll() is not None:
             raise RuntimeError(f"airflow standalone exited with {self.process.returncode}; see {self.home / 'standalone.log'}")
+        if not self.ready or self._scheduler_running():
+            return
+        if len(self.restarted) >= 3:
+            raise RuntimeError(f"the scheduler died {len(self.restarted) + 1} times; see {self.home / 'standalone.log'}")
+        print(f"warning: the scheduler of airflow standalone died; starting another (log {self.home / 'scheduler-restart.log'})",
+              file=sys.stderr, flush=True)
+        with (self.home / "scheduler-restart.log").open("ab") as log:
+            self.restarted.append(subprocess.Popen([str(AIRFLOW), "scheduler"], env=self.env, cwd=self.home,
+                                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+
+    def _scheduler_running(self) -> bool:
+        return bool(self.scheduler_pids())
+
+    def scheduler_pids(self) -> list[int]:
+        """``airflow scheduler`` processes of this stack that are alive (zombies excluded)."""
+        found = []
+        sessions = [self.process.pid] + [p.pid for p in self.restarted] if self.process else []
+        for pid in (pid for sid in sessions for pid in session_pids(sid)):
+            try:
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z" and args[1:3] and args[1].endswith(b"/airflow") and args[2] == b"scheduler":
+                found.append(pid)
+        return found
 
     def wait_ready(self, dag_ids: list[str], timeout: float = 300) -> None:
         """Wait until every component is healthy and every DAG in ``dag_ids`` is parsed.
@@ -234,6 +276,7 @@ class AirflowStack:
                     known = {d["dag_id"] for d in self.request("GET", "/dags", params={"limit": 1000})["dags"]}
                     missing = sorted(set(dag_ids) - known)
                     if not missing:
+                        self.ready = True
                         return
             except requests.RequestException:
                 pass
@@ -256,10 +299,18 @@ class AirflowStack:
                 self.process.wait(10)
             except ProcessLookupError:
                 pass
+        for extra in self.restarted:
+            if extra.poll() is None:
+                extra.terminate()
+                try:
+                    extra.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    pass
         # Whatever outlived the leader: task supervisors put themselves in process groups of their
         # own, but stay in the session start() created, so kill by session.
+        sessions = [self.process.pid] + [p.pid for p in self.restarted]
         for _ in range(20):
-            left = session_pids(self.process.pid)
+            left = [pid for sid in sessions for pid in session_pids(sid)]
             if not left:
                 return 0
             for pid in left:
@@ -268,7 +319,7 @@ class AirflowStack:
                 except ProcessLookupError:
                     pass
             time.sleep(0.5)
-        return len(session_pids(self.process.pid))
+        return len([pid for sid in sessions for pid in session_pids(sid)])
 
 
 def migrate_metadata_db(env: dict[str, str], pools_file: Path = ROOT / "include" / "pools.json") -> None:

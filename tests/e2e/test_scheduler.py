@@ -142,3 +142,20 @@ def test_a_backfill_equals_the_forward_runs_and_a_second_backfill_adds_nothing(s
     rows2, objects2, ids2, n2 = _sinks(services, stack)
     assert (rows2, objects2, ids2) == (rows, objects, ids)
     assert n2 == 27
+
+
+def test_a_scheduler_that_dies_mid_run_is_replaced_and_the_run_finishes(stack):
+    """The harness's watchdog: standalone does not restart a dead scheduler (seen on SQLite), it does."""
+    import signal
+
+    run_id = stack.trigger(LATE_DAG, "2024-04-04T03:00:00Z", {
+        "symbols": ["BTC/USD"], "start": "2024-04-04T00:00:00Z", "end": "2024-04-04T02:00:00Z"})
+    end = time.monotonic() + 300
+    while not any(t["state"] in ("running", "success") for t in stack.task_instances(LATE_DAG, run_id)):
+        assert time.monotonic() < end, "no task started"
+        time.sleep(1)
+    (scheduler,) = stack.scheduler_pids()
+    os.kill(scheduler, signal.SIGKILL)
+    (run,) = stack.wait_for_runs(LATE_DAG, [run_id])
+    assert run["state"] == "success"
+    assert len(stack.restarted) == 1 and stack.scheduler_pids() == [stack.restarted[0].pid]
