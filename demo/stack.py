@@ -31,10 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW = Path(sys.executable).with_name("airflow")
 TERMINAL_STATES = {"success", "failed"}
 
-#: SQLite connect args of every component and CLI call (``[database] sql_alchemy_connect_args``):
-#: wait up to 60 s for a lock instead of sqlite3's 5 s, so a CLI write (``backfill create``
-#: clearing runs) does not fail with "database is locked" while the scheduler writes.
-SQLITE_CONNECT_ARGS = {"timeout": 60}
+#: SQLite connect args of every component and CLI call (``[database] sql_alchemy_connect_args``).
+#: In WAL mode a deferred transaction that has read and then writes after another connection
+#: committed gets "database is locked" at once, without waiting (seen with ``backfill create``
+#: while the scheduler wrote). ``BEGIN IMMEDIATE`` takes the write lock when the transaction
+#: starts, so writers queue instead, each waiting up to ``timeout`` seconds.
+SQLITE_CONNECT_ARGS = {"timeout": 60, "isolation_level": "IMMEDIATE"}
 
 
 def stack_env(home: Path, api_port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -187,16 +189,7 @@ class AirflowStack:
                 "--reprocess-behavior", reprocess]
         if conf:
             args += ["--dag-run-conf", json.dumps(conf)]
-        for attempt in range(5):
-            # SQLite only: the command's transaction reads, then writes; SQLite answers "database is
-            # locked" at once (no busy wait) when the scheduler wrote in between. The transaction
-            # was rolled back, so creating the backfill again is safe. PostgreSQL/MySQL never get here.
-            done = self.cli(*args, check=False)
-            if done.returncode == 0 or "database is locked" not in done.stderr or attempt == 4:
-                break
-            time.sleep(2 + 2 * attempt)
-        if done.returncode:
-            raise RuntimeError(f"airflow {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+        self.cli(*args)
         deadline = time.monotonic() + timeout
         while any(b["completed_at"] is None for b in self.request("GET", "/backfills", params={"dag_id": dag_id})["backfills"]):
             if time.monotonic() > deadline:
