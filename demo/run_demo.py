@@ -182,13 +182,15 @@ def run_dags(stack, live: bool) -> list[dict]:
     for dag_id in DEMO_DAGS:
         stack.unpause(dag_id)
     t0 = time.monotonic()
-    triggered = [(dag_id, stack.trigger(dag_id, logical_date.isoformat(), conf)) for dag_id, logical_date, conf in RUNS]
-    print(f"  triggered {len(triggered)} manual runs of {len({d for d, _ in triggered})} DAGs", flush=True)
     finished = []
-    for dag_id, first, last, conf in BACKFILLS:
+    for dag_id, first, last, conf in BACKFILLS:  # first: creating a backfill races the scheduler's writes least on an idle stack
         print(f"  $ airflow backfill create --dag-id {dag_id} --from-date {first} --to-date {last} "
               f"--dag-run-conf '{json.dumps(conf)}'", flush=True)
-        finished += [(r, conf) for r in stack.backfill(dag_id, first, last, conf)]
+        stack.backfill(dag_id, first, last, conf, wait=False)
+    triggered = [(dag_id, stack.trigger(dag_id, logical_date.isoformat(), conf)) for dag_id, logical_date, conf in RUNS]
+    print(f"  triggered {len(triggered)} manual runs of {len({d for d, _ in triggered})} DAGs", flush=True)
+    for dag_id, first, last, conf in BACKFILLS:
+        finished += [(r, conf) for r in stack.wait_for_backfill(dag_id, first, last)]
     conf_of = {run_id: conf for (_, _, conf), (_, run_id) in zip(RUNS, triggered)}
     for dag_id in sorted({d for d, _ in triggered}):
         run_ids = [run_id for d, run_id in triggered if d == dag_id]

@@ -33,9 +33,9 @@ TERMINAL_STATES = {"success", "failed"}
 
 #: SQLite connect args of every component and CLI call (``[database] sql_alchemy_connect_args``).
 #: In WAL mode a deferred transaction that has read and then writes after another connection
-#: committed gets "database is locked" at once, without waiting (seen with ``backfill create``
-#: while the scheduler wrote). ``BEGIN IMMEDIATE`` takes the write lock when the transaction
-#: starts, so writers queue instead, each waiting up to ``timeout`` seconds.
+#: committed gets "database is locked" at once, without waiting. ``BEGIN IMMEDIATE`` (taken by
+#: the driver before the first write) makes plain writers queue for up to ``timeout`` seconds; a
+#: SAVEPOINT opened outside a transaction still begins a deferred one (see AirflowStack.backfill).
 SQLITE_CONNECT_ARGS = {"timeout": 60, "isolation_level": "IMMEDIATE"}
 
 
@@ -175,21 +175,43 @@ class AirflowStack:
             time.sleep(2)
 
     def backfill(self, dag_id: str, from_date: str, to_date: str, conf: dict | None = None,
-                 reprocess: str = "none", timeout: float = 1800) -> list[dict]:
-        """``airflow backfill create`` over ``[from_date, to_date]`` (logical dates), then wait for it.
-
-        Waits until the scheduler marks the backfill completed (a DAG can have one running backfill).
+                 reprocess: str = "none", wait: bool = True) -> list[dict]:
+        """``airflow backfill create`` over ``[from_date, to_date]`` (logical dates), then (``wait``) wait for it.
 
         :param reprocess: ``none``, ``failed`` or ``completed``: which dates that already have a
             run are run again (their runs are cleared and rerun as backfill runs).
-        :return: the DAG's backfill runs with a logical date in the range, oldest first.
-        :raises RuntimeError: when the command fails; :raises TimeoutError: when it does not finish.
+        :return: with ``wait``, :meth:`wait_for_backfill`'s runs; else ``[]``.
+        :raises RuntimeError: when the command fails.
         """
         args = ["backfill", "create", "--dag-id", dag_id, "--from-date", from_date, "--to-date", to_date,
                 "--reprocess-behavior", reprocess]
         if conf:
             args += ["--dag-run-conf", json.dumps(conf)]
-        self.cli(*args)
+        for attempt in range(4):
+            done = self.cli(*args, check=False)
+            if done.returncode == 0 or "database is locked" not in done.stderr or attempt == 3:
+                break
+            # SQLite only. The command commits its Backfill row, then creates each run inside a
+            # SAVEPOINT (a deferred transaction: it reads, then writes), which SQLite fails at once
+            # when another process committed in between. Cancel the half-made backfill (its queued
+            # runs become failed) and create it again, rerunning those dates.
+            for b in self.request("GET", "/backfills", params={"dag_id": dag_id})["backfills"]:
+                if b["completed_at"] is None:
+                    self.request("PUT", f"/backfills/{b['id']}/cancel")
+            args[args.index("--reprocess-behavior") + 1] = "completed"
+            print(f"warning: backfill create hit SQLite's lock; cancelled and created again (attempt {attempt + 2})",
+                  file=sys.stderr, flush=True)
+            time.sleep(2)
+        if done.returncode:
+            raise RuntimeError(f"airflow {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+        return self.wait_for_backfill(dag_id, from_date, to_date) if wait else []
+
+    def wait_for_backfill(self, dag_id: str, from_date: str, to_date: str, timeout: float = 1800) -> list[dict]:
+        """Wait until the scheduler marks the DAG's backfills completed (a DAG has one running backfill at most).
+
+        :return: the DAG's backfill runs with a logical date in ``[from_date, to_date]``, oldest first.
+        :raises TimeoutError: when it does not complete in ``timeout`` seconds.
+        """
         deadline = time.monotonic() + timeout
         while any(b["completed_at"] is None for b in self.request("GET", "/backfills", params={"dag_id": dag_id})["backfills"]):
             if time.monotonic() > deadline:
