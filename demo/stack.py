@@ -31,12 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW = Path(sys.executable).with_name("airflow")
 TERMINAL_STATES = {"success", "failed"}
 
-#: SQLite connect args of every component and CLI call (``[database] sql_alchemy_connect_args``).
-#: In WAL mode a deferred transaction that has read and then writes after another connection
-#: committed gets "database is locked" at once, without waiting. ``BEGIN IMMEDIATE`` (taken by
-#: the driver before the first write) makes plain writers queue for up to ``timeout`` seconds; a
-#: SAVEPOINT opened outside a transaction still begins a deferred one (see AirflowStack.backfill).
-SQLITE_CONNECT_ARGS = {"timeout": 60, "isolation_level": "IMMEDIATE"}
+#: SQLite connect args of every component and CLI call (``[database] sql_alchemy_connect_args``):
+#: a writer waits up to 60 s for the lock instead of sqlite3's 5 s. (``BEGIN IMMEDIATE`` was tried
+#: and is worse: the scheduler then holds the write lock for whole loop iterations and REST calls
+#: time out.) A deferred transaction that reads, then writes after another commit still fails at
+#: once in WAL mode; see AirflowStack.backfill for the one place that matters here.
+SQLITE_CONNECT_ARGS = {"timeout": 60}
 
 
 def stack_env(home: Path, api_port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
