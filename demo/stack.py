@@ -175,12 +175,12 @@ class AirflowStack:
             time.sleep(2)
 
     def backfill(self, dag_id: str, from_date: str, to_date: str, conf: dict | None = None,
-                 reprocess: str = "none", wait: bool = True) -> list[dict]:
-        """``airflow backfill create`` over ``[from_date, to_date]`` (logical dates), then (``wait``) wait for it.
+                 reprocess: str = "none") -> list[dict]:
+        """``airflow backfill create`` over ``[from_date, to_date]`` (logical dates), then wait for it.
 
         :param reprocess: ``none``, ``failed`` or ``completed``: which dates that already have a
             run are run again (their runs are cleared and rerun as backfill runs).
-        :return: with ``wait``, :meth:`wait_for_backfill`'s runs; else ``[]``.
+        :return: :meth:`wait_for_backfill`'s runs.
         :raises RuntimeError: when the command fails.
         """
         args = ["backfill", "create", "--dag-id", dag_id, "--from-date", from_date, "--to-date", to_date,
@@ -204,7 +204,7 @@ class AirflowStack:
             time.sleep(2)
         if done.returncode:
             raise RuntimeError(f"airflow {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
-        return self.wait_for_backfill(dag_id, from_date, to_date) if wait else []
+        return self.wait_for_backfill(dag_id, from_date, to_date)
 
     def wait_for_backfill(self, dag_id: str, from_date: str, to_date: str, timeout: float = 1800) -> list[dict]:
         """Wait until the scheduler marks the DAG's backfills completed (a DAG has one running backfill at most).
