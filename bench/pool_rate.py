@@ -110,9 +110,6 @@ def peak_concurrency(intervals: list[tuple[datetime, datetime]]) -> int:
     return peak
 
 
-def _utc(iso: str) -> datetime:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -133,7 +130,7 @@ def main() -> int:
     import yaml
 
     from demo.services import create_lake_and_stream, embedded_services
-    from demo.stack import prepare, start
+    from demo.stack import parse_utc, prepare, start
 
     work = args.work
     shutil.rmtree(work / "airflow", ignore_errors=True)
@@ -184,7 +181,7 @@ def main() -> int:
             for dag_id, run_id in runs.items():
                 (run,) = stack.wait_for_runs(dag_id, [run_id], timeout=1800)
                 states[dag_id] = run["state"]
-                intervals += [(_utc(t["start_date"]), _utc(t["end_date"])) for t in stack.task_instances(dag_id, run_id)
+                intervals += [(parse_utc(t["start_date"]), parse_utc(t["end_date"])) for t in stack.task_instances(dag_id, run_id)
                               if t["pool"] == POOL and t["start_date"] and t["end_date"]]
         finally:
             stack.stop()

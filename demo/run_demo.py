@@ -81,9 +81,6 @@ def airflow_env(live: bool) -> dict[str, str]:
     return env
 
 
-def _utc(iso: str) -> datetime:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
-
 
 def expected_bars(dag_id: str, start: datetime, end: datetime, symbols: list[str]) -> dict[str, int]:
     """Bars the recordings hold for a run's window ``[start, end)``, per symbol, read straight from the cassettes.
@@ -179,6 +176,8 @@ def run_dags(stack, live: bool) -> list[dict]:
     Manual runs of different DAGs run at the same time, each extract task in its vendor's pool; a
     backfill's runs follow one another (``max_active_runs``).
     """
+    from demo.stack import parse_utc
+
     for dag_id in DEMO_DAGS:
         stack.unpause(dag_id)
     t0 = time.monotonic()
@@ -198,8 +197,8 @@ def run_dags(stack, live: bool) -> list[dict]:
     results = []
     for run, conf in sorted(finished, key=lambda rc: (rc[0]["dag_id"], rc[0]["logical_date"])):
         dag_id, run_id = run["dag_id"], run["dag_run_id"]
-        start, end = _utc(conf.get("start") or run["data_interval_start"]), _utc(conf.get("end") or run["data_interval_end"])
-        seconds = (_utc(run["end_date"]) - _utc(run["start_date"])).total_seconds() if run.get("end_date") else None
+        start, end = parse_utc(conf.get("start") or run["data_interval_start"]), parse_utc(conf.get("end") or run["data_interval_end"])
+        seconds = (parse_utc(run["end_date"]) - parse_utc(run["start_date"])).total_seconds() if run.get("end_date") else None
         print(f"  {dag_id:<27} {run['run_type']:<8} {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} {conf.get('symbols')} "
               f"-> {run['state']} ({seconds:.0f}s)", flush=True)
         report = stack.xcom(dag_id, run_id, "report") if run["state"] == "success" else {}
@@ -209,18 +208,6 @@ def run_dags(stack, live: bool) -> list[dict]:
                         "expected": None if live else expected_bars(dag_id, start, end, conf["symbols"])})
     print(f"  all runs finished in {time.monotonic() - t0:.0f}s", flush=True)
     return results
-
-
-def report_of(dagrun) -> dict:
-    """The run report the ``report`` task returned to XCom (for a DagRun from ``dag.test``)."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        value = session.query(XComModel.value).filter_by(
-            dag_id=dagrun.dag_id, run_id=dagrun.run_id, task_id="report", key="return_value").scalar()
-    value = json.loads(value) if isinstance(value, str) else value
-    return value or {}
 
 
 def read_sinks(services, cfg) -> dict:

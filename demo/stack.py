@@ -22,6 +22,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -71,6 +72,11 @@ def stack_env(home: Path, api_port: int, extra: dict[str, str] | None = None) ->
         "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]),
         **(extra or {}),
     }
+
+
+def parse_utc(iso: str) -> datetime:
+    """A REST API time (ISO 8601, ``Z`` or an offset) as an aware UTC datetime."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(timezone.utc)
 
 
 def session_pids(sid: int) -> list[int]:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import RECORDINGS
-from tests.e2e.test_dag_run import _report, _run
+from tests.e2e.test_dag_run import _run, report_of
 
 pytestmark = pytest.mark.e2e
 UTC = timezone.utc
@@ -50,7 +50,7 @@ def test_quota_defers_without_retries_next_run_picks_up_and_key_never_leaks(serv
     monkeypatch.setenv("MARKET_INGEST_REPLAY_DIR", str(tmp_path / "day1"))
     first = _run("market_alpha_vantage_1d", datetime(2023, 11, 10, tzinfo=UTC), {"symbols": ["IBM", "MSFT"]})
     assert str(first.state).endswith("success")
-    report = _report(first)
+    report = report_of(first)
     assert {s: v["status"] for s, v in report["symbols"].items()} == {"IBM": "deferred", "MSFT": "deferred"}
     extract = [ti for ti in first.get_task_instances() if ti.task_id == "extract"]
     assert [ti.try_number for ti in extract] == [1]  # no retry spent on a spent quota
@@ -59,7 +59,7 @@ def test_quota_defers_without_retries_next_run_picks_up_and_key_never_leaks(serv
     monkeypatch.setenv("MARKET_INGEST_REPLAY_DIR", str(tmp_path / "day2"))
     second = _run("market_alpha_vantage_1d", datetime(2023, 11, 11, tzinfo=UTC), {"symbols": ["IBM"]})
     assert str(second.state).endswith("success")
-    assert _report(second)["symbols"]["IBM"]["timescale"] == 2  # 2023-11-09 (deferred) and 2023-11-10
+    assert report_of(second)["symbols"]["IBM"]["timescale"] == 2  # 2023-11-09 (deferred) and 2023-11-10
     with psycopg.connect(services.pg_conninfo()) as conn:
         days = [r[0].day for r in conn.execute(
             "SELECT time FROM market.bars WHERE source='alpha_vantage' AND symbol='IBM' AND time >= '2023-11-09' AND time < '2023-11-11' ORDER BY time")]

@@ -7,10 +7,23 @@ from datetime import datetime, timezone
 import psycopg
 import pytest
 
-from demo.run_demo import report_of as _report
 
 pytestmark = pytest.mark.e2e
 UTC = timezone.utc
+
+
+def report_of(dagrun) -> dict:
+    """The run report the ``report`` task returned to XCom, for a DagRun from ``dag.test``."""
+    import json
+
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        value = session.query(XComModel.value).filter_by(
+            dag_id=dagrun.dag_id, run_id=dagrun.run_id, task_id="report", key="return_value").scalar()
+    value = json.loads(value) if isinstance(value, str) else value
+    return value or {}
 
 
 def _run(dag_id, logical_date, conf):
@@ -38,7 +51,7 @@ def test_daily_dag_run_loads_every_sink_and_a_rerun_changes_nothing(services, ai
     trigger = datetime(2021, 7, 21, tzinfo=UTC)  # a manual run ingests the last full day: 2021-07-20
     first = _run("market_yahoo_1d", trigger, conf)
     assert str(first.state).endswith("success")
-    report = _report(first)
+    report = report_of(first)
     assert {s: v["status"] for s, v in report["symbols"].items()} == {
         "MSFT": "ok", "NVDA": "ok", "TSLA": "ok", "SIX": "unknown_symbol"}
     for sym in ("MSFT", "NVDA", "TSLA"):
@@ -52,7 +65,7 @@ def test_daily_dag_run_loads_every_sink_and_a_rerun_changes_nothing(services, ai
     assert [r[0] for r in rows] == ["MSFT", "NVDA", "TSLA"]
     second = _run("market_yahoo_1d", trigger, conf)
     assert str(second.state).endswith("success")
-    assert _report(second)["lake_objects"] == report["lake_objects"]
+    assert report_of(second)["lake_objects"] == report["lake_objects"]
     assert [r[:3] for r in _pg_rows(services, datetime(2021, 7, 20, tzinfo=UTC))] == [r[:3] for r in rows]
 
     ids = [r["record_id"] for r in read_stream(services, "market-bars") if r["time"] == "2021-07-20T00:00:00Z"]

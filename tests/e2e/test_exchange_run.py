@@ -7,8 +7,7 @@ from datetime import datetime, timezone
 import psycopg
 import pytest
 
-from demo.run_demo import report_of
-from tests.e2e.test_dag_run import _run
+from tests.e2e.test_dag_run import _run, report_of
 
 pytestmark = pytest.mark.e2e
 UTC = timezone.utc
