@@ -110,7 +110,6 @@ def peak_concurrency(intervals: list[tuple[datetime, datetime]]) -> int:
     return peak
 
 
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--symbols", type=int, default=30, help="symbols per DAG (two DAGs)")
@@ -119,9 +118,13 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=10, help="vendor limit: requests per window")
     parser.add_argument("--window", type=float, default=10.0, help="vendor limit window, seconds")
     parser.add_argument("--headroom", type=float, default=0.95, help="share of the vendor rate the pool may use")
-    parser.add_argument("--pool-slots", type=int, default=None,
-                        help="control run: give the pool this many slots while tasks still pace for --slots "
-                             "(more slots than the rate allows: the stand-in must throttle)")
+    parser.add_argument(
+        "--pool-slots",
+        type=int,
+        default=None,
+        help="control run: give the pool this many slots while tasks still pace for --slots "
+        "(more slots than the rate allows: the stand-in must throttle)",
+    )
     parser.add_argument("--work", type=Path, default=ROOT / ".bench")
     args = parser.parse_args()
 
@@ -154,17 +157,30 @@ def main() -> int:
     vendor = RateLimitedVendor(args.limit, args.window)
     threading.Thread(target=vendor.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{vendor.server_address[1]}/query"
-    print(f"vendor stand-in {url}: {args.limit} requests per {args.window:g}s ({rate:.2f}/s); pool {POOL}: "
-          f"{pool_slots} slots x {per_task:.3f} requests/s per task; {len(DAGS)} DAGs x {args.symbols} symbols, "
-          f"batches of {args.batch_size}", flush=True)
+    print(
+        f"vendor stand-in {url}: {args.limit} requests per {args.window:g}s ({rate:.2f}/s); pool {POOL}: "
+        f"{pool_slots} slots x {per_task:.3f} requests/s per task; {len(DAGS)} DAGs x {args.symbols} symbols, "
+        f"batches of {args.batch_size}",
+        flush=True,
+    )
     with embedded_services(work) as svc:
         env = svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id)
-        env["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"] = json.dumps({
-            "conn_type": "alpha_vantage", "host": url, "password": "bench-key",
-            "extra": {"requests_per_second": per_task, "daily_budget": 1_000_000}})
+        env["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"] = json.dumps(
+            {
+                "conn_type": "alpha_vantage",
+                "host": url,
+                "password": "bench-key",
+                "extra": {"requests_per_second": per_task, "daily_budget": 1_000_000},
+            }
+        )
         env["MARKET_INGEST_CONFIG"] = str(work / "pipeline.yaml")
-        create_lake_and_stream(svc, cfg.lake.url.split("@", 1)[1].split("/", 1)[0], cfg.kinesis.stream,
-                               cfg.kinesis.quotes_stream, cfg.alerts.events_stream)
+        create_lake_and_stream(
+            svc,
+            cfg.lake.url.split("@", 1)[1].split("/", 1)[0],
+            cfg.kinesis.stream,
+            cfg.kinesis.quotes_stream,
+            cfg.alerts.events_stream,
+        )
         stack = prepare(work / "airflow", env, pools_file=work / "pools.json")
         try:
             start(stack, list(DAGS))
@@ -172,17 +188,26 @@ def main() -> int:
             for dag_id in DAGS:
                 stack.unpause(dag_id)
             runs = {
-                DAGS[0]: stack.trigger(DAGS[0], "2023-11-11T00:00:00Z", {
-                    "symbols": symbols, "start": "2023-11-06T00:00:00Z", "end": "2023-11-11T00:00:00Z"}),
-                DAGS[1]: stack.trigger(DAGS[1], "2018-10-06T00:00:00Z", {
-                    "symbols": symbols, "start": "2018-10-04T21:30:00Z", "end": "2018-10-05T21:30:00Z"}),
+                DAGS[0]: stack.trigger(
+                    DAGS[0],
+                    "2023-11-11T00:00:00Z",
+                    {"symbols": symbols, "start": "2023-11-06T00:00:00Z", "end": "2023-11-11T00:00:00Z"},
+                ),
+                DAGS[1]: stack.trigger(
+                    DAGS[1],
+                    "2018-10-06T00:00:00Z",
+                    {"symbols": symbols, "start": "2018-10-04T21:30:00Z", "end": "2018-10-05T21:30:00Z"},
+                ),
             }
             states, intervals = {}, []
             for dag_id, run_id in runs.items():
                 (run,) = stack.wait_for_runs(dag_id, [run_id], timeout=1800)
                 states[dag_id] = run["state"]
-                intervals += [(parse_utc(t["start_date"]), parse_utc(t["end_date"])) for t in stack.task_instances(dag_id, run_id)
-                              if t["pool"] == POOL and t["start_date"] and t["end_date"]]
+                intervals += [
+                    (parse_utc(t["start_date"]), parse_utc(t["end_date"]))
+                    for t in stack.task_instances(dag_id, run_id)
+                    if t["pool"] == POOL and t["start_date"] and t["end_date"]
+                ]
         finally:
             stack.stop()
     vendor.shutdown()
@@ -202,8 +227,10 @@ def main() -> int:
     ]
     print("\n".join(lines))
     with (ROOT / "bench" / "RESULTS.md").open("a") as fh:
-        fh.write(f"\n## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n\n`{' '.join(['python bench/pool_rate.py', *sys.argv[1:]])}`\n\n"
-                 + "".join(f"- {line}\n" for line in lines))
+        fh.write(
+            f"\n## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n\n`{' '.join(['python bench/pool_rate.py', *sys.argv[1:]])}`\n\n"
+            + "".join(f"- {line}\n" for line in lines)
+        )
     return 0 if ok else 1
 
 

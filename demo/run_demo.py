@@ -40,16 +40,40 @@ RUNS = [
     ("market_yahoo_1m", _d(2024, 10, 2), {"symbols": ["AAPL"], "start": "2024-10-02T00:00:00Z", "end": "2024-10-03T00:00:00Z"}),
     ("market_yahoo_1m", _d(2025, 2, 1), {"symbols": ["AAPL"], "start": "2025-02-01T00:00:00Z", "end": "2025-02-02T00:00:00Z"}),
     # Alpha Vantage: IBM's compact daily series recorded 2023-11-10; one week through the Params form.
-    ("market_alpha_vantage_1d", _d(2023, 11, 11), {"symbols": ["IBM"], "start": "2023-11-06T00:00:00Z", "end": "2023-11-11T00:00:00Z"}),
+    (
+        "market_alpha_vantage_1d",
+        _d(2023, 11, 11),
+        {"symbols": ["IBM"], "start": "2023-11-06T00:00:00Z", "end": "2023-11-11T00:00:00Z"},
+    ),
     # A GLOBAL_QUOTE snapshot recorded for 2018-10-05, stamped at the window's end.
-    ("market_alpha_vantage_quote", _d(2018, 10, 6), {"symbols": ["MSFT"], "start": "2018-10-04T21:30:00Z", "end": "2018-10-05T21:30:00Z"}),
+    (
+        "market_alpha_vantage_quote",
+        _d(2018, 10, 6),
+        {"symbols": ["MSFT"], "start": "2018-10-04T21:30:00Z", "end": "2018-10-05T21:30:00Z"},
+    ),
     # Crypto exchanges through ccxt. Binance's ten 1m candles were recorded during 23:12, whose candle
     # was still open: nine closed bars. KuCoin's and Coinbase's 1h candles, no recording time kept.
-    ("market_binance_1m", _d(2021, 10, 22, 23, 13), {"symbols": ["BTC/USDT"], "start": "2021-10-22T23:03:00Z", "end": "2021-10-22T23:13:00Z"}),
-    ("market_kucoin_1h", _d(2024, 1, 30, 19), {"symbols": ["BTC/USDT"], "start": "2024-01-30T16:00:00Z", "end": "2024-01-30T19:00:00Z"}),
-    ("market_coinbase_1h", _d(2024, 4, 4, 2), {"symbols": ["BTC/USD"], "start": "2024-04-04T00:00:00Z", "end": "2024-04-04T02:00:00Z"}),
+    (
+        "market_binance_1m",
+        _d(2021, 10, 22, 23, 13),
+        {"symbols": ["BTC/USDT"], "start": "2021-10-22T23:03:00Z", "end": "2021-10-22T23:13:00Z"},
+    ),
+    (
+        "market_kucoin_1h",
+        _d(2024, 1, 30, 19),
+        {"symbols": ["BTC/USDT"], "start": "2024-01-30T16:00:00Z", "end": "2024-01-30T19:00:00Z"},
+    ),
+    (
+        "market_coinbase_1h",
+        _d(2024, 4, 4, 2),
+        {"symbols": ["BTC/USD"], "start": "2024-04-04T00:00:00Z", "end": "2024-04-04T02:00:00Z"},
+    ),
     # One fetch_tickers snapshot, stamped with KuCoin's own ticker time (2024-03-08 11:35:10 UTC).
-    ("market_kucoin_quote", _d(2024, 3, 8, 11, 45), {"symbols": ["BTC/USDT"], "start": "2024-03-08T11:30:00Z", "end": "2024-03-08T11:45:00Z"}),
+    (
+        "market_kucoin_quote",
+        _d(2024, 3, 8, 11, 45),
+        {"symbols": ["BTC/USDT"], "start": "2024-03-08T11:30:00Z", "end": "2024-03-08T11:45:00Z"},
+    ),
 ]
 
 # Backfills: (dag id, first logical date, last logical date, run conf), one ``airflow backfill
@@ -81,15 +105,15 @@ def airflow_env(live: bool) -> dict[str, str]:
     return env
 
 
-
 def expected_bars(dag_id: str, start: datetime, end: datetime, symbols: list[str]) -> dict[str, int]:
     """Bars the recordings hold for a run's window ``[start, end)``, per symbol, read straight from the cassettes.
 
     Independent of the pipeline's code path: parses the raw chart JSON; counts bars with a close,
     opening in the window (daily bars by their exchange-local date) and closed at recording time.
     """
-    import yaml
     from zoneinfo import ZoneInfo
+
+    import yaml
 
     from market_ingest.replay import RecordingLibrary
 
@@ -187,8 +211,11 @@ def run_dags(stack, live: bool) -> list[dict]:
     triggered = [(dag_id, stack.trigger(dag_id, logical_date.isoformat(), conf)) for dag_id, logical_date, conf in RUNS]
     print(f"  triggered {len(triggered)} manual runs of {len({d for d, _ in triggered})} DAGs", flush=True)
     for dag_id, first, last, conf in BACKFILLS:
-        print(f"  $ airflow backfill create --dag-id {dag_id} --from-date {first} --to-date {last} "
-              f"--dag-run-conf '{json.dumps(conf)}'", flush=True)
+        print(
+            f"  $ airflow backfill create --dag-id {dag_id} --from-date {first} --to-date {last} "
+            f"--dag-run-conf '{json.dumps(conf)}'",
+            flush=True,
+        )
         finished += [(r, conf) for r in stack.backfill(dag_id, first, last, conf)]
     conf_of = {run_id: conf for (_, _, conf), (_, run_id) in zip(RUNS, triggered)}
     for dag_id in sorted({d for d, _ in triggered}):
@@ -197,15 +224,30 @@ def run_dags(stack, live: bool) -> list[dict]:
     results = []
     for run, conf in sorted(finished, key=lambda rc: (rc[0]["dag_id"], rc[0]["logical_date"])):
         dag_id, run_id = run["dag_id"], run["dag_run_id"]
-        start, end = parse_utc(conf.get("start") or run["data_interval_start"]), parse_utc(conf.get("end") or run["data_interval_end"])
+        start, end = (
+            parse_utc(conf.get("start") or run["data_interval_start"]),
+            parse_utc(conf.get("end") or run["data_interval_end"]),
+        )
         seconds = (parse_utc(run["end_date"]) - parse_utc(run["start_date"])).total_seconds() if run.get("end_date") else None
-        print(f"  {dag_id:<27} {run['run_type']:<8} {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} {conf.get('symbols')} "
-              f"-> {run['state']} ({seconds:.0f}s)", flush=True)
+        print(
+            f"  {dag_id:<27} {run['run_type']:<8} {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} {conf.get('symbols')} "
+            f"-> {run['state']} ({seconds:.0f}s)",
+            flush=True,
+        )
         report = stack.xcom(dag_id, run_id, "report") if run["state"] == "success" else {}
-        results.append({"dag_id": dag_id, "run_id": run_id, "run_type": run["run_type"], "logical_date": run["logical_date"],
-                        "window": [start.isoformat(), end.isoformat()], "conf": conf, "state": run["state"],
-                        "skipped": (report or {}).get("skipped", {}),
-                        "expected": None if live else expected_bars(dag_id, start, end, conf["symbols"])})
+        results.append(
+            {
+                "dag_id": dag_id,
+                "run_id": run_id,
+                "run_type": run["run_type"],
+                "logical_date": run["logical_date"],
+                "window": [start.isoformat(), end.isoformat()],
+                "conf": conf,
+                "state": run["state"],
+                "skipped": (report or {}).get("skipped", {}),
+                "expected": None if live else expected_bars(dag_id, start, end, conf["symbols"]),
+            }
+        )
     print(f"  all runs finished in {time.monotonic() - t0:.0f}s", flush=True)
     return results
 
@@ -227,8 +269,9 @@ def read_sinks(services, cfg) -> dict:
         ).fetchone()[0]
     bucket = cfg.lake.url.split("@", 1)[1].partition("/")[0]
     s3 = services.boto3_client("s3")
-    keys = sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-                  for o in page.get("Contents", []))
+    keys = sorted(
+        o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page.get("Contents", [])
+    )
     lake: Counter = Counter()
     lake_bar_keys: Counter = Counter()
     for key in keys:
@@ -239,7 +282,9 @@ def read_sinks(services, cfg) -> dict:
         intervals = table["interval"].to_pylist() if "interval" in table.column_names else ["quote"] * table.num_rows
         lake.update(zip(table["source"].to_pylist(), intervals, table["symbol"].to_pylist()))
         if "interval" in table.column_names:
-            lake_bar_keys.update(zip(table["source"].to_pylist(), table["symbol"].to_pylist(), intervals, table["time"].to_pylist()))
+            lake_bar_keys.update(
+                zip(table["source"].to_pylist(), table["symbol"].to_pylist(), intervals, table["time"].to_pylist())
+            )
     from demo.services import read_stream
 
     records = read_stream(services, cfg.kinesis.stream) + read_stream(services, cfg.kinesis.quotes_stream)
@@ -275,9 +320,8 @@ def main() -> int:
     sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
 
     from demo.services import create_lake_and_stream, embedded_services
-    from market_ingest.config import load_config
-
     from demo.stack import running_stack
+    from market_ingest.config import load_config
 
     cfg = load_config()
     print("market-data demo: " + ("LIVE vendor APIs" if args.live else f"replaying {env['MARKET_INGEST_REPLAY_DIR']}"))
@@ -290,7 +334,10 @@ def main() -> int:
         bucket = cfg.lake.url.split("@", 1)[1].split("/", 1)[0]
         create_lake_and_stream(services, bucket, cfg.kinesis.stream, cfg.kinesis.quotes_stream, cfg.alerts.events_stream)
         print(f"* PostgreSQL on {services.pg_socket_dir}, moto (S3, Kinesis) on {services.aws_endpoint}")
-        print(f"* starting airflow standalone (scheduler, triggerer, DAG processor, API server; log {home / 'standalone.log'}) ...", flush=True)
+        print(
+            f"* starting airflow standalone (scheduler, triggerer, DAG processor, API server; log {home / 'standalone.log'}) ...",
+            flush=True,
+        )
         with running_stack(home, DEMO_DAGS) as stack:
             print(f"* Airflow ready at {stack.api_url} after {time.monotonic() - started:.0f}s; running DAGs ...", flush=True)
             runs = run_dags(stack, args.live)
@@ -321,17 +368,31 @@ def summarise(runs: list[dict], sinks: dict, seconds: float) -> dict:
     keys = sorted(set(expected) | set(sinks["postgres"]) | set(sinks["lake"]))
     rows = []
     for key in keys:
-        row = {"series": key, "expected": expected.get(key), "postgres": sinks["postgres"].get(key, 0),
-               "lake": sinks["lake"].get(key, 0), "kinesis": sinks["kinesis_distinct"].get(key, 0)}
+        row = {
+            "series": key,
+            "expected": expected.get(key),
+            "postgres": sinks["postgres"].get(key, 0),
+            "lake": sinks["lake"].get(key, 0),
+            "kinesis": sinks["kinesis_distinct"].get(key, 0),
+        }
         rows.append(row)
         if row["expected"] == 0:
             skipped.append(key)
-    ok = all(r["state"].endswith("success") for r in runs) and all(
-        r["expected"] is None or r["postgres"] == r["lake"] == r["kinesis"] == r["expected"] for r in rows
-    ) and not any(sinks["duplicate_bars"].values())
-    return {"ok": ok, "seconds": round(seconds, 1), "runs": runs, "series": rows, "no_bars": skipped,
-            "duplicate_bars": sinks["duplicate_bars"],
-            "lake_objects": sinks["lake_objects"], "kinesis_records_total": sinks["kinesis_records"]}
+    ok = (
+        all(r["state"].endswith("success") for r in runs)
+        and all(r["expected"] is None or r["postgres"] == r["lake"] == r["kinesis"] == r["expected"] for r in rows)
+        and not any(sinks["duplicate_bars"].values())
+    )
+    return {
+        "ok": ok,
+        "seconds": round(seconds, 1),
+        "runs": runs,
+        "series": rows,
+        "no_bars": skipped,
+        "duplicate_bars": sinks["duplicate_bars"],
+        "lake_objects": sinks["lake_objects"],
+        "kinesis_records_total": sinks["kinesis_records"],
+    }
 
 
 def print_summary(summary: dict) -> None:
@@ -349,8 +410,11 @@ def print_summary(summary: dict) -> None:
     for run in summary["runs"]:
         for sym, reason in run.get("skipped", {}).items():
             print(f"Skipped: {run['dag_id']} {sym}: {reason}")
-    print(f"\n{'OK' if summary['ok'] else 'MISMATCH'}: all sinks hold exactly the recorded bars" if summary["ok"]
-          else "\nMISMATCH: a sink differs from the recordings (see above)")
+    print(
+        f"\n{'OK' if summary['ok'] else 'MISMATCH'}: all sinks hold exactly the recorded bars"
+        if summary["ok"]
+        else "\nMISMATCH: a sink differs from the recordings (see above)"
+    )
     print(f"Took {summary['seconds']}s")
 
 

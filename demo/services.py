@@ -13,10 +13,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 AWS_REGION = "us-east-1"
 
@@ -54,8 +54,13 @@ class Services:
         """A boto3 client for ``service`` against the moto server."""
         import boto3
 
-        return boto3.client(service, region_name=AWS_REGION, endpoint_url=self.aws_endpoint,
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+        return boto3.client(
+            service,
+            region_name=AWS_REGION,
+            endpoint_url=self.aws_endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
 
 
 def free_port() -> int:
@@ -100,7 +105,9 @@ def moto_server(log_path: Path) -> Iterator[str]:
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "AWS_DEFAULT_REGION": AWS_REGION},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "AWS_DEFAULT_REGION": AWS_REGION},
         )
     try:
         _wait_for_port(port)
@@ -137,7 +144,9 @@ def read_stream(services: Services, stream: str) -> list[dict]:
     kinesis = services.boto3_client("kinesis")
     records = []
     for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")[
+            "ShardIterator"
+        ]
         while it:
             out = kinesis.get_records(ShardIterator=it, Limit=10000)
             records += [json.loads(r["Data"]) for r in out["Records"]]

@@ -20,11 +20,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from demo.services import free_port
 
@@ -140,8 +141,9 @@ class AirflowStack:
             r = requests.post(f"{self.api_url}/auth/token", json={"username": user, "password": password}, timeout=30)
             r.raise_for_status()
             self._token = r.json()["access_token"]
-        r = requests.request(method, f"{self.api_url}/api/v2{path}", timeout=60,
-                             headers={"Authorization": f"Bearer {self._token}"}, **kwargs)
+        r = requests.request(
+            method, f"{self.api_url}/api/v2{path}", timeout=60, headers={"Authorization": f"Bearer {self._token}"}, **kwargs
+        )
         if r.status_code >= 400:
             raise requests.HTTPError(f"{method} {path}: {r.status_code} {r.text[:500]}", response=r)
         return r.json() if r.content else None
@@ -180,8 +182,9 @@ class AirflowStack:
             self._check_alive()
             time.sleep(2)
 
-    def backfill(self, dag_id: str, from_date: str, to_date: str, conf: dict | None = None,
-                 reprocess: str = "none") -> list[dict]:
+    def backfill(
+        self, dag_id: str, from_date: str, to_date: str, conf: dict | None = None, reprocess: str = "none"
+    ) -> list[dict]:
         """``airflow backfill create`` over ``[from_date, to_date]`` (logical dates), then wait for it.
 
         :param reprocess: ``none``, ``failed`` or ``completed``: which dates that already have a
@@ -189,8 +192,18 @@ class AirflowStack:
         :return: :meth:`wait_for_backfill`'s runs.
         :raises RuntimeError: when the command fails.
         """
-        args = ["backfill", "create", "--dag-id", dag_id, "--from-date", from_date, "--to-date", to_date,
-                "--reprocess-behavior", reprocess]
+        args = [
+            "backfill",
+            "create",
+            "--dag-id",
+            dag_id,
+            "--from-date",
+            from_date,
+            "--to-date",
+            to_date,
+            "--reprocess-behavior",
+            reprocess,
+        ]
         if conf:
             args += ["--dag-run-conf", json.dumps(conf)]
         for attempt in range(4):
@@ -205,8 +218,11 @@ class AirflowStack:
                 if b["completed_at"] is None:
                     self.request("PUT", f"/backfills/{b['id']}/cancel")
             args[args.index("--reprocess-behavior") + 1] = "completed"
-            print(f"warning: backfill create hit SQLite's lock; cancelled and created again (attempt {attempt + 2})",
-                  file=sys.stderr, flush=True)
+            print(
+                f"warning: backfill create hit SQLite's lock; cancelled and created again (attempt {attempt + 2})",
+                file=sys.stderr,
+                flush=True,
+            )
             time.sleep(2)
         if done.returncode:
             raise RuntimeError(f"airflow {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
@@ -224,8 +240,9 @@ class AirflowStack:
                 raise TimeoutError(f"{dag_id}: backfill {from_date}..{to_date} not completed after {timeout:.0f}s")
             self._check_alive()
             time.sleep(2)
-        return [r for r in self.runs(dag_id)
-                if r["run_type"] == "backfill" and from_date <= r["logical_date"][:10] <= to_date[:10]]
+        return [
+            r for r in self.runs(dag_id) if r["run_type"] == "backfill" and from_date <= r["logical_date"][:10] <= to_date[:10]
+        ]
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         """Task instances of one run (REST ``TaskInstanceResponse`` dicts)."""
@@ -233,8 +250,11 @@ class AirflowStack:
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         """A task's XCom value, deserialised."""
-        entry = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
-                             params={"deserialize": True, "stringify": False})
+        entry = self.request(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
+            params={"deserialize": True, "stringify": False},
+        )
         return entry["value"]
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -255,11 +275,22 @@ class AirflowStack:
             return
         if len(self.restarted) >= 3:
             raise RuntimeError(f"the scheduler died {len(self.restarted) + 1} times; see {self.home / 'standalone.log'}")
-        print(f"warning: the scheduler of airflow standalone died; starting another (log {self.home / 'scheduler-restart.log'})",
-              file=sys.stderr, flush=True)
+        print(
+            f"warning: the scheduler of airflow standalone died; starting another (log {self.home / 'scheduler-restart.log'})",
+            file=sys.stderr,
+            flush=True,
+        )
         with (self.home / "scheduler-restart.log").open("ab") as log:
-            self.restarted.append(subprocess.Popen([str(AIRFLOW), "scheduler"], env=self.env, cwd=self.home,
-                                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            self.restarted.append(
+                subprocess.Popen(
+                    [str(AIRFLOW), "scheduler"],
+                    env=self.env,
+                    cwd=self.home,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
 
     def _scheduler_running(self) -> bool:
         return bool(self.scheduler_pids())
@@ -291,8 +322,11 @@ class AirflowStack:
             self._check_alive()
             try:
                 health = requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=10).json()
-                missing = [c for c in ("metadatabase", "scheduler", "triggerer", "dag_processor")
-                           if (health.get(c) or {}).get("status") != "healthy"]
+                missing = [
+                    c
+                    for c in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+                    if (health.get(c) or {}).get("status") != "healthy"
+                ]
                 if not missing:
                     known = {d["dag_id"] for d in self.request("GET", "/dags", params={"limit": 1000})["dags"]}
                     missing = sorted(set(dag_ids) - known)
@@ -302,7 +336,9 @@ class AirflowStack:
             except requests.RequestException:
                 pass
             time.sleep(2)
-        raise TimeoutError(f"airflow standalone not ready after {timeout:.0f}s: waiting for {missing}; see {self.home / 'standalone.log'}")
+        raise TimeoutError(
+            f"airflow standalone not ready after {timeout:.0f}s: waiting for {missing}; see {self.home / 'standalone.log'}"
+        )
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM the whole process group, SIGKILL what is left after ``timeout`` seconds.
@@ -352,8 +388,12 @@ def migrate_metadata_db(env: dict[str, str], pools_file: Path = ROOT / "include"
         subprocess.run([str(AIRFLOW), *command], env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
 
 
-def prepare(home: Path, extra_env: dict[str, str] | None = None, api_port: int | None = None,
-            pools_file: Path = ROOT / "include" / "pools.json") -> AirflowStack:
+def prepare(
+    home: Path,
+    extra_env: dict[str, str] | None = None,
+    api_port: int | None = None,
+    pools_file: Path = ROOT / "include" / "pools.json",
+) -> AirflowStack:
     """Migrate the metadata DB and import the pools; return a stack ready to start (not started).
 
     :param pools_file: ``airflow pools import`` file; default the one generated from the config.
@@ -368,8 +408,9 @@ def prepare(home: Path, extra_env: dict[str, str] | None = None, api_port: int |
 def start(stack: AirflowStack, dag_ids: list[str], timeout: float = 300) -> AirflowStack:
     """Start ``airflow standalone`` in a new process group (output in ``<home>/standalone.log``)."""
     log = (stack.home / "standalone.log").open("ab")
-    stack.process = subprocess.Popen([str(AIRFLOW), "standalone"], env=stack.env, cwd=stack.home,
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    stack.process = subprocess.Popen(
+        [str(AIRFLOW), "standalone"], env=stack.env, cwd=stack.home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     log.close()
     try:
         stack.wait_ready(dag_ids, timeout)
@@ -380,8 +421,9 @@ def start(stack: AirflowStack, dag_ids: list[str], timeout: float = 300) -> Airf
 
 
 @contextmanager
-def running_stack(home: Path, dag_ids: list[str], extra_env: dict[str, str] | None = None,
-                  api_port: int | None = None) -> Iterator[AirflowStack]:
+def running_stack(
+    home: Path, dag_ids: list[str], extra_env: dict[str, str] | None = None, api_port: int | None = None
+) -> Iterator[AirflowStack]:
     """A started stack, stopped (every process of its group) on exit, whatever happened."""
     stack = start(prepare(home, extra_env, api_port), dag_ids)
     try:

@@ -57,12 +57,28 @@ def serve(live: bool) -> None:
         env = svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id)
         if not live or "AIRFLOW_CONN_MARKET_ALPHA_VANTAGE" not in os.environ:
             env["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"] = json.dumps(DEMO_ALPHA_VANTAGE_CONN)
-        create_lake_and_stream(svc, cfg.lake.url.split("@", 1)[1].split("/", 1)[0], cfg.kinesis.stream,
-                               cfg.kinesis.quotes_stream, cfg.alerts.events_stream)
+        create_lake_and_stream(
+            svc,
+            cfg.lake.url.split("@", 1)[1].split("/", 1)[0],
+            cfg.kinesis.stream,
+            cfg.kinesis.quotes_stream,
+            cfg.alerts.events_stream,
+        )
         with running_stack(WORK / "airflow", sorted(build_dags()), env, api_port=PORT) as stack:
             user, password = stack.login()
-            STATE.write_text(json.dumps({"pid": os.getpid(), "airflow_pid": stack.process.pid, "url": f"http://localhost:{PORT}", "user": user,
-                                         "password": password, "postgres": svc.pg_conninfo(), "aws_endpoint": svc.aws_endpoint}))
+            STATE.write_text(
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "airflow_pid": stack.process.pid,
+                        "url": f"http://localhost:{PORT}",
+                        "user": user,
+                        "password": password,
+                        "postgres": svc.pg_conninfo(),
+                        "aws_endpoint": svc.aws_endpoint,
+                    }
+                )
+            )
             while not stop.wait(2):
                 stack._check_alive()
     STATE.unlink(missing_ok=True)
@@ -75,8 +91,12 @@ def up(live: bool, timeout: float = 420) -> int:
         return _print_login()
     STATE.unlink(missing_ok=True)
     with (WORK / "supervisor.log").open("ab") as log:
-        proc = subprocess.Popen([sys.executable, __file__, "serve", *(["--live"] if live else [])],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "serve", *(["--live"] if live else [])],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     print(f"starting PostgreSQL, moto and airflow standalone (log {WORK / 'supervisor.log'}) ...", flush=True)
     deadline = time.monotonic() + timeout
     while not STATE.exists():
@@ -91,9 +111,11 @@ def up(live: bool, timeout: float = 420) -> int:
 
 def _print_login() -> int:
     s = json.loads(STATE.read_text())
-    print(f"Airflow UI: {s['url']}  (log in as {s['user']} / {s['password']})\n"
-          f"PostgreSQL: psql \"{s['postgres']}\"   S3 and Kinesis (moto): {s['aws_endpoint']}\n"
-          "Stop everything with: make down")
+    print(
+        f"Airflow UI: {s['url']}  (log in as {s['user']} / {s['password']})\n"
+        f'PostgreSQL: psql "{s["postgres"]}"   S3 and Kinesis (moto): {s["aws_endpoint"]}\n'
+        "Stop everything with: make down"
+    )
     return 0
 
 

@@ -30,9 +30,7 @@ OUT = ROOT / "include" / "recordings"
 # v7 CSV download endpoint it used before 0.2 is retired, so those fixtures are not replayed).
 YAHOO_CHART_PREFIX = "yahoo/yahoo_chart_"
 
-_REQUEST_RE = re.compile(
-    r"^- request: GET (?P<url>\S+)\s+->\s+HTTP (?P<code>\d{3}), recorded \[?'?(?P<date>[^'\]]+)'?\]?\s*$"
-)
+_REQUEST_RE = re.compile(r"^- request: GET (?P<url>\S+)\s+->\s+HTTP (?P<code>\d{3}), recorded \[?'?(?P<date>[^'\]]+)'?\]?\s*$")
 
 
 def _provenance_sections(text: str) -> dict[str, str]:
@@ -98,10 +96,12 @@ def _delisted_info_cassette(symbol: str) -> dict:
 # files keep no Date header; the date given is the upstream commit's, so the response is at most
 # that recent. The recorded request omitted outputsize; compact is Alpha Vantage's documented default.
 ALPHA_VANTAGE = [
-    ("alphavantage/av_TIME_SERIES_DAILY_IBM_compact_2023-11-10.json",
-     "function=TIME_SERIES_DAILY&symbol=IBM&outputsize=compact", "Sat, 11 Nov 2023 00:00:00 GMT"),
-    ("alphavantage/av_GLOBAL_QUOTE_MSFT_2018-10-05.json",
-     "function=GLOBAL_QUOTE&symbol=MSFT", "Sun, 07 Oct 2018 00:00:00 GMT"),
+    (
+        "alphavantage/av_TIME_SERIES_DAILY_IBM_compact_2023-11-10.json",
+        "function=TIME_SERIES_DAILY&symbol=IBM&outputsize=compact",
+        "Sat, 11 Nov 2023 00:00:00 GMT",
+    ),
+    ("alphavantage/av_GLOBAL_QUOTE_MSFT_2018-10-05.json", "function=GLOBAL_QUOTE&symbol=MSFT", "Sun, 07 Oct 2018 00:00:00 GMT"),
 ]
 
 
@@ -126,23 +126,42 @@ def build_alpha_vantage(fixtures: Path, sections: dict[str, str]) -> list[str]:
 # then takes the wall clock as the exchange's "now", so every recorded candle counts as closed.
 EXCHANGES = [
     # serverTime in the body is 2021-10-22 22:41:05 UTC.
-    ("binance/binance_spot_exchangeInfo_trimmed_2021-10-22.json", "binance",
-     "https://api.binance.com/api/v3/exchangeInfo", "Fri, 22 Oct 2021 22:41:05 GMT"),
+    (
+        "binance/binance_spot_exchangeInfo_trimmed_2021-10-22.json",
+        "binance",
+        "https://api.binance.com/api/v3/exchangeInfo",
+        "Fri, 22 Oct 2021 22:41:05 GMT",
+    ),
     # The latest ten 1m candles (limit=10, no startTime). The 23:12 candle has 7 trades against
     # 375-769 in the nine before it: it was still open, so the response was taken during 23:12.
     # Any time in that minute gives the same replay; 23:12:30 is the middle of it.
-    ("binance/binance_spot_klines_BTCUSDT_1m_2021-10-22.json", "binance",
-     "https://api.binance.com/api/v3/klines?interval=1m&symbol=BTCUSDT&startTime=1634943780000&endTime=1634944379999",
-     "Fri, 22 Oct 2021 23:12:30 GMT"),
+    (
+        "binance/binance_spot_klines_BTCUSDT_1m_2021-10-22.json",
+        "binance",
+        "https://api.binance.com/api/v3/klines?interval=1m&symbol=BTCUSDT&startTime=1634943780000&endTime=1634944379999",
+        "Fri, 22 Oct 2021 23:12:30 GMT",
+    ),
     # Three 1h candles 16:00-18:00 UTC, newest first; request time not recorded.
-    ("kucoin/kucoin_market_candles_BTC-USDT_1hour_2024-01-30.json", "kucoin",
-     "https://api.kucoin.com/api/v1/market/candles?symbol=BTC-USDT&type=1hour&startAt=1706630400&endAt=1706641200", None),
+    (
+        "kucoin/kucoin_market_candles_BTC-USDT_1hour_2024-01-30.json",
+        "kucoin",
+        "https://api.kucoin.com/api/v1/market/candles?symbol=BTC-USDT&type=1hour&startAt=1706630400&endAt=1706641200",
+        None,
+    ),
     # Advanced Trade public candles: two 1h candles 00:00-01:00 UTC, newest first.
-    ("coinbase/coinbase_advtrade_candles_BTC-USD_1h_2024-04-04.json", "coinbase",
-     "https://api.coinbase.com/api/v3/brokerage/market/products/BTC-USD/candles?granularity=ONE_HOUR&start=1712188800&end=1712196000", None),
+    (
+        "coinbase/coinbase_advtrade_candles_BTC-USD_1h_2024-04-04.json",
+        "coinbase",
+        "https://api.coinbase.com/api/v3/brokerage/market/products/BTC-USD/candles?granularity=ONE_HOUR&start=1712188800&end=1712196000",
+        None,
+    ),
     # Coinbase Exchange (ccxt id coinbaseexchange): one 1h candle at 11:00 UTC, [time, low, high, open, close, volume].
-    ("coinbase/coinbase_exchange_products_BTC-USDT_candles_3600_2024-03-13.json", "coinbaseexchange",
-     "https://api.exchange.coinbase.com/products/BTC-USDT/candles?granularity=3600&start=2024-03-13T11:00:00.000Z&end=2024-03-13T12:00:00.000Z", None),
+    (
+        "coinbase/coinbase_exchange_products_BTC-USDT_candles_3600_2024-03-13.json",
+        "coinbaseexchange",
+        "https://api.exchange.coinbase.com/products/BTC-USDT/candles?granularity=3600&start=2024-03-13T11:00:00.000Z&end=2024-03-13T12:00:00.000Z",
+        None,
+    ),
 ]
 
 #: ccxt market structures for exchanges whose market list was not recorded. The ids are the
@@ -159,10 +178,24 @@ MARKETS = {
 # KuCoin's ticker statistics for BTC-USDT as ccxt recorded them (GET /api/v1/market/stats?symbol=BTC-USDT,
 # 2024-03-08 11:35:10 UTC; BTC 67.4k): ccxt/ccxt ts/src/test/static/response/kucoin.json,
 # methods.fetchTicker[0].httpResponse, commit 012012e91dc8bcc508c5ba63b4058ffd8b727128.
-KUCOIN_STATS = {"time": 1709897710012, "symbol": "BTC-USDT", "buy": "67399.9", "sell": "67400", "changeRate": "0.0089",
-                "changePrice": "597.9", "high": "67978.8", "low": "66541.4", "vol": "6442.17728633",
-                "volValue": "433203364.463489651", "last": "67400", "averagePrice": "66654.25518537",
-                "takerFeeRate": "0.001", "makerFeeRate": "0.001", "takerCoefficient": "1", "makerCoefficient": "1"}
+KUCOIN_STATS = {
+    "time": 1709897710012,
+    "symbol": "BTC-USDT",
+    "buy": "67399.9",
+    "sell": "67400",
+    "changeRate": "0.0089",
+    "changePrice": "597.9",
+    "high": "67978.8",
+    "low": "66541.4",
+    "vol": "6442.17728633",
+    "volValue": "433203364.463489651",
+    "last": "67400",
+    "averagePrice": "66654.25518537",
+    "takerFeeRate": "0.001",
+    "makerFeeRate": "0.001",
+    "takerCoefficient": "1",
+    "makerCoefficient": "1",
+}
 
 
 def _kucoin_all_tickers_cassette() -> dict:
@@ -174,16 +207,32 @@ def _kucoin_all_tickers_cassette() -> dict:
     """
     ticker = {k: v for k, v in KUCOIN_STATS.items() if k != "time"} | {"symbolName": "BTC-USDT"}
     body = json.dumps({"code": "200000", "data": {"time": KUCOIN_STATS["time"], "ticker": [ticker]}})
-    cassette = _cassette("https://api.kucoin.com/api/v1/market/allTickers", 200, "Fri, 08 Mar 2024 11:35:10 GMT", body,
-                         "application/json")
+    cassette = _cassette(
+        "https://api.kucoin.com/api/v1/market/allTickers", 200, "Fri, 08 Mar 2024 11:35:10 GMT", body, "application/json"
+    )
     return cassette
 
 
 def _market(symbol: str, market_id: str) -> dict:
     base, quote = symbol.split("/")
-    return {"id": market_id, "symbol": symbol, "base": base, "quote": quote, "baseId": base, "quoteId": quote,
-            "type": "spot", "spot": True, "margin": False, "swap": False, "future": False, "option": False,
-            "contract": False, "active": True, "linear": None, "inverse": None}
+    return {
+        "id": market_id,
+        "symbol": symbol,
+        "base": base,
+        "quote": quote,
+        "baseId": base,
+        "quoteId": quote,
+        "type": "spot",
+        "spot": True,
+        "margin": False,
+        "swap": False,
+        "future": False,
+        "option": False,
+        "contract": False,
+        "active": True,
+        "linear": None,
+        "inverse": None,
+    }
 
 
 def build_exchanges(fixtures: Path, sections: dict[str, str]) -> list[str]:
@@ -198,15 +247,22 @@ def build_exchanges(fixtures: Path, sections: dict[str, str]) -> list[str]:
             del cassette["interactions"][0]["response"]["headers"]["Date"]
         path = out_dir / (Path(rel).stem + ".yaml")
         path.write_text(yaml.safe_dump(cassette, sort_keys=False, width=1 << 30))
-        provenance += [sections[rel].replace(f"### `{rel}`", f"### `{folder}/{path.name}` (from `{rel}`)"),
-                       f"- replayed as: GET {url}" + (f", Date {date}" if date else ", no Date (time not recorded)"), ""]
+        provenance += [
+            sections[rel].replace(f"### `{rel}`", f"### `{folder}/{path.name}` (from `{rel}`)"),
+            f"- replayed as: GET {url}" + (f", Date {date}" if date else ", no Date (time not recorded)"),
+            "",
+        ]
     (OUT / "kucoin" / "_derived_allTickers_BTC-USDT_2024-03-08.yaml").write_text(
-        yaml.safe_dump(_kucoin_all_tickers_cassette(), sort_keys=False, width=1 << 30))
-    provenance += ["### `kucoin/_derived_allTickers_BTC-USDT_2024-03-08.yaml` (DERIVED, not a recording)",
-                   "- from: KuCoin GET /api/v1/market/stats?symbol=BTC-USDT as recorded in ccxt/ccxt "
-                   "`ts/src/test/static/response/kucoin.json` (methods.fetchTicker[0].httpResponse), commit "
-                   "012012e91dc8bcc508c5ba63b4058ffd8b727128; BTC 67,400 at 2024-03-08 11:35:10 UTC (real).",
-                   "- reshaped into the all-tickers envelope ccxt's fetch_tickers reads; values unchanged.", ""]
+        yaml.safe_dump(_kucoin_all_tickers_cassette(), sort_keys=False, width=1 << 30)
+    )
+    provenance += [
+        "### `kucoin/_derived_allTickers_BTC-USDT_2024-03-08.yaml` (DERIVED, not a recording)",
+        "- from: KuCoin GET /api/v1/market/stats?symbol=BTC-USDT as recorded in ccxt/ccxt "
+        "`ts/src/test/static/response/kucoin.json` (methods.fetchTicker[0].httpResponse), commit "
+        "012012e91dc8bcc508c5ba63b4058ffd8b727128; BTC 67,400 at 2024-03-08 11:35:10 UTC (real).",
+        "- reshaped into the all-tickers envelope ccxt's fetch_tickers reads; values unchanged.",
+        "",
+    ]
     for folder, markets in MARKETS.items():
         (OUT / folder).mkdir(parents=True, exist_ok=True)
         doc = [_market(sym, mid) for sym, mid in markets]
@@ -255,14 +311,23 @@ def build(fixtures: Path) -> list[Path]:
     hs = out_dir / "_handshake.yaml"
     hs.write_text(yaml.safe_dump(_handshake_cassette(), sort_keys=False))
     written.append(hs)
-    provenance += ["## Alpha Vantage", "", "Dates are upstream commit times (no Date header was kept); request URIs",
-                   "spell out outputsize=compact, the documented default the recorded request relied on.", ""]
+    provenance += [
+        "## Alpha Vantage",
+        "",
+        "Dates are upstream commit times (no Date header was kept); request URIs",
+        "spell out outputsize=compact, the documented default the recorded request relied on.",
+        "",
+    ]
     provenance += build_alpha_vantage(fixtures, sections)
-    provenance += ["## Crypto exchanges (replayed through ccxt)", "",
-                   "Each cassette's URL is the window its body covers; see tools/build_recordings.py EXCHANGES.",
-                   "`<exchange>/markets.json` (kucoin, coinbase, coinbaseexchange) is not a recording: ccxt market",
-                   "structures written by the build script for the symbols recorded, with the exchanges' own market ids,",
-                   "because those exchanges' market lists were not recorded. Binance's comes from its recorded exchangeInfo.", ""]
+    provenance += [
+        "## Crypto exchanges (replayed through ccxt)",
+        "",
+        "Each cassette's URL is the window its body covers; see tools/build_recordings.py EXCHANGES.",
+        "`<exchange>/markets.json` (kucoin, coinbase, coinbaseexchange) is not a recording: ccxt market",
+        "structures written by the build script for the symbols recorded, with the exchanges' own market ids,",
+        "because those exchanges' market lists were not recorded. Binance's comes from its recorded exchangeInfo.",
+        "",
+    ]
     provenance += build_exchanges(fixtures, sections)
     (OUT / "PROVENANCE.md").write_text("\n".join(provenance))
     return written

@@ -105,7 +105,8 @@ def emit(event: dict[str, Any]) -> dict[str, Any]:
         from airflow.providers.amazon.aws.hooks.kinesis import KinesisHook
 
         response = KinesisHook(aws_conn_id=cfg.aws_conn_id).conn.put_record(
-            StreamName=cfg.events_stream, Data=body.encode(), PartitionKey=event.get("dag_id") or "market")
+            StreamName=cfg.events_stream, Data=body.encode(), PartitionKey=event.get("dag_id") or "market"
+        )
         sent["kinesis"] = response["SequenceNumber"]
     except Exception as exc:  # one channel failing must not stop the others
         errors.append(f"kinesis stream {cfg.events_stream}: {exc}")
@@ -113,9 +114,13 @@ def emit(event: dict[str, Any]) -> dict[str, Any]:
         try:
             from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
 
-            SnsNotifier(aws_conn_id=cfg.aws_conn_id, target_arn=cfg.sns_topic_arn, message=body,
-                        subject=f"[market-data] {event['event']}: {event.get('dag_id')}"[:100],
-                        message_attributes={"event": event["event"]}).notify({})
+            SnsNotifier(
+                aws_conn_id=cfg.aws_conn_id,
+                target_arn=cfg.sns_topic_arn,
+                message=body,
+                subject=f"[market-data] {event['event']}: {event.get('dag_id')}"[:100],
+                message_attributes={"event": event["event"]},
+            ).notify({})
             sent["sns"] = True
         except Exception as exc:
             errors.append(f"sns topic {cfg.sns_topic_arn}: {exc}")

@@ -56,9 +56,11 @@ class IntervalConfig(_Model):
     batch_size: int | None = Field(None, gt=0)
     max_active_runs: int = Field(1, gt=0)
     allowed_lateness: timedelta = Field(
-        timedelta(hours=2), gt=timedelta(0),
+        timedelta(hours=2),
+        gt=timedelta(0),
         description="Deadline Alert: a run must finish this long after its data interval ends "
-                    "(ISO 8601 duration in YAML, e.g. PT2H); manual and backfill runs count from when they were queued")
+        "(ISO 8601 duration in YAML, e.g. PT2H); manual and backfill runs count from when they were queued",
+    )
 
     @field_validator("start_date")
     @classmethod
@@ -73,11 +75,14 @@ class SourceConfig(_Model):
     exchange: str | None = Field(None, description="ccxt exchange id (kind ccxt only), e.g. binance, kucoin, coinbase, kraken")
     page_limit: int | None = Field(None, gt=0, description="kind ccxt: candles per request; default ccxt's per-exchange maximum")
     max_lookback_bars: int | None = Field(
-        None, gt=0, description="kind ccxt: the exchange serves only this many most recent candles (Kraken: 720)")
+        None, gt=0, description="kind ccxt: the exchange serves only this many most recent candles (Kraken: 720)"
+    )
     markets_file: str | None = Field(
-        None, description="kind ccxt: JSON of ccxt market structures (path under include/) used instead of load_markets()")
+        None, description="kind ccxt: JSON of ccxt market structures (path under include/) used instead of load_markets()"
+    )
     options: dict | None = Field(
-        None, description="kind ccxt: ccxt exchange options (no secrets), e.g. {fetchMarkets: {types: [spot]}}")
+        None, description="kind ccxt: ccxt exchange options (no secrets), e.g. {fetchMarkets: {types: [spot]}}"
+    )
     description: str = ""
     pool: str
     pool_slots: int = Field(gt=0, description="concurrent extract tasks allowed across all DAGs")
@@ -89,9 +94,13 @@ class SourceConfig(_Model):
 
     @model_validator(mode="after")
     def _exchange_only_for_ccxt(self) -> SourceConfig:
-        ccxt_fields = {"exchange": self.exchange, "page_limit": self.page_limit,
-                       "max_lookback_bars": self.max_lookback_bars, "markets_file": self.markets_file,
-                       "options": self.options}
+        ccxt_fields = {
+            "exchange": self.exchange,
+            "page_limit": self.page_limit,
+            "max_lookback_bars": self.max_lookback_bars,
+            "markets_file": self.markets_file,
+            "options": self.options,
+        }
         if self.kind == "ccxt":
             if not self.exchange or not _ID.match(self.exchange):
                 raise ValueError("kind ccxt needs exchange: a ccxt exchange id such as binance")
@@ -193,13 +202,17 @@ class PipelineConfig(_Model):
         """
         pools: dict[str, dict] = {}
         for name, src in self.sources.items():
-            entry = pools.setdefault(src.pool, {"slots": src.pool_slots, "description": "", "include_deferred": False, "sources": []})
+            entry = pools.setdefault(
+                src.pool, {"slots": src.pool_slots, "description": "", "include_deferred": False, "sources": []}
+            )
             if entry["slots"] != src.pool_slots:
                 raise PipelineConfigError(f"pool {src.pool!r}: sources give it {entry['slots']} and {src.pool_slots} slots")
             entry["sources"].append(name)
-        for pool, entry in pools.items():
+        for entry in pools.values():
             names = entry.pop("sources")
-            entry["description"] = f"rate limit of {', '.join(names)}: concurrent extract tasks across all DAGs (include/pipeline.yaml)"
+            entry["description"] = (
+                f"rate limit of {', '.join(names)}: concurrent extract tasks across all DAGs (include/pipeline.yaml)"
+            )
         return pools
 
     def quote_sources(self) -> list[str]:
@@ -246,7 +259,5 @@ def load_config(path: Path | str | None = None) -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors())
         raise PipelineConfigError(f"{path}: {problems}") from None

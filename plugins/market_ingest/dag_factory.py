@@ -36,15 +36,24 @@ def dag_id(source: str, interval: str) -> str:
 def _params() -> dict[str, Param]:
     return {
         "symbols": Param(
-            None, type=["null", "array"], items={"type": "string", "pattern": SYMBOL_PATTERN},
-            title="Symbols", description="Override the configured universes (e.g. AAPL, MSFT). Empty: all configured symbols.",
+            None,
+            type=["null", "array"],
+            items={"type": "string", "pattern": SYMBOL_PATTERN},
+            title="Symbols",
+            description="Override the configured universes (e.g. AAPL, MSFT). Empty: all configured symbols.",
         ),
         "start": Param(
-            None, type=["null", "string"], format="date-time", title="Window start (UTC)",
+            None,
+            type=["null", "string"],
+            format="date-time",
+            title="Window start (UTC)",
             description="Override the data interval start. Empty: the run's data interval.",
         ),
         "end": Param(
-            None, type=["null", "string"], format="date-time", title="Window end (UTC, exclusive)",
+            None,
+            type=["null", "string"],
+            format="date-time",
+            title="Window end (UTC, exclusive)",
             description="Override the data interval end. Empty: the run's data interval.",
         ),
     }
@@ -64,13 +73,21 @@ def retry_policy(cfg: PipelineConfig) -> ExceptionRetryPolicy:
     Exceptions are named by import path, so nothing is imported at parse time.
     """
     errors = "market_ingest.errors."
-    return ExceptionRetryPolicy(rules=[
-        RetryRule(exception=errors + "RateLimitedError", action=RetryAction.RETRY,
-                  retry_delay=timedelta(seconds=cfg.retry.rate_limited_delay_seconds),
-                  reason="vendor rate limit: waiting for its window to reset"),
-        RetryRule(exception=[errors + "ConfigurationError", errors + "WindowNotServableError"], action=RetryAction.FAIL,
-                  reason="permanent: configuration, credentials or a window the vendor cannot serve"),
-    ])
+    return ExceptionRetryPolicy(
+        rules=[
+            RetryRule(
+                exception=errors + "RateLimitedError",
+                action=RetryAction.RETRY,
+                retry_delay=timedelta(seconds=cfg.retry.rate_limited_delay_seconds),
+                reason="vendor rate limit: waiting for its window to reset",
+            ),
+            RetryRule(
+                exception=[errors + "ConfigurationError", errors + "WindowNotServableError"],
+                action=RetryAction.FAIL,
+                reason="permanent: configuration, credentials or a window the vendor cannot serve",
+            ),
+        ]
+    )
 
 
 def under_dags_test() -> bool:
@@ -107,10 +124,14 @@ def deadline_alerts(ic: IntervalConfig) -> list[DeadlineAlert]:
     """
     if under_dags_test():
         return []
-    return [DeadlineAlert(
-        reference=DataIntervalEndDeadline(), interval=ic.allowed_lateness, name="data loaded in time",
-        callback=AsyncCallback(MarketEventNotifier, kwargs={"kind": DEADLINE_MISSED}),
-    )]
+    return [
+        DeadlineAlert(
+            reference=DataIntervalEndDeadline(),
+            interval=ic.allowed_lateness,
+            name="data loaded in time",
+            callback=AsyncCallback(MarketEventNotifier, kwargs={"kind": DEADLINE_MISSED}),
+        )
+    ]
 
 
 def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "bars") -> DAG:
@@ -162,15 +183,26 @@ def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "b
     ) as dag:
         plan = MarketPlanOperator(task_id="plan", source=source, interval=interval, dataset=dataset)
         extract = MarketExtractOperator.partial(
-            task_id="extract", source=source, interval=interval, pool=src.pool, dataset=dataset,
+            task_id="extract",
+            source=source,
+            interval=interval,
+            pool=src.pool,
+            dataset=dataset,
         ).expand(batch=plan.output)
-        lake = LakePublishOperator(task_id="publish_lake", source=source, interval=interval, extracts=extract.output, dataset=dataset)
-        timescale = TimescaleLoadOperator(task_id="load_timescale", lake=lake.output,
-                                          timescale_conn_id=cfg.timescale.conn_id, dataset=dataset)
+        lake = LakePublishOperator(
+            task_id="publish_lake", source=source, interval=interval, extracts=extract.output, dataset=dataset
+        )
+        timescale = TimescaleLoadOperator(
+            task_id="load_timescale", lake=lake.output, timescale_conn_id=cfg.timescale.conn_id, dataset=dataset
+        )
         kinesis = KinesisPublishOperator(task_id="publish_kinesis", lake=lake.output, dataset=dataset)
         RunReportOperator(
-            task_id="report", plan=plan.output, extracts=extract.output,
-            lake=lake.output, timescale=timescale.output, kinesis=kinesis.output,
+            task_id="report",
+            plan=plan.output,
+            extracts=extract.output,
+            lake=lake.output,
+            timescale=timescale.output,
+            kinesis=kinesis.output,
         )
     return dag
 

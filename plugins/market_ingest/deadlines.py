@@ -38,13 +38,13 @@ class DataIntervalEndDeadline(BaseDeadlineReference):
 
     def _evaluate_with(self, *, session: Session, dag_id: str, run_id: str, **kwargs: Any) -> datetime | None:
         """:return: the reference time (UTC), or ``None`` when the run is not found (no deadline)."""
+        from airflow.models import DagRun
         from sqlalchemy import select
 
-        from airflow.models import DagRun
-
         row = session.execute(
-            select(DagRun.run_type, DagRun.data_interval_end, DagRun.queued_at)
-            .where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+            select(DagRun.run_type, DagRun.data_interval_end, DagRun.queued_at).where(
+                DagRun.dag_id == dag_id, DagRun.run_id == run_id
+            )
         ).one_or_none()
         if row is None:
             return None

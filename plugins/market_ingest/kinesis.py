@@ -91,8 +91,16 @@ def batches(records: list[dict], max_records: int = 500, max_bytes: int = 5 * 10
     return out
 
 
-def put_records(client, stream: str, records: list[dict], *, max_records: int = 500,
-                max_bytes: int = 5 * 1024 * 1024, max_attempts: int = 8, max_wait: float = 10.0) -> dict[str, int]:
+def put_records(
+    client,
+    stream: str,
+    records: list[dict],
+    *,
+    max_records: int = 500,
+    max_bytes: int = 5 * 1024 * 1024,
+    max_attempts: int = 8,
+    max_wait: float = 10.0,
+) -> dict[str, int]:
     """Send ``records`` to ``stream``, retrying exactly the failed entries of each call.
 
     :param client: a boto3 Kinesis client (``KinesisHook(...).conn``).

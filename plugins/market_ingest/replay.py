@@ -31,11 +31,12 @@ import contextlib
 import email.utils
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 if TYPE_CHECKING:
@@ -169,8 +170,8 @@ class _FolderPersister:
 
     @classmethod
     def load_cassette(cls, cassette_path, serializer):
-        from vcr.serializers import yamlserializer
         from vcr.serialize import deserialize
+        from vcr.serializers import yamlserializer
 
         requests, responses = [], []
         for path in RecordingLibrary(cassette_path).cassette_files():
@@ -207,9 +208,7 @@ def replay(folder: Path | str) -> Iterator[RecordingLibrary]:
     except CannotOverwriteExistingCassetteException as exc:
         request = getattr(exc, "failed_request", None)
         uri = _redact_uri(request.uri) if request is not None else "unknown request"
-        raise ReplayMissError(
-            f"no recording in {library.root} answers GET {uri}; record it and add the cassette there"
-        ) from None
+        raise ReplayMissError(f"no recording in {library.root} answers GET {uri}; record it and add the cassette there") from None
 
 
 def _redact_uri(uri: str) -> str:

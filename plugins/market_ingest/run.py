@@ -51,8 +51,13 @@ def _parse_time(value: Any, name: str, source: str) -> datetime:
     return parsed.astimezone(timezone.utc)
 
 
-def select(source: str, default_symbols: list[str], data_interval_start: datetime, data_interval_end: datetime,
-           params: dict[str, Any] | None) -> RunSelection:
+def select(
+    source: str,
+    default_symbols: list[str],
+    data_interval_start: datetime,
+    data_interval_end: datetime,
+    params: dict[str, Any] | None,
+) -> RunSelection:
     """Resolve a run's window and symbols.
 
     :param source: source name, for error messages.

@@ -32,12 +32,22 @@ def bar_hook(cfg: PipelineConfig, name: str, replay_folder: str | None) -> Any:
 
         warehouse = TimescaleHook(timescale_conn_id=cfg.timescale.conn_id)
         warehouse.migrate()  # the shared daily budget lives in market.vendor_quota
-        return AlphaVantageHook(alpha_vantage_conn_id=src.conn_id or AlphaVantageHook.default_conn_name,
-                                quota=PostgresQuotaStore(warehouse), replay_dir=replay_folder)
+        return AlphaVantageHook(
+            alpha_vantage_conn_id=src.conn_id or AlphaVantageHook.default_conn_name,
+            quota=PostgresQuotaStore(warehouse),
+            replay_dir=replay_folder,
+        )
     if src.kind == "ccxt":
         from market_ingest.hooks.exchange import ExchangeHook
 
-        return ExchangeHook(src.exchange, src.conn_id or f"market_{name}", source=name, page_limit=src.page_limit,
-                            max_lookback_bars=src.max_lookback_bars, markets_file=src.markets_file,
-                            options=src.options, replay_dir=replay_folder)
+        return ExchangeHook(
+            src.exchange,
+            src.conn_id or f"market_{name}",
+            source=name,
+            page_limit=src.page_limit,
+            max_lookback_bars=src.max_lookback_bars,
+            markets_file=src.markets_file,
+            options=src.options,
+            replay_dir=replay_folder,
+        )
     raise ValueError(f"no hook serves source kind {src.kind!r}")

@@ -74,7 +74,7 @@ def _no_network(*a, **k):
 socket.socket.connect = _no_network
 socket.create_connection = _no_network
 from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder={str(ROOT / 'dags')!r})
+bag = DagBag(dag_folder={str(ROOT / "dags")!r})
 print(json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}}, "dags": sorted(bag.dag_ids),
                   "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules)}}))
 """
@@ -86,7 +86,8 @@ print(json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}}
 
 
 def test_invalid_config_names_file_and_field(tmp_path):
-    from market_ingest.config import PipelineConfigError, load_config as load
+    from market_ingest.config import PipelineConfigError
+    from market_ingest.config import load_config as load
 
     bad = tmp_path / "pipeline.yaml"
     text = (ROOT / "include" / "pipeline.yaml").read_text().replace("batch_size: 25", "batch_size: 0")
@@ -100,7 +101,8 @@ def test_invalid_config_names_file_and_field(tmp_path):
 
 
 def test_non_canonical_interval_is_rejected(tmp_path):
-    from market_ingest.config import PipelineConfigError, load_config as load
+    from market_ingest.config import PipelineConfigError
+    from market_ingest.config import load_config as load
 
     bad = tmp_path / "pipeline.yaml"
     bad.write_text((ROOT / "include" / "pipeline.yaml").read_text().replace("      1m:", "      60min:"))
@@ -109,7 +111,8 @@ def test_non_canonical_interval_is_rejected(tmp_path):
 
 
 def test_exchange_fields_belong_to_kind_ccxt(tmp_path):
-    from market_ingest.config import PipelineConfigError, load_config as load
+    from market_ingest.config import PipelineConfigError
+    from market_ingest.config import load_config as load
 
     text = (ROOT / "include" / "pipeline.yaml").read_text()
     no_id = tmp_path / "no_id.yaml"
@@ -160,7 +163,11 @@ def test_retry_policy_waits_longer_on_rate_limits_and_fails_permanent_errors_at_
         policy = dag.get_task("extract").retry_policy
         limited = policy.evaluate(RateLimitedError("binance", "418 ban"), try_number=1, max_tries=cfg.retry.retries)
         assert limited.action == RetryAction.RETRY
-        assert limited.retry_delay == timedelta(seconds=cfg.retry.rate_limited_delay_seconds) > timedelta(seconds=cfg.retry.delay_seconds)
+        assert (
+            limited.retry_delay
+            == timedelta(seconds=cfg.retry.rate_limited_delay_seconds)
+            > timedelta(seconds=cfg.retry.delay_seconds)
+        )
         for permanent in (ConfigurationError("alpha_vantage", "premium"), WindowNotServableError("kraken", "720")):
             assert policy.evaluate(permanent, try_number=1, max_tries=cfg.retry.retries).action == RetryAction.FAIL
         assert policy.evaluate(VendorUnavailableError("yahoo", "503"), 1, cfg.retry.retries).action == RetryAction.DEFAULT

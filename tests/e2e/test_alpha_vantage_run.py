@@ -23,14 +23,33 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alpha_vantage"
 def _recordings(folder: Path, body: str, date: str) -> None:
     """A replay library answering IBM's compact daily series with ``body``, recorded at ``date``."""
     (folder / "alpha_vantage").mkdir(parents=True)
-    (folder / "alpha_vantage" / "ibm.yaml").write_text(yaml.safe_dump({"version": 1, "interactions": [{
-        "request": {"method": "GET", "uri": "https://www.alphavantage.co/query?function=TIME_SERIES_DAILY&symbol=IBM&outputsize=compact",
-                    "body": None, "headers": {}},
-        "response": {"status": {"code": 200, "message": "OK"},
-                     "headers": {"Content-Type": ["application/json"], "Date": [date]}, "body": {"string": body}}}]}))
+    (folder / "alpha_vantage" / "ibm.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "interactions": [
+                    {
+                        "request": {
+                            "method": "GET",
+                            "uri": "https://www.alphavantage.co/query?function=TIME_SERIES_DAILY&symbol=IBM&outputsize=compact",
+                            "body": None,
+                            "headers": {},
+                        },
+                        "response": {
+                            "status": {"code": 200, "message": "OK"},
+                            "headers": {"Content-Type": ["application/json"], "Date": [date]},
+                            "body": {"string": body},
+                        },
+                    }
+                ],
+            }
+        )
+    )
 
 
-def test_quota_defers_without_retries_next_run_picks_up_and_key_never_leaks(services, airflow_db, tmp_path, monkeypatch, capfd, caplog):
+def test_quota_defers_without_retries_next_run_picks_up_and_key_never_leaks(
+    services, airflow_db, tmp_path, monkeypatch, capfd, caplog
+):
     import logging
 
     from airflow.models.xcom import XComModel
@@ -41,8 +60,11 @@ def test_quota_defers_without_retries_next_run_picks_up_and_key_never_leaks(serv
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("AIRFLOW_CONN_MARKET_ALPHA_VANTAGE", json.dumps({"conn_type": "alpha_vantage", "password": FAKE_KEY}))
     quota = (FIXTURES / "av_ERROR_Information_rate_limit_25_per_day_2025-12.json").read_text()
-    _recordings(tmp_path / "day1", quota.replace("free API requests", f"free API requests (apikey={FAKE_KEY})"),
-                "Fri, 10 Nov 2023 23:00:00 GMT")
+    _recordings(
+        tmp_path / "day1",
+        quota.replace("free API requests", f"free API requests (apikey={FAKE_KEY})"),
+        "Fri, 10 Nov 2023 23:00:00 GMT",
+    )
     ibm = yaml.safe_load(next((RECORDINGS / "alpha_vantage").glob("*IBM*.yaml")).read_text())
     _recordings(tmp_path / "day2", ibm["interactions"][0]["response"]["body"]["string"], "Sat, 11 Nov 2023 00:00:00 GMT")
 
@@ -61,9 +83,15 @@ def test_quota_defers_without_retries_next_run_picks_up_and_key_never_leaks(serv
     assert str(second.state).endswith("success")
     assert report_of(second)["symbols"]["IBM"]["timescale"] == 2  # 2023-11-09 (deferred) and 2023-11-10
     with psycopg.connect(services.pg_conninfo()) as conn:
-        days = [r[0].day for r in conn.execute(
-            "SELECT time FROM market.bars WHERE source='alpha_vantage' AND symbol='IBM' AND time >= '2023-11-09' AND time < '2023-11-11' ORDER BY time")]
-        backlog = conn.execute("SELECT symbol, reason FROM market.deferred_symbols WHERE source='alpha_vantage' ORDER BY symbol").fetchall()
+        days = [
+            r[0].day
+            for r in conn.execute(
+                "SELECT time FROM market.bars WHERE source='alpha_vantage' AND symbol='IBM' AND time >= '2023-11-09' AND time < '2023-11-11' ORDER BY time"
+            )
+        ]
+        backlog = conn.execute(
+            "SELECT symbol, reason FROM market.deferred_symbols WHERE source='alpha_vantage' ORDER BY symbol"
+        ).fetchall()
     assert days == [9, 10]
     assert [b[0] for b in backlog] == ["MSFT"]  # IBM settled; MSFT waits for a run that selects it
 
@@ -72,11 +100,20 @@ def test_quota_defers_without_retries_next_run_picks_up_and_key_never_leaks(serv
     with create_session() as session:
         xcoms = [str(v) for (v,) in session.query(XComModel.value).filter(XComModel.run_id.in_([first.run_id, second.run_id]))]
     s3 = services.boto3_client("s3")
-    lake = [s3.get_object(Bucket="market-lake", Key=o["Key"])["Body"].read()
-            for o in s3.list_objects_v2(Bucket="market-lake", Prefix="bars/source=alpha_vantage/")["Contents"]]
+    lake = [
+        s3.get_object(Bucket="market-lake", Key=o["Key"])["Body"].read()
+        for o in s3.list_objects_v2(Bucket="market-lake", Prefix="bars/source=alpha_vantage/")["Contents"]
+    ]
     stream = json.dumps(read_stream(services, "market-bars"))
     assert "25 requests per day" in json.dumps(report)  # the quota reason did travel, redacted
     assert "daily quota spent" in out  # dag.test prints task logs: the check below reads them
-    for where, text in {"logs": caplog.text, "stdout": out, "stderr": err, "xcom": " ".join(xcoms), "backlog": str(backlog), "kinesis": stream}.items():
+    for where, text in {
+        "logs": caplog.text,
+        "stdout": out,
+        "stderr": err,
+        "xcom": " ".join(xcoms),
+        "backlog": str(backlog),
+        "kinesis": stream,
+    }.items():
         assert FAKE_KEY not in text, where
     assert not any(FAKE_KEY.encode() in obj for obj in lake)

@@ -7,7 +7,6 @@ from datetime import datetime, timezone
 import psycopg
 import pytest
 
-
 pytestmark = pytest.mark.e2e
 UTC = timezone.utc
 
@@ -20,8 +19,11 @@ def report_of(dagrun) -> dict:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        value = session.query(XComModel.value).filter_by(
-            dag_id=dagrun.dag_id, run_id=dagrun.run_id, task_id="report", key="return_value").scalar()
+        value = (
+            session.query(XComModel.value)
+            .filter_by(dag_id=dagrun.dag_id, run_id=dagrun.run_id, task_id="report", key="return_value")
+            .scalar()
+        )
     value = json.loads(value) if isinstance(value, str) else value
     return value or {}
 
@@ -53,7 +55,11 @@ def test_daily_dag_run_loads_every_sink_and_a_rerun_changes_nothing(services, ai
     assert str(first.state).endswith("success")
     report = report_of(first)
     assert {s: v["status"] for s, v in report["symbols"].items()} == {
-        "MSFT": "ok", "NVDA": "ok", "TSLA": "ok", "SIX": "unknown_symbol"}
+        "MSFT": "ok",
+        "NVDA": "ok",
+        "TSLA": "ok",
+        "SIX": "unknown_symbol",
+    }
     for sym in ("MSFT", "NVDA", "TSLA"):
         got = {k: report["symbols"][sym][k] for k in ("status", "lake", "timescale", "kinesis", "gaps")}
         assert got == {"status": "ok", "lake": 1, "timescale": 1, "kinesis": 1, "gaps": []}
@@ -82,8 +88,11 @@ def test_malformed_params_are_rejected_by_the_form(services, airflow_db):
 
 
 def test_inverted_range_fails_the_run_before_any_request(services, airflow_db):
-    dagrun = _run("market_yahoo_1d", datetime(2021, 7, 22, tzinfo=UTC),
-                  {"symbols": ["MSFT"], "start": "2021-07-23T00:00:00Z", "end": "2021-07-22T00:00:00Z"})
+    dagrun = _run(
+        "market_yahoo_1d",
+        datetime(2021, 7, 22, tzinfo=UTC),
+        {"symbols": ["MSFT"], "start": "2021-07-23T00:00:00Z", "end": "2021-07-22T00:00:00Z"},
+    )
     assert str(dagrun.state).endswith("failed")
     states = {ti.task_id: str(ti.state) for ti in dagrun.get_task_instances()}
     assert states["plan"].endswith("failed")
@@ -99,7 +108,13 @@ def test_airflow_dags_test_works_on_dags_with_deadlines(services, airflow_db):
     from pathlib import Path
 
     airflow = Path(sys.executable).with_name("airflow")
-    done = subprocess.run([str(airflow), "dags", "test", "market_yahoo_1d", "2021-07-20T00:00:00+00:00",
-                           "-c", json.dumps({"symbols": ["MSFT"]})], env=os.environ, capture_output=True, text=True)
+    done = subprocess.run(
+        [str(airflow), "dags", "test", "market_yahoo_1d", "2021-07-20T00:00:00+00:00", "-c", json.dumps({"symbols": ["MSFT"]})],
+        env=os.environ,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert [r[:2] for r in _pg_rows(services, datetime(2021, 7, 19, tzinfo=UTC))][:1] == [("MSFT", datetime(2021, 7, 19, tzinfo=UTC))]
+    assert [r[:2] for r in _pg_rows(services, datetime(2021, 7, 19, tzinfo=UTC))][:1] == [
+        ("MSFT", datetime(2021, 7, 19, tzinfo=UTC))
+    ]

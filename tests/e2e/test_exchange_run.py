@@ -18,7 +18,8 @@ def _bars(services):
     with psycopg.connect(services.pg_conninfo()) as conn:
         return conn.execute(
             "SELECT time, open, close, volume, currency FROM market.bars "
-            "WHERE source = 'binance' AND symbol = 'BTC/USDT' AND interval = '1m' ORDER BY time").fetchall()
+            "WHERE source = 'binance' AND symbol = 'BTC/USDT' AND interval = '1m' ORDER BY time"
+        ).fetchall()
 
 
 def test_binance_run_loads_closed_candles_once_and_a_rerun_adds_nothing(services, airflow_db):

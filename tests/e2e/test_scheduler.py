@@ -61,8 +61,9 @@ def _events(services, kind, run_id, timeout=120):
 
 
 def test_a_late_run_fires_its_deadline_alert_with_the_runs_identity(services, stack):
-    run_id = stack.trigger(LATE_DAG, "2024-04-04T02:00:00Z", {
-        "symbols": ["BTC/USD"], "start": "2024-04-04T00:00:00Z", "end": "2024-04-04T02:00:00Z"})
+    run_id = stack.trigger(
+        LATE_DAG, "2024-04-04T02:00:00Z", {"symbols": ["BTC/USD"], "start": "2024-04-04T00:00:00Z", "end": "2024-04-04T02:00:00Z"}
+    )
     (run,) = stack.wait_for_runs(LATE_DAG, [run_id])
     assert run["state"] == "success"  # late is not failed: the bars landed, after the deadline
 
@@ -79,8 +80,9 @@ def test_a_late_run_fires_its_deadline_alert_with_the_runs_identity(services, st
 
 
 def test_a_failed_run_calls_the_failure_notifier(services, stack):
-    run_id = stack.trigger(DAILY, "2021-07-30T00:00:00Z", {
-        "symbols": ["MSFT"], "start": "2021-07-23T00:00:00Z", "end": "2021-07-22T00:00:00Z"})  # inverted
+    run_id = stack.trigger(
+        DAILY, "2021-07-30T00:00:00Z", {"symbols": ["MSFT"], "start": "2021-07-23T00:00:00Z", "end": "2021-07-22T00:00:00Z"}
+    )  # inverted
     (run,) = stack.wait_for_runs(DAILY, [run_id])
     assert run["state"] == "failed"
     states = {t["task_id"]: t["state"] for t in stack.task_instances(DAILY, run_id)}
@@ -100,7 +102,9 @@ def _sinks(services, stack):
         rows = conn.execute(
             "SELECT symbol, time, open, high, low, close, adj_close, volume, currency FROM market.bars "
             "WHERE source = 'yahoo' AND interval = '1d' AND time >= %s AND time < %s::date + 1 AND symbol = ANY(%s) "
-            "ORDER BY symbol, time", (DAYS[0], DAYS[-1], SYMBOLS)).fetchall()
+            "ORDER BY symbol, time",
+            (DAYS[0], DAYS[-1], SYMBOLS),
+        ).fetchall()
     s3 = services.boto3_client("s3")
     objects = {}
     for day in DAYS:
@@ -108,8 +112,11 @@ def _sinks(services, stack):
         for o in s3.list_objects_v2(Bucket="market-lake", Prefix=prefix).get("Contents", []):
             table = pq.read_table(io.BytesIO(s3.get_object(Bucket="market-lake", Key=o["Key"])["Body"].read()))
             objects[o["Key"]] = sorted(table.drop_columns(["ingested_at"]).to_pylist(), key=lambda r: r["symbol"])
-    records = [r for r in read_stream(services, "market-bars")
-               if r["source"] == "yahoo" and r["interval"] == "1d" and r["time"][:10] in DAYS]
+    records = [
+        r
+        for r in read_stream(services, "market-bars")
+        if r["source"] == "yahoo" and r["interval"] == "1d" and r["time"][:10] in DAYS
+    ]
     return rows, objects, {r["record_id"] for r in records}, len(records)
 
 
@@ -148,8 +155,9 @@ def test_a_scheduler_that_dies_mid_run_is_replaced_and_the_run_finishes(stack):
     """The harness's watchdog: standalone does not restart a dead scheduler (seen on SQLite), it does."""
     import signal
 
-    run_id = stack.trigger(LATE_DAG, "2024-04-04T03:00:00Z", {
-        "symbols": ["BTC/USD"], "start": "2024-04-04T00:00:00Z", "end": "2024-04-04T02:00:00Z"})
+    run_id = stack.trigger(
+        LATE_DAG, "2024-04-04T03:00:00Z", {"symbols": ["BTC/USD"], "start": "2024-04-04T00:00:00Z", "end": "2024-04-04T02:00:00Z"}
+    )
     end = time.monotonic() + 300
     while not any(t["state"] in ("running", "success") for t in stack.task_instances(LATE_DAG, run_id)):
         assert time.monotonic() < end, "no task started"

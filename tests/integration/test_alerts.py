@@ -39,9 +39,14 @@ def _events(services):
 
 
 def _context(run_id):
-    run = SimpleNamespace(dag_id="market_yahoo_1d", run_id=run_id, run_type="scheduled",
-                          logical_date=datetime(2021, 7, 20, tzinfo=UTC),
-                          data_interval_start=datetime(2021, 7, 20, tzinfo=UTC), data_interval_end=datetime(2021, 7, 21, tzinfo=UTC))
+    run = SimpleNamespace(
+        dag_id="market_yahoo_1d",
+        run_id=run_id,
+        run_type="scheduled",
+        logical_date=datetime(2021, 7, 20, tzinfo=UTC),
+        data_interval_start=datetime(2021, 7, 20, tzinfo=UTC),
+        data_interval_end=datetime(2021, 7, 21, tzinfo=UTC),
+    )
     return {"dag": SimpleNamespace(dag_id="market_yahoo_1d"), "run_id": run_id, "dag_run": run}
 
 
@@ -51,10 +56,20 @@ def _report_task(statuses):
     symbols = list(statuses)
     sinks = {"rows_by_symbol": {s: 1 for s, st in statuses.items() if st == outcomes.OK}, "objects": []}
     return RunReportOperator(
-        task_id="report", plan=[{"symbols": symbols}],
-        extracts=[{"outcomes": [{"symbol": s, "status": st, "reason": "" if st == outcomes.OK else "vendor said no"}
-                                for s, st in statuses.items()]}],
-        lake=sinks, timescale=sinks, kinesis={"records_by_symbol": sinks["rows_by_symbol"]})
+        task_id="report",
+        plan=[{"symbols": symbols}],
+        extracts=[
+            {
+                "outcomes": [
+                    {"symbol": s, "status": st, "reason": "" if st == outcomes.OK else "vendor said no"}
+                    for s, st in statuses.items()
+                ]
+            }
+        ],
+        lake=sinks,
+        timescale=sinks,
+        kinesis={"records_by_symbol": sinks["rows_by_symbol"]},
+    )
 
 
 def test_more_failed_symbols_than_the_threshold_alerts_then_fails_the_run(services):
@@ -88,10 +103,17 @@ def test_the_deadline_notifier_awaited_as_the_triggerer_does_sends_the_run_ident
     from market_ingest.alerts import DEADLINE_MISSED, MarketEventNotifier
 
     # The triggerer's context: the REST API's DAG run JSON plus the deadline (airflow.models.deadline.handle_miss).
-    context = {"dag_run": {"dag_id": "market_binance_1m", "dag_run_id": "manual__2026-11-21T10:00:00+00:00",
-                           "run_type": "manual", "logical_date": "2026-11-21T10:00:00Z",
-                           "data_interval_start": "2026-11-21T09:00:00Z", "data_interval_end": "2026-11-21T10:00:00Z"},
-               "deadline": {"id": "0195", "deadline_time": datetime(2026, 11, 21, 10, 0, 1, tzinfo=UTC)}}
+    context = {
+        "dag_run": {
+            "dag_id": "market_binance_1m",
+            "dag_run_id": "manual__2026-11-21T10:00:00+00:00",
+            "run_type": "manual",
+            "logical_date": "2026-11-21T10:00:00Z",
+            "data_interval_start": "2026-11-21T09:00:00Z",
+            "data_interval_end": "2026-11-21T10:00:00Z",
+        },
+        "deadline": {"id": "0195", "deadline_time": datetime(2026, 11, 21, 10, 0, 1, tzinfo=UTC)},
+    }
 
     async def triggerer():
         await MarketEventNotifier(kind=DEADLINE_MISSED, context=context)
@@ -99,8 +121,9 @@ def test_the_deadline_notifier_awaited_as_the_triggerer_does_sends_the_run_ident
     asyncio.run(triggerer())
     (event,) = [e for e in _events(services) if e["run_id"] == "manual__2026-11-21T10:00:00+00:00"]
     assert event["event"] == "deadline_missed" and event["deadline_time"] == "2026-11-21T10:00:01Z"
-    assert event["message"] == ("deadline missed: market_binance_1m run manual__2026-11-21T10:00:00+00:00 "
-                                "was not done by 2026-11-21T10:00:01Z")
+    assert event["message"] == (
+        "deadline missed: market_binance_1m run manual__2026-11-21T10:00:00+00:00 was not done by 2026-11-21T10:00:01Z"
+    )
 
 
 def test_a_configured_sns_topic_receives_the_event(services, monkeypatch):
@@ -113,8 +136,9 @@ def test_a_configured_sns_topic_receives_the_event(services, monkeypatch):
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
     cfg = load_config()
-    monkeypatch.setattr(alerts, "load_config", lambda: cfg.model_copy(
-        update={"alerts": cfg.alerts.model_copy(update={"sns_topic_arn": topic})}))
+    monkeypatch.setattr(
+        alerts, "load_config", lambda: cfg.model_copy(update={"alerts": cfg.alerts.model_copy(update={"sns_topic_arn": topic})})
+    )
 
     event = alerts.build_event(alerts.DAG_FAILED, _context("manual__sns"), "dag_failed: market_yahoo_1d run manual__sns")
     assert alerts.emit(event)["sns"] is True
@@ -135,10 +159,21 @@ def test_deadline_reference_is_the_interval_end_for_scheduled_runs_and_the_queue
     ref = DataIntervalEndDeadline()
     with create_session() as session:
         for n, run_type in enumerate(("scheduled", "manual", "backfill")):  # one logical date per run of a DAG
-            session.add(DagRun(dag_id="deadline_ref_probe", run_id=f"{run_type}__probe", run_type=run_type,
-                               logical_date=start + timedelta(minutes=n), data_interval=(start, end), queued_at=queued, state="queued"))
+            session.add(
+                DagRun(
+                    dag_id="deadline_ref_probe",
+                    run_id=f"{run_type}__probe",
+                    run_type=run_type,
+                    logical_date=start + timedelta(minutes=n),
+                    data_interval=(start, end),
+                    queued_at=queued,
+                    state="queued",
+                )
+            )
         session.flush()
-        got = {t: ref._evaluate_with(session=session, dag_id="deadline_ref_probe", run_id=f"{t}__probe")
-               for t in ("scheduled", "manual", "backfill", "absent")}
+        got = {
+            t: ref._evaluate_with(session=session, dag_id="deadline_ref_probe", run_id=f"{t}__probe")
+            for t in ("scheduled", "manual", "backfill", "absent")
+        }
         session.rollback()
     assert got == {"scheduled": end, "manual": queued, "backfill": queued, "absent": None}

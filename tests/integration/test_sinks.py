@@ -21,8 +21,12 @@ UTC = timezone.utc
 def recorded_bars():
     """MSFT, NVDA and TSLA daily bars for 2021-07-19 .. 07-23 from the recordings (15 rows)."""
     hook = YahooFinanceHook(yahoo_conn_id=None, replay_dir=str(YAHOO_RECORDINGS))
-    table, _ = hook.fetch_bars(["MSFT", "NVDA", "TSLA"], "1d", Window(datetime(2021, 7, 19, tzinfo=UTC), datetime(2021, 7, 24, tzinfo=UTC)),
-                               datetime(2026, 1, 1, tzinfo=UTC))
+    table, _ = hook.fetch_bars(
+        ["MSFT", "NVDA", "TSLA"],
+        "1d",
+        Window(datetime(2021, 7, 19, tzinfo=UTC), datetime(2021, 7, 24, tzinfo=UTC)),
+        datetime(2026, 1, 1, tzinfo=UTC),
+    )
     assert table.num_rows == 15
     return table
 
@@ -43,9 +47,13 @@ def test_migrations_are_idempotent_and_build_the_keyed_table(services):
         pk = conn.execute(
             "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'market.bars'::regclass AND contype = 'p'"
         ).fetchone()[0]
-        columns = [r[0] for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema='market' AND table_name='bars' ORDER BY ordinal_position")]
-    assert pk == "PRIMARY KEY (source, symbol, \"interval\", \"time\")"
+        columns = [
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema='market' AND table_name='bars' ORDER BY ordinal_position"
+            )
+        ]
+    assert pk == 'PRIMARY KEY (source, symbol, "interval", "time")'
     from market_ingest.schema import BAR_COLUMNS
 
     assert tuple(columns) == BAR_COLUMNS  # the DDL follows the pyarrow schema
@@ -72,8 +80,11 @@ def test_failed_load_changes_nothing(services, recorded_bars):
     hook.migrate()
     hook.load_bars(recorded_bars)
     before = _snapshot(services)
-    broken = recorded_bars.set_column(recorded_bars.schema.get_field_index("close"), "close",
-                                      pa.array([999.0] * (recorded_bars.num_rows - 1) + [None], pa.float64()))
+    broken = recorded_bars.set_column(
+        recorded_bars.schema.get_field_index("close"),
+        "close",
+        pa.array([999.0] * (recorded_bars.num_rows - 1) + [None], pa.float64()),
+    )
     with pytest.raises(psycopg.errors.NotNullViolation):
         hook.load_bars(broken)
     assert _snapshot(services) == before
@@ -94,8 +105,11 @@ class FlakyKinesis:
         sent = self.client.put_records(StreamName=StreamName, Records=Records[::2])["Records"]
         results = []
         for i in range(len(Records)):
-            results.append(sent[i // 2] if i % 2 == 0 else {
-                "ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard"})
+            results.append(
+                sent[i // 2]
+                if i % 2 == 0
+                else {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard"}
+            )
         return {"FailedRecordCount": len(Records) // 2, "Records": results}
 
 

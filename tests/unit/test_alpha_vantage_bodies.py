@@ -47,11 +47,15 @@ def test_unknown_shape_names_the_keys():
 def test_an_echoed_key_is_redacted_from_every_message():
     fake_key = "FAKEKEY0123456789"
     echoed = body("av_ERROR_Information_rate_limit_25_per_day_2025-12.json").replace(
-        "free API requests", f"free API requests (apikey={fake_key}, key {fake_key})")
+        "free API requests", f"free API requests (apikey={fake_key}, key {fake_key})"
+    )
     result = av.classify(echoed, api_key=fake_key)
     assert result.kind == av.DAILY_QUOTA
     assert fake_key not in result.message and "***" in result.message
-    assert av.redact(f"https://x/query?function=F&apikey={fake_key}&symbol=IBM", None) == "https://x/query?function=F&apikey=***&symbol=IBM"
+    assert (
+        av.redact(f"https://x/query?function=F&apikey={fake_key}&symbol=IBM", None)
+        == "https://x/query?function=F&apikey=***&symbol=IBM"
+    )
 
 
 def test_intraday_json_is_converted_from_us_eastern_to_utc():

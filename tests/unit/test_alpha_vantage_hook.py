@@ -45,10 +45,28 @@ def connection(monkeypatch):
 
 
 def cassette(folder: Path, name: str, query: str, body: str) -> None:
-    (folder / f"{name}.yaml").write_text(yaml.safe_dump({"version": 1, "interactions": [{
-        "request": {"method": "GET", "uri": f"https://www.alphavantage.co/query?{query}", "body": None, "headers": {}},
-        "response": {"status": {"code": 200, "message": "OK"}, "headers": {"Content-Type": ["application/json"]},
-                     "body": {"string": body}}}]}))
+    (folder / f"{name}.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "interactions": [
+                    {
+                        "request": {
+                            "method": "GET",
+                            "uri": f"https://www.alphavantage.co/query?{query}",
+                            "body": None,
+                            "headers": {},
+                        },
+                        "response": {
+                            "status": {"code": 200, "message": "OK"},
+                            "headers": {"Content-Type": ["application/json"]},
+                            "body": {"string": body},
+                        },
+                    }
+                ],
+            }
+        )
+    )
 
 
 @pytest.fixture
@@ -81,7 +99,11 @@ def test_daily_quota_defers_the_rest_without_calls_and_never_leaks_the_key(recor
     hook = AlphaVantageHook(replay_dir=str(recordings), quota=store, now=NOW)
     bars, results = hook.fetch_bars(["IBM", "MSFT", "AAPL", "TSLA"], "1d", WINDOW, NOW)
     assert [(o.symbol, o.status) for o in results] == [
-        ("IBM", "ok"), ("MSFT", "deferred"), ("AAPL", "deferred"), ("TSLA", "deferred")]
+        ("IBM", "ok"),
+        ("MSFT", "deferred"),
+        ("AAPL", "deferred"),
+        ("TSLA", "deferred"),
+    ]
     assert store.taken == 2  # AAPL and TSLA were never requested (replay would have raised)
     assert store.exhausted == {("alpha_vantage", date(2023, 11, 11))}
     assert set(bars["symbol"].to_pylist()) == {"IBM"}
@@ -125,7 +147,9 @@ def test_unknown_body_shape_fails_loudly_with_its_keys(recordings):
 
 def test_request_plan_compact_full_and_months(recordings):
     hook = AlphaVantageHook(replay_dir=str(recordings), now=NOW)
-    assert hook.series_params("IBM", "1d", WINDOW) == [{"function": "TIME_SERIES_DAILY", "symbol": "IBM", "outputsize": "compact"}]
+    assert hook.series_params("IBM", "1d", WINDOW) == [
+        {"function": "TIME_SERIES_DAILY", "symbol": "IBM", "outputsize": "compact"}
+    ]
     old = Window(datetime(2020, 1, 1, tzinfo=UTC), datetime(2020, 2, 1, tzinfo=UTC))
     assert hook.series_params("IBM", "1d", old)[0]["outputsize"] == "full"
     backfill = Window(datetime(2023, 8, 20, tzinfo=UTC), datetime(2023, 10, 2, tzinfo=UTC))
@@ -145,10 +169,18 @@ def test_global_quote_snapshot_is_stamped_at_the_run_end(recordings):
 
 def test_fx_and_crypto_pairs_use_their_functions_and_market_currency(recordings):
     """EUR/USD -> FX_DAILY, BTC/EUR -> DIGITAL_CURRENCY_DAILY; the recorded demo-key answers are CSV."""
-    cassette(recordings, "fx", "function=FX_DAILY&from_symbol=EUR&to_symbol=USD&outputsize=compact",
-             (FIXTURES / "av_csv_FX_DAILY_EURUSD_demo_2025-12_2026-05.csv").read_text())
-    cassette(recordings, "crypto", "function=DIGITAL_CURRENCY_DAILY&symbol=BTC&market=EUR",
-             (FIXTURES / "av_csv_DIGITAL_CURRENCY_DAILY_BTC_EUR_demo_2025-06_2026-05.csv").read_text())
+    cassette(
+        recordings,
+        "fx",
+        "function=FX_DAILY&from_symbol=EUR&to_symbol=USD&outputsize=compact",
+        (FIXTURES / "av_csv_FX_DAILY_EURUSD_demo_2025-12_2026-05.csv").read_text(),
+    )
+    cassette(
+        recordings,
+        "crypto",
+        "function=DIGITAL_CURRENCY_DAILY&symbol=BTC&market=EUR",
+        (FIXTURES / "av_csv_DIGITAL_CURRENCY_DAILY_BTC_EUR_demo_2025-06_2026-05.csv").read_text(),
+    )
     now = datetime(2026, 5, 17, tzinfo=UTC)
     window = Window(datetime(2026, 5, 11, tzinfo=UTC), datetime(2026, 5, 16, tzinfo=UTC))
     bars, results = AlphaVantageHook(replay_dir=str(recordings), now=now).fetch_bars(["EUR/USD", "BTC/EUR"], "1d", window, now)

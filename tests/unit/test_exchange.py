@@ -48,14 +48,34 @@ def _s(t) -> datetime:
 # Coinbase Advanced Trade: {"candles": [{"start": sec, "low", "high", "open", "close", "volume"}]}, newest first;
 # Coinbase Exchange: [[sec, LOW, HIGH, OPEN, CLOSE, volume]].
 SHAPES = {
-    "binance": ("BTC/USDT", "1m", Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 12)), "binance_spot_klines",
-                lambda b: [(_ms(r[0]), *map(float, (r[1], r[2], r[3], r[4], r[5]))) for r in b]),
-    "kucoin": ("BTC/USDT", "1h", Window(d(2024, 1, 30, 16), d(2024, 1, 30, 19)), "kucoin_market_candles",
-               lambda b: [(_s(r[0]), *map(float, (r[1], r[3], r[4], r[2], r[5]))) for r in b["data"]]),
-    "coinbase": ("BTC/USD", "1h", Window(d(2024, 4, 4, 0), d(2024, 4, 4, 2)), "coinbase_advtrade",
-                 lambda b: [(_s(c["start"]), *(float(c[k]) for k in ("open", "high", "low", "close", "volume"))) for c in b["candles"]]),
-    "coinbaseexchange": ("BTC/USDT", "1h", Window(d(2024, 3, 13, 11), d(2024, 3, 13, 12)), "coinbase_exchange",
-                         lambda b: [(_s(r[0]), float(r[3]), float(r[2]), float(r[1]), float(r[4]), float(r[5])) for r in b]),
+    "binance": (
+        "BTC/USDT",
+        "1m",
+        Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 12)),
+        "binance_spot_klines",
+        lambda b: [(_ms(r[0]), *map(float, (r[1], r[2], r[3], r[4], r[5]))) for r in b],
+    ),
+    "kucoin": (
+        "BTC/USDT",
+        "1h",
+        Window(d(2024, 1, 30, 16), d(2024, 1, 30, 19)),
+        "kucoin_market_candles",
+        lambda b: [(_s(r[0]), *map(float, (r[1], r[3], r[4], r[2], r[5]))) for r in b["data"]],
+    ),
+    "coinbase": (
+        "BTC/USD",
+        "1h",
+        Window(d(2024, 4, 4, 0), d(2024, 4, 4, 2)),
+        "coinbase_advtrade",
+        lambda b: [(_s(c["start"]), *(float(c[k]) for k in ("open", "high", "low", "close", "volume"))) for c in b["candles"]],
+    ),
+    "coinbaseexchange": (
+        "BTC/USDT",
+        "1h",
+        Window(d(2024, 3, 13, 11), d(2024, 3, 13, 12)),
+        "coinbase_exchange",
+        lambda b: [(_s(r[0]), float(r[3]), float(r[2]), float(r[1]), float(r[4]), float(r[5])) for r in b],
+    ),
 }
 
 
@@ -119,7 +139,7 @@ def test_page_boundary_duplicates_are_kept_once_and_counted():
 
     def overlapping(since, limit):
         first = next(i for i, c in enumerate(candles) if c[0] >= since)
-        return candles[max(0, first - 1):first + limit]
+        return candles[max(0, first - 1) : first + limit]
 
     got, duplicates, requests = paginate(overlapping, Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), "1m", 4)
     assert [c[0] for c in got] == [c[0] for c in candles]
@@ -136,11 +156,25 @@ def test_missing_minutes_are_reported_as_gaps():
 def _binance_fault_library(tmp_path: Path, status: int, fixture: str) -> Path:
     """The recorded exchangeInfo, plus a recorded Binance error body answering ETHUSDT klines."""
     shutil.copy(next((RECORDINGS / "binance").glob("binance_spot_exchangeInfo*.yaml")), tmp_path)
-    cassette = {"version": 1, "interactions": [{
-        "request": {"method": "GET", "uri": "https://api.binance.com/api/v3/klines?interval=1m&symbol=ETHUSDT"
-                    "&startTime=1634943780000&endTime=1634944379999", "body": None, "headers": {}},
-        "response": {"status": {"code": status, "message": ""}, "headers": {"Content-Type": ["application/json"]},
-                     "body": {"string": (FIXTURES / fixture).read_text()}}}]}
+    cassette = {
+        "version": 1,
+        "interactions": [
+            {
+                "request": {
+                    "method": "GET",
+                    "uri": "https://api.binance.com/api/v3/klines?interval=1m&symbol=ETHUSDT"
+                    "&startTime=1634943780000&endTime=1634944379999",
+                    "body": None,
+                    "headers": {},
+                },
+                "response": {
+                    "status": {"code": status, "message": ""},
+                    "headers": {"Content-Type": ["application/json"]},
+                    "body": {"string": (FIXTURES / fixture).read_text()},
+                },
+            }
+        ],
+    }
     (tmp_path / "error.yaml").write_text(yaml.safe_dump(cassette))
     return tmp_path
 
@@ -229,7 +263,8 @@ def test_canonical_intervals_map_to_ccxt_timeframes():
 
 def test_symbol_not_listed_is_skipped_without_a_request():
     bars, outcomes = _hook("kucoin", now=d(2026, 1, 1)).fetch_bars(
-        ["NOPE/USDT", "BTC/USDT"], "1h", Window(d(2024, 1, 30, 16), d(2024, 1, 30, 19)), INGESTED)
+        ["NOPE/USDT", "BTC/USDT"], "1h", Window(d(2024, 1, 30, 16), d(2024, 1, 30, 19)), INGESTED
+    )
     assert [(o.symbol, o.status) for o in outcomes] == [("NOPE/USDT", "unknown_symbol"), ("BTC/USDT", "ok")]
     assert bars.num_rows == 3
 
@@ -245,10 +280,15 @@ def test_tickers_snapshot_in_one_call_maps_to_the_quote_schema():
     quotes, outcomes = hook.fetch_quotes(["BTC/USDT", "ETH/USDT", "NOPE/USDT"], as_of=d(2024, 3, 8, 12), ingested_at=INGESTED)
 
     assert calls == [(["BTC/USDT", "ETH/USDT"],)]  # one request for every listed symbol
-    assert [(o.symbol, o.status) for o in outcomes] == [("BTC/USDT", "ok"), ("ETH/USDT", "no_data"), ("NOPE/USDT", "unknown_symbol")]
+    assert [(o.symbol, o.status) for o in outcomes] == [
+        ("BTC/USDT", "ok"),
+        ("ETH/USDT", "no_data"),
+        ("NOPE/USDT", "unknown_symbol"),
+    ]
     (row,) = quotes.to_pylist()
     assert row["time"] == _ms(body["time"])  # the exchange's ticker time, not the run's
     assert (row["price"], row["high"], row["low"], row["change"], row["volume"]) == tuple(
-        float(recorded[k]) for k in ("last", "high", "low", "changePrice", "vol"))
+        float(recorded[k]) for k in ("last", "high", "low", "changePrice", "vol")
+    )
     assert row["open"] == pytest.approx(float(recorded["last"]) - float(recorded["changePrice"]))
     assert (row["symbol"], row["currency"], row["source"]) == ("BTC/USDT", "USDT", "kucoin")

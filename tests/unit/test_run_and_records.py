@@ -21,9 +21,18 @@ START, END = datetime(2021, 7, 19, tzinfo=UTC), datetime(2021, 7, 20, tzinfo=UTC
 
 def bars(times, symbol="MSFT", **cols):
     n = len(times)
-    base = {"time": pa.array(times, pa.timestamp("us", tz="UTC")), "source": ["yahoo"] * n, "symbol": [symbol] * n,
-            "interval": ["1d"] * n, "open": [10.0] * n, "high": [11.0] * n, "low": [9.0] * n, "close": [10.5] * n,
-            "volume": [100.0] * n, "ingested_at": pa.array([START] * n, pa.timestamp("us", tz="UTC"))}
+    base = {
+        "time": pa.array(times, pa.timestamp("us", tz="UTC")),
+        "source": ["yahoo"] * n,
+        "symbol": [symbol] * n,
+        "interval": ["1d"] * n,
+        "open": [10.0] * n,
+        "high": [11.0] * n,
+        "low": [9.0] * n,
+        "close": [10.5] * n,
+        "volume": [100.0] * n,
+        "ingested_at": pa.array([START] * n, pa.timestamp("us", tz="UTC")),
+    }
     base.update(cols)
     return conform(pa.table(base))
 
@@ -34,7 +43,13 @@ def test_scheduled_run_takes_the_data_interval_and_universe():
 
 
 def test_params_override_symbols_and_window():
-    sel = select("yahoo", ["AAPL"], START, END, {"symbols": ["BP.L", "BT-A.L", "BP.L"], "start": "2024-10-02", "end": "2024-10-03T00:00:00Z"})
+    sel = select(
+        "yahoo",
+        ["AAPL"],
+        START,
+        END,
+        {"symbols": ["BP.L", "BT-A.L", "BP.L"], "start": "2024-10-02", "end": "2024-10-03T00:00:00Z"},
+    )
     assert sel.symbols == ("BP.L", "BT-A.L")
     assert sel.start == datetime(2024, 10, 2, tzinfo=UTC) and sel.end == datetime(2024, 10, 3, tzinfo=UTC)
     assert sel.manual

@@ -106,11 +106,22 @@ def test_open_bar_is_dropped():
     from market_ingest.schema import conform
 
     times = [d(2024, 10, 2, 19, 58), d(2024, 10, 2, 19, 59)]
-    table = conform(pa.table({
-        "time": pa.array(times, pa.timestamp("us", tz="UTC")), "source": ["yahoo"] * 2, "symbol": ["AAPL"] * 2,
-        "interval": ["1m"] * 2, "open": [1.0, 1.0], "high": [1.0, 1.0], "low": [1.0, 1.0], "close": [1.0, 1.0],
-        "volume": [1.0, 1.0], "ingested_at": pa.array([INGESTED] * 2, pa.timestamp("us", tz="UTC")),
-    }))
+    table = conform(
+        pa.table(
+            {
+                "time": pa.array(times, pa.timestamp("us", tz="UTC")),
+                "source": ["yahoo"] * 2,
+                "symbol": ["AAPL"] * 2,
+                "interval": ["1m"] * 2,
+                "open": [1.0, 1.0],
+                "high": [1.0, 1.0],
+                "low": [1.0, 1.0],
+                "close": [1.0, 1.0],
+                "volume": [1.0, 1.0],
+                "ingested_at": pa.array([INGESTED] * 2, pa.timestamp("us", tz="UTC")),
+            }
+        )
+    )
     kept, dropped = keep_closed_in_window(table, "1m", Window(d(2024, 10, 2), d(2024, 10, 3)), now=d(2024, 10, 2, 19, 59, 30))
     assert kept["time"].to_pylist() == [d(2024, 10, 2, 19, 58)]
     assert dropped == {"open_bar": 1}
@@ -139,11 +150,24 @@ def test_rate_limit_fails_the_task_for_a_retry(tmp_path):
 
     shutil.copy(YAHOO_RECORDINGS / "_handshake.yaml", tmp_path)
     # Yahoo's throttle answer (status and body as yfinance checks them); synthesised for this fault path.
-    cassette = {"version": 1, "interactions": [{
-        "request": {"method": "GET", "uri": "https://query2.finance.yahoo.com/v8/finance/chart/MSFT?interval=1d&period1=0&period2=2000000000", "body": None, "headers": {}},
-        "response": {"status": {"code": 429, "message": "Too Many Requests"}, "headers": {"Content-Type": ["text/html"]},
-                     "body": {"string": "Too Many Requests"}},
-    }]}
+    cassette = {
+        "version": 1,
+        "interactions": [
+            {
+                "request": {
+                    "method": "GET",
+                    "uri": "https://query2.finance.yahoo.com/v8/finance/chart/MSFT?interval=1d&period1=0&period2=2000000000",
+                    "body": None,
+                    "headers": {},
+                },
+                "response": {
+                    "status": {"code": 429, "message": "Too Many Requests"},
+                    "headers": {"Content-Type": ["text/html"]},
+                    "body": {"string": "Too Many Requests"},
+                },
+            }
+        ],
+    }
     (tmp_path / "throttled.yaml").write_text(yaml.safe_dump(cassette))
     throttled = YahooFinanceHook(yahoo_conn_id=None, replay_dir=str(tmp_path))
     with pytest.raises(RateLimitedError) as err:

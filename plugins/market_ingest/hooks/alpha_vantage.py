@@ -40,7 +40,9 @@ DEFERRED = outcomes.DEFERRED
 #: Fiat currencies (ISO 4217) that decide how a ``BASE/QUOTE`` symbol is served: both sides fiat is
 #: an FX pair (``FX_DAILY``); a non-fiat base on a fiat market is a digital currency
 #: (``DIGITAL_CURRENCY_DAILY``), priced in that market.
-FIAT = frozenset("USD EUR JPY GBP CHF CAD AUD NZD CNY HKD SGD SEK NOK DKK INR KRW MXN BRL ZAR TRY PLN CZK HUF ILS TWD THB".split())
+FIAT = frozenset(
+    "USD EUR JPY GBP CHF CAD AUD NZD CNY HKD SGD SEK NOK DKK INR KRW MXN BRL ZAR TRY PLN CZK HUF ILS TWD THB".split()
+)
 
 
 def pair_kind(symbol: str) -> tuple[str, str, str] | None:
@@ -107,8 +109,14 @@ class AlphaVantageHook(ReplayMixin, BaseHook):
             },
         }
 
-    def __init__(self, alpha_vantage_conn_id: str = default_conn_name, quota: QuotaStore | None = None,
-                 replay_dir: str | None = None, now: datetime | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        alpha_vantage_conn_id: str = default_conn_name,
+        quota: QuotaStore | None = None,
+        replay_dir: str | None = None,
+        now: datetime | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.alpha_vantage_conn_id = alpha_vantage_conn_id
         self.quota = quota
@@ -226,8 +234,10 @@ class AlphaVantageHook(ReplayMixin, BaseHook):
             raise RateLimitedError(SOURCE, f"{what}: throttled: {result.message}")
         if result.kind == av.PREMIUM:
             raise ConfigurationError(
-                SOURCE, f"{params.get('function')} needs a premium Alpha Vantage plan; set \"premium\": true "
-                        f"on connection {self.alpha_vantage_conn_id} only if the key has one ({result.message[:120]})")
+                SOURCE,
+                f'{params.get("function")} needs a premium Alpha Vantage plan; set "premium": true '
+                f"on connection {self.alpha_vantage_conn_id} only if the key has one ({result.message[:120]})",
+            )
         if result.kind == av.ERROR_MESSAGE:
             raise MarketDataError(SOURCE, f"{what}: {result.message}", params.get("symbol"))
         raise UnexpectedBodyError(SOURCE, f"{what}: {result.message}")
@@ -247,11 +257,19 @@ class AlphaVantageHook(ReplayMixin, BaseHook):
         if pair:
             kind, base, quote = pair
             if interval != "1d":
-                raise ConfigurationError(SOURCE, f"{symbol}: only daily bars are fetched for FX and crypto pairs, not {interval}", symbol)
+                raise ConfigurationError(
+                    SOURCE, f"{symbol}: only daily bars are fetched for FX and crypto pairs, not {interval}", symbol
+                )
             if kind == "fx":
                 compact = window.start >= now - timedelta(days=COMPACT_POINTS * 7 // 5 - 10)
-                return [{"function": "FX_DAILY", "from_symbol": base, "to_symbol": quote,
-                         "outputsize": "compact" if compact else "full"}]
+                return [
+                    {
+                        "function": "FX_DAILY",
+                        "from_symbol": base,
+                        "to_symbol": quote,
+                        "outputsize": "compact" if compact else "full",
+                    }
+                ]
             return [{"function": "DIGITAL_CURRENCY_DAILY", "symbol": base, "market": quote}]
         if interval in INTRADAY_INTERVALS:
             base = {"function": function, "symbol": symbol, "interval": av_interval, "outputsize": "full"}
@@ -269,8 +287,9 @@ class AlphaVantageHook(ReplayMixin, BaseHook):
             return [{"function": function, "symbol": symbol, "outputsize": "compact" if compact else "full"}]
         return [{"function": function, "symbol": symbol}]
 
-    def fetch_bars(self, symbols: list[str], interval: str, window: Window, ingested_at: datetime
-                   ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
+    def fetch_bars(
+        self, symbols: list[str], interval: str, window: Window, ingested_at: datetime
+    ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
         """Bars in ``window`` for each symbol, canonical schema, one symbol after another.
 
         :return: ``(bars, outcomes)``. A symbol answered with ``Error Message`` is ``unknown_symbol``;
@@ -280,8 +299,7 @@ class AlphaVantageHook(ReplayMixin, BaseHook):
         """
         import pyarrow as pa
 
-        from market_ingest.quality import keep_closed_in_window
-        from market_ingest.quality import validate_bars
+        from market_ingest.quality import keep_closed_in_window, validate_bars
         from market_ingest.schema import conform, empty_bars
 
         def one(symbol: str):
@@ -306,8 +324,9 @@ class AlphaVantageHook(ReplayMixin, BaseHook):
         tables, results = self._each_symbol(symbols, one)
         return (pa.concat_tables([conform(t) for t in tables]) if tables else empty_bars()), results
 
-    def fetch_quotes(self, symbols: list[str], as_of: datetime, ingested_at: datetime
-                     ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
+    def fetch_quotes(
+        self, symbols: list[str], as_of: datetime, ingested_at: datetime
+    ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
         """``GLOBAL_QUOTE`` snapshots, one request per symbol, canonical quote schema.
 
         :param as_of: the snapshot time stamped into ``time`` (the run's data interval end: Alpha
@@ -320,8 +339,14 @@ class AlphaVantageHook(ReplayMixin, BaseHook):
 
         def one(symbol: str):
             quote = av.parse_quote(self.query({"function": "GLOBAL_QUOTE", "symbol": symbol}))
-            row = {**quote.__dict__, "symbol": symbol, "time": as_of, "source": SOURCE, "currency": None,
-                   "ingested_at": ingested_at}
+            row = {
+                **quote.__dict__,
+                "symbol": symbol,
+                "time": as_of,
+                "source": SOURCE,
+                "currency": None,
+                "ingested_at": ingested_at,
+            }
             return outcomes.SymbolOutcome(symbol, outcomes.OK, rows=1), row
 
         rows, results = self._each_symbol(symbols, one)

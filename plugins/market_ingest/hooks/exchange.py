@@ -39,10 +39,11 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
@@ -62,7 +63,14 @@ if TYPE_CHECKING:
 
 #: canonical interval -> ccxt unified timeframe.
 CCXT_TIMEFRAMES: dict[str, str] = {
-    "1m": "1m", "5m": "5m", "15m": "15m", "30m": "30m", "1h": "1h", "1d": "1d", "1wk": "1w", "1mo": "1M",
+    "1m": "1m",
+    "5m": "5m",
+    "15m": "15m",
+    "30m": "30m",
+    "1h": "1h",
+    "1d": "1d",
+    "1wk": "1w",
+    "1mo": "1M",
 }
 
 #: Candle as ccxt returns it: ``[open time ms UTC, open, high, low, close, volume in base units]``.
@@ -86,8 +94,9 @@ def _nominal(interval: str) -> timedelta:
     return INTERVAL_LENGTH.get(interval, timedelta(days=28))
 
 
-def paginate(fetch_page: Callable[[int, int], list[Candle]], window: Window, interval: str, limit: int
-             ) -> tuple[list[Candle], int, int]:
+def paginate(
+    fetch_page: Callable[[int, int], list[Candle]], window: Window, interval: str, limit: int
+) -> tuple[list[Candle], int, int]:
     """Fetch every candle of ``window`` in pages of at most ``limit``.
 
     :param fetch_page: ``(since_ms, limit) -> candles``; candles open at or after ``since_ms``
@@ -142,8 +151,9 @@ def find_gaps(times: list[datetime], interval: str, window: Window, now: datetim
     return gaps
 
 
-def candles_to_bars(candles: list[Candle], *, source: str, symbol: str, interval: str, currency: str | None,
-                    ingested_at: datetime) -> pa.Table:
+def candles_to_bars(
+    candles: list[Candle], *, source: str, symbol: str, interval: str, currency: str | None, ingested_at: datetime
+) -> pa.Table:
     """ccxt candles as canonical bars (:data:`market_ingest.schema.BAR_SCHEMA`).
 
     :param candles: ``[ms, open, high, low, close, base volume]`` rows.
@@ -156,16 +166,20 @@ def candles_to_bars(candles: list[Candle], *, source: str, symbol: str, interval
 
     n = len(candles)
     cols = list(zip(*candles)) if candles else [[]] * 6
-    table = pa.table({
-        "time": pa.array([from_ms(int(ms)) for ms in cols[0]], pa.timestamp("us", tz="UTC")),
-        "source": pa.array([source] * n, pa.string()),
-        "symbol": pa.array([symbol] * n, pa.string()),
-        "interval": pa.array([interval] * n, pa.string()),
-        **{name: pa.array([None if v is None else float(v) for v in cols[i + 1]], pa.float64())
-           for i, name in enumerate(("open", "high", "low", "close", "volume"))},
-        "currency": pa.array([currency] * n, pa.string()),
-        "ingested_at": pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC")),
-    })
+    table = pa.table(
+        {
+            "time": pa.array([from_ms(int(ms)) for ms in cols[0]], pa.timestamp("us", tz="UTC")),
+            "source": pa.array([source] * n, pa.string()),
+            "symbol": pa.array([symbol] * n, pa.string()),
+            "interval": pa.array([interval] * n, pa.string()),
+            **{
+                name: pa.array([None if v is None else float(v) for v in cols[i + 1]], pa.float64())
+                for i, name in enumerate(("open", "high", "low", "close", "volume"))
+            },
+            "currency": pa.array([currency] * n, pa.string()),
+            "ingested_at": pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC")),
+        }
+    )
     return conform(table)
 
 
@@ -202,10 +216,21 @@ class ExchangeHook(ReplayMixin, BaseHook):
             "placeholders": {"extra": '{"sandbox": false, "options": {}, "passphrase": "", "retry_attempts": 4}'},
         }
 
-    def __init__(self, exchange: str, exchange_conn_id: str | None = None, *, source: str | None = None,
-                 page_limit: int | None = None, max_lookback_bars: int | None = None, markets_file: str | None = None,
-                 options: dict | None = None, replay_dir: str | None = None, now: datetime | None = None,
-                 sleep: Callable[[float], None] = time.sleep, **kwargs) -> None:
+    def __init__(
+        self,
+        exchange: str,
+        exchange_conn_id: str | None = None,
+        *,
+        source: str | None = None,
+        page_limit: int | None = None,
+        max_lookback_bars: int | None = None,
+        markets_file: str | None = None,
+        options: dict | None = None,
+        replay_dir: str | None = None,
+        now: datetime | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.exchange = exchange
         self.exchange_conn_id = exchange_conn_id
@@ -231,8 +256,11 @@ class ExchangeHook(ReplayMixin, BaseHook):
         from airflow.sdk.log import mask_secret
 
         extra = conn.extra_dejson
-        settings: dict[str, Any] = {"options": extra.get("options") or {}, "sandbox": bool(extra.get("sandbox")),
-                                    "retry_attempts": int(extra.get("retry_attempts", 4))}
+        settings: dict[str, Any] = {
+            "options": extra.get("options") or {},
+            "sandbox": bool(extra.get("sandbox")),
+            "retry_attempts": int(extra.get("retry_attempts", 4)),
+        }
         for field, value in (("apiKey", conn.login), ("secret", conn.password), ("password", extra.get("passphrase"))):
             if value:
                 mask_secret(value)
@@ -251,9 +279,12 @@ class ExchangeHook(ReplayMixin, BaseHook):
         if cls is None or self.exchange not in ccxt.exchanges:
             raise ConfigurationError(self.source, f"ccxt {ccxt.__version__} has no exchange {self.exchange!r}")
         s = self._settings
-        config = {"enableRateLimit": True, "timeout": 30_000,
-                  "options": {**self.options, **s.get("options", {})},
-                  **{k: s[k] for k in ("apiKey", "secret", "password") if k in s}}
+        config = {
+            "enableRateLimit": True,
+            "timeout": 30_000,
+            "options": {**self.options, **s.get("options", {})},
+            **{k: s[k] for k in ("apiKey", "secret", "password") if k in s},
+        }
         client = cls(config)
         if s.get("sandbox"):
             client.set_sandbox_mode(True)
@@ -298,9 +329,14 @@ class ExchangeHook(ReplayMixin, BaseHook):
             stop=tenacity.stop_after_attempt(self._settings.get("retry_attempts", 4)),
             sleep=self.sleep,
             reraise=True,
-            before_sleep=lambda rs: self.log.warning("%s %s: %s; retry %d after %.1f s", self.exchange, what,
-                                                     type(rs.outcome.exception()).__name__, rs.attempt_number,
-                                                     rs.next_action.sleep),
+            before_sleep=lambda rs: self.log.warning(
+                "%s %s: %s; retry %d after %.1f s",
+                self.exchange,
+                what,
+                type(rs.outcome.exception()).__name__,
+                rs.attempt_number,
+                rs.next_action.sleep,
+            ),
         )
         where = f"{what} {symbol}" if symbol else what
         try:
@@ -312,8 +348,10 @@ class ExchangeHook(ReplayMixin, BaseHook):
         except ccxt.RateLimitExceeded as exc:
             raise RateLimitedError(self.source, f"{where}: throttled after retries: {exc}", symbol) from None
         except ccxt.AuthenticationError as exc:
-            raise ConfigurationError(self.source, f"{where}: authentication refused ({type(exc).__name__}); check "
-                                     f"connection {self.exchange_conn_id}: {exc}") from None
+            raise ConfigurationError(
+                self.source,
+                f"{where}: authentication refused ({type(exc).__name__}); check connection {self.exchange_conn_id}: {exc}",
+            ) from None
         except ccxt.NetworkError as exc:
             raise VendorUnavailableError(self.source, f"{where}: {type(exc).__name__}: {exc}", symbol) from None
 
@@ -325,8 +363,11 @@ class ExchangeHook(ReplayMixin, BaseHook):
         validate_interval(interval)
         tf = CCXT_TIMEFRAMES[interval]
         if tf not in (self.client.timeframes or {}):
-            raise ConfigurationError(self.source, f"{self.exchange} has no {interval} candles (ccxt timeframe {tf}); "
-                                     f"it offers {' '.join(sorted(self.client.timeframes or {}))}")
+            raise ConfigurationError(
+                self.source,
+                f"{self.exchange} has no {interval} candles (ccxt timeframe {tf}); "
+                f"it offers {' '.join(sorted(self.client.timeframes or {}))}",
+            )
         return tf
 
     def request_limit(self, symbol: str) -> int:
@@ -350,10 +391,12 @@ class ExchangeHook(ReplayMixin, BaseHook):
                 self.source,
                 f"{self.exchange} serves only its latest {self.max_lookback_bars} {interval} candles (from "
                 f"{oldest.isoformat()} at {now.isoformat()}); window [{window.start.isoformat()}, "
-                f"{window.end.isoformat()}) starts earlier. Backfill it from an exchange with deeper history.")
+                f"{window.end.isoformat()}) starts earlier. Backfill it from an exchange with deeper history.",
+            )
 
-    def fetch_bars(self, symbols: list[str], interval: str, window: Window, ingested_at: datetime
-                   ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
+    def fetch_bars(
+        self, symbols: list[str], interval: str, window: Window, ingested_at: datetime
+    ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
         """Closed bars opening in ``window`` for each symbol, canonical schema.
 
         :param symbols: ccxt unified symbols (``BTC/USDT``).
@@ -383,9 +426,13 @@ class ExchangeHook(ReplayMixin, BaseHook):
                 try:
                     market = self.client.market(symbol)
                     candles, duplicates, requests = paginate(
-                        lambda since, limit: self._call(self.client.fetch_ohlcv, symbol, tf, since, limit,
-                                                        what="fetch_ohlcv", symbol=symbol),
-                        window, interval, self.request_limit(symbol))
+                        lambda since, limit, symbol=symbol: self._call(
+                            self.client.fetch_ohlcv, symbol, tf, since, limit, what="fetch_ohlcv", symbol=symbol
+                        ),
+                        window,
+                        interval,
+                        self.request_limit(symbol),
+                    )
                 except ccxt.BadSymbol as exc:
                     reason = f"{self.exchange} does not list {symbol} (BadSymbol: {exc})"
                     self.log.warning("Skipping %s: %s", symbol, reason)
@@ -396,27 +443,49 @@ class ExchangeHook(ReplayMixin, BaseHook):
                     self.log.error("%s", reason)
                     results.append(outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=reason))
                     continue
-                table = candles_to_bars(candles, source=self.source, symbol=symbol, interval=interval,
-                                        currency=market.get("quote"), ingested_at=ingested_at)
+                table = candles_to_bars(
+                    candles,
+                    source=self.source,
+                    symbol=symbol,
+                    interval=interval,
+                    currency=market.get("quote"),
+                    ingested_at=ingested_at,
+                )
                 table, dropped = keep_closed_in_window(table, interval, window, now)
                 table, invalid = validate_bars(table)
                 dropped.update(invalid)
                 if duplicates:
                     dropped["duplicate"] = duplicates
                 gaps = find_gaps(table["time"].to_pylist(), interval, window, now)
-                self.log.info("%s %s: %d candles in %d requests, %d kept, gaps %s", self.exchange, symbol,
-                              len(candles), requests, table.num_rows, [f"{a:%H:%M}-{b:%H:%M}" for a, b in gaps] or "none")
+                self.log.info(
+                    "%s %s: %d candles in %d requests, %d kept, gaps %s",
+                    self.exchange,
+                    symbol,
+                    len(candles),
+                    requests,
+                    table.num_rows,
+                    [f"{a:%H:%M}-{b:%H:%M}" for a, b in gaps] or "none",
+                )
                 if table.num_rows == 0:
-                    results.append(outcomes.SymbolOutcome(symbol, outcomes.NO_DATA, reason="no closed candle in the window",
-                                                          dropped=dropped))
+                    results.append(
+                        outcomes.SymbolOutcome(symbol, outcomes.NO_DATA, reason="no closed candle in the window", dropped=dropped)
+                    )
                     continue
-                results.append(outcomes.SymbolOutcome(symbol, outcomes.OK, rows=table.num_rows, dropped=dropped,
-                                                      gaps=[[a.isoformat(), b.isoformat()] for a, b in gaps]))
+                results.append(
+                    outcomes.SymbolOutcome(
+                        symbol,
+                        outcomes.OK,
+                        rows=table.num_rows,
+                        dropped=dropped,
+                        gaps=[[a.isoformat(), b.isoformat()] for a, b in gaps],
+                    )
+                )
                 tables.append(table)
         return (pa.concat_tables([conform(t) for t in tables]) if tables else empty_bars()), results
 
-    def fetch_quotes(self, symbols: list[str], as_of: datetime, ingested_at: datetime
-                     ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
+    def fetch_quotes(
+        self, symbols: list[str], as_of: datetime, ingested_at: datetime
+    ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
         """Ticker snapshots with one ``fetch_tickers`` call for all listed symbols, quote schema.
 
         :param as_of: stamped into ``time`` when the exchange gives no ticker timestamp.
@@ -449,13 +518,23 @@ class ExchangeHook(ReplayMixin, BaseHook):
                     reason = "no last price in the ticker" if t else f"{self.exchange} returned no ticker for it"
                     results[s] = outcomes.SymbolOutcome(s, outcomes.NO_DATA, reason=reason)
                     continue
-                rows.append({
-                    "time": from_ms(t["timestamp"]) if t.get("timestamp") else as_of,
-                    "source": self.source, "symbol": s, "price": price, "open": t.get("open"), "high": t.get("high"),
-                    "low": t.get("low"), "previous_close": t.get("previousClose"), "change": t.get("change"),
-                    "volume": t.get("baseVolume"), "latest_trading_day": None,
-                    "currency": self.client.markets[s].get("quote"), "ingested_at": ingested_at,
-                })
+                rows.append(
+                    {
+                        "time": from_ms(t["timestamp"]) if t.get("timestamp") else as_of,
+                        "source": self.source,
+                        "symbol": s,
+                        "price": price,
+                        "open": t.get("open"),
+                        "high": t.get("high"),
+                        "low": t.get("low"),
+                        "previous_close": t.get("previousClose"),
+                        "change": t.get("change"),
+                        "volume": t.get("baseVolume"),
+                        "latest_trading_day": None,
+                        "currency": self.client.markets[s].get("quote"),
+                        "ingested_at": ingested_at,
+                    }
+                )
                 results[s] = outcomes.SymbolOutcome(s, outcomes.OK, rows=1)
         table = conform(pa.Table.from_pylist(rows), QUOTE_SCHEMA) if rows else QUOTE_SCHEMA.empty_table()
         return table, [results[s] for s in symbols]

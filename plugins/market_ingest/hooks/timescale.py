@@ -136,7 +136,6 @@ class TimescaleHook(PostgresHook):
                         for row in zip(*(col.to_pylist() for col in batch.columns)):
                             copy.write_row(row)
                 cur.execute(
-                    f"INSERT INTO {spec.table} ({cols}) SELECT {cols} FROM _load "
-                    f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+                    f"INSERT INTO {spec.table} ({cols}) SELECT {cols} FROM _load ON CONFLICT ({key}) DO UPDATE SET {updates}"
                 )
                 return cur.rowcount

@@ -223,8 +223,14 @@ class YahooFinanceHook(BaseHook):
                     if start == end:
                         end = (piece.end.date() + timedelta(days=1)).isoformat()
                 frame = ticker.history(
-                    start=start, end=end, interval=YF_INTERVAL[interval],
-                    auto_adjust=False, actions=True, prepost=False, repair=False, keepna=False,
+                    start=start,
+                    end=end,
+                    interval=YF_INTERVAL[interval],
+                    auto_adjust=False,
+                    actions=True,
+                    prepost=False,
+                    repair=False,
+                    keepna=False,
                 )
                 frames.append(frame)
             currency = (ticker.history_metadata or {}).get("currency")
@@ -291,9 +297,7 @@ def _is_network_error(exc: BaseException) -> bool:
     return isinstance(exc, CurlRequestException) and getattr(getattr(exc, "response", None), "status_code", None) is None
 
 
-def normalise_history(
-    frame: pd.DataFrame, symbol: str, interval: str, currency: str | None, ingested_at: datetime
-) -> pa.Table:
+def normalise_history(frame: pd.DataFrame, symbol: str, interval: str, currency: str | None, ingested_at: datetime) -> pa.Table:
     """Turn a ``Ticker.history(auto_adjust=False, actions=True)`` frame into canonical bars.
 
     :param frame: yfinance output: tz-aware index in the exchange's timezone; columns ``Open High
@@ -337,7 +341,9 @@ def normalise_history(
         "low": pa.array(frame["Low"].astype("float64")),
         "close": pa.array(frame["Close"].astype("float64")),
         "volume": pa.array(frame["Volume"].fillna(0).astype("float64")),
-        "adj_close": pa.array(frame["Adj Close"].astype("float64")) if not intraday and "Adj Close" in frame else pa.nulls(n, pa.float64()),
+        "adj_close": pa.array(frame["Adj Close"].astype("float64"))
+        if not intraday and "Adj Close" in frame
+        else pa.nulls(n, pa.float64()),
         "dividend": pa.nulls(n, pa.float64()) if intraday else pa.array(dividends),
         "split_ratio": pa.nulls(n, pa.float64()) if intraday else pa.array(splits.where(splits != 0, 1.0)),
         "currency": pa.array([currency] * n, pa.string()),

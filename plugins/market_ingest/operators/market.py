@@ -8,8 +8,9 @@ bars travel through the lake only. Heavy libraries are imported inside ``execute
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
@@ -66,12 +67,19 @@ class MarketPlanOperator(BaseOperator):
         ic = src.quotes if self.dataset == "quotes" else src.intervals[self.interval]
         universe = [s for u in (ic.universes or src.universes) for s in load_universe(u)]
         try:
-            sel = select(self.source, universe, context["data_interval_start"], context["data_interval_end"], dict(context["params"]))
+            sel = select(
+                self.source, universe, context["data_interval_start"], context["data_interval_end"], dict(context["params"])
+            )
         except MarketDataError as exc:
             _fail_fast(exc)
         self.log.info(
-            "%s %s: %d symbols over [%s, %s)%s", self.source, self.interval, len(sel.symbols),
-            sel.start.isoformat(), sel.end.isoformat(), " (manual override)" if sel.manual else "",
+            "%s %s: %d symbols over [%s, %s)%s",
+            self.source,
+            self.interval,
+            len(sel.symbols),
+            sel.start.isoformat(),
+            sel.end.isoformat(),
+            " (manual override)" if sel.manual else "",
         )
         symbols, since = list(sel.symbols), {}
         if self.dataset == "bars" and src.kind in DEFERRING_KINDS:
@@ -87,8 +95,13 @@ class MarketPlanOperator(BaseOperator):
                 self.log.info("Picking up %d deferred symbols: %s", len(since), since)
         size = ic.batch_size or src.batch_size
         return [
-            {"batch": i, "symbols": b, "start": sel.start.isoformat(), "end": sel.end.isoformat(),
-             "since": {s: since[s] for s in b if s in since}}
+            {
+                "batch": i,
+                "symbols": b,
+                "start": sel.start.isoformat(),
+                "end": sel.end.isoformat(),
+                "since": {s: since[s] for s in b if s in since},
+            }
             for i, b in enumerate(batch_symbols(symbols, size))
         ]
 
@@ -110,8 +123,9 @@ class MarketExtractOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("source", "interval", "batch")
 
-    def __init__(self, *, source: str, interval: str, batch: Any, replay_dir: str | None = None,
-                 dataset: str = "bars", **kwargs) -> None:
+    def __init__(
+        self, *, source: str, interval: str, batch: Any, replay_dir: str | None = None, dataset: str = "bars", **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.source = source
         self.interval = interval
@@ -152,7 +166,6 @@ class MarketExtractOperator(BaseOperator):
         for o in results:
             self.log.info("%-12s %-15s rows=%-6d %s %s", o.symbol, o.status, o.rows, o.reason, o.dropped or "")
         return {"batch": self.batch["batch"], "path": path, "rows": bars.num_rows, "outcomes": [o.as_dict() for o in results]}
-
 
     def _fetch_bars(self, hook, symbols, since, start, end, now):
         """One ``fetch_bars`` per distinct window start: deferred symbols reach back to their deferral."""
@@ -213,8 +226,15 @@ class LakePublishOperator(BaseOperator):
         staged = [e["path"] for e in results if e.get("path")]
         window = _window_of(context)
         quotes = self.dataset == "quotes"
-        objects = publish(staged, lake_root(cfg.lake.quotes_url if quotes else cfg.lake.url), self.source,
-                          None if quotes else self.interval, *window, compression=cfg.lake.compression, dataset=self.dataset)
+        objects = publish(
+            staged,
+            lake_root(cfg.lake.quotes_url if quotes else cfg.lake.url),
+            self.source,
+            None if quotes else self.interval,
+            *window,
+            compression=cfg.lake.compression,
+            dataset=self.dataset,
+        )
         counts: Counter[str] = Counter()
         for obj in objects:
             counts.update(obj.pop("rows_by_symbol"))
@@ -298,9 +318,17 @@ class KinesisPublishOperator(BaseOperator):
         records = build_records(bars, self.dataset)
         stream = k.quotes_stream if self.dataset == "quotes" else k.stream
         client = KinesisHook(aws_conn_id=k.aws_conn_id).conn
-        stats = put_records(client, stream, records, max_records=k.max_records_per_call,
-                            max_bytes=k.max_bytes_per_call, max_attempts=k.max_attempts)
-        self.log.info("Published %d records to %s in %d calls (%d re-sent)", stats["records"], stream, stats["calls"], stats["retried"])
+        stats = put_records(
+            client,
+            stream,
+            records,
+            max_records=k.max_records_per_call,
+            max_bytes=k.max_bytes_per_call,
+            max_attempts=k.max_attempts,
+        )
+        self.log.info(
+            "Published %d records to %s in %d calls (%d re-sent)", stats["records"], stream, stats["calls"], stats["retried"]
+        )
         return {**stats, "records_by_symbol": _count_by_symbol(bars)}
 
 
@@ -344,21 +372,35 @@ class RunReportOperator(BaseOperator):
             raise AirflowFailException(f"sinks {broken} did not succeed; rows above show what did land")
         threshold = load_config().report.max_failed_share
         if report["symbols_total"] and report["failed_share"] > threshold:
-            message = (f"{report['failed']} of {report['symbols_total']} symbols failed "
-                       f"({report['failed_share']:.0%} > {threshold:.0%}): {report['failed_symbols']}")
+            message = (
+                f"{report['failed']} of {report['symbols_total']} symbols failed "
+                f"({report['failed_share']:.0%} > {threshold:.0%}): {report['failed_symbols']}"
+            )
             from market_ingest.alerts import FAILED_SHARE_EXCEEDED, build_event, emit
 
             try:
-                emit(build_event(FAILED_SHARE_EXCEEDED, context, message, {
-                    "failed_symbols": report["failed_symbols"], "symbols_total": report["symbols_total"],
-                    "failed_share": report["failed_share"], "threshold": threshold}))
+                emit(
+                    build_event(
+                        FAILED_SHARE_EXCEEDED,
+                        context,
+                        message,
+                        {
+                            "failed_symbols": report["failed_symbols"],
+                            "symbols_total": report["symbols_total"],
+                            "failed_share": report["failed_share"],
+                            "threshold": threshold,
+                        },
+                    )
+                )
             except RuntimeError as exc:  # the run fails either way; a retry would not fix the symbols
                 message += f"; and the alert was not delivered: {exc}"
             raise AirflowFailException(message)
         return report
 
 
-def build_report(plan: list[dict], extracts: list[dict], lake: dict | None, timescale: dict | None, kinesis: dict | None) -> dict[str, Any]:
+def build_report(
+    plan: list[dict], extracts: list[dict], lake: dict | None, timescale: dict | None, kinesis: dict | None
+) -> dict[str, Any]:
     """Assemble the run report from the tasks' XCom results (``None`` where a task did not succeed).
 
     :return: ``{"symbols": {sym: {"status", "reason", "dropped", "gaps", "lake", "timescale", "kinesis"}}, "skipped":
@@ -400,7 +442,10 @@ def build_report(plan: list[dict], extracts: list[dict], lake: dict | None, time
 
 def format_report(report: dict[str, Any], dag_id: str, run_id: str) -> list[str]:
     """The report as aligned text lines for a log or a terminal."""
-    lines = [f"Run report {dag_id} / {run_id}", f"{'symbol':<12} {'status':<15} {'lake':>7} {'timescale':>9} {'kinesis':>8}  reason"]
+    lines = [
+        f"Run report {dag_id} / {run_id}",
+        f"{'symbol':<12} {'status':<15} {'lake':>7} {'timescale':>9} {'kinesis':>8}  reason",
+    ]
     for sym, v in sorted(report["symbols"].items()):
         lines.append(f"{sym:<12} {v['status']:<15} {v['lake']:>7} {v['timescale']:>9} {v['kinesis']:>8}  {v['reason']}")
         if v.get("dropped"):

@@ -161,17 +161,19 @@ def parse_series_json(doc: dict, market: str | None = None) -> tuple[list[Row], 
     for stamp, raw in doc[series_key].items():
         values = {_strip(k): v for k, v in raw.items()}
         try:
-            rows.append(Row(
-                stamp=stamp,
-                open=float(_field(values, "open", market)),
-                high=float(_field(values, "high", market)),
-                low=float(_field(values, "low", market)),
-                close=float(_field(values, "close", market)),
-                volume=float(values.get("volume", 0) or 0),
-                adj_close=float(values["adjusted close"]) if "adjusted close" in values else None,
-                dividend=float(values["dividend amount"]) if "dividend amount" in values else None,
-                split_ratio=float(values["split coefficient"]) if "split coefficient" in values else None,
-            ))
+            rows.append(
+                Row(
+                    stamp=stamp,
+                    open=float(_field(values, "open", market)),
+                    high=float(_field(values, "high", market)),
+                    low=float(_field(values, "low", market)),
+                    close=float(_field(values, "close", market)),
+                    volume=float(values.get("volume", 0) or 0),
+                    adj_close=float(values["adjusted close"]) if "adjusted close" in values else None,
+                    dividend=float(values["dividend amount"]) if "dividend amount" in values else None,
+                    split_ratio=float(values["split coefficient"]) if "split coefficient" in values else None,
+                )
+            )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{series_key}[{stamp}]: not a number: {exc}") from None
     return rows, tz
@@ -186,13 +188,19 @@ def parse_series_csv(text: str, tz: str) -> list[Row]:
     rows = []
     for rec in reader:
         stamp = rec.get("timestamp") or rec.get("time")
-        rows.append(Row(
-            stamp=stamp, open=float(rec["open"]), high=float(rec["high"]), low=float(rec["low"]),
-            close=float(rec["close"]), volume=float(rec.get("volume") or 0),
-            adj_close=float(rec["adjusted_close"]) if rec.get("adjusted_close") else None,
-            dividend=float(rec["dividend_amount"]) if rec.get("dividend_amount") else None,
-            split_ratio=float(rec["split_coefficient"]) if rec.get("split_coefficient") else None,
-        ))
+        rows.append(
+            Row(
+                stamp=stamp,
+                open=float(rec["open"]),
+                high=float(rec["high"]),
+                low=float(rec["low"]),
+                close=float(rec["close"]),
+                volume=float(rec.get("volume") or 0),
+                adj_close=float(rec["adjusted_close"]) if rec.get("adjusted_close") else None,
+                dividend=float(rec["dividend_amount"]) if rec.get("dividend_amount") else None,
+                split_ratio=float(rec["split_coefficient"]) if rec.get("split_coefficient") else None,
+            )
+        )
     return rows
 
 
@@ -209,8 +217,9 @@ def bar_time(stamp: str, tz: str, intraday: bool) -> datetime:
     return local.astimezone(timezone.utc)
 
 
-def rows_to_bars(rows: list[Row], *, symbol: str, interval: str, tz: str, currency: str | None,
-                 ingested_at: datetime) -> pa.Table:
+def rows_to_bars(
+    rows: list[Row], *, symbol: str, interval: str, tz: str, currency: str | None, ingested_at: datetime
+) -> pa.Table:
     """Canonical bars (``BAR_SCHEMA``) from parsed rows, oldest first."""
     import pyarrow as pa
 
@@ -223,17 +232,26 @@ def rows_to_bars(rows: list[Row], *, symbol: str, interval: str, tz: str, curren
     rows = sorted(rows, key=lambda r: r.stamp)
     n = len(rows)
     ts = pa.timestamp("us", tz="UTC")
-    return conform(pa.table({
-        "time": pa.array([bar_time(r.stamp, tz, intraday) for r in rows], ts),
-        "source": [SOURCE] * n, "symbol": [symbol] * n, "interval": [interval] * n,
-        "open": [r.open for r in rows], "high": [r.high for r in rows], "low": [r.low for r in rows],
-        "close": [r.close for r in rows], "volume": [r.volume for r in rows],
-        "adj_close": pa.array([r.adj_close for r in rows], pa.float64()),
-        "dividend": pa.array([r.dividend for r in rows], pa.float64()),
-        "split_ratio": pa.array([r.split_ratio for r in rows], pa.float64()),
-        "currency": pa.array([currency] * n, pa.string()),
-        "ingested_at": pa.array([ingested_at] * n, ts),
-    }))
+    return conform(
+        pa.table(
+            {
+                "time": pa.array([bar_time(r.stamp, tz, intraday) for r in rows], ts),
+                "source": [SOURCE] * n,
+                "symbol": [symbol] * n,
+                "interval": [interval] * n,
+                "open": [r.open for r in rows],
+                "high": [r.high for r in rows],
+                "low": [r.low for r in rows],
+                "close": [r.close for r in rows],
+                "volume": [r.volume for r in rows],
+                "adj_close": pa.array([r.adj_close for r in rows], pa.float64()),
+                "dividend": pa.array([r.dividend for r in rows], pa.float64()),
+                "split_ratio": pa.array([r.split_ratio for r in rows], pa.float64()),
+                "currency": pa.array([currency] * n, pa.string()),
+                "ingested_at": pa.array([ingested_at] * n, ts),
+            }
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -259,6 +277,14 @@ def parse_quote(classified: Classified) -> Quote:
     else:
         q = next(csv.DictReader(io.StringIO(classified.doc)))
         day, prev = q["latestDay"], q["previousClose"]
-    return Quote(symbol=q["symbol"], price=float(q["price"]), open=float(q["open"]), high=float(q["high"]),
-                 low=float(q["low"]), previous_close=float(prev), change=float(q["change"]),
-                 volume=float(q["volume"]), latest_trading_day=date.fromisoformat(day))
+    return Quote(
+        symbol=q["symbol"],
+        price=float(q["price"]),
+        open=float(q["open"]),
+        high=float(q["high"]),
+        low=float(q["low"]),
+        previous_close=float(prev),
+        change=float(q["change"]),
+        volume=float(q["volume"]),
+        latest_trading_day=date.fromisoformat(day),
+    )
