@@ -59,6 +59,18 @@ def ensure_utc(value: datetime, what: str = "timestamp") -> datetime:
     return value.astimezone(timezone.utc)
 
 
+def utc_dates(start: datetime, end: datetime) -> list[str]:
+    """The UTC dates (``YYYY-MM-DD``) that ``[start, end)`` touches, oldest first (empty when ``end <= start``)."""
+    if end <= start:
+        return []
+    day, last = start.astimezone(timezone.utc).date(), (end.astimezone(timezone.utc) - timedelta(microseconds=1)).date()
+    out = []
+    while day <= last:
+        out.append(day.isoformat())
+        day += timedelta(days=1)
+    return out
+
+
 @dataclass(frozen=True)
 class Window:
     """A half-open UTC window ``[start, end)`` of bar open times.

@@ -26,9 +26,14 @@ class SymbolOutcome:
     :param rows: bars kept (in the window, closed, valid).
     :param reason: why the symbol was skipped or failed; empty when ``ok``.
     :param dropped: bars the vendor returned that were not kept, by reason
-        (``out_of_window``, ``open_bar``, ``duplicate``, ``invalid: <check>``).
+        (``out_of_window``, ``open_bar``, ``duplicate``, ``invalid: <check>``; see
+        :mod:`market_ingest.quality`).
     :param gaps: ``[start, end)`` ISO ranges of closed bars in the window the vendor returned no
         bar for (reported by sources that trade around the clock; empty otherwise).
+    :param nulled: optional values (``adj_close``, ``vwap``, ...) that were NaN or infinite and
+        were stored as null, by column.
+    :param conflicts: ``{"keys": n, "times": [ISO, ...]}`` when the vendor's answer held the same
+        bar twice with different values (the last was kept); empty otherwise.
     """
 
     symbol: str
@@ -37,6 +42,8 @@ class SymbolOutcome:
     reason: str = ""
     dropped: dict[str, int] = field(default_factory=dict)
     gaps: list[list[str]] = field(default_factory=list)
+    nulled: dict[str, int] = field(default_factory=dict)
+    conflicts: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """A JSON-safe dict for XCom and the report."""

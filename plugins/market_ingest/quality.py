@@ -1,12 +1,27 @@
-"""Row-level checks on canonical bars, applied before anything is staged.
+"""Row-level checks on canonical bars, applied to each symbol's answer before anything is staged.
 
-A bar that fails a check is dropped and counted under ``invalid: <check>`` in its symbol's outcome;
-the other bars of the symbol are kept. Imports pyarrow: call from tasks only.
+Every hook ends a symbol the same way, :func:`clean_bars`:
+
+1. **duplicates** in the vendor's answer (same natural key twice) keep the last row; each extra
+   row is counted as ``duplicate``, and keys whose rows *differ* are reported as ``conflicts``
+   (how many, and their open times; the run report shows them);
+2. **window and closed bars**: bars opening outside the window are dropped (``out_of_window``),
+   and so is a bar still open at the vendor's clock (``open_bar``);
+3. **validation** (:data:`CHECKS`): a bar failing a check is dropped and counted under
+   ``invalid: <check>``; the other bars of the symbol are kept;
+4. **optional columns** (``adj_close, vwap, dividend, split_ratio``) that are NaN or infinite
+   become null and are counted per column in ``nulled``: JSON and SQL consumers cannot hold them.
+
+After this, every float in a staged bar is finite, so no sink can fail on one row's value.
+Imports pyarrow inside functions: call from tasks only.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from market_ingest import outcomes
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -15,13 +30,22 @@ if TYPE_CHECKING:
 
     from market_ingest.intervals import Window
 
-#: check name -> description, in the order they are applied.
+#: check name -> description, in the order they are applied. A row failing several is counted under the first.
 CHECKS = {
-    "non_positive_price": "open, high, low and close must be finite and > 0",
+    "missing_value": "open, high, low, close and volume must be present (not null)",
+    "non_finite_value": "open, high, low, close and volume must be finite (not NaN or infinite)",
+    "non_positive_price": "open, high, low and close must be > 0",
     "high_below_range": "high must be >= open, close and low",
     "low_above_range": "low must be <= open and close",
     "negative_volume": "volume must be >= 0",
 }
+
+#: Required float columns (checked) and optional ones (non-finite values become null).
+REQUIRED_FLOATS = ("open", "high", "low", "close", "volume")
+OPTIONAL_FLOATS = ("adj_close", "vwap", "dividend", "split_ratio")
+
+#: At most this many conflicting keys are listed per symbol (all are counted).
+MAX_LISTED_CONFLICTS = 20
 
 
 def validate_bars(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
@@ -29,18 +53,25 @@ def validate_bars(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
 
     :param table: bars with :data:`market_ingest.schema.BAR_SCHEMA` columns.
     :return: ``(valid_rows, {"invalid: <check>": count})``; a row failing several checks is
-        counted under the first one only.
+        counted under the first one only (order of :data:`CHECKS`); zero counts are omitted.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    o, h, l, c, v = (table[n] for n in ("open", "high", "low", "close", "volume"))
+    o, h, l, c, v = (table[n] for n in REQUIRED_FLOATS)
+
+    def any_of(predicate):
+        out = predicate(o)
+        for col in (h, l, c, v):
+            out = pc.or_kleene(out, predicate(col))
+        return out
+
     fails = {
-        "non_positive_price": pc.invert(
-            pc.and_kleene(
-                pc.and_kleene(pc.greater(o, 0), pc.greater(h, 0)),
-                pc.and_kleene(pc.greater(l, 0), pc.greater(c, 0)),
-            )
+        "missing_value": any_of(pc.is_null),
+        # is_finite is false for NaN and +-inf; nulls were counted above.
+        "non_finite_value": any_of(lambda col: pc.invert(pc.fill_null(pc.is_finite(col), True))),
+        "non_positive_price": pc.or_(
+            pc.or_(pc.less_equal(o, 0), pc.less_equal(h, 0)), pc.or_(pc.less_equal(l, 0), pc.less_equal(c, 0))
         ),
         "high_below_range": pc.or_(pc.or_(pc.less(h, o), pc.less(h, c)), pc.less(h, l)),
         "low_above_range": pc.or_(pc.greater(l, o), pc.greater(l, c)),
@@ -49,13 +80,85 @@ def validate_bars(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
     bad = pa.array([False] * table.num_rows, pa.bool_())
     counts: dict[str, int] = {}
     for name in CHECKS:
-        # NaN compares false everywhere; a null is treated as a failure of the price check.
-        this = pc.and_(pc.fill_null(fails[name], True), pc.invert(bad))
+        this = pc.and_(pc.fill_null(fails[name], False), pc.invert(bad))
         n = pc.sum(this).as_py() or 0
         if n:
             counts[f"invalid: {name}"] = n
         bad = pc.or_(bad, this)
-    return table.filter(pc.invert(bad)), counts
+    return (table.filter(pc.invert(bad)) if counts else table), counts
+
+
+def null_non_finite(table: pa.Table, columns: tuple[str, ...] = OPTIONAL_FLOATS) -> tuple[pa.Table, dict[str, int]]:
+    """Replace NaN and infinite values of optional float ``columns`` with null.
+
+    :return: ``(table, {column: values nulled})``; zero counts omitted.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    nulled: dict[str, int] = {}
+    for name in columns:
+        if name not in table.column_names:
+            continue
+        col = table[name]
+        finite = pc.fill_null(pc.is_finite(col), True)  # nulls stay null, and are not counted
+        n = table.num_rows - (pc.sum(finite).as_py() or 0)
+        if n:
+            nulled[name] = n
+            col = pc.if_else(finite, col, pa.scalar(None, col.type))
+            table = table.set_column(table.schema.get_field_index(name), table.schema.field(name), col)
+    return table, nulled
+
+
+def dedupe_answer(
+    table: pa.Table, key: tuple[str, ...] = ("source", "symbol", "interval", "time"), ignore: tuple[str, ...] = ("ingested_at",)
+) -> tuple[pa.Table, dict[str, int], dict]:
+    """Keep the last row of each ``key`` in one vendor answer, and say what was dropped.
+
+    :param table: rows of one symbol's answer, in the vendor's order.
+    :param key: natural key (bars: ``source, symbol, interval, time``).
+    :param ignore: columns not compared when deciding whether duplicates conflict.
+    :return: ``(rows, {"duplicate": extra rows dropped}, conflicts)``: ``conflicts`` is ``{}``
+        or ``{"keys": n, "times": [ISO open times, at most MAX_LISTED_CONFLICTS]}`` for keys
+        whose rows differ in a value. Rows keep their original order.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if table.num_rows < 2:
+        return table, {}, {}
+    keys = list(key)
+    if _one_series_without_repeats(table, keys):  # the usual answer: checked without building a hash table of rows
+        return table, {}, {}
+    indexed = table.append_column("__row", pa.array(range(table.num_rows), pa.int64()))
+    groups = indexed.group_by(keys, use_threads=False).aggregate([("__row", "max")])
+    extra = table.num_rows - groups.num_rows
+    if not extra:
+        return table, {}, {}
+    values = [c for c in table.column_names if c not in keys and c not in ignore]
+    distinct = indexed.group_by(keys + values, use_threads=False).aggregate([("__row", "count")])
+    per_key = distinct.group_by(keys, use_threads=False).aggregate([("__row_count", "count")])
+    conflicting = per_key.filter(pc.greater(per_key["__row_count_count"], 1))
+    conflicts: dict = {}
+    if conflicting.num_rows:
+        times = sorted(conflicting["time"].to_pylist()) if "time" in keys else []
+        conflicts = {"keys": conflicting.num_rows, "times": [t.isoformat() for t in times[:MAX_LISTED_CONFLICTS]]}
+    kept = table.take(groups["__row_max"].combine_chunks().sort())
+    return kept, {"duplicate": extra}, conflicts
+
+
+def _one_series_without_repeats(table: pa.Table, keys: list[str]) -> bool:
+    """True when every key column but ``time`` is constant and ``time`` strictly increases: the
+    usual answer, recognised with element-wise comparisons instead of a hash table of the rows."""
+    import pyarrow.compute as pc
+
+    if "time" not in keys:
+        return False
+    for name in keys:
+        if name != "time" and not pc.all(pc.equal(table[name], table[name][0])).as_py():
+            return False
+    times = table["time"]
+    return bool(pc.all(pc.less(times[:-1], times[1:])).as_py())
 
 
 def keep_closed_in_window(table: pa.Table, interval: str, window: Window, now: datetime) -> tuple[pa.Table, dict[str, int]]:
@@ -69,13 +172,79 @@ def keep_closed_in_window(table: pa.Table, interval: str, window: Window, now: d
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from market_ingest.intervals import bar_end
+    from market_ingest.intervals import INTERVAL_LENGTH, bar_end
+    from market_ingest.schema import utc_timestamp
 
     times = table["time"]
-    inside = pc.and_(pc.greater_equal(times, window.start), pc.less(times, window.end))
-    kept = table.filter(inside)
+    kept = _keep(table, pc.and_(pc.greater_equal(times, utc_timestamp(window.start)), pc.less(times, utc_timestamp(window.end))))
     dropped = {"out_of_window": table.num_rows - kept.num_rows}
-    closed = [bar_end(t, interval) <= now for t in kept["time"].to_pylist()]
-    final = kept.filter(pa.array(closed, pa.bool_())) if kept.num_rows else kept
+    if interval in INTERVAL_LENGTH:  # fixed length: closed <=> open time <= now - length
+        closed = pc.less_equal(kept["time"], utc_timestamp(now - INTERVAL_LENGTH[interval]))
+    else:
+        closed = pa.array([bar_end(t, interval) <= now for t in kept["time"].to_pylist()], pa.bool_())
+    final = _keep(kept, closed) if kept.num_rows else kept
     dropped["open_bar"] = kept.num_rows - final.num_rows
     return final, {k: v for k, v in dropped.items() if v}
+
+
+def _keep(table: pa.Table, mask) -> pa.Table:
+    """``table.filter(mask)``, without copying the table when every row is kept."""
+    import pyarrow.compute as pc
+
+    return table if pc.all(mask).as_py() else table.filter(mask)
+
+
+@dataclass
+class CleanBars:
+    """One symbol's bars after :func:`clean_bars`, with what was dropped or changed and why.
+
+    :param table: the bars kept (canonical schema), in the vendor's order.
+    :param dropped: rows not kept, by reason (``duplicate``, ``out_of_window``, ``open_bar``,
+        ``invalid: <check>``).
+    :param nulled: optional values set to null because they were NaN or infinite, by column.
+    :param conflicts: ``{"keys": n, "times": [...]}`` when the vendor answered a key with differing rows.
+    """
+
+    table: pa.Table
+    dropped: dict[str, int] = field(default_factory=dict)
+    nulled: dict[str, int] = field(default_factory=dict)
+    conflicts: dict = field(default_factory=dict)
+
+    def outcome(
+        self, symbol: str, gaps: list[list[str]] | None = None, no_data_reason: str = "no bars in the window"
+    ) -> outcomes.SymbolOutcome:
+        """The symbol's outcome: ``ok`` with its rows, or ``no_data`` when nothing was kept."""
+        if self.table.num_rows == 0:
+            reason = no_data_reason + (f" ({self.dropped})" if self.dropped else "")
+            return outcomes.SymbolOutcome(
+                symbol, outcomes.NO_DATA, reason=reason, dropped=self.dropped, nulled=self.nulled, conflicts=self.conflicts
+            )
+        return outcomes.SymbolOutcome(
+            symbol,
+            outcomes.OK,
+            rows=self.table.num_rows,
+            dropped=self.dropped,
+            gaps=gaps or [],
+            nulled=self.nulled,
+            conflicts=self.conflicts,
+        )
+
+
+def clean_bars(table: pa.Table, interval: str, window: Window, now: datetime) -> CleanBars:
+    """The shared end of every symbol's extract: deduplicate, keep closed bars in the window, validate.
+
+    :param table: one symbol's bars as normalised from the vendor's answer (canonical schema,
+        times UTC), in the vendor's order.
+    :param interval: canonical interval.
+    :param window: the run's window ``[start, end)``, UTC.
+    :param now: the vendor's clock (UTC), deciding which bar is still open.
+    :return: the :class:`CleanBars`; its table holds only valid, closed, in-window bars, each
+        key once, with every float finite.
+    """
+    table, dropped, conflicts = dedupe_answer(table)
+    table, outside = keep_closed_in_window(table, interval, window, now)
+    dropped.update(outside)
+    table, invalid = validate_bars(table)
+    dropped.update(invalid)
+    table, nulled = null_non_finite(table)
+    return CleanBars(table, dropped, nulled, conflicts)

@@ -8,6 +8,7 @@ its rows as JSON. Imports pyarrow: import this module inside tasks, never at DAG
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 
@@ -39,6 +40,22 @@ BAR_SCHEMA = pa.schema(
 )
 
 BAR_COLUMNS: tuple[str, ...] = tuple(BAR_SCHEMA.names)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def utc_timestamp(value: datetime) -> pa.TimestampScalar:
+    """``value`` (aware) as an Arrow ``timestamp[us, UTC]`` scalar, for comparisons with columns.
+
+    Built from integer microseconds: pyarrow imports pandas (about 1 s and 50 MB per task) to
+    convert a timezone-aware Python datetime.
+    """
+    micros = (value - _EPOCH) // timedelta(microseconds=1)
+    return pa.scalar(micros, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+
+
+def utc_timestamps(value: datetime, n: int) -> pa.Array:
+    """``n`` copies of ``value`` (aware) as a ``timestamp[us, UTC]`` array (see :func:`utc_timestamp`)."""
+    return pa.repeat(utc_timestamp(value), n)
 
 
 def empty_bars() -> pa.Table:

@@ -58,6 +58,20 @@ def pair_kind(symbol: str) -> tuple[str, str, str] | None:
     return ("fx" if base in FIAT else "crypto"), base, quote
 
 
+def planned_requests(interval: str, window: Window, now: datetime) -> int:
+    """Requests for one symbol over ``window``, as :meth:`AlphaVantageHook.series_params` plans
+    them, without a connection: one per month the window touches for intraday windows starting
+    more than 30 days before ``now``, else one."""
+    validate_interval(interval)
+    if interval in INTRADAY_INTERVALS and window.start < now - timedelta(days=30):
+        months, cursor = 0, window.start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        while cursor < window.end:
+            months += 1
+            cursor = bar_end(cursor, "1mo")
+        return months
+    return 1
+
+
 class _RedactApiKey(logging.Filter):
     """Rewrites records of HTTP client loggers (urllib3 logs each URL at DEBUG) without ``apikey=``."""
 
@@ -214,16 +228,17 @@ class AlphaVantageHook(ReplayMixin, BaseHook):
         if wait > 0:
             time.sleep(wait)
         self._last_request = time.monotonic()
+        symbol = params.get("symbol") or params.get("from_symbol")
+        what = f"{params.get('function')} {symbol or ''}".strip()
         try:
             response = self.session.get(s["url"], params={**params, "apikey": s["key"]}, timeout=30)
         except Exception as exc:
             if type(exc).__name__ == "CannotOverwriteExistingCassetteException":
                 raise
-            raise VendorUnavailableError(SOURCE, av.redact(f"{type(exc).__name__}: {exc}", s["key"])) from None
+            raise VendorUnavailableError(SOURCE, av.redact(f"{what}: {type(exc).__name__}: {exc}", s["key"]), symbol) from None
         if response.status_code >= 500:
-            raise VendorUnavailableError(SOURCE, f"HTTP {response.status_code} for {params.get('function')}")
+            raise VendorUnavailableError(SOURCE, f"HTTP {response.status_code} for {what}", symbol)
         result = av.classify(response.text, s["key"])
-        what = f"{params.get('function')} {params.get('symbol') or params.get('from_symbol') or ''}".strip()
         if result.kind == av.DATA:
             return result
         if result.kind == av.DAILY_QUOTA:
@@ -231,7 +246,7 @@ class AlphaVantageHook(ReplayMixin, BaseHook):
                 self.quota.mark_exhausted(SOURCE, day)
             raise QuotaExhaustedError(SOURCE, f"{what}: daily quota spent: {result.message}")
         if result.kind == av.BURST:
-            raise RateLimitedError(SOURCE, f"{what}: throttled: {result.message}")
+            raise RateLimitedError(SOURCE, f"{what}: throttled: {result.message}", symbol)
         if result.kind == av.PREMIUM:
             raise ConfigurationError(
                 SOURCE,
@@ -240,7 +255,7 @@ class AlphaVantageHook(ReplayMixin, BaseHook):
             )
         if result.kind == av.ERROR_MESSAGE:
             raise MarketDataError(SOURCE, f"{what}: {result.message}", params.get("symbol"))
-        raise UnexpectedBodyError(SOURCE, f"{what}: {result.message}")
+        raise UnexpectedBodyError(SOURCE, f"{what}: {result.message}", symbol)
 
     def series_params(self, symbol: str, interval: str, window: Window) -> list[dict[str, str]]:
         """The requests serving ``window`` for ``symbol``.
@@ -299,7 +314,7 @@ class AlphaVantageHook(ReplayMixin, BaseHook):
         """
         import pyarrow as pa
 
-        from market_ingest.quality import keep_closed_in_window, validate_bars
+        from market_ingest.quality import clean_bars
         from market_ingest.schema import conform, empty_bars
 
         def one(symbol: str):
@@ -314,12 +329,11 @@ class AlphaVantageHook(ReplayMixin, BaseHook):
                     part = av.parse_series_csv(got.doc, tz)
                 rows += part
             table = av.rows_to_bars(rows, symbol=symbol, interval=interval, tz=tz, currency=currency, ingested_at=ingested_at)
-            table, dropped = keep_closed_in_window(table, interval, window, self._vendor_now())
-            table, invalid = validate_bars(table)
-            dropped.update(invalid)
-            if table.num_rows == 0:
-                return outcomes.SymbolOutcome(symbol, outcomes.NO_DATA, reason="no bars in the window", dropped=dropped), None
-            return outcomes.SymbolOutcome(symbol, outcomes.OK, rows=table.num_rows, dropped=dropped), table
+            cleaned = clean_bars(table, interval, window, self._vendor_now())
+            if cleaned.conflicts:
+                self.log.warning("%s answered bars twice with different values: %s", symbol, cleaned.conflicts)
+            outcome = cleaned.outcome(symbol)
+            return outcome, (cleaned.table if outcome.rows else None)
 
         tables, results = self._each_symbol(symbols, one)
         return (pa.concat_tables([conform(t) for t in tables]) if tables else empty_bars()), results

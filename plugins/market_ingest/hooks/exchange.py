@@ -39,7 +39,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
@@ -94,61 +94,93 @@ def _nominal(interval: str) -> timedelta:
     return INTERVAL_LENGTH.get(interval, timedelta(days=28))
 
 
-def paginate(
+def iter_pages(
     fetch_page: Callable[[int, int], list[Candle]], window: Window, interval: str, limit: int
-) -> tuple[list[Candle], int, int]:
-    """Fetch every candle of ``window`` in pages of at most ``limit``.
+) -> Iterator[list[Candle]]:
+    """Fetch every candle of ``window`` in pages of at most ``limit``, yielding each non-empty page.
 
     :param fetch_page: ``(since_ms, limit) -> candles``; candles open at or after ``since_ms``
         (ccxt's ``fetch_ohlcv`` contract), oldest first or in any order.
     :param window: ``[start, end)`` in UTC.
     :param interval: canonical interval, for the step from one page to the next.
     :param limit: the exchange's per-request maximum.
-    :return: ``(candles sorted by open time, each open time once, duplicates dropped, requests made)``.
-        Candles may lie beyond ``window.end`` (a page is not cut at the end); callers filter.
+    :return: pages in request order. The next page starts one interval after the last candle of
+        the previous one, so a candle repeated at a page boundary appears on both pages (the
+        caller's :func:`~market_ingest.quality.clean_bars` keeps the later one and counts the
+        other). Candles may lie beyond ``window.end`` (a page is not cut at the end); callers filter.
     :raises VendorUnavailableError: when a page returns only candles before its ``since`` (the
         exchange ignored the request's start; paging would never end).
     """
     start_ms, end_ms = to_ms(window.start), to_ms(window.end)
     step_ms = int(_nominal(interval).total_seconds() * 1000)
-    by_time: dict[int, Candle] = {}
-    duplicates = requests = 0
     since = start_ms
     while since < end_ms:
         want = max(1, min(limit, math.ceil((end_ms - since) / step_ms)))
         page = fetch_page(since, want)
-        requests += 1
         if not page:
             since += want * step_ms  # nothing in the span this request covered
             continue
-        for candle in page:
-            duplicates += candle[0] in by_time
-            by_time[int(candle[0])] = candle
         last = max(int(c[0]) for c in page)
         if last < since:
             raise VendorUnavailableError("ccxt", f"page from {from_ms(since).isoformat()} returned only older candles")
+        yield page
         since = to_ms(bar_end(from_ms(last), interval))
-    return [by_time[t] for t in sorted(by_time)], duplicates, requests
 
 
-def find_gaps(times: list[datetime], interval: str, window: Window, now: datetime) -> list[tuple[datetime, datetime]]:
+def paginate(
+    fetch_page: Callable[[int, int], list[Candle]], window: Window, interval: str, limit: int
+) -> tuple[list[Candle], int]:
+    """Every candle :func:`iter_pages` returns, sorted by open time (repeats kept, in page order),
+    and the number of requests made."""
+    requests = 0
+
+    def counted(since: int, want: int) -> list[Candle]:
+        nonlocal requests
+        requests += 1
+        return fetch_page(since, want)
+
+    candles = [c for page in iter_pages(counted, window, interval, limit) for c in page]
+    return sorted(candles, key=lambda c: int(c[0])), requests
+
+
+def find_gaps(times: Any, interval: str, window: Window, now: datetime) -> list[tuple[datetime, datetime]]:
     """Ranges ``[first missing open, end)`` of closed bars in ``window`` with no candle.
 
-    :param times: open times (UTC) of the bars kept.
+    :param times: open times (UTC) of the bars kept: a list of datetimes or an Arrow timestamp array.
     :return: missing ranges, oldest first; empty when every closed bar of the window is present.
+        Linear in the bars (vectorised for fixed-length intervals).
     """
-    have = set(times)
-    gaps: list[tuple[datetime, datetime]] = []
-    t = window.start
-    while t < window.end and bar_end(t, interval) <= now:
-        nxt = bar_end(t, interval)
-        if t not in have:
-            if gaps and gaps[-1][1] == t:
-                gaps[-1] = (gaps[-1][0], nxt)
-            else:
-                gaps.append((t, nxt))
-        t = nxt
-    return gaps
+    if interval not in INTERVAL_LENGTH:
+        have = set(times.to_pylist() if hasattr(times, "to_pylist") else times)
+        gaps: list[tuple[datetime, datetime]] = []
+        t = window.start
+        while t < window.end and bar_end(t, interval) <= now:
+            nxt = bar_end(t, interval)
+            if t not in have:
+                if gaps and gaps[-1][1] == t:
+                    gaps[-1] = (gaps[-1][0], nxt)
+                else:
+                    gaps.append((t, nxt))
+            t = nxt
+        return gaps
+    import numpy as np
+    import pyarrow as pa
+
+    step = INTERVAL_LENGTH[interval]
+    step_us = step // timedelta(microseconds=1)
+    last_closed = min(window.end - timedelta(microseconds=1), now - step)  # the newest open time that is closed
+    if last_closed < window.start:
+        return []
+    expected = (last_closed - window.start) // step + 1
+    arr = pa.array(times, pa.timestamp("us", tz="UTC")) if not isinstance(times, (pa.Array, pa.ChunkedArray)) else times
+    us = np.asarray(arr.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64) - int(
+        window.start.timestamp() * 1_000_000
+    )
+    slots = np.unique(us[(us >= 0) & (us % step_us == 0)] // step_us)
+    slots = slots[slots < expected]
+    bounds = np.concatenate(([-1], slots, [expected]))
+    holes = np.nonzero(np.diff(bounds) > 1)[0]
+    return [(window.start + int(bounds[h] + 1) * step, window.start + int(bounds[h + 1]) * step) for h in holes]
 
 
 def candles_to_bars(
@@ -156,19 +188,21 @@ def candles_to_bars(
 ) -> pa.Table:
     """ccxt candles as canonical bars (:data:`market_ingest.schema.BAR_SCHEMA`).
 
-    :param candles: ``[ms, open, high, low, close, base volume]`` rows.
+    :param candles: ``[ms, open, high, low, close, base volume]`` rows (ccxt's unified OHLCV).
     :param currency: the market's quote currency: prices are in it (``USDT`` for ``BTC/USDT``).
-    :return: one row per candle; volume in base units (coins), as ccxt unifies it.
+    :return: one row per candle, in the given order; volume in base units (coins), as ccxt
+        unifies it; a missing value stays null (validation rejects the bar, naming the reason).
     """
     import pyarrow as pa
 
-    from market_ingest.schema import conform
+    from market_ingest.schema import conform, utc_timestamps
 
     n = len(candles)
     cols = list(zip(*candles)) if candles else [[]] * 6
+    times = pa.array([int(ms) for ms in cols[0]], pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
     table = pa.table(
         {
-            "time": pa.array([from_ms(int(ms)) for ms in cols[0]], pa.timestamp("us", tz="UTC")),
+            "time": times.cast(pa.timestamp("us", tz="UTC")),
             "source": pa.array([source] * n, pa.string()),
             "symbol": pa.array([symbol] * n, pa.string()),
             "interval": pa.array([interval] * n, pa.string()),
@@ -177,7 +211,7 @@ def candles_to_bars(
                 for i, name in enumerate(("open", "high", "low", "close", "volume"))
             },
             "currency": pa.array([currency] * n, pa.string()),
-            "ingested_at": pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC")),
+            "ingested_at": utc_timestamps(ingested_at, n),
         }
     )
     return conform(table)
@@ -370,6 +404,24 @@ class ExchangeHook(ReplayMixin, BaseHook):
             )
         return tf
 
+    def planned_requests(self, interval: str, window: Window) -> int:
+        """Upper bound of ``fetch_ohlcv`` requests for one symbol over ``window``, without any request.
+
+        Pages of ``page_limit`` or ccxt's spot maximum (``features`` of the exchange class, read
+        offline); windows longer than ``max_lookback_bars`` count only what the exchange serves.
+        """
+        import ccxt
+
+        bars = math.ceil((window.end - window.start) / _nominal(interval))
+        if self.max_lookback_bars:
+            bars = min(bars, self.max_lookback_bars)
+        limit = self.page_limit
+        if not limit:
+            cls = getattr(ccxt, self.exchange, None)
+            features = (cls().features or {}) if cls else {}
+            limit = int(((features.get("spot") or {}).get("fetchOHLCV") or {}).get("limit") or 500)
+        return max(1, math.ceil(bars / limit))
+
     def request_limit(self, symbol: str) -> int:
         """Candles per request: ``page_limit`` if configured, else ccxt's maximum for the market type."""
         if self.page_limit:
@@ -413,8 +465,9 @@ class ExchangeHook(ReplayMixin, BaseHook):
         """
         import ccxt
         import pyarrow as pa
+        import pyarrow.compute as pc
 
-        from market_ingest.quality import keep_closed_in_window, validate_bars
+        from market_ingest.quality import clean_bars
         from market_ingest.schema import conform, empty_bars
 
         now = self._vendor_now()
@@ -425,14 +478,25 @@ class ExchangeHook(ReplayMixin, BaseHook):
             for symbol in symbols:
                 try:
                     market = self.client.market(symbol)
-                    candles, duplicates, requests = paginate(
-                        lambda since, limit, symbol=symbol: self._call(
-                            self.client.fetch_ohlcv, symbol, tf, since, limit, what="fetch_ohlcv", symbol=symbol
-                        ),
-                        window,
-                        interval,
-                        self.request_limit(symbol),
-                    )
+                    requests, pages = 0, []
+
+                    def fetch(since, limit, symbol=symbol):
+                        nonlocal requests
+                        requests += 1
+                        return self._call(self.client.fetch_ohlcv, symbol, tf, since, limit, what="fetch_ohlcv", symbol=symbol)
+
+                    # One page of Python candles at a time: each becomes Arrow before the next request.
+                    for page in iter_pages(fetch, window, interval, self.request_limit(symbol)):
+                        pages.append(
+                            candles_to_bars(
+                                page,
+                                source=self.source,
+                                symbol=symbol,
+                                interval=interval,
+                                currency=market.get("quote"),
+                                ingested_at=ingested_at,
+                            )
+                        )
                 except ccxt.BadSymbol as exc:
                     reason = f"{self.exchange} does not list {symbol} (BadSymbol: {exc})"
                     self.log.warning("Skipping %s: %s", symbol, reason)
@@ -443,44 +507,34 @@ class ExchangeHook(ReplayMixin, BaseHook):
                     self.log.error("%s", reason)
                     results.append(outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=reason))
                     continue
-                table = candles_to_bars(
-                    candles,
-                    source=self.source,
-                    symbol=symbol,
-                    interval=interval,
-                    currency=market.get("quote"),
-                    ingested_at=ingested_at,
-                )
-                table, dropped = keep_closed_in_window(table, interval, window, now)
-                table, invalid = validate_bars(table)
-                dropped.update(invalid)
-                if duplicates:
-                    dropped["duplicate"] = duplicates
-                gaps = find_gaps(table["time"].to_pylist(), interval, window, now)
+                table = pa.concat_tables(pages) if pages else empty_bars()
+                received = table.num_rows
+                if table.num_rows > 1 and not pc.all(pc.less_equal(table["time"][:-1], table["time"][1:])).as_py():
+                    table = table.take(pc.sort_indices(table["time"]))  # stable: a repeated candle keeps its page order
+                cleaned = clean_bars(table, interval, window, now)
+                gaps = find_gaps(cleaned.table["time"], interval, window, now)
                 self.log.info(
-                    "%s %s: %d candles in %d requests, %d kept, gaps %s",
+                    "%s %s: %d candles in %d requests, %d kept, dropped %s, gaps %s",
                     self.exchange,
                     symbol,
-                    len(candles),
+                    received,
                     requests,
-                    table.num_rows,
-                    [f"{a:%H:%M}-{b:%H:%M}" for a, b in gaps] or "none",
+                    cleaned.table.num_rows,
+                    cleaned.dropped or "none",
+                    [f"{a:%Y-%m-%d %H:%M}-{b:%H:%M}" for a, b in gaps[:10]] or "none",
                 )
-                if table.num_rows == 0:
-                    results.append(
-                        outcomes.SymbolOutcome(symbol, outcomes.NO_DATA, reason="no closed candle in the window", dropped=dropped)
+                if cleaned.conflicts:
+                    self.log.warning(
+                        "%s %s: candles returned twice with different values: %s", self.exchange, symbol, cleaned.conflicts
                     )
-                    continue
-                results.append(
-                    outcomes.SymbolOutcome(
-                        symbol,
-                        outcomes.OK,
-                        rows=table.num_rows,
-                        dropped=dropped,
-                        gaps=[[a.isoformat(), b.isoformat()] for a, b in gaps],
-                    )
+                outcome = cleaned.outcome(
+                    symbol,
+                    gaps=[[a.isoformat(), b.isoformat()] for a, b in gaps],
+                    no_data_reason="no closed candle in the window",
                 )
-                tables.append(table)
+                results.append(outcome)
+                if outcome.rows:
+                    tables.append(cleaned.table)
         return (pa.concat_tables([conform(t) for t in tables]) if tables else empty_bars()), results
 
     def fetch_quotes(

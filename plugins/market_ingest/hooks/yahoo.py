@@ -90,6 +90,19 @@ def split_window(interval: str, window: Window) -> list[Window]:
     return pieces
 
 
+def planned_requests(interval: str, window: Window) -> int:
+    """Upper bound of chart requests for one symbol over ``window``, without any request or clock.
+
+    A window reaching further back than Yahoo's lookback cap is counted from ``end - cap`` (Yahoo
+    serves nothing older, and ``end`` is no later than the vendor's now), then split as
+    :func:`split_window` splits it (1m: 8 days per request).
+    """
+    cap = LOOKBACK.get(interval)
+    if cap is not None and window.start < window.end - cap:
+        window = Window(window.end - cap, window.end)
+    return len(split_window(interval, window))
+
+
 class YahooFinanceHook(BaseHook):
     """Fetch OHLCV bars from Yahoo Finance with ``yfinance``.
 
@@ -197,6 +210,12 @@ class YahooFinanceHook(BaseHook):
         warnings.filterwarnings("ignore", message="The inplace keyword", module=r"yfinance(\.|$)")
 
         yf.config.debug.hide_exceptions = False
+        # yfinance memoises every GET of a past window for the life of the process
+        # (YfData.cache_get, an lru_cache): a rerun in the same process (dag.test, a long-lived
+        # worker) would get the first answer again instead of the vendor's current one.
+        from yfinance.data import YfData
+
+        YfData.cache_get.cache_clear()
         # A private cache per process: no cookie or timezone state leaks between runs and users.
         yf.set_tz_cache_location(tempfile.mkdtemp(prefix="yfinance-cache-"))
         if self.library is not None:
@@ -271,18 +290,19 @@ class YahooFinanceHook(BaseHook):
     def _normalise(self, symbol, interval, window, frames, currency, now, ingested_at):
         import pandas as pd
 
-        from market_ingest.quality import keep_closed_in_window, validate_bars
+        from market_ingest.quality import clean_bars
 
         frame = pd.concat(frames) if frames else pd.DataFrame()
-        frame = frame[~frame.index.duplicated(keep="last")] if len(frame) else frame
-        table = normalise_history(frame, symbol, interval, currency, ingested_at)
-        table, dropped = keep_closed_in_window(table, interval, window, now)
-        table, invalid = validate_bars(table)
-        dropped.update(invalid)
-        if table.num_rows == 0:
-            reason = "no bars in the window" + (f" ({dropped})" if dropped else "")
-            return outcomes.SymbolOutcome(symbol, outcomes.NO_DATA, reason=reason, dropped=dropped), None
-        return outcomes.SymbolOutcome(symbol, outcomes.OK, rows=table.num_rows, dropped=dropped), table
+        cleaned = clean_bars(normalise_history(frame, symbol, interval, currency, ingested_at), interval, window, now)
+        if cleaned.conflicts:
+            self.log.warning(
+                "yahoo:%s answered %d bars twice with different values: %s",
+                symbol,
+                cleaned.conflicts["keys"],
+                cleaned.conflicts["times"],
+            )
+        outcome = cleaned.outcome(symbol)
+        return outcome, (cleaned.table if outcome.rows else None)
 
 
 def _is_network_error(exc: BaseException) -> bool:
@@ -340,7 +360,7 @@ def normalise_history(frame: pd.DataFrame, symbol: str, interval: str, currency:
         "high": pa.array(frame["High"].astype("float64")),
         "low": pa.array(frame["Low"].astype("float64")),
         "close": pa.array(frame["Close"].astype("float64")),
-        "volume": pa.array(frame["Volume"].fillna(0).astype("float64")),
+        "volume": pa.array(frame["Volume"].astype("float64")),  # a missing volume stays null: rejected, counted
         "adj_close": pa.array(frame["Adj Close"].astype("float64"))
         if not intraday and "Adj Close" in frame
         else pa.nulls(n, pa.float64()),

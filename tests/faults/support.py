@@ -1,0 +1,85 @@
+"""Helpers of the fault and bad-input suite: derived recordings, a raw reader of the lake, a
+config override, and operator contexts."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+import yaml
+
+from tests.conftest import RECORDINGS
+
+UTC = timezone.utc
+
+
+def derived_yahoo_library(folder: Path, edits: dict[str, list[tuple[str, str, float]]]) -> Path:
+    """A replay root whose ``yahoo/`` holds the committed recordings, with values edited.
+
+    :param edits: ``{recording file prefix: [(ISO date, field, value)]}``; ``field`` is an
+        ``indicators.quote`` series (``open``, ``high``, ``low``, ``close``, ``volume``) or
+        ``adjclose``; ``value`` may be ``nan`` or ``inf`` (Yahoo's JSON parser, Python's ``json``,
+        reads ``NaN`` and ``Infinity``).
+    :return: the replay root (``MARKET_INGEST_REPLAY_DIR``).
+    """
+    target = folder / "yahoo"
+    shutil.copytree(RECORDINGS / "yahoo", target)
+    for prefix, changes in edits.items():
+        (path,) = sorted(target.glob(f"{prefix}*.yaml"))
+        cassette = yaml.safe_load(path.read_text())
+        response = cassette["interactions"][0]["response"]["body"]
+        doc = json.loads(response["string"])
+        result = doc["chart"]["result"][0]
+        offset = result["meta"]["gmtoffset"]
+        days = [datetime.fromtimestamp(t + offset, UTC).date().isoformat() for t in result["timestamp"]]
+        for day, field, value in changes:
+            i = days.index(day)
+            series = (
+                result["indicators"]["adjclose"][0]["adjclose"]
+                if field == "adjclose"
+                else result["indicators"]["quote"][0][field]
+            )
+            series[i] = value
+        response["string"] = json.dumps(doc, allow_nan=True)
+        path.write_text(yaml.safe_dump(cassette))
+    return folder
+
+
+def raw_lake_rows(services, bucket: str, prefix: str) -> list[dict]:
+    """Every row of every Parquet object under ``s3://bucket/prefix`` (no deduplication), read with boto3."""
+    import pyarrow.parquet as pq
+
+    s3 = services.boto3_client("s3")
+    rows = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for o in page.get("Contents", []):
+            if o["Key"].endswith(".parquet"):
+                table = pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()))
+                rows += [{**r, "_key": o["Key"]} for r in table.to_pylist()]
+    return rows
+
+
+def key_counts(rows: list[dict]) -> Counter:
+    """How many times each ``(symbol, date)`` occurs."""
+    return Counter((r["symbol"], r["time"].date().isoformat()) for r in rows)
+
+
+def context(run_id: str, params: dict | None = None, start: datetime | None = None, end: datetime | None = None) -> dict:
+    """The parts of an Airflow context the market operators read."""
+    return {
+        "run_id": run_id,
+        "params": params or {},
+        "data_interval_start": start or datetime(2021, 7, 19, tzinfo=UTC),
+        "data_interval_end": end or datetime(2021, 7, 20, tzinfo=UTC),
+        "dag": SimpleNamespace(dag_id="market_test"),
+    }
+
+
+def is_finite(x) -> bool:
+    return x is not None and math.isfinite(x)
