@@ -144,6 +144,16 @@ class MarketEventNotifier(BaseNotifier):
         super().__init__(context=context)
         self.kind = kind
 
+    def render_template_fields(self, context: dict, jinja_env=None) -> None:
+        """Nothing to render: this notifier has no template fields.
+
+        ``BaseNotifier.__call__`` renders before notifying and asks ``context["dag"]`` for a Jinja
+        environment; under ``dag.test()`` (Airflow 3.3.2) that is a ``SerializedDAG`` without
+        ``get_template_env``, the call raised ``AttributeError`` and the ``dag_failed`` event was lost.
+        """
+        if self.template_fields:  # a subclass that adds template fields renders them
+            super().render_template_fields(context, jinja_env)
+
     def _event(self, context: dict) -> dict[str, Any]:
         ident = _run_identity(context)
         if self.kind == DEADLINE_MISSED:

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from market_ingest.intervals import CANONICAL_INTERVALS
+from market_ingest.run import SYMBOL_PATTERNS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: include/ beside plugins/ (Astro, docker-compose); MWAA deployments that ship include/ inside
@@ -91,6 +92,27 @@ class SourceConfig(_Model):
     intervals: dict[str, IntervalConfig] = Field(min_length=1)
     quotes: IntervalConfig | None = Field(None, description="quote snapshots: DAG market_<source>_quote")
     conn_id: str | None = None
+    symbol_pattern: str | None = Field(
+        None, description="regex a symbol must match in full; default per kind (market_ingest.run.SYMBOL_PATTERNS)"
+    )
+    max_requests_per_manual_run: int = Field(
+        2000, gt=0, description="a manual run (Params override) planning more vendor requests is refused before any request"
+    )
+
+    @property
+    def symbols_like(self) -> str:
+        """The symbol spelling this source accepts: ``symbol_pattern`` or its kind's default."""
+        return self.symbol_pattern or SYMBOL_PATTERNS[self.kind]
+
+    @field_validator("symbol_pattern")
+    @classmethod
+    def _compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"symbol_pattern {v!r} is not a regular expression: {exc}") from None
+        return v
 
     @model_validator(mode="after")
     def _exchange_only_for_ccxt(self) -> SourceConfig:
@@ -138,7 +160,10 @@ class KinesisConfig(_Model):
     quotes_stream: str
     max_records_per_call: int = Field(500, gt=0, le=500)
     max_bytes_per_call: int = Field(5 * 1024 * 1024, gt=0, le=5 * 1024 * 1024)
-    max_attempts: int = Field(8, gt=0)
+    max_attempts: int = Field(8, gt=0, description="attempts per PutRecords call while entries keep failing")
+    bars_per_record: int = Field(
+        1, ge=1, le=10_000, description="1: one JSON record per bar; N > 1: up to N bars of one symbol per record, as JSON Lines"
+    )
 
 
 class TimescaleConfig(_Model):

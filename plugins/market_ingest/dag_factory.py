@@ -25,7 +25,7 @@ from market_ingest.operators.market import (
     RunReportOperator,
     TimescaleLoadOperator,
 )
-from market_ingest.run import SYMBOL_PATTERN
+from market_ingest.run import form_pattern
 
 
 def dag_id(source: str, interval: str) -> str:
@@ -33,12 +33,12 @@ def dag_id(source: str, interval: str) -> str:
     return f"market_{source}_{interval}"
 
 
-def _params() -> dict[str, Param]:
+def _params(symbol_pattern: str) -> dict[str, Param]:
     return {
         "symbols": Param(
             None,
             type=["null", "array"],
-            items={"type": "string", "pattern": SYMBOL_PATTERN},
+            items={"type": "string", "pattern": form_pattern(symbol_pattern)},
             title="Symbols",
             description="Override the configured universes (e.g. AAPL, MSFT). Empty: all configured symbols.",
         ),
@@ -65,12 +65,14 @@ def retry_policy(cfg: PipelineConfig) -> ExceptionRetryPolicy:
     * :class:`~market_ingest.errors.RateLimitedError` (HTTP 429, a throttle body, an exchange's
       ban): retry after ``retry.rate_limited_delay_seconds``, longer than the default backoff, so
       the vendor's window can reset;
-    * :class:`~market_ingest.errors.ConfigurationError` (bad key, premium function, bad Params) and
-      :class:`~market_ingest.errors.WindowNotServableError` (beyond a lookback cap): fail at once,
-      no retry spent (operators also raise these as ``AirflowFailException``);
+    * :class:`~market_ingest.errors.PermanentError` (configuration, bad key, premium function, bad
+      Params, a window beyond a lookback cap, a missing bucket or stream, a row no sink format
+      can hold), a replay miss and ``OverflowError`` (out-of-range dates): fail at once, no retry
+      spent (operators also raise these as ``AirflowFailException``, see
+      :func:`market_ingest.operators.market.failing_fast`);
     * anything else: the task's exponential backoff.
 
-    Exceptions are named by import path, so nothing is imported at parse time.
+    Exceptions are named by import path; their modules are stdlib-only, so parsing stays cheap.
     """
     errors = "market_ingest.errors."
     return ExceptionRetryPolicy(
@@ -82,9 +84,9 @@ def retry_policy(cfg: PipelineConfig) -> ExceptionRetryPolicy:
                 reason="vendor rate limit: waiting for its window to reset",
             ),
             RetryRule(
-                exception=[errors + "ConfigurationError", errors + "WindowNotServableError"],
+                exception=[errors + "PermanentError", "market_ingest.replay.ReplayMissError", "builtins.OverflowError"],
                 action=RetryAction.FAIL,
-                reason="permanent: configuration, credentials or a window the vendor cannot serve",
+                reason="permanent: configuration, credentials, a missing sink, or a window the vendor cannot serve",
             ),
         ]
     )
@@ -177,7 +179,7 @@ def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "b
         default_args=default_args,
         tags=["market-data", f"source:{source}", f"interval:{interval}", f"dataset:{dataset}"],
         doc_md=doc,
-        params=_params(),
+        params=_params(src.symbols_like),
         deadline=deadline_alerts(ic) or None,
         on_failure_callback=MarketEventNotifier(kind=DAG_FAILED),
     ) as dag:

@@ -1,23 +1,57 @@
-"""Error kinds shared by every source, so operators can decide retry or fail-fast in one place.
+"""Error kinds shared by every source and sink, so operators decide retry or fail-fast in one place.
 
-Each error names the source and symbol(s) and the reason; none carries a credential (callers pass
-redacted text only).
+Each error names where it happened (source, symbol, the run's window, or the sink and its
+connection) and the reason; none carries a credential (callers pass redacted text only).
+
+Two families:
+
+* retryable (:class:`RateLimitedError`, :class:`VendorUnavailableError`): an Airflow retry can
+  heal them; the task fails and is retried with backoff;
+* permanent (:class:`PermanentError` and its subclasses): a retry gives the same answer. The
+  operators raise them as ``AirflowFailException``, and ``dag_factory.retry_policy`` fails them
+  at once too, so no retry is spent.
+
+Stdlib only: imported at DAG parse time by the retry policy.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class MarketDataError(Exception):
-    """Base class. ``retryable`` says whether an Airflow retry can heal it."""
+    """Base class. ``retryable`` says whether an Airflow retry can heal it.
+
+    :param source: configured source name (``yahoo``, ``binance``) or a sink (``lake``, ``kinesis``).
+    :param reason: what went wrong, redacted.
+    :param symbol: the symbol concerned, when one is.
+    :param window: the run's ``(start, end)`` window (UTC), when known; :meth:`in_window` adds it later.
+
+    ``str(exc)`` is ``<source>:<symbol> [<start>, <end>): <reason>`` (parts omitted when unknown).
+    """
 
     retryable = False
 
-    def __init__(self, source: str, reason: str, symbol: str | None = None) -> None:
+    def __init__(
+        self, source: str, reason: str, symbol: str | None = None, window: tuple[datetime, datetime] | None = None
+    ) -> None:
         self.source = source
         self.symbol = symbol
         self.reason = reason
-        where = f"{source}:{symbol}" if symbol else source
-        super().__init__(f"{where}: {reason}")
+        self.window = window
+        super().__init__(source, reason, symbol, window)
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.symbol}" if self.symbol else self.source
+        if self.window:
+            where += f" [{self.window[0].isoformat()}, {self.window[1].isoformat()})"
+        return f"{where}: {self.reason}"
+
+    def in_window(self, start: datetime, end: datetime) -> MarketDataError:
+        """Set the run's window when the error does not carry one yet; returns ``self``."""
+        if self.window is None:
+            self.window = (start, end)
+        return self
 
 
 class RateLimitedError(MarketDataError):
@@ -32,12 +66,27 @@ class VendorUnavailableError(MarketDataError):
     retryable = True
 
 
-class WindowNotServableError(MarketDataError):
+class PermanentError(MarketDataError):
+    """A retry cannot heal it: fail the task at once, without spending retries."""
+
+
+class WindowNotServableError(PermanentError):
     """The vendor cannot serve the requested window (for example beyond its lookback cap).
 
     Permanent: retrying gives the same answer. Fails the task at once.
     """
 
 
-class ConfigurationError(MarketDataError):
+class ConfigurationError(PermanentError):
     """The pipeline configuration or a run's parameters are wrong. Fails the task at once."""
+
+
+class SinkNotFoundError(PermanentError):
+    """A sink's bucket or stream does not exist. Nothing creates it by accident: fails at once.
+
+    The message names the resource and the Airflow connection used to reach it.
+    """
+
+
+class SerializationError(PermanentError):
+    """A row cannot be written to a sink's format (for example a Kinesis record over 1 MiB)."""

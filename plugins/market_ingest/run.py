@@ -4,22 +4,39 @@ Stdlib only (imported at parse time by the DAG factory for the Params definition
 
 A scheduled run ingests ``[data_interval_start, data_interval_end)`` for the configured universes.
 A manual run may override the symbols and the window through Params; the override is validated
-before any request is made.
+before any request is made: every symbol must match its source's pattern *in full*, and the
+window is clamped to what can exist (it ends no later than now, and starts no earlier than the
+interval's configured start date).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from market_ingest.errors import ConfigurationError
 
-#: A symbol as the Params form accepts it: Yahoo (``BRK-B``, ``BP.L``, ``EURUSD=X``, ``^GSPC``)
-#: and ccxt (``BTC/USDT``) spellings.
-SYMBOL_PATTERN = r"^[A-Za-z0-9^][A-Za-z0-9.\-=^/:]{0,31}$"
-_SYMBOL = re.compile(SYMBOL_PATTERN)
+#: Symbol spelling per source kind (Python and ECMAScript regex alike, matched against the whole
+#: symbol). Yahoo: ``AAPL``, ``BRK-B``, ``BP.L``, ``EURUSD=X``, ``GC=F``, ``^GSPC``, ``BTC-USD``
+#: (no ``/``: a symbol becomes a URL path segment). Alpha Vantage: listings (``IBM``, ``BRK.B``,
+#: ``TSCO.LON``) and ``BASE/QUOTE`` pairs (``EUR/USD``, ``BTC/EUR``). ccxt unified symbols:
+#: ``BTC/USDT``, swaps ``BTC/USDT:USDT``, futures ``BTC/USDT:USDT-250328``.
+SYMBOL_PATTERNS: dict[str, str] = {
+    "yahoo": r"[A-Za-z0-9^][A-Za-z0-9.=^-]{0,31}",
+    "alpha_vantage": r"[A-Za-z0-9][A-Za-z0-9.-]{0,15}|[A-Za-z]{2,10}/[A-Za-z]{3}",
+    "ccxt": r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}/[A-Za-z0-9]{1,16}(:[A-Za-z0-9]{1,16}(-[A-Za-z0-9]{1,16})?)?",
+}
+
+
+def form_pattern(pattern: str) -> str:
+    """``pattern`` anchored for a JSON-schema ``pattern`` (a search, in Python and in browsers).
+
+    ``$`` would accept a final newline in Python (``"MSFT\\n"``); the lookahead ``(?![\\s\\S])``
+    means end of string in both regex dialects.
+    """
+    return rf"^(?:{pattern})(?![\s\S])"
 
 
 @dataclass(frozen=True)
@@ -30,12 +47,14 @@ class RunSelection:
     :param end: window end, UTC (exclusive).
     :param symbols: symbols in order, without duplicates.
     :param manual: True when Params overrode the symbols or the window.
+    :param clamped: what was clamped and why, one line each (empty when nothing was).
     """
 
     start: datetime
     end: datetime
     symbols: tuple[str, ...]
     manual: bool
+    clamped: tuple[str, ...] = field(default=())
 
 
 def _parse_time(value: Any, name: str, source: str) -> datetime:
@@ -48,7 +67,10 @@ def _parse_time(value: Any, name: str, source: str) -> datetime:
             raise ConfigurationError(source, f"param {name}={value!r} is not an ISO 8601 date or time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)  # a bare date in the form means UTC
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise ConfigurationError(source, f"param {name}={value!r} is out of range") from None
 
 
 def select(
@@ -57,6 +79,10 @@ def select(
     data_interval_start: datetime,
     data_interval_end: datetime,
     params: dict[str, Any] | None,
+    *,
+    symbol_pattern: str = SYMBOL_PATTERNS["yahoo"],
+    earliest: datetime | None = None,
+    now: datetime | None = None,
 ) -> RunSelection:
     """Resolve a run's window and symbols.
 
@@ -66,24 +92,45 @@ def select(
     :param data_interval_end: the run's data interval end (aware).
     :param params: the run's Params: ``symbols`` (list or comma-separated string, optional),
         ``start`` and ``end`` (ISO 8601, optional; a bare date means 00:00 UTC).
-    :return: the :class:`RunSelection`.
-    :raises ConfigurationError: on a malformed symbol, an unparsable time, or ``end <= start``;
-        the message names the offending value.
+    :param symbol_pattern: the source's symbol spelling (:data:`SYMBOL_PATTERNS`), matched in full.
+    :param earliest: the interval's configured start date: the window starts no earlier.
+    :param now: the current time (UTC): the window ends no later (no bar after it exists).
+    :return: the :class:`RunSelection`, ``clamped`` saying what was cut.
+    :raises ConfigurationError: on a malformed symbol, an unparsable or out-of-range time,
+        ``end <= start``, or a window that lies wholly before ``earliest`` or after ``now``; the
+        message names the offending value.
     """
     params = params or {}
     raw = params.get("symbols")
     if isinstance(raw, str):
         raw = [s for s in (p.strip() for p in raw.split(",")) if s]
     symbols = list(raw) if raw else list(default_symbols)
-    bad = [s for s in symbols if not isinstance(s, str) or not _SYMBOL.match(s)]
+    spelling = re.compile(symbol_pattern)
+    bad = [s for s in symbols if not isinstance(s, str) or not spelling.fullmatch(s)]
     if bad:
-        raise ConfigurationError(source, f"symbols {bad!r} are not valid symbols (allowed: {SYMBOL_PATTERN})")
+        raise ConfigurationError(source, f"symbols {bad!r} are not valid {source} symbols (allowed: {symbol_pattern})")
     start = _parse_time(params["start"], "start", source) if params.get("start") else data_interval_start.astimezone(timezone.utc)
     end = _parse_time(params["end"], "end", source) if params.get("end") else data_interval_end.astimezone(timezone.utc)
     if end <= start:
         raise ConfigurationError(source, f"window end {end.isoformat()} is not after start {start.isoformat()}")
+    clamped = []
+    if now is not None and end > now:
+        if start >= now:
+            raise ConfigurationError(
+                source, f"window [{start.isoformat()}, {end.isoformat()}) starts after now ({now.isoformat()})"
+            )
+        clamped.append(f"window end {end.isoformat()} clamped to now ({now.isoformat()})")
+        end = now
+    if earliest is not None and start < earliest:
+        if end <= earliest:
+            raise ConfigurationError(
+                source,
+                f"window [{start.isoformat()}, {end.isoformat()}) ends before the interval's start date {earliest.isoformat()}",
+            )
+        clamped.append(f"window start {start.isoformat()} clamped to the interval's start date {earliest.isoformat()}")
+        start = earliest
     manual = bool(raw) or bool(params.get("start")) or bool(params.get("end"))
-    return RunSelection(start, end, tuple(dict.fromkeys(symbols)), manual)
+    return RunSelection(start, end, tuple(dict.fromkeys(symbols)), manual, tuple(clamped))
 
 
 def batch_symbols(symbols: tuple[str, ...] | list[str], size: int) -> list[list[str]]:

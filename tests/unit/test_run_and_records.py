@@ -10,8 +10,7 @@ import pytest
 
 from market_ingest.errors import ConfigurationError
 from market_ingest.kinesis import batches, build_records, record_id
-from market_ingest.lake import dedupe_last, window_token
-from market_ingest.quality import validate_bars
+from market_ingest.lake import newest_per_key, run_token
 from market_ingest.run import batch_symbols, select
 from market_ingest.schema import conform
 
@@ -58,7 +57,7 @@ def test_params_override_symbols_and_window():
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        pytest.param({"symbols": ["AAPL", "BP/.L; DROP"]}, "not valid symbols", id="bad-symbol"),
+        pytest.param({"symbols": ["AAPL", "BP/.L; DROP"]}, "are not valid yahoo symbols", id="bad-symbol"),
         pytest.param({"start": "2024-10-03", "end": "2024-10-02"}, "not after start", id="inverted-range"),
         pytest.param({"start": "yesterday"}, "not an ISO 8601", id="unparsable-time"),
     ],
@@ -77,7 +76,7 @@ def test_batches_cover_every_symbol_once():
 
 def test_record_ids_are_deterministic_and_per_bar():
     table = bars([START, END])
-    first, again = build_records(table), build_records(table)
+    first, again = list(build_records(table)), list(build_records(table))
     ids = [json.loads(r["Data"])["record_id"] for r in first]
     assert ids == [json.loads(r["Data"])["record_id"] for r in again]
     assert len(set(ids)) == 2
@@ -89,30 +88,24 @@ def test_record_ids_are_deterministic_and_per_bar():
 
 def test_putrecords_batches_respect_count_and_size_limits():
     records = [{"Data": b"x" * 20_000, "PartitionKey": "yahoo:MSFT"} for _ in range(1200)]
-    out = batches(records, max_records=500, max_bytes=5 * 1024 * 1024)
+    out = list(batches(records, max_records=500, max_bytes=5 * 1024 * 1024))
     assert sum(len(b) for b in out) == 1200
     assert all(len(b) <= 500 for b in out)
     assert all(sum(len(r["Data"]) + len(r["PartitionKey"]) for r in b) <= 5 * 1024 * 1024 for b in out)
     assert len(out) == 5  # 262 records of ~20 KB fit in 5 MiB, so size, not count, splits
 
 
-def test_window_token_and_dedupe_keep_last():
-    assert window_token(START, END) == "20210719T000000Z_20210720T000000Z"
-    table = pa.concat_tables([bars([START], close=[1.0]), bars([START], close=[2.0])])
-    assert dedupe_last(table)["close"].to_pylist() == [2.0]
+def test_run_tokens_are_key_safe_and_distinct():
+    a, b = run_token("manual__2021-07-21T00:00:00+00:00"), run_token("manual__2021-07-21T00_00_00_00_00")
+    assert a.startswith("manual__2021-07-21T00_00_00_00_00-") and a != b
+    assert all(c.isalnum() or c in "._-" for c in a)
 
 
-def test_quality_checks_drop_only_bad_rows():
-    t = bars([START, END, datetime(2021, 7, 21, tzinfo=UTC)], high=[11.0, 8.0, 11.0], volume=[1.0, 1.0, -5.0])
-    valid, counts = validate_bars(t)
-    assert valid["time"].to_pylist() == [START]
-    assert counts == {"invalid: high_below_range": 1, "invalid: negative_volume": 1}
-
-
-def test_universes_use_yahoo_spelling():
-    from market_ingest.config import load_universe
-
-    ftse = load_universe("ftse100")
-    assert {"BP.L", "BT-A.L", "RR.L"} <= set(ftse)
-    assert not [s for s in ftse if "/" in s]
-    assert len(load_universe("dax40")) == 40 and "MT.PA" in load_universe("cac40")
+def test_newest_extraction_wins_and_ties_go_to_the_later_row():
+    later = datetime(2021, 7, 21, tzinfo=UTC)
+    older_first = pa.concat_tables(
+        [bars([START], close=[2.0], ingested_at=pa.array([later], pa.timestamp("us", tz="UTC"))), bars([START], close=[1.0])]
+    )
+    assert newest_per_key(older_first, ("source", "symbol", "interval", "time"))["close"].to_pylist() == [2.0]
+    tie = pa.concat_tables([bars([START], close=[1.0]), bars([START], close=[3.0])])
+    assert newest_per_key(tie, ("source", "symbol", "interval", "time"))["close"].to_pylist() == [3.0]

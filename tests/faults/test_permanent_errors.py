@@ -1,0 +1,118 @@
+"""Permanent errors fail fast; every error names source, symbol and window; the report names the
+task that failed."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+import yaml
+from airflow.sdk.exceptions import AirflowFailException
+
+from market_ingest import outcomes
+from market_ingest.errors import VendorUnavailableError
+from market_ingest.operators.market import MarketExtractOperator, build_report
+from tests.conftest import RECORDINGS
+from tests.faults.support import context
+
+UTC = timezone.utc
+
+
+def _library_answering_503(folder):
+    """An Alpha Vantage library whose IBM daily series answers HTTP 503 (a vendor outage)."""
+    (folder / "alpha_vantage").mkdir()
+    (folder / "alpha_vantage" / "ibm_503.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "interactions": [
+                    {
+                        "request": {
+                            "method": "GET",
+                            "uri": "https://www.alphavantage.co/query?function=TIME_SERIES_DAILY&symbol=IBM&outputsize=compact",
+                            "body": None,
+                            "headers": {},
+                        },
+                        "response": {
+                            "status": {"code": 503, "message": "Service Unavailable"},
+                            "headers": {"Date": ["Sat, 11 Nov 2023 00:00:00 GMT"]},
+                            "body": {"string": "upstream unavailable"},
+                        },
+                    }
+                ],
+            }
+        )
+    )
+    return folder
+
+
+@pytest.mark.integration
+def test_a_vendor_outage_is_retried_and_names_source_symbol_and_window(services, tmp_path, monkeypatch):
+    """On main: ``alpha_vantage: HTTP 503 for TIME_SERIES_DAILY``, with neither symbol nor window."""
+    monkeypatch.setenv("AIRFLOW_CONN_MARKET_ALPHA_VANTAGE", json.dumps({"conn_type": "alpha_vantage", "password": "FAKEKEY503X"}))
+    monkeypatch.setenv("MARKET_INGEST_REPLAY_DIR", str(_library_answering_503(tmp_path)))
+    batch = {
+        "batch": 0,
+        "symbols": ["IBM"],
+        "start": "2023-11-06T00:00:00+00:00",
+        "end": "2023-11-11T00:00:00+00:00",
+        "since": {},
+    }
+    task = MarketExtractOperator(task_id="extract", source="alpha_vantage", interval="1d", batch=batch)
+    with pytest.raises(VendorUnavailableError) as err:  # retryable: not AirflowFailException
+        task.execute(context("manual__503"))
+    assert str(err.value) == (
+        "alpha_vantage:IBM [2023-11-06T00:00:00+00:00, 2023-11-11T00:00:00+00:00): HTTP 503 for TIME_SERIES_DAILY IBM"
+    )
+
+
+@pytest.mark.integration
+def test_a_request_no_recording_answers_fails_at_once(services):
+    """On main: ``ReplayMissError`` was retried like a network fault, three times."""
+    batch = {
+        "batch": 0,
+        "symbols": ["MSFT"],
+        "start": "2023-01-02T00:00:00+00:00",
+        "end": "2023-01-07T00:00:00+00:00",
+        "since": {},
+    }
+    task = MarketExtractOperator(
+        task_id="extract", source="yahoo", interval="1d", batch=batch, replay_dir=str(RECORDINGS / "yahoo")
+    )
+    with pytest.raises(AirflowFailException, match="no recording .* answers GET .*/v8/finance/chart/MSFT"):
+        task.execute(context("manual__miss"))
+
+
+def test_the_report_names_the_task_that_failed():
+    """On main: every symbol of a failed batch read 'extract task did not succeed', and a failed
+    load blamed 'sinks'."""
+    plan = [{"batch": 0, "symbols": ["AAPL", "MSFT"]}, {"batch": 1, "symbols": ["NVDA"]}]
+    extracts = [{"batch": 0, "outcomes": [{"symbol": "AAPL", "status": "ok"}, {"symbol": "MSFT", "status": "ok"}]}]
+    lake = {"rows_by_symbol": {"AAPL": 1, "MSFT": 1}, "objects": []}
+    report = build_report(plan, extracts, lake, None, {"bars_by_symbol": {"AAPL": 1, "MSFT": 1}})
+    assert report["symbols"]["NVDA"]["status"] == outcomes.FAILED
+    assert report["symbols"]["NVDA"]["reason"] == "task extract[1] did not succeed (see its log)"
+    assert report["failed_tasks"] == ["extract[1]", "load_timescale"]
+    assert build_report(None, [], None, None, None)["failed_tasks"] == ["plan"]
+
+
+@pytest.mark.integration
+def test_a_failed_report_says_which_tasks_failed(services):
+    from market_ingest.operators.market import RunReportOperator
+
+    plan = [{"batch": 0, "symbols": ["AAPL"]}]
+    extracts = [{"batch": 0, "outcomes": [{"symbol": "AAPL", "status": "ok"}]}]
+    lake = {"rows_by_symbol": {"AAPL": 1}, "objects": []}
+    task = RunReportOperator(task_id="report", plan=plan, extracts=extracts, lake=lake, timescale=lake, kinesis=None)
+    with pytest.raises(AirflowFailException, match=r"tasks \['publish_kinesis'\] did not succeed"):
+        task.execute(context("manual__report"))
+
+
+def test_an_out_of_range_date_is_a_named_configuration_error():
+    from market_ingest.errors import ConfigurationError
+    from market_ingest.run import select
+
+    start, end = datetime(2021, 7, 19, tzinfo=UTC), datetime(2021, 7, 20, tzinfo=UTC)
+    with pytest.raises(ConfigurationError, match=r"param end='9999-12-31T23:59:59-01:00' is out of range"):
+        select("yahoo", ["MSFT"], start, end, {"end": "9999-12-31T23:59:59-01:00"})
