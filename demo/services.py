@@ -99,12 +99,13 @@ def postgres(pgdata: Path) -> Iterator[str]:
 
 @contextmanager
 def moto_server(log_path: Path) -> Iterator[str]:
-    """Run ``moto_server`` on a free loopback port in a child process; yield its URL."""
+    """Run moto's server (:mod:`demo.moto_server`) on a free loopback port in a child process; yield its URL."""
     port = free_port()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "demo.moto_server", "-H", "127.0.0.1", "-p", str(port)],
+            cwd=Path(__file__).resolve().parents[1],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "AWS_DEFAULT_REGION": AWS_REGION},

@@ -1,31 +1,71 @@
-"""The Parquet lake: staging and publishing bars through Airflow's ``ObjectStoragePath``.
+"""The Parquet lake: staging a run's bars, and merging them into one object per partition.
 
 Layout under the lake URL (``s3://<conn>@bucket/prefix`` and ``file:///path`` use the same code)::
 
-    _staging/source=<s>/interval=<i>/window=<token>/batch-00000.parquet   extract output, per batch
-    source=<s>/interval=<i>/date=<YYYY-MM-DD>/<token>.parquet              published objects
+    source=<s>/interval=<i>/date=<YYYY-MM-DD>/bars.parquet                     the lake: one object per partition
+    _staging/source=<s>/interval=<i>/run=<run>/batch-<n>.parquet                a run's extract output
 
-``<token>`` is derived from the run's data interval (``20210719T000000Z_20210720T000000Z``), so a
-rerun, clear or backfill of the same window overwrites the same keys and never adds files. All
-symbols of a run share one object per UTC date (no file per symbol per day). Parquet is zstd.
+Quotes use ``quotes.parquet`` and no ``interval=`` level.
+
+**Publish protocol.** A partition object holds every bar ever published for its (source,
+interval, UTC date), each natural key ``(source, symbol, interval, time)`` once. A run merges its
+staged bars into each partition it touches (read, merge, write): a bar of the run replaces the
+stored bar with the same key unless the stored one was extracted later (``ingested_at``: newest
+extraction wins, whatever order runs publish in), and every other stored bar is kept. So a run
+never drops a bar another run published: a manual run for one symbol, a rerun in which some
+symbols failed or were deferred, and overlapping windows all leave the other bars in place, and a
+reader sees each bar once without deduplicating.
+
+**Atomicity.** Each partition object is replaced by one conditional write: on S3 a ``PutObject``
+with ``If-Match`` on the ETag that was read (``If-None-Match: *`` for a new object; a concurrent
+writer makes it fail with 412 and the merge is redone on the fresh object), locally an exclusive
+``flock`` and an atomic rename. A reader sees each partition's old object or its new one, never a
+partial object, never a lost update. A run that touches several partitions replaces them one after
+another: during its publish, a reader may see some partitions already merged and others not yet,
+and every bar present before is present throughout (S3 offers no multi-object transaction; a table
+format such as Delta Lake or Iceberg would be needed for that).
+
+**Staging** is keyed by the run (``run=<run id, sanitised>-<hash>``), so two runs of the same
+window never share staged objects. A staged object is sorted by time with row groups that never
+span two UTC dates, so publishing reads one partition of the run at a time (memory follows the
+largest partition, not the run) and the sinks stream it record batch by record batch.
+
+Nothing here creates a bucket: a missing bucket (or local lake folder) fails with
+:class:`~market_ingest.errors.SinkNotFoundError` naming it and the connection.
 Imports pyarrow inside functions: callable from tasks only.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timezone
+from typing import TYPE_CHECKING, Any
+
+from market_ingest.errors import MarketDataError, SinkNotFoundError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import pyarrow as pa
     from airflow.sdk import ObjectStoragePath
 
+log = logging.getLogger(__name__)
+
 STAGING = "_staging"
+#: Conditional-write attempts per partition before giving up (each conflict means another writer won).
+MERGE_ATTEMPTS = 8
+#: Rows per Parquet row group at most (staged and partition objects).
+ROW_GROUP_ROWS = 128 * 1024
 
 
-def window_token(start: datetime, end: datetime) -> str:
-    """Key fragment for the window ``[start, end)``, both UTC: ``YYYYmmddTHHMMSSZ_YYYYmmddTHHMMSSZ``."""
-    return f"{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}"
+class ConcurrentPublishError(MarketDataError):
+    """Another writer kept replacing a partition object; retryable (the task is retried)."""
+
+    retryable = True
 
 
 def lake_root(url: str) -> ObjectStoragePath:
@@ -35,24 +75,98 @@ def lake_root(url: str) -> ObjectStoragePath:
     return ObjectStoragePath(url)
 
 
-def staging_path(root: ObjectStoragePath, source: str, interval: str, token: str, batch: int) -> ObjectStoragePath:
-    """Where extract batch number ``batch`` of a run stages its bars."""
-    return root / STAGING / f"source={source}" / f"interval={interval}" / f"window={token}" / f"batch-{batch:05d}.parquet"
+def _is_local(path: ObjectStoragePath) -> bool:
+    return path.protocol in ("file", "local", "")
+
+
+def check_lake(root: ObjectStoragePath) -> None:
+    """Fail when the lake's bucket (S3) or root folder (local) does not exist; never create it.
+
+    :raises SinkNotFoundError: naming the bucket or folder, the lake URL and the connection.
+    :raises ConfigurationError: for a URL scheme other than ``s3`` or ``file``.
+    Other errors (network, access denied) propagate: a retry may heal them.
+    """
+    from pathlib import Path
+
+    from market_ingest.errors import ConfigurationError
+
+    if _is_local(root):
+        if not Path(root.path).is_dir():
+            raise SinkNotFoundError(
+                "lake", f"lake folder {root.path} does not exist (lake url {root}); create it or fix lake.url"
+            )
+        return
+    if root.protocol not in ("s3", "s3a"):
+        raise ConfigurationError("lake", f"lake url {root}: only s3:// and file:// lakes are supported")
+    try:
+        root.fs.info(root.bucket)
+    except FileNotFoundError:
+        raise SinkNotFoundError(
+            "lake",
+            f"bucket {root.bucket!r} does not exist (lake url {root}, connection {root.conn_id or 'default'}); "
+            "nothing creates it: create the bucket or fix lake.url in the pipeline config",
+        ) from None
+
+
+def run_token(run_id: str) -> str:
+    """A key-safe, unique folder name for a DAG run: ``run_id`` with unsafe characters replaced,
+    plus 8 hex characters of its SHA-256 (so two run ids differing only in unsafe characters differ).
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_")[:80]
+    return f"{safe}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+
+
+def _base(root: ObjectStoragePath, source: str, interval: str | None) -> ObjectStoragePath:
+    base = root / f"source={source}"
+    return base / f"interval={interval}" if interval else base
 
 
 def partition_dir(root: ObjectStoragePath, source: str, interval: str | None, day: str) -> ObjectStoragePath:
     """Hive-style partition folder ``source=<s>/interval=<i>/date=<YYYY-MM-DD>`` (no interval for quotes)."""
-    base = root / f"source={source}"
-    return (base / f"interval={interval}" if interval else base) / f"date={day}"
+    return _base(root, source, interval) / f"date={day}"
+
+
+def partition_object(
+    root: ObjectStoragePath, source: str, interval: str | None, day: str, dataset: str = "bars"
+) -> ObjectStoragePath:
+    """The one object of a partition: ``.../date=<day>/<dataset>.parquet``."""
+    return partition_dir(root, source, interval, day) / f"{dataset}.parquet"
+
+
+def staging_run_dir(root: ObjectStoragePath, source: str, interval: str | None, run_id: str) -> ObjectStoragePath:
+    """The staging folder of run ``run_id``: ``_staging/source=<s>/interval=<i>/run=<token>``."""
+    base = root / STAGING / f"source={source}"
+    if interval:
+        base = base / f"interval={interval}"
+    return base / f"run={run_token(run_id)}"
+
+
+def staging_path(root: ObjectStoragePath, source: str, interval: str | None, run_id: str, batch: int) -> ObjectStoragePath:
+    """Where extract batch ``batch`` of run ``run_id`` stages its bars."""
+    return staging_run_dir(root, source, interval, run_id) / f"batch-{batch:05d}.parquet"
+
+
+def to_parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
+    """``table`` as one Parquet file in memory (row groups of at most :data:`ROW_GROUP_ROWS` rows)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression=compression, row_group_size=ROW_GROUP_ROWS)
+    return sink.getvalue().to_pybytes()
+
+
+def _put(path: ObjectStoragePath, data: bytes) -> None:
+    if _is_local(path):
+        _write_local_atomically(path, data)
+    else:
+        path.fs.pipe_file(path.path, data)
 
 
 def write_parquet(table: pa.Table, path: ObjectStoragePath, compression: str = "zstd") -> None:
-    """Write ``table`` to ``path`` (overwriting), creating parent folders where the store needs them."""
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as fh:
-        pq.write_table(table, fh, compression=compression)
+    """Write ``table`` to ``path``, replacing it. Creates local parent folders (inside the lake
+    root), never a bucket: on S3 a missing bucket raises ``FileNotFoundError``."""
+    _put(path, to_parquet_bytes(table, compression))
 
 
 def read_parquet(path: ObjectStoragePath | str, dataset: str = "bars") -> pa.Table:
@@ -66,74 +180,370 @@ def read_parquet(path: ObjectStoragePath | str, dataset: str = "bars") -> pa.Tab
         return pq.read_table(fh, schema=DATASETS[dataset].schema)
 
 
-def publish(
-    staged: list[str],
+def utc_days(table: pa.Table) -> pa.Array:
+    """The UTC date (``YYYY-MM-DD``) of each row's ``time``, computed once for the whole table."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.cast(pc.cast(table["time"], pa.timestamp("us")), pa.date32()).cast(pa.string())
+
+
+def split_by_day(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
+    """``(YYYY-MM-DD, rows of that UTC date)`` for each date in ``table``, oldest first.
+
+    Linear in the rows: one sort, one pass (no per-day scan of the whole table).
+    """
+    import pyarrow.compute as pc
+
+    if table.num_rows == 0:
+        return
+    days = utc_days(table).combine_chunks()
+    if len(days) > 1 and not pc.all(pc.less_equal(days[:-1], days[1:])).as_py():
+        order = pc.sort_indices(days)  # stable
+        table, days = table.take(order), days.take(order)
+    runs = pc.run_end_encode(days)
+    start = 0
+    for day, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist()):
+        yield day, table.slice(start, end - start)
+        start = end
+
+
+def stage(
+    table: pa.Table,
     root: ObjectStoragePath,
     source: str,
     interval: str | None,
-    start: datetime,
-    end: datetime,
+    run_id: str,
+    batch: int,
+    compression: str = "zstd",
+) -> list[dict[str, Any]]:
+    """Stage an extract batch's rows as one object under the run's staging folder.
+
+    The object is sorted by time and holds one or more row groups per UTC date and none spanning
+    two dates, so publishing reads one date of it at a time. It is written as it is encoded
+    (no second copy of the file in memory), and replaced only once complete.
+
+    :param table: canonical rows (bars or quotes) of one extract batch.
+    :param run_id: the DAG run's id (keys the staging folder).
+    :param batch: the batch number (names the object; a retry of the batch overwrites it).
+    :return: ``[]`` for no rows, else ``[{"path": url, "rows": n, "dates": {"YYYY-MM-DD": [row group, ...]}}]``.
+    """
+    import pyarrow.parquet as pq
+
+    if table.num_rows == 0:
+        return []
+    path = staging_path(root, source, interval, run_id, batch)
+    collected: list = []
+    with (
+        _writing(path) as fh,
+        pq.ParquetWriter(fh, table.schema, compression=compression, metadata_collector=collected) as writer,
+    ):
+        for _, part in split_by_day(table):
+            writer.write_table(part.sort_by([("time", "ascending"), ("symbol", "ascending")]), row_group_size=ROW_GROUP_ROWS)
+    (meta,) = collected
+    time_col = table.schema.get_field_index("time")
+    dates: dict[str, list[int]] = {}
+    for rg in range(meta.num_row_groups):
+        first = meta.row_group(rg).column(time_col).statistics.min
+        dates.setdefault(first.astimezone(timezone.utc).date().isoformat(), []).append(rg)
+    return [{"path": str(path), "rows": table.num_rows, "dates": dates}]
+
+
+@contextmanager
+def _writing(path: ObjectStoragePath) -> Iterator[Any]:
+    """A binary file handle whose content replaces ``path`` only when the block ends without error.
+
+    Local: a temporary file beside the target, renamed over it. S3: s3fs's buffered upload (one
+    ``PutObject``, or a multipart upload for large objects), aborted on error. Never creates a
+    bucket: a missing one raises ``FileNotFoundError``.
+    """
+    if _is_local(path):
+        import os
+        import tempfile
+        from pathlib import Path
+
+        target = Path(path.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                yield fh
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp) if os.path.exists(tmp) else None
+            raise
+        return
+    fh = path.fs.open(path.path, "wb")
+    try:
+        yield fh
+    except BaseException:
+        fh.discard()
+        raise
+    fh.close()
+
+
+def newest_per_key(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
+    """One row per ``key``: the one with the latest ``ingested_at``; on a tie, the row that comes last.
+
+    :param table: rows in precedence order (later rows win ties), e.g. stored rows then a run's rows.
+    :return: the surviving rows, sorted by ``symbol`` then ``time``.
+    """
+    import pyarrow as pa
+
+    if table.num_rows == 0:
+        return table
+    indexed = table.append_column("__pos", pa.array(range(table.num_rows), pa.int64()))
+    ranked = indexed.sort_by([("ingested_at", "ascending"), ("__pos", "ascending")])
+    ranked = ranked.append_column("__rank", pa.array(range(ranked.num_rows), pa.int64()))
+    winners = ranked.group_by(list(key), use_threads=False).aggregate([("__rank", "max")])
+    kept = ranked.take(winners["__rank_max"]).drop_columns(["__pos", "__rank"])
+    return kept.sort_by([("symbol", "ascending"), ("time", "ascending")])
+
+
+def publish(
+    staged: list[dict[str, Any]],
+    root: ObjectStoragePath,
+    source: str,
+    interval: str | None,
     compression: str = "zstd",
     dataset: str = "bars",
-) -> list[dict]:
-    """Merge a run's staged batches into one object per UTC date of the window.
+    max_workers: int = 8,
+) -> list[dict[str, Any]]:
+    """Merge a run's staged objects into the lake, one partition at a time (see the module docstring).
 
-    Duplicate natural keys (a symbol in two batches) keep the last staged row. Objects with this
-    window's token in partitions of the window that receive no rows this time are deleted, so a
-    rerun leaves exactly the objects of its own result.
+    Each date's rows are read from the staged objects' row groups of that date (so memory follows
+    the largest partition of the run, plus the merges in flight), and up to ``max_workers``
+    partitions are merged concurrently (each is an independent conditional write).
 
-    :param staged: staging object URLs (as returned by the extract tasks); empty ones allowed.
+    :param staged: the extract batches' staged objects (``{"path", "dates": {date: [row groups]}}``).
     :param root: lake root.
     :param source: source name, e.g. ``yahoo``.
     :param interval: canonical interval (``None`` for quotes).
-    :param start: window start, UTC.
-    :param end: window end (exclusive), UTC.
     :param dataset: ``bars`` or ``quotes`` (:data:`market_ingest.schema.DATASETS`).
-    :return: one ``{"path": url, "date": "YYYY-MM-DD", "rows": n, "rows_by_symbol": {symbol: n}}``
-        per object written, sorted by date.
+    :return: one ``{"path": url, "date": "YYYY-MM-DD", "rows": rows now in the object, "run_rows": rows
+        this run merged, "kept_newer": run rows not applied because the stored bar was extracted later,
+        "rows_by_symbol": {symbol: run rows}}`` per partition, oldest first.
+    :raises SinkNotFoundError: the bucket (or local lake folder) does not exist.
+    :raises ConcurrentPublishError: another writer replaced a partition on every attempt.
     """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    import pyarrow as pa
+
+    from market_ingest.schema import DATASETS
+
+    spec = DATASETS[dataset]
+    check_lake(root)
+    by_day: dict[str, list[tuple[str, list[int]]]] = {}
+    for s in staged:
+        for day, groups in s["dates"].items():
+            by_day.setdefault(day, []).append((s["path"], groups))
+    files: dict[str, Any] = {}
+
+    def rows_of(day: str) -> pa.Table:
+        parts = []
+        for path, groups in sorted(by_day[day]):
+            if path not in files:
+                files[path] = _parquet_file(path)
+            parts.append(files[path].read_row_groups(groups))
+        rows = pa.concat_tables(parts).cast(spec.schema)
+        # One staged object holds each key once (clean_bars); several may share keys only by accident.
+        return (
+            newest_per_key(rows, spec.key) if len(parts) > 1 else rows.sort_by([("symbol", "ascending"), ("time", "ascending")])
+        )
+
+    results: dict[str, dict[str, Any]] = {}
+    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lake-merge") as pool:
+        pending = set()
+        for day in sorted(by_day):
+            pending.add(pool.submit(_merge_partition, root, source, interval, day, rows_of(day), compression, dataset))
+            if len(pending) >= 2 * max_workers:  # bound the partitions held in memory
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                results.update(f.result() for f in done)
+        results.update(f.result() for f in pending)
+    return [results[day] for day in sorted(results)]
+
+
+def _parquet_file(path: str):
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(lake_root(path).open("rb"))
+
+
+def _merge_partition(root, source, interval, day, incoming, compression, dataset) -> tuple[str, dict[str, Any]]:
+    """Merge one date's run rows into its partition object; ``(day, publish entry)``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from market_ingest.schema import DATASETS
 
     spec = DATASETS[dataset]
-    tables = [read_parquet(p, dataset) for p in staged]
-    bars = pa.concat_tables(tables) if tables else spec.schema.empty_table()
-    bars = dedupe_last(bars, spec.key)
-    token = window_token(start, end)
-    days = pc.strftime(bars["time"], format="%Y-%m-%d").to_pylist() if bars.num_rows else []
-    written = []
-    for day in sorted(set(days)):
-        part = bars.filter(pc.equal(pc.strftime(bars["time"], format="%Y-%m-%d"), day))
-        part = part.sort_by([("symbol", "ascending"), ("time", "ascending")])
-        path = partition_dir(root, source, interval, day) / f"{token}.parquet"
-        write_parquet(part, path, compression)
-        symbols = pc.value_counts(part["symbol"])
-        counts = dict(zip(symbols.field("values").to_pylist(), symbols.field("counts").to_pylist()))
-        written.append({"path": str(path), "date": day, "rows": part.num_rows, "rows_by_symbol": counts})
-    _remove_stale(root, source, interval, start, end, token, {w["date"] for w in written})
-    return written
+    path = partition_object(root, source, interval, day, dataset)
+    stats: dict[str, int] = {}
+
+    def merge(existing: pa.Table | None) -> pa.Table:
+        if existing is None or existing.num_rows == 0:
+            stats["kept_newer"] = 0
+            return incoming
+        merged = newest_per_key(pa.concat_tables([existing, incoming]), spec.key)
+        applied = merged.join(incoming.select([*spec.key, "ingested_at"]), keys=[*spec.key, "ingested_at"], join_type="inner")
+        stats["kept_newer"] = incoming.num_rows - applied.num_rows
+        return merged
+
+    merged = read_modify_write(path, merge, compression, dataset)
+    symbols = pc.value_counts(incoming["symbol"])
+    counts = dict(zip(symbols.field("values").to_pylist(), symbols.field("counts").to_pylist()))
+    log.info(
+        "Merged %d rows into %s (%d rows now; %d stored bars were newer)",
+        incoming.num_rows,
+        path,
+        merged.num_rows,
+        stats["kept_newer"],
+    )
+    return day, {
+        "path": str(path),
+        "date": day,
+        "rows": merged.num_rows,
+        "run_rows": incoming.num_rows,
+        "kept_newer": stats["kept_newer"],
+        "rows_by_symbol": counts,
+    }
 
 
-def dedupe_last(bars: pa.Table, key: tuple[str, ...] = ("source", "symbol", "interval", "time")) -> pa.Table:
-    """Keep the last row of each natural ``key`` (bars: ``source, symbol, interval, time``)."""
+def read_modify_write(
+    path: ObjectStoragePath,
+    update: Callable[[pa.Table | None], pa.Table],
+    compression: str = "zstd",
+    dataset: str = "bars",
+    attempts: int = MERGE_ATTEMPTS,
+) -> pa.Table:
+    """Replace the object at ``path`` with ``update(current table or None)``, safely under concurrency.
+
+    S3: the object is read with its ETag and written back with ``If-Match`` (``If-None-Match: *``
+    when it did not exist); on 412 another writer won, and the read and ``update`` run again (up to
+    ``attempts`` times, with jittered backoff). Local: under an exclusive ``flock`` of a lock file
+    beside the object, written to a temporary file and renamed over it.
+
+    :return: the table written.
+    :raises ConcurrentPublishError: still conflicting after ``attempts``.
+    :raises SinkNotFoundError: the bucket does not exist.
+    """
+    if _is_local(path):
+        with _local_lock(path):
+            current = read_parquet(path, dataset) if path.exists() else None
+            table = update(current)
+            _write_local_atomically(path, to_parquet_bytes(table, compression))
+            return table
+    import random
+    import time
+
+    for attempt in range(1, attempts + 1):
+        try:
+            etag = path.fs.info(path.path)["ETag"]
+            current = read_parquet(path, dataset)
+        except FileNotFoundError:
+            etag, current = None, None
+        table = update(current)
+        data = to_parquet_bytes(table, compression)
+        try:
+            if etag:
+                path.fs.pipe_file(path.path, data, IfMatch=etag)
+            else:
+                path.fs.pipe_file(path.path, data, mode="create")
+            return table
+        except FileNotFoundError:
+            raise SinkNotFoundError(
+                "lake", f"bucket {path.bucket!r} does not exist (connection {path.conn_id or 'default'})"
+            ) from None
+        except OSError as exc:
+            if not _precondition_failed(exc):
+                raise
+            log.warning("%s changed while merging (attempt %d of %d); merging again", path, attempt, attempts)
+            time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
+    raise ConcurrentPublishError("lake", f"{path} kept changing under {attempts} merge attempts")
+
+
+def _precondition_failed(exc: OSError) -> bool:
+    """True for S3's 412 PreconditionFailed as s3fs raises it (FileExistsError or OSError EINVAL)."""
+    if isinstance(exc, FileExistsError):
+        return True
+    cause = getattr(exc, "__cause__", None)
+    code = (getattr(cause, "response", None) or {}).get("Error", {}).get("Code")
+    return code == "PreconditionFailed" or "pre-condition" in str(exc)
+
+
+@contextmanager
+def _local_lock(path: ObjectStoragePath) -> Iterator[None]:
+    import fcntl
+    from pathlib import Path
+
+    target = Path(path.path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(f".{target.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _write_local_atomically(path: ObjectStoragePath, data: bytes) -> None:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    target = Path(path.path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp) if os.path.exists(tmp) else None
+        raise
+
+
+def iter_staged(paths: list[str], dataset: str = "bars", max_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+    """Record batches of a run's staged objects, in the given order, streamed (at most ``max_rows``
+    rows decoded at a time).
+
+    :param paths: staged object URLs (from the publish result's ``staged``).
+    """
+    from market_ingest.schema import DATASETS
+
+    schema = DATASETS[dataset].schema
+    for p in paths:
+        for batch in _parquet_file(p).iter_batches(batch_size=max_rows):
+            yield batch.cast(schema)
+
+
+def read_lake(
+    root: ObjectStoragePath, source: str, interval: str | None, start: datetime, end: datetime, dataset: str = "bars"
+) -> pa.Table:
+    """Every bar of ``source``/``interval`` opening in ``[start, end)`` (UTC), each natural key once.
+
+    The reader for consumers and tests: reads the partition folders of the dates in the range
+    (every ``.parquet`` object in them, so lakes written by earlier layouts read too), keeps the
+    newest extraction of each key, and returns rows sorted by symbol and time.
+    """
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    if bars.num_rows == 0:
-        return bars
-    keys = list(key)
-    indexed = bars.append_column("__row", pa.array(range(bars.num_rows), pa.int64()))
-    last = indexed.group_by(keys, use_threads=False).aggregate([("__row", "max")])
-    return bars.take(last["__row_max"].combine_chunks().sort())
+    from market_ingest.intervals import utc_dates
+    from market_ingest.schema import DATASETS
 
-
-def _remove_stale(root, source, interval, start, end, token, kept_days: set[str]) -> None:
-    day = start.date()
-    while day <= (end - timedelta(microseconds=1)).date():
-        name = day.isoformat()
-        if name not in kept_days:
-            stale = partition_dir(root, source, interval, name) / f"{token}.parquet"
-            if stale.exists():
-                stale.unlink()
-        day += timedelta(days=1)
+    spec = DATASETS[dataset]
+    tables = []
+    for day in utc_dates(start, end):
+        folder = partition_dir(root, source, interval, day)
+        if not folder.exists():
+            continue
+        for obj in sorted(folder.iterdir(), key=str):
+            if obj.name.endswith(".parquet") and not obj.name.startswith("."):
+                tables.append(read_parquet(obj, dataset))
+    if not tables:
+        return spec.schema.empty_table()
+    bars = pa.concat_tables(tables)
+    bars = bars.filter(pc.and_(pc.greater_equal(bars["time"], start), pc.less(bars["time"], end)))
+    return newest_per_key(bars, spec.key)

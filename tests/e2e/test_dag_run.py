@@ -65,7 +65,7 @@ def test_daily_dag_run_loads_every_sink_and_a_rerun_changes_nothing(services, ai
         assert got == {"status": "ok", "lake": 1, "timescale": 1, "kinesis": 1, "gaps": []}
     assert "does not know the symbol or it is delisted" in report["skipped"]["SIX"]
     (lake_object,) = report["lake_objects"]
-    assert lake_object.endswith("interval=1d/date=2021-07-20/20210720T000000Z_20210721T000000Z.parquet")
+    assert lake_object.endswith("source=yahoo/interval=1d/date=2021-07-20/bars.parquet")
 
     rows = _pg_rows(services, datetime(2021, 7, 20, tzinfo=UTC))
     assert [r[0] for r in rows] == ["MSFT", "NVDA", "TSLA"]

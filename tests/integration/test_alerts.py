@@ -57,18 +57,19 @@ def _report_task(statuses):
     sinks = {"rows_by_symbol": {s: 1 for s, st in statuses.items() if st == outcomes.OK}, "objects": []}
     return RunReportOperator(
         task_id="report",
-        plan=[{"symbols": symbols}],
+        plan=[{"batch": 0, "symbols": symbols}],
         extracts=[
             {
+                "batch": 0,
                 "outcomes": [
                     {"symbol": s, "status": st, "reason": "" if st == outcomes.OK else "vendor said no"}
                     for s, st in statuses.items()
-                ]
+                ],
             }
         ],
         lake=sinks,
         timescale=sinks,
-        kinesis={"records_by_symbol": sinks["rows_by_symbol"]},
+        kinesis={"bars_by_symbol": sinks["rows_by_symbol"]},
     )
 
 

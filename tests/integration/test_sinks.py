@@ -96,6 +96,7 @@ class FlakyKinesis:
 
     def __init__(self, client):
         self.client = client
+        self.exceptions = client.exceptions
         self.calls = []
 
     def put_records(self, StreamName, Records):
@@ -121,30 +122,29 @@ def test_kinesis_partial_failure_is_retried_without_loss(services, recorded_bars
     client.create_stream(StreamName=stream, ShardCount=1)
     client.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
     flaky = FlakyKinesis(client)
-    records = build_records(recorded_bars)
+    records = list(build_records(recorded_bars))
     stats = put_records(flaky, stream, records, max_attempts=3, max_wait=0.2)
     assert flaky.calls == [15, 7]  # exactly the 7 failed entries were re-sent
-    assert stats == {"records": 15, "calls": 2, "retried": 7}
+    assert stats == {"records": 15, "sent": 15, "skipped": 0, "calls": 2, "retried": 7}
     received = read_stream(services, stream)
     assert sorted(r["record_id"] for r in received) == sorted(json.loads(r["Data"])["record_id"] for r in records)
 
 
 def test_lake_publish_twice_gives_the_same_keys(services, recorded_bars):
     from market_ingest.config import load_config
-    from market_ingest.lake import lake_root, publish, read_parquet, staging_path, window_token, write_parquet
+    from market_ingest.lake import lake_root, publish, read_parquet, stage
 
     root = lake_root(load_config().lake.url) / "test-idempotence"
-    start, end = datetime(2021, 7, 19, tzinfo=UTC), datetime(2021, 7, 24, tzinfo=UTC)
-    staged = staging_path(root, "yahoo", "1d", window_token(start, end), 0)
-    write_parquet(recorded_bars, staged)
-    first = publish([str(staged)], root, "yahoo", "1d", start, end)
-    second = publish([str(staged), str(staged)], root, "yahoo", "1d", start, end)  # same batch twice: deduped
-    assert first == second
+    staged = stage(recorded_bars, root, "yahoo", "1d", "manual__2021-07-24", 0)
+    first = publish(staged, root, "yahoo", "1d")
+    second = publish(staged + staged, root, "yahoo", "1d")  # same batch twice: one row per key
+    assert [o["path"] for o in first] == [o["path"] for o in second]
+    assert [o["rows"] for o in first] == [o["rows"] for o in second] == [3] * 5
     assert [o["date"] for o in first] == ["2021-07-19", "2021-07-20", "2021-07-21", "2021-07-22", "2021-07-23"]
-    assert all(o["rows"] == 3 and o["rows_by_symbol"] == {"MSFT": 1, "NVDA": 1, "TSLA": 1} for o in first)
+    assert all(o["rows_by_symbol"] == {"MSFT": 1, "NVDA": 1, "TSLA": 1} for o in first)
     s3 = services.boto3_client("s3")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="market-lake", Prefix="bars/test-idempotence/source=")["Contents"]]
-    assert len(keys) == 5 and all(k.endswith("20210719T000000Z_20210724T000000Z.parquet") for k in keys)
+    assert len(keys) == 5 and all(k.endswith("/bars.parquet") for k in keys)
     assert read_parquet(first[1]["path"]).num_rows == 3
 
 

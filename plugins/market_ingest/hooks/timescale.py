@@ -7,6 +7,7 @@ extension exists, and the same table, key and indexes otherwise.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -109,33 +110,68 @@ class TimescaleHook(PostgresHook):
         return self.load(bars, "bars")
 
     def load(self, table: pa.Table, dataset: str = "bars") -> int:
-        """Upsert rows of ``dataset`` into its table in one transaction.
+        """Upsert rows of ``dataset`` in one transaction; see :meth:`upsert`.
 
-        COPY into a temporary table, then ``INSERT ... ON CONFLICT (<natural key>) DO UPDATE``: a
-        rerun replaces rows with the same key and never duplicates them. Nothing is written unless
-        the whole load commits.
-
-        :param table: rows with the dataset's schema (``bars``: ``BAR_SCHEMA``, key
-            ``(source, symbol, interval, time)``; ``quotes``: ``QUOTE_SCHEMA``, key
-            ``(source, symbol, time)``); duplicate keys not allowed.
-        :return: rows upserted.
+        :return: rows inserted or updated (rows whose stored version was extracted later are not).
         """
+        return self.upsert(table.to_batches(max_chunksize=65_536), dataset)["applied"]
+
+    def upsert(self, batches: Iterable[pa.RecordBatch], dataset: str = "bars") -> dict[str, int]:
+        """Upsert record batches of ``dataset`` into its table in one transaction, newest extraction winning.
+
+        The batches are streamed into a temporary table with ``COPY ... (FORMAT csv)`` (written by
+        pyarrow's CSV writer, one batch in memory at a time), then
+        ``INSERT ... ON CONFLICT (<natural key>) DO UPDATE ... WHERE stored.ingested_at <=
+        new.ingested_at``: a rerun replaces rows with the same key and never duplicates them, and a
+        row extracted earlier than the stored one (a late retry, an old run's load re-run, a
+        concurrent load that commits last) never overwrites it. Under concurrent loads PostgreSQL
+        re-checks the condition against the committed row, so the newest extraction wins in
+        either commit order. A key given twice keeps its newest row. Nothing is written unless the
+        whole load commits.
+
+        :param batches: record batches with the dataset's schema (``bars``: ``BAR_SCHEMA``, key
+            ``(source, symbol, interval, time)``; ``quotes``: ``QUOTE_SCHEMA``, key
+            ``(source, symbol, time)``).
+        :return: ``{"rows": rows given, "applied": rows inserted or updated, "skipped": rows not
+            applied (the stored row was extracted later, or the key came twice)}``.
+        """
+        import io
+
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+        from psycopg import sql
+
         from market_ingest.schema import DATASETS
 
         spec = DATASETS[dataset]
-        if table.num_rows == 0:
-            return 0
-        cols = ", ".join(f'"{c}"' for c in spec.columns)
-        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in spec.columns if c not in spec.key)
-        key = ", ".join(f'"{c}"' for c in spec.key)
+        schema, name = spec.table.split(".")
+        target = sql.Identifier(schema, name)
+        cols = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
+        key = sql.SQL(", ").join(map(sql.Identifier, spec.key))
+        updates = sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in spec.columns if c not in spec.key
+        )
+        rows = 0
+        options = pcsv.WriteOptions(include_header=False)
         with closing(self.get_conn()) as conn:
             with conn.transaction(), conn.cursor() as cur:
-                cur.execute(f"CREATE TEMP TABLE _load (LIKE {spec.table} INCLUDING DEFAULTS) ON COMMIT DROP")
-                with cur.copy(f"COPY _load ({cols}) FROM STDIN") as copy:
-                    for batch in table.select(list(spec.columns)).to_batches(max_chunksize=50_000):
-                        for row in zip(*(col.to_pylist() for col in batch.columns)):
-                            copy.write_row(row)
+                cur.execute(sql.SQL("CREATE TEMP TABLE _load (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(target))
+                with cur.copy(sql.SQL("COPY _load ({}) FROM STDIN (FORMAT csv)").format(cols)) as copy:
+                    for batch in batches:
+                        if batch.num_rows == 0:
+                            continue
+                        buf = io.BytesIO()
+                        pcsv.write_csv(pa.Table.from_batches([batch]).select(list(spec.columns)), buf, options)
+                        copy.write(buf.getbuffer())
+                        rows += batch.num_rows
+                if not rows:
+                    return {"rows": 0, "applied": 0, "skipped": 0}
                 cur.execute(
-                    f"INSERT INTO {spec.table} ({cols}) SELECT {cols} FROM _load ON CONFLICT ({key}) DO UPDATE SET {updates}"
+                    sql.SQL(
+                        "INSERT INTO {target} AS stored ({cols}) "
+                        "SELECT DISTINCT ON ({key}) {cols} FROM _load ORDER BY {key}, ingested_at DESC "
+                        "ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE stored.ingested_at <= EXCLUDED.ingested_at"
+                    ).format(target=target, cols=cols, key=key, updates=updates)
                 )
-                return cur.rowcount
+                applied = cur.rowcount
+        return {"rows": rows, "applied": applied, "skipped": rows - applied}

@@ -8,7 +8,8 @@ bars travel through the lake only. Heavy libraries are imported inside ``execute
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from market_ingest import outcomes
 from market_ingest.config import load_config, load_universe
-from market_ingest.errors import MarketDataError
+from market_ingest.errors import ConfigurationError, MarketDataError
 from market_ingest.run import batch_symbols, select
 from market_ingest.sources import DEFERRING_KINDS
 
@@ -36,21 +37,46 @@ def _materialise(values: Any) -> list:
     return [values[i] for i in range(len(values))]
 
 
-def _fail_fast(exc: MarketDataError) -> None:
-    """Re-raise permanent errors as ``AirflowFailException`` so no retry is spent on them."""
-    if not exc.retryable:
-        raise AirflowFailException(str(exc)) from exc
-    raise exc
+@contextmanager
+def failing_fast(window: tuple[datetime, datetime] | None = None) -> Iterator[None]:
+    """Raise what a retry cannot fix as ``AirflowFailException``, so no retry is spent on it.
+
+    Permanent :class:`~market_ingest.errors.MarketDataError` s (configuration, unservable window,
+    missing bucket or stream, serialisation), an ``OverflowError`` from out-of-range dates and a
+    replay miss fail at once; retryable errors propagate. ``window`` is added to errors that do
+    not name one, so every message says source, symbol and window.
+    """
+    from market_ingest.replay import ReplayMissError
+
+    try:
+        yield
+    except MarketDataError as exc:
+        if window:
+            exc.in_window(*window)
+        if not exc.retryable:
+            raise AirflowFailException(str(exc)) from exc
+        raise
+    except OverflowError as exc:
+        raise AirflowFailException(f"a date is out of range: {exc}") from exc
+    except ReplayMissError as exc:
+        raise AirflowFailException(f"no recording answers a request (a retry cannot add one): {exc}") from exc
 
 
 class MarketPlanOperator(BaseOperator):
     """Resolve the run's window and symbols and split the symbols into extract batches.
 
+    The window is the data interval, or the Params override, clamped to end no later than now
+    and to start no earlier than the interval's ``start_date``. A manual run that would make more
+    vendor requests than the source's ``max_requests_per_manual_run`` is refused here, before any
+    request, with both figures named.
+
     :param source: configured source name.
     :param interval: canonical interval, or ``quote`` for quote snapshots.
     :param dataset: ``bars`` or ``quotes``.
-    :return: ``[{"batch": i, "symbols": [...]}]``, one entry per extract task.
-    :raises AirflowFailException: on an invalid Params override (bad symbol, inverted range).
+    :return: ``[{"batch": i, "symbols": [...], "start": iso, "end": iso, "since": {...}}]``, one
+        entry per extract task.
+    :raises AirflowFailException: on an invalid Params override (bad symbol, inverted or
+        out-of-range window, too many requests) or a window the vendor cannot serve.
     """
 
     template_fields: Sequence[str] = ("source", "interval")
@@ -62,24 +88,48 @@ class MarketPlanOperator(BaseOperator):
         self.dataset = dataset
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        from market_ingest.intervals import Window
+        from market_ingest.sources import planned_requests
+
         cfg = load_config()
         src = cfg.sources[self.source]
         ic = src.quotes if self.dataset == "quotes" else src.intervals[self.interval]
         universe = [s for u in (ic.universes or src.universes) for s in load_universe(u)]
-        try:
+        now = datetime.now(timezone.utc)
+        with failing_fast():
             sel = select(
-                self.source, universe, context["data_interval_start"], context["data_interval_end"], dict(context["params"])
+                self.source,
+                universe,
+                context["data_interval_start"],
+                context["data_interval_end"],
+                dict(context["params"]),
+                symbol_pattern=src.symbols_like,
+                earliest=ic.start_date,
+                now=now,
             )
-        except MarketDataError as exc:
-            _fail_fast(exc)
+            for note in sel.clamped:
+                self.log.warning("%s", note)
+            requests = planned_requests(
+                cfg, self.source, self.interval, sel.symbols, Window(sel.start, sel.end), now, self.dataset
+            )
+            cap = src.max_requests_per_manual_run
+            if sel.manual and requests > cap:
+                raise ConfigurationError(
+                    self.source,
+                    f"this manual run would make up to {requests} requests ({len(sel.symbols)} symbols over "
+                    f"[{sel.start.isoformat()}, {sel.end.isoformat()})), more than the {cap} allowed per manual run "
+                    f"(sources.{self.source}.max_requests_per_manual_run); narrow the symbols or the window, or backfill "
+                    "with airflow backfill create",
+                )
         self.log.info(
-            "%s %s: %d symbols over [%s, %s)%s",
+            "%s %s: %d symbols over [%s, %s)%s, up to %d vendor requests",
             self.source,
             self.interval,
             len(sel.symbols),
             sel.start.isoformat(),
             sel.end.isoformat(),
             " (manual override)" if sel.manual else "",
+            requests,
         )
         symbols, since = list(sel.symbols), {}
         if self.dataset == "bars" and src.kind in DEFERRING_KINDS:
@@ -109,16 +159,18 @@ class MarketPlanOperator(BaseOperator):
 class MarketExtractOperator(BaseOperator):
     """Fetch one batch of symbols, normalise, validate and stage it as Parquet in the lake.
 
-    Runs in the source's pool. A symbol the vendor does not know, or that has no bar in the
-    window, is recorded in the outcomes and skipped. Rate limits and network failures fail the
-    task instance so Airflow retries it; a window the vendor cannot serve fails at once.
+    Runs in the source's pool. Checks the lake's bucket first, so a missing one costs no vendor
+    request. A symbol the vendor does not know, or that has no bar in the window, is recorded in
+    the outcomes and skipped. Rate limits and network failures fail the task instance so Airflow
+    retries it; permanent errors (a window the vendor cannot serve, configuration) fail at once.
 
     :param source: configured source name.
     :param interval: canonical interval.
     :param batch: ``{"batch": i, "symbols": [...], "start": iso, "end": iso}`` from the plan (templated).
     :param replay_dir: recordings folder for offline replay; default ``$MARKET_INGEST_REPLAY_DIR/<kind>``.
     :param dataset: ``bars`` or ``quotes`` (snapshots stamped at the window's end).
-    :return: ``{"batch": i, "path": staging URL or None, "rows": n, "outcomes": [...]}``.
+    :return: ``{"batch": i, "staged": [{"path", "rows", "dates": {date: [row groups]}}], "rows": n,
+        "outcomes": [...], "ingested_at": iso}`` (one staged object per batch, keyed by the run).
     """
 
     template_fields: Sequence[str] = ("source", "interval", "batch")
@@ -134,7 +186,7 @@ class MarketExtractOperator(BaseOperator):
         self.dataset = dataset
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from market_ingest.lake import lake_root, staging_path, window_token, write_parquet
+        from market_ingest.lake import check_lake, lake_root, stage
         from market_ingest.replay import replay_dir
         from market_ingest.sources import bar_hook
 
@@ -142,30 +194,42 @@ class MarketExtractOperator(BaseOperator):
         src = cfg.sources[self.source]
         start = datetime.fromisoformat(self.batch["start"])
         end = datetime.fromisoformat(self.batch["end"])
+        root = lake_root(cfg.lake.quotes_url if self.dataset == "quotes" else cfg.lake.url)
+        with failing_fast():
+            check_lake(root)
         folder = self.replay_dir or (str(replay_dir() / src.recordings) if replay_dir() else None)
-        hook = bar_hook(cfg, self.source, folder)
         if folder:
             self.log.info("Replaying recorded responses from %s", folder)
         symbols, now = list(self.batch["symbols"]), datetime.now(timezone.utc)
         since = {s: datetime.fromisoformat(t) for s, t in (self.batch.get("since") or {}).items()}
-        try:
+        with failing_fast((start, end)):
+            hook = bar_hook(cfg, self.source, folder)
             if self.dataset == "quotes":
                 bars, results = hook.fetch_quotes(symbols, as_of=end, ingested_at=now)
             else:
                 bars, results = self._fetch_bars(hook, symbols, since, start, end, now)
-        except MarketDataError as exc:
-            _fail_fast(exc)
         if self.dataset == "bars" and src.kind in DEFERRING_KINDS:
             self._update_backlog(cfg, results, since, start, end)
-        path = None
-        if bars.num_rows:
-            root = lake_root(cfg.lake.quotes_url if self.dataset == "quotes" else cfg.lake.url)
-            path = staging_path(root, self.source, self.interval, window_token(start, end), self.batch["batch"])
-            write_parquet(bars, path, cfg.lake.compression)
-            path = str(path)
+        interval = None if self.dataset == "quotes" else self.interval
+        with failing_fast():
+            staged = stage(bars, root, self.source, interval, context["run_id"], self.batch["batch"], cfg.lake.compression)
         for o in results:
-            self.log.info("%-12s %-15s rows=%-6d %s %s", o.symbol, o.status, o.rows, o.reason, o.dropped or "")
-        return {"batch": self.batch["batch"], "path": path, "rows": bars.num_rows, "outcomes": [o.as_dict() for o in results]}
+            self.log.info(
+                "%-12s %-15s rows=%-6d %s %s %s",
+                o.symbol,
+                o.status,
+                o.rows,
+                o.reason,
+                o.dropped or "",
+                f"nulled {o.nulled}" if o.nulled else "",
+            )
+        return {
+            "batch": self.batch["batch"],
+            "staged": staged,
+            "rows": bars.num_rows,
+            "outcomes": [o.as_dict() for o in results],
+            "ingested_at": now.isoformat(),
+        }
 
     def _fetch_bars(self, hook, symbols, since, start, end, now):
         """One ``fetch_bars`` per distinct window start: deferred symbols reach back to their deferral."""
@@ -200,13 +264,18 @@ class MarketExtractOperator(BaseOperator):
 
 
 class LakePublishOperator(BaseOperator):
-    """Merge the run's staged batches into the lake: one object per UTC date, keyed by the window.
+    """Merge the run's staged bars into the lake: one object per partition (UTC date), read-merge-write.
+
+    A run replaces only the bars it extracted, and only where the stored bar is not newer; see
+    :mod:`market_ingest.lake`. A missing bucket fails at once.
 
     :param source: configured source name.
     :param interval: canonical interval.
     :param extracts: the extract tasks' results (templated; mapped XCom).
     :param dataset: ``bars`` (lake ``url``) or ``quotes`` (lake ``quotes_url``, no interval partition).
-    :return: ``{"objects": [{"path", "date", "rows"}], "rows_by_symbol": {symbol: n}}``.
+    :return: ``{"objects": [{"path", "date", "rows", "run_rows", "kept_newer"}], "rows_by_symbol":
+        {symbol: n}, "staged": [staged object URLs, in publishing order], "fingerprint": str,
+        "run_dir": staging folder of the run}``; the sinks read ``staged``.
     """
 
     template_fields: Sequence[str] = ("source", "interval", "extracts")
@@ -219,56 +288,64 @@ class LakePublishOperator(BaseOperator):
         self.dataset = dataset
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from market_ingest.lake import lake_root, publish
+        import hashlib
+        import json
+
+        from market_ingest.lake import lake_root, publish, staging_run_dir
 
         cfg = load_config()
         results = [e for e in _materialise(self.extracts) if e]
-        staged = [e["path"] for e in results if e.get("path")]
-        window = _window_of(context)
+        staged = [{**s, "ingested_at": e.get("ingested_at")} for e in results for s in e.get("staged", [])]
         quotes = self.dataset == "quotes"
-        objects = publish(
-            staged,
-            lake_root(cfg.lake.quotes_url if quotes else cfg.lake.url),
-            self.source,
-            None if quotes else self.interval,
-            *window,
-            compression=cfg.lake.compression,
-            dataset=self.dataset,
-        )
+        interval = None if quotes else self.interval
+        root = lake_root(cfg.lake.quotes_url if quotes else cfg.lake.url)
+        with failing_fast():
+            objects = publish(staged, root, self.source, interval, compression=cfg.lake.compression, dataset=self.dataset)
         counts: Counter[str] = Counter()
         for obj in objects:
             counts.update(obj.pop("rows_by_symbol"))
-            self.log.info("Wrote %s (%d rows)", obj["path"], obj["rows"])
-        return {"objects": objects, "rows_by_symbol": dict(counts)}
+            self.log.info(
+                "Merged %d rows into %s (%d rows; %d stored bars were newer and kept)",
+                obj["run_rows"],
+                obj["path"],
+                obj["rows"],
+                obj["kept_newer"],
+            )
+        ordered = sorted(staged, key=lambda s: s["path"])
+        fingerprint = hashlib.sha256(
+            json.dumps([[s["path"], s["ingested_at"], s["rows"]] for s in ordered]).encode()
+        ).hexdigest()[:32]
+        run_dir = staging_run_dir(root, self.source, interval, context["run_id"])
+        return {
+            "objects": objects,
+            "rows_by_symbol": dict(counts),
+            "staged": [s["path"] for s in ordered],
+            "fingerprint": fingerprint,
+            "run_dir": str(run_dir),
+        }
 
 
-def _window_of(context: Context) -> tuple[datetime, datetime]:
-    """The run's window, resolved exactly as the plan resolved it."""
-    sel = select("run", [], context["data_interval_start"], context["data_interval_end"], dict(context["params"]))
-    return sel.start, sel.end
+def _counting(batches: Any, counts: Counter) -> Any:
+    """Yield ``batches`` unchanged, adding their rows per symbol to ``counts``."""
+    import pyarrow.compute as pc
 
-
-def _read_objects(lake: dict, dataset: str) -> Any:
-    import pyarrow as pa
-
-    from market_ingest.lake import read_parquet
-    from market_ingest.schema import DATASETS
-
-    tables = [read_parquet(o["path"], dataset) for o in (lake or {}).get("objects", [])]
-    return pa.concat_tables(tables) if tables else DATASETS[dataset].schema.empty_table()
-
-
-def _count_by_symbol(bars) -> dict[str, int]:
-    return dict(Counter(bars["symbol"].to_pylist()))
+    for batch in batches:
+        if batch.num_rows:
+            vc = pc.value_counts(batch["symbol"])
+            counts.update(dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())))
+        yield batch
 
 
 class TimescaleLoadOperator(BaseOperator):
-    """Upsert the run's lake objects into TimescaleDB (``market.bars``) in one transaction.
+    """Upsert the run's staged bars into TimescaleDB (``market.bars``) in one transaction.
+
+    Streams the staged objects one at a time; a stored row extracted later than the run's is kept
+    (see :meth:`~market_ingest.hooks.timescale.TimescaleHook.upsert`).
 
     :param lake: the lake publish result (templated).
     :param timescale_conn_id: connection id; default from the pipeline config.
     :param dataset: ``bars`` (``market.bars``) or ``quotes`` (``market.quotes``).
-    :return: ``{"rows": n, "rows_by_symbol": {...}, "hypertable": bool}``.
+    :return: ``{"rows": n, "applied": m, "skipped": k, "rows_by_symbol": {...}, "hypertable": bool}``.
     """
 
     template_fields: Sequence[str] = ("lake",)
@@ -281,24 +358,36 @@ class TimescaleLoadOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from market_ingest.hooks.timescale import TimescaleHook
+        from market_ingest.lake import iter_staged
+        from market_ingest.schema import DATASETS
 
         hook = TimescaleHook(timescale_conn_id=self.timescale_conn_id or load_config().timescale.conn_id)
         hook.migrate()
-        from market_ingest.schema import DATASETS
-
         table = DATASETS[self.dataset].table
-        bars = _read_objects(self.lake, self.dataset)
-        rows = hook.load(bars, self.dataset)
-        self.log.info("Upserted %d rows into %s", rows, table)
-        return {"rows": rows, "rows_by_symbol": _count_by_symbol(bars), "hypertable": hook.is_hypertable(table)}
+        counts: Counter[str] = Counter()
+        stats = hook.upsert(_counting(iter_staged((self.lake or {}).get("staged", []), self.dataset), counts), self.dataset)
+        self.log.info(
+            "Upserted %d of %d rows into %s (%d not applied: a newer extraction is stored)",
+            stats["applied"],
+            stats["rows"],
+            table,
+            stats["skipped"],
+        )
+        return {**stats, "rows_by_symbol": dict(counts), "hypertable": hook.is_hypertable(table)}
 
 
 class KinesisPublishOperator(BaseOperator):
-    """Publish the run's lake objects to Kinesis, one record per bar.
+    """Publish the run's staged bars to Kinesis, streamed, resuming after a failed try.
+
+    Records are built lazily from the staged objects (one bar per record, or
+    ``kinesis.bars_per_record`` bars of one symbol per JSON Lines record) and sent in
+    ``PutRecords`` calls; which ones the stream acknowledged is saved beside the run's staging
+    (``<run_dir>/_published/kinesis-<stream>.json``), so a retried task sends only the rest. A
+    missing stream fails at once, naming it and the connection.
 
     :param lake: the lake publish result (templated).
     :param dataset: ``bars`` (stream ``kinesis.stream``) or ``quotes`` (``kinesis.quotes_stream``).
-    :return: ``{"records": n, "calls": k, "retried": r, "records_by_symbol": {...}}``.
+    :return: ``{"records", "sent", "skipped", "calls", "retried", "bars_by_symbol": {...}}``.
     """
 
     template_fields: Sequence[str] = ("lake",)
@@ -311,25 +400,47 @@ class KinesisPublishOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.providers.amazon.aws.hooks.kinesis import KinesisHook
 
-        from market_ingest.kinesis import build_records, put_records
+        from market_ingest.kinesis import PublishProgress, build_records, check_stream, put_records
+        from market_ingest.lake import iter_staged, lake_root
 
         k = load_config().kinesis
-        bars = _read_objects(self.lake, self.dataset)
-        records = build_records(bars, self.dataset)
+        lake = self.lake or {}
         stream = k.quotes_stream if self.dataset == "quotes" else k.stream
         client = KinesisHook(aws_conn_id=k.aws_conn_id).conn
-        stats = put_records(
-            client,
-            stream,
-            records,
-            max_records=k.max_records_per_call,
-            max_bytes=k.max_bytes_per_call,
-            max_attempts=k.max_attempts,
-        )
+        progress_path = lake_root(lake["run_dir"]) / "_published" / f"kinesis-{stream}.json" if lake.get("run_dir") else None
+        counts: Counter[str] = Counter()
+        with failing_fast():
+            check_stream(client, stream, k.aws_conn_id)
+            progress = PublishProgress.load(progress_path, f"{lake.get('fingerprint')}:{k.bars_per_record}")
+            if progress.acknowledged:
+                self.log.info(
+                    "Resuming: %d records were acknowledged by an earlier try and are not sent again", progress.acknowledged
+                )
+            records = build_records(
+                _counting(iter_staged(lake.get("staged", []), self.dataset, max_rows=16_384), counts),
+                self.dataset,
+                bars_per_record=k.bars_per_record,
+            )
+            stats = put_records(
+                client,
+                stream,
+                records,
+                max_records=k.max_records_per_call,
+                max_bytes=k.max_bytes_per_call,
+                max_attempts=k.max_attempts,
+                progress=progress,
+            )
         self.log.info(
-            "Published %d records to %s in %d calls (%d re-sent)", stats["records"], stream, stats["calls"], stats["retried"]
+            "Published %d bars as %d records to %s in %d calls (%d sent now, %d acknowledged earlier, %d re-sent)",
+            sum(counts.values()),
+            stats["records"],
+            stream,
+            stats["calls"],
+            stats["sent"],
+            stats["skipped"],
+            stats["retried"],
         )
-        return {**stats, "records_by_symbol": _count_by_symbol(bars)}
+        return {**stats, "bars_by_symbol": dict(counts)}
 
 
 class RunReportOperator(BaseOperator):
@@ -360,16 +471,23 @@ class RunReportOperator(BaseOperator):
         self.kinesis = kinesis
 
     def execute(self, context: Context) -> dict[str, Any]:
-        report = build_report(self.plan or [], _materialise(self.extracts), self.lake, self.timescale, self.kinesis)
+        report = build_report(self.plan, _materialise(self.extracts), self.lake, self.timescale, self.kinesis)
         for line in format_report(report, context["dag"].dag_id, context["run_id"]):
             self.log.info("%s", line)
         # The report is the run's only leaf and runs whatever happened upstream, so the run's
         # state is this task's state: it must fail whenever the plan or a sink did not succeed.
         if self.plan is None:
-            raise AirflowFailException("plan did not succeed: nothing was ingested (see the plan task's log)")
-        broken = [sink for sink, ok in report["totals"]["sinks_ok"].items() if not ok]
+            raise AirflowFailException("task plan did not succeed: nothing was ingested (see the plan task's log)")
+        broken = [t for t in report["failed_tasks"] if not t.startswith("extract[")]
         if broken:
-            raise AirflowFailException(f"sinks {broken} did not succeed; rows above show what did land")
+            raise AirflowFailException(
+                f"tasks {broken} did not succeed (see their logs); the rows above show what did land"
+                + (
+                    f"; extract tasks that failed: {[t for t in report['failed_tasks'] if t.startswith('extract[')]}"
+                    if len(broken) < len(report["failed_tasks"])
+                    else ""
+                )
+            )
         threshold = load_config().report.max_failed_share
         if report["symbols_total"] and report["failed_share"] > threshold:
             message = (
@@ -399,34 +517,52 @@ class RunReportOperator(BaseOperator):
 
 
 def build_report(
-    plan: list[dict], extracts: list[dict], lake: dict | None, timescale: dict | None, kinesis: dict | None
+    plan: list[dict] | None, extracts: list[dict], lake: dict | None, timescale: dict | None, kinesis: dict | None
 ) -> dict[str, Any]:
     """Assemble the run report from the tasks' XCom results (``None`` where a task did not succeed).
 
-    :return: ``{"symbols": {sym: {"status", "reason", "dropped", "gaps", "lake", "timescale", "kinesis"}}, "skipped":
-        {sym: reason}, "failed_symbols": [...], "symbols_total", "failed", "failed_share",
-        "lake_objects": [...], "totals": {...}}``.
+    :param extracts: the mapped extract results by map index (``None`` for a batch whose task
+        did not succeed); a symbol of such a batch is ``failed`` with the task named.
+    :return: ``{"symbols": {sym: {"status", "reason", "dropped", "nulled", "conflicts", "gaps",
+        "lake", "timescale", "kinesis"}}, "skipped": {sym: reason}, "failed_symbols": [...],
+        "failed_tasks": ["extract[2]", "publish_kinesis", ...], "symbols_total", "failed",
+        "failed_share", "lake_objects": [...], "totals": {...}}``; ``lake``, ``timescale`` and
+        ``kinesis`` count bars of the run.
     """
     extracted = {o["symbol"]: o for e in extracts if e for o in e.get("outcomes", [])}
+    done_batches = {e["batch"] for e in extracts if e}
+    failed_tasks = [] if plan is not None else ["plan"]
     symbols: dict[str, dict] = {}
-    for batch in plan:
+    for batch in plan or []:
+        if batch["batch"] not in done_batches:
+            failed_tasks.append(f"extract[{batch['batch']}]")
         for sym in batch["symbols"]:
-            o = extracted.get(sym) or {"status": outcomes.FAILED, "reason": "extract task did not succeed"}
+            o = extracted.get(sym) or {
+                "status": outcomes.FAILED,
+                "reason": f"task extract[{batch['batch']}] did not succeed (see its log)",
+            }
             symbols[sym] = {
                 "status": o["status"],
                 "reason": o.get("reason", ""),
                 "dropped": o.get("dropped", {}),
+                "nulled": o.get("nulled", {}),
+                "conflicts": o.get("conflicts", {}),
                 "gaps": o.get("gaps", []),
                 "lake": (lake or {}).get("rows_by_symbol", {}).get(sym, 0),
                 "timescale": (timescale or {}).get("rows_by_symbol", {}).get(sym, 0),
-                "kinesis": (kinesis or {}).get("records_by_symbol", {}).get(sym, 0),
+                "kinesis": (kinesis or {}).get("bars_by_symbol", {}).get(sym, 0),
             }
+    sinks_ok = {"lake": lake is not None, "timescale": timescale is not None, "kinesis": kinesis is not None}
+    task_of = {"lake": "publish_lake", "timescale": "load_timescale", "kinesis": "publish_kinesis"}
+    if plan is not None:
+        failed_tasks += [task_of[sink] for sink, ok in sinks_ok.items() if not ok]
     failed = sorted(s for s, v in symbols.items() if v["status"] == outcomes.FAILED)
     total = len(symbols)
     return {
         "symbols": symbols,
         "skipped": {s: f"{v['status']}: {v['reason']}" for s, v in symbols.items() if v["status"] in outcomes.SKIPPED_STATUSES},
         "failed_symbols": failed,
+        "failed_tasks": failed_tasks,
         "symbols_total": total,
         "failed": len(failed),
         "failed_share": (len(failed) / total) if total else 0.0,
@@ -435,7 +571,7 @@ def build_report(
             "lake": sum(v["lake"] for v in symbols.values()),
             "timescale": sum(v["timescale"] for v in symbols.values()),
             "kinesis": sum(v["kinesis"] for v in symbols.values()),
-            "sinks_ok": {"lake": lake is not None, "timescale": timescale is not None, "kinesis": kinesis is not None},
+            "sinks_ok": sinks_ok,
         },
     }
 
@@ -450,10 +586,16 @@ def format_report(report: dict[str, Any], dag_id: str, run_id: str) -> list[str]
         lines.append(f"{sym:<12} {v['status']:<15} {v['lake']:>7} {v['timescale']:>9} {v['kinesis']:>8}  {v['reason']}")
         if v.get("dropped"):
             lines.append(f"{'':<12} dropped {v['dropped']}")
+        if v.get("nulled"):
+            lines.append(f"{'':<12} set to null (NaN or infinite) {v['nulled']}")
+        if v.get("conflicts"):
+            lines.append(f"{'':<12} answered twice with different values {v['conflicts']}")
         for start, end in v.get("gaps", []):
             lines.append(f"{'':<12} gap [{start}, {end})")
     t = report["totals"]
     lines.append(f"{'total':<12} {'':<15} {t['lake']:>7} {t['timescale']:>9} {t['kinesis']:>8}")
     for path in report["lake_objects"]:
         lines.append(f"lake object: {path}")
+    if report.get("failed_tasks"):
+        lines.append(f"tasks that did not succeed: {', '.join(report['failed_tasks'])}")
     return lines

@@ -1,0 +1,119 @@
+"""A retried Kinesis publish sends only what the stream did not acknowledge, and its error names
+the stream and the symbols."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pytest
+
+from market_ingest.hooks.yahoo import Window, YahooFinanceHook
+from market_ingest.kinesis import PartialFailureError
+from market_ingest.operators.market import KinesisPublishOperator
+from tests.conftest import YAHOO_RECORDINGS
+from tests.faults.support import context
+
+pytestmark = pytest.mark.integration
+UTC = timezone.utc
+SOURCE = "resume-test"
+
+
+class ThrottledAfter:
+    """A real boto3 Kinesis client that, while ``throttled``, accepts only the first ``accept``
+    entries in all and answers every later entry ProvisionedThroughputExceededException, as a
+    shard does under a throttle that does not clear."""
+
+    def __init__(self, client, accept: int):
+        self.client, self.accept, self.throttled = client, accept, True
+        self.exceptions = client.exceptions
+        self.sent = 0
+
+    def describe_stream_summary(self, **kw):
+        return self.client.describe_stream_summary(**kw)
+
+    def put_records(self, StreamName, Records):
+        if not self.throttled:
+            self.sent += len(Records)
+            return self.client.put_records(StreamName=StreamName, Records=Records)
+        room = max(0, self.accept - self.sent)
+        accepted = self.client.put_records(StreamName=StreamName, Records=Records[:room])["Records"] if room else []
+        self.sent += len(accepted)
+        refused = {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard"}
+        results = accepted + [refused] * (len(Records) - len(accepted))
+        return {"FailedRecordCount": len(Records) - len(accepted), "Records": results}
+
+
+@pytest.fixture(scope="module")
+def staged_bars(services):
+    """1,200 of TSLA's recorded daily bars staged as one object of a run, and that run's lake result."""
+    from market_ingest.config import load_config
+    from market_ingest.lake import lake_root, staging_path, staging_run_dir, write_parquet
+
+    hook = YahooFinanceHook(yahoo_conn_id=None, replay_dir=str(YAHOO_RECORDINGS))
+    table, _ = hook.fetch_bars(
+        ["TSLA"],
+        "1d",
+        Window(datetime(2010, 6, 29, tzinfo=UTC), datetime(2023, 8, 11, tzinfo=UTC)),
+        datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    table = table.slice(0, 1200)
+    table = table.set_column(table.schema.get_field_index("source"), "source", pa.array([SOURCE] * 1200))
+    root = lake_root(load_config().lake.url)
+    path = staging_path(root, SOURCE, "1d", "manual__resume", 0)
+    write_parquet(table, path)
+    return {
+        "staged": [str(path)],
+        "fingerprint": "resume-test-1",
+        "run_dir": str(staging_run_dir(root, SOURCE, "1d", "manual__resume")),
+    }
+
+
+def test_a_throttled_publish_retried_sends_no_accepted_record_twice(services, staged_bars, pipeline_config, monkeypatch):
+    """Seen on main: the task retry re-sent every record, 1,000 of 1,200 twice."""
+    from airflow.providers.amazon.aws.hooks.kinesis import KinesisHook
+
+    from demo.services import read_stream
+
+    pipeline_config(lambda raw: raw["kinesis"].update(max_attempts=2))
+    client = ThrottledAfter(services.boto3_client("kinesis"), accept=1000)
+    monkeypatch.setattr(KinesisHook, "conn", property(lambda self: client))
+    task = KinesisPublishOperator(task_id="publish_kinesis", lake=staged_bars)
+
+    with pytest.raises(PartialFailureError) as failed:  # retryable: Airflow retries the task
+        task.execute(context("manual__resume"))
+    message = str(failed.value)
+    assert "stream market-bars: 200 records still failing (ProvisionedThroughputExceededException)" in message
+    assert "1000 records were acknowledged and will not be sent again" in message and "symbols ['TSLA']" in message
+
+    client.throttled = False  # the throttle clears; Airflow's retry runs the task again
+    stats = task.execute(context("manual__resume"))
+    assert (stats["records"], stats["skipped"], stats["sent"]) == (1200, 1000, 200)
+
+    ids = Counter(r["record_id"] for r in read_stream(services, "market-bars") if r["source"] == SOURCE)
+    assert len(ids) == 1200 and set(ids.values()) == {1}  # every bar once, none twice
+
+    again = task.execute(context("manual__resume"))  # a clear after success publishes everything again
+    assert (again["skipped"], again["sent"]) == (0, 1200)
+
+
+def test_packed_records_hold_many_bars_of_one_symbol(services, staged_bars, pipeline_config):
+    """``kinesis.bars_per_record: 500``: 1,200 bars travel as 3 JSON Lines records, each bar once."""
+    import json
+
+    pipeline_config(lambda raw: raw["kinesis"].update(bars_per_record=500, stream="market-packed"))
+    kinesis = services.boto3_client("kinesis")
+    kinesis.create_stream(StreamName="market-packed", ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName="market-packed", WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+    stats = KinesisPublishOperator(task_id="publish_kinesis", lake={**staged_bars, "fingerprint": "packed"}).execute(
+        context("manual__packed")
+    )
+    assert (stats["records"], stats["bars_by_symbol"]) == (3, {"TSLA": 1200})
+
+    shard = kinesis.list_shards(StreamName="market-packed")["Shards"][0]["ShardId"]
+    it = kinesis.get_shard_iterator(StreamName="market-packed", ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    records = kinesis.get_records(ShardIterator=it, Limit=100)["Records"]
+    bars = [json.loads(line) for r in records for line in r["Data"].split(b"\n")]
+    assert [len(r["Data"].split(b"\n")) for r in records] == [500, 500, 200]
+    assert len({b["record_id"] for b in bars}) == 1200 and {r["PartitionKey"] for r in records} == {f"{SOURCE}:TSLA"}
