@@ -297,8 +297,8 @@ def read_sinks(services, cfg) -> dict:
         "kinesis_records": len(records),
         "kinesis_distinct": {f"{src}/{i}/{s}": len(ids) for (src, i, s), ids in kin_ids.items()},
         "lake_objects": [f"s3://{bucket}/{k}" for k in keys if "/_staging/" not in k],
-        # (source, symbol, interval, time) held more than once; the lake is keyed by run window, so
-        # this counts only because no two demo runs of a series overlap.
+        # (source, symbol, interval, time) held more than once: every lake object is a whole
+        # partition merged on that key, so any count here is a defect.
         "duplicate_bars": {"postgres": pg_duplicates, "lake": sum(1 for n in lake_bar_keys.values() if n > 1)},
     }
 
