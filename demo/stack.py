@@ -206,9 +206,10 @@ class AirflowStack:
         ]
         if conf:
             args += ["--dag-run-conf", json.dumps(conf)]
-        for attempt in range(4):
+        attempts = 8
+        for attempt in range(attempts):
             done = self.cli(*args, check=False)
-            if done.returncode == 0 or "database is locked" not in done.stderr or attempt == 3:
+            if done.returncode == 0 or "database is locked" not in done.stderr or attempt == attempts - 1:
                 break
             # SQLite only. The command commits its Backfill row, then creates each run inside a
             # SAVEPOINT (a deferred transaction: it reads, then writes), which SQLite fails at once
@@ -223,7 +224,7 @@ class AirflowStack:
                 file=sys.stderr,
                 flush=True,
             )
-            time.sleep(2)
+            time.sleep(min(15, 2 * 2**attempt))  # let the scheduler's burst of writes pass
         if done.returncode:
             raise RuntimeError(f"airflow {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
         return self.wait_for_backfill(dag_id, from_date, to_date)

@@ -20,8 +20,8 @@ FAKE_KEY = "FAKEKEYQ1W2E3R4T5Y6"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alpha_vantage"
 
 
-def _recordings(folder: Path, body: str, date: str) -> None:
-    """A replay library answering IBM's compact daily series with ``body``, recorded at ``date``."""
+def _recordings(folder: Path, body: str, date: str, status: int = 200) -> None:
+    """A replay library answering IBM's compact daily series with ``body`` (HTTP ``status``), recorded at ``date``."""
     (folder / "alpha_vantage").mkdir(parents=True)
     (folder / "alpha_vantage" / "ibm.yaml").write_text(
         yaml.safe_dump(
@@ -36,7 +36,7 @@ def _recordings(folder: Path, body: str, date: str) -> None:
                             "headers": {},
                         },
                         "response": {
-                            "status": {"code": 200, "message": "OK"},
+                            "status": {"code": status, "message": "OK" if status == 200 else "Service Unavailable"},
                             "headers": {"Content-Type": ["application/json"], "Date": [date]},
                             "body": {"string": body},
                         },

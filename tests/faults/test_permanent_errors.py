@@ -7,51 +7,24 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-import yaml
 from airflow.sdk.exceptions import AirflowFailException
 
 from market_ingest import outcomes
 from market_ingest.errors import VendorUnavailableError
 from market_ingest.operators.market import MarketExtractOperator, build_report
 from tests.conftest import RECORDINGS
+from tests.e2e.test_alpha_vantage_run import _recordings
 from tests.faults.support import context
 
 UTC = timezone.utc
-
-
-def _library_answering_503(folder):
-    """An Alpha Vantage library whose IBM daily series answers HTTP 503 (a vendor outage)."""
-    (folder / "alpha_vantage").mkdir()
-    (folder / "alpha_vantage" / "ibm_503.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "version": 1,
-                "interactions": [
-                    {
-                        "request": {
-                            "method": "GET",
-                            "uri": "https://www.alphavantage.co/query?function=TIME_SERIES_DAILY&symbol=IBM&outputsize=compact",
-                            "body": None,
-                            "headers": {},
-                        },
-                        "response": {
-                            "status": {"code": 503, "message": "Service Unavailable"},
-                            "headers": {"Date": ["Sat, 11 Nov 2023 00:00:00 GMT"]},
-                            "body": {"string": "upstream unavailable"},
-                        },
-                    }
-                ],
-            }
-        )
-    )
-    return folder
 
 
 @pytest.mark.integration
 def test_a_vendor_outage_is_retried_and_names_source_symbol_and_window(services, tmp_path, monkeypatch):
     """On main: ``alpha_vantage: HTTP 503 for TIME_SERIES_DAILY``, with neither symbol nor window."""
     monkeypatch.setenv("AIRFLOW_CONN_MARKET_ALPHA_VANTAGE", json.dumps({"conn_type": "alpha_vantage", "password": "FAKEKEY503X"}))
-    monkeypatch.setenv("MARKET_INGEST_REPLAY_DIR", str(_library_answering_503(tmp_path)))
+    _recordings(tmp_path, "upstream unavailable", "Sat, 11 Nov 2023 00:00:00 GMT", status=503)  # a vendor outage
+    monkeypatch.setenv("MARKET_INGEST_REPLAY_DIR", str(tmp_path))
     batch = {
         "batch": 0,
         "symbols": ["IBM"],
