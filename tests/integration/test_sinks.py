@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timezone
 
 import psycopg
+import pyarrow as pa
 import pytest
 
 from market_ingest.hooks.timescale import TimescaleHook
@@ -15,6 +16,7 @@ from tests.conftest import YAHOO_RECORDINGS
 
 pytestmark = pytest.mark.integration
 UTC = timezone.utc
+SOURCE = "sinks-test"
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +30,17 @@ def recorded_bars():
         datetime(2026, 1, 1, tzinfo=UTC),
     )
     assert table.num_rows == 15
-    return table
+    # Its own source name: other tests load the same recorded bars as `yahoo`, extracted later, and
+    # the newest extraction wins; these tests are about repeating one load.
+    return table.set_column(table.schema.get_field_index("source"), "source", pa.array([SOURCE] * table.num_rows))
 
 
 def _snapshot(services):
     with psycopg.connect(services.pg_conninfo()) as conn:
         return conn.execute(
             "SELECT source, symbol, interval, time, open, high, low, close, volume, adj_close, dividend, split_ratio, currency "
-            "FROM market.bars WHERE symbol IN ('MSFT','NVDA','TSLA') AND interval = '1d' ORDER BY 1, 2, 3, 4"
+            "FROM market.bars WHERE source = %s AND symbol IN ('MSFT','NVDA','TSLA') AND interval = '1d' ORDER BY 1, 2, 3, 4",
+            (SOURCE,),
         ).fetchall()
 
 
@@ -74,8 +79,6 @@ def test_load_three_times_leaves_the_same_rows(services, recorded_bars):
 
 def test_failed_load_changes_nothing(services, recorded_bars):
     """One transaction per load: a bad row aborts the whole load and earlier rows stay as they were."""
-    import pyarrow as pa
-
     hook = TimescaleHook()
     hook.migrate()
     hook.load_bars(recorded_bars)
