@@ -132,7 +132,7 @@ def main() -> int:
 
     import yaml
 
-    from demo.services import create_lake_and_stream, embedded_services
+    from demo.services import create_sinks, embedded_services
     from demo.stack import parse_utc, prepare, start
 
     work = args.work
@@ -174,13 +174,7 @@ def main() -> int:
             }
         )
         env["MARKET_INGEST_CONFIG"] = str(work / "pipeline.yaml")
-        create_lake_and_stream(
-            svc,
-            cfg.lake.url.split("@", 1)[1].split("/", 1)[0],
-            cfg.kinesis.stream,
-            cfg.kinesis.quotes_stream,
-            cfg.alerts.events_stream,
-        )
+        create_sinks(svc, cfg)
         stack = prepare(work / "airflow", env, pools_file=work / "pools.json")
         try:
             start(stack, list(DAGS))

@@ -143,11 +143,9 @@ def _config(work: Path, markets: Path, bars_per_record: int) -> Path:
 def _check_sinks(services) -> dict[str, int]:
     """Bars of the series in each sink: PostgreSQL rows, lake rows in every object (no
     deduplication) and distinct keys, Kinesis bars and distinct record ids."""
-    import io
-
     import psycopg
-    import pyarrow.parquet as pq
 
+    from demo.services import lake_tables, stream_data
     from market_ingest.config import load_config
 
     cfg = load_config()
@@ -157,15 +155,13 @@ def _check_sinks(services) -> dict[str, int]:
             "AND time >= %s AND time < %s",
             (SYMBOL, START, END),
         ).fetchone()
-    bucket, prefix = cfg.lake.url.split("@", 1)[1].split("/", 1)
-    s3 = services.boto3_client("s3")
+    (bucket,) = cfg.lake.buckets[:1]
+    prefix = cfg.lake.url.split(f"{bucket}/", 1)[1]
     times = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/source=binance/interval=1m/"):
-        for o in page.get("Contents", []):
-            body = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
-            times += pq.read_table(io.BytesIO(body), columns=["time"])["time"].to_pylist()
+    for _, table in lake_tables(services, bucket, f"{prefix}/source=binance/interval=1m/", columns=["time"]):
+        times += table["time"].to_pylist()
     ids: list[str] = []
-    for record in read_stream_raw(services, cfg.kinesis.stream):
+    for record in stream_data(services, cfg.kinesis.stream):
         ids += [json.loads(line)["record_id"] for line in record.split(b"\n")]
     return {
         "postgres": pg,
@@ -175,21 +171,6 @@ def _check_sinks(services) -> dict[str, int]:
         "kinesis": len(set(ids)),
         "kinesis_duplicates": len(ids) - len(set(ids)),
     }
-
-
-def read_stream_raw(services, stream: str):
-    """Every record's ``Data`` in ``stream``, oldest first."""
-    kinesis = services.boto3_client("kinesis")
-    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")[
-            "ShardIterator"
-        ]
-        while it:
-            out = kinesis.get_records(ShardIterator=it, Limit=10_000)
-            yield from (r["Data"] for r in out["Records"])
-            if not out["Records"] or out.get("MillisBehindLatest", 0) == 0:
-                break
-            it = out.get("NextShardIterator")
 
 
 def main() -> int:
@@ -208,7 +189,7 @@ def main() -> int:
 
     import shutil
 
-    from demo.services import create_lake_and_stream, embedded_services
+    from demo.services import create_sinks, embedded_services
 
     work = ROOT / ".bench" / "stream"
     shutil.rmtree(work, ignore_errors=True)
@@ -227,8 +208,7 @@ def main() -> int:
     figures: dict[str, dict] = {}
     with embedded_services(work / "services") as services:
         os.environ.update(services.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id))
-        bucket = cfg.lake.url.split("@", 1)[1].split("/", 1)[0]
-        create_lake_and_stream(services, bucket, cfg.kinesis.stream, cfg.kinesis.quotes_stream, cfg.alerts.events_stream)
+        create_sinks(services, cfg)
         state_path = work / "state.json"
         state: dict = {}
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)])}

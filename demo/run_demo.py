@@ -319,7 +319,7 @@ def main() -> int:
     os.environ.update(env)
     sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
 
-    from demo.services import create_lake_and_stream, embedded_services
+    from demo.services import create_sinks, embedded_services
     from demo.stack import running_stack
     from market_ingest.config import load_config
 
@@ -331,8 +331,7 @@ def main() -> int:
         os.environ.update(services.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id))
         if not args.live or "AIRFLOW_CONN_MARKET_ALPHA_VANTAGE" not in os.environ:
             os.environ["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"] = json.dumps(DEMO_ALPHA_VANTAGE_CONN)
-        bucket = cfg.lake.url.split("@", 1)[1].split("/", 1)[0]
-        create_lake_and_stream(services, bucket, cfg.kinesis.stream, cfg.kinesis.quotes_stream, cfg.alerts.events_stream)
+        create_sinks(services, cfg)
         print(f"* PostgreSQL on {services.pg_socket_dir}, moto (S3, Kinesis) on {services.aws_endpoint}")
         print(
             f"* starting airflow standalone (scheduler, triggerer, DAG processor, API server; log {home / 'standalone.log'}) ...",

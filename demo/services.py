@@ -128,30 +128,51 @@ def embedded_services(workdir: Path) -> Iterator[Services]:
         yield Services(socket_dir, endpoint)
 
 
-def create_lake_and_stream(services: Services, bucket: str, *streams: str, shards: int = 2) -> None:
-    """Create the lake bucket and the Kinesis streams if absent, and wait until they are ACTIVE."""
+def create_sinks(services: Services, cfg, shards: int = 2) -> None:
+    """Create the lake bucket(s) and the Kinesis streams (bars, quotes, events) that the pipeline
+    config ``cfg`` names, when absent, and wait until the streams are ACTIVE."""
     s3 = services.boto3_client("s3")
-    if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
-        s3.create_bucket(Bucket=bucket)
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for bucket in cfg.lake.buckets:
+        if bucket not in existing:
+            s3.create_bucket(Bucket=bucket)
     kinesis = services.boto3_client("kinesis")
-    for stream in streams:
+    for stream in (cfg.kinesis.stream, cfg.kinesis.quotes_stream, cfg.alerts.events_stream):
         if stream not in kinesis.list_streams()["StreamNames"]:
             kinesis.create_stream(StreamName=stream, ShardCount=shards)
         kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
 
 
-def read_stream(services: Services, stream: str) -> list[dict]:
-    """Every record in ``stream`` from the oldest, decoded from JSON."""
+def stream_data(services: Services, stream: str) -> Iterator[bytes]:
+    """Every record's ``Data`` in ``stream``, oldest first per shard."""
     kinesis = services.boto3_client("kinesis")
-    records = []
     for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
         it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")[
             "ShardIterator"
         ]
         while it:
             out = kinesis.get_records(ShardIterator=it, Limit=10000)
-            records += [json.loads(r["Data"]) for r in out["Records"]]
+            yield from (r["Data"] for r in out["Records"])
             if not out["Records"] or out.get("MillisBehindLatest", 0) == 0:
                 break
             it = out.get("NextShardIterator")
-    return records
+
+
+def read_stream(services: Services, stream: str) -> list[dict]:
+    """Every record in ``stream`` from the oldest, decoded from JSON (one bar per record)."""
+    return [json.loads(data) for data in stream_data(services, stream)]
+
+
+def lake_tables(services: Services, bucket: str, prefix: str, columns: list[str] | None = None) -> Iterator[tuple[str, object]]:
+    """``(key, pyarrow table)`` of every Parquet object under ``s3://bucket/prefix``, read with boto3
+    (no deduplication: what a query engine listing the prefix would see)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    s3 = services.boto3_client("s3")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for o in page.get("Contents", []):
+            if o["Key"].endswith(".parquet"):
+                body = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+                yield o["Key"], pq.read_table(io.BytesIO(body), columns=columns)

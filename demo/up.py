@@ -44,7 +44,7 @@ def serve(live: bool) -> None:
     if not live:
         os.environ["MARKET_INGEST_REPLAY_DIR"] = str(ROOT / "include" / "recordings")
     from demo.run_demo import DEMO_ALPHA_VANTAGE_CONN
-    from demo.services import create_lake_and_stream, embedded_services
+    from demo.services import create_sinks, embedded_services
     from demo.stack import running_stack
     from market_ingest.config import load_config
     from market_ingest.dag_factory import build_dags
@@ -57,13 +57,7 @@ def serve(live: bool) -> None:
         env = svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id)
         if not live or "AIRFLOW_CONN_MARKET_ALPHA_VANTAGE" not in os.environ:
             env["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"] = json.dumps(DEMO_ALPHA_VANTAGE_CONN)
-        create_lake_and_stream(
-            svc,
-            cfg.lake.url.split("@", 1)[1].split("/", 1)[0],
-            cfg.kinesis.stream,
-            cfg.kinesis.quotes_stream,
-            cfg.alerts.events_stream,
-        )
+        create_sinks(svc, cfg)
         with running_stack(WORK / "airflow", sorted(build_dags()), env, api_port=PORT) as stack:
             user, password = stack.login()
             STATE.write_text(

@@ -33,14 +33,13 @@ os.environ.update(
 @pytest.fixture(scope="session")
 def services(tmp_path_factory):
     """Embedded PostgreSQL + moto server, with the lake bucket and Kinesis stream created."""
-    from demo.services import create_lake_and_stream, embedded_services
+    from demo.services import create_sinks, embedded_services
     from market_ingest.config import load_config
 
     cfg = load_config()
     with embedded_services(tmp_path_factory.mktemp("services")) as svc:
         os.environ.update(svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id))
-        bucket = cfg.lake.url.split("@", 1)[1].split("/", 1)[0]
-        create_lake_and_stream(svc, bucket, cfg.kinesis.stream, cfg.kinesis.quotes_stream, cfg.alerts.events_stream)
+        create_sinks(svc, cfg)
         yield svc
 
 

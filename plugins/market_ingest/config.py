@@ -151,6 +151,14 @@ class LakeConfig(_Model):
     quotes_url: str = Field(description="root of the quote snapshots, same URL form as url")
     compression: str = "zstd"
 
+    @property
+    def buckets(self) -> list[str]:
+        """The S3 buckets the lake uses (``s3://conn@bucket/prefix`` -> ``bucket``), without duplicates."""
+        found = [
+            u.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2] for u in (self.url, self.quotes_url) if u.startswith("s3")
+        ]
+        return list(dict.fromkeys(found))
+
 
 class KinesisConfig(_Model):
     """Kinesis Data Streams sink."""

@@ -135,10 +135,7 @@ def partition_object(
 
 def staging_run_dir(root: ObjectStoragePath, source: str, interval: str | None, run_id: str) -> ObjectStoragePath:
     """The staging folder of run ``run_id``: ``_staging/source=<s>/interval=<i>/run=<token>``."""
-    base = root / STAGING / f"source={source}"
-    if interval:
-        base = base / f"interval={interval}"
-    return base / f"run={run_token(run_id)}"
+    return _base(root / STAGING, source, interval) / f"run={run_token(run_id)}"
 
 
 def staging_path(root: ObjectStoragePath, source: str, interval: str | None, run_id: str, batch: int) -> ObjectStoragePath:
@@ -157,10 +154,8 @@ def to_parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
 
 
 def _put(path: ObjectStoragePath, data: bytes) -> None:
-    if _is_local(path):
-        _write_local_atomically(path, data)
-    else:
-        path.fs.pipe_file(path.path, data)
+    with _writing(path) as fh:
+        fh.write(data)
 
 
 def write_parquet(table: pa.Table, path: ObjectStoragePath, compression: str = "zstd") -> None:
@@ -393,13 +388,6 @@ def _merge_partition(root, source, interval, day, incoming, compression, dataset
     merged = read_modify_write(path, merge, compression, dataset)
     symbols = pc.value_counts(incoming["symbol"])
     counts = dict(zip(symbols.field("values").to_pylist(), symbols.field("counts").to_pylist()))
-    log.info(
-        "Merged %d rows into %s (%d rows now; %d stored bars were newer)",
-        incoming.num_rows,
-        path,
-        merged.num_rows,
-        stats["kept_newer"],
-    )
     return day, {
         "path": str(path),
         "date": day,
@@ -432,7 +420,7 @@ def read_modify_write(
         with _local_lock(path):
             current = read_parquet(path, dataset) if path.exists() else None
             table = update(current)
-            _write_local_atomically(path, to_parquet_bytes(table, compression))
+            _put(path, to_parquet_bytes(table, compression))
             return table
     import random
     import time
@@ -485,23 +473,6 @@ def _local_lock(path: ObjectStoragePath) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _write_local_atomically(path: ObjectStoragePath, data: bytes) -> None:
-    import os
-    import tempfile
-    from pathlib import Path
-
-    target = Path(path.path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp) if os.path.exists(tmp) else None
-        raise
 
 
 def iter_staged(paths: list[str], dataset: str = "bars", max_rows: int = 65_536) -> Iterator[pa.RecordBatch]:

@@ -18,10 +18,13 @@ Imports pyarrow inside functions: call from tasks only.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from market_ingest import outcomes
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -242,6 +245,11 @@ def clean_bars(table: pa.Table, interval: str, window: Window, now: datetime) ->
         key once, with every float finite.
     """
     table, dropped, conflicts = dedupe_answer(table)
+    if conflicts:
+        where = f"{table['source'][0]}:{table['symbol'][0]}"
+        log.warning(
+            "%s answered %d bars twice with different values (the later kept): %s", where, conflicts["keys"], conflicts["times"]
+        )
     table, outside = keep_closed_in_window(table, interval, window, now)
     dropped.update(outside)
     table, invalid = validate_bars(table)

@@ -3,7 +3,6 @@ config override, and operator contexts."""
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import shutil
@@ -52,17 +51,10 @@ def derived_yahoo_library(folder: Path, edits: dict[str, list[tuple[str, str, fl
 
 
 def raw_lake_rows(services, bucket: str, prefix: str) -> list[dict]:
-    """Every row of every Parquet object under ``s3://bucket/prefix`` (no deduplication), read with boto3."""
-    import pyarrow.parquet as pq
+    """Every row of every Parquet object under ``s3://bucket/prefix`` (no deduplication), with its ``_key``."""
+    from demo.services import lake_tables
 
-    s3 = services.boto3_client("s3")
-    rows = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for o in page.get("Contents", []):
-            if o["Key"].endswith(".parquet"):
-                table = pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()))
-                rows += [{**r, "_key": o["Key"]} for r in table.to_pylist()]
-    return rows
+    return [{**r, "_key": key} for key, table in lake_tables(services, bucket, prefix) for r in table.to_pylist()]
 
 
 def key_counts(rows: list[dict]) -> Counter:

@@ -330,8 +330,6 @@ class AlphaVantageHook(ReplayMixin, BaseHook):
                 rows += part
             table = av.rows_to_bars(rows, symbol=symbol, interval=interval, tz=tz, currency=currency, ingested_at=ingested_at)
             cleaned = clean_bars(table, interval, window, self._vendor_now())
-            if cleaned.conflicts:
-                self.log.warning("%s answered bars twice with different values: %s", symbol, cleaned.conflicts)
             outcome = cleaned.outcome(symbol)
             return outcome, (cleaned.table if outcome.rows else None)
 

@@ -523,10 +523,6 @@ class ExchangeHook(ReplayMixin, BaseHook):
                     cleaned.dropped or "none",
                     [f"{a:%Y-%m-%d %H:%M}-{b:%H:%M}" for a, b in gaps[:10]] or "none",
                 )
-                if cleaned.conflicts:
-                    self.log.warning(
-                        "%s %s: candles returned twice with different values: %s", self.exchange, symbol, cleaned.conflicts
-                    )
                 outcome = cleaned.outcome(
                     symbol,
                     gaps=[[a.isoformat(), b.isoformat()] for a, b in gaps],

@@ -294,13 +294,6 @@ class YahooFinanceHook(BaseHook):
 
         frame = pd.concat(frames) if frames else pd.DataFrame()
         cleaned = clean_bars(normalise_history(frame, symbol, interval, currency, ingested_at), interval, window, now)
-        if cleaned.conflicts:
-            self.log.warning(
-                "yahoo:%s answered %d bars twice with different values: %s",
-                symbol,
-                cleaned.conflicts["keys"],
-                cleaned.conflicts["times"],
-            )
         outcome = cleaned.outcome(symbol)
         return outcome, (cleaned.table if outcome.rows else None)
 
