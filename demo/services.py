@@ -1,8 +1,10 @@
-"""Embedded services for the demo and the tests: PostgreSQL (pgserver) and a moto server (S3, Kinesis).
+"""Embedded services for the demo and the tests: PostgreSQL (pgserver), a moto server (S3, Kinesis)
+and the vendor stand-in (``standin/``: Yahoo, Alpha Vantage, crypto exchanges).
 
 No Docker and no root needed: ``pgserver`` ships PostgreSQL binaries in its wheel (when run as
-root it creates and uses a ``pgserver`` system user), and ``moto[server]`` speaks the real S3 and
-Kinesis HTTP APIs on loopback. Airflow sees both through ``AIRFLOW_CONN_*`` environment variables.
+root it creates and uses a ``pgserver`` system user), ``moto[server]`` speaks the real S3 and
+Kinesis HTTP APIs on loopback, and the stand-in speaks each vendor's HTTP API on loopback. Airflow
+sees all three through ``AIRFLOW_CONN_*`` environment variables.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 AWS_REGION = "us-east-1"
+ROOT = Path(__file__).resolve().parents[1]
+RECORDINGS = ROOT / "include" / "recordings"
 
 
 @dataclass(frozen=True)
@@ -27,10 +31,12 @@ class Services:
 
     :param pg_socket_dir: PostgreSQL unix-socket directory (the server listens there, port 5432).
     :param aws_endpoint: moto server URL, ``http://127.0.0.1:<port>``.
+    :param vendors_url: vendor stand-in URL, ``http://127.0.0.1:<port>`` (``None``: live vendors).
     """
 
     pg_socket_dir: str
     aws_endpoint: str
+    vendors_url: str | None = None
 
     def pg_conninfo(self) -> str:
         """libpq connection string for psycopg."""
@@ -49,6 +55,15 @@ class Services:
             f"AIRFLOW_CONN_{timescale_conn_id.upper()}": json.dumps(pg),
             f"AIRFLOW_CONN_{aws_conn_id.upper()}": json.dumps(aws),
         }
+
+    def vendors(self, method: str, path: str, doc=None):
+        """Call a stand-in control endpoint (``/_standin/log``, ``/_standin/faults``, ...); return its JSON."""
+        import urllib.request
+
+        data = None if doc is None else json.dumps(doc).encode()
+        request = urllib.request.Request(f"{self.vendors_url}{path}", data=data, method=method)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
 
     def boto3_client(self, service: str):
         """A boto3 client for ``service`` against the moto server."""
@@ -77,7 +92,7 @@ def _wait_for_port(port: int, timeout: float = 30.0) -> None:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.1)
-    raise RuntimeError(f"moto server did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+    raise RuntimeError(f"no server listened on 127.0.0.1:{port} within {timeout:.0f}s")
 
 
 @contextmanager
@@ -105,7 +120,7 @@ def moto_server(log_path: Path) -> Iterator[str]:
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "demo.moto_server", "-H", "127.0.0.1", "-p", str(port)],
-            cwd=Path(__file__).resolve().parents[1],
+            cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "AWS_DEFAULT_REGION": AWS_REGION},
@@ -122,10 +137,65 @@ def moto_server(log_path: Path) -> Iterator[str]:
 
 
 @contextmanager
-def embedded_services(workdir: Path) -> Iterator[Services]:
-    """PostgreSQL and moto, both stopped on exit. PostgreSQL data persists in ``workdir/pg``."""
+def vendor_standin(log_path: Path, recordings: Path | None = RECORDINGS, synthetic: bool = False) -> Iterator[str]:
+    """Run the vendor stand-in (``python -m standin``) on a free loopback port in a child process; yield its URL.
+
+    :param recordings: recordings folder served (``None``: none).
+    :param synthetic: also answer what no recording covers with the synthetic market.
+    """
+    port = free_port()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "standin", "--port", str(port), "--recordings", str(recordings or "")]
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(args + (["--synthetic"] if synthetic else []), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def vendor_env(vendors_url: str, cfg) -> dict[str, str]:
+    """``AIRFLOW_CONN_*`` of every vendor connection the pipeline config ``cfg`` uses, pointed at the stand-in.
+
+    The connections carry the stand-in's URL as their base URL (``host``), exactly as they would
+    carry a gateway's. Alpha Vantage gets its public ``demo`` key (not a secret) and a daily budget
+    repeated runs cannot spend.
+    """
+    env = {}
+    for name, src in cfg.sources.items():
+        if src.kind == "yahoo":
+            conn_id, conn = src.conn_id or "market_yahoo", {"conn_type": "yahoo_finance", "host": vendors_url}
+        elif src.kind == "alpha_vantage":
+            conn_id = src.conn_id or "market_alpha_vantage"
+            conn = {
+                "conn_type": "alpha_vantage",
+                "host": f"{vendors_url}/www.alphavantage.co/query",
+                "password": "demo",
+                "extra": {"daily_budget": 100000},
+            }
+        else:
+            conn_id, conn = src.conn_id or f"market_{name}", {"conn_type": "ccxt", "host": vendors_url}
+        env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
+    return env
+
+
+@contextmanager
+def embedded_services(workdir: Path, *, vendors: bool = True, synthetic: bool = False) -> Iterator[Services]:
+    """PostgreSQL, moto and (``vendors``) the vendor stand-in, all stopped on exit.
+
+    PostgreSQL data persists in ``workdir/pg``. ``synthetic`` runs the stand-in in synthetic mode.
+    """
     with postgres(workdir / "pg") as socket_dir, moto_server(workdir / "moto.log") as endpoint:
-        yield Services(socket_dir, endpoint)
+        if not vendors:
+            yield Services(socket_dir, endpoint)
+            return
+        with vendor_standin(workdir / "standin.log", synthetic=synthetic) as vendors_url:
+            yield Services(socket_dir, endpoint, vendors_url)
 
 
 def create_sinks(services: Services, cfg, shards: int = 2) -> None:

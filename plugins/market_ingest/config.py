@@ -130,11 +130,6 @@ class SourceConfig(_Model):
             raise ValueError(f"{sorted(k for k, v in ccxt_fields.items() if v is not None)} apply to kind ccxt only")
         return self
 
-    @property
-    def recordings(self) -> str:
-        """Folder name of this source's replay recordings: the ccxt exchange id, else the kind."""
-        return self.exchange if self.kind == "ccxt" and self.exchange else self.kind
-
     @field_validator("intervals")
     @classmethod
     def _canonical(cls, v: dict[str, IntervalConfig]) -> dict[str, IntervalConfig]:

@@ -67,7 +67,7 @@ def retry_policy(cfg: PipelineConfig) -> ExceptionRetryPolicy:
       the vendor's window can reset;
     * :class:`~market_ingest.errors.PermanentError` (configuration, bad key, premium function, bad
       Params, a window beyond a lookback cap, a missing bucket or stream, a row no sink format
-      can hold), a replay miss and ``OverflowError`` (out-of-range dates): fail at once, no retry
+      can hold) and ``OverflowError`` (out-of-range dates): fail at once, no retry
       spent (operators also raise these as ``AirflowFailException``, see
       :func:`market_ingest.operators.market.failing_fast`);
     * anything else: the task's exponential backoff.
@@ -84,7 +84,7 @@ def retry_policy(cfg: PipelineConfig) -> ExceptionRetryPolicy:
                 reason="vendor rate limit: waiting for its window to reset",
             ),
             RetryRule(
-                exception=[errors + "PermanentError", "market_ingest.replay.ReplayMissError", "builtins.OverflowError"],
+                exception=[errors + "PermanentError", "builtins.OverflowError"],
                 action=RetryAction.FAIL,
                 reason="permanent: configuration, credentials, a missing sink, or a window the vendor cannot serve",
             ),

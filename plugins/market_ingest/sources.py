@@ -18,8 +18,8 @@ from market_ingest.intervals import Window
 DEFERRING_KINDS = frozenset({"alpha_vantage"})
 
 
-def bar_hook(cfg: PipelineConfig, name: str, replay_folder: str | None) -> Any:
-    """The hook serving source ``name`` of ``cfg``, replaying from ``replay_folder`` when given.
+def bar_hook(cfg: PipelineConfig, name: str) -> Any:
+    """The hook serving source ``name`` of ``cfg``, reaching the vendor through the source's connection.
 
     :raises ValueError: for a kind no hook serves (the config model already restricts kinds).
     """
@@ -27,7 +27,7 @@ def bar_hook(cfg: PipelineConfig, name: str, replay_folder: str | None) -> Any:
     if src.kind == "yahoo":
         from market_ingest.hooks.yahoo import YahooFinanceHook
 
-        return YahooFinanceHook(yahoo_conn_id=src.conn_id or YahooFinanceHook.default_conn_name, replay_dir=replay_folder)
+        return YahooFinanceHook(yahoo_conn_id=src.conn_id or YahooFinanceHook.default_conn_name)
     if src.kind == "alpha_vantage":
         from market_ingest.hooks.alpha_vantage import AlphaVantageHook
         from market_ingest.hooks.timescale import TimescaleHook
@@ -38,7 +38,6 @@ def bar_hook(cfg: PipelineConfig, name: str, replay_folder: str | None) -> Any:
         return AlphaVantageHook(
             alpha_vantage_conn_id=src.conn_id or AlphaVantageHook.default_conn_name,
             quota=PostgresQuotaStore(warehouse),
-            replay_dir=replay_folder,
         )
     if src.kind == "ccxt":
         from market_ingest.hooks.exchange import ExchangeHook
@@ -51,7 +50,6 @@ def bar_hook(cfg: PipelineConfig, name: str, replay_folder: str | None) -> Any:
             max_lookback_bars=src.max_lookback_bars,
             markets_file=src.markets_file,
             options=src.options,
-            replay_dir=replay_folder,
         )
     raise ValueError(f"no hook serves source kind {src.kind!r}")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,6 @@ from airflow.sdk import BaseHook
 from market_ingest import outcomes
 from market_ingest.errors import ConfigurationError, MarketDataError, RateLimitedError, VendorUnavailableError
 from market_ingest.intervals import INTRADAY_INTERVALS, Window, bar_end, validate_interval
-from market_ingest.replay import ReplayMixin
 from market_ingest.vendors import alpha_vantage as av
 
 if TYPE_CHECKING:
@@ -97,13 +96,13 @@ class UnexpectedBodyError(MarketDataError):
     """A body of a shape we do not know; the message names its keys. Fails the task."""
 
 
-class AlphaVantageHook(ReplayMixin, BaseHook):
+class AlphaVantageHook(BaseHook):
     """Fetch bars and quotes from Alpha Vantage.
 
     :param alpha_vantage_conn_id: connection id (API key in the password field).
     :param quota: shared daily budget store; ``None`` counts in this process only.
-    :param replay_dir: recordings folder; when set every request is answered from it.
-    :param now: the vendor's current time, for choosing ``outputsize``; wall clock when ``None``.
+    :param now: the vendor's current time, for choosing ``outputsize`` and closing bars; default
+        the ``Date`` of Alpha Vantage's latest answer (or the wall clock, whichever is earlier).
     """
 
     conn_name_attr = "alpha_vantage_conn_id"
@@ -127,14 +126,12 @@ class AlphaVantageHook(ReplayMixin, BaseHook):
         self,
         alpha_vantage_conn_id: str = default_conn_name,
         quota: QuotaStore | None = None,
-        replay_dir: str | None = None,
         now: datetime | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.alpha_vantage_conn_id = alpha_vantage_conn_id
         self.quota = quota
-        self.replay_dir = replay_dir
         self.now = now
         self._last_request = 0.0
         self._local_count = 0
@@ -159,10 +156,18 @@ class AlphaVantageHook(ReplayMixin, BaseHook):
 
     @cached_property
     def session(self):
-        """A ``requests`` session (replayed by vcrpy when ``replay_dir`` is set)."""
+        """A ``requests`` session that keeps Alpha Vantage's clock (``Date``) of its latest answer."""
         import requests
 
-        return requests.Session()
+        from market_ingest.hooks.routing import clocked_session
+
+        return clocked_session(None, requests.Session)()
+
+    def _vendor_now(self) -> datetime:
+        """Alpha Vantage's "now": ``now`` if given, else its latest ``Date`` (never after the wall clock)."""
+        from market_ingest.hooks.routing import closed_bar_clock
+
+        return self.now or closed_bar_clock(self.session.clock)
 
     def _each_symbol(self, symbols: list[str], fetch_one) -> tuple[list, list[outcomes.SymbolOutcome]]:
         """Run ``fetch_one(symbol) -> (outcome, payload or None)`` per symbol under the shared rules.
@@ -175,33 +180,32 @@ class AlphaVantageHook(ReplayMixin, BaseHook):
         :return: ``(payloads of the symbols that returned one, one outcome per symbol in order)``.
         """
         payloads, results, exhausted = [], [], None
-        with self._replaying():
-            for symbol in symbols:
-                if exhausted:
-                    results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
-                    continue
-                try:
-                    outcome, payload = fetch_one(symbol)
-                except QuotaExhaustedError as exc:
-                    exhausted = exc.reason
-                    self.log.warning("%s", exc)
-                    results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
-                    continue
-                except (RateLimitedError, VendorUnavailableError, UnexpectedBodyError):
-                    raise
-                except ConfigurationError as exc:
-                    if not exc.symbol:
-                        raise  # premium function or missing key: the whole task is misconfigured
-                    self.log.warning("Skipping %s: %s", symbol, exc.reason)
-                    results.append(outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=exc.reason))
-                    continue
-                except MarketDataError as exc:
-                    self.log.warning("Skipping %s: %s", symbol, exc.reason)
-                    results.append(outcomes.SymbolOutcome(symbol, outcomes.UNKNOWN_SYMBOL, reason=exc.reason))
-                    continue
-                results.append(outcome)
-                if payload is not None:
-                    payloads.append(payload)
+        for symbol in symbols:
+            if exhausted:
+                results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
+                continue
+            try:
+                outcome, payload = fetch_one(symbol)
+            except QuotaExhaustedError as exc:
+                exhausted = exc.reason
+                self.log.warning("%s", exc)
+                results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
+                continue
+            except (RateLimitedError, VendorUnavailableError, UnexpectedBodyError):
+                raise
+            except ConfigurationError as exc:
+                if not exc.symbol:
+                    raise  # premium function or missing key: the whole task is misconfigured
+                self.log.warning("Skipping %s: %s", symbol, exc.reason)
+                results.append(outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=exc.reason))
+                continue
+            except MarketDataError as exc:
+                self.log.warning("Skipping %s: %s", symbol, exc.reason)
+                results.append(outcomes.SymbolOutcome(symbol, outcomes.UNKNOWN_SYMBOL, reason=exc.reason))
+                continue
+            results.append(outcome)
+            if payload is not None:
+                payloads.append(payload)
         return payloads, results
 
     def query(self, params: dict[str, str]) -> av.Classified:
@@ -217,7 +221,7 @@ class AlphaVantageHook(ReplayMixin, BaseHook):
         from market_ingest.quota import utc_today
 
         s = self._settings
-        day = utc_today(self._vendor_now())
+        day = utc_today(self.now or datetime.now(timezone.utc))  # our budget: counted on our calendar
         if self.quota is not None:
             if not self.quota.take(SOURCE, day, s["budget"]):
                 raise QuotaExhaustedError(SOURCE, f"daily request budget for {day} is spent; deferring until 00:00 UTC")

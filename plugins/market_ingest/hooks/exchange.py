@@ -56,7 +56,6 @@ from market_ingest.errors import (
     WindowNotServableError,
 )
 from market_ingest.intervals import INTERVAL_LENGTH, Window, bar_end, validate_interval
-from market_ingest.replay import ReplayMixin
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -217,7 +216,7 @@ def candles_to_bars(
     return conform(table)
 
 
-class ExchangeHook(ReplayMixin, BaseHook):
+class ExchangeHook(BaseHook):
     """One crypto exchange through ccxt.
 
     :param exchange: ccxt exchange id (``binance``, ``kucoin``, ``coinbase``, ``kraken``, ...).
@@ -227,9 +226,8 @@ class ExchangeHook(ReplayMixin, BaseHook):
     :param max_lookback_bars: the exchange serves only this many most recent candles.
     :param markets_file: JSON list of ccxt market structures used instead of ``load_markets()``.
     :param options: ccxt exchange options (no secrets).
-    :param replay_dir: recordings folder; when set every request is answered from it, and a
-        ``markets.json`` there stands in for the market list when it was not recorded.
-    :param now: the exchange's current time; default the newest recording (replay) or the wall clock.
+    :param now: the exchange's current time; default the ``Date`` of its latest answer (never
+        after the wall clock), see :mod:`market_ingest.hooks.routing`.
     :param sleep: how to wait between retries (tests pass a recorder).
 
     One ccxt instance per hook (so per task): ccxt's rate limiter is per instance, and markets are
@@ -245,8 +243,8 @@ class ExchangeHook(ReplayMixin, BaseHook):
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Connection form: API key and secret; sandbox and ccxt options in extra."""
         return {
-            "hidden_fields": ["schema", "port", "host"],
-            "relabeling": {"login": "API key (optional)", "password": "Secret (optional)"},
+            "hidden_fields": ["schema", "port"],
+            "relabeling": {"login": "API key (optional)", "password": "Secret (optional)", "host": "Base URL (optional)"},
             "placeholders": {"extra": '{"sandbox": false, "options": {}, "passphrase": "", "retry_attempts": 4}'},
         }
 
@@ -260,7 +258,6 @@ class ExchangeHook(ReplayMixin, BaseHook):
         max_lookback_bars: int | None = None,
         markets_file: str | None = None,
         options: dict | None = None,
-        replay_dir: str | None = None,
         now: datetime | None = None,
         sleep: Callable[[float], None] = time.sleep,
         **kwargs,
@@ -273,7 +270,6 @@ class ExchangeHook(ReplayMixin, BaseHook):
         self.max_lookback_bars = max_lookback_bars
         self.markets_file = markets_file
         self.options = options or {}
-        self.replay_dir = replay_dir
         self.now = now
         self.sleep = sleep
 
@@ -289,8 +285,15 @@ class ExchangeHook(ReplayMixin, BaseHook):
             return {}
         from airflow.sdk.log import mask_secret
 
+        from market_ingest.hooks.routing import base_url_of
+
         extra = conn.extra_dejson
+        try:
+            base_url = base_url_of(conn.host)
+        except ValueError as exc:
+            raise ConfigurationError(self.source, f"connection {self.exchange_conn_id}: {exc}") from None
         settings: dict[str, Any] = {
+            "base_url": base_url,
             "options": extra.get("options") or {},
             "sandbox": bool(extra.get("sandbox")),
             "retry_attempts": int(extra.get("retry_attempts", 4)),
@@ -322,6 +325,10 @@ class ExchangeHook(ReplayMixin, BaseHook):
         client = cls(config)
         if s.get("sandbox"):
             client.set_sandbox_mode(True)
+        if s.get("base_url"):  # a URL-prefix gateway (the stand-in servers): route the API table through it
+            from market_ingest.hooks.routing import route_urls
+
+            client.urls["api"] = route_urls(client.urls["api"], s["base_url"])
         markets = self._markets_file()
         if markets is not None:
             client.set_markets(markets)
@@ -330,19 +337,24 @@ class ExchangeHook(ReplayMixin, BaseHook):
         return client
 
     def _markets_file(self) -> list[dict] | None:
-        path = None
-        if self.markets_file:
-            from market_ingest.config import INCLUDE_DIR
-
-            path = Path(self.markets_file) if Path(self.markets_file).is_absolute() else INCLUDE_DIR / self.markets_file
-        elif self.replay_dir and (Path(self.replay_dir) / "markets.json").is_file():
-            path = Path(self.replay_dir) / "markets.json"
-        if path is None:
+        if not self.markets_file:
             return None
+        from market_ingest.config import INCLUDE_DIR
+
+        path = Path(self.markets_file) if Path(self.markets_file).is_absolute() else INCLUDE_DIR / self.markets_file
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise ConfigurationError(self.source, f"cannot read markets from {path}: {exc}") from None
+
+    def vendor_now(self) -> datetime:
+        """The exchange's "now": ``now`` if given, else the ``Date`` of its latest answer, never after our clock."""
+        from market_ingest.hooks.routing import closed_bar_clock, response_clock
+
+        if self.now is not None:
+            return self.now
+        client = self.__dict__.get("client")
+        return closed_bar_clock(response_clock(getattr(client, "last_response_headers", None)))
 
     def _call(self, fn: Callable, *args, what: str, symbol: str | None = None):
         """Call a ccxt method, retrying transient network errors; translate ccxt errors to ours.
@@ -470,67 +482,66 @@ class ExchangeHook(ReplayMixin, BaseHook):
         from market_ingest.quality import clean_bars
         from market_ingest.schema import conform, empty_bars
 
-        now = self._vendor_now()
-        self.check_lookback(interval, window, now)
         tables, results = [], []
-        with self._replaying():
-            tf = self.timeframe(interval)
-            for symbol in symbols:
-                try:
-                    market = self.client.market(symbol)
-                    requests, pages = 0, []
+        tf = self.timeframe(interval)  # loads markets: the exchange's clock is known from here on
+        self.check_lookback(interval, window, self.vendor_now())
+        for symbol in symbols:
+            try:
+                market = self.client.market(symbol)
+                requests, pages = 0, []
 
-                    def fetch(since, limit, symbol=symbol):
-                        nonlocal requests
-                        requests += 1
-                        return self._call(self.client.fetch_ohlcv, symbol, tf, since, limit, what="fetch_ohlcv", symbol=symbol)
+                def fetch(since, limit, symbol=symbol):
+                    nonlocal requests
+                    requests += 1
+                    return self._call(self.client.fetch_ohlcv, symbol, tf, since, limit, what="fetch_ohlcv", symbol=symbol)
 
-                    # One page of Python candles at a time: each becomes Arrow before the next request.
-                    for page in iter_pages(fetch, window, interval, self.request_limit(symbol)):
-                        pages.append(
-                            candles_to_bars(
-                                page,
-                                source=self.source,
-                                symbol=symbol,
-                                interval=interval,
-                                currency=market.get("quote"),
-                                ingested_at=ingested_at,
-                            )
+                # One page of Python candles at a time: each becomes Arrow before the next request.
+                for page in iter_pages(fetch, window, interval, self.request_limit(symbol)):
+                    pages.append(
+                        candles_to_bars(
+                            page,
+                            source=self.source,
+                            symbol=symbol,
+                            interval=interval,
+                            currency=market.get("quote"),
+                            ingested_at=ingested_at,
                         )
-                except ccxt.BadSymbol as exc:
-                    reason = f"{self.exchange} does not list {symbol} (BadSymbol: {exc})"
-                    self.log.warning("Skipping %s: %s", symbol, reason)
-                    results.append(outcomes.SymbolOutcome(symbol, outcomes.UNKNOWN_SYMBOL, reason=reason))
-                    continue
-                except ccxt.ExchangeError as exc:
-                    reason = f"{self.exchange} refused fetch_ohlcv {symbol} {tf}: {type(exc).__name__}: {exc}"
-                    self.log.error("%s", reason)
-                    results.append(outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=reason))
-                    continue
-                table = pa.concat_tables(pages) if pages else empty_bars()
-                received = table.num_rows
-                if table.num_rows > 1 and not pc.all(pc.less_equal(table["time"][:-1], table["time"][1:])).as_py():
-                    table = table.take(pc.sort_indices(table["time"]))  # stable: a repeated candle keeps its page order
-                cleaned = clean_bars(table, interval, window, now)
-                gaps = find_gaps(cleaned.table["time"], interval, window, now)
-                self.log.info(
-                    "%s %s: %d candles in %d requests, %d kept, dropped %s, gaps %s",
-                    self.exchange,
-                    symbol,
-                    received,
-                    requests,
-                    cleaned.table.num_rows,
-                    cleaned.dropped or "none",
-                    [f"{a:%Y-%m-%d %H:%M}-{b:%H:%M}" for a, b in gaps[:10]] or "none",
-                )
-                outcome = cleaned.outcome(
-                    symbol,
-                    gaps=[[a.isoformat(), b.isoformat()] for a, b in gaps],
-                    no_data_reason="no closed candle in the window",
-                )
-                results.append(outcome)
-                if outcome.rows:
-                    tables.append(cleaned.table)
+                    )
+            except ccxt.BadSymbol as exc:
+                reason = f"{self.exchange} does not list {symbol} (BadSymbol: {exc})"
+                self.log.warning("Skipping %s: %s", symbol, reason)
+                results.append(outcomes.SymbolOutcome(symbol, outcomes.UNKNOWN_SYMBOL, reason=reason))
+                continue
+            except ccxt.ExchangeError as exc:
+                reason = f"{self.exchange} refused fetch_ohlcv {symbol} {tf}: {type(exc).__name__}: {exc}"
+                self.log.error("%s", reason)
+                results.append(outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=reason))
+                continue
+            table = pa.concat_tables(pages) if pages else empty_bars()
+            received = table.num_rows
+            if table.num_rows > 1 and not pc.all(pc.less_equal(table["time"][:-1], table["time"][1:])).as_py():
+                table = table.take(pc.sort_indices(table["time"]))  # stable: a repeated candle keeps its page order
+            now = self.vendor_now()
+            cleaned = clean_bars(table, interval, window, now)
+            gaps = find_gaps(cleaned.table["time"], interval, window, now)
+            self.log.info(
+                "%s %s: %d candles in %d requests, %d kept, dropped %s, gaps %s",
+                self.exchange,
+                symbol,
+                received,
+                requests,
+                cleaned.table.num_rows,
+                cleaned.dropped or "none",
+                [f"{a:%Y-%m-%d %H:%M}-{b:%H:%M}" for a, b in gaps[:10]] or "none",
+            )
+            outcome = cleaned.outcome(
+                symbol,
+                gaps=[[a.isoformat(), b.isoformat()] for a, b in gaps],
+                no_data_reason="no closed candle in the window",
+            )
+            results.append(outcome)
+            if outcome.rows:
+                tables.append(cleaned.table)
         return (pa.concat_tables([conform(t) for t in tables]) if tables else empty_bars()), results
 
     def fetch_quotes(
@@ -550,41 +561,40 @@ class ExchangeHook(ReplayMixin, BaseHook):
 
         results: dict[str, outcomes.SymbolOutcome] = {}
         rows = []
-        with self._replaying():
-            listed = [s for s in symbols if s in self.client.markets]
-            for s in symbols:
-                if s not in listed:
-                    results[s] = outcomes.SymbolOutcome(s, outcomes.UNKNOWN_SYMBOL, reason=f"{self.exchange} does not list {s}")
-            tickers = {}
-            if listed:
-                try:
-                    tickers = self._call(self.client.fetch_tickers, listed, what="fetch_tickers")
-                except ccxt.ExchangeError as exc:
-                    raise MarketDataError(self.source, f"fetch_tickers {listed}: {type(exc).__name__}: {exc}") from None
-            for s in listed:
-                t = tickers.get(s) or {}
-                price = t.get("last") or t.get("close")
-                if price is None:
-                    reason = "no last price in the ticker" if t else f"{self.exchange} returned no ticker for it"
-                    results[s] = outcomes.SymbolOutcome(s, outcomes.NO_DATA, reason=reason)
-                    continue
-                rows.append(
-                    {
-                        "time": from_ms(t["timestamp"]) if t.get("timestamp") else as_of,
-                        "source": self.source,
-                        "symbol": s,
-                        "price": price,
-                        "open": t.get("open"),
-                        "high": t.get("high"),
-                        "low": t.get("low"),
-                        "previous_close": t.get("previousClose"),
-                        "change": t.get("change"),
-                        "volume": t.get("baseVolume"),
-                        "latest_trading_day": None,
-                        "currency": self.client.markets[s].get("quote"),
-                        "ingested_at": ingested_at,
-                    }
-                )
-                results[s] = outcomes.SymbolOutcome(s, outcomes.OK, rows=1)
+        listed = [s for s in symbols if s in self.client.markets]
+        for s in symbols:
+            if s not in listed:
+                results[s] = outcomes.SymbolOutcome(s, outcomes.UNKNOWN_SYMBOL, reason=f"{self.exchange} does not list {s}")
+        tickers = {}
+        if listed:
+            try:
+                tickers = self._call(self.client.fetch_tickers, listed, what="fetch_tickers")
+            except ccxt.ExchangeError as exc:
+                raise MarketDataError(self.source, f"fetch_tickers {listed}: {type(exc).__name__}: {exc}") from None
+        for s in listed:
+            t = tickers.get(s) or {}
+            price = t.get("last") or t.get("close")
+            if price is None:
+                reason = "no last price in the ticker" if t else f"{self.exchange} returned no ticker for it"
+                results[s] = outcomes.SymbolOutcome(s, outcomes.NO_DATA, reason=reason)
+                continue
+            rows.append(
+                {
+                    "time": from_ms(t["timestamp"]) if t.get("timestamp") else as_of,
+                    "source": self.source,
+                    "symbol": s,
+                    "price": price,
+                    "open": t.get("open"),
+                    "high": t.get("high"),
+                    "low": t.get("low"),
+                    "previous_close": t.get("previousClose"),
+                    "change": t.get("change"),
+                    "volume": t.get("baseVolume"),
+                    "latest_trading_day": None,
+                    "currency": self.client.markets[s].get("quote"),
+                    "ingested_at": ingested_at,
+                }
+            )
+            results[s] = outcomes.SymbolOutcome(s, outcomes.OK, rows=1)
         table = conform(pa.Table.from_pylist(rows), QUOTE_SCHEMA) if rows else QUOTE_SCHEMA.empty_table()
         return table, [results[s] for s in symbols]

@@ -11,26 +11,27 @@ Vendor facts (DESIGN.md, "Vendor facts"; yfinance 1.7 source):
 * Rate limiting surfaces as ``YFRateLimitError`` (HTTP 429).
 * A delisted or unknown symbol answers 404 (recording ``yahoo_chart_ERROR_404_SIX_...``), and a
   window without sessions answers 200 with no timestamps (``yahoo_chart_AAPL_1m_2025-02-01_...``).
+* A window beyond the lookback cap answers 422 "The requested range must be within the last N
+  days", judged by Yahoo's clock; yfinance raises it as ``YFPricesMissingError`` with that reason.
+  The hook then clamps the window by the ``Date`` of that answer and asks once more.
 """
 
 from __future__ import annotations
 
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
 from market_ingest import outcomes
-from market_ingest.errors import RateLimitedError, VendorUnavailableError, WindowNotServableError
+from market_ingest.errors import ConfigurationError, RateLimitedError, VendorUnavailableError, WindowNotServableError
 from market_ingest.intervals import INTRADAY_INTERVALS, Window, validate_interval
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
-
-    from market_ingest.replay import RecordingLibrary
 
 SOURCE = "yahoo"
 CHART_URL = "https://query2.finance.yahoo.com/v8/finance/chart/{symbol}"
@@ -58,7 +59,7 @@ def clamp_window(interval: str, window: Window, now: datetime) -> Window:
 
     :param interval: canonical interval.
     :param window: requested window, UTC.
-    :param now: the vendor's current time (UTC): wall clock live, recording time in replay.
+    :param now: the vendor's current time (UTC): the ``Date`` of its latest answer.
     :return: the window with its start moved forward to the lookback limit where needed.
     :raises WindowNotServableError: when the whole window lies beyond the lookback cap, so a
         backfill asks for what Yahoo cannot serve. The message gives the cap and the oldest
@@ -107,12 +108,13 @@ class YahooFinanceHook(BaseHook):
     """Fetch OHLCV bars from Yahoo Finance with ``yfinance``.
 
     Yahoo needs no credentials. The optional connection ``market_yahoo`` (type ``yahoo_finance``)
-    may carry ``{"proxy": "http://..."}`` in its extra; without it the defaults apply.
-    Constructing the hook costs nothing; yfinance is imported on first use.
+    may carry a base URL in ``host`` (a URL-prefix gateway: ``<host>/query2.finance.yahoo.com/...``,
+    as the stand-in servers of the demo and tests are reached; see
+    :mod:`market_ingest.hooks.routing`) and ``{"proxy": "http://..."}`` (an HTTP proxy) in its
+    extra; without it yfinance's defaults apply. Constructing the hook costs nothing; yfinance is
+    imported on first use.
 
     :param yahoo_conn_id: optional connection id.
-    :param replay_dir: folder of recorded responses (``include/recordings/yahoo``); when set,
-        every request is answered from it and nothing reaches the network.
     """
 
     conn_name_attr = "yahoo_conn_id"
@@ -120,39 +122,31 @@ class YahooFinanceHook(BaseHook):
     conn_type = "yahoo_finance"
     hook_name = "Yahoo Finance"
 
-    def __init__(self, yahoo_conn_id: str | None = default_conn_name, replay_dir: str | None = None, **kwargs) -> None:
+    def __init__(self, yahoo_conn_id: str | None = default_conn_name, **kwargs) -> None:
         super().__init__(**kwargs)
         self.yahoo_conn_id = yahoo_conn_id
-        self.replay_dir = replay_dir
 
     @cached_property
-    def extra(self) -> dict[str, Any]:
-        """The connection's extra, or ``{}`` when the optional connection does not exist."""
+    def _connection(self) -> tuple[str | None, dict[str, Any]]:
+        """``(base URL or None, extra)`` of the optional connection; ``(None, {})`` without one."""
         if not self.yahoo_conn_id:
-            return {}
+            return None, {}
         try:
-            return self.get_connection(self.yahoo_conn_id).extra_dejson
+            conn = self.get_connection(self.yahoo_conn_id)
         except Exception:  # AirflowNotFoundException: the connection is optional
             self.log.info("Connection %s not defined; using yfinance defaults", self.yahoo_conn_id)
-            return {}
+            return None, {}
+        from market_ingest.hooks.routing import base_url_of
 
-    @cached_property
-    def library(self) -> RecordingLibrary | None:
-        """The recording library in replay mode, else ``None``."""
-        if not self.replay_dir:
-            return None
-        from market_ingest.replay import RecordingLibrary
+        try:
+            return base_url_of(conn.host), conn.extra_dejson
+        except ValueError as exc:
+            raise ConfigurationError(SOURCE, f"connection {self.yahoo_conn_id}: {exc}") from None
 
-        return RecordingLibrary(self.replay_dir)
-
-    def vendor_now(self, symbol: str, interval: str, window: Window) -> datetime:
-        """Yahoo's "now" for a request: wall clock live; in replay, when the answering response was recorded."""
-        if self.library is None:
-            return datetime.now(timezone.utc)
-        url = CHART_URL.format(symbol=symbol) + (
-            f"?interval={YF_INTERVAL[interval]}&period1={int(window.start.timestamp())}&period2={int(window.end.timestamp())}"
-        )
-        return self.library.recorded_at(url) or datetime.now(timezone.utc)
+    @property
+    def extra(self) -> dict[str, Any]:
+        """The connection's extra, or ``{}`` when the optional connection does not exist."""
+        return self._connection[1]
 
     def fetch_bars(
         self, symbols: list[str], interval: str, window: Window, ingested_at: datetime
@@ -170,15 +164,12 @@ class YahooFinanceHook(BaseHook):
             only valid closed bars inside the window, and one outcome per symbol.
         :raises RateLimitedError: Yahoo answered 429; the task should be retried later.
         :raises VendorUnavailableError: network failure or 5xx; the task should be retried.
-        :raises WindowNotServableError: the window is beyond Yahoo's lookback cap.
-        :raises market_ingest.replay.ReplayMissError: in replay, a request has no recording.
+        :raises WindowNotServableError: the window is beyond Yahoo's lookback cap (by Yahoo's clock).
 
         Any other error for one symbol (an unexpected exception, an answer that cannot be
         normalised) is recorded as that symbol's ``failed`` outcome, with the reason, and the
         batch goes on; the run report fails the run when too many symbols failed.
         """
-        import contextlib
-
         import pyarrow as pa
 
         from market_ingest.schema import conform, empty_bars
@@ -186,17 +177,11 @@ class YahooFinanceHook(BaseHook):
         validate_interval(interval)
         yf, session = self._yfinance()
         tables, results = [], []
-        ctx = contextlib.nullcontext()
-        if self.library is not None:
-            from market_ingest.replay import replay
-
-            ctx = replay(self.library.root)
-        with ctx:
-            for symbol in symbols:
-                outcome, table = self._fetch_symbol(yf, session, symbol, interval, window, ingested_at)
-                results.append(outcome)
-                if table is not None and table.num_rows:
-                    tables.append(table)
+        for symbol in symbols:
+            outcome, table = self._fetch_symbol(yf, session, symbol, interval, window, ingested_at)
+            results.append(outcome)
+            if table is not None and table.num_rows:
+                tables.append(table)
         bars = pa.concat_tables([conform(t) for t in tables]) if tables else empty_bars()
         return bars, results
 
@@ -218,41 +203,69 @@ class YahooFinanceHook(BaseHook):
         YfData.cache_get.cache_clear()
         # A private cache per process: no cookie or timezone state leaks between runs and users.
         yf.set_tz_cache_location(tempfile.mkdtemp(prefix="yfinance-cache-"))
-        if self.library is not None:
+        from market_ingest.hooks.routing import clocked_session
+
+        base, extra = self._connection
+        if extra.get("proxy"):
+            yf.config.network.proxy = extra["proxy"]
+        if base:  # a URL-prefix gateway speaks plain HTTP: requests is enough
             import requests
 
-            return yf, requests.Session()  # vcrpy intercepts requests/urllib3, not curl_cffi
-        if self.extra.get("proxy"):
-            yf.config.network.proxy = self.extra["proxy"]
-        return yf, None  # live: yfinance's own curl_cffi session
+            return yf, clocked_session(base, requests.Session)()
+        from curl_cffi import requests as curl_requests
+
+        # yfinance's own choice for Yahoo (a browser's TLS fingerprint); ours only adds the clock.
+        return yf, clocked_session(None, curl_requests.Session)(impersonate="chrome")
+
+    def _history(self, yf, session, symbol, interval, window):
+        """yfinance's frames for ``window`` in request-sized pieces, and the listing currency.
+
+        When Yahoo refuses the window as beyond its lookback, clamp it by Yahoo's clock (the
+        refusal's ``Date``) and ask once more; :func:`clamp_window` raises when nothing is left.
+        """
+        from yfinance.exceptions import YFPricesMissingError
+
+        try:
+            return self._pieces(yf, session, symbol, interval, window)
+        except YFPricesMissingError as exc:
+            if "must be within the last" not in str(exc) or session.clock is None:
+                raise
+            clamped = clamp_window(interval, window, session.clock)
+            self.log.info("%s: Yahoo serves %s bars from %s on; asking again", symbol, interval, clamped.start.isoformat())
+            return self._pieces(yf, session, symbol, interval, clamped)
+
+    def _pieces(self, yf, session, symbol, interval, window):
+        frames = []
+        ticker = yf.Ticker(symbol, session=session)
+        for piece in split_window(interval, window):
+            start, end = piece.start, piece.end
+            if interval not in INTRADAY_INTERVALS:
+                # Daily and longer bars are dated in the exchange's calendar: ask by date.
+                start, end = start.date().isoformat(), end.date().isoformat()
+                if start == end:
+                    end = (piece.end.date() + timedelta(days=1)).isoformat()
+            frame = ticker.history(
+                start=start,
+                end=end,
+                interval=YF_INTERVAL[interval],
+                auto_adjust=False,
+                actions=True,
+                prepost=False,
+                repair=False,
+                keepna=False,
+            )
+            frames.append(frame)
+        return frames, (ticker.history_metadata or {}).get("currency")
 
     def _fetch_symbol(self, yf, session, symbol, interval, window, ingested_at):
         from yfinance.exceptions import YFRateLimitError, YFTickerMissingError
 
-        now = self.vendor_now(symbol, interval, window)
-        clamped = clamp_window(interval, window, now)
-        frames = []
+        from market_ingest.hooks.routing import closed_bar_clock
+
         try:
-            ticker = yf.Ticker(symbol, session=session)
-            for piece in split_window(interval, clamped):
-                start, end = piece.start, piece.end
-                if interval not in INTRADAY_INTERVALS:
-                    # Daily and longer bars are dated in the exchange's calendar: ask by date.
-                    start, end = start.date().isoformat(), end.date().isoformat()
-                    if start == end:
-                        end = (piece.end.date() + timedelta(days=1)).isoformat()
-                frame = ticker.history(
-                    start=start,
-                    end=end,
-                    interval=YF_INTERVAL[interval],
-                    auto_adjust=False,
-                    actions=True,
-                    prepost=False,
-                    repair=False,
-                    keepna=False,
-                )
-                frames.append(frame)
-            currency = (ticker.history_metadata or {}).get("currency")
+            frames, currency = self._history(yf, session, symbol, interval, window)
+        except WindowNotServableError:
+            raise
         except YFRateLimitError as exc:
             raise RateLimitedError(SOURCE, f"Yahoo answered 429 Too Many Requests ({exc})", symbol) from None
         except YFTickerMissingError as exc:
@@ -275,13 +288,11 @@ class YahooFinanceHook(BaseHook):
                 raise RateLimitedError(SOURCE, "Yahoo answered 429 Too Many Requests", symbol) from None
             if (status_code and status_code >= 500) or _is_network_error(exc):
                 raise VendorUnavailableError(SOURCE, f"{type(exc).__name__}: {exc}", symbol) from exc
-            if type(exc).__name__ == "CannotOverwriteExistingCassetteException":
-                raise  # replay miss: must stop the run loudly (re-raised as ReplayMissError)
             reason = f"{type(exc).__name__}: {exc}"
             self.log.error("yahoo:%s failed: %s", symbol, reason)
             return outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=reason), None
         try:
-            return self._normalise(symbol, interval, window, frames, currency, now, ingested_at)
+            return self._normalise(symbol, interval, window, frames, currency, closed_bar_clock(session.clock), ingested_at)
         except Exception as exc:  # a malformed answer for one symbol must not sink the batch
             reason = f"cannot normalise Yahoo's answer: {type(exc).__name__}: {exc}"
             self.log.error("yahoo:%s failed: %s", symbol, reason)

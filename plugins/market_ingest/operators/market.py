@@ -42,12 +42,10 @@ def failing_fast(window: tuple[datetime, datetime] | None = None) -> Iterator[No
     """Raise what a retry cannot fix as ``AirflowFailException``, so no retry is spent on it.
 
     Permanent :class:`~market_ingest.errors.MarketDataError` s (configuration, unservable window,
-    missing bucket or stream, serialisation), an ``OverflowError`` from out-of-range dates and a
-    replay miss fail at once; retryable errors propagate. ``window`` is added to errors that do
-    not name one, so every message says source, symbol and window.
+    missing bucket or stream, serialisation) and an ``OverflowError`` from out-of-range dates fail
+    at once; retryable errors propagate. ``window`` is added to errors that do not name one, so
+    every message says source, symbol and window.
     """
-    from market_ingest.replay import ReplayMissError
-
     try:
         yield
     except MarketDataError as exc:
@@ -58,8 +56,6 @@ def failing_fast(window: tuple[datetime, datetime] | None = None) -> Iterator[No
         raise
     except OverflowError as exc:
         raise AirflowFailException(f"a date is out of range: {exc}") from exc
-    except ReplayMissError as exc:
-        raise AirflowFailException(f"no recording answers a request (a retry cannot add one): {exc}") from exc
 
 
 class MarketPlanOperator(BaseOperator):
@@ -167,7 +163,6 @@ class MarketExtractOperator(BaseOperator):
     :param source: configured source name.
     :param interval: canonical interval.
     :param batch: ``{"batch": i, "symbols": [...], "start": iso, "end": iso}`` from the plan (templated).
-    :param replay_dir: recordings folder for offline replay; default ``$MARKET_INGEST_REPLAY_DIR/<kind>``.
     :param dataset: ``bars`` or ``quotes`` (snapshots stamped at the window's end).
     :return: ``{"batch": i, "staged": [{"path", "rows", "dates": {date: [row groups]}}], "rows": n,
         "outcomes": [...], "ingested_at": iso}`` (one staged object per batch, keyed by the run).
@@ -176,18 +171,16 @@ class MarketExtractOperator(BaseOperator):
     template_fields: Sequence[str] = ("source", "interval", "batch")
 
     def __init__(
-        self, *, source: str, interval: str, batch: Any, replay_dir: str | None = None, dataset: str = "bars", **kwargs
+        self, *, source: str, interval: str, batch: Any, dataset: str = "bars", **kwargs
     ) -> None:
         super().__init__(**kwargs)
         self.source = source
         self.interval = interval
         self.batch = batch
-        self.replay_dir = replay_dir
         self.dataset = dataset
 
     def execute(self, context: Context) -> dict[str, Any]:
         from market_ingest.lake import check_lake, lake_root, stage
-        from market_ingest.replay import replay_dir
         from market_ingest.sources import bar_hook
 
         cfg = load_config()
@@ -197,13 +190,10 @@ class MarketExtractOperator(BaseOperator):
         root = lake_root(cfg.lake.quotes_url if self.dataset == "quotes" else cfg.lake.url)
         with failing_fast():
             check_lake(root)
-        folder = self.replay_dir or (str(replay_dir() / src.recordings) if replay_dir() else None)
-        if folder:
-            self.log.info("Replaying recorded responses from %s", folder)
         symbols, now = list(self.batch["symbols"]), datetime.now(timezone.utc)
         since = {s: datetime.fromisoformat(t) for s, t in (self.batch.get("since") or {}).items()}
         with failing_fast((start, end)):
-            hook = bar_hook(cfg, self.source, folder)
+            hook = bar_hook(cfg, self.source)
             if self.dataset == "quotes":
                 bars, results = hook.fetch_quotes(symbols, as_of=end, ingested_at=now)
             else:
