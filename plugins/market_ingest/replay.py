@@ -136,8 +136,8 @@ class RecordingLibrary:
             raise FileNotFoundError(f"replay folder {self.root} does not exist")
 
     def cassette_files(self) -> list[Path]:
-        """Cassette files in a stable order."""
-        return sorted(self.root.rglob("*.yaml"))
+        """Cassette files in a stable order (``*.meta.yaml`` are the stand-in's sidecars, not cassettes)."""
+        return sorted(p for p in self.root.rglob("*.yaml") if not p.name.endswith(".meta.yaml"))
 
     @cached_property
     def recordings(self) -> list[Recording]:

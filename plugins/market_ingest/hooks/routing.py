@@ -1,0 +1,94 @@
+"""Reaching a vendor through a base URL, and reading the vendor's clock from its answers.
+
+A connection's *base URL* (its ``host`` field) puts a URL-prefix gateway in front of a vendor: a
+corporate egress proxy of that kind, a vendor's sandbox, or the project's stand-in servers
+(``standin/``). ``https://api.binance.com/api/v3/klines?...`` is then requested as
+``<base>/api.binance.com/api/v3/klines?...``. Without a base URL every request goes to the vendor.
+
+The vendor's clock is the ``Date`` header of its latest answer (RFC 9110 requires origin servers
+with a clock to send it). The closed-bar rule uses the earlier of that and the local clock, so a
+bar the vendor still considers open is never loaded as closed because our clock runs ahead.
+
+Stdlib only at import time.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+
+def base_url_of(host: str | None) -> str | None:
+    """A connection ``host`` as a base URL (``http://127.0.0.1:8790``), or ``None`` when unset.
+
+    :raises ValueError: when ``host`` is set but is not an ``http(s)://`` URL.
+    """
+    if not host:
+        return None
+    host = host.strip().rstrip("/")
+    if not host.startswith(("http://", "https://")):
+        raise ValueError(f"base URL {host!r} must start with http:// or https://")
+    return host
+
+
+def through(url: str, base: str | None) -> str:
+    """``url`` requested through ``base``: ``https://host/path?q`` -> ``<base>/host/path?q``.
+
+    URLs already under ``base``, relative URLs and ``base=None`` are returned unchanged.
+    """
+    if not base or url.startswith(base) or "://" not in url:
+        return url
+    parts = urlsplit(url)
+    rest = url.split("://", 1)[1]
+    return f"{base}/{rest}" if parts.netloc else url
+
+
+def route_urls(urls: Any, base: str | None) -> Any:
+    """Every absolute URL in a (nested) dict/list of URLs routed :func:`through` ``base``.
+
+    Used on a ccxt exchange's ``urls["api"]``, the same table ccxt's sandbox mode swaps; URL
+    templates such as ``https://{hostname}/api`` keep their placeholders.
+    """
+    if isinstance(urls, str):
+        return through(urls, base) if urls.startswith(("http://", "https://")) else urls
+    if isinstance(urls, dict):
+        return {k: route_urls(v, base) for k, v in urls.items()}
+    if isinstance(urls, list):
+        return [route_urls(v, base) for v in urls]
+    return urls
+
+
+def response_clock(headers: Any) -> datetime | None:
+    """The ``Date`` header of a response (any mapping with ``get``) as an aware UTC datetime, or ``None``."""
+    value = headers.get("Date") or headers.get("date") if headers else None
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).astimezone(timezone.utc)
+    except (TypeError, ValueError):
+        return None
+
+
+def closed_bar_clock(vendor_clock: datetime | None) -> datetime:
+    """The clock the closed-bar rule uses: the earlier of the vendor's and ours."""
+    now = datetime.now(timezone.utc)
+    return min(now, vendor_clock) if vendor_clock else now
+
+
+def clocked_session(base: str | None, session_cls: type):
+    """A session class (``requests.Session`` or ``curl_cffi.requests.Session``) that routes every
+    request :func:`through` ``base`` and keeps the vendor's clock of its latest answer in ``clock``.
+    """
+
+    class ClockedSession(session_cls):
+        clock: datetime | None = None
+
+        def request(self, method, url, *args, **kwargs):
+            response = super().request(method, through(url, base), *args, **kwargs)
+            self.clock = response_clock(response.headers) or self.clock
+            return response
+
+    ClockedSession.__name__ = f"Clocked{session_cls.__name__}"
+    return ClockedSession

@@ -1,0 +1,222 @@
+"""Alpha Vantage's query API (``www.alphavantage.co/query``), JSON answers.
+
+Behaviour (recorded bodies in ``tests/fixtures/alpha_vantage`` and ``include/recordings/alpha_vantage``):
+
+* every answer is HTTP 200; a missing key answers ``Error Message`` ("the parameter apikey is
+  invalid or missing"); a symbol without data answers ``Error Message`` ("Invalid API call...");
+* ``outputsize=compact`` answers the latest 100 points, ``full`` all of them; intraday
+  ``month=YYYY-MM`` answers that month only; newest point first;
+* the burst limit answers the recorded ``Note`` body and the daily quota the ``Information`` body,
+  which echoes the API key as Alpha Vantage's does (the pipeline must redact it);
+* intraday stamps are US/Eastern wall-clock times, daily stamps are dates.
+
+Recordings are indexed by endpoint = ``function`` and symbol = ``symbol`` (or ``from_symbol/to_symbol``
+for FX, ``symbol/market`` for digital currencies).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from standin import synthetic
+from standin.core import NotServed, Request, Response
+from standin.recordings import Recording
+
+VENDOR = "alpha_vantage"
+HOSTS = ("www.alphavantage.co",)
+EASTERN = ZoneInfo("US/Eastern")
+AV_INTERVALS = {"1min": "1m", "5min": "5m", "15min": "15m", "30min": "30m", "60min": "1h"}
+SERIES_FUNCTIONS = {
+    "TIME_SERIES_DAILY": ("1d", "Time Series (Daily)", "Daily Prices (open, high, low, close) and Volumes"),
+    "TIME_SERIES_DAILY_ADJUSTED": ("1d", "Time Series (Daily)", "Daily Time Series with Splits and Dividend Events"),
+    "TIME_SERIES_WEEKLY": ("1wk", "Weekly Time Series", "Weekly Prices (open, high, low, close) and Volumes"),
+    "TIME_SERIES_MONTHLY": ("1mo", "Monthly Time Series", "Monthly Prices (open, high, low, close) and Volumes"),
+    "TIME_SERIES_INTRADAY": (None, None, None),
+}
+# Recorded bodies (tests/fixtures/alpha_vantage/av_ERROR_Note_5calls_per_minute_2018-11.json and
+# av_ERROR_Information_rate_limit_25_per_day_2025-12.json); the daily one names the key it was sent.
+BURST_NOTE = (
+    "Thank you for using Alpha Vantage! Our standard API call frequency is 5 calls per minute and 500 calls per day. "
+    "Please visit https://www.alphavantage.co/premium/ if you would like to target a higher API call frequency."
+)
+DAILY_INFORMATION = (
+    "We have detected your API key as {key} and our standard API rate limit is 25 requests per day. "
+    "Please subscribe to any of the premium plans at https://www.alphavantage.co/premium/ to instantly remove all daily rate limits."
+)
+
+
+def series_symbol(query: dict[str, str]) -> str | None:
+    """The recording index's symbol of a query: ``symbol``, ``FROM/TO`` for FX, ``SYMBOL/MARKET`` for crypto."""
+    if "from_symbol" in query:
+        return f"{query['from_symbol']}/{query.get('to_symbol', '')}"
+    if query.get("function", "").startswith("DIGITAL_CURRENCY") and "market" in query:
+        return f"{query.get('symbol')}/{query['market']}"
+    return query.get("symbol")
+
+
+def extent(rec: Recording) -> tuple[int, int] | None:
+    """Oldest to newest stamp of a series body, epoch ms (the newest stamp's own time as the end)."""
+    try:
+        doc = json.loads(rec.body)
+        key = next(k for k in doc if "Time Series" in k)
+        stamps = sorted(doc[key])
+    except (ValueError, StopIteration, TypeError):
+        return None
+    if not stamps:
+        return None
+
+    def t(s: str) -> int:
+        return int(datetime.fromisoformat(s).replace(tzinfo=timezone.utc).timestamp() * 1000)
+
+    return t(stamps[0]), t(stamps[-1]) + 86_400_000
+
+
+def _error_message(function: str) -> dict:
+    return {
+        "Error Message": "Invalid API call. Please retry or visit the documentation (https://www.alphavantage.co/documentation/) "
+        f"for {function}."
+    }
+
+
+class AlphaVantage:
+    """Alpha Vantage over the recordings (and, in synthetic mode, any equity symbol)."""
+
+    vendor = VENDOR
+    hosts = HOSTS
+
+    def __init__(self, standin) -> None:
+        self.standin = standin
+
+    def throttled(self, request: Request, why: str) -> Response:
+        """HTTP 200 with the vendor's throttle body: ``Note`` for the burst, ``Information`` for the day."""
+        if why == "daily":
+            return Response.json(200, {"Information": DAILY_INFORMATION.format(key=request.query.get("apikey", ""))})
+        return Response.json(200, {"Note": BURST_NOTE})
+
+    def fault_body(self, status: int) -> Response:
+        return Response(status, "<html><head><title>503 Service Temporarily Unavailable</title></head></html>", "text/html")
+
+    def handle(self, request: Request) -> Response:
+        if request.path.rstrip("/") != "/query":
+            raise NotServed(f"Alpha Vantage path {request.path} is not served by the stand-in")
+        q = request.query
+        function = q.get("function", "")
+        if not q.get("apikey"):
+            return Response.json(
+                200,
+                {
+                    "Error Message": "the parameter apikey is invalid or missing. Please claim your free API key on "
+                    "(https://www.alphavantage.co/support/#api-key). It should take less than 20 seconds."
+                },
+            )
+        symbol = series_symbol(q)
+        interval = AV_INTERVALS.get(q.get("interval", "")) if function.endswith("INTRADAY") else None
+        if function in SERIES_FUNCTIONS and function != "TIME_SERIES_INTRADAY":
+            interval = SERIES_FUNCTIONS[function][0]
+        recs = [
+            r for r in self.standin.library.of(VENDOR, function, symbol) if interval is None or r.interval in (None, interval)
+        ]
+        if recs:
+            rec = max(recs, key=lambda r: r.recorded_ms)
+            return Response(rec.status, self._slice(rec.body, q), rec.content_type, rec.requested_at)
+        if self.standin.synthetic and symbol and "/" not in symbol:
+            return self._synthetic(function, symbol, interval, q)
+        missing = f"no recording of {function} {symbol} {q.get('interval', '')}".strip()
+        return Response.json(200, _error_message(function), None, **{"X-Standin-Missing": missing})
+
+    @staticmethod
+    def _slice(body: bytes, q: dict[str, str]) -> bytes:
+        """Apply ``outputsize=compact`` (latest 100) and ``month=YYYY-MM`` to a recorded series."""
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return body
+        key = next((k for k in doc if "Time Series" in k), None)
+        if key is None:
+            return body
+        points = doc[key]
+        if q.get("month"):
+            points = {k: v for k, v in points.items() if k.startswith(q["month"])}
+        if q.get("outputsize", "compact") == "compact" and not q.get("month"):
+            points = dict(sorted(points.items(), reverse=True)[:100])
+        doc[key] = points
+        return json.dumps(doc, indent=4).encode()
+
+    def _synthetic(self, function: str, symbol: str, interval: str | None, q: dict[str, str]) -> Response:
+        clock = self.standin.now()
+        session = synthetic.equity_session(symbol)
+        if function == "GLOBAL_QUOTE":
+            days = synthetic.bars(
+                self.standin.seed,
+                symbol,
+                "1d",
+                int(clock.timestamp() * 1000) - 10 * 86_400_000,
+                int(clock.timestamp() * 1000),
+                session,
+            )
+            last, prev = days[-1], days[-2]
+            return Response.json(
+                200,
+                {
+                    "Global Quote": {
+                        "01. symbol": symbol,
+                        "02. open": f"{last.open:.4f}",
+                        "03. high": f"{last.high:.4f}",
+                        "04. low": f"{last.low:.4f}",
+                        "05. price": f"{last.close:.4f}",
+                        "06. volume": str(int(last.volume)),
+                        "07. latest trading day": datetime.fromtimestamp(last.time_ms / 1000, timezone.utc).date().isoformat(),
+                        "08. previous close": f"{prev.close:.4f}",
+                        "09. change": f"{last.close - prev.close:.4f}",
+                        "10. change percent": f"{(last.close / prev.close - 1) * 100:.4f}%",
+                    }
+                },
+                clock,
+            )
+        if function not in SERIES_FUNCTIONS or interval is None:
+            return Response.json(200, _error_message(function), clock)
+        now_ms = int(clock.timestamp() * 1000)
+        if function == "TIME_SERIES_INTRADAY":
+            if q.get("month"):
+                start = datetime.fromisoformat(q["month"] + "-01").replace(tzinfo=timezone.utc)
+                end = (start.replace(day=28) + (datetime(2000, 1, 5) - datetime(2000, 1, 1))).replace(day=1)
+                span = (int(start.timestamp() * 1000), int(end.timestamp() * 1000))
+            else:
+                span = (now_ms - 5 * 86_400_000, now_ms)
+            bars = synthetic.bars(self.standin.seed, symbol, interval, *span, session, now_ms)
+            bars = [b for b in bars if b.time_ms + synthetic.INTERVAL_MS[interval] <= now_ms]  # AV serves closed bars
+            key = f"Time Series ({q['interval']})"
+            stamps = {b.time_ms: datetime.fromtimestamp(b.time_ms / 1000, EASTERN).strftime("%Y-%m-%d %H:%M:%S") for b in bars}
+            info = f"Intraday ({q['interval']}) open, high, low, close prices and volume"
+        else:
+            bars = synthetic.bars(self.standin.seed, symbol, interval, now_ms - 30 * 365 * 86_400_000, now_ms, session, now_ms)
+            key, info = SERIES_FUNCTIONS[function][1], SERIES_FUNCTIONS[function][2]
+            stamps = {b.time_ms: datetime.fromtimestamp(b.time_ms / 1000, timezone.utc).date().isoformat() for b in bars}
+        compact = q.get("outputsize", "compact") == "compact" and not q.get("month")
+        bars = sorted(bars, key=lambda b: -b.time_ms)[: 100 if compact else None]
+        if not bars:
+            return Response.json(200, _error_message(function), clock)
+        points = {
+            stamps[b.time_ms]: {
+                "1. open": f"{b.open:.4f}",
+                "2. high": f"{b.high:.4f}",
+                "3. low": f"{b.low:.4f}",
+                "4. close": f"{b.close:.4f}",
+                "5. volume": str(int(b.volume)),
+            }
+            for b in bars
+        }
+        meta = {"1. Information": info, "2. Symbol": symbol, "3. Last Refreshed": stamps[bars[0].time_ms]}
+        if interval in AV_INTERVALS.values() and function == "TIME_SERIES_INTRADAY":
+            meta.update(
+                {
+                    "4. Interval": q["interval"],
+                    "5. Output Size": "Compact" if compact else "Full size",
+                    "6. Time Zone": "US/Eastern",
+                }
+            )
+        else:
+            meta.update({"4. Output Size": "Compact" if compact else "Full size", "5. Time Zone": "US/Eastern"})
+        return Response(200, json.dumps({"Meta Data": meta, key: points}, indent=4), "application/json", clock)
