@@ -96,7 +96,10 @@ def test_yahoo_chart_through_yfinance_with_the_recording_clock(recorded):
     import requests
     import yfinance as yf
 
+    from yfinance.data import YfData
+
     yf.config.debug.hide_exceptions = False
+    YfData.cache_get.cache_clear()  # yfinance memoises past windows per process: earlier tests' answers
     yf.set_tz_cache_location(tempfile.mkdtemp())
     session = clocked_session(recorded.url, requests.Session)()
     frame = yf.Ticker("MSFT", session=session).history(
