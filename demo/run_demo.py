@@ -154,7 +154,7 @@ def _expected_alpha_vantage(symbols: list[str], start: datetime, end: datetime) 
     import yaml
 
     out = {}
-    for path in sorted((ROOT / "include" / "recordings" / "alpha_vantage").glob("*.yaml")):
+    for path in sorted((ROOT / "include" / "recordings" / "alpha_vantage").glob("*[0-9].yaml")):
         item = yaml.safe_load(path.read_text())["interactions"][0]
         doc = json.loads(item["response"]["body"]["string"])
         if "Meta Data" not in doc:
@@ -178,7 +178,7 @@ def _expected_exchange(source: str, interval: str, symbols: list[str], start: da
     out = {}
     for sym in symbols:
         n = 0
-        for path in sorted((ROOT / "include" / "recordings" / source).glob("*.yaml")):
+        for path in sorted((ROOT / "include" / "recordings" / source).glob("*[0-9].yaml")):
             item = yaml.safe_load(path.read_text())["interactions"][0]
             ids = (sym.replace("/", ""), sym.replace("/", "-"))
             if "candles" not in item["request"]["uri"] and "klines" not in item["request"]["uri"]:

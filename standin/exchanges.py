@@ -102,8 +102,11 @@ class Exchange:
         return None
 
     def listed(self, market_id: str) -> bool:
-        """True when the exchange lists ``market_id`` (recorded, or one of the stand-in's pairs)."""
+        """True when the exchange lists ``market_id``: recorded, one of the stand-in's pairs, or (synthetic
+        mode) any id that reads as base and quote."""
         if self.standin.library.of(self.vendor, "candles", market_id):
+            return True
+        if self.standin.synthetic and self.split_id(market_id):
             return True
         return any(self.market_id(b, q) == market_id for b, q in self.pairs())
 

@@ -123,7 +123,7 @@ def load_recording(sidecar: Path, extent=None) -> Recording:
 
     meta = yaml.safe_load(sidecar.read_text()) or {}
     stem = sidecar.name.removesuffix(".meta.yaml")
-    bodies = [p for p in sidecar.parent.glob(stem + ".*") if p != sidecar and not p.name.endswith(".meta.yaml")]
+    bodies = [p for p in sidecar.parent.glob(stem + ".*") if p.suffix not in (".yaml", ".yml")]  # a body is never YAML
     if meta.get("body"):
         bodies = [sidecar.parent / meta["body"]]
     if len(bodies) != 1 or not bodies[0].is_file():

@@ -65,7 +65,7 @@ def test_quota_defers_without_retries_next_run_picks_up_and_key_never_leaks(
         quota.replace("free API requests", f"free API requests (apikey={FAKE_KEY})"),
         "Fri, 10 Nov 2023 23:00:00 GMT",
     )
-    ibm = yaml.safe_load(next((RECORDINGS / "alpha_vantage").glob("*IBM*.yaml")).read_text())
+    ibm = yaml.safe_load(next((RECORDINGS / "alpha_vantage").glob("*IBM*[0-9].yaml")).read_text())
     _recordings(tmp_path / "day2", ibm["interactions"][0]["response"]["body"]["string"], "Sat, 11 Nov 2023 00:00:00 GMT")
 
     # Day 1: the quota body answers IBM; MSFT is never requested.

@@ -30,7 +30,7 @@ def derived_yahoo_library(folder: Path, edits: dict[str, list[tuple[str, str, fl
     target = folder / "yahoo"
     shutil.copytree(RECORDINGS / "yahoo", target)
     for prefix, changes in edits.items():
-        (path,) = sorted(target.glob(f"{prefix}*.yaml"))
+        (path,) = sorted(p for p in target.glob(f"{prefix}*.yaml") if not p.name.endswith(".meta.yaml"))
         cassette = yaml.safe_load(path.read_text())
         response = cassette["interactions"][0]["response"]["body"]
         doc = json.loads(response["string"])

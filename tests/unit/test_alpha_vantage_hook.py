@@ -72,7 +72,7 @@ def cassette(folder: Path, name: str, query: str, body: str) -> None:
 @pytest.fixture
 def recordings(tmp_path):
     """The committed IBM recording plus per-test bodies, all real recorded Alpha Vantage bodies."""
-    for f in (RECORDINGS / "alpha_vantage").glob("*.yaml"):
+    for f in (RECORDINGS / "alpha_vantage").glob("*[0-9].yaml"):
         (tmp_path / f.name).write_text(f.read_text())
     return tmp_path
 

@@ -29,7 +29,7 @@ def d(*args: int) -> datetime:
 
 
 def _body(folder: str, prefix: str):
-    (path,) = sorted((RECORDINGS / folder).glob(f"{prefix}*.yaml"))
+    (path,) = sorted(p for p in (RECORDINGS / folder).glob(f"{prefix}*.yaml") if not p.name.endswith(".meta.yaml"))
     item = yaml.safe_load(path.read_text())["interactions"][0]
     return json.loads(item["response"]["body"]["string"])
 
@@ -164,7 +164,7 @@ def test_missing_minutes_are_reported_as_gaps():
 
 def _binance_fault_library(tmp_path: Path, status: int, fixture: str) -> Path:
     """The recorded exchangeInfo, plus a recorded Binance error body answering ETHUSDT klines."""
-    shutil.copy(next((RECORDINGS / "binance").glob("binance_spot_exchangeInfo*.yaml")), tmp_path)
+    shutil.copy(next((RECORDINGS / "binance").glob("binance_spot_exchangeInfo*[0-9].yaml")), tmp_path)
     cassette = {
         "version": 1,
         "interactions": [

@@ -1,0 +1,196 @@
+"""The vendor stand-in answers the real clients (ccxt, yfinance, HTTP) the way the vendors do.
+
+Recorded mode serves ``include/recordings`` by meaning (vendor, endpoint, symbol, interval, range),
+whatever parameters the client spells the request with; synthetic mode serves any symbol.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import urllib.request
+from datetime import datetime, timezone
+
+import pytest
+
+from market_ingest.hooks.routing import clocked_session, response_clock, route_urls
+from standin.server import StandIn, StandInServer
+from tests.conftest import RECORDINGS
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    server = StandInServer(StandIn(RECORDINGS)).start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    server = StandInServer(StandIn(None, synthetic=True, clock=datetime(2026, 11, 20, 12, 0, 30, tzinfo=timezone.utc))).start()
+    yield server
+    server.shutdown()
+
+
+def get(server, path: str):
+    """``(status, headers, parsed JSON)`` of a GET through the stand-in."""
+    try:
+        with urllib.request.urlopen(server.url + path, timeout=30) as r:
+            status, headers, raw = r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        status, headers, raw = e.code, e.headers, e.read()
+    try:
+        return status, headers, json.loads(raw or b"null")
+    except ValueError:
+        return status, headers, raw.decode()
+
+
+def exchange(server, name: str, **options):
+    import ccxt
+
+    client = getattr(ccxt, name)({"options": options})
+    client.urls["api"] = route_urls(client.urls["api"], server.url)
+    return client
+
+
+def test_binance_page_is_sliced_from_a_recording_asked_another_way(recorded):
+    """The recording answered startTime..endTime; ccxt asks since + limit: same candles, cut to the page."""
+    client = exchange(recorded, "binance", fetchMarkets={"types": ["spot"]})
+    candles = client.fetch_ohlcv("BTC/USDT", "1m", since=1634943840000, limit=3)  # 23:04 .. 23:06
+    assert [c[0] for c in candles] == [1634943840000, 1634943900000, 1634943960000]
+    recorded_body = json.loads((RECORDINGS / "binance" / "binance_spot_klines_BTCUSDT_1m_2021-10-22.json").read_text())
+    assert candles[0][1:] == [float(x) for x in recorded_body[1][1:6]]
+    # the exchange's clock is the recording's: 23:12:30, inside the last (open) candle it served
+    assert response_clock(client.last_response_headers) == datetime(2021, 10, 22, 23, 12, 30, tzinfo=timezone.utc)
+
+
+def test_unlisted_symbol_is_the_exchanges_own_error_naming_it(recorded):
+    import ccxt
+
+    status, headers, body = get(recorded, "/api.binance.com/api/v3/klines?symbol=NOPEUSDT&interval=1m&limit=5")
+    assert status == 400 and body["code"] == -1121
+    assert "NOPEUSDT" in headers["X-Standin-Missing"]
+    client = exchange(recorded, "binance", fetchMarkets={"types": ["spot"]})
+    with pytest.raises(ccxt.BadSymbol):
+        client.fetch_ohlcv("SOL/USDT", "1m", since=1634943840000, limit=3)  # not in the recorded exchangeInfo
+
+
+@pytest.mark.parametrize(
+    ("name", "symbol", "since", "body_times"),
+    [
+        # newest-first bodies; each exchange spells the window its own way
+        ("kucoin", "BTC/USDT", 1706630400000, lambda b: [int(c[0]) * 1000 for c in b["data"]]),  # startAt/endAt s
+        ("coinbase", "BTC/USD", 1712188800000, lambda b: [int(c["start"]) * 1000 for c in b["candles"]]),  # start/end s
+        ("coinbaseexchange", "BTC/USDT", 1710327600000, lambda b: [c[0] * 1000 for c in b]),  # ISO 8601
+    ],
+)
+def test_recorded_candles_reach_ccxt_oldest_first(recorded, name, symbol, since, body_times):
+    client = exchange(recorded, name)
+    candles = client.fetch_ohlcv(symbol, "1h", since=since, limit=10)
+    (body,) = [json.loads(p.read_text()) for p in (RECORDINGS / name).glob("*candles*.json")]
+    assert [c[0] for c in candles] == sorted(body_times(body)) and candles[0][0] == since
+
+
+def test_yahoo_chart_through_yfinance_with_the_recording_clock(recorded):
+    """yfinance's own handshake and requests (30 m window asked as a date range) reach the recording."""
+    import requests
+    import yfinance as yf
+
+    from yfinance.data import YfData
+
+    yf.config.debug.hide_exceptions = False
+    YfData.cache_get.cache_clear()  # yfinance memoises past windows per process: earlier tests' answers
+    yf.set_tz_cache_location(tempfile.mkdtemp())
+    session = clocked_session(recorded.url, requests.Session)()
+    frame = yf.Ticker("MSFT", session=session).history(
+        start="2021-07-19", end="2021-07-24", interval="1d", auto_adjust=False, actions=True, repair=False
+    )
+    assert len(frame) == 5 and str(frame.index.tz) == "America/New_York"
+    assert session.clock == datetime(2025, 2, 22, 10, 1, 31, tzinfo=timezone.utc)
+
+
+def test_daily_request_from_an_exchange_local_midnight_is_covered(recorded):
+    """A window starting before the recording's first UTC instant (Tokyo midnight) is served by date."""
+    start = int(datetime(2021, 2, 1, tzinfo=timezone.utc).timestamp()) - 9 * 3600
+    status, _, body = get(
+        recorded, f"/query2.finance.yahoo.com/v8/finance/chart/MSFT?interval=1d&period1={start}&period2={start + 5 * 86400}"
+    )
+    assert status == 200 and len(body["chart"]["result"][0]["timestamp"]) == 5  # Mon 1 .. Fri 5 Feb 2021
+
+
+def test_yahoo_lookback_is_judged_by_the_recording_clock_and_unknown_symbols_404(recorded):
+    """1m bars reach back 30 days from Yahoo's clock: the recording's (2024-10-04 12:07:44), not ours."""
+    day = int(datetime(2024, 10, 2, tzinfo=timezone.utc).timestamp())
+    chart = "/query2.finance.yahoo.com/v8/finance/chart"
+    status, headers, body = get(recorded, f"{chart}/AAPL?interval=1m&period1={day}&period2={day + 86400}")
+    assert status == 200 and len(body["chart"]["result"][0]["timestamp"]) == 390  # the trailing 10-03 bar is cut
+    assert response_clock(headers) == datetime(2024, 10, 4, 12, 7, 44, tzinfo=timezone.utc)
+    status, _, body = get(recorded, f"{chart}/AAPL?interval=1m&period1={day - 33 * 86400}&period2={day + 86400}")
+    assert status == 422 and "within the last 30 days" in body["chart"]["error"]["description"]
+    status, _, body = get(recorded, f"{chart}/ZZZZ?interval=1d&period1=1577836800&period2=1578009600")
+    assert status == 404 and "ZZZZ" in body["chart"]["error"]["description"]
+
+
+def test_synthetic_bars_do_not_depend_on_the_page_that_asked(synthetic):
+    client = exchange(synthetic, "binance", fetchMarkets={"types": ["spot"]})
+    day = int(datetime(2026, 11, 19, tzinfo=timezone.utc).timestamp() * 1000)
+    whole = client.fetch_ohlcv("ETH/USDT", "1m", since=day, limit=300)
+    halves = client.fetch_ohlcv("ETH/USDT", "1m", since=day, limit=150) + client.fetch_ohlcv(
+        "ETH/USDT", "1m", since=day + 150 * 60_000, limit=150
+    )
+    assert len(whole) == 300 and whole == halves
+
+
+def test_synthetic_serves_300_daily_series_and_50_minute_series(synthetic):
+    """The scale the benches need: 300 symbols of a year of daily bars, 50 symbols of one day of 1m bars."""
+    start = int(datetime(2025, 11, 20, tzinfo=timezone.utc).timestamp())
+    end = int(datetime(2026, 11, 20, tzinfo=timezone.utc).timestamp())
+    weekdays = 261  # 2025-11-20 .. 2026-11-19
+    for i in range(300):
+        status, _, body = get(
+            synthetic, f"/query2.finance.yahoo.com/v8/finance/chart/S{i:03d}?interval=1d&period1={start}&period2={end}"
+        )
+        assert status == 200 and len(body["chart"]["result"][0]["timestamp"]) == weekdays
+    day = int(datetime(2026, 11, 19, tzinfo=timezone.utc).timestamp() * 1000)
+    for i in range(50):
+        closes = []
+        for page in range(2):  # 1,000 then 440 candles
+            status, _, candles = get(
+                synthetic,
+                f"/api.binance.com/api/v3/klines?symbol=C{i:02d}USDT&interval=1m&startTime={day + page * 60_000_000}&endTime={day + 86_400_000 - 1}&limit=1000",
+            )
+            closes += candles
+        assert status == 200 and len(closes) == 1440 and all(float(c[2]) >= max(float(c[1]), float(c[4])) for c in closes)
+
+
+def test_rate_limits_answer_like_each_vendor(synthetic):
+    standin = synthetic.standin
+    try:
+        standin.limits = {}
+        from standin.core import RateLimit
+
+        standin.limits["alpha_vantage"] = RateLimit(2, 60, daily=3)
+        answers = [get(synthetic, "/www.alphavantage.co/query?function=GLOBAL_QUOTE&symbol=IBM&apikey=K3Y")[2] for _ in range(3)]
+        assert "Global Quote" in answers[0] and "Global Quote" in answers[1]
+        assert "Note" in answers[2]  # burst: the recorded 2018 throttle body
+        standin.limits["alpha_vantage"] = RateLimit(10, 60, daily=0)
+        body = get(synthetic, "/www.alphavantage.co/query?function=GLOBAL_QUOTE&symbol=IBM&apikey=K3Y")[2]
+        assert "K3Y" in body["Information"]  # echoes the key, as Alpha Vantage does: the pipeline must redact it
+        standin.limits["binance"] = RateLimit(1, 60, ban_after=1)
+        codes = [get(synthetic, "/api.binance.com/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=1")[0] for _ in range(3)]
+        assert codes == [200, 429, 418]
+    finally:
+        standin.limits = {}
+
+
+def test_faults_are_injected_then_clear(synthetic):
+    from standin.core import Fault
+
+    standin = synthetic.standin
+    standin.faults = [Fault("kucoin", "status", count=2, status=503)]
+    path = "/api.kucoin.com/api/v1/market/candles?symbol=BTC-USDT&type=1hour&startAt=1763510400&endAt=1763553600"
+    codes = [get(synthetic, path)[0] for _ in range(3)]
+    assert codes == [503, 503, 200]
+    standin.faults = [Fault("*", "empty", count=1)]
+    assert get(synthetic, path)[2]["data"] == []
+    assert len(get(synthetic, path)[2]["data"]) == 12
