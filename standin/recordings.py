@@ -200,3 +200,16 @@ class Library:
         scored = [(r.covers(start_ms, end_ms), r.recorded_ms, r) for r in self.of(vendor, endpoint, symbol, interval)]
         scored = [s for s in scored if s[0] > 0]
         return max(scored, key=lambda s: (s[0], s[1]))[2] if scored else None
+
+    def nearest(
+        self, vendor: str, endpoint: str, symbol: str | None, interval: str | None, start_ms: int, end_ms: int
+    ) -> Recording | None:
+        """The recording of that series whose range lies nearest ``[start_ms, end_ms)`` (0 when they overlap)."""
+
+        def distance(r: Recording) -> int:
+            if r.start_ms is None or r.end_ms is None:
+                return 1 << 62
+            return max(0, r.start_ms - end_ms, start_ms - r.end_ms)
+
+        candidates = [r for r in self.of(vendor, endpoint, symbol, interval) if r.status == 200]
+        return min(candidates, key=distance) if candidates else None

@@ -207,7 +207,10 @@ class Yahoo:
         start_ms = int(request.query["period1"]) * 1000
         end_ms = int(request.param("period2", default="9999999999")) * 1000
         rec = library.best(VENDOR, "chart", symbol, interval, start_ms, end_ms)
-        clock = (rec.requested_at if rec else None) or self.standin.now()
+        # The clock: the covering recording's, else that of the series' recording nearest the range
+        # asked (the stand-in's world for that series is as of then), else now.
+        ref = rec or library.nearest(VENDOR, "chart", symbol, interval, start_ms, end_ms)
+        clock = (ref.requested_at if ref else None) or self.standin.now()
         refused = self._refused(yahoo_interval, start_ms, end_ms, clock)
         if refused:
             return refused

@@ -1,12 +1,17 @@
-"""Shared fixtures: Airflow environment, a real PostgreSQL server (pgserver) and a moto server.
+"""Shared fixtures: Airflow environment, a real PostgreSQL server (pgserver), a moto server and the
+vendor stand-in.
 
 The servers are started once per test session on loopback / a unix socket and stopped at the end;
-nothing needs to be running beforehand.
+nothing needs to be running beforehand. Every vendor connection of the pipeline config points at
+the stand-in (``vendors``), which serves ``include/recordings``; a test that needs other answers
+starts its own with :func:`serving` over a folder written by :func:`recording`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,10 +29,57 @@ os.environ.update(
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "MARKET_INGEST_REPLAY_DIR": str(RECORDINGS),
         "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]),
     }
 )
+
+
+def recording(folder: Path, name: str, body: str | bytes, **meta) -> Path:
+    """Write a recording (``<name>.json`` and its sidecar ``<name>.meta.yaml``) into ``folder``; return the body's path.
+
+    :param meta: sidecar fields (``vendor``, ``endpoint``, ``symbol``, ``interval``, ``requested_at``, ``status``, ...).
+    """
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_bytes(body.encode() if isinstance(body, str) else body)
+    (folder / f"{name}.meta.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    return path
+
+
+@contextmanager
+def serving(standin, monkeypatch) -> Iterator[str]:
+    """Serve ``standin`` (a :class:`standin.server.StandIn`) on loopback and point every vendor connection at it.
+
+    :return: a context manager yielding the stand-in's URL; the connections go back on exit.
+    """
+    from demo.services import vendor_env
+    from market_ingest.config import load_config
+    from standin.server import StandInServer
+
+    server = StandInServer(standin).start()
+    try:
+        with monkeypatch.context() as m:
+            for key, value in vendor_env(server.url, load_config()).items():
+                m.setenv(key, value)
+            yield server.url
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def vendors():
+    """The vendor stand-in over ``include/recordings``, in this process; every vendor connection points at it."""
+    from demo.services import vendor_env
+    from market_ingest.config import load_config
+    from standin.server import StandIn, StandInServer
+
+    server = StandInServer(StandIn(RECORDINGS)).start()
+    os.environ.update(vendor_env(server.url, load_config()))
+    yield server
+    server.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +89,7 @@ def services(tmp_path_factory):
     from market_ingest.config import load_config
 
     cfg = load_config()
-    with embedded_services(tmp_path_factory.mktemp("services")) as svc:
+    with embedded_services(tmp_path_factory.mktemp("services"), vendors=False) as svc:
         os.environ.update(svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id))
         create_sinks(svc, cfg)
         yield svc

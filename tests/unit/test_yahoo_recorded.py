@@ -1,4 +1,4 @@
-"""YahooFinanceHook on recorded Yahoo responses: the real yfinance parsing, replayed offline."""
+"""YahooFinanceHook on recorded Yahoo responses: the real yfinance requests and parsing, against the stand-in."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from market_ingest import outcomes
 from market_ingest.errors import WindowNotServableError
 from market_ingest.hooks.yahoo import Window, YahooFinanceHook, clamp_window, split_window
 from market_ingest.quality import keep_closed_in_window
-from market_ingest.replay import ReplayMissError
 from market_ingest.schema import BAR_SCHEMA
-from tests.conftest import YAHOO_RECORDINGS
+from standin.core import Fault, RateLimit
+from standin.server import StandIn
+from tests.conftest import RECORDINGS, serving
 
 UTC = timezone.utc
 INGESTED = datetime(2026, 1, 1, tzinfo=UTC)
@@ -25,7 +26,7 @@ def d(*a):
 
 @pytest.fixture
 def hook():
-    return YahooFinanceHook(yahoo_conn_id=None, replay_dir=str(YAHOO_RECORDINGS))
+    return YahooFinanceHook()  # connection market_yahoo: the stand-in (tests/conftest.py)
 
 
 def rows(table, symbol):
@@ -65,11 +66,11 @@ def test_dividend_day_and_adjusted_close(hook):
     assert all(r["adj_close"] < r["close"] for r in by_time.values())
 
 
-def test_bars_outside_the_window_are_dropped_and_counted(hook):
-    _, results = hook.fetch_bars(["MSFT"], "1d", Window(d(2021, 7, 19), d(2021, 7, 20)), INGESTED)
+def test_one_day_of_a_year_long_recording_is_that_day_only(hook):
+    """The recording spans 2021-02-01 .. 2022-01-28; Yahoo (and the stand-in) answer the window asked."""
+    bars, results = hook.fetch_bars(["MSFT"], "1d", Window(d(2021, 7, 19), d(2021, 7, 20)), INGESTED)
     (msft,) = results
-    assert msft.rows == 1
-    assert msft.dropped["out_of_window"] > 200  # the recording spans 2021-02-01 .. 2022-01-28
+    assert msft.rows == 1 and bars["time"].to_pylist() == [d(2021, 7, 19)]
 
 
 def test_weekend_window_is_no_data_not_success(hook):
@@ -95,9 +96,18 @@ def test_crypto_and_fx_currency_and_volume(hook):
     assert fx["volume"] == 0.0 and fx["currency"] == "USD"
 
 
-def test_unrecorded_request_fails_loudly(hook):
-    with pytest.raises(ReplayMissError, match="ZZZZ"):
-        hook.fetch_bars(["ZZZZ"], "1d", Window(d(2020, 1, 1), d(2020, 1, 3)), INGESTED)
+def test_a_symbol_nothing_answers_is_unknown_and_named(hook):
+    bars, results = hook.fetch_bars(["ZZZZ"], "1d", Window(d(2020, 1, 1), d(2020, 1, 3)), INGESTED)
+    assert bars.num_rows == 0 and results[0].symbol == "ZZZZ" and results[0].status == outcomes.UNKNOWN_SYMBOL
+
+
+def test_the_closed_bar_rule_uses_yahoos_clock(hook):
+    """The recording answered at 2024-10-04 12:07:44; a window reaching past it keeps only bars closed by then."""
+    bars, results = hook.fetch_bars(["AAPL"], "1m", Window(d(2024, 10, 2), d(2024, 10, 3)), INGESTED)
+    assert results[0].dropped.get("open_bar", 0) == 0  # every 10-02 bar closed by Yahoo's clock
+    lookback = hook.fetch_bars(["AAPL"], "1m", Window(d(2024, 8, 20), d(2024, 10, 3)), INGESTED)[1][0]
+    # 43 days asked: Yahoo refuses by its own clock (422), the hook clamps to its 30 days and asks again
+    assert lookback.status == outcomes.OK and lookback.rows == 389
 
 
 def test_open_bar_is_dropped():
@@ -140,57 +150,23 @@ def test_window_partly_beyond_the_cap_is_clamped_and_split():
     assert pieces[0].start == clamped.start and pieces[-1].end == clamped.end
 
 
-def test_rate_limit_fails_the_task_for_a_retry(tmp_path):
-    """A 429 on the chart request surfaces as RateLimitedError (retryable), not as a skipped symbol."""
-    import shutil
-
-    import yaml
-
+def test_rate_limit_fails_the_task_for_a_retry(monkeypatch):
+    """A 429 on every request surfaces as RateLimitedError (retryable), not as a skipped symbol."""
     from market_ingest.errors import RateLimitedError
 
-    shutil.copy(YAHOO_RECORDINGS / "_handshake.yaml", tmp_path)
-    # Yahoo's throttle answer (status and body as yfinance checks them); synthesised for this fault path.
-    cassette = {
-        "version": 1,
-        "interactions": [
-            {
-                "request": {
-                    "method": "GET",
-                    "uri": "https://query2.finance.yahoo.com/v8/finance/chart/MSFT?interval=1d&period1=0&period2=2000000000",
-                    "body": None,
-                    "headers": {},
-                },
-                "response": {
-                    "status": {"code": 429, "message": "Too Many Requests"},
-                    "headers": {"Content-Type": ["text/html"]},
-                    "body": {"string": "Too Many Requests"},
-                },
-            }
-        ],
-    }
-    (tmp_path / "throttled.yaml").write_text(yaml.safe_dump(cassette))
-    throttled = YahooFinanceHook(yahoo_conn_id=None, replay_dir=str(tmp_path))
-    with pytest.raises(RateLimitedError) as err:
-        # A window no other test asks for: yfinance memoises responses per process (lru_cache).
-        throttled.fetch_bars(["MSFT"], "1d", Window(d(2021, 6, 7), d(2021, 6, 8)), INGESTED)
+    standin = StandIn(RECORDINGS)
+    standin.limits["yahoo"] = RateLimit(0, 60)  # Yahoo's throttle answer to everything
+    with serving(standin, monkeypatch), pytest.raises(RateLimitedError) as err:
+        YahooFinanceHook().fetch_bars(["MSFT"], "1d", Window(d(2021, 6, 7), d(2021, 6, 8)), INGESTED)
     assert err.value.retryable and err.value.symbol == "MSFT"
 
 
-def test_a_malformed_answer_fails_only_that_symbol(tmp_path):
-    """A chart body that yfinance cannot parse marks that symbol failed (with the reason) and the batch goes on."""
-    import shutil
-
-    import yaml
-
-    for name in ("_handshake.yaml", "yahoo_chart_BTC-USD_1d_2020-01-01_2020-01-03.yaml"):
-        shutil.copy(YAHOO_RECORDINGS / name, tmp_path)
-    recorded = yaml.safe_load((YAHOO_RECORDINGS / "yahoo_chart_GC=F_1d_2020-01-02.yaml").read_text())
-    # Truncate the real GC=F body mid-JSON, as a dropped connection would.
-    body = recorded["interactions"][0]["response"]["body"]["string"]
-    recorded["interactions"][0]["response"]["body"]["string"] = body[: len(body) // 2]
-    (tmp_path / "truncated.yaml").write_text(yaml.safe_dump(recorded))
-    hook = YahooFinanceHook(yahoo_conn_id=None, replay_dir=str(tmp_path))
-    bars, results = hook.fetch_bars(["GC=F", "BTC-USD"], "1d", Window(d(2020, 1, 2), d(2020, 1, 3)), INGESTED)
+def test_a_malformed_answer_fails_only_that_symbol(monkeypatch):
+    """A chart body cut mid-JSON (a dropped connection) marks that symbol failed, with the reason; the batch goes on."""
+    standin = StandIn(RECORDINGS)
+    standin.faults = [Fault("yahoo", "truncate", count=10, match="/chart/GC=F")]
+    with serving(standin, monkeypatch):
+        bars, results = YahooFinanceHook().fetch_bars(["GC=F", "BTC-USD"], "1d", Window(d(2020, 1, 2), d(2020, 1, 3)), INGESTED)
     by_symbol = {o.symbol: o for o in results}
     assert by_symbol["GC=F"].status == outcomes.FAILED and by_symbol["GC=F"].reason
     assert by_symbol["BTC-USD"].status == outcomes.OK and set(bars["symbol"].to_pylist()) == {"BTC-USD"}

@@ -235,7 +235,11 @@ class YahooFinanceHook(BaseHook):
             return self._pieces(yf, session, symbol, interval, clamped)
 
     def _pieces(self, yf, session, symbol, interval, window):
-        frames = []
+        """Frames of each request-sized piece; a piece without bars (a holiday week) is skipped,
+        and yfinance's "no price data" is raised only when no piece had any."""
+        from yfinance.exceptions import YFPricesMissingError
+
+        frames, empty = [], None
         ticker = yf.Ticker(symbol, session=session)
         for piece in split_window(interval, window):
             start, end = piece.start, piece.end
@@ -244,17 +248,25 @@ class YahooFinanceHook(BaseHook):
                 start, end = start.date().isoformat(), end.date().isoformat()
                 if start == end:
                     end = (piece.end.date() + timedelta(days=1)).isoformat()
-            frame = ticker.history(
-                start=start,
-                end=end,
-                interval=YF_INTERVAL[interval],
-                auto_adjust=False,
-                actions=True,
-                prepost=False,
-                repair=False,
-                keepna=False,
-            )
+            try:
+                frame = ticker.history(
+                    start=start,
+                    end=end,
+                    interval=YF_INTERVAL[interval],
+                    auto_adjust=False,
+                    actions=True,
+                    prepost=False,
+                    repair=False,
+                    keepna=False,
+                )
+            except YFPricesMissingError as exc:
+                if "no price data found" not in str(exc):
+                    raise
+                empty = exc
+                continue
             frames.append(frame)
+        if not frames and empty is not None:
+            raise empty
         return frames, (ticker.history_metadata or {}).get("currency")
 
     def _fetch_symbol(self, yf, session, symbol, interval, window, ingested_at):
