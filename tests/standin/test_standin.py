@@ -95,7 +95,6 @@ def test_yahoo_chart_through_yfinance_with_the_recording_clock(recorded):
     """yfinance's own handshake and requests (30 m window asked as a date range) reach the recording."""
     import requests
     import yfinance as yf
-
     from yfinance.data import YfData
 
     yf.config.debug.hide_exceptions = False
