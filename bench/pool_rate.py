@@ -1,7 +1,7 @@
 """Benchmark: a vendor pool is the vendor's rate limit, measured under the real scheduler.
 
 ``make bench`` (or ``.venv/bin/python bench/pool_rate.py``). Starts PostgreSQL and moto (the
-sinks), a local Alpha Vantage stand-in on loopback, and ``airflow standalone``; triggers two DAGs
+sinks), the vendor stand-in in synthetic mode (``standin/``) on loopback, and ``airflow standalone``; triggers two DAGs
 that share the ``alpha_vantage`` pool (``market_alpha_vantage_1d`` and
 ``market_alpha_vantage_quote``) over SYMBOLS symbols each; waits; stops everything; prints:
 
@@ -14,7 +14,7 @@ that share the ``alpha_vantage`` pool (``market_alpha_vantage_1d`` and
 The stand-in enforces ``--limit`` requests per ``--window`` seconds over a sliding window, like
 Alpha Vantage's per-minute limit, and answers an excess request with the recorded burst body
 (tests/fixtures/alpha_vantage/av_ERROR_Note_5calls_per_minute_2018-11.json). Data requests get
-the recorded IBM daily series or MSFT quote with the symbol replaced. The pipeline's side of the
+synthetic daily series and quotes for any symbol. The pipeline's side of the
 limit is configuration only: pool ``alpha_vantage`` with ``--slots`` slots, each extract task
 spacing its requests by ``slots / (limit / window) / headroom`` seconds (connection extra
 ``requests_per_second``), so slots x per-task rate = headroom x the vendor's rate.
@@ -28,76 +28,13 @@ import argparse
 import json
 import os
 import sys
-import threading
-import time
-from collections import deque
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
-FIXTURES = ROOT / "tests" / "fixtures" / "alpha_vantage"
 DAGS = ("market_alpha_vantage_1d", "market_alpha_vantage_quote")
 POOL = "alpha_vantage"
-
-
-class RateLimitedVendor(ThreadingHTTPServer):
-    """An Alpha Vantage stand-in on 127.0.0.1 that allows ``limit`` requests per ``window`` seconds.
-
-    Every request is recorded as ``(monotonic time, symbol, throttled)`` in ``log``.
-    """
-
-    daemon_threads = True
-
-    def __init__(self, limit: int, window: float) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.limit, self.window = limit, window
-        self.lock = threading.Lock()
-        self.recent: deque[float] = deque()
-        self.log: list[tuple[float, str, bool]] = []
-        self.bodies = {
-            "TIME_SERIES_DAILY": (FIXTURES / "av_TIME_SERIES_DAILY_IBM_compact_2023-11-10.json").read_text(),
-            "GLOBAL_QUOTE": (FIXTURES / "av_GLOBAL_QUOTE_MSFT_2018-10-05.json").read_text(),
-        }
-        self.recorded_symbol = {"TIME_SERIES_DAILY": "IBM", "GLOBAL_QUOTE": "MSFT"}
-        self.burst = (FIXTURES / "av_ERROR_Note_5calls_per_minute_2018-11.json").read_text()
-
-    def admit(self, symbol: str) -> bool:
-        """Count a request; False when it exceeds the limit (it is then throttled, and not counted)."""
-        with self.lock:
-            now = time.monotonic()
-            while self.recent and self.recent[0] <= now - self.window:
-                self.recent.popleft()
-            ok = len(self.recent) < self.limit
-            if ok:
-                self.recent.append(now)
-            self.log.append((now, symbol, not ok))
-            return ok
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: RateLimitedVendor
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        q = {k: v[0] for k, v in parse_qs(urlparse(self.path).query).items()}
-        function, symbol = q.get("function", ""), q.get("symbol", "")
-        if not self.server.admit(symbol):
-            body = self.server.burst
-        elif function in self.server.bodies:
-            body = self.server.bodies[function].replace(f'"{self.server.recorded_symbol[function]}"', json.dumps(symbol))
-        else:
-            body = json.dumps({"Error Message": f"bench stand-in serves no {function}"})
-        data = body.encode()
-        self.send_response(200)  # Alpha Vantage answers its throttle note with 200
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 def peak_concurrency(intervals: list[tuple[datetime, datetime]]) -> int:
@@ -134,6 +71,8 @@ def main() -> int:
 
     from demo.services import create_sinks, embedded_services
     from demo.stack import parse_utc, prepare, start
+    from standin.core import RateLimit
+    from standin.server import StandIn, StandInServer
 
     work = args.work
     shutil.rmtree(work / "airflow", ignore_errors=True)
@@ -147,23 +86,23 @@ def main() -> int:
     raw["retry"]["rate_limited_delay_seconds"] = 30  # a throttled task (a failed bench) retries soon
     (work / "pipeline.yaml").write_text(yaml.safe_dump(raw))
     os.environ["MARKET_INGEST_CONFIG"] = str(work / "pipeline.yaml")
-    os.environ.pop("MARKET_INGEST_REPLAY_DIR", None)  # real HTTP, to the stand-in
     from market_ingest.config import load_config
 
     cfg = load_config()
     (work / "pools.json").write_text(json.dumps(cfg.pools(), indent=2))
     symbols = [f"S{i:03d}" for i in range(args.symbols)]
 
-    vendor = RateLimitedVendor(args.limit, args.window)
-    threading.Thread(target=vendor.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{vendor.server_address[1]}/query"
+    standin = StandIn(None, synthetic=True)
+    standin.limits["alpha_vantage"] = RateLimit(args.limit, args.window)
+    vendor = StandInServer(standin).start()
+    url = f"{vendor.url}/www.alphavantage.co/query"
     print(
         f"vendor stand-in {url}: {args.limit} requests per {args.window:g}s ({rate:.2f}/s); pool {POOL}: "
         f"{pool_slots} slots x {per_task:.3f} requests/s per task; {len(DAGS)} DAGs x {args.symbols} symbols, "
         f"batches of {args.batch_size}",
         flush=True,
     )
-    with embedded_services(work) as svc:
+    with embedded_services(work, vendors=False) as svc:
         env = svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id)
         env["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"] = json.dumps(
             {
@@ -206,8 +145,9 @@ def main() -> int:
             stack.stop()
     vendor.shutdown()
 
-    served = [t for t, _, throttled in vendor.log if not throttled]
-    throttled = sum(1 for *_, th in vendor.log if th)
+    log = [r for r in standin.log if r["vendor"] == "alpha_vantage"]
+    served = [r["t"] for r in log if not r["throttled"]]
+    throttled = sum(1 for r in log if r["throttled"])
     span = (served[-1] - served[0]) if len(served) > 1 else float("nan")
     achieved = (len(served) - 1) / span if span else float("nan")  # requests per second between first and last
     peak = peak_concurrency(intervals)
@@ -215,7 +155,7 @@ def main() -> int:
     lines = [
         f"runs: {states}",
         f"extract tasks in pool {POOL}: {len(intervals)}; peak concurrently running: {peak} (slots {pool_slots})",
-        f"requests: {len(vendor.log)}; throttled: {throttled}",
+        f"requests: {len(log)}; throttled: {throttled}",
         f"achieved rate: {achieved:.3f}/s over {span:.1f}s; allowed {rate:.3f}/s; achieved/allowed: {achieved / rate:.1%}",
         "PASS" if ok else "FAIL: need peak <= slots, 0 throttled, achieved/allowed >= 80%, both runs successful",
     ]

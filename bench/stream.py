@@ -112,17 +112,19 @@ def run_step(step: str, state_path: Path) -> None:
 
 
 def _markets_file(work: Path) -> Path:
-    """Binance's BTC/USDT market from the recorded exchangeInfo, as a ccxt markets file."""
-    from market_ingest.hooks.exchange import ExchangeHook
+    """Binance's BTC/USDT market from the recorded exchangeInfo (served by the stand-in), as a ccxt markets file."""
+    import ccxt
 
-    hook = ExchangeHook(
-        "binance",
-        None,
-        replay_dir=str(ROOT / "include" / "recordings" / "binance"),
-        options={"fetchMarkets": {"types": ["spot"]}},
-    )
-    with hook._replaying():
-        market = hook.client.market(SYMBOL)
+    from market_ingest.hooks.routing import route_urls
+    from standin.server import StandIn, StandInServer
+
+    server = StandInServer(StandIn(ROOT / "include" / "recordings")).start()
+    try:
+        client = ccxt.binance({"options": {"fetchMarkets": {"types": ["spot"]}}})
+        client.urls["api"] = route_urls(client.urls["api"], server.url)
+        market = client.load_markets()[SYMBOL]
+    finally:
+        server.shutdown()
     path = work / "markets.json"
     path.write_text(json.dumps([market]))
     return path
@@ -199,14 +201,13 @@ def main() -> int:
     os.environ["MARKET_INGEST_CONFIG"] = str(config)
     if args.profile:
         os.environ["BENCH_PROFILE"] = "1"
-    os.environ.pop("MARKET_INGEST_REPLAY_DIR", None)
     os.environ.setdefault("AIRFLOW_HOME", str(work / "airflow"))
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
     from market_ingest.config import load_config
 
     cfg = load_config()
     figures: dict[str, dict] = {}
-    with embedded_services(work / "services") as services:
+    with embedded_services(work / "services", vendors=False) as services:
         os.environ.update(services.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id))
         create_sinks(services, cfg)
         state_path = work / "state.json"

@@ -1,6 +1,7 @@
 """``make demo``: run the Yahoo, Alpha Vantage and crypto exchange DAGs through Airflow into all three sinks, on recorded data.
 
-Starts an embedded PostgreSQL and a moto server (S3 + Kinesis) on loopback, then the real Airflow
+Starts an embedded PostgreSQL, a moto server (S3 + Kinesis) and the vendor stand-in (serving
+``include/recordings``) on loopback, then the real Airflow
 scheduler (``airflow standalone``: LocalExecutor, SQLite metadata, a fresh DB under
 ``.demo/airflow`` each time) with the pools imported from ``include/pools.json`` and the
 connections given as ``AIRFLOW_CONN_*`` variables. It triggers the manual runs below through the
@@ -92,73 +93,79 @@ EXCHANGE_OPEN_TIMES = {
 }
 INTERVAL_SECONDS = {"1m": 60, "1h": 3600}
 
-# The demo's Alpha Vantage connection: Alpha Vantage's public "demo" key (not a secret; replay
-# never sends it anywhere) and a budget that repeated demos on the recorded day cannot spend.
+# The demo's Alpha Vantage connection when live: Alpha Vantage's public "demo" key (not a secret)
+# and a budget that repeated demos cannot spend. Against the stand-in, demo.services.vendor_env.
 DEMO_ALPHA_VANTAGE_CONN = {"conn_type": "alpha_vantage", "password": "demo", "extra": {"daily_budget": 100000}}
 
 
-def airflow_env(live: bool) -> dict[str, str]:
+def airflow_env() -> dict[str, str]:
     """Environment of the demo (every Airflow process inherits it; demo/stack.py adds the rest)."""
-    env = {"AIRFLOW_HOME": str(WORK / "airflow"), "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"}
-    if not live:
-        env["MARKET_INGEST_REPLAY_DIR"] = str(ROOT / "include" / "recordings")
-    return env
+    return {"AIRFLOW_HOME": str(WORK / "airflow"), "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"}
+
+
+def _recordings(vendor: str, **match) -> list[tuple[dict, object]]:
+    """``(sidecar, parsed body)`` of every recording of ``vendor`` whose sidecar has the ``match`` fields."""
+    import yaml
+
+    found = []
+    for sidecar in sorted((ROOT / "include" / "recordings" / vendor).glob("*.meta.yaml")):
+        meta = yaml.safe_load(sidecar.read_text())
+        if all(meta.get(k) == v for k, v in match.items()):
+            body = sidecar.with_name(sidecar.name.removesuffix(".meta.yaml") + ".json")
+            found.append((meta, json.loads(body.read_text())))
+    return found
+
+
+def _recorded_at(meta: dict) -> datetime:
+    """The vendor's clock of a recording (its sidecar's ``requested_at``); now when unknown."""
+    value = meta.get("requested_at")
+    if not value:
+        return datetime.now(UTC)
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def expected_bars(dag_id: str, start: datetime, end: datetime, symbols: list[str]) -> dict[str, int]:
-    """Bars the recordings hold for a run's window ``[start, end)``, per symbol, read straight from the cassettes.
+    """Bars the recordings hold for a run's window ``[start, end)``, per symbol, read straight from their bodies.
 
-    Independent of the pipeline's code path: parses the raw chart JSON; counts bars with a close,
+    Independent of the pipeline's code path: parses the raw JSON; counts bars with a close,
     opening in the window (daily bars by their exchange-local date) and closed at recording time.
     """
     from zoneinfo import ZoneInfo
 
-    import yaml
-
-    from market_ingest.replay import RecordingLibrary
-
     source, interval = dag_id.removeprefix("market_").rsplit("_", 1)
-    conf = {"symbols": symbols}
     if interval == "quote":
-        return {sym: 1 for sym in conf["symbols"]}  # one snapshot per symbol and run
+        return {sym: 1 for sym in symbols}  # one snapshot per symbol and run
     if source == "alpha_vantage":
-        return _expected_alpha_vantage(conf["symbols"], start, end)
+        return _expected_alpha_vantage(symbols, start, end)
     if source in EXCHANGE_OPEN_TIMES:
-        return _expected_exchange(source, interval, conf["symbols"], start, end)
-    lib = RecordingLibrary(ROOT / "include" / "recordings" / "yahoo")
+        return _expected_exchange(source, interval, symbols, start, end)
     out = {}
-    for sym in conf["symbols"]:
-        url = f"https://query2.finance.yahoo.com/v8/finance/chart/{sym}?interval={interval}&period1={int(start.timestamp())}&period2={int(end.timestamp())}"
-        rec = next(r for r in lib.recordings if r.answers(url))
-        body = json.loads(yaml.safe_load(rec.path.read_text())["interactions"][0]["response"]["body"]["string"])
-        result = body["chart"]["result"][0]
-        tz = ZoneInfo(result["meta"]["exchangeTimezoneName"])
-        closes = result["indicators"]["quote"][0].get("close", [])
-        n = 0
-        for ts, close in zip(result.get("timestamp", []), closes):
-            t = datetime.fromtimestamp(ts, UTC)
-            if close is None:
-                continue
-            if interval == "1d":
-                t = datetime.combine(t.astimezone(tz).date(), datetime.min.time(), UTC)
-                closed = t + timedelta(days=1) <= rec.recorded_at
-            else:
-                closed = t + timedelta(minutes=1) <= rec.recorded_at
-            n += start <= t < end and closed
-        out[sym] = n
+    for sym in symbols:
+        seen = set()
+        for meta, body in _recordings("yahoo", symbol=sym, interval=interval):
+            result = body["chart"]["result"][0]
+            recorded = _recorded_at(meta)
+            tz = ZoneInfo(result["meta"]["exchangeTimezoneName"])
+            closes = result["indicators"]["quote"][0].get("close", [])
+            for ts, close in zip(result.get("timestamp", []), closes):
+                t = datetime.fromtimestamp(ts, UTC)
+                if close is None:
+                    continue
+                if interval == "1d":
+                    t = datetime.combine(t.astimezone(tz).date(), datetime.min.time(), UTC)
+                    closed = t + timedelta(days=1) <= recorded
+                else:
+                    closed = t + timedelta(minutes=1) <= recorded
+                if start <= t < end and closed:
+                    seen.add(t)
+        out[sym] = len(seen)
     return out
 
 
 def _expected_alpha_vantage(symbols: list[str], start: datetime, end: datetime) -> dict[str, int]:
-    """Daily bars per symbol in ``[start, end)`` read from the Alpha Vantage cassettes' JSON."""
-    import yaml
-
+    """Daily bars per symbol in ``[start, end)`` read from the Alpha Vantage recordings' JSON."""
     out = {}
-    for path in sorted((ROOT / "include" / "recordings" / "alpha_vantage").glob("*[0-9].yaml")):
-        item = yaml.safe_load(path.read_text())["interactions"][0]
-        doc = json.loads(item["response"]["body"]["string"])
-        if "Meta Data" not in doc:
-            continue  # a quote, not a series
+    for _, doc in _recordings("alpha_vantage", endpoint="TIME_SERIES_DAILY"):
         sym = doc["Meta Data"]["2. Symbol"]
         if sym in symbols:
             days = [datetime.fromisoformat(k).replace(tzinfo=UTC) for k in doc["Time Series (Daily)"]]
@@ -167,30 +174,21 @@ def _expected_alpha_vantage(symbols: list[str], start: datetime, end: datetime) 
 
 
 def _expected_exchange(source: str, interval: str, symbols: list[str], start: datetime, end: datetime) -> dict[str, int]:
-    """Candles in ``[start, end)`` closed by the recording's Date (wall clock when none), per symbol.
+    """Candles in ``[start, end)`` closed by the recording's clock (now when unknown), per symbol.
 
-    The recordings of each exchange hold one symbol, named in the cassette's URL by the exchange's
-    own market id (``BTCUSDT``, ``BTC-USDT``, ``BTC-USD``).
+    The sidecars name each symbol by the exchange's own market id (``BTCUSDT``, ``BTC-USDT``).
     """
-    import yaml
-
-    now = datetime.now(UTC)
     out = {}
     for sym in symbols:
-        n = 0
-        for path in sorted((ROOT / "include" / "recordings" / source).glob("*[0-9].yaml")):
-            item = yaml.safe_load(path.read_text())["interactions"][0]
-            ids = (sym.replace("/", ""), sym.replace("/", "-"))
-            if "candles" not in item["request"]["uri"] and "klines" not in item["request"]["uri"]:
-                continue
-            if not any(f"={i}&" in item["request"]["uri"] or f"/{i}/" in item["request"]["uri"] for i in ids):
-                continue
-            date = (item["response"]["headers"].get("Date") or [None])[0]
-            recorded = datetime.strptime(date, "%a, %d %b %Y %H:%M:%S GMT").replace(tzinfo=UTC) if date else now
-            for t in EXCHANGE_OPEN_TIMES[source](json.loads(item["response"]["body"]["string"])):
-                opened = datetime.fromtimestamp(t, UTC)
-                n += start <= opened < end and opened + timedelta(seconds=INTERVAL_SECONDS[interval]) <= recorded
-        out[sym] = n
+        opens = set()
+        for market_id in {sym.replace("/", ""), sym.replace("/", "-")}:
+            for meta, body in _recordings(source, endpoint="candles", symbol=market_id, interval=interval):
+                recorded = _recorded_at(meta)
+                for t in EXCHANGE_OPEN_TIMES[source](body):
+                    opened = datetime.fromtimestamp(t, UTC)
+                    if start <= opened < end and opened + timedelta(seconds=INTERVAL_SECONDS[interval]) <= recorded:
+                        opens.add(opened)
+        out[sym] = len(opens)
     return out
 
 
@@ -315,21 +313,23 @@ def main() -> int:
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
     WORK.mkdir(exist_ok=True)
-    env = airflow_env(args.live)
+    env = airflow_env()
     os.environ.update(env)
     sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
 
-    from demo.services import create_sinks, embedded_services
+    from demo.services import create_sinks, embedded_services, vendor_env
     from demo.stack import running_stack
     from market_ingest.config import load_config
 
     cfg = load_config()
-    print("market-data demo: " + ("LIVE vendor APIs" if args.live else f"replaying {env['MARKET_INGEST_REPLAY_DIR']}"))
+    print("market-data demo: " + ("LIVE vendor APIs" if args.live else "vendor stand-in serving include/recordings"))
     home = Path(env["AIRFLOW_HOME"])
     shutil.rmtree(home, ignore_errors=True)  # fresh metadata: the demo's logical dates must be free
-    with embedded_services(WORK) as services:
+    with embedded_services(WORK, vendors=not args.live) as services:
         os.environ.update(services.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id))
-        if not args.live or "AIRFLOW_CONN_MARKET_ALPHA_VANTAGE" not in os.environ:
+        if services.vendors_url:
+            os.environ.update(vendor_env(services.vendors_url, cfg))  # every vendor connection through the stand-in
+        elif "AIRFLOW_CONN_MARKET_ALPHA_VANTAGE" not in os.environ:
             os.environ["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"] = json.dumps(DEMO_ALPHA_VANTAGE_CONN)
         create_sinks(services, cfg)
         print(f"* PostgreSQL on {services.pg_socket_dir}, moto (S3, Kinesis) on {services.aws_endpoint}")

@@ -7,7 +7,7 @@ parsed, talks to it through the public REST API (``/api/v2``, token from ``/auth
 ``airflow`` CLI, and stops the whole group on exit.
 
 Scheduled runs are switched off (``[scheduler] use_job_schedule = False``): the demo and the tests
-replay recordings of past dates, so only the runs they trigger (manual runs and backfills) may
+serve recordings of past dates, so only the runs they trigger (manual runs and backfills) may
 exist. Pools come from ``include/pools.json`` (``airflow pools import``); connections from
 ``AIRFLOW_CONN_*`` variables in the environment every component inherits.
 """
@@ -46,7 +46,7 @@ def stack_env(home: Path, api_port: int, extra: dict[str, str] | None = None) ->
 
     :param home: ``AIRFLOW_HOME`` (SQLite metadata DB, logs, generated admin password).
     :param api_port: API server port (UI, REST API and the task execution API).
-    :param extra: added last (connections, replay folder, config path).
+    :param extra: added last (connections, config path).
     """
     return {
         **os.environ,

@@ -6,7 +6,7 @@ the URL and the admin login. The supervisor holds PostgreSQL, moto (S3, Kinesis)
 which is what ``down`` sends. State lives in ``.stack/`` (``state.json``, ``supervisor.log``,
 the metadata DB and logs under ``.stack/airflow``).
 
-By default the hooks replay the recordings (``include/recordings``), so manual runs from the UI
+By default the hooks reach the vendor stand-in serving the recordings (``include/recordings``), so manual runs from the UI
 work offline over the recorded dates (e.g. market_yahoo_1d with logical date 2021-07-20);
 ``--live`` calls the vendors. Scheduled runs are off (``[scheduler] use_job_schedule``): trigger
 runs or backfills by hand.
@@ -41,10 +41,8 @@ def _alive(pid: int) -> bool:
 def serve(live: bool) -> None:
     """Run the services and the stack until SIGTERM; write STATE once ready."""
     sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
-    if not live:
-        os.environ["MARKET_INGEST_REPLAY_DIR"] = str(ROOT / "include" / "recordings")
     from demo.run_demo import DEMO_ALPHA_VANTAGE_CONN
-    from demo.services import create_sinks, embedded_services
+    from demo.services import create_sinks, embedded_services, vendor_env
     from demo.stack import running_stack
     from market_ingest.config import load_config
     from market_ingest.dag_factory import build_dags
@@ -53,9 +51,11 @@ def serve(live: bool) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     cfg = load_config()
-    with embedded_services(WORK) as svc:
+    with embedded_services(WORK, vendors=not live) as svc:
         env = svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id)
-        if not live or "AIRFLOW_CONN_MARKET_ALPHA_VANTAGE" not in os.environ:
+        if svc.vendors_url:
+            env.update(vendor_env(svc.vendors_url, cfg))  # every vendor connection through the stand-in
+        elif "AIRFLOW_CONN_MARKET_ALPHA_VANTAGE" not in os.environ:
             env["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"] = json.dumps(DEMO_ALPHA_VANTAGE_CONN)
         create_sinks(svc, cfg)
         with running_stack(WORK / "airflow", sorted(build_dags()), env, api_port=PORT) as stack:
@@ -70,6 +70,7 @@ def serve(live: bool) -> None:
                         "password": password,
                         "postgres": svc.pg_conninfo(),
                         "aws_endpoint": svc.aws_endpoint,
+                        "vendors_url": svc.vendors_url,
                     }
                 )
             )
@@ -139,7 +140,7 @@ def down(timeout: float = 120) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Leave the stack running (up) or stop it (down).")
     parser.add_argument("command", choices=["up", "down", "serve"])
-    parser.add_argument("--live", action="store_true", help="call the live vendor APIs instead of replaying")
+    parser.add_argument("--live", action="store_true", help="call the live vendor APIs instead of the stand-in")
     a = parser.parse_args()
     if a.command == "serve":
         serve(a.live)

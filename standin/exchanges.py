@@ -150,6 +150,13 @@ class Exchange:
             missing = f"the recording of {self.vendor} {market_id} {interval} holds no candle in the range asked"
         return clock, rows, missing
 
+    def recorded_error(self, market_id: str | None, interval: str | None) -> Response | None:
+        """A recorded non-200 answer for this market's candles (an exchange's error body), served as recorded."""
+        for rec in self.standin.library.of(self.vendor, "candles", market_id, interval):
+            if rec.status != 200:
+                return Response(rec.status, rec.body, rec.content_type, rec.requested_at)
+        return None
+
     def throttled(self, request: Request, why: str) -> Response:
         """HTTP 429 in the exchange's error shape (overridden where the exchange differs)."""
         return Response.json(429, {"error": "Too Many Requests"})
@@ -218,6 +225,8 @@ class Binance(Exchange):
             market_id, interval = request.param("symbol"), self.interval_of(request.param("interval"))
             if interval is None:
                 return Response.json(400, {"code": -1120, "msg": "Invalid interval."})
+            if (error := self.recorded_error(market_id, interval)) is not None:
+                return error
             if not market_id or not self.listed(market_id):
                 return self.invalid(f"binance does not list {market_id}")
             limit = min(int(request.param("limit", default=str(self.default_limit))), self.max_limit)
@@ -328,6 +337,8 @@ class KuCoin(Exchange):
             market_id, interval = request.param("symbol"), self.interval_of(request.param("type"))
             if interval is None:
                 return Response.json(400, {"code": "400100", "msg": "type invalid"})
+            if (error := self.recorded_error(market_id, interval)) is not None:
+                return error
             if not market_id or not self.listed(market_id):
                 return Response.json(200, {"code": "400100", "msg": "This pair is not provided at present"}, None,
                                      **{"X-Standin-Missing": f"kucoin does not list {market_id}"})  # fmt: skip
@@ -407,6 +418,8 @@ class Coinbase(Exchange):
             interval = self.interval_of(request.param("granularity"))
             if interval is None:
                 return Response.json(400, {"error": "INVALID_ARGUMENT", "message": "granularity is invalid"})
+            if (error := self.recorded_error(market_id, interval)) is not None:
+                return error
             if not self.listed(market_id):
                 return Response.json(404, {"error": "NOT_FOUND", "error_details": "ProductID is invalid", "message": "ProductID is invalid"},
                                      None, **{"X-Standin-Missing": f"coinbase does not list {market_id}"})  # fmt: skip
@@ -476,6 +489,8 @@ class CoinbaseExchange(Exchange):
             interval = self.interval_of(request.param("granularity"))
             if interval is None:
                 return Response.json(400, {"message": "Unsupported granularity"})
+            if (error := self.recorded_error(market_id, interval)) is not None:
+                return error
             if not self.listed(market_id):
                 return Response.json(
                     404, {"message": "NotFound"}, None, **{"X-Standin-Missing": f"coinbaseexchange does not list {market_id}"}
@@ -548,6 +563,8 @@ class Kraken(Exchange):
             market_id, interval = request.param("pair"), self.interval_of(request.param("interval", default="1"))
             if interval is None:
                 return Response.json(200, {"error": ["EGeneral:Invalid arguments"]})
+            if (error := self.recorded_error(market_id, interval)) is not None:
+                return error
             if not market_id or not self.listed(market_id):
                 return Response.json(
                     200,
@@ -617,6 +634,8 @@ class OKX(Exchange):
             market_id, interval = request.param("instId"), self.interval_of(request.param("bar", default="1m"))
             if interval is None:
                 return Response.json(200, {"code": "51000", "msg": "Parameter bar error", "data": []})
+            if (error := self.recorded_error(market_id, interval)) is not None:
+                return error
             if not market_id or not self.listed(market_id):
                 return Response.json(200, {"code": "51001", "msg": "Instrument ID does not exist", "data": []}, None,
                                      **{"X-Standin-Missing": f"okx does not list {market_id}"})  # fmt: skip

@@ -52,6 +52,8 @@ class StandIn:
     :param seed: the synthetic market's seed.
     :param pairs: spot pairs every exchange lists (besides the recorded ones).
     :param clock: the synthetic market's "now" (default: the wall clock at each request).
+    :param watch: re-read the recordings folder when its sidecars change (tests that add
+        recordings while the stand-in runs).
     """
 
     def __init__(
@@ -62,11 +64,13 @@ class StandIn:
         seed: int = 7,
         pairs: tuple[tuple[str, str], ...] = DEFAULT_PAIRS,
         clock: datetime | None = None,
+        watch: bool = False,
     ) -> None:
         self.synthetic, self.seed, self.pairs, self.clock = synthetic, seed, pairs, clock
         exchanges = [cls(self) for cls in EXCHANGES]
-        extents = {"yahoo": yahoo_extent, "alpha_vantage": av_extent, **{ex.vendor: ex.extent for ex in exchanges}}
-        self.library = Library(recordings, extents)
+        self._extents = {"yahoo": yahoo_extent, "alpha_vantage": av_extent, **{ex.vendor: ex.extent for ex in exchanges}}
+        self._root, self._watch, self._seen = recordings, watch, None
+        self._library = Library(recordings, self._extents)
         self.vendors = [Yahoo(self), AlphaVantage(self), *exchanges]
         self.by_host = {host: v for v in self.vendors for host in v.hosts}
         self.limits: dict[str, RateLimit] = {}
@@ -74,6 +78,15 @@ class StandIn:
         self.latency_s = 0.0
         self.log: list[dict] = []
         self.lock = threading.Lock()
+
+    @property
+    def library(self) -> Library:
+        """The recordings; re-read first when ``watch`` and a sidecar was added, removed or changed."""
+        if self._watch and self._root:
+            seen = sorted((p.name, p.stat().st_mtime_ns) for p in Path(self._root).rglob("*.meta.yaml"))
+            if seen != self._seen:
+                self._library, self._seen = Library(self._root, self._extents), seen
+        return self._library
 
     def now(self) -> datetime:
         """The synthetic market's clock."""

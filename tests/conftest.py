@@ -9,6 +9,7 @@ starts its own with :func:`serving` over a folder written by :func:`recording`.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = ROOT / "include" / "recordings"
-YAHOO_RECORDINGS = RECORDINGS / "yahoo"
+#: A ccxt connection to the stand-in for exchanges the pipeline config has no source for (coinbaseexchange, okx).
+STANDIN_CONN = "market_standin"
+STANDIN_CONN_ENV = f"AIRFLOW_CONN_{STANDIN_CONN.upper()}"
 
 # Airflow reads its configuration at import: set it before any test imports airflow.
 _AIRFLOW_HOME = Path(os.environ.get("MARKET_INGEST_TEST_HOME", "/tmp")) / f"market-ingest-tests-{os.getpid()}"
@@ -63,6 +66,7 @@ def serving(standin, monkeypatch) -> Iterator[str]:
         with monkeypatch.context() as m:
             for key, value in vendor_env(server.url, load_config()).items():
                 m.setenv(key, value)
+            m.setenv(STANDIN_CONN_ENV, json.dumps({"conn_type": "ccxt", "host": server.url}))
             yield server.url
     finally:
         server.shutdown()
@@ -78,6 +82,7 @@ def vendors():
 
     server = StandInServer(StandIn(RECORDINGS)).start()
     os.environ.update(vendor_env(server.url, load_config()))
+    os.environ[STANDIN_CONN_ENV] = json.dumps({"conn_type": "ccxt", "host": server.url})
     yield server
     server.shutdown()
 

@@ -1,8 +1,9 @@
-"""Build the replay cassettes in ``include/recordings/`` from ``../shared/fixtures/``.
+"""Build the recordings in ``include/recordings/`` (served by the vendor stand-in) from ``../shared/fixtures/``.
 
-Each recorded response in the shared fixtures becomes one vcrpy cassette (YAML) holding the
-request as it was sent (URL from PROVENANCE.md), the HTTP status, the ``Date`` header of the
-recording and the body byte for byte. The provenance lines of every fixture used are copied to
+Each recorded response in the shared fixtures becomes its body byte for byte (``<name>.json``)
+and a sidecar ``<name>.meta.yaml`` naming vendor, endpoint, symbol, interval, the vendor's clock
+when it answered (the ``Date`` of the recording, where known), the window asked and the request
+as it was sent (URL from PROVENANCE.md). The provenance lines of every fixture used are copied to
 ``include/recordings/PROVENANCE.md`` so the repository stands on its own.
 
 Run from the repository root::
@@ -10,7 +11,8 @@ Run from the repository root::
     python tools/build_recordings.py [--fixtures ../shared/fixtures]
 
 The output is committed; this script only needs to run again when a fixture is added upstream.
-Anyone can also add a recording by hand: drop a vcrpy cassette into ``include/recordings/<source>/``.
+Anyone can also add a recording by hand: drop a body and its sidecar into ``include/recordings/<vendor>/``
+(format in ``standin/recordings.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import argparse
 import email.utils
 import json
 import re
+from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
@@ -43,53 +47,24 @@ def _provenance_sections(text: str) -> dict[str, str]:
     return sections
 
 
-def _cassette(url: str, code: int, date: str, body: str, content_type: str) -> dict:
-    reason = {200: "OK", 404: "Not Found"}.get(code, "")
-    return {
-        "version": 1,
-        "interactions": [
-            {
-                "request": {"method": "GET", "uri": url, "body": None, "headers": {}},
-                "response": {
-                    "status": {"code": code, "message": reason},
-                    "headers": {"Content-Type": [content_type], "Date": [date]},
-                    "body": {"string": body},
-                },
-            }
-        ],
-    }
+def _iso(date: str | None) -> str | None:
+    """An HTTP date as ISO 8601 UTC (``2021-10-22T23:12:30Z``), ``None`` when unknown."""
+    return email.utils.parsedate_to_datetime(date).strftime("%Y-%m-%dT%H:%M:%SZ") if date else None
 
 
-def _handshake_cassette() -> dict:
-    """The cookie/crumb handshake yfinance performs before its first data request.
-
-    Synthesised, not recorded: it carries no market data, and a live crumb is a per-session token
-    that must not be committed. ``fc.yahoo.com`` answers 404 with a cookie in real life; here it
-    answers 404 without one, and ``getcrumb`` answers a fixed token, which the replay matcher
-    ignores on data requests.
-    """
-    date = "Thu, 01 Jan 1970 00:00:00 GMT"
-    fc = _cassette("https://fc.yahoo.com/", 404, date, "", "text/html")
-    crumb = _cassette("https://query1.finance.yahoo.com/v1/test/getcrumb", 200, date, "replay-crumb", "text/plain")
-    # After any 4xx yfinance retries once with its other cookie strategy (csrf), which starts at
-    # the consent page; a page without a csrfToken sends it back to the basic strategy.
-    consent = _cassette("https://guce.yahoo.com/consent", 200, date, "<html><body></body></html>", "text/html")
-    return {"version": 1, "interactions": fc["interactions"] + crumb["interactions"] + consent["interactions"]}
-
-
-def _delisted_info_cassette(symbol: str) -> dict:
-    """yfinance's fallback request when the timezone probe of a delisted symbol answers 404.
-
-    Synthesised in Yahoo's error shape (the chart 404 for the same symbol is the real recording):
-    yfinance asks ``quoteSummary`` for the exchange timezone before giving up on the symbol.
-    """
-    url = (
-        f"https://query2.finance.yahoo.com/v10/finance/quoteSummary/{symbol}?modules=financialData%2CquoteType"
-        f"%2CdefaultKeyStatistics%2CassetProfile%2CsummaryDetail&corsDomain=finance.yahoo.com&formatted=false"
-        f"&symbol={symbol}&lang=en-US&region=US"
-    )
-    body = f'{{"quoteSummary":{{"result":null,"error":{{"code":"Not Found","description":"Quote not found for symbol: {symbol}"}}}}}}'
-    return _cassette(url, 404, "Mon, 16 Sep 2024 12:14:23 GMT", body, "application/json")
+def _write(out_dir: Path, stem: str, body: str, url: str, date: str | None, status: int = 200, **meta) -> Path:
+    """Write ``<stem>.json`` (the body as recorded) and its sidecar ``<stem>.meta.yaml``; return the body's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sidecar = {**meta}
+    if date:
+        sidecar["requested_at"] = _iso(date)
+    if status != 200:
+        sidecar["status"] = status
+    sidecar.update(request=f"GET {url}", provenance="include/recordings/PROVENANCE.md")
+    path = out_dir / f"{stem}.json"
+    path.write_text(body)
+    (out_dir / f"{stem}.meta.yaml").write_text(yaml.safe_dump(sidecar, sort_keys=False, width=1 << 20))
+    return path
 
 
 # Alpha Vantage fixtures replayed by the demo: (fixture, request query, recorded-at). The upstream
@@ -106,15 +81,17 @@ ALPHA_VANTAGE = [
 
 
 def build_alpha_vantage(fixtures: Path, sections: dict[str, str]) -> list[str]:
-    """One cassette per entry of :data:`ALPHA_VANTAGE`; return their provenance sections."""
+    """One recording per entry of :data:`ALPHA_VANTAGE`; return their provenance sections."""
     out_dir = OUT / "alpha_vantage"
     out_dir.mkdir(parents=True, exist_ok=True)
     provenance = []
     for rel, query, date in ALPHA_VANTAGE:
-        body = (fixtures / rel).read_text()
-        cassette = _cassette(f"https://www.alphavantage.co/query?{query}", 200, date, body, "application/json")
-        path = out_dir / (Path(rel).stem + ".yaml")
-        path.write_text(yaml.safe_dump(cassette, sort_keys=False, width=1 << 30))
+        params = dict(p.split("=", 1) for p in query.split("&"))
+        interval = {"TIME_SERIES_DAILY": {"interval": "1d"}}.get(params["function"], {})
+        path = _write(
+            out_dir, Path(rel).stem, (fixtures / rel).read_text(), f"https://www.alphavantage.co/query?{query}", date,
+            vendor="alpha_vantage", endpoint=params["function"], symbol=params["symbol"], **interval,
+        )  # fmt: skip
         provenance += [sections[rel].replace(f"### `{rel}`", f"### `alpha_vantage/{path.name}` (from `{rel}`)"), ""]
     return provenance
 
@@ -164,17 +141,6 @@ EXCHANGES = [
     ),
 ]
 
-#: ccxt market structures for exchanges whose market list was not recorded. The ids are the
-#: exchanges' own (they appear in the recorded request URLs) and match ccxt's static test markets
-#: (ccxt/ccxt ts/src/test/static/markets/<exchange>.json); only the fields ccxt reads for market
-#: data are kept.
-MARKETS = {
-    "kucoin": [("BTC/USDT", "BTC-USDT"), ("ETH/USDT", "ETH-USDT")],
-    "coinbase": [("BTC/USD", "BTC-USD"), ("ETH/USD", "ETH-USD")],
-    "coinbaseexchange": [("BTC/USDT", "BTC-USDT"), ("BTC/USD", "BTC-USD")],
-}
-
-
 # KuCoin's ticker statistics for BTC-USDT as ccxt recorded them (GET /api/v1/market/stats?symbol=BTC-USDT,
 # 2024-03-08 11:35:10 UTC; BTC 67.4k): ccxt/ccxt ts/src/test/static/response/kucoin.json,
 # methods.fetchTicker[0].httpResponse, commit 012012e91dc8bcc508c5ba63b4058ffd8b727128.
@@ -198,7 +164,7 @@ KUCOIN_STATS = {
 }
 
 
-def _kucoin_all_tickers_cassette() -> dict:
+def _kucoin_all_tickers_body() -> str:
     """``GET /api/v1/market/allTickers`` (what ccxt's ``fetch_tickers`` calls) DERIVED from :data:`KUCOIN_STATS`.
 
     Not a recording: KuCoin's all-tickers answer carries the same per-symbol fields as the recorded
@@ -206,89 +172,64 @@ def _kucoin_all_tickers_cassette() -> dict:
     documentation, "Get All Tickers"). Only BTC-USDT is in it.
     """
     ticker = {k: v for k, v in KUCOIN_STATS.items() if k != "time"} | {"symbolName": "BTC-USDT"}
-    body = json.dumps({"code": "200000", "data": {"time": KUCOIN_STATS["time"], "ticker": [ticker]}})
-    cassette = _cassette(
-        "https://api.kucoin.com/api/v1/market/allTickers", 200, "Fri, 08 Mar 2024 11:35:10 GMT", body, "application/json"
-    )
-    return cassette
+    return json.dumps({"code": "200000", "data": {"time": KUCOIN_STATS["time"], "ticker": [ticker]}})
 
 
-def _market(symbol: str, market_id: str) -> dict:
-    base, quote = symbol.split("/")
-    return {
-        "id": market_id,
-        "symbol": symbol,
-        "base": base,
-        "quote": quote,
-        "baseId": base,
-        "quoteId": quote,
-        "type": "spot",
-        "spot": True,
-        "margin": False,
-        "swap": False,
-        "future": False,
-        "option": False,
-        "contract": False,
-        "active": True,
-        "linear": None,
-        "inverse": None,
-    }
+#: exchange timeframe spelling -> canonical interval, for the sidecars
+_TIMEFRAMES = {"1m": "1m", "1hour": "1h", "ONE_HOUR": "1h", "3600": "1h"}
+
+
+def _exchange_meta(folder: str, url: str) -> dict:
+    """Sidecar fields of an exchange request URL: endpoint, market id, interval."""
+    parts = urlsplit(url)
+    q = dict(parse_qsl(parts.query))
+    if "exchangeInfo" in parts.path:
+        return {"vendor": folder, "endpoint": "markets"}
+    symbol = q.get("symbol") or parts.path.split("/")[-2]
+    interval = _TIMEFRAMES[q.get("interval") or q.get("type") or q.get("granularity")]
+    return {"vendor": folder, "endpoint": "candles", "symbol": symbol, "interval": interval}
 
 
 def build_exchanges(fixtures: Path, sections: dict[str, str]) -> list[str]:
-    """One cassette per entry of :data:`EXCHANGES`, the derived KuCoin tickers, and ``markets.json`` per :data:`MARKETS`."""
+    """One recording per entry of :data:`EXCHANGES` and the derived KuCoin tickers; return their provenance."""
     provenance = []
     for rel, folder, url, date in EXCHANGES:
-        out_dir = OUT / folder
-        out_dir.mkdir(parents=True, exist_ok=True)
-        body = (fixtures / rel).read_text()
-        cassette = _cassette(url, 200, date or "", body, "application/json")
-        if date is None:
-            del cassette["interactions"][0]["response"]["headers"]["Date"]
-        path = out_dir / (Path(rel).stem + ".yaml")
-        path.write_text(yaml.safe_dump(cassette, sort_keys=False, width=1 << 30))
+        path = _write(OUT / folder, Path(rel).stem, (fixtures / rel).read_text(), url, date, **_exchange_meta(folder, url))
         provenance += [
             sections[rel].replace(f"### `{rel}`", f"### `{folder}/{path.name}` (from `{rel}`)"),
-            f"- replayed as: GET {url}" + (f", Date {date}" if date else ", no Date (time not recorded)"),
+            f"- served for: GET {url}" + (f", Date {date}" if date else ", no Date (time not recorded)"),
             "",
         ]
-    (OUT / "kucoin" / "_derived_allTickers_BTC-USDT_2024-03-08.yaml").write_text(
-        yaml.safe_dump(_kucoin_all_tickers_cassette(), sort_keys=False, width=1 << 30)
-    )
+    _write(
+        OUT / "kucoin", "derived_allTickers_BTC-USDT_2024-03-08", _kucoin_all_tickers_body(),
+        "https://api.kucoin.com/api/v1/market/allTickers", "Fri, 08 Mar 2024 11:35:10 GMT", vendor="kucoin", endpoint="tickers",
+    )  # fmt: skip
     provenance += [
-        "### `kucoin/_derived_allTickers_BTC-USDT_2024-03-08.yaml` (DERIVED, not a recording)",
+        "### `kucoin/derived_allTickers_BTC-USDT_2024-03-08.json` (DERIVED, not a recording)",
         "- from: KuCoin GET /api/v1/market/stats?symbol=BTC-USDT as recorded in ccxt/ccxt "
         "`ts/src/test/static/response/kucoin.json` (methods.fetchTicker[0].httpResponse), commit "
         "012012e91dc8bcc508c5ba63b4058ffd8b727128; BTC 67,400 at 2024-03-08 11:35:10 UTC (real).",
         "- reshaped into the all-tickers envelope ccxt's fetch_tickers reads; values unchanged.",
         "",
     ]
-    for folder, markets in MARKETS.items():
-        (OUT / folder).mkdir(parents=True, exist_ok=True)
-        doc = [_market(sym, mid) for sym, mid in markets]
-        (OUT / folder / "markets.json").write_text(json.dumps(doc, indent=1) + "\n")
     return provenance
 
 
 def build(fixtures: Path) -> list[Path]:
-    """Write one cassette per Yahoo chart fixture; return the paths written."""
+    """Write every recording (Yahoo charts, Alpha Vantage, exchanges) and PROVENANCE.md; return the Yahoo bodies written."""
     sections = _provenance_sections((fixtures / "PROVENANCE.md").read_text())
     out_dir = OUT / "yahoo"
-    out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     provenance = [
-        "# Provenance of the replay recordings",
+        "# Provenance of the recordings",
         "",
         "Built by `python tools/build_recordings.py` from `../shared/fixtures/` (see its PROVENANCE.md).",
-        "Each cassette holds one real response body byte for byte, the request URL it answered and the",
-        "`Date` of the recording. The replay matcher serves a data request from a recording of the same",
-        "symbol and interval whose `[period1, period2)` contains the requested window, and serves",
-        "yfinance's timezone probe (`range=1d`) from any recording of that symbol: yfinance reads only",
-        "`meta.exchangeTimezoneName` from it.",
-        "",
-        "`yahoo/_handshake.yaml` is synthesised (yfinance's cookie/crumb handshake; no market data).",
-        "`yahoo/_synthesised_quoteSummary_SIX_404.yaml` is synthesised in Yahoo's error shape: the request",
-        "yfinance makes for a symbol whose timezone probe answered 404 (the chart 404 is the real recording).",
+        "Each recording is one real response body byte for byte (`<name>.json`) with a sidecar",
+        "`<name>.meta.yaml` naming vendor, endpoint, symbol, interval, the vendor's clock when it answered",
+        "(`requested_at`, the recording's `Date`; absent where unknown) and the request it answered. The",
+        "vendor stand-in (`standin/`) serves each for any request whose symbol, interval and range it covers.",
+        "yfinance's cookie/crumb handshake and Yahoo's quoteSummary 404 are part of the stand-in's Yahoo",
+        "protocol, not recordings.",
         "",
     ]
     for rel, section in sorted(sections.items()):
@@ -299,18 +240,18 @@ def build(fixtures: Path) -> list[Path]:
             raise SystemExit(f"{rel}: no parsable '- request:' line in PROVENANCE.md")
         date = req.group("date").strip()
         email.utils.parsedate_to_datetime(date)  # fail here, not at replay, on a bad date
-        body = (fixtures / rel).read_text()
-        cassette = _cassette(req.group("url"), int(req.group("code")), date, body, "application/json")
-        path = out_dir / (Path(rel).stem + ".yaml")
-        path.write_text(yaml.safe_dump(cassette, sort_keys=False, width=1 << 30))
+        url = req.group("url")
+        q = dict(parse_qsl(urlsplit(url).query))
+        window = [
+            _iso(email.utils.format_datetime(datetime.fromtimestamp(int(q[k]), timezone.utc), usegmt=True))
+            for k in ("period1", "period2")
+        ]
+        path = _write(
+            out_dir, Path(rel).stem, (fixtures / rel).read_text(), url, date, int(req.group("code")),
+            vendor="yahoo", endpoint="chart", symbol=urlsplit(url).path.rsplit("/", 1)[1], interval=q["interval"], window=window,
+        )  # fmt: skip
         written.append(path)
         provenance += [section.replace(f"### `{rel}`", f"### `yahoo/{path.name}` (from `{rel}`)"), ""]
-    delisted = out_dir / "_synthesised_quoteSummary_SIX_404.yaml"
-    delisted.write_text(yaml.safe_dump(_delisted_info_cassette("SIX"), sort_keys=False, width=1 << 30))
-    written.append(delisted)
-    hs = out_dir / "_handshake.yaml"
-    hs.write_text(yaml.safe_dump(_handshake_cassette(), sort_keys=False))
-    written.append(hs)
     provenance += [
         "## Alpha Vantage",
         "",
@@ -320,12 +261,11 @@ def build(fixtures: Path) -> list[Path]:
     ]
     provenance += build_alpha_vantage(fixtures, sections)
     provenance += [
-        "## Crypto exchanges (replayed through ccxt)",
+        "## Crypto exchanges",
         "",
-        "Each cassette's URL is the window its body covers; see tools/build_recordings.py EXCHANGES.",
-        "`<exchange>/markets.json` (kucoin, coinbase, coinbaseexchange) is not a recording: ccxt market",
-        "structures written by the build script for the symbols recorded, with the exchanges' own market ids,",
-        "because those exchanges' market lists were not recorded. Binance's comes from its recorded exchangeInfo.",
+        "Each sidecar's request is the window its body covers; see tools/build_recordings.py EXCHANGES.",
+        "KuCoin's, Coinbase's and Coinbase Exchange's market lists were not recorded: the stand-in lists",
+        "its spot pairs in each exchange's format. Binance's comes from its recorded exchangeInfo.",
         "",
     ]
     provenance += build_exchanges(fixtures, sections)

@@ -4,14 +4,14 @@ run picks them up, and the API key (echoed by the quota body) reaches no log, XC
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg
 import pytest
-import yaml
 
-from tests.conftest import RECORDINGS
+from tests.conftest import RECORDINGS, recording, serving
 from tests.e2e.test_dag_run import _run, report_of
 
 pytestmark = pytest.mark.e2e
@@ -20,31 +20,24 @@ FAKE_KEY = "FAKEKEYQ1W2E3R4T5Y6"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alpha_vantage"
 
 
-def _recordings(folder: Path, body: str, date: str, status: int = 200) -> None:
-    """A replay library answering IBM's compact daily series with ``body`` (HTTP ``status``), recorded at ``date``."""
-    (folder / "alpha_vantage").mkdir(parents=True)
-    (folder / "alpha_vantage" / "ibm.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "version": 1,
-                "interactions": [
-                    {
-                        "request": {
-                            "method": "GET",
-                            "uri": "https://www.alphavantage.co/query?function=TIME_SERIES_DAILY&symbol=IBM&outputsize=compact",
-                            "body": None,
-                            "headers": {},
-                        },
-                        "response": {
-                            "status": {"code": status, "message": "OK" if status == 200 else "Service Unavailable"},
-                            "headers": {"Content-Type": ["application/json"], "Date": [date]},
-                            "body": {"string": body},
-                        },
-                    }
-                ],
-            }
-        )
-    )
+def _recordings(folder: Path, body: str, requested_at: str, status: int = 200) -> Path:
+    """A recordings folder answering IBM's daily series with ``body`` (HTTP ``status``), answered at ``requested_at``."""
+    recording(
+        folder / "alpha_vantage", "ibm", body, vendor="alpha_vantage", endpoint="TIME_SERIES_DAILY", symbol="IBM",
+        requested_at=requested_at, status=status,
+    )  # fmt: skip
+    return folder
+
+
+@contextmanager
+def alpha_vantage_serving(folder: Path, key: str, monkeypatch):
+    """A stand-in over ``folder``; connection ``market_alpha_vantage`` reaches it with API key ``key``."""
+    from standin.server import StandIn
+
+    with serving(StandIn(folder), monkeypatch) as url:
+        conn = {"conn_type": "alpha_vantage", "password": key, "host": f"{url}/www.alphavantage.co/query"}
+        monkeypatch.setenv("AIRFLOW_CONN_MARKET_ALPHA_VANTAGE", json.dumps(conn))
+        yield url
 
 
 def test_quota_defers_without_retries_next_run_picks_up_and_key_never_leaks(
@@ -58,19 +51,18 @@ def test_quota_defers_without_retries_next_run_picks_up_and_key_never_leaks(
     from demo.services import read_stream
 
     caplog.set_level(logging.DEBUG)
-    monkeypatch.setenv("AIRFLOW_CONN_MARKET_ALPHA_VANTAGE", json.dumps({"conn_type": "alpha_vantage", "password": FAKE_KEY}))
     quota = (FIXTURES / "av_ERROR_Information_rate_limit_25_per_day_2025-12.json").read_text()
-    _recordings(
+    day1 = _recordings(
         tmp_path / "day1",
         quota.replace("free API requests", f"free API requests (apikey={FAKE_KEY})"),
-        "Fri, 10 Nov 2023 23:00:00 GMT",
+        "2023-11-10T23:00:00Z",
     )
-    ibm = yaml.safe_load(next((RECORDINGS / "alpha_vantage").glob("*IBM*[0-9].yaml")).read_text())
-    _recordings(tmp_path / "day2", ibm["interactions"][0]["response"]["body"]["string"], "Sat, 11 Nov 2023 00:00:00 GMT")
+    ibm = (RECORDINGS / "alpha_vantage" / "av_TIME_SERIES_DAILY_IBM_compact_2023-11-10.json").read_text()
+    day2 = _recordings(tmp_path / "day2", ibm, "2023-11-11T00:00:00Z")
 
     # Day 1: the quota body answers IBM; MSFT is never requested.
-    monkeypatch.setenv("MARKET_INGEST_REPLAY_DIR", str(tmp_path / "day1"))
-    first = _run("market_alpha_vantage_1d", datetime(2023, 11, 10, tzinfo=UTC), {"symbols": ["IBM", "MSFT"]})
+    with alpha_vantage_serving(day1, FAKE_KEY, monkeypatch):
+        first = _run("market_alpha_vantage_1d", datetime(2023, 11, 10, tzinfo=UTC), {"symbols": ["IBM", "MSFT"]})
     assert str(first.state).endswith("success")
     report = report_of(first)
     assert {s: v["status"] for s, v in report["symbols"].items()} == {"IBM": "deferred", "MSFT": "deferred"}
@@ -78,8 +70,8 @@ def test_quota_defers_without_retries_next_run_picks_up_and_key_never_leaks(
     assert [ti.try_number for ti in extract] == [1]  # no retry spent on a spent quota
 
     # Day 2 (a new UTC day, fresh budget): IBM's window reaches back to its deferral.
-    monkeypatch.setenv("MARKET_INGEST_REPLAY_DIR", str(tmp_path / "day2"))
-    second = _run("market_alpha_vantage_1d", datetime(2023, 11, 11, tzinfo=UTC), {"symbols": ["IBM"]})
+    with alpha_vantage_serving(day2, FAKE_KEY, monkeypatch):
+        second = _run("market_alpha_vantage_1d", datetime(2023, 11, 11, tzinfo=UTC), {"symbols": ["IBM"]})
     assert str(second.state).endswith("success")
     assert report_of(second)["symbols"]["IBM"]["timescale"] == 2  # 2023-11-09 (deferred) and 2023-11-10
     with psycopg.connect(services.pg_conninfo()) as conn:

@@ -1,4 +1,4 @@
-"""End to end: a DAG run through Airflow (``dag.test``) on replayed recordings into all three sinks."""
+"""End to end: a DAG run through Airflow (``dag.test``) on recordings served by the stand-in into all three sinks."""
 
 from __future__ import annotations
 

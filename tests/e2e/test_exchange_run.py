@@ -1,4 +1,4 @@
-"""End to end: an exchange DAG through Airflow (``dag.test``) on replayed Binance candles into all three sinks."""
+"""End to end: an exchange DAG through Airflow (``dag.test``) on recorded Binance candles from the stand-in into all three sinks."""
 
 from __future__ import annotations
 

@@ -11,29 +11,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
-import yaml
-
 from tests.conftest import RECORDINGS
 
 UTC = timezone.utc
 
 
 def derived_yahoo_library(folder: Path, edits: dict[str, list[tuple[str, str, float]]]) -> Path:
-    """A replay root whose ``yahoo/`` holds the committed recordings, with values edited.
+    """A recordings folder whose ``yahoo/`` holds the committed recordings, with values edited.
 
     :param edits: ``{recording file prefix: [(ISO date, field, value)]}``; ``field`` is an
         ``indicators.quote`` series (``open``, ``high``, ``low``, ``close``, ``volume``) or
         ``adjclose``; ``value`` may be ``nan`` or ``inf`` (Yahoo's JSON parser, Python's ``json``,
         reads ``NaN`` and ``Infinity``).
-    :return: the replay root (``MARKET_INGEST_REPLAY_DIR``).
+    :return: the recordings folder (serve it with ``tests.conftest.serving``).
     """
     target = folder / "yahoo"
     shutil.copytree(RECORDINGS / "yahoo", target)
     for prefix, changes in edits.items():
-        (path,) = sorted(p for p in target.glob(f"{prefix}*.yaml") if not p.name.endswith(".meta.yaml"))
-        cassette = yaml.safe_load(path.read_text())
-        response = cassette["interactions"][0]["response"]["body"]
-        doc = json.loads(response["string"])
+        (path,) = sorted(target.glob(f"{prefix}*.json"))
+        doc = json.loads(path.read_text())
         result = doc["chart"]["result"][0]
         offset = result["meta"]["gmtoffset"]
         days = [datetime.fromtimestamp(t + offset, UTC).date().isoformat() for t in result["timestamp"]]
@@ -45,8 +41,7 @@ def derived_yahoo_library(folder: Path, edits: dict[str, list[tuple[str, str, fl
                 else result["indicators"]["quote"][0][field]
             )
             series[i] = value
-        response["string"] = json.dumps(doc, allow_nan=True)
-        path.write_text(yaml.safe_dump(cassette))
+        path.write_text(json.dumps(doc, allow_nan=True))
     return folder
 
 

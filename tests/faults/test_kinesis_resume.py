@@ -12,7 +12,6 @@ import pytest
 from market_ingest.hooks.yahoo import Window, YahooFinanceHook
 from market_ingest.kinesis import PartialFailureError
 from market_ingest.operators.market import KinesisPublishOperator
-from tests.conftest import YAHOO_RECORDINGS
 from tests.faults.support import context
 
 pytestmark = pytest.mark.integration
@@ -51,7 +50,7 @@ def staged_bars(services):
     from market_ingest.config import load_config
     from market_ingest.lake import lake_root, staging_path, staging_run_dir, write_parquet
 
-    hook = YahooFinanceHook(yahoo_conn_id=None, replay_dir=str(YAHOO_RECORDINGS))
+    hook = YahooFinanceHook()
     table, _ = hook.fetch_bars(
         ["TSLA"],
         "1d",

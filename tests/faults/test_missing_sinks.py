@@ -9,6 +9,8 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from market_ingest.operators.market import KinesisPublishOperator, LakePublishOperator, MarketExtractOperator
+from standin.server import StandIn
+from tests.conftest import serving
 from tests.faults.support import context
 
 pytestmark = pytest.mark.integration
@@ -21,13 +23,14 @@ def test_a_mistyped_bucket_fails_the_extract_before_any_request_and_creates_noth
 ):
     """Seen on main: ``mkdir(parents=True)`` created bucket ``market-lakee`` and the run succeeded."""
     pipeline_config(lambda raw: raw["lake"].update(url="s3://market_aws@market-lakee/bars"))
-    monkeypatch.setenv("MARKET_INGEST_REPLAY_DIR", str(tmp_path))  # an empty library: any request would miss
     s3 = services.boto3_client("s3")
     before = {b["Name"] for b in s3.list_buckets()["Buckets"]}
 
     task = MarketExtractOperator(task_id="extract", source="yahoo", interval="1d", batch=BATCH)
-    with pytest.raises(AirflowFailException) as failed:  # AirflowFailException: no retry is spent
+    vendor = StandIn(None)  # logs every request it gets
+    with serving(vendor, monkeypatch), pytest.raises(AirflowFailException) as failed:  # no retry is spent
         task.execute(context("manual__typo"))
+    assert vendor.log == []  # no vendor request spent on a run that cannot land
     assert "bucket 'market-lakee' does not exist" in str(failed.value)
     assert "connection market_aws" in str(failed.value) and "s3://market_aws@market-lakee/bars" in str(failed.value)
     assert {b["Name"] for b in s3.list_buckets()["Buckets"]} == before
@@ -64,7 +67,6 @@ def test_the_retry_policy_fails_permanent_errors_at_once_and_retries_the_rest():
     from market_ingest.config import load_config
     from market_ingest.dag_factory import retry_policy
     from market_ingest.kinesis import PartialFailureError
-    from market_ingest.replay import ReplayMissError
 
     policy = retry_policy(load_config())
     window = (datetime(2021, 8, 9, tzinfo=UTC), datetime(2021, 8, 14, tzinfo=UTC))
@@ -73,7 +75,6 @@ def test_the_retry_policy_fails_permanent_errors_at_once_and_retries_the_rest():
         errors.SerializationError("kinesis", "row over 1 MiB"),
         errors.ConfigurationError("yahoo", "bad symbol"),
         errors.WindowNotServableError("yahoo", "beyond the lookback", window=window),
-        ReplayMissError("no recording answers GET ..."),
         OverflowError("date value out of range"),
     ]
     retryable = [

@@ -3,7 +3,6 @@ task that failed."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 
 import pytest
@@ -12,8 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from market_ingest import outcomes
 from market_ingest.errors import VendorUnavailableError
 from market_ingest.operators.market import MarketExtractOperator, build_report
-from tests.conftest import RECORDINGS
-from tests.e2e.test_alpha_vantage_run import _recordings
+from tests.e2e.test_alpha_vantage_run import _recordings, alpha_vantage_serving
 from tests.faults.support import context
 
 UTC = timezone.utc
@@ -22,9 +20,7 @@ UTC = timezone.utc
 @pytest.mark.integration
 def test_a_vendor_outage_is_retried_and_names_source_symbol_and_window(services, tmp_path, monkeypatch):
     """On main: ``alpha_vantage: HTTP 503 for TIME_SERIES_DAILY``, with neither symbol nor window."""
-    monkeypatch.setenv("AIRFLOW_CONN_MARKET_ALPHA_VANTAGE", json.dumps({"conn_type": "alpha_vantage", "password": "FAKEKEY503X"}))
-    _recordings(tmp_path, "upstream unavailable", "Sat, 11 Nov 2023 00:00:00 GMT", status=503)  # a vendor outage
-    monkeypatch.setenv("MARKET_INGEST_REPLAY_DIR", str(tmp_path))
+    folder = _recordings(tmp_path, "upstream unavailable", "2023-11-11T00:00:00Z", status=503)  # a vendor outage
     batch = {
         "batch": 0,
         "symbols": ["IBM"],
@@ -33,28 +29,31 @@ def test_a_vendor_outage_is_retried_and_names_source_symbol_and_window(services,
         "since": {},
     }
     task = MarketExtractOperator(task_id="extract", source="alpha_vantage", interval="1d", batch=batch)
-    with pytest.raises(VendorUnavailableError) as err:  # retryable: not AirflowFailException
-        task.execute(context("manual__503"))
+    with alpha_vantage_serving(folder, "FAKEKEY503X", monkeypatch), pytest.raises(VendorUnavailableError) as err:
+        task.execute(context("manual__503"))  # retryable: not AirflowFailException
     assert str(err.value) == (
         "alpha_vantage:IBM [2023-11-06T00:00:00+00:00, 2023-11-11T00:00:00+00:00): HTTP 503 for TIME_SERIES_DAILY IBM"
     )
 
 
 @pytest.mark.integration
-def test_a_request_no_recording_answers_fails_at_once(services):
-    """On main: ``ReplayMissError`` was retried like a network fault, three times."""
+def test_requests_nothing_records_get_the_vendors_answers_not_retries(services):
+    """On main (replay): ``ReplayMissError`` was retried like a network fault, three times. Now a window
+    the recordings of a symbol do not cover gets Yahoo's "no data" answer and a symbol nothing records
+    Yahoo's 404: outcomes of the run, not errors of the task."""
     batch = {
         "batch": 0,
-        "symbols": ["MSFT"],
+        "symbols": ["MSFT", "ZZZZ"],
         "start": "2023-01-02T00:00:00+00:00",
         "end": "2023-01-07T00:00:00+00:00",
         "since": {},
     }
-    task = MarketExtractOperator(
-        task_id="extract", source="yahoo", interval="1d", batch=batch, replay_dir=str(RECORDINGS / "yahoo")
-    )
-    with pytest.raises(AirflowFailException, match="no recording .* answers GET .*/v8/finance/chart/MSFT"):
-        task.execute(context("manual__miss"))
+    task = MarketExtractOperator(task_id="extract", source="yahoo", interval="1d", batch=batch)
+    result = task.execute(context("manual__uncovered"))
+    assert [(o["symbol"], o["status"]) for o in result["outcomes"]] == [
+        ("MSFT", outcomes.NO_DATA),
+        ("ZZZZ", outcomes.UNKNOWN_SYMBOL),
+    ]
 
 
 def test_the_report_names_the_task_that_failed():

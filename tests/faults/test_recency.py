@@ -18,7 +18,6 @@ import pytest
 
 from market_ingest.hooks.timescale import TimescaleHook
 from market_ingest.hooks.yahoo import Window, YahooFinanceHook
-from tests.conftest import YAHOO_RECORDINGS
 
 pytestmark = pytest.mark.integration
 UTC = timezone.utc
@@ -27,7 +26,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def tsla():
-    hook = YahooFinanceHook(yahoo_conn_id=None, replay_dir=str(YAHOO_RECORDINGS))
+    hook = YahooFinanceHook()
     table, _ = hook.fetch_bars(["TSLA"], "1d", Window(datetime(2010, 6, 29, tzinfo=UTC), datetime(2023, 8, 11, tzinfo=UTC)), T0)
     assert table.num_rows > 3000
     return table.set_column(table.schema.get_field_index("source"), "source", pa.array(["recency-test"] * table.num_rows))

@@ -12,7 +12,8 @@ import pytest
 from market_ingest.hooks.yahoo import Window, YahooFinanceHook
 from market_ingest.kinesis import build_records
 from market_ingest.quality import validate_bars
-from tests.conftest import YAHOO_RECORDINGS
+from standin.server import StandIn
+from tests.conftest import serving
 from tests.e2e.test_dag_run import _run, report_of
 from tests.faults.support import derived_yahoo_library
 
@@ -23,7 +24,7 @@ WEEK = Window(datetime(2021, 8, 9, tzinfo=UTC), datetime(2021, 8, 14, tzinfo=UTC
 @pytest.fixture(scope="module")
 def recorded_week():
     """MSFT, NVDA and TSLA daily bars of 2021-08-09 .. 08-13 from the recordings (15 rows)."""
-    hook = YahooFinanceHook(yahoo_conn_id=None, replay_dir=str(YAHOO_RECORDINGS))
+    hook = YahooFinanceHook()
     table, _ = hook.fetch_bars(["MSFT", "NVDA", "TSLA"], "1d", WEEK, datetime(2026, 1, 1, tzinfo=UTC))
     assert table.num_rows == 15
     return table
@@ -94,12 +95,12 @@ def test_bad_values_are_rejected_by_name_and_every_other_bar_reaches_every_sink(
             "yahoo_chart_TSLA_1d_full": [("2021-08-12", "adjclose", math.inf)],
         },
     )
-    monkeypatch.setenv("MARKET_INGEST_REPLAY_DIR", str(library))
-    run = _run(
-        "market_yahoo_1d",
-        datetime(2021, 8, 16, tzinfo=UTC),
-        {"symbols": ["MSFT", "NVDA", "TSLA"], "start": "2021-08-09T00:00:00Z", "end": "2021-08-14T00:00:00Z"},
-    )
+    with serving(StandIn(library), monkeypatch):
+        run = _run(
+            "market_yahoo_1d",
+            datetime(2021, 8, 16, tzinfo=UTC),
+            {"symbols": ["MSFT", "NVDA", "TSLA"], "start": "2021-08-09T00:00:00Z", "end": "2021-08-14T00:00:00Z"},
+        )
     assert str(run.state).endswith("success")
     report = report_of(run)["symbols"]
     invalid = {s: {k: n for k, n in v["dropped"].items() if k.startswith("invalid")} for s, v in report.items()}

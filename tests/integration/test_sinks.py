@@ -12,7 +12,6 @@ import pytest
 from market_ingest.hooks.timescale import TimescaleHook
 from market_ingest.hooks.yahoo import Window, YahooFinanceHook
 from market_ingest.kinesis import build_records, put_records
-from tests.conftest import YAHOO_RECORDINGS
 
 pytestmark = pytest.mark.integration
 UTC = timezone.utc
@@ -22,7 +21,7 @@ SOURCE = "sinks-test"
 @pytest.fixture(scope="module")
 def recorded_bars():
     """MSFT, NVDA and TSLA daily bars for 2021-07-19 .. 07-23 from the recordings (15 rows)."""
-    hook = YahooFinanceHook(yahoo_conn_id=None, replay_dir=str(YAHOO_RECORDINGS))
+    hook = YahooFinanceHook()
     table, _ = hook.fetch_bars(
         ["MSFT", "NVDA", "TSLA"],
         "1d",

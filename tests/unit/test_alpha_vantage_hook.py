@@ -1,4 +1,4 @@
-"""AlphaVantageHook on replayed recorded bodies: bars, typed outcomes, quota deferral, key redaction."""
+"""AlphaVantageHook on recorded bodies served by the stand-in: bars, typed outcomes, quota deferral, key redaction."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
-import yaml
 
 from market_ingest import outcomes
 from market_ingest.errors import ConfigurationError, RateLimitedError
 from market_ingest.hooks.alpha_vantage import AlphaVantageHook, UnexpectedBodyError
 from market_ingest.intervals import Window
-from tests.conftest import RECORDINGS
+from standin.alpha_vantage import series_symbol
+from standin.server import StandIn
+from tests.conftest import RECORDINGS, recording, serving
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alpha_vantage"
 FAKE_KEY = "FAKEKEYZ9Y8X7W6V5"
@@ -39,42 +40,28 @@ class MemoryQuota:
         self.exhausted.add((vendor, day))
 
 
-@pytest.fixture(autouse=True)
-def connection(monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_MARKET_ALPHA_VANTAGE", json.dumps({"conn_type": "alpha_vantage", "password": FAKE_KEY}))
-
-
-def cassette(folder: Path, name: str, query: str, body: str) -> None:
-    (folder / f"{name}.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "version": 1,
-                "interactions": [
-                    {
-                        "request": {
-                            "method": "GET",
-                            "uri": f"https://www.alphavantage.co/query?{query}",
-                            "body": None,
-                            "headers": {},
-                        },
-                        "response": {
-                            "status": {"code": 200, "message": "OK"},
-                            "headers": {"Content-Type": ["application/json"]},
-                            "body": {"string": body},
-                        },
-                    }
-                ],
-            }
-        )
-    )
-
-
 @pytest.fixture
 def recordings(tmp_path):
-    """The committed IBM recording plus per-test bodies, all real recorded Alpha Vantage bodies."""
-    for f in (RECORDINGS / "alpha_vantage").glob("*[0-9].yaml"):
-        (tmp_path / f.name).write_text(f.read_text())
+    """The committed IBM and MSFT recordings plus per-test bodies (:func:`answer`), all real Alpha Vantage bodies."""
+    for f in (RECORDINGS / "alpha_vantage").iterdir():
+        if f.name.endswith((".json", ".meta.yaml")):
+            (tmp_path / f.name).write_bytes(f.read_bytes())
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def connection(recordings, monkeypatch):
+    """A stand-in over ``recordings`` (re-read as tests add bodies), reached with a fake key."""
+    with serving(StandIn(recordings, watch=True), monkeypatch) as url:
+        conn = {"conn_type": "alpha_vantage", "password": FAKE_KEY, "host": f"{url}/www.alphavantage.co/query"}
+        monkeypatch.setenv("AIRFLOW_CONN_MARKET_ALPHA_VANTAGE", json.dumps(conn))
+        yield
+
+
+def answer(folder: Path, name: str, query: str, body: str) -> None:
+    """A recorded ``body`` answering ``query`` (the function and symbol it names), as a recording in ``folder``."""
+    params = dict(p.split("=", 1) for p in query.split("&"))
+    recording(folder, name, body, vendor="alpha_vantage", endpoint=params["function"], symbol=series_symbol(params))
 
 
 def daily(symbol):
@@ -82,7 +69,7 @@ def daily(symbol):
 
 
 def test_daily_bars_from_the_recording(recordings):
-    hook = AlphaVantageHook(replay_dir=str(recordings), now=NOW)
+    hook = AlphaVantageHook(now=NOW)
     bars, results = hook.fetch_bars(["IBM"], "1d", WINDOW, NOW)
     assert results == [outcomes.SymbolOutcome("IBM", "ok", rows=5, dropped={"out_of_window": 95})]
     rows = bars.to_pylist()
@@ -93,10 +80,10 @@ def test_daily_bars_from_the_recording(recordings):
 def test_daily_quota_defers_the_rest_without_calls_and_never_leaks_the_key(recordings, caplog):
     quota_body = (FIXTURES / "av_ERROR_Information_rate_limit_25_per_day_2025-12.json").read_text()
     echoed = quota_body.replace("free API requests", f"free API requests for key {FAKE_KEY}")
-    cassette(recordings, "msft_quota", daily("MSFT"), echoed)
+    answer(recordings, "msft_quota", daily("MSFT"), echoed)
     store = MemoryQuota()
     caplog.set_level(logging.DEBUG)
-    hook = AlphaVantageHook(replay_dir=str(recordings), quota=store, now=NOW)
+    hook = AlphaVantageHook(quota=store, now=NOW)
     bars, results = hook.fetch_bars(["IBM", "MSFT", "AAPL", "TSLA"], "1d", WINDOW, NOW)
     assert [(o.symbol, o.status) for o in results] == [
         ("IBM", "ok"),
@@ -104,11 +91,11 @@ def test_daily_quota_defers_the_rest_without_calls_and_never_leaks_the_key(recor
         ("AAPL", "deferred"),
         ("TSLA", "deferred"),
     ]
-    assert store.taken == 2  # AAPL and TSLA were never requested (replay would have raised)
+    assert store.taken == 2  # AAPL and TSLA were never requested (the stand-in's log would show them)
     assert store.exhausted == {("alpha_vantage", date(2023, 11, 11))}
     assert set(bars["symbol"].to_pylist()) == {"IBM"}
     # A later task the same UTC day makes no call at all.
-    later = AlphaVantageHook(replay_dir=str(recordings), quota=store, now=NOW)
+    later = AlphaVantageHook(quota=store, now=NOW)
     _, again = later.fetch_bars(["IBM"], "1d", WINDOW, NOW)
     assert again[0].status == "deferred" and store.taken == 2
     everything = caplog.text + json.dumps([o.as_dict() for o in results + again])
@@ -117,36 +104,36 @@ def test_daily_quota_defers_the_rest_without_calls_and_never_leaks_the_key(recor
 
 def test_error_message_skips_only_that_symbol(recordings):
     body = (FIXTURES / "av_ERROR_Error_Message_invalid_call_FX_DAILY_2021-01.json").read_text()
-    cassette(recordings, "bad_symbol", daily("NOSUCH"), body)
-    bars, results = AlphaVantageHook(replay_dir=str(recordings), now=NOW).fetch_bars(["NOSUCH", "IBM"], "1d", WINDOW, NOW)
+    answer(recordings, "bad_symbol", daily("NOSUCH"), body)
+    bars, results = AlphaVantageHook(now=NOW).fetch_bars(["NOSUCH", "IBM"], "1d", WINDOW, NOW)
     assert results[0].status == outcomes.UNKNOWN_SYMBOL and "Invalid API call" in results[0].reason
     assert results[1].status == outcomes.OK and bars.num_rows == 5
 
 
 def test_burst_throttle_is_retryable(recordings):
-    cassette(recordings, "burst", daily("MSFT"), (FIXTURES / "av_ERROR_Note_5calls_per_minute_2018-11.json").read_text())
+    answer(recordings, "burst", daily("MSFT"), (FIXTURES / "av_ERROR_Note_5calls_per_minute_2018-11.json").read_text())
     with pytest.raises(RateLimitedError) as err:
-        AlphaVantageHook(replay_dir=str(recordings), now=NOW).fetch_bars(["MSFT"], "1d", WINDOW, NOW)
+        AlphaVantageHook(now=NOW).fetch_bars(["MSFT"], "1d", WINDOW, NOW)
     assert err.value.retryable
 
 
 def test_premium_refusal_fails_fast_naming_the_function(recordings):
     body = (FIXTURES / "av_PREMIUM_message_REALTIME_BULK_QUOTES_demo_MSFT_AAPL_IBM.json").read_text()
-    cassette(recordings, "premium", daily("MSFT"), body)
+    answer(recordings, "premium", daily("MSFT"), body)
     with pytest.raises(ConfigurationError, match="TIME_SERIES_DAILY needs a premium Alpha Vantage plan") as err:
-        AlphaVantageHook(replay_dir=str(recordings), now=NOW).fetch_bars(["MSFT"], "1d", WINDOW, NOW)
+        AlphaVantageHook(now=NOW).fetch_bars(["MSFT"], "1d", WINDOW, NOW)
     assert not err.value.retryable and FAKE_KEY not in str(err.value)
 
 
 def test_unknown_body_shape_fails_loudly_with_its_keys(recordings):
     body = (FIXTURES / "av_CURRENCY_EXCHANGE_RATE_USD_JPY_demo_2026-05-17.json").read_text()
-    cassette(recordings, "odd", daily("MSFT"), body)
+    answer(recordings, "odd", daily("MSFT"), body)
     with pytest.raises(UnexpectedBodyError, match="Realtime Currency Exchange Rate"):
-        AlphaVantageHook(replay_dir=str(recordings), now=NOW).fetch_bars(["MSFT"], "1d", WINDOW, NOW)
+        AlphaVantageHook(now=NOW).fetch_bars(["MSFT"], "1d", WINDOW, NOW)
 
 
 def test_request_plan_compact_full_and_months(recordings):
-    hook = AlphaVantageHook(replay_dir=str(recordings), now=NOW)
+    hook = AlphaVantageHook(now=NOW)
     assert hook.series_params("IBM", "1d", WINDOW) == [
         {"function": "TIME_SERIES_DAILY", "symbol": "IBM", "outputsize": "compact"}
     ]
@@ -159,7 +146,7 @@ def test_request_plan_compact_full_and_months(recordings):
 
 def test_global_quote_snapshot_is_stamped_at_the_run_end(recordings):
     as_of = datetime(2018, 10, 5, 21, 30, tzinfo=UTC)
-    quotes, results = AlphaVantageHook(replay_dir=str(recordings), now=NOW).fetch_quotes(["MSFT"], as_of, NOW)
+    quotes, results = AlphaVantageHook(now=NOW).fetch_quotes(["MSFT"], as_of, NOW)
     (row,) = quotes.to_pylist()
     assert results == [outcomes.SymbolOutcome("MSFT", "ok", rows=1)]
     assert (row["time"], row["price"], row["previous_close"], row["change"]) == (as_of, 112.13, 112.79, -0.66)
@@ -169,13 +156,13 @@ def test_global_quote_snapshot_is_stamped_at_the_run_end(recordings):
 
 def test_fx_and_crypto_pairs_use_their_functions_and_market_currency(recordings):
     """EUR/USD -> FX_DAILY, BTC/EUR -> DIGITAL_CURRENCY_DAILY; the recorded demo-key answers are CSV."""
-    cassette(
+    answer(
         recordings,
         "fx",
         "function=FX_DAILY&from_symbol=EUR&to_symbol=USD&outputsize=compact",
         (FIXTURES / "av_csv_FX_DAILY_EURUSD_demo_2025-12_2026-05.csv").read_text(),
     )
-    cassette(
+    answer(
         recordings,
         "crypto",
         "function=DIGITAL_CURRENCY_DAILY&symbol=BTC&market=EUR",
@@ -183,7 +170,7 @@ def test_fx_and_crypto_pairs_use_their_functions_and_market_currency(recordings)
     )
     now = datetime(2026, 5, 17, tzinfo=UTC)
     window = Window(datetime(2026, 5, 11, tzinfo=UTC), datetime(2026, 5, 16, tzinfo=UTC))
-    bars, results = AlphaVantageHook(replay_dir=str(recordings), now=now).fetch_bars(["EUR/USD", "BTC/EUR"], "1d", window, now)
+    bars, results = AlphaVantageHook(now=now).fetch_bars(["EUR/USD", "BTC/EUR"], "1d", window, now)
     assert [(o.symbol, o.status, o.rows) for o in results] == [("EUR/USD", "ok", 5), ("BTC/EUR", "ok", 5)]
     fx = [r for r in bars.to_pylist() if r["symbol"] == "EUR/USD"]
     assert fx[-1]["time"] == datetime(2026, 5, 15, tzinfo=UTC) and fx[-1]["close"] == 1.1625
@@ -193,7 +180,7 @@ def test_fx_and_crypto_pairs_use_their_functions_and_market_currency(recordings)
 
 
 def test_pair_on_a_non_fiat_market_or_intraday_is_a_clear_symbol_error(recordings):
-    hook = AlphaVantageHook(replay_dir=str(recordings), now=NOW)
+    hook = AlphaVantageHook(now=NOW)
     _, results = hook.fetch_bars(["ETH/BTC"], "1d", WINDOW, NOW)
     assert results[0].status == outcomes.FAILED and "BTC is not one" in results[0].reason
     _, results = hook.fetch_bars(["EUR/USD"], "5m", WINDOW, NOW)

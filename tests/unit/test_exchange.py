@@ -1,4 +1,4 @@
-"""ExchangeHook on recorded exchange responses, replayed through ccxt's own request and parsing code.
+"""ExchangeHook on recorded exchange responses served by the stand-in, through ccxt's own request and parsing code.
 
 Expected values are read straight from the raw recorded bodies in each test, never from the hook.
 """
@@ -11,12 +11,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-import yaml
 
 from market_ingest.errors import ConfigurationError, RateLimitedError, WindowNotServableError
 from market_ingest.hooks.exchange import ExchangeHook, find_gaps, paginate
 from market_ingest.intervals import Window
-from tests.conftest import RECORDINGS
+from standin.server import StandIn
+from tests.conftest import RECORDINGS, STANDIN_CONN, recording, serving
 
 UTC = timezone.utc
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "binance"
@@ -29,9 +29,8 @@ def d(*args: int) -> datetime:
 
 
 def _body(folder: str, prefix: str):
-    (path,) = sorted(p for p in (RECORDINGS / folder).glob(f"{prefix}*.yaml") if not p.name.endswith(".meta.yaml"))
-    item = yaml.safe_load(path.read_text())["interactions"][0]
-    return json.loads(item["response"]["body"]["string"])
+    (path,) = sorted((RECORDINGS / folder).glob(f"{prefix}*.json"))
+    return json.loads(path.read_text())
 
 
 def _ms(t) -> datetime:
@@ -79,15 +78,15 @@ SHAPES = {
 }
 
 
-def _hook(exchange: str, folder: Path | None = None, **kwargs) -> ExchangeHook:
+def _hook(exchange: str, **kwargs) -> ExchangeHook:
+    """The hook reaching the stand-in through connection ``market_standin`` (tests/conftest.py)."""
     options = SPOT if exchange == "binance" else None
-    return ExchangeHook(exchange, None, replay_dir=str(folder or RECORDINGS / exchange), options=options, **kwargs)
+    return ExchangeHook(exchange, STANDIN_CONN, options=options, **kwargs)
 
 
 def _loaded(hook: ExchangeHook):
-    """The hook's ccxt instance with its markets loaded from the recordings."""
-    with hook._replaying():
-        return hook.client
+    """The hook's ccxt instance with its markets loaded from the stand-in."""
+    return hook.client
 
 
 @pytest.mark.parametrize("exchange", sorted(SHAPES))
@@ -162,45 +161,31 @@ def test_missing_minutes_are_reported_as_gaps():
     assert gaps == [(d(2021, 10, 22, 23, 7), d(2021, 10, 22, 23, 9)), (d(2021, 10, 22, 23, 13), d(2021, 10, 22, 23, 14))]
 
 
-def _binance_fault_library(tmp_path: Path, status: int, fixture: str) -> Path:
-    """The recorded exchangeInfo, plus a recorded Binance error body answering ETHUSDT klines."""
-    shutil.copy(next((RECORDINGS / "binance").glob("binance_spot_exchangeInfo*[0-9].yaml")), tmp_path)
-    cassette = {
-        "version": 1,
-        "interactions": [
-            {
-                "request": {
-                    "method": "GET",
-                    "uri": "https://api.binance.com/api/v3/klines?interval=1m&symbol=ETHUSDT"
-                    "&startTime=1634943780000&endTime=1634944379999",
-                    "body": None,
-                    "headers": {},
-                },
-                "response": {
-                    "status": {"code": status, "message": ""},
-                    "headers": {"Content-Type": ["application/json"]},
-                    "body": {"string": (FIXTURES / fixture).read_text()},
-                },
-            }
-        ],
-    }
-    (tmp_path / "error.yaml").write_text(yaml.safe_dump(cassette))
-    return tmp_path
+@pytest.fixture
+def binance_error(tmp_path, monkeypatch):
+    """A stand-in answering ETHUSDT klines with a recorded Binance error body (and the recorded exchangeInfo)."""
+
+    def serve(status: int, fixture: str):
+        for name in ("binance_spot_exchangeInfo_trimmed_2021-10-22.json", "binance_spot_exchangeInfo_trimmed_2021-10-22.meta.yaml"):
+            shutil.copy(RECORDINGS / "binance" / name, tmp_path)
+        recording(tmp_path, "error", (FIXTURES / fixture).read_text(), vendor="binance", endpoint="candles", symbol="ETHUSDT", interval="1m", status=status)
+        return serving(StandIn(tmp_path), monkeypatch)
+
+    return serve
 
 
-def test_binance_invalid_symbol_body_skips_the_symbol(tmp_path):
-    folder = _binance_fault_library(tmp_path, 400, "binance_ERROR_-1121_invalid_symbol.json")
+def test_binance_invalid_symbol_body_skips_the_symbol(binance_error):
     window = Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13))
-    bars, (outcome,) = _hook("binance", folder, now=d(2021, 10, 22, 23, 13)).fetch_bars(["ETH/USDT"], "1m", window, INGESTED)
+    with binance_error(400, "binance_ERROR_-1121_invalid_symbol.json"):
+        bars, (outcome,) = _hook("binance", now=d(2021, 10, 22, 23, 13)).fetch_bars(["ETH/USDT"], "1m", window, INGESTED)
     assert bars.num_rows == 0 and outcome.status == "unknown_symbol"
     assert "Invalid symbol." in outcome.reason and "ETH/USDT" in outcome.reason
 
 
-def test_binance_ip_ban_fails_retryably_without_hammering(tmp_path):
-    folder = _binance_fault_library(tmp_path, 418, "binance_ERROR_-1003_ip_banned_http418_2022-08.json")
+def test_binance_ip_ban_fails_retryably_without_hammering(binance_error):
     slept = []
-    hook = _hook("binance", folder, now=d(2021, 10, 22, 23, 13), sleep=slept.append)
-    with pytest.raises(RateLimitedError) as err:
+    hook = _hook("binance", now=d(2021, 10, 22, 23, 13), sleep=slept.append)
+    with binance_error(418, "binance_ERROR_-1003_ip_banned_http418_2022-08.json"), pytest.raises(RateLimitedError) as err:
         hook.fetch_bars(["ETH/USDT"], "1m", Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), INGESTED)
     assert err.value.retryable and slept == []  # a ban is not retried inside the task
     assert "banned until 2022-08-10T00:13:43.228000+00:00" in str(err.value) and "ETH/USDT" in str(err.value)
@@ -249,11 +234,13 @@ def test_authentication_errors_fail_fast():
     assert not err.value.retryable and slept == []
 
 
-def test_kraken_window_beyond_720_candles_fails_before_any_request(tmp_path):
+def test_kraken_window_beyond_720_candles_fails_before_any_candle_request(vendors):
     now = d(2026, 11, 21, 12)
-    hook = ExchangeHook("kraken", None, max_lookback_bars=720, replay_dir=str(tmp_path), now=now)  # empty: any request would miss
+    hook = _hook("kraken", max_lookback_bars=720, now=now)
+    before = len(vendors.standin.log)
     with pytest.raises(WindowNotServableError, match="latest 720 1m candles") as err:
         hook.fetch_bars(["BTC/USD"], "1m", Window(now - timedelta(hours=13), now - timedelta(hours=12)), INGESTED)
+    assert not any("OHLC" in r["path"] for r in vendors.standin.log[before:])  # markets only
     assert not err.value.retryable
     assert "2026-11-21T00:00:00+00:00" in str(err.value)  # the oldest servable open time, named
     hook.check_lookback("1m", Window(now - timedelta(hours=11), now), now)  # inside the cap: no error
@@ -279,7 +266,7 @@ def test_symbol_not_listed_is_skipped_without_a_request():
 
 
 def test_tickers_snapshot_in_one_call_maps_to_the_quote_schema():
-    body = _body("kucoin", "_derived_allTickers")["data"]
+    body = _body("kucoin", "derived_allTickers")["data"]
     (recorded,) = body["ticker"]
     hook = _hook("kucoin")
     client = _loaded(hook)
