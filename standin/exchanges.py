@@ -511,9 +511,10 @@ class CoinbaseExchange(Exchange):
 class Kraken(Exchange):
     """Kraken public REST (``api.kraken.com``): Assets, AssetPairs, OHLC, Ticker.
 
-    OHLC serves only the latest 720 candles of an interval, whatever ``since`` asks (Kraken's
-    documentation: "Note: the last entry in the OHLC array is for the current, not-yet-committed
-    frame and will always be present, regardless of the value of since").
+    OHLC serves only the latest 720 committed candles of an interval, whatever ``since`` asks, plus
+    the current one (Kraken's documentation: "Returns up to 720 of the most recent entries" and
+    "the last entry in the OHLC array is for the current, not-yet-committed frame and will always be
+    present, regardless of the value of since").
     """
 
     vendor = "kraken"
@@ -572,7 +573,7 @@ class Kraken(Exchange):
                     None,
                     **{"X-Standin-Missing": f"kraken does not list {market_id}"},
                 )
-            clock, rows, missing = self.page(market_id, interval, None, None, self.max_limit)  # the latest 720, always
+            clock, rows, missing = self.page(market_id, interval, None, None, self.max_limit + 1)  # latest 720 + current
             since = request.param("since")
             if since:
                 rows = [r for r in rows if r[0] >= int(since) * 1000] or rows[-1:]

@@ -49,6 +49,23 @@ def bar_end(start: datetime, interval: str) -> datetime:
     return start + INTERVAL_LENGTH[interval]
 
 
+def bar_start(t: datetime, interval: str) -> datetime:
+    """The open time of the bar of ``interval`` containing instant ``t`` (UTC grid from the epoch).
+
+    Intraday and daily bars start at multiples of their length since 1970-01-01 00:00 UTC; ``1wk``
+    on Mondays 00:00 UTC; ``1mo`` on the 1st 00:00 UTC.
+    """
+    validate_interval(interval)
+    t = t.astimezone(timezone.utc)
+    if interval == "1mo":
+        return t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    day = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    if interval == "1wk":
+        return day - timedelta(days=day.weekday())
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return t - (t - epoch) % INTERVAL_LENGTH[interval]
+
+
 def ensure_utc(value: datetime, what: str = "timestamp") -> datetime:
     """Return ``value`` converted to UTC.
 

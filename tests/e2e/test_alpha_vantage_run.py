@@ -73,7 +73,7 @@ def test_quota_defers_without_retries_next_run_picks_up_and_key_never_leaks(
     with alpha_vantage_serving(day2, FAKE_KEY, monkeypatch):
         second = _run("market_alpha_vantage_1d", datetime(2023, 11, 11, tzinfo=UTC), {"symbols": ["IBM"]})
     assert str(second.state).endswith("success")
-    assert report_of(second)["symbols"]["IBM"]["timescale"] == 2  # 2023-11-09 (deferred) and 2023-11-10
+    assert report_of(second)["symbols"]["IBM"]["timescale"] == 2, report_of(second)  # 2023-11-09 (deferred) and 2023-11-10
     with psycopg.connect(services.pg_conninfo()) as conn:
         days = [
             r[0].day

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from market_ingest.errors import ConfigurationError, RateLimitedError, WindowNotServableError
-from market_ingest.hooks.exchange import ExchangeHook, find_gaps, paginate
+from market_ingest.hooks.exchange import ExchangeHook, find_gaps, iter_pages, paginate, to_ms
 from market_ingest.intervals import Window
 from standin.server import StandIn
 from tests.conftest import RECORDINGS, STANDIN_CONN, recording, serving
@@ -126,7 +126,7 @@ def test_a_window_over_several_pages_yields_one_bar_per_minute_returned():
 
     bars, (outcome,) = hook.fetch_bars(["BTC/USDT"], "1m", window, INGESTED)
 
-    assert [c[2:] for c in calls] == [(1634943780000, 3), (1634943960000, 3), (1634944140000, 3), (1634944320000, 1)]
+    assert [c[2:4] for c in calls] == [(1634943780000, 3), (1634943960000, 3), (1634944140000, 3), (1634944320000, 1)]
     assert bars["time"].to_pylist() == recorded  # 10 minutes, each once, none missing
     assert outcome.rows == 10 and outcome.dropped == {} and outcome.gaps == []
 
@@ -288,3 +288,72 @@ def test_tickers_snapshot_in_one_call_maps_to_the_quote_schema():
     )
     assert row["open"] == pytest.approx(float(recorded["last"]) - float(recorded["changePrice"]))
     assert (row["symbol"], row["currency"], row["source"]) == ("BTC/USDT", "USDT", "kucoin")
+
+
+def _contract_markets(tmp_path: Path) -> str:
+    """OKX's BTC-USDT spot, linear swap and inverse swap as ccxt market structures (ids and contract
+    sizes as OKX lists them: ``BTC-USDT-SWAP`` 0.01 BTC, ``BTC-USD-SWAP`` 100 USD)."""
+
+    def market(symbol, market_id, kind, linear=None, size=None, settle=None):
+        base, quote = symbol.split(":")[0].split("/")
+        return {
+            "id": market_id, "symbol": symbol, "base": base, "quote": quote, "settle": settle, "baseId": base, "quoteId": quote,
+            "type": kind, "spot": kind == "spot", "swap": kind == "swap", "future": False, "option": False, "margin": False,
+            "contract": kind != "spot", "linear": linear, "inverse": None if linear is None else not linear,
+            "contractSize": size, "active": True,
+        }  # fmt: skip
+
+    path = tmp_path / "okx_markets.json"
+    path.write_text(
+        json.dumps(
+            [
+                market("BTC/USDT", "BTC-USDT", "spot"),
+                market("BTC/USDT:USDT", "BTC-USDT-SWAP", "swap", linear=True, size=0.01, settle="USDT"),
+                market("BTC/USD:BTC", "BTC-USD-SWAP", "swap", linear=False, size=100, settle="BTC"),
+            ]
+        )
+    )
+    return str(path)
+
+
+def test_the_per_request_limit_follows_the_market_type(tmp_path):
+    """On main: swaps and futures read ``features[type]["fetchOHLCV"]``, which ccxt nests one level
+    deeper (``linear``/``inverse``), so an OKX swap paged with 500 candles while OKX caps it at 300,
+    and an empty page then moved the cursor 500 minutes for 300 asked."""
+    hook = ExchangeHook("okx", None, markets_file=_contract_markets(tmp_path))
+    assert [hook.request_limit(s) for s in ("BTC/USDT", "BTC/USDT:USDT", "BTC/USD:BTC")] == [300, 300, 300]
+    seen = []
+    pages = iter_pages(lambda since, want: seen.append((since, want)) or [], Window(d(2024, 1, 1), d(2024, 1, 1, 10)), "1m", 300)
+    assert list(pages) == []
+    # every minute of the window was asked for exactly once: each request starts where the last one's span ended
+    assert [s for s, _ in seen] == [to_ms(d(2024, 1, 1)) + i * 300 * 60_000 for i in range(len(seen))]
+    assert sum(w for _, w in seen) == 600
+
+
+def test_kraken_full_720_candle_window_loads_720(monkeypatch):
+    """On main: the cap counted from the current instant, not the current minute's start, so a
+    window of exactly 720 closed candles was refused and live runs could only ever get 719."""
+    clock = d(2026, 11, 20, 12, 0, 30)
+    with serving(StandIn(None, synthetic=True, clock=clock), monkeypatch):
+        hook = _hook("kraken", max_lookback_bars=720)
+        bars, (outcome,) = hook.fetch_bars(["BTC/USD"], "1m", Window(d(2026, 11, 20, 0), d(2026, 11, 20, 12)), INGESTED)
+    assert outcome.status == "ok" and outcome.rows == bars.num_rows == 720 and outcome.gaps == []
+    assert bars["time"].to_pylist()[-1] == d(2026, 11, 20, 11, 59)
+
+
+def test_okx_endpoint_follows_the_runs_window_not_the_wall_clock(monkeypatch):
+    """ccxt picks ``candles`` or ``history-candles`` from its own clock: a rerun of the same window
+    on a later day would call another URL. The hook picks from the window's end."""
+    vendor = StandIn(None, synthetic=True, clock=d(2026, 11, 20, 12, 0, 30))
+    with serving(vendor, monkeypatch):
+        hook = _hook("okx")
+        recent = Window(d(2026, 11, 20, 10), d(2026, 11, 20, 11))  # ccxt: history-candles once the wall clock is a day later
+        _, (outcome,) = hook.fetch_bars(["BTC/USDT"], "1m", recent, INGESTED)
+        assert outcome.rows == 60
+        paths = [r["path"] for r in vendor.log if "candles" in r["path"]]
+        assert paths == ["/api/v5/market/candles"]
+        backfill = Window(d(2026, 11, 18, 11), d(2026, 11, 20, 11))  # 2,880 minutes: the older 1,440 from history
+        _, (outcome,) = hook.fetch_bars(["BTC/USDT"], "1m", backfill, INGESTED)
+    paths = [r["path"].rsplit("/", 1)[1] for r in vendor.log if "candles" in r["path"]][1:]
+    assert outcome.rows == 2880 and outcome.gaps == []
+    assert paths[0] == "history-candles" and paths[-1] == "candles" and paths == sorted(paths, key=lambda p: p == "candles")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -221,7 +221,7 @@ class AlphaVantageHook(BaseHook):
         from market_ingest.quota import utc_today
 
         s = self._settings
-        day = utc_today(self.now or datetime.now(timezone.utc))  # our budget: counted on our calendar
+        day = utc_today(self._vendor_now())  # the vendor's day once an answer told its clock, else ours
         if self.quota is not None:
             if not self.quota.take(SOURCE, day, s["budget"]):
                 raise QuotaExhaustedError(SOURCE, f"daily request budget for {day} is spent; deferring until 00:00 UTC")
@@ -237,8 +237,6 @@ class AlphaVantageHook(BaseHook):
         try:
             response = self.session.get(s["url"], params={**params, "apikey": s["key"]}, timeout=30)
         except Exception as exc:
-            if type(exc).__name__ == "CannotOverwriteExistingCassetteException":
-                raise
             raise VendorUnavailableError(SOURCE, av.redact(f"{what}: {type(exc).__name__}: {exc}", s["key"]), symbol) from None
         if response.status_code >= 500:
             raise VendorUnavailableError(SOURCE, f"HTTP {response.status_code} for {what}", symbol)
@@ -246,8 +244,8 @@ class AlphaVantageHook(BaseHook):
         if result.kind == av.DATA:
             return result
         if result.kind == av.DAILY_QUOTA:
-            if self.quota is not None:
-                self.quota.mark_exhausted(SOURCE, day)
+            if self.quota is not None:  # spent on the vendor's day: the Date of this very answer
+                self.quota.mark_exhausted(SOURCE, utc_today(self._vendor_now()))
             raise QuotaExhaustedError(SOURCE, f"{what}: daily quota spent: {result.message}")
         if result.kind == av.BURST:
             raise RateLimitedError(SOURCE, f"{what}: throttled: {result.message}", symbol)

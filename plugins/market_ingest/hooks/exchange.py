@@ -55,7 +55,7 @@ from market_ingest.errors import (
     VendorUnavailableError,
     WindowNotServableError,
 )
-from market_ingest.intervals import INTERVAL_LENGTH, Window, bar_end, validate_interval
+from market_ingest.intervals import INTERVAL_LENGTH, Window, bar_end, bar_start, validate_interval
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -91,6 +91,35 @@ def from_ms(ms: int) -> datetime:
 def _nominal(interval: str) -> timedelta:
     """Length of one bar, the shortest month for ``1mo`` (so counts derived from it are upper bounds)."""
     return INTERVAL_LENGTH.get(interval, timedelta(days=28))
+
+
+def ohlcv_limit(features: dict | None, market: dict) -> int:
+    """ccxt's per-request candle maximum for ``market`` from an exchange's ``features``.
+
+    Spot markets read ``features["spot"]["fetchOHLCV"]["limit"]``; swaps and futures one level
+    deeper, under ``linear`` or ``inverse`` (ccxt 4.5: OKX swap 300, Binance swap 500 against
+    Binance spot 1000). 500 (ccxt's common default) when the exchange states none.
+    """
+    kind = market.get("type") or "spot"
+    level = (features or {}).get(kind) or {}
+    if kind != "spot" and "fetchOHLCV" not in level:
+        level = level.get("inverse" if market.get("inverse") else "linear") or {}
+    return int((level.get("fetchOHLCV") or {}).get("limit") or 500)
+
+
+def candle_endpoint_params(exchange: str, since_ms: int, window: Window, interval: str) -> dict:
+    """ccxt ``fetch_ohlcv`` params that choose an exchange's endpoint from the run's window, not the wall clock.
+
+    OKX serves the latest 1,440 candles of an interval from ``market/candles`` and older ones from
+    ``market/history-candles``; ccxt picks by comparing ``since`` with its own clock (okx.py,
+    ``historyBorder = now - 1439 * duration``), so the URL a backfill calls would depend on the day
+    it runs. Here the window's end stands for "now": a run of a recent window asks ``candles`` and a
+    backfill ``history-candles``, whenever either runs.
+    """
+    if exchange == "okx":
+        border = to_ms(window.end) - 1439 * int(_nominal(interval).total_seconds() * 1000)
+        return {"type": "HistoryCandles" if since_ms < border else "Candles"}
+    return {}
 
 
 def iter_pages(
@@ -430,26 +459,28 @@ class ExchangeHook(BaseHook):
         limit = self.page_limit
         if not limit:
             cls = getattr(ccxt, self.exchange, None)
-            features = (cls().features or {}) if cls else {}
-            limit = int(((features.get("spot") or {}).get("fetchOHLCV") or {}).get("limit") or 500)
+            limit = ohlcv_limit(cls().features if cls else None, {"type": "spot"})
         return max(1, math.ceil(bars / limit))
 
     def request_limit(self, symbol: str) -> int:
-        """Candles per request: ``page_limit`` if configured, else ccxt's maximum for the market type."""
+        """Candles per request: ``page_limit`` if configured, else ccxt's maximum for the market's type
+        (:func:`ohlcv_limit`: spot, or the linear/inverse level of swaps and futures)."""
         if self.page_limit:
             return self.page_limit
-        market = self.client.market(symbol)
-        features = (self.client.features or {}).get(market.get("type") or "spot") or {}
-        return int((features.get("fetchOHLCV") or {}).get("limit") or 500)
+        return ohlcv_limit(self.client.features, self.client.market(symbol))
 
     def check_lookback(self, interval: str, window: Window, now: datetime) -> None:
-        """Fail before any request when the window starts before the oldest candle the exchange serves.
+        """Fail before any candle request when the window starts before the oldest candle the exchange serves.
+
+        The exchange counts its latest ``max_lookback_bars`` closed candles back from the start of
+        the candle open at ``now`` (Kraken: 720 committed frames, plus the current one), so a window
+        of exactly that many closed candles is servable.
 
         :raises WindowNotServableError: naming the cap, the oldest servable open time and the window.
         """
         if not self.max_lookback_bars:
             return
-        oldest = now - self.max_lookback_bars * _nominal(interval)
+        oldest = bar_start(now, interval) - self.max_lookback_bars * _nominal(interval)
         if window.start < oldest:
             raise WindowNotServableError(
                 self.source,
@@ -493,7 +524,10 @@ class ExchangeHook(BaseHook):
                 def fetch(since, limit, symbol=symbol):
                     nonlocal requests
                     requests += 1
-                    return self._call(self.client.fetch_ohlcv, symbol, tf, since, limit, what="fetch_ohlcv", symbol=symbol)
+                    params = candle_endpoint_params(self.exchange, since, window, interval)
+                    return self._call(
+                        self.client.fetch_ohlcv, symbol, tf, since, limit, params, what="fetch_ohlcv", symbol=symbol
+                    )
 
                 # One page of Python candles at a time: each becomes Arrow before the next request.
                 for page in iter_pages(fetch, window, interval, self.request_limit(symbol)):
