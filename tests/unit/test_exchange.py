@@ -166,9 +166,21 @@ def binance_error(tmp_path, monkeypatch):
     """A stand-in answering ETHUSDT klines with a recorded Binance error body (and the recorded exchangeInfo)."""
 
     def serve(status: int, fixture: str):
-        for name in ("binance_spot_exchangeInfo_trimmed_2021-10-22.json", "binance_spot_exchangeInfo_trimmed_2021-10-22.meta.yaml"):
+        for name in (
+            "binance_spot_exchangeInfo_trimmed_2021-10-22.json",
+            "binance_spot_exchangeInfo_trimmed_2021-10-22.meta.yaml",
+        ):
             shutil.copy(RECORDINGS / "binance" / name, tmp_path)
-        recording(tmp_path, "error", (FIXTURES / fixture).read_text(), vendor="binance", endpoint="candles", symbol="ETHUSDT", interval="1m", status=status)
+        recording(
+            tmp_path,
+            "error",
+            (FIXTURES / fixture).read_text(),
+            vendor="binance",
+            endpoint="candles",
+            symbol="ETHUSDT",
+            interval="1m",
+            status=status,
+        )
         return serving(StandIn(tmp_path), monkeypatch)
 
     return serve

@@ -170,9 +170,7 @@ class MarketExtractOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("source", "interval", "batch")
 
-    def __init__(
-        self, *, source: str, interval: str, batch: Any, dataset: str = "bars", **kwargs
-    ) -> None:
+    def __init__(self, *, source: str, interval: str, batch: Any, dataset: str = "bars", **kwargs) -> None:
         super().__init__(**kwargs)
         self.source = source
         self.interval = interval
