@@ -332,7 +332,10 @@ def main() -> int:
         elif "AIRFLOW_CONN_MARKET_ALPHA_VANTAGE" not in os.environ:
             os.environ["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"] = json.dumps(DEMO_ALPHA_VANTAGE_CONN)
         create_sinks(services, cfg)
-        print(f"* PostgreSQL on {services.pg_socket_dir}, moto (S3, Kinesis) on {services.aws_endpoint}")
+        print(
+            f"* PostgreSQL on {services.pg_socket_dir}, moto (S3, Kinesis) on {services.aws_endpoint}"
+            + (f", vendor stand-in on {services.vendors_url}" if services.vendors_url else "")
+        )
         print(
             f"* starting airflow standalone (scheduler, triggerer, DAG processor, API server; log {home / 'standalone.log'}) ...",
             flush=True,

@@ -88,6 +88,13 @@ class Exchange:
                 listed.append(pair)
         return listed
 
+    def world_clock(self):
+        """The exchange's clock for answers that are not candles (markets, currencies, time): now in
+        synthetic mode, else the newest candle recording's time (the stand-in's world for this
+        exchange is as of its recordings), else now."""
+        recorded = [r.requested_at for r in self.standin.library.of(self.vendor, "candles") if r.requested_at]
+        return self.standin.now() if self.standin.synthetic or not recorded else max(recorded)
+
     def split_id(self, market_id: str) -> tuple[str, str] | None:
         """``(base, quote)`` of a market id, or ``None`` when the exchange does not list it."""
         for base, quote in self.standin.pairs:
@@ -204,7 +211,7 @@ class Binance(Exchange):
 
     def throttled(self, request, why):
         if why == "banned":
-            until = int(self.standin.now().timestamp() * 1000) + 120_000
+            until = int(self.world_clock().timestamp() * 1000) + 120_000
             msg = f"Way too many requests; IP(127.0.0.1) banned until {until}. Please use the websocket for live updates to avoid bans."
             return Response.json(418, {"code": -1003, "msg": msg})
         msg = "Too many requests; current limit of IP(127.0.0.1) is 1200 requests per minute. Please use the websocket for live updates to avoid polling the API."
@@ -220,7 +227,7 @@ class Binance(Exchange):
         if path in ("/api/v3/ping",):
             return Response.json(200, {})
         if path == "/api/v3/time":
-            return Response.json(200, {"serverTime": int(self.standin.now().timestamp() * 1000)})
+            return Response.json(200, {"serverTime": int(self.world_clock().timestamp() * 1000)})
         if path == "/api/v3/klines":
             market_id, interval = request.param("symbol"), self.interval_of(request.param("interval"))
             if interval is None:
@@ -255,7 +262,7 @@ class Binance(Exchange):
             }  # fmt: skip
             entry.update({"symbol": self.market_id(base, quote), "baseAsset": base, "quoteAsset": quote})
             symbols.append(entry)
-        clock = self.standin.now()
+        clock = self.world_clock()
         doc = {"timezone": "UTC", "serverTime": int(clock.timestamp() * 1000),
                "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 1200}],
                "exchangeFilters": [], "symbols": symbols}  # fmt: skip
@@ -278,7 +285,7 @@ class Binance(Exchange):
                         "lastPrice": last[4], "openPrice": first[1], "highPrice": _num(max(float(c[2]) for _, c in rows)),
                         "lowPrice": _num(min(float(c[3]) for _, c in rows)), "volume": _num(sum(float(c[5]) for _, c in rows)),
                         "openTime": rows[0][0], "closeTime": rows[-1][0] + 59_999})  # fmt: skip
-        return Response.json(200, out, self.standin.now())
+        return Response.json(200, out, self.world_clock())
 
 
 class KuCoin(Exchange):
@@ -324,7 +331,7 @@ class KuCoin(Exchange):
             assets = sorted({a for pair in self.pairs() for a in pair})
             data = [{"currency": a, "name": a, "fullName": a, "precision": 8, "confirms": None, "contractAddress": None,
                      "isMarginEnabled": False, "isDebitEnabled": False, "chains": []} for a in assets]  # fmt: skip
-            return Response.json(200, {**ok, "data": data}, self.standin.now())
+            return Response.json(200, {**ok, "data": data}, self.world_clock())
         if path in ("/api/v2/symbols", "/api/v1/symbols"):
             data = [{"symbol": self.market_id(b, q), "name": self.market_id(b, q), "baseCurrency": b, "quoteCurrency": q,
                      "feeCurrency": q, "market": q, "baseMinSize": "0.00001", "quoteMinSize": "0.1", "baseMaxSize": "10000000000",
@@ -332,7 +339,7 @@ class KuCoin(Exchange):
                      "priceLimitRate": "0.1", "minFunds": "0.1", "isMarginEnabled": False, "enableTrading": True,
                      "feeCategory": 1, "makerFeeCoefficient": "1.00", "takerFeeCoefficient": "1.00", "st": False}
                     for b, q in self.pairs()]  # fmt: skip
-            return Response.json(200, {**ok, "data": data}, self.standin.now())
+            return Response.json(200, {**ok, "data": data}, self.world_clock())
         if path == "/api/v1/market/candles":
             market_id, interval = request.param("symbol"), self.interval_of(request.param("type"))
             if interval is None:
@@ -348,13 +355,13 @@ class KuCoin(Exchange):
                 int(end) * 1000 - 1 if end and end != "0" else None, self.max_limit)  # fmt: skip
             return Response.json(200, {**ok, "data": self.ordered(rows)}, clock, **self.missing_headers(missing))
         if request.host == "api-futures.kucoin.com":  # ccxt's kucoin asks for futures too; the stand-in lists spot only
-            return Response.json(200, {**ok, "data": []}, self.standin.now())
+            return Response.json(200, {**ok, "data": []}, self.world_clock())
         if path == "/api/v1/market/allTickers":
             recorded = self.standin.library.of(self.vendor, "tickers")
             if recorded and not self.standin.synthetic:
                 rec = max(recorded, key=lambda r: r.recorded_ms)
                 return Response(rec.status, rec.body, rec.content_type, rec.requested_at)
-            clock = self.standin.now()
+            clock = self.world_clock()
             ticker = []
             for b, q in self.pairs():
                 _, rows, _ = self.page(self.market_id(b, q), "1h", None, None, 24)
@@ -397,7 +404,7 @@ class Coinbase(Exchange):
 
     def handle(self, request: Request) -> Response:
         path = request.path
-        clock = self.standin.now()
+        clock = self.world_clock()
         if path in ("/v2/currencies", "/v2/currencies/crypto"):
             assets = sorted({a for pair in self.pairs() for a in pair})
             if path.endswith("crypto"):
@@ -469,7 +476,7 @@ class CoinbaseExchange(Exchange):
 
     def handle(self, request: Request) -> Response:
         path = request.path
-        clock = self.standin.now()
+        clock = self.world_clock()
         if path == "/currencies":
             assets = sorted({a for pair in self.pairs() for a in pair})
             data = [{"id": a, "name": a, "min_size": "0.00000001", "status": "online", "message": "", "max_precision": "0.00000001",
@@ -541,7 +548,7 @@ class Kraken(Exchange):
 
     def handle(self, request: Request) -> Response:
         path = request.path
-        clock = self.standin.now()
+        clock = self.world_clock()
         if path == "/0/public/Assets":
             assets = sorted({self.CODES.get(a, a) for pair in self.pairs() for a in pair})
             result = {
@@ -621,7 +628,7 @@ class OKX(Exchange):
 
     def handle(self, request: Request) -> Response:
         path = request.path
-        clock = self.standin.now()
+        clock = self.world_clock()
         if path == "/api/v5/public/instruments":
             if request.param("instType", default="SPOT") != "SPOT":
                 return Response.json(200, {"code": "0", "msg": "", "data": []}, clock)

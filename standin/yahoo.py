@@ -279,7 +279,35 @@ class Yahoo:
                 )
             )
         meta = _meta(symbol, yahoo_interval, clock, session)
+        if not daily:  # intraday answers list each day's session (yfinance reads them; AAPL 1m recording)
+            meta["tradingPeriods"] = _trading_periods(session, start_ms, end_ms)
         return Response.json(200, {"chart": {"result": [_result(meta, rows, daily)], "error": None}}, clock)
+
+
+def _trading_periods(session: synthetic.Session, start_ms: int, end_ms: int) -> list[list[dict]]:
+    """``[[{timezone, start, end, gmtoffset}]]``: the regular session of each trading day in the range."""
+    from datetime import timedelta
+
+    tz = ZoneInfo(session.tz)
+    day = datetime.fromtimestamp(start_ms / 1000, tz).date()
+    last = datetime.fromtimestamp(end_ms / 1000, tz).date()
+    periods = []
+    while day <= last:
+        if not session.weekdays_only or day.weekday() < 5:
+            midnight = datetime(day.year, day.month, day.day, tzinfo=tz)
+            opened = midnight + timedelta(minutes=session.open_min)
+            periods.append(
+                [
+                    {
+                        "timezone": opened.tzname(),
+                        "start": int(opened.timestamp()),
+                        "end": int((midnight + timedelta(minutes=session.close_min)).timestamp()),
+                        "gmtoffset": int(opened.utcoffset().total_seconds()),
+                    }
+                ]
+            )
+        day += timedelta(days=1)
+    return periods
 
 
 def _iso(t_ms: int | None) -> str:

@@ -34,6 +34,9 @@ OUT = ROOT / "include" / "recordings"
 # v7 CSV download endpoint it used before 0.2 is retired, so those fixtures are not replayed).
 YAHOO_CHART_PREFIX = "yahoo/yahoo_chart_"
 
+#: heading of the PROVENANCE.md section for recordings added by hand; kept across rebuilds
+BY_HAND = "## Recordings dropped in as they are"
+
 _REQUEST_RE = re.compile(r"^- request: GET (?P<url>\S+)\s+->\s+HTTP (?P<code>\d{3}), recorded \[?'?(?P<date>[^'\]]+)'?\]?\s*$")
 
 
@@ -269,7 +272,10 @@ def build(fixtures: Path) -> list[Path]:
         "",
     ]
     provenance += build_exchanges(fixtures, sections)
-    (OUT / "PROVENANCE.md").write_text("\n".join(provenance))
+    # Recordings added by hand (any client's answer with its sidecar) keep their provenance section.
+    previous = (OUT / "PROVENANCE.md").read_text() if (OUT / "PROVENANCE.md").exists() else ""
+    by_hand = previous[previous.index(BY_HAND) :] if BY_HAND in previous else ""
+    (OUT / "PROVENANCE.md").write_text("\n".join(provenance) + ("\n" + by_hand if by_hand else ""))
     return written
 
 

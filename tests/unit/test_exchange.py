@@ -369,3 +369,19 @@ def test_okx_endpoint_follows_the_runs_window_not_the_wall_clock(monkeypatch):
     paths = [r["path"].rsplit("/", 1)[1] for r in vendor.log if "candles" in r["path"]][1:]
     assert outcome.rows == 2880 and outcome.gaps == []
     assert paths[0] == "history-candles" and paths[-1] == "candles" and paths == sorted(paths, key=lambda p: p == "candles")
+
+
+def test_another_clients_recording_dropped_in_is_served_for_windows_inside_it():
+    """Kraken is configured but had no recording: ccxt's own recorded OHLC answer, dropped into
+    include/recordings/kraken/ with a sidecar, serves the configured source with nothing else edited."""
+    from market_ingest.config import load_config
+    from market_ingest.sources import bar_hook
+
+    body = _body("kraken", "ccxt_static_kraken_OHLC")["result"]["XBTUSDT"]
+    expected = [(_s(r[0]), *map(float, (r[1], r[2], r[3], r[4], r[6]))) for r in body]
+    window = Window(d(2024, 1, 30, 16), d(2024, 1, 30, 19))
+    hook = bar_hook(load_config(), "kraken")  # connection market_kraken: the stand-in; max_lookback_bars 720
+    bars, (outcome,) = hook.fetch_bars(["BTC/USDT"], "1h", window, INGESTED)
+    got = [(r["time"], r["open"], r["high"], r["low"], r["close"], r["volume"]) for r in bars.to_pylist()]
+    assert got == [e for e in expected if window.start <= e[0] < window.end] and len(got) == 3
+    assert outcome.status == "ok" and outcome.gaps == []

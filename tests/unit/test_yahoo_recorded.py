@@ -170,3 +170,20 @@ def test_a_malformed_answer_fails_only_that_symbol(monkeypatch):
     by_symbol = {o.symbol: o for o in results}
     assert by_symbol["GC=F"].status == outcomes.FAILED and by_symbol["GC=F"].reason
     assert by_symbol["BTC-USD"].status == outcomes.OK and set(bars["symbol"].to_pylist()) == {"BTC-USD"}
+
+
+def test_30m_bars_and_daily_bars_east_of_utc_load_completely(monkeypatch):
+    """yfinance asks Yahoo for 15m bars and resamples them to 30m, and starts a daily request at the
+    exchange's local midnight (15:00 UTC the day before, for Tokyo): neither loses a bar."""
+    standin = StandIn(None, synthetic=True, clock=d(2026, 11, 21, 12))
+    with serving(standin, monkeypatch):
+        hook = YahooFinanceHook()
+        bars, (msft,) = hook.fetch_bars(["MSFT"], "30m", Window(d(2026, 11, 19), d(2026, 11, 20)), INGESTED)
+        times = bars["time"].to_pylist()
+        assert msft.status == outcomes.OK and msft.rows == 13  # 09:30-16:00 New York: 13 half hours
+        assert times[0] == d(2026, 11, 19, 14, 30) and times[-1] == d(2026, 11, 19, 20, 30)
+        asked = [r["query"]["interval"] for r in standin.log if r["path"].endswith("/MSFT") and "period1" in r["query"]]
+        assert asked == ["15m"]
+        bars, (toyota,) = hook.fetch_bars(["7203.T"], "1d", Window(d(2026, 11, 16), d(2026, 11, 21)), INGESTED)
+    assert toyota.rows == 5 and bars["time"].to_pylist() == [d(2026, 11, day) for day in range(16, 21)]
+    assert set(bars["currency"].to_pylist()) == {"JPY"}
