@@ -185,7 +185,8 @@ class AlphaVantage:
                 span = (int(start.timestamp() * 1000), int(end.timestamp() * 1000))
             else:
                 span = (now_ms - 5 * 86_400_000, now_ms)
-            bars = synthetic.bars(self.standin.seed, symbol, interval, *span, session, now_ms)
+            extended = q.get("extended_hours", "true").lower() == "true"  # Alpha Vantage's default: true
+            bars = synthetic.bars(self.standin.seed, symbol, interval, *span, session, now_ms, extended=extended)
             bars = [b for b in bars if b.time_ms + synthetic.INTERVAL_MS[interval] <= now_ms]  # AV serves closed bars
             key = f"Time Series ({q['interval']})"
             stamps = {b.time_ms: datetime.fromtimestamp(b.time_ms / 1000, EASTERN).strftime("%Y-%m-%d %H:%M:%S") for b in bars}

@@ -33,12 +33,15 @@ MAX_DAYS = 40 * 366  # 2000 .. 2040
 
 @dataclass(frozen=True)
 class Session:
-    """Trading hours of a market: ``tz`` name, open and close as minutes after local midnight."""
+    """Trading hours of a market: ``tz`` name, open and close as minutes after local midnight, and
+    the extended (pre-/post-market) hours around them where the market has them."""
 
     tz: str
     open_min: int
     close_min: int
     weekdays_only: bool = True
+    pre_min: int | None = None
+    post_min: int | None = None
 
     @property
     def always(self) -> bool:
@@ -47,7 +50,7 @@ class Session:
 
 
 CRYPTO = Session("UTC", 0, 1440, weekdays_only=False)
-US = Session("America/New_York", 570, 960)
+US = Session("America/New_York", 570, 960, pre_min=240, post_min=1200)  # extended hours 04:00-20:00
 SUFFIX_SESSIONS = {
     ".L": Session("Europe/London", 480, 990),
     ".DE": Session("Europe/Berlin", 540, 1050),
@@ -114,7 +117,7 @@ def _day(seed: int, symbol: str, interval: str, day: int):
     return opens, highs, lows, closes, volume
 
 
-def _in_session(t_ms: int, session: Session, daily: bool) -> bool:
+def _in_session(t_ms: int, session: Session, daily: bool, extended: bool = False) -> bool:
     if session.always:
         return True
     if daily:  # a daily bar is a date: its UTC date is the trading day
@@ -123,11 +126,20 @@ def _in_session(t_ms: int, session: Session, daily: bool) -> bool:
     if session.weekdays_only and local.weekday() >= 5:
         return False
     minute = local.hour * 60 + local.minute
+    if extended and session.pre_min is not None:
+        return session.pre_min <= minute < (session.post_min or session.close_min)
     return session.open_min <= minute < session.close_min
 
 
 def bars(
-    seed: int, symbol: str, interval: str, start_ms: int, end_ms: int, session: Session, now_ms: int | None = None
+    seed: int,
+    symbol: str,
+    interval: str,
+    start_ms: int,
+    end_ms: int,
+    session: Session,
+    now_ms: int | None = None,
+    extended: bool = False,
 ) -> list[Bar]:
     """Bars of ``symbol`` opening in ``[start_ms, end_ms)``, oldest first.
 
@@ -136,6 +148,7 @@ def bars(
     :param interval: canonical interval.
     :param session: when the market trades (:data:`CRYPTO`, :func:`equity_session`).
     :param now_ms: no bar opening after it is returned (the bar open at ``now_ms`` is, still open).
+    :param extended: intraday bars of the pre- and post-market hours too, where the session has them.
     :return: at most ``(end - start) / interval`` bars; none before 2000-01-01.
     """
     base = int(EPOCH_DAY.timestamp() * 1000)
@@ -156,7 +169,7 @@ def bars(
         day = (t - base) // DAY_MS
         if day + 1 >= len(prices):
             break
-        if not _in_session(t, session, daily):
+        if not _in_session(t, session, daily, extended):
             t += step
             continue
         if daily:

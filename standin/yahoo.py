@@ -218,7 +218,8 @@ class Yahoo:
             result = _slice_recording(rec, start_ms, end_ms, int(clock.timestamp() * 1000))
             return Response.json(200, {"chart": {"result": [result], "error": None}}, clock)
         if self.standin.synthetic:
-            return self._synthetic(symbol, yahoo_interval, interval, start_ms, end_ms, clock)
+            prepost = request.param("includePrePost", default="false").lower() == "true"
+            return self._synthetic(symbol, yahoo_interval, interval, start_ms, end_ms, clock, prepost)
         if any(r.status == 200 for r in series):
             # Yahoo's "no data" answer: the meta without bars; the header says the stand-in lacks them.
             newest = max((r for r in series if r.status == 200), key=lambda r: r.recorded_ms)
@@ -256,9 +257,10 @@ class Yahoo:
             )
         return None
 
-    def _synthetic(self, symbol, yahoo_interval, interval, start_ms, end_ms, clock) -> Response:
+    def _synthetic(self, symbol, yahoo_interval, interval, start_ms, end_ms, clock, prepost=False) -> Response:
         session = session_of(symbol)
-        bars = synthetic.bars(self.standin.seed, symbol, interval, start_ms, end_ms, session, int(clock.timestamp() * 1000))
+        now_ms = int(clock.timestamp() * 1000)
+        bars = synthetic.bars(self.standin.seed, symbol, interval, start_ms, end_ms, session, now_ms, extended=prepost)
         daily = interval in ("1d", "1wk", "1mo")
         rows = []
         for b in bars:
@@ -280,12 +282,20 @@ class Yahoo:
             )
         meta = _meta(symbol, yahoo_interval, clock, session)
         if not daily:  # intraday answers list each day's session (yfinance reads them; AAPL 1m recording)
-            meta["tradingPeriods"] = _trading_periods(session, start_ms, end_ms)
+            regular = _trading_periods(session, start_ms, end_ms, session.open_min, session.close_min)
+            if prepost and session.pre_min is not None:  # with pre- and post-market: Yahoo's dict form
+                meta["tradingPeriods"] = {
+                    "pre": _trading_periods(session, start_ms, end_ms, session.pre_min, session.open_min),
+                    "regular": regular,
+                    "post": _trading_periods(session, start_ms, end_ms, session.close_min, session.post_min),
+                }
+            else:
+                meta["tradingPeriods"] = regular
         return Response.json(200, {"chart": {"result": [_result(meta, rows, daily)], "error": None}}, clock)
 
 
-def _trading_periods(session: synthetic.Session, start_ms: int, end_ms: int) -> list[list[dict]]:
-    """``[[{timezone, start, end, gmtoffset}]]``: the regular session of each trading day in the range."""
+def _trading_periods(session: synthetic.Session, start_ms: int, end_ms: int, open_min: int, close_min: int) -> list[list[dict]]:
+    """``[[{timezone, start, end, gmtoffset}]]``: ``open_min``..``close_min`` local of each trading day in the range."""
     from datetime import timedelta
 
     tz = ZoneInfo(session.tz)
@@ -295,13 +305,13 @@ def _trading_periods(session: synthetic.Session, start_ms: int, end_ms: int) -> 
     while day <= last:
         if not session.weekdays_only or day.weekday() < 5:
             midnight = datetime(day.year, day.month, day.day, tzinfo=tz)
-            opened = midnight + timedelta(minutes=session.open_min)
+            opened = midnight + timedelta(minutes=open_min)
             periods.append(
                 [
                     {
                         "timezone": opened.tzname(),
                         "start": int(opened.timestamp()),
-                        "end": int((midnight + timedelta(minutes=session.close_min)).timestamp()),
+                        "end": int((midnight + timedelta(minutes=close_min)).timestamp()),
                         "gmtoffset": int(opened.utcoffset().total_seconds()),
                     }
                 ]

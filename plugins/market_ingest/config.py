@@ -18,7 +18,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from market_ingest.intervals import CANONICAL_INTERVALS
+from market_ingest.intervals import CANONICAL_INTERVALS, INTRADAY_INTERVALS
 from market_ingest.run import SYMBOL_PATTERNS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +56,11 @@ class IntervalConfig(_Model):
     universes: list[str] | None = Field(None, description="overrides the source's universes")
     batch_size: int | None = Field(None, gt=0)
     max_active_runs: int = Field(1, gt=0)
+    extended_hours: bool = Field(
+        False,
+        description="intraday Yahoo and Alpha Vantage bars: keep pre- and post-market bars; false drops them, "
+        "counted as outside_session in the run report",
+    )
     allowed_lateness: timedelta = Field(
         timedelta(hours=2),
         gt=timedelta(0),
@@ -128,6 +133,11 @@ class SourceConfig(_Model):
                 raise ValueError("kind ccxt needs exchange: a ccxt exchange id such as binance")
         elif any(v is not None for v in ccxt_fields.values()):
             raise ValueError(f"{sorted(k for k, v in ccxt_fields.items() if v is not None)} apply to kind ccxt only")
+        extended = [i for i, ic in self.intervals.items() if ic.extended_hours]
+        if extended and (self.kind == "ccxt" or any(i not in INTRADAY_INTERVALS for i in extended)):
+            raise ValueError(
+                f"extended_hours applies to intraday intervals of yahoo and alpha_vantage sources; not {self.kind} {extended}"
+            )
         return self
 
     @field_validator("intervals")

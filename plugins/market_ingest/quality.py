@@ -190,6 +190,29 @@ def keep_closed_in_window(table: pa.Table, interval: str, window: Window, now: d
     return final, {k: v for k, v in dropped.items() if v}
 
 
+def keep_in_sessions(table: pa.Table, sessions: list[tuple[datetime, datetime]]) -> tuple[pa.Table, dict[str, int]]:
+    """Keep bars that open inside one of ``sessions`` (regular trading hours, ``[open, close)`` UTC).
+
+    :param sessions: the vendor's regular sessions over the window (Yahoo's ``tradingPeriods``),
+        or a market's documented hours; any order.
+    :return: ``(kept, {"outside_session": n})`` (zero count omitted): pre- and post-market bars
+        counted under their own reason, not dropped silently.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    if not table.num_rows:
+        return table, {}
+    spans = sorted(sessions)
+    starts = np.array([int(a.timestamp() * 1_000_000) for a, _ in spans], dtype="int64")
+    ends = np.array([int(b.timestamp() * 1_000_000) for _, b in spans], dtype="int64")
+    times = table["time"].cast(pa.int64()).to_numpy()
+    at = np.searchsorted(starts, times, side="right") - 1
+    inside = (at >= 0) & (times < ends[np.clip(at, 0, None)]) if len(spans) else np.zeros(len(times), dtype=bool)
+    kept = _keep(table, pa.array(inside))
+    return kept, ({"outside_session": table.num_rows - kept.num_rows} if kept.num_rows < table.num_rows else {})
+
+
 def _keep(table: pa.Table, mask) -> pa.Table:
     """``table.filter(mask)``, without copying the table when every row is kept."""
     import pyarrow.compute as pc
@@ -203,7 +226,7 @@ class CleanBars:
 
     :param table: the bars kept (canonical schema), in the vendor's order.
     :param dropped: rows not kept, by reason (``duplicate``, ``out_of_window``, ``open_bar``,
-        ``invalid: <check>``).
+        ``outside_session``, ``invalid: <check>``).
     :param nulled: optional values set to null because they were NaN or infinite, by column.
     :param conflicts: ``{"keys": n, "times": [...]}`` when the vendor answered a key with differing rows.
     """
@@ -233,14 +256,23 @@ class CleanBars:
         )
 
 
-def clean_bars(table: pa.Table, interval: str, window: Window, now: datetime) -> CleanBars:
-    """The shared end of every symbol's extract: deduplicate, keep closed bars in the window, validate.
+def clean_bars(
+    table: pa.Table,
+    interval: str,
+    window: Window,
+    now: datetime,
+    sessions: list[tuple[datetime, datetime]] | None = None,
+) -> CleanBars:
+    """The shared end of every symbol's extract: deduplicate, keep closed bars in the window (and,
+    when ``sessions`` are given, in regular trading hours), validate.
 
     :param table: one symbol's bars as normalised from the vendor's answer (canonical schema,
         times UTC), in the vendor's order.
     :param interval: canonical interval.
     :param window: the run's window ``[start, end)``, UTC.
     :param now: the vendor's clock (UTC), deciding which bar is still open.
+    :param sessions: regular sessions ``[(open, close)]`` UTC; bars outside all of them are dropped
+        as ``outside_session`` (an interval configured without ``extended_hours``). ``None``: keep all.
     :return: the :class:`CleanBars`; its table holds only valid, closed, in-window bars, each
         key once, with every float finite.
     """
@@ -252,6 +284,9 @@ def clean_bars(table: pa.Table, interval: str, window: Window, now: datetime) ->
         )
     table, outside = keep_closed_in_window(table, interval, window, now)
     dropped.update(outside)
+    if sessions is not None:
+        table, off_hours = keep_in_sessions(table, sessions)
+        dropped.update(off_hours)
     table, invalid = validate_bars(table)
     dropped.update(invalid)
     table, nulled = null_non_finite(table)

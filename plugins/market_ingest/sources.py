@@ -1,6 +1,6 @@
 """The one place that maps a configured source ``kind`` to the hook that fetches its bars.
 
-Every bar hook offers ``fetch_bars(symbols, interval, window, ingested_at) -> (bars, outcomes)``, and
+Every bar hook offers ``fetch_bars(symbols, interval, window, ingested_at, *, extended_hours) -> (bars, outcomes)``, and
 hooks of sources with quote snapshots ``fetch_quotes(symbols, as_of, ingested_at) -> (quotes, outcomes)``.
 Imported inside tasks only (it builds hooks that import vendor libraries lazily).
 """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -116,3 +116,25 @@ def test_weekly_series_parses_to_weekly_bars():
     assert bars.num_rows == 1043
     last = bars.to_pylist()[-1]
     assert last["time"] == datetime(2020, 7, 10, tzinfo=UTC) and last["close"] == 118.35 and last["interval"] == "1wk"
+
+
+def test_intraday_stamps_mark_the_bar_start():
+    """The current API's recorded 5min day (extended hours 04:00-20:00 ET) ends at 19:55: stamps are
+    bar starts, stored as the bar's open time (the retired _EXTENDED endpoint's days ran 04:01..20:00)."""
+    rows = av.parse_series_csv(body("av_csv_TIME_SERIES_INTRADAY_IBM_5min_demo_2026-05-15.csv"), "US/Eastern")
+    bars = av.rows_to_bars(rows, symbol="IBM", interval="5m", tz="US/Eastern", currency="USD", ingested_at=INGESTED)
+    times = bars["time"].to_pylist()
+    assert times[-1] == datetime(2026, 5, 15, 23, 55, tzinfo=UTC)  # 19:55 EDT: the bar 19:55-20:00, the session's last
+    assert all(t + timedelta(minutes=5) <= datetime(2026, 5, 16, 0, 0, tzinfo=UTC) for t in times)  # none past 20:00 ET
+    retired = av.parse_series_csv(
+        body("av_csv_TIME_SERIES_INTRADAY_EXTENDED_MSFT_1min_year1month1_2020-11-23_2020-12-18.csv"), "US/Eastern"
+    )
+    assert max(r.stamp for r in retired)[11:] == "20:00:00"  # the bar-end convention this module does not read
+
+
+@pytest.mark.parametrize(
+    ("symbol", "currency"),
+    [("IBM", "USD"), ("TSCO.LON", "GBp"), ("SHOP.TRT", "CAD"), ("MBG.DEX", "EUR"), ("RELIANCE.BSE", "INR"), ("X.XYZ", None)],
+)
+def test_listing_currency_from_the_exchange_suffix(symbol, currency):
+    assert av.listing_currency(symbol) == currency

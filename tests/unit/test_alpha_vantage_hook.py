@@ -75,6 +75,7 @@ def test_daily_bars_from_the_recording(recordings):
     rows = bars.to_pylist()
     assert [r["time"].day for r in rows] == [6, 7, 8, 9, 10] and rows[-1]["close"] == 149.02
     assert rows[-1]["source"] == "alpha_vantage" and rows[-1]["time"].tzinfo is not None
+    assert {r["currency"] for r in rows} == {"USD"}  # a US listing (no exchange suffix)
 
 
 def test_daily_quota_defers_the_rest_without_calls_and_never_leaks_the_key(recordings, caplog):
@@ -185,3 +186,28 @@ def test_pair_on_a_non_fiat_market_or_intraday_is_a_clear_symbol_error(recording
     assert results[0].status == outcomes.FAILED and "BTC is not one" in results[0].reason
     _, results = hook.fetch_bars(["EUR/USD"], "5m", WINDOW, NOW)
     assert results[0].status == outcomes.FAILED and "only daily bars" in results[0].reason
+
+
+@pytest.mark.parametrize(("extended_hours", "rows", "dropped"), [(False, 78, {"outside_session": 114}), (True, 192, {})])
+def test_pre_and_post_market_bars_are_kept_or_counted(monkeypatch, extended_hours, rows, dropped):
+    """TIME_SERIES_INTRADAY is asked with extended_hours=true (Alpha Vantage's default, 04:00-20:00
+    ET); an interval without extended_hours keeps 09:30-16:00 and counts the rest."""
+    clock = datetime(2026, 11, 21, 12, tzinfo=UTC)
+    with serving(StandIn(None, synthetic=True, clock=clock), monkeypatch) as url:
+        conn = {"conn_type": "alpha_vantage", "password": FAKE_KEY, "host": f"{url}/www.alphavantage.co/query"}
+        monkeypatch.setenv("AIRFLOW_CONN_MARKET_ALPHA_VANTAGE", json.dumps(conn))
+        window = Window(datetime(2026, 11, 19, 5, tzinfo=UTC), datetime(2026, 11, 20, 5, tzinfo=UTC))
+        bars, (ibm,) = AlphaVantageHook(now=clock).fetch_bars(["IBM"], "5m", window, NOW, extended_hours=extended_hours)
+    assert ibm.rows == bars.num_rows == rows and {k: v for k, v in ibm.dropped.items() if k != "out_of_window"} == dropped
+
+
+def test_extended_hours_is_refused_where_it_means_nothing():
+    from market_ingest.config import SourceConfig
+
+    base = {"pool": "p", "pool_slots": 1, "batch_size": 5, "universes": ["u"], "description": "d"}
+    daily = {"1d": {"schedule": "@daily", "extended_hours": True}}
+    with pytest.raises(ValueError, match="extended_hours applies to intraday intervals"):
+        SourceConfig(kind="yahoo", intervals=daily, **base)
+    with pytest.raises(ValueError, match="extended_hours applies to intraday intervals"):
+        SourceConfig(kind="ccxt", exchange="binance", intervals={"1m": {"schedule": "@hourly", "extended_hours": True}}, **base)
+    assert SourceConfig(kind="alpha_vantage", intervals={"5m": {"schedule": "@daily", "extended_hours": True}}, **base)

@@ -187,3 +187,18 @@ def test_30m_bars_and_daily_bars_east_of_utc_load_completely(monkeypatch):
         bars, (toyota,) = hook.fetch_bars(["7203.T"], "1d", Window(d(2026, 11, 16), d(2026, 11, 21)), INGESTED)
     assert toyota.rows == 5 and bars["time"].to_pylist() == [d(2026, 11, day) for day in range(16, 21)]
     assert set(bars["currency"].to_pylist()) == {"JPY"}
+
+
+@pytest.mark.parametrize(("extended_hours", "rows", "dropped"), [(False, 78, {"outside_session": 114}), (True, 192, {})])
+def test_pre_and_post_market_bars_are_kept_or_counted(monkeypatch, extended_hours, rows, dropped):
+    """Intraday bars are asked with pre- and post-market (04:00-20:00 New York: 192 five-minute bars);
+    an interval without extended_hours keeps the regular session's 78 and counts the rest."""
+    with serving(StandIn(None, synthetic=True, clock=d(2026, 11, 21, 12)), monkeypatch):
+        bars, (msft,) = YahooFinanceHook().fetch_bars(
+            ["MSFT"], "5m", Window(d(2026, 11, 19, 5), d(2026, 11, 20, 5)), INGESTED, extended_hours=extended_hours
+        )
+    assert msft.rows == bars.num_rows == rows and msft.dropped == dropped
+    first, last = bars["time"].to_pylist()[0], bars["time"].to_pylist()[-1]
+    assert (first, last) == (
+        (d(2026, 11, 19, 9), d(2026, 11, 20, 0, 55)) if extended_hours else (d(2026, 11, 19, 14, 30), d(2026, 11, 19, 20, 55))
+    )

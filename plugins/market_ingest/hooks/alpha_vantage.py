@@ -289,7 +289,15 @@ class AlphaVantageHook(BaseHook):
                 ]
             return [{"function": "DIGITAL_CURRENCY_DAILY", "symbol": base, "market": quote}]
         if interval in INTRADAY_INTERVALS:
-            base = {"function": function, "symbol": symbol, "interval": av_interval, "outputsize": "full"}
+            # extended_hours=true is Alpha Vantage's default, asked explicitly: pre- and post-market
+            # bars are kept or counted by the caller (fetch_bars' extended_hours), never unseen.
+            base = {
+                "function": function,
+                "symbol": symbol,
+                "interval": av_interval,
+                "outputsize": "full",
+                "extended_hours": "true",
+            }
             if window.start >= now - timedelta(days=30):
                 return [base]
             months, cursor = [], window.start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -305,9 +313,12 @@ class AlphaVantageHook(BaseHook):
         return [{"function": function, "symbol": symbol}]
 
     def fetch_bars(
-        self, symbols: list[str], interval: str, window: Window, ingested_at: datetime
+        self, symbols: list[str], interval: str, window: Window, ingested_at: datetime, *, extended_hours: bool = False
     ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
         """Bars in ``window`` for each symbol, canonical schema, one symbol after another.
+
+        :param extended_hours: intraday only: keep the pre- and post-market bars (04:00-09:30 and
+            16:00-20:00 US/Eastern); without it they are dropped and counted as ``outside_session``.
 
         :return: ``(bars, outcomes)``. A symbol answered with ``Error Message`` is ``unknown_symbol``;
             once the daily quota is spent, the remaining symbols are ``deferred`` (no call made).
@@ -322,16 +333,20 @@ class AlphaVantageHook(BaseHook):
         def one(symbol: str):
             pair = pair_kind(symbol)
             # CSV answers carry no meta: listings are US/Eastern, FX and crypto UTC.
-            rows, tz, currency = [], ("UTC" if pair else "US/Eastern"), (pair[2] if pair else None)
+            rows, tz, market = [], ("UTC" if pair else "US/Eastern"), (pair[2] if pair else None)
+            currency = market or av.listing_currency(symbol)  # a pair's market; a listing's exchange currency
             for params in self.series_params(symbol, interval, window):
                 got = self.query(params)
                 if isinstance(got.doc, dict):
-                    part, tz = av.parse_series_json(got.doc, market=currency)
+                    part, tz = av.parse_series_json(got.doc, market=market)
                 else:
                     part = av.parse_series_csv(got.doc, tz)
                 rows += part
             table = av.rows_to_bars(rows, symbol=symbol, interval=interval, tz=tz, currency=currency, ingested_at=ingested_at)
-            cleaned = clean_bars(table, interval, window, self._vendor_now())
+            sessions = None
+            if interval in INTRADAY_INTERVALS and not extended_hours and not pair:
+                sessions = av.regular_sessions(window)
+            cleaned = clean_bars(table, interval, window, self._vendor_now(), sessions)
             outcome = cleaned.outcome(symbol)
             return outcome, (cleaned.table if outcome.rows else None)
 
@@ -358,7 +373,7 @@ class AlphaVantageHook(BaseHook):
                 "symbol": symbol,
                 "time": as_of,
                 "source": SOURCE,
-                "currency": None,
+                "currency": av.listing_currency(symbol),
                 "ingested_at": ingested_at,
             }
             return outcomes.SymbolOutcome(symbol, outcomes.OK, rows=1), row

@@ -490,9 +490,12 @@ class ExchangeHook(BaseHook):
             )
 
     def fetch_bars(
-        self, symbols: list[str], interval: str, window: Window, ingested_at: datetime
+        self, symbols: list[str], interval: str, window: Window, ingested_at: datetime, *, extended_hours: bool = False
     ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
         """Closed bars opening in ``window`` for each symbol, canonical schema.
+
+        ``extended_hours`` is accepted for the shared hook signature and has no effect: exchanges
+        trade around the clock.
 
         :param symbols: ccxt unified symbols (``BTC/USDT``).
         :param interval: canonical interval.

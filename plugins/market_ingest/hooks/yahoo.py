@@ -149,7 +149,7 @@ class YahooFinanceHook(BaseHook):
         return self._connection[1]
 
     def fetch_bars(
-        self, symbols: list[str], interval: str, window: Window, ingested_at: datetime
+        self, symbols: list[str], interval: str, window: Window, ingested_at: datetime, *, extended_hours: bool = False
     ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
         """Fetch closed bars in ``window`` for each symbol, normalised to the canonical schema.
 
@@ -160,6 +160,10 @@ class YahooFinanceHook(BaseHook):
         :param interval: canonical interval.
         :param window: ``[start, end)`` in UTC; bars opening outside it are dropped.
         :param ingested_at: lineage stamp written into every row (UTC).
+        :param extended_hours: intraday only: keep pre- and post-market bars. Intraday bars are always
+            asked with them (``includePrePost``); without ``extended_hours`` the bars outside the
+            regular sessions Yahoo states (``tradingPeriods``) are dropped and counted as
+            ``outside_session``.
         :return: ``(bars, outcomes)``: a :data:`~market_ingest.schema.BAR_SCHEMA` table holding
             only valid closed bars inside the window, and one outcome per symbol.
         :raises RateLimitedError: Yahoo answered 429; the task should be retried later.
@@ -178,7 +182,7 @@ class YahooFinanceHook(BaseHook):
         yf, session = self._yfinance()
         tables, results = [], []
         for symbol in symbols:
-            outcome, table = self._fetch_symbol(yf, session, symbol, interval, window, ingested_at)
+            outcome, table = self._fetch_symbol(yf, session, symbol, interval, window, ingested_at, extended_hours)
             results.append(outcome)
             if table is not None and table.num_rows:
                 tables.append(table)
@@ -239,7 +243,7 @@ class YahooFinanceHook(BaseHook):
         and yfinance's "no price data" is raised only when no piece had any."""
         from yfinance.exceptions import YFPricesMissingError
 
-        frames, empty = [], None
+        frames, sessions, empty = [], [], None
         ticker = yf.Ticker(symbol, session=session)
         for piece in split_window(interval, window):
             start, end = piece.start, piece.end
@@ -255,7 +259,7 @@ class YahooFinanceHook(BaseHook):
                     interval=YF_INTERVAL[interval],
                     auto_adjust=False,
                     actions=True,
-                    prepost=False,
+                    prepost=interval in INTRADAY_INTERVALS,  # asked always, kept per extended_hours
                     repair=False,
                     keepna=False,
                 )
@@ -265,17 +269,18 @@ class YahooFinanceHook(BaseHook):
                 empty = exc
                 continue
             frames.append(frame)
+            sessions += regular_sessions(ticker.history_metadata)
         if not frames and empty is not None:
             raise empty
-        return frames, (ticker.history_metadata or {}).get("currency")
+        return frames, (ticker.history_metadata or {}).get("currency"), sessions
 
-    def _fetch_symbol(self, yf, session, symbol, interval, window, ingested_at):
+    def _fetch_symbol(self, yf, session, symbol, interval, window, ingested_at, extended_hours=False):
         from yfinance.exceptions import YFRateLimitError, YFTickerMissingError
 
         from market_ingest.hooks.routing import closed_bar_clock
 
         try:
-            frames, currency = self._history(yf, session, symbol, interval, window)
+            frames, currency, sessions = self._history(yf, session, symbol, interval, window)
         except WindowNotServableError:
             raise
         except YFRateLimitError as exc:
@@ -304,21 +309,40 @@ class YahooFinanceHook(BaseHook):
             self.log.error("yahoo:%s failed: %s", symbol, reason)
             return outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=reason), None
         try:
-            return self._normalise(symbol, interval, window, frames, currency, closed_bar_clock(session.clock), ingested_at)
+            regular = sessions if interval in INTRADAY_INTERVALS and not extended_hours else None
+            if regular == [] and any(len(f) for f in frames):
+                self.log.warning("%s: Yahoo stated no trading sessions; keeping every bar it sent", symbol)
+                regular = None
+            now = closed_bar_clock(session.clock)
+            return self._normalise(symbol, interval, window, frames, currency, now, ingested_at, regular)
         except Exception as exc:  # a malformed answer for one symbol must not sink the batch
             reason = f"cannot normalise Yahoo's answer: {type(exc).__name__}: {exc}"
             self.log.error("yahoo:%s failed: %s", symbol, reason)
             return outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=reason), None
 
-    def _normalise(self, symbol, interval, window, frames, currency, now, ingested_at):
+    def _normalise(self, symbol, interval, window, frames, currency, now, ingested_at, sessions=None):
         import pandas as pd
 
         from market_ingest.quality import clean_bars
 
         frame = pd.concat(frames) if frames else pd.DataFrame()
-        cleaned = clean_bars(normalise_history(frame, symbol, interval, currency, ingested_at), interval, window, now)
+        table = normalise_history(frame, symbol, interval, currency, ingested_at)
+        cleaned = clean_bars(table, interval, window, now, sessions)
         outcome = cleaned.outcome(symbol)
         return outcome, (cleaned.table if outcome.rows else None)
+
+
+def regular_sessions(metadata: dict | None) -> list[tuple[datetime, datetime]]:
+    """Regular sessions ``[(open, close)]`` (aware datetimes) of an intraday chart answer.
+
+    yfinance formats the meta's ``tradingPeriods`` into a frame with ``start``/``end`` per day (the
+    regular session; ``pre_*``/``post_*`` beside them when pre- and post-market were asked). Empty
+    for daily answers, which carry none.
+    """
+    periods = (metadata or {}).get("tradingPeriods")
+    if periods is None or not hasattr(periods, "columns") or "start" not in periods.columns:
+        return []
+    return [(a.to_pydatetime(), b.to_pydatetime()) for a, b in zip(periods["start"], periods["end"])]
 
 
 def _is_network_error(exc: BaseException) -> bool:

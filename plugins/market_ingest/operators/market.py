@@ -195,7 +195,8 @@ class MarketExtractOperator(BaseOperator):
             if self.dataset == "quotes":
                 bars, results = hook.fetch_quotes(symbols, as_of=end, ingested_at=now)
             else:
-                bars, results = self._fetch_bars(hook, symbols, since, start, end, now)
+                ic = src.intervals.get(self.interval)
+                bars, results = self._fetch_bars(hook, symbols, since, start, end, now, bool(ic and ic.extended_hours))
         if self.dataset == "bars" and src.kind in DEFERRING_KINDS:
             self._update_backlog(cfg, results, since, start, end)
         interval = None if self.dataset == "quotes" else self.interval
@@ -219,7 +220,7 @@ class MarketExtractOperator(BaseOperator):
             "ingested_at": now.isoformat(),
         }
 
-    def _fetch_bars(self, hook, symbols, since, start, end, now):
+    def _fetch_bars(self, hook, symbols, since, start, end, now, extended_hours=False):
         """One ``fetch_bars`` per distinct window start: deferred symbols reach back to their deferral."""
         import pyarrow as pa
 
@@ -230,7 +231,9 @@ class MarketExtractOperator(BaseOperator):
             groups.setdefault(min(since.get(sym, start), start), []).append(sym)
         tables, results, by_symbol = [], [], {}
         for group_start, group in sorted(groups.items()):
-            table, outs = hook.fetch_bars(group, self.interval, Window(group_start, end), ingested_at=now)
+            table, outs = hook.fetch_bars(
+                group, self.interval, Window(group_start, end), ingested_at=now, extended_hours=extended_hours
+            )
             tables.append(table)
             by_symbol.update({o.symbol: o for o in outs})
         results = [by_symbol[s] for s in symbols]

@@ -11,6 +11,15 @@ Vendor facts (DESIGN.md, "Vendor facts", and the recorded bodies in ``include/re
 * Data keys are numbered (``"1. open"``, ``"1a. open (CNY)"``); meta names the time zone
   (``"6. Time Zone": "US/Eastern"``). CSV answers (``datatype=csv``) carry no meta: equities are
   US/Eastern, FX and crypto UTC.
+* Intraday stamps mark the bar's **start** (US/Eastern wall clock), and the product stores bars by
+  their open time: the recorded ``TIME_SERIES_INTRADAY`` IBM 5min answer of 2026-05-15 (extended
+  hours, 04:00-20:00 ET) ends the day at ``19:55:00``, the bar 19:55-20:00. The retired
+  ``TIME_SERIES_INTRADAY_EXTENDED`` stamped bar ends instead (its recorded MSFT 1min days run
+  ``04:01`` .. ``20:00``); nothing here calls it.
+* Series carry no currency. Equities are priced in their listing's currency, which the symbol's
+  exchange suffix names (Alpha Vantage documentation: ``TSCO.LON``, ``SHOP.TRT``, ``MBG.DEX``,
+  ``RELIANCE.BSE``, ``600104.SHH``); a symbol without one is a US listing, in USD
+  (:func:`listing_currency`).
 
 Stdlib only; :func:`rows_to_bars` imports pyarrow when called.
 """
@@ -53,6 +62,52 @@ INTERVAL_FUNCTIONS = {
 
 _NUMBERED = re.compile(r"^\s*\d+[a-z]?\.\s*")
 _KEY_PARAM = re.compile(r"(?i)(apikey=)[^&\s\"']+")
+
+
+#: exchange suffix of an Alpha Vantage symbol -> listing currency (London in pence, spelled ``GBp``
+#: as Yahoo spells it, so one currency code means one unit across sources)
+SUFFIX_CURRENCY = {
+    "LON": "GBp",
+    "TRT": "CAD",
+    "TRV": "CAD",
+    "DEX": "EUR",
+    "FRK": "EUR",
+    "PAR": "EUR",
+    "AMS": "EUR",
+    "BSE": "INR",
+    "NSE": "INR",
+    "SHH": "CNY",
+    "SHZ": "CNY",
+}
+
+
+def regular_sessions(window) -> list[tuple[datetime, datetime]]:
+    """US equities' regular sessions, 09:30-16:00 US/Eastern on each weekday the window touches, UTC.
+
+    Alpha Vantage's intraday series cover US listings, with extended hours 04:00-20:00 ET by
+    default (documentation of ``TIME_SERIES_INTRADAY``, ``extended_hours``); exchange holidays need
+    no entry (no bars are sent for them).
+    """
+    from datetime import timedelta
+
+    eastern = ZoneInfo("US/Eastern")
+    day = window.start.astimezone(eastern).date()
+    sessions = []
+    while day <= window.end.astimezone(eastern).date():
+        if day.weekday() < 5:
+            opened = datetime(day.year, day.month, day.day, 9, 30, tzinfo=eastern)
+            sessions.append((opened.astimezone(timezone.utc), opened.replace(hour=16, minute=0).astimezone(timezone.utc)))
+        day += timedelta(days=1)
+    return sessions
+
+
+def listing_currency(symbol: str) -> str | None:
+    """The currency an Alpha Vantage equity symbol is priced in: ``USD`` without an exchange suffix,
+    the suffix's currency (:data:`SUFFIX_CURRENCY`) with one, ``None`` for a suffix not listed."""
+    base, dot, suffix = symbol.upper().rpartition(".")
+    if not dot or not base:
+        return "USD"
+    return SUFFIX_CURRENCY.get(suffix)
 
 
 def redact(text: str, api_key: str | None) -> str:
