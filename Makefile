@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint format up down bench bench-stream install lock recordings universes pools clean
+.PHONY: demo test lint format up down bench bench-stream install lock recordings record standin universes pools clean
 
 demo: $(STAMP)  ## runs and a backfill under airflow standalone into PostgreSQL, S3 and Kinesis (LIVE=1: live APIs)
 	$(PY) demo/run_demo.py $(if $(LIVE),--live,)
@@ -48,6 +48,12 @@ lock:  ## re-resolve requirements.lock from requirements-dev.txt
 
 recordings:  ## rebuild include/recordings/ from ../shared/fixtures/
 	$(PY) tools/build_recordings.py
+
+record: $(STAMP)  ## live: capture vendor responses into include/recordings/ (ARGS="--source S --symbols A,B --interval 1d --start .. --end ..")
+	$(PY) tools/record.py $(ARGS)
+
+standin: $(STAMP)  ## run the vendor stand-in on loopback (ARGS="--synthetic --port 8790")
+	$(PY) -m standin $(ARGS)
 
 pools:  ## rebuild include/pools.json (airflow pools import) from include/pipeline.yaml
 	$(PY) tools/build_pools.py

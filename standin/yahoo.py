@@ -260,8 +260,13 @@ class Yahoo:
     def _synthetic(self, symbol, yahoo_interval, interval, start_ms, end_ms, clock, prepost=False) -> Response:
         session = session_of(symbol)
         now_ms = int(clock.timestamp() * 1000)
-        bars = synthetic.bars(self.standin.seed, symbol, interval, start_ms, end_ms, session, now_ms, extended=prepost)
         daily = interval in ("1d", "1wk", "1mo")
+        # Daily bars are dates, stamped at the session open: select them by that stamp, so a request
+        # starting at the exchange's local midnight (yfinance's) gets the first day too.
+        margin = 2 * DAY_MS if daily else 0
+        bars = synthetic.bars(
+            self.standin.seed, symbol, interval, start_ms - margin, end_ms + margin, session, now_ms, extended=prepost
+        )
         rows = []
         for b in bars:
             t = b.time_ms
@@ -269,6 +274,8 @@ class Yahoo:
                 local = datetime.fromtimestamp(t / 1000, timezone.utc).date()
                 opened = datetime(local.year, local.month, local.day, tzinfo=ZoneInfo(session.tz))
                 t = int(opened.timestamp() * 1000) + session.open_min * 60_000
+            if not start_ms <= t < end_ms:
+                continue
             rows.append(
                 (
                     t // 1000,
