@@ -2,7 +2,7 @@
 
 A deferred symbol is not a failure: the run reports it, and the next run of the same
 (source, interval) fetches it over a window widened back to where the deferral began. Rows are
-deleted once the symbol was fetched. Only sources whose hook can defer (``sources.DEFERRING_KINDS``)
+deleted once the symbol was fetched. Only sources whose hook can defer (``kinds.SourceKind.defers``)
 touch this table.
 """
 

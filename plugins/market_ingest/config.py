@@ -18,8 +18,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from market_ingest import kinds
 from market_ingest.intervals import CANONICAL_INTERVALS, INTRADAY_INTERVALS
-from market_ingest.run import SYMBOL_PATTERNS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: include/ beside plugins/ (Astro, docker-compose); MWAA deployments that ship include/ inside
@@ -77,7 +77,7 @@ class IntervalConfig(_Model):
 class SourceConfig(_Model):
     """A data source: which hook serves it, its pool (the vendor's rate limit) and its DAGs."""
 
-    kind: Literal["yahoo", "alpha_vantage", "ccxt"] = Field(description="which hook serves this source (market_ingest.sources)")
+    kind: str = Field(description="which hook serves this source: a kind registered in market_ingest.kinds")
     exchange: str | None = Field(None, description="ccxt exchange id (kind ccxt only), e.g. binance, kucoin, coinbase, kraken")
     page_limit: int | None = Field(None, gt=0, description="kind ccxt: candles per request; default ccxt's per-exchange maximum")
     max_lookback_bars: int | None = Field(
@@ -98,7 +98,7 @@ class SourceConfig(_Model):
     quotes: IntervalConfig | None = Field(None, description="quote snapshots: DAG market_<source>_quote")
     conn_id: str | None = None
     symbol_pattern: str | None = Field(
-        None, description="regex a symbol must match in full; default per kind (market_ingest.run.SYMBOL_PATTERNS)"
+        None, description="regex a symbol must match in full; default per kind (market_ingest.kinds)"
     )
     max_requests_per_manual_run: int = Field(
         2000, gt=0, description="a manual run (Params override) planning more vendor requests is refused before any request"
@@ -107,7 +107,7 @@ class SourceConfig(_Model):
     @property
     def symbols_like(self) -> str:
         """The symbol spelling this source accepts: ``symbol_pattern`` or its kind's default."""
-        return self.symbol_pattern or SYMBOL_PATTERNS[self.kind]
+        return self.symbol_pattern or kinds.kind(self.kind).symbol_pattern
 
     @field_validator("symbol_pattern")
     @classmethod
@@ -119,6 +119,12 @@ class SourceConfig(_Model):
                 raise ValueError(f"symbol_pattern {v!r} is not a regular expression: {exc}") from None
         return v
 
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        kinds.kind(v)  # raises naming the registered kinds
+        return v
+
     @model_validator(mode="after")
     def _exchange_only_for_ccxt(self) -> SourceConfig:
         ccxt_fields = {
@@ -128,13 +134,14 @@ class SourceConfig(_Model):
             "markets_file": self.markets_file,
             "options": self.options,
         }
-        if self.kind == "ccxt":
+        source_kind = kinds.kind(self.kind)
+        if source_kind.exchange:
             if not self.exchange or not _ID.match(self.exchange):
-                raise ValueError("kind ccxt needs exchange: a ccxt exchange id such as binance")
+                raise ValueError(f"kind {self.kind} needs exchange: a ccxt exchange id such as binance")
         elif any(v is not None for v in ccxt_fields.values()):
             raise ValueError(f"{sorted(k for k, v in ccxt_fields.items() if v is not None)} apply to kind ccxt only")
         extended = [i for i, ic in self.intervals.items() if ic.extended_hours]
-        if extended and (self.kind == "ccxt" or any(i not in INTRADAY_INTERVALS for i in extended)):
+        if extended and (not source_kind.extended_hours or any(i not in INTRADAY_INTERVALS for i in extended)):
             raise ValueError(
                 f"extended_hours applies to intraday intervals of yahoo and alpha_vantage sources; not {self.kind} {extended}"
             )

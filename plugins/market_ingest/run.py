@@ -17,17 +17,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from market_ingest.errors import ConfigurationError
+from market_ingest.kinds import KINDS
 
-#: Symbol spelling per source kind (Python and ECMAScript regex alike, matched against the whole
-#: symbol). Yahoo: ``AAPL``, ``BRK-B``, ``BP.L``, ``EURUSD=X``, ``GC=F``, ``^GSPC``, ``BTC-USD``
-#: (no ``/``: a symbol becomes a URL path segment). Alpha Vantage: listings (``IBM``, ``BRK.B``,
-#: ``TSCO.LON``) and ``BASE/QUOTE`` pairs (``EUR/USD``, ``BTC/EUR``). ccxt unified symbols:
-#: ``BTC/USDT``, swaps ``BTC/USDT:USDT``, futures ``BTC/USDT:USDT-250328``.
-SYMBOL_PATTERNS: dict[str, str] = {
-    "yahoo": r"[A-Za-z0-9^][A-Za-z0-9.=^-]{0,31}",
-    "alpha_vantage": r"[A-Za-z0-9][A-Za-z0-9.-]{0,15}|[A-Za-z]{2,10}/[A-Za-z]{3}",
-    "ccxt": r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}/[A-Za-z0-9]{1,16}(:[A-Za-z0-9]{1,16}(-[A-Za-z0-9]{1,16})?)?",
-}
+#: Symbol spelling per source kind (:mod:`market_ingest.kinds`), matched against the whole symbol.
+SYMBOL_PATTERNS: dict[str, str] = {name: k.symbol_pattern for name, k in KINDS.items()}
 
 
 def form_pattern(pattern: str) -> str:

@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from market_ingest import outcomes
+from market_ingest import kinds, outcomes
 from market_ingest.config import load_config, load_universe
 from market_ingest.errors import ConfigurationError, MarketDataError
 from market_ingest.run import batch_symbols, select
-from market_ingest.sources import DEFERRING_KINDS
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -128,7 +127,7 @@ class MarketPlanOperator(BaseOperator):
             requests,
         )
         symbols, since = list(sel.symbols), {}
-        if self.dataset == "bars" and src.kind in DEFERRING_KINDS:
+        if self.dataset == "bars" and kinds.kind(src.kind).defers:
             from market_ingest import backlog
             from market_ingest.hooks.timescale import TimescaleHook
 
@@ -197,7 +196,7 @@ class MarketExtractOperator(BaseOperator):
             else:
                 ic = src.intervals.get(self.interval)
                 bars, results = self._fetch_bars(hook, symbols, since, start, end, now, bool(ic and ic.extended_hours))
-        if self.dataset == "bars" and src.kind in DEFERRING_KINDS:
+        if self.dataset == "bars" and kinds.kind(src.kind).defers:
             self._update_backlog(cfg, results, since, start, end)
         interval = None if self.dataset == "quotes" else self.interval
         with failing_fast():
