@@ -18,7 +18,7 @@ def _recorded_candles():
 def _hook_answering(pages, now=d(2021, 10, 22, 23, 13)):
     """A Binance hook (recorded markets) whose ``fetch_ohlcv`` answers ``pages(since, limit)``."""
     hook = _hook("binance", page_limit=4, now=now)
-    _loaded(hook).fetch_ohlcv = lambda symbol, tf, since, limit: pages(since, limit)
+    _loaded(hook).fetch_ohlcv = lambda symbol, tf, since, limit, params=None: pages(since, limit)
     return hook
 
 
