@@ -113,18 +113,16 @@ def postgres(pgdata: Path) -> Iterator[str]:
 
 
 @contextmanager
-def moto_server(log_path: Path) -> Iterator[str]:
-    """Run moto's server (:mod:`demo.moto_server`) on a free loopback port in a child process; yield its URL."""
+def _loopback_server(module_args: list[str], log_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run ``python -m <module_args>`` (given ``{port}`` to listen on) in a child process; yield its URL.
+
+    The child's output goes to ``log_path``; it is terminated (killed after 10 s) on exit.
+    """
     port = free_port()
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", *(a.format(port=port) for a in module_args)]
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "demo.moto_server", "-H", "127.0.0.1", "-p", str(port)],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "AWS_DEFAULT_REGION": AWS_REGION},
-        )
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     try:
         _wait_for_port(port)
         yield f"http://127.0.0.1:{port}"
@@ -136,27 +134,19 @@ def moto_server(log_path: Path) -> Iterator[str]:
             proc.kill()
 
 
-@contextmanager
-def vendor_standin(log_path: Path, recordings: Path | None = RECORDINGS, synthetic: bool = False) -> Iterator[str]:
-    """Run the vendor stand-in (``python -m standin``) on a free loopback port in a child process; yield its URL.
+def moto_server(log_path: Path):
+    """Run moto's server (:mod:`demo.moto_server`) on a free loopback port in a child process; a context yielding its URL."""
+    return _loopback_server(["demo.moto_server", "-H", "127.0.0.1", "-p", "{port}"], log_path, {"AWS_DEFAULT_REGION": AWS_REGION})
+
+
+def vendor_standin(log_path: Path, recordings: Path | None = RECORDINGS, synthetic: bool = False):
+    """Run the vendor stand-in (``python -m standin``) on a free loopback port in a child process; a context yielding its URL.
 
     :param recordings: recordings folder served (``None``: none).
     :param synthetic: also answer what no recording covers with the synthetic market.
     """
-    port = free_port()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "standin", "--port", str(port), "--recordings", str(recordings or "")]
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(args + (["--synthetic"] if synthetic else []), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    args = ["standin", "--port", "{port}", "--recordings", str(recordings or "")]
+    return _loopback_server(args + (["--synthetic"] if synthetic else []), log_path)
 
 
 def vendor_env(vendors_url: str, cfg) -> dict[str, str]:
