@@ -93,10 +93,6 @@ EXCHANGE_OPEN_TIMES = {
 }
 INTERVAL_SECONDS = {"1m": 60, "1h": 3600}
 
-# The demo's Alpha Vantage connection when live: Alpha Vantage's public "demo" key (not a secret)
-# and a budget that repeated demos cannot spend. Against the stand-in, demo.services.vendor_env.
-DEMO_ALPHA_VANTAGE_CONN = {"conn_type": "alpha_vantage", "password": "demo", "extra": {"daily_budget": 100000}}
-
 
 def airflow_env() -> dict[str, str]:
     """Environment of the demo (every Airflow process inherits it; demo/stack.py adds the rest)."""
@@ -317,7 +313,7 @@ def main() -> int:
     os.environ.update(env)
     sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
 
-    from demo.services import create_sinks, embedded_services, vendor_env
+    from demo.services import DEMO_ALPHA_VANTAGE_CONN, create_sinks, embedded_services, vendor_env
     from demo.stack import running_stack
     from market_ingest.config import load_config
 

@@ -149,6 +149,11 @@ def vendor_standin(log_path: Path, recordings: Path | None = RECORDINGS, synthet
     return _loopback_server(args + (["--synthetic"] if synthetic else []), log_path)
 
 
+#: The demo's Alpha Vantage connection: Alpha Vantage's public "demo" key (not a secret) and a daily
+#: budget repeated demos cannot spend. :func:`vendor_env` adds the stand-in as its host.
+DEMO_ALPHA_VANTAGE_CONN = {"conn_type": "alpha_vantage", "password": "demo", "extra": {"daily_budget": 100000}}
+
+
 def vendor_env(vendors_url: str, cfg) -> dict[str, str]:
     """``AIRFLOW_CONN_*`` of every vendor connection the pipeline config ``cfg`` uses, pointed at the stand-in.
 
@@ -162,12 +167,7 @@ def vendor_env(vendors_url: str, cfg) -> dict[str, str]:
             conn_id, conn = src.conn_id or "market_yahoo", {"conn_type": "yahoo_finance", "host": vendors_url}
         elif src.kind == "alpha_vantage":
             conn_id = src.conn_id or "market_alpha_vantage"
-            conn = {
-                "conn_type": "alpha_vantage",
-                "host": f"{vendors_url}/www.alphavantage.co/query",
-                "password": "demo",
-                "extra": {"daily_budget": 100000},
-            }
+            conn = {**DEMO_ALPHA_VANTAGE_CONN, "host": f"{vendors_url}/www.alphavantage.co/query"}
         else:
             conn_id, conn = src.conn_id or f"market_{name}", {"conn_type": "ccxt", "host": vendors_url}
         env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)

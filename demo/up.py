@@ -41,8 +41,7 @@ def _alive(pid: int) -> bool:
 def serve(live: bool) -> None:
     """Run the services and the stack until SIGTERM; write STATE once ready."""
     sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
-    from demo.run_demo import DEMO_ALPHA_VANTAGE_CONN
-    from demo.services import create_sinks, embedded_services, vendor_env
+    from demo.services import DEMO_ALPHA_VANTAGE_CONN, create_sinks, embedded_services, vendor_env
     from demo.stack import running_stack
     from market_ingest.config import load_config
     from market_ingest.dag_factory import build_dags

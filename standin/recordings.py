@@ -112,11 +112,11 @@ class Recording:
 _CONTENT_TYPES = {".json": "application/json", ".csv": "application/x-download", ".txt": "text/plain", ".html": "text/html"}
 
 
-def load_recording(sidecar: Path, extent=None) -> Recording:
+def load_recording(sidecar: Path, extents: dict | None = None) -> Recording:
     """Read one sidecar and its body.
 
-    :param extent: ``(recording) -> (start_ms, end_ms) | None``, the vendor's reading of the body's
-        time range, used when the sidecar gives no ``window``.
+    :param extents: ``{vendor: (recording) -> (start_ms, end_ms) | None}``, each vendor's reading of
+        a body's time range, used when the sidecar gives no ``window``.
     :raises RecordingError: missing field, missing body, unknown interval.
     """
     import yaml
@@ -151,7 +151,7 @@ def load_recording(sidecar: Path, extent=None) -> Recording:
     if meta.get("window"):
         start, end = meta["window"]
         rec.start_ms, rec.end_ms = ms(parse_time(start)), ms(parse_time(end))
-    elif extent is not None and rec.status == 200:
+    elif (extent := (extents or {}).get(rec.vendor)) is not None and rec.status == 200:
         found = extent(rec)
         if found:
             rec.start_ms, rec.end_ms = found
@@ -171,13 +171,7 @@ class Library:
         if self.root is not None:
             if not self.root.is_dir():
                 raise FileNotFoundError(f"recordings folder {self.root} does not exist")
-            for sidecar in sorted(self.root.rglob("*.meta.yaml")):
-                vendor_extent = None
-                if extents:
-                    import yaml
-
-                    vendor_extent = extents.get((yaml.safe_load(sidecar.read_text()) or {}).get("vendor"))
-                self.recordings.append(load_recording(sidecar, vendor_extent))
+            self.recordings = [load_recording(sidecar, extents) for sidecar in sorted(self.root.rglob("*.meta.yaml"))]
 
     def of(self, vendor: str, endpoint: str, symbol: str | None = None, interval: str | None = None) -> list[Recording]:
         """Recordings of exactly this vendor, endpoint, symbol and interval (``None`` matches any)."""

@@ -69,7 +69,7 @@ def save(out: Path, vendor: str, name: str, body: str, **meta) -> Path:
     return folder / f"{name}.json"
 
 
-def record_ccxt(src, name: str, symbols: list[str], interval: str, start: datetime, end: datetime, base: str | None, out: Path):
+def record_ccxt(src, symbols: list[str], interval: str, start: datetime, end: datetime, base: str | None, out: Path):
     """Every ``fetch_ohlcv`` page ccxt requests for the window, as the exchange answered it."""
     import ccxt
 
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
     base = args.base_url.rstrip("/") if args.base_url else None
     if src.kind == "ccxt":
-        written = record_ccxt(src, args.source, symbols, args.interval, args.start, args.end, base, args.out)
+        written = record_ccxt(src, symbols, args.interval, args.start, args.end, base, args.out)
     elif src.kind == "yahoo":
         written = record_yahoo(symbols, args.interval, args.start, args.end, base, args.out)
     else:

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 SOURCE = "yahoo"
-CHART_URL = "https://query2.finance.yahoo.com/v8/finance/chart/{symbol}"
 
 #: canonical interval -> yfinance interval (yfinance fetches 30m as 15m and resamples).
 YF_INTERVAL = {"1m": "1m", "5m": "5m", "15m": "15m", "30m": "30m", "1h": "1h", "1d": "1d", "1wk": "1wk", "1mo": "1mo"}
