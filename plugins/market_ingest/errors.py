@@ -54,6 +54,35 @@ class MarketDataError(Exception):
         return self
 
 
+class SymbolError(MarketDataError):
+    """Stops one symbol, not the task: the extract step (:mod:`market_ingest.extract`) records
+    the symbol's ``status`` with the reason and goes on with the next symbol.
+
+    A bar client raises it (or a subclass) for one symbol; ``symbol`` should be set.
+    """
+
+    status = "failed"
+
+
+class UnknownSymbolError(SymbolError):
+    """The vendor does not know the symbol (HTTP 404, ``BadSymbol``, Alpha Vantage's ``Error Message``)."""
+
+    status = "unknown_symbol"
+
+
+class NoDataError(SymbolError):
+    """The vendor answered, with no bar for the window (weekend, holiday, halt, an illiquid pair)."""
+
+    status = "no_data"
+
+
+class QuotaExhaustedError(SymbolError):
+    """The vendor's daily quota (or the shared budget for it) is spent: this symbol and every
+    later one of the batch are ``deferred`` without a request, to be fetched on a later run."""
+
+    status = "deferred"
+
+
 class RateLimitedError(MarketDataError):
     """The vendor throttled us (HTTP 429 or a throttle body). Retry after a backoff."""
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from market_ingest import outcomes
 
@@ -291,3 +291,48 @@ def clean_bars(
     dropped.update(invalid)
     table, nulled = null_non_finite(table)
     return CleanBars(table, dropped, nulled, conflicts)
+
+
+def find_gaps(times: Any, interval: str, window: Window, now: datetime) -> list[tuple[datetime, datetime]]:
+    """Ranges ``[first missing open, end)`` of closed bars in ``window`` with no bar, for markets
+    that trade around the clock (every closed bar of the window should exist).
+
+    :param times: open times (UTC) of the bars kept: a list of datetimes or an Arrow timestamp array.
+    :return: missing ranges, oldest first; empty when every closed bar of the window is present.
+        Linear in the bars (vectorised for fixed-length intervals).
+    """
+    from datetime import timedelta
+
+    from market_ingest.intervals import INTERVAL_LENGTH, bar_end
+
+    if interval not in INTERVAL_LENGTH:
+        have = set(times.to_pylist() if hasattr(times, "to_pylist") else times)
+        gaps: list[tuple[datetime, datetime]] = []
+        t = window.start
+        while t < window.end and bar_end(t, interval) <= now:
+            nxt = bar_end(t, interval)
+            if t not in have:
+                if gaps and gaps[-1][1] == t:
+                    gaps[-1] = (gaps[-1][0], nxt)
+                else:
+                    gaps.append((t, nxt))
+            t = nxt
+        return gaps
+    import numpy as np
+    import pyarrow as pa
+
+    step = INTERVAL_LENGTH[interval]
+    step_us = step // timedelta(microseconds=1)
+    last_closed = min(window.end - timedelta(microseconds=1), now - step)  # the newest open time that is closed
+    if last_closed < window.start:
+        return []
+    expected = (last_closed - window.start) // step + 1
+    arr = pa.array(times, pa.timestamp("us", tz="UTC")) if not isinstance(times, (pa.Array, pa.ChunkedArray)) else times
+    us = np.asarray(arr.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64) - int(
+        window.start.timestamp() * 1_000_000
+    )
+    slots = np.unique(us[(us >= 0) & (us % step_us == 0)] // step_us)
+    slots = slots[slots < expected]
+    bounds = np.concatenate(([-1], slots, [expected]))
+    holes = np.nonzero(np.diff(bounds) > 1)[0]
+    return [(window.start + int(bounds[h] + 1) * step, window.start + int(bounds[h + 1]) * step) for h in holes]

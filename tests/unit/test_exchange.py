@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from market_ingest.errors import ConfigurationError, RateLimitedError, WindowNotServableError
-from market_ingest.hooks.exchange import ExchangeHook, find_gaps, iter_pages, paginate, to_ms
+from market_ingest.hooks.exchange import ExchangeHook, iter_pages, paginate, to_ms
 from market_ingest.intervals import Window
+from market_ingest.quality import find_gaps
 from standin.server import StandIn
 from tests.conftest import RECORDINGS, STANDIN_CONN, recording, serving
 

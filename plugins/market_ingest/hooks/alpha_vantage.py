@@ -21,20 +21,28 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from market_ingest import outcomes
-from market_ingest.errors import ConfigurationError, MarketDataError, RateLimitedError, VendorUnavailableError
+from market_ingest.errors import (
+    ConfigurationError,
+    MarketDataError,
+    QuotaExhaustedError,
+    RateLimitedError,
+    UnknownSymbolError,
+    VendorUnavailableError,
+)
+from market_ingest.extract import SharedExtract, each_symbol
 from market_ingest.intervals import INTRADAY_INTERVALS, Window, bar_end, validate_interval
 from market_ingest.vendors import alpha_vantage as av
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from market_ingest.extract import Answer
     from market_ingest.quota import QuotaStore
 
 DEFAULT_URL = "https://www.alphavantage.co/query"
 SOURCE = av.SOURCE
 COMPACT_POINTS = 100  # outputsize=compact returns the latest 100 data points (AV documentation)
 
-DEFERRED = outcomes.DEFERRED
 
 #: Fiat currencies (ISO 4217) that decide how a ``BASE/QUOTE`` symbol is served: both sides fiat is
 #: an FX pair (``FX_DAILY``); a non-fiat base on a fiat market is a digital currency
@@ -88,15 +96,11 @@ def _guard_http_logs() -> None:
             logger.addFilter(_RedactApiKey())
 
 
-class QuotaExhaustedError(MarketDataError):
-    """The vendor's daily quota is spent (or our shared budget is). Not retryable today."""
-
-
 class UnexpectedBodyError(MarketDataError):
     """A body of a shape we do not know; the message names its keys. Fails the task."""
 
 
-class AlphaVantageHook(BaseHook):
+class AlphaVantageHook(SharedExtract, BaseHook):
     """Fetch bars and quotes from Alpha Vantage.
 
     :param alpha_vantage_conn_id: connection id (API key in the password field).
@@ -107,6 +111,7 @@ class AlphaVantageHook(BaseHook):
 
     conn_name_attr = "alpha_vantage_conn_id"
     default_conn_name = "market_alpha_vantage"
+    source = SOURCE
     conn_type = "alpha_vantage"
     hook_name = "Alpha Vantage"
 
@@ -169,52 +174,13 @@ class AlphaVantageHook(BaseHook):
 
         return self.now or closed_bar_clock(self.session.clock)
 
-    def _each_symbol(self, symbols: list[str], fetch_one) -> tuple[list, list[outcomes.SymbolOutcome]]:
-        """Run ``fetch_one(symbol) -> (outcome, payload or None)`` per symbol under the shared rules.
-
-        Once the daily quota is spent, the remaining symbols are ``deferred`` without a call; an
-        ``Error Message`` makes the symbol ``unknown_symbol``; a symbol-specific configuration
-        error makes it ``failed``. Throttling, network failures, unknown bodies and task-wide
-        configuration errors (premium function, no key) propagate.
-
-        :return: ``(payloads of the symbols that returned one, one outcome per symbol in order)``.
-        """
-        payloads, results, exhausted = [], [], None
-        for symbol in symbols:
-            if exhausted:
-                results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
-                continue
-            try:
-                outcome, payload = fetch_one(symbol)
-            except QuotaExhaustedError as exc:
-                exhausted = exc.reason
-                self.log.warning("%s", exc)
-                results.append(outcomes.SymbolOutcome(symbol, DEFERRED, reason=exhausted))
-                continue
-            except (RateLimitedError, VendorUnavailableError, UnexpectedBodyError):
-                raise
-            except ConfigurationError as exc:
-                if not exc.symbol:
-                    raise  # premium function or missing key: the whole task is misconfigured
-                self.log.warning("Skipping %s: %s", symbol, exc.reason)
-                results.append(outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=exc.reason))
-                continue
-            except MarketDataError as exc:
-                self.log.warning("Skipping %s: %s", symbol, exc.reason)
-                results.append(outcomes.SymbolOutcome(symbol, outcomes.UNKNOWN_SYMBOL, reason=exc.reason))
-                continue
-            results.append(outcome)
-            if payload is not None:
-                payloads.append(payload)
-        return payloads, results
-
     def query(self, params: dict[str, str]) -> av.Classified:
         """One GET, classified. Data comes back; every other kind raises.
 
         :raises QuotaExhaustedError: the shared budget or the vendor's daily quota is spent.
         :raises RateLimitedError: the per-second/per-minute throttle answered (retry later).
         :raises ConfigurationError: the function needs a premium plan (the message says which).
-        :raises MarketDataError: an ``Error Message`` body (bad symbol or call).
+        :raises UnknownSymbolError: an ``Error Message`` body (bad symbol or call).
         :raises UnexpectedBodyError: a body shape we do not know, its keys named.
         No message carries the API key.
         """
@@ -256,7 +222,7 @@ class AlphaVantageHook(BaseHook):
                 f"on connection {self.alpha_vantage_conn_id} only if the key has one ({result.message[:120]})",
             )
         if result.kind == av.ERROR_MESSAGE:
-            raise MarketDataError(SOURCE, f"{what}: {result.message}", params.get("symbol"))
+            raise UnknownSymbolError(SOURCE, f"{what}: {result.message}", params.get("symbol"))
         raise UnexpectedBodyError(SOURCE, f"{what}: {result.message}", symbol)
 
     def series_params(self, symbol: str, interval: str, window: Window) -> list[dict[str, str]]:
@@ -312,46 +278,42 @@ class AlphaVantageHook(BaseHook):
             return [{"function": function, "symbol": symbol, "outputsize": "compact" if compact else "full"}]
         return [{"function": function, "symbol": symbol}]
 
-    def fetch_bars(
-        self, symbols: list[str], interval: str, window: Window, ingested_at: datetime, *, extended_hours: bool = False
-    ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
-        """Bars in ``window`` for each symbol, canonical schema, one symbol after another.
+    def answer(self, symbol: str, interval: str, window: Window, ingested_at: datetime) -> Answer:
+        """Alpha Vantage's bars for ``symbol`` around ``window``, canonical schema.
 
-        :param extended_hours: intraday only: keep the pre- and post-market bars (04:00-09:30 and
-            16:00-20:00 US/Eastern); without it they are dropped and counted as ``outside_session``.
+        One request per month of an old intraday window, else one (:meth:`series_params`);
+        intraday listings are asked with ``extended_hours=true`` and the regular US session
+        (09:30-16:00 US/Eastern) comes back in ``sessions``. Times are the bar's start, UTC: Alpha
+        Vantage stamps intraday bars by their start in US/Eastern (README, "Alpha Vantage").
 
-        :return: ``(bars, outcomes)``. A symbol answered with ``Error Message`` is ``unknown_symbol``;
-            once the daily quota is spent, the remaining symbols are ``deferred`` (no call made).
+        :return: the :class:`~market_ingest.extract.Answer`; prices in the pair's market or the
+            listing's currency (:func:`~market_ingest.vendors.alpha_vantage.listing_currency`).
+        :raises QuotaExhaustedError: the daily budget or quota is spent (this and later symbols are deferred).
+        :raises UnknownSymbolError: an ``Error Message`` answer (bad symbol or call).
         :raises RateLimitedError: throttled; the task is retried.
-        :raises ConfigurationError: premium function on a free key; fails fast.
+        :raises ConfigurationError: premium function on a free key (fails fast), or a pair Alpha
+            Vantage cannot price (this symbol fails).
         """
-        import pyarrow as pa
+        from market_ingest.extract import Answer
 
-        from market_ingest.quality import clean_bars
-        from market_ingest.schema import conform, empty_bars
-
-        def one(symbol: str):
-            pair = pair_kind(symbol)
-            # CSV answers carry no meta: listings are US/Eastern, FX and crypto UTC.
-            rows, tz, market = [], ("UTC" if pair else "US/Eastern"), (pair[2] if pair else None)
-            currency = market or av.listing_currency(symbol)  # a pair's market; a listing's exchange currency
-            for params in self.series_params(symbol, interval, window):
-                got = self.query(params)
-                if isinstance(got.doc, dict):
-                    part, tz = av.parse_series_json(got.doc, market=market)
-                else:
-                    part = av.parse_series_csv(got.doc, tz)
-                rows += part
-            table = av.rows_to_bars(rows, symbol=symbol, interval=interval, tz=tz, currency=currency, ingested_at=ingested_at)
-            sessions = None
-            if interval in INTRADAY_INTERVALS and not extended_hours and not pair:
-                sessions = av.regular_sessions(window)
-            cleaned = clean_bars(table, interval, window, self._vendor_now(), sessions)
-            outcome = cleaned.outcome(symbol)
-            return outcome, (cleaned.table if outcome.rows else None)
-
-        tables, results = self._each_symbol(symbols, one)
-        return (pa.concat_tables([conform(t) for t in tables]) if tables else empty_bars()), results
+        pair = pair_kind(symbol)
+        # CSV answers carry no meta: listings are US/Eastern, FX and crypto UTC.
+        rows, tz, market = [], ("UTC" if pair else "US/Eastern"), (pair[2] if pair else None)
+        currency = market or av.listing_currency(symbol)  # a pair's market; a listing's exchange currency
+        params_list = self.series_params(symbol, interval, window)
+        for params in params_list:
+            got = self.query(params)
+            if isinstance(got.doc, dict):
+                part, tz = av.parse_series_json(got.doc, market=market)
+            else:
+                part = av.parse_series_csv(got.doc, tz)
+            rows += part
+        return Answer(
+            av.rows_to_bars(rows, symbol=symbol, interval=interval, tz=tz, currency=currency, ingested_at=ingested_at),
+            now=self._vendor_now(),
+            sessions=None if pair else av.regular_sessions(window),
+            requests=len(params_list),
+        )
 
     def fetch_quotes(
         self, symbols: list[str], as_of: datetime, ingested_at: datetime
@@ -378,6 +340,6 @@ class AlphaVantageHook(BaseHook):
             }
             return outcomes.SymbolOutcome(symbol, outcomes.OK, rows=1), row
 
-        rows, results = self._each_symbol(symbols, one)
+        rows, results = each_symbol(SOURCE, symbols, one)
         table = conform(pa.Table.from_pylist(rows), QUOTE_SCHEMA) if rows else QUOTE_SCHEMA.empty_table()
         return table, results

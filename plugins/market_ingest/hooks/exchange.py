@@ -52,13 +52,18 @@ from market_ingest.errors import (
     ConfigurationError,
     MarketDataError,
     RateLimitedError,
+    SymbolError,
+    UnknownSymbolError,
     VendorUnavailableError,
     WindowNotServableError,
 )
+from market_ingest.extract import SharedExtract
 from market_ingest.intervals import INTERVAL_LENGTH, Window, bar_end, bar_start, validate_interval
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from market_ingest.extract import Answer
 
 #: canonical interval -> ccxt unified timeframe.
 CCXT_TIMEFRAMES: dict[str, str] = {
@@ -171,46 +176,6 @@ def paginate(
     return sorted(candles, key=lambda c: int(c[0])), requests
 
 
-def find_gaps(times: Any, interval: str, window: Window, now: datetime) -> list[tuple[datetime, datetime]]:
-    """Ranges ``[first missing open, end)`` of closed bars in ``window`` with no candle.
-
-    :param times: open times (UTC) of the bars kept: a list of datetimes or an Arrow timestamp array.
-    :return: missing ranges, oldest first; empty when every closed bar of the window is present.
-        Linear in the bars (vectorised for fixed-length intervals).
-    """
-    if interval not in INTERVAL_LENGTH:
-        have = set(times.to_pylist() if hasattr(times, "to_pylist") else times)
-        gaps: list[tuple[datetime, datetime]] = []
-        t = window.start
-        while t < window.end and bar_end(t, interval) <= now:
-            nxt = bar_end(t, interval)
-            if t not in have:
-                if gaps and gaps[-1][1] == t:
-                    gaps[-1] = (gaps[-1][0], nxt)
-                else:
-                    gaps.append((t, nxt))
-            t = nxt
-        return gaps
-    import numpy as np
-    import pyarrow as pa
-
-    step = INTERVAL_LENGTH[interval]
-    step_us = step // timedelta(microseconds=1)
-    last_closed = min(window.end - timedelta(microseconds=1), now - step)  # the newest open time that is closed
-    if last_closed < window.start:
-        return []
-    expected = (last_closed - window.start) // step + 1
-    arr = pa.array(times, pa.timestamp("us", tz="UTC")) if not isinstance(times, (pa.Array, pa.ChunkedArray)) else times
-    us = np.asarray(arr.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64) - int(
-        window.start.timestamp() * 1_000_000
-    )
-    slots = np.unique(us[(us >= 0) & (us % step_us == 0)] // step_us)
-    slots = slots[slots < expected]
-    bounds = np.concatenate(([-1], slots, [expected]))
-    holes = np.nonzero(np.diff(bounds) > 1)[0]
-    return [(window.start + int(bounds[h] + 1) * step, window.start + int(bounds[h + 1]) * step) for h in holes]
-
-
 def candles_to_bars(
     candles: list[Candle], *, source: str, symbol: str, interval: str, currency: str | None, ingested_at: datetime
 ) -> pa.Table:
@@ -245,7 +210,7 @@ def candles_to_bars(
     return conform(table)
 
 
-class ExchangeHook(BaseHook):
+class ExchangeHook(SharedExtract, BaseHook):
     """One crypto exchange through ccxt.
 
     :param exchange: ccxt exchange id (``binance``, ``kucoin``, ``coinbase``, ``kraken``, ...).
@@ -489,97 +454,76 @@ class ExchangeHook(BaseHook):
                 f"{window.end.isoformat()}) starts earlier. Backfill it from an exchange with deeper history.",
             )
 
-    def fetch_bars(
-        self, symbols: list[str], interval: str, window: Window, ingested_at: datetime, *, extended_hours: bool = False
-    ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
-        """Closed bars opening in ``window`` for each symbol, canonical schema.
+    def prepare(self, interval: str, window: Window) -> None:
+        """Before the first symbol: the exchange offers ``interval`` and serves ``window``.
 
-        ``extended_hours`` is accepted for the shared hook signature and has no effect: exchanges
-        trade around the clock.
+        Loads the markets (one request, or none with ``markets_file``); from then on the
+        exchange's clock is known.
 
-        :param symbols: ccxt unified symbols (``BTC/USDT``).
-        :param interval: canonical interval.
-        :param window: ``[start, end)`` UTC.
-        :param ingested_at: stamped on every row.
-        :return: ``(bars, outcomes)``: prices in the quote currency, volume in base units; a symbol
-            the exchange does not list is ``unknown_symbol``; a symbol with no closed candle is
-            ``no_data``; ``dropped`` counts ``out_of_window``, ``open_bar``, ``duplicate`` and
-            invalid rows; ``gaps`` lists missing ranges.
+        :raises ConfigurationError: the exchange has no such timeframe, or no such exchange exists.
         :raises WindowNotServableError: the window is older than the exchange serves.
+        """
+        self.timeframe(interval)
+        self.check_lookback(interval, window, self.vendor_now())
+
+    def answer(self, symbol: str, interval: str, window: Window, ingested_at: datetime) -> Answer:
+        """Every candle of ``window`` for ``symbol``, paged from the window start, as canonical bars.
+
+        Pages of at most the market's per-request maximum (:meth:`request_limit`); one page of
+        Python candles at a time becomes Arrow before the next request. Prices are in the
+        market's quote currency, volume in base units (:func:`candles_to_bars`).
+
+        :return: the :class:`~market_ingest.extract.Answer`, sorted by open time (a repeated
+            candle keeps its page order), ``continuous`` (exchanges trade around the clock).
+        :raises UnknownSymbolError: the exchange does not list ``symbol`` (``BadSymbol``).
+        :raises SymbolError: the exchange refused the request for this symbol (another ``ExchangeError``).
         :raises RateLimitedError, VendorUnavailableError: transient; Airflow retries the task.
-        :raises ConfigurationError: bad credentials, unknown exchange or timeframe.
         """
         import ccxt
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        from market_ingest.quality import clean_bars
-        from market_ingest.schema import conform, empty_bars
+        from market_ingest.extract import Answer
+        from market_ingest.schema import empty_bars
 
-        tables, results = [], []
-        tf = self.timeframe(interval)  # loads markets: the exchange's clock is known from here on
-        self.check_lookback(interval, window, self.vendor_now())
-        for symbol in symbols:
-            try:
-                market = self.client.market(symbol)
-                requests, pages = 0, []
+        tf = self.timeframe(interval)
+        requests, pages = 0, []
+        try:
+            market = self.client.market(symbol)
 
-                def fetch(since, limit, symbol=symbol):
-                    nonlocal requests
-                    requests += 1
-                    params = candle_endpoint_params(self.exchange, since, window, interval)
-                    return self._call(
-                        self.client.fetch_ohlcv, symbol, tf, since, limit, params, what="fetch_ohlcv", symbol=symbol
+            def fetch(since, limit):
+                nonlocal requests
+                requests += 1
+                params = candle_endpoint_params(self.exchange, since, window, interval)
+                return self._call(self.client.fetch_ohlcv, symbol, tf, since, limit, params, what="fetch_ohlcv", symbol=symbol)
+
+            for page in iter_pages(fetch, window, interval, self.request_limit(symbol)):
+                pages.append(
+                    candles_to_bars(
+                        page,
+                        source=self.source,
+                        symbol=symbol,
+                        interval=interval,
+                        currency=market.get("quote"),
+                        ingested_at=ingested_at,
                     )
-
-                # One page of Python candles at a time: each becomes Arrow before the next request.
-                for page in iter_pages(fetch, window, interval, self.request_limit(symbol)):
-                    pages.append(
-                        candles_to_bars(
-                            page,
-                            source=self.source,
-                            symbol=symbol,
-                            interval=interval,
-                            currency=market.get("quote"),
-                            ingested_at=ingested_at,
-                        )
-                    )
-            except ccxt.BadSymbol as exc:
-                reason = f"{self.exchange} does not list {symbol} (BadSymbol: {exc})"
-                self.log.warning("Skipping %s: %s", symbol, reason)
-                results.append(outcomes.SymbolOutcome(symbol, outcomes.UNKNOWN_SYMBOL, reason=reason))
-                continue
-            except ccxt.ExchangeError as exc:
-                reason = f"{self.exchange} refused fetch_ohlcv {symbol} {tf}: {type(exc).__name__}: {exc}"
-                self.log.error("%s", reason)
-                results.append(outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=reason))
-                continue
-            table = pa.concat_tables(pages) if pages else empty_bars()
-            received = table.num_rows
-            if table.num_rows > 1 and not pc.all(pc.less_equal(table["time"][:-1], table["time"][1:])).as_py():
-                table = table.take(pc.sort_indices(table["time"]))  # stable: a repeated candle keeps its page order
-            now = self.vendor_now()
-            cleaned = clean_bars(table, interval, window, now)
-            gaps = find_gaps(cleaned.table["time"], interval, window, now)
-            self.log.info(
-                "%s %s: %d candles in %d requests, %d kept, dropped %s, gaps %s",
-                self.exchange,
-                symbol,
-                received,
-                requests,
-                cleaned.table.num_rows,
-                cleaned.dropped or "none",
-                [f"{a:%Y-%m-%d %H:%M}-{b:%H:%M}" for a, b in gaps[:10]] or "none",
-            )
-            outcome = cleaned.outcome(
-                symbol,
-                gaps=[[a.isoformat(), b.isoformat()] for a, b in gaps],
-                no_data_reason="no closed candle in the window",
-            )
-            results.append(outcome)
-            if outcome.rows:
-                tables.append(cleaned.table)
-        return (pa.concat_tables([conform(t) for t in tables]) if tables else empty_bars()), results
+                )
+        except ccxt.BadSymbol as exc:
+            raise UnknownSymbolError(self.source, f"{self.exchange} does not list {symbol} (BadSymbol: {exc})", symbol) from None
+        except ccxt.ExchangeError as exc:
+            raise SymbolError(
+                self.source, f"{self.exchange} refused fetch_ohlcv {symbol} {tf}: {type(exc).__name__}: {exc}", symbol
+            ) from None
+        table = pa.concat_tables(pages) if pages else empty_bars()
+        if table.num_rows > 1 and not pc.all(pc.less_equal(table["time"][:-1], table["time"][1:])).as_py():
+            table = table.take(pc.sort_indices(table["time"]))  # stable: a repeated candle keeps its page order
+        return Answer(
+            table,
+            now=self.vendor_now(),
+            continuous=True,
+            requests=requests,
+            no_data_reason="no closed candle in the window",
+        )
 
     def fetch_quotes(
         self, symbols: list[str], as_of: datetime, ingested_at: datetime

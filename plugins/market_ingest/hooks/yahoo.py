@@ -25,13 +25,22 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from market_ingest import outcomes
-from market_ingest.errors import ConfigurationError, RateLimitedError, VendorUnavailableError, WindowNotServableError
-from market_ingest.intervals import INTRADAY_INTERVALS, Window, validate_interval
+from market_ingest.errors import (
+    ConfigurationError,
+    NoDataError,
+    RateLimitedError,
+    UnknownSymbolError,
+    VendorUnavailableError,
+    WindowNotServableError,
+)
+from market_ingest.extract import SharedExtract
+from market_ingest.intervals import INTRADAY_INTERVALS, Window
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+
+    from market_ingest.extract import Answer
 
 SOURCE = "yahoo"
 
@@ -103,7 +112,7 @@ def planned_requests(interval: str, window: Window) -> int:
     return len(split_window(interval, window))
 
 
-class YahooFinanceHook(BaseHook):
+class YahooFinanceHook(SharedExtract, BaseHook):
     """Fetch OHLCV bars from Yahoo Finance with ``yfinance``.
 
     Yahoo needs no credentials. The optional connection ``market_yahoo`` (type ``yahoo_finance``)
@@ -118,6 +127,7 @@ class YahooFinanceHook(BaseHook):
 
     conn_name_attr = "yahoo_conn_id"
     default_conn_name = "market_yahoo"
+    source = SOURCE
     conn_type = "yahoo_finance"
     hook_name = "Yahoo Finance"
 
@@ -147,46 +157,69 @@ class YahooFinanceHook(BaseHook):
         """The connection's extra, or ``{}`` when the optional connection does not exist."""
         return self._connection[1]
 
-    def fetch_bars(
-        self, symbols: list[str], interval: str, window: Window, ingested_at: datetime, *, extended_hours: bool = False
-    ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
-        """Fetch closed bars in ``window`` for each symbol, normalised to the canonical schema.
+    def prepare(self, interval: str, window: Window) -> None:
+        """Before the first symbol: a yfinance session for this batch (a fresh cookie, crumb and caches)."""
+        self._yf, self._session = self._yfinance()
 
-        One HTTP request per symbol and request-sized piece of the window (plus yfinance's
-        one-off timezone probe per symbol).
+    def answer(self, symbol: str, interval: str, window: Window, ingested_at: datetime) -> Answer:
+        """Yahoo's bars for ``symbol`` over ``window``, canonical schema, with Yahoo's clock and sessions.
 
-        :param symbols: Yahoo symbols (``AAPL``, ``BP.L``, ``BTC-USD``).
-        :param interval: canonical interval.
-        :param window: ``[start, end)`` in UTC; bars opening outside it are dropped.
-        :param ingested_at: lineage stamp written into every row (UTC).
-        :param extended_hours: intraday only: keep pre- and post-market bars. Intraday bars are always
-            asked with them (``includePrePost``); without ``extended_hours`` the bars outside the
-            regular sessions Yahoo states (``tradingPeriods``) are dropped and counted as
-            ``outside_session``.
-        :return: ``(bars, outcomes)``: a :data:`~market_ingest.schema.BAR_SCHEMA` table holding
-            only valid closed bars inside the window, and one outcome per symbol.
+        One HTTP request per request-sized piece of the window (:func:`split_window`), plus
+        yfinance's one-off timezone probe per symbol. Intraday bars are always asked with pre- and
+        post-market (``includePrePost``); the regular sessions Yahoo states (``tradingPeriods``)
+        come back in ``sessions`` so the extract step can drop the others. Daily and longer bars
+        are asked by date in the exchange's calendar.
+
+        :return: the :class:`~market_ingest.extract.Answer`: prices in the listing currency Yahoo
+            states (``meta.currency``), ``now`` the ``Date`` of Yahoo's latest answer.
+        :raises NoDataError: Yahoo answered 200 with no bars (weekend, holiday, halt).
+        :raises UnknownSymbolError: Yahoo does not know the symbol (HTTP 404, ``YFTickerMissingError``).
         :raises RateLimitedError: Yahoo answered 429; the task should be retried later.
         :raises VendorUnavailableError: network failure or 5xx; the task should be retried.
         :raises WindowNotServableError: the window is beyond Yahoo's lookback cap (by Yahoo's clock).
-
-        Any other error for one symbol (an unexpected exception, an answer that cannot be
-        normalised) is recorded as that symbol's ``failed`` outcome, with the reason, and the
-        batch goes on; the run report fails the run when too many symbols failed.
         """
-        import pyarrow as pa
+        import pandas as pd
+        from yfinance.exceptions import YFRateLimitError, YFTickerMissingError
 
-        from market_ingest.schema import conform, empty_bars
+        from market_ingest.extract import Answer
+        from market_ingest.hooks.routing import closed_bar_clock
 
-        validate_interval(interval)
-        yf, session = self._yfinance()
-        tables, results = [], []
-        for symbol in symbols:
-            outcome, table = self._fetch_symbol(yf, session, symbol, interval, window, ingested_at, extended_hours)
-            results.append(outcome)
-            if table is not None and table.num_rows:
-                tables.append(table)
-        bars = pa.concat_tables([conform(t) for t in tables]) if tables else empty_bars()
-        return bars, results
+        if getattr(self, "_session", None) is None:
+            self.prepare(interval, window)
+        yf, session = self._yf, self._session
+        try:
+            frames, currency, sessions = self._history(yf, session, symbol, interval, window)
+        except WindowNotServableError:
+            raise
+        except YFRateLimitError as exc:
+            raise RateLimitedError(SOURCE, f"Yahoo answered 429 Too Many Requests ({exc})", symbol) from None
+        except YFTickerMissingError as exc:
+            # yfinance says "possibly delisted" for any empty answer, a weekend included; Yahoo
+            # answered 200 with no bars, so this is a data gap, not an unknown symbol.
+            detail = str(exc).lstrip("$")
+            if "no price data found" in detail:
+                raise NoDataError(
+                    SOURCE,
+                    f"Yahoo returned no bars for the window (no session: weekend, holiday, halt) [yfinance: {detail}]",
+                    symbol,
+                ) from None
+            raise UnknownSymbolError(SOURCE, f"{UNKNOWN_REASON} ({detail})", symbol) from None
+        except Exception as exc:
+            status_code = getattr(getattr(exc, "response", None), "status_code", None)
+            if status_code == 404:
+                raise UnknownSymbolError(SOURCE, f"{UNKNOWN_REASON} (HTTP 404 Not Found)", symbol) from None
+            if status_code == 429:
+                raise RateLimitedError(SOURCE, "Yahoo answered 429 Too Many Requests", symbol) from None
+            if (status_code and status_code >= 500) or _is_network_error(exc):
+                raise VendorUnavailableError(SOURCE, f"{type(exc).__name__}: {exc}", symbol) from exc
+            raise  # the extract step records it as this symbol's failure
+        frame = pd.concat(frames) if frames else pd.DataFrame()
+        return Answer(
+            normalise_history(frame, symbol, interval, currency, ingested_at),
+            now=closed_bar_clock(session.clock),
+            sessions=sessions,
+            requests=len(frames),
+        )
 
     def _yfinance(self):
         import warnings
@@ -272,63 +305,6 @@ class YahooFinanceHook(BaseHook):
         if not frames and empty is not None:
             raise empty
         return frames, (ticker.history_metadata or {}).get("currency"), sessions
-
-    def _fetch_symbol(self, yf, session, symbol, interval, window, ingested_at, extended_hours=False):
-        from yfinance.exceptions import YFRateLimitError, YFTickerMissingError
-
-        from market_ingest.hooks.routing import closed_bar_clock
-
-        try:
-            frames, currency, sessions = self._history(yf, session, symbol, interval, window)
-        except WindowNotServableError:
-            raise
-        except YFRateLimitError as exc:
-            raise RateLimitedError(SOURCE, f"Yahoo answered 429 Too Many Requests ({exc})", symbol) from None
-        except YFTickerMissingError as exc:
-            # yfinance says "possibly delisted" for any empty answer, a weekend included; Yahoo
-            # answered 200 with no bars, so this is a data gap, not an unknown symbol.
-            detail = str(exc).lstrip("$")
-            if "no price data found" in detail:
-                status, reason = outcomes.NO_DATA, "Yahoo returned no bars for the window (no session: weekend, holiday, halt)"
-            else:
-                status, reason = outcomes.UNKNOWN_SYMBOL, f"{UNKNOWN_REASON} ({detail})"
-            self.log.warning("Skipping %s: %s [yfinance: %s]", symbol, reason, detail)
-            return outcomes.SymbolOutcome(symbol, status, reason=reason), None
-        except Exception as exc:
-            status_code = getattr(getattr(exc, "response", None), "status_code", None)
-            if status_code == 404:
-                reason = f"{UNKNOWN_REASON} (HTTP 404 Not Found)"
-                self.log.warning("Skipping %s: %s", symbol, reason)
-                return outcomes.SymbolOutcome(symbol, outcomes.UNKNOWN_SYMBOL, reason=reason), None
-            if status_code == 429:
-                raise RateLimitedError(SOURCE, "Yahoo answered 429 Too Many Requests", symbol) from None
-            if (status_code and status_code >= 500) or _is_network_error(exc):
-                raise VendorUnavailableError(SOURCE, f"{type(exc).__name__}: {exc}", symbol) from exc
-            reason = f"{type(exc).__name__}: {exc}"
-            self.log.error("yahoo:%s failed: %s", symbol, reason)
-            return outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=reason), None
-        try:
-            regular = sessions if interval in INTRADAY_INTERVALS and not extended_hours else None
-            if regular == [] and any(len(f) for f in frames):
-                self.log.warning("%s: Yahoo stated no trading sessions; keeping every bar it sent", symbol)
-                regular = None
-            now = closed_bar_clock(session.clock)
-            return self._normalise(symbol, interval, window, frames, currency, now, ingested_at, regular)
-        except Exception as exc:  # a malformed answer for one symbol must not sink the batch
-            reason = f"cannot normalise Yahoo's answer: {type(exc).__name__}: {exc}"
-            self.log.error("yahoo:%s failed: %s", symbol, reason)
-            return outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=reason), None
-
-    def _normalise(self, symbol, interval, window, frames, currency, now, ingested_at, sessions=None):
-        import pandas as pd
-
-        from market_ingest.quality import clean_bars
-
-        frame = pd.concat(frames) if frames else pd.DataFrame()
-        table = normalise_history(frame, symbol, interval, currency, ingested_at)
-        cleaned = clean_bars(table, interval, window, now, sessions)
-        outcome = cleaned.outcome(symbol)
-        return outcome, (cleaned.table if outcome.rows else None)
 
 
 def regular_sessions(metadata: dict | None) -> list[tuple[datetime, datetime]]:

@@ -1,0 +1,218 @@
+"""The extract step every source shares: one symbol after another, the same rules for every vendor.
+
+A source is a thin *bar client* (:class:`BarClient`, a hook): for one symbol it asks its vendor
+and returns the bars as the vendor answered them, in the canonical schema (:class:`Answer`), or
+raises a typed error from :mod:`market_ingest.errors`. Everything after that is decided here,
+once:
+
+* **window and closed bars**: bars opening outside the run's window, and the bar still open at
+  the vendor's own clock (``Answer.now``), are dropped and counted
+  (:func:`market_ingest.quality.clean_bars`);
+* **sessions**: intraday bars outside the regular sessions the vendor states are dropped as
+  ``outside_session`` unless the interval is configured with ``extended_hours``;
+* **validation**: duplicates, missing or non-finite values and impossible prices are dropped
+  and counted by reason; optional columns that are not finite become null;
+* **gaps**: for markets that trade around the clock (``Answer.continuous``), every closed bar of
+  the window the vendor did not return is reported as a gap;
+* **outcomes**: one :class:`~market_ingest.outcomes.SymbolOutcome` per symbol, in the order
+  asked (:func:`each_symbol`).
+
+Staging the result in the lake is the extract task's (:class:`~market_ingest.operators.market.MarketExtractOperator`).
+Imports pyarrow inside functions: call from tasks only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from market_ingest import outcomes
+from market_ingest.errors import ConfigurationError, MarketDataError, QuotaExhaustedError, SymbolError
+from market_ingest.intervals import INTRADAY_INTERVALS, Window, validate_interval
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class Answer:
+    """One symbol's bars as its vendor answered them, before any rule of :func:`extract_bars`.
+
+    :param table: bars in the canonical schema (:data:`~market_ingest.schema.BAR_SCHEMA`: UTC
+        open times, prices in the listing currency, volume in units of the asset), in the order
+        the vendor sent them, unfiltered: bars outside the window, still open, repeated or invalid
+        are all still there.
+    :param now: the vendor's clock (UTC) when it answered: a bar that has not closed by then is
+        still open. Vendors state it in their ``Date`` header (:mod:`market_ingest.hooks.routing`).
+    :param sessions: the regular trading sessions ``[(open, close)]`` (UTC) the vendor states or
+        the market keeps; ``None`` when the market has no session rule (24/7, FX, crypto) or the
+        vendor does not say. Applied to intraday intervals configured without ``extended_hours``.
+    :param continuous: the market trades around the clock, so every closed bar of the window
+        should exist and each missing one is reported as a gap (crypto exchanges).
+    :param requests: vendor requests this symbol cost (for the log).
+    :param no_data_reason: what to report when no bar is left.
+    """
+
+    table: pa.Table
+    now: datetime
+    sessions: list[tuple[datetime, datetime]] | None = None
+    continuous: bool = False
+    requests: int = 1
+    no_data_reason: str = "no bars in the window"
+
+
+class BarClient(Protocol):
+    """What a source offers the extract step (every bar hook of :mod:`market_ingest.hooks`)."""
+
+    #: the configured source name, written into every row and every message
+    source: str
+
+    def prepare(self, interval: str, window: Window) -> None:
+        """Check once per batch what holds for every symbol (the interval is offered, the window
+        is within the vendor's lookback); raise a permanent error otherwise. May make requests."""
+
+    def answer(self, symbol: str, interval: str, window: Window, ingested_at: datetime) -> Answer:
+        """The vendor's bars for ``symbol`` around ``window``, or a typed error (see :func:`each_symbol`)."""
+
+
+def each_symbol(
+    source: str, symbols: list[str], fetch_one: Callable[[str], tuple[outcomes.SymbolOutcome, T | None]]
+) -> tuple[list[T], list[outcomes.SymbolOutcome]]:
+    """Run ``fetch_one`` for each symbol in order, turning what stops one symbol into its outcome.
+
+    * :class:`~market_ingest.errors.SymbolError` and its kinds: the symbol gets the error's
+      ``status`` (``unknown_symbol``, ``no_data``, ``failed``) and reason;
+      :class:`~market_ingest.errors.QuotaExhaustedError` makes it and every later symbol
+      ``deferred``, without calling ``fetch_one`` for them;
+    * a :class:`~market_ingest.errors.ConfigurationError` naming a symbol (a spelling the vendor
+      cannot serve): ``failed``;
+    * any other :class:`~market_ingest.errors.MarketDataError` (throttling, the vendor down, a
+      window or configuration wrong for the whole task, a body of unknown shape) propagates: the
+      task fails and is retried or not by its kind;
+    * any other exception (an answer that cannot be normalised): ``failed``, with its type and
+      message, logged at ERROR; the batch goes on and the run report counts the failure.
+
+    :param source: source name, for messages.
+    :param fetch_one: ``symbol -> (outcome, payload or None)``.
+    :return: ``(payloads that were not None, one outcome per symbol in the order of symbols)``.
+    """
+    payloads: list[T] = []
+    results: list[outcomes.SymbolOutcome] = []
+    exhausted: str | None = None
+    for symbol in symbols:
+        if exhausted:
+            results.append(outcomes.SymbolOutcome(symbol, outcomes.DEFERRED, reason=exhausted))
+            continue
+        try:
+            outcome, payload = fetch_one(symbol)
+        except QuotaExhaustedError as exc:
+            exhausted = exc.reason
+            log.warning("%s: %s; deferring %s and the rest of the batch", source, exc.reason, symbol)
+            results.append(outcomes.SymbolOutcome(symbol, outcomes.DEFERRED, reason=exhausted))
+            continue
+        except SymbolError as exc:
+            (log.error if exc.status == outcomes.FAILED else log.warning)("Skipping %s:%s: %s", source, symbol, exc.reason)
+            results.append(outcomes.SymbolOutcome(symbol, exc.status, reason=exc.reason))
+            continue
+        except ConfigurationError as exc:
+            if not exc.symbol:
+                raise  # the whole task is misconfigured (premium function, no key)
+            log.warning("Skipping %s:%s: %s", source, symbol, exc.reason)
+            results.append(outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=exc.reason))
+            continue
+        except MarketDataError:
+            raise
+        except Exception as exc:  # one symbol's malformed answer must not sink the batch
+            reason = f"{type(exc).__name__}: {exc}"
+            log.error("%s:%s failed: %s", source, symbol, reason)
+            results.append(outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=reason))
+            continue
+        results.append(outcome)
+        if payload is not None:
+            payloads.append(payload)
+    return payloads, results
+
+
+def extract_bars(
+    client: BarClient,
+    symbols: list[str],
+    interval: str,
+    window: Window,
+    ingested_at: datetime,
+    *,
+    extended_hours: bool = False,
+) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
+    """Closed, valid bars opening in ``window`` for each symbol, from ``client``, with their outcomes.
+
+    :param client: the source's bar client (a hook).
+    :param symbols: symbols in the source's spelling.
+    :param interval: canonical interval.
+    :param window: ``[start, end)``, UTC.
+    :param ingested_at: lineage stamp (UTC) written into every row.
+    :param extended_hours: intraday only: keep bars outside the regular sessions the client
+        states; without it they are dropped and counted as ``outside_session``.
+    :return: ``(bars, outcomes)``: a :data:`~market_ingest.schema.BAR_SCHEMA` table of every
+        symbol's kept bars (symbol after symbol), and one outcome per symbol in order: ``ok`` with
+        its rows, ``dropped`` by reason, ``nulled``, ``conflicts`` and ``gaps``; or ``no_data``,
+        ``unknown_symbol``, ``deferred``, ``failed`` with the reason.
+    :raises ValueError: ``interval`` is not canonical.
+    :raises MarketDataError: what the client raises for the whole task (see :func:`each_symbol`).
+    """
+    import pyarrow as pa
+
+    from market_ingest.quality import clean_bars, find_gaps
+    from market_ingest.schema import conform, empty_bars
+
+    validate_interval(interval)
+    client.prepare(interval, window)
+    intraday = interval in INTRADAY_INTERVALS
+
+    def one(symbol: str) -> tuple[outcomes.SymbolOutcome, Any]:
+        answer = client.answer(symbol, interval, window, ingested_at)
+        sessions = answer.sessions if intraday and not extended_hours else None
+        if sessions == [] and answer.table.num_rows:
+            log.warning("%s:%s: the vendor stated no trading sessions; keeping every bar it sent", client.source, symbol)
+            sessions = None
+        cleaned = clean_bars(answer.table, interval, window, answer.now, sessions)
+        gaps = find_gaps(cleaned.table["time"], interval, window, answer.now) if answer.continuous else []
+        log.info(
+            "%s:%s %s: %d bars in %d requests, %d kept, dropped %s%s",
+            client.source,
+            symbol,
+            interval,
+            answer.table.num_rows,
+            answer.requests,
+            cleaned.table.num_rows,
+            cleaned.dropped or "none",
+            f", gaps {[f'{a:%Y-%m-%d %H:%M}-{b:%H:%M}' for a, b in gaps[:10]]}" if gaps else "",
+        )
+        outcome = cleaned.outcome(
+            symbol, gaps=[[a.isoformat(), b.isoformat()] for a, b in gaps], no_data_reason=answer.no_data_reason
+        )
+        return outcome, (cleaned.table if outcome.rows else None)
+
+    tables, results = each_symbol(client.source, symbols, one)
+    return (pa.concat_tables([conform(t) for t in tables]) if tables else empty_bars()), results
+
+
+class SharedExtract:
+    """Mixin for bar hooks: ``fetch_bars`` is :func:`extract_bars` over the hook's own
+    :meth:`~BarClient.prepare` and :meth:`~BarClient.answer`."""
+
+    source: str
+
+    def prepare(self, interval: str, window: Window) -> None:
+        """Nothing to check before the first symbol (override where there is)."""
+
+    def fetch_bars(
+        self, symbols: list[str], interval: str, window: Window, ingested_at: datetime, *, extended_hours: bool = False
+    ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
+        """Closed, valid bars in ``window`` per symbol, with outcomes: :func:`extract_bars` on this hook."""
+        return extract_bars(self, symbols, interval, window, ingested_at, extended_hours=extended_hours)
