@@ -78,6 +78,8 @@ def run_step(step: str, state_path: Path) -> None:
     """Child process: run one operator's ``execute`` and write its result beside the state."""
     import ccxt
 
+    from market_ingest.config import load_config
+    from market_ingest.dag_factory import task_arguments
     from market_ingest.operators.market import (
         KinesisPublishOperator,
         LakePublishOperator,
@@ -85,18 +87,19 @@ def run_step(step: str, state_path: Path) -> None:
         TimescaleLoadOperator,
     )
 
+    args = task_arguments(load_config(), "binance", "1m")  # what the DAG market_binance_1m gives its tasks
     state = json.loads(state_path.read_text())
     context = {"run_id": RUN_ID, "params": {}, "data_interval_start": START, "data_interval_end": END}
     if step == "extract":
         ccxt.binance = synthetic_binance()
         batch = {"batch": 0, "symbols": [SYMBOL], "start": START.isoformat(), "end": END.isoformat(), "since": {}}
-        task = MarketExtractOperator(task_id="extract", source="binance", interval="1m", batch=batch)
+        task = MarketExtractOperator(task_id="extract", batch=batch, **args["extract"])
     elif step == "publish_lake":
-        task = LakePublishOperator(task_id="publish_lake", source="binance", interval="1m", extracts=[state["extract"]])
+        task = LakePublishOperator(task_id="publish_lake", extracts=[state["extract"]], **args["publish_lake"])
     elif step == "load_timescale":
-        task = TimescaleLoadOperator(task_id="load_timescale", lake=state["publish_lake"])
+        task = TimescaleLoadOperator(task_id="load_timescale", lake=state["publish_lake"], **args["load_timescale"])
     else:
-        task = KinesisPublishOperator(task_id="publish_kinesis", lake=state["publish_lake"])
+        task = KinesisPublishOperator(task_id="publish_kinesis", lake=state["publish_lake"], **args["publish_kinesis"])
     started = time.perf_counter()
     if os.environ.get("BENCH_PROFILE"):  # --profile: a pyinstrument report per task
         from pyinstrument import Profiler

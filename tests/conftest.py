@@ -51,6 +51,17 @@ def recording(folder: Path, name: str, body: str | bytes, **meta) -> Path:
     return path
 
 
+def built(operator: type, task_id: str, source: str = "yahoo", interval: str = "1d", *, dataset: str = "bars", **upstream):
+    """An operator of this package built as its DAG builds it: the arguments
+    :func:`market_ingest.dag_factory.task_arguments` gives task ``task_id`` of ``(source,
+    interval)`` under the config ``load_config()`` reads now, plus ``upstream`` (``batch``,
+    ``extracts``, ``lake``, ...) and any argument to override."""
+    from market_ingest.config import load_config
+    from market_ingest.dag_factory import task_arguments
+
+    return operator(task_id=task_id, **{**task_arguments(load_config(), source, interval, dataset)[task_id], **upstream})
+
+
 @contextmanager
 def serving(standin, monkeypatch) -> Iterator[str]:
     """Serve ``standin`` (a :class:`standin.server.StandIn`) on loopback and point every vendor connection at it.

@@ -27,7 +27,7 @@ from typing import Any
 
 from airflow.sdk.bases.notifier import BaseNotifier
 
-from market_ingest.config import load_config
+from market_ingest.config import AlertsConfig
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +88,19 @@ def build_event(kind: str, context: dict, message: str, detail: dict | None = No
     }
 
 
-def emit(event: dict[str, Any]) -> dict[str, Any]:
+def emit(event: dict[str, Any], channels: AlertsConfig | dict[str, Any]) -> dict[str, Any]:
     """Send ``event`` to the log, the events stream and (when configured) SNS.
 
     Every channel is tried; the log line is written first, so an event is never lost silently.
 
+    :param channels: where to send it: the pipeline's ``alerts`` section (``aws_conn_id``,
+        ``events_stream``, ``sns_topic_arn``), as the config object or its dict (as DAG callbacks
+        carry it).
+
     :return: ``{"kinesis": sequence number or None, "sns": True/False}``.
     :raises RuntimeError: naming the channels that failed and why, after trying all of them.
     """
-    cfg = load_config().alerts
+    cfg = channels if isinstance(channels, AlertsConfig) else AlertsConfig.model_validate(channels)
     body = json.dumps(event, sort_keys=True, default=str)
     log.warning("market event: %s", body)
     sent: dict[str, Any] = {"kinesis": None, "sns": False}
@@ -137,12 +141,15 @@ class MarketEventNotifier(BaseNotifier):
     triggerer then constructs it with ``context=`` and awaits it.
 
     :param kind: the event kind (module constants).
+    :param channels: where events go: the pipeline's ``alerts`` section as a dict (see :func:`emit`),
+        handed over by the DAG factory; a callback reads no configuration file.
     :param context: set by the triggerer for deadline callbacks; empty otherwise.
     """
 
-    def __init__(self, *, kind: str, context: dict | None = None) -> None:
+    def __init__(self, *, kind: str, channels: dict[str, Any], context: dict | None = None) -> None:
         super().__init__(context=context)
         self.kind = kind
+        self.channels = channels
 
     def render_template_fields(self, context: dict, jinja_env=None) -> None:
         """Nothing to render: this notifier has no template fields.
@@ -166,8 +173,8 @@ class MarketEventNotifier(BaseNotifier):
 
     def notify(self, context: dict) -> None:
         """Send the event (failure callbacks: DAG processor or task process)."""
-        emit(self._event(context))
+        emit(self._event(context), self.channels)
 
     async def async_notify(self, context: dict) -> None:
         """Send the event from the triggerer; the blocking boto3 calls run in a worker thread."""
-        await asyncio.to_thread(emit, self._event(context))
+        await asyncio.to_thread(emit, self._event(context), self.channels)

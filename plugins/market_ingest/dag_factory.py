@@ -15,7 +15,7 @@ from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryActi
 from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
 
 from market_ingest.alerts import DAG_FAILED, DEADLINE_MISSED, MarketEventNotifier
-from market_ingest.config import IntervalConfig, PipelineConfig, load_config
+from market_ingest.config import IntervalConfig, PipelineConfig, load_config, load_universe
 from market_ingest.deadlines import DataIntervalEndDeadline
 from market_ingest.operators.market import (
     KinesisPublishOperator,
@@ -116,7 +116,7 @@ def dag_test(dag: DAG, **kwargs):
     return dag.test(**kwargs)
 
 
-def deadline_alerts(ic: IntervalConfig) -> list[DeadlineAlert]:
+def deadline_alerts(ic: IntervalConfig, channels: dict) -> list[DeadlineAlert]:
     """The DAG's Deadline Alert: done ``allowed_lateness`` after the data interval ends.
 
     On a miss the triggerer awaits :class:`~market_ingest.alerts.MarketEventNotifier`, which
@@ -131,9 +131,69 @@ def deadline_alerts(ic: IntervalConfig) -> list[DeadlineAlert]:
             reference=DataIntervalEndDeadline(),
             interval=ic.allowed_lateness,
             name="data loaded in time",
-            callback=AsyncCallback(MarketEventNotifier, kwargs={"kind": DEADLINE_MISSED}),
+            callback=AsyncCallback(MarketEventNotifier, kwargs={"kind": DEADLINE_MISSED, "channels": channels}),
         )
     ]
+
+
+def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: str = "bars") -> dict[str, dict]:
+    """What each task of the DAG of ``(source, interval)`` is given, by task id.
+
+    The one place where configuration becomes task arguments: operators read no configuration
+    file, so a task runs on what its DAG was built with, and tests build any task from here.
+
+    :param interval: canonical interval, or ``quote`` with ``dataset="quotes"``.
+    :return: ``{"plan": {...}, "extract": {...}, "publish_lake": {...}, "load_timescale": {...},
+        "publish_kinesis": {...}, "report": {...}}``: keyword arguments of each operator, without
+        ``task_id`` and without the upstream results (``batch``, ``extracts``, ``lake``, ...).
+        JSON-safe: the source's settings travel as ``SourceConfig`` in JSON form, the universes as
+        their symbols (read from ``include/symbols/`` now, at parse time).
+    """
+    src = cfg.sources[source]
+    quotes = dataset == "quotes"
+    ic = src.quotes if quotes else src.intervals[interval]
+    source_config = src.model_dump(mode="json")
+    lake_url = cfg.lake.quotes_url if quotes else cfg.lake.url
+    k = cfg.kinesis
+    common = {"dataset": dataset}
+    return {
+        "plan": {
+            **common,
+            "source": source,
+            "interval": interval,
+            "source_config": source_config,
+            "symbols": [s for u in (ic.universes or src.universes) for s in load_universe(u)],
+            "timescale_conn_id": cfg.timescale.conn_id,
+        },
+        "extract": {
+            **common,
+            "source": source,
+            "interval": interval,
+            "source_config": source_config,
+            "lake_url": lake_url,
+            "timescale_conn_id": cfg.timescale.conn_id,
+            "compression": cfg.lake.compression,
+            "extended_hours": ic.extended_hours,
+        },
+        "publish_lake": {
+            **common,
+            "source": source,
+            "interval": interval,
+            "lake_url": lake_url,
+            "compression": cfg.lake.compression,
+        },
+        "load_timescale": {**common, "timescale_conn_id": cfg.timescale.conn_id},
+        "publish_kinesis": {
+            **common,
+            "stream": k.quotes_stream if quotes else k.stream,
+            "aws_conn_id": k.aws_conn_id,
+            "bars_per_record": k.bars_per_record,
+            "max_records_per_call": k.max_records_per_call,
+            "max_bytes_per_call": k.max_bytes_per_call,
+            "max_attempts": k.max_attempts,
+        },
+        "report": {"max_failed_share": cfg.report.max_failed_share, "alerts": cfg.alerts.model_dump(mode="json")},
+    }
 
 
 def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "bars") -> DAG:
@@ -156,6 +216,8 @@ def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "b
         "retry_policy": retry_policy(cfg),
     }
     universes = ic.universes or src.universes
+    args = task_arguments(cfg, source, interval, dataset)
+    channels = args["report"]["alerts"]
     what = "quote snapshots" if quotes else f"{interval} bars"
     stream = cfg.kinesis.quotes_stream if quotes else cfg.kinesis.stream
     doc = (
@@ -180,24 +242,14 @@ def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "b
         tags=["market-data", f"source:{source}", f"interval:{interval}", f"dataset:{dataset}"],
         doc_md=doc,
         params=_params(src.symbols_like),
-        deadline=deadline_alerts(ic) or None,
-        on_failure_callback=MarketEventNotifier(kind=DAG_FAILED),
+        deadline=deadline_alerts(ic, channels) or None,
+        on_failure_callback=MarketEventNotifier(kind=DAG_FAILED, channels=channels),
     ) as dag:
-        plan = MarketPlanOperator(task_id="plan", source=source, interval=interval, dataset=dataset)
-        extract = MarketExtractOperator.partial(
-            task_id="extract",
-            source=source,
-            interval=interval,
-            pool=src.pool,
-            dataset=dataset,
-        ).expand(batch=plan.output)
-        lake = LakePublishOperator(
-            task_id="publish_lake", source=source, interval=interval, extracts=extract.output, dataset=dataset
-        )
-        timescale = TimescaleLoadOperator(
-            task_id="load_timescale", lake=lake.output, timescale_conn_id=cfg.timescale.conn_id, dataset=dataset
-        )
-        kinesis = KinesisPublishOperator(task_id="publish_kinesis", lake=lake.output, dataset=dataset)
+        plan = MarketPlanOperator(task_id="plan", **args["plan"])
+        extract = MarketExtractOperator.partial(task_id="extract", pool=src.pool, **args["extract"]).expand(batch=plan.output)
+        lake = LakePublishOperator(task_id="publish_lake", extracts=extract.output, **args["publish_lake"])
+        timescale = TimescaleLoadOperator(task_id="load_timescale", lake=lake.output, **args["load_timescale"])
+        kinesis = KinesisPublishOperator(task_id="publish_kinesis", lake=lake.output, **args["publish_kinesis"])
         RunReportOperator(
             task_id="report",
             plan=plan.output,
@@ -205,6 +257,7 @@ def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "b
             lake=lake.output,
             timescale=timescale.output,
             kinesis=kinesis.output,
+            **args["report"],
         )
     return dag
 

@@ -12,30 +12,30 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from market_ingest.config import PipelineConfig, SourceConfig
+from market_ingest.config import SourceConfig
 from market_ingest.intervals import Window
 from market_ingest.kinds import KINDS, kind
 
 
-def _yahoo_hook(cfg: PipelineConfig, name: str, src: SourceConfig) -> Any:
+def _yahoo_hook(name: str, src: SourceConfig, timescale_conn_id: str) -> Any:
     from market_ingest.hooks.yahoo import YahooFinanceHook
 
     return YahooFinanceHook(yahoo_conn_id=src.conn_id or YahooFinanceHook.default_conn_name)
 
 
-def _alpha_vantage_hook(cfg: PipelineConfig, name: str, src: SourceConfig) -> Any:
+def _alpha_vantage_hook(name: str, src: SourceConfig, timescale_conn_id: str) -> Any:
     from market_ingest.hooks.alpha_vantage import AlphaVantageHook
     from market_ingest.hooks.timescale import TimescaleHook
     from market_ingest.quota import PostgresQuotaStore
 
-    warehouse = TimescaleHook(timescale_conn_id=cfg.timescale.conn_id)
+    warehouse = TimescaleHook(timescale_conn_id=timescale_conn_id)
     warehouse.migrate()  # the shared daily budget lives in market.vendor_quota
     return AlphaVantageHook(
         alpha_vantage_conn_id=src.conn_id or AlphaVantageHook.default_conn_name, quota=PostgresQuotaStore(warehouse)
     )
 
 
-def _exchange_hook(cfg: PipelineConfig, name: str, src: SourceConfig) -> Any:
+def _exchange_hook(name: str, src: SourceConfig, timescale_conn_id: str) -> Any:
     from market_ingest.hooks.exchange import ExchangeHook
 
     return ExchangeHook(
@@ -68,7 +68,7 @@ def _exchange_plan(src: SourceConfig, name: str, interval: str, window: Window, 
     return hook.planned_requests(interval, window)
 
 
-#: kind -> ``(cfg, source name, source config) -> hook``
+#: kind -> ``(source name, source config, TimescaleDB connection id) -> hook``
 HOOKS: dict[str, Callable[..., Any]] = {"yahoo": _yahoo_hook, "alpha_vantage": _alpha_vantage_hook, "ccxt": _exchange_hook}
 #: kind -> ``(source config, name, interval, window, now) -> requests per symbol`` (offline)
 PLANS: dict[str, Callable[..., int]] = {"yahoo": _yahoo_plan, "alpha_vantage": _alpha_vantage_plan, "ccxt": _exchange_plan}
@@ -80,19 +80,20 @@ def register_hook(kind_name: str, hook: Callable[..., Any], plan: Callable[..., 
     HOOKS[kind_name], PLANS[kind_name] = hook, plan
 
 
-def bar_hook(cfg: PipelineConfig, name: str) -> Any:
-    """The hook serving source ``name`` of ``cfg``, reaching the vendor through the source's connection.
+def bar_hook(name: str, src: SourceConfig, *, timescale_conn_id: str) -> Any:
+    """The hook serving source ``name`` configured as ``src``, reaching the vendor through the source's connection.
 
+    :param timescale_conn_id: the warehouse, for kinds that keep state there (Alpha Vantage's
+        shared daily request budget).
     :raises ValueError: for a kind no hook serves (registered in :mod:`market_ingest.kinds` but not here).
     """
-    src: SourceConfig = cfg.sources[name]
     if src.kind not in HOOKS:
         raise ValueError(f"no hook serves source kind {src.kind!r} (kinds: {', '.join(sorted(KINDS))})")
-    return HOOKS[src.kind](cfg, name, src)
+    return HOOKS[src.kind](name, src, timescale_conn_id)
 
 
 def planned_requests(
-    cfg: PipelineConfig,
+    src: SourceConfig,
     name: str,
     interval: str,
     symbols: list[str] | tuple[str, ...],
@@ -108,7 +109,6 @@ def planned_requests(
     ``quote_request_per_symbol``: Alpha Vantage ``GLOBAL_QUOTE``) or one per batch (ccxt
     ``fetch_tickers``). Builds no client and makes no request; ccxt's class is read for its page size.
     """
-    src: SourceConfig = cfg.sources[name]
     if dataset == "quotes":
         size = (src.quotes.batch_size if src.quotes else None) or src.batch_size
         return len(symbols) if kind(src.kind).quote_request_per_symbol else math.ceil(len(symbols) / size)

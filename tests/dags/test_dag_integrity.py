@@ -187,8 +187,10 @@ def test_every_dag_has_its_configured_deadline_and_failure_notifier(dagbag):
         (alert,) = dag.deadline
         assert isinstance(alert.reference, DataIntervalEndDeadline) and alert.interval == ic.allowed_lateness
         assert alert.callback.path == "market_ingest.alerts.MarketEventNotifier"
-        assert alert.callback.kwargs == {"kind": "deadline_missed"}
+        channels = cfg.alerts.model_dump(mode="json")  # where events go, handed over: no callback reads the config
+        assert alert.callback.kwargs == {"kind": "deadline_missed", "channels": channels}
         assert isinstance(dag.on_failure_callback, MarketEventNotifier) and dag.on_failure_callback.kind == "dag_failed"
+        assert dag.on_failure_callback.channels == channels
         # What the scheduler stores: the custom reference by import path, found again through the plugin.
         encoded = DagSerialization.to_dict(dag)["dag"]["deadline"][0]
         assert "market_ingest.deadlines.DataIntervalEndDeadline" in json.dumps(encoded)
@@ -201,3 +203,43 @@ def test_the_deadline_reference_is_registered_by_the_plugin():
     from market_ingest.deadlines import DataIntervalEndDeadline
 
     assert find_registered_custom_deadline_reference("market_ingest.deadlines.DataIntervalEndDeadline") is DataIntervalEndDeadline
+
+
+def test_tasks_run_on_their_arguments_and_read_no_configuration_file(dagbag, tmp_path, monkeypatch):
+    """The factory hands each task what it needs; with the config file gone, a parsed DAG's plan
+    still resolves its window and symbols, and every operator holds the configured values."""
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    cfg = load_config()
+    dag = dagbag.dags["market_yahoo_1d"]
+    monkeypatch.setenv("MARKET_INGEST_CONFIG", str(tmp_path / "gone.yaml"))
+    load_config.cache_clear()
+    try:
+        start = datetime(2021, 7, 19, tzinfo=timezone.utc)
+        context = {
+            "params": {"symbols": ["MSFT", "NVDA"]},
+            "data_interval_start": start,
+            "data_interval_end": start + timedelta(days=5),
+            "dag": SimpleNamespace(dag_id=dag.dag_id),
+            "run_id": "manual__no_config",
+        }
+        (batch,) = dag.get_task("plan").execute(context)
+        assert (batch["symbols"], batch["start"], batch["end"]) == (
+            ["MSFT", "NVDA"],
+            "2021-07-19T00:00:00+00:00",
+            "2021-07-24T00:00:00+00:00",
+        )
+    finally:
+        load_config.cache_clear()
+    extract = dag.get_task("extract").partial_kwargs
+    assert extract["lake_url"] == cfg.lake.url and extract["timescale_conn_id"] == cfg.timescale.conn_id
+    assert extract["source_config"] == cfg.sources["yahoo"].model_dump(mode="json")
+    kinesis = dag.get_task("publish_kinesis")
+    assert (kinesis.stream, kinesis.aws_conn_id, kinesis.bars_per_record) == (
+        cfg.kinesis.stream,
+        cfg.kinesis.aws_conn_id,
+        cfg.kinesis.bars_per_record,
+    )
+    assert dag.get_task("report").max_failed_share == cfg.report.max_failed_share
+    assert dagbag.dags["market_kucoin_quote"].get_task("publish_lake").lake_url == cfg.lake.quotes_url

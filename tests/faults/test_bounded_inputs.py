@@ -11,6 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from market_ingest.errors import ConfigurationError
 from market_ingest.operators.market import MarketPlanOperator
 from market_ingest.run import select
+from tests.conftest import built
 from tests.faults.support import context
 
 UTC = timezone.utc
@@ -76,7 +77,7 @@ def test_a_window_is_clamped_to_the_intervals_start_date_and_refused_wholly_befo
 def test_a_manual_run_over_the_request_cap_is_refused_by_the_plan_with_the_figures():
     """50 Binance symbols x 30 days of 1m candles: 44 requests of 1,000 candles each, 2,200 in all."""
     symbols = [f"C{i}/USDT" for i in range(50)]
-    plan = MarketPlanOperator(task_id="plan", source="binance", interval="1m")
+    plan = built(MarketPlanOperator, "plan", "binance", "1m")
     params = {"symbols": symbols, "start": "2026-10-01T00:00:00Z", "end": "2026-10-31T00:00:00Z"}
     with pytest.raises(AirflowFailException) as refused:
         plan.execute(context("manual__cap", params, *DAY))
@@ -88,7 +89,7 @@ def test_a_manual_run_over_the_request_cap_is_refused_by_the_plan_with_the_figur
 
 def test_a_far_future_window_end_plans_what_exists():
     """On main: a window ending in 2100 planned 3,341 Yahoo requests per symbol; 9999-12-31 raised OverflowError."""
-    plan = MarketPlanOperator(task_id="plan", source="yahoo", interval="1m")
+    plan = built(MarketPlanOperator, "plan", "yahoo", "1m")
     (batch,) = plan.execute(
         context("manual__far", {"symbols": ["AAPL"], "start": "2026-11-01T00:00:00Z", "end": "9999-12-31T00:00:00Z"}, *DAY)
     )

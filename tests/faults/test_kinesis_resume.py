@@ -12,6 +12,7 @@ import pytest
 from market_ingest.hooks.yahoo import Window, YahooFinanceHook
 from market_ingest.kinesis import PartialFailureError
 from market_ingest.operators.market import KinesisPublishOperator
+from tests.conftest import built
 from tests.faults.support import context
 
 pytestmark = pytest.mark.integration
@@ -78,7 +79,7 @@ def test_a_throttled_publish_retried_sends_no_accepted_record_twice(services, st
     pipeline_config(lambda raw: raw["kinesis"].update(max_attempts=2))
     client = ThrottledAfter(services.boto3_client("kinesis"), accept=1000)
     monkeypatch.setattr(KinesisHook, "conn", property(lambda self: client))
-    task = KinesisPublishOperator(task_id="publish_kinesis", lake=staged_bars)
+    task = built(KinesisPublishOperator, "publish_kinesis", lake=staged_bars)
 
     with pytest.raises(PartialFailureError) as failed:  # retryable: Airflow retries the task
         task.execute(context("manual__resume"))
@@ -105,7 +106,7 @@ def test_packed_records_hold_many_bars_of_one_symbol(services, staged_bars, pipe
     kinesis = services.boto3_client("kinesis")
     kinesis.create_stream(StreamName="market-packed", ShardCount=1)
     kinesis.get_waiter("stream_exists").wait(StreamName="market-packed", WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
-    stats = KinesisPublishOperator(task_id="publish_kinesis", lake={**staged_bars, "fingerprint": "packed"}).execute(
+    stats = built(KinesisPublishOperator, "publish_kinesis", lake={**staged_bars, "fingerprint": "packed"}).execute(
         context("manual__packed")
     )
     assert (stats["records"], stats["bars_by_symbol"]) == (3, {"TSLA": 1200})

@@ -10,7 +10,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from market_ingest.operators.market import KinesisPublishOperator, LakePublishOperator, MarketExtractOperator
 from standin.server import StandIn
-from tests.conftest import serving
+from tests.conftest import built, serving
 from tests.faults.support import context
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ def test_a_mistyped_bucket_fails_the_extract_before_any_request_and_creates_noth
     s3 = services.boto3_client("s3")
     before = {b["Name"] for b in s3.list_buckets()["Buckets"]}
 
-    task = MarketExtractOperator(task_id="extract", source="yahoo", interval="1d", batch=BATCH)
+    task = built(MarketExtractOperator, "extract", "yahoo", "1d", batch=BATCH)
     vendor = StandIn(None)  # logs every request it gets
     with serving(vendor, monkeypatch), pytest.raises(AirflowFailException) as failed:  # no retry is spent
         task.execute(context("manual__typo"))
@@ -46,7 +46,7 @@ def test_a_mistyped_bucket_fails_the_lake_publish_at_once(services, pipeline_con
             "ingested_at": "2026-01-01T00:00:00+00:00",
         }
     ]
-    task = LakePublishOperator(task_id="publish_lake", source="yahoo", interval="1d", extracts=staged)
+    task = built(LakePublishOperator, "publish_lake", "yahoo", "1d", extracts=staged)
     with pytest.raises(AirflowFailException, match="bucket 'market-lakee' does not exist"):
         task.execute(context("manual__typo"))
     assert "market-lakee" not in {b["Name"] for b in services.boto3_client("s3").list_buckets()["Buckets"]}
@@ -55,7 +55,7 @@ def test_a_mistyped_bucket_fails_the_lake_publish_at_once(services, pipeline_con
 def test_a_missing_stream_fails_the_publish_at_once_naming_it_and_the_connection(services, pipeline_config):
     """Seen on main: ``ResourceNotFoundException`` was retried like a network fault."""
     pipeline_config(lambda raw: raw["kinesis"].update(stream="market-barz"))
-    task = KinesisPublishOperator(task_id="publish_kinesis", lake={"staged": [], "fingerprint": "f", "run_dir": None})
+    task = built(KinesisPublishOperator, "publish_kinesis", lake={"staged": [], "fingerprint": "f", "run_dir": None})
     with pytest.raises(AirflowFailException) as failed:
         task.execute(context("manual__typo"))
     assert "stream 'market-barz' does not exist (connection market_aws)" in str(failed.value)

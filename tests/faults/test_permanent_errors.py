@@ -11,6 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from market_ingest import outcomes
 from market_ingest.errors import VendorUnavailableError
 from market_ingest.operators.market import MarketExtractOperator, build_report
+from tests.conftest import built
 from tests.e2e.test_alpha_vantage_run import _recordings, alpha_vantage_serving
 from tests.faults.support import context
 
@@ -28,7 +29,7 @@ def test_a_vendor_outage_is_retried_and_names_source_symbol_and_window(services,
         "end": "2023-11-11T00:00:00+00:00",
         "since": {},
     }
-    task = MarketExtractOperator(task_id="extract", source="alpha_vantage", interval="1d", batch=batch)
+    task = built(MarketExtractOperator, "extract", "alpha_vantage", "1d", batch=batch)
     with alpha_vantage_serving(folder, "FAKEKEY503X", monkeypatch), pytest.raises(VendorUnavailableError) as err:
         task.execute(context("manual__503"))  # retryable: not AirflowFailException
     assert str(err.value) == (
@@ -48,7 +49,7 @@ def test_requests_nothing_records_get_the_vendors_answers_not_retries(services):
         "end": "2023-01-07T00:00:00+00:00",
         "since": {},
     }
-    task = MarketExtractOperator(task_id="extract", source="yahoo", interval="1d", batch=batch)
+    task = built(MarketExtractOperator, "extract", "yahoo", "1d", batch=batch)
     result = task.execute(context("manual__uncovered"))
     assert [(o["symbol"], o["status"]) for o in result["outcomes"]] == [
         ("MSFT", outcomes.NO_DATA),
@@ -76,7 +77,7 @@ def test_a_failed_report_says_which_tasks_failed(services):
     plan = [{"batch": 0, "symbols": ["AAPL"]}]
     extracts = [{"batch": 0, "outcomes": [{"symbol": "AAPL", "status": "ok"}]}]
     lake = {"rows_by_symbol": {"AAPL": 1}, "objects": []}
-    task = RunReportOperator(task_id="report", plan=plan, extracts=extracts, lake=lake, timescale=lake, kinesis=None)
+    task = built(RunReportOperator, "report", plan=plan, extracts=extracts, lake=lake, timescale=lake, kinesis=None)
     with pytest.raises(AirflowFailException, match=r"tasks \['publish_kinesis'\] did not succeed"):
         task.execute(context("manual__report"))
 

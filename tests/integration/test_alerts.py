@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from market_ingest import outcomes
+from tests.conftest import built
 
 pytestmark = pytest.mark.integration
 UTC = timezone.utc
@@ -55,8 +56,9 @@ def _report_task(statuses):
 
     symbols = list(statuses)
     sinks = {"rows_by_symbol": {s: 1 for s, st in statuses.items() if st == outcomes.OK}, "objects": []}
-    return RunReportOperator(
-        task_id="report",
+    return built(
+        RunReportOperator,
+        "report",
         plan=[{"batch": 0, "symbols": symbols}],
         extracts=[
             {
@@ -116,8 +118,12 @@ def test_the_deadline_notifier_awaited_as_the_triggerer_does_sends_the_run_ident
         "deadline": {"id": "0195", "deadline_time": datetime(2026, 11, 21, 10, 0, 1, tzinfo=UTC)},
     }
 
+    from market_ingest.config import load_config
+
+    channels = load_config().alerts.model_dump(mode="json")  # as the DAG factory hands them over
+
     async def triggerer():
-        await MarketEventNotifier(kind=DEADLINE_MISSED, context=context)
+        await MarketEventNotifier(kind=DEADLINE_MISSED, channels=channels, context=context)
 
     asyncio.run(triggerer())
     (event,) = [e for e in _events(services) if e["run_id"] == "manual__2026-11-21T10:00:00+00:00"]
@@ -136,13 +142,10 @@ def test_a_configured_sns_topic_receives_the_event(services, monkeypatch):
     queue = sqs.create_queue(QueueName="market-alerts-inbox")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
-    cfg = load_config()
-    monkeypatch.setattr(
-        alerts, "load_config", lambda: cfg.model_copy(update={"alerts": cfg.alerts.model_copy(update={"sns_topic_arn": topic})})
-    )
+    channels = load_config().alerts.model_copy(update={"sns_topic_arn": topic})
 
     event = alerts.build_event(alerts.DAG_FAILED, _context("manual__sns"), "dag_failed: market_yahoo_1d run manual__sns")
-    assert alerts.emit(event)["sns"] is True
+    assert alerts.emit(event, channels)["sns"] is True
     (message,) = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=5)["Messages"]
     envelope = json.loads(message["Body"])
     assert envelope["Subject"] == "[market-data] dag_failed: market_yahoo_1d"

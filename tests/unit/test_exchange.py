@@ -381,7 +381,8 @@ def test_another_clients_recording_dropped_in_is_served_for_windows_inside_it():
     body = _body("kraken", "ccxt_static_kraken_OHLC")["result"]["XBTUSDT"]
     expected = [(_s(r[0]), *map(float, (r[1], r[2], r[3], r[4], r[6]))) for r in body]
     window = Window(d(2024, 1, 30, 16), d(2024, 1, 30, 19))
-    hook = bar_hook(load_config(), "kraken")  # connection market_kraken: the stand-in; max_lookback_bars 720
+    cfg = load_config()  # connection market_kraken: the stand-in; max_lookback_bars 720
+    hook = bar_hook("kraken", cfg.sources["kraken"], timescale_conn_id=cfg.timescale.conn_id)
     bars, (outcome,) = hook.fetch_bars(["BTC/USDT"], "1h", window, INGESTED)
     got = [(r["time"], r["open"], r["high"], r["low"], r["close"], r["volume"]) for r in bars.to_pylist()]
     assert got == [e for e in expected if window.start <= e[0] < window.end] and len(got) == 3

@@ -3,6 +3,10 @@ to Kinesis, report.
 
 Every operator's ``execute`` returns something small (paths and counts) because it lands in XCom;
 bars travel through the lake only. Heavy libraries are imported inside ``execute``.
+
+Operators read no configuration file: the DAG factory hands each one what it needs as arguments
+(:func:`market_ingest.dag_factory.task_arguments`: the source's settings, symbols, lake URL,
+streams, connection ids, thresholds), so each can be built and tested on its own.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from market_ingest import kinds, outcomes
-from market_ingest.config import load_config, load_universe
 from market_ingest.errors import ConfigurationError, MarketDataError
 from market_ingest.run import batch_symbols, select
 
@@ -67,29 +70,46 @@ class MarketPlanOperator(BaseOperator):
 
     :param source: configured source name.
     :param interval: canonical interval, or ``quote`` for quote snapshots.
+    :param source_config: the source's settings (``SourceConfig`` as a JSON dict): its kind,
+        symbol spelling, start dates, batch sizes and request cap.
+    :param symbols: the configured universes' symbols, in order (a run's Params may narrow them).
+    :param timescale_conn_id: the warehouse, where deferred symbols are kept (kinds that defer).
     :param dataset: ``bars`` or ``quotes``.
     :return: ``[{"batch": i, "symbols": [...], "start": iso, "end": iso, "since": {...}}]``, one
-        entry per extract task.
+        entry per extract task; the window is resolved here once and every task takes it from here.
     :raises AirflowFailException: on an invalid Params override (bad symbol, inverted or
         out-of-range window, too many requests) or a window the vendor cannot serve.
     """
 
     template_fields: Sequence[str] = ("source", "interval")
 
-    def __init__(self, *, source: str, interval: str, dataset: str = "bars", **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        source: str,
+        interval: str,
+        source_config: dict[str, Any],
+        symbols: list[str],
+        timescale_conn_id: str,
+        dataset: str = "bars",
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.source = source
         self.interval = interval
+        self.source_config = source_config
+        self.symbols = symbols
+        self.timescale_conn_id = timescale_conn_id
         self.dataset = dataset
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        from market_ingest.config import SourceConfig
         from market_ingest.intervals import Window
         from market_ingest.sources import planned_requests
 
-        cfg = load_config()
-        src = cfg.sources[self.source]
+        src = SourceConfig.model_validate(self.source_config)
         ic = src.quotes if self.dataset == "quotes" else src.intervals[self.interval]
-        universe = [s for u in (ic.universes or src.universes) for s in load_universe(u)]
+        universe = list(self.symbols)
         now = datetime.now(timezone.utc)
         with failing_fast():
             sel = select(
@@ -105,7 +125,7 @@ class MarketPlanOperator(BaseOperator):
             for note in sel.clamped:
                 self.log.warning("%s", note)
             requests = planned_requests(
-                cfg, self.source, self.interval, sel.symbols, Window(sel.start, sel.end), now, self.dataset
+                src, self.source, self.interval, sel.symbols, Window(sel.start, sel.end), now, self.dataset
             )
             cap = src.max_requests_per_manual_run
             if sel.manual and requests > cap:
@@ -131,7 +151,7 @@ class MarketPlanOperator(BaseOperator):
             from market_ingest import backlog
             from market_ingest.hooks.timescale import TimescaleHook
 
-            warehouse = TimescaleHook(timescale_conn_id=cfg.timescale.conn_id)
+            warehouse = TimescaleHook(timescale_conn_id=self.timescale_conn_id)
             warehouse.migrate()
             for sym, start in backlog.pending(warehouse, self.source, self.interval).items():
                 if sym in symbols and start < sel.start:  # only symbols this run selects
@@ -162,6 +182,11 @@ class MarketExtractOperator(BaseOperator):
     :param source: configured source name.
     :param interval: canonical interval.
     :param batch: ``{"batch": i, "symbols": [...], "start": iso, "end": iso}`` from the plan (templated).
+    :param source_config: the source's settings (``SourceConfig`` as a JSON dict), for its hook.
+    :param lake_url: the lake's root (``s3://<conn_id>@bucket/prefix`` or ``file:///...``) where batches are staged.
+    :param timescale_conn_id: the warehouse (deferred symbols; Alpha Vantage's shared daily budget).
+    :param compression: Parquet compression of the staged objects.
+    :param extended_hours: intraday: keep bars outside the regular sessions.
     :param dataset: ``bars`` or ``quotes`` (snapshots stamped at the window's end).
     :return: ``{"batch": i, "staged": [{"path", "rows", "dates": {date: [row groups]}}], "rows": n,
         "outcomes": [...], "ingested_at": iso}`` (one staged object per batch, keyed by the run).
@@ -169,38 +194,55 @@ class MarketExtractOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("source", "interval", "batch")
 
-    def __init__(self, *, source: str, interval: str, batch: Any, dataset: str = "bars", **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        source: str,
+        interval: str,
+        batch: Any,
+        source_config: dict[str, Any],
+        lake_url: str,
+        timescale_conn_id: str,
+        compression: str = "zstd",
+        extended_hours: bool = False,
+        dataset: str = "bars",
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.source = source
         self.interval = interval
         self.batch = batch
+        self.source_config = source_config
+        self.lake_url = lake_url
+        self.timescale_conn_id = timescale_conn_id
+        self.compression = compression
+        self.extended_hours = extended_hours
         self.dataset = dataset
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from market_ingest.config import SourceConfig
         from market_ingest.lake import check_lake, lake_root, stage
         from market_ingest.sources import bar_hook
 
-        cfg = load_config()
-        src = cfg.sources[self.source]
+        src = SourceConfig.model_validate(self.source_config)
         start = datetime.fromisoformat(self.batch["start"])
         end = datetime.fromisoformat(self.batch["end"])
-        root = lake_root(cfg.lake.quotes_url if self.dataset == "quotes" else cfg.lake.url)
+        root = lake_root(self.lake_url)
         with failing_fast():
             check_lake(root)
         symbols, now = list(self.batch["symbols"]), datetime.now(timezone.utc)
         since = {s: datetime.fromisoformat(t) for s, t in (self.batch.get("since") or {}).items()}
         with failing_fast((start, end)):
-            hook = bar_hook(cfg, self.source)
+            hook = bar_hook(self.source, src, timescale_conn_id=self.timescale_conn_id)
             if self.dataset == "quotes":
                 bars, results = hook.fetch_quotes(symbols, as_of=end, ingested_at=now)
             else:
-                ic = src.intervals.get(self.interval)
-                bars, results = self._fetch_bars(hook, symbols, since, start, end, now, bool(ic and ic.extended_hours))
+                bars, results = self._fetch_bars(hook, symbols, since, start, end, now, self.extended_hours)
         if self.dataset == "bars" and kinds.kind(src.kind).defers:
-            self._update_backlog(cfg, results, since, start, end)
+            self._update_backlog(results, since, start, end)
         interval = None if self.dataset == "quotes" else self.interval
         with failing_fast():
-            staged = stage(bars, root, self.source, interval, context["run_id"], self.batch["batch"], cfg.lake.compression)
+            staged = stage(bars, root, self.source, interval, context["run_id"], self.batch["batch"], self.compression)
         for o in results:
             self.log.info(
                 "%-12s %-15s rows=%-6d %s %s %s",
@@ -238,11 +280,11 @@ class MarketExtractOperator(BaseOperator):
         results = [by_symbol[s] for s in symbols]
         return pa.concat_tables(tables), results
 
-    def _update_backlog(self, cfg, results, since, start, end) -> None:
+    def _update_backlog(self, results, since, start, end) -> None:
         from market_ingest import backlog
         from market_ingest.hooks.timescale import TimescaleHook
 
-        warehouse = TimescaleHook(timescale_conn_id=cfg.timescale.conn_id)
+        warehouse = TimescaleHook(timescale_conn_id=self.timescale_conn_id)
         deferred = [o for o in results if o.status == outcomes.DEFERRED]
         if deferred:
             backlog.defer(warehouse, self.source, self.interval, [o.symbol for o in deferred], start, end, deferred[0].reason)
@@ -262,7 +304,9 @@ class LakePublishOperator(BaseOperator):
     :param source: configured source name.
     :param interval: canonical interval.
     :param extracts: the extract tasks' results (templated; mapped XCom).
-    :param dataset: ``bars`` (lake ``url``) or ``quotes`` (lake ``quotes_url``, no interval partition).
+    :param lake_url: the lake's root (``url``, or ``quotes_url`` for quotes).
+    :param compression: Parquet compression of the objects written.
+    :param dataset: ``bars`` or ``quotes`` (no interval partition).
     :return: ``{"objects": [{"path", "date", "rows", "run_rows", "kept_newer"}], "rows_by_symbol":
         {symbol: n}, "staged": [staged object URLs, in publishing order], "fingerprint": str,
         "run_dir": staging folder of the run}``; the sinks read ``staged``.
@@ -270,11 +314,23 @@ class LakePublishOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("source", "interval", "extracts")
 
-    def __init__(self, *, source: str, interval: str, extracts: Any, dataset: str = "bars", **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        source: str,
+        interval: str,
+        extracts: Any,
+        lake_url: str,
+        compression: str = "zstd",
+        dataset: str = "bars",
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.source = source
         self.interval = interval
         self.extracts = extracts
+        self.lake_url = lake_url
+        self.compression = compression
         self.dataset = dataset
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -283,14 +339,13 @@ class LakePublishOperator(BaseOperator):
 
         from market_ingest.lake import lake_root, publish, staging_run_dir
 
-        cfg = load_config()
         results = [e for e in _materialise(self.extracts) if e]
         staged = [{**s, "ingested_at": e.get("ingested_at")} for e in results for s in e.get("staged", [])]
         quotes = self.dataset == "quotes"
         interval = None if quotes else self.interval
-        root = lake_root(cfg.lake.quotes_url if quotes else cfg.lake.url)
+        root = lake_root(self.lake_url)
         with failing_fast():
-            objects = publish(staged, root, self.source, interval, compression=cfg.lake.compression, dataset=self.dataset)
+            objects = publish(staged, root, self.source, interval, compression=self.compression, dataset=self.dataset)
         counts: Counter[str] = Counter()
         for obj in objects:
             counts.update(obj.pop("rows_by_symbol"))
@@ -333,14 +388,14 @@ class TimescaleLoadOperator(BaseOperator):
     (see :meth:`~market_ingest.hooks.timescale.TimescaleHook.upsert`).
 
     :param lake: the lake publish result (templated).
-    :param timescale_conn_id: connection id; default from the pipeline config.
+    :param timescale_conn_id: connection id of the warehouse.
     :param dataset: ``bars`` (``market.bars``) or ``quotes`` (``market.quotes``).
     :return: ``{"rows": n, "applied": m, "skipped": k, "rows_by_symbol": {...}, "hypertable": bool}``.
     """
 
     template_fields: Sequence[str] = ("lake",)
 
-    def __init__(self, *, lake: Any, timescale_conn_id: str | None = None, dataset: str = "bars", **kwargs) -> None:
+    def __init__(self, *, lake: Any, timescale_conn_id: str, dataset: str = "bars", **kwargs) -> None:
         super().__init__(**kwargs)
         self.lake = lake
         self.timescale_conn_id = timescale_conn_id
@@ -351,7 +406,7 @@ class TimescaleLoadOperator(BaseOperator):
         from market_ingest.lake import iter_staged
         from market_ingest.schema import DATASETS
 
-        hook = TimescaleHook(timescale_conn_id=self.timescale_conn_id or load_config().timescale.conn_id)
+        hook = TimescaleHook(timescale_conn_id=self.timescale_conn_id)
         hook.migrate()
         table = DATASETS[self.dataset].table
         counts: Counter[str] = Counter()
@@ -376,15 +431,39 @@ class KinesisPublishOperator(BaseOperator):
     missing stream fails at once, naming it and the connection.
 
     :param lake: the lake publish result (templated).
-    :param dataset: ``bars`` (stream ``kinesis.stream``) or ``quotes`` (``kinesis.quotes_stream``).
+    :param stream: the Kinesis stream (``kinesis.stream``, or ``kinesis.quotes_stream`` for quotes).
+    :param aws_conn_id: the AWS connection reaching it.
+    :param bars_per_record: 1: one JSON record per bar; N > 1: up to N bars of one symbol per record (JSON Lines).
+    :param max_records_per_call: records per ``PutRecords`` call (Kinesis allows 500).
+    :param max_bytes_per_call: bytes per ``PutRecords`` call (Kinesis allows 5 MiB).
+    :param max_attempts: attempts per call while entries keep failing (throttled shards).
+    :param dataset: ``bars`` or ``quotes``.
     :return: ``{"records", "sent", "skipped", "calls", "retried", "bars_by_symbol": {...}}``.
     """
 
     template_fields: Sequence[str] = ("lake",)
 
-    def __init__(self, *, lake: Any, dataset: str = "bars", **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        lake: Any,
+        stream: str,
+        aws_conn_id: str,
+        bars_per_record: int = 1,
+        max_records_per_call: int = 500,
+        max_bytes_per_call: int = 5 * 1024 * 1024,
+        max_attempts: int = 8,
+        dataset: str = "bars",
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.lake = lake
+        self.stream = stream
+        self.aws_conn_id = aws_conn_id
+        self.bars_per_record = bars_per_record
+        self.max_records_per_call = max_records_per_call
+        self.max_bytes_per_call = max_bytes_per_call
+        self.max_attempts = max_attempts
         self.dataset = dataset
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -393,15 +472,14 @@ class KinesisPublishOperator(BaseOperator):
         from market_ingest.kinesis import PublishProgress, build_records, check_stream, put_records
         from market_ingest.lake import iter_staged, lake_root
 
-        k = load_config().kinesis
         lake = self.lake or {}
-        stream = k.quotes_stream if self.dataset == "quotes" else k.stream
-        client = KinesisHook(aws_conn_id=k.aws_conn_id).conn
+        stream = self.stream
+        client = KinesisHook(aws_conn_id=self.aws_conn_id).conn
         progress_path = lake_root(lake["run_dir"]) / "_published" / f"kinesis-{stream}.json" if lake.get("run_dir") else None
         counts: Counter[str] = Counter()
         with failing_fast():
-            check_stream(client, stream, k.aws_conn_id)
-            progress = PublishProgress.load(progress_path, f"{lake.get('fingerprint')}:{k.bars_per_record}")
+            check_stream(client, stream, self.aws_conn_id)
+            progress = PublishProgress.load(progress_path, f"{lake.get('fingerprint')}:{self.bars_per_record}")
             if progress.acknowledged:
                 self.log.info(
                     "Resuming: %d records were acknowledged by an earlier try and are not sent again", progress.acknowledged
@@ -409,15 +487,15 @@ class KinesisPublishOperator(BaseOperator):
             records = build_records(
                 _counting(iter_staged(lake.get("staged", []), self.dataset, max_rows=16_384), counts),
                 self.dataset,
-                bars_per_record=k.bars_per_record,
+                bars_per_record=self.bars_per_record,
             )
             stats = put_records(
                 client,
                 stream,
                 records,
-                max_records=k.max_records_per_call,
-                max_bytes=k.max_bytes_per_call,
-                max_attempts=k.max_attempts,
+                max_records=self.max_records_per_call,
+                max_bytes=self.max_bytes_per_call,
+                max_attempts=self.max_attempts,
                 progress=progress,
             )
         self.log.info(
@@ -447,11 +525,25 @@ class RunReportOperator(BaseOperator):
     :param lake: the lake publish result (templated).
     :param timescale: the TimescaleDB load result (templated).
     :param kinesis: the Kinesis publish result (templated).
+    :param max_failed_share: the run fails (and alerts) above this share of failed symbols (0..1).
+    :param alerts: where the ``failed_share_exceeded`` event goes (the ``alerts`` section as a
+        dict, see :func:`market_ingest.alerts.emit`).
     """
 
     template_fields: Sequence[str] = ("plan", "extracts", "lake", "timescale", "kinesis")
 
-    def __init__(self, *, plan: Any, extracts: Any, lake: Any, timescale: Any, kinesis: Any, **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        plan: Any,
+        extracts: Any,
+        lake: Any,
+        timescale: Any,
+        kinesis: Any,
+        alerts: dict[str, Any],
+        max_failed_share: float = 0.2,
+        **kwargs,
+    ) -> None:
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
         self.plan = plan
@@ -459,6 +551,8 @@ class RunReportOperator(BaseOperator):
         self.lake = lake
         self.timescale = timescale
         self.kinesis = kinesis
+        self.alerts = alerts
+        self.max_failed_share = max_failed_share
 
     def execute(self, context: Context) -> dict[str, Any]:
         report = build_report(self.plan, _materialise(self.extracts), self.lake, self.timescale, self.kinesis)
@@ -478,7 +572,7 @@ class RunReportOperator(BaseOperator):
                     else ""
                 )
             )
-        threshold = load_config().report.max_failed_share
+        threshold = self.max_failed_share
         if report["symbols_total"] and report["failed_share"] > threshold:
             message = (
                 f"{report['failed']} of {report['symbols_total']} symbols failed "
@@ -498,7 +592,8 @@ class RunReportOperator(BaseOperator):
                             "failed_share": report["failed_share"],
                             "threshold": threshold,
                         },
-                    )
+                    ),
+                    self.alerts,
                 )
             except RuntimeError as exc:  # the run fails either way; a retry would not fix the symbols
                 message += f"; and the alert was not delivered: {exc}"
