@@ -58,6 +58,8 @@ class Answer:
         should exist and each missing one is reported as a gap (crypto exchanges).
     :param requests: vendor requests this symbol cost (for the log).
     :param no_data_reason: what to report when no bar is left.
+    :param note: what the bars mean when it is not obvious (a swap's settle currency and volume
+        unit); shown in the run report.
     """
 
     table: pa.Table
@@ -66,6 +68,7 @@ class Answer:
     continuous: bool = False
     requests: int = 1
     no_data_reason: str = "no bars in the window"
+    note: str = ""
 
 
 class BarClient(Protocol):
@@ -196,6 +199,7 @@ def extract_bars(
         outcome = cleaned.outcome(
             symbol, gaps=[[a.isoformat(), b.isoformat()] for a, b in gaps], no_data_reason=answer.no_data_reason
         )
+        outcome.note = answer.note
         return outcome, (cleaned.table if outcome.rows else None)
 
     tables, results = each_symbol(client.source, symbols, one)

@@ -34,6 +34,8 @@ class SymbolOutcome:
         were stored as null, by column.
     :param conflicts: ``{"keys": n, "times": [ISO, ...]}`` when the vendor's answer held the same
         bar twice with different values (the last was kept); empty otherwise.
+    :param note: what the bars mean when it is not obvious, e.g. ``swap settled in USDT: prices in
+        USDT, volume in BTC (contracts x 0.001)``; empty otherwise.
     """
 
     symbol: str
@@ -44,6 +46,7 @@ class SymbolOutcome:
     gaps: list[list[str]] = field(default_factory=list)
     nulled: dict[str, int] = field(default_factory=dict)
     conflicts: dict = field(default_factory=dict)
+    note: str = ""
 
     def as_dict(self) -> dict:
         """A JSON-safe dict for XCom and the report."""

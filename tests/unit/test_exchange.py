@@ -387,3 +387,70 @@ def test_another_clients_recording_dropped_in_is_served_for_windows_inside_it():
     got = [(r["time"], r["open"], r["high"], r["low"], r["close"], r["volume"]) for r in bars.to_pylist()]
     assert got == [e for e in expected if window.start <= e[0] < window.end] and len(got) == 3
     assert outcome.status == "ok" and outcome.gaps == []
+
+
+def _kucoin_futures(tmp_path: Path, candles: list[list]) -> ExchangeHook:
+    """KuCoin Futures through ccxt's own request building and parsing; only the HTTP transport is
+    replaced. Markets as KuCoin lists them (``/api/v1/contracts/active``): ``XBTUSDTM`` linear,
+    multiplier 0.001 BTC, settled in USDT; ``XBTUSDM`` inverse, 1 USD per contract, settled in XBT."""
+
+    def market(symbol, market_id, linear, size, settle):
+        base, quote = symbol.split(":")[0].split("/")
+        return {
+            "id": market_id, "symbol": symbol, "base": base, "quote": quote, "settle": settle, "baseId": "XBT",
+            "quoteId": quote, "settleId": settle, "type": "swap", "spot": False, "swap": True, "future": False,
+            "option": False, "margin": False, "contract": True, "linear": linear, "inverse": not linear,
+            "contractSize": size, "active": True, "precision": {"amount": 1, "price": 0.1}, "limits": {},
+        }  # fmt: skip
+
+    path = tmp_path / "kucoinfutures_markets.json"
+    path.write_text(
+        json.dumps([market("BTC/USDT:USDT", "XBTUSDTM", True, 0.001, "USDT"), market("BTC/USD:BTC", "XBTUSDM", False, 1, "BTC")])
+    )
+    hook = ExchangeHook("kucoinfutures", None, markets_file=str(path), now=d(2024, 1, 22, 4, 10))
+    asked = []
+
+    def transport(url, method="GET", headers=None, body=None):
+        asked.append(url)
+        return {"code": "200000", "data": candles}  # KuCoin Futures kline/query: [ms, open, high, low, close, volume in lots]
+
+    hook.client.fetch = transport
+    hook.asked = asked
+    return hook
+
+
+def test_swap_volume_is_in_base_units_and_its_settle_currency_is_stated(tmp_path):
+    """On main: every market was taken as spot; KuCoin Futures counts volume in lots (0.001 BTC for
+    XBTUSDTM), so a swap's volume landed 1,000 times too large, without a word."""
+    t0 = to_ms(d(2024, 1, 22, 4))
+    lots = [1520, 987, 2311, 640, 1204]
+    candles = [[t0 + i * 60_000, 41200.5 + i, 41230.0 + i, 41190.1 + i, 41210.7 + i, v] for i, v in enumerate(lots)]
+    hook = _kucoin_futures(tmp_path, candles)
+    bars, (outcome,) = hook.fetch_bars(["BTC/USDT:USDT"], "1m", Window(d(2024, 1, 22, 4), d(2024, 1, 22, 4, 5)), INGESTED)
+    assert any("XBTUSDTM" in url and "kline/query" in url for url in hook.asked)
+    assert outcome.status == "ok" and outcome.rows == 5
+    assert bars["volume"].to_pylist() == pytest.approx([v * 0.001 for v in lots])  # BTC, not lots
+    assert bars["close"].to_pylist() == [41210.7 + i for i in range(5)] and set(bars["currency"].to_pylist()) == {"USDT"}
+    assert outcome.note == "swap settled in USDT: prices in USDT, volume in BTC (contracts x 0.001)"
+
+    _, (inverse,) = hook.fetch_bars(["BTC/USD:BTC"], "1m", Window(d(2024, 1, 22, 4), d(2024, 1, 22, 4, 5)), INGESTED)
+    assert inverse.status == "failed"
+    assert "inverse contract whose kucoinfutures candles count contracts worth 1 USD each" in inverse.reason
+
+
+def test_spot_and_base_volume_exchanges_keep_ccxts_volume():
+    from market_ingest.hooks.exchange import market_note, volume_in_base_units
+
+    okx_swap = {
+        "type": "swap",
+        "contract": True,
+        "linear": True,
+        "contractSize": 0.01,
+        "settle": "USDT",
+        "quote": "USDT",
+        "base": "BTC",
+    }
+    assert volume_in_base_units("okx", okx_swap) == 1.0  # ccxt reads OKX's volCcy: base units already
+    assert volume_in_base_units("kucoinfutures", {"type": "spot", "contract": False}) == 1.0
+    assert market_note(okx_swap, 1.0) == "swap settled in USDT: prices in USDT, volume in BTC"
+    assert market_note({"type": "spot", "contract": False}, 1.0) == ""

@@ -77,6 +77,13 @@ CCXT_TIMEFRAMES: dict[str, str] = {
     "1mo": "1M",
 }
 
+#: ccxt exchange ids whose unified OHLCV volume of a *contract* market (swap, future) counts
+#: contracts, not base units: ccxt 4.5.90's ``parse_ohlcv`` passes the exchange's own field through
+#: (KuCoin Futures ``volume`` in lots, Gate futures ``v`` and MEXC contract ``vol`` in contracts,
+#: Kraken Futures ``volume`` in contracts). Binance (inverse: its base-asset volume, field 7), OKX
+#: (``volCcy``), Bybit and Bitget (inverse: turnover in coin) already give base units.
+VOLUME_IN_CONTRACTS = frozenset({"kucoinfutures", "gate", "mexc", "krakenfutures"})
+
 #: Candle as ccxt returns it: ``[open time ms UTC, open, high, low, close, volume in base units]``.
 Candle = list
 
@@ -110,6 +117,36 @@ def ohlcv_limit(features: dict | None, market: dict) -> int:
     if kind != "spot" and "fetchOHLCV" not in level:
         level = level.get("inverse" if market.get("inverse") else "linear") or {}
     return int((level.get("fetchOHLCV") or {}).get("limit") or 500)
+
+
+def volume_in_base_units(exchange: str, market: dict) -> float | None:
+    """The factor turning ccxt's OHLCV volume of ``market`` into base units (coins), or ``None``.
+
+    Spot markets and contract markets of exchanges not in :data:`VOLUME_IN_CONTRACTS`: 1. Linear
+    contracts counted in contracts: the contract size (ccxt ``contractSize``, base units per
+    contract: KuCoin ``XBTUSDTM`` 0.001 BTC). Inverse contracts counted in contracts are worth a
+    fixed amount of the *quote* currency each, so their base volume depends on the price of every
+    trade, which candles do not carry: ``None``, and the caller refuses the symbol.
+    """
+    if not market.get("contract") or exchange not in VOLUME_IN_CONTRACTS:
+        return 1.0
+    if market.get("inverse"):
+        return None
+    return float(market.get("contractSize") or 1)
+
+
+def market_note(market: dict, factor: float) -> str:
+    """What a contract market's bars mean, for the run report; empty for spot.
+
+    ``"swap settled in USDT: prices in USDT, volume in BTC (contracts x 0.001)"``.
+    """
+    if not market.get("contract"):
+        return ""
+    scaled = f" (contracts x {factor:g})" if factor != 1 else ""
+    return (
+        f"{market.get('type') or 'contract'} settled in {market.get('settle')}: prices in {market.get('quote')}, "
+        f"volume in {market.get('base')}{scaled}"
+    )
 
 
 def candle_endpoint_params(exchange: str, since_ms: int, window: Window, interval: str) -> dict:
@@ -473,10 +510,15 @@ class ExchangeHook(SharedExtract, BaseHook):
         Python candles at a time becomes Arrow before the next request. Prices are in the
         market's quote currency, volume in base units (:func:`candles_to_bars`).
 
+        Swaps and futures: prices in the quote currency, volume in base units whatever the
+        exchange counts (:func:`volume_in_base_units`), and the settle currency stated in the
+        outcome's ``note`` (:func:`market_note`).
+
         :return: the :class:`~market_ingest.extract.Answer`, sorted by open time (a repeated
             candle keeps its page order), ``continuous`` (exchanges trade around the clock).
         :raises UnknownSymbolError: the exchange does not list ``symbol`` (``BadSymbol``).
-        :raises SymbolError: the exchange refused the request for this symbol (another ``ExchangeError``).
+        :raises SymbolError: the exchange refused the request for this symbol (another
+            ``ExchangeError``), or an inverse contract's volume cannot be stated in base units.
         :raises RateLimitedError, VendorUnavailableError: transient; Airflow retries the task.
         """
         import ccxt
@@ -515,6 +557,19 @@ class ExchangeHook(SharedExtract, BaseHook):
                 self.source, f"{self.exchange} refused fetch_ohlcv {symbol} {tf}: {type(exc).__name__}: {exc}", symbol
             ) from None
         table = pa.concat_tables(pages) if pages else empty_bars()
+        factor = volume_in_base_units(self.exchange, market)
+        if factor is None:
+            raise SymbolError(
+                self.source,
+                f"{symbol} is an inverse contract whose {self.exchange} candles count contracts worth "
+                f"{market.get('contractSize')} {market.get('quote')} each; its volume in {market.get('base')} "
+                "cannot be stated without trade prices",
+                symbol,
+            )
+        if factor != 1:
+            table = table.set_column(
+                table.schema.get_field_index("volume"), "volume", pc.multiply(table["volume"], pa.scalar(factor, pa.float64()))
+            )
         if table.num_rows > 1 and not pc.all(pc.less_equal(table["time"][:-1], table["time"][1:])).as_py():
             table = table.take(pc.sort_indices(table["time"]))  # stable: a repeated candle keeps its page order
         return Answer(
@@ -523,6 +578,7 @@ class ExchangeHook(SharedExtract, BaseHook):
             continuous=True,
             requests=requests,
             no_data_reason="no closed candle in the window",
+            note=market_note(market, factor),
         )
 
     def fetch_quotes(

@@ -608,7 +608,7 @@ def build_report(
 
     :param extracts: the mapped extract results by map index (``None`` for a batch whose task
         did not succeed); a symbol of such a batch is ``failed`` with the task named.
-    :return: ``{"symbols": {sym: {"status", "reason", "dropped", "nulled", "conflicts", "gaps",
+    :return: ``{"symbols": {sym: {"status", "reason", "dropped", "nulled", "conflicts", "gaps", "note",
         "lake", "timescale", "kinesis"}}, "skipped": {sym: reason}, "failed_symbols": [...],
         "failed_tasks": ["extract[2]", "publish_kinesis", ...], "symbols_total", "failed",
         "failed_share", "lake_objects": [...], "totals": {...}}``; ``lake``, ``timescale`` and
@@ -633,6 +633,7 @@ def build_report(
                 "nulled": o.get("nulled", {}),
                 "conflicts": o.get("conflicts", {}),
                 "gaps": o.get("gaps", []),
+                "note": o.get("note", ""),
                 "lake": (lake or {}).get("rows_by_symbol", {}).get(sym, 0),
                 "timescale": (timescale or {}).get("rows_by_symbol", {}).get(sym, 0),
                 "kinesis": (kinesis or {}).get("bars_by_symbol", {}).get(sym, 0),
@@ -677,6 +678,8 @@ def format_report(report: dict[str, Any], dag_id: str, run_id: str) -> list[str]
             lines.append(f"{'':<12} answered twice with different values {v['conflicts']}")
         for start, end in v.get("gaps", []):
             lines.append(f"{'':<12} gap [{start}, {end})")
+        if v.get("note"):
+            lines.append(f"{'':<12} {v['note']}")
     t = report["totals"]
     lines.append(f"{'total':<12} {'':<15} {t['lake']:>7} {t['timescale']:>9} {t['kinesis']:>8}")
     for path in report["lake_objects"]:
