@@ -23,8 +23,19 @@ bench: $(STAMP)  ## pool = vendor rate limit, under the scheduler; appends to be
 bench-stream: $(STAMP)  ## a year of 1m bars (525,600) through every sink: time and peak RSS per task; appends to bench/RESULTS.md
 	$(PY) bench/stream.py $(BENCH_ARGS)
 
-test: lint  ## ruff, then DAG integrity, unit, integration (real PostgreSQL + moto server) and end-to-end tests
+TSDB_INSTALL := ../shared/vendor/timescaledb/install.sh
+
+test: lint  ## ruff, then every test on plain PostgreSQL, then the warehouse tests again on TimescaleDB when it is installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@why=$$($(PY) -c 'from demo.services import timescaledb_missing; print(timescaledb_missing() or "")'); \
+	if [ -z "$$why" ]; then \
+	  echo "== the warehouse tests again, on TimescaleDB"; \
+	  $(PY) -m pytest -m warehouse --warehouse timescaledb $(PYTEST_ARGS); \
+	elif [ -n "$(REQUIRE_TIMESCALEDB)" ]; then \
+	  echo "TimescaleDB is required (REQUIRE_TIMESCALEDB) but $$why"; exit 1; \
+	else \
+	  echo "TimescaleDB half not run ($$why): sudo $(TSDB_INSTALL) installs it (about 5 minutes), then make test runs both"; \
+	fi
 
 lint: $(STAMP)  ## ruff lint and format check (ruff.toml)
 	$(VENV)/bin/ruff check .

@@ -1,10 +1,15 @@
-"""Embedded services for the demo and the tests: PostgreSQL (pgserver), a moto server (S3, Kinesis)
-and the vendor stand-in (``standin/``: Yahoo, Alpha Vantage, crypto exchanges).
+"""Embedded services for the demo and the tests: PostgreSQL (pgserver) or TimescaleDB, a moto
+server (S3, Kinesis) and the vendor stand-in (``standin/``: Yahoo, Alpha Vantage, crypto exchanges).
 
 No Docker and no root needed: ``pgserver`` ships PostgreSQL binaries in its wheel (when run as
 root it creates and uses a ``pgserver`` system user), ``moto[server]`` speaks the real S3 and
 Kinesis HTTP APIs on loopback, and the stand-in speaks each vendor's HTTP API on loopback. Airflow
 sees all three through ``AIRFLOW_CONN_*`` environment variables.
+
+The warehouse is plain PostgreSQL by default. ``warehouse="timescaledb"`` runs a private cluster
+of the machine's PostgreSQL 15 with the ``timescaledb`` extension preloaded instead
+(:func:`timescaledb`); ``../shared/vendor/timescaledb/install.sh`` (root, about 5 minutes) puts
+TimescaleDB 2.28.3 there, and :func:`timescaledb_missing` says what is missing on a machine without it.
 """
 
 from __future__ import annotations
@@ -32,11 +37,13 @@ class Services:
     :param pg_socket_dir: PostgreSQL unix-socket directory (the server listens there, port 5432).
     :param aws_endpoint: moto server URL, ``http://127.0.0.1:<port>``.
     :param vendors_url: vendor stand-in URL, ``http://127.0.0.1:<port>`` (``None``: live vendors).
+    :param warehouse: ``postgres`` or ``timescaledb``: what listens on ``pg_socket_dir``.
     """
 
     pg_socket_dir: str
     aws_endpoint: str
     vendors_url: str | None = None
+    warehouse: str = "postgres"
 
     def pg_conninfo(self) -> str:
         """libpq connection string for psycopg."""
@@ -112,6 +119,107 @@ def postgres(pgdata: Path) -> Iterator[str]:
         server.cleanup()
 
 
+#: PostgreSQL 15 as Debian installs it: TimescaleDB 2.28.3 (the newest supporting 15) builds into it.
+PG15_BIN = Path(os.environ.get("MARKET_TIMESCALEDB_PG_BIN", "/usr/lib/postgresql/15/bin"))
+TIMESCALEDB_INSTALL = ROOT.parent / "shared" / "vendor" / "timescaledb" / "install.sh"
+WAREHOUSES = ("postgres", "timescaledb")
+
+
+def timescaledb_missing() -> str | None:
+    """Why :func:`timescaledb` cannot run here, or ``None`` when it can.
+
+    Looks for PostgreSQL 15's server binaries and a ``timescaledb-<version>.so`` with its TSL part
+    (compression, continuous aggregates) in that server's library directory; starts nothing.
+    """
+    pg_config = PG15_BIN / "pg_config"
+    if not (PG15_BIN / "postgres").exists() or not pg_config.exists():
+        return f"no PostgreSQL 15 server in {PG15_BIN}"
+    libdir = Path(subprocess.run([str(pg_config), "--pkglibdir"], capture_output=True, text=True, check=True).stdout.strip())
+    if not list(libdir.glob("timescaledb-tsl-*.so")):
+        return f"no TimescaleDB (with its TSL part) in {libdir}"
+    return None
+
+
+@contextmanager
+def timescaledb(pgdata: Path, *, fsync: bool = False) -> Iterator[str]:
+    """Run a private PostgreSQL 15 cluster with ``shared_preload_libraries = 'timescaledb'`` on
+    ``pgdata`` (created on first use) and yield its unix-socket directory (port 5432, no TCP).
+
+    Run as root, the cluster belongs to the ``pgserver`` system user (PostgreSQL refuses root),
+    as ``pgserver`` itself does. ``fsync`` off suits tests; a benchmark that measures writes turns
+    it on. Stopped (fast) on exit.
+
+    :raises RuntimeError: naming what is missing (:func:`timescaledb_missing`), or the server's
+        log when it does not start.
+    """
+    missing = timescaledb_missing()
+    if missing:
+        raise RuntimeError(f"TimescaleDB cannot run here: {missing}; install it with sudo {TIMESCALEDB_INSTALL}")
+    run_as: list[str] = []
+    pgdata.mkdir(parents=True, exist_ok=True)
+    sockets = pgdata / "sockets"
+    sockets.mkdir(exist_ok=True)
+    if os.geteuid() == 0:
+        import pwd
+
+        from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
+
+        ensure_user_exists("pgserver")
+        user = pwd.getpwnam("pgserver")
+        ensure_prefix_permissions(pgdata)
+        for path in (pgdata, sockets):
+            os.chown(path, user.pw_uid, user.pw_gid)
+        run_as = ["runuser", "-u", "pgserver", "--"]
+    data = pgdata / "data"
+    if not (data / "PG_VERSION").exists():
+        subprocess.run(
+            [*run_as, str(PG15_BIN / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "--encoding=UTF8"],
+            check=True,
+            capture_output=True,
+        )
+    settings = {
+        "shared_preload_libraries": "'timescaledb'",
+        "timescaledb.telemetry_level": "off",
+        "listen_addresses": "''",
+        "unix_socket_directories": f"'{sockets}'",
+        "port": "5432",
+        "fsync": "on" if fsync else "off",
+        "synchronous_commit": "on" if fsync else "off",
+        "max_connections": "200",
+        "timescaledb.max_background_workers": "8",
+        "max_worker_processes": "16",
+    }
+    (data / "postgresql.auto.conf").write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
+    if run_as:
+        import shutil
+
+        shutil.chown(data / "postgresql.auto.conf", "pgserver", "pgserver")
+    log = pgdata / "server.log"
+    started = subprocess.run(
+        [*run_as, str(PG15_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start"],
+        capture_output=True,
+        text=True,
+    )
+    if started.returncode != 0:
+        raise RuntimeError(
+            f"TimescaleDB did not start: {started.stderr.strip()}\n{log.read_text()[-2000:] if log.exists() else ''}"
+        )
+    try:
+        yield str(sockets)
+    finally:
+        subprocess.run([*run_as, str(PG15_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+
+
+@contextmanager
+def warehouse_server(kind: str, pgdata: Path) -> Iterator[str]:
+    """The warehouse ``kind`` (``postgres``: pgserver's PostgreSQL; ``timescaledb``: :func:`timescaledb`)
+    on ``pgdata``; yields its unix-socket directory."""
+    if kind not in WAREHOUSES:
+        raise ValueError(f"warehouse {kind!r}: use one of {', '.join(WAREHOUSES)}")
+    with timescaledb(pgdata) if kind == "timescaledb" else postgres(pgdata) as socket_dir:
+        yield socket_dir
+
+
 @contextmanager
 def _loopback_server(module_args: list[str], log_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     """Run ``python -m <module_args>`` (given ``{port}`` to listen on) in a child process; yield its URL.
@@ -175,22 +283,34 @@ def vendor_env(vendors_url: str, cfg) -> dict[str, str]:
 
 
 @contextmanager
-def embedded_services(workdir: Path, *, vendors: bool = True, synthetic: bool = False) -> Iterator[Services]:
-    """PostgreSQL, moto and (``vendors``) the vendor stand-in, all stopped on exit.
+def embedded_services(
+    workdir: Path, *, vendors: bool = True, synthetic: bool = False, warehouse: str = "postgres"
+) -> Iterator[Services]:
+    """The warehouse, moto and (``vendors``) the vendor stand-in, all stopped on exit.
 
-    PostgreSQL data persists in ``workdir/pg``. ``synthetic`` runs the stand-in in synthetic mode.
+    Warehouse data persists in ``workdir/pg`` (``workdir/tsdb`` for TimescaleDB). ``synthetic``
+    runs the stand-in in synthetic mode; ``warehouse`` is ``postgres`` or ``timescaledb``
+    (:func:`warehouse_server`).
     """
-    with postgres(workdir / "pg") as socket_dir, moto_server(workdir / "moto.log") as endpoint:
+    pgdata = workdir / ("tsdb" if warehouse == "timescaledb" else "pg")
+    with warehouse_server(warehouse, pgdata) as socket_dir, moto_server(workdir / "moto.log") as endpoint:
         if not vendors:
-            yield Services(socket_dir, endpoint)
+            yield Services(socket_dir, endpoint, warehouse=warehouse)
             return
         with vendor_standin(workdir / "standin.log", synthetic=synthetic) as vendors_url:
-            yield Services(socket_dir, endpoint, vendors_url)
+            yield Services(socket_dir, endpoint, vendors_url, warehouse=warehouse)
 
 
 def create_sinks(services: Services, cfg, shards: int = 2) -> None:
-    """Create the lake bucket(s) and the Kinesis streams (bars, quotes, events) that the pipeline
-    config ``cfg`` names, when absent, and wait until the streams are ACTIVE."""
+    """Apply the warehouse migrations (what the ``market_setup`` DAG does in a deployment), create
+    the lake bucket(s) and the Kinesis streams (bars, quotes, events) that the pipeline config
+    ``cfg`` names, when absent, and wait until the streams are ACTIVE."""
+    import psycopg
+
+    from market_ingest.hooks.timescale import apply_migrations
+
+    with psycopg.connect(services.pg_conninfo()) as conn:
+        apply_migrations(conn)
     s3 = services.boto3_client("s3")
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     for bucket in cfg.lake.buckets:

@@ -1,5 +1,5 @@
-"""Shared fixtures: Airflow environment, a real PostgreSQL server (pgserver), a moto server and the
-vendor stand-in.
+"""Shared fixtures: Airflow environment, a real warehouse (PostgreSQL from pgserver, or TimescaleDB
+with ``--warehouse timescaledb``), a moto server and the vendor stand-in.
 
 The servers are started once per test session on loopback / a unix socket and stopped at the end;
 nothing needs to be running beforehand. Every vendor connection of the pipeline config points at
@@ -35,6 +35,28 @@ os.environ.update(
         "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]),
     }
 )
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--warehouse",
+        choices=("postgres", "timescaledb"),
+        default=os.environ.get("MARKET_TEST_WAREHOUSE", "postgres"),
+        help="the warehouse the session's services run: plain PostgreSQL (pgserver) or TimescaleDB "
+        "(PostgreSQL 15 with timescaledb preloaded; fails when it is not installed, never falls back)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that uses the session's services ``warehouse``: the TimescaleDB half of
+    ``make test`` runs exactly those (``-m warehouse --warehouse timescaledb``)."""
+    for item in items:
+        if "services" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.warehouse)
+
+
+def pytest_report_header(config):
+    return f"warehouse: {config.getoption('--warehouse')}"
 
 
 def recording(folder: Path, name: str, body: str | bytes, **meta) -> Path:
@@ -99,13 +121,30 @@ def vendors():
 
 
 @pytest.fixture(scope="session")
-def services(tmp_path_factory):
-    """Embedded PostgreSQL + moto server, with the lake bucket and Kinesis stream created."""
+def warehouse(pytestconfig) -> str:
+    """``postgres`` or ``timescaledb``: what the session's warehouse is (``--warehouse``)."""
+    return pytestconfig.getoption("--warehouse")
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory, warehouse):
+    """Embedded warehouse + moto server, with the lake bucket and Kinesis stream created.
+
+    With ``--warehouse timescaledb`` the warehouse is TimescaleDB, its extension created and
+    checked here: the session fails rather than run TimescaleDB tests on plain PostgreSQL.
+    """
+    import psycopg
+
     from demo.services import create_sinks, embedded_services
     from market_ingest.config import load_config
 
     cfg = load_config()
-    with embedded_services(tmp_path_factory.mktemp("services"), vendors=False) as svc:
+    with embedded_services(tmp_path_factory.mktemp("services"), vendors=False, warehouse=warehouse) as svc:
+        with psycopg.connect(svc.pg_conninfo(), autocommit=True) as conn:
+            if warehouse == "timescaledb":
+                conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            found = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+        assert bool(found) == (warehouse == "timescaledb"), f"warehouse {warehouse}: timescaledb extension {found}"
         os.environ.update(svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id))
         create_sinks(svc, cfg)
         yield svc

@@ -24,6 +24,7 @@ from market_ingest.operators.market import (
     MarketPlanOperator,
     RunReportOperator,
     TimescaleLoadOperator,
+    WarehouseSetupOperator,
 )
 from market_ingest.run import form_pattern
 
@@ -262,12 +263,40 @@ def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "b
     return dag
 
 
+SETUP_DAG_ID = "market_setup"
+
+
+def build_setup_dag(cfg: PipelineConfig) -> DAG:
+    """``market_setup``: apply the warehouse migrations, once per deployment and after each upgrade.
+
+    Triggered by hand (no schedule). The ingestion DAGs never migrate: their tasks check the
+    schema version and fail fast, naming this DAG, when it is behind.
+    """
+    with DAG(
+        dag_id=SETUP_DAG_ID,
+        schedule=None,
+        catchup=False,
+        max_active_runs=1,
+        default_args={"owner": cfg.owner, "retries": 1, "retry_delay": timedelta(seconds=30)},
+        tags=["market-data", "setup"],
+        doc_md=(
+            "### Warehouse setup\n\nApplies the pending migrations of `include/sql/migrations/` to the warehouse "
+            f"(connection `{cfg.timescale.conn_id}`) under an advisory lock, each recorded in "
+            "`public.market_ingest_migrations`. Trigger it once after deploying or upgrading; ingestion tasks "
+            "fail with a message naming this DAG while the schema is behind."
+        ),
+    ) as dag:
+        WarehouseSetupOperator(task_id="migrate", timescale_conn_id=cfg.timescale.conn_id)
+    return dag
+
+
 def build_dags(path: Path | str | None = None) -> dict[str, DAG]:
-    """Every configured DAG, keyed by dag id.
+    """Every configured DAG, keyed by dag id, and ``market_setup``.
 
     :raises market_ingest.config.PipelineConfigError: on an invalid config (file and field named).
     """
     cfg = load_config(path)
     dags = {dag_id(s, i): build_dag(cfg, s, i) for s, i in cfg.dag_pairs()}
     dags.update({dag_id(s, "quote"): build_dag(cfg, s, "quote", dataset="quotes") for s in cfg.quote_sources()})
+    dags[SETUP_DAG_ID] = build_setup_dag(cfg)
     return dags

@@ -29,7 +29,7 @@ def _alpha_vantage_hook(name: str, src: SourceConfig, timescale_conn_id: str) ->
     from market_ingest.quota import PostgresQuotaStore
 
     warehouse = TimescaleHook(timescale_conn_id=timescale_conn_id)
-    warehouse.migrate()  # the shared daily budget lives in market.vendor_quota
+    warehouse.check_schema()  # the shared daily budget lives in market.vendor_quota
     return AlphaVantageHook(
         alpha_vantage_conn_id=src.conn_id or AlphaVantageHook.default_conn_name, quota=PostgresQuotaStore(warehouse)
     )

@@ -23,6 +23,14 @@ def dagbag():
     return DagBag(dag_folder=str(ROOT / "dags"))
 
 
+@pytest.fixture(scope="module")
+def ingestion_dags(dagbag) -> dict:
+    """The ingestion DAGs, ``market_<source>_<interval>``: every DAG but ``market_setup``."""
+    from market_ingest.dag_factory import SETUP_DAG_ID
+
+    return {dag_id: dag for dag_id, dag in dagbag.dags.items() if dag_id != SETUP_DAG_ID}
+
+
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
 
@@ -30,13 +38,13 @@ def test_no_import_errors(dagbag):
 def test_one_dag_per_configured_pair_and_quote_source(dagbag):
     cfg = load_config()
     expected = {f"market_{s}_{i}" for s, i in cfg.dag_pairs()} | {f"market_{s}_quote" for s in cfg.quote_sources()}
-    assert set(dagbag.dag_ids) == expected
-    assert len(dagbag.dag_ids) == len(cfg.dag_pairs()) + len(cfg.quote_sources())
+    assert set(dagbag.dag_ids) == expected | {"market_setup"}
+    assert len(dagbag.dag_ids) == len(cfg.dag_pairs()) + len(cfg.quote_sources()) + 1
     assert {"market_alpha_vantage_1d", "market_alpha_vantage_5m", "market_alpha_vantage_quote"} <= expected
 
 
-def test_dags_are_tagged_retried_and_documented(dagbag):
-    for dag_id, dag in dagbag.dags.items():
+def test_dags_are_tagged_retried_and_documented(ingestion_dags):
+    for dag_id, dag in ingestion_dags.items():
         source, interval = dag_id.removeprefix("market_").rsplit("_", 1)
         assert {"market-data", f"source:{source}", f"interval:{interval}"} <= set(dag.tags), dag_id
         assert dag.doc_md and dag.max_active_runs >= 1
@@ -47,9 +55,9 @@ def test_dags_are_tagged_retried_and_documented(dagbag):
             assert task.max_retry_delay == timedelta(seconds=load_config().retry.max_delay_seconds)
 
 
-def test_extract_runs_in_the_source_pool(dagbag):
+def test_extract_runs_in_the_source_pool(ingestion_dags):
     cfg = load_config()
-    for dag_id, dag in dagbag.dags.items():
+    for dag_id, dag in ingestion_dags.items():
         source = dag_id.removeprefix("market_").rsplit("_", 1)[0]
         assert dag.get_task("extract").pool == cfg.sources[source].pool
 
@@ -153,13 +161,13 @@ def test_pools_file_is_generated_from_config_and_holds_every_task_pool(dagbag):
     assert used - {"default_pool"} <= set(pools)
 
 
-def test_retry_policy_waits_longer_on_rate_limits_and_fails_permanent_errors_at_once(dagbag):
+def test_retry_policy_waits_longer_on_rate_limits_and_fails_permanent_errors_at_once(ingestion_dags):
     from airflow.sdk.definitions.retry_policy import RetryAction
 
     from market_ingest.errors import ConfigurationError, RateLimitedError, VendorUnavailableError, WindowNotServableError
 
     cfg = load_config()
-    for dag in dagbag.dags.values():
+    for dag in ingestion_dags.values():
         policy = dag.get_task("extract").retry_policy
         limited = policy.evaluate(RateLimitedError("binance", "418 ban"), try_number=1, max_tries=cfg.retry.retries)
         assert limited.action == RetryAction.RETRY
@@ -173,14 +181,14 @@ def test_retry_policy_waits_longer_on_rate_limits_and_fails_permanent_errors_at_
         assert policy.evaluate(VendorUnavailableError("yahoo", "503"), 1, cfg.retry.retries).action == RetryAction.DEFAULT
 
 
-def test_every_dag_has_its_configured_deadline_and_failure_notifier(dagbag):
+def test_every_dag_has_its_configured_deadline_and_failure_notifier(ingestion_dags):
     from airflow.serialization.serialized_objects import DagSerialization
 
     from market_ingest.alerts import MarketEventNotifier
     from market_ingest.deadlines import DataIntervalEndDeadline
 
     cfg = load_config()
-    for dag_id, dag in dagbag.dags.items():
+    for dag_id, dag in ingestion_dags.items():
         source, interval = dag_id.removeprefix("market_").rsplit("_", 1)
         src = cfg.sources[source]
         ic = src.quotes if interval == "quote" else src.intervals[interval]
@@ -243,3 +251,10 @@ def test_tasks_run_on_their_arguments_and_read_no_configuration_file(dagbag, tmp
     )
     assert dag.get_task("report").max_failed_share == cfg.report.max_failed_share
     assert dagbag.dags["market_kucoin_quote"].get_task("publish_lake").lake_url == cfg.lake.quotes_url
+
+
+def test_the_setup_dag_migrates_the_warehouse_on_demand(dagbag):
+    """Migrations run in ``market_setup`` (triggered by hand), not in every ingestion task."""
+    dag = dagbag.dags["market_setup"]
+    assert [t.task_id for t in dag.tasks] == ["migrate"] and dag.timetable.can_be_scheduled is False
+    assert dag.get_task("migrate").timescale_conn_id == load_config().timescale.conn_id

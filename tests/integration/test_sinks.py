@@ -43,7 +43,7 @@ def _snapshot(services):
         ).fetchall()
 
 
-def test_migrations_are_idempotent_and_build_the_keyed_table(services):
+def test_migrations_are_idempotent_and_build_the_keyed_table(services, warehouse):
     hook = TimescaleHook()
     hook.migrate()
     assert hook.migrate() == []  # second call: nothing pending
@@ -61,7 +61,8 @@ def test_migrations_are_idempotent_and_build_the_keyed_table(services):
     from market_ingest.schema import BAR_COLUMNS
 
     assert tuple(columns) == BAR_COLUMNS  # the DDL follows the pyarrow schema
-    assert hook.is_hypertable() is False  # pgserver has no TimescaleDB: plain table, same key
+    # TimescaleDB: a hypertable; plain PostgreSQL: a plain table with the same key and columns
+    assert hook.is_hypertable() is (warehouse == "timescaledb")
 
 
 def test_load_three_times_leaves_the_same_rows(services, recorded_bars):
@@ -167,3 +168,29 @@ def test_shared_daily_budget_and_exhaustion_on_postgres(services):
     b.mark_exhausted("vendor_x", other)
     assert not a.take("vendor_x", other, 3)  # spent for the rest of that UTC day, for every task
     assert a.take("vendor_x", date(2031, 1, 4), 3)  # the next day starts afresh
+
+
+def test_a_task_on_a_warehouse_behind_the_code_fails_at_once_naming_market_setup(services, warehouse, monkeypatch):
+    """Tasks no longer migrate: they check the schema version and fail without a retry, naming the
+    DAG that applies the migrations; after ``market_setup``'s task ran, the same load succeeds."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from market_ingest.hooks.timescale import latest_version
+    from market_ingest.operators.market import TimescaleLoadOperator, WarehouseSetupOperator
+    from tests.conftest import built
+
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS behind")
+        conn.execute("CREATE DATABASE behind")
+    fresh = {"conn_type": "postgres", "host": services.pg_socket_dir, "port": 5432, "login": "postgres", "schema": "behind"}
+    monkeypatch.setenv("AIRFLOW_CONN_MARKET_BEHIND", json.dumps(fresh))
+    load = built(TimescaleLoadOperator, "load_timescale", lake={"staged": []}, timescale_conn_id="market_behind")
+    with pytest.raises(AirflowFailException) as behind:
+        load.execute({})
+    assert f"has schema version none, this code needs {latest_version()}: trigger the DAG market_setup once" in str(behind.value)
+
+    setup = WarehouseSetupOperator(task_id="migrate", timescale_conn_id="market_behind").execute({})
+    assert setup["version"] == latest_version() and setup["applied"][-1] == latest_version()
+    assert setup["hypertable"] is (warehouse == "timescaledb")
+    assert load.execute({})["rows"] == 0
+    assert WarehouseSetupOperator(task_id="migrate", timescale_conn_id="market_behind").execute({})["applied"] == []

@@ -6,6 +6,7 @@ extension exists, and the same table, key and indexes otherwise.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from contextlib import closing
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 from market_ingest.config import INCLUDE_DIR
+from market_ingest.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -25,12 +27,74 @@ _LOCK_KEY = 0x6D61726B  # advisory lock shared by every migrating task ("mark")
 
 BARS_TABLE = "market.bars"
 
+#: ``(connection id, pid) -> schema version`` of warehouses :meth:`TimescaleHook.check_schema` found current.
+_SCHEMA_CHECKED: dict[tuple[str, int], str] = {}
+
+
+def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[str, Path]]:
+    """``[(version, path)]`` of the migration files, in version order.
+
+    :raises ValueError: when a ``.sql`` file does not follow ``V<nnn>__<name>.sql``.
+    """
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        m = _MIGRATION.match(path.name)
+        if not m:
+            raise ValueError(f"{path}: migration files are named V<nnn>__<snake_name>.sql")
+        found.append((m.group(1), path))
+    return found
+
+
+def latest_version(directory: Path = MIGRATIONS_DIR) -> str:
+    """The newest migration version this code ships (``"005"``)."""
+    return migration_files(directory)[-1][0]
+
+
+def apply_migrations(conn, log=None, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply pending migrations on a psycopg connection, each in its own transaction, under an
+    advisory lock, recording each in ``public.market_ingest_migrations``.
+
+    Creates the ``timescaledb`` extension first when the server offers it and the role may; on
+    plain PostgreSQL the migrations build the same tables without hypertables.
+
+    :param conn: an open psycopg connection (left open).
+    :return: versions applied by this call (empty when the schema is current).
+    """
+    import logging
+
+    log = log or logging.getLogger(__name__)
+    applied_now: list[str] = []
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+        if cur.fetchone():
+            try:
+                cur.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            except Exception as exc:  # not preloaded, or not superuser: stay on plain tables
+                log.warning("timescaledb is available but could not be enabled: %s", exc)
+    conn.autocommit = False
+    for version, path in migration_files(directory):
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS public.market_ingest_migrations "
+                "(version text PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur.execute("SELECT 1 FROM public.market_ingest_migrations WHERE version = %s", (version,))
+            if cur.fetchone():
+                continue
+            cur.execute(path.read_text())
+            cur.execute("INSERT INTO public.market_ingest_migrations (version, name) VALUES (%s, %s)", (version, path.name))
+            applied_now.append(version)
+            log.info("Applied migration %s", path.name)
+    return applied_now
+
 
 class TimescaleHook(PostgresHook):
     """PostgresHook for the market-data warehouse (connection ``market_timescale``).
 
     Inherits connection handling, IAM auth and ``copy_expert`` from ``PostgresHook``; adds
-    :meth:`migrate` and :meth:`load_bars`.
+    :meth:`migrate` (once per deployment), :meth:`check_schema` (every task, cheap) and the upsert.
     """
 
     conn_name_attr = "timescale_conn_id"
@@ -43,54 +107,52 @@ class TimescaleHook(PostgresHook):
 
     @staticmethod
     def migrations(directory: Path = MIGRATIONS_DIR) -> list[tuple[str, Path]]:
-        """``[(version, path)]`` of the migration files, in version order.
-
-        :raises ValueError: when a ``.sql`` file does not follow ``V<nnn>__<name>.sql``.
-        """
-        found = []
-        for path in sorted(directory.glob("*.sql")):
-            m = _MIGRATION.match(path.name)
-            if not m:
-                raise ValueError(f"{path}: migration files are named V<nnn>__<snake_name>.sql")
-            found.append((m.group(1), path))
-        return found
+        """``[(version, path)]`` of the migration files, in version order (:func:`migration_files`)."""
+        return migration_files(directory)
 
     def migrate(self) -> list[str]:
-        """Apply pending migrations, each in its own transaction, under an advisory lock.
+        """Apply pending migrations (:func:`apply_migrations`) through this hook's connection.
 
-        Creates the ``timescaledb`` extension first when the server offers it and the role may.
+        Run once per deployment by the ``market_setup`` DAG (and by the demo and tests), not by
+        every task: tasks call :meth:`check_schema`.
 
         :return: versions applied by this call (empty when the schema is current).
         """
-        applied_now: list[str] = []
         with closing(self.get_conn()) as conn:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
-                if cur.fetchone():
-                    try:
-                        cur.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-                    except Exception as exc:  # not preloaded, or not superuser: stay on plain tables
-                        self.log.warning("timescaledb is available but could not be enabled: %s", exc)
-            conn.autocommit = False
-            for version, path in self.migrations():
-                with conn.transaction(), conn.cursor() as cur:
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-                    cur.execute(
-                        "CREATE TABLE IF NOT EXISTS public.market_ingest_migrations "
-                        "(version text PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-                    )
-                    cur.execute("SELECT 1 FROM public.market_ingest_migrations WHERE version = %s", (version,))
-                    if cur.fetchone():
-                        continue
-                    cur.execute(path.read_text())
-                    cur.execute(
-                        "INSERT INTO public.market_ingest_migrations (version, name) VALUES (%s, %s)",
-                        (version, path.name),
-                    )
-                    applied_now.append(version)
-                    self.log.info("Applied migration %s", path.name)
-        return applied_now
+            return apply_migrations(conn, self.log)
+
+    def schema_version(self) -> str | None:
+        """The newest migration version applied to the warehouse, or ``None`` before the first. One query."""
+        with closing(self.get_conn()) as conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('public.market_ingest_migrations') IS NOT NULL")
+            if not cur.fetchone()[0]:
+                return None
+            cur.execute("SELECT max(version) FROM public.market_ingest_migrations")
+            return cur.fetchone()[0]
+
+    def check_schema(self) -> str:
+        """Fail at once when the warehouse's schema is behind this code's migrations.
+
+        Cheap (one connection, two catalog queries) and memoised per process and connection, so
+        every task may call it before touching a table.
+
+        :return: the schema version (``"005"``).
+        :raises ConfigurationError: naming the version found, the one needed, and the ``market_setup``
+            DAG that applies them; permanent, so no retry is spent.
+        """
+        key = (self.timescale_conn_id, os.getpid())
+        if key in _SCHEMA_CHECKED:
+            return _SCHEMA_CHECKED[key]
+        needed = latest_version()
+        found = self.schema_version()
+        if found is None or found < needed:
+            raise ConfigurationError(
+                "timescale",
+                f"the warehouse behind connection {self.timescale_conn_id} has schema version {found or 'none'}, this code "
+                f"needs {needed}: trigger the DAG market_setup once (airflow dags trigger market_setup) to apply the migrations",
+            )
+        _SCHEMA_CHECKED[key] = found
+        return found
 
     def is_hypertable(self, table: str = BARS_TABLE) -> bool:
         """True when ``table`` is a TimescaleDB hypertable."""

@@ -152,7 +152,8 @@ class MarketPlanOperator(BaseOperator):
             from market_ingest.hooks.timescale import TimescaleHook
 
             warehouse = TimescaleHook(timescale_conn_id=self.timescale_conn_id)
-            warehouse.migrate()
+            with failing_fast():
+                warehouse.check_schema()
             for sym, start in backlog.pending(warehouse, self.source, self.interval).items():
                 if sym in symbols and start < sel.start:  # only symbols this run selects
                     since[sym] = start.isoformat()
@@ -407,7 +408,8 @@ class TimescaleLoadOperator(BaseOperator):
         from market_ingest.schema import DATASETS
 
         hook = TimescaleHook(timescale_conn_id=self.timescale_conn_id)
-        hook.migrate()
+        with failing_fast():
+            hook.check_schema()
         table = DATASETS[self.dataset].table
         counts: Counter[str] = Counter()
         stats = hook.upsert(_counting(iter_staged((self.lake or {}).get("staged", []), self.dataset), counts), self.dataset)
@@ -509,6 +511,31 @@ class KinesisPublishOperator(BaseOperator):
             stats["retried"],
         )
         return {**stats, "bars_by_symbol": dict(counts)}
+
+
+class WarehouseSetupOperator(BaseOperator):
+    """Apply the warehouse's pending migrations: the one task of the ``market_setup`` DAG.
+
+    Run once per deployment and after every upgrade; the pipeline's tasks only check the schema
+    version (:meth:`~market_ingest.hooks.timescale.TimescaleHook.check_schema`) and fail, naming
+    this DAG, when it is behind.
+
+    :param timescale_conn_id: connection id of the warehouse.
+    :return: ``{"applied": [versions applied now], "version": schema version, "hypertable": bool}``.
+    """
+
+    def __init__(self, *, timescale_conn_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.timescale_conn_id = timescale_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from market_ingest.hooks.timescale import TimescaleHook
+
+        hook = TimescaleHook(timescale_conn_id=self.timescale_conn_id)
+        applied = hook.migrate()
+        version = hook.schema_version()
+        self.log.info("Warehouse schema at version %s (applied now: %s)", version, applied or "none")
+        return {"applied": applied, "version": version, "hypertable": hook.is_hypertable()}
 
 
 class RunReportOperator(BaseOperator):
