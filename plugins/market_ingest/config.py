@@ -187,9 +187,47 @@ class KinesisConfig(_Model):
 
 
 class TimescaleConfig(_Model):
-    """TimescaleDB (or plain PostgreSQL) sink; tables are ``market.*`` as the migrations create them."""
+    """TimescaleDB (or plain PostgreSQL) sink; tables are ``market.*`` as the migrations create them.
+
+    The policies apply on TimescaleDB only, set by the ``market_setup`` DAG: each bar table's chunks
+    convert to the columnstore ``columnstore_after`` (per interval, or the default) and are dropped
+    after ``retention`` (per interval; absent: kept for ever).
+    """
 
     conn_id: str
+    restatement_window: timedelta = Field(
+        timedelta(days=60),
+        gt=timedelta(0),
+        description="how far back routine reruns, repairs and vendor-lookback backfills rewrite bars "
+        "(Yahoo serves 5m-30m bars for 60 days); every columnstore delay must outlast it",
+    )
+    columnstore_after: timedelta = Field(timedelta(days=90), description="default age at which chunks convert to the columnstore")
+    columnstore_after_by_interval: dict[str, timedelta] = Field(default_factory=dict, description="per-interval override")
+    retention: dict[str, timedelta] = Field(
+        default_factory=dict, description="interval -> drop bars older than this; an interval not named keeps every bar"
+    )
+
+    @field_validator("columnstore_after_by_interval", "retention")
+    @classmethod
+    def _canonical_keys(cls, v: dict[str, timedelta]) -> dict[str, timedelta]:
+        bad = [k for k in v if k not in CANONICAL_INTERVALS]
+        if bad:
+            raise ValueError(f"intervals {bad} are not canonical; use {' '.join(CANONICAL_INTERVALS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _columnstore_outlasts_restatements(self) -> TimescaleConfig:
+        short = {i: str(d) for i, d in self.columnstore_delays().items() if d <= self.restatement_window}
+        if short:
+            raise ValueError(
+                f"columnstore delays {short} do not outlast the restatement window ({self.restatement_window}): "
+                "routine reruns would keep decompressing the chunks they rewrite"
+            )
+        return self
+
+    def columnstore_delays(self) -> dict[str, timedelta]:
+        """Interval -> age at which its chunks convert to the columnstore, for every canonical interval."""
+        return {i: self.columnstore_after_by_interval.get(i, self.columnstore_after) for i in CANONICAL_INTERVALS}
 
 
 class ReportConfig(_Model):

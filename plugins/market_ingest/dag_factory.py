@@ -266,6 +266,15 @@ def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "b
 SETUP_DAG_ID = "market_setup"
 
 
+def setup_arguments(cfg: PipelineConfig) -> dict:
+    """The ``market_setup`` task's arguments: the warehouse connection and its policies in seconds per interval."""
+    return {
+        "timescale_conn_id": cfg.timescale.conn_id,
+        "columnstore_after_seconds": {i: int(d.total_seconds()) for i, d in cfg.timescale.columnstore_delays().items()},
+        "retention_seconds": {i: int(d.total_seconds()) for i, d in cfg.timescale.retention.items()},
+    }
+
+
 def build_setup_dag(cfg: PipelineConfig) -> DAG:
     """``market_setup``: apply the warehouse migrations, once per deployment and after each upgrade.
 
@@ -286,7 +295,7 @@ def build_setup_dag(cfg: PipelineConfig) -> DAG:
             "fail with a message naming this DAG while the schema is behind."
         ),
     ) as dag:
-        WarehouseSetupOperator(task_id="migrate", timescale_conn_id=cfg.timescale.conn_id)
+        WarehouseSetupOperator(task_id="migrate", **setup_arguments(cfg))
     return dag
 
 

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 
+from market_ingest.intervals import CANONICAL_INTERVALS
+
 SCHEMA_VERSION = 1
 
 #: Natural key of a bar in every sink. Reruns replace rows with the same key.
@@ -107,19 +109,40 @@ QUOTE_KEY: tuple[str, ...] = ("source", "symbol", "time")
 
 @dataclass(frozen=True)
 class Dataset:
-    """What the sinks need to know about a dataset: its schema, natural key and warehouse table."""
+    """What the sinks need to know about a dataset: its schema, natural key and warehouse table.
+
+    :param table: the name to query (``market.bars`` is a view over one table per interval).
+    :param per_interval: rows are stored in one table per canonical interval, ``<table>_<interval>``
+        (``market.bars_1m``): each TimescaleDB hypertable then has chunks sized for its interval.
+    """
 
     name: str
     schema: pa.Schema
     key: tuple[str, ...]
     table: str
+    per_interval: bool = False
 
     @property
     def columns(self) -> tuple[str, ...]:
         return tuple(self.schema.names)
 
+    def storage(self, interval: str | None = None) -> str:
+        """The table rows of ``interval`` are stored in: ``market.bars_1d`` for bars, ``market.quotes`` for quotes.
+
+        :raises ValueError: a per-interval dataset asked without a canonical interval.
+        """
+        if not self.per_interval:
+            return self.table
+        if interval not in CANONICAL_INTERVALS:
+            raise ValueError(f"{self.name} are stored per interval; {interval!r} is not one of {' '.join(CANONICAL_INTERVALS)}")
+        return f"{self.table}_{interval}"
+
+    def storage_tables(self) -> list[str]:
+        """Every table the dataset is stored in."""
+        return [self.storage(i) for i in CANONICAL_INTERVALS] if self.per_interval else [self.table]
+
 
 DATASETS: dict[str, Dataset] = {
-    "bars": Dataset("bars", BAR_SCHEMA, NATURAL_KEY, "market.bars"),
+    "bars": Dataset("bars", BAR_SCHEMA, NATURAL_KEY, "market.bars", per_interval=True),
     "quotes": Dataset("quotes", QUOTE_SCHEMA, QUOTE_KEY, "market.quotes"),
 }

@@ -53,7 +53,7 @@ def test_two_concurrent_loads_end_with_the_newest_extraction(services, tsla, fir
     hook = TimescaleHook()
     hook.migrate()
     with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
-        conn.execute("DELETE FROM market.bars WHERE source = 'recency-test'")
+        conn.execute("DELETE FROM market.bars_1d WHERE source = 'recency-test'")
     hook.load_bars(_version(tsla, T0 - timedelta(days=1), 0.5))  # what was stored before both
     older, newer = _version(tsla, T0, 1.0), _version(tsla, T0 + timedelta(hours=1), 1.01)
     order = [newer, older] if first == "newer" else [older, newer]
@@ -67,7 +67,7 @@ def test_two_concurrent_loads_end_with_the_newest_extraction(services, tsla, fir
             errors.append(exc)
 
     with psycopg.connect(services.pg_conninfo()) as holder:
-        holder.execute("SELECT 1 FROM market.bars WHERE source = 'recency-test' FOR UPDATE")
+        holder.execute("SELECT 1 FROM market.bars_1d WHERE source = 'recency-test' FOR UPDATE")
         threads = []
         for n, table in enumerate(order, start=1):
             threads.append(threading.Thread(target=load, args=(n, table)))

@@ -11,6 +11,7 @@ import pytest
 
 from market_ingest.hooks.timescale import TimescaleHook
 from market_ingest.hooks.yahoo import Window, YahooFinanceHook
+from market_ingest.intervals import CANONICAL_INTERVALS
 from market_ingest.kinesis import build_records, put_records
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,7 @@ def test_migrations_are_idempotent_and_build_the_keyed_table(services, warehouse
     assert hook.migrate() == []  # second call: nothing pending
     with psycopg.connect(services.pg_conninfo()) as conn:
         pk = conn.execute(
-            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'market.bars'::regclass AND contype = 'p'"
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'market.bars_1d'::regclass AND contype = 'p'"
         ).fetchone()[0]
         columns = [
             r[0]
@@ -189,8 +190,105 @@ def test_a_task_on_a_warehouse_behind_the_code_fails_at_once_naming_market_setup
         load.execute({})
     assert f"has schema version none, this code needs {latest_version()}: trigger the DAG market_setup once" in str(behind.value)
 
-    setup = WarehouseSetupOperator(task_id="migrate", timescale_conn_id="market_behind").execute({})
+    from market_ingest.config import load_config
+    from market_ingest.dag_factory import setup_arguments
+
+    setup_task = WarehouseSetupOperator(
+        task_id="migrate", **{**setup_arguments(load_config()), "timescale_conn_id": "market_behind"}
+    )
+    setup = setup_task.execute({})
     assert setup["version"] == latest_version() and setup["applied"][-1] == latest_version()
     assert setup["hypertable"] is (warehouse == "timescaledb")
+    if warehouse == "timescaledb":  # the columnstore policy of every bar table, from the config (90 days)
+        assert set(setup["policies"]) == {f"market.bars_{i}" for i in CANONICAL_INTERVALS}
+        assert {p["columnstore_after"] for p in setup["policies"].values()} == {"90 days, 0:00:00"}
+    else:
+        assert setup["policies"] == {}
     assert load.execute({})["rows"] == 0
-    assert WarehouseSetupOperator(task_id="migrate", timescale_conn_id="market_behind").execute({})["applied"] == []
+    assert setup_task.execute({})["applied"] == []
+
+
+def test_each_interval_has_its_own_table_and_chunks_of_1440_bars(services, warehouse, recorded_bars):
+    """``market.bars`` is a view over one table per interval; a query on one interval reads only
+    its table, and on TimescaleDB each table's chunk spans 1,440 bars of its interval."""
+    from market_ingest.intervals import INTERVAL_LENGTH
+
+    hook = TimescaleHook()
+    hook.migrate()
+    hook.load_bars(recorded_bars)
+    with psycopg.connect(services.pg_conninfo()) as conn:
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN SELECT * FROM market.bars WHERE source = %s AND symbol = 'MSFT' AND interval = '1d'", (SOURCE,)
+            )
+        )
+        assert "bars_1d" in plan and not any(
+            f"bars_{i} " in plan or f"bars_{i}_" in plan for i in CANONICAL_INTERVALS if i != "1d"
+        )
+        stored = conn.execute("SELECT count(*) FROM market.bars_1d WHERE source = %s", (SOURCE,)).fetchone()[0]
+        assert stored == recorded_bars.num_rows == 15
+        if warehouse == "timescaledb":
+            chunks = dict(
+                conn.execute(
+                    "SELECT hypertable_name, time_interval FROM timescaledb_information.dimensions "
+                    "WHERE hypertable_schema = 'market' AND hypertable_name LIKE 'bars%'"
+                ).fetchall()
+            )
+            expected = {f"bars_{i}": 1440 * length for i, length in INTERVAL_LENGTH.items()}
+            expected["bars_1mo"] = 1440 * INTERVAL_LENGTH["1d"] * 30
+            assert chunks == expected
+
+
+def test_a_restatement_of_over_100000_bars_into_the_columnstore_applies_whole(services, warehouse):
+    """Seen on TimescaleDB with one load: ``tuple decompression limit exceeded by operation`` past
+    100,000 rows (``max_tuples_decompressed_per_dml_transaction``). 150,000 daily bars of 100
+    series are loaded, their chunks converted to the columnstore, then restated with new closes."""
+    from datetime import timedelta
+
+    from market_ingest.schema import conform
+
+    hook = TimescaleHook()
+    hook.migrate()
+    days, series = 1500, 100
+    t0 = datetime(2000, 1, 1, tzinfo=UTC)
+
+    def bars(close: float, ingested: datetime) -> pa.Table:
+        n = days * series
+        return conform(
+            pa.table(
+                {
+                    "time": pa.array(
+                        [t0 + timedelta(days=d) for _ in range(series) for d in range(days)], pa.timestamp("us", tz="UTC")
+                    ),
+                    "source": ["restate-test"] * n,
+                    "symbol": [f"S{s:03d}" for s in range(series) for _ in range(days)],
+                    "interval": ["1d"] * n,
+                    **{c: [close] * n for c in ("open", "high", "low", "close")},
+                    "volume": [1000.0] * n,
+                    "currency": ["USD"] * n,
+                    "ingested_at": pa.array([ingested] * n, pa.timestamp("us", tz="UTC")),
+                }
+            )
+        )
+
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+        conn.execute("DELETE FROM market.bars_1d WHERE source = 'restate-test'")
+    assert hook.load_bars(bars(10.0, datetime(2026, 1, 1, tzinfo=UTC))) == 150_000
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+        if warehouse == "timescaledb":
+            for (chunk,) in conn.execute("SELECT show_chunks('market.bars_1d')").fetchall():
+                conn.execute("CALL convert_to_columnstore(%s::regclass, if_not_columnstore => true)", (chunk,))
+            compressed = conn.execute(
+                "SELECT count(*) FILTER (WHERE is_compressed), count(*) FROM timescaledb_information.chunks "
+                "WHERE hypertable_schema = 'market' AND hypertable_name = 'bars_1d'"
+            ).fetchone()
+            assert compressed[0] == compressed[1] >= 1
+    assert hook.load_bars(bars(11.0, datetime(2026, 2, 1, tzinfo=UTC))) == 150_000
+    with psycopg.connect(services.pg_conninfo()) as conn:
+        closes = conn.execute(
+            "SELECT close, count(*) FROM market.bars WHERE source = 'restate-test' AND interval = '1d' GROUP BY 1"
+        ).fetchall()
+        conn.execute("DELETE FROM market.bars_1d WHERE source = 'restate-test'")
+        conn.commit()
+    assert closes == [(11.0, 150_000)]

@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Iterable
 from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 from market_ingest.config import INCLUDE_DIR
 from market_ingest.errors import ConfigurationError
+from market_ingest.intervals import CANONICAL_INTERVALS
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -155,17 +157,50 @@ class TimescaleHook(PostgresHook):
         return found
 
     def is_hypertable(self, table: str = BARS_TABLE) -> bool:
-        """True when ``table`` is a TimescaleDB hypertable."""
-        schema, name = table.split(".")
+        """True when ``table`` is a TimescaleDB hypertable; for ``market.bars`` (a view over one
+        table per interval), when every one of those tables is."""
+        from market_ingest.schema import DATASETS
+
+        tables = next((d.storage_tables() for d in DATASETS.values() if d.table == table), [table])
         with closing(self.get_conn()) as conn, conn.cursor() as cur:
             cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
             if not cur.fetchone():
                 return False
             cur.execute(
-                "SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_schema = %s AND hypertable_name = %s",
-                (schema, name),
+                "SELECT count(*) FROM timescaledb_information.hypertables "
+                "WHERE format('%%I.%%I', hypertable_schema, hypertable_name) = ANY(%s)",
+                (tables,),
             )
-            return cur.fetchone() is not None
+            return cur.fetchone()[0] == len(tables)
+
+    def apply_policies(self, columnstore_after: dict[str, timedelta], retention: dict[str, timedelta]) -> dict[str, dict]:
+        """Set each bar table's columnstore and retention policies (TimescaleDB; nothing on plain PostgreSQL).
+
+        A policy whose setting changed is replaced; an interval without a retention entry keeps
+        every bar (its retention policy, if any, is removed).
+
+        :param columnstore_after: interval -> age after which chunks convert to the columnstore.
+        :param retention: interval -> age after which chunks are dropped.
+        :return: ``{table: {"columnstore_after": str, "retention": str | None}}`` as set, empty on plain PostgreSQL.
+        """
+        from market_ingest.schema import DATASETS
+
+        bars = DATASETS["bars"]
+        applied: dict[str, dict] = {}
+        with closing(self.get_conn()) as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+            if not cur.fetchone():
+                return applied
+            for interval, table in zip(CANONICAL_INTERVALS, bars.storage_tables(), strict=True):
+                after, keep = columnstore_after[interval], retention.get(interval)
+                cur.execute("CALL remove_columnstore_policy(%s::regclass, if_exists => true)", (table,))
+                cur.execute("CALL add_columnstore_policy(%s::regclass, after => %s::interval)", (table, after))
+                cur.execute("SELECT remove_retention_policy(%s::regclass, if_exists => true)", (table,))
+                if keep is not None:
+                    cur.execute("SELECT add_retention_policy(%s::regclass, drop_after => %s::interval)", (table, keep))
+                applied[table] = {"columnstore_after": str(after), "retention": str(keep) if keep else None}
+                self.log.info("%s: columnstore after %s, retention %s", table, after, keep or "none (keep every bar)")
+        return applied
 
     def load_bars(self, bars: pa.Table) -> int:
         """Upsert canonical bars into ``market.bars``; see :meth:`load`."""
@@ -182,7 +217,8 @@ class TimescaleHook(PostgresHook):
         """Upsert record batches of ``dataset`` into its table in one transaction, newest extraction winning.
 
         The batches are streamed into a temporary table with ``COPY ... (FORMAT csv)`` (written by
-        pyarrow's CSV writer, one batch in memory at a time), then
+        pyarrow's CSV writer, one batch in memory at a time), then, into the table of each interval
+        present (bars are stored per interval, :meth:`~market_ingest.schema.Dataset.storage`),
         ``INSERT ... ON CONFLICT (<natural key>) DO UPDATE ... WHERE stored.ingested_at <=
         new.ingested_at``: a rerun replaces rows with the same key and never duplicates them, and a
         row extracted earlier than the stored one (a late retry, an old run's load re-run, a
@@ -190,6 +226,12 @@ class TimescaleHook(PostgresHook):
         re-checks the condition against the committed row, so the newest extraction wins in
         either commit order. A key given twice keeps its newest row. Nothing is written unless the
         whole load commits.
+
+        On TimescaleDB the load's transaction lifts ``timescaledb.max_tuples_decompressed_per_dml_transaction``
+        (100,000 by default): a restatement or backfill into columnstore chunks decompresses the
+        segments it touches, and a load must apply whole or not at all, so a cap that aborts it
+        halfway protects nothing here. What it decompresses is bounded by the load's own series
+        and chunks; the columnstore policy compresses them again later.
 
         :param batches: record batches with the dataset's schema (``bars``: ``BAR_SCHEMA``, key
             ``(source, symbol, interval, time)``; ``quotes``: ``QUOTE_SCHEMA``, key
@@ -206,8 +248,6 @@ class TimescaleHook(PostgresHook):
         from market_ingest.schema import DATASETS
 
         spec = DATASETS[dataset]
-        schema, name = spec.table.split(".")
-        target = sql.Identifier(schema, name)
         cols = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
         key = sql.SQL(", ").join(map(sql.Identifier, spec.key))
         updates = sql.SQL(", ").join(
@@ -217,7 +257,11 @@ class TimescaleHook(PostgresHook):
         options = pcsv.WriteOptions(include_header=False)
         with closing(self.get_conn()) as conn:
             with conn.transaction(), conn.cursor() as cur:
-                cur.execute(sql.SQL("CREATE TEMP TABLE _load (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(target))
+                cur.execute(
+                    sql.SQL("CREATE TEMP TABLE _load (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
+                        sql.Identifier(*spec.storage_tables()[0].split("."))
+                    )
+                )
                 with cur.copy(sql.SQL("COPY _load ({}) FROM STDIN (FORMAT csv)").format(cols)) as copy:
                     for batch in batches:
                         if batch.num_rows == 0:
@@ -228,12 +272,22 @@ class TimescaleHook(PostgresHook):
                         rows += batch.num_rows
                 if not rows:
                     return {"rows": 0, "applied": 0, "skipped": 0}
-                cur.execute(
-                    sql.SQL(
-                        "INSERT INTO {target} AS stored ({cols}) "
-                        "SELECT DISTINCT ON ({key}) {cols} FROM _load ORDER BY {key}, ingested_at DESC "
-                        "ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE stored.ingested_at <= EXCLUDED.ingested_at"
-                    ).format(target=target, cols=cols, key=key, updates=updates)
-                )
-                applied = cur.rowcount
+                cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+                if cur.fetchone():
+                    cur.execute("SET LOCAL timescaledb.max_tuples_decompressed_per_dml_transaction = 0")
+                if spec.per_interval:
+                    cur.execute("SELECT DISTINCT interval FROM _load")
+                    parts = [(spec.storage(i), sql.SQL(" WHERE interval = {}").format(sql.Literal(i))) for (i,) in cur]
+                else:
+                    parts = [(spec.table, sql.SQL(""))]
+                applied = 0
+                for table, where in parts:
+                    cur.execute(
+                        sql.SQL(
+                            "INSERT INTO {target} AS stored ({cols}) "
+                            "SELECT DISTINCT ON ({key}) {cols} FROM _load{where} ORDER BY {key}, ingested_at DESC "
+                            "ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE stored.ingested_at <= EXCLUDED.ingested_at"
+                        ).format(target=sql.Identifier(*table.split(".")), cols=cols, key=key, updates=updates, where=where)
+                    )
+                    applied += cur.rowcount
         return {"rows": rows, "applied": applied, "skipped": rows - applied}

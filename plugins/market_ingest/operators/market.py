@@ -520,22 +520,42 @@ class WarehouseSetupOperator(BaseOperator):
     version (:meth:`~market_ingest.hooks.timescale.TimescaleHook.check_schema`) and fail, naming
     this DAG, when it is behind.
 
+    Then sets each bar table's columnstore and retention policies from the pipeline config
+    (TimescaleDB only; :meth:`~market_ingest.hooks.timescale.TimescaleHook.apply_policies`).
+
     :param timescale_conn_id: connection id of the warehouse.
-    :return: ``{"applied": [versions applied now], "version": schema version, "hypertable": bool}``.
+    :param columnstore_after_seconds: interval -> age (seconds) at which chunks convert to the
+        columnstore, for every canonical interval (``TimescaleConfig.columnstore_delays``).
+    :param retention_seconds: interval -> age (seconds) after which bars are dropped; absent: kept.
+    :return: ``{"applied": [versions applied now], "version": schema version, "hypertable": bool,
+        "policies": {table: {...}}}``.
     """
 
-    def __init__(self, *, timescale_conn_id: str, **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        timescale_conn_id: str,
+        columnstore_after_seconds: dict[str, int],
+        retention_seconds: dict[str, int] | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.timescale_conn_id = timescale_conn_id
+        self.columnstore_after_seconds = columnstore_after_seconds
+        self.retention_seconds = retention_seconds or {}
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from datetime import timedelta
+
         from market_ingest.hooks.timescale import TimescaleHook
 
         hook = TimescaleHook(timescale_conn_id=self.timescale_conn_id)
         applied = hook.migrate()
         version = hook.schema_version()
         self.log.info("Warehouse schema at version %s (applied now: %s)", version, applied or "none")
-        return {"applied": applied, "version": version, "hypertable": hook.is_hypertable()}
+        delays = {i: timedelta(seconds=v) for i, v in self.columnstore_after_seconds.items()}
+        policies = hook.apply_policies(delays, {i: timedelta(seconds=v) for i, v in self.retention_seconds.items()})
+        return {"applied": applied, "version": version, "hypertable": hook.is_hypertable(), "policies": policies}
 
 
 class RunReportOperator(BaseOperator):
