@@ -272,6 +272,7 @@ def setup_arguments(cfg: PipelineConfig) -> dict:
         "timescale_conn_id": cfg.timescale.conn_id,
         "columnstore_after_seconds": {i: int(d.total_seconds()) for i, d in cfg.timescale.columnstore_delays().items()},
         "retention_seconds": {i: int(d.total_seconds()) for i, d in cfg.timescale.retention.items()},
+        "restatement_window_seconds": int(cfg.timescale.restatement_window.total_seconds()),
     }
 
 

@@ -200,8 +200,14 @@ def test_a_task_on_a_warehouse_behind_the_code_fails_at_once_naming_market_setup
     assert setup["version"] == latest_version() and setup["applied"][-1] == latest_version()
     assert setup["hypertable"] is (warehouse == "timescaledb")
     if warehouse == "timescaledb":  # the columnstore policy of every bar table, from the config (90 days)
-        assert set(setup["policies"]) == {f"market.bars_{i}" for i in CANONICAL_INTERVALS}
-        assert {p["columnstore_after"] for p in setup["policies"].values()} == {"90 days, 0:00:00"}
+        tables = {f"market.bars_{i}" for i in CANONICAL_INTERVALS}
+        assert set(setup["policies"]) == tables | {"market.bars_1m_rollup_1h", "market.bars_1m_rollup_1d"}
+        assert {setup["policies"][t]["columnstore_after"] for t in tables} == {"90 days, 0:00:00"}
+        assert setup["policies"]["market.bars_1m_rollup_1h"] == {
+            "refresh_from": "60 days, 1:00:00",  # the restatement window, and one bucket
+            "refresh_to": "1:00:00",
+            "every": "0:15:00",
+        }
     else:
         assert setup["policies"] == {}
     assert load.execute({})["rows"] == 0
@@ -292,3 +298,50 @@ def test_a_restatement_of_over_100000_bars_into_the_columnstore_applies_whole(se
         conn.execute("DELETE FROM market.bars_1d WHERE source = 'restate-test'")
         conn.commit()
     assert closes == [(11.0, 150_000)]
+
+
+def test_one_minute_bars_roll_up_to_hours_and_days_on_either_warehouse(services, warehouse):
+    """AAPL's recorded 1m bars of 2024-10-02 (389, pre-market excluded) rolled up: first open, max high,
+    min low, last close, summed volume and the bar count per UTC hour and day, the same through the
+    continuous aggregates (TimescaleDB, once refreshed) and the plain views (PostgreSQL)."""
+    from collections import defaultdict
+
+    from market_ingest.hooks.yahoo import YahooFinanceHook
+
+    day = datetime(2024, 10, 2, tzinfo=UTC)
+    bars, _ = YahooFinanceHook().fetch_bars(["AAPL"], "1m", Window(day, datetime(2024, 10, 3, tzinfo=UTC)), day)
+    bars = bars.set_column(bars.schema.get_field_index("source"), "source", pa.array(["rollup-test"] * bars.num_rows))
+    hook = TimescaleHook()
+    hook.migrate()
+    hook.load_bars(bars)
+    assert hook.refresh_rollups(day, datetime(2024, 10, 3, tzinfo=UTC)) is (warehouse == "timescaledb")
+
+    rows = sorted(bars.select(["time", "open", "high", "low", "close", "volume"]).to_pylist(), key=lambda r: r["time"])
+    hours = defaultdict(list)
+    for r in rows:
+        hours[r["time"].replace(minute=0)].append(r)
+
+    def rollup(group):
+        return (
+            group[0]["open"],
+            max(r["high"] for r in group),
+            min(r["low"] for r in group),
+            group[-1]["close"],
+            pytest.approx(sum(r["volume"] for r in group)),
+            len(group),
+        )
+
+    with psycopg.connect(services.pg_conninfo()) as conn:
+        hourly = conn.execute(
+            "SELECT time, open, high, low, close, volume, bar_count FROM market.bars_1m_rollup_1h "
+            "WHERE source = 'rollup-test' AND symbol = 'AAPL' ORDER BY time"
+        ).fetchall()
+        daily = conn.execute(
+            "SELECT time, open, high, low, close, volume, bar_count FROM market.bars_1m_rollup_1d "
+            "WHERE source = 'rollup-test' AND symbol = 'AAPL'"
+        ).fetchall()
+        conn.execute("DELETE FROM market.bars_1m WHERE source = 'rollup-test'")
+        conn.commit()
+    assert len(rows) == 390 - 1 and len(hours) == 7  # 13:30 .. 19:59 UTC, the regular session
+    assert [(h[0], *h[1:]) for h in hourly] == [(t, *rollup(g)) for t, g in sorted(hours.items())]
+    assert daily == [(day, *rollup(rows))]

@@ -29,6 +29,12 @@ _LOCK_KEY = 0x6D61726B  # advisory lock shared by every migrating task ("mark")
 
 BARS_TABLE = "market.bars"
 
+#: 1-minute bars rolled up (V008): rollup -> (bucket, refresh schedule), parents before children.
+ROLLUPS: dict[str, tuple[timedelta, timedelta]] = {
+    "market.bars_1m_rollup_1h": (timedelta(hours=1), timedelta(minutes=15)),
+    "market.bars_1m_rollup_1d": (timedelta(days=1), timedelta(hours=1)),
+}
+
 #: ``(connection id, pid) -> schema version`` of warehouses :meth:`TimescaleHook.check_schema` found current.
 _SCHEMA_CHECKED: dict[tuple[str, int], str] = {}
 
@@ -173,15 +179,24 @@ class TimescaleHook(PostgresHook):
             )
             return cur.fetchone()[0] == len(tables)
 
-    def apply_policies(self, columnstore_after: dict[str, timedelta], retention: dict[str, timedelta]) -> dict[str, dict]:
-        """Set each bar table's columnstore and retention policies (TimescaleDB; nothing on plain PostgreSQL).
+    def apply_policies(
+        self,
+        columnstore_after: dict[str, timedelta],
+        retention: dict[str, timedelta],
+        restatement_window: timedelta = timedelta(days=60),
+    ) -> dict[str, dict]:
+        """Set each bar table's columnstore and retention policies, and the rollups' refresh
+        policies (TimescaleDB; nothing on plain PostgreSQL, where the rollups are plain views).
 
-        A policy whose setting changed is replaced; an interval without a retention entry keeps
-        every bar (its retention policy, if any, is removed).
+        Every policy is replaced, so a changed setting takes effect; an interval without a
+        retention entry keeps every bar (its retention policy, if any, is removed). The rollups
+        (:data:`ROLLUPS`) refresh every ``schedule`` from ``restatement_window`` back (a restated
+        1m bar within it is rolled up again) to one bucket before now (closed buckets only).
 
         :param columnstore_after: interval -> age after which chunks convert to the columnstore.
         :param retention: interval -> age after which chunks are dropped.
-        :return: ``{table: {"columnstore_after": str, "retention": str | None}}`` as set, empty on plain PostgreSQL.
+        :param restatement_window: how far back bars are routinely rewritten.
+        :return: ``{table or rollup: {...settings}}`` as set, empty on plain PostgreSQL.
         """
         from market_ingest.schema import DATASETS
 
@@ -200,7 +215,37 @@ class TimescaleHook(PostgresHook):
                     cur.execute("SELECT add_retention_policy(%s::regclass, drop_after => %s::interval)", (table, keep))
                 applied[table] = {"columnstore_after": str(after), "retention": str(keep) if keep else None}
                 self.log.info("%s: columnstore after %s, retention %s", table, after, keep or "none (keep every bar)")
+            for rollup, (bucket, schedule) in ROLLUPS.items():
+                cur.execute("SELECT remove_continuous_aggregate_policy(%s::regclass, if_exists => true)", (rollup,))
+                cur.execute(
+                    "SELECT add_continuous_aggregate_policy(%s::regclass, start_offset => %s::interval, "
+                    "end_offset => %s::interval, schedule_interval => %s::interval)",
+                    (rollup, restatement_window + bucket, bucket, schedule),
+                )
+                applied[rollup] = {
+                    "refresh_from": str(restatement_window + bucket),
+                    "refresh_to": str(bucket),
+                    "every": str(schedule),
+                }
         return applied
+
+    def refresh_rollups(self, start, end) -> bool:
+        """Materialize the rollups (:data:`ROLLUPS`) over ``[start, end)`` now, hourly before daily.
+
+        What the refresh policies do on their schedule; for tests, the demo and after a large
+        backfill. Runs outside a transaction (TimescaleDB requires it).
+
+        :return: True on TimescaleDB; False on plain PostgreSQL, where the rollups are views and need none.
+        """
+        with closing(self.get_conn()) as conn:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+                if not cur.fetchone():
+                    return False
+                for rollup in ROLLUPS:
+                    cur.execute("CALL refresh_continuous_aggregate(%s::regclass, %s, %s)", (rollup, start, end))
+        return True
 
     def load_bars(self, bars: pa.Table) -> int:
         """Upsert canonical bars into ``market.bars``; see :meth:`load`."""

@@ -527,6 +527,7 @@ class WarehouseSetupOperator(BaseOperator):
     :param columnstore_after_seconds: interval -> age (seconds) at which chunks convert to the
         columnstore, for every canonical interval (``TimescaleConfig.columnstore_delays``).
     :param retention_seconds: interval -> age (seconds) after which bars are dropped; absent: kept.
+    :param restatement_window_seconds: how far back the rollups' refresh reaches (seconds).
     :return: ``{"applied": [versions applied now], "version": schema version, "hypertable": bool,
         "policies": {table: {...}}}``.
     """
@@ -537,10 +538,12 @@ class WarehouseSetupOperator(BaseOperator):
         timescale_conn_id: str,
         columnstore_after_seconds: dict[str, int],
         retention_seconds: dict[str, int] | None = None,
+        restatement_window_seconds: int = 60 * 86400,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.timescale_conn_id = timescale_conn_id
+        self.restatement_window_seconds = restatement_window_seconds
         self.columnstore_after_seconds = columnstore_after_seconds
         self.retention_seconds = retention_seconds or {}
 
@@ -554,7 +557,11 @@ class WarehouseSetupOperator(BaseOperator):
         version = hook.schema_version()
         self.log.info("Warehouse schema at version %s (applied now: %s)", version, applied or "none")
         delays = {i: timedelta(seconds=v) for i, v in self.columnstore_after_seconds.items()}
-        policies = hook.apply_policies(delays, {i: timedelta(seconds=v) for i, v in self.retention_seconds.items()})
+        policies = hook.apply_policies(
+            delays,
+            {i: timedelta(seconds=v) for i, v in self.retention_seconds.items()},
+            timedelta(seconds=self.restatement_window_seconds),
+        )
         return {"applied": applied, "version": version, "hypertable": hook.is_hypertable(), "policies": policies}
 
 
