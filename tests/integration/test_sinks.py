@@ -71,9 +71,15 @@ def test_load_three_times_leaves_the_same_rows(services, recorded_bars):
     hook.migrate()
     counts = [hook.load_bars(recorded_bars) for _ in range(3)]
     snapshot = _snapshot(services)
-    assert counts == [15, 15, 15]
+    assert counts == [15, 0, 0]  # identical reloads write nothing
     assert len(snapshot) == 15
-    assert hook.load_bars(recorded_bars) == 15 and _snapshot(services) == snapshot
+    assert hook.load_bars(recorded_bars) == 0 and _snapshot(services) == snapshot
+    newer = recorded_bars.set_column(
+        recorded_bars.schema.get_field_index("ingested_at"),
+        "ingested_at",
+        pa.array([datetime(2026, 2, 1, tzinfo=UTC)] * 15, pa.timestamp("us", tz="UTC")),
+    )
+    assert hook.load_bars(newer) == 15 and _snapshot(services) == snapshot  # a newer extraction: lineage rewritten
     nvda_split = [r for r in snapshot if r[1] == "NVDA" and r[3] == datetime(2021, 7, 20, tzinfo=UTC)]
     assert nvda_split and nvda_split[0][11] == 4.0
 

@@ -414,7 +414,7 @@ class TimescaleLoadOperator(BaseOperator):
         counts: Counter[str] = Counter()
         stats = hook.upsert(_counting(iter_staged((self.lake or {}).get("staged", []), self.dataset), counts), self.dataset)
         self.log.info(
-            "Upserted %d of %d rows into %s (%d not applied: a newer extraction is stored)",
+            "Upserted %d of %d rows into %s (%d not written: identical to the stored row, or a newer extraction is stored)",
             stats["applied"],
             stats["rows"],
             table,

@@ -1,0 +1,247 @@
+"""Benchmark: the warehouse load against the speed of a server-side COPY, on PostgreSQL and TimescaleDB.
+
+``make bench-load`` (or ``.venv/bin/python bench/load.py``). For each warehouse, in one run on
+the same machine: plain PostgreSQL (pgserver) and TimescaleDB (PostgreSQL 15 with timescaledb,
+``demo.services.timescaledb``), both with fsync on, migrated as ``market_setup`` does. The data:
+``--rows`` 1-minute bars (default 1,000,000: 200 symbols x 5,000 minutes), written once as a
+Parquet file (what the load reads from the lake's staging) and as CSV (for the ceiling).
+
+Each step runs ``--repeat`` times (median reported):
+
+1. **ceiling**: ``COPY market.bars_1m FROM '<file>' (FORMAT csv)`` on the server, into the empty table;
+2. **new rows**: the product's load (``TimescaleHook.upsert`` over the Parquet file's record
+   batches, as ``load_timescale`` streams the staged objects) into the empty table;
+3. **reload, unchanged**: the same load again over the stored rows (writes nothing);
+4. **reload, 10% changed**: the same rows with 10% of closes changed.
+
+Every product load runs in its own Python process, as Airflow's LocalExecutor runs a task; its
+peak RSS is that process's (``wait4``), Airflow's import included. The new-rows load also runs on
+``--rows / 10`` rows to show memory does not grow with the row count. Prints rows per second,
+each as a ratio of the ceiling, and peak RSS; appends them with the command line to
+bench/RESULTS.md. Goals (issue "The warehouse for real", item 7): new rows at least 0.7 of the
+ceiling, the unchanged reload at least 1.0 of the new-rows rate, peak RSS under 500 MB and flat
+from 100,000 to 1,000,000 rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
+UTC = timezone.utc
+T0 = datetime(2024, 6, 3, tzinfo=UTC)
+INGESTED = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def make_bars(rows: int, symbols: int = 200, changed: float = 0.0):
+    """``rows`` canonical 1m bars: ``symbols`` series of ``rows / symbols`` consecutive minutes from
+    2024-06-03, a deterministic walk; ``changed`` of the closes (every 10th row for 0.1) moved by 0.1%."""
+    import numpy as np
+    import pyarrow as pa
+
+    from market_ingest.schema import conform
+
+    per = rows // symbols
+    minutes = np.tile(np.arange(per, dtype="int64"), symbols)
+    series = np.repeat(np.arange(symbols), per)
+    rng = np.random.default_rng(7)
+    price = 100 + np.cumsum(rng.normal(0, 0.05, rows)).astype("float64")
+    close = price * (1 + rng.normal(0, 0.0005, rows))
+    if changed:
+        step = round(1 / changed)
+        close[::step] *= 1.001
+    times = pa.array(int(T0.timestamp() * 1e6) + minutes * 60_000_000, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    table = pa.table(
+        {
+            "time": times,
+            "source": pa.array(["bench"] * rows),
+            "symbol": pa.array([f"S{s:03d}" for s in series]),
+            "interval": pa.array(["1m"] * rows),
+            "open": price,
+            "high": np.maximum(price, close) * 1.0005,
+            "low": np.minimum(price, close) * 0.9995,
+            "close": close,
+            "volume": rng.integers(1, 10_000, rows).astype("float64"),
+            "currency": pa.array(["USD"] * rows),
+            "ingested_at": pa.array([INGESTED] * rows, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    return conform(table)
+
+
+def child_load(parquet: str) -> None:
+    """Child process: the product's load of one Parquet file, streamed by record batch; prints its stats."""
+    import pyarrow.parquet as pq
+
+    from market_ingest.hooks.timescale import TimescaleHook
+
+    started = time.perf_counter()
+    stats = TimescaleHook().upsert(pq.ParquetFile(parquet).iter_batches(batch_size=65_536), "bars")
+    print(json.dumps({**stats, "seconds": time.perf_counter() - started}))
+
+
+def run_child(parquet: Path, env: dict[str, str]) -> dict:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", str(parquet)], stdout=subprocess.PIPE, env={**os.environ, **env}, text=True
+    )
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"load of {parquet} failed (status {status})")
+    return {**json.loads(out.strip().splitlines()[-1]), "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def ceiling(conninfo: str, csv: Path) -> float:
+    import psycopg
+
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("TRUNCATE market.bars_1m")
+        started = time.perf_counter()
+        conn.execute(
+            "COPY market.bars_1m (time, source, symbol, interval, open, high, low, close, volume, currency, ingested_at) "
+            f"FROM '{csv}' (FORMAT csv, HEADER true)"
+        )
+        seconds = time.perf_counter() - started
+        conn.execute("TRUNCATE market.bars_1m")
+    return seconds
+
+
+def truncate(conninfo: str) -> None:
+    import psycopg
+
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("TRUNCATE market.bars_1m")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per step; medians are reported")
+    parser.add_argument("--warehouse", choices=("postgres", "timescaledb", "both"), default="both")
+    parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_load(args.child)
+        return 0
+
+    import psycopg
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    from demo.services import postgres, timescaledb, timescaledb_missing
+    from market_ingest.hooks.timescale import apply_migrations
+
+    kinds = ["postgres", "timescaledb"] if args.warehouse == "both" else [args.warehouse]
+    if "timescaledb" in kinds and timescaledb_missing():
+        sys.exit(f"TimescaleDB is not installed here ({timescaledb_missing()}); use --warehouse postgres")
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as work:
+        work = Path(work)
+        work.chmod(0o755)  # the server reads the CSV file itself
+        files = {}
+        for name, rows, changed in (("new", args.rows, 0.0), ("changed", args.rows, 0.1), ("small", args.rows // 10, 0.0)):
+            table = make_bars(rows, changed=changed)
+            files[name] = work / f"{name}.parquet"
+            pq.write_table(table, files[name], compression="zstd")
+            if name == "new":
+                csv = work / "new.csv"
+                pcsv.write_csv(
+                    table.select(
+                        [
+                            "time",
+                            "source",
+                            "symbol",
+                            "interval",
+                            "open",
+                            "high",
+                            "low",
+                            "close",
+                            "volume",
+                            "currency",
+                            "ingested_at",
+                        ]
+                    ),
+                    csv,
+                )
+                csv.chmod(0o644)
+            del table
+        for kind in kinds:
+            with ExitStack() as stack:
+                server = timescaledb(work / "tsdb", fsync=True) if kind == "timescaledb" else postgres(work / "pg")
+                sock = stack.enter_context(server)
+                conninfo = f"host={sock} port=5432 user=postgres dbname=postgres"
+                with psycopg.connect(conninfo) as conn:
+                    apply_migrations(conn)
+                conn_json = {"conn_type": "postgres", "host": sock, "port": 5432, "login": "postgres", "schema": "postgres"}
+                env = {"AIRFLOW_CONN_MARKET_TIMESCALE": json.dumps(conn_json), "PYTHONPATH": f"{ROOT / 'plugins'}:{ROOT}"}
+                steps: dict[str, list] = {
+                    "ceiling": [],
+                    "new rows": [],
+                    "reload, unchanged": [],
+                    "reload, 10% changed": [],
+                    "new rows (1/10)": [],
+                }
+                for _ in range(args.repeat):
+                    steps["ceiling"].append({"seconds": ceiling(conninfo, csv), "applied": args.rows})
+                    truncate(conninfo)
+                    steps["new rows (1/10)"].append(run_child(files["small"], env))
+                    truncate(conninfo)
+                    steps["new rows"].append(run_child(files["new"], env))
+                    steps["reload, unchanged"].append(run_child(files["new"], env))
+                    steps["reload, 10% changed"].append(run_child(files["changed"], env))
+                    truncate(conninfo)
+                results[kind] = steps
+
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"### bench/load.py, {stamp}",
+        "",
+        f"`{' '.join(['.venv/bin/python', 'bench/load.py', *sys.argv[1:]])}`: {args.rows:,} one-minute bars (200 symbols), "
+        f"fsync on, medians of {args.repeat} runs; each product load in its own process (peak RSS of that process).",
+        "",
+        "| warehouse | step | rows | rows written | seconds | rows/s | of ceiling | peak RSS MB |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    verdicts = []
+    for kind, steps in results.items():
+        ceiling_rate = args.rows / statistics.median(s["seconds"] for s in steps["ceiling"])
+        rates = {}
+        for step, runs in steps.items():
+            rows = args.rows // 10 if step == "new rows (1/10)" else args.rows
+            seconds = statistics.median(r["seconds"] for r in runs)
+            rates[step] = rows / seconds
+            rss = statistics.median(r["peak_rss_mb"] for r in runs) if "peak_rss_mb" in runs[0] else None
+            written = statistics.median(r["applied"] for r in runs)
+            lines.append(
+                f"| {kind} | {step} | {rows:,} | {written:,.0f} | {seconds:.2f} | {rows / seconds:,.0f} | "
+                f"{rows / seconds / ceiling_rate:.2f} | {'' if rss is None else f'{rss:.0f}'} |"
+            )
+        rss_big = statistics.median(r["peak_rss_mb"] for r in steps["new rows"])
+        rss_small = statistics.median(r["peak_rss_mb"] for r in steps["new rows (1/10)"])
+        verdicts.append(
+            f"{kind}: new rows {rates['new rows'] / ceiling_rate:.2f} of the ceiling (goal 0.7), unchanged reload "
+            f"{rates['reload, unchanged'] / rates['new rows']:.2f} of the new-rows rate (goal 1.0), peak RSS "
+            f"{rss_small:.0f} MB at {args.rows // 10:,} rows and {rss_big:.0f} MB at {args.rows:,} (goal under 500, flat)"
+        )
+    text = "\n".join([*lines, "", *verdicts, ""])
+    print(text)
+    if not args.no_record:
+        with (ROOT / "bench" / "RESULTS.md").open("a") as fh:
+            fh.write("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
