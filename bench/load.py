@@ -206,7 +206,7 @@ def main() -> int:
 
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"### bench/load.py, {stamp}",
+        f"## {stamp}, load",
         "",
         f"`{' '.join(['.venv/bin/python', 'bench/load.py', *sys.argv[1:]])}`: {args.rows:,} one-minute bars (200 symbols), "
         f"fsync on, medians of {args.repeat} runs; each product load in its own process (peak RSS of that process).",

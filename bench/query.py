@@ -134,7 +134,7 @@ def main() -> int:
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"### bench/query.py, {stamp}",
+        f"## {stamp}, query",
         "",
         f"`{' '.join(['.venv/bin/python', 'bench/query.py', *sys.argv[1:]])}` on TimescaleDB {version} (PostgreSQL 15, "
         f"fsync on), {SYMBOLS} symbols: 25 years of daily bars (1,826,400 rows) and one month of 1-minute bars "

@@ -351,3 +351,30 @@ def test_one_minute_bars_roll_up_to_hours_and_days_on_either_warehouse(services,
     assert len(rows) == 390 - 1 and len(hours) == 7  # 13:30 .. 19:59 UTC, the regular session
     assert [(h[0], *h[1:]) for h in hourly] == [(t, *rollup(g)) for t, g in sorted(hours.items())]
     assert daily == [(day, *rollup(rows))]
+
+
+def test_a_load_that_repeats_a_key_keeps_its_newest_row(services, recorded_bars):
+    """Extract gives each key once, so the insert needs no sort; a load that does repeat keys (two
+    staged copies of a batch, the later extracted with other closes) still keeps the newest row of each."""
+    import pyarrow.compute as pc
+
+    hook = TimescaleHook()
+    hook.migrate()
+    source = pa.array(["repeat-test"] * recorded_bars.num_rows)
+    first = recorded_bars.set_column(recorded_bars.schema.get_field_index("source"), "source", source)
+    later = first.set_column(first.schema.get_field_index("close"), "close", pc.multiply(first["close"], 2.0))
+    later = later.set_column(
+        later.schema.get_field_index("ingested_at"),
+        "ingested_at",
+        pa.array([datetime(2026, 3, 1, tzinfo=UTC)] * later.num_rows, pa.timestamp("us", tz="UTC")),
+    )
+    stats = hook.upsert([*later.to_batches(max_chunksize=7), *first.to_batches(max_chunksize=7)], "bars")
+    with psycopg.connect(services.pg_conninfo()) as conn:
+        stored = conn.execute(
+            "SELECT symbol, time, close FROM market.bars WHERE source = 'repeat-test' AND interval = '1d' ORDER BY 1, 2"
+        ).fetchall()
+        conn.execute("DELETE FROM market.bars_1d WHERE source = 'repeat-test'")
+        conn.commit()
+    assert stats == {"rows": 30, "applied": 15, "skipped": 15}
+    expected = sorted(zip(later["symbol"].to_pylist(), later["time"].to_pylist(), later["close"].to_pylist()))
+    assert stored == expected

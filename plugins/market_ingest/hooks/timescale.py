@@ -293,6 +293,7 @@ class TimescaleHook(PostgresHook):
         :return: ``{"rows": rows given, "applied": rows inserted or changed, "skipped": rows not
             written (identical to the stored row, extracted earlier than it, or a repeated key)}``.
         """
+        import psycopg
         import pyarrow as pa
         from pgpq import ArrowToPostgresBinaryEncoder
         from psycopg import sql
@@ -338,21 +339,32 @@ class TimescaleHook(PostgresHook):
                     parts = [(spec.table, sql.SQL(""))]
                 applied = 0
                 for table, where in parts:
-                    cur.execute(
-                        sql.SQL(
-                            "INSERT INTO {target} AS stored ({cols}) "
-                            "SELECT DISTINCT ON ({key}) {cols} FROM _load{where} ORDER BY {key}, ingested_at DESC "
-                            "ON CONFLICT ({key}) DO UPDATE SET {updates} "
-                            "WHERE stored.ingested_at <= EXCLUDED.ingested_at AND ({stored}) IS DISTINCT FROM ({new})"
-                        ).format(
-                            target=sql.Identifier(*table.split(".")),
-                            cols=cols,
-                            key=key,
-                            updates=updates,
-                            where=where,
-                            stored=stored_values,
-                            new=new_values,
-                        )
+                    statement = sql.SQL(
+                        "INSERT INTO {target} AS stored ({cols}) SELECT {cols} FROM _load{where} "
+                        "ON CONFLICT ({key}) DO UPDATE SET {updates} "
+                        "WHERE stored.ingested_at <= EXCLUDED.ingested_at AND ({stored}) IS DISTINCT FROM ({new})"
                     )
+                    parts_sql = {
+                        "target": sql.Identifier(*table.split(".")),
+                        "cols": cols,
+                        "key": key,
+                        "updates": updates,
+                        "where": where,
+                        "stored": stored_values,
+                        "new": new_values,
+                    }
+                    try:  # a load holds each key once (extract cleans every answer): no sort needed
+                        with conn.transaction():
+                            cur.execute(statement.format(**parts_sql))
+                    except psycopg.errors.CardinalityViolation:  # a key given twice: keep its newest row
+                        self.log.info("%s: the load repeats keys; keeping the newest row of each", table)
+                        cur.execute(
+                            sql.SQL(
+                                "INSERT INTO {target} AS stored ({cols}) "
+                                "SELECT DISTINCT ON ({key}) {cols} FROM _load{where} ORDER BY {key}, ingested_at DESC "
+                                "ON CONFLICT ({key}) DO UPDATE SET {updates} "
+                                "WHERE stored.ingested_at <= EXCLUDED.ingested_at AND ({stored}) IS DISTINCT FROM ({new})"
+                            ).format(**parts_sql)
+                        )
                     applied += cur.rowcount
         return {"rows": rows, "applied": applied, "skipped": rows - applied}
