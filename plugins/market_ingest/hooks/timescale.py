@@ -314,6 +314,10 @@ class TimescaleHook(PostgresHook):
         rows = 0
         with closing(self.get_conn()) as conn:
             with conn.transaction(), conn.cursor() as cur:
+                # The rows stay in this session's memory up to 256 MB (about 1.5 million bars) instead
+                # of spilling through the default 8 MB of temp buffers; effective before the
+                # session's first temporary table, which this is (one connection per load).
+                cur.execute("SET LOCAL temp_buffers = '256MB'")
                 cur.execute(
                     sql.SQL("CREATE TEMP TABLE _load (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
                         sql.Identifier(*spec.storage_tables()[0].split("."))
