@@ -13,13 +13,13 @@ import re
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from market_ingest import kinds
-from market_ingest.intervals import CANONICAL_INTERVALS, INTRADAY_INTERVALS
+from market_ingest.intervals import CANONICAL_INTERVALS, INTRADAY_INTERVALS, validate_interval
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: include/ beside plugins/ (Astro, docker-compose); MWAA deployments that ship include/ inside
@@ -29,6 +29,9 @@ DEFAULT_CONFIG = INCLUDE_DIR / "pipeline.yaml"
 CONFIG_ENV = "MARKET_INGEST_CONFIG"
 
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
+
+#: A key naming a bar interval in the config; validation fails naming it when it is not canonical.
+Interval = Annotated[str, AfterValidator(validate_interval)]
 
 
 class PipelineConfigError(ValueError):
@@ -94,7 +97,7 @@ class SourceConfig(_Model):
     pool_slots: int = Field(gt=0, description="concurrent extract tasks allowed across all DAGs")
     batch_size: int = Field(gt=0, description="symbols per extract task")
     universes: list[str] = Field(min_length=1)
-    intervals: dict[str, IntervalConfig] = Field(min_length=1)
+    intervals: dict[Interval, IntervalConfig] = Field(min_length=1)
     quotes: IntervalConfig | None = Field(None, description="quote snapshots: DAG market_<source>_quote")
     conn_id: str | None = None
     symbol_pattern: str | None = Field(
@@ -147,14 +150,6 @@ class SourceConfig(_Model):
             )
         return self
 
-    @field_validator("intervals")
-    @classmethod
-    def _canonical(cls, v: dict[str, IntervalConfig]) -> dict[str, IntervalConfig]:
-        bad = [k for k in v if k not in CANONICAL_INTERVALS]
-        if bad:
-            raise ValueError(f"intervals {bad} are not canonical; use {' '.join(CANONICAL_INTERVALS)}")
-        return v
-
 
 class LakeConfig(_Model):
     """Parquet lake. ``url`` is an ObjectStoragePath URL: ``s3://<conn_id>@bucket/prefix`` or ``file:///path``."""
@@ -202,18 +197,10 @@ class TimescaleConfig(_Model):
         "(Yahoo serves 5m-30m bars for 60 days); every columnstore delay must outlast it",
     )
     columnstore_after: timedelta = Field(timedelta(days=90), description="default age at which chunks convert to the columnstore")
-    columnstore_after_by_interval: dict[str, timedelta] = Field(default_factory=dict, description="per-interval override")
-    retention: dict[str, timedelta] = Field(
+    columnstore_after_by_interval: dict[Interval, timedelta] = Field(default_factory=dict, description="per-interval override")
+    retention: dict[Interval, timedelta] = Field(
         default_factory=dict, description="interval -> drop bars older than this; an interval not named keeps every bar"
     )
-
-    @field_validator("columnstore_after_by_interval", "retention")
-    @classmethod
-    def _canonical_keys(cls, v: dict[str, timedelta]) -> dict[str, timedelta]:
-        bad = [k for k in v if k not in CANONICAL_INTERVALS]
-        if bad:
-            raise ValueError(f"intervals {bad} are not canonical; use {' '.join(CANONICAL_INTERVALS)}")
-        return v
 
     @model_validator(mode="after")
     def _columnstore_outlasts_restatements(self) -> TimescaleConfig:

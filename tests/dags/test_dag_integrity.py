@@ -118,6 +118,17 @@ def test_non_canonical_interval_is_rejected(tmp_path):
         load(bad)
 
 
+def test_non_canonical_interval_in_warehouse_policies_is_rejected(tmp_path):
+    from market_ingest.config import PipelineConfigError
+    from market_ingest.config import load_config as load
+
+    bad = tmp_path / "pipeline.yaml"
+    text = (ROOT / "include" / "pipeline.yaml").read_text()
+    bad.write_text(text.replace("  conn_id: market_timescale\n", "  conn_id: market_timescale\n  retention: {1y: P365D}\n"))
+    with pytest.raises(PipelineConfigError, match=r"retention\.1y.*'1y' is not canonical"):
+        load(bad)
+
+
 def test_exchange_fields_belong_to_kind_ccxt(tmp_path):
     from market_ingest.config import PipelineConfigError
     from market_ingest.config import load_config as load
