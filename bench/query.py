@@ -61,6 +61,8 @@ CREATE TABLE IF NOT EXISTS legacy.bars (LIKE market.bars_1m INCLUDING DEFAULTS);
 ALTER TABLE legacy.bars DROP CONSTRAINT IF EXISTS bars_1m_interval;
 ALTER TABLE legacy.bars ADD PRIMARY KEY (source, symbol, interval, time);
 SELECT create_hypertable('legacy.bars', 'time', chunk_time_interval => INTERVAL '7 days', if_not_exists => TRUE);
+ALTER TABLE legacy.bars SET (timescaledb.enable_columnstore, timescaledb.segmentby = 'source, symbol, interval',
+                             timescaledb.orderby = 'time DESC');
 """
 
 
