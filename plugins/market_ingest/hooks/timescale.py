@@ -403,8 +403,9 @@ class TimescaleHook(PostgresHook):
         if lo is None:
             return 0
         if not overlaps and columnstore:
-            # Seen on TimescaleDB 2.28.3: a plain INSERT repeating a key into a columnstore chunk
-            # stored both rows (no unique_violation); only ON CONFLICT is trusted there.
+            # A columnstore chunk keeps most rows out of the chunk's unique index, and TimescaleDB
+            # 2.28.3 was seen to skip PostgreSQL's checks there (ON CONFLICT updated a row twice in
+            # one statement without cardinality_violation): no plain INSERT is trusted into one.
             schema, name = table.split(".")
             cur.execute(
                 "SELECT EXISTS (SELECT 1 FROM timescaledb_information.chunks WHERE hypertable_schema = %s "
