@@ -17,6 +17,7 @@ from market_ingest.kinesis import build_records, put_records
 pytestmark = pytest.mark.integration
 UTC = timezone.utc
 SOURCE = "sinks-test"
+T1985 = datetime(1985, 1, 7, tzinfo=UTC)  # a span no other test loads (none of its chunks in the columnstore)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,47 @@ def _snapshot(services):
             "FROM market.bars WHERE source = %s AND symbol IN ('MSFT','NVDA','TSLA') AND interval = '1d' ORDER BY 1, 2, 3, 4",
             (SOURCE,),
         ).fetchall()
+
+
+def _daily_bars(source: str, series: int, days: int, close, ingested: datetime, t0: datetime) -> pa.Table:
+    """``series`` x ``days`` canonical daily bars of ``source`` from ``t0``, series by series;
+    every price ``close`` (one value, or one per bar), volume 1,000, extracted at ``ingested``."""
+    from datetime import timedelta
+
+    from market_ingest.schema import conform
+
+    n = days * series
+    prices = [close] * n if isinstance(close, float) else close
+    return conform(
+        pa.table(
+            {
+                "time": pa.array(
+                    [t0 + timedelta(days=d) for _ in range(series) for d in range(days)], pa.timestamp("us", tz="UTC")
+                ),
+                "source": [source] * n,
+                "symbol": [f"S{s:03d}" for s in range(series) for _ in range(days)],
+                "interval": ["1d"] * n,
+                **{c: prices for c in ("open", "high", "low", "close")},
+                "volume": [1000.0] * n,
+                "currency": ["USD"] * n,
+                "ingested_at": pa.array([ingested] * n, pa.timestamp("us", tz="UTC")),
+            }
+        )
+    )
+
+
+def _versions(services, source: str) -> dict:
+    """``{(symbol, time): (xmin, xmax, close)}`` of ``source``'s daily bars of 1985 to 1989: ``xmin``
+    changes when a row is rewritten, ``xmax`` is set when one is locked (``ON CONFLICT`` locks every
+    conflicting row). Those years as literals, so that TimescaleDB's planner leaves out the chunks
+    other tests converted to the columnstore (whose rows have no ``xmin`` to show)."""
+    from psycopg import sql
+
+    query = sql.SQL(
+        "SELECT symbol, time, xmin::text, xmax::text, close FROM market.bars_1d WHERE source = {} AND time >= {} AND time < {}"
+    ).format(sql.Literal(source), sql.Literal(T1985), sql.Literal(T1985.replace(year=1990)))
+    with psycopg.connect(services.pg_conninfo()) as conn:
+        return {(symbol, time): (xmin, xmax, close) for symbol, time, xmin, xmax, close in conn.execute(query)}
 
 
 def test_migrations_are_idempotent_and_build_the_keyed_table(services, warehouse):
@@ -256,33 +298,12 @@ def test_a_restatement_of_over_100000_bars_into_the_columnstore_applies_whole(se
     """Seen on TimescaleDB with one load: ``tuple decompression limit exceeded by operation`` past
     100,000 rows (``max_tuples_decompressed_per_dml_transaction``). 150,000 daily bars of 100
     series are loaded, their chunks converted to the columnstore, then restated with new closes."""
-    from datetime import timedelta
-
-    from market_ingest.schema import conform
-
     hook = TimescaleHook()
     hook.migrate()
-    days, series = 1500, 100
     t0 = datetime(2000, 1, 1, tzinfo=UTC)
 
     def bars(close: float, ingested: datetime) -> pa.Table:
-        n = days * series
-        return conform(
-            pa.table(
-                {
-                    "time": pa.array(
-                        [t0 + timedelta(days=d) for _ in range(series) for d in range(days)], pa.timestamp("us", tz="UTC")
-                    ),
-                    "source": ["restate-test"] * n,
-                    "symbol": [f"S{s:03d}" for s in range(series) for _ in range(days)],
-                    "interval": ["1d"] * n,
-                    **{c: [close] * n for c in ("open", "high", "low", "close")},
-                    "volume": [1000.0] * n,
-                    "currency": ["USD"] * n,
-                    "ingested_at": pa.array([ingested] * n, pa.timestamp("us", tz="UTC")),
-                }
-            )
-        )
+        return _daily_bars("restate-test", 100, 1500, close, ingested, t0)
 
     with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
         conn.execute("DELETE FROM market.bars_1d WHERE source = 'restate-test'")
@@ -378,3 +399,88 @@ def test_a_load_that_repeats_a_key_keeps_its_newest_row(services, recorded_bars)
     assert stats == {"rows": 30, "applied": 15, "skipped": 15}
     expected = sorted(zip(later["symbol"].to_pylist(), later["time"].to_pylist(), later["close"].to_pylist()))
     assert stored == expected
+
+
+def test_a_reload_locks_and_writes_only_the_bars_that_changed(services, warehouse):
+    """20,000 daily bars (40 series, 500 days) loaded, the table analysed (as autovacuum does after a
+    load that size), then reloaded identical: no row proposed to ``ON CONFLICT``, so none is locked
+    (``xmax`` stays 0) or rewritten (``xmin`` unchanged). Then reloaded with every 10th close
+    changed and extracted later: exactly those 2,000 rows get a new version, the rest stay untouched."""
+    import pyarrow.compute as pc
+
+    hook = TimescaleHook()
+    hook.migrate()
+    n = 40 * 500
+    bars = _daily_bars("reload-test", 40, 500, [50.0 + i % 97 for i in range(n)], datetime(2026, 1, 1, tzinfo=UTC), T1985)
+
+    def versions() -> dict:
+        return _versions(services, "reload-test")
+
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+        conn.execute("DELETE FROM market.bars_1d WHERE source = 'reload-test'")
+        assert hook.load_bars(bars) == n
+        conn.execute("ANALYZE market.bars_1d")
+    loaded = versions()
+    assert len(loaded) == n and {xmax for _, xmax, _ in loaded.values()} == {"0"}
+
+    assert hook.load_bars(bars) == 0
+    assert versions() == loaded  # not rewritten, not even locked
+
+    every_10th = pa.array([i % 10 == 0 for i in range(n)])
+    restated = bars.set_column(
+        bars.schema.get_field_index("close"), "close", pc.if_else(every_10th, pc.add(bars["close"], 0.5), bars["close"])
+    )
+    restated = restated.set_column(
+        restated.schema.get_field_index("ingested_at"),
+        "ingested_at",
+        pa.array([datetime(2026, 2, 1, tzinfo=UTC)] * n, pa.timestamp("us", tz="UTC")),
+    )
+    # A later extraction of the same bar is new lineage (written); here only the changed closes
+    # are given a later extraction time, so only they differ from what is stored.
+    restated = restated.set_column(
+        restated.schema.get_field_index("ingested_at"),
+        "ingested_at",
+        pc.if_else(every_10th, restated["ingested_at"], bars["ingested_at"]),
+    )
+    assert hook.load_bars(restated) == n // 10
+    after = versions()
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+        conn.execute("DELETE FROM market.bars_1d WHERE source = 'reload-test'")
+    rewritten = {k for k in after if after[k][0] != loaded[k][0]}
+    expected = {
+        (s, t) for s, t, changed in zip(bars["symbol"].to_pylist(), bars["time"].to_pylist(), every_10th.to_pylist()) if changed
+    }
+    assert rewritten == expected
+    assert all(after[k] == loaded[k] for k in after.keys() - expected)  # the other 18,000: not locked either
+    assert all(after[k][2] == loaded[k][2] + 0.5 for k in expected)
+
+
+def test_a_changed_rows_join_planned_as_a_loop_over_a_scan_is_not_run(services, monkeypatch):
+    """The plan CI once met (stale statistics): a nested loop reading the table once per copied row.
+    Here forced on the planner (hash, merge and index joins disabled for the load's session through
+    libpq's ``PGOPTIONS``): the load sees it in ``EXPLAIN`` and upserts every copied row instead,
+    which locks each conflicting row (``xmax`` set) and changes none."""
+    hook = TimescaleHook()
+    hook.migrate()
+    bars = _daily_bars("rescan-test", 4, 500, 20.0, datetime(2026, 1, 1, tzinfo=UTC), T1985)
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+        conn.execute("DELETE FROM market.bars_1d WHERE source = 'rescan-test'")
+    assert hook.load_bars(bars) == 2000
+    loaded = _versions(services, "rescan-test")
+    off = (
+        "enable_hashjoin",
+        "enable_mergejoin",
+        "enable_indexscan",
+        "enable_indexonlyscan",
+        "enable_bitmapscan",
+        "enable_memoize",
+    )
+    monkeypatch.setenv("PGOPTIONS", " ".join(f"-c {name}=off" for name in off))
+    assert hook.load_bars(bars) == 0
+    monkeypatch.delenv("PGOPTIONS")
+    reloaded = _versions(services, "rescan-test")
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+        conn.execute("DELETE FROM market.bars_1d WHERE source = 'rescan-test'")
+    assert reloaded.keys() == loaded.keys()
+    assert all(reloaded[k][0] == loaded[k][0] and reloaded[k][2] == loaded[k][2] for k in loaded)  # none rewritten
+    assert all(xmax != "0" for _, xmax, _ in reloaded.values())  # every row locked: the per-row upsert ran
