@@ -81,13 +81,13 @@ def make_bars(rows: int, symbols: int = 200, changed: float = 0.0):
 
 
 def child_load(parquet: str) -> None:
-    """Child process: the product's load of one Parquet file, streamed by record batch; prints its stats."""
-    import pyarrow.parquet as pq
-
+    """Child process: the product's load of one Parquet file, read as ``load_timescale`` reads the
+    staged objects (``iter_staged``: streamed by record batch); prints its stats."""
     from market_ingest.hooks.timescale import TimescaleHook
+    from market_ingest.lake import iter_staged
 
     started = time.perf_counter()
-    stats = TimescaleHook().upsert(pq.ParquetFile(parquet).iter_batches(batch_size=65_536), "bars")
+    stats = TimescaleHook().upsert(iter_staged([Path(parquet).as_uri()]), "bars")
     seconds = time.perf_counter() - started
     # This process's own peak: VmHWM of its address space. (wait4's ru_maxrss would report the
     # benchmark parent's size, which Linux carries into a forked child across exec.)
