@@ -1,0 +1,128 @@
+"""Which bars should exist: trading sessions from exchange calendars, and around the clock for crypto.
+
+The calendars are ``exchange_calendars``' (holidays, early closes and unscheduled closures such as
+2001-09-11 or 2012's Hurricane Sandy, from its published rules). A *market* is one of its calendar
+names: ``XNYS``, ``XNAS``, ``XLON``, ``XETR``, ``XPAR``, ... and ``24/7`` (crypto: every bar of
+every day) or ``24/5``. The bars a market should have, by the canonical intervals, as this product
+stamps them (DESIGN.md, "Data contract": UTC open times):
+
+* intraday (``1m`` to ``1h``): every interval from each session's open while before its close, the
+  last one shortened by the close (``1h`` on XNYS: 13:30, 14:30, ..., 19:30 UTC in summer, as
+  Yahoo's chart answers);
+* ``1d``: one bar per session, at 00:00 UTC of the session's date;
+* ``1wk`` / ``1mo``: one per week (Monday 00:00 UTC) / month (the 1st) holding a session;
+* ``24/7``: every bar of the UTC grid (:func:`~market_ingest.intervals.bar_start`).
+
+Checked against recorded answers: Alpha Vantage's 6,047 daily AAPL bars (1999-11-01 to 2023-11-10)
+and Yahoo's 3,303 daily TSLA bars (2010-06-29 to 2023-08-11) fall on exactly the XNYS sessions of
+those ranges; Yahoo's AAPL 1m chart of 2024-10-02 holds the 390 minutes of that session.
+
+Imports ``exchange_calendars`` (and so pandas) inside functions: call from tasks, not at DAG parse.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from market_ingest.intervals import INTERVAL_LENGTH, INTRADAY_INTERVALS, Window, bar_end, bar_start, validate_interval
+
+UTC = timezone.utc
+
+#: The calendar of markets that never close (crypto exchanges).
+ALWAYS_OPEN = "24/7"
+#: The market of a symbol without a listed suffix (Yahoo's spelling: ``AAPL``, ``MSFT``).
+DEFAULT_MARKET = "XNYS"
+#: Yahoo's listing suffixes and the market each names.
+SUFFIX_MARKETS: dict[str, str] = {".L": "XLON", ".DE": "XETR", ".PA": "XPAR"}
+
+
+def market_of(symbol: str, configured: str | None = None, *, continuous: bool = False) -> str:
+    """The market (calendar name) whose sessions ``symbol``'s bars follow.
+
+    :param symbol: the symbol in its source's spelling (``OCDO.L``, ``BTC/USDT``).
+    :param configured: the market set in config for the symbol's universe or source; wins when given.
+    :param continuous: the source trades around the clock (crypto exchanges): ``24/7``.
+    :return: ``configured``; else ``24/7`` for a continuous source; else the market of the
+        symbol's suffix (:data:`SUFFIX_MARKETS`); else :data:`DEFAULT_MARKET`.
+    """
+    if configured:
+        return configured
+    if continuous:
+        return ALWAYS_OPEN
+    for suffix, market in SUFFIX_MARKETS.items():
+        if symbol.endswith(suffix):
+            return market
+    return DEFAULT_MARKET
+
+
+def _calendar(market: str, since: datetime):
+    """``market``'s calendar from 2000 (from ``since``'s year when earlier), built once per process
+    and start (``exchange_calendars`` caches it: about 0.3 s for XNYS).
+
+    :raises ValueError: naming the market, when ``exchange_calendars`` has no calendar of that name,
+        or when ``since`` is before the earliest date its rules cover.
+    """
+    import exchange_calendars as xcals
+
+    if market not in xcals.get_calendar_names():
+        raise ValueError(f"market {market!r} is not an exchange_calendars calendar (for example XNYS, XLON, 24/7)")
+    first = min(since.year, 2000)
+    try:
+        return xcals.get_calendar(market, start=f"{first}-01-01")
+    except ValueError as exc:
+        raise ValueError(f"market {market}: no calendar from {first}-01-01 ({exc})") from exc
+
+
+def sessions(market: str, window: Window) -> list[tuple[datetime, datetime, datetime]]:
+    """The sessions of ``market`` whose date (the session label) falls in ``window``'s UTC dates.
+
+    :param market: a calendar name (:func:`market_of`).
+    :param window: ``[start, end)``, UTC.
+    :return: ``[(session date at 00:00 UTC, open, close)]``, oldest first; open and close are the
+        regular session's UTC instants (early closes included). Empty for a weekend or holiday.
+    :raises ValueError: see :func:`_calendar`.
+    """
+    cal = _calendar(market, window.start)
+    last = window.end - timedelta(microseconds=1)
+    schedule = cal.schedule.loc[window.start.strftime("%Y-%m-%d") : last.strftime("%Y-%m-%d")]
+    return [
+        (datetime(label.year, label.month, label.day, tzinfo=UTC), o.to_pydatetime(), c.to_pydatetime())
+        for label, o, c in zip(schedule.index, schedule["open"], schedule["close"], strict=True)
+    ]
+
+
+def expected_bars(market: str, interval: str, window: Window, now: datetime | None = None) -> list[datetime]:
+    """Open times (UTC) of the bars ``market`` should have in ``window`` for ``interval``.
+
+    :param market: a calendar name (:func:`market_of`); ``24/7`` for every bar of the UTC grid.
+    :param interval: canonical interval.
+    :param window: ``[start, end)``, UTC; a bar belongs to it when its open time does.
+    :param now: when given, only bars closed by then (``open + interval <= now``).
+    :return: open times, oldest first, each once; about 390 per XNYS session for ``1m``.
+    :raises ValueError: a non-canonical interval, or see :func:`_calendar`.
+    """
+    validate_interval(interval)
+    if market == ALWAYS_OPEN:
+        times, t = [], bar_start(window.start, interval)
+        if t < window.start:
+            t = bar_end(t, interval)
+        while t < window.end:
+            times.append(t)
+            t = bar_end(t, interval)
+    elif interval in INTRADAY_INTERVALS:
+        step = INTERVAL_LENGTH[interval]
+        times = []
+        for _, open_, close in sessions(market, Window(window.start - timedelta(days=1), window.end)):
+            t = open_
+            while t < close:
+                if window.start <= t < window.end:
+                    times.append(t)
+                t += step
+    else:
+        labels = [label for label, _, _ in sessions(market, window)]
+        times = sorted({bar_start(label, interval) for label in labels} if interval != "1d" else set(labels))
+        if interval != "1d":  # a week or month opening before the window is not the window's
+            times = [t for t in times if t >= window.start]
+    if now is not None:
+        times = [t for t in times if bar_end(t, interval) <= now]
+    return times
