@@ -22,6 +22,7 @@ Imports ``exchange_calendars`` (and so pandas) inside functions: call from tasks
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 from market_ingest.intervals import INTERVAL_LENGTH, INTRADAY_INTERVALS, Window, bar_end, bar_start, validate_interval
@@ -32,8 +33,14 @@ UTC = timezone.utc
 ALWAYS_OPEN = "24/7"
 #: The market of a symbol without a listed suffix (Yahoo's spelling: ``AAPL``, ``MSFT``).
 DEFAULT_MARKET = "XNYS"
-#: Yahoo's listing suffixes and the market each names.
-SUFFIX_MARKETS: dict[str, str] = {".L": "XLON", ".DE": "XETR", ".PA": "XPAR"}
+#: Yahoo's listing suffixes and the market each names; ``=X`` (FX) trades 24/5 and ``=F``
+#: (futures) on CME Globex hours.
+SUFFIX_MARKETS: dict[str, str] = {".L": "XLON", ".DE": "XETR", ".PA": "XPAR", "=X": "24/5", "=F": "CMES"}
+#: Crypto pairs as Yahoo (``BTC-USD``) and Alpha Vantage (``BTC/EUR``) spell them: around the
+#: clock. (Alpha Vantage's FX pairs, ``EUR/USD``, are asked every day too: no market closes them here.)
+_PAIR = re.compile(r"^[A-Z0-9]{2,10}(-(USD|USDT|USDC|EUR|GBP|JPY|BTC|ETH)|/[A-Z]{3,4})$")
+#: Calendars with no closed days to skip: a window in one is always asked of the vendor.
+_NEVER_CLOSED = frozenset({ALWAYS_OPEN, "24/5"})
 
 
 def market_of(symbol: str, configured: str | None = None, *, continuous: bool = False) -> str:
@@ -42,12 +49,13 @@ def market_of(symbol: str, configured: str | None = None, *, continuous: bool = 
     :param symbol: the symbol in its source's spelling (``OCDO.L``, ``BTC/USDT``).
     :param configured: the market set in config for the symbol's universe or source; wins when given.
     :param continuous: the source trades around the clock (crypto exchanges): ``24/7``.
-    :return: ``configured``; else ``24/7`` for a continuous source; else the market of the
-        symbol's suffix (:data:`SUFFIX_MARKETS`); else :data:`DEFAULT_MARKET`.
+    :return: ``configured``; else ``24/7`` for a continuous source or a crypto pair (``BTC-USD``,
+        ``BTC/EUR``); else the market of the symbol's suffix (:data:`SUFFIX_MARKETS`); else
+        :data:`DEFAULT_MARKET`.
     """
     if configured:
         return configured
-    if continuous:
+    if continuous or _PAIR.match(symbol):
         return ALWAYS_OPEN
     for suffix, market in SUFFIX_MARKETS.items():
         if symbol.endswith(suffix):
@@ -112,7 +120,8 @@ def expected_bars(market: str, interval: str, window: Window, now: datetime | No
     elif interval in INTRADAY_INTERVALS:
         step = INTERVAL_LENGTH[interval]
         times = []
-        for _, open_, close in sessions(market, Window(window.start - timedelta(days=1), window.end)):
+        # A session may open the day before its date (CME Globex: Sunday evening for Monday).
+        for _, open_, close in sessions(market, Window(window.start - timedelta(days=1), window.end + timedelta(days=1))):
             t = open_
             while t < close:
                 if window.start <= t < window.end:
@@ -126,3 +135,19 @@ def expected_bars(market: str, interval: str, window: Window, now: datetime | No
     if now is not None:
         times = [t for t in times if bar_end(t, interval) <= now]
     return times
+
+
+def closed_throughout(market: str, interval: str, window: Window, *, extended_hours: bool = False) -> bool:
+    """True when ``market`` has no bar of ``interval`` in ``window`` (a weekend, a holiday): a run
+    for it need not ask the vendor. Always False for ``24/7`` and ``24/5``, which are asked every day.
+
+    :param extended_hours: intraday bars before the open and after the close are kept: then only a
+        window with no session dated within a day of it is closed throughout (post-market hours of a
+        Friday reach into Saturday in UTC).
+    :raises ValueError: see :func:`_calendar`.
+    """
+    if market in _NEVER_CLOSED:
+        return False
+    if extended_hours and interval in INTRADAY_INTERVALS:
+        return not sessions(market, Window(window.start - timedelta(days=1), window.end + timedelta(days=1)))
+    return not expected_bars(market, interval, window)

@@ -106,6 +106,12 @@ class SourceConfig(_Model):
     max_requests_per_manual_run: int = Field(
         2000, gt=0, description="a manual run (Params override) planning more vendor requests is refused before any request"
     )
+    market: str | None = Field(
+        None,
+        pattern=r"^[A-Z0-9]{2,6}$|^24/[57]$",
+        description="exchange calendar (exchange_calendars name: XNYS, XLON, XETR, 24/7) of every symbol of this source; "
+        "default per symbol (market_ingest.calendars.market_of): by suffix, XNYS, 24/7 for ccxt",
+    )
 
     @property
     def symbols_like(self) -> str:

@@ -27,6 +27,8 @@ class SourceKind:
         applies to its intraday intervals).
     :param exchange: a ccxt exchange id is required (``exchange:`` and the ccxt-only options).
     :param quote_request_per_symbol: a quote snapshot costs one request per symbol, not per batch.
+    :param continuous: its markets trade around the clock (crypto exchanges): every bar of every
+        day should exist (market ``24/7``, :func:`market_ingest.calendars.market_of`).
     """
 
     name: str
@@ -35,6 +37,7 @@ class SourceKind:
     extended_hours: bool = False
     exchange: bool = False
     quote_request_per_symbol: bool = False
+    continuous: bool = False
 
 
 #: Yahoo: ``AAPL``, ``BRK-B``, ``BP.L``, ``EURUSD=X``, ``GC=F``, ``^GSPC``, ``BTC-USD`` (no ``/``: a
@@ -53,7 +56,10 @@ KINDS: dict[str, SourceKind] = {
             quote_request_per_symbol=True,
         ),
         SourceKind(
-            "ccxt", r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}/[A-Za-z0-9]{1,16}(:[A-Za-z0-9]{1,16}(-[A-Za-z0-9]{1,16})?)?", exchange=True
+            "ccxt",
+            r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}/[A-Za-z0-9]{1,16}(:[A-Za-z0-9]{1,16}(-[A-Za-z0-9]{1,16})?)?",
+            exchange=True,
+            continuous=True,
         ),
     )
 }

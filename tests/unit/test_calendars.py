@@ -97,3 +97,18 @@ def test_the_market_of_a_symbol_comes_from_config_then_the_source_then_its_suffi
 def test_an_unknown_market_is_refused_by_name():
     with pytest.raises(ValueError, match="market 'LSE-MAIN' is not an exchange_calendars calendar"):
         expected_bars("LSE-MAIN", "1d", Window(d(2024, 10, 1), d(2024, 10, 2)))
+
+
+def test_which_windows_need_no_vendor_request():
+    from market_ingest.calendars import closed_throughout
+
+    saturday, thanksgiving = Window(d(2024, 1, 6), d(2024, 1, 7)), Window(d(2024, 11, 28), d(2024, 11, 29))
+    assert closed_throughout("XNYS", "1d", saturday) and closed_throughout("XNYS", "1m", thanksgiving)
+    assert not closed_throughout("24/7", "1d", saturday) and not closed_throughout(
+        "24/5", "1h", Window(d(2024, 1, 7), d(2024, 1, 8))
+    )
+    # Friday's post-market (to 20:00 New York) runs to 01:00 UTC on Saturday in winter.
+    assert not closed_throughout("XNYS", "1m", saturday, extended_hours=True)
+    # CME Globex opens Monday's session on Sunday evening (23:00 UTC in winter).
+    sunday = expected_bars("CMES", "1h", Window(d(2024, 1, 7), d(2024, 1, 8)))
+    assert sunday == [d(2024, 1, 7, 23)] and not closed_throughout("CMES", "1h", Window(d(2024, 1, 7), d(2024, 1, 8)))

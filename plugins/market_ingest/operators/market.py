@@ -238,7 +238,7 @@ class MarketExtractOperator(BaseOperator):
             if self.dataset == "quotes":
                 bars, results = hook.fetch_quotes(symbols, as_of=end, ingested_at=now)
             else:
-                bars, results = self._fetch_bars(hook, symbols, since, start, end, now, self.extended_hours)
+                bars, results = self._fetch_bars(hook, src, symbols, since, start, end, now)
         if self.dataset == "bars" and kinds.kind(src.kind).defers:
             self._update_backlog(results, since, start, end)
         interval = None if self.dataset == "quotes" else self.interval
@@ -262,19 +262,36 @@ class MarketExtractOperator(BaseOperator):
             "ingested_at": now.isoformat(),
         }
 
-    def _fetch_bars(self, hook, symbols, since, start, end, now, extended_hours=False):
-        """One ``fetch_bars`` per distinct window start: deferred symbols reach back to their deferral."""
+    def _fetch_bars(self, hook, src, symbols, since, start, end, now):
+        """One ``fetch_bars`` per distinct window start (deferred symbols reach back to their
+        deferral), asking nothing for a symbol whose market has no session in its window
+        (:func:`~market_ingest.calendars.closed_throughout`): it is ``no_data``, and says so."""
         import pyarrow as pa
 
+        from market_ingest.calendars import closed_throughout, market_of
+        from market_ingest.errors import ConfigurationError
         from market_ingest.intervals import Window
+        from market_ingest.schema import empty_bars
 
         groups: dict[datetime, list[str]] = {}
+        by_symbol: dict[str, outcomes.SymbolOutcome] = {}
+        continuous = kinds.kind(src.kind).continuous
         for sym in symbols:
-            groups.setdefault(min(since.get(sym, start), start), []).append(sym)
-        tables, results, by_symbol = [], [], {}
+            sym_start = min(since.get(sym, start), start)
+            market = market_of(sym, src.market, continuous=continuous)
+            try:
+                closed = closed_throughout(market, self.interval, Window(sym_start, end), extended_hours=self.extended_hours)
+            except ValueError as exc:
+                raise ConfigurationError(self.source, f"{exc} (sources.{self.source}.market)") from exc
+            if closed:
+                reason = f"no {market} session in the window (weekend or holiday): the vendor was not asked"
+                by_symbol[sym] = outcomes.SymbolOutcome(sym, outcomes.NO_DATA, reason=reason)
+                continue
+            groups.setdefault(sym_start, []).append(sym)
+        tables = [empty_bars()]
         for group_start, group in sorted(groups.items()):
             table, outs = hook.fetch_bars(
-                group, self.interval, Window(group_start, end), ingested_at=now, extended_hours=extended_hours
+                group, self.interval, Window(group_start, end), ingested_at=now, extended_hours=self.extended_hours
             )
             tables.append(table)
             by_symbol.update({o.symbol: o for o in outs})
