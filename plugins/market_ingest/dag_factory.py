@@ -15,6 +15,7 @@ from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryActi
 from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
 
 from market_ingest.alerts import DAG_FAILED, DEADLINE_MISSED, MarketEventNotifier
+from market_ingest.assets import bars_asset
 from market_ingest.config import IntervalConfig, PipelineConfig, load_config, load_universe
 from market_ingest.deadlines import DataIntervalEndDeadline
 from market_ingest.operators.market import (
@@ -249,7 +250,13 @@ def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "b
         plan = MarketPlanOperator(task_id="plan", **args["plan"])
         extract = MarketExtractOperator.partial(task_id="extract", pool=src.pool, **args["extract"]).expand(batch=plan.output)
         lake = LakePublishOperator(task_id="publish_lake", extracts=extract.output, **args["publish_lake"])
-        timescale = TimescaleLoadOperator(task_id="load_timescale", lake=lake.output, **args["load_timescale"])
+        timescale = TimescaleLoadOperator(
+            task_id="load_timescale",
+            lake=lake.output,
+            plan=plan.output,
+            outlets=[bars_asset(dataset, source, None if dataset == "quotes" else interval)],
+            **args["load_timescale"],
+        )
         kinesis = KinesisPublishOperator(task_id="publish_kinesis", lake=lake.output, **args["publish_kinesis"])
         RunReportOperator(
             task_id="report",

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from datetime import timedelta
 
 import pytest
@@ -269,3 +270,20 @@ def test_the_setup_dag_migrates_the_warehouse_on_demand(dagbag):
     dag = dagbag.dags["market_setup"]
     assert [t.task_id for t in dag.tasks] == ["migrate"] and dag.timetable.can_be_scheduled is False
     assert dag.get_task("migrate").timescale_conn_id == load_config().timescale.conn_id
+
+
+def test_each_load_updates_its_asset_and_the_readme_consumer_is_scheduled_on_it(ingestion_dags):
+    """The README's example consumer DAG, run as written: scheduled on the Asset the yahoo 1d load updates."""
+    import re
+
+    loads = {dag_id: [a.uri for a in dag.get_task("load_timescale").outlets] for dag_id, dag in ingestion_dags.items()}
+    assert loads["market_yahoo_1d"] == ["x-market://bars/yahoo/1d"]
+    assert loads["market_kucoin_quote"] == ["x-market://quotes/kucoin"]
+    assert all(len(uris) == 1 for uris in loads.values())
+    readme = (ROOT / "README.md").read_text()
+    (example,) = re.findall(r"```python\n(.*?)```", readme[readme.index("* **Assets.**") :], re.S)[:1]
+    namespace: dict = {}
+    exec(compile(textwrap.dedent(example), "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    consumer = namespace["dag"]
+    assert consumer.dag_id == "daily_returns"
+    assert [a.uri for a in consumer.timetable.asset_condition.objects] == ["x-market://bars/yahoo/1d"]

@@ -77,6 +77,29 @@ def test_daily_dag_run_loads_every_sink_and_a_rerun_changes_nothing(services, ai
     ids = [r["record_id"] for r in read_stream(services, "market-bars") if r["time"] == "2021-07-20T00:00:00Z"]
     assert len(ids) == 6 and len(set(ids)) == 3  # at-least-once: the rerun re-sent the same 3 ids
 
+    # Each load told the Assets page (and any DAG scheduled on the Asset) what came in.
+    events = _asset_events("x-market://bars/yahoo/1d", first.run_id, second.run_id)
+    window = {"start": "2021-07-20T00:00:00+00:00", "end": "2021-07-21T00:00:00+00:00"}
+    assert [e["window"] for e in events] == [window, window]
+    assert [(e["symbols"], e["rows"]) for e in events] == [(["MSFT", "NVDA", "TSLA"], 3)] * 2
+    assert [e["applied"] for e in events] == [3, 3]  # the rerun's newer extraction rewrites the lineage
+
+
+def _asset_events(uri: str, *run_ids: str) -> list[dict]:
+    """``extra`` of the Asset events on ``uri`` emitted by the runs ``run_ids``, in that order."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (
+            session.query(AssetEvent.source_run_id, AssetEvent.extra)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .filter(AssetModel.uri == uri, AssetEvent.source_run_id.in_(run_ids))
+            .all()
+        )
+    by_run = dict(rows)
+    return [by_run[r] for r in run_ids]
+
 
 def test_malformed_params_are_rejected_by_the_form(services, airflow_db):
     from airflow.sdk.exceptions import ParamValidationError

@@ -405,17 +405,23 @@ class TimescaleLoadOperator(BaseOperator):
     Streams the staged objects one at a time; a stored row extracted later than the run's is kept
     (see :meth:`~market_ingest.hooks.timescale.TimescaleHook.upsert`).
 
+    Once the load has committed, each of the task's ``outlets`` (the DAG gives it its
+    :func:`~market_ingest.assets.bars_asset`) gets an Asset event whose ``extra`` says what came in:
+    ``{"window": {"start", "end"} (ISO, UTC), "symbols": [loaded, sorted], "rows": n, "applied": m}``.
+
     :param lake: the lake publish result (templated).
+    :param plan: the plan task's batches (templated): the run's window, for the Asset event.
     :param timescale_conn_id: connection id of the warehouse.
     :param dataset: ``bars`` (``market.bars``) or ``quotes`` (``market.quotes``).
     :return: ``{"rows": n, "applied": m, "skipped": k, "rows_by_symbol": {...}, "hypertable": bool}``.
     """
 
-    template_fields: Sequence[str] = ("lake",)
+    template_fields: Sequence[str] = ("lake", "plan")
 
-    def __init__(self, *, lake: Any, timescale_conn_id: str, dataset: str = "bars", **kwargs) -> None:
+    def __init__(self, *, lake: Any, timescale_conn_id: str, dataset: str = "bars", plan: Any = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.lake = lake
+        self.plan = plan
         self.timescale_conn_id = timescale_conn_id
         self.dataset = dataset
 
@@ -437,6 +443,15 @@ class TimescaleLoadOperator(BaseOperator):
             table,
             stats["skipped"],
         )
+        batches = self.plan or []
+        window = {"start": min(b["start"] for b in batches), "end": max(b["end"] for b in batches)} if batches else None
+        for outlet in self.outlets:
+            context["outlet_events"][outlet].extra = {
+                "window": window,
+                "symbols": sorted(counts),
+                "rows": stats["rows"],
+                "applied": stats["applied"],
+            }
         return {**stats, "rows_by_symbol": dict(counts), "hypertable": hook.is_hypertable(table)}
 
 
