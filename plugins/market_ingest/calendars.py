@@ -127,11 +127,11 @@ def expected_bars(market: str, interval: str, window: Window, now: datetime | No
                 if window.start <= t < window.end:
                     times.append(t)
                 t += step
-    else:
-        labels = [label for label, _, _ in sessions(market, window)]
-        times = sorted({bar_start(label, interval) for label in labels} if interval != "1d" else set(labels))
-        if interval != "1d":  # a week or month opening before the window is not the window's
-            times = [t for t in times if t >= window.start]
+    elif interval == "1d":
+        times = [label for label, _, _ in sessions(market, window)]
+    else:  # a week or month holding a session; one opening before the window is not the window's
+        opens = {bar_start(label, interval) for label, _, _ in sessions(market, window)}
+        times = sorted(t for t in opens if t >= window.start)
     if now is not None:
         times = [t for t in times if bar_end(t, interval) <= now]
     return times

@@ -466,17 +466,20 @@ class TimescaleHook(PostgresHook):
             " ON CONFLICT ({key}) DO UPDATE SET {updates} "
             "WHERE stored.ingested_at <= EXCLUDED.ingested_at AND ({stored}) IS DISTINCT FROM ({new})"
         )
-        changed_only = sql.SQL(
-            "INSERT INTO {target} AS stored ({cols}) SELECT {l_cols} FROM _load l LEFT JOIN {target} s "
-            "ON {join} AND s.time BETWEEN {lo} AND {hi} WHERE ({where}) AND ({changed})" + conflict
-        ).format(**parts)
+
+        def upsert(select: str) -> sql.Composed:
+            return sql.SQL("INSERT INTO {target} AS stored ({cols}) " + select + conflict).format(**parts)
+
+        every_row = upsert("SELECT {l_cols} FROM _load l WHERE {where}")
+        changed_only = upsert(
+            "SELECT {l_cols} FROM _load l LEFT JOIN {target} s ON {join} AND s.time BETWEEN {lo} AND {hi} "
+            "WHERE ({where}) AND ({changed})"
+        )
         cur.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + changed_only)
+        statement = changed_only
         if _rescans(cur.fetchone()[0][0]["Plan"]):
             self.log.info("%s: upserting every copied row (the changed-rows join plans a loop over a scan)", table)
-            statement = sql.SQL("INSERT INTO {target} AS stored ({cols}) SELECT {l_cols} FROM _load l WHERE {where}" + conflict)
-            statement = statement.format(**parts)
-        else:
-            statement = changed_only
+            statement = every_row
         try:  # a load holds each key once (extract cleans every answer): no sort needed
             with conn.transaction():
                 cur.execute(statement)
@@ -484,9 +487,6 @@ class TimescaleHook(PostgresHook):
         except psycopg.errors.CardinalityViolation:  # a key given twice: keep its newest row
             self.log.info("%s: the load repeats keys; keeping the newest row of each", table)
             cur.execute(
-                sql.SQL(
-                    "INSERT INTO {target} AS stored ({cols}) SELECT DISTINCT ON ({l_key}) {l_cols} FROM _load l "
-                    "WHERE {where} ORDER BY {l_key}, l.ingested_at DESC" + conflict
-                ).format(**parts)
+                upsert("SELECT DISTINCT ON ({l_key}) {l_cols} FROM _load l WHERE {where} ORDER BY {l_key}, l.ingested_at DESC")
             )
             return cur.rowcount

@@ -276,14 +276,18 @@ class MarketExtractOperator(BaseOperator):
         groups: dict[datetime, list[str]] = {}
         by_symbol: dict[str, outcomes.SymbolOutcome] = {}
         continuous = kinds.kind(src.kind).continuous
+        closed: dict[tuple[str, datetime], bool] = {}  # most symbols share a market and a window
         for sym in symbols:
             sym_start = min(since.get(sym, start), start)
             market = market_of(sym, src.market, continuous=continuous)
-            try:
-                closed = closed_throughout(market, self.interval, Window(sym_start, end), extended_hours=self.extended_hours)
-            except ValueError as exc:
-                raise ConfigurationError(self.source, f"{exc} (sources.{self.source}.market)") from exc
-            if closed:
+            if (market, sym_start) not in closed:
+                try:
+                    closed[market, sym_start] = closed_throughout(
+                        market, self.interval, Window(sym_start, end), extended_hours=self.extended_hours
+                    )
+                except ValueError as exc:
+                    raise ConfigurationError(self.source, f"{exc} (sources.{self.source}.market)") from exc
+            if closed[market, sym_start]:
                 reason = f"no {market} session in the window (weekend or holiday): the vendor was not asked"
                 by_symbol[sym] = outcomes.SymbolOutcome(sym, outcomes.NO_DATA, reason=reason)
                 continue
