@@ -6,13 +6,16 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint format up down bench bench-stream bench-query bench-load install lock recordings record standin universes pools clean
+.PHONY: demo test lint format up coverage down bench bench-stream bench-query bench-load install lock recordings record standin universes pools clean
 
 demo: $(STAMP)  ## runs and a backfill under airflow standalone into PostgreSQL, S3 and Kinesis (LIVE=1: live APIs)
 	$(PY) demo/run_demo.py $(if $(LIVE),--live,)
 
 up: $(STAMP)  ## leave PostgreSQL, moto and airflow standalone running; UI on http://localhost:8080
 	$(PY) demo/up.py up $(if $(LIVE),--live,)
+
+coverage: $(STAMP)  ## the coverage ledger of `make up`'s warehouse: days per state, then the latest incomplete days (ARGS="--source yahoo --interval 1d")
+	$(PY) demo/coverage.py $(ARGS)
 
 down:  ## stop what `make up` started
 	$(PY) demo/up.py down

@@ -258,6 +258,9 @@ def read_sinks(services, cfg) -> dict:
             "SELECT source, interval, symbol, count(*) FROM market.bars GROUP BY 1, 2, 3 "
             "UNION ALL SELECT source, 'quote', symbol, count(*) FROM market.quotes GROUP BY 1, 2, 3"
         ).fetchall()
+        from market_ingest import coverage
+
+        coverage_lines = coverage.format_summary(coverage.summary(conn), coverage.incomplete(conn, limit=20))
         pg_duplicates = conn.execute(
             "SELECT count(*) FROM (SELECT 1 FROM market.bars GROUP BY source, symbol, interval, time HAVING count(*) > 1) d"
         ).fetchone()[0]
@@ -269,7 +272,7 @@ def read_sinks(services, cfg) -> dict:
     lake: Counter = Counter()
     lake_bar_keys: Counter = Counter()
     for key in keys:
-        if "/_staging/" in key:
+        if "/_" in key:  # _staging/ (a run's batches) and _coverage/ (the ledger's mirror) hold no published bars
             continue
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         table = pq.read_table(io.BytesIO(body))
@@ -290,7 +293,8 @@ def read_sinks(services, cfg) -> dict:
         "lake": {f"{src}/{i}/{s}": n for (src, i, s), n in lake.items()},
         "kinesis_records": len(records),
         "kinesis_distinct": {f"{src}/{i}/{s}": len(ids) for (src, i, s), ids in kin_ids.items()},
-        "lake_objects": [f"s3://{bucket}/{k}" for k in keys if "/_staging/" not in k],
+        "lake_objects": [f"s3://{bucket}/{k}" for k in keys if "/_" not in k],
+        "coverage": coverage_lines,
         # (source, symbol, interval, time) held more than once: every lake object is a whole
         # partition merged on that key, so any count here is a defect.
         "duplicate_bars": {"postgres": pg_duplicates, "lake": sum(1 for n in lake_bar_keys.values() if n > 1)},
@@ -390,6 +394,7 @@ def summarise(runs: list[dict], sinks: dict, seconds: float) -> dict:
         "duplicate_bars": sinks["duplicate_bars"],
         "lake_objects": sinks["lake_objects"],
         "kinesis_records_total": sinks["kinesis_records"],
+        "coverage": sinks["coverage"],
     }
 
 
@@ -403,6 +408,9 @@ def print_summary(summary: dict) -> None:
     for key in summary["lake_objects"]:
         print(f"  {key}")
     print(f"Kinesis records published: {summary['kinesis_records_total']}")
+    print("\nCoverage ledger (market.coverage; days per state, then the latest incomplete days):")
+    for line in summary["coverage"]:
+        print(f"  {line}")
     dup = summary["duplicate_bars"]
     print(f"Bars held more than once per (source, symbol, interval, time): postgres {dup['postgres']}, lake {dup['lake']}")
     for run in summary["runs"]:

@@ -229,6 +229,17 @@ class ReportConfig(_Model):
     max_failed_share: float = Field(0.2, ge=0, le=1)
 
 
+class RepairConfig(_Model):
+    """The ``market_repair`` DAG: asks the vendors again for the ledger's ``partial``, ``missing``
+    and ``failed`` days (:mod:`market_ingest.coverage`), newest first, within each vendor's lookback."""
+
+    schedule: str = Field("0 6 * * *", description="cron (UTC) of market_repair; its data interval is not used")
+    max_requests_per_source: int = Field(
+        200, gt=0, description="vendor requests one repair run may plan per (source, interval); the rest wait for the next run"
+    )
+    max_days_back: int = Field(365, gt=0, description="days before the run that repairs look at; older gaps are left as they are")
+
+
 class AlertsConfig(_Model):
     """Where operational events go (missed deadlines, failed runs, too many failed symbols).
 
@@ -252,6 +263,7 @@ class PipelineConfig(_Model):
     kinesis: KinesisConfig
     timescale: TimescaleConfig
     report: ReportConfig = ReportConfig()
+    repair: RepairConfig = RepairConfig()
     alerts: AlertsConfig = AlertsConfig()
     sources: dict[str, SourceConfig] = Field(min_length=1)
 

@@ -6,11 +6,12 @@ yfinance, ccxt or boto3 (tests/dags checks this).
 
 from __future__ import annotations
 
+import re
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, Param
+from airflow.sdk import DAG, AsyncCallback, BaseOperator, DeadlineAlert, Param, TaskGroup
 from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
 
@@ -23,6 +24,7 @@ from market_ingest.operators.market import (
     LakePublishOperator,
     MarketExtractOperator,
     MarketPlanOperator,
+    MarketRepairPlanOperator,
     RunReportOperator,
     TimescaleLoadOperator,
     WarehouseSetupOperator,
@@ -184,7 +186,14 @@ def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: str
             "lake_url": lake_url,
             "compression": cfg.lake.compression,
         },
-        "load_timescale": {**common, "timescale_conn_id": cfg.timescale.conn_id},
+        "load_timescale": {
+            **common,
+            "timescale_conn_id": cfg.timescale.conn_id,
+            "source": source,
+            "interval": interval,
+            "source_config": source_config,
+            "lake_url": lake_url,
+        },
         "publish_kinesis": {
             **common,
             "stream": k.quotes_stream if quotes else k.stream,
@@ -194,8 +203,68 @@ def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: str
             "max_bytes_per_call": k.max_bytes_per_call,
             "max_attempts": k.max_attempts,
         },
-        "report": {"max_failed_share": cfg.report.max_failed_share, "alerts": cfg.alerts.model_dump(mode="json")},
+        "report": {
+            **common,
+            "max_failed_share": cfg.report.max_failed_share,
+            "alerts": cfg.alerts.model_dump(mode="json"),
+            "timescale_conn_id": cfg.timescale.conn_id,
+            "source": source,
+            "interval": interval,
+            "source_config": source_config,
+        },
+        "repair_plan": {
+            "source": source,
+            "interval": interval,
+            "source_config": source_config,
+            "timescale_conn_id": cfg.timescale.conn_id,
+            "max_requests": cfg.repair.max_requests_per_source,
+            "max_days_back": cfg.repair.max_days_back,
+        },
     }
+
+
+_PRESETS = {"@hourly": "every hour", "@daily": "every day", "@weekly": "every week", "@monthly": "every month"}
+
+
+def describe(source: str, src, what: str, universes: list[str], schedule: str) -> str:
+    """The one line the DAG list shows: vendor, what, universes, when, where to.
+
+    :param src: the source's ``SourceConfig``; the vendor's name is its description up to
+        `` through `` or `` (`` ("Yahoo Finance through yfinance ..." -> "Yahoo Finance").
+    :param what: ``1m bars`` or ``quote snapshots``.
+    """
+    vendor = re.split(r" through | \(", src.description or "")[0].strip() or source
+    when = _PRESETS.get(schedule, f"at cron {schedule} UTC")
+    return f"{vendor} {what} of {', '.join(universes)} {when} into the lake, TimescaleDB and Kinesis"
+
+
+def _ingest_after(plan: BaseOperator, pool: str, args: dict[str, dict], asset) -> None:
+    """The tasks after a plan, as every ingestion (and each repair) chains them: ``extract``
+    (mapped over the plan's batches, in ``pool``) -> ``publish_lake`` -> ``load_timescale``
+    (updating ``asset``) and ``publish_kinesis`` -> ``report``.
+
+    :param args: :func:`task_arguments` of the (source, interval).
+    """
+    extract = MarketExtractOperator.partial(task_id="extract", pool=pool, **args["extract"]).expand(batch=plan.output)
+    lake = LakePublishOperator(task_id="publish_lake", extracts=extract.output, **args["publish_lake"])
+    timescale = TimescaleLoadOperator(
+        task_id="load_timescale",
+        lake=lake.output,
+        plan=plan.output,
+        extracts=extract.output,
+        outlets=[asset],
+        **args["load_timescale"],
+    )
+    kinesis = KinesisPublishOperator(task_id="publish_kinesis", lake=lake.output, **args["publish_kinesis"])
+    RunReportOperator(
+        task_id="report",
+        plan=plan.output,
+        extracts=extract.output,
+        lake=lake.output,
+        timescale=timescale.output,
+        kinesis=kinesis.output,
+        **args["report"],
+    )
 
 
 def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "bars") -> DAG:
@@ -233,6 +302,7 @@ def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "b
     )
     with DAG(
         dag_id=dag_id(source, interval),
+        description=describe(source, src, what, universes, ic.schedule),
         # Explicit data-interval timetable: Airflow 3 maps a bare cron string to CronTriggerTimetable,
         # whose data interval is empty; a run here must own the bars of one whole period.
         # Manual runs get the last complete period before their trigger time.
@@ -248,29 +318,56 @@ def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "b
         on_failure_callback=MarketEventNotifier(kind=DAG_FAILED, channels=channels),
     ) as dag:
         plan = MarketPlanOperator(task_id="plan", **args["plan"])
-        extract = MarketExtractOperator.partial(task_id="extract", pool=src.pool, **args["extract"]).expand(batch=plan.output)
-        lake = LakePublishOperator(task_id="publish_lake", extracts=extract.output, **args["publish_lake"])
-        timescale = TimescaleLoadOperator(
-            task_id="load_timescale",
-            lake=lake.output,
-            plan=plan.output,
-            outlets=[bars_asset(dataset, source, None if dataset == "quotes" else interval)],
-            **args["load_timescale"],
-        )
-        kinesis = KinesisPublishOperator(task_id="publish_kinesis", lake=lake.output, **args["publish_kinesis"])
-        RunReportOperator(
-            task_id="report",
-            plan=plan.output,
-            extracts=extract.output,
-            lake=lake.output,
-            timescale=timescale.output,
-            kinesis=kinesis.output,
-            **args["report"],
-        )
+        _ingest_after(plan, src.pool, args, bars_asset(dataset, source, None if quotes else interval))
     return dag
 
 
 SETUP_DAG_ID = "market_setup"
+REPAIR_DAG_ID = "market_repair"
+
+
+def build_repair_dag(cfg: PipelineConfig) -> DAG:
+    """``market_repair``: ask the vendors again for what the coverage ledger lacks.
+
+    One task group per configured (source, interval) of bars, ``<source>_<interval>``: ``plan``
+    (:class:`~market_ingest.operators.market.MarketRepairPlanOperator`: the ledger's ``partial``,
+    ``missing`` and ``failed`` days the vendor still serves, within ``repair.max_requests_per_source``
+    requests) then the ingestion's own tasks (:func:`_ingest_after`: extract in the source's pool,
+    lake, warehouse with its ledger, Kinesis, report). A group with nothing to repair skips its
+    sinks and reports so.
+    """
+    channels = cfg.alerts.model_dump(mode="json")
+    with DAG(
+        dag_id=REPAIR_DAG_ID,
+        description="Re-fetch the partial, missing and failed days of the coverage ledger, within each vendor's lookback",
+        schedule=cfg.repair.schedule,
+        start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
+        catchup=False,
+        max_active_runs=1,
+        default_args={
+            "owner": cfg.owner,
+            "retries": cfg.retry.retries,
+            "retry_delay": timedelta(seconds=cfg.retry.delay_seconds),
+            "retry_exponential_backoff": True,
+            "max_retry_delay": timedelta(seconds=cfg.retry.max_delay_seconds),
+            "retry_policy": retry_policy(cfg),
+        },
+        tags=["market-data", "repair"],
+        doc_md=(
+            "### Coverage repair\n\nReads `market.coverage` (the ledger every load writes) and asks each vendor "
+            "again for the `partial`, `missing` and `failed` days of the last "
+            f"{cfg.repair.max_days_back} days, newest first, at most {cfg.repair.max_requests_per_source} requests "
+            "per source and interval, through the same pools, lake, warehouse and stream as the ingestion DAGs. "
+            "Days beyond a vendor's lookback are marked `unrecoverable:` in the ledger and not asked again."
+        ),
+        on_failure_callback=MarketEventNotifier(kind=DAG_FAILED, channels=channels),
+    ) as dag:
+        for source, interval in cfg.dag_pairs():
+            args = task_arguments(cfg, source, interval)
+            with TaskGroup(group_id=f"{source}_{interval}"):
+                plan = MarketRepairPlanOperator(task_id="plan", **args["repair_plan"])
+                _ingest_after(plan, cfg.sources[source].pool, args, bars_asset("bars", source, interval))
+    return dag
 
 
 def setup_arguments(cfg: PipelineConfig) -> dict:
@@ -291,6 +388,7 @@ def build_setup_dag(cfg: PipelineConfig) -> DAG:
     """
     with DAG(
         dag_id=SETUP_DAG_ID,
+        description="Apply the warehouse migrations: trigger once after each deploy or upgrade",
         schedule=None,
         catchup=False,
         max_active_runs=1,
@@ -308,7 +406,7 @@ def build_setup_dag(cfg: PipelineConfig) -> DAG:
 
 
 def build_dags(path: Path | str | None = None) -> dict[str, DAG]:
-    """Every configured DAG, keyed by dag id, and ``market_setup``.
+    """Every configured DAG, keyed by dag id, ``market_setup`` and ``market_repair``.
 
     :raises market_ingest.config.PipelineConfigError: on an invalid config (file and field named).
     """
@@ -316,4 +414,5 @@ def build_dags(path: Path | str | None = None) -> dict[str, DAG]:
     dags = {dag_id(s, i): build_dag(cfg, s, i) for s, i in cfg.dag_pairs()}
     dags.update({dag_id(s, "quote"): build_dag(cfg, s, "quote", dataset="quotes") for s in cfg.quote_sources()})
     dags[SETUP_DAG_ID] = build_setup_dag(cfg)
+    dags[REPAIR_DAG_ID] = build_repair_dag(cfg)
     return dags

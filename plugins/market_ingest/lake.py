@@ -138,6 +138,17 @@ def staging_run_dir(root: ObjectStoragePath, source: str, interval: str | None, 
     return _base(root / STAGING, source, interval) / f"run={run_token(run_id)}"
 
 
+def coverage_object(root: ObjectStoragePath, source: str, interval: str, run_id: str) -> ObjectStoragePath:
+    """The lake's mirror of the ledger rows run ``run_id`` wrote:
+    ``_coverage/source=<s>/interval=<i>/run=<token>.parquet`` (:mod:`market_ingest.coverage`).
+
+    One object per run, replaced when the run's load runs again; a day's current row is the one
+    with the latest ``updated_at`` across the objects. The leading underscore keeps it out of a
+    dataset read of the bars under the same root (pyarrow and Spark skip ``_`` folders).
+    """
+    return _base(root / "_coverage", source, interval) / f"run={run_token(run_id)}.parquet"
+
+
 def staging_path(root: ObjectStoragePath, source: str, interval: str | None, run_id: str, batch: int) -> ObjectStoragePath:
     """Where extract batch ``batch`` of run ``run_id`` stages its bars."""
     return staging_run_dir(root, source, interval, run_id) / f"batch-{batch:05d}.parquet"

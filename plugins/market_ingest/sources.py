@@ -68,16 +68,52 @@ def _exchange_plan(src: SourceConfig, name: str, interval: str, window: Window, 
     return hook.planned_requests(interval, window)
 
 
+def _yahoo_lookback(src: SourceConfig, interval: str, now: datetime) -> datetime | None:
+    from market_ingest.hooks.yahoo import LOOKBACK
+
+    cap = LOOKBACK.get(interval)
+    return now - cap if cap else None
+
+
+def _no_lookback(src: SourceConfig, interval: str, now: datetime) -> datetime | None:
+    return None  # Alpha Vantage: full daily history; intraday by month back to 2000 (its documentation)
+
+
+def _exchange_lookback(src: SourceConfig, interval: str, now: datetime) -> datetime | None:
+    from market_ingest.hooks.exchange import oldest_servable
+
+    return oldest_servable(src.max_lookback_bars, interval, now)
+
+
 #: kind -> ``(source name, source config, TimescaleDB connection id) -> hook``
 HOOKS: dict[str, Callable[..., Any]] = {"yahoo": _yahoo_hook, "alpha_vantage": _alpha_vantage_hook, "ccxt": _exchange_hook}
 #: kind -> ``(source config, name, interval, window, now) -> requests per symbol`` (offline)
 PLANS: dict[str, Callable[..., int]] = {"yahoo": _yahoo_plan, "alpha_vantage": _alpha_vantage_plan, "ccxt": _exchange_plan}
+#: kind -> ``(source config, interval, now) -> oldest bar open time the vendor serves, or None (no cap)``
+LOOKBACKS: dict[str, Callable[..., datetime | None]] = {
+    "yahoo": _yahoo_lookback,
+    "alpha_vantage": _no_lookback,
+    "ccxt": _exchange_lookback,
+}
 
 
-def register_hook(kind_name: str, hook: Callable[..., Any], plan: Callable[..., int]) -> None:
-    """Serve a kind registered with :func:`market_ingest.kinds.register`: its hook builder and request planner."""
+def register_hook(
+    kind_name: str,
+    hook: Callable[..., Any],
+    plan: Callable[..., int],
+    lookback: Callable[..., datetime | None] = _no_lookback,
+) -> None:
+    """Serve a kind registered with :func:`market_ingest.kinds.register`: its hook builder, request
+    planner and lookback (default: the vendor serves any past window)."""
     kind(kind_name)
-    HOOKS[kind_name], PLANS[kind_name] = hook, plan
+    HOOKS[kind_name], PLANS[kind_name], LOOKBACKS[kind_name] = hook, plan, lookback
+
+
+def oldest_servable(src: SourceConfig, interval: str, now: datetime) -> datetime | None:
+    """The oldest bar open time (UTC) ``src``'s vendor serves for ``interval`` at ``now``, from the
+    vendor facts its hook holds (Yahoo's lookback caps, an exchange's ``max_lookback_bars``);
+    ``None`` when it serves any past window. Offline: no client, no request."""
+    return LOOKBACKS[src.kind](src, interval, now)
 
 
 def bar_hook(name: str, src: SourceConfig, *, timescale_conn_id: str) -> Any:

@@ -26,10 +26,10 @@ def dagbag():
 
 @pytest.fixture(scope="module")
 def ingestion_dags(dagbag) -> dict:
-    """The ingestion DAGs, ``market_<source>_<interval>``: every DAG but ``market_setup``."""
-    from market_ingest.dag_factory import SETUP_DAG_ID
+    """The ingestion DAGs, ``market_<source>_<interval>``: every DAG but ``market_setup`` and ``market_repair``."""
+    from market_ingest.dag_factory import REPAIR_DAG_ID, SETUP_DAG_ID
 
-    return {dag_id: dag for dag_id, dag in dagbag.dags.items() if dag_id != SETUP_DAG_ID}
+    return {dag_id: dag for dag_id, dag in dagbag.dags.items() if dag_id not in (SETUP_DAG_ID, REPAIR_DAG_ID)}
 
 
 def test_no_import_errors(dagbag):
@@ -39,8 +39,8 @@ def test_no_import_errors(dagbag):
 def test_one_dag_per_configured_pair_and_quote_source(dagbag):
     cfg = load_config()
     expected = {f"market_{s}_{i}" for s, i in cfg.dag_pairs()} | {f"market_{s}_quote" for s in cfg.quote_sources()}
-    assert set(dagbag.dag_ids) == expected | {"market_setup"}
-    assert len(dagbag.dag_ids) == len(cfg.dag_pairs()) + len(cfg.quote_sources()) + 1
+    assert set(dagbag.dag_ids) == expected | {"market_setup", "market_repair"}
+    assert len(dagbag.dag_ids) == len(cfg.dag_pairs()) + len(cfg.quote_sources()) + 2
     assert {"market_alpha_vantage_1d", "market_alpha_vantage_5m", "market_alpha_vantage_quote"} <= expected
 
 
@@ -263,6 +263,42 @@ def test_tasks_run_on_their_arguments_and_read_no_configuration_file(dagbag, tmp
     )
     assert dag.get_task("report").max_failed_share == cfg.report.max_failed_share
     assert dagbag.dags["market_kucoin_quote"].get_task("publish_lake").lake_url == cfg.lake.quotes_url
+
+
+def test_every_dag_says_in_one_line_what_it_does(dagbag):
+    """The DAG list shows each DAG's description: one line, naming what it ingests or does."""
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.description and "\n" not in dag.description and len(dag.description) <= 140, dag_id
+    assert dagbag.dags["market_yahoo_1m"].description == (
+        "Yahoo Finance 1m bars of nasdaq100 every hour into the lake, TimescaleDB and Kinesis"
+    )
+    assert dagbag.dags["market_kucoin_quote"].description.startswith("KuCoin spot quote snapshots of crypto_majors at cron */15")
+
+
+def test_the_repair_dag_runs_the_ingestion_tasks_after_a_ledger_plan_per_pair(dagbag):
+    """``market_repair``: per configured (source, interval), a plan read from the coverage ledger
+    with the configured budget, then the same extract (in the source's pool), sinks and report."""
+    from market_ingest.operators.market import MarketRepairPlanOperator
+
+    cfg = load_config()
+    dag = dagbag.dags["market_repair"]
+    assert dag.timetable.can_be_scheduled and dag.max_active_runs == 1
+    groups = {f"{s}_{i}" for s, i in cfg.dag_pairs()}
+    assert {t.task_id.split(".")[0] for t in dag.tasks} == groups
+    for source, interval in cfg.dag_pairs():
+        g = f"{source}_{interval}"
+        plan = dag.get_task(f"{g}.plan")
+        assert isinstance(plan, MarketRepairPlanOperator)
+        assert (plan.source, plan.interval, plan.max_requests, plan.max_days_back) == (
+            source,
+            interval,
+            cfg.repair.max_requests_per_source,
+            cfg.repair.max_days_back,
+        )
+        assert dag.get_task(f"{g}.extract").pool == cfg.sources[source].pool
+        assert dag.get_task(f"{g}.load_timescale").source == source
+        assert dag.get_task(f"{g}.report").upstream_task_ids >= {f"{g}.{t}" for t in ("plan", "extract", "load_timescale")}
+        assert [a.uri for a in dag.get_task(f"{g}.load_timescale").outlets] == [f"x-market://bars/{source}/{interval}"]
 
 
 def test_the_setup_dag_migrates_the_warehouse_on_demand(dagbag):

@@ -16,13 +16,18 @@ from tests.conftest import RECORDINGS
 UTC = timezone.utc
 
 
-def derived_yahoo_library(folder: Path, edits: dict[str, list[tuple[str, str, float]]]) -> Path:
-    """A recordings folder whose ``yahoo/`` holds the committed recordings, with values edited.
+def derived_yahoo_library(
+    folder: Path, edits: dict[str, list[tuple[str, str, float]]], dropped: dict[str, list[str]] | None = None
+) -> Path:
+    """A recordings folder whose ``yahoo/`` holds the committed recordings, with values edited
+    and sessions removed.
 
     :param edits: ``{recording file prefix: [(ISO date, field, value)]}``; ``field`` is an
         ``indicators.quote`` series (``open``, ``high``, ``low``, ``close``, ``volume``) or
         ``adjclose``; ``value`` may be ``nan`` or ``inf`` (Yahoo's JSON parser, Python's ``json``,
         reads ``NaN`` and ``Infinity``).
+    :param dropped: ``{recording file prefix: [ISO date]}``: those sessions' bars taken out of the
+        chart (its timestamp and every series), as if Yahoo had no bar for them.
     :return: the recordings folder (serve it with ``tests.conftest.serving``).
     """
     target = folder / "yahoo"
@@ -41,6 +46,19 @@ def derived_yahoo_library(folder: Path, edits: dict[str, list[tuple[str, str, fl
                 else result["indicators"]["quote"][0][field]
             )
             series[i] = value
+        path.write_text(json.dumps(doc, allow_nan=True))
+    for prefix, gone in (dropped or {}).items():
+        (path,) = sorted(target.glob(f"{prefix}*.json"))
+        doc = json.loads(path.read_text())
+        result = doc["chart"]["result"][0]
+        offset = result["meta"]["gmtoffset"]
+        keep = [datetime.fromtimestamp(t + offset, UTC).date().isoformat() not in gone for t in result["timestamp"]]
+        assert keep.count(False) == len(gone), f"{path.name} does not hold every session of {gone}"
+        result["timestamp"] = [t for t, k in zip(result["timestamp"], keep, strict=True) if k]
+        for group in result["indicators"].values():
+            for series in group:
+                for name, values in series.items():
+                    series[name] = [v for v, k in zip(values, keep, strict=True) if k]
         path.write_text(json.dumps(doc, allow_nan=True))
     return folder
 

@@ -117,3 +117,14 @@ def test_bad_values_are_rejected_by_name_and_every_other_bar_reaches_every_sink(
         if r["source"] == "yahoo" and "2021-08-09" <= r["time"][:10] <= "2021-08-13"
     }
     assert len(on_stream) == 13 and ("NVDA", "2021-08-10") not in on_stream and ("MSFT", "2021-08-11") not in on_stream
+    import psycopg
+
+    with psycopg.connect(services.pg_conninfo()) as conn:
+        ledger = conn.execute(
+            "SELECT symbol, day::text, state, reason FROM market.coverage WHERE source = 'yahoo' AND interval = '1d' "
+            "AND day BETWEEN '2021-08-09' AND '2021-08-13' AND state <> 'complete' ORDER BY symbol"
+        ).fetchall()
+    assert ledger == [
+        ("MSFT", "2021-08-11", "rejected", "0 of 1 bars stored; dropped as invalid by the run: {'invalid: non_finite_value': 1}"),
+        ("NVDA", "2021-08-10", "rejected", "0 of 1 bars stored; dropped as invalid by the run: {'invalid: non_finite_value': 1}"),
+    ]

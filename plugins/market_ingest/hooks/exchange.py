@@ -105,6 +105,18 @@ def _nominal(interval: str) -> timedelta:
     return INTERVAL_LENGTH.get(interval, timedelta(days=28))
 
 
+def oldest_servable(max_lookback_bars: int | None, interval: str, now: datetime) -> datetime | None:
+    """The oldest candle open time an exchange serving only its latest ``max_lookback_bars``
+    closed candles answers for at ``now`` (Kraken: 720, its OHLC documentation); ``None``: no cap.
+
+    Counted back from the start of the candle open at ``now``, so exactly ``max_lookback_bars``
+    closed candles lie between it and ``now``.
+    """
+    if not max_lookback_bars:
+        return None
+    return bar_start(now, interval) - max_lookback_bars * _nominal(interval)
+
+
 def ohlcv_limit(features: dict | None, market: dict) -> int:
     """ccxt's per-request candle maximum for ``market`` from an exchange's ``features``.
 
@@ -480,10 +492,8 @@ class ExchangeHook(SharedExtract, BaseHook):
 
         :raises WindowNotServableError: naming the cap, the oldest servable open time and the window.
         """
-        if not self.max_lookback_bars:
-            return
-        oldest = bar_start(now, interval) - self.max_lookback_bars * _nominal(interval)
-        if window.start < oldest:
+        oldest = oldest_servable(self.max_lookback_bars, interval, now)
+        if oldest and window.start < oldest:
             raise WindowNotServableError(
                 self.source,
                 f"{self.exchange} serves only its latest {self.max_lookback_bars} {interval} candles (from "

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
@@ -280,7 +280,9 @@ class TimescaleHook(PostgresHook):
         """
         return self.upsert(table.to_batches(max_chunksize=65_536), dataset)["applied"]
 
-    def upsert(self, batches: Iterable[pa.RecordBatch], dataset: str = "bars") -> dict[str, int]:
+    def upsert(
+        self, batches: Iterable[pa.RecordBatch], dataset: str = "bars", then: Callable[[Any], None] | None = None
+    ) -> dict[str, int]:
         """Upsert record batches of ``dataset`` into its table in one transaction, newest extraction
         winning, writing only rows that change.
 
@@ -314,6 +316,9 @@ class TimescaleHook(PostgresHook):
         :param batches: record batches with the dataset's schema (``bars``: ``BAR_SCHEMA``, key
             ``(source, symbol, interval, time)``; ``quotes``: ``QUOTE_SCHEMA``, key
             ``(source, symbol, time)``).
+        :param then: called with the load's cursor after the rows are written, before the commit
+            (also when there were no rows), so what it writes commits with them or not at all: the
+            load writes the coverage ledger there (:func:`market_ingest.coverage.record`).
         :return: ``{"rows": rows given, "applied": rows inserted or changed, "skipped": rows not
             written (identical to the stored row, extracted earlier than it, or a repeated key)}``.
         """
@@ -350,6 +355,8 @@ class TimescaleHook(PostgresHook):
                         rows += batch.num_rows
                     copy.write(encoder.finish())
                 if not rows:
+                    if then:
+                        then(cur)
                     return {"rows": 0, "applied": 0, "skipped": 0}
                 # Statistics for the planner (autovacuum never visits a temporary table): without
                 # them it guesses a few thousand rows and joins them by a loop of index probes.
@@ -366,6 +373,8 @@ class TimescaleHook(PostgresHook):
                 applied = 0
                 for table, where in parts:
                     applied += self._apply(conn, cur, spec, table, where, columnstore=tsdb)
+                if then:
+                    then(cur)
         return {"rows": rows, "applied": applied, "skipped": rows - applied}
 
     def _apply(self, conn, cur, spec, table: str, where, columnstore: bool) -> int:

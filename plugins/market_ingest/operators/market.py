@@ -172,6 +172,89 @@ class MarketPlanOperator(BaseOperator):
         ]
 
 
+class MarketRepairPlanOperator(BaseOperator):
+    """The plan of a repair: the coverage ledger's ``partial``, ``missing`` and ``failed`` days of
+    one (source, interval) that the vendor still serves, as extract batches
+    (:func:`market_ingest.repair.plan_repairs`), within a request budget.
+
+    Marks the days beyond the vendor's lookback ``unrecoverable: ...`` in the ledger, in the same
+    transaction as it reads them, and logs what it scheduled, what is unrecoverable and what waits
+    for the next run (also pushed to XCom as ``repair``).
+
+    :param source: configured source name.
+    :param interval: canonical interval.
+    :param source_config: the source's settings (``SourceConfig`` as a JSON dict).
+    :param timescale_conn_id: the warehouse holding ``market.coverage``.
+    :param max_requests: vendor requests this plan may spend (``repair.max_requests_per_source``).
+    :param max_days_back: days back the ledger is read (``repair.max_days_back``).
+    :return: ``[{"batch": i, "symbols": [...], "start": iso, "end": iso, "since": {}}]`` (as
+        :class:`MarketPlanOperator`'s; empty when there is nothing to repair, and then the rest of
+        the repair is skipped).
+    """
+
+    template_fields: Sequence[str] = ("source", "interval")
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        interval: str,
+        source_config: dict[str, Any],
+        timescale_conn_id: str,
+        max_requests: int,
+        max_days_back: int,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.source = source
+        self.interval = interval
+        self.source_config = source_config
+        self.timescale_conn_id = timescale_conn_id
+        self.max_requests = max_requests
+        self.max_days_back = max_days_back
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        from contextlib import closing
+
+        from market_ingest.config import SourceConfig
+        from market_ingest.hooks.timescale import TimescaleHook
+        from market_ingest.repair import plan_repairs
+
+        src = SourceConfig.model_validate(self.source_config)
+        hook = TimescaleHook(timescale_conn_id=self.timescale_conn_id)
+        with failing_fast():
+            hook.check_schema()
+        with closing(hook.get_conn()) as conn, conn.transaction(), conn.cursor() as cur:
+            plan = plan_repairs(
+                cur,
+                source=self.source,
+                interval=self.interval,
+                src=src,
+                now=datetime.now(timezone.utc),
+                run_id=context["run_id"],
+                max_requests=self.max_requests,
+                max_days_back=self.max_days_back,
+                batch_size=src.intervals[self.interval].batch_size or src.batch_size,
+            )
+        summary = plan.summary()
+        self.log.info(
+            "%s %s: %d repairable symbol-days; asking again %d windows in %d batches (%d requests of %d); "
+            "unrecoverable (beyond the vendor's lookback): %s; left for the next run: %s",
+            self.source,
+            self.interval,
+            plan.days,
+            summary["windows"],
+            len(plan.batches),
+            plan.requests,
+            self.max_requests,
+            plan.unrecoverable or "none",
+            plan.left or "none",
+        )
+        if "ti" in context:
+            context["ti"].xcom_push(key="repair", value=summary)
+        return plan.batches
+
+
 class MarketExtractOperator(BaseOperator):
     """Fetch one batch of symbols, normalise, validate and stage it as Parquet in the lake.
 
@@ -404,30 +487,61 @@ def _counting(batches: Any, counts: Counter) -> Any:
 
 
 class TimescaleLoadOperator(BaseOperator):
-    """Upsert the run's staged bars into TimescaleDB (``market.bars``) in one transaction.
+    """Upsert the run's staged bars into TimescaleDB (``market.bars``) and write the coverage ledger,
+    in one transaction.
 
     Streams the staged objects one at a time; a stored row extracted later than the run's is kept
-    (see :meth:`~market_ingest.hooks.timescale.TimescaleHook.upsert`).
+    (see :meth:`~market_ingest.hooks.timescale.TimescaleHook.upsert`). For bars, the same
+    transaction writes ``market.coverage`` for every (symbol, UTC day) the run asked for
+    (:func:`market_ingest.coverage.record`: expected bars from the symbol's market calendar, bars
+    stored, state and reason), and once committed those rows are mirrored to the lake
+    (:func:`market_ingest.lake.coverage_object`).
 
     Once the load has committed, each of the task's ``outlets`` (the DAG gives it its
     :func:`~market_ingest.assets.bars_asset`) gets an Asset event whose ``extra`` says what came in:
     ``{"window": {"start", "end"} (ISO, UTC), "symbols": [loaded, sorted], "rows": n, "applied": m}``.
 
     :param lake: the lake publish result (templated).
-    :param plan: the plan task's batches (templated): the run's window, for the Asset event.
+    :param plan: the plan task's batches (templated): the run's window and symbols.
+    :param extracts: the extract tasks' results (templated; mapped XCom): each symbol's outcome,
+        for the ledger (a symbol of a batch whose task did not succeed is ``failed``).
     :param timescale_conn_id: connection id of the warehouse.
-    :param dataset: ``bars`` (``market.bars``) or ``quotes`` (``market.quotes``).
-    :return: ``{"rows": n, "applied": m, "skipped": k, "rows_by_symbol": {...}, "hypertable": bool}``.
+    :param dataset: ``bars`` (``market.bars``) or ``quotes`` (``market.quotes``, no ledger).
+    :param source: configured source name.
+    :param interval: canonical interval.
+    :param source_config: the source's settings (``SourceConfig`` as a JSON dict): its market and
+        kind. The ledger is written for bars when ``plan``, ``source``, ``interval`` and this are given.
+    :param lake_url: the lake's root, for the ledger's mirror; none: no mirror.
+    :return: ``{"rows": n, "applied": m, "skipped": k, "rows_by_symbol": {...}, "hypertable": bool,
+        "coverage": {state: days}}`` (``coverage`` counts the ledger rows written, every state present).
     """
 
-    template_fields: Sequence[str] = ("lake", "plan")
+    template_fields: Sequence[str] = ("lake", "plan", "extracts")
 
-    def __init__(self, *, lake: Any, timescale_conn_id: str, dataset: str = "bars", plan: Any = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        lake: Any,
+        timescale_conn_id: str,
+        dataset: str = "bars",
+        plan: Any = None,
+        extracts: Any = None,
+        source: str | None = None,
+        interval: str | None = None,
+        source_config: dict[str, Any] | None = None,
+        lake_url: str | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.lake = lake
         self.plan = plan
+        self.extracts = extracts
         self.timescale_conn_id = timescale_conn_id
         self.dataset = dataset
+        self.source = source
+        self.interval = interval
+        self.source_config = source_config
+        self.lake_url = lake_url
 
     def execute(self, context: Context) -> dict[str, Any]:
         from market_ingest.hooks.timescale import TimescaleHook
@@ -439,7 +553,14 @@ class TimescaleLoadOperator(BaseOperator):
             hook.check_schema()
         table = DATASETS[self.dataset].table
         counts: Counter[str] = Counter()
-        stats = hook.upsert(_counting(iter_staged((self.lake or {}).get("staged", []), self.dataset), counts), self.dataset)
+        ledger: list[dict] = []
+        write_ledger = self._ledger_writer(context, ledger)
+        with failing_fast():
+            stats = hook.upsert(
+                _counting(iter_staged((self.lake or {}).get("staged", []), self.dataset), counts),
+                self.dataset,
+                then=write_ledger,
+            )
         self.log.info(
             "Upserted %d of %d rows into %s (%d not written: identical to the stored row, or a newer extraction is stored)",
             stats["applied"],
@@ -447,6 +568,13 @@ class TimescaleLoadOperator(BaseOperator):
             table,
             stats["skipped"],
         )
+        result = {**stats, "rows_by_symbol": dict(counts), "hypertable": hook.is_hypertable(table)}
+        if write_ledger:
+            from market_ingest import coverage
+
+            result["coverage"] = coverage.counts(ledger)
+            self.log.info("Coverage ledger: %d days written %s", len(ledger), result["coverage"])
+            self._mirror(ledger, context["run_id"])
         batches = self.plan or []
         window = {"start": min(b["start"] for b in batches), "end": max(b["end"] for b in batches)} if batches else None
         for outlet in self.outlets:
@@ -456,7 +584,47 @@ class TimescaleLoadOperator(BaseOperator):
                 "rows": stats["rows"],
                 "applied": stats["applied"],
             }
-        return {**stats, "rows_by_symbol": dict(counts), "hypertable": hook.is_hypertable(table)}
+        return result
+
+    def _ledger_writer(self, context: Context, into: list[dict]):
+        """The ``then`` of the upsert: ledger rows of every planned symbol, appended to ``into``;
+        ``None`` when there is no ledger to write (quotes, or no plan, source, interval or settings)."""
+        if self.dataset != "bars" or not (self.plan and self.source and self.interval and self.source_config):
+            return None
+        from market_ingest import coverage
+
+        extracts, run_id = _materialise(self.extracts), context["run_id"]
+
+        def write(cur) -> None:
+            into.extend(
+                coverage.record_run(
+                    cur,
+                    source=self.source,
+                    interval=self.interval,
+                    source_config=self.source_config,
+                    plan=self.plan,
+                    extracts=extracts,
+                    run_id=run_id,
+                )
+            )
+
+        return write
+
+    def _mirror(self, rows: list[dict], run_id: str) -> None:
+        """Write the run's ledger rows to the lake (replacing the run's earlier mirror)."""
+        if not self.lake_url or not rows:
+            return
+        import pyarrow as pa
+
+        from market_ingest.coverage import COLUMNS
+        from market_ingest.lake import coverage_object, lake_root, write_parquet
+
+        now = datetime.now(timezone.utc)
+        table = pa.Table.from_pylist([{**r, "updated_at": now} for r in rows])
+        path = coverage_object(lake_root(self.lake_url), self.source, self.interval, run_id)
+        with failing_fast():
+            write_parquet(table.select([*COLUMNS, "updated_at"]), path)
+        self.log.info("Coverage ledger mirrored to %s", path)
 
 
 class KinesisPublishOperator(BaseOperator):
@@ -618,6 +786,14 @@ class RunReportOperator(BaseOperator):
     :param max_failed_share: the run fails (and alerts) above this share of failed symbols (0..1).
     :param alerts: where the ``failed_share_exceeded`` event goes (the ``alerts`` section as a
         dict, see :func:`market_ingest.alerts.emit`).
+    :param timescale_conn_id: the warehouse. When the run planned bars but ``load_timescale`` did
+        not succeed, the report writes the coverage ledger itself: every planned symbol-day without
+        its bars is ``failed``, naming the task (:func:`market_ingest.coverage.record_run`), so the
+        repair finds it. Best effort: if the warehouse is what failed, it logs why and goes on.
+    :param source: configured source name (for that ledger).
+    :param interval: canonical interval.
+    :param source_config: the source's settings (``SourceConfig`` as a JSON dict).
+    :param dataset: ``bars`` (ledger written as above) or ``quotes`` (no ledger).
     """
 
     template_fields: Sequence[str] = ("plan", "extracts", "lake", "timescale", "kinesis")
@@ -632,10 +808,20 @@ class RunReportOperator(BaseOperator):
         kinesis: Any,
         alerts: dict[str, Any],
         max_failed_share: float = 0.2,
+        timescale_conn_id: str | None = None,
+        source: str | None = None,
+        interval: str | None = None,
+        source_config: dict[str, Any] | None = None,
+        dataset: str = "bars",
         **kwargs,
     ) -> None:
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
+        self.timescale_conn_id = timescale_conn_id
+        self.source = source
+        self.interval = interval
+        self.source_config = source_config
+        self.dataset = dataset
         self.plan = plan
         self.extracts = extracts
         self.lake = lake
@@ -645,7 +831,10 @@ class RunReportOperator(BaseOperator):
         self.max_failed_share = max_failed_share
 
     def execute(self, context: Context) -> dict[str, Any]:
-        report = build_report(self.plan, _materialise(self.extracts), self.lake, self.timescale, self.kinesis)
+        extracts = _materialise(self.extracts)
+        report = build_report(self.plan, extracts, self.lake, self.timescale, self.kinesis)
+        if self.plan and self.timescale is None and self.dataset == "bars" and self.timescale_conn_id and self.source:
+            report["coverage"] = self._record_not_loaded(report, extracts, context["run_id"])
         for line in format_report(report, context["dag"].dag_id, context["run_id"]):
             self.log.info("%s", line)
         # The report is the run's only leaf and runs whatever happened upstream, so the run's
@@ -690,6 +879,34 @@ class RunReportOperator(BaseOperator):
             raise AirflowFailException(message)
         return report
 
+    def _record_not_loaded(self, report: dict, extracts: list, run_id: str) -> dict[str, int]:
+        """Write the ledger of a run whose bars were not loaded; return its rows per state ({} if it could not)."""
+        from contextlib import closing
+
+        from market_ingest import coverage
+        from market_ingest.hooks.timescale import TimescaleHook
+
+        tasks = [t for t in report["failed_tasks"] if t in ("publish_lake", "load_timescale")] or ["load_timescale"]
+        reason = f"task {', '.join(tasks)} did not succeed: the run's bars were not loaded (see its log)"
+        try:
+            hook = TimescaleHook(timescale_conn_id=self.timescale_conn_id)
+            hook.check_schema()
+            with closing(hook.get_conn()) as conn, conn.transaction(), conn.cursor() as cur:
+                rows = coverage.record_run(
+                    cur,
+                    source=self.source,
+                    interval=self.interval,
+                    source_config=self.source_config,
+                    plan=self.plan,
+                    extracts=extracts,
+                    run_id=run_id,
+                    not_loaded=reason,
+                )
+        except Exception as exc:  # the run fails below whatever happens here; say why the ledger missed it
+            self.log.warning("The coverage ledger could not record this run's failure: %s", exc)
+            return {}
+        return coverage.counts(rows)
+
 
 def build_report(
     plan: list[dict] | None, extracts: list[dict], lake: dict | None, timescale: dict | None, kinesis: dict | None
@@ -701,7 +918,8 @@ def build_report(
     :return: ``{"symbols": {sym: {"status", "reason", "dropped", "nulled", "conflicts", "gaps", "note",
         "lake", "timescale", "kinesis"}}, "skipped": {sym: reason}, "failed_symbols": [...],
         "failed_tasks": ["extract[2]", "publish_kinesis", ...], "symbols_total", "failed",
-        "failed_share", "lake_objects": [...], "totals": {...}}``; ``lake``, ``timescale`` and
+        "failed_share", "lake_objects": [...], "coverage": {state: days written to the ledger},
+        "totals": {...}}``; ``lake``, ``timescale`` and
         ``kinesis`` count bars of the run.
     """
     extracted = {o["symbol"]: o for e in extracts if e for o in e.get("outcomes", [])}
@@ -730,7 +948,7 @@ def build_report(
             }
     sinks_ok = {"lake": lake is not None, "timescale": timescale is not None, "kinesis": kinesis is not None}
     task_of = {"lake": "publish_lake", "timescale": "load_timescale", "kinesis": "publish_kinesis"}
-    if plan is not None:
+    if plan:  # an empty plan (a repair with nothing to do) skips the sinks
         failed_tasks += [task_of[sink] for sink, ok in sinks_ok.items() if not ok]
     failed = sorted(s for s, v in symbols.items() if v["status"] == outcomes.FAILED)
     total = len(symbols)
@@ -743,6 +961,7 @@ def build_report(
         "failed": len(failed),
         "failed_share": (len(failed) / total) if total else 0.0,
         "lake_objects": [o["path"] for o in (lake or {}).get("objects", [])],
+        "coverage": (timescale or {}).get("coverage", {}),
         "totals": {
             "lake": sum(v["lake"] for v in symbols.values()),
             "timescale": sum(v["timescale"] for v in symbols.values()),
@@ -774,6 +993,9 @@ def format_report(report: dict[str, Any], dag_id: str, run_id: str) -> list[str]
     lines.append(f"{'total':<12} {'':<15} {t['lake']:>7} {t['timescale']:>9} {t['kinesis']:>8}")
     for path in report["lake_objects"]:
         lines.append(f"lake object: {path}")
+    if report.get("coverage"):
+        days = ", ".join(f"{state} {n}" for state, n in report["coverage"].items() if n)
+        lines.append(f"coverage ledger (symbol-days): {days or 'nothing expected in the window'}")
     if report.get("failed_tasks"):
         lines.append(f"tasks that did not succeed: {', '.join(report['failed_tasks'])}")
     return lines

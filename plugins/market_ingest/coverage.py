@@ -1,0 +1,359 @@
+"""The coverage ledger: what the warehouse holds per (source, symbol, interval, UTC day), against
+what the symbol's market should have had (``market.coverage``, migration V009).
+
+Each load writes the rows of the days its run asked for, in the same transaction as its bars
+(:meth:`~market_ingest.hooks.timescale.TimescaleHook.upsert`'s ``then``), so the ledger never says
+more or less than the bars committed with it. A row holds:
+
+* ``covered_from`` / ``covered_until``: the part of the day the runs so far asked for (a ``@hourly``
+  run of 1m bars covers one hour of it; the next widens it). A day never asked for has no row.
+* ``expected``: bars the market's calendar has in that part, closed by the load's time
+  (:func:`market_ingest.calendars.expected_bars`: sessions, holidays, early closes; 24/7 for crypto).
+* ``loaded``: bars stored in ``market.bars_<interval>`` in that part, by this run or any before it.
+* ``state``, by the first rule that holds:
+
+  ``complete``      ``loaded >= expected`` (extended-hours bars may make it more);
+  ``deferred``      the vendor's daily quota was spent before the symbol was asked;
+  ``failed``        the symbol's extract failed (the reason says how), or its batch's task did not succeed;
+  ``vendor_empty``  the vendor answered with no bar for the window, or does not know the symbol;
+  ``rejected``      bars came but some failed validation (:mod:`market_ingest.quality`) and were dropped;
+  ``missing``       bars came for the symbol's window, none for this day;
+  ``partial``       bars came for this day, fewer than expected.
+
+Which are worth asking again (:data:`REPAIRABLE`) is the repair's business; a day of a market with
+no session and no stored bar has no row at all.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+from market_ingest import outcomes
+
+UTC = timezone.utc
+
+COMPLETE = "complete"
+PARTIAL = "partial"
+MISSING = "missing"
+VENDOR_EMPTY = "vendor_empty"
+DEFERRED = "deferred"
+FAILED = "failed"
+REJECTED = "rejected"
+#: Every state, in the order the coverage report shows them.
+STATES = (COMPLETE, PARTIAL, MISSING, VENDOR_EMPTY, DEFERRED, FAILED, REJECTED)
+#: States another request to the vendor may fix.
+REPAIRABLE = frozenset({PARTIAL, MISSING, FAILED})
+
+#: The extract's skip statuses and the state each leaves a day in (unless the day is complete anyway).
+_SKIPPED_STATE = {
+    outcomes.NO_DATA: VENDOR_EMPTY,
+    outcomes.UNKNOWN_SYMBOL: VENDOR_EMPTY,
+    outcomes.DEFERRED: DEFERRED,
+    outcomes.FAILED: FAILED,
+}
+
+COLUMNS = (
+    "source",
+    "interval",
+    "symbol",
+    "day",
+    "covered_from",
+    "covered_until",
+    "expected",
+    "loaded",
+    "state",
+    "reason",
+    "run_id",
+)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What one run asked the vendor for one symbol, and what came of it.
+
+    :param symbol: canonical symbol.
+    :param market: its calendar (:func:`market_ingest.calendars.market_of`).
+    :param start: window start, UTC (a deferred symbol's reaches back to its deferral).
+    :param end: window end, UTC, exclusive.
+    :param status: the extract outcome's status (:mod:`market_ingest.outcomes`).
+    :param reason: the outcome's reason.
+    :param invalid: bars the vendor returned that failed validation, by check (``{"invalid: high < low": 2}``).
+    """
+
+    symbol: str
+    market: str
+    start: datetime
+    end: datetime
+    status: str
+    reason: str = ""
+    invalid: dict[str, int] | None = None
+
+
+def asked(plan: list[dict], extracts: list[dict | None], market_of) -> list[Asked]:
+    """The symbols of a run, each with its window and outcome.
+
+    :param plan: the plan task's batches (``{"batch", "symbols", "start", "end", "since"}``).
+    :param extracts: the extract tasks' results (``None`` for a batch whose task did not succeed:
+        its symbols are ``failed``, naming the task).
+    :param market_of: ``symbol -> market``.
+    :return: one :class:`Asked` per planned symbol, in plan order.
+    """
+    found = {o["symbol"]: o for e in extracts if e for o in e.get("outcomes", [])}
+    result = []
+    for batch in plan or []:
+        start, end = datetime.fromisoformat(batch["start"]), datetime.fromisoformat(batch["end"])
+        since = batch.get("since") or {}
+        for sym in batch["symbols"]:
+            o = found.get(sym) or {
+                "status": outcomes.FAILED,
+                "reason": f"task extract[{batch['batch']}] did not succeed (see its log)",
+            }
+            sym_start = min(datetime.fromisoformat(since[sym]), start) if sym in since else start
+            invalid = {k: v for k, v in (o.get("dropped") or {}).items() if k.startswith("invalid")}
+            result.append(Asked(sym, market_of(sym), sym_start, end, o["status"], o.get("reason", ""), invalid or None))
+    return result
+
+
+def _days(start: datetime, end: datetime):
+    """``(UTC date, part start, part end)`` for each UTC day ``[start, end)`` touches."""
+    day = start.astimezone(UTC).date()
+    while True:
+        day_start = datetime.combine(day, time(), UTC)
+        if day_start >= end:
+            return
+        yield day, max(day_start, start), min(day_start + timedelta(days=1), end)
+        day += timedelta(days=1)
+
+
+def state_of(a: Asked, expected: int, loaded: int) -> tuple[str, str]:
+    """The ledger state of one day of one symbol, and its reason (see the module's rules)."""
+    if loaded >= expected:
+        return COMPLETE, ""
+    if a.status in _SKIPPED_STATE:
+        return _SKIPPED_STATE[a.status], a.reason
+    if a.invalid:
+        return REJECTED, f"{loaded} of {expected} bars stored; dropped as invalid by the run: {a.invalid}"
+    if loaded == 0:
+        return MISSING, f"the vendor returned bars for the window but none of the {expected} expected this day"
+    return PARTIAL, f"{loaded} of {expected} expected bars stored; the vendor returned no bar for the others"
+
+
+def record(cur, *, source: str, interval: str, table: str, runs: list[Asked], run_id: str, now: datetime) -> list[dict]:
+    """Write the ledger rows of the days ``runs`` asked for, on a cursor inside the load's transaction.
+
+    Serialised per (source, interval) by a transaction-level advisory lock, so two loads of the same
+    DAG committing at once do not each widen a day's covered part from the same old row. Reads the
+    stored rows of those days (to widen their covered part), counts the expected bars per market
+    (one calendar pass per market over the run's span) and the stored bars per day (one query),
+    and upserts the rows.
+
+    :param cur: a psycopg cursor in the transaction that upserted the run's bars.
+    :param table: the bars table of ``interval`` (``market.bars_1d``).
+    :param runs: what the run asked (:func:`asked`).
+    :param now: the load's time: bars not closed by then are not expected.
+    :return: the rows written, as dicts of :data:`COLUMNS` (``day`` a ``date``), in key order.
+    :raises ValueError: a market without a calendar (:func:`market_ingest.calendars.expected_bars`).
+    """
+    from psycopg import sql
+
+    from market_ingest.calendars import expected_bars
+    from market_ingest.intervals import Window
+
+    parts: dict[tuple[str, date], tuple[datetime, datetime, Asked]] = {}
+    for a in runs:
+        for day, start, end in _days(a.start, min(a.end, now)):
+            parts[a.symbol, day] = (start, end, a)
+    if not parts:
+        return []
+    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"market.coverage:{source}:{interval}",))
+    keys = sorted(parts)
+    cur.execute(
+        "SELECT c.symbol, c.day, c.covered_from, c.covered_until FROM market.coverage c "
+        "JOIN unnest(%s::text[], %s::date[]) AS k(symbol, day) USING (symbol, day) "
+        "WHERE c.source = %s AND c.interval = %s",
+        ([s for s, _ in keys], [d for _, d in keys], source, interval),
+    )
+    for sym, day, stored_from, stored_until in cur.fetchall():
+        start, end, a = parts[sym, day]
+        parts[sym, day] = (min(start, stored_from), max(end, stored_until), a)
+
+    spans: dict[str, list[datetime]] = defaultdict(lambda: [datetime.max.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC)])
+    for start, end, a in parts.values():
+        span = spans[a.market]
+        span[0], span[1] = min(span[0], start), max(span[1], end)
+    times = {m: expected_bars(m, interval, Window(s, e), now=now) for m, (s, e) in spans.items()}
+
+    cur.execute(
+        sql.SQL(
+            "SELECT k.symbol, k.day, count(b.time) FROM unnest(%s::text[], %s::date[], %s::timestamptz[], %s::timestamptz[]) "
+            "AS k(symbol, day, f, u) LEFT JOIN {} b ON b.source = %s AND b.symbol = k.symbol AND b.time >= k.f AND b.time < k.u "
+            "GROUP BY k.symbol, k.day"
+        ).format(sql.Identifier(*table.split("."))),
+        (
+            [s for s, _ in keys],
+            [d for _, d in keys],
+            [parts[k][0] for k in keys],
+            [parts[k][1] for k in keys],
+            source,
+        ),
+    )
+    loaded = {(sym, day): n for sym, day, n in cur.fetchall()}
+
+    rows = []
+    for key in keys:
+        start, end, a = parts[key]
+        market_times = times[a.market]
+        expected = bisect_left(market_times, end) - bisect_left(market_times, start)
+        stored = loaded.get(key, 0)
+        if expected == 0 and stored == 0:
+            continue
+        state, reason = state_of(a, expected, stored)
+        rows.append(
+            dict(
+                zip(
+                    COLUMNS,
+                    (source, interval, a.symbol, key[1], start, end, expected, stored, state, reason[:1000], run_id),
+                    strict=True,
+                )
+            )
+        )
+    if rows:
+        cols = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+        updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in COLUMNS[4:])
+        cur.executemany(
+            sql.SQL(
+                "INSERT INTO market.coverage ({}) VALUES ({}) "
+                "ON CONFLICT (source, interval, symbol, day) DO UPDATE SET {}, updated_at = now()"
+            ).format(cols, sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS)), updates),
+            [tuple(r[c] for c in COLUMNS) for r in rows],
+        )
+    return rows
+
+
+def record_run(
+    cur,
+    *,
+    source: str,
+    interval: str,
+    source_config: dict[str, Any],
+    plan: list[dict],
+    extracts: list[dict | None],
+    run_id: str,
+    not_loaded: str | None = None,
+) -> list[dict]:
+    """:func:`record` for one run of ``(source, interval)``: its plan and extract results, each
+    symbol's market from the source's settings.
+
+    :param source_config: the source's ``SourceConfig`` as a JSON dict (its ``market`` and kind).
+    :param not_loaded: the run's bars were not loaded (a sink task failed); every symbol not already
+        ``failed`` is ``failed`` with this reason (``task load_timescale did not succeed ...``).
+    :raises ConfigurationError: the source's market has no calendar (naming ``sources.<s>.market``).
+    """
+    from dataclasses import replace
+
+    from market_ingest import kinds
+    from market_ingest.calendars import market_of
+    from market_ingest.config import SourceConfig
+    from market_ingest.errors import ConfigurationError
+    from market_ingest.schema import DATASETS
+
+    src = SourceConfig.model_validate(source_config)
+    continuous = kinds.kind(src.kind).continuous
+    runs = asked(plan, extracts, lambda s: market_of(s, src.market, continuous=continuous))
+    if not_loaded:
+        runs = [a if a.status == outcomes.FAILED else replace(a, status=outcomes.FAILED, reason=not_loaded) for a in runs]
+    try:
+        return record(
+            cur,
+            source=source,
+            interval=interval,
+            table=DATASETS["bars"].storage(interval),
+            runs=runs,
+            run_id=run_id,
+            now=datetime.now(UTC),
+        )
+    except ValueError as exc:  # a market without a calendar
+        raise ConfigurationError(source, f"{exc} (sources.{source}.market)") from exc
+
+
+def counts(rows: list[dict]) -> dict[str, int]:
+    """Ledger rows per state, every state present (zeros included), in :data:`STATES` order."""
+    tally = dict.fromkeys(STATES, 0)
+    for r in rows:
+        tally[r["state"]] += 1
+    return tally
+
+
+def summary(conn, source: str | None = None, interval: str | None = None) -> list[dict[str, Any]]:
+    """The ledger per (source, interval): days per state, expected and loaded bars, the span and the last run.
+
+    :param conn: an open psycopg connection to the warehouse.
+    :return: ``[{"source", "interval", "symbols", "first_day", "last_day", "expected", "loaded",
+        "last_run", <state>: days, ...}]`` ordered by source and interval.
+    """
+    where, args = [], []
+    if source:
+        where.append("source = %s")
+        args.append(source)
+    if interval:
+        where.append("interval = %s")
+        args.append(interval)
+    states = ", ".join(f"count(*) FILTER (WHERE state = '{s}') AS {s}" for s in STATES)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT source, interval, count(DISTINCT symbol) AS symbols, min(day) AS first_day, max(day) AS last_day, "
+            f"sum(expected)::bigint AS expected, sum(loaded)::bigint AS loaded, {states}, "
+            "(array_agg(run_id ORDER BY updated_at DESC))[1] AS last_run "
+            "FROM market.coverage "
+            + ("WHERE " + " AND ".join(where) if where else "")
+            + " GROUP BY source, interval ORDER BY source, interval",
+            args,
+        )
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def incomplete(conn, source: str | None = None, interval: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The ledger's rows that are not ``complete``, newest day first (at most ``limit``).
+
+    :return: ``[{"source", "interval", "symbol", "day", "state", "expected", "loaded", "reason", "run_id"}]``.
+    """
+    where, args = ["state <> 'complete'"], []
+    if source:
+        where.append("source = %s")
+        args.append(source)
+    if interval:
+        where.append("interval = %s")
+        args.append(interval)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT source, interval, symbol, day, state, expected, loaded, reason, run_id FROM market.coverage "
+            f"WHERE {' AND '.join(where)} ORDER BY day DESC, source, interval, symbol LIMIT %s",
+            [*args, limit],
+        )
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def format_summary(rows: list[dict[str, Any]], gaps: list[dict[str, Any]] = ()) -> list[str]:
+    """:func:`summary` (and :func:`incomplete`) as aligned text lines for a terminal or a log."""
+    short = {COMPLETE: "complete", PARTIAL: "partial", MISSING: "missing", VENDOR_EMPTY: "empty", DEFERRED: "deferred"}
+    head = f"{'source':<16} {'interval':<8} {'symbols':>7} {'days from':<10} {'to':<10} {'expected':>9} {'loaded':>9}"
+    lines = [head + "".join(f" {short.get(s, s):>8}" for s in STATES)]
+    for r in rows:
+        lines.append(
+            f"{r['source']:<16} {r['interval']:<8} {r['symbols']:>7} {r['first_day']!s:<10} {r['last_day']!s:<10} "
+            f"{r['expected']:>9} {r['loaded']:>9}" + "".join(f" {r[s]:>8}" for s in STATES)
+        )
+    if not rows:
+        lines.append("(the ledger is empty: no load has run yet)")
+    for g in gaps:
+        lines.append(
+            f"  {g['source']}/{g['interval']}/{g['symbol']} {g['day']}: {g['state']} "
+            f"({g['loaded']} of {g['expected']} bars) {g['reason']}  [{g['run_id']}]"
+        )
+    return lines
