@@ -6,13 +6,19 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint format up coverage down bench bench-stream bench-query bench-load install lock recordings record standin universes pools clean
+.PHONY: demo test lint format up psql lake coverage down bench bench-stream bench-query bench-load install lock recordings record standin universes pools clean
 
 demo: $(STAMP)  ## runs and a backfill under airflow standalone into PostgreSQL, S3 and Kinesis (LIVE=1: live APIs)
 	$(PY) demo/run_demo.py $(if $(LIVE),--live,)
 
 up: $(STAMP)  ## leave PostgreSQL, moto and airflow standalone running; UI on http://localhost:8080
 	$(PY) demo/up.py up $(if $(LIVE),--live,)
+
+psql: $(STAMP)  ## psql on `make up`'s warehouse (ARGS='-c "SELECT ..."')
+	$(PY) demo/up.py psql $(ARGS)
+
+lake: $(STAMP)  ## list `make up`'s lake objects with their rows (ARGS="--prefix source=yahoo/interval=1d")
+	$(PY) demo/up.py lake $(ARGS)
 
 coverage: $(STAMP)  ## the coverage ledger of `make up`'s warehouse: days per state, then the latest incomplete days (ARGS="--source yahoo --interval 1d")
 	$(PY) demo/coverage.py $(ARGS)

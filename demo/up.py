@@ -15,6 +15,7 @@ runs or backfills by hand.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
@@ -136,12 +137,59 @@ def down(timeout: float = 120) -> int:
     return 0
 
 
+def _running() -> dict | None:
+    if not STATE.exists():
+        print("nothing running: start it with `make up`", file=sys.stderr)
+        return None
+    return json.loads(STATE.read_text())
+
+
+def psql(args: list[str]) -> int:
+    """Open pgserver's ``psql`` on the running stack's warehouse (``args`` passed on, e.g. ``-c "..."``)."""
+    state = _running()
+    if state is None:
+        return 1
+    import pgserver
+
+    binary = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
+    os.execv(binary, [str(binary), state["postgres"], *args])
+
+
+def lake(prefix: str) -> int:
+    """List the running stack's lake objects under ``prefix`` (the bars bucket): key, rows, bytes."""
+    state = _running()
+    if state is None:
+        return 1
+    sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
+    import pyarrow.parquet as pq
+
+    from demo.services import Services
+    from market_ingest.config import load_config
+
+    bucket, _, root = load_config().lake.url.split("@", 1)[1].partition("/")
+    s3 = Services(pg_socket_dir="", aws_endpoint=state["aws_endpoint"]).boto3_client("s3")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{root}/{prefix}".rstrip("/")):
+        for o in page.get("Contents", []):
+            rows = (
+                ""
+                if not o["Key"].endswith(".parquet")
+                else pq.ParquetFile(io.BytesIO(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read())).metadata.num_rows
+            )
+            print(f"s3://{bucket}/{o['Key']}  {rows} rows  {o['Size']} bytes")
+    return 0
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Leave the stack running (up) or stop it (down).")
-    parser.add_argument("command", choices=["up", "down", "serve"])
+    parser = argparse.ArgumentParser(description="Leave the stack running (up), stop it (down), look into it (psql, lake).")
+    parser.add_argument("command", choices=["up", "down", "serve", "psql", "lake"])
     parser.add_argument("--live", action="store_true", help="call the live vendor APIs instead of the stand-in")
-    a = parser.parse_args()
+    parser.add_argument("--prefix", default="", help="lake: only keys under this prefix (source=yahoo/interval=1d)")
+    a, rest = parser.parse_known_args()
     if a.command == "serve":
         serve(a.live)
         sys.exit(0)
+    if a.command == "psql":
+        sys.exit(psql(rest))
+    if a.command == "lake":
+        sys.exit(lake(a.prefix))
     sys.exit(up(a.live) if a.command == "up" else down())

@@ -301,6 +301,46 @@ def test_the_repair_dag_runs_the_ingestion_tasks_after_a_ledger_plan_per_pair(da
         assert [a.uri for a in dag.get_task(f"{g}.load_timescale").outlets] == [f"x-market://bars/{source}/{interval}"]
 
 
+def test_a_run_triggered_without_a_logical_date_takes_the_last_complete_interval(dagbag):
+    """Seen with ``make up``: a run triggered through the REST API with ``logical_date: null`` (as
+    the UI's form may) has no data interval in its context, and the plan failed with
+    ``KeyError: 'data_interval_start'``. Now it ingests the last complete period before it was
+    triggered, like a manual run with a logical date."""
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    from market_ingest.operators.market import data_interval
+
+    utc = timezone.utc
+    for dag_id, run_after, expected in [
+        (
+            "market_yahoo_1d",
+            datetime(2021, 7, 21, 6, tzinfo=utc),
+            (datetime(2021, 7, 20, tzinfo=utc), datetime(2021, 7, 21, tzinfo=utc)),
+        ),
+        (
+            "market_yahoo_1m",
+            datetime(2024, 10, 2, 15, 30, tzinfo=utc),
+            (datetime(2024, 10, 2, 14, tzinfo=utc), datetime(2024, 10, 2, 15, tzinfo=utc)),
+        ),
+        (
+            "market_alpha_vantage_5m",
+            datetime(2023, 11, 11, 9, tzinfo=utc),
+            (datetime(2023, 11, 9, 22, tzinfo=utc), datetime(2023, 11, 10, 22, tzinfo=utc)),
+        ),
+    ]:
+        context = {"dag": dagbag.dags[dag_id], "dag_run": SimpleNamespace(run_after=run_after), "params": {}}
+        assert data_interval(context) == expected, dag_id
+    context = {
+        "dag": dagbag.dags["market_yahoo_1d"],
+        "dag_run": SimpleNamespace(run_after=datetime(2021, 7, 21, 6, tzinfo=utc)),
+        "params": {"symbols": ["MSFT"]},
+        "run_id": "manual__no_logical_date",
+    }
+    (batch,) = dagbag.dags["market_yahoo_1d"].get_task("plan").execute(context)
+    assert (batch["start"], batch["end"]) == ("2021-07-20T00:00:00+00:00", "2021-07-21T00:00:00+00:00")
+
+
 def test_the_setup_dag_migrates_the_warehouse_on_demand(dagbag):
     """Migrations run in ``market_setup`` (triggered by hand), not in every ingestion task."""
     dag = dagbag.dags["market_setup"]

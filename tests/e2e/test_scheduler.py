@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -180,3 +182,87 @@ def test_a_scheduler_that_dies_mid_run_is_replaced_and_the_run_finishes(stack):
     (run,) = stack.wait_for_runs(LATE_DAG, [run_id])
     assert run["state"] == "success"
     assert len(stack.restarted) == 1 and stack.scheduler_pids() == [stack.restarted[0].pid]
+
+
+CHROMIUM = shutil.which("chromium")
+#: Flags for Debian's chromium as root on a machine without internet (no sandbox, no background calls).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium, headless, driven by Playwright. CI installs it (``.ci/run``) and sets
+    ``REQUIRE_CHROMIUM=1``, so there a missing browser fails instead of skipping."""
+    if not CHROMIUM:
+        message = "Debian's chromium is not installed (apt-get install chromium); .ci/run installs it"
+        if os.environ.get("REQUIRE_CHROMIUM"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_the_coverage_view_shows_the_ledger_and_a_cells_reason(services, stack, browser, tmp_path):
+    """Log in to the Airflow UI, open "Market coverage" from the navigation, then the Yahoo daily
+    grid: every cell is a ledger row of the latest days, with its state; clicking the cell of
+    SIX (a delisted symbol, asked through the scheduler) shows its reason. Without a login the app
+    answers 401. A screenshot is written (``COVERAGE_SCREENSHOT``, else the test's folder)."""
+    import requests
+
+    run_id = stack.trigger(DAILY, "2021-07-23T06:00:00Z", {"symbols": ["SIX"]})
+    assert [r["state"] for r in stack.wait_for_runs(DAILY, [run_id])] == ["success"]
+    assert requests.get(f"{stack.api_url}/market-coverage/", timeout=30).status_code == 401
+
+    with psycopg.connect(services.pg_conninfo()) as conn:
+        ledger = conn.execute(
+            "SELECT symbol, day::text, state, expected, loaded, reason, run_id FROM market.coverage "
+            "WHERE source = 'yahoo' AND interval = '1d' AND day IN (SELECT DISTINCT day FROM market.coverage "
+            "WHERE source = 'yahoo' AND interval = '1d' ORDER BY day DESC LIMIT 31)"
+        ).fetchall()
+        complete = conn.execute(
+            "SELECT count(*) FROM market.coverage WHERE source = 'yahoo' AND interval = '1d' AND state = 'complete'"
+        ).fetchone()[0]
+    six = {r[0]: r for r in ledger}["SIX"]
+    assert six[1:3] == ("2021-07-22", "vendor_empty")
+    assert six[5] == "Yahoo does not know the symbol or it is delisted (HTTP 404 Not Found)"
+
+    user, password = stack.login()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{stack.api_url}/")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.get_by_role("link", name="Market coverage").click()
+    page.wait_for_url("**/plugin/market-coverage")
+    frame = page.frame_locator("iframe")
+    assert frame.locator("h1").inner_text(timeout=60_000) == "Market coverage"
+
+    page.goto(f"{stack.api_url}/market-coverage/?source=yahoo&interval=1d")
+    cells = page.locator(".cell")
+    shown = {(c.get_attribute("data-symbol"), c.get_attribute("data-day"), c.get_attribute("data-state")) for c in cells.all()}
+    assert shown == {(s, d, state) for s, d, state, *_ in ledger}
+    totals = page.locator("#totals tr[data-pair='yahoo/1d'] td.n-complete")
+    assert int(totals.inner_text()) == complete
+    page.locator(".cell[data-symbol='SIX'][data-day='2021-07-22']").click()
+    assert page.locator("#detail").inner_text() == (
+        f"SIX 2021-07-22: vendor_empty, 0 of 1 bars. Yahoo does not know the symbol or it is delisted "
+        f"(HTTP 404 Not Found) [{run_id}]"
+    )
+    assert run_id in page.locator("#runs").inner_text()
+    shot = Path(os.environ.get("COVERAGE_SCREENSHOT") or tmp_path / "coverage.png")
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000

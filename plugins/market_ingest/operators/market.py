@@ -60,6 +60,28 @@ def failing_fast(window: tuple[datetime, datetime] | None = None) -> Iterator[No
         raise AirflowFailException(f"a date is out of range: {exc}") from exc
 
 
+def data_interval(context: Context) -> tuple[datetime, datetime]:
+    """The run's data interval, UTC.
+
+    A run triggered without a logical date (the REST API's default in Airflow 3, and the UI's
+    trigger form when it is left empty) has none in its context: it gets the last complete
+    interval of its DAG's schedule before the run was triggered (``run_after``), as Airflow gives a
+    manual run that has a logical date (``CronDataIntervalTimetable.infer_manual_data_interval``).
+
+    :raises KeyError: neither a data interval nor a DAG run with ``run_after`` in the context.
+    """
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is not None and end is not None:
+        return start, end
+    import pendulum
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    schedule = context["dag"].timetable
+    run_after = pendulum.instance(context["dag_run"].run_after)
+    interval = CronDataIntervalTimetable(schedule.expression, schedule.timezone).infer_manual_data_interval(run_after=run_after)
+    return interval.start, interval.end
+
+
 class MarketPlanOperator(BaseOperator):
     """Resolve the run's window and symbols and split the symbols into extract batches.
 
@@ -115,8 +137,7 @@ class MarketPlanOperator(BaseOperator):
             sel = select(
                 self.source,
                 universe,
-                context["data_interval_start"],
-                context["data_interval_end"],
+                *data_interval(context),
                 dict(context["params"]),
                 symbol_pattern=src.symbols_like,
                 earliest=ic.start_date,

@@ -1,0 +1,215 @@
+"""The coverage view: the ledger (``market.coverage``) as a page of the Airflow UI.
+
+A FastAPI app the project's plugin mounts on the API server at ``/market-coverage`` and adds to
+the UI's navigation ("Market coverage", an external view shown inside the UI):
+
+* ``GET /market-coverage/`` - per (source, interval) the totals (days per state, expected and loaded
+  bars), a symbol-by-day grid of the latest ``days`` days with rows, each cell coloured by its state
+  (click one: its state, bars and reason show under the grid), and the latest runs that wrote it;
+* ``GET /market-coverage/api/coverage?source=&interval=&days=`` - the same as JSON.
+
+Both need an Airflow login (the UI's session cookie or a bearer token: Airflow's own
+``requires_authenticated``). The ledger is read through the ``timescale.conn_id`` connection of the
+pipeline config, so the API server needs that connection (an ``AIRFLOW_CONN_*`` variable or the
+secrets backend), as the workers do.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from contextlib import closing
+from datetime import date
+from typing import Any
+
+from market_ingest.coverage import STATES
+
+PREFIX = "/market-coverage"
+#: Cell colours per state (the legend shows them).
+COLOURS = {
+    "complete": "#2e7d32",
+    "partial": "#f9a825",
+    "missing": "#c62828",
+    "vendor_empty": "#9e9e9e",
+    "deferred": "#1565c0",
+    "failed": "#6a1b9a",
+    "rejected": "#ef6c00",
+}
+
+
+def read(source: str | None = None, interval: str | None = None, days: int = 31, conn=None) -> dict[str, Any]:
+    """What the page shows, from the ledger.
+
+    :param source: the source shown in the grid; default: the first in the ledger.
+    :param interval: its interval; default: the first of that source.
+    :param days: the latest days with rows shown in the grid (columns).
+    :param conn: an open psycopg connection; default: one to the pipeline's warehouse.
+    :return: ``{"pairs": [summary rows of every (source, interval)], "source", "interval",
+        "days": [ISO dates, oldest first], "symbols": [...], "cells": {symbol: {day: {"state",
+        "expected", "loaded", "reason", "run_id"}}}, "runs": [{"run_id", "updated_at", "days", <state>: n}]}``.
+    """
+    from market_ingest import coverage
+
+    if conn is None:
+        from market_ingest.config import load_config
+        from market_ingest.hooks.timescale import TimescaleHook
+
+        with closing(TimescaleHook(timescale_conn_id=load_config().timescale.conn_id).get_conn()) as own:
+            return read(source, interval, days, own)
+    pairs = coverage.summary(conn)
+    view: dict[str, Any] = {
+        "pairs": pairs,
+        "source": source,
+        "interval": interval,
+        "days": [],
+        "symbols": [],
+        "cells": {},
+        "runs": [],
+    }
+    if not pairs:
+        return view
+    if not source or not any(p["source"] == source for p in pairs):
+        source = pairs[0]["source"]
+    intervals = [p["interval"] for p in pairs if p["source"] == source]
+    if interval not in intervals:
+        interval = intervals[0]
+    view.update(source=source, interval=interval)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT DISTINCT day FROM market.coverage WHERE source = %s AND interval = %s ORDER BY day DESC LIMIT %s",
+            (source, interval, days),
+        )
+        shown: list[date] = sorted(d for (d,) in cur.fetchall())
+        cur.execute(
+            "SELECT symbol, day, state, expected, loaded, reason, run_id FROM market.coverage "
+            "WHERE source = %s AND interval = %s AND day = ANY(%s) ORDER BY symbol, day",
+            (source, interval, shown),
+        )
+        cells: dict[str, dict[str, dict]] = {}
+        for symbol, day, state, expected, loaded, reason, run_id in cur.fetchall():
+            cells.setdefault(symbol, {})[day.isoformat()] = {
+                "state": state,
+                "expected": expected,
+                "loaded": loaded,
+                "reason": reason,
+                "run_id": run_id,
+            }
+        states = ", ".join(f"count(*) FILTER (WHERE state = '{s}') AS {s}" for s in STATES)
+        cur.execute(
+            f"SELECT run_id, max(updated_at) AS updated_at, count(*) AS days, {states} FROM market.coverage "
+            "WHERE source = %s AND interval = %s GROUP BY run_id ORDER BY max(updated_at) DESC LIMIT 10",
+            (source, interval),
+        )
+        names = [d.name for d in cur.description]
+        runs = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    view.update(days=[d.isoformat() for d in shown], symbols=sorted(cells), cells=cells, runs=runs)
+    return view
+
+
+def render(view: dict[str, Any]) -> str:
+    """The page's HTML for :func:`read`'s ``view`` (no external asset: it runs inside the UI's frame)."""
+    e = html.escape
+    out = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>Market coverage</title><style>",
+        "body{font:14px system-ui,sans-serif;margin:16px;color:#222}table{border-collapse:collapse}",
+        "th,td{padding:2px 6px;text-align:right}th{font-weight:600}td.l,th.l{text-align:left}",
+        ".grid td{padding:0}.cell{width:14px;height:14px;border:1px solid #fff;cursor:pointer;display:block}",
+        ".grid th.day{writing-mode:vertical-rl;font-weight:400;font-size:11px}",
+        ".key{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}",
+        "#detail{margin:12px 0;padding:8px;border:1px solid #ccc;min-height:1.5em}nav a{margin-right:12px}",
+        "</style></head><body><h1>Market coverage</h1>",
+    ]
+    if not view["pairs"]:
+        out.append("<p id='empty'>The coverage ledger is empty: no load has run yet.</p></body></html>")
+        return "".join(out)
+    out.append(
+        "<h2>Totals (symbol-days per state)</h2><table id='totals'><tr><th class='l'>source</th><th class='l'>interval</th>"
+    )
+    out.append("<th>symbols</th><th class='l'>from</th><th class='l'>to</th><th>expected</th><th>loaded</th>")
+    out.extend(f"<th>{s}</th>" for s in STATES)
+    out.append("</tr>")
+    for p in view["pairs"]:
+        link = f"?source={e(p['source'])}&interval={e(p['interval'])}"
+        out.append(
+            f"<tr data-pair='{e(p['source'])}/{e(p['interval'])}'><td class='l'><a href='{link}'>{e(p['source'])}</a></td>"
+            f"<td class='l'>{e(p['interval'])}</td><td>{p['symbols']}</td><td class='l'>{p['first_day']}</td>"
+            f"<td class='l'>{p['last_day']}</td><td>{p['expected']}</td><td>{p['loaded']}</td>"
+        )
+        out.extend(f"<td class='n-{s}'>{p[s]}</td>" for s in STATES)
+        out.append("</tr>")
+    out.append("</table>")
+    out.append(f"<h2 id='title'>{e(view['source'])} {e(view['interval'])}: the latest {len(view['days'])} days</h2><p>")
+    out.extend(f"<span class='key' style='background:{COLOURS[s]}'></span>{s}" for s in STATES)
+    out.append("</p><table class='grid' id='grid'><tr><th class='l'>symbol</th>")
+    out.extend(f"<th class='day'>{d}</th>" for d in view["days"])
+    out.append("</tr>")
+    for symbol in view["symbols"]:
+        out.append(f"<tr><th class='l'>{e(symbol)}</th>")
+        for d in view["days"]:
+            c = view["cells"][symbol].get(d)
+            if c is None:
+                out.append("<td></td>")
+                continue
+            detail = f"{symbol} {d}: {c['state']}, {c['loaded']} of {c['expected']} bars. {c['reason']} [{c['run_id']}]"
+            out.append(
+                f"<td><span class='cell' role='button' tabindex='0' style='background:{COLOURS[c['state']]}' "
+                f"data-symbol='{e(symbol)}' data-day='{d}' data-state='{c['state']}' data-detail='{e(detail)}' "
+                f"title='{e(symbol)} {d} {c['state']}'></span></td>"
+            )
+        out.append("</tr>")
+    out.append("</table><div id='detail'>Click a cell for its state and reason.</div>")
+    out.append("<h2>Latest runs</h2><table id='runs'><tr><th class='l'>run</th><th class='l'>written at</th><th>days</th>")
+    out.extend(f"<th>{s}</th>" for s in STATES)
+    out.append("</tr>")
+    for r in view["runs"]:
+        out.append(
+            f"<tr><td class='l'>{e(r['run_id'])}</td><td class='l'>{r['updated_at']:%Y-%m-%d %H:%M:%S} UTC</td><td>{r['days']}</td>"
+        )
+        out.extend(f"<td>{r[s]}</td>" for s in STATES)
+        out.append("</tr>")
+    out.append(
+        "</table><script>for(const c of document.querySelectorAll('.cell')){const show=()=>"
+        "{document.getElementById('detail').textContent=c.dataset.detail};c.addEventListener('click',show);"
+        "c.addEventListener('keydown',ev=>{if(ev.key==='Enter')show()})}</script></body></html>"
+    )
+    return "".join(out)
+
+
+def create_app():
+    """The coverage app (a ``FastAPI``), behind Airflow's login (``requires_authenticated``)."""
+    from airflow.api_fastapi.core_api.security import requires_authenticated
+    from fastapi import Depends, FastAPI, Query
+    from fastapi.responses import HTMLResponse
+
+    app = FastAPI(title="Market coverage", dependencies=[Depends(requires_authenticated())])
+
+    @app.get("/", response_class=HTMLResponse)
+    def page(source: str | None = None, interval: str | None = None, days: int = Query(31, ge=1, le=366)) -> str:
+        return render(read(source, interval, days))
+
+    @app.get("/api/coverage")
+    def api(source: str | None = None, interval: str | None = None, days: int = Query(31, ge=1, le=366)) -> Any:
+        return json.loads(json.dumps(read(source, interval, days), default=str))
+
+    return app
+
+
+class LazyApp:
+    """An ASGI app that builds :func:`create_app` on its first request.
+
+    Every Airflow component imports the project's plugin, but only the API server serves this
+    app: building it at import would cost each of them Airflow's API security module (about 1.6 s).
+    """
+
+    def __init__(self, factory) -> None:
+        self._factory = factory
+        self._app = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self._app is None:
+            self._app = self._factory()
+        await self._app(scope, receive, send)
+
+
+#: What the plugin mounts at :data:`PREFIX`.
+app = LazyApp(create_app)
