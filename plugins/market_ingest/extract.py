@@ -151,6 +151,7 @@ def extract_bars(
     ingested_at: datetime,
     *,
     extended_hours: bool = False,
+    rejects: list[pa.Table] | None = None,
 ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
     """Closed, valid bars opening in ``window`` for each symbol, from ``client``, with their outcomes.
 
@@ -161,6 +162,8 @@ def extract_bars(
     :param ingested_at: lineage stamp (UTC) written into every row.
     :param extended_hours: intraday only: keep bars outside the regular sessions the client
         states; without it they are dropped and counted as ``outside_session``.
+    :param rejects: when given, each symbol's rows that failed validation are appended to it (as
+        sent, with a ``reason`` column: :func:`market_ingest.quality.split_valid`).
     :return: ``(bars, outcomes)``: a :data:`~market_ingest.schema.BAR_SCHEMA` table of every
         symbol's kept bars (symbol after symbol), and one outcome per symbol in order: ``ok`` with
         its rows, ``dropped`` by reason, ``nulled``, ``conflicts`` and ``gaps``; or ``no_data``,
@@ -200,6 +203,8 @@ def extract_bars(
             symbol, gaps=[[a.isoformat(), b.isoformat()] for a, b in gaps], no_data_reason=answer.no_data_reason
         )
         outcome.note = answer.note
+        if rejects is not None and cleaned.rejected is not None:
+            rejects.append(cleaned.rejected)
         return outcome, (cleaned.table if outcome.rows else None)
 
     tables, results = each_symbol(client.source, symbols, one)
@@ -216,7 +221,15 @@ class SharedExtract:
         """Nothing to check before the first symbol (override where there is)."""
 
     def fetch_bars(
-        self, symbols: list[str], interval: str, window: Window, ingested_at: datetime, *, extended_hours: bool = False
+        self,
+        symbols: list[str],
+        interval: str,
+        window: Window,
+        ingested_at: datetime,
+        *,
+        extended_hours: bool = False,
+        rejects: list[pa.Table] | None = None,
     ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
-        """Closed, valid bars in ``window`` per symbol, with outcomes: :func:`extract_bars` on this hook."""
-        return extract_bars(self, symbols, interval, window, ingested_at, extended_hours=extended_hours)
+        """Closed, valid bars in ``window`` per symbol, with outcomes: :func:`extract_bars` on this
+        hook (``rejects`` collects the rows that failed validation)."""
+        return extract_bars(self, symbols, interval, window, ingested_at, extended_hours=extended_hours, rejects=rejects)

@@ -149,6 +149,13 @@ def coverage_object(root: ObjectStoragePath, source: str, interval: str, run_id:
     return _base(root / "_coverage", source, interval) / f"run={run_token(run_id)}.parquet"
 
 
+def rejects_object(root: ObjectStoragePath, source: str, interval: str, run_id: str, batch: int) -> ObjectStoragePath:
+    """Where extract batch ``batch`` of run ``run_id`` writes the bars that failed validation:
+    ``_rejects/source=<s>/interval=<i>/run=<token>/batch-<n>.parquet`` (the bars as sent, with
+    ``reason`` and ``run_id``). Replaced when the batch runs again; outside any dataset read of the bars."""
+    return _base(root / "_rejects", source, interval) / f"run={run_token(run_id)}" / f"batch-{batch:05d}.parquet"
+
+
 def staging_path(root: ObjectStoragePath, source: str, interval: str | None, run_id: str, batch: int) -> ObjectStoragePath:
     """Where extract batch ``batch`` of run ``run_id`` stages its bars."""
     return staging_run_dir(root, source, interval, run_id) / f"batch-{batch:05d}.parquet"

@@ -58,6 +58,17 @@ def validate_bars(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
     :return: ``(valid_rows, {"invalid: <check>": count})``; a row failing several checks is
         counted under the first one only (order of :data:`CHECKS`); zero counts are omitted.
     """
+    valid, _, counts = split_valid(table)
+    return valid, counts
+
+
+def split_valid(table: pa.Table) -> tuple[pa.Table, pa.Table | None, dict[str, int]]:
+    """:func:`validate_bars`, keeping the invalid rows too.
+
+    :return: ``(valid_rows, rejected_rows or None, counts)``; the rejected rows are the bars as the
+        vendor sent them (NaN, infinity or null included), with a ``reason`` column
+        (``invalid: <check>``, the first check each failed).
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -81,14 +92,19 @@ def validate_bars(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
         "negative_volume": pc.less(v, 0),
     }
     bad = pa.array([False] * table.num_rows, pa.bool_())
+    reason = pa.nulls(table.num_rows, pa.string())
     counts: dict[str, int] = {}
     for name in CHECKS:
         this = pc.and_(pc.fill_null(fails[name], False), pc.invert(bad))
         n = pc.sum(this).as_py() or 0
         if n:
             counts[f"invalid: {name}"] = n
+            reason = pc.if_else(this, f"invalid: {name}", reason)
         bad = pc.or_(bad, this)
-    return (table.filter(pc.invert(bad)) if counts else table), counts
+    if not counts:
+        return table, None, counts
+    rejected = table.filter(bad).append_column("reason", reason.filter(bad))
+    return table.filter(pc.invert(bad)), rejected, counts
 
 
 def null_non_finite(table: pa.Table, columns: tuple[str, ...] = OPTIONAL_FLOATS) -> tuple[pa.Table, dict[str, int]]:
@@ -229,12 +245,14 @@ class CleanBars:
         ``outside_session``, ``invalid: <check>``).
     :param nulled: optional values set to null because they were NaN or infinite, by column.
     :param conflicts: ``{"keys": n, "times": [...]}`` when the vendor answered a key with differing rows.
+    :param rejected: the rows dropped as ``invalid: <check>``, as sent, with a ``reason`` column; ``None`` if none.
     """
 
     table: pa.Table
     dropped: dict[str, int] = field(default_factory=dict)
     nulled: dict[str, int] = field(default_factory=dict)
     conflicts: dict = field(default_factory=dict)
+    rejected: pa.Table | None = None
 
     def outcome(
         self, symbol: str, gaps: list[list[str]] | None = None, no_data_reason: str = "no bars in the window"
@@ -287,10 +305,10 @@ def clean_bars(
     if sessions is not None:
         table, off_hours = keep_in_sessions(table, sessions)
         dropped.update(off_hours)
-    table, invalid = validate_bars(table)
+    table, rejected, invalid = split_valid(table)
     dropped.update(invalid)
     table, nulled = null_non_finite(table)
-    return CleanBars(table, dropped, nulled, conflicts)
+    return CleanBars(table, dropped, nulled, conflicts, rejected)
 
 
 def find_gaps(times: Any, interval: str, window: Window, now: datetime) -> list[tuple[datetime, datetime]]:

@@ -85,7 +85,7 @@ def test_bad_values_are_rejected_by_name_and_every_other_bar_reaches_every_sink(
 
     (An infinite or null *volume* cannot be shown through Yahoo: yfinance 1.7 casts volume to int,
     failing the symbol on infinity, and fills a null volume with 0 before we see it.)"""
-    from demo.services import read_stream
+    from demo.services import lake_tables, read_stream
 
     library = derived_yahoo_library(
         tmp_path,
@@ -117,6 +117,22 @@ def test_bad_values_are_rejected_by_name_and_every_other_bar_reaches_every_sink(
         if r["source"] == "yahoo" and "2021-08-09" <= r["time"][:10] <= "2021-08-13"
     }
     assert len(on_stream) == 13 and ("NVDA", "2021-08-10") not in on_stream and ("MSFT", "2021-08-11") not in on_stream
+    from market_ingest.lake import run_token
+
+    rejected = [
+        r
+        for _, table in lake_tables(
+            services, "market-lake", f"bars/_rejects/source=yahoo/interval=1d/run={run_token(run.run_id)}/"
+        )
+        for r in table.to_pylist()
+    ]
+    assert sorted((r["symbol"], r["time"].date().isoformat(), r["reason"], r["run_id"]) for r in rejected) == [
+        ("MSFT", "2021-08-11", "invalid: non_finite_value", run.run_id),
+        ("NVDA", "2021-08-10", "invalid: non_finite_value", run.run_id),
+    ]
+    by_symbol = {r["symbol"]: r for r in rejected}  # as Yahoo sent them: the infinite value kept
+    assert by_symbol["NVDA"]["high"] == math.inf and by_symbol["MSFT"]["low"] == math.inf
+    assert [x["rows"] for x in report_of(run)["rejects"]] == [2]
     import psycopg
 
     with psycopg.connect(services.pg_conninfo()) as conn:

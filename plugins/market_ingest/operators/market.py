@@ -294,7 +294,9 @@ class MarketExtractOperator(BaseOperator):
     :param extended_hours: intraday: keep bars outside the regular sessions.
     :param dataset: ``bars`` or ``quotes`` (snapshots stamped at the window's end).
     :return: ``{"batch": i, "staged": [{"path", "rows", "dates": {date: [row groups]}}], "rows": n,
-        "outcomes": [...], "ingested_at": iso}`` (one staged object per batch, keyed by the run).
+        "outcomes": [...], "ingested_at": iso, "rejects": {"path", "rows"} or None}`` (one staged
+        object per batch, keyed by the run; bars that failed validation go to the lake's
+        ``_rejects/`` area with their reason, :func:`market_ingest.lake.rejects_object`).
     """
 
     template_fields: Sequence[str] = ("source", "interval", "batch")
@@ -339,15 +341,17 @@ class MarketExtractOperator(BaseOperator):
         since = {s: datetime.fromisoformat(t) for s, t in (self.batch.get("since") or {}).items()}
         with failing_fast((start, end)):
             hook = bar_hook(self.source, src, timescale_conn_id=self.timescale_conn_id)
+            rejected: list = []
             if self.dataset == "quotes":
                 bars, results = hook.fetch_quotes(symbols, as_of=end, ingested_at=now)
             else:
-                bars, results = self._fetch_bars(hook, src, symbols, since, start, end, now)
+                bars, results = self._fetch_bars(hook, src, symbols, since, start, end, now, rejected)
         if self.dataset == "bars" and kinds.kind(src.kind).defers:
             self._update_backlog(results, since, start, end)
         interval = None if self.dataset == "quotes" else self.interval
         with failing_fast():
             staged = stage(bars, root, self.source, interval, context["run_id"], self.batch["batch"], self.compression)
+            rejects = self._write_rejects(rejected, root, context["run_id"])
         for o in results:
             self.log.info(
                 "%-12s %-15s rows=%-6d %s %s %s",
@@ -364,9 +368,26 @@ class MarketExtractOperator(BaseOperator):
             "rows": bars.num_rows,
             "outcomes": [o.as_dict() for o in results],
             "ingested_at": now.isoformat(),
+            "rejects": rejects,
         }
 
-    def _fetch_bars(self, hook, src, symbols, since, start, end, now):
+    def _write_rejects(self, rejected: list, root, run_id: str) -> dict | None:
+        """Write the batch's bars that failed validation to the lake's ``_rejects/`` area; return
+        ``{"path", "rows"}`` or ``None`` when there were none."""
+        if not rejected:
+            return None
+        import pyarrow as pa
+
+        from market_ingest.lake import rejects_object, write_parquet
+
+        table = pa.concat_tables(rejected, promote_options="permissive")
+        table = table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
+        path = rejects_object(root, self.source, self.interval, run_id, self.batch["batch"])
+        write_parquet(table, path)
+        self.log.warning("%d bars failed validation; written with their reasons to %s", table.num_rows, path)
+        return {"path": str(path), "rows": table.num_rows}
+
+    def _fetch_bars(self, hook, src, symbols, since, start, end, now, rejected=None):
         """One ``fetch_bars`` per distinct window start (deferred symbols reach back to their
         deferral), asking nothing for a symbol whose market has no session in its window
         (:func:`~market_ingest.calendars.closed_throughout`): it is ``no_data``, and says so."""
@@ -399,7 +420,12 @@ class MarketExtractOperator(BaseOperator):
         tables = [empty_bars()]
         for group_start, group in sorted(groups.items()):
             table, outs = hook.fetch_bars(
-                group, self.interval, Window(group_start, end), ingested_at=now, extended_hours=self.extended_hours
+                group,
+                self.interval,
+                Window(group_start, end),
+                ingested_at=now,
+                extended_hours=self.extended_hours,
+                rejects=rejected,
             )
             tables.append(table)
             by_symbol.update({o.symbol: o for o in outs})
@@ -939,7 +965,8 @@ def build_report(
     :return: ``{"symbols": {sym: {"status", "reason", "dropped", "nulled", "conflicts", "gaps", "note",
         "lake", "timescale", "kinesis"}}, "skipped": {sym: reason}, "failed_symbols": [...],
         "failed_tasks": ["extract[2]", "publish_kinesis", ...], "symbols_total", "failed",
-        "failed_share", "lake_objects": [...], "coverage": {state: days written to the ledger},
+        "failed_share", "lake_objects": [...], "rejects": [{"path", "rows"}] (bars that failed
+        validation, per batch), "coverage": {state: days written to the ledger},
         "totals": {...}}``; ``lake``, ``timescale`` and
         ``kinesis`` count bars of the run.
     """
@@ -982,6 +1009,7 @@ def build_report(
         "failed": len(failed),
         "failed_share": (len(failed) / total) if total else 0.0,
         "lake_objects": [o["path"] for o in (lake or {}).get("objects", [])],
+        "rejects": [e["rejects"] for e in extracts if e and e.get("rejects")],
         "coverage": (timescale or {}).get("coverage", {}),
         "totals": {
             "lake": sum(v["lake"] for v in symbols.values()),
@@ -1014,6 +1042,8 @@ def format_report(report: dict[str, Any], dag_id: str, run_id: str) -> list[str]
     lines.append(f"{'total':<12} {'':<15} {t['lake']:>7} {t['timescale']:>9} {t['kinesis']:>8}")
     for path in report["lake_objects"]:
         lines.append(f"lake object: {path}")
+    for rejects in report.get("rejects", []):
+        lines.append(f"bars that failed validation ({rejects['rows']}), with their reasons: {rejects['path']}")
     if report.get("coverage"):
         days = ", ".join(f"{state} {n}" for state, n in report["coverage"].items() if n)
         lines.append(f"coverage ledger (symbol-days): {days or 'nothing expected in the window'}")
