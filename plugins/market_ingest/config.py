@@ -77,6 +77,30 @@ class IntervalConfig(_Model):
         return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
 
 
+class AnomalyConfig(_Model):
+    """Anomaly checks of a source's bars (:mod:`market_ingest.anomalies`): they flag, never drop.
+
+    Each loaded bar is compared with the ``trailing_bars`` stored bars before it (at least
+    ``min_bars`` of them for the two z-score checks).
+    """
+
+    enabled: bool = True
+    trailing_bars: int = Field(20, ge=3, le=500, description="bars before each bar that its checks compare with")
+    min_bars: int = Field(10, ge=2, description="fewer trailing bars than this: no z-score check")
+    return_z: float = Field(
+        6.0, gt=0, description="flag a log return further than this many standard deviations from the trailing mean"
+    )
+    volume_z: float = Field(
+        10.0, gt=0, description="flag a volume more than this many standard deviations above the trailing mean"
+    )
+    unit_ratio: float = Field(
+        50.0, gt=1, description="flag a close at least this many times (or 1/this of) the previous close: pence and pounds (100x)"
+    )
+    stale_closes: int = Field(
+        5, ge=2, description="flag the bars of a run of at least this many identical closes that traded volume"
+    )
+
+
 class SourceConfig(_Model):
     """A data source: which hook serves it, its pool (the vendor's rate limit) and its DAGs."""
 
@@ -106,6 +130,7 @@ class SourceConfig(_Model):
     max_requests_per_manual_run: int = Field(
         2000, gt=0, description="a manual run (Params override) planning more vendor requests is refused before any request"
     )
+    anomalies: AnomalyConfig = AnomalyConfig()
     market: str | None = Field(
         None,
         pattern=r"^[A-Z0-9]{2,6}$|^24/[57]$",

@@ -69,6 +69,8 @@ COLUMNS = (
     "reason",
     "run_id",
 )
+#: Columns of the lake's mirror (:data:`COLUMNS` and the day's anomaly flags).
+MIRRORED = (*COLUMNS, "flagged")
 
 
 @dataclass(frozen=True)
@@ -244,13 +246,17 @@ def record_run(
     extracts: list[dict | None],
     run_id: str,
     not_loaded: str | None = None,
-) -> list[dict]:
+) -> tuple[list[dict], list[dict]]:
     """:func:`record` for one run of ``(source, interval)``: its plan and extract results, each
-    symbol's market from the source's settings.
+    symbol's market from the source's settings; then, when the bars were loaded, the anomaly
+    checks over what the run asked (:func:`market_ingest.anomalies.flag`), their count per day
+    written to the ledger's ``flagged``.
 
     :param source_config: the source's ``SourceConfig`` as a JSON dict (its ``market`` and kind).
     :param not_loaded: the run's bars were not loaded (a sink task failed); every symbol not already
-        ``failed`` is ``failed`` with this reason (``task load_timescale did not succeed ...``).
+        ``failed`` is ``failed`` with this reason (``task load_timescale did not succeed ...``),
+        and no anomaly check runs.
+    :return: ``(ledger rows written, flags written)``; each ledger row with its ``flagged`` count.
     :raises ConfigurationError: the source's market has no calendar (naming ``sources.<s>.market``).
     """
     from dataclasses import replace
@@ -266,18 +272,28 @@ def record_run(
     runs = asked(plan, extracts, lambda s: market_of(s, src.market, continuous=continuous))
     if not_loaded:
         runs = [a if a.status == outcomes.FAILED else replace(a, status=outcomes.FAILED, reason=not_loaded) for a in runs]
+    table, now = DATASETS["bars"].storage(interval), datetime.now(UTC)
     try:
-        return record(
-            cur,
-            source=source,
-            interval=interval,
-            table=DATASETS["bars"].storage(interval),
-            runs=runs,
-            run_id=run_id,
-            now=datetime.now(UTC),
-        )
+        rows = record(cur, source=source, interval=interval, table=table, runs=runs, run_id=run_id, now=now)
     except ValueError as exc:  # a market without a calendar
         raise ConfigurationError(source, f"{exc} (sources.{source}.market)") from exc
+    if not_loaded:
+        return rows, []
+    from market_ingest.anomalies import flag
+
+    spans = [(a.symbol, a.start, min(a.end, now)) for a in runs if a.start < min(a.end, now)]
+    flags = flag(cur, source=source, interval=interval, table=table, spans=spans, settings=src.anomalies, run_id=run_id)
+    per_day: dict[tuple[str, date], set] = defaultdict(set)
+    for f in flags:
+        per_day[f["symbol"], f["time"].astimezone(UTC).date()].add(f["time"])
+    for r in rows:
+        r["flagged"] = len(per_day.get((r["symbol"], r["day"]), ()))
+    if rows:
+        cur.executemany(
+            "UPDATE market.coverage SET flagged = %s WHERE source = %s AND interval = %s AND symbol = %s AND day = %s",
+            [(r["flagged"], source, interval, r["symbol"], r["day"]) for r in rows],
+        )
+    return rows, flags
 
 
 def counts(rows: list[dict]) -> dict[str, int]:
@@ -293,7 +309,7 @@ def summary(conn, source: str | None = None, interval: str | None = None) -> lis
 
     :param conn: an open psycopg connection to the warehouse.
     :return: ``[{"source", "interval", "symbols", "first_day", "last_day", "expected", "loaded",
-        "last_run", <state>: days, ...}]`` ordered by source and interval.
+        "last_run", "flagged" (bars with an anomaly flag), <state>: days, ...}]`` ordered by source and interval.
     """
     where, args = [], []
     if source:
@@ -306,7 +322,7 @@ def summary(conn, source: str | None = None, interval: str | None = None) -> lis
     with conn.cursor() as cur:
         cur.execute(
             "SELECT source, interval, count(DISTINCT symbol) AS symbols, min(day) AS first_day, max(day) AS last_day, "
-            f"sum(expected)::bigint AS expected, sum(loaded)::bigint AS loaded, {states}, "
+            f"sum(expected)::bigint AS expected, sum(loaded)::bigint AS loaded, {states}, sum(flagged)::bigint AS flagged, "
             "(array_agg(run_id ORDER BY updated_at DESC))[1] AS last_run "
             "FROM market.coverage "
             + ("WHERE " + " AND ".join(where) if where else "")
@@ -343,11 +359,11 @@ def format_summary(rows: list[dict[str, Any]], gaps: list[dict[str, Any]] = ()) 
     """:func:`summary` (and :func:`incomplete`) as aligned text lines for a terminal or a log."""
     short = {COMPLETE: "complete", PARTIAL: "partial", MISSING: "missing", VENDOR_EMPTY: "empty", DEFERRED: "deferred"}
     head = f"{'source':<16} {'interval':<8} {'symbols':>7} {'days from':<10} {'to':<10} {'expected':>9} {'loaded':>9}"
-    lines = [head + "".join(f" {short.get(s, s):>8}" for s in STATES)]
+    lines = [head + "".join(f" {short.get(s, s):>8}" for s in STATES) + f" {'flagged':>8}"]
     for r in rows:
         lines.append(
             f"{r['source']:<16} {r['interval']:<8} {r['symbols']:>7} {r['first_day']!s:<10} {r['last_day']!s:<10} "
-            f"{r['expected']:>9} {r['loaded']:>9}" + "".join(f" {r[s]:>8}" for s in STATES)
+            f"{r['expected']:>9} {r['loaded']:>9}" + "".join(f" {r[s]:>8}" for s in STATES) + f" {r['flagged']:>8}"
         )
     if not rows:
         lines.append("(the ledger is empty: no load has run yet)")

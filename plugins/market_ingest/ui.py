@@ -46,7 +46,7 @@ def read(source: str | None = None, interval: str | None = None, days: int = 31,
     :param conn: an open psycopg connection; default: one to the pipeline's warehouse.
     :return: ``{"pairs": [summary rows of every (source, interval)], "source", "interval",
         "days": [ISO dates, oldest first], "symbols": [...], "cells": {symbol: {day: {"state",
-        "expected", "loaded", "reason", "run_id"}}}, "runs": [{"run_id", "updated_at", "days", <state>: n}]}``.
+        "expected", "loaded", "reason", "run_id", "flagged"}}}, "runs": [{"run_id", "updated_at", "days", <state>: n}]}``.
     """
     from market_ingest import coverage
 
@@ -81,18 +81,19 @@ def read(source: str | None = None, interval: str | None = None, days: int = 31,
         )
         shown: list[date] = sorted(d for (d,) in cur.fetchall())
         cur.execute(
-            "SELECT symbol, day, state, expected, loaded, reason, run_id FROM market.coverage "
+            "SELECT symbol, day, state, expected, loaded, reason, run_id, flagged FROM market.coverage "
             "WHERE source = %s AND interval = %s AND day = ANY(%s) ORDER BY symbol, day",
             (source, interval, shown),
         )
         cells: dict[str, dict[str, dict]] = {}
-        for symbol, day, state, expected, loaded, reason, run_id in cur.fetchall():
+        for symbol, day, state, expected, loaded, reason, run_id, flagged in cur.fetchall():
             cells.setdefault(symbol, {})[day.isoformat()] = {
                 "state": state,
                 "expected": expected,
                 "loaded": loaded,
                 "reason": reason,
                 "run_id": run_id,
+                "flagged": flagged,
             }
         states = ", ".join(f"count(*) FILTER (WHERE state = '{s}') AS {s}" for s in STATES)
         cur.execute(
@@ -127,7 +128,7 @@ def render(view: dict[str, Any]) -> str:
     )
     out.append("<th>symbols</th><th class='l'>from</th><th class='l'>to</th><th>expected</th><th>loaded</th>")
     out.extend(f"<th>{s}</th>" for s in STATES)
-    out.append("</tr>")
+    out.append("<th>flagged bars</th></tr>")
     for p in view["pairs"]:
         link = f"?source={e(p['source'])}&interval={e(p['interval'])}"
         out.append(
@@ -136,7 +137,7 @@ def render(view: dict[str, Any]) -> str:
             f"<td class='l'>{p['last_day']}</td><td>{p['expected']}</td><td>{p['loaded']}</td>"
         )
         out.extend(f"<td class='n-{s}'>{p[s]}</td>" for s in STATES)
-        out.append("</tr>")
+        out.append(f"<td class='n-flagged'>{p['flagged']}</td></tr>")
     out.append("</table>")
     out.append(f"<h2 id='title'>{e(view['source'])} {e(view['interval'])}: the latest {len(view['days'])} days</h2><p>")
     out.extend(f"<span class='key' style='background:{COLOURS[s]}'></span>{s}" for s in STATES)
@@ -150,7 +151,8 @@ def render(view: dict[str, Any]) -> str:
             if c is None:
                 out.append("<td></td>")
                 continue
-            detail = f"{symbol} {d}: {c['state']}, {c['loaded']} of {c['expected']} bars. {c['reason']} [{c['run_id']}]"
+            flags = f" {c['flagged']} flagged as anomalies (market.bar_flags)." if c["flagged"] else ""
+            detail = f"{symbol} {d}: {c['state']}, {c['loaded']} of {c['expected']} bars.{flags} {c['reason']} [{c['run_id']}]"
             out.append(
                 f"<td><span class='cell' role='button' tabindex='0' style='background:{COLOURS[c['state']]}' "
                 f"data-symbol='{e(symbol)}' data-day='{d}' data-state='{c['state']}' data-detail='{e(detail)}' "

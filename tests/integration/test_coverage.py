@@ -109,7 +109,7 @@ def test_sessions_the_vendor_left_out_are_missing_and_the_repair_loads_them(serv
     printed = _make_coverage(services, capsys)
     assert printed[0].split() == [
         "source", "interval", "symbols", "days", "from", "to", "expected", "loaded",
-        "complete", "partial", "missing", "empty", "deferred", "failed", "rejected",
+        "complete", "partial", "missing", "empty", "deferred", "failed", "rejected", "flagged",
     ]  # fmt: skip
     assert (
         "  yahoo/1d/TSLA 2021-07-07: missing (0 of 1 bars) the vendor returned bars for the window but none of the 1 "
@@ -227,3 +227,72 @@ def test_a_run_whose_load_failed_leaves_its_days_failed_for_the_repair(services)
     plan, load = _repair("scheduled__repair_failed_load", "1d", max_days_back=10_000, max_requests=1)
     assert plan[0]["symbols"] == ["NVDA"] and (plan[0]["start"], plan[0]["end"]) == (start.isoformat(), end.isoformat())
     assert {r["state"] for (_, d), r in _ledger(services, "1d", ["NVDA"]).items() if d in days} == {coverage.COMPLETE}
+
+
+def test_a_100x_bar_and_a_jump_are_loaded_and_flagged(services, tmp_path, monkeypatch):
+    """Daily bars of 2021-06-01 .. 07-31 from Yahoo's recordings, with MSFT's 2021-07-21 prices
+    made 100 times larger (pence for pounds) and TSLA's 2021-07-14 close and high 1.5 times larger
+    (a jump). Both bars pass validation and are loaded as sent; the anomaly checks flag MSFT's bar
+    and the one after it (each 100x from its previous close) and TSLA's return, with the figures,
+    and nothing else in two months of real bars. The ledger counts the flagged bars per day."""
+    import psycopg
+
+    from market_ingest.hooks.yahoo import YahooFinanceHook
+    from market_ingest.intervals import Window
+
+    start, end = datetime(2021, 6, 1, tzinfo=UTC), datetime(2021, 8, 1, tzinfo=UTC)
+    recorded, _ = YahooFinanceHook().fetch_bars(
+        ["MSFT", "TSLA"],
+        "1d",
+        Window(datetime(2021, 7, 14, tzinfo=UTC), datetime(2021, 7, 22, tzinfo=UTC)),
+        datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    bar = {(r["symbol"], r["time"].date().isoformat()): r for r in recorded.to_pylist()}
+    msft, tsla = bar["MSFT", "2021-07-21"], bar["TSLA", "2021-07-14"]
+    library = derived_yahoo_library(
+        tmp_path,
+        {
+            "yahoo_chart_MSFT_1d_2021": [("2021-07-21", f, msft[f] * 100) for f in ("open", "high", "low", "close")],
+            "yahoo_chart_TSLA_1d_full": [
+                ("2021-07-14", "close", tsla["close"] * 1.5),
+                ("2021-07-14", "high", tsla["close"] * 1.5),
+            ],
+        },
+    )
+    with serving(StandIn(library), monkeypatch):
+        result = _ingest("manual__anomalies", "1d", ["MSFT", "TSLA"], start, end)
+    assert result["flags"] == {"return_outlier": 2, "unit_100x": 2}
+    with psycopg.connect(services.pg_conninfo()) as conn:
+        flags = conn.execute(
+            "SELECT symbol, time::date::text, flag, detail, run_id FROM market.bar_flags WHERE source = 'yahoo' "
+            "AND interval = '1d' AND symbol IN ('MSFT', 'TSLA') AND time >= %s AND time < %s ORDER BY symbol, time, flag",
+            (start, end),
+        ).fetchall()
+        stored = conn.execute(
+            "SELECT close FROM market.bars WHERE source = 'yahoo' AND interval = '1d' AND symbol = 'MSFT' AND time = '2021-07-21'"
+        ).fetchone()[0]
+        flagged = conn.execute(
+            "SELECT symbol, day::text, flagged FROM market.coverage WHERE source = 'yahoo' AND interval = '1d' "
+            "AND symbol IN ('MSFT', 'TSLA') AND day >= %s AND day < %s AND flagged > 0 ORDER BY symbol, day",
+            (start.date(), end.date()),
+        ).fetchall()
+    assert [(s, d, f) for s, d, f, _, _ in flags] == [
+        ("MSFT", "2021-07-21", "return_outlier"),
+        ("MSFT", "2021-07-21", "unit_100x"),
+        ("MSFT", "2021-07-22", "unit_100x"),
+        ("TSLA", "2021-07-14", "return_outlier"),
+    ]
+    assert {r for *_, r in flags} == {"manual__anomalies"}
+    assert stored == pytest.approx(msft["close"] * 100)  # flagged, not dropped
+    unit = next(d for s, day, f, d, _ in flags if (s, day, f) == ("MSFT", "2021-07-21", "unit_100x"))
+    assert unit.startswith(f"close {msft['close'] * 100}") and " is 100" in unit
+    assert flagged == [("MSFT", "2021-07-21", 1), ("MSFT", "2021-07-22", 1), ("TSLA", "2021-07-14", 1)]
+
+    _ingest("manual__anomalies_fixed", "1d", ["MSFT", "TSLA"], start, end)  # the recordings as Yahoo sent them
+    with psycopg.connect(services.pg_conninfo()) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM market.bar_flags WHERE source = 'yahoo' AND interval = '1d' AND symbol IN ('MSFT', 'TSLA') "
+            "AND time >= %s AND time < %s",
+            (start, end),
+        ).fetchone()[0]
+    assert left == 0  # a corrected reload replaces the flags of its span

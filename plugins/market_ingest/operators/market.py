@@ -560,7 +560,9 @@ class TimescaleLoadOperator(BaseOperator):
         kind. The ledger is written for bars when ``plan``, ``source``, ``interval`` and this are given.
     :param lake_url: the lake's root, for the ledger's mirror; none: no mirror.
     :return: ``{"rows": n, "applied": m, "skipped": k, "rows_by_symbol": {...}, "hypertable": bool,
-        "coverage": {state: days}}`` (``coverage`` counts the ledger rows written, every state present).
+        "coverage": {state: days}, "flags": {flag: bars}}`` (``coverage`` counts the ledger rows
+        written, every state present; ``flags`` the anomaly flags of the loaded span,
+        :mod:`market_ingest.anomalies`).
     """
 
     template_fields: Sequence[str] = ("lake", "plan", "extracts")
@@ -601,7 +603,8 @@ class TimescaleLoadOperator(BaseOperator):
         table = DATASETS[self.dataset].table
         counts: Counter[str] = Counter()
         ledger: list[dict] = []
-        write_ledger = self._ledger_writer(context, ledger)
+        flags: list[dict] = []
+        write_ledger = self._ledger_writer(context, ledger, flags)
         with failing_fast():
             stats = hook.upsert(
                 _counting(iter_staged((self.lake or {}).get("staged", []), self.dataset), counts),
@@ -618,9 +621,13 @@ class TimescaleLoadOperator(BaseOperator):
         result = {**stats, "rows_by_symbol": dict(counts), "hypertable": hook.is_hypertable(table)}
         if write_ledger:
             from market_ingest import coverage
+            from market_ingest.anomalies import FLAGS
 
             result["coverage"] = coverage.counts(ledger)
+            result["flags"] = {f: n for f in FLAGS if (n := sum(1 for x in flags if x["flag"] == f))}
             self.log.info("Coverage ledger: %d days written %s", len(ledger), result["coverage"])
+            for x in flags:
+                self.log.warning("Flagged %s %s %s: %s", x["symbol"], x["time"].isoformat(), x["flag"], x["detail"])
             self._mirror(ledger, context["run_id"])
         batches = self.plan or []
         window = {"start": min(b["start"] for b in batches), "end": max(b["end"] for b in batches)} if batches else None
@@ -633,9 +640,10 @@ class TimescaleLoadOperator(BaseOperator):
             }
         return result
 
-    def _ledger_writer(self, context: Context, into: list[dict]):
-        """The ``then`` of the upsert: ledger rows of every planned symbol, appended to ``into``;
-        ``None`` when there is no ledger to write (quotes, or no plan, source, interval or settings)."""
+    def _ledger_writer(self, context: Context, into: list[dict], flags: list[dict]):
+        """The ``then`` of the upsert: ledger rows of every planned symbol, appended to ``into``,
+        and the anomaly flags of the loaded span, appended to ``flags``; ``None`` when there is no
+        ledger to write (quotes, or no plan, source, interval or settings)."""
         if self.dataset != "bars" or not (self.plan and self.source and self.interval and self.source_config):
             return None
         from market_ingest import coverage
@@ -643,17 +651,17 @@ class TimescaleLoadOperator(BaseOperator):
         extracts, run_id = _materialise(self.extracts), context["run_id"]
 
         def write(cur) -> None:
-            into.extend(
-                coverage.record_run(
-                    cur,
-                    source=self.source,
-                    interval=self.interval,
-                    source_config=self.source_config,
-                    plan=self.plan,
-                    extracts=extracts,
-                    run_id=run_id,
-                )
+            rows, flagged = coverage.record_run(
+                cur,
+                source=self.source,
+                interval=self.interval,
+                source_config=self.source_config,
+                plan=self.plan,
+                extracts=extracts,
+                run_id=run_id,
             )
+            into.extend(rows)
+            flags.extend(flagged)
 
         return write
 
@@ -663,14 +671,14 @@ class TimescaleLoadOperator(BaseOperator):
             return
         import pyarrow as pa
 
-        from market_ingest.coverage import COLUMNS
+        from market_ingest.coverage import MIRRORED
         from market_ingest.lake import coverage_object, lake_root, write_parquet
 
         now = datetime.now(timezone.utc)
         table = pa.Table.from_pylist([{**r, "updated_at": now} for r in rows])
         path = coverage_object(lake_root(self.lake_url), self.source, self.interval, run_id)
         with failing_fast():
-            write_parquet(table.select([*COLUMNS, "updated_at"]), path)
+            write_parquet(table.select([*MIRRORED, "updated_at"]), path)
         self.log.info("Coverage ledger mirrored to %s", path)
 
 
@@ -939,7 +947,7 @@ class RunReportOperator(BaseOperator):
             hook = TimescaleHook(timescale_conn_id=self.timescale_conn_id)
             hook.check_schema()
             with closing(hook.get_conn()) as conn, conn.transaction(), conn.cursor() as cur:
-                rows = coverage.record_run(
+                rows, _ = coverage.record_run(
                     cur,
                     source=self.source,
                     interval=self.interval,
@@ -1011,6 +1019,7 @@ def build_report(
         "lake_objects": [o["path"] for o in (lake or {}).get("objects", [])],
         "rejects": [e["rejects"] for e in extracts if e and e.get("rejects")],
         "coverage": (timescale or {}).get("coverage", {}),
+        "flags": (timescale or {}).get("flags", {}),
         "totals": {
             "lake": sum(v["lake"] for v in symbols.values()),
             "timescale": sum(v["timescale"] for v in symbols.values()),
@@ -1047,6 +1056,8 @@ def format_report(report: dict[str, Any], dag_id: str, run_id: str) -> list[str]
     if report.get("coverage"):
         days = ", ".join(f"{state} {n}" for state, n in report["coverage"].items() if n)
         lines.append(f"coverage ledger (symbol-days): {days or 'nothing expected in the window'}")
+    if report.get("flags"):
+        lines.append(f"bars flagged as anomalies (loaded; see market.bar_flags): {report['flags']}")
     if report.get("failed_tasks"):
         lines.append(f"tasks that did not succeed: {', '.join(report['failed_tasks'])}")
     return lines

@@ -1,0 +1,116 @@
+"""Anomaly checks: loaded bars that look wrong against the symbol's own recent history, flagged in
+``market.bar_flags`` (migration V010), never dropped.
+
+Run by each load in its transaction, after the bars are written, over the span each symbol's run
+asked for, against the ``trailing_bars`` stored bars before each bar (:class:`~market_ingest.config.AnomalyConfig`):
+
+* ``return_outlier``: the log return ``ln(close / previous close)`` is more than ``return_z``
+  standard deviations from the trailing returns' mean (at least ``min_bars`` of them);
+* ``unit_100x``: the close is at least ``unit_ratio`` times, or at most ``1 / unit_ratio`` of, the
+  previous close (a price in pence among prices in pounds, or the other way);
+* ``stale_close``: the bar ends a run of at least ``stale_closes`` identical closes while volume
+  traded (a price the vendor stopped updating);
+* ``volume_spike``: the volume is more than ``volume_z`` standard deviations above the trailing mean.
+
+The bar a unit error hits, and the bar after it, are both flagged (each differs 100x from its
+previous close). One SQL statement with window functions computes them; a rerun replaces the
+flags of its span, so a corrected bar loses its flag.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+#: Every flag, in the order the report shows them.
+FLAGS = ("return_outlier", "unit_100x", "stale_close", "volume_spike")
+
+#: Calendar time per bar, to reach ``trailing_bars`` bars back (doubled below for closed days).
+_BAR_SPAN = {"1d": timedelta(days=1), "1wk": timedelta(days=7), "1mo": timedelta(days=31)}
+
+_SQL = """
+WITH k AS (
+    SELECT * FROM unnest(%(symbols)s::text[], %(starts)s::timestamptz[], %(ends)s::timestamptz[]) AS k(symbol, f, u)
+), s AS (
+    SELECT b.symbol, b.time, b.close, b.volume, k.f, k.u,
+           lag(b.close) OVER w AS prev_close,
+           ln(b.close / NULLIF(lag(b.close) OVER w, 0)) AS r,
+           CASE WHEN b.close = lag(b.close) OVER w THEN 0 ELSE 1 END AS changed
+    FROM k JOIN {table} b ON b.source = %(source)s AND b.symbol = k.symbol
+        AND b.time >= k.f - %(reach)s::interval AND b.time < k.u
+    WINDOW w AS (PARTITION BY b.symbol ORDER BY b.time)
+), g AS (
+    SELECT *, sum(changed) OVER (PARTITION BY symbol ORDER BY time) AS close_run FROM s
+), t AS (
+    SELECT *,
+           avg(r) OVER p AS r_mean, stddev_samp(r) OVER p AS r_sd, count(r) OVER p AS n,
+           avg(volume) OVER p AS v_mean, stddev_samp(volume) OVER p AS v_sd,
+           row_number() OVER (PARTITION BY symbol, close_run ORDER BY time) AS same_closes,
+           sum(volume) OVER (PARTITION BY symbol, close_run ORDER BY time) AS run_volume
+    FROM g
+    WINDOW p AS (PARTITION BY symbol ORDER BY time ROWS BETWEEN %(trailing)s PRECEDING AND 1 PRECEDING)
+)
+SELECT symbol, time, flag, detail FROM t CROSS JOIN LATERAL (VALUES
+    ('return_outlier', CASE WHEN n >= %(min_bars)s AND r_sd > 0 AND abs(r - r_mean) / r_sd > %(return_z)s THEN
+        format('log return %%s is %%s standard deviations from the mean of the %%s bars before (close %%s, previous %%s)',
+               round(r::numeric, 4), round((abs(r - r_mean) / r_sd)::numeric, 1), n, close, prev_close) END),
+    ('unit_100x', CASE WHEN prev_close > 0 AND (close / prev_close >= %(unit_ratio)s OR close / prev_close <= 1 / %(unit_ratio)s) THEN
+        format('close %%s is %%s times the previous close %%s', close, round((close / prev_close)::numeric, 4), prev_close) END),
+    ('stale_close', CASE WHEN same_closes >= %(stale_closes)s AND run_volume > 0 THEN
+        format('%%s bars in a row closed at %%s with %%s volume traded', same_closes, close, run_volume) END),
+    ('volume_spike', CASE WHEN n >= %(min_bars)s AND v_sd > 0 AND (volume - v_mean) / v_sd > %(volume_z)s THEN
+        format('volume %%s is %%s standard deviations above the mean of the %%s bars before (%%s)',
+               volume, round(((volume - v_mean) / v_sd)::numeric, 1), n, round(v_mean::numeric)) END)
+) AS f(flag, detail)
+WHERE detail IS NOT NULL AND time >= f AND time < u
+"""
+
+
+def flag(cur, *, source: str, interval: str, table: str, spans: list[tuple[str, Any, Any]], settings, run_id: str) -> list[dict]:
+    """Flag the bars of ``spans`` in ``table``, replacing their earlier flags, on the load's cursor.
+
+    :param cur: a psycopg cursor in the transaction that wrote the bars.
+    :param table: the bars table of ``interval`` (``market.bars_1d``).
+    :param spans: ``[(symbol, start, end)]`` (UTC, end exclusive): what the run asked for.
+    :param settings: the source's :class:`~market_ingest.config.AnomalyConfig`.
+    :param run_id: the run, written with each flag.
+    :return: the flags written: ``[{"symbol", "time", "flag", "detail"}]`` by symbol and time.
+    """
+    from psycopg import sql
+
+    from market_ingest.intervals import INTERVAL_LENGTH
+
+    if not spans or not settings.enabled:
+        return []
+    symbols, starts, ends = (list(x) for x in zip(*spans, strict=True))
+    cur.execute(
+        "DELETE FROM market.bar_flags f USING unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) AS k(symbol, s, e) "
+        "WHERE f.source = %s AND f.interval = %s AND f.symbol = k.symbol AND f.time >= k.s AND f.time < k.e",
+        (symbols, starts, ends, source, interval),
+    )
+    bar = INTERVAL_LENGTH.get(interval) or _BAR_SPAN[interval]
+    reach = bar * settings.trailing_bars * 2 + timedelta(days=7)  # closed days and holidays hold no bar
+    cur.execute(
+        sql.SQL(_SQL).format(table=sql.Identifier(*table.split("."))),
+        {
+            "symbols": symbols,
+            "starts": starts,
+            "ends": ends,
+            "source": source,
+            "reach": reach,
+            "trailing": settings.trailing_bars,
+            "min_bars": settings.min_bars,
+            "return_z": settings.return_z,
+            "volume_z": settings.volume_z,
+            "unit_ratio": settings.unit_ratio,
+            "stale_closes": settings.stale_closes,
+        },
+    )
+    rows = [dict(zip(("symbol", "time", "flag", "detail"), r, strict=True)) for r in cur.fetchall()]
+    rows.sort(key=lambda r: (r["symbol"], r["time"], FLAGS.index(r["flag"])))
+    if rows:
+        cur.executemany(
+            "INSERT INTO market.bar_flags (source, interval, symbol, time, flag, detail, run_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            [(source, interval, r["symbol"], r["time"], r["flag"], r["detail"], run_id) for r in rows],
+        )
+    return rows
