@@ -304,6 +304,16 @@ def counts(rows: list[dict]) -> dict[str, int]:
     return tally
 
 
+def _filters(source: str | None, interval: str | None, *conditions: str) -> tuple[list[str], list[str]]:
+    """SQL conditions (ANDed) and their arguments for an optional source and interval."""
+    where, args = list(conditions), []
+    for column, value in (("source", source), ("interval", interval)):
+        if value:
+            where.append(f"{column} = %s")
+            args.append(value)
+    return where, args
+
+
 def summary(conn, source: str | None = None, interval: str | None = None) -> list[dict[str, Any]]:
     """The ledger per (source, interval): days per state, expected and loaded bars, the span and the last run.
 
@@ -311,13 +321,7 @@ def summary(conn, source: str | None = None, interval: str | None = None) -> lis
     :return: ``[{"source", "interval", "symbols", "first_day", "last_day", "expected", "loaded",
         "last_run", "flagged" (bars with an anomaly flag), <state>: days, ...}]`` ordered by source and interval.
     """
-    where, args = [], []
-    if source:
-        where.append("source = %s")
-        args.append(source)
-    if interval:
-        where.append("interval = %s")
-        args.append(interval)
+    where, args = _filters(source, interval)
     states = ", ".join(f"count(*) FILTER (WHERE state = '{s}') AS {s}" for s in STATES)
     with conn.cursor() as cur:
         cur.execute(
@@ -338,13 +342,7 @@ def incomplete(conn, source: str | None = None, interval: str | None = None, lim
 
     :return: ``[{"source", "interval", "symbol", "day", "state", "expected", "loaded", "reason", "run_id"}]``.
     """
-    where, args = ["state <> 'complete'"], []
-    if source:
-        where.append("source = %s")
-        args.append(source)
-    if interval:
-        where.append("interval = %s")
-        args.append(interval)
+    where, args = _filters(source, interval, "state <> 'complete'")
     with conn.cursor() as cur:
         cur.execute(
             "SELECT source, interval, symbol, day, state, expected, loaded, reason, run_id FROM market.coverage "

@@ -223,6 +223,18 @@ def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: str
     }
 
 
+def _default_args(cfg: PipelineConfig) -> dict:
+    """Task defaults of the ingestion and repair DAGs: owner, retries with exponential backoff, retry policy."""
+    return {
+        "owner": cfg.owner,
+        "retries": cfg.retry.retries,
+        "retry_delay": timedelta(seconds=cfg.retry.delay_seconds),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(seconds=cfg.retry.max_delay_seconds),
+        "retry_policy": retry_policy(cfg),
+    }
+
+
 _PRESETS = {"@hourly": "every hour", "@daily": "every day", "@weekly": "every week", "@monthly": "every month"}
 
 
@@ -278,14 +290,7 @@ def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "b
     src = cfg.sources[source]
     quotes = dataset == "quotes"
     ic = src.quotes if quotes else src.intervals[interval]
-    default_args = {
-        "owner": cfg.owner,
-        "retries": cfg.retry.retries,
-        "retry_delay": timedelta(seconds=cfg.retry.delay_seconds),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(seconds=cfg.retry.max_delay_seconds),
-        "retry_policy": retry_policy(cfg),
-    }
+    default_args = _default_args(cfg)
     universes = ic.universes or src.universes
     args = task_arguments(cfg, source, interval, dataset)
     channels = args["report"]["alerts"]
@@ -344,14 +349,7 @@ def build_repair_dag(cfg: PipelineConfig) -> DAG:
         start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
         catchup=False,
         max_active_runs=1,
-        default_args={
-            "owner": cfg.owner,
-            "retries": cfg.retry.retries,
-            "retry_delay": timedelta(seconds=cfg.retry.delay_seconds),
-            "retry_exponential_backoff": True,
-            "max_retry_delay": timedelta(seconds=cfg.retry.max_delay_seconds),
-            "retry_policy": retry_policy(cfg),
-        },
+        default_args=_default_args(cfg),
         tags=["market-data", "repair"],
         doc_md=(
             "### Coverage repair\n\nReads `market.coverage` (the ledger every load writes) and asks each vendor "
