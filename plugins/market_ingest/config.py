@@ -138,6 +138,14 @@ class SourceConfig(_Model):
         "default per symbol (market_ingest.calendars.market_of): by suffix, XNYS, 24/7 for ccxt",
     )
 
+    def market_of(self, symbol: str) -> str:
+        """The market (calendar name) of ``symbol`` of this source: ``market`` when set, else 24/7
+        for a source trading around the clock, else by the symbol
+        (:func:`market_ingest.calendars.market_of`)."""
+        from market_ingest.calendars import market_of
+
+        return market_of(symbol, self.market, continuous=kinds.kind(self.kind).continuous)
+
     @property
     def symbols_like(self) -> str:
         """The symbol spelling this source accepts: ``symbol_pattern`` or its kind's default."""

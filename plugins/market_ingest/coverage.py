@@ -45,6 +45,8 @@ FAILED = "failed"
 REJECTED = "rejected"
 #: Every state, in the order the coverage report shows them.
 STATES = (COMPLETE, PARTIAL, MISSING, VENDOR_EMPTY, DEFERRED, FAILED, REJECTED)
+#: SQL select-list of rows per state, one column named after each state (over ``market.coverage`` rows).
+STATE_COUNTS = ", ".join(f"count(*) FILTER (WHERE state = '{s}') AS {s}" for s in STATES)
 #: States another request to the vendor may fix.
 REPAIRABLE = frozenset({PARTIAL, MISSING, FAILED})
 
@@ -261,15 +263,12 @@ def record_run(
     """
     from dataclasses import replace
 
-    from market_ingest import kinds
-    from market_ingest.calendars import market_of
     from market_ingest.config import SourceConfig
     from market_ingest.errors import ConfigurationError
     from market_ingest.schema import DATASETS
 
     src = SourceConfig.model_validate(source_config)
-    continuous = kinds.kind(src.kind).continuous
-    runs = asked(plan, extracts, lambda s: market_of(s, src.market, continuous=continuous))
+    runs = asked(plan, extracts, src.market_of)
     if not_loaded:
         runs = [a if a.status == outcomes.FAILED else replace(a, status=outcomes.FAILED, reason=not_loaded) for a in runs]
     table, now = DATASETS["bars"].storage(interval), datetime.now(UTC)
@@ -322,11 +321,10 @@ def summary(conn, source: str | None = None, interval: str | None = None) -> lis
         "last_run", "flagged" (bars with an anomaly flag), <state>: days, ...}]`` ordered by source and interval.
     """
     where, args = _filters(source, interval)
-    states = ", ".join(f"count(*) FILTER (WHERE state = '{s}') AS {s}" for s in STATES)
     with conn.cursor() as cur:
         cur.execute(
             "SELECT source, interval, count(DISTINCT symbol) AS symbols, min(day) AS first_day, max(day) AS last_day, "
-            f"sum(expected)::bigint AS expected, sum(loaded)::bigint AS loaded, {states}, sum(flagged)::bigint AS flagged, "
+            f"sum(expected)::bigint AS expected, sum(loaded)::bigint AS loaded, {STATE_COUNTS}, sum(flagged)::bigint AS flagged, "
             "(array_agg(run_id ORDER BY updated_at DESC))[1] AS last_run "
             "FROM market.coverage "
             + ("WHERE " + " AND ".join(where) if where else "")

@@ -95,9 +95,8 @@ def read(source: str | None = None, interval: str | None = None, days: int = 31,
                 "run_id": run_id,
                 "flagged": flagged,
             }
-        states = ", ".join(f"count(*) FILTER (WHERE state = '{s}') AS {s}" for s in STATES)
         cur.execute(
-            f"SELECT run_id, max(updated_at) AS updated_at, count(*) AS days, {states} FROM market.coverage "
+            f"SELECT run_id, max(updated_at) AS updated_at, count(*) AS days, {coverage.STATE_COUNTS} FROM market.coverage "
             "WHERE source = %s AND interval = %s GROUP BY run_id ORDER BY max(updated_at) DESC LIMIT 10",
             (source, interval),
         )

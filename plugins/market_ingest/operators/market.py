@@ -393,18 +393,17 @@ class MarketExtractOperator(BaseOperator):
         (:func:`~market_ingest.calendars.closed_throughout`): it is ``no_data``, and says so."""
         import pyarrow as pa
 
-        from market_ingest.calendars import closed_throughout, market_of
+        from market_ingest.calendars import closed_throughout
         from market_ingest.errors import ConfigurationError
         from market_ingest.intervals import Window
         from market_ingest.schema import empty_bars
 
         groups: dict[datetime, list[str]] = {}
         by_symbol: dict[str, outcomes.SymbolOutcome] = {}
-        continuous = kinds.kind(src.kind).continuous
         closed: dict[tuple[str, datetime], bool] = {}  # most symbols share a market and a window
         for sym in symbols:
             sym_start = min(since.get(sym, start), start)
-            market = market_of(sym, src.market, continuous=continuous)
+            market = src.market_of(sym)
             if (market, sym_start) not in closed:
                 try:
                     closed[market, sym_start] = closed_throughout(
