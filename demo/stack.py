@@ -389,6 +389,25 @@ def migrate_metadata_db(env: dict[str, str], pools_file: Path = ROOT / "include"
         subprocess.run([str(AIRFLOW), *command], env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
 
 
+def admin_password(home: Path) -> str:
+    """The password of ``airflow standalone``'s ``admin`` user, chosen here before it starts.
+
+    The simple auth manager keeps the passwords of ``[core] simple_auth_manager_users`` in
+    ``<AIRFLOW_HOME>/simple_auth_manager_passwords.json.generated`` and generates one only for a
+    user missing from that file, so writing it first makes the password known to the run-note
+    connection. An existing file (a ``make up`` restarted on the same home) is kept.
+    """
+    import secrets
+
+    path = home / "simple_auth_manager_passwords.json.generated"
+    users = json.loads(path.read_text()) if path.exists() and path.read_text().strip() else {}
+    if "admin" not in users:
+        users["admin"] = secrets.token_urlsafe(12)
+        path.write_text(json.dumps(users) + "\n")
+        path.chmod(0o600)
+    return users["admin"]
+
+
 def prepare(
     home: Path,
     extra_env: dict[str, str] | None = None,
@@ -399,9 +418,14 @@ def prepare(
 
     :param pools_file: ``airflow pools import`` file; default the one generated from the config.
     """
+    from market_ingest.run_note import CONN_ID as RUN_NOTE_CONN_ID
+
     home.mkdir(parents=True, exist_ok=True)
     port = api_port or free_port()
-    env = stack_env(home, port, extra_env)
+    user, password = "admin", admin_password(home)
+    # The report task writes each run's note through the REST API (market_ingest.run_note).
+    note_conn = {"conn_type": "http", "host": f"http://127.0.0.1:{port}", "login": user, "password": password}
+    env = stack_env(home, port, {f"AIRFLOW_CONN_{RUN_NOTE_CONN_ID.upper()}": json.dumps(note_conn), **(extra_env or {})})
     migrate_metadata_db(env, pools_file)
     return AirflowStack(home=home, env=env, api_url=f"http://127.0.0.1:{port}")
 

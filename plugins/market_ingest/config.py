@@ -260,6 +260,11 @@ class ReportConfig(_Model):
     """Run report: the run alerts and fails when the share of failed symbols exceeds ``max_failed_share``."""
 
     max_failed_share: float = Field(0.2, ge=0, le=1)
+    run_note_conn_id: str | None = Field(
+        "market_airflow_api",
+        description="http connection to the Airflow API server through which the report writes the run's note "
+        "(window, bars per sink; market_ingest.run_note); without that connection the note is skipped; null: never",
+    )
 
 
 class RepairConfig(_Model):

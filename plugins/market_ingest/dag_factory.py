@@ -206,6 +206,7 @@ def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: str
         "report": {
             **common,
             "max_failed_share": cfg.report.max_failed_share,
+            "run_note_conn_id": cfg.report.run_note_conn_id,
             "alerts": cfg.alerts.model_dump(mode="json"),
             "timescale_conn_id": cfg.timescale.conn_id,
             "source": source,

@@ -92,6 +92,7 @@ def test_a_failed_run_calls_the_failure_notifier(services, stack):
     (event,) = _events(services, "dag_failed", run_id)
     assert event["dag_id"] == DAILY and event["logical_date"] == "2021-07-30T00:00:00Z"
     assert event["deadline_time"] is None
+    assert run["note"].splitlines()[-1] == "did not succeed: plan"  # the report's run note says so too
 
 
 def _sinks(services, stack):
@@ -146,6 +147,11 @@ def test_a_backfill_equals_the_forward_runs_and_a_second_backfill_adds_nothing(s
     runs = stack.wait_for_runs(DAILY, forward)
     assert [r["state"] for r in runs] == ["success"] * 3
     assert [r["data_interval_start"][:10] for r in runs] == DAYS
+    # The runs list shows when a run was triggered; its note (written by the report through the
+    # REST API, market_ingest.run_note) shows the window it loaded and the bars per sink.
+    note = runs[0]["note"].splitlines()
+    assert note[0] == "**2021-07-21 00:00 → 2021-07-22 00:00 UTC** · 3 symbols: 3 ok"
+    assert {"| S3 lake | 3 |", "| TimescaleDB | 3 |", "| Kinesis | 3 |"} <= set(note)
     rows, objects, ids, n_records = _sinks(services, stack)
     assert len(rows) == 9 and len(objects) == 3 and len(ids) == 9 and n_records == 9
     forward_keys = [stack.xcom(DAILY, r["dag_run_id"], "report")["lake_objects"] for r in runs]

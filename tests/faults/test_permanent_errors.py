@@ -60,7 +60,8 @@ def test_requests_nothing_records_get_the_vendors_answers_not_retries(services):
 def test_the_report_names_the_task_that_failed():
     """On main: every symbol of a failed batch read 'extract task did not succeed', and a failed
     load blamed 'sinks'."""
-    plan = [{"batch": 0, "symbols": ["AAPL", "MSFT"]}, {"batch": 1, "symbols": ["NVDA"]}]
+    window = {"start": "2021-07-22T00:00:00+00:00", "end": "2021-07-23T00:00:00+00:00"}
+    plan = [{"batch": 0, "symbols": ["AAPL", "MSFT"], **window}, {"batch": 1, "symbols": ["NVDA"], **window}]
     extracts = [{"batch": 0, "outcomes": [{"symbol": "AAPL", "status": "ok"}, {"symbol": "MSFT", "status": "ok"}]}]
     lake = {"rows_by_symbol": {"AAPL": 1, "MSFT": 1}, "objects": []}
     report = build_report(plan, extracts, lake, None, {"bars_by_symbol": {"AAPL": 1, "MSFT": 1}})

@@ -848,6 +848,10 @@ class RunReportOperator(BaseOperator):
     :param interval: canonical interval.
     :param source_config: the source's settings (``SourceConfig`` as a JSON dict).
     :param dataset: ``bars`` (ledger written as above) or ``quotes`` (no ledger).
+    :param run_note_conn_id: http connection to the Airflow API server; the report writes its
+        window and bars per sink as the run's note there (:mod:`market_ingest.run_note`), also
+        when the run fails. A missing connection or an API error is logged, never raised.
+        ``None``: no note.
     """
 
     template_fields: Sequence[str] = ("plan", "extracts", "lake", "timescale", "kinesis")
@@ -867,10 +871,12 @@ class RunReportOperator(BaseOperator):
         interval: str | None = None,
         source_config: dict[str, Any] | None = None,
         dataset: str = "bars",
+        run_note_conn_id: str | None = None,
         **kwargs,
     ) -> None:
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
+        self.run_note_conn_id = run_note_conn_id
         self.timescale_conn_id = timescale_conn_id
         self.source = source
         self.interval = interval
@@ -891,6 +897,12 @@ class RunReportOperator(BaseOperator):
             report["coverage"] = self._record_not_loaded(report, extracts, context["run_id"])
         for line in format_report(report, context["dag"].dag_id, context["run_id"]):
             self.log.info("%s", line)
+        if self.run_note_conn_id:
+            from market_ingest.run_note import format_note, write_note
+
+            why = write_note(self.run_note_conn_id, context["dag"].dag_id, context["run_id"], format_note(report))
+            if why:
+                self.log.info("Run note not written: %s", why)
         # The report is the run's only leaf and runs whatever happened upstream, so the run's
         # state is this task's state: it must fail whenever the plan or a sink did not succeed.
         if self.plan is None:
@@ -972,7 +984,8 @@ def build_report(
     :return: ``{"symbols": {sym: {"status", "reason", "dropped", "nulled", "conflicts", "gaps", "note",
         "lake", "timescale", "kinesis"}}, "skipped": {sym: reason}, "failed_symbols": [...],
         "failed_tasks": ["extract[2]", "publish_kinesis", ...], "symbols_total", "failed",
-        "failed_share", "lake_objects": [...], "rejects": [{"path", "rows"}] (bars that failed
+        "failed_share", "window": {"start", "end"} (ISO UTC, the plan's span; ``None`` when
+        nothing was planned), "lake_objects": [...], "rejects": [{"path", "rows"}] (bars that failed
         validation, per batch), "coverage": {state: days written to the ledger},
         "totals": {...}}``; ``lake``, ``timescale`` and
         ``kinesis`` count bars of the run.
@@ -1015,6 +1028,7 @@ def build_report(
         "symbols_total": total,
         "failed": len(failed),
         "failed_share": (len(failed) / total) if total else 0.0,
+        "window": {"start": min(b["start"] for b in plan), "end": max(b["end"] for b in plan)} if plan else None,
         "lake_objects": [o["path"] for o in (lake or {}).get("objects", [])],
         "rejects": [e["rejects"] for e in extracts if e and e.get("rejects")],
         "coverage": (timescale or {}).get("coverage", {}),
