@@ -115,7 +115,7 @@ def main() -> int:
         )
         env["MARKET_INGEST_CONFIG"] = str(work / "pipeline.yaml")
         create_sinks(svc, cfg)
-        stack = prepare(work / "airflow", env, pools_file=work / "pools.json")
+        stack = prepare(work / "airflow", svc.metadata_db("airflow_bench"), env, pools_file=work / "pools.json")
         try:
             start(stack, list(DAGS))
             print("airflow standalone ready; triggering", flush=True)

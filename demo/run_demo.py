@@ -2,8 +2,8 @@
 
 Starts an embedded PostgreSQL, a moto server (S3 + Kinesis) and the vendor stand-in (serving
 ``include/recordings``) on loopback, then the real Airflow
-scheduler (``airflow standalone``: LocalExecutor, SQLite metadata, a fresh DB under
-``.demo/airflow`` each time) with the pools imported from ``include/pools.json`` and the
+scheduler (``airflow standalone``: LocalExecutor; metadata in the database ``airflow_demo`` of
+the same PostgreSQL, recreated each time; logs under ``.demo/airflow``) with the pools imported from ``include/pools.json`` and the
 connections given as ``AIRFLOW_CONN_*`` variables. It triggers the manual runs below through the
 REST API and one ``airflow backfill create`` over five logical dates, waits for all of them, stops
 every process it started, then reads every sink back and prints, per series, the bars the
@@ -200,8 +200,7 @@ def run_dags(stack, live: bool) -> list[dict]:
         stack.unpause(dag_id)
     t0 = time.monotonic()
     finished = []
-    # Manual runs first, then the backfill: with the backfill created first, the API server stopped
-    # answering the triggers within 60 s (SQLite locks) in two fresh-clone demos.
+    # Manual runs first, then the backfill (the order the README's table gives).
     triggered = [(dag_id, stack.trigger(dag_id, logical_date.isoformat(), conf)) for dag_id, logical_date, conf in RUNS]
     print(f"  triggered {len(triggered)} manual runs of {len({d for d, _ in triggered})} DAGs", flush=True)
     for dag_id, first, last, conf in BACKFILLS:
@@ -324,7 +323,7 @@ def main() -> int:
     cfg = load_config()
     print("market-data demo: " + ("LIVE vendor APIs" if args.live else "vendor stand-in serving include/recordings"))
     home = Path(env["AIRFLOW_HOME"])
-    shutil.rmtree(home, ignore_errors=True)  # fresh metadata: the demo's logical dates must be free
+    shutil.rmtree(home, ignore_errors=True)  # fresh logs; the metadata database is recreated below
     with embedded_services(WORK, vendors=not args.live) as services:
         os.environ.update(services.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id))
         if services.vendors_url:
@@ -340,7 +339,7 @@ def main() -> int:
             f"* starting airflow standalone (scheduler, triggerer, DAG processor, API server; log {home / 'standalone.log'}) ...",
             flush=True,
         )
-        with running_stack(home, DEMO_DAGS) as stack:
+        with running_stack(home, DEMO_DAGS, services.metadata_db("airflow_demo")) as stack:
             print(f"* Airflow ready at {stack.api_url} after {time.monotonic() - started:.0f}s; running DAGs ...", flush=True)
             runs = run_dags(stack, args.live)
             print("* stopping airflow standalone ...", flush=True)

@@ -49,6 +49,28 @@ class Services:
         """libpq connection string for psycopg."""
         return f"host={self.pg_socket_dir} port=5432 user=postgres dbname=postgres"
 
+    def metadata_db(self, name: str, *, fresh: bool = True) -> str:
+        """A database ``name`` on this PostgreSQL server for Airflow's metadata; its SQLAlchemy URL.
+
+        Airflow's metadata lives beside the warehouse on the same server, in its own database, as a
+        deployment's would (MWAA and Astronomer run it on PostgreSQL). ``fresh`` drops and recreates
+        it (the demo's and the tests' logical dates must be free); otherwise an existing one is
+        kept (``make up`` restarted keeps its runs).
+
+        :return: ``postgresql+psycopg2://postgres@/<name>?host=<socket dir>`` (psycopg2 is the
+            driver Airflow 3.3 documents for PostgreSQL).
+        """
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.pg_conninfo(), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if exists and fresh:
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            if fresh or not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return f"postgresql+psycopg2://postgres@/{name}?host={self.pg_socket_dir}"
+
     def airflow_env(self, timescale_conn_id: str = "market_timescale", aws_conn_id: str = "market_aws") -> dict[str, str]:
         """``AIRFLOW_CONN_*`` variables defining both connections."""
         pg = {"conn_type": "postgres", "host": self.pg_socket_dir, "port": 5432, "login": "postgres", "schema": "postgres"}

@@ -1,7 +1,9 @@
 """The real Airflow scheduler for the demo, the tests and the benchmark: ``airflow standalone``.
 
 ``airflow standalone`` runs the API server (UI and REST API), the scheduler with the
-LocalExecutor, the DAG processor and the triggerer against a SQLite metadata DB. This module
+LocalExecutor, the DAG processor and the triggerer against a PostgreSQL metadata database (its
+own database on the embedded PostgreSQL that holds the warehouse:
+:meth:`demo.services.Services.metadata_db`). This module
 starts it in its own process group, waits until every component reports healthy and the DAGs are
 parsed, talks to it through the public REST API (``/api/v2``, token from ``/auth/token``) and the
 ``airflow`` CLI, and stops the whole group on exit.
@@ -33,24 +35,19 @@ ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW = Path(sys.executable).with_name("airflow")
 TERMINAL_STATES = {"success", "failed"}
 
-#: SQLite connect args of every component and CLI call (``[database] sql_alchemy_connect_args``):
-#: a writer waits up to 60 s for the lock instead of sqlite3's 5 s. (``BEGIN IMMEDIATE`` was tried
-#: and is worse: the scheduler then holds the write lock for whole loop iterations and REST calls
-#: time out.) A deferred transaction that reads, then writes after another commit still fails at
-#: once in WAL mode; see AirflowStack.backfill for the one place that matters here.
-SQLITE_CONNECT_ARGS = {"timeout": 60}
 
-
-def stack_env(home: Path, api_port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+def stack_env(home: Path, api_port: int, metadata_db: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment of every Airflow component: project folders, ports, no scheduled runs.
 
-    :param home: ``AIRFLOW_HOME`` (SQLite metadata DB, logs, generated admin password).
+    :param home: ``AIRFLOW_HOME`` (logs, generated admin password).
     :param api_port: API server port (UI, REST API and the task execution API).
+    :param metadata_db: SQLAlchemy URL of the metadata database (PostgreSQL).
     :param extra: added last (connections, config path).
     """
     return {
         **os.environ,
         "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db,
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -67,7 +64,6 @@ def stack_env(home: Path, api_port: int, extra: dict[str, str] | None = None) ->
         # After a scheduler restart (see AirflowStack._check_alive): find the dead one's tasks soon.
         "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "180",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "demo.stack.SQLITE_CONNECT_ARGS",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "PATH": f"{AIRFLOW.parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]),
@@ -206,27 +202,7 @@ class AirflowStack:
         ]
         if conf:
             args += ["--dag-run-conf", json.dumps(conf)]
-        attempts = 8
-        for attempt in range(attempts):
-            done = self.cli(*args, check=False)
-            if done.returncode == 0 or "database is locked" not in done.stderr or attempt == attempts - 1:
-                break
-            # SQLite only. The command commits its Backfill row, then creates each run inside a
-            # SAVEPOINT (a deferred transaction: it reads, then writes), which SQLite fails at once
-            # when another process committed in between. Cancel the half-made backfill (its queued
-            # runs become failed) and create it again, rerunning those dates.
-            for b in self.request("GET", "/backfills", params={"dag_id": dag_id})["backfills"]:
-                if b["completed_at"] is None:
-                    self.request("PUT", f"/backfills/{b['id']}/cancel")
-            args[args.index("--reprocess-behavior") + 1] = "completed"
-            print(
-                f"warning: backfill create hit SQLite's lock; cancelled and created again (attempt {attempt + 2})",
-                file=sys.stderr,
-                flush=True,
-            )
-            time.sleep(min(15, 2 * 2**attempt))  # let the scheduler's burst of writes pass
-        if done.returncode:
-            raise RuntimeError(f"airflow {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+        self.cli(*args)
         return self.wait_for_backfill(dag_id, from_date, to_date)
 
     def wait_for_backfill(self, dag_id: str, from_date: str, to_date: str, timeout: float = 1800) -> list[dict]:
@@ -262,11 +238,12 @@ class AirflowStack:
     def _check_alive(self) -> None:
         """Raise if ``airflow standalone`` exited; restart its scheduler if that alone died.
 
-        On SQLite, Airflow 3.3.2's scheduler loop can die under concurrent writes (seen here:
-        ``ObjectDeletedError`` on a DagRun in ``_schedule_all_dag_runs`` right after a burst of
-        triggered runs), and ``standalone`` does not restart it. A scheduler is stateless: a new
-        one adopts or resets the dead one's task instances. Each restart is reported on stderr and
-        counted in :attr:`restarted`.
+        ``standalone`` does not restart a scheduler that died, whatever killed it: the harness
+        would then wait for its runs until a timeout. (It was first seen on the SQLite metadata
+        DB this harness used before: ``ObjectDeletedError`` in ``_schedule_all_dag_runs`` under
+        concurrent writes, about once in a dozen stack runs; not seen on PostgreSQL.) A scheduler
+        is stateless: a new one adopts or resets the dead one's task instances. Each restart is
+        reported on stderr and counted in :attr:`restarted`.
         """
         if self.process is None:
             return
@@ -410,12 +387,15 @@ def admin_password(home: Path) -> str:
 
 def prepare(
     home: Path,
+    metadata_db: str,
     extra_env: dict[str, str] | None = None,
     api_port: int | None = None,
     pools_file: Path = ROOT / "include" / "pools.json",
 ) -> AirflowStack:
     """Migrate the metadata DB and import the pools; return a stack ready to start (not started).
 
+    :param metadata_db: SQLAlchemy URL of the metadata database
+        (:meth:`demo.services.Services.metadata_db`).
     :param pools_file: ``airflow pools import`` file; default the one generated from the config.
     """
     from market_ingest.run_note import CONN_ID as RUN_NOTE_CONN_ID
@@ -425,7 +405,9 @@ def prepare(
     user, password = "admin", admin_password(home)
     # The report task writes each run's note through the REST API (market_ingest.run_note).
     note_conn = {"conn_type": "http", "host": f"http://127.0.0.1:{port}", "login": user, "password": password}
-    env = stack_env(home, port, {f"AIRFLOW_CONN_{RUN_NOTE_CONN_ID.upper()}": json.dumps(note_conn), **(extra_env or {})})
+    env = stack_env(
+        home, port, metadata_db, {f"AIRFLOW_CONN_{RUN_NOTE_CONN_ID.upper()}": json.dumps(note_conn), **(extra_env or {})}
+    )
     migrate_metadata_db(env, pools_file)
     return AirflowStack(home=home, env=env, api_url=f"http://127.0.0.1:{port}")
 
@@ -447,10 +429,13 @@ def start(stack: AirflowStack, dag_ids: list[str], timeout: float = 300) -> Airf
 
 @contextmanager
 def running_stack(
-    home: Path, dag_ids: list[str], extra_env: dict[str, str] | None = None, api_port: int | None = None
+    home: Path, dag_ids: list[str], metadata_db: str, extra_env: dict[str, str] | None = None, api_port: int | None = None
 ) -> Iterator[AirflowStack]:
-    """A started stack, stopped (every process of its group) on exit, whatever happened."""
-    stack = start(prepare(home, extra_env, api_port), dag_ids)
+    """A started stack, stopped (every process of its group) on exit, whatever happened.
+
+    :param metadata_db: SQLAlchemy URL of the metadata database (:func:`prepare`).
+    """
+    stack = start(prepare(home, metadata_db, extra_env, api_port), dag_ids)
     try:
         yield stack
     finally:

@@ -58,7 +58,8 @@ def serve(live: bool) -> None:
         elif "AIRFLOW_CONN_MARKET_ALPHA_VANTAGE" not in os.environ:
             env["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"] = json.dumps(DEMO_ALPHA_VANTAGE_CONN)
         create_sinks(svc, cfg)
-        with running_stack(WORK / "airflow", sorted(build_dags()), env, api_port=PORT) as stack:
+        metadata = svc.metadata_db("airflow_up", fresh=False)  # a restarted `make up` keeps its runs
+        with running_stack(WORK / "airflow", sorted(build_dags()), metadata, env, api_port=PORT) as stack:
             user, password = stack.login()
             STATE.write_text(
                 json.dumps(

@@ -75,7 +75,7 @@ def test_the_report_names_the_task_that_failed():
 def test_a_failed_report_says_which_tasks_failed(services):
     from market_ingest.operators.market import RunReportOperator
 
-    plan = [{"batch": 0, "symbols": ["AAPL"]}]
+    plan = [{"batch": 0, "symbols": ["AAPL"], "start": "2021-07-22T00:00:00+00:00", "end": "2021-07-23T00:00:00+00:00"}]
     extracts = [{"batch": 0, "outcomes": [{"symbol": "AAPL", "status": "ok"}]}]
     lake = {"rows_by_symbol": {"AAPL": 1}, "objects": []}
     task = built(RunReportOperator, "report", plan=plan, extracts=extracts, lake=lake, timescale=lake, kinesis=None)

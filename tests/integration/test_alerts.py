@@ -59,7 +59,7 @@ def _report_task(statuses):
     return built(
         RunReportOperator,
         "report",
-        plan=[{"batch": 0, "symbols": symbols}],
+        plan=[{"batch": 0, "symbols": symbols, "start": "2021-07-22T00:00:00+00:00", "end": "2021-07-23T00:00:00+00:00"}],
         extracts=[
             {
                 "batch": 0,
