@@ -276,6 +276,7 @@ def _ingest_after(plan: BaseOperator, pool: str, args: dict[str, dict], asset) -
         lake=lake.output,
         timescale=timescale.output,
         kinesis=kinesis.output,
+        extract_task_id=extract.task_id,
         **args["report"],
     )
 

@@ -109,3 +109,26 @@ def test_quota_defers_without_retries_next_run_picks_up_and_key_never_leaks(
     }.items():
         assert FAKE_KEY not in text, where
     assert not any(FAKE_KEY.encode() in obj for obj in lake)
+
+
+def test_a_batch_that_fails_names_its_exception_and_try_for_every_symbol(services, airflow_db, tmp_path, monkeypatch):
+    """Issue 14: a whole-universe run from the UI showed 280 rows of "extract task did not succeed"
+    and no reason. A batch stopped by a permanent error (no API key in the connection) fails at
+    once; the report, in the task log and in XCom although the run failed, gives each of its
+    symbols the exception's class and message and the try."""
+    (tmp_path / "empty").mkdir()
+    with alpha_vantage_serving(tmp_path / "empty", "", monkeypatch):
+        run = _run("market_alpha_vantage_1d", datetime(2023, 11, 10, tzinfo=UTC), {"symbols": ["IBM", "MSFT"]})
+    assert str(run.state).endswith("failed")
+    (extract,) = [ti for ti in run.get_task_instances() if ti.task_id == "extract"]
+    assert str(extract.state).endswith("failed") and extract.try_number == 1  # permanent: no retry spent
+    report = report_of(run)
+    reason = (
+        "task extract[0] failed on try 1 of 4: ConfigurationError: alpha_vantage [2023-11-09T00:00:00+00:00, "
+        "2023-11-10T00:00:00+00:00): connection market_alpha_vantage has no API key (password field) (see its log)"
+    )
+    assert {s: (v["status"], v["reason"]) for s, v in report["symbols"].items()} == {
+        "IBM": ("failed", reason),
+        "MSFT": ("failed", reason),
+    }
+    assert report["failed_tasks"][0] == "extract[0]"

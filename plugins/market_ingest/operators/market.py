@@ -60,6 +60,13 @@ def failing_fast(window: tuple[datetime, datetime] | None = None) -> Iterator[No
         raise AirflowFailException(f"a date is out of range: {exc}") from exc
 
 
+#: XCom key under which a failed extract try leaves ``{"error", "try_number", "tries"}`` for the report.
+FAILURE_KEY = "failure"
+#: characters of an exception's message kept for the report (messages carry no credential:
+#: :mod:`market_ingest.errors` redacts them)
+FAILURE_CHARS = 300
+
+
 def data_interval(context: Context) -> tuple[datetime, datetime]:
     """The run's data interval, UTC.
 
@@ -327,6 +334,23 @@ class MarketExtractOperator(BaseOperator):
         self.dataset = dataset
 
     def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            return self._extract(context)
+        except Exception as exc:
+            # For the run report: what stopped this batch, on which try. The report cannot read
+            # another task's exception; an XCom pushed before failing stays (a retry clears it
+            # when it starts, so the last try's failure is the one the report sees).
+            ti = context.get("ti")  # absent when a test calls execute() directly
+            cause = exc.__cause__ if isinstance(exc, AirflowFailException) and exc.__cause__ else exc
+            try:
+                if ti is not None:
+                    failure = {"error": f"{type(cause).__name__}: {str(cause)[:FAILURE_CHARS]}"}
+                    ti.xcom_push(key=FAILURE_KEY, value={**failure, "try_number": ti.try_number, "tries": ti.max_tries + 1})
+            except Exception as push_error:  # the task fails with its own exception whatever happens here
+                self.log.warning("Could not keep this failure for the run report: %s", push_error)
+            raise
+
+    def _extract(self, context: Context) -> dict[str, Any]:
         from market_ingest.config import SourceConfig
         from market_ingest.lake import check_lake, lake_root, stage
         from market_ingest.sources import bar_hook
@@ -852,6 +876,8 @@ class RunReportOperator(BaseOperator):
         window and bars per sink as the run's note there (:mod:`market_ingest.run_note`), also
         when the run fails. A missing connection or an API error is logged, never raised.
         ``None``: no note.
+    :param extract_task_id: the mapped extract task (``<group>.extract`` in ``market_repair``),
+        whose failed batches left their exception and try under the XCom key :data:`FAILURE_KEY`.
     """
 
     template_fields: Sequence[str] = ("plan", "extracts", "lake", "timescale", "kinesis")
@@ -872,11 +898,13 @@ class RunReportOperator(BaseOperator):
         source_config: dict[str, Any] | None = None,
         dataset: str = "bars",
         run_note_conn_id: str | None = None,
+        extract_task_id: str = "extract",
         **kwargs,
     ) -> None:
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
         self.run_note_conn_id = run_note_conn_id
+        self.extract_task_id = extract_task_id
         self.timescale_conn_id = timescale_conn_id
         self.source = source
         self.interval = interval
@@ -892,7 +920,7 @@ class RunReportOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         extracts = _materialise(self.extracts)
-        report = build_report(self.plan, extracts, self.lake, self.timescale, self.kinesis)
+        report = build_report(self.plan, extracts, self.lake, self.timescale, self.kinesis, self._failures(context, extracts))
         if self.plan and self.timescale is None and self.dataset == "bars" and self.timescale_conn_id and self.source:
             report["coverage"] = self._record_not_loaded(report, extracts, context["run_id"])
         for line in format_report(report, context["dag"].dag_id, context["run_id"]):
@@ -903,7 +931,19 @@ class RunReportOperator(BaseOperator):
             why = write_note(self.run_note_conn_id, context["dag"].dag_id, context["run_id"], format_note(report))
             if why:
                 self.log.info("Run note not written: %s", why)
-        # The report is the run's only leaf and runs whatever happened upstream, so the run's
+        try:
+            self._fail_when_broken(report, context)
+        except AirflowFailException:
+            # A failed run's report stays in XCom too (a failed task returns nothing): the
+            # reasons per symbol are what its reader needs most.
+            if (ti := context.get("ti")) is not None:  # absent when a test calls execute() directly
+                ti.xcom_push(key="return_value", value=report)
+            raise
+        return report
+
+    def _fail_when_broken(self, report: dict[str, Any], context: Context) -> None:
+        """Raise ``AirflowFailException`` when the plan or a sink did not succeed, or when too many
+        symbols failed (after the ``failed_share_exceeded`` alert)."""  # The report is the run's only leaf and runs whatever happened upstream, so the run's
         # state is this task's state: it must fail whenever the plan or a sink did not succeed.
         if self.plan is None:
             raise AirflowFailException("task plan did not succeed: nothing was ingested (see the plan task's log)")
@@ -943,7 +983,18 @@ class RunReportOperator(BaseOperator):
             except RuntimeError as exc:  # the run fails either way; a retry would not fix the symbols
                 message += f"; and the alert was not delivered: {exc}"
             raise AirflowFailException(message)
-        return report
+
+    def _failures(self, context: Context, extracts: list) -> dict[int, dict]:
+        """``{batch: {"error", "try_number", "tries"}}`` of the extract batches that did not succeed
+        and left their failure (a batch that never ran, upstream failed, left none)."""
+        done = {e["batch"] for e in extracts if e}
+        failed = [i for i, b in enumerate(self.plan or []) if b["batch"] not in done]
+        if not failed or context.get("ti") is None:
+            return {}
+        pulled = context["ti"].xcom_pull(task_ids=self.extract_task_id, key=FAILURE_KEY, map_indexes=failed)
+        if not isinstance(pulled, list):
+            pulled = [pulled]
+        return {self.plan[i]["batch"]: f for i, f in zip(failed, pulled) if f}
 
     def _record_not_loaded(self, report: dict, extracts: list, run_id: str) -> dict[str, int]:
         """Write the ledger of a run whose bars were not loaded; return its rows per state ({} if it could not)."""
@@ -975,12 +1026,21 @@ class RunReportOperator(BaseOperator):
 
 
 def build_report(
-    plan: list[dict] | None, extracts: list[dict], lake: dict | None, timescale: dict | None, kinesis: dict | None
+    plan: list[dict] | None,
+    extracts: list[dict],
+    lake: dict | None,
+    timescale: dict | None,
+    kinesis: dict | None,
+    failures: dict[int, dict] | None = None,
 ) -> dict[str, Any]:
     """Assemble the run report from the tasks' XCom results (``None`` where a task did not succeed).
 
     :param extracts: the mapped extract results by map index (``None`` for a batch whose task
         did not succeed); a symbol of such a batch is ``failed`` with the task named.
+    :param failures: ``{batch: {"error", "try_number", "tries"}}`` that failed extract tries left
+        (:data:`FAILURE_KEY`): the reason of each symbol of the batch then names the exception's
+        class and message and the try, e.g. ``task extract[1] failed on try 3 of 3:
+        VendorUnavailableError: ... (see its log)``.
     :return: ``{"symbols": {sym: {"status", "reason", "dropped", "nulled", "conflicts", "gaps", "note",
         "lake", "timescale", "kinesis"}}, "skipped": {sym: reason}, "failed_symbols": [...],
         "failed_tasks": ["extract[2]", "publish_kinesis", ...], "symbols_total", "failed",
@@ -997,11 +1057,15 @@ def build_report(
     for batch in plan or []:
         if batch["batch"] not in done_batches:
             failed_tasks.append(f"extract[{batch['batch']}]")
+        failure = (failures or {}).get(batch["batch"])
+        why = (
+            f"task extract[{batch['batch']}] failed on try {failure['try_number']} of {failure['tries']}: "
+            f"{failure['error']} (see its log)"
+            if failure
+            else f"task extract[{batch['batch']}] did not succeed (see its log)"
+        )
         for sym in batch["symbols"]:
-            o = extracted.get(sym) or {
-                "status": outcomes.FAILED,
-                "reason": f"task extract[{batch['batch']}] did not succeed (see its log)",
-            }
+            o = extracted.get(sym) or {"status": outcomes.FAILED, "reason": why}
             symbols[sym] = {
                 "status": o["status"],
                 "reason": o.get("reason", ""),
