@@ -44,7 +44,11 @@ def _params(symbol_pattern: str) -> dict[str, Param]:
             type=["null", "array"],
             items={"type": "string", "pattern": form_pattern(symbol_pattern)},
             title="Symbols",
-            description="Override the configured universes (e.g. AAPL, MSFT). Empty: all configured symbols.",
+            description=(
+                "Override the configured universes (e.g. AAPL, MSFT). Empty: all configured symbols. "
+                "Backfill: tick 'Override parameters on existing runs', or Airflow 3.3's dialog sends no "
+                "parameters and every run takes all configured symbols."
+            ),
         ),
         "start": Param(
             None,

@@ -171,6 +171,34 @@ def test_a_backfill_equals_the_forward_runs_and_a_second_backfill_adds_nothing(s
     assert n2 == 3 * _successful_publishes(stack) and n2 >= 27
 
 
+def test_the_backfill_dialogs_conf_reaches_new_runs_only_when_override_is_ticked(stack):
+    """Issue 14 item 4: backfills made in the UI ran the whole universe (``dag_run_conf: null``).
+    Airflow 3.3.2's Backfill dialog sends ``dag_run_conf: overrideExistingParams ? conf : null``
+    (``ui/dist`` bundle), and ``POST /api/v2/backfills`` with ``null`` creates its new runs
+    without conf: the Params shown are dropped unless "Override parameters on existing runs" is
+    ticked. Both bodies the dialog can send, on dates no other test uses; the backfills are
+    cancelled at once (what their runs load does not matter here)."""
+    conf = {"symbols": ["BTC/USD"], "start": "2024-04-05T00:00:00Z", "end": "2024-04-05T01:00:00Z"}
+    confs = []
+    for day, body_conf in (("2024-05-01", None), ("2024-05-02", conf)):
+        backfill = stack.request(
+            "POST",
+            "/backfills",
+            json={
+                "dag_id": LATE_DAG,
+                "from_date": f"{day}T00:00:00Z",
+                "to_date": f"{day}T00:00:00Z",
+                "dag_run_conf": body_conf,
+                "reprocess_behavior": "none",
+                "max_active_runs": 1,
+            },
+        )
+        stack.request("PUT", f"/backfills/{backfill['id']}/cancel")
+        confs.append([r["conf"] for r in stack.runs(LATE_DAG) if r["run_type"] == "backfill" and r["logical_date"][:10] == day])
+    assert confs[0] in ([{}], [None])  # box not ticked: no conf, so the run would take every configured symbol
+    assert confs[1] == [conf]  # ticked: the Params reach the run
+
+
 def test_a_scheduler_that_dies_mid_run_is_replaced_and_the_run_finishes(stack):
     """The harness's watchdog: standalone does not restart a dead scheduler, it does."""
     import signal
