@@ -26,7 +26,8 @@ and every bar present before is present throughout (S3 offers no multi-object tr
 format such as Delta Lake or Iceberg would be needed for that).
 
 **Staging** is keyed by the run (``run=<run id, sanitised>-<hash>``), so two runs of the same
-window never share staged objects. A staged object is sorted by time with row groups that never
+window never share staged objects, and is deleted by the run report once every sink succeeded
+(:func:`remove_staging`). A staged object is sorted by time with row groups that never
 span two UTC dates, so publishing reads one partition of the run at a time (memory follows the
 largest partition, not the run) and the sinks stream it record batch by record batch.
 
@@ -154,6 +155,25 @@ def rejects_object(root: ObjectStoragePath, source: str, interval: str, run_id: 
     ``_rejects/source=<s>/interval=<i>/run=<token>/batch-<n>.parquet`` (the bars as sent, with
     ``reason`` and ``run_id``). Replaced when the batch runs again; outside any dataset read of the bars."""
     return _base(root / "_rejects", source, interval) / f"run={run_token(run_id)}" / f"batch-{batch:05d}.parquet"
+
+
+def remove_staging(run_dir: str) -> int:
+    """Delete a run's staging folder: its staged batches and the Kinesis publish's progress file.
+
+    The run report calls it once every sink has succeeded: staged objects are the sinks' input
+    only, and a staging area that is never emptied grows by every run's bars. A run that did not
+    succeed keeps its staging (a retried ``publish_kinesis`` resumes from its progress file).
+
+    :param run_dir: the publish result's ``run_dir`` (a lake URL, ``s3://<conn>@bucket/...`` or
+        ``file:///...``).
+    :return: objects deleted (0 when the folder is already gone).
+    """
+    path = lake_root(run_dir)
+    if not path.exists():
+        return 0
+    objects = sum(1 for p in path.rglob("*") if p.is_file())
+    path.rmdir(recursive=True)
+    return objects
 
 
 def staging_path(root: ObjectStoragePath, source: str, interval: str | None, run_id: str, batch: int) -> ObjectStoragePath:

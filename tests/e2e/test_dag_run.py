@@ -66,6 +66,12 @@ def test_daily_dag_run_loads_every_sink_and_a_rerun_changes_nothing(services, ai
     assert "does not know the symbol or it is delisted" in report["skipped"]["SIX"]
     (lake_object,) = report["lake_objects"]
     assert lake_object.endswith("source=yahoo/interval=1d/date=2021-07-20/bars.parquet")
+    # Every sink succeeded, so the run's staging folder is gone (issue 14: it was never deleted).
+    from market_ingest.lake import run_token
+
+    staging = services.boto3_client("s3").list_objects_v2(Bucket="market-lake", Prefix="bars/_staging/source=yahoo/interval=1d/")
+    assert report["staging_removed"] >= 1
+    assert not [o["Key"] for o in staging.get("Contents", []) if f"/run={run_token(first.run_id)}/" in o["Key"]]
 
     rows = _pg_rows(services, datetime(2021, 7, 20, tzinfo=UTC))
     assert [r[0] for r in rows] == ["MSFT", "NVDA", "TSLA"]

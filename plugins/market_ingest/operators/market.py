@@ -923,6 +923,13 @@ class RunReportOperator(BaseOperator):
         report = build_report(self.plan, extracts, self.lake, self.timescale, self.kinesis, self._failures(context, extracts))
         if self.plan and self.timescale is None and self.dataset == "bars" and self.timescale_conn_id and self.source:
             report["coverage"] = self._record_not_loaded(report, extracts, context["run_id"])
+        if not report["failed_tasks"] and (self.lake or {}).get("run_dir"):
+            from market_ingest.lake import remove_staging
+
+            try:
+                report["staging_removed"] = remove_staging(self.lake["run_dir"])
+            except Exception as exc:  # every sink has the bars; a leftover staging folder costs storage only
+                self.log.warning("Could not delete the run's staging folder %s: %s", self.lake["run_dir"], exc)
         for line in format_report(report, context["dag"].dag_id, context["run_id"]):
             self.log.info("%s", line)
         if self.run_note_conn_id:
@@ -1047,6 +1054,7 @@ def build_report(
         "failed_share", "window": {"start", "end"} (ISO UTC, the plan's span; ``None`` when
         nothing was planned), "lake_objects": [...], "rejects": [{"path", "rows"}] (bars that failed
         validation, per batch), "coverage": {state: days written to the ledger},
+        "staging_removed": objects (added by the report task when every sink succeeded),
         "totals": {...}}``; ``lake``, ``timescale`` and
         ``kinesis`` count bars of the run.
     """
