@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint format up psql lake coverage down bench bench-stream bench-query bench-load install lock recordings record standin universes pools clean
+.PHONY: demo test lint format up psql lake coverage down bench bench-stream bench-query bench-load bench-ledger install lock recordings record standin universes pools clean
 
 demo: $(STAMP)  ## runs and a backfill under airflow standalone into PostgreSQL, S3 and Kinesis (LIVE=1: live APIs)
 	$(PY) demo/run_demo.py $(if $(LIVE),--live,)
@@ -31,6 +31,9 @@ bench: $(STAMP)  ## pool = vendor rate limit, under the scheduler; appends to be
 
 bench-load: $(STAMP)  ## 1,000,000 bars: the load against a server-side COPY, on PostgreSQL and TimescaleDB; appends to bench/RESULTS.md
 	$(PY) bench/load.py $(BENCH_ARGS)
+
+bench-ledger: $(STAMP)  ## the coverage ledger and anomaly flags of a 280-symbol, 5-year daily run (BENCH_ARGS="--warehouse timescaledb"); appends to bench/RESULTS.md
+	$(PY) bench/ledger.py $(BENCH_ARGS)
 
 bench-query: $(STAMP)  ## one-symbol queries over 200 symbols (25 years 1d, a month of 1m) on TimescaleDB, per layout; appends to bench/RESULTS.md
 	$(PY) bench/query.py $(BENCH_ARGS)

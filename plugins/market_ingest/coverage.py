@@ -191,18 +191,30 @@ def record(cur, *, source: str, interval: str, table: str, runs: list[Asked], ru
         span[0], span[1] = min(span[0], start), max(span[1], end)
     times = {m: expected_bars(m, interval, Window(s, e), now=now) for m, (s, e) in spans.items()}
 
+    # Stored bars per key. Each key's [f, u) lies within its UTC day, so the bar's UTC date equals
+    # the key's day: stated, it lets the planner join on (symbol, day) (a merge or hash join,
+    # linear in keys + bars); without it, it joined on symbol alone and range-filtered every bar
+    # of the symbol for every day (a 5-year daily run of 280 symbols: minutes; bench/ledger.py).
+    # The constant bounds let a small run read only its symbols' index range (and, on
+    # TimescaleDB, only the chunks of its span).
+    firsts, untils = [parts[k][0] for k in keys], [parts[k][1] for k in keys]
     cur.execute(
         sql.SQL(
             "SELECT k.symbol, k.day, count(b.time) FROM unnest(%s::text[], %s::date[], %s::timestamptz[], %s::timestamptz[]) "
-            "AS k(symbol, day, f, u) LEFT JOIN {} b ON b.source = %s AND b.symbol = k.symbol AND b.time >= k.f AND b.time < k.u "
+            "AS k(symbol, day, f, u) LEFT JOIN {} b ON b.source = %s AND b.symbol = k.symbol "
+            "AND (b.time AT TIME ZONE 'UTC')::date = k.day AND b.time >= k.f AND b.time < k.u "
+            "AND b.symbol = ANY(%s) AND b.time >= %s AND b.time < %s "
             "GROUP BY k.symbol, k.day"
         ).format(sql.Identifier(*table.split("."))),
         (
             [s for s, _ in keys],
             [d for _, d in keys],
-            [parts[k][0] for k in keys],
-            [parts[k][1] for k in keys],
+            firsts,
+            untils,
             source,
+            sorted({s for s, _ in keys}),
+            min(firsts),
+            max(untils),
         ),
     )
     loaded = {(sym, day): n for sym, day, n in cur.fetchall()}
