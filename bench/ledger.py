@@ -95,9 +95,10 @@ def main() -> int:
     extracts = [{"batch": 0, "outcomes": [{"symbol": s, "status": "ok"} for s in plan[0]["symbols"]]}]
     with tempfile.TemporaryDirectory() as tmp, warehouse_server(args.warehouse, Path(tmp) / "pg") as sock:
         conninfo = f"host={sock} port=5432 user=postgres dbname=postgres"
-        with psycopg.connect(conninfo) as conn:
-            if args.warehouse == "timescaledb":
+        if args.warehouse == "timescaledb":
+            with psycopg.connect(conninfo, autocommit=True) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        with psycopg.connect(conninfo) as conn:
             apply_migrations(conn)
         os.environ["AIRFLOW_CONN_MARKET_TIMESCALE"] = json.dumps(
             {"conn_type": "postgres", "host": sock, "port": 5432, "login": "postgres", "schema": "postgres"}
