@@ -26,7 +26,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WORK = ROOT / ".demo"
+#: PostgreSQL data, logs and the summary; ``MARKET_DEMO_WORK`` moves it (the signal test uses a temporary folder).
+WORK = Path(os.environ.get("MARKET_DEMO_WORK") or ROOT / ".demo")
 UTC = timezone.utc
 
 
@@ -305,7 +306,17 @@ def main() -> int:
     parser.add_argument("--live", action="store_true", help="use the live Yahoo API instead of the recordings")
     args = parser.parse_args()
     started = time.monotonic()
+    import signal
     import warnings
+
+    def stop(signum, _frame):
+        # SIGTERM or SIGHUP (``kill``, a closed terminal) would end Python without unwinding, and
+        # airflow standalone (its own session) and PostgreSQL would outlive the demo. As an
+        # exception, it unwinds every context below: the stack, the stand-in, moto, PostgreSQL.
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
 
     # Environment noise, not findings: no XDG runtime dir in a bare shell; starlette's notice to
     # Airflow's in-process API client.
