@@ -950,7 +950,8 @@ class RunReportOperator(BaseOperator):
 
     def _fail_when_broken(self, report: dict[str, Any], context: Context) -> None:
         """Raise ``AirflowFailException`` when the plan or a sink did not succeed, or when too many
-        symbols failed (after the ``failed_share_exceeded`` alert)."""  # The report is the run's only leaf and runs whatever happened upstream, so the run's
+        symbols failed (after the ``failed_share_exceeded`` alert)."""
+        # The report is the run's only leaf and runs whatever happened upstream, so the run's
         # state is this task's state: it must fail whenever the plan or a sink did not succeed.
         if self.plan is None:
             raise AirflowFailException("task plan did not succeed: nothing was ingested (see the plan task's log)")
