@@ -2,13 +2,22 @@
 
 Layout under the lake URL (``s3://<conn>@bucket/prefix`` and ``file:///path`` use the same code)::
 
-    source=<s>/interval=<i>/date=<YYYY-MM-DD>/bars.parquet                     the lake: one object per partition
+    source=<s>/interval=<1m|5m|15m|30m|1h>/date=<YYYY-MM-DD>/bars.parquet      intraday: a partition per UTC date
+    source=<s>/interval=1d/month=<YYYY-MM>/bars.parquet                          daily: a partition per UTC month
+    source=<s>/interval=<1wk|1mo>/year=<YYYY>/bars.parquet                       weekly, monthly: per UTC year
     _staging/source=<s>/interval=<i>/run=<run>/batch-<n>.parquet                a run's extract output
 
-Quotes use ``quotes.parquet`` and no ``interval=`` level.
+Quotes use ``quotes.parquet``, no ``interval=`` level, and a partition per date. The partition
+period (:data:`PARTITION_BY`) keeps objects scan-sized: a date of 1m bars of 100 symbols is
+39,000 rows, a month of daily bars of 280 symbols about 5,900, a year of weekly bars 14,600; by
+date, 25 years of 280 daily series were about 6,300 objects of 280 rows each. A partition is always
+whole UTC dates, so a bar's partition follows from its open time alone.
 
 **Publish protocol.** A partition object holds every bar ever published for its (source,
-interval, UTC date), each natural key ``(source, symbol, interval, time)`` once. A run merges its
+interval, period), each natural key ``(source, symbol, interval, time)`` once. The publish merges
+into it, so the lake needs no separate compaction: a run of one symbol for one day rewrites its
+partition's one object rather than adding a small one (:func:`compact` folds lakes written by
+earlier layouts into this one). A run merges its
 staged bars into each partition it touches (read, merge, write): a bar of the run replaces the
 stored bar with the same key unless the stored one was extracted later (``ingested_at``: newest
 extraction wins, whatever order runs publish in), and every other stored bar is kept. So a run
@@ -28,7 +37,7 @@ format such as Delta Lake or Iceberg would be needed for that).
 **Staging** is keyed by the run (``run=<run id, sanitised>-<hash>``), so two runs of the same
 window never share staged objects, and is deleted by the run report once every sink succeeded
 (:func:`remove_staging`). A staged object is sorted by time with row groups that never
-span two UTC dates, so publishing reads one partition of the run at a time (memory follows the
+span two partitions, so publishing reads one partition of the run at a time (memory follows the
 largest partition, not the run) and the sinks stream it record batch by record batch.
 
 Nothing here creates a bucket: a missing bucket (or local lake folder) fails with
@@ -122,16 +131,53 @@ def _base(root: ObjectStoragePath, source: str, interval: str | None) -> ObjectS
     return base / f"interval={interval}" if interval else base
 
 
-def partition_dir(root: ObjectStoragePath, source: str, interval: str | None, day: str) -> ObjectStoragePath:
-    """Hive-style partition folder ``source=<s>/interval=<i>/date=<YYYY-MM-DD>`` (no interval for quotes)."""
-    return _base(root, source, interval) / f"date={day}"
+#: The period of a lake partition per canonical interval (quotes, without an interval: ``date``).
+PARTITION_BY = {
+    "1m": "date",
+    "5m": "date",
+    "15m": "date",
+    "30m": "date",
+    "1h": "date",
+    "1d": "month",
+    "1wk": "year",
+    "1mo": "year",
+}
+#: Characters of an ISO date (``YYYY-MM-DD``) that name a partition of each period.
+_PERIOD_WIDTH = {"date": 10, "month": 7, "year": 4}
+
+
+def partition_by(interval: str | None) -> str:
+    """The partition period of ``interval``'s bars: ``date``, ``month`` or ``year`` (the folder's key).
+
+    :raises KeyError: for an interval that is not canonical.
+    """
+    return PARTITION_BY[interval] if interval else "date"
+
+
+def partition_of(day: str, interval: str | None) -> str:
+    """The partition holding bars that open on UTC date ``day`` (``YYYY-MM-DD``): ``day`` itself,
+    its month ``YYYY-MM`` or its year ``YYYY``."""
+    return day[: _PERIOD_WIDTH[partition_by(interval)]]
+
+
+def partition_dir(root: ObjectStoragePath, source: str, interval: str | None, partition: str) -> ObjectStoragePath:
+    """Hive-style partition folder: ``source=<s>/interval=<i>/<period>=<partition>``, the period
+    being ``date``, ``month`` or ``year`` (:data:`PARTITION_BY`; quotes have no interval level).
+
+    :param partition: ``YYYY-MM-DD``, ``YYYY-MM`` or ``YYYY``, as :func:`partition_of` gives it.
+    :raises ValueError: when ``partition`` is not of the interval's period (a date for daily bars).
+    """
+    period = partition_by(interval)
+    if len(partition) != _PERIOD_WIDTH[period]:
+        raise ValueError(f"{source} {interval or 'quotes'}: partition {partition!r} is not a {period} (partitioned by {period})")
+    return _base(root, source, interval) / f"{period}={partition}"
 
 
 def partition_object(
-    root: ObjectStoragePath, source: str, interval: str | None, day: str, dataset: str = "bars"
+    root: ObjectStoragePath, source: str, interval: str | None, partition: str, dataset: str = "bars"
 ) -> ObjectStoragePath:
-    """The one object of a partition: ``.../date=<day>/<dataset>.parquet``."""
-    return partition_dir(root, source, interval, day) / f"{dataset}.parquet"
+    """The one object of a partition: ``.../<period>=<partition>/<dataset>.parquet``."""
+    return partition_dir(root, source, interval, partition) / f"{dataset}.parquet"
 
 
 def staging_run_dir(root: ObjectStoragePath, source: str, interval: str | None, run_id: str) -> ObjectStoragePath:
@@ -221,23 +267,30 @@ def utc_days(table: pa.Table) -> pa.Array:
     return pc.cast(pc.cast(table["time"], pa.timestamp("us")), pa.date32()).cast(pa.string())
 
 
-def split_by_day(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
-    """``(YYYY-MM-DD, rows of that UTC date)`` for each date in ``table``, oldest first.
+def partition_values(table: pa.Table, interval: str | None) -> pa.Array:
+    """The partition (:func:`partition_of`) of each row of ``table``, from its UTC open time."""
+    import pyarrow.compute as pc
 
-    Linear in the rows: one sort, one pass (no per-day scan of the whole table).
+    return pc.utf8_slice_codeunits(utc_days(table), 0, _PERIOD_WIDTH[partition_by(interval)])
+
+
+def split_by_partition(table: pa.Table, interval: str | None) -> Iterator[tuple[str, pa.Table]]:
+    """``(partition, its rows)`` for each lake partition ``table`` touches, oldest first.
+
+    Linear in the rows: one sort, one pass (no per-partition scan of the whole table).
     """
     import pyarrow.compute as pc
 
     if table.num_rows == 0:
         return
-    days = utc_days(table).combine_chunks()
-    if len(days) > 1 and not pc.all(pc.less_equal(days[:-1], days[1:])).as_py():
-        order = pc.sort_indices(days)  # stable
-        table, days = table.take(order), days.take(order)
-    runs = pc.run_end_encode(days)
+    keys = partition_values(table, interval).combine_chunks()
+    if len(keys) > 1 and not pc.all(pc.less_equal(keys[:-1], keys[1:])).as_py():
+        order = pc.sort_indices(keys)  # stable
+        table, keys = table.take(order), keys.take(order)
+    runs = pc.run_end_encode(keys)
     start = 0
-    for day, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist()):
-        yield day, table.slice(start, end - start)
+    for key, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist()):
+        yield key, table.slice(start, end - start)
         start = end
 
 
@@ -252,14 +305,15 @@ def stage(
 ) -> list[dict[str, Any]]:
     """Stage an extract batch's rows as one object under the run's staging folder.
 
-    The object is sorted by time and holds one or more row groups per UTC date and none spanning
-    two dates, so publishing reads one date of it at a time. It is written as it is encoded
+    The object is sorted by time and holds one or more row groups per lake partition and none
+    spanning two, so publishing reads one partition of it at a time. It is written as it is encoded
     (no second copy of the file in memory), and replaced only once complete.
 
     :param table: canonical rows (bars or quotes) of one extract batch.
     :param run_id: the DAG run's id (keys the staging folder).
     :param batch: the batch number (names the object; a retry of the batch overwrites it).
-    :return: ``[]`` for no rows, else ``[{"path": url, "rows": n, "dates": {"YYYY-MM-DD": [row group, ...]}}]``.
+    :return: ``[]`` for no rows, else ``[{"path": url, "rows": n, "partitions": {partition: [row group, ...]}}]``,
+        partitions as :func:`partition_of` names them.
     """
     import pyarrow.parquet as pq
 
@@ -271,15 +325,15 @@ def stage(
         _writing(path) as fh,
         pq.ParquetWriter(fh, table.schema, compression=compression, metadata_collector=collected) as writer,
     ):
-        for _, part in split_by_day(table):
+        for _, part in split_by_partition(table, interval):
             writer.write_table(part.sort_by([("time", "ascending"), ("symbol", "ascending")]), row_group_size=ROW_GROUP_ROWS)
     (meta,) = collected
     time_col = table.schema.get_field_index("time")
-    dates: dict[str, list[int]] = {}
+    partitions: dict[str, list[int]] = {}
     for rg in range(meta.num_row_groups):
         first = meta.row_group(rg).column(time_col).statistics.min
-        dates.setdefault(first.astimezone(timezone.utc).date().isoformat(), []).append(rg)
-    return [{"path": str(path), "rows": table.num_rows, "dates": dates}]
+        partitions.setdefault(partition_of(first.astimezone(timezone.utc).date().isoformat(), interval), []).append(rg)
+    return [{"path": str(path), "rows": table.num_rows, "partitions": partitions}]
 
 
 @contextmanager
@@ -344,16 +398,16 @@ def publish(
 ) -> list[dict[str, Any]]:
     """Merge a run's staged objects into the lake, one partition at a time (see the module docstring).
 
-    Each date's rows are read from the staged objects' row groups of that date (so memory follows
-    the largest partition of the run, plus the merges in flight), and up to ``max_workers``
-    partitions are merged concurrently (each is an independent conditional write).
+    Each partition's rows are read from the staged objects' row groups of that partition (so
+    memory follows the largest partition of the run, plus the merges in flight), and up to
+    ``max_workers`` partitions are merged concurrently (each is an independent conditional write).
 
-    :param staged: the extract batches' staged objects (``{"path", "dates": {date: [row groups]}}``).
+    :param staged: the extract batches' staged objects (``{"path", "partitions": {partition: [row groups]}}``).
     :param root: lake root.
     :param source: source name, e.g. ``yahoo``.
     :param interval: canonical interval (``None`` for quotes).
     :param dataset: ``bars`` or ``quotes`` (:data:`market_ingest.schema.DATASETS`).
-    :return: one ``{"path": url, "date": "YYYY-MM-DD", "rows": rows now in the object, "run_rows": rows
+    :return: one ``{"path": url, "partition": "YYYY-MM-DD" | "YYYY-MM" | "YYYY", "rows": rows now in the object, "run_rows": rows
         this run merged, "kept_newer": run rows not applied because the stored bar was extracted later,
         "rows_by_symbol": {symbol: run rows}}`` per partition, oldest first.
     :raises SinkNotFoundError: the bucket (or local lake folder) does not exist.
@@ -367,15 +421,16 @@ def publish(
 
     spec = DATASETS[dataset]
     check_lake(root)
-    by_day: dict[str, list[tuple[str, list[int]]]] = {}
+    by_partition: dict[str, list[tuple[str, list[int]]]] = {}
     for s in staged:
-        for day, groups in s["dates"].items():
-            by_day.setdefault(day, []).append((s["path"], groups))
+        # "dates": staged by a version before month and year partitions (a publish retried across an upgrade).
+        for key, groups in (s.get("partitions") or s.get("dates") or {}).items():
+            by_partition.setdefault(partition_of(key, interval), []).append((s["path"], groups))
     files: dict[str, Any] = {}
 
-    def rows_of(day: str) -> pa.Table:
+    def rows_of(partition: str) -> pa.Table:
         parts = []
-        for path, groups in sorted(by_day[day]):
+        for path, groups in sorted(by_partition[partition]):
             if path not in files:
                 files[path] = _parquet_file(path)
             parts.append(files[path].read_row_groups(groups))
@@ -388,13 +443,15 @@ def publish(
     results: dict[str, dict[str, Any]] = {}
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lake-merge") as pool:
         pending = set()
-        for day in sorted(by_day):
-            pending.add(pool.submit(_merge_partition, root, source, interval, day, rows_of(day), compression, dataset))
+        for partition in sorted(by_partition):
+            pending.add(
+                pool.submit(_merge_partition, root, source, interval, partition, rows_of(partition), compression, dataset)
+            )
             if len(pending) >= 2 * max_workers:  # bound the partitions held in memory
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 results.update(f.result() for f in done)
         results.update(f.result() for f in pending)
-    return [results[day] for day in sorted(results)]
+    return [results[p] for p in sorted(results)]
 
 
 def _parquet_file(path: str):
@@ -407,15 +464,15 @@ def _parquet_file(path: str):
     return pq.ParquetFile(lake_root(path).open("rb"), pre_buffer=False)
 
 
-def _merge_partition(root, source, interval, day, incoming, compression, dataset) -> tuple[str, dict[str, Any]]:
-    """Merge one date's run rows into its partition object; ``(day, publish entry)``."""
+def _merge_partition(root, source, interval, partition, incoming, compression, dataset) -> tuple[str, dict[str, Any]]:
+    """Merge one partition's run rows into its object; ``(partition, publish entry)``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from market_ingest.schema import DATASETS
 
     spec = DATASETS[dataset]
-    path = partition_object(root, source, interval, day, dataset)
+    path = partition_object(root, source, interval, partition, dataset)
     stats: dict[str, int] = {}
 
     def merge(existing: pa.Table | None) -> pa.Table:
@@ -430,9 +487,9 @@ def _merge_partition(root, source, interval, day, incoming, compression, dataset
     merged = read_modify_write(path, merge, compression, dataset)
     symbols = pc.value_counts(incoming["symbol"])
     counts = dict(zip(symbols.field("values").to_pylist(), symbols.field("counts").to_pylist()))
-    return day, {
+    return partition, {
         "path": str(path),
-        "date": day,
+        "partition": partition,
         "rows": merged.num_rows,
         "run_rows": incoming.num_rows,
         "kept_newer": stats["kept_newer"],
@@ -531,14 +588,38 @@ def iter_staged(paths: list[str], dataset: str = "bars", max_rows: int = 65_536)
             yield batch.cast(schema)
 
 
+def _partition_folders(
+    root: ObjectStoragePath, source: str, interval: str | None
+) -> Iterator[tuple[str, str, ObjectStoragePath]]:
+    """``(period, partition, folder)`` for every partition folder under the (source, interval)
+    prefix, whatever layout wrote it (``date=``, ``month=`` or ``year=``), from one listing."""
+    base = _base(root, source, interval)
+    if not base.exists():
+        return
+    for folder in sorted(base.iterdir(), key=str):
+        period, _, partition = folder.name.partition("=")
+        if period in _PERIOD_WIDTH and len(partition) == _PERIOD_WIDTH[period] and folder.is_dir():
+            yield period, partition, folder
+
+
+def _objects(folder: ObjectStoragePath) -> list[ObjectStoragePath]:
+    return [o for o in sorted(folder.iterdir(), key=str) if o.name.endswith(".parquet") and not o.name.startswith(".")]
+
+
 def read_lake(
     root: ObjectStoragePath, source: str, interval: str | None, start: datetime, end: datetime, dataset: str = "bars"
 ) -> pa.Table:
     """Every bar of ``source``/``interval`` opening in ``[start, end)`` (UTC), each natural key once.
 
-    The reader for consumers and tests: reads the partition folders of the dates in the range
-    (every ``.parquet`` object in them, so lakes written by earlier layouts read too), keeps the
-    newest extraction of each key, and returns rows sorted by symbol and time.
+    The reader for consumers and tests. It lists the partition folders once and reads those
+    overlapping the range, whatever layout wrote them (``date=`` folders of daily bars from before
+    month partitions, several objects per folder from the per-window layout before that), keeps
+    the newest extraction of each key, and returns rows sorted by symbol and time. On a lake
+    written only by this version, a plain glob (DuckDB, Spark, pyarrow datasets) reads each bar once
+    too; the README shows the DuckDB query.
+
+    :return: a table of the dataset's schema (``BAR_SCHEMA``: UTC times, prices in listing
+        currency, volume in units).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -547,16 +628,60 @@ def read_lake(
     from market_ingest.schema import DATASETS
 
     spec = DATASETS[dataset]
-    tables = []
-    for day in utc_dates(start, end):
-        folder = partition_dir(root, source, interval, day)
-        if not folder.exists():
-            continue
-        for obj in sorted(folder.iterdir(), key=str):
-            if obj.name.endswith(".parquet") and not obj.name.startswith("."):
-                tables.append(read_parquet(obj, dataset))
+    days = utc_dates(start, end)
+    wanted = {period: {day[:width] for day in days} for period, width in _PERIOD_WIDTH.items()}
+    tables = [
+        read_parquet(obj, dataset)
+        for period, partition, folder in _partition_folders(root, source, interval)
+        if partition in wanted[period]
+        for obj in _objects(folder)
+    ]
     if not tables:
         return spec.schema.empty_table()
     bars = pa.concat_tables(tables)
     bars = bars.filter(pc.and_(pc.greater_equal(bars["time"], start), pc.less(bars["time"], end)))
     return newest_per_key(bars, spec.key)
+
+
+def compact(
+    root: ObjectStoragePath, source: str, interval: str | None, dataset: str = "bars", compression: str = "zstd"
+) -> dict[str, int]:
+    """Fold what earlier layouts left under ``source``/``interval`` into this layout's partition objects.
+
+    Publishing merges into one object per partition, so a lake written by this version never needs
+    compacting. Lakes written before it hold daily and coarser bars in ``date=`` folders, and, from
+    the per-window layout before that, several objects per folder. Each such object is merged into
+    the partition objects its bars belong to (the same newest-extraction-wins merge as a publish,
+    each by a conditional write), and only then deleted: a crash in between leaves a bar in both
+    places, which :func:`read_lake` reads once and the next ``compact`` folds. Safe while runs publish.
+
+    :return: ``{"objects_folded": legacy objects merged and deleted, "rows_folded": their rows,
+        "partitions_written": partition objects rewritten}``.
+    :raises ConcurrentPublishError: a partition kept changing under the merge (run it again).
+    """
+    import pyarrow as pa
+
+    from market_ingest.schema import DATASETS
+
+    spec = DATASETS[dataset]
+    period, current = partition_by(interval), f"{dataset}.parquet"
+    folded = rows = 0
+    written: set[str] = set()
+    for folder_period, _, folder in _partition_folders(root, source, interval):
+        legacy = [o for o in _objects(folder) if folder_period != period or o.name != current]
+        for obj in legacy:
+            table = read_parquet(obj, dataset)
+            for partition, part in split_by_partition(table, interval):
+                target = partition_object(root, source, interval, partition, dataset)
+
+                def merge(existing: pa.Table | None, part: pa.Table = part) -> pa.Table:
+                    # The legacy rows go first: on equal ``ingested_at`` the partition's own row wins.
+                    both = [part] if existing is None else [part, existing]
+                    return newest_per_key(pa.concat_tables(both).cast(spec.schema), spec.key)
+
+                read_modify_write(target, merge, compression, dataset)
+                written.add(str(target))
+            obj.unlink()
+            folded, rows = folded + 1, rows + table.num_rows
+            log.info("compact: folded %s (%d rows) into the %s partitions", obj, table.num_rows, period)
+    return {"objects_folded": folded, "rows_folded": rows, "partitions_written": len(written)}

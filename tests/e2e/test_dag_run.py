@@ -41,7 +41,7 @@ def _run(dag_id, logical_date, conf):
 def _pg_rows(services, day):
     with psycopg.connect(services.pg_conninfo()) as conn:
         return conn.execute(
-            "SELECT symbol, time, close, ingested_at IS NOT NULL FROM market.bars WHERE interval='1d' AND time = %s ORDER BY symbol",
+            "SELECT symbol, time, close, ingested_at IS NOT NULL FROM market.bars WHERE source = 'yahoo' AND interval = '1d' AND time = %s ORDER BY symbol",
             (day,),
         ).fetchall()
 
@@ -65,7 +65,7 @@ def test_daily_dag_run_loads_every_sink_and_a_rerun_changes_nothing(services, ai
         assert got == {"status": "ok", "lake": 1, "timescale": 1, "kinesis": 1, "gaps": []}
     assert "does not know the symbol or it is delisted" in report["skipped"]["SIX"]
     (lake_object,) = report["lake_objects"]
-    assert lake_object.endswith("source=yahoo/interval=1d/date=2021-07-20/bars.parquet")
+    assert lake_object.endswith("source=yahoo/interval=1d/month=2021-07/bars.parquet")
     # Every sink succeeded, so the run's staging folder is gone (issue 14: it was never deleted).
     from market_ingest.lake import run_token
 

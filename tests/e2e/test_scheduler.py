@@ -109,12 +109,13 @@ def _sinks(services, stack):
             (DAYS[0], DAYS[-1], SYMBOLS),
         ).fetchall()
     s3 = services.boto3_client("s3")
-    objects = {}
-    for day in DAYS:
-        prefix = f"bars/source=yahoo/interval=1d/date={day}/"
-        for o in s3.list_objects_v2(Bucket="market-lake", Prefix=prefix).get("Contents", []):
-            table = pq.read_table(io.BytesIO(s3.get_object(Bucket="market-lake", Key=o["Key"])["Body"].read()))
-            objects[o["Key"]] = sorted(table.drop_columns(["ingested_at"]).to_pylist(), key=lambda r: r["symbol"])
+    objects = {}  # daily bars are partitioned by month: July 2021's one object, its rows of DAYS and SYMBOLS
+    for o in s3.list_objects_v2(Bucket="market-lake", Prefix="bars/source=yahoo/interval=1d/month=2021-07/").get("Contents", []):
+        table = pq.read_table(io.BytesIO(s3.get_object(Bucket="market-lake", Key=o["Key"])["Body"].read()))
+        ours = [r for r in table.drop_columns(["ingested_at"]).to_pylist() if r["symbol"] in SYMBOLS]
+        objects[o["Key"]] = sorted(
+            (r for r in ours if r["time"].date().isoformat() in DAYS), key=lambda r: (r["time"], r["symbol"])
+        )
     records = [
         r
         for r in read_stream(services, "market-bars")
@@ -153,7 +154,8 @@ def test_a_backfill_equals_the_forward_runs_and_a_second_backfill_adds_nothing(s
     assert note[0] == "**2021-07-21 00:00 → 2021-07-22 00:00 UTC** · 3 symbols: 3 ok"
     assert {"| S3 lake | 3 |", "| TimescaleDB | 3 |", "| Kinesis | 3 |"} <= set(note)
     rows, objects, ids, n_records = _sinks(services, stack)
-    assert len(rows) == 9 and len(objects) == 3 and len(ids) == 9 and n_records == 9
+    assert len(rows) == 9 and len(ids) == 9 and n_records == 9
+    assert [len(bars) for bars in objects.values()] == [9]  # one object for the month, each bar once
     forward_keys = [stack.xcom(DAILY, r["dag_run_id"], "report")["lake_objects"] for r in runs]
 
     first = _backfill(stack)

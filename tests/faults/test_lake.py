@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 UTC = timezone.utc
 WEEK = {"start": "2021-08-02T00:00:00Z", "end": "2021-08-07T00:00:00Z"}  # Mon..Fri; no other test writes it
 DAYS = ["2021-08-02", "2021-08-03", "2021-08-04", "2021-08-05", "2021-08-06"]
-PREFIX = "bars/source=yahoo/interval=1d/date=2021-08-0"
+PREFIX = "bars/source=yahoo/interval=1d/month=2021-08/"
 
 
 def _week_rows(services):
@@ -33,7 +33,7 @@ def test_a_second_run_of_the_same_window_keeps_every_symbol(services, airflow_db
     counts = key_counts(_week_rows(services))
     assert counts == {(s, d): 1 for s in ("MSFT", "NVDA", "TSLA") for d in DAYS}
 
-    # An overlapping window (Wed..Thu) for one symbol: still each bar once, in one object per date.
+    # An overlapping window (Wed..Thu) for one symbol: still each bar once, in the month's one object.
     third = _run(
         "market_yahoo_1d",
         datetime(2021, 8, 9, tzinfo=UTC),
@@ -42,7 +42,7 @@ def test_a_second_run_of_the_same_window_keeps_every_symbol(services, airflow_db
     assert str(third.state).endswith("success")
     rows = _week_rows(services)
     assert key_counts(rows) == counts
-    assert len({r["_key"] for r in rows}) == len(DAYS)
+    assert len({r["_key"] for r in rows}) == 1  # the month of August 2021
 
 
 def _bars(symbol: str, day: datetime, ingested_at: datetime, close: float = 100.0) -> pa.Table:
@@ -109,7 +109,7 @@ def test_concurrent_publishes_of_one_partition_both_land(services, monkeypatch):
         t.join(60)
     assert not errors
     assert reads["partition"] == 3  # one writer had to read again after its conditional write failed
-    merged = real_read(lake.partition_object(root, "yahoo", "1d", "2021-08-02"))
+    merged = real_read(lake.partition_object(root, "yahoo", "1d", "2021-08"))
     assert sorted(merged["symbol"].to_pylist()) == ["AAPL", "MSFT", "NVDA"]
 
 
@@ -125,7 +125,7 @@ def test_concurrent_publishes_to_a_local_lake_all_land(tmp_path):
         t.start()
     for t in threads:
         t.join(60)
-    merged = lake.read_parquet(lake.partition_object(root, "yahoo", "1d", "2021-08-02"))
+    merged = lake.read_parquet(lake.partition_object(root, "yahoo", "1d", "2021-08"))
     assert sorted(merged["symbol"].to_pylist()) == symbols
 
 

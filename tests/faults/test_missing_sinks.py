@@ -41,7 +41,9 @@ def test_a_mistyped_bucket_fails_the_lake_publish_at_once(services, pipeline_con
     staged = [
         {
             "batch": 0,
-            "staged": [{"path": "s3://market_aws@market-lakee/bars/_staging/x.parquet", "rows": 1, "dates": {"2021-08-09": [0]}}],
+            "staged": [
+                {"path": "s3://market_aws@market-lakee/bars/_staging/x.parquet", "rows": 1, "partitions": {"2021-08": [0]}}
+            ],
             "outcomes": [],
             "ingested_at": "2026-01-01T00:00:00+00:00",
         }

@@ -191,13 +191,13 @@ def test_lake_publish_twice_gives_the_same_keys(services, recorded_bars):
     first = publish(staged, root, "yahoo", "1d")
     second = publish(staged + staged, root, "yahoo", "1d")  # same batch twice: one row per key
     assert [o["path"] for o in first] == [o["path"] for o in second]
-    assert [o["rows"] for o in first] == [o["rows"] for o in second] == [3] * 5
-    assert [o["date"] for o in first] == ["2021-07-19", "2021-07-20", "2021-07-21", "2021-07-22", "2021-07-23"]
-    assert all(o["rows_by_symbol"] == {"MSFT": 1, "NVDA": 1, "TSLA": 1} for o in first)
+    assert [o["rows"] for o in first] == [o["rows"] for o in second] == [15]  # 3 symbols x 5 days
+    assert [o["partition"] for o in first] == ["2021-07"]  # daily bars: one partition per month
+    assert first[0]["rows_by_symbol"] == {"MSFT": 5, "NVDA": 5, "TSLA": 5}
     s3 = services.boto3_client("s3")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="market-lake", Prefix="bars/test-idempotence/source=")["Contents"]]
-    assert len(keys) == 5 and all(k.endswith("/bars.parquet") for k in keys)
-    assert read_parquet(first[1]["path"]).num_rows == 3
+    assert keys == ["bars/test-idempotence/source=yahoo/interval=1d/month=2021-07/bars.parquet"]
+    assert read_parquet(first[0]["path"]).num_rows == 15
 
 
 def test_shared_daily_budget_and_exhaustion_on_postgres(services):
