@@ -74,6 +74,9 @@ def main() -> int:
     parser.add_argument("--years", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    from demo.services import unwind_on_signals
+
+    unwind_on_signals()  # a killed benchmark stops the servers it started
 
     import json
     import os

@@ -136,6 +136,9 @@ def main() -> int:
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from demo.services import unwind_on_signals
+
+    unwind_on_signals()  # a killed benchmark stops the servers it started
     if args.child:
         child_load(args.child)
         return 0

@@ -64,6 +64,9 @@ def main() -> int:
     )
     parser.add_argument("--work", type=Path, default=ROOT / ".bench")
     args = parser.parse_args()
+    from demo.services import unwind_on_signals
+
+    unwind_on_signals()  # a killed benchmark stops the servers it started
 
     import shutil
 

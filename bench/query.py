@@ -100,6 +100,9 @@ def main() -> int:
     parser.add_argument("--legacy", action="store_true", help="also time the former layout (one hypertable, 7-day chunks)")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = parser.parse_args()
+    from demo.services import unwind_on_signals
+
+    unwind_on_signals()  # a killed benchmark stops the servers it started
 
     import psycopg
 

@@ -188,6 +188,9 @@ def main() -> int:
         "--profile", action="store_true", help="write a pyinstrument report per task to .bench/stream/ (pip install pyinstrument)"
     )
     args = parser.parse_args()
+    from demo.services import unwind_on_signals
+
+    unwind_on_signals()  # a killed benchmark stops the servers it started
     if args.step:
         run_step(args.step, args.state)
         return 0

@@ -306,17 +306,11 @@ def main() -> int:
     parser.add_argument("--live", action="store_true", help="use the live Yahoo API instead of the recordings")
     args = parser.parse_args()
     started = time.monotonic()
-    import signal
     import warnings
 
-    def stop(signum, _frame):
-        # SIGTERM or SIGHUP (``kill``, a closed terminal) would end Python without unwinding, and
-        # airflow standalone (its own session) and PostgreSQL would outlive the demo. As an
-        # exception, it unwinds every context below: the stack, the stand-in, moto, PostgreSQL.
-        raise SystemExit(128 + signum)
+    from demo.services import unwind_on_signals
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, stop)
+    unwind_on_signals()
 
     # Environment noise, not findings: no XDG runtime dir in a bare shell; starlette's notice to
     # Airflow's in-process API client.

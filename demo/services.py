@@ -107,6 +107,22 @@ class Services:
         )
 
 
+def unwind_on_signals() -> None:
+    """Make SIGTERM and SIGHUP raise ``SystemExit(128 + signal)`` in the main thread.
+
+    By default they end Python without unwinding, so a killed demo or benchmark left airflow
+    standalone (its own session), moto, the stand-in and PostgreSQL running. As an exception,
+    the signal unwinds every ``with`` block that started them, which stops them.
+    """
+    import signal
+
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:
