@@ -218,6 +218,22 @@ class KinesisConfig(_Model):
     bars_per_record: int = Field(
         1, ge=1, le=10_000, description="1: one JSON record per bar; N > 1: up to N bars of one symbol per record, as JSON Lines"
     )
+    spread_keys: dict[str, int] = Field(
+        default_factory=dict,
+        description='hot series: {"<source>:<symbol>": N} deals its records over N partition keys "<source>:<symbol>#<k>" '
+        "(order then holds per key, not per series)",
+    )
+
+    @field_validator("spread_keys")
+    @classmethod
+    def _spread(cls, value: dict[str, int]) -> dict[str, int]:
+        for series, n in value.items():
+            source, _, symbol = series.partition(":")
+            if not source or not symbol or "#" in symbol:
+                raise ValueError(f"kinesis.spread_keys: {series!r} is not '<source>:<symbol>' (e.g. 'binance:BTC/USDT')")
+            if not 1 <= n <= 64:
+                raise ValueError(f"kinesis.spread_keys: {series}: {n} keys; give 1 to 64 (a stream's shards, at most)")
+        return value
 
 
 class TimescaleConfig(_Model):

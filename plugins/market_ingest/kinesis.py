@@ -10,7 +10,13 @@ Record format (``Data``), version :data:`~market_ingest.schema.SCHEMA_VERSION`:
   A shard takes 1,000 records per second, so packing is what lets a long backfill through.
 
 Every bar object carries ``record_id``, a deterministic hash of its natural key: delivery is
-at-least-once, consumers deduplicate on it. The partition key is ``<source>:<symbol>``.
+at-least-once, consumers deduplicate on it. The partition key is ``<source>:<symbol>``, so a
+series is ordered on one shard. A shard takes 1,000 records and 1 MiB per second, so one busy
+series (a year of BTC/USDT minutes in a backfill) can outrun its shard whatever the stream's size:
+``kinesis.spread_keys`` (``{"binance:BTC/USDT": 4}``) deals that series' records round robin over
+N partition keys ``<source>:<symbol>#<k>`` (k = 0..N-1), which Kinesis hashes to (usually)
+different shards. Order is then kept per key, not per series: record k, k+N, k+2N... of the series
+are in order on key ``#k mod N``; consumers that need the series in order sort by ``time``.
 
 Limits (AWS Kinesis ``PutRecords`` API reference): at most 500 records and 5 MiB per call, 1 MiB
 per record (data plus partition key). A call can succeed with ``FailedRecordCount > 0``; only the
@@ -28,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +62,7 @@ class PartialFailureError(MarketDataError):
 
     def __init__(self, stream: str, pending: list[dict], codes: set[str], acked: int = 0) -> None:
         self.pending = pending
-        symbols = sorted({r["PartitionKey"].split(":", 1)[-1] for r in pending})
+        symbols = sorted({symbol_of(r["PartitionKey"]) for r in pending})
         shown = symbols[:20] + ([f"... {len(symbols) - 20} more"] if len(symbols) > 20 else [])
         super().__init__(
             "kinesis",
@@ -77,6 +83,11 @@ def record_id(*key: str) -> str:
 def partition_key(source: str, symbol: str) -> str:
     """Partition key of a record: ``<source>:<symbol>``, so a series stays ordered on one shard."""
     return f"{source}:{symbol}"
+
+
+def symbol_of(key: str) -> str:
+    """The symbol a partition key names: ``binance:BTC/USDT#2`` -> ``BTC/USDT``."""
+    return key.split(":", 1)[-1].rsplit("#", 1)[0] if "#" in key else key.split(":", 1)[-1]
 
 
 def _json_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -126,29 +137,46 @@ def bar_lines(batches: Iterable[pa.RecordBatch], dataset: str = "bars") -> Itera
 
 
 def build_records(
-    batches: Iterable[pa.RecordBatch] | pa.Table, dataset: str = "bars", bars_per_record: int = 1
+    batches: Iterable[pa.RecordBatch] | pa.Table,
+    dataset: str = "bars",
+    bars_per_record: int = 1,
+    spread_keys: Mapping[str, int] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Kinesis entries (``{"Data": bytes, "PartitionKey": str}``) for the rows of ``batches``, lazily.
 
     :param batches: record batches (or a table) of the dataset's schema, in publishing order.
     :param bars_per_record: 1 for one record per row; N > 1 packs up to N consecutive rows of
         one partition key into one JSON Lines record (never over 1 MiB).
+    :param spread_keys: ``{"<source>:<symbol>": N}``: that series' records go round robin to
+        partition keys ``<source>:<symbol>#0`` .. ``#N-1`` (see the module docstring). The same
+        rows in the same order give the same keys on every try.
     :raises SerializationError: naming the row, when one row alone exceeds 1 MiB.
     """
     if hasattr(batches, "to_batches"):
         batches = batches.to_batches(max_chunksize=65_536)
+    spread = spread_keys or {}
+    dealt: dict[str, int] = {}  # records of each spread series so far
+
+    def record(key: str, lines: list[bytes]) -> dict[str, Any]:
+        n = spread.get(key, 1)
+        if n > 1:
+            k = dealt.get(key, 0)
+            dealt[key] = k + 1
+            key = f"{key}#{k % n}"
+        return {"Data": b"\n".join(lines), "PartitionKey": key}
+
     pkey, lines, size = None, [], 0
     for key, line in bar_lines(batches, dataset):
-        if len(line) + len(key) > MAX_RECORD_BYTES:
+        if len(line) + len(key) + 6 > MAX_RECORD_BYTES:  # 6: room for a "#<k>" suffix
             raise SerializationError("kinesis", f"{key} row {line[:120]!r}... exceeds the 1 MiB record limit")
-        if lines and (key != pkey or len(lines) >= bars_per_record or size + 1 + len(line) + len(key) > MAX_RECORD_BYTES):
-            yield {"Data": b"\n".join(lines), "PartitionKey": pkey}
+        if lines and (key != pkey or len(lines) >= bars_per_record or size + 1 + len(line) + len(key) + 6 > MAX_RECORD_BYTES):
+            yield record(pkey, lines)
             lines, size = [], 0
         pkey = key
         lines.append(line)
         size += len(line) + 1
     if lines:
-        yield {"Data": b"\n".join(lines), "PartitionKey": pkey}
+        yield record(pkey, lines)
 
 
 def batches(records: Iterable[dict], max_records: int = 500, max_bytes: int = 5 * 1024 * 1024) -> Iterator[list[dict]]:

@@ -117,3 +117,47 @@ def test_packed_records_hold_many_bars_of_one_symbol(services, staged_bars, pipe
     bars = [json.loads(line) for r in records for line in r["Data"].split(b"\n")]
     assert [len(r["Data"].split(b"\n")) for r in records] == [500, 500, 200]
     assert len({b["record_id"] for b in bars}) == 1200 and {r["PartitionKey"] for r in records} == {f"{SOURCE}:TSLA"}
+
+
+def test_a_hot_series_is_dealt_over_its_partition_keys_and_each_bar_arrives_once(services, staged_bars, pipeline_config):
+    """``kinesis.spread_keys``: 1,200 bars packed 100 per record go round robin to keys ``#0``..``#3``,
+    which land on more than one of the stream's 4 shards; the shard a key lands on is Kinesis's MD5
+    of the key, so one series is no longer capped at one shard's 1,000 records per second."""
+    import json
+
+    from market_ingest.kinesis import symbol_of
+
+    stream = "market-spread"
+    series = f"{SOURCE}:TSLA"
+    pipeline_config(lambda raw: raw["kinesis"].update(bars_per_record=100, stream=stream, spread_keys={series: 4}))
+    kinesis = services.boto3_client("kinesis")
+    kinesis.create_stream(StreamName=stream, ShardCount=4)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+    stats = built(KinesisPublishOperator, "publish_kinesis", lake={**staged_bars, "fingerprint": "spread"}).execute(
+        context("manual__spread")
+    )
+    assert stats["records"] == 12
+
+    by_shard = {}
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")
+        by_shard[shard["ShardId"]] = kinesis.get_records(ShardIterator=it["ShardIterator"], Limit=100)["Records"]
+    records = sorted((r for rs in by_shard.values() for r in rs), key=lambda r: json.loads(r["Data"].split(b"\n")[0])["time"])
+    assert [r["PartitionKey"] for r in records] == [f"{series}#{k % 4}" for k in range(12)]
+    assert sum(1 for rs in by_shard.values() if rs) > 1
+    times = [json.loads(line)["time"] for r in records for line in r["Data"].split(b"\n")]
+    assert len(times) == len(set(times)) == 1200 and times == sorted(times)  # in order when sorted by time
+    assert {symbol_of(r["PartitionKey"]) for r in records} == {"TSLA"}  # what failure messages name
+
+
+def test_spread_keys_must_name_a_series():
+    from pydantic import ValidationError
+
+    from market_ingest.config import KinesisConfig
+
+    base = {"aws_conn_id": "a", "stream": "s", "quotes_stream": "q"}
+    assert KinesisConfig(**base, spread_keys={"binance:BTC/USDT": 4}).spread_keys == {"binance:BTC/USDT": 4}
+    with pytest.raises(ValidationError, match=r"'BTC/USDT' is not '<source>:<symbol>'"):
+        KinesisConfig(**base, spread_keys={"BTC/USDT": 4})
+    with pytest.raises(ValidationError, match=r"binance:BTC/USDT: 0 keys"):
+        KinesisConfig(**base, spread_keys={"binance:BTC/USDT": 0})

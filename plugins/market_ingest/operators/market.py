@@ -300,7 +300,7 @@ class MarketExtractOperator(BaseOperator):
     :param compression: Parquet compression of the staged objects.
     :param extended_hours: intraday: keep bars outside the regular sessions.
     :param dataset: ``bars`` or ``quotes`` (snapshots stamped at the window's end).
-    :return: ``{"batch": i, "staged": [{"path", "rows", "dates": {date: [row groups]}}], "rows": n,
+    :return: ``{"batch": i, "staged": [{"path", "rows", "partitions": {partition: [row groups]}}], "rows": n,
         "outcomes": [...], "ingested_at": iso, "rejects": {"path", "rows"} or None}`` (one staged
         object per batch, keyed by the run; bars that failed validation go to the lake's
         ``_rejects/`` area with their reason, :func:`market_ingest.lake.rejects_object`).
@@ -482,7 +482,7 @@ class LakePublishOperator(BaseOperator):
     :param lake_url: the lake's root (``url``, or ``quotes_url`` for quotes).
     :param compression: Parquet compression of the objects written.
     :param dataset: ``bars`` or ``quotes`` (no interval partition).
-    :return: ``{"objects": [{"path", "date", "rows", "run_rows", "kept_newer"}], "rows_by_symbol":
+    :return: ``{"objects": [{"path", "partition", "rows", "run_rows", "kept_newer"}], "rows_by_symbol":
         {symbol: n}, "staged": [staged object URLs, in publishing order], "fingerprint": str,
         "run_dir": staging folder of the run}``; the sinks read ``staged``.
     """
@@ -718,6 +718,8 @@ class KinesisPublishOperator(BaseOperator):
     :param stream: the Kinesis stream (``kinesis.stream``, or ``kinesis.quotes_stream`` for quotes).
     :param aws_conn_id: the AWS connection reaching it.
     :param bars_per_record: 1: one JSON record per bar; N > 1: up to N bars of one symbol per record (JSON Lines).
+    :param spread_keys: ``{"<source>:<symbol>": N}``: hot series dealt over N partition keys
+        (:mod:`market_ingest.kinesis`).
     :param max_records_per_call: records per ``PutRecords`` call (Kinesis allows 500).
     :param max_bytes_per_call: bytes per ``PutRecords`` call (Kinesis allows 5 MiB).
     :param max_attempts: attempts per call while entries keep failing (throttled shards).
@@ -734,6 +736,7 @@ class KinesisPublishOperator(BaseOperator):
         stream: str,
         aws_conn_id: str,
         bars_per_record: int = 1,
+        spread_keys: dict[str, int] | None = None,
         max_records_per_call: int = 500,
         max_bytes_per_call: int = 5 * 1024 * 1024,
         max_attempts: int = 8,
@@ -745,6 +748,7 @@ class KinesisPublishOperator(BaseOperator):
         self.stream = stream
         self.aws_conn_id = aws_conn_id
         self.bars_per_record = bars_per_record
+        self.spread_keys = dict(spread_keys or {})
         self.max_records_per_call = max_records_per_call
         self.max_bytes_per_call = max_bytes_per_call
         self.max_attempts = max_attempts
@@ -763,7 +767,11 @@ class KinesisPublishOperator(BaseOperator):
         counts: Counter[str] = Counter()
         with failing_fast():
             check_stream(client, stream, self.aws_conn_id)
-            progress = PublishProgress.load(progress_path, f"{lake.get('fingerprint')}:{self.bars_per_record}")
+            # Progress counts records: it only holds for the same packing and keys.
+            layout = (
+                f"{self.bars_per_record}:{sorted(self.spread_keys.items())}" if self.spread_keys else str(self.bars_per_record)
+            )
+            progress = PublishProgress.load(progress_path, f"{lake.get('fingerprint')}:{layout}")
             if progress.acknowledged:
                 self.log.info(
                     "Resuming: %d records were acknowledged by an earlier try and are not sent again", progress.acknowledged
@@ -772,6 +780,7 @@ class KinesisPublishOperator(BaseOperator):
                 _counting(iter_staged(lake.get("staged", []), self.dataset, max_rows=16_384), counts),
                 self.dataset,
                 bars_per_record=self.bars_per_record,
+                spread_keys=self.spread_keys,
             )
             stats = put_records(
                 client,
