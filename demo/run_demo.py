@@ -10,7 +10,8 @@ every process it started, then reads every sink back and prints, per series, the
 recordings hold for the runs' windows next to the rows found in PostgreSQL, the lake and Kinesis.
 The summary is also written as JSON. ``--live`` uses the live vendor APIs.
 
-Exit status: 0 when every sink holds exactly the expected bars, 1 otherwise.
+Exit status: 0 when every sink holds exactly the expected bars, 1 otherwise; 2 when ``--live``
+finds a vendor unreachable (within about 10 s, naming host and connection; nothing is run).
 """
 
 from __future__ import annotations
@@ -301,16 +302,37 @@ def read_sinks(services, cfg) -> dict:
     }
 
 
+def unreachable_vendors(cfg, timeout: float = 10.0) -> list[str]:
+    """The demo's sources whose vendor server takes no TCP connection, probed at once; one message each.
+
+    Each message names the source, host, port and connection (``SharedExtract.check_reachable``);
+    all probes together take at most about ``timeout`` seconds. Offline, ``make demo LIVE=1`` had
+    run for more than 10 minutes without a message.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from market_ingest.errors import MarketDataError
+    from market_ingest.sources import bar_hook
+
+    sources = sorted({name for name in cfg.sources for dag_id in DEMO_DAGS if dag_id.startswith(f"market_{name}_")})
+
+    def probe(name: str) -> str | None:
+        try:
+            bar_hook(name, cfg.sources[name], timescale_conn_id=cfg.timescale.conn_id).check_reachable(timeout)
+        except MarketDataError as exc:
+            return str(exc)
+        return None
+
+    with ThreadPoolExecutor(max_workers=len(sources) or 1) as pool:
+        return [reason for reason in pool.map(probe, sources) if reason]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="Run the market-data demo end to end.")
     parser.add_argument("--live", action="store_true", help="use the live Yahoo API instead of the recordings")
     args = parser.parse_args()
     started = time.monotonic()
     import warnings
-
-    from demo.services import unwind_on_signals
-
-    unwind_on_signals()
 
     # Environment noise, not findings: no XDG runtime dir in a bare shell; starlette's notice to
     # Airflow's in-process API client.
@@ -320,8 +342,9 @@ def main() -> int:
     env = airflow_env()
     os.environ.update(env)
     sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
+    from demo.services import DEMO_ALPHA_VANTAGE_CONN, create_sinks, embedded_services, unwind_on_signals, vendor_env
 
-    from demo.services import DEMO_ALPHA_VANTAGE_CONN, create_sinks, embedded_services, vendor_env
+    unwind_on_signals()  # a killed demo stops airflow standalone, the stand-in, moto and PostgreSQL
     from demo.stack import running_stack
     from market_ingest.config import load_config
 
@@ -336,6 +359,10 @@ def main() -> int:
         elif "AIRFLOW_CONN_MARKET_ALPHA_VANTAGE" not in os.environ:
             os.environ["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"] = json.dumps(DEMO_ALPHA_VANTAGE_CONN)
         create_sinks(services, cfg)
+        if args.live and (unreachable := unreachable_vendors(cfg)):
+            print("market-data demo: live mode, but these vendors cannot be reached; Airflow was not started:")
+            print("\n".join(f"  {reason}" for reason in unreachable))
+            return 2
         print(
             f"* PostgreSQL on {services.pg_socket_dir}, moto (S3, Kinesis) on {services.aws_endpoint}"
             + (f", vendor stand-in on {services.vendors_url}" if services.vendors_url else "")

@@ -220,6 +220,21 @@ class SharedExtract:
     def prepare(self, interval: str, window: Window) -> None:
         """Nothing to check before the first symbol (override where there is)."""
 
+    def endpoint(self) -> tuple[str, str | None]:
+        """``(URL of the hook's first request, after any base URL's routing; its connection id)``."""
+        raise NotImplementedError
+
+    def check_reachable(self, timeout: float = 10.0) -> None:
+        """Fail within ``timeout`` seconds when the vendor's server (or the proxy to it) takes no
+        TCP connection: :func:`market_ingest.hooks.routing.check_reachable` on :meth:`endpoint`.
+
+        :raises VendorUnavailableError: naming the host, the port and the connection.
+        """
+        from market_ingest.hooks.routing import check_reachable
+
+        url, conn_id = self.endpoint()
+        check_reachable(url, self.source, conn_id, timeout)
+
     def fetch_bars(
         self,
         symbols: list[str],

@@ -57,6 +57,37 @@ def test_requests_nothing_records_get_the_vendors_answers_not_retries(services):
     ]
 
 
+@pytest.mark.integration
+def test_an_unreachable_vendor_fails_the_extract_in_seconds_naming_host_and_connection(services, monkeypatch):
+    """Issue 14 item 5: offline, each symbol spent the clients' own timeouts and retries, and
+    ``make demo LIVE=1`` ran for over 10 minutes with no message. A gateway that takes the TCP
+    connection and never answers (a firewall, a broken proxy) now fails the try before any symbol."""
+    import json
+    import socket
+    import time
+
+    batch = {
+        "batch": 0,
+        "symbols": [f"S{i:03d}" for i in range(100)],
+        "start": "2021-07-19T00:00:00+00:00",
+        "end": "2021-07-20T00:00:00+00:00",
+        "since": {},
+    }
+    task = built(MarketExtractOperator, "extract", "yahoo", "1d", batch=batch)
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        monkeypatch.setenv("AIRFLOW_CONN_MARKET_YAHOO", json.dumps({"conn_type": "http", "host": f"http://127.0.0.1:{port}"}))
+        began = time.monotonic()
+        with pytest.raises(VendorUnavailableError) as err:  # retryable: Airflow tries again after its delay
+            task.execute(context("manual__offline"))
+        seconds = time.monotonic() - began
+    assert (
+        f"yahoo [2021-07-19T00:00:00+00:00, 2021-07-20T00:00:00+00:00): cannot reach 127.0.0.1:{port} (connection market_yahoo): TimeoutError"
+        in str(err.value)
+    )
+    assert seconds < 30
+
+
 def test_the_report_names_the_task_that_failed():
     """On main: every symbol of a failed batch read 'extract task did not succeed', and a failed
     load blamed 'sinks'."""

@@ -141,6 +141,10 @@ class AlphaVantageHook(SharedExtract, BaseHook):
         self._last_request = 0.0
         self._local_count = 0
 
+    def endpoint(self) -> tuple[str, str | None]:
+        """The query URL (the connection's host, else :data:`DEFAULT_URL`) and the connection id."""
+        return self._settings["url"], self.alpha_vantage_conn_id
+
     @cached_property
     def _settings(self) -> dict[str, Any]:
         conn = self.get_connection(self.alpha_vantage_conn_id)

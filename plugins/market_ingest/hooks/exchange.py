@@ -501,6 +501,30 @@ class ExchangeHook(SharedExtract, BaseHook):
                 f"{window.end.isoformat()}) starts earlier. Backfill it from an exchange with deeper history.",
             )
 
+    def endpoint(self) -> tuple[str, str | None]:
+        """The connection's base URL, else the first URL of ccxt's API table for the exchange
+        (its ``urls["test"]`` in sandbox mode); building the ccxt class makes no request."""
+        s = self._settings
+        if s.get("base_url"):
+            return s["base_url"], self.exchange_conn_id
+        import ccxt
+
+        cls = getattr(ccxt, self.exchange, None)
+        if cls is None:
+            raise ConfigurationError(self.source, f"ccxt {ccxt.__version__} has no exchange {self.exchange!r}")
+        urls = cls().urls
+        table = urls.get("test") if s.get("sandbox") and urls.get("test") else urls.get("api")
+
+        def first(value: Any) -> str | None:
+            if isinstance(value, str):
+                return value if value.startswith(("http://", "https://")) and "{" not in value else None
+            for v in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
+                if found := first(v):
+                    return found
+            return None
+
+        return first(table) or f"https://{self.exchange}.invalid/", self.exchange_conn_id
+
     def prepare(self, interval: str, window: Window) -> None:
         """Before the first symbol: the exchange offers ``interval`` and serves ``window``.
 

@@ -92,3 +92,62 @@ def clocked_session(base: str | None, session_cls: type):
 
     ClockedSession.__name__ = f"Clocked{session_cls.__name__}"
     return ClockedSession
+
+
+def check_reachable(url: str, source: str, conn_id: str | None, timeout: float = 10.0) -> None:
+    """Send one ``HEAD`` request to ``url`` (through the proxy the environment names for it:
+    ``HTTPS_PROXY``, ``NO_PROXY``) and wait at most ``timeout`` seconds in all for any HTTP answer.
+
+    Any status counts as reachable (a 404 or 405 still proves a server answers), and so does a TLS
+    certificate error (the clients may trust other roots). Name resolution failures, refused or
+    reset connections, and no answer within ``timeout`` do not. Called once per extract task before
+    its first request: without it, a machine with no route to the vendor spent the clients' own
+    timeouts and retries (yfinance, ccxt, requests) on every symbol, and ``make demo LIVE=1``
+    offline was still running after 10 minutes, with no message. Name resolution counts against
+    ``timeout`` too (the request runs in a daemon thread).
+
+    :param url: the URL the first request goes to (after a base URL's routing).
+    :param source: the source name, for the message.
+    :param conn_id: the connection that configures the endpoint (``None``: none), for the message.
+    :raises VendorUnavailableError: naming the host and port, the proxy if any, the connection
+        and the reason (retryable: Airflow's retries try again later).
+    """
+    import http.client
+    import ssl
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from market_ingest.errors import VendorUnavailableError
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    via = f" through proxy {proxy}" if proxy and not urllib.request.proxy_bypass(host) else ""
+    outcome: list[BaseException | None] = []
+
+    def ask() -> None:
+        request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "market-ingest reachability check"})
+        try:
+            urllib.request.urlopen(request, timeout=timeout).close()
+            outcome.append(None)
+        except urllib.error.HTTPError:
+            outcome.append(None)  # any status: the server answered
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            outcome.append(None if isinstance(reason, ssl.SSLError) else reason if isinstance(reason, BaseException) else exc)
+        except (OSError, http.client.HTTPException) as exc:  # a read timeout, a connection dropped unanswered
+            outcome.append(exc)
+
+    worker = threading.Thread(target=ask, name=f"reach-{host}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    reason = outcome[0] if outcome else TimeoutError(f"no HTTP answer within {timeout:g} s")
+    if reason is None:
+        return
+    where = f"connection {conn_id}" if conn_id else "no connection configured"
+    raise VendorUnavailableError(
+        source,
+        f"cannot reach {host}:{port}{via} ({where}): {type(reason).__name__}: {reason}; "
+        "check the machine's network access, its proxy settings, or the connection's host (base URL)",
+    )

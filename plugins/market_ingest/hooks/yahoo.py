@@ -157,6 +157,12 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         """The connection's extra, or ``{}`` when the optional connection does not exist."""
         return self._connection[1]
 
+    def endpoint(self) -> tuple[str, str | None]:
+        """Yahoo's chart API (yfinance's ``_BASE_URL_``), through the connection's base URL if set."""
+        from market_ingest.hooks.routing import through
+
+        return through("https://query2.finance.yahoo.com/v8/finance/chart/", self._connection[0]), self.yahoo_conn_id
+
     def prepare(self, interval: str, window: Window) -> None:
         """Before the first symbol: a yfinance session for this batch (a fresh cookie, crumb and caches)."""
         self._yf, self._session = self._yfinance()

@@ -365,6 +365,7 @@ class MarketExtractOperator(BaseOperator):
         since = {s: datetime.fromisoformat(t) for s, t in (self.batch.get("since") or {}).items()}
         with failing_fast((start, end)):
             hook = bar_hook(self.source, src, timescale_conn_id=self.timescale_conn_id)
+            hook.check_reachable()  # an unreachable vendor fails the try in seconds, naming host and connection
             rejected: list = []
             if self.dataset == "quotes":
                 bars, results = hook.fetch_quotes(symbols, as_of=end, ingested_at=now)
