@@ -14,8 +14,10 @@ at-least-once, consumers deduplicate on it. The partition key is ``<source>:<sym
 series is ordered on one shard. A shard takes 1,000 records and 1 MiB per second, so one busy
 series (a year of BTC/USDT minutes in a backfill) can outrun its shard whatever the stream's size:
 ``kinesis.spread_keys`` (``{"binance:BTC/USDT": 4}``) deals that series' records round robin over
-N partition keys ``<source>:<symbol>#<k>`` (k = 0..N-1), which Kinesis hashes to (usually)
-different shards. Order is then kept per key, not per series: record k, k+N, k+2N... of the series
+N partition keys ``<source>:<symbol>#<k>`` (k = 0..N-1), each sent with the ``ExplicitHashKey`` at
+the middle of the k-th of N equal slices of the 128-bit hash key space: on a stream whose shards
+split that space evenly (what ``CreateStream`` with a shard count makes) N = shards puts one key
+on each shard. MD5 of the keys alone put 2 of 4 keys on one shard in ``bench/kinesis.py``. Order is then kept per key, not per series: record k, k+N, k+2N... of the series
 are in order on key ``#k mod N``; consumers that need the series in order sort by ``time``.
 
 Limits (AWS Kinesis ``PutRecords`` API reference): at most 500 records and 5 MiB per call, 1 MiB
@@ -142,14 +144,15 @@ def build_records(
     bars_per_record: int = 1,
     spread_keys: Mapping[str, int] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Kinesis entries (``{"Data": bytes, "PartitionKey": str}``) for the rows of ``batches``, lazily.
+    """Kinesis entries (``{"Data": bytes, "PartitionKey": str}``, plus ``"ExplicitHashKey"`` for a
+    spread series) for the rows of ``batches``, lazily.
 
     :param batches: record batches (or a table) of the dataset's schema, in publishing order.
     :param bars_per_record: 1 for one record per row; N > 1 packs up to N consecutive rows of
         one partition key into one JSON Lines record (never over 1 MiB).
     :param spread_keys: ``{"<source>:<symbol>": N}``: that series' records go round robin to
-        partition keys ``<source>:<symbol>#0`` .. ``#N-1`` (see the module docstring). The same
-        rows in the same order give the same keys on every try.
+        partition keys ``<source>:<symbol>#0`` .. ``#N-1``, each with its ``ExplicitHashKey`` (see
+        the module docstring). The same rows in the same order give the same keys on every try.
     :raises SerializationError: naming the row, when one row alone exceeds 1 MiB.
     """
     if hasattr(batches, "to_batches"):
@@ -160,9 +163,13 @@ def build_records(
     def record(key: str, lines: list[bytes]) -> dict[str, Any]:
         n = spread.get(key, 1)
         if n > 1:
-            k = dealt.get(key, 0)
-            dealt[key] = k + 1
-            key = f"{key}#{k % n}"
+            k = dealt.get(key, 0) % n
+            dealt[key] = dealt.get(key, 0) + 1
+            return {
+                "Data": b"\n".join(lines),
+                "PartitionKey": f"{key}#{k}",
+                "ExplicitHashKey": str((2 * k + 1) * 2**128 // (2 * n)),
+            }
         return {"Data": b"\n".join(lines), "PartitionKey": key}
 
     pkey, lines, size = None, [], 0
@@ -306,7 +313,7 @@ def put_records(
             yield {**rec, "_ordinal": ordinal}
 
     def entries(recs):
-        return [{"Data": r["Data"], "PartitionKey": r["PartitionKey"]} for r in recs]
+        return [{k: r[k] for k in ("Data", "PartitionKey", "ExplicitHashKey") if k in r} for r in recs]
 
     try:
         for n, batch in enumerate(batches(numbered(), max_records, max_bytes), start=1):

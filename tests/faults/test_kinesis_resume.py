@@ -121,8 +121,8 @@ def test_packed_records_hold_many_bars_of_one_symbol(services, staged_bars, pipe
 
 def test_a_hot_series_is_dealt_over_its_partition_keys_and_each_bar_arrives_once(services, staged_bars, pipeline_config):
     """``kinesis.spread_keys``: 1,200 bars packed 100 per record go round robin to keys ``#0``..``#3``,
-    which land on more than one of the stream's 4 shards; the shard a key lands on is Kinesis's MD5
-    of the key, so one series is no longer capped at one shard's 1,000 records per second."""
+    one on each of the stream's 4 shards (their explicit hash keys), so one series is no longer
+    capped at one shard's 1,000 records and 1 MiB per second."""
     import json
 
     from market_ingest.kinesis import symbol_of
@@ -144,7 +144,7 @@ def test_a_hot_series_is_dealt_over_its_partition_keys_and_each_bar_arrives_once
         by_shard[shard["ShardId"]] = kinesis.get_records(ShardIterator=it["ShardIterator"], Limit=100)["Records"]
     records = sorted((r for rs in by_shard.values() for r in rs), key=lambda r: json.loads(r["Data"].split(b"\n")[0])["time"])
     assert [r["PartitionKey"] for r in records] == [f"{series}#{k % 4}" for k in range(12)]
-    assert sum(1 for rs in by_shard.values() if rs) > 1
+    assert sorted(len(rs) for rs in by_shard.values()) == [3, 3, 3, 3]  # one key per shard (ExplicitHashKey)
     times = [json.loads(line)["time"] for r in records for line in r["Data"].split(b"\n")]
     assert len(times) == len(set(times)) == 1200 and times == sorted(times)  # in order when sorted by time
     assert {symbol_of(r["PartitionKey"]) for r in records} == {"TSLA"}  # what failure messages name
