@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint format up psql lake coverage down bench bench-stream bench-query bench-load bench-ledger install lock recordings record standin universes pools clean
+.PHONY: demo test lint format up psql lake coverage down bench bench-stream bench-kinesis bench-query bench-load bench-ledger install lock recordings record standin universes pools clean
 
 demo: $(STAMP)  ## runs and a backfill under airflow standalone into PostgreSQL, S3 and Kinesis (LIVE=1: live APIs)
 	$(PY) demo/run_demo.py $(if $(LIVE),--live,)
@@ -40,6 +40,9 @@ bench-query: $(STAMP)  ## one-symbol queries over 200 symbols (25 years 1d, a mo
 
 bench-stream: $(STAMP)  ## a year of 1m bars (525,600) through every sink: time and peak RSS per task; appends to bench/RESULTS.md
 	$(PY) bench/stream.py $(BENCH_ARGS)
+
+bench-kinesis: $(STAMP)  ## PutRecords calls, records and bytes per 100,000 bars: packed or not, 10% injected failures, a hot series' shards; appends to bench/RESULTS.md
+	$(PY) bench/kinesis.py $(BENCH_ARGS)
 
 TSDB_INSTALL := ../shared/vendor/timescaledb/install.sh
 

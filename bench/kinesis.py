@@ -10,7 +10,7 @@ loopback and publishes 100,000 canonical 1m bars with the product's own ``build_
   ``ProvisionedThroughputExceededException`` (seeded; a shard throttling), which ``put_records``
   sends again with backoff;
 * one hot series (BTC/USDT, 100,000 bars, one per record) without and with
-  ``kinesis.spread_keys`` of 4.
+  ``kinesis.spread_keys`` of 4 (four partition keys, each with its explicit hash key).
 
 Per case it prints ``PutRecords`` calls, records and bytes (``Data`` plus partition key, as
 Kinesis counts them, re-sent entries included) per 100,000 bars, the time, the share of records
