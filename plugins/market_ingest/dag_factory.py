@@ -21,6 +21,7 @@ from market_ingest.config import IntervalConfig, PipelineConfig, load_config, lo
 from market_ingest.deadlines import DataIntervalEndDeadline
 from market_ingest.operators.market import (
     KinesisPublishOperator,
+    LakeCompactOperator,
     LakePublishOperator,
     MarketExtractOperator,
     MarketPlanOperator,
@@ -386,10 +387,12 @@ def setup_arguments(cfg: PipelineConfig) -> dict:
 
 
 def build_setup_dag(cfg: PipelineConfig) -> DAG:
-    """``market_setup``: apply the warehouse migrations, once per deployment and after each upgrade.
+    """``market_setup``: apply the warehouse migrations and compact the lake, once per deployment
+    and after each upgrade.
 
     Triggered by hand (no schedule). The ingestion DAGs never migrate: their tasks check the
-    schema version and fail fast, naming this DAG, when it is behind.
+    schema version and fail fast, naming this DAG, when it is behind. ``compact_lake`` folds
+    objects of earlier lake layouts into the current one (:class:`LakeCompactOperator`).
     """
     with DAG(
         dag_id=SETUP_DAG_ID,
@@ -403,10 +406,20 @@ def build_setup_dag(cfg: PipelineConfig) -> DAG:
             "### Warehouse setup\n\nApplies the pending migrations of `include/sql/migrations/` to the warehouse "
             f"(connection `{cfg.timescale.conn_id}`) under an advisory lock, each recorded in "
             "`public.market_ingest_migrations`. Trigger it once after deploying or upgrading; ingestion tasks "
-            "fail with a message naming this DAG while the schema is behind."
+            "fail with a message naming this DAG while the schema is behind.\n\n"
+            "`compact_lake` folds objects of earlier lake layouts (daily bars by date, several objects per "
+            "partition) into the current one: month partitions for daily bars, year for weekly and monthly."
         ),
     ) as dag:
         WarehouseSetupOperator(task_id="migrate", **setup_arguments(cfg))
+        LakeCompactOperator(
+            task_id="compact_lake",
+            lake_url=cfg.lake.url,
+            quotes_url=cfg.lake.quotes_url,
+            pairs=[list(p) for p in cfg.dag_pairs()],
+            quote_sources=cfg.quote_sources(),
+            compression=cfg.lake.compression,
+        )
     return dag
 
 

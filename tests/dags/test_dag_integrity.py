@@ -344,8 +344,12 @@ def test_a_run_triggered_without_a_logical_date_takes_the_last_complete_interval
 def test_the_setup_dag_migrates_the_warehouse_on_demand(dagbag):
     """Migrations run in ``market_setup`` (triggered by hand), not in every ingestion task."""
     dag = dagbag.dags["market_setup"]
-    assert [t.task_id for t in dag.tasks] == ["migrate"] and dag.timetable.can_be_scheduled is False
-    assert dag.get_task("migrate").timescale_conn_id == load_config().timescale.conn_id
+    assert sorted(t.task_id for t in dag.tasks) == ["compact_lake", "migrate"] and dag.timetable.can_be_scheduled is False
+    cfg = load_config()
+    assert dag.get_task("migrate").timescale_conn_id == cfg.timescale.conn_id
+    compact = dag.get_task("compact_lake")
+    assert (compact.lake_url, compact.quotes_url) == (cfg.lake.url, cfg.lake.quotes_url)
+    assert [tuple(p) for p in compact.pairs] == cfg.dag_pairs() and compact.quote_sources == cfg.quote_sources()
 
 
 def test_each_load_updates_its_asset_and_the_readme_consumer_is_scheduled_on_it(ingestion_dags):

@@ -148,3 +148,27 @@ def test_compact_folds_earlier_layouts_in_and_loses_no_bar(tmp_path, services):
         f"SELECT count(*), count(DISTINCT time) FROM read_parquet('{tmp_path}/source=*/interval=*/*/*.parquet', hive_partitioning = true)"
     ).fetchone()
     assert total == distinct == 49
+
+
+def test_the_setup_dags_compact_task_folds_a_legacy_lake_on_s3(services):
+    """``market_setup``'s ``compact_lake`` over every configured series: the daily bars an earlier
+    version wrote by date (January 1999, which no other test writes) end in one month object."""
+    import pyarrow.compute as pc
+
+    from market_ingest.config import load_config
+    from market_ingest.dag_factory import build_setup_dag
+
+    cfg = load_config()
+    root = lake.lake_root(cfg.lake.url)
+    legacy = _daily_bars("yahoo", 20, 10, 50.0, T0, datetime(1999, 1, 4, tzinfo=UTC))  # 10 days x 20 series
+    for day, rows in lake.split_by_partition(legacy, "1h"):  # by date, as the earlier layout wrote 1d
+        lake.write_parquet(rows, root / "source=yahoo" / "interval=1d" / f"date={day}" / "bars.parquet")
+
+    done = build_setup_dag(cfg).get_task("compact_lake").execute({})
+    assert done["yahoo/1d"] == {"objects_folded": 10, "rows_folded": 200, "partitions_written": 1}
+    assert sum(v["objects_folded"] for v in done.values()) == 10 and len(done) == len(cfg.dag_pairs()) + len(cfg.quote_sources())
+    s3 = services.boto3_client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="market-lake", Prefix="bars/source=yahoo/interval=1d/")["Contents"]]
+    assert not [k for k in keys if "/date=1999-" in k] and "bars/source=yahoo/interval=1d/month=1999-01/bars.parquet" in keys
+    january = lake.read_lake(root, "yahoo", "1d", datetime(1999, 1, 1, tzinfo=UTC), datetime(1999, 2, 1, tzinfo=UTC))
+    assert january.num_rows == 200 and pc.all(pc.equal(january["close"], 50.0)).as_py()

@@ -805,6 +805,60 @@ class KinesisPublishOperator(BaseOperator):
         return {**stats, "bars_by_symbol": dict(counts)}
 
 
+class LakeCompactOperator(BaseOperator):
+    """Fold what earlier versions left in the lake into its current layout: a task of ``market_setup``.
+
+    Runs :func:`market_ingest.lake.compact` for every configured (source, interval) and each
+    source's quotes: daily and coarser bars written by date before month and year partitions,
+    and several objects per partition from the per-window layout before that, are merged into
+    the partition objects and then deleted. On a lake written by this version it only lists the
+    partition folders (one ``LIST`` per folder) and changes nothing. Safe while runs publish.
+
+    :param lake_url: the bars lake root (``lake.url``).
+    :param quotes_url: the quotes lake root (``lake.quotes_url``).
+    :param pairs: ``[[source, interval], ...]`` of the bars DAGs.
+    :param quote_sources: sources with quote snapshots.
+    :param compression: Parquet compression of the objects rewritten.
+    :return: ``{"<source>/<interval or quotes>": {"objects_folded", "rows_folded", "partitions_written"}}``.
+    """
+
+    def __init__(
+        self,
+        *,
+        lake_url: str,
+        quotes_url: str,
+        pairs: list[list[str]],
+        quote_sources: list[str],
+        compression: str = "zstd",
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.lake_url, self.quotes_url = lake_url, quotes_url
+        self.pairs, self.quote_sources = pairs, quote_sources
+        self.compression = compression
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from market_ingest.lake import check_lake, compact, lake_root
+
+        bars, quotes = lake_root(self.lake_url), lake_root(self.quotes_url)
+        with failing_fast():
+            check_lake(bars)
+            check_lake(quotes)
+        work = [(bars, s, i, "bars") for s, i in self.pairs] + [(quotes, s, None, "quotes") for s in self.quote_sources]
+        done = {}
+        for root, source, interval, dataset in work:
+            stats = compact(root, source, interval, dataset, self.compression)
+            done[f"{source}/{interval or 'quotes'}"] = stats
+            if stats["objects_folded"]:
+                self.log.info("%s %s: %s", source, interval or "quotes", stats)
+        self.log.info(
+            "Compacted %d series: %d objects of earlier layouts folded in",
+            len(done),
+            sum(v["objects_folded"] for v in done.values()),
+        )
+        return done
+
+
 class WarehouseSetupOperator(BaseOperator):
     """Apply the warehouse's pending migrations: the one task of the ``market_setup`` DAG.
 
