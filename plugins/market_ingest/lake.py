@@ -508,7 +508,8 @@ def read_modify_write(
 
     S3: the object is read with its ETag and written back with ``If-Match`` (``If-None-Match: *``
     when it did not exist); on 412 another writer won, and the read and ``update`` run again (up to
-    ``attempts`` times, with jittered backoff). Local: under an exclusive ``flock`` of a lock file
+    ``attempts`` times, with jittered backoff); an object replaced between reading its ETag and
+    its body (s3fs's ``FileExpired``) is read again the same way. Local: under an exclusive ``flock`` of a lock file
     beside the object, written to a temporary file and renamed over it.
 
     :return: the table written.
@@ -524,12 +525,23 @@ def read_modify_write(
     import random
     import time
 
+    from s3fs.utils import FileExpired
+
     for attempt in range(1, attempts + 1):
         try:
+            path.fs.invalidate_cache(path.path)  # a listing's cached ETag may be stale
             etag = path.fs.info(path.path)["ETag"]
             current = read_parquet(path, dataset)
         except FileNotFoundError:
             etag, current = None, None
+        except OSError as exc:
+            # Replaced between the ETag's read and the body's (s3fs reads with If-Match on it: FileExpired,
+            # or 412 on a ranged GET): another writer won. Seen in a backfill once daily bars shared a month.
+            if not (isinstance(exc, FileExpired) or _precondition_failed(exc)):
+                raise
+            log.warning("%s changed while it was read (attempt %d of %d); reading it again", path, attempt, attempts)
+            time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
+            continue
         table = update(current)
         data = to_parquet_bytes(table, compression)
         try:

@@ -113,6 +113,43 @@ def test_concurrent_publishes_of_one_partition_both_land(services, monkeypatch):
     assert sorted(merged["symbol"].to_pylist()) == ["AAPL", "MSFT", "NVDA"]
 
 
+def test_a_partition_replaced_between_its_etag_and_its_body_is_read_again(services, monkeypatch):
+    """Seen in CI once daily bars shared one month object: a backfill's runs published at once, one
+    replaced the object after another had opened it, and s3fs's ``FileExpired`` (its ranged read
+    carries ``If-Match`` on the ETag it opened) failed the task instead of merging again."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from market_ingest import lake
+    from market_ingest.config import load_config
+
+    root = lake.lake_root(load_config().lake.url) / "test-expired"
+    day, t0 = datetime(2021, 8, 2, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
+    lake.publish(lake.stage(_bars("AAPL", day, t0), root, "yahoo", "1d", "seed", 0), root, "yahoo", "1d")
+    staged = lake.stage(_bars("MSFT", day + timedelta(days=1), t0), root, "yahoo", "1d", "ours", 0)
+    target = lake.partition_object(root, "yahoo", "1d", "2021-08")
+    key = target.path.split("/", 1)[1]
+    real_read, reads = pq.read_table, {"n": 0}
+
+    def other_writer_then_read(source, *args, **kw):
+        reads["n"] += 1
+        if reads["n"] == 1 and not isinstance(source, (str, io.BytesIO)):  # our merge has just opened the object
+            s3 = services.boto3_client("s3")
+            both = pa.concat_tables(
+                [real_read(io.BytesIO(s3.get_object(Bucket="market-lake", Key=key)["Body"].read())), _bars("NVDA", day, t0)]
+            )
+            body = io.BytesIO()
+            pq.write_table(both, body)
+            s3.put_object(Bucket="market-lake", Key=key, Body=body.getvalue())  # another run's merge lands
+        return real_read(source, *args, **kw)
+
+    monkeypatch.setattr(pq, "read_table", other_writer_then_read)
+    lake.publish(staged, root, "yahoo", "1d")
+    assert reads["n"] >= 2  # read again
+    assert sorted(lake.read_parquet(target)["symbol"].to_pylist()) == ["AAPL", "MSFT", "NVDA"]
+
+
 def test_concurrent_publishes_to_a_local_lake_all_land(tmp_path):
     from market_ingest import lake
 
