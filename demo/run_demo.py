@@ -311,10 +311,12 @@ def unreachable_vendors(cfg, timeout: float = 10.0) -> list[str]:
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from market_ingest.dag_factory import dag_id
     from market_ingest.errors import MarketDataError
     from market_ingest.sources import bar_hook
 
-    sources = sorted({name for name in cfg.sources for dag_id in DEMO_DAGS if dag_id.startswith(f"market_{name}_")})
+    pairs = cfg.dag_pairs() + [(s, "quote") for s in cfg.quote_sources()]
+    sources = sorted({source for source, interval in pairs if dag_id(source, interval) in DEMO_DAGS})
 
     def probe(name: str) -> str | None:
         try:

@@ -225,8 +225,8 @@ class SharedExtract:
         raise NotImplementedError
 
     def check_reachable(self, timeout: float = 10.0) -> None:
-        """Fail within ``timeout`` seconds when the vendor's server (or the proxy to it) takes no
-        TCP connection: :func:`market_ingest.hooks.routing.check_reachable` on :meth:`endpoint`.
+        """Fail within ``timeout`` seconds when the vendor's server (or the proxy to it) gives no
+        HTTP answer: :func:`market_ingest.hooks.routing.check_reachable` on :meth:`endpoint`.
 
         :raises VendorUnavailableError: naming the host, the port and the connection.
         """

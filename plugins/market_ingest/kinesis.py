@@ -17,8 +17,9 @@ series (a year of BTC/USDT minutes in a backfill) can outrun its shard whatever 
 N partition keys ``<source>:<symbol>#<k>`` (k = 0..N-1), each sent with the ``ExplicitHashKey`` at
 the middle of the k-th of N equal slices of the 128-bit hash key space: on a stream whose shards
 split that space evenly (what ``CreateStream`` with a shard count makes) N = shards puts one key
-on each shard. MD5 of the keys alone put 2 of 4 keys on one shard in ``bench/kinesis.py``. Order is then kept per key, not per series: record k, k+N, k+2N... of the series
-are in order on key ``#k mod N``; consumers that need the series in order sort by ``time``.
+on each shard (MD5 of the keys alone put 2 of 4 keys on one shard in ``bench/kinesis.py``). Order
+is then kept per key, not per series: records k, k+N, k+2N... of the series are in order on key
+``#k``; consumers that need the series in order sort by ``time``.
 
 Limits (AWS Kinesis ``PutRecords`` API reference): at most 500 records and 5 MiB per call, 1 MiB
 per record (data plus partition key). A call can succeed with ``FailedRecordCount > 0``; only the
@@ -89,7 +90,7 @@ def partition_key(source: str, symbol: str) -> str:
 
 def symbol_of(key: str) -> str:
     """The symbol a partition key names: ``binance:BTC/USDT#2`` -> ``BTC/USDT``."""
-    return key.split(":", 1)[-1].rsplit("#", 1)[0] if "#" in key else key.split(":", 1)[-1]
+    return key.split(":", 1)[-1].rsplit("#", 1)[0]
 
 
 def _json_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -161,16 +162,13 @@ def build_records(
     dealt: dict[str, int] = {}  # records of each spread series so far
 
     def record(key: str, lines: list[bytes]) -> dict[str, Any]:
+        entry = {"Data": b"\n".join(lines), "PartitionKey": key}
         n = spread.get(key, 1)
         if n > 1:
             k = dealt.get(key, 0) % n
             dealt[key] = dealt.get(key, 0) + 1
-            return {
-                "Data": b"\n".join(lines),
-                "PartitionKey": f"{key}#{k}",
-                "ExplicitHashKey": str((2 * k + 1) * 2**128 // (2 * n)),
-            }
-        return {"Data": b"\n".join(lines), "PartitionKey": key}
+            entry.update(PartitionKey=f"{key}#{k}", ExplicitHashKey=str((2 * k + 1) * 2**128 // (2 * n)))
+        return entry
 
     pkey, lines, size = None, [], 0
     for key, line in bar_lines(batches, dataset):

@@ -353,11 +353,7 @@ class ExchangeHook(SharedExtract, BaseHook):
 
         :raises ConfigurationError: unknown exchange id, or markets cannot be read from the file.
         """
-        import ccxt
-
-        cls = getattr(ccxt, self.exchange, None)
-        if cls is None or self.exchange not in ccxt.exchanges:
-            raise ConfigurationError(self.source, f"ccxt {ccxt.__version__} has no exchange {self.exchange!r}")
+        cls = self._ccxt_class()
         s = self._settings
         config = {
             "enableRateLimit": True,
@@ -501,18 +497,25 @@ class ExchangeHook(SharedExtract, BaseHook):
                 f"{window.end.isoformat()}) starts earlier. Backfill it from an exchange with deeper history.",
             )
 
+    def _ccxt_class(self) -> type:
+        """ccxt's class for :attr:`exchange`.
+
+        :raises ConfigurationError: ccxt has no exchange of that id.
+        """
+        import ccxt
+
+        cls = getattr(ccxt, self.exchange, None)
+        if cls is None or self.exchange not in ccxt.exchanges:
+            raise ConfigurationError(self.source, f"ccxt {ccxt.__version__} has no exchange {self.exchange!r}")
+        return cls
+
     def endpoint(self) -> tuple[str, str | None]:
         """The connection's base URL, else the first URL of ccxt's API table for the exchange
         (its ``urls["test"]`` in sandbox mode); building the ccxt class makes no request."""
         s = self._settings
         if s.get("base_url"):
             return s["base_url"], self.exchange_conn_id
-        import ccxt
-
-        cls = getattr(ccxt, self.exchange, None)
-        if cls is None:
-            raise ConfigurationError(self.source, f"ccxt {ccxt.__version__} has no exchange {self.exchange!r}")
-        urls = cls().urls
+        urls = self._ccxt_class()().urls
         table = urls.get("test") if s.get("sandbox") and urls.get("test") else urls.get("api")
 
         def first(value: Any) -> str | None:
