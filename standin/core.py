@@ -113,8 +113,12 @@ class Fault:
 
     :param kind: ``status`` (answer ``status`` with the vendor's error body), ``timeout`` (hold the
         request ``seconds`` then close without answering), ``truncate`` (cut the body in half),
-        ``empty`` (an empty page / series where the protocol has one).
+        ``empty`` (an empty page / series where the protocol has one), ``throttled`` (the vendor's
+        own rate-limit answer, as if its limit were hit: Yahoo's 429, Binance's 429 -1003),
+        ``banned`` (the vendor's ban answer where it has one: Binance's 418; others answer 429).
     :param match: substring the request path must contain (``klines``), or ``None`` for all.
+    :param share: probability that a matching request gets the fault (``0.05``: about one in
+        twenty, drawn from the stand-in's seeded generator); ``count`` still caps how many do.
     """
 
     vendor: str
@@ -123,6 +127,7 @@ class Fault:
     status: int = 503
     seconds: float = 35.0
     match: str | None = None
+    share: float = 1.0
 
     def applies(self, vendor: str, request: Request) -> bool:
         """True when this fault still has uses and targets the request."""

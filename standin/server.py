@@ -8,18 +8,20 @@ proxy's or a vendor sandbox's base URL.
 Control endpoints (tests and benchmarks), under ``/_standin/``:
 
 * ``GET /_standin/health``: ``{"vendors": [...], "recordings": n, "synthetic": bool}``;
-* ``GET /_standin/log``: every request served, ``[{"t", "vendor", "path", "query", "status", "throttled"}]``
-  (``apikey`` removed), and ``DELETE /_standin/log`` clears it;
+* ``GET /_standin/log``: every request served, ``[{"t", "vendor", "path", "query", "status", "throttled",
+  "fault", "seconds"}]`` (``apikey`` removed; ``seconds``: how long the stand-in held the request), and ``DELETE /_standin/log`` clears it;
 * ``POST /_standin/limits`` ``{"alpha_vantage": {"limit": 5, "window_s": 60, "daily": 25, "ban_after": null}}``:
   rate limits per vendor (``{}`` clears them), answered as each vendor answers an excess;
 * ``POST /_standin/faults`` ``[{"vendor": "binance", "kind": "status", "status": 503, "count": 2, "match": "klines"}]``:
-  injected failures (kinds: ``status``, ``timeout``, ``truncate``, ``empty``), and ``{"latency_ms": 50}``
+  injected failures (kinds: ``status``, ``timeout``, ``truncate``, ``empty``, ``throttled``, ``banned``;
+  ``share`` below 1 hits that share of matching requests at random), and ``{"latency_ms": 50}``
   via ``POST /_standin/latency``.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from datetime import datetime, timezone
@@ -75,6 +77,7 @@ class StandIn:
         self.by_host = {host: v for v in self.vendors for host in v.hosts}
         self.limits: dict[str, RateLimit] = {}
         self.faults: list[Fault] = []
+        self._draw = random.Random(seed)  # which requests a fault with a share < 1 hits
         self.latency_s = 0.0
         self.log: list[dict] = []
         self.lock = threading.Lock()
@@ -97,6 +100,7 @@ class StandIn:
         vendor = self.by_host.get(request.host)
         if vendor is None:
             return Response.json(404, {"error": f"the stand-in does not serve host {request.host!r}"})
+        began = time.monotonic()
         if self.latency_s:
             time.sleep(self.latency_s)
         throttled = None
@@ -106,10 +110,12 @@ class StandIn:
         fault = None
         with self.lock:
             for f in self.faults:
-                if f.applies(vendor.vendor, request):
+                if f.applies(vendor.vendor, request) and (f.share >= 1 or self._draw.random() < f.share):
                     f.count -= 1
                     fault = f
                     break
+        if fault is not None and fault.kind in ("throttled", "banned"):
+            throttled = "burst" if fault.kind == "throttled" else "banned"
         if throttled:
             response = vendor.throttled(request, throttled)
         elif fault is not None and fault.kind == "timeout":
@@ -138,6 +144,7 @@ class StandIn:
                     "status": response.status if response else None,
                     "throttled": throttled,
                     "fault": fault.kind if fault else None,
+                    "seconds": time.monotonic() - began,
                 }
             )
         return response

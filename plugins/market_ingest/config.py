@@ -59,6 +59,11 @@ class IntervalConfig(_Model):
     universes: list[str] | None = Field(None, description="overrides the source's universes")
     batch_size: int | None = Field(None, gt=0)
     max_active_runs: int = Field(1, gt=0)
+    catchup: bool = Field(
+        False,
+        description="when the DAG is unpaused, run every missed data interval since start_date (Airflow's "
+        "catchup); false runs only the latest, and a backfill fetches older windows",
+    )
     extended_hours: bool = Field(
         False,
         description="intraday Yahoo and Alpha Vantage bars: keep pre- and post-market bars; false drops them, "

@@ -321,7 +321,7 @@ def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "b
         # Manual runs get the last complete period before their trigger time.
         schedule=CronDataIntervalTimetable(ic.schedule, timezone="UTC"),
         start_date=ic.start_date,
-        catchup=False,
+        catchup=ic.catchup,
         max_active_runs=ic.max_active_runs,
         default_args=default_args,
         tags=["market-data", f"source:{source}", f"interval:{interval}", f"dataset:{dataset}"],

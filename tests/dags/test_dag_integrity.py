@@ -109,6 +109,19 @@ def test_invalid_config_names_file_and_field(tmp_path):
     assert "unknown_knob" in message
 
 
+def test_catchup_is_off_unless_an_interval_asks_for_it(ingestion_dags, tmp_path):
+    from market_ingest.config import load_config as load
+    from market_ingest.dag_factory import build_dag
+
+    assert not any(dag.catchup for dag in ingestion_dags.values())
+    path = tmp_path / "pipeline.yaml"
+    text = (ROOT / "include" / "pipeline.yaml").read_text()
+    path.write_text(text.replace('schedule: "@hourly"         # 60 candles', 'catchup: true\n        schedule: "@hourly"  #', 1))
+    cfg = load(path)
+    assert build_dag(cfg, "binance", "1m").catchup
+    assert not build_dag(cfg, "binance", "1h").catchup
+
+
 def test_non_canonical_interval_is_rejected(tmp_path):
     from market_ingest.config import PipelineConfigError
     from market_ingest.config import load_config as load

@@ -193,3 +193,25 @@ def test_faults_are_injected_then_clear(synthetic):
     standin.faults = [Fault("*", "empty", count=1)]
     assert get(synthetic, path)[2]["data"] == []
     assert len(get(synthetic, path)[2]["data"]) == 12
+
+
+def test_a_fault_with_a_share_hits_about_that_share_and_throttles_as_the_vendor_does(synthetic):
+    from standin.core import Fault
+
+    standin = synthetic.standin
+    klines = "/api.binance.com/api/v3/klines?symbol=BTCUSDT&interval=1h&startTime=1763510400000&limit=3"
+    try:
+        standin.faults = [Fault("binance", "status", count=1000, status=502, share=0.1)]
+        codes = [get(synthetic, klines)[0] for _ in range(400)]
+        assert set(codes) == {200, 502}
+        assert 20 <= codes.count(502) <= 60  # 10% of 400, give or take the draw
+        standin.faults = [Fault("binance", "throttled", count=1), Fault("binance", "banned", count=1)]
+        (s1, _, body1), (s2, _, body2), (s3, _, _) = (get(synthetic, klines) for _ in range(3))
+        assert (s1, body1["code"]) == (429, -1003) and "1200 requests per minute" in body1["msg"]
+        assert (s2, body2["code"]) == (418, -1003) and "banned until" in body2["msg"]
+        assert s3 == 200
+        log = standin.log[-3:]
+        assert [r["throttled"] for r in log] == ["burst", "banned", None]
+        assert all(r["seconds"] >= 0 for r in log)
+    finally:
+        standin.faults = []

@@ -172,6 +172,30 @@ def test_a_malformed_answer_fails_only_that_symbol(monkeypatch):
     assert by_symbol["BTC-USD"].status == outcomes.OK and set(bars["symbol"].to_pylist()) == {"BTC-USD"}
 
 
+def test_a_dropped_connection_is_asked_again_before_it_fails_the_batch(monkeypatch):
+    """yfinance's own retry of transient network errors (``retries`` in the connection's extra,
+    default 3): a connection the server closes without answering costs one request, not the task."""
+    import json
+
+    from market_ingest.errors import VendorUnavailableError
+
+    standin = StandIn(None, synthetic=True, clock=d(2026, 11, 21, 12))
+    window = Window(d(2026, 11, 19), d(2026, 11, 20))
+    with serving(standin, monkeypatch) as url:
+        standin.faults = [Fault("yahoo", "timeout", seconds=0.2, count=1, match="/chart/MSFT")]
+        bars, results = YahooFinanceHook().fetch_bars(["MSFT", "AAPL"], "1d", window, INGESTED)
+        assert [(o.symbol, o.status, o.rows) for o in results] == [("MSFT", outcomes.OK, 1), ("AAPL", outcomes.OK, 1)]
+        msft = [r["status"] for r in standin.log if r["path"].endswith("/chart/MSFT")]
+        assert msft[:2] == [None, 200] and msft.count(None) == 1  # dropped, then asked again and answered
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_MARKET_YAHOO", json.dumps({"conn_type": "yahoo_finance", "host": url, "extra": {"retries": 0}})
+        )
+        standin.faults = [Fault("yahoo", "timeout", seconds=0.2, count=1, match="/chart/MSFT")]
+        with pytest.raises(VendorUnavailableError, match="RemoteDisconnected") as err:
+            YahooFinanceHook().fetch_bars(["MSFT"], "1d", window, INGESTED)
+    assert err.value.symbol == "MSFT" and err.value.retryable
+
+
 def test_30m_bars_and_daily_bars_east_of_utc_load_completely(monkeypatch):
     """yfinance asks Yahoo for 15m bars and resamples them to 30m, and starts a daily request at the
     exchange's local midnight (15:00 UTC the day before, for Tokyo): neither loses a bar."""

@@ -60,6 +60,8 @@ MAX_SPAN: dict[str, timedelta] = {"1m": timedelta(days=8)}
 # yfinance reports an unknown or delisted symbol either as the 404 of its quoteSummary fallback or,
 # after two such fallbacks in one process (a module-level counter), as YFTzMissingError.
 UNKNOWN_REASON = "Yahoo does not know the symbol or it is delisted"
+#: yfinance retries of a dropped connection or a timeout per request (connection extra ``retries``).
+DEFAULT_RETRIES = 3
 
 
 def clamp_window(interval: str, window: Window, now: datetime) -> Window:
@@ -118,8 +120,10 @@ class YahooFinanceHook(SharedExtract, BaseHook):
     Yahoo needs no credentials. The optional connection ``market_yahoo`` (type ``yahoo_finance``)
     may carry a base URL in ``host`` (a URL-prefix gateway: ``<host>/query2.finance.yahoo.com/...``,
     as the stand-in servers of the demo and tests are reached; see
-    :mod:`market_ingest.hooks.routing`) and ``{"proxy": "http://..."}`` (an HTTP proxy) in its
-    extra; without it yfinance's defaults apply. Constructing the hook costs nothing; yfinance is
+    :mod:`market_ingest.hooks.routing`), and ``{"proxy": "http://...", "retries": 3}`` in its
+    extra: an HTTP proxy, and how often yfinance asks again after a dropped connection or a
+    timeout (``yf.config.network.retries``, waiting 1, 2, 4 ... s; default 3). Yahoo's 5xx pages
+    yfinance already asks once more for, with its other cookie strategy. Constructing the hook costs nothing; yfinance is
     imported on first use.
 
     :param yahoo_conn_id: optional connection id.
@@ -237,6 +241,10 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         warnings.filterwarnings("ignore", message="The inplace keyword", module=r"yfinance(\.|$)")
 
         yf.config.debug.hide_exceptions = False
+        base, extra = self._connection
+        # A dropped connection fails the symbol, and with it the batch's task (VendorUnavailableError):
+        # yfinance's own retry of transient network errors keeps one hiccup from costing 25 symbols.
+        yf.config.network.retries = int(extra.get("retries", DEFAULT_RETRIES))
         # yfinance memoises every GET of a past window for the life of the process
         # (YfData.cache_get, an lru_cache): a rerun in the same process (dag.test, a long-lived
         # worker) would get the first answer again instead of the vendor's current one.
@@ -247,7 +255,6 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         yf.set_tz_cache_location(tempfile.mkdtemp(prefix="yfinance-cache-"))
         from market_ingest.hooks.routing import clocked_session
 
-        base, extra = self._connection
         if extra.get("proxy"):
             yf.config.network.proxy = extra["proxy"]
         if base:  # a URL-prefix gateway speaks plain HTTP: requests is enough
