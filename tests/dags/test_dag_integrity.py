@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -352,6 +352,24 @@ def test_a_run_triggered_without_a_logical_date_takes_the_last_complete_interval
     }
     (batch,) = dagbag.dags["market_yahoo_1d"].get_task("plan").execute(context)
     assert (batch["start"], batch["end"]) == ("2021-07-20T00:00:00+00:00", "2021-07-21T00:00:00+00:00")
+
+
+def test_a_scheduled_run_plans_on_the_pendulum_interval_airflow_gives_it(ingestion_dags):
+    """Scheduled and backfill runs get ``pendulum`` datetimes as their data interval. The plan of
+    every scheduled ccxt run failed on them (``pendulum.Interval / timedelta``: ``AttributeError:
+    'datetime.timedelta' object has no attribute '_to_microseconds'``), found by the soak benchmark."""
+    import pendulum
+
+    from market_ingest.operators.market import data_interval
+
+    start = pendulum.datetime(2025, 7, 14, tz="UTC")
+    for dag_id, hours in (("market_binance_1m", 1), ("market_kraken_1m", 1), ("market_coinbase_1h", 24), ("market_yahoo_1d", 24)):
+        dag, end = ingestion_dags[dag_id], start.add(hours=hours)
+        context = {"dag": dag, "params": {}, "run_id": "scheduled__x", "data_interval_start": start, "data_interval_end": end}
+        batches = dag.get_task("plan").execute(context)
+        window = data_interval(context)
+        assert [type(t) for t in window] == [datetime, datetime] and window == (start, end)
+        assert batches and all(b["start"] == "2025-07-14T00:00:00+00:00" for b in batches), dag_id
 
 
 def test_the_setup_dag_migrates_the_warehouse_on_demand(dagbag):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import pyarrow.compute as pc
@@ -194,6 +195,32 @@ def test_a_dropped_connection_is_asked_again_before_it_fails_the_batch(monkeypat
         with pytest.raises(VendorUnavailableError, match="RemoteDisconnected") as err:
             YahooFinanceHook().fetch_bars(["MSFT"], "1d", window, INGESTED)
     assert err.value.symbol == "MSFT" and err.value.retryable
+
+
+def test_requests_per_second_keeps_a_task_under_the_vendors_limit(monkeypatch):
+    """The stand-in throttles Yahoo above 5 requests per second: unpaced, a batch is throttled
+    (yfinance sends two or three requests per symbol); with ``requests_per_second`` 4.5 in the
+    connection's extra, requests start at least 1/4.5 s apart and none is throttled."""
+    import json
+
+    from market_ingest.errors import RateLimitedError
+
+    standin = StandIn(None, synthetic=True, clock=d(2026, 11, 21, 12))
+    window = Window(d(2026, 11, 19), d(2026, 11, 20))
+    symbols = ["MSFT", "AAPL", "NVDA", "AMZN", "META"]
+    with serving(standin, monkeypatch) as url:
+        standin.limits["yahoo"] = RateLimit(5, 1.0)
+        with pytest.raises(RateLimitedError):
+            YahooFinanceHook().fetch_bars(symbols, "1d", window, INGESTED)
+        time.sleep(1.1)  # the window empties
+        standin.log.clear()
+        extra = {"requests_per_second": 4.5}
+        monkeypatch.setenv("AIRFLOW_CONN_MARKET_YAHOO", json.dumps({"conn_type": "yahoo_finance", "host": url, "extra": extra}))
+        bars, results = YahooFinanceHook().fetch_bars(symbols, "1d", window, INGESTED)
+    assert [o.status for o in results] == [outcomes.OK] * 5 and bars.num_rows == 5
+    starts = [r["t"] - r["seconds"] for r in standin.log]
+    assert len(starts) >= 10 and not any(r["throttled"] for r in standin.log)
+    assert min(b - a for a, b in zip(starts, starts[1:])) >= 1 / 4.5 - 0.01
 
 
 def test_30m_bars_and_daily_bars_east_of_utc_load_completely(monkeypatch):

@@ -120,10 +120,12 @@ class YahooFinanceHook(SharedExtract, BaseHook):
     Yahoo needs no credentials. The optional connection ``market_yahoo`` (type ``yahoo_finance``)
     may carry a base URL in ``host`` (a URL-prefix gateway: ``<host>/query2.finance.yahoo.com/...``,
     as the stand-in servers of the demo and tests are reached; see
-    :mod:`market_ingest.hooks.routing`), and ``{"proxy": "http://...", "retries": 3}`` in its
-    extra: an HTTP proxy, and how often yfinance asks again after a dropped connection or a
-    timeout (``yf.config.network.retries``, waiting 1, 2, 4 ... s; default 3). Yahoo's 5xx pages
-    yfinance already asks once more for, with its other cookie strategy. Constructing the hook costs nothing; yfinance is
+    :mod:`market_ingest.hooks.routing`), and ``{"proxy": "http://...", "retries": 3,
+    "requests_per_second": 4}`` in its extra: an HTTP proxy; how often yfinance asks again after a
+    dropped connection or a timeout (``yf.config.network.retries``, waiting 1, 2, 4 ... s; default
+    3; Yahoo's 5xx pages yfinance already asks once more for, with its other cookie strategy); and
+    the most requests per second one extract task sends (unset: no spacing). Yahoo publishes no
+    limit; pool ``yahoo``'s slots times ``requests_per_second`` is the rate the source may use. Constructing the hook costs nothing; yfinance is
     imported on first use.
 
     :param yahoo_conn_id: optional connection id.
@@ -255,16 +257,17 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         yf.set_tz_cache_location(tempfile.mkdtemp(prefix="yfinance-cache-"))
         from market_ingest.hooks.routing import clocked_session
 
+        rate = float(extra["requests_per_second"]) if extra.get("requests_per_second") else None
         if extra.get("proxy"):
             yf.config.network.proxy = extra["proxy"]
         if base:  # a URL-prefix gateway speaks plain HTTP: requests is enough
             import requests
 
-            return yf, clocked_session(base, requests.Session)()
+            return yf, clocked_session(base, requests.Session, rate)()
         from curl_cffi import requests as curl_requests
 
         # yfinance's own choice for Yahoo (a browser's TLS fingerprint); ours only adds the clock.
-        return yf, clocked_session(None, curl_requests.Session)(impersonate="chrome")
+        return yf, clocked_session(None, curl_requests.Session, rate)(impersonate="chrome")
 
     def _history(self, yf, session, symbol, interval, window):
         """yfinance's frames for ``window`` in request-sized pieces, and the listing currency.

@@ -68,7 +68,12 @@ FAILURE_CHARS = 300
 
 
 def data_interval(context: Context) -> tuple[datetime, datetime]:
-    """The run's data interval, UTC.
+    """The run's data interval, as plain aware ``datetime`` objects in UTC.
+
+    Airflow hands scheduled and backfill runs ``pendulum`` datetimes; their difference is a
+    ``pendulum.Interval`` that cannot be divided by a ``timedelta``
+    (``AttributeError: 'datetime.timedelta' object has no attribute '_to_microseconds'``, which
+    failed the plan of every scheduled ccxt run), so both ends are converted here, once.
 
     A run triggered without a logical date (the REST API's default in Airflow 3, and the UI's
     trigger form when it is left empty) has none in its context: it gets the last complete
@@ -78,15 +83,22 @@ def data_interval(context: Context) -> tuple[datetime, datetime]:
     :raises KeyError: neither a data interval nor a DAG run with ``run_after`` in the context.
     """
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
-    if start is not None and end is not None:
-        return start, end
-    import pendulum
-    from airflow.timetables.interval import CronDataIntervalTimetable
+    if start is None or end is None:
+        import pendulum
+        from airflow.timetables.interval import CronDataIntervalTimetable
 
-    schedule = context["dag"].timetable
-    run_after = pendulum.instance(context["dag_run"].run_after)
-    interval = CronDataIntervalTimetable(schedule.expression, schedule.timezone).infer_manual_data_interval(run_after=run_after)
-    return interval.start, interval.end
+        schedule = context["dag"].timetable
+        run_after = pendulum.instance(context["dag_run"].run_after)
+        timetable = CronDataIntervalTimetable(schedule.expression, schedule.timezone)
+        interval = timetable.infer_manual_data_interval(run_after=run_after)
+        start, end = interval.start, interval.end
+    return _plain_utc(start), _plain_utc(end)
+
+
+def _plain_utc(t: datetime) -> datetime:
+    """``t`` (aware; a ``pendulum.DateTime`` too) as a stdlib ``datetime`` in UTC, to the microsecond."""
+    u = t.astimezone(timezone.utc)
+    return datetime(u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond, tzinfo=timezone.utc)
 
 
 class MarketPlanOperator(BaseOperator):
