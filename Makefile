@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint format up psql lake coverage down bench bench-stream bench-kinesis bench-query bench-load bench-ledger install lock recordings record standin universes pools clean
+.PHONY: demo test lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger install lock recordings record standin universes pools clean
 
 demo: $(STAMP)  ## runs and a backfill under airflow standalone into PostgreSQL, S3 and Kinesis (LIVE=1: live APIs)
 	$(PY) demo/run_demo.py $(if $(LIVE),--live,)
@@ -28,6 +28,9 @@ down:  ## stop what `make up` started
 
 bench: $(STAMP)  ## pool = vendor rate limit, under the scheduler; appends to bench/RESULTS.md
 	$(PY) bench/pool_rate.py $(BENCH_ARGS)
+
+bench-soak: $(STAMP)  ## every universe under the scheduler, 20 scheduled runs per DAG, with vendor faults (about an hour); appends to bench/RESULTS.md
+	$(PY) bench/soak.py $(BENCH_ARGS)
 
 bench-load: $(STAMP)  ## 1,000,000 bars: the load against a server-side COPY, on PostgreSQL and TimescaleDB; appends to bench/RESULTS.md
 	$(PY) bench/load.py $(BENCH_ARGS)
