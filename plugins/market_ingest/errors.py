@@ -95,6 +95,13 @@ class VendorUnavailableError(MarketDataError):
     retryable = True
 
 
+class SinkUnavailableError(MarketDataError):
+    """A sink's server cannot be reached or does not answer in time (the warehouse's connect
+    timeout). Retry after a backoff; the message names the connection and the host."""
+
+    retryable = True
+
+
 class PermanentError(MarketDataError):
     """A retry cannot heal it: fail the task at once, without spending retries."""
 

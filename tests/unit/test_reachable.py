@@ -86,3 +86,29 @@ def test_an_exchange_without_base_url_probes_ccxts_own_api_host():
 
     url, conn_id = ExchangeHook("binance", exchange_conn_id=None).endpoint()
     assert url.startswith("https://") and ".binance.com/" in url and conn_id is None
+
+
+def test_a_silent_warehouse_fails_the_connection_in_seconds_naming_it(monkeypatch):
+    """The sink side of item 5: libpq waits 130 s by default for a server that takes the TCP
+    connection and never answers. The warehouse hook defaults ``connect_timeout`` to 10 s (a
+    connection's extra may set another) and names the connection in the error."""
+    from market_ingest.errors import SinkUnavailableError
+    from market_ingest.hooks.timescale import DEFAULT_CONNECT_TIMEOUT, TimescaleHook
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": port, "login": "postgres", "schema": "market"}
+        monkeypatch.setenv("AIRFLOW_CONN_MARKET_TIMESCALE", json.dumps(conn))
+        hook = TimescaleHook()
+        assert hook.connection.extra_dejson["connect_timeout"] == DEFAULT_CONNECT_TIMEOUT == 10
+        began = time.monotonic()
+        with pytest.raises(SinkUnavailableError) as failed:
+            hook.get_conn()
+        waited = time.monotonic() - began
+    assert DEFAULT_CONNECT_TIMEOUT - 1 <= waited < DEFAULT_CONNECT_TIMEOUT + 5
+    assert failed.value.retryable
+    assert (
+        str(failed.value) == f"timescale: cannot reach 127.0.0.1:{port} (connection market_timescale): connection timeout expired"
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_MARKET_TIMESCALE", json.dumps({**conn, "extra": {"connect_timeout": 3}}))
+    assert TimescaleHook().connection.extra_dejson["connect_timeout"] == 3

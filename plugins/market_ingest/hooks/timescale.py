@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 from market_ingest.config import INCLUDE_DIR
-from market_ingest.errors import ConfigurationError
+from market_ingest.errors import ConfigurationError, SinkUnavailableError
 from market_ingest.intervals import CANONICAL_INTERVALS
 
 if TYPE_CHECKING:
@@ -37,6 +37,10 @@ ROLLUPS: dict[str, tuple[timedelta, timedelta]] = {
 
 #: ``(connection id, pid) -> schema version`` of warehouses :meth:`TimescaleHook.check_schema` found current.
 _SCHEMA_CHECKED: dict[tuple[str, int], str] = {}
+
+
+#: Seconds a new warehouse connection may take (``connect_timeout``) unless its extra sets one.
+DEFAULT_CONNECT_TIMEOUT = 10
 
 
 def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[str, Path]]:
@@ -125,6 +129,9 @@ class TimescaleHook(PostgresHook):
 
     Inherits connection handling, IAM auth and ``copy_expert`` from ``PostgresHook``; adds
     :meth:`migrate` (once per deployment), :meth:`check_schema` (every task, cheap) and the upsert.
+    A connection without ``connect_timeout`` in its extra gets :data:`DEFAULT_CONNECT_TIMEOUT`
+    seconds (libpq's own default is to wait for the operating system: 130 s measured here against
+    a server that takes the TCP connection and never answers).
     """
 
     conn_name_attr = "timescale_conn_id"
@@ -134,6 +141,37 @@ class TimescaleHook(PostgresHook):
     def __init__(self, *args, timescale_conn_id: str = default_conn_name, **kwargs) -> None:
         super().__init__(*args, postgres_conn_id=timescale_conn_id, **kwargs)
         self.timescale_conn_id = timescale_conn_id
+
+    @classmethod
+    def get_connection(cls, conn_id: str):
+        """The Airflow connection, with ``connect_timeout`` defaulted in a copy of its extra."""
+        import copy
+        import json
+
+        conn = super().get_connection(conn_id)
+        extra = conn.extra_dejson
+        if "connect_timeout" in extra:
+            return conn
+        conn = copy.copy(conn)
+        conn.extra = json.dumps({**extra, "connect_timeout": DEFAULT_CONNECT_TIMEOUT})
+        return conn
+
+    def get_conn(self):
+        """A new psycopg connection (``PostgresHook.get_conn``).
+
+        :raises SinkUnavailableError: the server cannot be reached or did not answer within the
+            connect timeout; the message names host, port, connection and psycopg's reason.
+        """
+        import psycopg
+
+        try:
+            return super().get_conn()
+        except psycopg.OperationalError as exc:
+            reason = " ".join(str(exc).split())
+            where = f"{self.connection.host or 'localhost'}:{self.connection.port or 5432}"
+            raise SinkUnavailableError(
+                "timescale", f"cannot reach {where} (connection {self.timescale_conn_id}): {reason}"
+            ) from exc
 
     @staticmethod
     def migrations(directory: Path = MIGRATIONS_DIR) -> list[tuple[str, Path]]:
