@@ -197,6 +197,28 @@ def test_a_dropped_connection_is_asked_again_before_it_fails_the_batch(monkeypat
     assert err.value.symbol == "MSFT" and err.value.retryable
 
 
+def test_yahoos_5xx_page_is_asked_again_for_that_symbol(monkeypatch):
+    """Seen in the soak benchmark: two 503 pages in a row (yfinance asks once more by itself) made
+    the symbol ``failed`` with "YAHOO! FINANCE IS CURRENTLY DOWN!" although the next request would
+    have been served. The hook now asks again (``symbol_attempts``, default 3); with 1, the symbol
+    fails alone with that reason and the batch goes on."""
+    import json
+
+    standin = StandIn(None, synthetic=True, clock=d(2026, 11, 21, 12))
+    window = Window(d(2026, 11, 19), d(2026, 11, 20))
+    with serving(standin, monkeypatch) as url:
+        standin.faults = [Fault("yahoo", "status", status=503, count=2, match="/chart/MSFT")]
+        _, results = YahooFinanceHook().fetch_bars(["MSFT", "AAPL"], "1d", window, INGESTED)
+        assert [(o.symbol, o.status, o.rows) for o in results] == [("MSFT", outcomes.OK, 1), ("AAPL", outcomes.OK, 1)]
+        assert [r["status"] for r in standin.log if r["path"].endswith("/chart/MSFT")][:3] == [503, 503, 200]
+        extra = {"symbol_attempts": 1}
+        monkeypatch.setenv("AIRFLOW_CONN_MARKET_YAHOO", json.dumps({"conn_type": "yahoo_finance", "host": url, "extra": extra}))
+        standin.faults = [Fault("yahoo", "status", status=503, count=2, match="/chart/MSFT")]
+        _, (msft, aapl) = YahooFinanceHook().fetch_bars(["MSFT", "AAPL"], "1d", window, INGESTED)
+    assert msft.status == outcomes.FAILED and "CURRENTLY DOWN" in msft.reason
+    assert aapl.status == outcomes.OK
+
+
 def test_requests_per_second_keeps_a_task_under_the_vendors_limit(monkeypatch):
     """The stand-in throttles Yahoo above 5 requests per second: unpaced, a batch is throttled
     (yfinance sends two or three requests per symbol); with ``requests_per_second`` 4.5 in the

@@ -62,6 +62,9 @@ MAX_SPAN: dict[str, timedelta] = {"1m": timedelta(days=8)}
 UNKNOWN_REASON = "Yahoo does not know the symbol or it is delisted"
 #: yfinance retries of a dropped connection or a timeout per request (connection extra ``retries``).
 DEFAULT_RETRIES = 3
+#: Tries per symbol while Yahoo answers its 5xx page or a body that is not JSON (connection extra
+#: ``symbol_attempts``).
+DEFAULT_SYMBOL_ATTEMPTS = 3
 
 
 def clamp_window(interval: str, window: Window, now: datetime) -> Window:
@@ -123,8 +126,10 @@ class YahooFinanceHook(SharedExtract, BaseHook):
     :mod:`market_ingest.hooks.routing`), and ``{"proxy": "http://...", "retries": 3,
     "requests_per_second": 4}`` in its extra: an HTTP proxy; how often yfinance asks again after a
     dropped connection or a timeout (``yf.config.network.retries``, waiting 1, 2, 4 ... s; default
-    3; Yahoo's 5xx pages yfinance already asks once more for, with its other cookie strategy); and
-    the most requests per second one extract task sends (unset: no spacing). Yahoo publishes no
+    3; Yahoo's 5xx pages yfinance already asks once more for, with its other cookie strategy);
+    ``symbol_attempts`` (default 3): tries per symbol while Yahoo still answers a 5xx page or a
+    body that is not JSON; and the most requests per second one extract task sends (unset: no
+    spacing). Yahoo publishes no
     limit; pool ``yahoo``'s slots times ``requests_per_second`` is the rate the source may use. Constructing the hook costs nothing; yfinance is
     imported on first use.
 
@@ -200,7 +205,7 @@ class YahooFinanceHook(SharedExtract, BaseHook):
             self.prepare(interval, window)
         yf, session = self._yf, self._session
         try:
-            frames, currency, sessions = self._history(yf, session, symbol, interval, window)
+            frames, currency, sessions = self._asked_again_when_down(symbol, self._history, yf, session, symbol, interval, window)
         except WindowNotServableError:
             raise
         except YFRateLimitError as exc:
@@ -232,6 +237,34 @@ class YahooFinanceHook(SharedExtract, BaseHook):
             sessions=sessions,
             requests=len(frames),
         )
+
+    def _asked_again_when_down(self, symbol: str, fn, *args):
+        """``fn(*args)``, asked again up to ``symbol_attempts`` times in all (connection extra,
+        default 3; waits about 1, 2 s) while Yahoo answers with its 5xx page or a body that is not
+        JSON (:func:`_is_down`). Dropped connections are yfinance's own retries (``retries``)."""
+        import tenacity
+        from yfinance.data import YfData
+
+        def before_sleep(rs: tenacity.RetryCallState) -> None:
+            # yfinance memoises GET answers per URL (YfData.cache_get), the error page included:
+            # without this the next try is answered from memory, not by Yahoo.
+            YfData.cache_get.cache_clear()
+            self.log.warning(
+                "yahoo:%s: %s; asking again after %.1f s (attempt %d)",
+                symbol,
+                str(rs.outcome.exception())[:200],
+                rs.next_action.sleep,
+                rs.attempt_number + 1,
+            )
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_is_down),
+            wait=tenacity.wait_exponential_jitter(initial=1, max=8),
+            stop=tenacity.stop_after_attempt(int(self.extra.get("symbol_attempts", DEFAULT_SYMBOL_ATTEMPTS))),
+            reraise=True,
+            before_sleep=before_sleep,
+        )
+        return retrying(fn, *args)
 
     def _yfinance(self):
         import warnings
@@ -334,6 +367,20 @@ def regular_sessions(metadata: dict | None) -> list[tuple[datetime, datetime]]:
     if periods is None or not hasattr(periods, "columns") or "start" not in periods.columns:
         return []
     return [(a.to_pydatetime(), b.to_pydatetime()) for a, b in zip(periods["start"], periods["end"])]
+
+
+def _is_down(exc: BaseException) -> bool:
+    """Yahoo's 5xx page (yfinance: ``YFDataException`` "YAHOO! FINANCE IS CURRENTLY DOWN!" after its
+    own second try), an HTTP 5xx, or a body that is not JSON (an error page, a cut connection):
+    worth asking again for the same symbol. Not 429s (the task backs off), not unknown symbols."""
+    import json
+
+    from yfinance.exceptions import YFDataException
+
+    if isinstance(exc, YFDataException) and "CURRENTLY DOWN" in str(exc):
+        return True
+    status_code = getattr(getattr(exc, "response", None), "status_code", None)
+    return bool(status_code and status_code >= 500) or isinstance(exc, json.JSONDecodeError)
 
 
 def _is_network_error(exc: BaseException) -> bool:
