@@ -236,6 +236,18 @@ def test_rate_limit_is_retried_with_backoff_from_the_exchange_rate_limit():
     assert len(seen) == 4 and len(slept) == 3
 
 
+def test_a_dropped_connection_is_retried_like_a_timeout():
+    """The soak benchmark: a connection closed without an answer is a bare ``ccxt.NetworkError``,
+    which was not retried, so one drop among load_markets' requests failed the batch's try."""
+    import ccxt
+
+    slept = []
+    hook = _hook("binance", now=d(2021, 10, 22, 23, 13), sleep=slept.append)
+    seen = _flaky(hook, ccxt.NetworkError, 2)
+    bars, _ = hook.fetch_bars(["BTC/USDT"], "1m", Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), INGESTED)
+    assert bars.num_rows == 10 and len(seen) == 3 and len(slept) == 2
+
+
 def test_authentication_errors_fail_fast():
     import ccxt
 

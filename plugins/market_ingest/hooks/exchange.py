@@ -396,7 +396,8 @@ class ExchangeHook(SharedExtract, BaseHook):
         return closed_bar_clock(response_clock(getattr(client, "last_response_headers", None)))
 
     def _call(self, fn: Callable, *args, what: str, symbol: str | None = None):
-        """Call a ccxt method, retrying transient network errors; translate ccxt errors to ours.
+        """Call a ccxt method, retrying transient network errors (every ``ccxt.NetworkError`` but a
+        ``DDoSProtection`` ban: timeouts, 5xx, throttling, dropped connections); translate ccxt errors to ours.
 
         :raises RateLimitedError: throttled past the retries, or ``DDoSProtection`` (a ban: not retried here).
         :raises VendorUnavailableError: timeouts or the exchange being down, past the retries.
@@ -409,7 +410,11 @@ class ExchangeHook(SharedExtract, BaseHook):
         # Read without building `client`: load_markets runs through here while `client` is being built.
         rate_limit_s = float(getattr(self.__dict__.get("client"), "rateLimit", 0) or 0) / 1000
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type((ccxt.RateLimitExceeded, ccxt.RequestTimeout, ccxt.ExchangeNotAvailable)),
+            # Any NetworkError but a ban: a dropped connection is a bare NetworkError in ccxt, and
+            # load_markets makes several requests, so one drop failed the whole batch's try (soak).
+            retry=tenacity.retry_if_exception(
+                lambda e: isinstance(e, ccxt.NetworkError) and not isinstance(e, ccxt.DDoSProtection)
+            ),
             wait=tenacity.wait_exponential_jitter(initial=max(1.0, 2 * rate_limit_s), max=60),
             stop=tenacity.stop_after_attempt(self._settings.get("retry_attempts", 4)),
             sleep=self.sleep,
