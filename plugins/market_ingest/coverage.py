@@ -21,7 +21,9 @@ more or less than the bars committed with it. A row holds:
   ``partial``       bars came for this day, fewer than expected.
 
 Which are worth asking again (:data:`REPAIRABLE`) is the repair's business; a day of a market with
-no session and no stored bar has no row at all.
+no session and no stored bar has no row at all. A day left repairable by an earlier run stays so,
+with that run's reason, when a later run widens it with a part of its own that is not repairable
+(the closed evening hours after a failed hourly run); a run asking the same part again decides.
 """
 
 from __future__ import annotations
@@ -188,13 +190,19 @@ def record(
     cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"market.coverage:{source}:{interval}",))
     keys = sorted(parts)
     cur.execute(
-        "SELECT c.symbol, c.day, c.covered_from, c.covered_until FROM market.coverage c "
+        "SELECT c.symbol, c.day, c.covered_from, c.covered_until, c.state, c.reason FROM market.coverage c "
         "JOIN unnest(%s::text[], %s::date[]) AS k(symbol, day) USING (symbol, day) "
         "WHERE c.source = %s AND c.interval = %s",
         ([s for s, _ in keys], [d for _, d in keys], source, interval),
     )
-    for sym, day, stored_from, stored_until in cur.fetchall():
+    # A day's earlier hole that this run's part did not re-ask (an hourly run after a failed one):
+    # its repairable state and reason stay, or a later closed hour's "vendor_empty" would hide it
+    # from the repair (seen in the soak benchmark).
+    earlier: dict[tuple[str, date], tuple[str, str]] = {}
+    for sym, day, stored_from, stored_until, stored_state, stored_reason in cur.fetchall():
         start, end, a = parts[sym, day]
+        if stored_state in REPAIRABLE and (start >= stored_until or end <= stored_from):
+            earlier[sym, day] = (stored_state, stored_reason)
         parts[sym, day] = (min(start, stored_from), max(end, stored_until), a)
 
     spans: dict[str, list[datetime]] = defaultdict(lambda: [datetime.max.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC)])
@@ -240,6 +248,8 @@ def record(
         if expected == 0 and stored == 0:
             continue
         state, reason = state_of(a, expected, stored)
+        if key in earlier and state not in REPAIRABLE and state != COMPLETE:
+            state, reason = earlier[key]
         rows.append(
             dict(
                 zip(

@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from market_ingest import coverage
+from market_ingest import coverage, outcomes
 from market_ingest.operators.market import (
     LakePublishOperator,
     MarketExtractOperator,
@@ -155,6 +155,51 @@ def test_hourly_runs_widen_the_day_and_count_the_session_minutes(services):
         datetime(2024, 10, 2, 15, tzinfo=UTC),
     )
     assert (row["expected"], row["loaded"], row["state"], row["run_id"]) == (90, 90, coverage.COMPLETE, "scheduled__1m_14h")
+
+
+def test_a_failed_hour_stays_repairable_after_later_hours_without_a_session(services):
+    """Seen in the soak benchmark: an hourly run failed (the day's row ``failed``), then the evening
+    runs after the close asked nothing (``no_data``), and the day turned ``vendor_empty`` with the
+    last run's "no XNYS session" reason, which the repair does not ask again. An earlier hole that a
+    later run did not re-ask keeps its state and reason; a run that asks the same part again (a
+    repair, a clear) decides the day's state as before."""
+    import psycopg
+
+    source, day, now = "ledger-test", date(2024, 10, 2), datetime(2024, 10, 3, tzinfo=UTC)
+    failure = "task extract[0] failed on try 4 of 4: VendorUnavailableError: yahoo: ... (see its log)"
+
+    def asked(hour: int, status: str, reason: str) -> coverage.Asked:
+        start = datetime(2024, 10, 2, hour, tzinfo=UTC)
+        return coverage.Asked("AAA", "XNYS", start, start + timedelta(hours=1), status, reason)
+
+    with closing(psycopg.connect(services.pg_conninfo())) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE bars_ledger_test (source text, symbol text, time timestamptz)")
+        cur.execute("DELETE FROM market.coverage WHERE source = %s", (source,))
+
+        def write(run_id: str, a: coverage.Asked) -> dict:
+            (row,) = coverage.record(
+                cur, source=source, interval="1m", table="bars_ledger_test", runs=[a], run_id=run_id, now=now
+            )
+            return row
+
+        first = write("scheduled__13h", asked(13, outcomes.FAILED, failure))  # 13:30-14:00: 30 session minutes
+        assert (first["state"], first["expected"], first["loaded"]) == (coverage.FAILED, 30, 0)
+        closed = "no XNYS session in the window (weekend or holiday): the vendor was not asked"
+        later = write("scheduled__21h", asked(21, outcomes.NO_DATA, closed))  # after the 20:00 UTC close
+        assert (later["day"], later["state"], later["reason"], later["expected"], later["loaded"]) == (
+            day,
+            coverage.FAILED,
+            failure,
+            390,  # the covered part is one range: 13:00-22:00 holds the whole 13:30-20:00 session
+            0,
+        )
+        assert (later["covered_from"], later["covered_until"]) == (
+            datetime(2024, 10, 2, 13, tzinfo=UTC),
+            datetime(2024, 10, 2, 22, tzinfo=UTC),
+        )
+        again = write("scheduled__repair", asked(13, outcomes.NO_DATA, "Yahoo returned no bars for the window"))
+        assert (again["state"], again["reason"]) == (coverage.VENDOR_EMPTY, "Yahoo returned no bars for the window")
+        conn.rollback()
 
 
 def test_the_ledger_is_mirrored_to_the_lake(services):
