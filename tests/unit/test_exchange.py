@@ -248,6 +248,25 @@ def test_a_dropped_connection_is_retried_like_a_timeout():
     assert bars.num_rows == 10 and len(seen) == 3 and len(slept) == 2
 
 
+def test_a_cut_body_is_asked_again_not_taken_for_an_empty_page(monkeypatch):
+    """Seen in the soak benchmark: ccxt parses a KuCoin body cut mid-transfer as no candles, so a
+    day of BTC/USDT was reported as the vendor having none (``vendor_empty``, never repaired). A
+    page that came back empty from a body that is not JSON is now a network error: asked again."""
+    from standin.core import Fault
+
+    standin = StandIn(None, synthetic=True, clock=d(2026, 11, 21, 12))
+    window = Window(d(2026, 11, 19), d(2026, 11, 19, 6))
+    with serving(standin, monkeypatch):
+        standin.faults = [Fault("kucoin", "truncate", count=1, match="candles")]
+        slept = []
+        bars, (outcome,) = _hook("kucoin", now=d(2026, 11, 21, 12), sleep=slept.append).fetch_bars(
+            ["BTC/USDT"], "1h", window, INGESTED
+        )
+    candles = [r for r in standin.log if "candles" in r["path"]]
+    assert [r["fault"] for r in candles] == ["truncate", None] and len(slept) == 1
+    assert outcome.status == "ok" and bars.num_rows == 6
+
+
 def test_authentication_errors_fail_fast():
     import ccxt
 

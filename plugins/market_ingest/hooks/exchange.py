@@ -357,6 +357,7 @@ class ExchangeHook(SharedExtract, BaseHook):
         s = self._settings
         config = {
             "enableRateLimit": True,
+            "enableLastJsonResponse": True,  # tells a body that is not JSON from an empty page (fetch_bars)
             "timeout": 30_000,
             "options": {**self.options, **s.get("options", {})},
             **{k: s[k] for k in ("apiKey", "secret", "password") if k in s},
@@ -575,11 +576,22 @@ class ExchangeHook(SharedExtract, BaseHook):
         try:
             market = self.client.market(symbol)
 
+            def page_of(since, limit, params):
+                page = self.client.fetch_ohlcv(symbol, tf, since, limit, params)
+                if not page and self.client.last_json_response is None and self.client.last_http_response:
+                    # ccxt reads a body that is not JSON (cut mid-transfer) as no candles: an empty
+                    # page would be reported as the vendor having none (seen in the soak benchmark).
+                    raise ccxt.NetworkError(
+                        f"{self.exchange} answered fetch_ohlcv {symbol} with a body that is not JSON "
+                        f"({len(self.client.last_http_response)} characters)"
+                    )
+                return page
+
             def fetch(since, limit):
                 nonlocal requests
                 requests += 1
                 params = candle_endpoint_params(self.exchange, since, window, interval)
-                return self._call(self.client.fetch_ohlcv, symbol, tf, since, limit, params, what="fetch_ohlcv", symbol=symbol)
+                return self._call(page_of, since, limit, params, what="fetch_ohlcv", symbol=symbol)
 
             for page in iter_pages(fetch, window, interval, self.request_limit(symbol)):
                 pages.append(
