@@ -164,7 +164,9 @@ def expected_bars(cfg, source: str, interval: str, span: tuple[datetime, datetim
 def in_span(runs: list[dict], end: datetime) -> list[dict]:
     """The runs whose data interval ends by ``end``: the soak's; an hour or a day that passes while
     it runs gets a run of its own, which runs too but is not counted."""
-    return [r for r in runs if datetime.fromisoformat(r["data_interval_end"].replace("Z", "+00:00")) <= end]
+    from demo.stack import parse_utc
+
+    return [r for r in runs if parse_utc(r["data_interval_end"]) <= end]
 
 
 def median(values) -> float:
@@ -188,11 +190,10 @@ def main() -> int:
 
     import shutil
 
-    import psycopg
     import yaml
 
-    from demo.services import create_sinks, embedded_services, stream_data, vendor_env
-    from demo.stack import parse_utc, prepare, start
+    from demo.services import create_sinks, embedded_services, vendor_env
+    from demo.stack import prepare, start
     from standin.core import Fault, RateLimit
     from standin.server import StandIn, StandInServer
 
@@ -287,9 +288,7 @@ def main() -> int:
             sampler.stopped.set()
             stack.stop()
         vendor.shutdown()
-        figures = measure(
-            cfg, svc, series, spans, dags, instances, reports, standin, sampler, wall, psycopg, stream_data, parse_utc
-        )
+        figures = measure(cfg, svc, series, spans, dags, instances, reports, standin, sampler, wall)
     lines = report_lines(args, figures)
     print("\n".join(lines))
     with (ROOT / "bench" / "RESULTS.md").open("a") as fh:
@@ -300,8 +299,12 @@ def main() -> int:
     return 0 if figures["ok"] else 1
 
 
-def measure(cfg, svc, series, spans, dags, instances, reports, standin, sampler, wall, psycopg, stream_data, parse_utc) -> dict:
+def measure(cfg, svc, series, spans, dags, instances, reports, standin, sampler, wall) -> dict:
     """Every figure of the soak from the runs, the sinks and the samples (see the module docstring)."""
+    import psycopg
+
+    from demo.services import stream_data
+    from demo.stack import parse_utc
     from market_ingest.lake import lake_root, read_lake
 
     per_dag = {}

@@ -129,8 +129,8 @@ class YahooFinanceHook(SharedExtract, BaseHook):
     3; Yahoo's 5xx pages yfinance already asks once more for, with its other cookie strategy);
     ``symbol_attempts`` (default 3): tries per symbol while Yahoo still answers a 5xx page or a
     body that is not JSON; and the most requests per second one extract task sends (unset: no
-    spacing). Yahoo publishes no
-    limit; pool ``yahoo``'s slots times ``requests_per_second`` is the rate the source may use. Constructing the hook costs nothing; yfinance is
+    spacing). Yahoo publishes no limit; pool ``yahoo``'s slots times ``requests_per_second`` is the
+    rate the source may use. Constructing the hook costs nothing; yfinance is
     imported on first use.
 
     :param yahoo_conn_id: optional connection id.
