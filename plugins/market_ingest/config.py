@@ -125,6 +125,13 @@ class SourceConfig(_Model):
     pool: str
     pool_slots: int = Field(gt=0, description="concurrent extract tasks allowed across all DAGs")
     batch_size: int = Field(gt=0, description="symbols per extract task")
+    symbols_in_flight: int = Field(
+        1,
+        gt=0,
+        le=16,
+        description="symbols one extract task fetches at once, in threads (kinds with concurrent_symbols: yahoo); "
+        "the connection's requests_per_second still spaces every request of the task",
+    )
     universes: list[str] = Field(min_length=1)
     intervals: dict[Interval, IntervalConfig] = Field(min_length=1)
     quotes: IntervalConfig | None = Field(None, description="quote snapshots: DAG market_<source>_quote")
@@ -187,6 +194,9 @@ class SourceConfig(_Model):
                 raise ValueError(f"kind {self.kind} needs exchange: a ccxt exchange id such as binance")
         elif any(v is not None for v in ccxt_fields.values()):
             raise ValueError(f"{sorted(k for k, v in ccxt_fields.items() if v is not None)} apply to kind ccxt only")
+        if self.symbols_in_flight > 1 and not source_kind.concurrent_symbols:
+            concurrent = sorted(k for k, v in kinds.KINDS.items() if v.concurrent_symbols)
+            raise ValueError(f"symbols_in_flight above 1 applies to kinds {concurrent}; not {self.kind}")
         extended = [i for i, ic in self.intervals.items() if ic.extended_hours]
         if extended and (not source_kind.extended_hours or any(i not in INTRADAY_INTERVALS for i in extended)):
             raise ValueError(

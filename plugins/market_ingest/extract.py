@@ -86,13 +86,17 @@ class BarClient(Protocol):
 
 
 def each_symbol(
-    source: str, symbols: list[str], fetch_one: Callable[[str], tuple[outcomes.SymbolOutcome, T | None]]
+    source: str,
+    symbols: list[str],
+    fetch_one: Callable[[str], tuple[outcomes.SymbolOutcome, T | None]],
+    *,
+    concurrency: int = 1,
 ) -> tuple[list[T], list[outcomes.SymbolOutcome]]:
-    """Run ``fetch_one`` for each symbol in order, turning what stops one symbol into its outcome.
+    """Run ``fetch_one`` for each symbol, turning what stops one symbol into its outcome.
 
     * :class:`~market_ingest.errors.SymbolError` and its kinds: the symbol gets the error's
       ``status`` (``unknown_symbol``, ``no_data``, ``failed``) and reason;
-      :class:`~market_ingest.errors.QuotaExhaustedError` makes it and every later symbol
+      :class:`~market_ingest.errors.QuotaExhaustedError` makes it and every symbol not yet asked
       ``deferred``, without calling ``fetch_one`` for them;
     * a :class:`~market_ingest.errors.ConfigurationError` naming a symbol (a spelling the vendor
       cannot serve): ``failed``;
@@ -103,44 +107,52 @@ def each_symbol(
       message, logged at ERROR; the batch goes on and the run report counts the failure.
 
     :param source: source name, for messages.
-    :param fetch_one: ``symbol -> (outcome, payload or None)``.
-    :return: ``(payloads that were not None, one outcome per symbol in the order of symbols)``.
+    :param fetch_one: ``symbol -> (outcome, payload or None)``; with ``concurrency`` above 1 it
+        is called from that many threads at once and must be thread-safe.
+    :param concurrency: symbols asked at once (``symbols_in_flight``). 1: one after another in
+        the calling thread. Above 1: in a thread pool; a propagating error is raised once the
+        symbols already in flight have answered, and no further symbol is started.
+    :return: ``(payloads that were not None, one outcome per symbol in the order of symbols)``,
+        whatever order the symbols were answered in.
     """
-    payloads: list[T] = []
-    results: list[outcomes.SymbolOutcome] = []
-    exhausted: str | None = None
-    for symbol in symbols:
+    exhausted: list[str] = []  # the quota's reason, once spent
+
+    def settle(symbol: str) -> tuple[outcomes.SymbolOutcome, T | None]:
         if exhausted:
-            results.append(outcomes.SymbolOutcome(symbol, outcomes.DEFERRED, reason=exhausted))
-            continue
+            return outcomes.SymbolOutcome(symbol, outcomes.DEFERRED, reason=exhausted[0]), None
         try:
-            outcome, payload = fetch_one(symbol)
+            return fetch_one(symbol)
         except QuotaExhaustedError as exc:
-            exhausted = exc.reason
+            exhausted.append(exc.reason)
             log.warning("%s: %s; deferring %s and the rest of the batch", source, exc.reason, symbol)
-            results.append(outcomes.SymbolOutcome(symbol, outcomes.DEFERRED, reason=exhausted))
-            continue
+            return outcomes.SymbolOutcome(symbol, outcomes.DEFERRED, reason=exc.reason), None
         except SymbolError as exc:
             (log.error if exc.status == outcomes.FAILED else log.warning)("Skipping %s:%s: %s", source, symbol, exc.reason)
-            results.append(outcomes.SymbolOutcome(symbol, exc.status, reason=exc.reason))
-            continue
+            return outcomes.SymbolOutcome(symbol, exc.status, reason=exc.reason), None
         except ConfigurationError as exc:
             if not exc.symbol:
                 raise  # the whole task is misconfigured (premium function, no key)
             log.warning("Skipping %s:%s: %s", source, symbol, exc.reason)
-            results.append(outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=exc.reason))
-            continue
+            return outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=exc.reason), None
         except MarketDataError:
             raise
         except Exception as exc:  # one symbol's malformed answer must not sink the batch
             reason = f"{type(exc).__name__}: {exc}"
             log.error("%s:%s failed: %s", source, symbol, reason)
-            results.append(outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=reason))
-            continue
-        results.append(outcome)
-        if payload is not None:
-            payloads.append(payload)
-    return payloads, results
+            return outcomes.SymbolOutcome(symbol, outcomes.FAILED, reason=reason), None
+
+    if concurrency <= 1 or len(symbols) <= 1:
+        settled = [settle(symbol) for symbol in symbols]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(min(concurrency, len(symbols)), thread_name_prefix=f"{source}-symbol")
+        try:
+            settled = list(pool.map(settle, symbols))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    payloads = [payload for _, payload in settled if payload is not None]
+    return payloads, [outcome for outcome, _ in settled]
 
 
 def extract_bars(
@@ -152,6 +164,7 @@ def extract_bars(
     *,
     extended_hours: bool = False,
     rejects: list[pa.Table] | None = None,
+    concurrency: int = 1,
 ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
     """Closed, valid bars opening in ``window`` for each symbol, from ``client``, with their outcomes.
 
@@ -164,6 +177,8 @@ def extract_bars(
         states; without it they are dropped and counted as ``outside_session``.
     :param rejects: when given, each symbol's rows that failed validation are appended to it (as
         sent, with a ``reason`` column: :func:`market_ingest.quality.split_valid`).
+    :param concurrency: symbols asked at once, in threads (:func:`each_symbol`); above 1 only for
+        clients whose kind allows it (:attr:`market_ingest.kinds.SourceKind.concurrent_symbols`).
     :return: ``(bars, outcomes)``: a :data:`~market_ingest.schema.BAR_SCHEMA` table of every
         symbol's kept bars (symbol after symbol), and one outcome per symbol in order: ``ok`` with
         its rows, ``dropped`` by reason, ``nulled``, ``conflicts`` and ``gaps``; or ``no_data``,
@@ -207,7 +222,7 @@ def extract_bars(
             rejects.append(cleaned.rejected)
         return outcome, (cleaned.table if outcome.rows else None)
 
-    tables, results = each_symbol(client.source, symbols, one)
+    tables, results = each_symbol(client.source, symbols, one, concurrency=concurrency)
     return (pa.concat_tables([conform(t) for t in tables]) if tables else empty_bars()), results
 
 
@@ -244,7 +259,11 @@ class SharedExtract:
         *,
         extended_hours: bool = False,
         rejects: list[pa.Table] | None = None,
+        concurrency: int = 1,
     ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
         """Closed, valid bars in ``window`` per symbol, with outcomes: :func:`extract_bars` on this
-        hook (``rejects`` collects the rows that failed validation)."""
-        return extract_bars(self, symbols, interval, window, ingested_at, extended_hours=extended_hours, rejects=rejects)
+        hook (``rejects`` collects the rows that failed validation; ``concurrency`` symbols are
+        asked at once, in threads)."""
+        return extract_bars(
+            self, symbols, interval, window, ingested_at, extended_hours=extended_hours, rejects=rejects, concurrency=concurrency
+        )

@@ -29,6 +29,10 @@ class SourceKind:
     :param quote_request_per_symbol: a quote snapshot costs one request per symbol, not per batch.
     :param continuous: its markets trade around the clock (crypto exchanges): every bar of every
         day should exist (market ``24/7``, :func:`market_ingest.calendars.market_of`).
+    :param concurrent_symbols: its hook may fetch several symbols of a batch at once, in threads
+        (``symbols_in_flight``): yfinance shares one session and its caches across threads, as its
+        own ``download(threads=True)`` does. Not ccxt (its synchronous throttle keeps no lock) nor
+        Alpha Vantage (a daily quota spent symbol after symbol).
     """
 
     name: str
@@ -38,6 +42,7 @@ class SourceKind:
     exchange: bool = False
     quote_request_per_symbol: bool = False
     continuous: bool = False
+    concurrent_symbols: bool = False
 
 
 #: Yahoo: ``AAPL``, ``BRK-B``, ``BP.L``, ``EURUSD=X``, ``GC=F``, ``^GSPC``, ``BTC-USD`` (no ``/``: a
@@ -47,7 +52,7 @@ class SourceKind:
 KINDS: dict[str, SourceKind] = {
     k.name: k
     for k in (
-        SourceKind("yahoo", r"[A-Za-z0-9^][A-Za-z0-9.=^-]{0,31}", extended_hours=True),
+        SourceKind("yahoo", r"[A-Za-z0-9^][A-Za-z0-9.=^-]{0,31}", extended_hours=True, concurrent_symbols=True),
         SourceKind(
             "alpha_vantage",
             r"[A-Za-z0-9][A-Za-z0-9.-]{0,15}|[A-Za-z]{2,10}/[A-Za-z]{3}",

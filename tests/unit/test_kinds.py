@@ -33,3 +33,14 @@ def test_a_registered_kind_is_configured_and_served_without_editing_the_pipeline
     assert sources.planned_requests(src, "stooq", "1d", ["aapl.us", "msft.us"], None, None) == 4
     with pytest.raises(ValueError, match="extended_hours applies"):
         SourceConfig(kind="stooq", **{**BASE, "intervals": {"5m": {"schedule": "@daily", "extended_hours": True}}})
+
+
+def test_symbols_in_flight_needs_a_kind_whose_hook_is_thread_safe():
+    """yfinance is asked from several threads at once; ccxt's synchronous throttle and Alpha
+    Vantage's daily quota are not, so the config refuses them more than one symbol in flight."""
+    assert SourceConfig(kind="yahoo", symbols_in_flight=4, **BASE).symbols_in_flight == 4
+    assert SourceConfig(kind="alpha_vantage", **BASE).symbols_in_flight == 1  # the default
+    with pytest.raises(ValueError, match=r"symbols_in_flight above 1 applies to kinds \['yahoo'\]; not ccxt"):
+        SourceConfig(kind="ccxt", exchange="binance", symbols_in_flight=2, **BASE)
+    with pytest.raises(ValueError, match="symbols_in_flight above 1 applies to kinds"):
+        SourceConfig(kind="alpha_vantage", symbols_in_flight=2, **BASE)

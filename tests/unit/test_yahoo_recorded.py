@@ -224,11 +224,35 @@ def test_yahoos_5xx_page_is_asked_again_for_that_symbol(monkeypatch):
     assert aapl.status == outcomes.OK
 
 
-def test_requests_per_second_keeps_a_task_under_the_vendors_limit(monkeypatch):
+def test_a_daily_symbol_costs_its_timezone_probe_and_one_chart_request(monkeypatch):
+    """Seen in the soak benchmark: every daily symbol cost a third chart request (a 5-day hourly
+    chart) because reading the answer's metadata made yfinance fill in ``tradingPeriods``, which
+    only intraday answers carry. A daily symbol now costs the window's chart and at most
+    yfinance's timezone probe; a 1m symbol the same, its sessions taken from its own answer."""
+    standin = StandIn(None, synthetic=True, clock=d(2026, 11, 21, 12))
+    with serving(standin, monkeypatch):
+        hook = YahooFinanceHook()
+        _, daily = hook.fetch_bars(["MSFT", "AAPL"], "1d", Window(d(2026, 11, 19), d(2026, 11, 20)), INGESTED)
+        _, minute = hook.fetch_bars(["NVDA"], "1m", Window(d(2026, 11, 19, 15), d(2026, 11, 19, 16)), INGESTED)
+    assert [(o.status, o.rows) for o in daily] == [(outcomes.OK, 1)] * 2 and minute[0].rows == 60
+    charts = [
+        (r["path"].rsplit("/", 1)[1], r["query"].get("range"), r["query"]["interval"])
+        for r in standin.log
+        if "/chart/" in r["path"]
+    ]
+    # yfinance's timezone probe (range 1d) is made once per symbol and process: a fresh task makes
+    # it; an earlier test in this process may already have.
+    assert {c for c in charts if c[1] is not None} <= {("MSFT", "1d", "1d"), ("AAPL", "1d", "1d"), ("NVDA", "1d", "1d")}
+    assert [c for c in charts if c[1] is None] == [("MSFT", None, "1d"), ("AAPL", None, "1d"), ("NVDA", None, "1m")]
+
+
+@pytest.mark.parametrize("in_flight", [1, 4])
+def test_requests_per_second_keeps_a_task_under_the_vendors_limit(monkeypatch, in_flight):
     """The stand-in throttles Yahoo above 5 requests per second: unpaced, a batch is throttled
-    (yfinance sends two or three requests per symbol); with ``requests_per_second`` 4.5 in the
-    connection's extra, requests start at least 1/4.5 s apart (at most 4.5 per second as the
-    stand-in counts them) and none is throttled."""
+    (yfinance sends two requests per symbol, and a cookie fetch through a gateway); with
+    ``requests_per_second`` 4.5 in the connection's extra, requests start at least 1/4.5 s apart
+    (at most 4.5 per second as the stand-in counts them) and none is throttled, also when four
+    symbols are in flight at once (``symbols_in_flight``: the threads share the task's spacing)."""
     from market_ingest.errors import RateLimitedError
 
     standin = StandIn(None, synthetic=True, clock=d(2026, 11, 21, 12))
@@ -241,8 +265,9 @@ def test_requests_per_second_keeps_a_task_under_the_vendors_limit(monkeypatch):
         time.sleep(1.1)  # the window empties
         standin.log.clear()
         with yahoo_extra(monkeypatch, url, requests_per_second=4.5):
-            bars, results = YahooFinanceHook().fetch_bars(symbols, "1d", window, INGESTED)
-    assert [o.status for o in results] == [outcomes.OK] * 5 and bars.num_rows == 5
+            bars, results = YahooFinanceHook().fetch_bars(symbols, "1d", window, INGESTED, concurrency=in_flight)
+    assert [(o.symbol, o.status) for o in results] == [(s, outcomes.OK) for s in symbols] and bars.num_rows == 5
+    assert bars["symbol"].to_pylist() == symbols  # in the order asked, whatever order they were answered in
     starts = [r["t"] - r["seconds"] for r in standin.log]  # as the stand-in saw them (arrival jitter included)
     assert len(starts) >= 10 and not any(r["throttled"] for r in standin.log)
     assert (len(starts) - 1) / (starts[-1] - starts[0]) <= 4.5 * 1.05

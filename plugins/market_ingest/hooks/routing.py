@@ -15,6 +15,7 @@ Stdlib only at import time.
 from __future__ import annotations
 
 import email.utils
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -83,21 +84,25 @@ def clocked_session(base: str | None, session_cls: type, requests_per_second: fl
     request :func:`through` ``base`` and keeps the vendor's clock of its latest answer in ``clock``.
 
     :param requests_per_second: when set, requests of one session start at least
-        ``1 / requests_per_second`` seconds apart (a task's share of the vendor's rate limit: the
-        pool's slots times this rate is what the source may ask of the vendor); ``None``: no spacing.
+        ``1 / requests_per_second`` seconds apart, whichever thread sends them (a task's share of
+        the vendor's rate limit: the pool's slots times this rate is what the source may ask of the
+        vendor); ``None``: no spacing.
     """
     spacing = 1.0 / requests_per_second if requests_per_second else 0.0
 
     class ClockedSession(session_cls):
         clock: datetime | None = None
         _next_at = 0.0
+        _turns = threading.Lock()
 
         def request(self, method, url, *args, **kwargs):
             if spacing:
-                wait = self._next_at - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                self._next_at = time.monotonic() + spacing
+                with self._turns:  # each request takes the next start time; the wait is outside the lock
+                    now = time.monotonic()
+                    start = max(now, self._next_at)
+                    self._next_at = start + spacing
+                if start > now:
+                    time.sleep(start - now)
             response = super().request(method, through(url, base), *args, **kwargs)
             self.clock = response_clock(response.headers) or self.clock
             return response

@@ -130,8 +130,10 @@ class YahooFinanceHook(SharedExtract, BaseHook):
     ``symbol_attempts`` (default 3): tries per symbol while Yahoo still answers a 5xx page or a
     body that is not JSON; and the most requests per second one extract task sends (unset: no
     spacing). Yahoo publishes no limit; pool ``yahoo``'s slots times ``requests_per_second`` is the
-    rate the source may use. Constructing the hook costs nothing; yfinance is
-    imported on first use.
+    rate the source may use, and the threads of ``symbols_in_flight`` share the spacing.
+    :meth:`answer` may be called from several threads at once (one yfinance session and its caches,
+    shared as ``yf.download(threads=True)`` shares them). Constructing the hook costs nothing;
+    yfinance is imported on first use.
 
     :param yahoo_conn_id: optional connection id.
     """
@@ -350,7 +352,10 @@ class YahooFinanceHook(SharedExtract, BaseHook):
                 empty = exc
                 continue
             frames.append(frame)
-            sessions += regular_sessions(ticker.history_metadata)
+            if interval in INTRADAY_INTERVALS:
+                # Only intraday answers carry tradingPeriods. On a daily answer yfinance would fetch
+                # a 5-day hourly chart to fill them in: a third chart request per symbol (the soak).
+                sessions += regular_sessions(ticker.history_metadata)
         if not frames and empty is not None:
             raise empty
         return frames, (ticker.history_metadata or {}).get("currency"), sessions

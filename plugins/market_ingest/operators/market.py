@@ -462,6 +462,7 @@ class MarketExtractOperator(BaseOperator):
                 ingested_at=now,
                 extended_hours=self.extended_hours,
                 rejects=rejected,
+                concurrency=src.symbols_in_flight,
             )
             tables.append(table)
             by_symbol.update({o.symbol: o for o in outs})
