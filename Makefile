@@ -4,7 +4,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: demo test lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger install lock recordings record standin universes pools clean
 
@@ -71,11 +71,13 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock requirements.txt requirements-dev.txt
+$(STAMP): requirements.lock requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version.split()[0]}"'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check uv==0.13.9
 	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.lock
+	# the provider package (pyproject.toml), editable: the connection types' forms, the same files as plugins/
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
 lock:  ## re-resolve requirements.lock from requirements-dev.txt

@@ -11,6 +11,7 @@ One stack serves the module; it runs with a copy of the pipeline config in which
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import time
@@ -301,3 +302,71 @@ def test_the_coverage_view_shows_the_ledger_and_a_cells_reason(services, stack, 
     shot = Path(os.environ.get("COVERAGE_SCREENSHOT") or tmp_path / "coverage.png")
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+#: The Add Connection form of each connection type the provider package registers
+#: (market_ingest.get_provider_info): its type as the form lists it, and its field labels in order.
+CONNECTION_FORMS = {
+    "alpha_vantage": (
+        "Alpha Vantage",
+        ["Description", "Query endpoint URL (optional)", "API key", "Premium plan", "Requests per second", "Daily budget"],
+    ),
+    "ccxt": (
+        "Crypto exchange (ccxt)",
+        [
+            "Description",
+            "Base URL (optional)",
+            "API key (optional)",
+            "Secret (optional)",
+            "Sandbox",
+            "Tries per request",
+            "API passphrase",
+        ],
+    ),
+    "yahoo_finance": (  # last: the test then saves a connection of this type
+        "Yahoo Finance",
+        ["Description", "Base URL (optional)", "Requests per second", "Retries per request", "Tries per symbol", "HTTP proxy"],
+    ),
+}
+
+
+def test_the_add_connection_form_offers_each_vendor_with_its_own_fields(stack, browser):
+    """The provider package (``pyproject.toml``, installed by ``make install``) registers its
+    connection types: the UI's Add Connection dialog lists "Yahoo Finance", "Alpha Vantage" and
+    "Crypto exchange (ccxt)", each with its own fields and without the standard fields it does not
+    use (Yahoo: no login, password, port or schema). A Yahoo connection saved through the form
+    stores its fields under the names the hook reads, and an emptied field as null, which the hook
+    reads as its default."""
+    from types import SimpleNamespace
+
+    from market_ingest.hooks import connection_extra
+
+    user, password = stack.login()
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page.goto(f"{stack.api_url}/")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.goto(f"{stack.api_url}/connections")
+    for conn_type, (title, labels) in CONNECTION_FORMS.items():
+        page.get_by_role("button", name="Add Connection").click()
+        page.get_by_label("Connection Type").fill(title)
+        page.get_by_role("option", name=title, exact=True).click()
+        page.locator("label", has_text=labels[-1]).wait_for(state="attached", timeout=30_000)
+        shown = [label.inner_text().replace("*", "").strip() for label in page.locator("label").all()]
+        assert [s for s in shown if s and s not in ("Connection ID", "Connection Type")] == labels, conn_type
+        if conn_type != "yahoo_finance":  # close the dialog unsaved
+            page.keyboard.press("Escape")
+            page.get_by_role("dialog").wait_for(state="detached")
+
+    page.get_by_label("Connection ID").fill("market_yahoo_from_the_form")
+    page.get_by_text("Extra Fields", exact=True).click()
+    page.get_by_label("Requests per second").fill("4")
+    page.get_by_label("Tries per symbol").fill("")
+    page.get_by_role("button", name="Save").click()
+    page.get_by_role("dialog").wait_for(state="detached")
+    saved = {c["connection_id"]: c for c in stack.request("GET", "/connections")["connections"]}["market_yahoo_from_the_form"]
+    extra = json.loads(saved["extra"])
+    assert saved["conn_type"] == "yahoo_finance" and saved["login"] is None and saved["password"] is None
+    assert extra == {"requests_per_second": 4, "retries": 3, "symbol_attempts": None, "proxy": None}
+    assert connection_extra(SimpleNamespace(extra_dejson=extra)) == {"requests_per_second": 4, "retries": 3}

@@ -1,0 +1,19 @@
+"""Hooks: the vendors (Yahoo Finance, Alpha Vantage, ccxt exchanges) and the warehouse.
+
+Stdlib only at import time; each hook imports its vendor library inside the methods that use it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def connection_extra(conn: Any) -> dict[str, Any]:
+    """A connection's extra (``conn.extra_dejson``) without the fields whose value is null.
+
+    The Add Connection form (:mod:`market_ingest.get_provider_info`) stores every field of a
+    connection type, an emptied one as ``null``: ``{"requests_per_second": 4, "proxy": null}``.
+    Dropping them lets each hook's ``extra.get(name, default)`` give its default, as for a field
+    absent from an extra written by hand or in an ``AIRFLOW_CONN_*`` variable.
+    """
+    return {key: value for key, value in conn.extra_dejson.items() if value is not None}

@@ -30,6 +30,7 @@ from market_ingest.errors import (
     VendorUnavailableError,
 )
 from market_ingest.extract import SharedExtract, each_symbol
+from market_ingest.hooks import connection_extra
 from market_ingest.intervals import INTRADAY_INTERVALS, Window, bar_end, validate_interval
 from market_ingest.vendors import alpha_vantage as av
 
@@ -115,18 +116,6 @@ class AlphaVantageHook(SharedExtract, BaseHook):
     conn_type = "alpha_vantage"
     hook_name = "Alpha Vantage"
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Connection form: API key as the password, optional base URL, plan options in extra."""
-        return {
-            "hidden_fields": ["schema", "login", "port"],
-            "relabeling": {"password": "API key", "host": "Base URL (optional)"},
-            "placeholders": {
-                "host": DEFAULT_URL,
-                "extra": '{"premium": false, "requests_per_second": 1, "daily_budget": 25}',
-            },
-        }
-
     def __init__(
         self,
         alpha_vantage_conn_id: str = default_conn_name,
@@ -150,7 +139,7 @@ class AlphaVantageHook(SharedExtract, BaseHook):
         conn = self.get_connection(self.alpha_vantage_conn_id)
         if not conn.password:
             raise ConfigurationError(SOURCE, f"connection {self.alpha_vantage_conn_id} has no API key (password field)")
-        extra = conn.extra_dejson
+        extra = connection_extra(conn)  # an emptied form field (null) takes the default
         from airflow.sdk.log import mask_secret
 
         mask_secret(conn.password)  # Airflow's masker then redacts it from every task log line

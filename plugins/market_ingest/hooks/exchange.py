@@ -58,6 +58,7 @@ from market_ingest.errors import (
     WindowNotServableError,
 )
 from market_ingest.extract import SharedExtract
+from market_ingest.hooks import connection_extra
 from market_ingest.intervals import INTERVAL_LENGTH, Window, bar_end, bar_start, validate_interval
 
 if TYPE_CHECKING:
@@ -282,15 +283,6 @@ class ExchangeHook(SharedExtract, BaseHook):
     conn_type = "ccxt"
     hook_name = "Crypto exchange (ccxt)"
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Connection form: API key and secret; sandbox and ccxt options in extra."""
-        return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {"login": "API key (optional)", "password": "Secret (optional)", "host": "Base URL (optional)"},
-            "placeholders": {"extra": '{"sandbox": false, "options": {}, "passphrase": "", "retry_attempts": 4}'},
-        }
-
     def __init__(
         self,
         exchange: str,
@@ -330,7 +322,7 @@ class ExchangeHook(SharedExtract, BaseHook):
 
         from market_ingest.hooks.routing import base_url_of
 
-        extra = conn.extra_dejson
+        extra = connection_extra(conn)  # an emptied form field (null) takes the default
         try:
             base_url = base_url_of(conn.host)
         except ValueError as exc:

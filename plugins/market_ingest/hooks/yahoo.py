@@ -34,6 +34,7 @@ from market_ingest.errors import (
     WindowNotServableError,
 )
 from market_ingest.extract import SharedExtract
+from market_ingest.hooks import connection_extra
 from market_ingest.intervals import INTRADAY_INTERVALS, Window
 
 if TYPE_CHECKING:
@@ -161,7 +162,7 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         from market_ingest.hooks.routing import base_url_of
 
         try:
-            return base_url_of(conn.host), conn.extra_dejson
+            return base_url_of(conn.host), connection_extra(conn)  # an emptied form field (null): default
         except ValueError as exc:
             raise ConfigurationError(SOURCE, f"connection {self.yahoo_conn_id}: {exc}") from None
 
