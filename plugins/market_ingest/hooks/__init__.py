@@ -17,3 +17,13 @@ def connection_extra(conn: Any) -> dict[str, Any]:
     absent from an extra written by hand or in an ``AIRFLOW_CONN_*`` variable.
     """
     return {key: value for key, value in conn.extra_dejson.items() if value is not None}
+
+
+def as_flag(value: Any) -> bool:
+    """A yes/no setting of a connection's extra: ``True`` or 1, or the strings ``true``, ``1``,
+    ``yes``, ``on`` in any case; anything else, ``None`` included, is ``False``. A task reads a
+    URI's ``?sandbox=false`` as the string ``"false"`` (Airflow 3.3's Task SDK keeps query values
+    as strings), which ``bool()`` reads as true; so may an extra written by hand."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    return value is True or value == 1

@@ -30,7 +30,7 @@ from market_ingest.errors import (
     VendorUnavailableError,
 )
 from market_ingest.extract import SharedExtract, each_symbol
-from market_ingest.hooks import connection_extra
+from market_ingest.hooks import as_flag, connection_extra
 from market_ingest.intervals import INTRADAY_INTERVALS, Window, bar_end, validate_interval
 from market_ingest.vendors import alpha_vantage as av
 
@@ -147,7 +147,7 @@ class AlphaVantageHook(SharedExtract, BaseHook):
         return {
             "key": conn.password,
             "url": (conn.host if conn.host and "://" in conn.host else DEFAULT_URL),
-            "premium": bool(extra.get("premium", False)),
+            "premium": as_flag(extra.get("premium")),
             "spacing": 1.0 / float(extra.get("requests_per_second", 1)),
             "budget": int(extra.get("daily_budget", 25)),
         }

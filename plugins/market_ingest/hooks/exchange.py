@@ -58,7 +58,7 @@ from market_ingest.errors import (
     WindowNotServableError,
 )
 from market_ingest.extract import SharedExtract
-from market_ingest.hooks import connection_extra
+from market_ingest.hooks import as_flag, connection_extra
 from market_ingest.intervals import INTERVAL_LENGTH, Window, bar_end, bar_start, validate_interval
 
 if TYPE_CHECKING:
@@ -330,7 +330,7 @@ class ExchangeHook(SharedExtract, BaseHook):
         settings: dict[str, Any] = {
             "base_url": base_url,
             "options": extra.get("options") or {},
-            "sandbox": bool(extra.get("sandbox")),
+            "sandbox": as_flag(extra.get("sandbox")),
             "retry_attempts": int(extra.get("retry_attempts", 4)),
         }
         for field, value in (("apiKey", conn.login), ("secret", conn.password), ("password", extra.get("passphrase"))):

@@ -1,0 +1,75 @@
+"""Connections as users write them: the README's ``AIRFLOW_CONN_*`` URIs, read back through the hooks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from market_ingest.hooks import as_flag, connection_extra
+from market_ingest.hooks.alpha_vantage import AlphaVantageHook
+from market_ingest.hooks.exchange import ExchangeHook
+from market_ingest.hooks.yahoo import YahooFinanceHook
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_uris() -> dict[str, str]:
+    """``{connection id: URI}`` of the README's ``AIRFLOW_CONN_<ID>='<uri>'`` lines (URI form only)."""
+    found = re.findall(r"^AIRFLOW_CONN_([A-Z_]+)='([a-z-]+://[^']*)'$", README.read_text(), re.MULTILINE)
+    return {conn_id.lower(): uri for conn_id, uri in found}
+
+
+@pytest.fixture
+def uris(monkeypatch):
+    found = readme_uris()
+    assert set(found) == {"market_yahoo", "market_alpha_vantage", "market_kucoin", "market_binance"}
+    for conn_id, uri in found.items():
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", uri)
+    return found
+
+
+def test_the_readmes_uris_give_each_hook_its_settings(uris):
+    yahoo = YahooFinanceHook()
+    assert yahoo.endpoint()[0] == "https://query2.finance.yahoo.com/v8/finance/chart/"  # no base URL
+    # The Task SDK keeps a URI's query values as strings; the hook casts each where it applies it.
+    assert yahoo.extra == {"requests_per_second": "4", "retries": "3", "symbol_attempts": "3"}
+
+    alpha = AlphaVantageHook()._settings
+    assert (alpha["key"], alpha["premium"], alpha["spacing"], alpha["budget"]) == ("YOUR_API_KEY", False, 1.0, 25)
+    assert alpha["url"] == "https://www.alphavantage.co/query"
+
+    kucoin = ExchangeHook("kucoin", "market_kucoin")._settings
+    assert {k: kucoin[k] for k in ("apiKey", "secret", "password", "sandbox", "retry_attempts", "base_url")} == {
+        "apiKey": "YOUR_API_KEY",
+        "secret": "YOUR_SECRET",
+        "password": "YOUR_PASSPHRASE",  # ccxt's name for the API passphrase
+        "sandbox": False,
+        "retry_attempts": 4,
+        "base_url": None,
+    }
+    binance = ExchangeHook("binance", "market_binance")._settings
+    assert "apiKey" not in binance and binance["sandbox"] is False and binance["retry_attempts"] == 4
+
+
+def test_an_emptied_form_field_or_a_yes_no_string_takes_its_meaning(monkeypatch):
+    """The Add Connection form stores an emptied field as null (the hook's default applies), and a
+    hand-written extra may say ``"sandbox": "false"`` (not a sandbox)."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MARKET_ALPHA_VANTAGE",
+        '{"conn_type": "alpha_vantage", "password": "KEY12345", "extra": {"premium": "false", "requests_per_second": null, "daily_budget": null}}',
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MARKET_KRAKEN", '{"conn_type": "ccxt", "extra": {"sandbox": "true", "retry_attempts": null}}'
+    )
+    alpha = AlphaVantageHook()._settings
+    assert (alpha["premium"], alpha["spacing"], alpha["budget"]) == (False, 1.0, 25)
+    kraken = ExchangeHook("kraken", "market_kraken")._settings
+    assert (kraken["sandbox"], kraken["retry_attempts"]) == (True, 4)
+    assert [as_flag(v) for v in (True, 1, "TRUE", " yes", "on", False, 0, None, "false", "no", "")] == [True] * 5 + [False] * 6
+
+    class Conn:
+        extra_dejson = {"proxy": None, "retries": 0}
+
+    assert connection_extra(Conn()) == {"retries": 0}  # a zero is a setting, not an empty field
