@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger install lock recordings record standin universes pools clean
+.PHONY: demo test test-3.12 lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger install lock recordings record standin universes pools clean
 
 demo: $(STAMP)  ## runs and a backfill under airflow standalone into PostgreSQL, S3 and Kinesis (LIVE=1: live APIs)
 	$(PY) demo/run_demo.py $(if $(LIVE),--live,)
@@ -61,6 +61,22 @@ test: lint  ## ruff, then every test on plain PostgreSQL, then the warehouse tes
 	  echo "TimescaleDB half not run ($$why): sudo $(TSDB_INSTALL) installs it (about 5 minutes), then make test runs both"; \
 	fi
 
+# Python 3.12 is what MWAA's Airflow 3.3 images run: the same lock in a virtualenv of its own.
+# python3.12 on PATH, else pyenv's (its shim fails while another version is selected).
+PYTHON312 ?= $(shell for p in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12 2>/dev/null); do $$p -c '' 2>/dev/null && { command -v $$p; break; }; done)
+VENV312   := .venv-3.12
+STAMP312  := $(VENV312)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+
+test-3.12: $(STAMP312)  ## the tests again on Python 3.12, plain PostgreSQL (PYTEST_ARGS as for make test)
+	$(VENV312)/bin/python -m pytest $(PYTEST_ARGS)
+
+$(STAMP312): requirements.lock pyproject.toml $(STAMP)
+	@test -n "$(PYTHON312)" || { echo "python3.12 not found (pyenv install 3.12, or PYTHON312=/path/to/python3.12)"; exit 1; }
+	$(PYTHON312) -m venv $(VENV312)
+	$(VENV)/bin/uv pip install -q --python $(VENV312)/bin/python -r requirements.lock
+	$(VENV)/bin/uv pip install -q --python $(VENV312)/bin/python --no-deps -e .
+	rm -f $(VENV312)/.installed-* && touch $@
+
 lint: $(STAMP)  ## ruff lint and format check (ruff.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -71,12 +87,12 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 
 install: $(STAMP)
 
+# Then the provider package (pyproject.toml), editable: the connection types' forms, same files as plugins/.
 $(STAMP): requirements.lock requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version.split()[0]}"'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check uv==0.13.9
 	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.lock
-	# the provider package (pyproject.toml), editable: the connection types' forms, the same files as plugins/
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
@@ -99,4 +115,4 @@ universes:  ## rebuild include/symbols/ from ../shared/fixtures/indices/
 	$(PY) tools/build_universes.py
 
 clean:
-	rm -rf $(VENV) .demo .stack .bench
+	rm -rf $(VENV) $(VENV312) .demo .stack .bench
