@@ -252,6 +252,17 @@ def browser():
             b.close()
 
 
+def logged_in_page(stack, browser, height: int):
+    """A new browser page (1400 px wide), logged in to the stack's UI as standalone's admin user."""
+    user, password = stack.login()
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    page.goto(f"{stack.api_url}/")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    return page
+
+
 def test_the_coverage_view_shows_the_ledger_and_a_cells_reason(services, stack, browser, tmp_path):
     """Log in to the Airflow UI, open "Market coverage" from the navigation, then the Yahoo daily
     grid: every cell is a ledger row of the latest days, with its state; clicking the cell of
@@ -276,12 +287,7 @@ def test_the_coverage_view_shows_the_ledger_and_a_cells_reason(services, stack, 
     assert six[2] == "vendor_empty" and six[6] == run_id
     assert six[5] == "Yahoo does not know the symbol or it is delisted (HTTP 404 Not Found)"
 
-    user, password = stack.login()
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(f"{stack.api_url}/")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
+    page = logged_in_page(stack, browser, height=1000)
     page.get_by_role("link", name="Market coverage").click()
     page.wait_for_url("**/plugin/market-coverage")
     frame = page.frame_locator("iframe")
@@ -341,12 +347,7 @@ def test_the_add_connection_form_offers_each_vendor_with_its_own_fields(stack, b
 
     from market_ingest.hooks import connection_extra
 
-    user, password = stack.login()
-    page = browser.new_page(viewport={"width": 1400, "height": 1200})
-    page.goto(f"{stack.api_url}/")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
+    page = logged_in_page(stack, browser, height=1200)
     page.goto(f"{stack.api_url}/connections")
     for conn_type, (title, labels) in CONNECTION_FORMS.items():
         page.get_by_role("button", name="Add Connection").click()
