@@ -108,7 +108,8 @@ def test_a_silent_warehouse_fails_the_connection_in_seconds_naming_it(monkeypatc
     assert DEFAULT_CONNECT_TIMEOUT - 1 <= waited < DEFAULT_CONNECT_TIMEOUT + 5
     assert failed.value.retryable
     assert (
-        str(failed.value) == f"timescale: cannot reach 127.0.0.1:{port} (connection market_timescale): connection timeout expired"
+        str(failed.value)
+        == f"timescale: cannot connect to 127.0.0.1:{port} (connection market_timescale): connection timeout expired"
     )
     monkeypatch.setenv("AIRFLOW_CONN_MARKET_TIMESCALE", json.dumps({**conn, "extra": {"connect_timeout": 3}}))
     assert TimescaleHook().connection.extra_dejson["connect_timeout"] == 3

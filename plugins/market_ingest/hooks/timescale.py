@@ -159,8 +159,12 @@ class TimescaleHook(PostgresHook):
     def get_conn(self):
         """A new psycopg connection (``PostgresHook.get_conn``).
 
-        :raises SinkUnavailableError: the server cannot be reached or did not answer within the
-            connect timeout; the message names host, port, connection and psycopg's reason.
+        :raises SinkUnavailableError: the server cannot be reached, did not answer within the
+            connect timeout, or refused the connection (a wrong password, an unknown database or
+            role, too many connections); the message names host, port, connection and libpq's
+            reason, which says which. All are retried: libpq reports no SQLSTATE for a failed
+            connection (psycopg 3.3: ``sqlstate`` is ``None``), so a refused login cannot be told
+            from a server still starting but by the server's localised message text.
         """
         import psycopg
 
@@ -170,7 +174,7 @@ class TimescaleHook(PostgresHook):
             reason = " ".join(str(exc).split())
             where = f"{self.connection.host or 'localhost'}:{self.connection.port or 5432}"
             raise SinkUnavailableError(
-                "timescale", f"cannot reach {where} (connection {self.timescale_conn_id}): {reason}"
+                "timescale", f"cannot connect to {where} (connection {self.timescale_conn_id}): {reason}"
             ) from exc
 
     @staticmethod
