@@ -211,3 +211,21 @@ def test_extended_hours_is_refused_where_it_means_nothing():
     with pytest.raises(ValueError, match="extended_hours applies to intraday intervals"):
         SourceConfig(kind="ccxt", exchange="binance", intervals={"1m": {"schedule": "@hourly", "extended_hours": True}}, **base)
     assert SourceConfig(kind="alpha_vantage", intervals={"5m": {"schedule": "@daily", "extended_hours": True}}, **base)
+
+
+@pytest.mark.parametrize("rate", [None, 4.0])
+def test_requests_are_spaced_by_the_connections_requests_per_second(recordings, monkeypatch, rate):
+    """Alpha Vantage's free key allows about one request per second: the hook's session spaces
+    its requests by the connection's ``requests_per_second`` (default 1), as the stand-in sees
+    them arrive."""
+    standin = StandIn(recordings)
+    with serving(standin, monkeypatch) as url:
+        extra = {"requests_per_second": rate} if rate else {}
+        conn = {"conn_type": "alpha_vantage", "password": FAKE_KEY, "host": f"{url}/www.alphavantage.co/query", "extra": extra}
+        monkeypatch.setenv("AIRFLOW_CONN_MARKET_ALPHA_VANTAGE", json.dumps(conn))
+        _, results = AlphaVantageHook(now=NOW).fetch_bars(["IBM", "MSFT", "IBM"], "1d", WINDOW, NOW)
+    # No daily MSFT is recorded: the stand-in answers Alpha Vantage's "Error Message" for it.
+    assert [o.status for o in results] == ["ok", "unknown_symbol", "ok"]
+    starts = [r["t"] - r["seconds"] for r in standin.log]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert len(starts) == 3 and min(gaps) >= 1 / (rate or 1.0) - 0.02  # arrival jitter of a loopback request

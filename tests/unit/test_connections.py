@@ -37,7 +37,7 @@ def test_the_readmes_uris_give_each_hook_its_settings(uris):
     assert yahoo.extra == {"requests_per_second": "4", "retries": "3", "symbol_attempts": "3"}
 
     alpha = AlphaVantageHook()._settings
-    assert (alpha["key"], alpha["premium"], alpha["spacing"], alpha["budget"]) == ("YOUR_API_KEY", False, 1.0, 25)
+    assert (alpha["key"], alpha["premium"], alpha["requests_per_second"], alpha["budget"]) == ("YOUR_API_KEY", False, 1.0, 25)
     assert alpha["url"] == "https://www.alphavantage.co/query"
 
     kucoin = ExchangeHook("kucoin", "market_kucoin")._settings
@@ -64,7 +64,7 @@ def test_an_emptied_form_field_or_a_yes_no_string_takes_its_meaning(monkeypatch)
         "AIRFLOW_CONN_MARKET_KRAKEN", '{"conn_type": "ccxt", "extra": {"sandbox": "true", "retry_attempts": null}}'
     )
     alpha = AlphaVantageHook()._settings
-    assert (alpha["premium"], alpha["spacing"], alpha["budget"]) == (False, 1.0, 25)
+    assert (alpha["premium"], alpha["requests_per_second"], alpha["budget"]) == (False, 1.0, 25)
     kraken = ExchangeHook("kraken", "market_kraken")._settings
     assert (kraken["sandbox"], kraken["retry_attempts"]) == (True, 4)
     assert [as_flag(v) for v in (True, 1, "TRUE", " yes", "on", False, 0, None, "false", "no", "")] == [True] * 5 + [False] * 6

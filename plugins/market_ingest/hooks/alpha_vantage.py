@@ -13,7 +13,6 @@ by the quota body: nothing that leaves this module (logs, exceptions, outcomes) 
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -127,7 +126,6 @@ class AlphaVantageHook(SharedExtract, BaseHook):
         self.alpha_vantage_conn_id = alpha_vantage_conn_id
         self.quota = quota
         self.now = now
-        self._last_request = 0.0
         self._local_count = 0
 
     def endpoint(self) -> tuple[str, str | None]:
@@ -148,18 +146,20 @@ class AlphaVantageHook(SharedExtract, BaseHook):
             "key": conn.password,
             "url": (conn.host if conn.host and "://" in conn.host else DEFAULT_URL),
             "premium": as_flag(extra.get("premium")),
-            "spacing": 1.0 / float(extra.get("requests_per_second", 1)),
+            "requests_per_second": float(extra.get("requests_per_second", 1)),
             "budget": int(extra.get("daily_budget", 25)),
         }
 
     @cached_property
     def session(self):
-        """A ``requests`` session that keeps Alpha Vantage's clock (``Date``) of its latest answer."""
+        """A ``requests`` session that spaces its requests by the connection's
+        ``requests_per_second`` (default 1: the free key's per-second limit) and keeps Alpha
+        Vantage's clock (``Date``) of its latest answer (:func:`~market_ingest.hooks.routing.clocked_session`)."""
         import requests
 
         from market_ingest.hooks.routing import clocked_session
 
-        return clocked_session(None, requests.Session)()
+        return clocked_session(None, requests.Session, self._settings["requests_per_second"])()
 
     def _vendor_now(self) -> datetime:
         """Alpha Vantage's "now": ``now`` if given, else its latest ``Date`` (never after the wall clock)."""
@@ -187,10 +187,6 @@ class AlphaVantageHook(SharedExtract, BaseHook):
         elif self._local_count >= s["budget"]:
             raise QuotaExhaustedError(SOURCE, f"daily request budget ({s['budget']}) is spent in this task")
         self._local_count += 1
-        wait = self._last_request + s["spacing"] - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        self._last_request = time.monotonic()
         symbol = params.get("symbol") or params.get("from_symbol")
         what = f"{params.get('function')} {symbol or ''}".strip()
         try:
