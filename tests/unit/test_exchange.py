@@ -485,3 +485,22 @@ def test_spot_and_base_volume_exchanges_keep_ccxts_volume():
     assert volume_in_base_units("kucoinfutures", {"type": "spot", "contract": False}) == 1.0
     assert market_note(okx_swap, 1.0) == "swap settled in USDT: prices in USDT, volume in BTC"
     assert market_note({"type": "spot", "contract": False}, 1.0) == ""
+
+
+@pytest.mark.parametrize("exchange, markets_path", [("kucoin", "/api/v2/symbols"), ("binance", "exchangeInfo")])
+def test_a_cut_markets_body_is_asked_again_not_taken_for_no_markets(monkeypatch, exchange, markets_path):
+    """The same cut body on ``load_markets``' request: ccxt read it as an exchange listing no
+    market, so every symbol of the batch would be ``unknown_symbol``. It is asked again."""
+    from standin.core import Fault
+
+    standin = StandIn(None, synthetic=True, clock=d(2026, 11, 21, 12))
+    window = Window(d(2026, 11, 19), d(2026, 11, 19, 6))
+    with serving(standin, monkeypatch):
+        standin.faults = [Fault(exchange, "truncate", count=1, match=markets_path)]
+        slept = []
+        bars, (outcome,) = _hook(exchange, now=d(2026, 11, 21, 12), sleep=slept.append).fetch_bars(
+            ["BTC/USDT"], "1h", window, INGESTED
+        )
+    markets = [r for r in standin.log if markets_path in r["path"]]
+    assert [r["fault"] for r in markets][:2] == ["truncate", None] and len(slept) >= 1
+    assert outcome.status == "ok" and bars.num_rows == 6

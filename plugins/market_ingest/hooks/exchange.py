@@ -365,8 +365,24 @@ class ExchangeHook(SharedExtract, BaseHook):
         if markets is not None:
             client.set_markets(markets)
         else:
-            self._call(client.load_markets, what="load_markets")
+            self._call(self._load_markets, client, what="load_markets")
         return client
+
+    def _load_markets(self, client) -> None:
+        """``client.load_markets(reload=True)``, refusing an answer with no market at all.
+
+        ccxt reads a markets body cut mid-transfer (not JSON) as an exchange listing nothing, and
+        every symbol of the batch would then be reported ``unknown_symbol`` (seen with the stand-in's
+        cut body, as for candles in the soak benchmark). An exchange always lists markets, so an
+        empty answer is a network fault, asked again by :meth:`_call`.
+
+        :raises ccxt.NetworkError: the exchange's answer held no market.
+        """
+        import ccxt
+
+        client.load_markets(reload=True)
+        if not client.markets:
+            raise ccxt.NetworkError(f"{self.exchange} answered load_markets with no market (a body that is not JSON?)")
 
     def _markets_file(self) -> list[dict] | None:
         if not self.markets_file:
