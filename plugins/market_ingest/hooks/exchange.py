@@ -374,13 +374,18 @@ class ExchangeHook(SharedExtract, BaseHook):
         ccxt reads a markets body cut mid-transfer (not JSON) as an exchange listing nothing, and
         every symbol of the batch would then be reported ``unknown_symbol`` (seen with the stand-in's
         cut body, as for candles in the soak benchmark). An exchange always lists markets, so an
-        empty answer is a network fault, asked again by :meth:`_call`.
+        empty answer is a network fault, asked again by :meth:`_call`. Older ccxt (4.5.64, what
+        MWAA's Airflow 3.3.1 constraints allow) fails on the same body inside its parser, with a
+        ``TypeError`` (KuCoin: ``len(None)``): the same fault, the same retry.
 
-        :raises ccxt.NetworkError: the exchange's answer held no market.
+        :raises ccxt.NetworkError: the exchange's answer held no market, or ccxt could not parse it.
         """
         import ccxt
 
-        client.load_markets(reload=True)
+        try:
+            client.load_markets(reload=True)
+        except (TypeError, KeyError, IndexError) as exc:
+            raise ccxt.NetworkError(f"{self.exchange} answered load_markets with a body ccxt cannot parse: {exc!r}") from exc
         if not client.markets:
             raise ccxt.NetworkError(f"{self.exchange} answered load_markets with no market (a body that is not JSON?)")
 
