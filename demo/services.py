@@ -307,16 +307,15 @@ def vendor_env(vendors_url: str, cfg) -> dict[str, str]:
     carry a gateway's. Alpha Vantage gets its public ``demo`` key (not a secret) and a daily budget
     repeated runs cannot spend.
     """
+    from market_ingest import kinds
+
     env = {}
     for name, src in cfg.sources.items():
-        if src.kind == "yahoo":
-            conn_id, conn = src.conn_id or "market_yahoo", {"conn_type": "yahoo_finance", "host": vendors_url}
-        elif src.kind == "alpha_vantage":
-            conn_id = src.conn_id or "market_alpha_vantage"
+        if src.kind == "alpha_vantage":
             conn = {**DEMO_ALPHA_VANTAGE_CONN, "host": f"{vendors_url}/www.alphavantage.co/query"}
         else:
-            conn_id, conn = src.conn_id or f"market_{name}", {"conn_type": "ccxt", "host": vendors_url}
-        env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
+            conn = {"conn_type": kinds.kind(src.kind).conn_type, "host": vendors_url}
+        env[f"AIRFLOW_CONN_{src.connection_id(name).upper()}"] = json.dumps(conn)
     return env
 
 

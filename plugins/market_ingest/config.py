@@ -158,6 +158,12 @@ class SourceConfig(_Model):
 
         return market_of(symbol, self.market, continuous=kinds.kind(self.kind).continuous)
 
+    def connection_id(self, name: str) -> str:
+        """The Airflow connection id this source's hook reads: ``conn_id``, else its kind's default
+        (``market_yahoo``, ``market_alpha_vantage``), else ``market_<name>`` (``name``: the source's
+        key in the config, e.g. ``market_binance``)."""
+        return self.conn_id or kinds.kind(self.kind).default_conn_id or f"market_{name}"
+
     @property
     def symbols_like(self) -> str:
         """The symbol spelling this source accepts: ``symbol_pattern`` or its kind's default."""

@@ -33,6 +33,9 @@ class SourceKind:
         (``symbols_in_flight``): yfinance shares one session and its caches across threads, as its
         own ``download(threads=True)`` does. Not ccxt (its synchronous throttle keeps no lock) nor
         Alpha Vantage (a daily quota spent symbol after symbol).
+    :param conn_type: the Airflow connection type of its hook (``get_provider_info``).
+    :param default_conn_id: the connection a source of this kind uses without ``conn_id``; empty:
+        ``market_<source name>`` (one connection per exchange).
     """
 
     name: str
@@ -43,6 +46,8 @@ class SourceKind:
     quote_request_per_symbol: bool = False
     continuous: bool = False
     concurrent_symbols: bool = False
+    conn_type: str = ""
+    default_conn_id: str = ""
 
 
 #: Yahoo: ``AAPL``, ``BRK-B``, ``BP.L``, ``EURUSD=X``, ``GC=F``, ``^GSPC``, ``BTC-USD`` (no ``/``: a
@@ -52,19 +57,29 @@ class SourceKind:
 KINDS: dict[str, SourceKind] = {
     k.name: k
     for k in (
-        SourceKind("yahoo", r"[A-Za-z0-9^][A-Za-z0-9.=^-]{0,31}", extended_hours=True, concurrent_symbols=True),
+        SourceKind(
+            "yahoo",
+            r"[A-Za-z0-9^][A-Za-z0-9.=^-]{0,31}",
+            extended_hours=True,
+            concurrent_symbols=True,
+            conn_type="yahoo_finance",
+            default_conn_id="market_yahoo",
+        ),
         SourceKind(
             "alpha_vantage",
             r"[A-Za-z0-9][A-Za-z0-9.-]{0,15}|[A-Za-z]{2,10}/[A-Za-z]{3}",
             defers=True,
             extended_hours=True,
             quote_request_per_symbol=True,
+            conn_type="alpha_vantage",
+            default_conn_id="market_alpha_vantage",
         ),
         SourceKind(
             "ccxt",
             r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}/[A-Za-z0-9]{1,16}(:[A-Za-z0-9]{1,16}(-[A-Za-z0-9]{1,16})?)?",
             exchange=True,
             continuous=True,
+            conn_type="ccxt",
         ),
     )
 }

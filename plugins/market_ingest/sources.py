@@ -20,7 +20,7 @@ from market_ingest.kinds import KINDS, kind
 def _yahoo_hook(name: str, src: SourceConfig, timescale_conn_id: str) -> Any:
     from market_ingest.hooks.yahoo import YahooFinanceHook
 
-    return YahooFinanceHook(yahoo_conn_id=src.conn_id or YahooFinanceHook.default_conn_name)
+    return YahooFinanceHook(yahoo_conn_id=src.connection_id(name))
 
 
 def _alpha_vantage_hook(name: str, src: SourceConfig, timescale_conn_id: str) -> Any:
@@ -30,9 +30,7 @@ def _alpha_vantage_hook(name: str, src: SourceConfig, timescale_conn_id: str) ->
 
     warehouse = TimescaleHook(timescale_conn_id=timescale_conn_id)
     warehouse.check_schema()  # the shared daily budget lives in market.vendor_quota
-    return AlphaVantageHook(
-        alpha_vantage_conn_id=src.conn_id or AlphaVantageHook.default_conn_name, quota=PostgresQuotaStore(warehouse)
-    )
+    return AlphaVantageHook(alpha_vantage_conn_id=src.connection_id(name), quota=PostgresQuotaStore(warehouse))
 
 
 def _exchange_hook(name: str, src: SourceConfig, timescale_conn_id: str) -> Any:
@@ -40,7 +38,7 @@ def _exchange_hook(name: str, src: SourceConfig, timescale_conn_id: str) -> Any:
 
     return ExchangeHook(
         src.exchange,
-        src.conn_id or f"market_{name}",
+        src.connection_id(name),
         source=name,
         page_limit=src.page_limit,
         max_lookback_bars=src.max_lookback_bars,

@@ -44,3 +44,17 @@ def test_symbols_in_flight_needs_a_kind_whose_hook_is_thread_safe():
         SourceConfig(kind="ccxt", exchange="binance", symbols_in_flight=2, **BASE)
     with pytest.raises(ValueError, match="symbols_in_flight above 1 applies to kinds"):
         SourceConfig(kind="alpha_vantage", symbols_in_flight=2, **BASE)
+
+
+def test_each_kind_names_its_hook_s_connection_type_and_default_connection():
+    from market_ingest.hooks.alpha_vantage import AlphaVantageHook
+    from market_ingest.hooks.exchange import ExchangeHook
+    from market_ingest.hooks.yahoo import YahooFinanceHook
+
+    hooks = {"yahoo": YahooFinanceHook, "alpha_vantage": AlphaVantageHook, "ccxt": ExchangeHook}
+    assert set(hooks) == set(kinds.KINDS)
+    for name, hook in hooks.items():
+        assert kinds.kind(name).conn_type == hook.conn_type, name
+    assert kinds.kind("yahoo").default_conn_id == YahooFinanceHook.default_conn_name
+    assert kinds.kind("alpha_vantage").default_conn_id == AlphaVantageHook.default_conn_name
+    assert kinds.kind("ccxt").default_conn_id == "", "one connection per exchange: market_<source>"
