@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-3.12 lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger install lock recordings record standin universes pools clean
+.PHONY: demo test test-3.12 mwaa lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger install lock recordings record standin universes pools clean
 
 demo: $(STAMP)  ## runs and a backfill under airflow standalone into PostgreSQL, S3 and Kinesis (LIVE=1: live APIs)
 	$(PY) demo/run_demo.py $(if $(LIVE),--live,)
@@ -49,8 +49,12 @@ bench-kinesis: $(STAMP)  ## PutRecords calls, records and bytes per 100,000 bars
 
 TSDB_INSTALL := ../shared/vendor/timescaledb/install.sh
 
-test: lint  ## ruff, then every test on plain PostgreSQL, then the warehouse tests again on TimescaleDB when it is installed
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: lint  ## ruff, then every test on plain PostgreSQL (with python3.12: make mwaa's artefacts in a clean virtualenv too), then the warehouse tests again on TimescaleDB when it is installed
+	@if [ -z "$(PYTHON312)" ]; then \
+	  if [ -n "$(REQUIRE_PYTHON312)" ]; then echo "python3.12 is required (REQUIRE_PYTHON312) for the MWAA packaging tests but not found"; exit 1; fi; \
+	  echo "MWAA packaging tests deselected: no python3.12 (pyenv install 3.12, or PYTHON312=/path/to/python3.12)"; \
+	fi
+	$(PY) -m pytest $(if $(PYTHON312),--mwaa-python $(PYTHON312),) $(PYTEST_ARGS)
 	@why=$$($(PY) -c 'from demo.services import timescaledb_missing; print(timescaledb_missing() or "")'); \
 	if [ -z "$$why" ]; then \
 	  echo "== the warehouse tests again, on TimescaleDB"; \
@@ -107,6 +111,9 @@ record: $(STAMP)  ## live: capture vendor responses into include/recordings/ (AR
 
 standin: $(STAMP)  ## run the vendor stand-in on loopback (ARGS="--synthetic --port 8790")
 	$(PY) -m standin $(ARGS)
+
+mwaa: $(STAMP)  ## dist/mwaa/: requirements.txt, plugins.zip (the provider and every other wheel MWAA 3.3.1 lacks), startup.sh and dags/ for MWAA's S3 bucket
+	$(PY) tools/build_mwaa.py
 
 pools:  ## rebuild include/pools.json (airflow pools import) from include/pipeline.yaml
 	$(PY) tools/build_pools.py

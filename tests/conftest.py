@@ -45,14 +45,27 @@ def pytest_addoption(parser):
         help="the warehouse the session's services run: plain PostgreSQL (pgserver) or TimescaleDB "
         "(PostgreSQL 15 with timescaledb preloaded; fails when it is not installed, never falls back)",
     )
+    parser.addoption(
+        "--mwaa-python",
+        default=os.environ.get("MWAA_PYTHON"),
+        help="a Python 3.12 interpreter: runs the MWAA packaging tests (tests/packaging, marker mwaa), "
+        "which build make mwaa's artefacts and install them in a clean virtualenv of it; without it "
+        "they are deselected (make test passes the python3.12 it finds)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
     """Mark every test that uses the session's services ``warehouse``: the TimescaleDB half of
-    ``make test`` runs exactly those (``-m warehouse --warehouse timescaledb``)."""
+    ``make test`` runs exactly those (``-m warehouse --warehouse timescaledb``). Deselect the MWAA
+    packaging tests unless ``--mwaa-python`` names an interpreter for them."""
     for item in items:
         if "services" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.warehouse)
+    if not config.getoption("--mwaa-python"):
+        deselected = [item for item in items if item.get_closest_marker("mwaa")]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if not item.get_closest_marker("mwaa")]
 
 
 def pytest_report_header(config):
