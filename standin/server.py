@@ -251,17 +251,18 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class StandInServer(ThreadingHTTPServer):
-    """A :class:`StandIn` served on ``127.0.0.1:<port>`` (0: any free port); ``url`` is the prefix."""
+    """A :class:`StandIn` served on ``<host>:<port>`` (default loopback; port 0: any free port);
+    ``url`` is the prefix. Docker Compose binds ``0.0.0.0`` so other containers reach it."""
 
     daemon_threads = True
 
-    def __init__(self, standin: StandIn, port: int = 0) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
+    def __init__(self, standin: StandIn, port: int = 0, host: str = "127.0.0.1") -> None:
+        super().__init__((host, port), _Handler)
         self.standin = standin
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port>``: prefix of every vendor URL."""
+        """``http://127.0.0.1:<port>``: prefix of every vendor URL, as seen from this machine."""
         return f"http://127.0.0.1:{self.server_port}"
 
     def start(self) -> StandInServer:

@@ -1,0 +1,107 @@
+"""Docker Compose's ``airflow-init`` service: everything the stack needs before Airflow starts.
+
+In order, each step idempotent (the service runs on every ``docker compose up``):
+
+1. ``airflow db migrate``: the metadata database (the ``postgres`` service);
+2. ``airflow pools import include/pools.json``: one pool per vendor, its slots the vendor's limit;
+3. ``airflow connections import --overwrite``: the warehouse (``timescaledb``), S3 and Kinesis
+   (``moto``) and every vendor connection the pipeline config names, pointed at the vendor stand-in
+   (``standin``) as ``make demo`` points them (:func:`demo.services.vendor_env`). Edit them in the
+   UI (Admin > Connections) to reach the live vendors; a later ``up`` overwrites them again unless
+   ``MARKET_COMPOSE_KEEP_CONNECTIONS=1``;
+4. the lake bucket and the Kinesis streams the config names, when absent, through those connections;
+5. the warehouse migrations (what the ``market_setup`` DAG applies), through ``market_timescale``.
+
+The credentials it writes are the local emulators' (moto accepts any key; TimescaleDB's password
+comes from ``TIMESCALE_PASSWORD``, default ``market``) and Alpha Vantage's public ``demo`` key, which
+the stand-in accepts: no secret. Exits non-zero, with the failing step's error, if a step fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+
+from market_ingest.config import INCLUDE_DIR, load_config
+
+STANDIN_URL = os.environ.get("MARKET_STANDIN_URL", "http://standin:8790")
+MOTO_URL = os.environ.get("MARKET_MOTO_URL", "http://moto:5000")
+
+
+def connections(cfg) -> dict[str, dict]:
+    """Connection id -> ``airflow connections import`` entry (``conn_type``, ``host``, ...) for the stack.
+
+    :param cfg: the pipeline config (:func:`market_ingest.config.load_config`); its warehouse, AWS
+        and vendor connection ids are the keys.
+    """
+    from demo.services import vendor_env
+
+    aws_ids = {cfg.kinesis.aws_conn_id, cfg.alerts.aws_conn_id} | {
+        u.split("://", 1)[1].split("@", 1)[0] for u in (cfg.lake.url, cfg.lake.quotes_url) if u.startswith("s3://") and "@" in u
+    }
+    aws = {
+        "conn_type": "aws",
+        "login": "test",
+        "password": "test",
+        "extra": json.dumps({"region_name": "us-east-1", "endpoint_url": MOTO_URL, "config_kwargs": {"connect_timeout": 10}}),
+    }
+    conns = {conn_id: dict(aws) for conn_id in aws_ids}
+    conns[cfg.timescale.conn_id] = {
+        "conn_type": "postgres",
+        "host": "timescaledb",
+        "port": 5432,
+        "login": "postgres",
+        "password": os.environ.get("TIMESCALE_PASSWORD", "market"),
+        "schema": "market",
+    }
+    for key, value in vendor_env(STANDIN_URL, cfg).items():
+        conn = json.loads(value)
+        if isinstance(conn.get("extra"), dict):
+            conn["extra"] = json.dumps(conn["extra"])
+        conns[key.removeprefix("AIRFLOW_CONN_").lower()] = conn
+    return conns
+
+
+def _airflow(*args: str) -> None:
+    print("+ airflow", *args, flush=True)
+    subprocess.run(["airflow", *args], check=True)
+
+
+def create_sinks(cfg) -> None:
+    """The lake bucket(s) and the bars, quotes and events streams, when absent; the warehouse migrations."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    from market_ingest.hooks.timescale import TimescaleHook
+
+    s3 = AwsBaseHook(aws_conn_id=cfg.kinesis.aws_conn_id, client_type="s3").get_conn()
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for bucket in cfg.lake.buckets:
+        if bucket not in existing:
+            s3.create_bucket(Bucket=bucket)
+            print(f"created bucket {bucket}", flush=True)
+    kinesis = AwsBaseHook(aws_conn_id=cfg.kinesis.aws_conn_id, client_type="kinesis").get_conn()
+    for stream in (cfg.kinesis.stream, cfg.kinesis.quotes_stream, cfg.alerts.events_stream):
+        if stream not in kinesis.list_streams()["StreamNames"]:
+            kinesis.create_stream(StreamName=stream, ShardCount=2)
+            print(f"created stream {stream}", flush=True)
+        kinesis.get_waiter("stream_exists").wait(StreamName=stream)
+    applied = TimescaleHook(timescale_conn_id=cfg.timescale.conn_id).migrate()
+    print(f"warehouse migrations applied: {applied or 'none pending'}", flush=True)
+
+
+def main() -> None:
+    cfg = load_config()
+    _airflow("db", "migrate")
+    _airflow("pools", "import", str(INCLUDE_DIR / "pools.json"))
+    if os.environ.get("MARKET_COMPOSE_KEEP_CONNECTIONS") != "1":
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+            json.dump(connections(cfg), f)
+            f.flush()
+            _airflow("connections", "import", "--overwrite", f.name)
+    create_sinks(cfg)
+
+
+if __name__ == "__main__":
+    main()
