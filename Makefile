@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-3.12 mwaa lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger install lock recordings record standin universes pools clean
+.PHONY: demo test test-3.12 test-mwaa-versions mwaa lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger install lock recordings record standin universes pools clean
 
 demo: $(STAMP)  ## runs and a backfill under airflow standalone into PostgreSQL, S3 and Kinesis (LIVE=1: live APIs)
 	$(PY) demo/run_demo.py $(if $(LIVE),--live,)
@@ -112,6 +112,17 @@ record: $(STAMP)  ## live: capture vendor responses into include/recordings/ (AR
 standin: $(STAMP)  ## run the vendor stand-in on loopback (ARGS="--synthetic --port 8790")
 	$(PY) -m standin $(ARGS)
 
+# The unit, DAG, fault, integration and stand-in tests on MWAA's versions (Airflow 3.3.1, ccxt 4.5.64,
+# pandas 3.0.5, pyarrow 25 ...): .mwaa/ is an AIRFLOW_HOME installed from dist/mwaa as MWAA installs it,
+# plus requirements-dev.txt's test tools under MWAA's constraints. The end-to-end tests stay on 3.3.2.
+MWAA_TEST_TOOLS = $(shell grep -E '^(moto|pgserver|duckdb|pytest)(\[|==)' requirements-dev.txt | cut -d' ' -f1)
+
+test-mwaa-versions: $(STAMP)  ## the tests but e2e on MWAA 3.3.1's versions, Python 3.12 (about 4 minutes)
+	@test -n "$(PYTHON312)" || { echo "python3.12 not found (pyenv install 3.12, or PYTHON312=/path/to/python3.12)"; exit 1; }
+	$(PY) tools/build_mwaa.py --home .mwaa --python $(PYTHON312)
+	$(VENV)/bin/uv pip install -q --python .mwaa/venv/bin/python -c deploy/mwaa/constraints-3.3.1-3.12.txt $(foreach t,$(MWAA_TEST_TOOLS),'$(t)')
+	.mwaa/venv/bin/python -m pytest tests/unit tests/dags tests/faults tests/integration tests/standin $(PYTEST_ARGS)
+
 mwaa: $(STAMP)  ## dist/mwaa/: requirements.txt, plugins.zip (the provider and every other wheel MWAA 3.3.1 lacks), startup.sh and dags/ for MWAA's S3 bucket
 	$(PY) tools/build_mwaa.py
 
@@ -122,4 +133,4 @@ universes:  ## rebuild include/symbols/ from ../shared/fixtures/indices/
 	$(PY) tools/build_universes.py
 
 clean:
-	rm -rf $(VENV) $(VENV312) .demo .stack .bench
+	rm -rf $(VENV) $(VENV312) .mwaa dist .demo .stack .bench

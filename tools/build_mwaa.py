@@ -25,6 +25,7 @@ download fails, for instance when a pin in ``requirements.in`` conflicts with th
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -168,9 +169,48 @@ def build(out: Path) -> dict[str, str]:
     return extra
 
 
+#: In MWAA's image but built from source against system libraries (libpq, libcurl); nothing here imports them.
+NOT_INSTALLED = {"psycopg2", "pycurl"}
+
+
+def install(out: Path, home: Path, python: str) -> Path:
+    """Lay out ``home`` as MWAA's ``AIRFLOW_HOME`` from :func:`build`'s ``out`` and install as MWAA does.
+
+    A virtualenv ``home/venv`` of ``python`` (3.12) first gets exactly the image's distributions
+    (``image-packages``, minus :data:`NOT_INSTALLED`); ``plugins.zip`` is unpacked into
+    ``home/plugins`` and ``dags/`` copied to ``home/dags``; then ``requirements.txt`` is installed with
+    pip under MWAA's essential constraints (its ``safe-pip-install``), ``/usr/local/airflow`` read as
+    ``home``, with no package index and no pip configuration. ``home/startup.sh`` is the startup script.
+
+    :return: the virtualenv's python.
+    :raises subprocess.CalledProcessError: an install failed (pip's resolver message on stderr).
+    """
+    home = home.resolve()
+    venv = home / "venv"
+    subprocess.run([_uv(), "venv", "--quiet", "--seed", "--python", python, str(venv)], check=True)
+    image = home / "image-packages.txt"
+    image.write_text("".join(f"{n}=={v}\n" for n, v in read_pins(IMAGE_PACKAGES).items() if n not in NOT_INSTALLED))
+    py = venv / "bin" / "python"
+    subprocess.run([_uv(), "pip", "install", "--quiet", "--python", str(py), "--no-deps", "-r", str(image)], check=True)
+    with zipfile.ZipFile(out / "plugins.zip") as z:
+        z.extractall(home / "plugins")
+    shutil.copytree(out / "dags", home / "dags", dirs_exist_ok=True)
+    requirements = home / "requirements.txt"
+    requirements.write_text((out / "requirements.txt").read_text().replace("/usr/local/airflow", str(home)))
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--constraint", str(ESSENTIAL_CONSTRAINTS), "-r", str(requirements)],
+        check=True, env={"PATH": os.environ["PATH"], "HOME": str(home), "PIP_CONFIG_FILE": os.devnull},
+    )  # fmt: skip
+    shutil.copy2(out / "startup.sh", home / "startup.sh")
+    return py
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "dist" / "mwaa")
+    parser.add_argument("--home", type=Path, help="then install into this MWAA-like AIRFLOW_HOME (venv/ beneath it)")
+    parser.add_argument("--python", help="with --home: the Python 3.12 interpreter of its virtualenv")
     args = parser.parse_args(argv)
     extra = build(args.out)
     ours = read_pins(ROOT / "requirements.txt")
@@ -184,6 +224,11 @@ def main(argv: list[str] | None = None) -> None:
     for name, version in sorted(ours.items()):
         if name != "apache-airflow" and resolved_at.get(name) != version:
             print(f"  {name}: {version} -> {resolved_at.get(name)}")
+    if args.home:
+        if args.home.exists():
+            shutil.rmtree(args.home)
+        args.home.mkdir(parents=True)
+        print(f"installed as on MWAA: {install(args.out, args.home, args.python or 'python3.12')}")
 
 
 if __name__ == "__main__":

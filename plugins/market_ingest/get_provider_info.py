@@ -14,6 +14,8 @@ Stdlib only: the providers manager calls this in every Airflow process.
 
 from __future__ import annotations
 
+from importlib import metadata
+
 PACKAGE_NAME = "airflow-provider-market-ingest"
 
 
@@ -39,13 +41,15 @@ def get_provider_info() -> dict:
         ``description``, ``versions``, ``hooks`` and ``connection-types``: ``yahoo_finance``,
         ``alpha_vantage`` and ``ccxt``, each with its hook class, its form fields (``conn-fields``)
         and its standard-field behaviour. Defaults shown here are the hooks' own defaults
-        (``market_ingest.hooks.*``).
+        (``market_ingest.hooks.*``). ``versions`` is the installed distribution's version.
+    :raises importlib.metadata.PackageNotFoundError: the distribution is not installed (Airflow
+        calls this only through the installed distribution's entry point).
     """
     return {
         "package-name": PACKAGE_NAME,
         "name": "Market data ingestion",
         "description": "OHLCV bars from Yahoo Finance, Alpha Vantage and crypto exchanges (ccxt) into S3, Kinesis and TimescaleDB.",
-        "versions": ["0.1.0"],
+        "versions": [metadata.version(PACKAGE_NAME)],  # pyproject.toml's, as installed
         "integrations": [
             {
                 "integration-name": "Yahoo Finance",

@@ -15,8 +15,6 @@ Runs when ``--mwaa-python`` names a Python 3.12 (``make test`` passes the one it
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -29,9 +27,6 @@ from tools import build_mwaa
 
 pytestmark = pytest.mark.mwaa
 
-#: Built from source against system libraries (libpq, libcurl) in MWAA's image; nothing here imports them.
-NOT_INSTALLED = {"psycopg2", "pycurl"}
-
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
@@ -43,36 +38,9 @@ def built(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def mwaa_home(built, tmp_path_factory, request) -> Path:
-    """An AIRFLOW_HOME laid out as MWAA's, its virtualenv (``venv/``) holding the image's packages
-    and then requirements.txt installed from plugins.zip."""
+    """An AIRFLOW_HOME laid out as MWAA's, installed as MWAA installs (:func:`build_mwaa.install`)."""
     home = tmp_path_factory.mktemp("mwaa-home")
-    venv = home / "venv"
-    uv = build_mwaa._uv()
-    subprocess.run(
-        [uv, "venv", "--quiet", "--seed", "--python", request.config.getoption("--mwaa-python"), str(venv)], check=True
-    )
-    image = home / "image-packages.txt"
-    image.write_text(
-        "".join(
-            f"{name}=={version}\n"
-            for name, version in build_mwaa.read_pins(build_mwaa.IMAGE_PACKAGES).items()
-            if name not in NOT_INSTALLED
-        )
-    )
-    subprocess.run(
-        [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "--no-deps", "-r", str(image)], check=True
-    )
-    with zipfile.ZipFile(built / "plugins.zip") as z:
-        z.extractall(home / "plugins")
-    shutil.copytree(built / "dags", home / "dags")
-    requirements = home / "requirements.txt"
-    requirements.write_text((built / "requirements.txt").read_text().replace("/usr/local/airflow", str(home)))
-    subprocess.run(
-        [venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--constraint", str(build_mwaa.ESSENTIAL_CONSTRAINTS), "-r", str(requirements)],
-        check=True, env={"PATH": os.environ["PATH"], "HOME": str(home), "PIP_CONFIG_FILE": os.devnull},
-    )  # fmt: skip
-    shutil.copy2(built / "startup.sh", home / "startup.sh")
+    build_mwaa.install(built, home, request.config.getoption("--mwaa-python"))
     return home
 
 
@@ -127,5 +95,5 @@ def test_the_plugin_and_the_provider_register(probe):
 def test_no_package_of_the_image_is_replaced(probe):
     installed = {build_mwaa.normalize(name): version for name, version in probe["installed"].items()}
     image = build_mwaa.read_pins(build_mwaa.IMAGE_PACKAGES)
-    changed = {n: (v, installed.get(n)) for n, v in image.items() if n not in NOT_INSTALLED and installed.get(n) != v}
+    changed = {n: (v, installed.get(n)) for n, v in image.items() if n not in build_mwaa.NOT_INSTALLED and installed.get(n) != v}
     assert changed == {}
