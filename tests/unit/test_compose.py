@@ -1,5 +1,6 @@
-"""docker-compose.yaml, validated without Docker: services, pins, health checks, start order,
-volumes, and the connections its init service creates.
+"""docker-compose.yaml, validated without Docker: the Compose Specification's schema (vendored, as
+Docker Compose checks it), then services, pins, health checks, start order, volumes, and the
+connections its init service creates.
 
 YAML anchors and merge keys (``<<: *airflow-common``) are resolved by PyYAML as Compose resolves them.
 """
@@ -7,6 +8,7 @@ YAML anchors and merge keys (``<<: *airflow-common``) are resolved by PyYAML as 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 
 import pytest
@@ -30,6 +32,14 @@ def compose() -> dict:
 @pytest.fixture(scope="module")
 def services(compose) -> dict:
     return compose["services"]
+
+
+def test_the_file_is_valid_under_the_compose_specification(compose):
+    import jsonschema
+
+    schema = json.loads((ROOT / "tests" / "fixtures" / "compose" / "compose-spec.json").read_text())
+    errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(compose)]
+    assert errors == []
 
 
 def test_the_stack_has_airflow_s_services_and_the_sinks_and_vendors(services):
