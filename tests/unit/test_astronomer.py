@@ -14,6 +14,19 @@ from market_ingest.config import load_config
 from tests.conftest import ROOT
 
 SETTINGS = ROOT / "airflow_settings.yaml.example"
+#: The keys the Astro CLI reads (astronomer/astro-cli, settings/types.go: Connection, Pools, Variables).
+ASTRO_CONNECTION_KEYS = {
+    "conn_id",
+    "conn_type",
+    "conn_host",
+    "conn_schema",
+    "conn_login",
+    "conn_password",
+    "conn_port",
+    "conn_uri",
+    "conn_extra",
+}
+ASTRO_POOL_KEYS = {"pool_name", "pool_slot", "pool_description"}
 
 
 def test_the_dockerfile_is_astro_runtime_3_3_and_installs_the_provider():
@@ -48,5 +61,11 @@ def test_settings_example_has_every_connection_and_pool_the_config_uses():
     assert conns[cfg.kinesis.aws_conn_id]["conn_type"] == "aws"
     pools = json.loads((ROOT / "include" / "pools.json").read_text())
     assert {p["pool_name"]: p["pool_slot"] for p in settings["pools"]} == {name: p["slots"] for name, p in pools.items()}
+    assert set(settings) == {"connections", "pools", "variables"}
+    for conn in settings["connections"]:
+        assert set(conn) <= ASTRO_CONNECTION_KEYS, conn["conn_id"]
+        assert conn["conn_extra"] is None or isinstance(conn["conn_extra"], dict), conn["conn_id"]
+    for pool in settings["pools"]:
+        assert set(pool) == ASTRO_POOL_KEYS, pool
     for conn in settings["connections"]:
         assert not conn["conn_password"] or conn["conn_password"].startswith("<"), "placeholders only, never a credential"
