@@ -54,7 +54,7 @@ test: lint  ## ruff, then every test on plain PostgreSQL (with python3.12: make 
 	  if [ -n "$(REQUIRE_PYTHON312)" ]; then echo "python3.12 is required (REQUIRE_PYTHON312) for the MWAA packaging tests but not found"; exit 1; fi; \
 	  echo "MWAA packaging tests deselected: no python3.12 (pyenv install 3.12, or PYTHON312=/path/to/python3.12)"; \
 	fi
-	$(PY) -m pytest $(if $(PYTHON312),--mwaa-python $(PYTHON312),) $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(PYTHON312),--mwaa-python=$(PYTHON312),) $(PYTEST_ARGS)
 	@why=$$($(PY) -c 'from demo.services import timescaledb_missing; print(timescaledb_missing() or "")'); \
 	if [ -z "$$why" ]; then \
 	  echo "== the warehouse tests again, on TimescaleDB"; \
