@@ -174,6 +174,13 @@ def median(values) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def median_mib(kib) -> str:
+    """The median of RSS samples given in KiB, as ``"<n> MiB"``; ``"none sampled"`` when there are none
+    (a task kind that ran no try in that fifth of the soak)."""
+    kib = list(kib)
+    return f"{statistics.median(kib) / 1024:.0f} MiB" if kib else "none sampled"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20, help="scheduled runs per DAG (consecutive data intervals)")
@@ -466,9 +473,9 @@ def report_lines(args, f: dict) -> list[str]:
         )
     for kind, k in sorted(f["kinds"].items()):
         lines.append(
-            f"task {kind:<16} peak RSS median {median(k['all']) / 1024:.0f} MiB, max {max(k['all']) / 1024:.0f} MiB "
-            f"({len(k['all'])} tries sampled); first fifth of runs median {median(k['first']) / 1024:.0f} MiB, "
-            f"last fifth {median(k['last']) / 1024:.0f} MiB"
+            f"task {kind:<16} peak RSS median {median_mib(k['all'])}, max {max(k['all']) / 1024:.0f} MiB "
+            f"({len(k['all'])} tries sampled); first fifth of runs median {median_mib(k['first'])}, "
+            f"last fifth {median_mib(k['last'])}"
         )
     lines.append(
         "PASS" if f["ok"] else "FAIL: need 0 lost, 0 duplicates in warehouse and lake, lake = warehouse, every run finished"
