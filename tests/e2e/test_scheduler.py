@@ -253,13 +253,17 @@ def browser():
 
 
 def logged_in_page(stack, browser, height: int):
-    """A new browser page (1400 px wide), logged in to the stack's UI as standalone's admin user."""
+    """A new browser page (1400 px wide), logged in to the stack's UI as standalone's admin user,
+    returned once the UI shows its navigation (the plugin's "Market coverage" link among it)."""
     user, password = stack.login()
     page = browser.new_page(viewport={"width": 1400, "height": height})
     page.goto(f"{stack.api_url}/")
     page.fill("input[name=username]", user)
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
+    # The login form then sends the browser on to the UI: wait for the UI's navigation, else a
+    # goto issued by the caller races that redirect and Chromium aborts it (net::ERR_ABORTED).
+    page.get_by_role("link", name="Market coverage").wait_for(timeout=60_000)
     return page
 
 
