@@ -38,9 +38,7 @@ def connections(cfg) -> dict[str, dict]:
     """
     from demo.services import vendor_env
 
-    aws_ids = {cfg.kinesis.aws_conn_id, cfg.alerts.aws_conn_id} | {
-        u.split("://", 1)[1].split("@", 1)[0] for u in (cfg.lake.url, cfg.lake.quotes_url) if u.startswith("s3://") and "@" in u
-    }
+    aws_ids = {cfg.kinesis.aws_conn_id, cfg.alerts.aws_conn_id, *cfg.lake.aws_conn_ids}
     aws = {
         "conn_type": "aws",
         "login": "test",

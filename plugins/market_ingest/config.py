@@ -219,12 +219,22 @@ class LakeConfig(_Model):
     compression: str = "zstd"
 
     @property
+    def _s3_authorities(self) -> list[tuple[str, str]]:
+        """``(conn_id, bucket)`` of each S3 URL (``s3://conn@bucket/prefix``; ``conn_id`` is ``""``
+        when the URL names none, and ObjectStoragePath then uses the amazon provider's default)."""
+        found = [u.split("://", 1)[1].split("/", 1)[0] for u in (self.url, self.quotes_url) if u.startswith("s3")]
+        return [(conn_id, bucket) for conn_id, _, bucket in (a.rpartition("@") for a in found)]
+
+    @property
     def buckets(self) -> list[str]:
         """The S3 buckets the lake uses (``s3://conn@bucket/prefix`` -> ``bucket``), without duplicates."""
-        found = [
-            u.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2] for u in (self.url, self.quotes_url) if u.startswith("s3")
-        ]
-        return list(dict.fromkeys(found))
+        return list(dict.fromkeys(bucket for _, bucket in self._s3_authorities))
+
+    @property
+    def aws_conn_ids(self) -> list[str]:
+        """The AWS connection ids the lake's S3 URLs name (``s3://conn@bucket/prefix`` -> ``conn``),
+        without duplicates; a URL without one adds none."""
+        return list(dict.fromkeys(conn_id for conn_id, _ in self._s3_authorities if conn_id))
 
 
 class KinesisConfig(_Model):

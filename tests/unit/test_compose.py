@@ -123,7 +123,8 @@ def test_init_creates_every_connection_the_config_uses():
     vendor_ids = {src.connection_id(name) for name, src in cfg.sources.items()}
     assert vendor_ids <= set(conns)
     assert conns[cfg.timescale.conn_id]["host"] == "timescaledb"
-    assert "moto:5000" in conns[cfg.kinesis.aws_conn_id]["extra"]
+    for conn_id in {cfg.kinesis.aws_conn_id, cfg.alerts.aws_conn_id, *cfg.lake.aws_conn_ids}:
+        assert "moto:5000" in conns[conn_id]["extra"], conn_id
     assert conns["market_alpha_vantage"]["password"] == "demo", "Alpha Vantage's public demo key, which the stand-in takes"
     for conn_id in vendor_ids:
         assert conns[conn_id]["host"].startswith("http://standin:8790"), conn_id
