@@ -339,25 +339,41 @@ def embedded_services(
 
 
 def create_sinks(services: Services, cfg, shards: int = 2) -> None:
-    """Apply the warehouse migrations (what the ``market_setup`` DAG does in a deployment), create
-    the lake bucket(s) and the Kinesis streams (bars, quotes, events) that the pipeline config
-    ``cfg`` names, when absent, and wait until the streams are ACTIVE."""
+    """Apply the warehouse migrations (what the ``market_setup`` DAG does in a deployment), then
+    :func:`create_buckets_and_streams` on the services' moto server."""
     import psycopg
 
     from market_ingest.hooks.timescale import apply_migrations
 
     with psycopg.connect(services.pg_conninfo()) as conn:
         apply_migrations(conn)
-    s3 = services.boto3_client("s3")
+    create_buckets_and_streams(services.boto3_client("s3"), services.boto3_client("kinesis"), cfg, shards)
+
+
+def create_buckets_and_streams(s3, kinesis, cfg, shards: int = 2) -> list[str]:
+    """Create the lake bucket(s) and the Kinesis streams (bars, quotes, events) that the pipeline
+    config ``cfg`` names, when absent, and wait until every stream is ACTIVE (up to 2 minutes each).
+
+    Used by :func:`create_sinks` and by Docker Compose's init service (``deploy/compose/init.py``).
+
+    :param s3: a boto3 S3 client.
+    :param kinesis: a boto3 Kinesis client.
+    :param shards: the shard count of each stream created; an existing stream keeps its own.
+    :returns: the buckets and streams created, in that order (empty when all existed).
+    :raises botocore.exceptions.WaiterError: a stream is not ACTIVE within the wait.
+    """
+    created = []
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     for bucket in cfg.lake.buckets:
         if bucket not in existing:
             s3.create_bucket(Bucket=bucket)
-    kinesis = services.boto3_client("kinesis")
+            created.append(bucket)
     for stream in (cfg.kinesis.stream, cfg.kinesis.quotes_stream, cfg.alerts.events_stream):
         if stream not in kinesis.list_streams()["StreamNames"]:
             kinesis.create_stream(StreamName=stream, ShardCount=shards)
-        kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+            created.append(stream)
+        kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.5, "MaxAttempts": 240})
+    return created
 
 
 def stream_data(services: Services, stream: str) -> Iterator[bytes]:

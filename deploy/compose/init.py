@@ -68,23 +68,17 @@ def _airflow(*args: str) -> None:
 
 
 def create_sinks(cfg) -> None:
-    """The lake bucket(s) and the bars, quotes and events streams, when absent; the warehouse migrations."""
+    """The lake bucket(s) and the bars, quotes and events streams, when absent
+    (:func:`demo.services.create_buckets_and_streams`, through ``cfg.kinesis.aws_conn_id``); the
+    warehouse migrations."""
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
+    from demo.services import create_buckets_and_streams
     from market_ingest.hooks.timescale import TimescaleHook
 
-    s3 = AwsBaseHook(aws_conn_id=cfg.kinesis.aws_conn_id, client_type="s3").get_conn()
-    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-    for bucket in cfg.lake.buckets:
-        if bucket not in existing:
-            s3.create_bucket(Bucket=bucket)
-            print(f"created bucket {bucket}", flush=True)
-    kinesis = AwsBaseHook(aws_conn_id=cfg.kinesis.aws_conn_id, client_type="kinesis").get_conn()
-    for stream in (cfg.kinesis.stream, cfg.kinesis.quotes_stream, cfg.alerts.events_stream):
-        if stream not in kinesis.list_streams()["StreamNames"]:
-            kinesis.create_stream(StreamName=stream, ShardCount=2)
-            print(f"created stream {stream}", flush=True)
-        kinesis.get_waiter("stream_exists").wait(StreamName=stream)
+    s3, kinesis = (AwsBaseHook(aws_conn_id=cfg.kinesis.aws_conn_id, client_type=t).get_conn() for t in ("s3", "kinesis"))
+    created = create_buckets_and_streams(s3, kinesis, cfg)
+    print(f"created: {', '.join(created) or 'nothing, every bucket and stream exists'}", flush=True)
     applied = TimescaleHook(timescale_conn_id=cfg.timescale.conn_id).migrate()
     print(f"warehouse migrations applied: {applied or 'none pending'}", flush=True)
 

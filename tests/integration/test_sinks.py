@@ -484,3 +484,37 @@ def test_a_changed_rows_join_planned_as_a_loop_over_a_scan_is_not_run(services, 
     assert reloaded.keys() == loaded.keys()
     assert all(reloaded[k][0] == loaded[k][0] and reloaded[k][2] == loaded[k][2] for k in loaded)  # none rewritten
     assert all(xmax != "0" for _, xmax, _ in reloaded.values())  # every row locked: the per-row upsert ran
+
+
+def test_compose_init_creates_the_missing_buckets_and_streams_then_nothing(services, capsys):
+    """Docker Compose's init service (``deploy/compose/init.py``), through the Airflow AWS and
+    warehouse connections, creates the lake bucket and the bars, quotes and events streams a config
+    names when they are absent, two shards each, and migrates the warehouse; on the next
+    ``docker compose up`` it creates nothing and applies nothing."""
+    from market_ingest.config import load_config
+    from tests.unit.test_compose import _init_module
+
+    cfg = load_config()
+    conn = cfg.kinesis.aws_conn_id
+    fresh = cfg.model_copy(
+        update={
+            "lake": cfg.lake.model_copy(
+                update={"url": f"s3://{conn}@init-lake/bars", "quotes_url": f"s3://{conn}@init-lake/quotes"}
+            ),
+            "kinesis": cfg.kinesis.model_copy(update={"stream": "init-bars", "quotes_stream": "init-quotes"}),
+            "alerts": cfg.alerts.model_copy(update={"events_stream": "init-events"}),
+        }
+    )
+    init = _init_module()
+    init.create_sinks(fresh)
+    assert "created: init-lake, init-bars, init-quotes, init-events\n" in capsys.readouterr().out
+    assert "init-lake" in {b["Name"] for b in services.boto3_client("s3").list_buckets()["Buckets"]}
+    kinesis = services.boto3_client("kinesis")
+    for stream in ("init-bars", "init-quotes", "init-events"):
+        summary = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]
+        assert (summary["StreamStatus"], summary["OpenShardCount"]) == ("ACTIVE", 2), stream
+
+    init.create_sinks(fresh)
+    out = capsys.readouterr().out
+    assert "created: nothing, every bucket and stream exists\n" in out
+    assert "warehouse migrations applied: none pending\n" in out
