@@ -72,6 +72,15 @@ def pytest_report_header(config):
     return f"warehouse: {config.getoption('--warehouse')}"
 
 
+def expected_dag_ids(cfg) -> set[str]:
+    """The DAG ids ``dags/market_data.py`` must produce for the pipeline config ``cfg``: one
+    ``market_<source>_<interval>`` per configured pair, one ``market_<source>_quote`` per quote
+    source, ``market_setup`` and ``market_repair``. Spelled here, apart from
+    ``market_ingest.dag_factory``, so that a change of the naming rule fails the tests."""
+    bars = {f"market_{s}_{i}" for s, i in cfg.dag_pairs()}
+    return bars | {f"market_{s}_quote" for s in cfg.quote_sources()} | {"market_setup", "market_repair"}
+
+
 def recording(folder: Path, name: str, body: str | bytes, **meta) -> Path:
     """Write a recording (``<name>.json`` and its sidecar ``<name>.meta.yaml``) into ``folder``; return the body's path.
 

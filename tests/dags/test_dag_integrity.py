@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from market_ingest.config import load_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, expected_dag_ids
 
 HEAVY = ("pandas", "pyarrow", "yfinance", "ccxt", "boto3", "botocore", "psycopg", "requests", "vcr")
 
@@ -38,8 +38,8 @@ def test_no_import_errors(dagbag):
 
 def test_one_dag_per_configured_pair_and_quote_source(dagbag):
     cfg = load_config()
-    expected = {f"market_{s}_{i}" for s, i in cfg.dag_pairs()} | {f"market_{s}_quote" for s in cfg.quote_sources()}
-    assert set(dagbag.dag_ids) == expected | {"market_setup", "market_repair"}
+    expected = expected_dag_ids(cfg)
+    assert set(dagbag.dag_ids) == expected
     assert len(dagbag.dag_ids) == len(cfg.dag_pairs()) + len(cfg.quote_sources()) + 2
     assert {"market_alpha_vantage_1d", "market_alpha_vantage_5m", "market_alpha_vantage_quote"} <= expected
 
