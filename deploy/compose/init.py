@@ -6,7 +6,8 @@ In order, each step idempotent (the service runs on every ``docker compose up``)
 2. ``airflow pools import include/pools.json``: one pool per vendor, its slots the vendor's limit;
 3. ``airflow connections import --overwrite``: the warehouse (``timescaledb``), S3 and Kinesis
    (``moto``) and every vendor connection the pipeline config names, pointed at the vendor stand-in
-   (``standin``) as ``make demo`` points them (:func:`demo.services.vendor_env`). Edit them in the
+   (``standin``) as ``make demo`` points them (:func:`demo.services.vendor_env`), and the API
+   server (``airflow-apiserver``) for the run notes (:mod:`market_ingest.run_note`). Edit them in the
    UI (Admin > Connections) to reach the live vendors; a later ``up`` overwrites them again unless
    ``MARKET_COMPOSE_KEEP_CONNECTIONS=1``;
 4. the lake bucket and the Kinesis streams the config names, when absent, through those connections;
@@ -28,6 +29,7 @@ from market_ingest.config import INCLUDE_DIR, load_config
 
 STANDIN_URL = os.environ.get("MARKET_STANDIN_URL", "http://standin:8790")
 MOTO_URL = os.environ.get("MARKET_MOTO_URL", "http://moto:5000")
+API_SERVER_URL = os.environ.get("MARKET_API_SERVER_URL", "http://airflow-apiserver:8080")
 
 
 def connections(cfg) -> dict[str, dict]:
@@ -54,6 +56,8 @@ def connections(cfg) -> dict[str, dict]:
         "password": os.environ.get("TIMESCALE_PASSWORD", "market"),
         "schema": "market",
     }
+    if cfg.report.run_note_conn_id:  # all-admins mode signs every request: the server is all it needs
+        conns[cfg.report.run_note_conn_id] = {"conn_type": "http", "host": API_SERVER_URL}
     for key, value in vendor_env(STANDIN_URL, cfg).items():
         conn = json.loads(value)
         if isinstance(conn.get("extra"), dict):

@@ -15,7 +15,10 @@ when it exists, and skipped with one log line when it does not:
 - either ``login`` and ``password`` of a user allowed to edit runs, exchanged for a JWT at
   ``POST /auth/token`` (the simple auth manager and the FAB auth manager both serve it),
 - or ``extra`` ``{"token": "..."}``: a bearer token used as it is (an Astronomer deployment API
-  token, for example).
+  token, for example),
+- or neither: the request goes without credentials, which only an API server that signs every
+  request itself accepts: the simple auth manager with ``[core] simple_auth_manager_all_admins``,
+  as ``docker-compose.yaml`` runs it. Any other server answers 401 and the note is skipped.
 
 On MWAA the API server sits behind IAM (``InvokeRestApi``); no connection form here covers that,
 and there the note is skipped.
@@ -126,7 +129,7 @@ def write_note(conn_id: str, dag_id: str, run_id: str, note: str) -> str | None:
         base = f"{conn.schema or 'http'}://{base}" + (f":{conn.port}" if conn.port else "")
     try:
         token = conn.extra_dejson.get("token")
-        if not token:
+        if not token and conn.login:
             r = requests.post(f"{base}/auth/token", json={"username": conn.login, "password": conn.password}, timeout=TIMEOUT)
             if r.status_code >= 400:
                 return f"connection {conn_id!r}: POST {base}/auth/token answered {r.status_code}"
@@ -135,7 +138,7 @@ def write_note(conn_id: str, dag_id: str, run_id: str, note: str) -> str | None:
             f"{base}/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}",
             params={"update_mask": "note"},
             json={"note": note[:MAX_CHARS]},
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {token}"} if token else {},
             timeout=TIMEOUT,
         )
         if r.status_code >= 400:

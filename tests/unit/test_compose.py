@@ -117,7 +117,7 @@ def _init_module():
     return module
 
 
-def test_init_creates_every_connection_the_config_uses():
+def test_init_creates_every_connection_the_config_uses(compose):
     cfg = load_config()
     conns = _init_module().connections(cfg)
     vendor_ids = {src.connection_id(name) for name, src in cfg.sources.items()}
@@ -126,5 +126,8 @@ def test_init_creates_every_connection_the_config_uses():
     for conn_id in {cfg.kinesis.aws_conn_id, cfg.alerts.aws_conn_id, *cfg.lake.aws_conn_ids}:
         assert "moto:5000" in conns[conn_id]["extra"], conn_id
     assert conns["market_alpha_vantage"]["password"] == "demo", "Alpha Vantage's public demo key, which the stand-in takes"
+    # the run notes: all-admins mode (the services' environment) signs requests without credentials
+    assert conns[cfg.report.run_note_conn_id] == {"conn_type": "http", "host": "http://airflow-apiserver:8080"}
+    assert compose["x-airflow-common"]["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "true"
     for conn_id in vendor_ids:
         assert conns[conn_id]["host"].startswith("http://standin:8790"), conn_id
