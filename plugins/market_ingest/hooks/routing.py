@@ -91,9 +91,11 @@ def clocked_session(base: str | None, session_cls: type, requests_per_second: fl
     spacing = 1.0 / requests_per_second if requests_per_second else 0.0
 
     class ClockedSession(session_cls):
-        clock: datetime | None = None
-        _next_at = 0.0
-        _turns = threading.Lock()
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.clock: datetime | None = None
+            self._next_at = 0.0  # monotonic time at which the next request may start
+            self._turns = threading.Lock()  # one per session: sessions do not space each other
 
         def request(self, method, url, *args, **kwargs):
             if spacing:
