@@ -65,7 +65,6 @@ def test_settings_example_has_every_connection_and_pool_the_config_uses():
     for conn in settings["connections"]:
         assert set(conn) <= ASTRO_CONNECTION_KEYS, conn["conn_id"]
         assert conn["conn_extra"] is None or isinstance(conn["conn_extra"], dict), conn["conn_id"]
+        assert not conn["conn_password"] or conn["conn_password"].startswith("<"), "placeholders only, never a credential"
     for pool in settings["pools"]:
         assert set(pool) == ASTRO_POOL_KEYS, pool
-    for conn in settings["connections"]:
-        assert not conn["conn_password"] or conn["conn_password"].startswith("<"), "placeholders only, never a credential"
