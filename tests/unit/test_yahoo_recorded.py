@@ -303,3 +303,28 @@ def test_pre_and_post_market_bars_are_kept_or_counted(monkeypatch, extended_hour
     assert (first, last) == (
         (d(2026, 11, 19, 9), d(2026, 11, 20, 0, 55)) if extended_hours else (d(2026, 11, 19, 14, 30), d(2026, 11, 19, 20, 55))
     )
+
+
+#: Run in a new process, as an extract task is: prepare a batch, then report yfinance's cache files.
+_PREPARED_CACHES = """
+import json, sqlite3
+from datetime import datetime, timezone
+from yfinance import cache
+from market_ingest.hooks.yahoo import Window, YahooFinanceHook
+
+YahooFinanceHook().prepare("1d", Window(datetime(2021, 7, 19, tzinfo=timezone.utc), datetime(2021, 7, 24, tzinfo=timezone.utc)))
+paths = [cache.get_tz_cache().get_db().database, cache.get_cookie_cache().get_db().database]
+print(json.dumps({p.rsplit("/", 1)[1]: sqlite3.connect(p).execute("PRAGMA journal_mode").fetchone()[0] for p in paths}))
+"""
+
+
+def test_a_batch_opens_yfinance_s_caches_before_its_symbol_threads_do():
+    """yfinance's SQLite caches are created, in WAL mode, by ``prepare`` in the thread that
+    prepares the batch: first opened by four symbol threads at once, a new cache's switch to WAL
+    failed a symbol with "OperationalError: database is locked" (a CI run of the backfill test)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _PREPARED_CACHES], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.splitlines()[-1]) == {"tkr-tz.db": "wal", "cookies.db": "wal"}

@@ -291,6 +291,15 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         YfData.cache_get.cache_clear()
         # A private cache per process: no cookie or timezone state leaks between runs and users.
         yf.set_tz_cache_location(tempfile.mkdtemp(prefix="yfinance-cache-"))
+        # yfinance opens these SQLite caches (timezones, cookies) on first use and switches each new
+        # file to WAL. First opened from the symbols' threads at once, that switch can fail with
+        # "OperationalError: database is locked", failing the symbol (seen in CI; 12 of 800 threads
+        # over fresh caches in a local reproduction, none once opened first). So open them here, in
+        # the thread that prepares the batch, before any symbol thread starts.
+        from yfinance import cache
+
+        cache.get_tz_cache().lookup("")
+        cache.get_cookie_cache().lookup("")
         from market_ingest.hooks.routing import clocked_session
 
         rate = float(extra["requests_per_second"]) if extra.get("requests_per_second") else None
