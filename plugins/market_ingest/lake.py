@@ -314,11 +314,16 @@ def stage(
     :param batch: the batch number (names the object; a retry of the batch overwrites it).
     :return: ``[]`` for no rows, else ``[{"path": url, "rows": n, "partitions": {partition: [row group, ...]}}]``,
         partitions as :func:`partition_of` names them.
+    :raises SerializationError: a required column is null in some row (named with its source,
+        symbol and time: :func:`market_ingest.schema.require_values`); nothing is written.
     """
     import pyarrow.parquet as pq
 
+    from market_ingest.schema import DATASETS, require_values
+
     if table.num_rows == 0:
         return []
+    require_values(table, DATASETS["bars" if interval else "quotes"].schema)  # what publish_lake reads them as
     path = staging_path(root, source, interval, run_id, batch)
     collected: list = []
     with (

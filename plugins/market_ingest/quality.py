@@ -66,8 +66,9 @@ def split_valid(table: pa.Table) -> tuple[pa.Table, pa.Table | None, dict[str, i
     """:func:`validate_bars`, keeping the invalid rows too.
 
     :return: ``(valid_rows, rejected_rows or None, counts)``; the rejected rows are the bars as the
-        vendor sent them (NaN, infinity or null included), with a ``reason`` column
-        (``invalid: <check>``, the first check each failed).
+        vendor sent them (NaN, infinity or null included: every column nullable,
+        :func:`market_ingest.schema.as_sent`), with a ``reason`` column (``invalid: <check>``, the
+        first check each failed).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -103,7 +104,9 @@ def split_valid(table: pa.Table) -> tuple[pa.Table, pa.Table | None, dict[str, i
         bad = pc.or_(bad, this)
     if not counts:
         return table, None, counts
-    rejected = table.filter(bad).append_column("reason", reason.filter(bad))
+    from market_ingest.schema import as_sent
+
+    rejected = table.filter(bad).cast(as_sent(table.schema)).append_column("reason", reason.filter(bad))
     return table.filter(pc.invert(bad)), rejected, counts
 
 

@@ -65,6 +65,41 @@ def empty_bars() -> pa.Table:
     return BAR_SCHEMA.empty_table()
 
 
+def as_sent(schema: pa.Schema = BAR_SCHEMA) -> pa.Schema:
+    """``schema`` with every field nullable: the shape of rows kept as the vendor sent them (the
+    lake's ``_rejects/``), where a required value may be the very thing that is missing."""
+    return pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
+
+
+def require_values(table: pa.Table, schema: pa.Schema = BAR_SCHEMA) -> None:
+    """Check that every non-nullable column of ``schema`` holds a value in every row of ``table``.
+
+    Parquet refuses such a table with ``ArrowInvalid: Column 'close' is declared non-nullable but
+    contains nulls``, which names no row; this names the first offending one. O(columns) when the
+    table is valid (Arrow keeps null counts).
+
+    :raises SerializationError: naming the row's source, symbol, open time and the column, e.g.
+        ``yahoo:MSFT: bar 2021-08-11T00:00:00+00:00: column close is null ...``. Permanent: the
+        same rows fail the same way on every try.
+    """
+    import pyarrow.compute as pc
+
+    from market_ingest.errors import SerializationError
+
+    for field in schema:
+        if field.nullable or field.name not in table.column_names or not table[field.name].null_count:
+            continue
+        row = table.slice(pc.index(pc.is_null(table[field.name]), True).as_py(), 1).to_pylist()[0]
+        when = row["time"].isoformat() if row.get("time") else "with no time"
+        raise SerializationError(
+            row.get("source") or "lake",
+            f"bar {when}: column {field.name} is null, and {(schema.metadata or {}).get(b'schema', b'the schema').decode()} "
+            "requires a value "
+            "(rows are validated before they are staged: market_ingest.quality)",
+            row.get("symbol"),
+        )
+
+
 def conform(table: pa.Table, schema: pa.Schema = BAR_SCHEMA) -> pa.Table:
     """Return ``table`` with exactly the columns, order and types of ``schema`` (default bars).
 

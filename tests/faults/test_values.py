@@ -15,7 +15,7 @@ from market_ingest.quality import validate_bars
 from standin.server import StandIn
 from tests.conftest import serving
 from tests.e2e.test_dag_run import _run, report_of
-from tests.faults.support import derived_yahoo_library
+from tests.faults.support import derived_yahoo_library, is_finite, raw_lake_rows
 
 UTC = timezone.utc
 WEEK = Window(datetime(2021, 8, 9, tzinfo=UTC), datetime(2021, 8, 14, tzinfo=UTC))
@@ -144,3 +144,58 @@ def test_bad_values_are_rejected_by_name_and_every_other_bar_reaches_every_sink(
         ("MSFT", "2021-08-11", "rejected", "0 of 1 bars stored; dropped as invalid by the run: {'invalid: non_finite_value': 1}"),
         ("NVDA", "2021-08-10", "rejected", "0 of 1 bars stored; dropped as invalid by the run: {'invalid: non_finite_value': 1}"),
     ]
+
+
+@pytest.mark.e2e
+def test_a_nan_close_and_a_null_ohlc_day_cost_only_their_own_bars(services, airflow_db, tmp_path, monkeypatch):
+    """Seen on main: one NaN close (MSFT) or one day of null OHLC (TSLA) failed the extract task on
+    every try (``ArrowInvalid: Column 'close' is declared non-nullable but contains nulls``, raised
+    while writing the rejects object), so NVDA beside them lost all its bars too, and the error
+    named no symbol or bar. Now the two bad bars go to ``_rejects/`` as Yahoo sent them (nulls
+    kept) and every other bar of the batch reaches every sink."""
+    from market_ingest.lake import run_token
+
+    library = derived_yahoo_library(
+        tmp_path,
+        {
+            "yahoo_chart_MSFT_1d_2021": [("2021-08-11", "close", math.nan)],
+            "yahoo_chart_TSLA_1d_full": [("2021-08-12", f, None) for f in ("open", "high", "low", "close")],
+        },
+    )
+    with serving(StandIn(library), monkeypatch):
+        run = _run(
+            "market_yahoo_1d",
+            datetime(2021, 8, 16, tzinfo=UTC),
+            {"symbols": ["MSFT", "NVDA", "TSLA"], "start": "2021-08-09T00:00:00Z", "end": "2021-08-14T00:00:00Z"},
+        )
+    assert str(run.state).endswith("success")
+    report = report_of(run)["symbols"]
+    assert {s: (v["status"], v["lake"], v["timescale"], v["kinesis"]) for s, v in report.items()} == {
+        "MSFT": ("ok", 4, 4, 4),
+        "NVDA": ("ok", 5, 5, 5),
+        "TSLA": ("ok", 4, 4, 4),
+    }
+    rejected = raw_lake_rows(services, "market-lake", f"bars/_rejects/source=yahoo/interval=1d/run={run_token(run.run_id)}/")
+    assert sorted((r["symbol"], r["time"].date().isoformat(), r["reason"]) for r in rejected) == [
+        ("MSFT", "2021-08-11", "invalid: missing_value"),
+        ("TSLA", "2021-08-12", "invalid: missing_value"),
+    ]
+    by_symbol = {r["symbol"]: r for r in rejected}
+    assert by_symbol["MSFT"]["close"] is None and is_finite(by_symbol["MSFT"]["open"])
+    assert [by_symbol["TSLA"][c] for c in ("open", "high", "low", "close")] == [None] * 4
+    assert by_symbol["TSLA"]["volume"] > 0  # what Yahoo sent beside the nulls is kept
+
+
+def test_a_row_no_sink_can_hold_fails_once_naming_source_symbol_bar_and_column(recorded_week, tmp_path):
+    """A required value that is missing when a batch is staged (a client that skipped validation)
+    is a permanent error naming source, symbol, bar time and column, not an ``ArrowInvalid`` that
+    names none of them and is retried."""
+    from market_ingest.errors import SerializationError
+    from market_ingest.lake import lake_root, stage
+
+    bad = _with(recorded_week, 7, "close", None)
+    with pytest.raises(SerializationError) as caught:
+        stage(bad, lake_root(f"file://{tmp_path}"), "yahoo", "1d", "manual__1", 0)
+    row = bad.slice(7, 1).to_pylist()[0]
+    assert not caught.value.retryable
+    assert str(caught.value).startswith(f"yahoo:{row['symbol']}: bar {row['time'].isoformat()}: column close")
