@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from market_ingest import kinds
 from market_ingest.intervals import CANONICAL_INTERVALS, INTRADAY_INTERVALS, validate_interval
+from market_ingest.quality import Bounds
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: include/ beside plugins/ (Astro, docker-compose); MWAA deployments that ship include/ inside
@@ -106,6 +107,27 @@ class AnomalyConfig(_Model):
     )
 
 
+class BoundsConfig(_Model):
+    """Plausible magnitudes of a source's bars (:class:`market_ingest.quality.Bounds`, whose
+    defaults these are): a finite price or volume outside them is rejected by name
+    (``invalid: implausible_price``, ``invalid: implausible_volume``) and kept in the lake's
+    ``_rejects/``, never loaded."""
+
+    min_price: float = Field(Bounds.min_price, gt=0, description="lowest plausible open, high, low or close (listing currency)")
+    max_price: float = Field(Bounds.max_price, gt=0, description="highest plausible open, high, low or close (listing currency)")
+    max_volume: float = Field(Bounds.max_volume, gt=0, description="highest plausible volume of one bar (units of the asset)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BoundsConfig:
+        if self.min_price >= self.max_price:
+            raise ValueError(f"min_price {self.min_price} must be below max_price {self.max_price}")
+        return self
+
+    def bounds(self) -> Bounds:
+        """As the :class:`market_ingest.quality.Bounds` the validation reads."""
+        return Bounds(self.min_price, self.max_price, self.max_volume)
+
+
 class SourceConfig(_Model):
     """A data source: which hook serves it, its pool (the vendor's rate limit) and its DAGs."""
 
@@ -143,6 +165,7 @@ class SourceConfig(_Model):
         2000, gt=0, description="a manual run (Params override) planning more vendor requests is refused before any request"
     )
     anomalies: AnomalyConfig = AnomalyConfig()
+    bounds: BoundsConfig = BoundsConfig()
     market: str | None = Field(
         None,
         pattern=r"^[A-Z0-9]{2,6}$|^24/[57]$",

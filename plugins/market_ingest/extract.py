@@ -36,6 +36,8 @@ from market_ingest.intervals import INTRADAY_INTERVALS, Window, validate_interva
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from market_ingest.quality import Bounds
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -165,6 +167,7 @@ def extract_bars(
     extended_hours: bool = False,
     rejects: list[pa.Table] | None = None,
     concurrency: int = 1,
+    bounds: Bounds | None = None,
 ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
     """Closed, valid bars opening in ``window`` for each symbol, from ``client``, with their outcomes.
 
@@ -179,6 +182,8 @@ def extract_bars(
         sent, with a ``reason`` column: :func:`market_ingest.quality.split_valid`).
     :param concurrency: symbols asked at once, in threads (:func:`each_symbol`); above 1 only for
         clients whose kind allows it (:attr:`market_ingest.kinds.SourceKind.concurrent_symbols`).
+    :param bounds: the source's plausible magnitudes (:class:`market_ingest.quality.Bounds`; default
+        its defaults): a bar beyond them is rejected as ``invalid: implausible_price`` or ``_volume``.
     :return: ``(bars, outcomes)``: a :data:`~market_ingest.schema.BAR_SCHEMA` table of every
         symbol's kept bars (symbol after symbol), and one outcome per symbol in order: ``ok`` with
         its rows, ``dropped`` by reason, ``nulled``, ``conflicts`` and ``gaps``; or ``no_data``,
@@ -201,7 +206,7 @@ def extract_bars(
         if sessions == [] and answer.table.num_rows:
             log.warning("%s:%s: the vendor stated no trading sessions; keeping every bar it sent", client.source, symbol)
             sessions = None
-        cleaned = clean_bars(answer.table, interval, window, answer.now, sessions)
+        cleaned = clean_bars(answer.table, interval, window, answer.now, sessions, bounds)
         gaps = find_gaps(cleaned.table["time"], interval, window, answer.now) if answer.continuous else []
         log.info(
             "%s:%s %s: %d bars in %d requests, %d kept, dropped %s%s",
@@ -260,10 +265,19 @@ class SharedExtract:
         extended_hours: bool = False,
         rejects: list[pa.Table] | None = None,
         concurrency: int = 1,
+        bounds: Bounds | None = None,
     ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
         """Closed, valid bars in ``window`` per symbol, with outcomes: :func:`extract_bars` on this
         hook (``rejects`` collects the rows that failed validation; ``concurrency`` symbols are
-        asked at once, in threads)."""
+        asked at once, in threads; ``bounds``: the source's plausible magnitudes)."""
         return extract_bars(
-            self, symbols, interval, window, ingested_at, extended_hours=extended_hours, rejects=rejects, concurrency=concurrency
+            self,
+            symbols,
+            interval,
+            window,
+            ingested_at,
+            extended_hours=extended_hours,
+            rejects=rejects,
+            concurrency=concurrency,
+            bounds=bounds,
         )

@@ -8,7 +8,8 @@ Every hook ends a symbol the same way, :func:`clean_bars`:
 2. **window and closed bars**: bars opening outside the window are dropped (``out_of_window``),
    and so is a bar still open at the vendor's clock (``open_bar``);
 3. **validation** (:data:`CHECKS`): a bar failing a check is dropped and counted under
-   ``invalid: <check>``; the other bars of the symbol are kept;
+   ``invalid: <check>``; the other bars of the symbol are kept. Finite values beyond the source's
+   plausible magnitudes (:class:`Bounds`: a vendor's ``1e308``) fail a check too;
 4. **optional columns** (``adj_close, vwap, dividend, split_ratio``) that are NaN or infinite
    become null and are counted per column in ``nulled``: JSON and SQL consumers cannot hold them.
 
@@ -38,6 +39,8 @@ CHECKS = {
     "missing_value": "open, high, low, close and volume must be present (not null)",
     "non_finite_value": "open, high, low, close and volume must be finite (not NaN or infinite)",
     "non_positive_price": "open, high, low and close must be > 0",
+    "implausible_price": "open, high, low and close must lie within the source's plausible range (bounds.min_price .. max_price)",
+    "implausible_volume": "volume must not exceed the source's plausible maximum (bounds.max_volume)",
     "high_below_range": "high must be >= open, close and low",
     "low_above_range": "low must be <= open and close",
     "negative_volume": "volume must be >= 0",
@@ -47,22 +50,44 @@ CHECKS = {
 REQUIRED_FLOATS = ("open", "high", "low", "close", "volume")
 OPTIONAL_FLOATS = ("adj_close", "vwap", "dividend", "split_ratio")
 
+
+@dataclass(frozen=True)
+class Bounds:
+    """The plausible magnitudes of one source's bars: a finite value outside them is a vendor
+    error (``1e308``), not a price, and its bar is rejected by name (``invalid: implausible_price``).
+
+    The defaults admit every real listing we know of: Berkshire Hathaway A (about 7e5 USD), bitcoin
+    quoted in Indonesian rupiah or Vietnamese dong (about 2e9), meme tokens quoted in bitcoin (PEPE
+    about 1e-10 BTC) and their daily volumes in units (SHIB about 1e13). A source trading something
+    else sets its own (``sources.<name>.bounds`` in the pipeline config).
+
+    :param min_price: lowest plausible open, high, low or close (listing currency); > 0.
+    :param max_price: highest plausible open, high, low or close (listing currency).
+    :param max_volume: highest plausible volume of one bar (units of the asset).
+    """
+
+    min_price: float = 1e-12
+    max_price: float = 1e12
+    max_volume: float = 1e18
+
+
 #: At most this many conflicting keys are listed per symbol (all are counted).
 MAX_LISTED_CONFLICTS = 20
 
 
-def validate_bars(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
+def validate_bars(table: pa.Table, bounds: Bounds | None = None) -> tuple[pa.Table, dict[str, int]]:
     """Split ``table`` (canonical bars) into valid rows and counts of invalid ones.
 
     :param table: bars with :data:`market_ingest.schema.BAR_SCHEMA` columns.
+    :param bounds: the source's plausible magnitudes; default :class:`Bounds`.
     :return: ``(valid_rows, {"invalid: <check>": count})``; a row failing several checks is
         counted under the first one only (order of :data:`CHECKS`); zero counts are omitted.
     """
-    valid, _, counts = split_valid(table)
+    valid, _, counts = split_valid(table, bounds)
     return valid, counts
 
 
-def split_valid(table: pa.Table) -> tuple[pa.Table, pa.Table | None, dict[str, int]]:
+def split_valid(table: pa.Table, bounds: Bounds | None = None) -> tuple[pa.Table, pa.Table | None, dict[str, int]]:
     """:func:`validate_bars`, keeping the invalid rows too.
 
     :return: ``(valid_rows, rejected_rows or None, counts)``; the rejected rows are the bars as the
@@ -75,11 +100,16 @@ def split_valid(table: pa.Table) -> tuple[pa.Table, pa.Table | None, dict[str, i
 
     o, h, l, c, v = (table[n] for n in REQUIRED_FLOATS)
 
-    def any_of(predicate):
+    bounds = bounds or Bounds()
+
+    def any_of(predicate, columns=(h, l, c, v)):
         out = predicate(o)
-        for col in (h, l, c, v):
+        for col in columns:
             out = pc.or_kleene(out, predicate(col))
         return out
+
+    def any_price(predicate):
+        return any_of(predicate, (h, l, c))
 
     fails = {
         "missing_value": any_of(pc.is_null),
@@ -88,6 +118,8 @@ def split_valid(table: pa.Table) -> tuple[pa.Table, pa.Table | None, dict[str, i
         "non_positive_price": pc.or_(
             pc.or_(pc.less_equal(o, 0), pc.less_equal(h, 0)), pc.or_(pc.less_equal(l, 0), pc.less_equal(c, 0))
         ),
+        "implausible_price": any_price(lambda col: pc.or_(pc.less(col, bounds.min_price), pc.greater(col, bounds.max_price))),
+        "implausible_volume": pc.greater(v, bounds.max_volume),
         "high_below_range": pc.or_(pc.or_(pc.less(h, o), pc.less(h, c)), pc.less(h, l)),
         "low_above_range": pc.or_(pc.greater(l, o), pc.greater(l, c)),
         "negative_volume": pc.less(v, 0),
@@ -283,6 +315,7 @@ def clean_bars(
     window: Window,
     now: datetime,
     sessions: list[tuple[datetime, datetime]] | None = None,
+    bounds: Bounds | None = None,
 ) -> CleanBars:
     """The shared end of every symbol's extract: deduplicate, keep closed bars in the window (and,
     when ``sessions`` are given, in regular trading hours), validate.
@@ -294,6 +327,7 @@ def clean_bars(
     :param now: the vendor's clock (UTC), deciding which bar is still open.
     :param sessions: regular sessions ``[(open, close)]`` UTC; bars outside all of them are dropped
         as ``outside_session`` (an interval configured without ``extended_hours``). ``None``: keep all.
+    :param bounds: the source's plausible magnitudes (:class:`Bounds`); default :class:`Bounds`.
     :return: the :class:`CleanBars`; its table holds only valid, closed, in-window bars, each
         key once, with every float finite.
     """
@@ -308,7 +342,7 @@ def clean_bars(
     if sessions is not None:
         table, off_hours = keep_in_sessions(table, sessions)
         dropped.update(off_hours)
-    table, rejected, invalid = split_valid(table)
+    table, rejected, invalid = split_valid(table, bounds)
     dropped.update(invalid)
     table, nulled = null_non_finite(table)
     return CleanBars(table, dropped, nulled, conflicts, rejected)

@@ -54,6 +54,41 @@ def test_a_non_finite_or_missing_required_value_rejects_the_bar_by_name(recorded
     assert kept.num_rows == 14 and kept.num_rows == recorded_week.num_rows - 1
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        pytest.param("high", 1e308, "invalid: implausible_price", id="1e308-high"),
+        pytest.param("close", 1e13, "invalid: implausible_price", id="1e13-close"),
+        pytest.param("low", 1e-300, "invalid: implausible_price", id="1e-300-low"),
+        pytest.param("volume", 1e308, "invalid: implausible_volume", id="1e308-volume"),
+    ],
+)
+def test_a_finite_but_absurd_value_rejects_the_bar_by_name(recorded_week, column, value, reason):
+    """Seen on main: a bar with 1e308 OHLC passed validation and was loaded into every sink."""
+    bad = _with(recorded_week, 4, column, value)
+    if column == "high":  # an absurd high alone would not break the bar's range; make every price absurd
+        for c in ("open", "low", "close"):
+            bad = _with(bad, 4, c, value)
+    kept, counts = validate_bars(bad)
+    assert counts == {reason: 1}
+    assert kept.num_rows == 14 and value not in kept[column].to_pylist()
+
+
+def test_a_source_sets_its_own_plausible_range(recorded_week):
+    """``sources.<name>.bounds``: the defaults admit MSFT's real week; a source configured for
+    prices up to 250 rejects exactly the recorded bars above it (MSFT traded near 290)."""
+    from market_ingest.config import BoundsConfig, SourceConfig
+
+    assert validate_bars(recorded_week, SourceConfig.model_fields["bounds"].default.bounds())[1] == {}
+    tight = BoundsConfig(max_price=250).bounds()
+    kept, counts = validate_bars(recorded_week, tight)
+    above = [r for r in recorded_week.to_pylist() if max(r["open"], r["high"], r["low"], r["close"]) > 250]
+    assert above and counts == {"invalid: implausible_price": len(above)}
+    assert kept.num_rows == recorded_week.num_rows - len(above)
+    with pytest.raises(ValueError, match="min_price"):
+        BoundsConfig(min_price=10, max_price=5)
+
+
 @pytest.mark.parametrize("column", ["adj_close", "vwap", "dividend", "split_ratio"])
 def test_a_non_finite_optional_value_becomes_null_and_is_counted(recorded_week, column):
     from market_ingest.quality import clean_bars
@@ -92,7 +127,8 @@ def test_bad_values_are_rejected_by_name_and_every_other_bar_reaches_every_sink(
         {
             "yahoo_chart_NVDA_1d_2021": [("2021-08-10", "high", math.inf)],
             "yahoo_chart_MSFT_1d_2021": [("2021-08-11", "low", math.inf)],
-            "yahoo_chart_TSLA_1d_full": [("2021-08-12", "adjclose", math.inf)],
+            "yahoo_chart_TSLA_1d_full": [("2021-08-12", "adjclose", math.inf)]
+            + [("2021-08-10", f, 1e308) for f in ("open", "high", "low", "close")],
         },
     )
     with serving(StandIn(library), monkeypatch):
@@ -104,19 +140,23 @@ def test_bad_values_are_rejected_by_name_and_every_other_bar_reaches_every_sink(
     assert str(run.state).endswith("success")
     report = report_of(run)["symbols"]
     invalid = {s: {k: n for k, n in v["dropped"].items() if k.startswith("invalid")} for s, v in report.items()}
-    assert invalid == {"NVDA": {"invalid: non_finite_value": 1}, "MSFT": {"invalid: non_finite_value": 1}, "TSLA": {}}
+    assert invalid == {
+        "NVDA": {"invalid: non_finite_value": 1},
+        "MSFT": {"invalid: non_finite_value": 1},
+        "TSLA": {"invalid: implausible_price": 1},
+    }
     assert report["TSLA"]["nulled"] == {"adj_close": 1}
     assert {s: (v["lake"], v["timescale"], v["kinesis"]) for s, v in report.items()} == {
         "MSFT": (4, 4, 4),
         "NVDA": (4, 4, 4),
-        "TSLA": (5, 5, 5),
+        "TSLA": (4, 4, 4),
     }
     on_stream = {
         (r["symbol"], r["time"][:10])
         for r in read_stream(services, "market-bars")
         if r["source"] == "yahoo" and "2021-08-09" <= r["time"][:10] <= "2021-08-13"
     }
-    assert len(on_stream) == 13 and ("NVDA", "2021-08-10") not in on_stream and ("MSFT", "2021-08-11") not in on_stream
+    assert len(on_stream) == 12 and not {("NVDA", "2021-08-10"), ("MSFT", "2021-08-11"), ("TSLA", "2021-08-10")} & on_stream
     from market_ingest.lake import run_token
 
     rejected = [
@@ -129,10 +169,12 @@ def test_bad_values_are_rejected_by_name_and_every_other_bar_reaches_every_sink(
     assert sorted((r["symbol"], r["time"].date().isoformat(), r["reason"], r["run_id"]) for r in rejected) == [
         ("MSFT", "2021-08-11", "invalid: non_finite_value", run.run_id),
         ("NVDA", "2021-08-10", "invalid: non_finite_value", run.run_id),
+        ("TSLA", "2021-08-10", "invalid: implausible_price", run.run_id),
     ]
     by_symbol = {r["symbol"]: r for r in rejected}  # as Yahoo sent them: the infinite value kept
     assert by_symbol["NVDA"]["high"] == math.inf and by_symbol["MSFT"]["low"] == math.inf
-    assert [x["rows"] for x in report_of(run)["rejects"]] == [2]
+    assert by_symbol["TSLA"]["close"] == 1e308
+    assert [x["rows"] for x in report_of(run)["rejects"]] == [3]
     import psycopg
 
     with psycopg.connect(services.pg_conninfo()) as conn:
@@ -143,6 +185,12 @@ def test_bad_values_are_rejected_by_name_and_every_other_bar_reaches_every_sink(
     assert ledger == [
         ("MSFT", "2021-08-11", "rejected", "0 of 1 bars stored; dropped as invalid by the run: {'invalid: non_finite_value': 1}"),
         ("NVDA", "2021-08-10", "rejected", "0 of 1 bars stored; dropped as invalid by the run: {'invalid: non_finite_value': 1}"),
+        (
+            "TSLA",
+            "2021-08-10",
+            "rejected",
+            "0 of 1 bars stored; dropped as invalid by the run: {'invalid: implausible_price': 1}",
+        ),
     ]
 
 

@@ -463,6 +463,7 @@ class MarketExtractOperator(BaseOperator):
                 extended_hours=self.extended_hours,
                 rejects=rejected,
                 concurrency=src.symbols_in_flight,
+                bounds=src.bounds.bounds(),
             )
             tables.append(table)
             by_symbol.update({o.symbol: o for o in outs})
