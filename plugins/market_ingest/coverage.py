@@ -135,6 +135,18 @@ def _days(start: datetime, end: datetime):
         day += timedelta(days=1)
 
 
+def lock_series(cur, source: str, interval: str) -> None:
+    """Serialise the ledger and flag writers of ``(source, interval)`` until the transaction ends
+    (a transaction-level advisory lock; taking it again in the same transaction is free).
+
+    Two loads of one window at once (a cleared load beside its retry, a repair beside a forward
+    run) each replace the flags of their span and widen the same ledger rows: without the lock
+    both deleted the span's flags, then inserted the same keys (``UniqueViolation`` on
+    ``bar_flags_pkey``), and both widened a day from the same old row.
+    """
+    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"market.coverage:{source}:{interval}",))
+
+
 def state_of(a: Asked, expected: int, loaded: int) -> tuple[str, str]:
     """The ledger state of one day of one symbol, and its reason (see the module's rules)."""
     if loaded >= expected:
@@ -161,8 +173,9 @@ def record(
 ) -> list[dict]:
     """Write the ledger rows of the days ``runs`` asked for, on a cursor inside the load's transaction.
 
-    Serialised per (source, interval) by a transaction-level advisory lock, so two loads of the same
-    DAG committing at once do not each widen a day's covered part from the same old row. Reads the
+    Serialised per (source, interval) by a transaction-level advisory lock (:func:`lock_series`), so
+    two loads of the same DAG committing at once do not each widen a day's covered part from the
+    same old row. Reads the
     stored rows of those days (to widen their covered part), counts the expected bars per market
     (one calendar pass per market over the run's span) and the stored bars per day (one query),
     and upserts the rows.
@@ -187,7 +200,7 @@ def record(
             parts[a.symbol, day] = (start, end, a)
     if not parts:
         return []
-    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"market.coverage:{source}:{interval}",))
+    lock_series(cur, source, interval)
     keys = sorted(parts)
     cur.execute(
         "SELECT c.symbol, c.day, c.covered_from, c.covered_until, c.state, c.reason FROM market.coverage c "
@@ -321,6 +334,7 @@ def record_run(
         runs = [a if a.status == outcomes.FAILED else replace(a, status=outcomes.FAILED, reason=not_loaded) for a in runs]
     table, now = DATASETS["bars"].storage(interval), datetime.now(UTC)
     flags: list[dict] = []
+    lock_series(cur, source, interval)  # before the flags: they are replaced per span, like the ledger's rows
     if not not_loaded:  # the bars are stored: flag them first, so each ledger row is written once, with its count
         from market_ingest.anomalies import flag
 

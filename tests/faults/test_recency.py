@@ -101,3 +101,68 @@ def test_rerunning_an_old_runs_load_keeps_the_newer_rows(services, tsla):
         assert conn.execute("SELECT min(ingested_at) FROM market.bars WHERE source = 'recency-test'").fetchone()[
             0
         ] == T0 + timedelta(days=2)
+
+
+def test_two_overlapping_loads_with_anomaly_flags_both_succeed(services, tmp_path, monkeypatch):
+    """Seen on main: two loads of one window at once (a cleared load beside its retry, a repair
+    beside the forward run) failed with ``UniqueViolation`` on ``bar_flags_pkey``: each deleted
+    the span's flags and inserted the same ones, because flags were written before the ledger's
+    lock. Here MSFT's recorded daily bars hold one bar made 100x (flagged on each load); the bars
+    are loaded once, then the same load runs twice at once, held at ``market.bar_flags`` until
+    both are waiting. Both succeed, and the span holds each flag once."""
+    from market_ingest.operators.market import (
+        LakePublishOperator,
+        MarketExtractOperator,
+        MarketPlanOperator,
+        TimescaleLoadOperator,
+    )
+    from standin.server import StandIn
+    from tests.conftest import built, serving
+    from tests.faults.support import context, derived_yahoo_library
+
+    start, end = datetime(2021, 6, 1, tzinfo=UTC), datetime(2021, 8, 1, tzinfo=UTC)
+    recorded, _ = YahooFinanceHook().fetch_bars(
+        ["MSFT"], "1d", Window(datetime(2021, 7, 21, tzinfo=UTC), datetime(2021, 7, 22, tzinfo=UTC)), T0
+    )
+    (bar,) = recorded.to_pylist()
+    library = derived_yahoo_library(
+        tmp_path, {"yahoo_chart_MSFT_1d_2021": [("2021-07-21", f, bar[f] * 100) for f in ("open", "high", "low", "close")]}
+    )
+    ctx = context(
+        "manual__overlapping_loads", {"symbols": ["MSFT"], "start": start.isoformat(), "end": end.isoformat()}, start, end
+    )
+    with serving(StandIn(library), monkeypatch):
+        plan = built(MarketPlanOperator, "plan").execute(ctx)
+        extracts = [built(MarketExtractOperator, "extract", batch=b).execute(ctx) for b in plan]
+    lake = built(LakePublishOperator, "publish_lake", extracts=extracts).execute(ctx)
+
+    def load() -> dict:
+        return built(TimescaleLoadOperator, "load_timescale", lake=lake, plan=plan, extracts=extracts).execute(ctx)
+
+    assert load()["flags"] == {"return_outlier": 1, "unit_100x": 2}
+    results, errors = [], []
+
+    def again() -> None:
+        try:
+            results.append(load())
+        except Exception as exc:
+            errors.append(exc)
+
+    with psycopg.connect(services.pg_conninfo()) as holder:
+        holder.execute("LOCK TABLE market.bar_flags IN SHARE MODE")  # every load's flag step waits here
+        threads = [threading.Thread(target=again) for _ in range(2)]
+        for n, t in enumerate(threads, start=1):
+            t.start()
+            _waiting(services, n)
+        holder.commit()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert [r["flags"] for r in results] == [{"return_outlier": 1, "unit_100x": 2}] * 2
+    with psycopg.connect(services.pg_conninfo()) as conn:
+        flags = conn.execute(
+            "SELECT time::date::text, flag, count(*) FROM market.bar_flags WHERE source = 'yahoo' AND interval = '1d' "
+            "AND symbol = 'MSFT' AND time >= %s AND time < %s GROUP BY 1, 2 ORDER BY 1, 2",
+            (start, end),
+        ).fetchall()
+    assert flags == [("2021-07-21", "return_outlier", 1), ("2021-07-21", "unit_100x", 1), ("2021-07-22", "unit_100x", 1)]
