@@ -20,7 +20,7 @@ from market_ingest.kinds import KINDS, kind
 def _yahoo_hook(name: str, src: SourceConfig, timescale_conn_id: str) -> Any:
     from market_ingest.hooks.yahoo import YahooFinanceHook
 
-    return YahooFinanceHook(yahoo_conn_id=src.connection_id(name))
+    return YahooFinanceHook(yahoo_conn_id=src.connection_id(name), source=name)
 
 
 def _alpha_vantage_hook(name: str, src: SourceConfig, timescale_conn_id: str) -> Any:
@@ -30,7 +30,7 @@ def _alpha_vantage_hook(name: str, src: SourceConfig, timescale_conn_id: str) ->
 
     warehouse = TimescaleHook(timescale_conn_id=timescale_conn_id)
     warehouse.check_schema()  # the shared daily budget lives in market.vendor_quota
-    return AlphaVantageHook(alpha_vantage_conn_id=src.connection_id(name), quota=PostgresQuotaStore(warehouse))
+    return AlphaVantageHook(alpha_vantage_conn_id=src.connection_id(name), quota=PostgresQuotaStore(warehouse), source=name)
 
 
 def _exchange_hook(name: str, src: SourceConfig, timescale_conn_id: str) -> Any:

@@ -93,7 +93,7 @@ def test_daily_quota_defers_the_rest_without_calls_and_never_leaks_the_key(recor
         ("TSLA", "deferred"),
     ]
     assert store.taken == 2  # AAPL and TSLA were never requested (the stand-in's log would show them)
-    assert store.exhausted == {("alpha_vantage", date(2023, 11, 11))}
+    assert store.exhausted == {("alpha_vantage:market_alpha_vantage", date(2023, 11, 11))}  # the key's connection
     assert set(bars["symbol"].to_pylist()) == {"IBM"}
     # A later task the same UTC day makes no call at all.
     later = AlphaVantageHook(quota=store, now=NOW)

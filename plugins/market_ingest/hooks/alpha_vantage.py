@@ -107,11 +107,13 @@ class AlphaVantageHook(SharedExtract, BaseHook):
     :param quota: shared daily budget store; ``None`` counts in this process only.
     :param now: the vendor's current time, for choosing ``outputsize`` and closing bars; default
         the ``Date`` of Alpha Vantage's latest answer (or the wall clock, whichever is earlier).
+    :param source: the configured source name this hook serves, written into every row and
+        message. The daily budget belongs to the API key, so it is kept per connection
+        (:attr:`budget_key`): two sources on one connection share it.
     """
 
     conn_name_attr = "alpha_vantage_conn_id"
     default_conn_name = "market_alpha_vantage"
-    source = SOURCE
     conn_type = "alpha_vantage"
     hook_name = "Alpha Vantage"
 
@@ -120,13 +122,21 @@ class AlphaVantageHook(SharedExtract, BaseHook):
         alpha_vantage_conn_id: str = default_conn_name,
         quota: QuotaStore | None = None,
         now: datetime | None = None,
+        source: str = SOURCE,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.alpha_vantage_conn_id = alpha_vantage_conn_id
+        self.source = source
         self.quota = quota
         self.now = now
         self._local_count = 0
+
+    @property
+    def budget_key(self) -> str:
+        """The key of this hook's daily budget in the quota store (``market.vendor_quota.vendor``):
+        ``alpha_vantage:<connection id>``, since a budget belongs to the API key the connection holds."""
+        return f"alpha_vantage:{self.alpha_vantage_conn_id}"
 
     def endpoint(self) -> tuple[str, str | None]:
         """The query URL (the connection's host, else :data:`DEFAULT_URL`) and the connection id."""
@@ -136,7 +146,7 @@ class AlphaVantageHook(SharedExtract, BaseHook):
     def _settings(self) -> dict[str, Any]:
         conn = self.get_connection(self.alpha_vantage_conn_id)
         if not conn.password:
-            raise ConfigurationError(SOURCE, f"connection {self.alpha_vantage_conn_id} has no API key (password field)")
+            raise ConfigurationError(self.source, f"connection {self.alpha_vantage_conn_id} has no API key (password field)")
         extra = connection_extra(conn)  # an emptied form field (null) takes the default
         from airflow.sdk.log import mask_secret
 
@@ -182,37 +192,39 @@ class AlphaVantageHook(SharedExtract, BaseHook):
         s = self._settings
         day = utc_today(self._vendor_now())  # the vendor's day once an answer told its clock, else ours
         if self.quota is not None:
-            if not self.quota.take(SOURCE, day, s["budget"]):
-                raise QuotaExhaustedError(SOURCE, f"daily request budget for {day} is spent; deferring until 00:00 UTC")
+            if not self.quota.take(self.budget_key, day, s["budget"]):
+                raise QuotaExhaustedError(self.source, f"daily request budget for {day} is spent; deferring until 00:00 UTC")
         elif self._local_count >= s["budget"]:
-            raise QuotaExhaustedError(SOURCE, f"daily request budget ({s['budget']}) is spent in this task")
+            raise QuotaExhaustedError(self.source, f"daily request budget ({s['budget']}) is spent in this task")
         self._local_count += 1
         symbol = params.get("symbol") or params.get("from_symbol")
         what = f"{params.get('function')} {symbol or ''}".strip()
         try:
             response = self.session.get(s["url"], params={**params, "apikey": s["key"]}, timeout=30)
         except Exception as exc:
-            raise VendorUnavailableError(SOURCE, av.redact(f"{what}: {type(exc).__name__}: {exc}", s["key"]), symbol) from None
+            raise VendorUnavailableError(
+                self.source, av.redact(f"{what}: {type(exc).__name__}: {exc}", s["key"]), symbol
+            ) from None
         if response.status_code >= 500:
-            raise VendorUnavailableError(SOURCE, f"HTTP {response.status_code} for {what}", symbol)
+            raise VendorUnavailableError(self.source, f"HTTP {response.status_code} for {what}", symbol)
         result = av.classify(response.text, s["key"])
         if result.kind == av.DATA:
             return result
         if result.kind == av.DAILY_QUOTA:
             if self.quota is not None:  # spent on the vendor's day: the Date of this very answer
-                self.quota.mark_exhausted(SOURCE, utc_today(self._vendor_now()))
-            raise QuotaExhaustedError(SOURCE, f"{what}: daily quota spent: {result.message}")
+                self.quota.mark_exhausted(self.budget_key, utc_today(self._vendor_now()))
+            raise QuotaExhaustedError(self.source, f"{what}: daily quota spent: {result.message}")
         if result.kind == av.BURST:
-            raise RateLimitedError(SOURCE, f"{what}: throttled: {result.message}", symbol)
+            raise RateLimitedError(self.source, f"{what}: throttled: {result.message}", symbol)
         if result.kind == av.PREMIUM:
             raise ConfigurationError(
-                SOURCE,
+                self.source,
                 f'{params.get("function")} needs a premium Alpha Vantage plan; set "premium": true '
                 f"on connection {self.alpha_vantage_conn_id} only if the key has one ({result.message[:120]})",
             )
         if result.kind == av.ERROR_MESSAGE:
-            raise UnknownSymbolError(SOURCE, f"{what}: {result.message}", params.get("symbol"))
-        raise UnexpectedBodyError(SOURCE, f"{what}: {result.message}", symbol)
+            raise UnknownSymbolError(self.source, f"{what}: {result.message}", params.get("symbol"))
+        raise UnexpectedBodyError(self.source, f"{what}: {result.message}", symbol)
 
     def series_params(self, symbol: str, interval: str, window: Window) -> list[dict[str, str]]:
         """The requests serving ``window`` for ``symbol``.
@@ -230,7 +242,7 @@ class AlphaVantageHook(SharedExtract, BaseHook):
             kind, base, quote = pair
             if interval != "1d":
                 raise ConfigurationError(
-                    SOURCE, f"{symbol}: only daily bars are fetched for FX and crypto pairs, not {interval}", symbol
+                    self.source, f"{symbol}: only daily bars are fetched for FX and crypto pairs, not {interval}", symbol
                 )
             if kind == "fx":
                 compact = window.start >= now - timedelta(days=COMPACT_POINTS * 7 // 5 - 10)
@@ -298,7 +310,9 @@ class AlphaVantageHook(SharedExtract, BaseHook):
                 part = av.parse_series_csv(got.doc, tz)
             rows += part
         return Answer(
-            av.rows_to_bars(rows, symbol=symbol, interval=interval, tz=tz, currency=currency, ingested_at=ingested_at),
+            av.rows_to_bars(
+                rows, symbol=symbol, interval=interval, tz=tz, currency=currency, ingested_at=ingested_at, source=self.source
+            ),
             now=self._vendor_now(),
             sessions=None if pair else av.regular_sessions(window),
             requests=len(params_list),
@@ -323,12 +337,12 @@ class AlphaVantageHook(SharedExtract, BaseHook):
                 **quote.__dict__,
                 "symbol": symbol,
                 "time": as_of,
-                "source": SOURCE,
+                "source": self.source,
                 "currency": av.listing_currency(symbol),
                 "ingested_at": ingested_at,
             }
             return outcomes.SymbolOutcome(symbol, outcomes.OK, rows=1), row
 
-        rows, results = each_symbol(SOURCE, symbols, one)
+        rows, results = each_symbol(self.source, symbols, one)
         table = conform(pa.Table.from_pylist(rows), QUOTE_SCHEMA) if rows else QUOTE_SCHEMA.empty_table()
         return table, results

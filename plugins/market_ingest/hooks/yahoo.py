@@ -68,9 +68,10 @@ DEFAULT_RETRIES = 3
 DEFAULT_SYMBOL_ATTEMPTS = 3
 
 
-def clamp_window(interval: str, window: Window, now: datetime) -> Window:
+def clamp_window(interval: str, window: Window, now: datetime, source: str = SOURCE) -> Window:
     """Clamp ``window`` to what Yahoo serves for ``interval`` at time ``now``.
 
+    :param source: the configured source name, for the error.
     :param interval: canonical interval.
     :param window: requested window, UTC.
     :param now: the vendor's current time (UTC): the ``Date`` of its latest answer.
@@ -85,7 +86,7 @@ def clamp_window(interval: str, window: Window, now: datetime) -> Window:
     oldest = now - cap
     if window.end <= oldest:
         raise WindowNotServableError(
-            SOURCE,
+            source,
             f"{interval} bars are served only for the last {cap.days} days; window "
             f"[{window.start.isoformat()}, {window.end.isoformat()}) ends before {oldest.isoformat()}. "
             "Use a coarser interval for this backfill.",
@@ -137,17 +138,19 @@ class YahooFinanceHook(SharedExtract, BaseHook):
     yfinance is imported on first use.
 
     :param yahoo_conn_id: optional connection id.
+    :param source: the configured source name this hook serves (``yahoo``, ``yahoo_ext``): written
+        into every row and every message, so two sources of kind ``yahoo`` keep separate series.
     """
 
     conn_name_attr = "yahoo_conn_id"
     default_conn_name = "market_yahoo"
-    source = SOURCE
     conn_type = "yahoo_finance"
     hook_name = "Yahoo Finance"
 
-    def __init__(self, yahoo_conn_id: str | None = default_conn_name, **kwargs) -> None:
+    def __init__(self, yahoo_conn_id: str | None = default_conn_name, source: str = SOURCE, **kwargs) -> None:
         super().__init__(**kwargs)
         self.yahoo_conn_id = yahoo_conn_id
+        self.source = source
 
     @cached_property
     def _connection(self) -> tuple[str | None, dict[str, Any]]:
@@ -164,7 +167,7 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         try:
             return base_url_of(conn.host), connection_extra(conn)  # an emptied form field (null): default
         except ValueError as exc:
-            raise ConfigurationError(SOURCE, f"connection {self.yahoo_conn_id}: {exc}") from None
+            raise ConfigurationError(self.source, f"connection {self.yahoo_conn_id}: {exc}") from None
 
     @property
     def extra(self) -> dict[str, Any]:
@@ -212,30 +215,30 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         except WindowNotServableError:
             raise
         except YFRateLimitError as exc:
-            raise RateLimitedError(SOURCE, f"Yahoo answered 429 Too Many Requests ({exc})", symbol) from None
+            raise RateLimitedError(self.source, f"Yahoo answered 429 Too Many Requests ({exc})", symbol) from None
         except YFTickerMissingError as exc:
             # yfinance says "possibly delisted" for any empty answer, a weekend included; Yahoo
             # answered 200 with no bars, so this is a data gap, not an unknown symbol.
             detail = str(exc).lstrip("$")
             if "no price data found" in detail:
                 raise NoDataError(
-                    SOURCE,
+                    self.source,
                     f"Yahoo returned no bars for the window (no session: weekend, holiday, halt) [yfinance: {detail}]",
                     symbol,
                 ) from None
-            raise UnknownSymbolError(SOURCE, f"{UNKNOWN_REASON} ({detail})", symbol) from None
+            raise UnknownSymbolError(self.source, f"{UNKNOWN_REASON} ({detail})", symbol) from None
         except Exception as exc:
             status_code = getattr(getattr(exc, "response", None), "status_code", None)
             if status_code == 404:
-                raise UnknownSymbolError(SOURCE, f"{UNKNOWN_REASON} (HTTP 404 Not Found)", symbol) from None
+                raise UnknownSymbolError(self.source, f"{UNKNOWN_REASON} (HTTP 404 Not Found)", symbol) from None
             if status_code == 429:
-                raise RateLimitedError(SOURCE, "Yahoo answered 429 Too Many Requests", symbol) from None
+                raise RateLimitedError(self.source, "Yahoo answered 429 Too Many Requests", symbol) from None
             if (status_code and status_code >= 500) or _is_network_error(exc):
-                raise VendorUnavailableError(SOURCE, f"{type(exc).__name__}: {exc}", symbol) from exc
+                raise VendorUnavailableError(self.source, f"{type(exc).__name__}: {exc}", symbol) from exc
             raise  # the extract step records it as this symbol's failure
         frame = pd.concat(frames) if frames else pd.DataFrame()
         return Answer(
-            normalise_history(frame, symbol, interval, currency, ingested_at),
+            normalise_history(frame, symbol, interval, currency, ingested_at, self.source),
             now=closed_bar_clock(session.clock),
             sessions=sessions,
             requests=len(frames),
@@ -253,7 +256,8 @@ class YahooFinanceHook(SharedExtract, BaseHook):
             # without this the next try is answered from memory, not by Yahoo.
             YfData.cache_get.cache_clear()
             self.log.warning(
-                "yahoo:%s: %s; asking again after %.1f s (attempt %d)",
+                "%s:%s: %s; asking again after %.1f s (attempt %d)",
+                self.source,
                 symbol,
                 str(rs.outcome.exception())[:200],
                 rs.next_action.sleep,
@@ -327,7 +331,7 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         except YFPricesMissingError as exc:
             if "must be within the last" not in str(exc) or session.clock is None:
                 raise
-            clamped = clamp_window(interval, window, session.clock)
+            clamped = clamp_window(interval, window, session.clock, self.source)
             self.log.info("%s: Yahoo serves %s bars from %s on; asking again", symbol, interval, clamped.start.isoformat())
             return self._pieces(yf, session, symbol, interval, clamped)
 
@@ -410,7 +414,9 @@ def _is_network_error(exc: BaseException) -> bool:
     return isinstance(exc, CurlRequestException) and getattr(getattr(exc, "response", None), "status_code", None) is None
 
 
-def normalise_history(frame: pd.DataFrame, symbol: str, interval: str, currency: str | None, ingested_at: datetime) -> pa.Table:
+def normalise_history(
+    frame: pd.DataFrame, symbol: str, interval: str, currency: str | None, ingested_at: datetime, source: str = SOURCE
+) -> pa.Table:
     """Turn a ``Ticker.history(auto_adjust=False, actions=True)`` frame into canonical bars.
 
     :param frame: yfinance output: tz-aware index in the exchange's timezone; columns ``Open High
@@ -420,6 +426,7 @@ def normalise_history(frame: pd.DataFrame, symbol: str, interval: str, currency:
     :param interval: canonical interval.
     :param currency: the chart meta's ``currency`` as Yahoo states it (``GBp`` stays pence).
     :param ingested_at: lineage stamp, UTC.
+    :param source: the configured source name written into ``source`` (default ``yahoo``).
     :return: a :data:`~market_ingest.schema.BAR_SCHEMA` table. Intraday bars keep their open time,
         converted to UTC; daily and longer bars are stamped 00:00 UTC of their exchange-local date,
         so the key of a trading day does not depend on the exchange's session hours.
@@ -435,7 +442,7 @@ def normalise_history(frame: pd.DataFrame, symbol: str, interval: str, currency:
         return empty_bars()
     index = frame.index
     if getattr(index, "tz", None) is None:
-        raise ValueError(f"yahoo:{symbol}: yfinance returned a naive index; cannot place bars in UTC")
+        raise ValueError(f"{source}:{symbol}: yfinance returned a naive index; cannot place bars in UTC")
     intraday = interval in INTRADAY_INTERVALS
     if intraday:
         times = index.tz_convert("UTC")
@@ -446,7 +453,7 @@ def normalise_history(frame: pd.DataFrame, symbol: str, interval: str, currency:
     dividends = frame.get("Dividends", pd.Series(0.0, index=index)).astype("float64")
     columns = {
         "time": pa.array(times.as_unit("us"), pa.timestamp("us", tz="UTC")),
-        "source": pa.array([SOURCE] * n),
+        "source": pa.array([source] * n),
         "symbol": pa.array([symbol] * n),
         "interval": pa.array([interval] * n),
         "open": pa.array(frame["Open"].astype("float64")),

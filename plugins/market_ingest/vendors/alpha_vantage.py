@@ -273,9 +273,10 @@ def bar_time(stamp: str, tz: str, intraday: bool) -> datetime:
 
 
 def rows_to_bars(
-    rows: list[Row], *, symbol: str, interval: str, tz: str, currency: str | None, ingested_at: datetime
+    rows: list[Row], *, symbol: str, interval: str, tz: str, currency: str | None, ingested_at: datetime, source: str = SOURCE
 ) -> pa.Table:
-    """Canonical bars (``BAR_SCHEMA``) from parsed rows, oldest first."""
+    """Canonical bars (``BAR_SCHEMA``) from parsed rows, oldest first; ``source`` is the configured
+    source name written into every row (default ``alpha_vantage``)."""
     import pyarrow as pa
 
     from market_ingest.intervals import INTRADAY_INTERVALS
@@ -291,7 +292,7 @@ def rows_to_bars(
         pa.table(
             {
                 "time": pa.array([bar_time(r.stamp, tz, intraday) for r in rows], ts),
-                "source": [SOURCE] * n,
+                "source": [source] * n,
                 "symbol": [symbol] * n,
                 "interval": [interval] * n,
                 "open": [r.open for r in rows],
