@@ -229,3 +229,55 @@ def test_requests_are_spaced_by_the_connections_requests_per_second(recordings, 
     starts = [r["t"] - r["seconds"] for r in standin.log]
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert len(starts) == 3 and min(gaps) >= 1 / (rate or 1.0) - 0.02  # arrival jitter of a loopback request
+
+
+def _digital_currency_daily_json(csv_text: str) -> str:
+    """The recorded DIGITAL_CURRENCY_DAILY CSV (BTC/EUR, 350 days) reshaped into the JSON layout
+    Alpha Vantage documents for that function (``Time Series (Digital Currency Daily)``, ``"1. open"``
+    ...): no complete JSON body of it was recorded. Values unchanged; DERIVED, not a recording."""
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    meta = {"1. Information": "Daily Prices and Volumes for Digital Currency", "2. Digital Currency Code": "BTC",
+            "3. Digital Currency Name": "Bitcoin", "4. Market Code": "EUR", "5. Market Name": "Euro",
+            "6. Last Refreshed": f"{rows[0]['timestamp']} 00:00:00", "7. Time Zone": "UTC"}  # fmt: skip
+    series = {
+        r["timestamp"]: {f"{i}. {k}": r[k] for i, k in enumerate(("open", "high", "low", "close", "volume"), 1)} for r in rows
+    }
+    return json.dumps({"Meta Data": meta, "Time Series (Digital Currency Daily)": series}, indent=4)
+
+
+@pytest.mark.parametrize(
+    ("query", "symbol", "interval", "window", "body"),
+    [
+        pytest.param(
+            "function=TIME_SERIES_WEEKLY&symbol=IBM", "IBM", "1wk",
+            Window(datetime(2001, 1, 1, tzinfo=UTC), datetime(2001, 4, 1, tzinfo=UTC)),
+            lambda: (FIXTURES / "av_TIME_SERIES_WEEKLY_IBM_2000-07_2020-07.json").read_text(),
+            id="weekly-1043-weeks",
+        ),
+        pytest.param(
+            "function=DIGITAL_CURRENCY_DAILY&symbol=BTC&market=EUR", "BTC/EUR", "1d",
+            Window(datetime(2025, 6, 2, tzinfo=UTC), datetime(2025, 7, 1, tzinfo=UTC)),
+            lambda: _digital_currency_daily_json((FIXTURES / "av_csv_DIGITAL_CURRENCY_DAILY_BTC_EUR_demo_2025-06_2026-05.csv").read_text()),
+            id="digital-currency-daily-350-days",
+        ),
+    ],
+)  # fmt: skip
+def test_series_without_outputsize_are_served_whole(recordings, query, symbol, interval, window, body):
+    """On main: the stand-in cut every JSON series asked without ``outputsize`` to its latest 100
+    points, as if compact applied; Alpha Vantage's weekly and digital-currency series take no
+    ``outputsize`` and always answer whole, so older windows came back ``no_data`` in a green run."""
+    text = body()
+    answer(recordings, "whole_series", query, text)
+    doc = json.loads(text)
+    points = doc[next(k for k in doc if "Time Series" in k)]
+    expected = sorted(
+        (datetime.fromisoformat(stamp).replace(tzinfo=UTC), float(values["4. close"]))
+        for stamp, values in points.items()
+        if window.start <= datetime.fromisoformat(stamp).replace(tzinfo=UTC) < window.end
+    )
+    bars, (outcome,) = AlphaVantageHook().fetch_bars([symbol], interval, window, NOW)  # Alpha Vantage's clock: the body's
+    assert outcome.status == "ok" and outcome.rows == len(expected) >= 10
+    assert [(r["time"], r["close"]) for r in bars.to_pylist()] == expected
