@@ -281,3 +281,41 @@ def test_series_without_outputsize_are_served_whole(recordings, query, symbol, i
     bars, (outcome,) = AlphaVantageHook().fetch_bars([symbol], interval, window, NOW)  # Alpha Vantage's clock: the body's
     assert outcome.status == "ok" and outcome.rows == len(expected) >= 10
     assert [(r["time"], r["close"]) for r in bars.to_pylist()] == expected
+
+
+@pytest.mark.parametrize("bar_stamp", ["start", "end"])
+def test_a_source_declares_bars_stamped_at_their_end(recordings, bar_stamp):
+    """Alpha Vantage's 2020-era intraday bodies stamp bars by their end: in the recorded IBM 5min
+    day of 2020-08-21 the 09:30 stamp holds pre-market volume and the 16:00 one the closing auction.
+    ``bar_stamp: end`` moves each time back one interval, so that bar is the 15:55 New York bar
+    (19:55 UTC) inside the regular session, and the outcome says so; ``start`` (the default) keeps
+    the stamps as opens and counts the auction bar outside the session."""
+    from market_ingest.config import SourceConfig, load_config
+    from market_ingest.extract import END_NOTE
+    from market_ingest.sources import bar_hook
+
+    text = (FIXTURES / "av_csv_TIME_SERIES_INTRADAY_IBM_5min_2020-08-21.csv").read_text()
+    recording(
+        recordings, "ibm_5min_2020", text, vendor="alpha_vantage", endpoint="TIME_SERIES_INTRADAY", symbol="IBM", interval="5m"
+    )
+    volume = {line.split(",")[0]: float(line.split(",")[5]) for line in text.splitlines()[1:]}
+    cfg = load_config()
+    src = SourceConfig.model_validate({**cfg.sources["yahoo"].model_dump(), "bar_stamp": bar_stamp})
+    assert bar_hook("yahoo", src, timescale_conn_id=cfg.timescale.conn_id).bar_stamp == bar_stamp  # the config reaches the hook
+    hook = AlphaVantageHook()
+    hook.bar_stamp = src.bar_stamp  # as bar_hook sets it (the Alpha Vantage builder also opens the warehouse's quota)
+    window = Window(datetime(2020, 8, 21, 4, tzinfo=UTC), datetime(2020, 8, 22, tzinfo=UTC))
+    bars, (ibm,) = hook.fetch_bars(["IBM"], "5m", window, NOW)
+    by_time = {r["time"]: r["volume"] for r in bars.to_pylist()}
+    close_bar = datetime(2020, 8, 21, 19, 55, tzinfo=UTC)  # 15:55 EDT
+    if bar_stamp == "end":
+        assert by_time[close_bar] == volume["2020-08-21 16:00:00"] and ibm.note == END_NOTE
+        assert (
+            min(by_time) == datetime(2020, 8, 21, 13, 30, tzinfo=UTC) and by_time[min(by_time)] == volume["2020-08-21 09:35:00"]
+        )
+    else:
+        assert by_time[close_bar] == volume["2020-08-21 15:55:00"] and ibm.note == ""
+        assert by_time[min(by_time)] == volume["2020-08-21 09:30:00"]
+    assert max(by_time) == close_bar and ibm.rows == len(by_time)
+    with pytest.raises(ValueError, match="bar_stamp"):
+        SourceConfig.model_validate({**cfg.sources["yahoo"].model_dump(), "bar_stamp": "middle"})
