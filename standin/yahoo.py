@@ -220,9 +220,10 @@ class Yahoo:
             )
             response.headers["X-Standin-Missing"] = missing
             return response
-        # The clock: the covering recording's, else that of the series' recording nearest the range
-        # asked (the stand-in's world for that series is as of then), else now.
-        ref = rec or library.nearest(VENDOR, "chart", symbol, interval, start_ms, end_ms)
+        # The clock: the covering recording's; else the synthetic market's (now) in synthetic mode;
+        # else that of the series' recording nearest the range asked (the stand-in's world for that
+        # series is as of then), else now.
+        ref = rec or (None if self.standin.synthetic else library.nearest(VENDOR, "chart", symbol, interval, start_ms, end_ms))
         clock = (ref.requested_at if ref else None) or self.standin.now()
         refused = self._refused(yahoo_interval, start_ms, end_ms, clock)
         if refused:
