@@ -125,7 +125,8 @@ def bar_hook(name: str, src: SourceConfig, *, timescale_conn_id: str) -> Any:
     if src.kind not in HOOKS:
         raise ValueError(f"no hook serves source kind {src.kind!r} (kinds: {', '.join(sorted(KINDS))})")
     hook = HOOKS[src.kind](name, src, timescale_conn_id)
-    hook.bar_stamp = src.bar_stamp  # what the vendor's times mark, read by the extract step for every kind
+    if src.bar_stamp != "start":  # hooks stamp by the open unless told (SharedExtract.bar_stamp); the extract step reads it
+        hook.bar_stamp = src.bar_stamp
     return hook
 
 
