@@ -1,15 +1,17 @@
 """Benchmark: one symbol-year of 1-minute bars (525,600) through extract to every sink.
 
-``make bench-stream`` (or ``.venv/bin/python bench/stream.py``). Starts PostgreSQL and moto (S3,
-Kinesis) on loopback, then runs the four tasks of a ``market_binance_1m`` run over
-``[2023-01-01, 2024-01-01)`` for BTC/USDT, each in its own Python process as Airflow's
-LocalExecutor runs tasks, passing each task's XCom result to the next:
+``make bench-stream`` (or ``.venv/bin/python bench/stream.py``; ``--days 2`` for a short check).
+Starts PostgreSQL, moto (S3, Kinesis) and the vendor stand-in on loopback, offline, then runs the
+four tasks of a ``market_binance_1m`` run over ``[2023-01-01, 2024-01-01)`` (``--days``: that many
+days from 2023-01-01) for BTC/USDT, each in its own Python process as Airflow's LocalExecutor runs
+tasks, passing each task's XCom result to the next:
 
 1. ``extract``: the real ``MarketExtractOperator`` and ``ExchangeHook``: 526 ``fetch_ohlcv`` pages
    of 1,000 candles, parsed by ccxt's own ``parse_ohlcvs`` from Binance kline arrays, cleaned
-   (duplicates, window, validation) and staged as Parquet, one object per UTC date. Only the HTTP
-   exchange is replaced: the klines come from a deterministic random walk in-process (no vendor
-   stand-in server exists yet), so the vendor's time is not part of the figure;
+   (duplicates, window, validation) and staged as Parquet, one object per UTC date. The binance
+   connection points at the stand-in (the extract's reachability check reaches it, not
+   api.binance.com), but the klines come from a deterministic random walk in-process, so the
+   vendor's time is not part of the figure;
 2. ``publish_lake``: read-merge-write of 365 partition objects;
 3. ``load_timescale``: COPY into a temporary table and the newest-wins upsert, one transaction;
 4. ``publish_kinesis``: records built lazily and sent with ``PutRecords``
@@ -29,7 +31,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,10 +39,17 @@ sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
 UTC = timezone.utc
 START, END = datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC)
 SYMBOL = "BTC/USDT"
-BARS = 525_600
+BARS = 525_600  # the whole year's minutes; --days sets END and BARS for a shorter run (_span)
 STEPS = ("extract", "publish_lake", "load_timescale", "publish_kinesis")
 RUN_ID = "manual__bench_stream"
 VENDOR = {"parse_seconds": 0.0}
+
+
+def _span(days: int | None) -> None:
+    """Run over ``days`` days from START instead of the year (END, BARS: one bar a minute)."""
+    global END, BARS
+    if days:
+        END, BARS = START + timedelta(days=days), days * 1440
 
 
 def synthetic_binance():
@@ -181,6 +190,7 @@ def _check_sinks(services) -> dict[str, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bars-per-record", type=int, default=500, help="kinesis.bars_per_record (1: one record per bar)")
+    parser.add_argument("--days", type=int, help="days of 1m bars from 2023-01-01 (default: the year, 525,600 bars)")
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)
     parser.add_argument("--state", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
@@ -191,13 +201,14 @@ def main() -> int:
     from demo.services import unwind_on_signals
 
     unwind_on_signals()  # a killed benchmark stops the servers it started
+    _span(args.days)
     if args.step:
         run_step(args.step, args.state)
         return 0
 
     import shutil
 
-    from demo.services import create_sinks, embedded_services
+    from demo.services import create_sinks, embedded_services, vendor_env
 
     work = ROOT / ".bench" / "stream"
     shutil.rmtree(work, ignore_errors=True)
@@ -213,8 +224,9 @@ def main() -> int:
 
     cfg = load_config()
     figures: dict[str, dict] = {}
-    with embedded_services(work / "services", vendors=False) as services:
+    with embedded_services(work / "services") as services:
         os.environ.update(services.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id))
+        os.environ.update(vendor_env(services.vendors_url, cfg))  # every vendor connection through the stand-in
         create_sinks(services, cfg)
         state_path = work / "state.json"
         state: dict = {}
@@ -226,6 +238,7 @@ def main() -> int:
             procs = {}
             for step in group:
                 command = [sys.executable, __file__, "--step", step, "--state", str(state_path)]
+                command += ["--days", str(args.days)] if args.days else []
                 log = open(work / f"{step}.log", "wb")  # noqa: SIM115 - closed with the process
                 procs[step] = (time.monotonic(), subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log), log)
             for step, (began, proc, log) in procs.items():
@@ -275,6 +288,7 @@ def main() -> int:
 
 def _record(args, figures, run_wall, execute, peak, kinesis, sinks, verdict) -> None:
     command = "python bench/stream.py" + (f" --bars-per-record {args.bars_per_record}" if args.bars_per_record != 500 else "")
+    command += f" --days {args.days}" if args.days else ""
     lines = [f"\n## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, stream\n", f"`{command}`\n"]
     lines += [
         f"- {step}: execute {f['execute_seconds']:.1f} s (process {f['wall_seconds']:.1f} s), peak RSS {f['peak_rss_mb']:.0f} MB"

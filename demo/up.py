@@ -6,8 +6,10 @@ the URL and the admin login. The supervisor holds PostgreSQL, moto (S3, Kinesis)
 which is what ``down`` sends. State lives in ``.stack/`` (``state.json``, ``supervisor.log``,
 the metadata DB and logs under ``.stack/airflow``).
 
-By default the hooks reach the vendor stand-in serving the recordings (``include/recordings``), so manual runs from the UI
-work offline over the recorded dates (e.g. market_yahoo_1d with logical date 2021-07-20);
+By default the hooks reach the vendor stand-in serving the recordings (``include/recordings``) and, for
+every symbol and window no recording covers, its synthetic market (as the Compose stack's does), so
+manual runs from the UI work offline: over the recorded dates (e.g. market_yahoo_1d with logical date
+2021-07-20) they load the recorded bars, and a trigger with the defaults loads synthetic ones;
 ``--live`` calls the vendors. Scheduled runs are off (``[scheduler] use_job_schedule``): trigger
 runs or backfills by hand.
 """
@@ -51,7 +53,7 @@ def serve(live: bool) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     cfg = load_config()
-    with embedded_services(WORK, vendors=not live) as svc:
+    with embedded_services(WORK, vendors=not live, synthetic=True) as svc:
         env = svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id)
         if svc.vendors_url:
             env.update(vendor_env(svc.vendors_url, cfg))  # every vendor connection through the stand-in

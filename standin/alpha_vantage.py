@@ -4,8 +4,10 @@ Behaviour (recorded bodies in ``tests/fixtures/alpha_vantage`` and ``include/rec
 
 * every answer is HTTP 200; a missing key answers ``Error Message`` ("the parameter apikey is
   invalid or missing"); a symbol without data answers ``Error Message`` ("Invalid API call...");
-* ``outputsize=compact`` answers the latest 100 points, ``full`` all of them; intraday
-  ``month=YYYY-MM`` answers that month only; newest point first;
+* ``outputsize=compact`` (the default) answers the latest 100 points, ``full`` all of them, for
+  the functions that take ``outputsize`` (:data:`OUTPUTSIZE_FUNCTIONS`); every other series
+  (``TIME_SERIES_WEEKLY``, ``DIGITAL_CURRENCY_DAILY``, ...) is answered whole, as recorded;
+  intraday ``month=YYYY-MM`` answers that month only; newest point first;
 * the burst limit answers the recorded ``Note`` body and the daily quota the ``Information`` body,
   which echoes the API key as Alpha Vantage's does (the pipeline must redact it);
 * intraday stamps are US/Eastern wall-clock times, daily stamps are dates.
@@ -17,17 +19,24 @@ for FX, ``symbol/market`` for digital currencies).
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from standin import synthetic
 from standin.core import NotServed, Request, Response
-from standin.recordings import Recording
+from standin.recordings import DAY_MS, INTERVAL_MS, Recording
 
 VENDOR = "alpha_vantage"
 HOSTS = ("www.alphavantage.co",)
 EASTERN = ZoneInfo("US/Eastern")
+_NUMBERED = re.compile(r"^\s*\d+[a-z]?\.\s*")  # "6. Time Zone" -> "Time Zone"
 AV_INTERVALS = {"1min": "1m", "5min": "5m", "15min": "15m", "30min": "30m", "60min": "1h"}
+#: Functions with an ``outputsize`` parameter (compact: the latest 100 points), per Alpha Vantage's
+#: documentation; the others (weekly, monthly, DIGITAL_CURRENCY_*) always answer the whole series.
+OUTPUTSIZE_FUNCTIONS = frozenset(
+    {"TIME_SERIES_INTRADAY", "TIME_SERIES_DAILY", "TIME_SERIES_DAILY_ADJUSTED", "FX_INTRADAY", "FX_DAILY", "CRYPTO_INTRADAY"}
+)
 SERIES_FUNCTIONS = {
     "TIME_SERIES_DAILY": ("1d", "Time Series (Daily)", "Daily Prices (open, high, low, close) and Volumes"),
     "TIME_SERIES_DAILY_ADJUSTED": ("1d", "Time Series (Daily)", "Daily Time Series with Splits and Dividend Events"),
@@ -57,20 +66,57 @@ def series_symbol(query: dict[str, str]) -> str | None:
 
 
 def extent(rec: Recording) -> tuple[int, int] | None:
-    """Oldest to newest stamp of a series body, epoch ms (the newest stamp's own time as the end)."""
+    """First bar's open to last bar's end, epoch ms, of a series body (JSON or CSV).
+
+    Intraday stamps are wall-clock times in the meta's ``Time Zone`` (a CSV carries no meta: US/Eastern
+    for listings, UTC for pairs such as ``ETH/USD``); daily and longer stamps are dates, 00:00 UTC.
+    The bar's length is the sidecar's ``interval``, else the meta's ``Interval``, else the
+    function's (``TIME_SERIES_WEEKLY``: a week), else a day for dates and the smallest step
+    between stamps for times.
+    """
+    text = rec.body.decode("utf-8", "replace").strip()
+    meta: dict[str, str] = {}
     try:
-        doc = json.loads(rec.body)
-        key = next(k for k in doc if "Time Series" in k)
-        stamps = sorted(doc[key])
-    except (ValueError, StopIteration, TypeError):
+        if text.startswith("{"):
+            doc = json.loads(text)
+            key = next(k for k in doc if "Time Series" in k)
+            stamps = sorted(doc[key])
+            meta = {_NUMBERED.sub("", k).strip().lower(): str(v) for k, v in doc.get("Meta Data", {}).items()}
+        else:
+            lines = text.splitlines()
+            if not lines or not lines[0].lower().startswith(("timestamp,", "time,")):
+                return None
+            stamps = sorted(line.split(",", 1)[0] for line in lines[1:] if line.strip())
+    except (ValueError, StopIteration, TypeError, AttributeError):
         return None
     if not stamps:
         return None
+    intraday = len(stamps[0]) > 10
+    tz = ZoneInfo(meta.get("time zone") or ("UTC" if "/" in (rec.symbol or "") else "US/Eastern"))
 
     def t(s: str) -> int:
-        return int(datetime.fromisoformat(s).replace(tzinfo=timezone.utc).timestamp() * 1000)
+        if not intraday:
+            return int(datetime.fromisoformat(s[:10]).replace(tzinfo=timezone.utc).timestamp() * 1000)
+        return int(datetime.fromisoformat(s).replace(tzinfo=tz).timestamp() * 1000)
 
-    return t(stamps[0]), t(stamps[-1]) + 86_400_000
+    try:
+        times = [t(s) for s in stamps]
+    except ValueError:
+        return None
+    interval = rec.interval or AV_INTERVALS.get(meta.get("interval", "")) or SERIES_FUNCTIONS.get(rec.endpoint, (None,))[0]
+    if interval in INTERVAL_MS:
+        step = INTERVAL_MS[interval]
+    elif intraday and len(times) > 1:
+        step = min(b - a for a, b in zip(times, times[1:]) if b > a)
+    else:
+        step = DAY_MS
+    return times[0], times[-1] + step
+
+
+def _compact(q: dict[str, str]) -> bool:
+    """True when Alpha Vantage answers only the latest 100 points: a function of
+    :data:`OUTPUTSIZE_FUNCTIONS` asked without ``outputsize=full`` and without ``month``."""
+    return q.get("function") in OUTPUTSIZE_FUNCTIONS and q.get("outputsize", "compact") == "compact" and not q.get("month")
 
 
 def _error_message(function: str) -> dict:
@@ -128,7 +174,10 @@ class AlphaVantage:
 
     @staticmethod
     def _slice(body: bytes, q: dict[str, str]) -> bytes:
-        """Apply ``outputsize=compact`` (latest 100) and ``month=YYYY-MM`` to a recorded series."""
+        """Apply ``month=YYYY-MM`` and, where the function takes it (:func:`_compact`),
+        ``outputsize=compact`` (latest 100) to a recorded JSON series; anything else byte for byte."""
+        if not q.get("month") and not _compact(q):
+            return body
         try:
             doc = json.loads(body)
         except ValueError:
@@ -139,7 +188,7 @@ class AlphaVantage:
         points = doc[key]
         if q.get("month"):
             points = {k: v for k, v in points.items() if k.startswith(q["month"])}
-        if q.get("outputsize", "compact") == "compact" and not q.get("month"):
+        if _compact(q):
             points = dict(sorted(points.items(), reverse=True)[:100])
         doc[key] = points
         return json.dumps(doc, indent=4).encode()
@@ -195,7 +244,7 @@ class AlphaVantage:
             bars = synthetic.bars(self.standin.seed, symbol, interval, now_ms - 30 * 365 * 86_400_000, now_ms, session, now_ms)
             key, info = SERIES_FUNCTIONS[function][1], SERIES_FUNCTIONS[function][2]
             stamps = {b.time_ms: datetime.fromtimestamp(b.time_ms / 1000, timezone.utc).date().isoformat() for b in bars}
-        compact = q.get("outputsize", "compact") == "compact" and not q.get("month")
+        compact = _compact(q)
         bars = sorted(bars, key=lambda b: -b.time_ms)[: 100 if compact else None]
         if not bars:
             return Response.json(200, _error_message(function), clock)

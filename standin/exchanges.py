@@ -17,7 +17,9 @@ okx            /api/v5/market/candles, history-candles        newest 300/100  af
 Every page holds the candle still open at the exchange's clock (the recording's time, or now in
 synthetic mode) when the window reaches it, as the exchanges do. Markets: a recorded market list
 is served as it was recorded (Binance's ``exchangeInfo``); otherwise the stand-in lists
-``standin.pairs`` (spot) in the exchange's format. A symbol the exchange does not list answers the
+``standin.pairs`` (spot) in the exchange's format, plus every swap and future market that has
+recorded candles, on exchanges whose market ids spell the contract (:meth:`Exchange.contract`:
+OKX ``BTC-USDT-SWAP``, ``BTC-USD-250627``), so a recording of swap candles needs no markets file. A symbol the exchange does not list answers the
 exchange's own "invalid symbol" error, naming the symbol; a listed symbol outside every recording
 answers an empty page (the exchange's "no trades" answer) with ``X-Standin-Missing`` naming it.
 """
@@ -79,11 +81,26 @@ class Exchange:
             return None
         return (min(opens), max(opens) + INTERVAL_MS[rec.interval]) if opens else None
 
+    def contract(self, market_id: str) -> dict | None:
+        """What a swap or future market id says, where the exchange spells it into the id:
+        ``{"type": "swap"|"future", "base", "quote", "settle", "expiry_ms"}`` (``expiry_ms`` None
+        for swaps); ``None`` for a spot id (every exchange here but OKX lists spot only)."""
+        return None
+
+    def contracts(self) -> dict[str, dict]:
+        """Swap and future markets listed: ``{market id: contract}`` of every recorded candle series
+        whose id is a contract (:meth:`contract`), in recording order."""
+        found = {}
+        for rec in self.standin.library.of(self.vendor, "candles"):
+            if rec.symbol and (c := self.contract(rec.symbol)) is not None:
+                found.setdefault(rec.symbol, c)
+        return found
+
     def pairs(self) -> list[tuple[str, str]]:
-        """Spot markets listed: the stand-in's pairs plus every pair a recording holds."""
+        """Spot markets listed: the stand-in's pairs plus every spot pair a recording holds."""
         listed = list(self.standin.pairs)
         for rec in self.standin.library.of(self.vendor, "candles"):
-            pair = self.split_id(rec.symbol or "")
+            pair = None if self.contract(rec.symbol or "") else self.split_id(rec.symbol or "")
             if pair and pair not in listed:
                 listed.append(pair)
         return listed
@@ -616,12 +633,45 @@ class OKX(Exchange):
     newest_first = True
     separator = "-"
 
+    #: instType -> contract type
+    KINDS = {"SWAP": "swap", "FUTURES": "future"}
+
     def candle_rows(self, rec):
         return [(int(c[0]), c) for c in json.loads(rec.body)["data"]]
 
     def make_candle(self, b, interval):
         return [str(b.time_ms), _num(b.open), _num(b.high), _num(b.low), _num(b.close), _num(b.volume), _num(b.volume * b.close),
                 _num(b.volume * b.close), "1"]  # fmt: skip
+
+    def contract(self, market_id):
+        """OKX spells contracts ``BASE-QUOTE-SWAP`` and ``BASE-QUOTE-YYMMDD`` (expiring 08:00 UTC);
+        a ``-USD-`` contract is inverse (settled in the base coin), others linear (settled in the quote)."""
+        parts = market_id.split("-")
+        if len(parts) != 3 or not (parts[2] == "SWAP" or (parts[2].isdigit() and len(parts[2]) == 6)):
+            return None
+        base, quote, tail = parts
+        expiry = None
+        if tail != "SWAP":
+            expiry = int(datetime.strptime(tail + "08", "%y%m%d%H").replace(tzinfo=timezone.utc).timestamp() * 1000)
+        settle = base if quote == "USD" else quote
+        return {
+            "type": "swap" if expiry is None else "future",
+            "base": base,
+            "quote": quote,
+            "settle": settle,
+            "expiry_ms": expiry,
+        }
+
+    def _contract_instrument(self, market_id: str, c: dict) -> dict:
+        """An OKX v5 instrument of a contract, fields as OKX lists them (``ctVal`` left empty: the stand-in
+        does not know a contract's size, and ccxt reads OKX candles' volume in coins, ``volCcy``)."""
+        family = f"{c['base']}-{c['quote']}"
+        return {"instType": "SWAP" if c["type"] == "swap" else "FUTURES", "instId": market_id, "uly": family,
+                "instFamily": family, "baseCcy": "", "quoteCcy": "", "settleCcy": c["settle"], "ctVal": "", "ctMult": "1",
+                "ctValCcy": "", "ctType": "inverse" if c["settle"] == c["base"] else "linear", "optType": "", "stk": "",
+                "listTime": "1573557408000", "expTime": "" if c["expiry_ms"] is None else str(c["expiry_ms"]), "lever": "100",
+                "tickSz": "0.1", "lotSz": "1", "minSz": "1", "alias": "", "state": "live", "maxLmtSz": "100000000",
+                "maxMktSz": "10000", "ruleType": "normal", "category": "1"}  # fmt: skip
 
     def throttled(self, request, why):
         return Response.json(429, {"msg": "Too Many Requests", "code": "50011"})
@@ -630,7 +680,11 @@ class OKX(Exchange):
         path = request.path
         clock = self.world_clock()
         if path == "/api/v5/public/instruments":
-            if request.param("instType", default="SPOT") != "SPOT":
+            kind = request.param("instType", default="SPOT")
+            if kind in ("SWAP", "FUTURES"):
+                data = [self._contract_instrument(i, c) for i, c in self.contracts().items() if c["type"] == self.KINDS[kind]]
+                return Response.json(200, {"code": "0", "msg": "", "data": data}, clock)
+            if kind != "SPOT":
                 return Response.json(200, {"code": "0", "msg": "", "data": []}, clock)
             data = [{"instType": "SPOT", "instId": self.market_id(b, q), "uly": "", "instFamily": "", "baseCcy": b, "quoteCcy": q,
                      "settleCcy": "", "ctVal": "", "ctMult": "", "ctValCcy": "", "optType": "", "stk": "", "listTime": "1548133413000",

@@ -11,19 +11,24 @@ A recording is two files side by side in ``include/recordings/<vendor>/``:
       endpoint: candles               # candles | chart | markets | tickers | <AV function> ...
       symbol: BTCUSDT                 # the vendor's own spelling (AAPL, BTCUSDT, BTC-USDT, XBTUSDT)
       interval: 1m                    # canonical interval (1m 5m 15m 30m 1h 1d 1wk 1mo), when it has one
-      requested_at: 2021-10-22T23:12:30Z   # the vendor's clock when it answered (its Date header);
-                                           # omit when unknown: the stand-in then answers with the current time
+      requested_at: 2021-10-22T23:12:30Z   # optional: the vendor's clock when it answered (its Date header)
       window: [2021-10-22T23:03:00Z, 2021-10-22T23:13:00Z]   # optional: the range asked for
       status: 200                     # optional, default 200
       request: GET https://...        # optional, provenance only
       provenance: free text           # optional
 
 Without ``window`` the covered range is read from the body (first bar's open to last bar's end).
-Nothing else is needed to add a recording: drop both files into the folder.
+Without ``requested_at`` (a body saved by a browser or another client keeps no ``Date``) the
+vendor's clock is inferred from the body: its last bar's end (last bar's open plus one interval),
+so every recorded bar counts as closed; the stand-in logs that and lists it in
+``/_standin/health`` (``inferred_clocks``). A body without a time series (markets, quotes) keeps
+no clock: the stand-in answers it with the current time. Nothing else is needed to add a
+recording: drop both files into the folder.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +46,8 @@ INTERVAL_MS = {
 }
 DAILY_OR_LONGER = frozenset({"1d", "1wk", "1mo"})
 DAY_MS = 86_400_000
+
+log = logging.getLogger(__name__)
 
 
 def parse_time(value) -> datetime:
@@ -66,8 +73,9 @@ class Recording:
     :param vendor: vendor id (folder name); ``endpoint``, ``symbol`` (vendor spelling) and
         ``interval`` (canonical) as the sidecar states them.
     :param requested_at: the vendor's clock when it answered; the stand-in answers with this
-        ``Date`` and treats the bar open at this instant as the open (incomplete) bar. ``None``
-        when unknown: the stand-in then answers with the current time (every bar is closed).
+        ``Date`` and treats the bar open at this instant as the open (incomplete) bar. From the
+        sidecar, else inferred from the body (its last bar's end: ``clock_inferred``); ``None``
+        for a body without a time series: the stand-in then answers with the current time.
     :param start_ms, end_ms: covered range, epoch ms, ``[start, end)``; ``None`` when the
         response carries no time series (markets, quotes).
     :param status: HTTP status the vendor answered.
@@ -85,6 +93,7 @@ class Recording:
     content_type: str
     start_ms: int | None = None
     end_ms: int | None = None
+    clock_inferred: bool = False
 
     @property
     def recorded_ms(self) -> int:
@@ -116,7 +125,8 @@ def load_recording(sidecar: Path, extents: dict | None = None) -> Recording:
     """Read one sidecar and its body.
 
     :param extents: ``{vendor: (recording) -> (start_ms, end_ms) | None}``, each vendor's reading of
-        a body's time range, used when the sidecar gives no ``window``.
+        a body's time range (first bar's open, last bar's end), used when the sidecar gives no
+        ``window`` or no ``requested_at``.
     :raises RecordingError: missing field, missing body, unknown interval.
     """
     import yaml
@@ -148,13 +158,20 @@ def load_recording(sidecar: Path, extents: dict | None = None) -> Recording:
         body=body.read_bytes(),
         content_type=meta.get("content_type") or _CONTENT_TYPES.get(body.suffix, "application/octet-stream"),
     )
+    extent = (extents or {}).get(rec.vendor)
+    found = extent(rec) if extent is not None and rec.status == 200 else None
     if meta.get("window"):
         start, end = meta["window"]
         rec.start_ms, rec.end_ms = ms(parse_time(start)), ms(parse_time(end))
-    elif (extent := (extents or {}).get(rec.vendor)) is not None and rec.status == 200:
-        found = extent(rec)
-        if found:
-            rec.start_ms, rec.end_ms = found
+    elif found:
+        rec.start_ms, rec.end_ms = found
+    if rec.requested_at is None and found:
+        rec.requested_at, rec.clock_inferred = datetime.fromtimestamp(found[1] / 1000, timezone.utc), True
+        log.warning(
+            "%s: no requested_at; the vendor's clock is taken as %s, the end of its last bar",
+            sidecar,
+            rec.requested_at.isoformat().replace("+00:00", "Z"),
+        )
     return rec
 
 

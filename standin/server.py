@@ -7,7 +7,9 @@ proxy's or a vendor sandbox's base URL.
 
 Control endpoints (tests and benchmarks), under ``/_standin/``:
 
-* ``GET /_standin/health``: ``{"vendors": [...], "recordings": n, "synthetic": bool}``;
+* ``GET /_standin/health``: ``{"vendors": [...], "recordings": n, "synthetic": bool, "inferred_clocks": {...}}``
+  (``inferred_clocks``: recording body -> the vendor clock inferred for it, for recordings without
+  ``requested_at``; :mod:`standin.recordings`);
 * ``GET /_standin/log``: every request served, ``[{"t", "vendor", "path", "query", "status", "throttled",
   "fault", "seconds"}]`` (``apikey`` removed; ``seconds``: how long the stand-in held the request), and ``DELETE /_standin/log`` clears it;
 * ``POST /_standin/limits`` ``{"alpha_vantage": {"limit": 5, "window_s": 60, "daily": 25, "ban_after": null}}``:
@@ -158,6 +160,11 @@ class StandIn:
                     "vendors": [v.vendor for v in self.vendors],
                     "recordings": len(self.library.recordings),
                     "synthetic": self.synthetic,
+                    "inferred_clocks": {
+                        f"{r.vendor}/{r.path.name}": r.requested_at.isoformat().replace("+00:00", "Z")
+                        for r in self.library.recordings
+                        if r.clock_inferred
+                    },
                 },
             )
         if path == "/_standin/log":

@@ -12,6 +12,10 @@ Hosts: ``fc.yahoo.com`` (cookie: 404 with ``Set-Cookie: A3``), ``query1/query2.f
 * lookback caps relative to the clock (1m: 30 days, 2m-90m: 60 days, 1h: 730 days) and 1m spans
   over 8 days answer 422 with Yahoo's error description (yfinance raises it as
   ``YFPricesMissingError`` with Yahoo's reason);
+* without ``--synthetic``, an interval no recording of a recorded symbol holds (yfinance asks
+  ``15m`` for ``30m`` bars) answers 404 "No data found for <symbol> at interval=15m: the stand-in
+  holds no recording of <symbol> 15m (recorded: 30m)", dated by that symbol's newest recording:
+  what happened, not a lookback refusal judged by today's clock;
 * the chart does not require the crumb; ``getcrumb`` answers one when the ``A3`` cookie is sent.
 """
 
@@ -207,9 +211,19 @@ class Yahoo:
         start_ms = int(request.query["period1"]) * 1000
         end_ms = int(request.param("period2", default="9999999999")) * 1000
         rec = library.best(VENDOR, "chart", symbol, interval, start_ms, end_ms)
-        # The clock: the covering recording's, else that of the series' recording nearest the range
-        # asked (the stand-in's world for that series is as of then), else now.
-        ref = rec or library.nearest(VENDOR, "chart", symbol, interval, start_ms, end_ms)
+        recorded = sorted({r.interval for r in series if r.status == 200 and r.interval}, key=list(INTERVAL_MS).index)
+        if rec is None and recorded and interval not in recorded and not self.standin.synthetic:
+            newest = max((r for r in series if r.status == 200), key=lambda r: r.recorded_ms)
+            missing = f"the stand-in holds no recording of {symbol} {interval} (recorded: {', '.join(recorded)})"
+            response = _error(
+                404, "Not Found", f"No data found for {symbol} at interval={yahoo_interval}: {missing}", newest.requested_at
+            )
+            response.headers["X-Standin-Missing"] = missing
+            return response
+        # The clock: the covering recording's; else the synthetic market's (now) in synthetic mode;
+        # else that of the series' recording nearest the range asked (the stand-in's world for that
+        # series is as of then), else now.
+        ref = rec or (None if self.standin.synthetic else library.nearest(VENDOR, "chart", symbol, interval, start_ms, end_ms))
         clock = (ref.requested_at if ref else None) or self.standin.now()
         refused = self._refused(yahoo_interval, start_ms, end_ms, clock)
         if refused:

@@ -103,7 +103,8 @@ def build_alpha_vantage(fixtures: Path, sections: dict[str, str]) -> list[str]:
 # The URL is the window the body covers (the replay matcher serves any request inside it; ccxt then
 # keeps the candles from its ``since``, at most ``limit``), not always the request first made; the
 # provenance of each fixture gives that. Date is None where the recording time is unknown: replay
-# then takes the wall clock as the exchange's "now", so every recorded candle counts as closed.
+# then takes the end of the body's last candle as the exchange's "now" (standin/recordings.py), so
+# every recorded candle counts as closed.
 EXCHANGES = [
     # serverTime in the body is 2021-10-22 22:41:05 UTC.
     (

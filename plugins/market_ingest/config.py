@@ -166,6 +166,12 @@ class SourceConfig(_Model):
     )
     anomalies: AnomalyConfig = AnomalyConfig()
     bounds: BoundsConfig = BoundsConfig()
+    bar_stamp: Literal["start", "end"] = Field(
+        "start",
+        description="what the vendor's bar times mark: start (the bar's open, as every shipped source sends) or end "
+        "(the bar's close, as Alpha Vantage's 2020-era intraday bodies did); end moves each time back one interval to "
+        "the bar's open before the window and closed-bar rules, and the run report says so",
+    )
     market: str | None = Field(
         None,
         pattern=r"^[A-Z0-9]{2,6}$|^24/[57]$",

@@ -5,6 +5,8 @@ and returns the bars as the vendor answered them, in the canonical schema (:clas
 raises a typed error from :mod:`market_ingest.errors`. Everything after that is decided here,
 once:
 
+* **bar stamps**: a source configured ``bar_stamp: end`` (its vendor stamps bars by their close)
+  has every time moved back one interval to the bar's open first, and its outcomes say so;
 * **window and closed bars**: bars opening outside the run's window, and the bar still open at
   the vendor's own clock (``Answer.now``), are dropped and counted
   (:func:`market_ingest.quality.clean_bars`);
@@ -78,6 +80,9 @@ class BarClient(Protocol):
 
     #: the configured source name, written into every row and every message
     source: str
+    #: what the vendor's bar times mark: ``start`` (the open) or ``end`` (the close; moved back to the
+    #: open before any rule, see :func:`bar_ends_to_opens`). Set from the source's config.
+    bar_stamp: str
 
     def prepare(self, interval: str, window: Window) -> None:
         """Check once per batch what holds for every symbol (the interval is offered, the window
@@ -202,6 +207,11 @@ def extract_bars(
 
     def one(symbol: str) -> tuple[outcomes.SymbolOutcome, Any]:
         answer = client.answer(symbol, interval, window, ingested_at)
+        if getattr(client, "bar_stamp", "start") == "end":
+            answer.table, answer.note = (
+                bar_ends_to_opens(answer.table, interval),
+                "; ".join(filter(None, [answer.note, END_NOTE])),
+            )
         sessions = answer.sessions if intraday and not extended_hours else None
         if sessions == [] and answer.table.num_rows:
             log.warning("%s:%s: the vendor stated no trading sessions; keeping every bar it sent", client.source, symbol)
@@ -236,6 +246,9 @@ class SharedExtract:
     :meth:`~BarClient.prepare` and :meth:`~BarClient.answer`."""
 
     source: str
+    #: ``start``: the vendor stamps bars by their open; ``end``: by their close (``SourceConfig.bar_stamp``,
+    #: set by :func:`market_ingest.sources.bar_hook`)
+    bar_stamp: str = "start"
 
     def prepare(self, interval: str, window: Window) -> None:
         """Nothing to check before the first symbol (override where there is)."""
@@ -281,3 +294,34 @@ class SharedExtract:
             concurrency=concurrency,
             bounds=bounds,
         )
+
+
+#: The outcome note of a symbol whose vendor stamps bars by their end (``bar_stamp: end``).
+END_NOTE = "bar_stamp end: the vendor's times are bar ends, moved back one interval to bar opens"
+
+
+def bar_ends_to_opens(table: pa.Table, interval: str) -> pa.Table:
+    """``table`` with each ``time`` moved from the bar's end to its open: one interval earlier (a
+    calendar month earlier for ``1mo``), for vendors that stamp bars by their close.
+
+    :param table: canonical bars whose ``time`` is each bar's (exclusive) end, UTC.
+    :param interval: canonical interval.
+    :return: the same rows, ``time`` the bar's open (the canonical meaning), UTC.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from market_ingest.intervals import INTERVAL_LENGTH
+
+    column = table.schema.get_field_index("time")
+    if interval == "1mo":
+        opens = pa.array(
+            [
+                None if t is None else t.replace(year=t.year - (t.month == 1), month=12 if t.month == 1 else t.month - 1)
+                for t in table["time"].to_pylist()
+            ],
+            table.schema.field("time").type,
+        )
+    else:
+        opens = pc.subtract(table["time"], pa.scalar(INTERVAL_LENGTH[interval], pa.duration("us")))
+    return table.set_column(column, table.schema.field("time"), opens)

@@ -115,7 +115,8 @@ def oldest_servable(src: SourceConfig, interval: str, now: datetime) -> datetime
 
 
 def bar_hook(name: str, src: SourceConfig, *, timescale_conn_id: str) -> Any:
-    """The hook serving source ``name`` configured as ``src``, reaching the vendor through the source's connection.
+    """The hook serving source ``name`` configured as ``src``, reaching the vendor through the source's connection,
+    with the source's ``bar_stamp`` (:attr:`market_ingest.extract.SharedExtract.bar_stamp`).
 
     :param timescale_conn_id: the warehouse, for kinds that keep state there (Alpha Vantage's
         shared daily request budget).
@@ -123,7 +124,10 @@ def bar_hook(name: str, src: SourceConfig, *, timescale_conn_id: str) -> Any:
     """
     if src.kind not in HOOKS:
         raise ValueError(f"no hook serves source kind {src.kind!r} (kinds: {', '.join(sorted(KINDS))})")
-    return HOOKS[src.kind](name, src, timescale_conn_id)
+    hook = HOOKS[src.kind](name, src, timescale_conn_id)
+    if src.bar_stamp != "start":  # hooks stamp by the open unless told (SharedExtract.bar_stamp); the extract step reads it
+        hook.bar_stamp = src.bar_stamp
+    return hook
 
 
 def planned_requests(

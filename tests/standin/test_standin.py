@@ -130,6 +130,33 @@ def test_yahoo_lookback_is_judged_by_the_recording_clock_and_unknown_symbols_404
     assert status == 404 and "ZZZZ" in body["chart"]["error"]["description"]
 
 
+def test_synthetic_mode_answers_after_the_recordings_for_recorded_symbols_too():
+    """``make up`` and Compose run the stand-in with ``--synthetic``: a recorded window is answered
+    from its recording, any other window from the synthetic market by its clock. On main a
+    recorded symbol's other windows took its recording's clock (MSFT: 2025-02-22), so a trigger
+    with the defaults (yesterday) got no bar, green."""
+    server = StandInServer(StandIn(RECORDINGS, synthetic=True, clock=datetime(2026, 11, 20, 12, tzinfo=timezone.utc))).start()
+    try:
+        chart = "/query2.finance.yahoo.com/v8/finance/chart/MSFT?interval=1d"
+        week = int(datetime(2021, 7, 19, tzinfo=timezone.utc).timestamp())
+        _, headers, body = get(server, f"{chart}&period1={week}&period2={week + 5 * 86400}")
+        recorded = json.loads((RECORDINGS / "yahoo" / "yahoo_chart_MSFT_1d_2021-02-01_2022-01-28_dividends.json").read_text())
+        closes = dict(
+            zip(recorded["chart"]["result"][0]["timestamp"], recorded["chart"]["result"][0]["indicators"]["quote"][0]["close"])
+        )
+        result = body["chart"]["result"][0]
+        assert [closes[t] for t in result["timestamp"]] == result["indicators"]["quote"][0]["close"] and len(
+            result["timestamp"]
+        ) == 5
+        assert response_clock(headers) == datetime(2025, 2, 22, 10, 1, 31, tzinfo=timezone.utc)  # the recording's
+        week = int(datetime(2026, 11, 16, tzinfo=timezone.utc).timestamp())
+        status, headers, body = get(server, f"{chart}&period1={week}&period2={week + 5 * 86400}")
+        assert status == 200 and len(body["chart"]["result"][0]["timestamp"]) == 5  # Mon 16 .. Fri 20 Nov 2026, synthetic
+        assert response_clock(headers) == datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
+    finally:
+        server.shutdown()
+
+
 def test_synthetic_bars_do_not_depend_on_the_page_that_asked(synthetic):
     client = exchange(synthetic, "binance", fetchMarkets={"types": ["spot"]})
     day = int(datetime(2026, 11, 19, tzinfo=timezone.utc).timestamp() * 1000)

@@ -229,3 +229,93 @@ def test_requests_are_spaced_by_the_connections_requests_per_second(recordings, 
     starts = [r["t"] - r["seconds"] for r in standin.log]
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert len(starts) == 3 and min(gaps) >= 1 / (rate or 1.0) - 0.02  # arrival jitter of a loopback request
+
+
+def _digital_currency_daily_json(csv_text: str) -> str:
+    """The recorded DIGITAL_CURRENCY_DAILY CSV (BTC/EUR, 350 days) reshaped into the JSON layout
+    Alpha Vantage documents for that function (``Time Series (Digital Currency Daily)``, ``"1. open"``
+    ...): no complete JSON body of it was recorded. Values unchanged; DERIVED, not a recording."""
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    meta = {"1. Information": "Daily Prices and Volumes for Digital Currency", "2. Digital Currency Code": "BTC",
+            "3. Digital Currency Name": "Bitcoin", "4. Market Code": "EUR", "5. Market Name": "Euro",
+            "6. Last Refreshed": f"{rows[0]['timestamp']} 00:00:00", "7. Time Zone": "UTC"}  # fmt: skip
+    series = {
+        r["timestamp"]: {f"{i}. {k}": r[k] for i, k in enumerate(("open", "high", "low", "close", "volume"), 1)} for r in rows
+    }
+    return json.dumps({"Meta Data": meta, "Time Series (Digital Currency Daily)": series}, indent=4)
+
+
+@pytest.mark.parametrize(
+    ("query", "symbol", "interval", "window", "body"),
+    [
+        pytest.param(
+            "function=TIME_SERIES_WEEKLY&symbol=IBM", "IBM", "1wk",
+            Window(datetime(2001, 1, 1, tzinfo=UTC), datetime(2001, 4, 1, tzinfo=UTC)),
+            lambda: (FIXTURES / "av_TIME_SERIES_WEEKLY_IBM_2000-07_2020-07.json").read_text(),
+            id="weekly-1043-weeks",
+        ),
+        pytest.param(
+            "function=DIGITAL_CURRENCY_DAILY&symbol=BTC&market=EUR", "BTC/EUR", "1d",
+            Window(datetime(2025, 6, 2, tzinfo=UTC), datetime(2025, 7, 1, tzinfo=UTC)),
+            lambda: _digital_currency_daily_json((FIXTURES / "av_csv_DIGITAL_CURRENCY_DAILY_BTC_EUR_demo_2025-06_2026-05.csv").read_text()),
+            id="digital-currency-daily-350-days",
+        ),
+    ],
+)  # fmt: skip
+def test_series_without_outputsize_are_served_whole(recordings, query, symbol, interval, window, body):
+    """On main: the stand-in cut every JSON series asked without ``outputsize`` to its latest 100
+    points, as if compact applied; Alpha Vantage's weekly and digital-currency series take no
+    ``outputsize`` and always answer whole, so older windows came back ``no_data`` in a green run."""
+    text = body()
+    answer(recordings, "whole_series", query, text)
+    doc = json.loads(text)
+    points = doc[next(k for k in doc if "Time Series" in k)]
+    expected = sorted(
+        (datetime.fromisoformat(stamp).replace(tzinfo=UTC), float(values["4. close"]))
+        for stamp, values in points.items()
+        if window.start <= datetime.fromisoformat(stamp).replace(tzinfo=UTC) < window.end
+    )
+    bars, (outcome,) = AlphaVantageHook().fetch_bars([symbol], interval, window, NOW)  # Alpha Vantage's clock: the body's
+    assert outcome.status == "ok" and outcome.rows == len(expected) >= 10
+    assert [(r["time"], r["close"]) for r in bars.to_pylist()] == expected
+
+
+@pytest.mark.parametrize("bar_stamp", ["start", "end"])
+def test_a_source_declares_bars_stamped_at_their_end(recordings, bar_stamp):
+    """Alpha Vantage's 2020-era intraday bodies stamp bars by their end: in the recorded IBM 5min
+    day of 2020-08-21 the 09:30 stamp holds pre-market volume and the 16:00 one the closing auction.
+    ``bar_stamp: end`` moves each time back one interval, so that bar is the 15:55 New York bar
+    (19:55 UTC) inside the regular session, and the outcome says so; ``start`` (the default) keeps
+    the stamps as opens and counts the auction bar outside the session."""
+    from market_ingest.config import SourceConfig, load_config
+    from market_ingest.extract import END_NOTE
+    from market_ingest.sources import bar_hook
+
+    text = (FIXTURES / "av_csv_TIME_SERIES_INTRADAY_IBM_5min_2020-08-21.csv").read_text()
+    recording(
+        recordings, "ibm_5min_2020", text, vendor="alpha_vantage", endpoint="TIME_SERIES_INTRADAY", symbol="IBM", interval="5m"
+    )
+    volume = {line.split(",")[0]: float(line.split(",")[5]) for line in text.splitlines()[1:]}
+    cfg = load_config()
+    src = SourceConfig.model_validate({**cfg.sources["yahoo"].model_dump(), "bar_stamp": bar_stamp})
+    assert bar_hook("yahoo", src, timescale_conn_id=cfg.timescale.conn_id).bar_stamp == bar_stamp  # the config reaches the hook
+    hook = AlphaVantageHook()
+    hook.bar_stamp = src.bar_stamp  # as bar_hook sets it (the Alpha Vantage builder also opens the warehouse's quota)
+    window = Window(datetime(2020, 8, 21, 4, tzinfo=UTC), datetime(2020, 8, 22, tzinfo=UTC))
+    bars, (ibm,) = hook.fetch_bars(["IBM"], "5m", window, NOW)
+    by_time = {r["time"]: r["volume"] for r in bars.to_pylist()}
+    close_bar = datetime(2020, 8, 21, 19, 55, tzinfo=UTC)  # 15:55 EDT
+    if bar_stamp == "end":
+        assert by_time[close_bar] == volume["2020-08-21 16:00:00"] and ibm.note == END_NOTE
+        assert (
+            min(by_time) == datetime(2020, 8, 21, 13, 30, tzinfo=UTC) and by_time[min(by_time)] == volume["2020-08-21 09:35:00"]
+        )
+    else:
+        assert by_time[close_bar] == volume["2020-08-21 15:55:00"] and ibm.note == ""
+        assert by_time[min(by_time)] == volume["2020-08-21 09:30:00"]
+    assert max(by_time) == close_bar and ibm.rows == len(by_time)
+    with pytest.raises(ValueError, match="bar_stamp"):
+        SourceConfig.model_validate({**cfg.sources["yahoo"].model_dump(), "bar_stamp": "middle"})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -418,6 +419,49 @@ def test_another_clients_recording_dropped_in_is_served_for_windows_inside_it():
     got = [(r["time"], r["open"], r["high"], r["low"], r["close"], r["volume"]) for r in bars.to_pylist()]
     assert got == [e for e in expected if window.start <= e[0] < window.end] and len(got) == 3
     assert outcome.status == "ok" and outcome.gaps == []
+
+
+def test_a_recording_without_requested_at_is_served_by_the_clock_of_its_last_bar(tmp_path, monkeypatch):
+    """On main: a sidecar without ``requested_at`` made the stand-in answer with today's clock, so
+    Kraken's 720-candle cap (judged by that clock) refused every window the recording holds. The
+    same Kraken body with an unedited sidecar (vendor, endpoint, symbol, interval: no clock, no
+    window) is now served by the clock it implies, its last frame's end, and the stand-in says so."""
+    from market_ingest.config import load_config
+    from market_ingest.sources import bar_hook
+
+    (body,) = (RECORDINGS / "kraken").glob("ccxt_static_kraken_OHLC_*.json")
+    recording(
+        tmp_path, "kraken_as_saved", body.read_bytes(), vendor="kraken", endpoint="candles", symbol="XBTUSDT", interval="1h"
+    )
+    frames = json.loads(body.read_text())["result"]["XBTUSDT"]
+    expected = [(_s(r[0]), *map(float, (r[1], r[2], r[3], r[4], r[6]))) for r in frames]
+    window = Window(d(2024, 1, 30, 16), d(2024, 1, 30, 19))
+    cfg = load_config()  # kraken: max_lookback_bars 720, judged by the vendor's clock
+    with serving(StandIn(tmp_path), monkeypatch) as url:
+        bars, (outcome,) = bar_hook("kraken", cfg.sources["kraken"], timescale_conn_id=cfg.timescale.conn_id).fetch_bars(
+            ["BTC/USDT"], "1h", window, INGESTED
+        )
+        with urllib.request.urlopen(f"{url}/_standin/health", timeout=10) as r:
+            health = json.loads(r.read())
+    got = [(r["time"], r["open"], r["high"], r["low"], r["close"], r["volume"]) for r in bars.to_pylist()]
+    assert got == [e for e in expected if window.start <= e[0] < window.end] and outcome.status == "ok" and outcome.rows == 3
+    last_frame_end = _s(frames[-1][0]) + timedelta(hours=1)
+    assert health["inferred_clocks"] == {"kraken/kraken_as_saved.json": last_frame_end.isoformat().replace("+00:00", "Z")}
+
+
+def test_okx_swap_candles_recorded_by_another_client_load_from_the_recording_alone():
+    """On main: the stand-in listed OKX's spot instruments only, so swap candles needed a hand-written
+    markets file. The recorded BTC-USDT-SWAP answer (include/recordings/okx, sidecar without a clock)
+    is now listed and served through ccxt's own market loading, with the swap's meaning stated."""
+    body = _body("okx", "nautilus_okx_candles_BTC-USDT-SWAP")["data"]
+    # OKX contract candles: [ts ms, o, h, l, c, contracts, coins (volCcy), quote volume, confirm]
+    expected = sorted((_ms(r[0]), *map(float, (r[1], r[2], r[3], r[4], r[6]))) for r in body)
+    window = Window(expected[0][0], expected[-1][0] + timedelta(minutes=1))
+    bars, (outcome,) = _hook("okx").fetch_bars(["BTC/USDT:USDT"], "1m", window, INGESTED)
+    got = [(r["time"], r["open"], r["high"], r["low"], r["close"], r["volume"]) for r in bars.to_pylist()]
+    assert got == expected and outcome.status == "ok" and outcome.rows == 2 and outcome.gaps == []
+    assert set(bars["currency"].to_pylist()) == {"USDT"}
+    assert outcome.note == "swap settled in USDT: prices in USDT, volume in BTC"
 
 
 def _kucoin_futures(tmp_path: Path, candles: list[list]) -> ExchangeHook:

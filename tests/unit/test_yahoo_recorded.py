@@ -112,6 +112,17 @@ def test_the_closed_bar_rule_uses_yahoos_clock(hook):
     assert lookback.status == outcomes.OK and lookback.rows == 389
 
 
+def test_an_interval_no_recording_holds_is_reported_as_that_not_as_yahoos_lookback(hook):
+    """yfinance asks Yahoo for 15m bars when asked for 30m. AAPL's recordings hold 1m and 1d bars of
+    that day, no 15m: on main the stand-in answered a 422 dated today (15m: within the last 60 days)
+    and the run failed with Yahoo's lookback named, which is not what happened. The symbol now
+    fails with the stand-in's own answer: no recording of that interval."""
+    bars, (aapl,) = hook.fetch_bars(["AAPL"], "30m", Window(d(2024, 10, 2), d(2024, 10, 3)), INGESTED)
+    assert bars.num_rows == 0 and aapl.status == outcomes.FAILED
+    assert "no recording of AAPL 15m (recorded: 1m, 1d)" in aapl.reason and "30m resampled from 15m" in aapl.reason
+    assert "60 days" not in aapl.reason
+
+
 def test_open_bar_is_dropped():
     import pyarrow as pa
 

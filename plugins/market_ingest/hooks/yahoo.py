@@ -29,6 +29,7 @@ from market_ingest.errors import (
     ConfigurationError,
     NoDataError,
     RateLimitedError,
+    SymbolError,
     UnknownSymbolError,
     VendorUnavailableError,
     WindowNotServableError,
@@ -196,7 +197,10 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         :return: the :class:`~market_ingest.extract.Answer`: prices in the listing currency Yahoo
             states (``meta.currency``), ``now`` the ``Date`` of Yahoo's latest answer.
         :raises NoDataError: Yahoo answered 200 with no bars (weekend, holiday, halt).
-        :raises UnknownSymbolError: Yahoo does not know the symbol (HTTP 404, ``YFTickerMissingError``).
+        :raises UnknownSymbolError: Yahoo does not know the symbol (HTTP 404 "symbol may be delisted",
+            ``YFTickerMissingError``).
+        :raises SymbolError: Yahoo answered an error naming another reason (an interval or range it
+            does not serve): this symbol fails with that reason.
         :raises RateLimitedError: Yahoo answered 429; the task should be retried later.
         :raises VendorUnavailableError: network failure or 5xx; the task should be retried.
         :raises WindowNotServableError: the window is beyond Yahoo's lookback cap (by Yahoo's clock).
@@ -226,6 +230,10 @@ class YahooFinanceHook(SharedExtract, BaseHook):
                     f"Yahoo returned no bars for the window (no session: weekend, holiday, halt) [yfinance: {detail}]",
                     symbol,
                 ) from None
+            reason = getattr(exc, "yahoo_reason", None)  # the error Yahoo's answer stated, if any
+            if reason and "may be delisted" not in reason:
+                # Yahoo refused this request (an interval or range it did not serve), not the symbol.
+                raise SymbolError(self.source, f"Yahoo answered no bars: {reason}", symbol) from None
             raise UnknownSymbolError(self.source, f"{UNKNOWN_REASON} ({detail})", symbol) from None
         except Exception as exc:
             status_code = getattr(getattr(exc, "response", None), "status_code", None)

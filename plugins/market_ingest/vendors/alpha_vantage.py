@@ -15,7 +15,10 @@ Vendor facts (DESIGN.md, "Vendor facts", and the recorded bodies in ``include/re
   their open time: the recorded ``TIME_SERIES_INTRADAY`` IBM 5min answer of 2026-05-15 (extended
   hours, 04:00-20:00 ET) ends the day at ``19:55:00``, the bar 19:55-20:00. The retired
   ``TIME_SERIES_INTRADAY_EXTENDED`` stamped bar ends instead (its recorded MSFT 1min days run
-  ``04:01`` .. ``20:00``); nothing here calls it.
+  ``04:01`` .. ``20:00``); nothing here calls it. So did ``TIME_SERIES_INTRADAY`` around 2020 (the
+  recorded IBM 5min day of 2020-08-21: the ``09:30`` bar holds pre-market volume, the ``16:00`` one
+  the closing auction): a source replaying such bodies declares ``bar_stamp: end`` and the extract
+  step moves each time back one interval (:func:`market_ingest.extract.bar_ends_to_opens`).
 * Series carry no currency. Equities are priced in their listing's currency, which the symbol's
   exchange suffix names (Alpha Vantage documentation: ``TSCO.LON``, ``SHOP.TRT``, ``MBG.DEX``,
   ``RELIANCE.BSE``, ``600104.SHH``); a symbol without one is a US listing, in USD
