@@ -109,7 +109,7 @@ def test_sessions_the_vendor_left_out_are_missing_and_the_repair_loads_them(serv
     printed = _make_coverage(services, capsys)
     assert printed[0].split() == [
         "source", "interval", "symbols", "days", "from", "to", "expected", "loaded",
-        "complete", "partial", "missing", "empty", "deferred", "failed", "rejected", "flagged",
+        "complete", "partial", "missing", "empty", "deferred", "failed", "rejected", "unrecoverable", "flagged",
     ]  # fmt: skip
     assert (
         "  yahoo/1d/TSLA 2021-07-07: missing (0 of 1 bars) the vendor returned bars for the window but none of the 1 "
@@ -199,6 +199,44 @@ def test_a_failed_hour_stays_repairable_after_later_hours_without_a_session(serv
         )
         again = write("scheduled__repair", asked(13, outcomes.NO_DATA, "Yahoo returned no bars for the window"))
         assert (again["state"], again["reason"]) == (coverage.VENDOR_EMPTY, "Yahoo returned no bars for the window")
+        conn.rollback()
+
+
+def test_a_day_asked_again_and_still_missing_counts_an_attempt(services):
+    """The ledger's ``attempts`` of one XNYS session, each step written as a load writes it
+    (:func:`market_ingest.coverage.record_run`): the first ask leaves it ``missing`` with none; each
+    run asking it again whose load leaves it ``missing`` or ``failed`` counts one; a run whose bars
+    were not loaded (``not_loaded``: the report writes it) counts none, the vendor's answer never
+    judged; a run leaving it in another state (the vendor answered empty) puts it back to 0."""
+    import psycopg
+
+    from market_ingest.config import load_config
+    from market_ingest.dag_factory import task_arguments
+
+    source_config = task_arguments(load_config(), "yahoo", "1d")["load_timescale"]["source_config"]
+    plan = [{"batch": 0, "symbols": ["ATTEMPTS"], "start": "2024-10-02T00:00:00+00:00", "end": "2024-10-03T00:00:00+00:00"}]
+    with closing(psycopg.connect(services.pg_conninfo())) as conn, conn.cursor() as cur:
+
+        def load(run_id: str, status: str = outcomes.OK, reason: str = "", not_loaded: str | None = None) -> tuple:
+            extracts = [{"batch": 0, "outcomes": [{"symbol": "ATTEMPTS", "status": status, "reason": reason}]}]
+            (row,), _ = coverage.record_run(
+                cur,
+                source="yahoo",
+                interval="1d",
+                source_config=source_config,
+                plan=plan,
+                extracts=extracts,
+                run_id=run_id,
+                not_loaded=not_loaded,
+            )
+            return row["state"], row["attempts"]
+
+        assert load("scheduled__first") == (coverage.MISSING, 0)
+        assert load("scheduled__repair_1") == (coverage.MISSING, 1)
+        assert load("scheduled__repair_2", not_loaded="task load_timescale did not succeed") == (coverage.FAILED, 1)
+        assert load("scheduled__repair_3", outcomes.FAILED, "ValueError: no timestamps") == (coverage.FAILED, 2)
+        assert load("scheduled__repair_4", outcomes.NO_DATA, "Yahoo returned no bars") == (coverage.VENDOR_EMPTY, 0)
+        assert load("scheduled__repair_5") == (coverage.MISSING, 0)  # not a hole before: a first ask again
         conn.rollback()
 
 
@@ -341,3 +379,44 @@ def test_a_100x_bar_and_a_jump_are_loaded_and_flagged(services, tmp_path, monkey
             (start, end),
         ).fetchone()[0]
     assert left == 0  # a corrected reload replaces the flags of its span
+
+
+def test_a_ledger_of_the_previous_release_takes_the_unrecoverable_state(services, tmp_path):
+    """A warehouse at V010, whose repair marked a day beyond the lookback with the reason prefix
+    ``unrecoverable: ``: V011 makes it state ``unrecoverable`` (the reason keeps the rest), gives
+    every row 0 attempts, and accepts no other new state; run twice, it changes nothing more."""
+    import shutil
+
+    import psycopg
+
+    from market_ingest.hooks.timescale import MIGRATIONS_DIR, apply_migrations
+
+    previous = tmp_path / "migrations"
+    previous.mkdir()
+    for path in sorted(MIGRATIONS_DIR.glob("V0*.sql")):
+        if path.name < "V011":
+            shutil.copy(path, previous)
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS coverage_v010 WITH (FORCE)")
+        conn.execute("CREATE DATABASE coverage_v010")
+    lookback = "yahoo serves 1m bars from 2024-11-05T06:00:00+00:00 only; 389 of 390 expected bars stored"
+    with closing(psycopg.connect(services.pg_conninfo().replace("dbname=postgres", "dbname=coverage_v010"))) as conn:
+        assert apply_migrations(conn, directory=previous)[-1] == "010"
+        conn.execute(
+            "INSERT INTO market.coverage (source, interval, symbol, day, covered_from, covered_until, expected, loaded, "
+            "state, reason, run_id) VALUES "
+            "('yahoo', '1m', 'AAPL', '2024-10-02', '2024-10-02', '2024-10-03', 390, 389, 'partial', %s, 'scheduled__r'), "
+            "('yahoo', '1m', 'AAPL', '2024-10-03', '2024-10-03', '2024-10-04', 390, 0, 'missing', 'none came', 'scheduled__r')",
+            ("unrecoverable: " + lookback,),
+        )
+        conn.commit()
+        assert apply_migrations(conn) == ["011"]
+        rows = conn.execute("SELECT day::text, state, reason, attempts FROM market.coverage ORDER BY day").fetchall()
+        assert rows == [("2024-10-02", "unrecoverable", lookback, 0), ("2024-10-03", "missing", "none came", 0)]
+        conn.execute((MIGRATIONS_DIR / "V011__coverage_attempts.sql").read_text())
+        assert conn.execute("SELECT day::text, state, reason, attempts FROM market.coverage ORDER BY day").fetchall() == rows
+        with pytest.raises(psycopg.errors.CheckViolation, match="coverage_state_check"):
+            conn.execute("UPDATE market.coverage SET state = 'gone' WHERE day = '2024-10-03'")
+        conn.rollback()
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE coverage_v010 WITH (FORCE)")
