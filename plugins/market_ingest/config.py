@@ -345,13 +345,23 @@ class ReportConfig(_Model):
 
 class RepairConfig(_Model):
     """The ``market_repair`` DAG: asks the vendors again for the ledger's ``partial``, ``missing``
-    and ``failed`` days (:mod:`market_ingest.coverage`), newest first, within each vendor's lookback."""
+    and ``failed`` days (:mod:`market_ingest.coverage`), within each vendor's lookback: the days
+    asked fewest times first, newest first among those (:mod:`market_ingest.repair`). A day asked
+    ``max_attempts`` times without being served, or beyond the vendor's lookback, becomes
+    ``unrecoverable`` (its reason says why) and is not asked again, so the budget goes to days
+    that may still come: every repairable day is asked within a bounded number of runs."""
 
     schedule: str = Field("0 6 * * *", description="cron (UTC) of market_repair; its data interval is not used")
     max_requests_per_source: int = Field(
         200, gt=0, description="vendor requests one repair run may plan per (source, interval); the rest wait for the next run"
     )
     max_days_back: int = Field(365, gt=0, description="days before the run that repairs look at; older gaps are left as they are")
+    max_attempts: int = Field(
+        3,
+        gt=0,
+        description="times a day is asked again (by repairs, clears or backfills) and still not served before the repair "
+        "gives up on it: the day becomes unrecoverable, its reason naming the attempts and the last reason",
+    )
 
 
 class AlertsConfig(_Model):

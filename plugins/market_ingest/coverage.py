@@ -18,12 +18,25 @@ more or less than the bars committed with it. A row holds:
   ``vendor_empty``  the vendor answered with no bar for the window, or does not know the symbol;
   ``rejected``      bars came but some failed validation (:mod:`market_ingest.quality`) and were dropped;
   ``missing``       bars came for the symbol's window, none for this day;
-  ``partial``       bars came for this day, fewer than expected.
+  ``partial``       bars came for this day, fewer than expected;
+
+  and one state only the repair writes (:mod:`market_ingest.repair`):
+
+  ``unrecoverable`` the repair gave up on the day: the vendor no longer serves it (beyond its
+                    lookback), or did not in ``repair.max_attempts`` attempts; the reason says
+                    which, and what the day was.
+
+* ``attempts``: how often a run asked a ``partial``, ``missing``, ``failed`` (or ``unrecoverable``)
+  day again (the same part: a repair, a clear, a backfill) and left it ``partial``, ``missing`` or
+  ``failed``; 0 again once a run leaves it in any other state. The first ask of a day is no
+  attempt, and a run whose bars were not loaded (``record_run(not_loaded=...)``) counts none: the
+  vendor's answer was never judged. The repair gives up on a day at ``repair.max_attempts``.
 
 Which are worth asking again (:data:`REPAIRABLE`) is the repair's business; a day of a market with
-no session and no stored bar has no row at all. A day left repairable by an earlier run stays so,
-with that run's reason, when a later run widens it with a part of its own that is not repairable
-(the closed evening hours after a failed hourly run); a run asking the same part again decides.
+no session and no stored bar has no row at all. A day left repairable (or unrecoverable) by an
+earlier run stays so, with that run's reason and attempts, when a later run widens it with a part
+of its own that is not repairable (the closed evening hours after a failed hourly run); a run
+asking the same part again decides.
 """
 
 from __future__ import annotations
@@ -45,8 +58,9 @@ VENDOR_EMPTY = "vendor_empty"
 DEFERRED = "deferred"
 FAILED = "failed"
 REJECTED = "rejected"
+UNRECOVERABLE = "unrecoverable"
 #: Every state, in the order the coverage report shows them.
-STATES = (COMPLETE, PARTIAL, MISSING, VENDOR_EMPTY, DEFERRED, FAILED, REJECTED)
+STATES = (COMPLETE, PARTIAL, MISSING, VENDOR_EMPTY, DEFERRED, FAILED, REJECTED, UNRECOVERABLE)
 #: SQL select-list of rows per state, one column named after each state (over ``market.coverage`` rows).
 STATE_COUNTS = ", ".join(f"count(*) FILTER (WHERE state = '{s}') AS {s}" for s in STATES)
 #: States another request to the vendor may fix.
@@ -72,6 +86,7 @@ COLUMNS = (
     "state",
     "reason",
     "run_id",
+    "attempts",
 )
 #: Columns of the lake's mirror (:data:`COLUMNS` and the day's anomaly flags).
 MIRRORED = (*COLUMNS, "flagged")
@@ -170,6 +185,7 @@ def record(
     run_id: str,
     now: datetime,
     flagged: dict[tuple[str, date], int] | None = None,
+    attempted: bool = True,
 ) -> list[dict]:
     """Write the ledger rows of the days ``runs`` asked for, on a cursor inside the load's transaction.
 
@@ -185,6 +201,8 @@ def record(
     :param runs: what the run asked (:func:`asked`).
     :param now: the load's time: bars not closed by then are not expected.
     :param flagged: ``{(symbol, day): bars flagged}`` by the anomaly checks; absent keys write 0.
+    :param attempted: the run's answers were judged (its bars loaded), so a day asked again and
+        still repairable counts an attempt (see the module's ``attempts``); ``False``: none counts.
     :return: the rows written, as dicts of :data:`COLUMNS` and ``flagged`` (``day`` a ``date``),
         in key order.
     :raises ValueError: a market without a calendar (:func:`market_ingest.calendars.expected_bars`).
@@ -203,7 +221,7 @@ def record(
     lock_series(cur, source, interval)
     keys = sorted(parts)
     cur.execute(
-        "SELECT c.symbol, c.day, c.covered_from, c.covered_until, c.state, c.reason FROM market.coverage c "
+        "SELECT c.symbol, c.day, c.covered_from, c.covered_until, c.state, c.reason, c.attempts FROM market.coverage c "
         "JOIN unnest(%s::text[], %s::date[]) AS k(symbol, day) USING (symbol, day) "
         "WHERE c.source = %s AND c.interval = %s",
         ([s for s, _ in keys], [d for _, d in keys], source, interval),
@@ -212,10 +230,17 @@ def record(
     # its repairable state and reason stay, or a later closed hour's "vendor_empty" would hide it
     # from the repair (seen in the soak benchmark).
     earlier: dict[tuple[str, date], tuple[str, str]] = {}
-    for sym, day, stored_from, stored_until, stored_state, stored_reason in cur.fetchall():
+    # Attempts so far of the days that were holes, and which of them this run asked again.
+    attempts: dict[tuple[str, date], int] = {}
+    reasked: set[tuple[str, date]] = set()
+    for sym, day, stored_from, stored_until, stored_state, stored_reason, stored_attempts in cur.fetchall():
         start, end, a = parts[sym, day]
-        if stored_state in REPAIRABLE and (start >= stored_until or end <= stored_from):
-            earlier[sym, day] = (stored_state, stored_reason)
+        if stored_state in REPAIRABLE or stored_state == UNRECOVERABLE:
+            attempts[sym, day] = stored_attempts
+            if start >= stored_until or end <= stored_from:
+                earlier[sym, day] = (stored_state, stored_reason)
+            else:
+                reasked.add((sym, day))
         parts[sym, day] = (min(start, stored_from), max(end, stored_until), a)
 
     spans: dict[str, list[datetime]] = defaultdict(lambda: [datetime.max.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC)])
@@ -261,13 +286,18 @@ def record(
         if expected == 0 and stored == 0:
             continue
         state, reason = state_of(a, expected, stored)
+        tries = attempts.get(key, 0)
         if key in earlier and state not in REPAIRABLE and state != COMPLETE:
             state, reason = earlier[key]
+        elif state not in REPAIRABLE:
+            tries = 0
+        elif attempted and key in reasked:
+            tries += 1
         rows.append(
             dict(
                 zip(
                     COLUMNS,
-                    (source, interval, a.symbol, key[1], start, end, expected, stored, state, reason[:1000], run_id),
+                    (source, interval, a.symbol, key[1], start, end, expected, stored, state, reason[:1000], run_id, tries),
                     strict=True,
                 ),
                 flagged=(flagged or {}).get(key, 0),
@@ -318,7 +348,7 @@ def record_run(
     :param source_config: the source's ``SourceConfig`` as a JSON dict (its ``market`` and kind).
     :param not_loaded: the run's bars were not loaded (a sink task failed); every symbol not already
         ``failed`` is ``failed`` with this reason (``task load_timescale did not succeed ...``),
-        and no anomaly check runs.
+        no anomaly check runs, and no day counts a repair attempt.
     :return: ``(ledger rows written, flags written)``; each ledger row with its ``flagged`` count.
     :raises ConfigurationError: the source's market has no calendar (naming ``sources.<s>.market``).
     """
@@ -353,6 +383,7 @@ def record_run(
             run_id=run_id,
             now=now,
             flagged={k: len(v) for k, v in per_day.items()},
+            attempted=not not_loaded,
         )
     except ValueError as exc:  # a market without a calendar
         raise ConfigurationError(source, f"{exc} (sources.{source}.market)") from exc
@@ -417,13 +448,15 @@ def incomplete(conn, source: str | None = None, interval: str | None = None, lim
 
 def format_summary(rows: list[dict[str, Any]], gaps: list[dict[str, Any]] = ()) -> list[str]:
     """:func:`summary` (and :func:`incomplete`) as aligned text lines for a terminal or a log."""
-    short = {COMPLETE: "complete", PARTIAL: "partial", MISSING: "missing", VENDOR_EMPTY: "empty", DEFERRED: "deferred"}
+    short = {VENDOR_EMPTY: "empty"}
+    labels = {s: short.get(s, s) for s in STATES}
+    width = {s: max(8, len(label)) for s, label in labels.items()}
     head = f"{'source':<16} {'interval':<8} {'symbols':>7} {'days from':<10} {'to':<10} {'expected':>9} {'loaded':>9}"
-    lines = [head + "".join(f" {short.get(s, s):>8}" for s in STATES) + f" {'flagged':>8}"]
+    lines = [head + "".join(f" {labels[s]:>{width[s]}}" for s in STATES) + f" {'flagged':>8}"]
     for r in rows:
         lines.append(
             f"{r['source']:<16} {r['interval']:<8} {r['symbols']:>7} {r['first_day']!s:<10} {r['last_day']!s:<10} "
-            f"{r['expected']:>9} {r['loaded']:>9}" + "".join(f" {r[s]:>8}" for s in STATES) + f" {r['flagged']:>8}"
+            f"{r['expected']:>9} {r['loaded']:>9}" + "".join(f" {r[s]:>{width[s]}}" for s in STATES) + f" {r['flagged']:>8}"
         )
     if not rows:
         lines.append("(the ledger is empty: no load has run yet)")

@@ -226,6 +226,7 @@ def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: str
             "timescale_conn_id": cfg.timescale.conn_id,
             "max_requests": cfg.repair.max_requests_per_source,
             "max_days_back": cfg.repair.max_days_back,
+            "max_attempts": cfg.repair.max_attempts,
         },
     }
 
@@ -344,7 +345,8 @@ def build_repair_dag(cfg: PipelineConfig) -> DAG:
 
     One task group per configured (source, interval) of bars, ``<source>_<interval>``: ``plan``
     (:class:`~market_ingest.operators.market.MarketRepairPlanOperator`: the ledger's ``partial``,
-    ``missing`` and ``failed`` days the vendor still serves, within ``repair.max_requests_per_source``
+    ``missing`` and ``failed`` days the vendor still serves and that were asked again fewer than
+    ``repair.max_attempts`` times, fewest attempts first, within ``repair.max_requests_per_source``
     requests) then the ingestion's own tasks (:func:`_ingest_after`: extract in the source's pool,
     lake, warehouse with its ledger, Kinesis, report). A group with nothing to repair skips its
     sinks and reports so.
@@ -362,9 +364,11 @@ def build_repair_dag(cfg: PipelineConfig) -> DAG:
         doc_md=(
             "### Coverage repair\n\nReads `market.coverage` (the ledger every load writes) and asks each vendor "
             "again for the `partial`, `missing` and `failed` days of the last "
-            f"{cfg.repair.max_days_back} days, newest first, at most {cfg.repair.max_requests_per_source} requests "
-            "per source and interval, through the same pools, lake, warehouse and stream as the ingestion DAGs. "
-            "Days beyond a vendor's lookback are marked `unrecoverable:` in the ledger and not asked again."
+            f"{cfg.repair.max_days_back} days, the days asked fewest times first and newest first among those, at most "
+            f"{cfg.repair.max_requests_per_source} requests per source and interval, through the same pools, lake, "
+            "warehouse and stream as the ingestion DAGs. Days beyond a vendor's lookback, and days asked "
+            f"{cfg.repair.max_attempts} times without being served, become `unrecoverable` in the ledger (the reason "
+            "says why) and are not asked again."
         ),
         on_failure_callback=MarketEventNotifier(kind=DAG_FAILED, channels=channels),
     ) as dag:

@@ -5,7 +5,8 @@ the UI's navigation ("Market coverage", an external view shown inside the UI):
 
 * ``GET /market-coverage/`` - per (source, interval) the totals (days per state, expected and loaded
   bars), a symbol-by-day grid of the latest ``days`` days with rows, each cell coloured by its state
-  (click one: its state, bars and reason show under the grid), and the latest runs that wrote it;
+  (click one: its state, bars, repair attempts and reason show under the grid; an ``unrecoverable``
+  day's reason says why the repair gave up on it), and the latest runs that wrote it;
 * ``GET /market-coverage/api/coverage?source=&interval=&days=`` - the same as JSON.
 
 Both need an Airflow login (the UI's session cookie or a bearer token: Airflow's own
@@ -34,6 +35,7 @@ COLOURS = {
     "deferred": "#1565c0",
     "failed": "#6a1b9a",
     "rejected": "#ef6c00",
+    "unrecoverable": "#212121",
 }
 
 
@@ -46,7 +48,7 @@ def read(source: str | None = None, interval: str | None = None, days: int = 31,
     :param conn: an open psycopg connection; default: one to the pipeline's warehouse.
     :return: ``{"pairs": [summary rows of every (source, interval)], "source", "interval",
         "days": [ISO dates, oldest first], "symbols": [...], "cells": {symbol: {day: {"state",
-        "expected", "loaded", "reason", "run_id", "flagged"}}}, "runs": [{"run_id", "updated_at", "days", <state>: n}]}``.
+        "expected", "loaded", "reason", "run_id", "flagged", "attempts"}}}, "runs": [{"run_id", "updated_at", "days", <state>: n}]}``.
     """
     from market_ingest import coverage
 
@@ -81,12 +83,12 @@ def read(source: str | None = None, interval: str | None = None, days: int = 31,
         )
         shown: list[date] = sorted(d for (d,) in cur.fetchall())
         cur.execute(
-            "SELECT symbol, day, state, expected, loaded, reason, run_id, flagged FROM market.coverage "
+            "SELECT symbol, day, state, expected, loaded, reason, run_id, flagged, attempts FROM market.coverage "
             "WHERE source = %s AND interval = %s AND day = ANY(%s) ORDER BY symbol, day",
             (source, interval, shown),
         )
         cells: dict[str, dict[str, dict]] = {}
-        for symbol, day, state, expected, loaded, reason, run_id, flagged in cur.fetchall():
+        for symbol, day, state, expected, loaded, reason, run_id, flagged, attempts in cur.fetchall():
             cells.setdefault(symbol, {})[day.isoformat()] = {
                 "state": state,
                 "expected": expected,
@@ -94,6 +96,7 @@ def read(source: str | None = None, interval: str | None = None, days: int = 31,
                 "reason": reason,
                 "run_id": run_id,
                 "flagged": flagged,
+                "attempts": attempts,
             }
         cur.execute(
             f"SELECT run_id, max(updated_at) AS updated_at, count(*) AS days, {coverage.STATE_COUNTS} FROM market.coverage "
@@ -151,7 +154,10 @@ def render(view: dict[str, Any]) -> str:
                 out.append("<td></td>")
                 continue
             flags = f" {c['flagged']} flagged as anomalies (market.bar_flags)." if c["flagged"] else ""
-            detail = f"{symbol} {d}: {c['state']}, {c['loaded']} of {c['expected']} bars.{flags} {c['reason']} [{c['run_id']}]"
+            tries = f" Asked again {c['attempts']} times (repair attempts)." if c["attempts"] else ""
+            detail = (
+                f"{symbol} {d}: {c['state']}, {c['loaded']} of {c['expected']} bars.{flags}{tries} {c['reason']} [{c['run_id']}]"
+            )
             out.append(
                 f"<td><span class='cell' role='button' tabindex='0' style='background:{COLOURS[c['state']]}' "
                 f"data-symbol='{e(symbol)}' data-day='{d}' data-state='{c['state']}' data-detail='{e(detail)}' "

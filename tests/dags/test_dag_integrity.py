@@ -302,11 +302,12 @@ def test_the_repair_dag_runs_the_ingestion_tasks_after_a_ledger_plan_per_pair(da
         g = f"{source}_{interval}"
         plan = dag.get_task(f"{g}.plan")
         assert isinstance(plan, MarketRepairPlanOperator)
-        assert (plan.source, plan.interval, plan.max_requests, plan.max_days_back) == (
+        assert (plan.source, plan.interval, plan.max_requests, plan.max_days_back, plan.max_attempts) == (
             source,
             interval,
             cfg.repair.max_requests_per_source,
             cfg.repair.max_days_back,
+            cfg.repair.max_attempts,
         )
         assert dag.get_task(f"{g}.extract").pool == cfg.sources[source].pool
         assert dag.get_task(f"{g}.load_timescale").source == source

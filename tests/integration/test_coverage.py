@@ -26,13 +26,17 @@ pytestmark = pytest.mark.integration
 UTC = timezone.utc
 
 
-def _ingest(run_id: str, interval: str, symbols: list[str], start: datetime, end: datetime) -> dict:
-    """plan -> extract -> publish_lake -> load_timescale in this process, as the DAG chains them."""
-    ctx = context(run_id, {"symbols": symbols, "start": start.isoformat(), "end": end.isoformat()}, start, end)
-    plan = built(MarketPlanOperator, "plan", "yahoo", interval).execute(ctx)
+def _load(ctx: dict, interval: str, plan: list[dict]) -> dict:
+    """extract -> publish_lake -> load_timescale of ``plan``'s batches in this process, as the DAG chains them."""
     extracts = [built(MarketExtractOperator, "extract", "yahoo", interval, batch=b).execute(ctx) for b in plan]
     lake = built(LakePublishOperator, "publish_lake", "yahoo", interval, extracts=extracts).execute(ctx)
     return built(TimescaleLoadOperator, "load_timescale", "yahoo", interval, lake=lake, plan=plan, extracts=extracts).execute(ctx)
+
+
+def _ingest(run_id: str, interval: str, symbols: list[str], start: datetime, end: datetime) -> dict:
+    """plan -> extract -> publish_lake -> load_timescale in this process, as the DAG chains them."""
+    ctx = context(run_id, {"symbols": symbols, "start": start.isoformat(), "end": end.isoformat()}, start, end)
+    return _load(ctx, interval, built(MarketPlanOperator, "plan", "yahoo", interval).execute(ctx))
 
 
 def _ledger(services, interval: str, symbols: list[str]) -> dict[tuple[str, date], dict]:
@@ -72,12 +76,7 @@ def _repair(run_id: str, interval: str, **override) -> tuple[list[dict], dict]:
     """market_repair's group for (yahoo, interval), in this process: its plan, then the ingestion's tasks."""
     ctx = context(run_id)
     plan = built(MarketRepairPlanOperator, "repair_plan", "yahoo", interval, **override).execute(ctx)
-    if not plan:
-        return plan, {}
-    extracts = [built(MarketExtractOperator, "extract", "yahoo", interval, batch=b).execute(ctx) for b in plan]
-    lake = built(LakePublishOperator, "publish_lake", "yahoo", interval, extracts=extracts).execute(ctx)
-    load = built(TimescaleLoadOperator, "load_timescale", "yahoo", interval, lake=lake, plan=plan, extracts=extracts)
-    return plan, load.execute(ctx)
+    return plan, (_load(ctx, interval, plan) if plan else {})
 
 
 def test_sessions_the_vendor_left_out_are_missing_and_the_repair_loads_them(services, tmp_path, monkeypatch, capsys):
@@ -109,7 +108,7 @@ def test_sessions_the_vendor_left_out_are_missing_and_the_repair_loads_them(serv
     printed = _make_coverage(services, capsys)
     assert printed[0].split() == [
         "source", "interval", "symbols", "days", "from", "to", "expected", "loaded",
-        "complete", "partial", "missing", "empty", "deferred", "failed", "rejected", "flagged",
+        "complete", "partial", "missing", "empty", "deferred", "failed", "rejected", "unrecoverable", "flagged",
     ]  # fmt: skip
     assert (
         "  yahoo/1d/TSLA 2021-07-07: missing (0 of 1 bars) the vendor returned bars for the window but none of the 1 "
@@ -202,6 +201,44 @@ def test_a_failed_hour_stays_repairable_after_later_hours_without_a_session(serv
         conn.rollback()
 
 
+def test_a_day_asked_again_and_still_missing_counts_an_attempt(services):
+    """The ledger's ``attempts`` of one XNYS session, each step written as a load writes it
+    (:func:`market_ingest.coverage.record_run`): the first ask leaves it ``missing`` with none; each
+    run asking it again whose load leaves it ``missing`` or ``failed`` counts one; a run whose bars
+    were not loaded (``not_loaded``: the report writes it) counts none, the vendor's answer never
+    judged; a run leaving it in another state (the vendor answered empty) puts it back to 0."""
+    import psycopg
+
+    from market_ingest.config import load_config
+    from market_ingest.dag_factory import task_arguments
+
+    source_config = task_arguments(load_config(), "yahoo", "1d")["load_timescale"]["source_config"]
+    plan = [{"batch": 0, "symbols": ["ATTEMPTS"], "start": "2024-10-02T00:00:00+00:00", "end": "2024-10-03T00:00:00+00:00"}]
+    with closing(psycopg.connect(services.pg_conninfo())) as conn, conn.cursor() as cur:
+
+        def load(run_id: str, status: str = outcomes.OK, reason: str = "", not_loaded: str | None = None) -> tuple:
+            extracts = [{"batch": 0, "outcomes": [{"symbol": "ATTEMPTS", "status": status, "reason": reason}]}]
+            (row,), _ = coverage.record_run(
+                cur,
+                source="yahoo",
+                interval="1d",
+                source_config=source_config,
+                plan=plan,
+                extracts=extracts,
+                run_id=run_id,
+                not_loaded=not_loaded,
+            )
+            return row["state"], row["attempts"]
+
+        assert load("scheduled__first") == (coverage.MISSING, 0)
+        assert load("scheduled__repair_1") == (coverage.MISSING, 1)
+        assert load("scheduled__repair_2", not_loaded="task load_timescale did not succeed") == (coverage.FAILED, 1)
+        assert load("scheduled__repair_3", outcomes.FAILED, "ValueError: no timestamps") == (coverage.FAILED, 2)
+        assert load("scheduled__repair_4", outcomes.NO_DATA, "Yahoo returned no bars") == (coverage.VENDOR_EMPTY, 0)
+        assert load("scheduled__repair_5") == (coverage.MISSING, 0)  # not a hole before: a first ask again
+        conn.rollback()
+
+
 def test_the_ledger_is_mirrored_to_the_lake(services):
     """The rows a load wrote are in ``_coverage/source=yahoo/interval=1d/run=<token>.parquet``."""
     import pyarrow.parquet as pq
@@ -233,10 +270,11 @@ def test_a_minute_the_vendor_did_not_send_leaves_the_day_partial(services):
     # in the ledger, and does not plan it again.
     assert _repair("scheduled__repair_1m", "1m", max_days_back=10_000) == ([], {})
     row = _ledger(services, "1m", ["AAPL"])[("AAPL", date(2024, 10, 2))]
-    assert row["state"] == coverage.PARTIAL and row["run_id"] == "scheduled__repair_1m"
-    oldest, rest = row["reason"].removeprefix("unrecoverable: yahoo serves 1m bars from ").split(" only; ")
+    assert row["state"] == coverage.UNRECOVERABLE and row["run_id"] == "scheduled__repair_1m"
+    assert (row["expected"], row["loaded"]) == (390, 389)
+    oldest, rest = row["reason"].removeprefix("yahoo serves 1m bars from ").split(" only; ")
     assert abs(datetime.fromisoformat(oldest) - (datetime.now(UTC) - timedelta(days=30))) < timedelta(minutes=5)
-    assert rest == "389 of 390 expected bars stored; the vendor returned no bar for the others"
+    assert rest == "it was partial: 389 of 390 expected bars stored; the vendor returned no bar for the others"
     ctx = context("scheduled__repair_1m_again")
     again = built(MarketRepairPlanOperator, "repair_plan", "yahoo", "1m", max_days_back=10_000)
     assert again.execute(ctx) == []
@@ -341,3 +379,169 @@ def test_a_100x_bar_and_a_jump_are_loaded_and_flagged(services, tmp_path, monkey
             (start, end),
         ).fetchone()[0]
     assert left == 0  # a corrected reload replaces the flags of its span
+
+
+#: Symbols whose 43 XNYS sessions of 2021-08-02 .. 09-30 the vendor never serves (the reviewer's 300).
+NEVER_SERVED = [f"NEVER{i:03d}" for i in range(300)]
+
+
+def _load_never_served(services, run_id: str, plan: list[dict]) -> list[dict]:
+    """The load of ``plan``'s batches of :data:`NEVER_SERVED` symbols: the vendor answered each
+    symbol (``ok``) and none of the window's sessions' bars is stored, so each day is ``missing``
+    (again). Written as the load writes it (:func:`market_ingest.coverage.record_run`, one transaction)."""
+    import psycopg
+
+    from market_ingest.config import load_config
+    from market_ingest.dag_factory import task_arguments
+
+    source_config = task_arguments(load_config(), "yahoo", "1d")["load_timescale"]["source_config"]
+    extracts = [{"batch": b["batch"], "outcomes": [{"symbol": s, "status": outcomes.OK} for s in b["symbols"]]} for b in plan]
+    with closing(psycopg.connect(services.pg_conninfo())) as conn, conn.transaction(), conn.cursor() as cur:
+        rows, _ = coverage.record_run(
+            cur, source="yahoo", interval="1d", source_config=source_config, plan=plan, extracts=extracts, run_id=run_id
+        )
+    return rows
+
+
+def test_days_the_vendor_never_serves_stop_being_asked_and_an_older_day_is_still_repaired(services, tmp_path, monkeypatch):
+    """The reviewer's case: 300 symbols whose 43 sessions of 2021-08-02 .. 09-30 the vendor never
+    serves (each load finds none of their bars: ``missing`` again), and TSLA's older session of
+    2012-06-15, which the ingestion's answer lacked (a derived recording) and Yahoo's untouched
+    recording holds. Each never-served symbol is one window (one request); the budget is 200
+    (``repair.max_requests_per_source``). The first repair asks the 200 newest windows; the second
+    asks TSLA's day first among the days not asked yet, and loads it from the recording. Every
+    never-served window is asked ``repair.max_attempts`` times, then its days are
+    ``unrecoverable`` with the attempts and the last reason, and the repair plans nothing more."""
+    import math
+    from collections import Counter
+
+    import psycopg
+
+    from market_ingest import ui
+    from market_ingest.config import load_config
+
+    _forget_repairable(services)
+    older = date(2012, 6, 15)
+    with psycopg.connect(services.pg_conninfo()) as conn:  # a shared warehouse: the day's bar and rows start absent
+        conn.execute(
+            "DELETE FROM market.bars_1d WHERE source = 'yahoo' AND symbol = 'TSLA' AND time >= %s AND time < %s",
+            (older, older + timedelta(days=1)),
+        )
+        conn.execute(
+            "DELETE FROM market.coverage WHERE source = 'yahoo' AND interval = '1d' AND symbol = ANY(%s)", (NEVER_SERVED,)
+        )
+    library = derived_yahoo_library(tmp_path, {}, dropped={"yahoo_chart_TSLA_1d_full": [older.isoformat()]})
+    with serving(StandIn(library), monkeypatch):
+        _ingest("manual__older_gap", "1d", ["TSLA"], datetime(2012, 6, 14, tzinfo=UTC), datetime(2012, 6, 19, tzinfo=UTC))
+    assert _ledger(services, "1d", ["TSLA"])["TSLA", older]["state"] == coverage.MISSING
+    start, end = datetime(2021, 8, 2, tzinfo=UTC), datetime(2021, 10, 1, tzinfo=UTC)
+    window = {"batch": 0, "symbols": NEVER_SERVED, "start": start.isoformat(), "end": end.isoformat(), "since": {}}
+    rows = _load_never_served(services, "scheduled__never_served", [window])
+    assert len(rows) == 300 * 43 and {r["state"] for r in rows} == {coverage.MISSING}
+
+    budget = load_config().repair.max_requests_per_source
+    asked: Counter[str] = Counter()
+    last_asked: dict[str, int] = {}
+    repaired_in = None
+    for run in range(1, 11):
+        ctx = context(f"scheduled__never_served_repair_{run}")
+        plan = built(MarketRepairPlanOperator, "repair_plan", "yahoo", "1d", max_days_back=10_000).execute(ctx)
+        if not plan:
+            break
+        older_batches = [b for b in plan if b["symbols"] == ["TSLA"]]
+        never = [b for b in plan if b not in older_batches]
+        assert {(b["start"], b["end"]) for b in never} <= {(window["start"], window["end"])}
+        asked.update(s for b in never for s in b["symbols"])
+        last_asked.update((s, run) for b in never for s in b["symbols"])
+        if older_batches:
+            assert [(b["start"], b["end"]) for b in older_batches] == [("2012-06-15T00:00:00+00:00", "2012-06-16T00:00:00+00:00")]
+            assert _load(ctx, "1d", older_batches)["rows_by_symbol"] == {"TSLA": 1}
+            repaired_in = run
+        _load_never_served(services, ctx["run_id"], never)
+        if run == 2:
+            assert repaired_in in (1, 2), "the older servable day was not planned within 2 repair runs"
+    assert not plan, "the repair still plans the never-served days after 10 runs"
+    fixed = _ledger(services, "1d", ["TSLA"])["TSLA", older]
+    assert (fixed["state"], fixed["loaded"], fixed["run_id"]) == (
+        coverage.COMPLETE,
+        1,
+        f"scheduled__never_served_repair_{repaired_in}",
+    )
+
+    attempts = load_config().repair.max_attempts
+    assert asked == Counter(dict.fromkeys(NEVER_SERVED, attempts))
+    assert run <= math.ceil((len(NEVER_SERVED) * attempts + 1) / budget) + 1  # the budget spent, then one empty plan
+    gave_up = _ledger(services, "1d", NEVER_SERVED)
+    assert len(gave_up) == 300 * 43
+    assert {(r["state"], r["attempts"], r["reason"]) for r in gave_up.values()} == {
+        (
+            coverage.UNRECOVERABLE,
+            attempts,
+            f"not served after {attempts} repair attempts (repair.max_attempts); it was missing: "
+            "the vendor returned bars for the window but none of the 1 expected this day",
+        )
+    }
+    # each given up by the plan of the repair after its last ask
+    assert {(s, r["run_id"]) for (s, _), r in gave_up.items()} == {
+        (s, f"scheduled__never_served_repair_{last_asked[s] + 1}") for s in NEVER_SERVED
+    }
+
+    # The coverage view shows those days unrecoverable, with their reason.
+    with closing(psycopg.connect(services.pg_conninfo())) as conn:
+        newer = conn.execute(
+            "SELECT count(DISTINCT day) FROM market.coverage WHERE source = 'yahoo' AND interval = '1d' AND day > %s",
+            (date(2021, 9, 30),),
+        ).fetchone()[0]
+        view = ui.read("yahoo", "1d", days=newer + 1, conn=conn)
+    (pair,) = [p for p in view["pairs"] if (p["source"], p["interval"]) == ("yahoo", "1d")]
+    assert pair[coverage.UNRECOVERABLE] >= 300 * 43
+    cell = view["cells"]["NEVER000"]["2021-09-30"]
+    assert (cell["state"], cell["reason"]) == (coverage.UNRECOVERABLE, next(iter(gave_up.values()))["reason"])
+    page = ui.render(view)
+    assert f"<td class='n-{coverage.UNRECOVERABLE}'>{pair[coverage.UNRECOVERABLE]}</td>" in page
+    assert f"data-symbol='NEVER000' data-day='2021-09-30' data-state='{coverage.UNRECOVERABLE}'" in page
+    assert (
+        f"NEVER000 2021-09-30: unrecoverable, 0 of 1 bars. Asked again {attempts} times (repair attempts). "
+        f"{cell['reason']} [{cell['run_id']}]"
+    ) in page
+
+
+def test_a_ledger_of_the_previous_release_takes_the_unrecoverable_state(services, tmp_path):
+    """A warehouse at V010, whose repair marked a day beyond the lookback with the reason prefix
+    ``unrecoverable: ``: V011 makes it state ``unrecoverable`` (the reason keeps the rest), gives
+    every row 0 attempts, and accepts no other new state; run twice, it changes nothing more."""
+    import shutil
+
+    import psycopg
+
+    from market_ingest.hooks.timescale import MIGRATIONS_DIR, apply_migrations
+
+    previous = tmp_path / "migrations"
+    previous.mkdir()
+    for path in sorted(MIGRATIONS_DIR.glob("V0*.sql")):
+        if path.name < "V011":
+            shutil.copy(path, previous)
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS coverage_v010 WITH (FORCE)")
+        conn.execute("CREATE DATABASE coverage_v010")
+    lookback = "yahoo serves 1m bars from 2024-11-05T06:00:00+00:00 only; 389 of 390 expected bars stored"
+    with closing(psycopg.connect(services.pg_conninfo().replace("dbname=postgres", "dbname=coverage_v010"))) as conn:
+        assert apply_migrations(conn, directory=previous)[-1] == "010"
+        conn.execute(
+            "INSERT INTO market.coverage (source, interval, symbol, day, covered_from, covered_until, expected, loaded, "
+            "state, reason, run_id) VALUES "
+            "('yahoo', '1m', 'AAPL', '2024-10-02', '2024-10-02', '2024-10-03', 390, 389, 'partial', %s, 'scheduled__r'), "
+            "('yahoo', '1m', 'AAPL', '2024-10-03', '2024-10-03', '2024-10-04', 390, 0, 'missing', 'none came', 'scheduled__r')",
+            ("unrecoverable: " + lookback,),
+        )
+        conn.commit()
+        assert apply_migrations(conn) == ["011"]
+        rows = conn.execute("SELECT day::text, state, reason, attempts FROM market.coverage ORDER BY day").fetchall()
+        assert rows == [("2024-10-02", "unrecoverable", lookback, 0), ("2024-10-03", "missing", "none came", 0)]
+        conn.execute((MIGRATIONS_DIR / "V011__coverage_attempts.sql").read_text())
+        assert conn.execute("SELECT day::text, state, reason, attempts FROM market.coverage ORDER BY day").fetchall() == rows
+        with pytest.raises(psycopg.errors.CheckViolation, match="coverage_state_check"):
+            conn.execute("UPDATE market.coverage SET state = 'gone' WHERE day = '2024-10-03'")
+        conn.rollback()
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE coverage_v010 WITH (FORCE)")

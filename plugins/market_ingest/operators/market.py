@@ -215,11 +215,11 @@ class MarketPlanOperator(BaseOperator):
 class MarketRepairPlanOperator(BaseOperator):
     """The plan of a repair: the coverage ledger's ``partial``, ``missing`` and ``failed`` days of
     one (source, interval) that the vendor still serves, as extract batches
-    (:func:`market_ingest.repair.plan_repairs`), within a request budget.
+    (:func:`market_ingest.repair.plan_repairs`), fewest attempts first, within a request budget.
 
-    Marks the days beyond the vendor's lookback ``unrecoverable: ...`` in the ledger, in the same
-    transaction as it reads them, and logs what it scheduled, what is unrecoverable and what waits
-    for the next run (also pushed to XCom as ``repair``).
+    Marks ``unrecoverable`` in the ledger, in the same transaction as it reads them, the days
+    beyond the vendor's lookback and those asked ``max_attempts`` times, and logs what it
+    scheduled, what it gave up on and what waits for the next run (also pushed to XCom as ``repair``).
 
     :param source: configured source name.
     :param interval: canonical interval.
@@ -227,6 +227,7 @@ class MarketRepairPlanOperator(BaseOperator):
     :param timescale_conn_id: the warehouse holding ``market.coverage``.
     :param max_requests: vendor requests this plan may spend (``repair.max_requests_per_source``).
     :param max_days_back: days back the ledger is read (``repair.max_days_back``).
+    :param max_attempts: attempts after which a day is given up (``repair.max_attempts``).
     :return: ``[{"batch": i, "symbols": [...], "start": iso, "end": iso, "since": {}}]`` (as
         :class:`MarketPlanOperator`'s; empty when there is nothing to repair, and then the rest of
         the repair is skipped).
@@ -243,6 +244,7 @@ class MarketRepairPlanOperator(BaseOperator):
         timescale_conn_id: str,
         max_requests: int,
         max_days_back: int,
+        max_attempts: int,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -252,6 +254,7 @@ class MarketRepairPlanOperator(BaseOperator):
         self.timescale_conn_id = timescale_conn_id
         self.max_requests = max_requests
         self.max_days_back = max_days_back
+        self.max_attempts = max_attempts
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from contextlib import closing
@@ -274,12 +277,13 @@ class MarketRepairPlanOperator(BaseOperator):
                 run_id=context["run_id"],
                 max_requests=self.max_requests,
                 max_days_back=self.max_days_back,
+                max_attempts=self.max_attempts,
                 batch_size=src.intervals[self.interval].batch_size or src.batch_size,
             )
         summary = plan.summary()
         self.log.info(
             "%s %s: %d repairable symbol-days; asking again %d windows in %d batches (%d requests of %d); "
-            "unrecoverable (beyond the vendor's lookback): %s; left for the next run: %s",
+            "unrecoverable (beyond the vendor's lookback): %s; given up after %d attempts: %s; left for the next run: %s",
             self.source,
             self.interval,
             plan.days,
@@ -288,6 +292,8 @@ class MarketRepairPlanOperator(BaseOperator):
             plan.requests,
             self.max_requests,
             plan.unrecoverable or "none",
+            self.max_attempts,
+            plan.gave_up or "none",
             plan.left or "none",
         )
         if "ti" in context:
