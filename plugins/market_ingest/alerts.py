@@ -5,8 +5,9 @@ One notifier, :class:`MarketEventNotifier`, serves every path an alert can take 
 * a DAG's Deadline Alert (``AsyncCallback``: the triggerer awaits the notifier with a small
   context ``{"dag_run": {...}, "deadline": {"id", "deadline_time"}}``);
 * a DAG's ``on_failure_callback`` (the DAG processor calls it with the full context);
-* the run report, when the share of failed symbols crosses ``report.max_failed_share``
-  (:func:`emit`, called inside the report task).
+* the run report, when the share of failed symbols crosses ``report.max_failed_share``, or the
+  share of symbols the vendor did not serve crosses ``report.max_unserved_share`` (:func:`emit`,
+  called inside the report task).
 
 Each event is one flat JSON object (:func:`build_event`). It is always written to the log
 (logger ``market_ingest.alerts``, level WARNING) and put on the Kinesis stream
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 DEADLINE_MISSED = "deadline_missed"
 DAG_FAILED = "dag_failed"
 FAILED_SHARE_EXCEEDED = "failed_share_exceeded"
+UNSERVED_SHARE_EXCEEDED = "unserved_share_exceeded"
 SCHEMA_VERSION = 1
 
 
@@ -68,7 +70,8 @@ def _run_identity(context: dict) -> dict[str, Any]:
 def build_event(kind: str, context: dict, message: str, detail: dict | None = None) -> dict[str, Any]:
     """The event for ``kind`` in ``context``: a flat, JSON-serialisable dict.
 
-    :param kind: :data:`DEADLINE_MISSED`, :data:`DAG_FAILED` or :data:`FAILED_SHARE_EXCEEDED`.
+    :param kind: :data:`DEADLINE_MISSED`, :data:`DAG_FAILED`, :data:`FAILED_SHARE_EXCEEDED` or
+        :data:`UNSERVED_SHARE_EXCEEDED`.
     :param context: an Airflow context, or the triggerer's deadline context.
     :param message: one human line, e.g. ``deadline missed: market_yahoo_1d manual__... due 2024-...Z``.
     :param detail: extra JSON-safe fields (failed symbols, counts).

@@ -333,9 +333,19 @@ class TimescaleConfig(_Model):
 
 
 class ReportConfig(_Model):
-    """Run report: the run alerts and fails when the share of failed symbols exceeds ``max_failed_share``."""
+    """Run report: the run alerts and fails when the share of failed symbols exceeds
+    ``max_failed_share``, or the share of symbols the vendor did not serve exceeds ``max_unserved_share``."""
 
     max_failed_share: float = Field(0.2, ge=0, le=1)
+    max_unserved_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="above this share of symbols the vendor does not know or answered no bar for (while their market "
+        "was open) an ingestion run alerts (unserved_share_exceeded) and fails instead of succeeding with nothing in "
+        "it; weekends and holidays, when the vendor is not asked, do not count. Repairs are exempt: they ask days the "
+        "vendor may never serve, and the ledger's attempts decide",
+    )
     run_note_conn_id: str | None = Field(
         "market_airflow_api",
         description="http connection to the Airflow API server through which the report writes the run's note "

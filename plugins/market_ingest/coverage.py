@@ -390,6 +390,80 @@ def record_run(
     return rows, flags
 
 
+def not_loaded_reason(report: dict[str, Any]) -> str:
+    """The ledger reason of a run whose bars did not reach the warehouse, naming the sinks that
+    did hold them (``report``: :func:`market_ingest.operators.market.build_report`'s dict), e.g.
+    ``not in the warehouse: task load_timescale did not succeed (see its log); the run's bars are in
+    the lake and Kinesis``."""
+    ok = report["totals"]["sinks_ok"]
+    tasks = [t for t in report["failed_tasks"] if t in ("publish_lake", "load_timescale")] or ["load_timescale"]
+    held = [name for sink, name in (("lake", "the lake"), ("kinesis", "Kinesis")) if ok.get(sink)]
+    return f"not in the warehouse: task {', '.join(tasks)} did not succeed (see its log)" + (
+        f"; the run's bars are in {' and '.join(held)}" if held else "; nor in any other sink"
+    )
+
+
+def park(root, *, source: str, interval: str, plan: list[dict], extracts: list[dict | None], run_id: str, reason: str) -> str:
+    """Keep in the lake what :func:`record_run` would have written for a run whose bars were not
+    loaded, when the warehouse cannot take it now (it is what failed): the ledger then records the
+    gap once the warehouse is back, when the pair's next load or repair calls :func:`drain`.
+
+    :param root: the lake root (``ObjectStoragePath``).
+    :param extracts: the extract results; only each symbol's outcome is kept.
+    :return: the parked object's URL (:func:`market_ingest.lake.parked_ledger_object`).
+    """
+    import json
+
+    from market_ingest.lake import parked_ledger_object, put_bytes
+
+    path = parked_ledger_object(root, source, interval, run_id)
+    kept = [{"batch": e["batch"], "outcomes": e.get("outcomes", [])} if e else None for e in extracts]
+    body = {"source": source, "interval": interval, "run_id": run_id, "reason": reason, "plan": plan, "extracts": kept}
+    put_bytes(path, json.dumps(body).encode())
+    return str(path)
+
+
+def drain(cur, root, *, source: str, interval: str, source_config: dict[str, Any]) -> list[tuple[Any, dict[str, int]]]:
+    """Write the ledger rows of the runs :func:`park` left for ``(source, interval)``, on the
+    cursor of a transaction that has the warehouse (a load's, a repair plan's): every planned day
+    not holding its bars becomes ``failed`` with the parked reason, and a day loaded since is
+    ``complete`` (the state follows the stored bars). Delete the returned objects once that
+    transaction has committed (:func:`forget`); drained again, they write the same rows.
+
+    :return: ``[(parked object, {state: days written})]``, oldest run first.
+    """
+    import json
+
+    from market_ingest.lake import parked_ledger_folder
+
+    folder = parked_ledger_folder(root, source, interval)
+    if not folder.exists():
+        return []
+    drained = []
+    for path in sorted(folder.iterdir(), key=str):
+        if not str(path).endswith(".json"):
+            continue
+        parked = json.loads(path.read_bytes())
+        rows, _ = record_run(
+            cur,
+            source=source,
+            interval=interval,
+            source_config=source_config,
+            plan=parked["plan"],
+            extracts=parked["extracts"],
+            run_id=parked["run_id"],
+            not_loaded=parked["reason"],
+        )
+        drained.append((path, counts(rows)))
+    return drained
+
+
+def forget(paths) -> None:
+    """Delete parked objects :func:`drain` wrote into the ledger (after its transaction committed)."""
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
 def counts(rows: list[dict]) -> dict[str, int]:
     """Ledger rows per state, every state present (zeros included), in :data:`STATES` order."""
     tally = dict.fromkeys(STATES, 0)

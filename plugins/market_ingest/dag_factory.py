@@ -212,7 +212,9 @@ def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: str
         "report": {
             **common,
             "max_failed_share": cfg.report.max_failed_share,
+            "max_unserved_share": cfg.report.max_unserved_share,
             "run_note_conn_id": cfg.report.run_note_conn_id,
+            "lake_url": lake_url,
             "alerts": cfg.alerts.model_dump(mode="json"),
             "timescale_conn_id": cfg.timescale.conn_id,
             "source": source,
@@ -223,6 +225,7 @@ def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: str
             "source": source,
             "interval": interval,
             "source_config": source_config,
+            "lake_url": lake_url,
             "timescale_conn_id": cfg.timescale.conn_id,
             "max_requests": cfg.repair.max_requests_per_source,
             "max_days_back": cfg.repair.max_days_back,
@@ -374,6 +377,9 @@ def build_repair_dag(cfg: PipelineConfig) -> DAG:
     ) as dag:
         for source, interval in cfg.dag_pairs():
             args = task_arguments(cfg, source, interval)
+            # A repair asks days the vendor may never serve: an empty answer is expected there, and
+            # the ledger's attempts (repair.max_attempts) decide when to stop asking, not a failed run.
+            args["report"]["max_unserved_share"] = None
             with TaskGroup(group_id=f"{source}_{interval}"):
                 plan = MarketRepairPlanOperator(task_id="plan", **args["repair_plan"])
                 _ingest_after(plan, cfg.sources[source].pool, args, bars_asset("bars", source, interval))

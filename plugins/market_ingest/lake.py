@@ -185,6 +185,19 @@ def staging_run_dir(root: ObjectStoragePath, source: str, interval: str | None, 
     return _base(root / STAGING, source, interval) / f"run={run_token(run_id)}"
 
 
+def parked_ledger_folder(root: ObjectStoragePath, source: str, interval: str) -> ObjectStoragePath:
+    """``_ledger_parked/source=<s>/interval=<i>``: the ledger rows of runs whose bars were not
+    loaded, left while the warehouse could not take them (:func:`parked_ledger_object`)."""
+    return _base(root / "_ledger_parked", source, interval)
+
+
+def parked_ledger_object(root: ObjectStoragePath, source: str, interval: str, run_id: str) -> ObjectStoragePath:
+    """Where a run whose bars were not loaded leaves its ledger rows when the warehouse could not
+    take them either: ``_ledger_parked/source=<s>/interval=<i>/run=<token>.json``
+    (:func:`market_ingest.coverage.park`); the next load or repair of the pair writes and deletes it."""
+    return parked_ledger_folder(root, source, interval) / f"run={run_token(run_id)}.json"
+
+
 def coverage_object(root: ObjectStoragePath, source: str, interval: str, run_id: str) -> ObjectStoragePath:
     """The lake's mirror of the ledger rows run ``run_id`` wrote:
     ``_coverage/source=<s>/interval=<i>/run=<token>.parquet`` (:mod:`market_ingest.coverage`).
@@ -237,9 +250,14 @@ def to_parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _put(path: ObjectStoragePath, data: bytes) -> None:
+def put_bytes(path: ObjectStoragePath, data: bytes) -> None:
+    """Write ``data`` to ``path``, replacing it whole (:func:`_writing`): local parent folders are
+    created inside the lake root, a bucket never is (a missing one raises ``FileNotFoundError``)."""
     with _writing(path) as fh:
         fh.write(data)
+
+
+_put = put_bytes
 
 
 def write_parquet(table: pa.Table, path: ObjectStoragePath, compression: str = "zstd") -> None:

@@ -36,6 +36,9 @@ class SymbolOutcome:
         bar twice with different values (the last was kept); empty otherwise.
     :param note: what the bars mean when it is not obvious, e.g. ``swap settled in USDT: prices in
         USDT, volume in BTC (contracts x 0.001)``; empty otherwise.
+    :param asked: the vendor was asked for this symbol. False for a ``no_data`` symbol whose market
+        had no session in the window (a weekend), which no vendor answer could change: it is
+        not counted among the symbols the vendor did not serve (:func:`unserved`).
     """
 
     symbol: str
@@ -47,7 +50,15 @@ class SymbolOutcome:
     nulled: dict[str, int] = field(default_factory=dict)
     conflicts: dict = field(default_factory=dict)
     note: str = ""
+    asked: bool = True
 
     def as_dict(self) -> dict:
         """A JSON-safe dict for XCom and the report."""
         return asdict(self)
+
+
+def unserved(outcome: dict) -> bool:
+    """True for an outcome (as :meth:`SymbolOutcome.as_dict`) whose vendor was asked and served no
+    bar: it does not know the symbol, or answered nothing for a window in which its market was
+    open. A run made of these is empty, not healthy (``report.max_unserved_share``)."""
+    return outcome.get("status") in (UNKNOWN_SYMBOL, NO_DATA) and outcome.get("asked", True)

@@ -129,3 +129,28 @@ def select(
 def batch_symbols(symbols: tuple[str, ...] | list[str], size: int) -> list[list[str]]:
     """Split symbols into consecutive batches of at most ``size``."""
     return [list(symbols[i : i + size]) for i in range(0, len(symbols), size)]
+
+
+def backfill_without_conf(context: Any) -> bool:
+    """True for a backfill run created without a run conf: Airflow 3.3's Backfill dialog sends
+    ``dag_run_conf: null`` unless "Override parameters on existing runs" is ticked, so such a run
+    gets no Params override and takes every configured symbol (:func:`whole_universe_notice`).
+
+    :param context: the task's Airflow context (reads ``dag_run.run_type`` and ``dag_run.conf``).
+    """
+    dag_run = context.get("dag_run")
+    run_type = getattr(dag_run, "run_type", None)
+    return getattr(run_type, "value", run_type) == "backfill" and not getattr(dag_run, "conf", None)
+
+
+def whole_universe_notice(symbols: int) -> str:
+    """What a backfill run without conf says in its plan log and its note: it took the whole
+    universe, and why (the Backfill dialog's checkbox).
+
+    :param symbols: how many symbols the run took.
+    """
+    return (
+        f"backfill run without conf: it took every configured symbol ({symbols}) over its data interval. "
+        "Airflow 3.3's Backfill dialog sends no parameters unless 'Override parameters on existing runs' is "
+        "ticked; to narrow a backfill, tick it, or pass --dag-run-conf to airflow backfill create"
+    )

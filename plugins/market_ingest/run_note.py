@@ -48,8 +48,8 @@ def format_note(report: dict[str, Any]) -> str:
 
     :param report: :func:`market_ingest.operators.market.build_report`'s dict, with its
         ``window`` (``{"start", "end"}`` ISO UTC, or ``None`` when nothing was planned).
-    :return: e.g. ``**2021-07-22 00:00 → 2021-07-23 00:00 UTC** · 3 symbols: 3 ok`` then a
-        table of bars per sink, the ledger's symbol-days per state, and what did not succeed. Lists
+    :return: e.g. ``**2021-07-22 00:00 → 2021-07-23 00:00 UTC** · 3 symbols: 3 ok`` (after
+        ``**Failed:** <why>`` when the run failed, and followed by its notices) then a table of bars per sink, the ledger's symbol-days per state, and what did not succeed. Lists
         of symbols are cut to fit, saying how many were left out.
     """
     window = report.get("window")
@@ -59,6 +59,9 @@ def format_note(report: dict[str, Any]) -> str:
         by_status[v["status"]] = by_status.get(v["status"], 0) + 1
     states = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
     lines = [f"{head} · {report['symbols_total']} symbols" + (f": {states}" if states else "")]
+    if report.get("failure"):  # why the run failed comes first: the runs list shows the note's first line
+        lines.insert(0, f"**Failed:** {report['failure'][:300]}")
+    lines += [f"*{notice}*" for notice in report.get("notices", [])]
     t = report["totals"]
     ok = t.get("sinks_ok", {})
 

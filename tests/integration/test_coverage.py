@@ -303,13 +303,67 @@ def test_a_run_whose_load_failed_leaves_its_days_failed_for_the_repair(services)
         (
             coverage.FAILED,
             0,
-            "task publish_lake, load_timescale did not succeed: the run's bars were not loaded (see its log)",
+            "not in the warehouse: task publish_lake, load_timescale did not succeed (see its log); nor in any other sink",
             "manual__load_failed",
         )
     }
     plan, load = _repair("scheduled__repair_failed_load", "1d", max_days_back=10_000, max_requests=1)
     assert plan[0]["symbols"] == ["NVDA"] and (plan[0]["start"], plan[0]["end"]) == (start.isoformat(), end.isoformat())
     assert {r["state"] for (_, d), r in _ledger(services, "1d", ["NVDA"]).items() if d in days} == {coverage.COMPLETE}
+
+
+def test_a_load_that_failed_with_the_warehouse_down_is_ledgered_once_it_is_back(services, monkeypatch):
+    """Seen on main: with PostgreSQL down, ``load_timescale`` failed, the bars reached the lake and
+    Kinesis, and the report could not write the ledger either (the warehouse is what failed): no
+    row said the days were not loaded, so neither the coverage view nor the repair saw the gap.
+    Now the report parks the rows in the lake, and the pair's next repair (or load) writes them
+    before planning: every day ``failed``, naming the warehouse and the sinks that hold the bars."""
+    import json
+
+    from market_ingest.operators.market import KinesisPublishOperator, RunReportOperator
+
+    _forget_repairable(services)
+    start, end = datetime(2021, 9, 20, tzinfo=UTC), datetime(2021, 9, 25, tzinfo=UTC)
+    ctx = context("manual__warehouse_down", {"symbols": ["NVDA"]}, start, end)
+    plan = built(MarketPlanOperator, "plan", "yahoo", "1d").execute(ctx)
+    extracts = [built(MarketExtractOperator, "extract", "yahoo", "1d", batch=b).execute(ctx) for b in plan]
+    lake = built(LakePublishOperator, "publish_lake", "yahoo", "1d", extracts=extracts).execute(ctx)
+    kinesis = built(KinesisPublishOperator, "publish_kinesis", "yahoo", "1d", lake=lake).execute(ctx)
+    report = built(
+        RunReportOperator, "report", "yahoo", "1d", plan=plan, extracts=extracts, lake=lake, timescale=None, kinesis=kinesis
+    )
+    with monkeypatch.context() as down:  # the warehouse refuses connections, as a stopped PostgreSQL does
+        down.setenv(
+            "AIRFLOW_CONN_MARKET_TIMESCALE", json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "port": 9, "login": "x"})
+        )
+        with pytest.raises(AirflowFailException, match=r"tasks \['load_timescale'\] did not succeed"):
+            report.execute(ctx)
+    s3 = services.boto3_client("s3")
+    parked = [
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket="market-lake", Prefix="bars/_ledger_parked/source=yahoo/interval=1d/").get(
+            "Contents", []
+        )
+    ]
+    assert len(parked) == 1 and parked[0].endswith(".json")
+    assert not [d for (_, d) in _ledger(services, "1d", ["NVDA"]) if start.date() <= d < end.date()]  # nothing could say so yet
+
+    repair_plan = built(MarketRepairPlanOperator, "repair_plan", "yahoo", "1d", max_days_back=10_000, max_requests=1)
+    plan = repair_plan.execute(context("scheduled__repair_after_outage"))
+    days = {d: r for (_, d), r in _ledger(services, "1d", ["NVDA"]).items() if start.date() <= d < end.date()}
+    assert sorted(days) == [date(2021, 9, d) for d in (20, 21, 22, 23, 24)]
+    assert {(r["state"], r["loaded"], r["reason"], r["run_id"]) for r in days.values()} == {
+        (
+            coverage.FAILED,
+            0,
+            "not in the warehouse: task load_timescale did not succeed (see its log); the run's bars are in the lake and Kinesis",
+            "manual__warehouse_down",
+        )
+    }
+    # The repair wrote the parked rows before it planned, so it asks for exactly those days; the object is gone.
+    assert plan[0]["symbols"] == ["NVDA"] and (plan[0]["start"], plan[0]["end"]) == (start.isoformat(), end.isoformat())
+    assert not s3.list_objects_v2(Bucket="market-lake", Prefix="bars/_ledger_parked/").get("Contents")
+    _forget_repairable(services)
 
 
 def test_a_100x_bar_and_a_jump_are_loaded_and_flagged(services, tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from market_ingest import kinds, outcomes
 from market_ingest.errors import ConfigurationError, MarketDataError
-from market_ingest.run import batch_symbols, select
+from market_ingest.run import backfill_without_conf, batch_symbols, select, whole_universe_notice
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -101,6 +101,31 @@ def _plain_utc(t: datetime) -> datetime:
     return datetime(u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond, tzinfo=timezone.utc)
 
 
+def _drain_parked(cur, lake_url: str, source: str, interval: str, source_config: dict[str, Any], log) -> list:
+    """Write the ledger rows runs of ``(source, interval)`` parked in the lake while the warehouse
+    was down (:func:`market_ingest.coverage.drain`), on ``cur``; return the parked objects, to
+    delete once the transaction commits (:func:`_forget_parked`)."""
+    from market_ingest import coverage
+    from market_ingest.lake import lake_root
+
+    drained = coverage.drain(cur, lake_root(lake_url), source=source, interval=interval, source_config=source_config)
+    for path, states in drained:
+        log.warning("Wrote the ledger rows of a run whose load had failed, parked in %s: %s", path, states)
+    return [path for path, _ in drained]
+
+
+def _forget_parked(paths: list, log) -> None:
+    """Delete parked ledger objects once their rows are committed; one left behind is written again, to the same rows."""
+    from market_ingest import coverage
+
+    try:
+        coverage.forget(paths)
+    except Exception as exc:
+        log.warning(
+            "Could not delete parked ledger objects %s (their rows are written; a later drain rewrites them): %s", paths, exc
+        )
+
+
 class MarketPlanOperator(BaseOperator):
     """Resolve the run's window and symbols and split the symbols into extract batches.
 
@@ -176,6 +201,8 @@ class MarketPlanOperator(BaseOperator):
                     f"(sources.{self.source}.max_requests_per_manual_run); narrow the symbols or the window, or backfill "
                     "with airflow backfill create",
                 )
+        if backfill_without_conf(context):
+            self.log.warning("%s", whole_universe_notice(len(sel.symbols)))
         self.log.info(
             "%s %s: %d symbols over [%s, %s)%s, up to %d vendor requests",
             self.source,
@@ -228,6 +255,9 @@ class MarketRepairPlanOperator(BaseOperator):
     :param max_requests: vendor requests this plan may spend (``repair.max_requests_per_source``).
     :param max_days_back: days back the ledger is read (``repair.max_days_back``).
     :param max_attempts: attempts after which a day is given up (``repair.max_attempts``).
+    :param lake_url: the lake's root: ledger rows parked there by runs whose load failed while the
+        warehouse was down are written first (:func:`market_ingest.coverage.drain`), so the plan
+        sees those days as ``failed``.
     :return: ``[{"batch": i, "symbols": [...], "start": iso, "end": iso, "since": {}}]`` (as
         :class:`MarketPlanOperator`'s; empty when there is nothing to repair, and then the rest of
         the repair is skipped).
@@ -245,6 +275,7 @@ class MarketRepairPlanOperator(BaseOperator):
         max_requests: int,
         max_days_back: int,
         max_attempts: int,
+        lake_url: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -255,6 +286,7 @@ class MarketRepairPlanOperator(BaseOperator):
         self.max_requests = max_requests
         self.max_days_back = max_days_back
         self.max_attempts = max_attempts
+        self.lake_url = lake_url
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from contextlib import closing
@@ -267,7 +299,10 @@ class MarketRepairPlanOperator(BaseOperator):
         hook = TimescaleHook(timescale_conn_id=self.timescale_conn_id)
         with failing_fast():
             hook.check_schema()
+        parked: list = []
         with closing(hook.get_conn()) as conn, conn.transaction(), conn.cursor() as cur:
+            if self.lake_url:
+                parked = _drain_parked(cur, self.lake_url, self.source, self.interval, self.source_config, self.log)
             plan = plan_repairs(
                 cur,
                 source=self.source,
@@ -280,6 +315,7 @@ class MarketRepairPlanOperator(BaseOperator):
                 max_attempts=self.max_attempts,
                 batch_size=src.intervals[self.interval].batch_size or src.batch_size,
             )
+        _forget_parked(parked, self.log)
         summary = plan.summary()
         self.log.info(
             "%s %s: %d repairable symbol-days; asking again %d windows in %d batches (%d requests of %d); "
@@ -456,7 +492,7 @@ class MarketExtractOperator(BaseOperator):
                     raise ConfigurationError(self.source, f"{exc} (sources.{self.source}.market)") from exc
             if closed[market, sym_start]:
                 reason = f"no {market} session in the window (weekend or holiday): the vendor was not asked"
-                by_symbol[sym] = outcomes.SymbolOutcome(sym, outcomes.NO_DATA, reason=reason)
+                by_symbol[sym] = outcomes.SymbolOutcome(sym, outcomes.NO_DATA, reason=reason, asked=False)
                 continue
             groups.setdefault(sym_start, []).append(sym)
         tables = [empty_bars()]
@@ -586,7 +622,9 @@ class TimescaleLoadOperator(BaseOperator):
     transaction writes ``market.coverage`` for every (symbol, UTC day) the run asked for
     (:func:`market_ingest.coverage.record`: expected bars from the symbol's market calendar, bars
     stored, state and reason), and once committed those rows are mirrored to the lake
-    (:func:`market_ingest.lake.coverage_object`).
+    (:func:`market_ingest.lake.coverage_object`). Before them it writes the ledger rows earlier
+    runs of the pair parked in the lake because their own load failed with the warehouse down
+    (:func:`market_ingest.coverage.drain`), and deletes those objects once committed.
 
     Once the load has committed, each of the task's ``outlets`` (the DAG gives it its
     :func:`~market_ingest.assets.bars_asset`) gets an Asset event whose ``extra`` says what came in:
@@ -649,12 +687,14 @@ class TimescaleLoadOperator(BaseOperator):
         ledger: list[dict] = []
         flags: list[dict] = []
         write_ledger = self._ledger_writer(context, ledger, flags)
+        self._parked: list = []
         with failing_fast():
             stats = hook.upsert(
                 _counting(iter_staged((self.lake or {}).get("staged", []), self.dataset), counts),
                 self.dataset,
                 then=write_ledger,
             )
+        _forget_parked(self._parked, self.log)
         self.log.info(
             "Upserted %d of %d rows into %s (%d not written: identical to the stored row, or a newer extraction is stored)",
             stats["applied"],
@@ -695,6 +735,8 @@ class TimescaleLoadOperator(BaseOperator):
         extracts, run_id = _materialise(self.extracts), context["run_id"]
 
         def write(cur) -> None:
+            if self.lake_url:  # earlier runs' gaps first: this run's rows, written after, win where they overlap
+                self._parked = _drain_parked(cur, self.lake_url, self.source, self.interval, self.source_config, self.log)
             rows, flagged = coverage.record_run(
                 cur,
                 source=self.source,
@@ -936,9 +978,13 @@ class RunReportOperator(BaseOperator):
 
     Runs whatever upstream did (``trigger_rule="all_done"``). Prints the report to the task log
     and returns it (small) to XCom. Fails (and so fails the run, being its only leaf) when the plan
-    or a sink did not succeed, or when the share of failed symbols exceeds the configured
-    ``report.max_failed_share``; in that last case it first emits a ``failed_share_exceeded``
-    event (:mod:`market_ingest.alerts`) listing the failed symbols.
+    or a sink did not succeed, when the share of failed symbols exceeds the configured
+    ``report.max_failed_share``, or when the share of symbols the vendor did not serve (unknown,
+    or no bar while their market was open) exceeds ``report.max_unserved_share``; in the last two
+    cases it first emits a ``failed_share_exceeded`` or ``unserved_share_exceeded`` event
+    (:mod:`market_ingest.alerts`) naming the symbols. Why it fails is the report's ``failure``
+    and the first line of the run's note. A backfill run created without conf says in its note
+    that it took every configured symbol, and why (:func:`market_ingest.run.whole_universe_notice`).
 
     :param plan: the plan result (templated): every symbol the run meant to ingest.
     :param extracts: the extract results (templated); a missing batch counts as failed.
@@ -946,12 +992,15 @@ class RunReportOperator(BaseOperator):
     :param timescale: the TimescaleDB load result (templated).
     :param kinesis: the Kinesis publish result (templated).
     :param max_failed_share: the run fails (and alerts) above this share of failed symbols (0..1).
+    :param max_unserved_share: the run fails (and alerts) above this share of symbols the vendor
+        did not serve (:func:`market_ingest.outcomes.unserved`; 0..1); ``None``: never (repairs).
     :param alerts: where the ``failed_share_exceeded`` event goes (the ``alerts`` section as a
         dict, see :func:`market_ingest.alerts.emit`).
     :param timescale_conn_id: the warehouse. When the run planned bars but ``load_timescale`` did
         not succeed, the report writes the coverage ledger itself: every planned symbol-day without
         its bars is ``failed``, naming the task (:func:`market_ingest.coverage.record_run`), so the
-        repair finds it. Best effort: if the warehouse is what failed, it logs why and goes on.
+        repair finds it. If the warehouse is what failed, the rows are parked in the lake and the
+        pair's next load or repair writes them (:func:`market_ingest.coverage.drain`).
     :param source: configured source name (for that ledger).
     :param interval: canonical interval.
     :param source_config: the source's settings (``SourceConfig`` as a JSON dict).
@@ -962,6 +1011,8 @@ class RunReportOperator(BaseOperator):
         ``None``: no note.
     :param extract_task_id: the mapped extract task (``<group>.extract`` in ``market_repair``),
         whose failed batches left their exception and try under the XCom key :data:`FAILURE_KEY`.
+    :param lake_url: the lake's root: where the ledger rows of a run whose load failed are parked
+        while the warehouse cannot take them (:func:`market_ingest.coverage.park`).
     """
 
     template_fields: Sequence[str] = ("plan", "extracts", "lake", "timescale", "kinesis")
@@ -976,6 +1027,7 @@ class RunReportOperator(BaseOperator):
         kinesis: Any,
         alerts: dict[str, Any],
         max_failed_share: float = 0.2,
+        max_unserved_share: float | None = 0.5,
         timescale_conn_id: str | None = None,
         source: str | None = None,
         interval: str | None = None,
@@ -983,10 +1035,12 @@ class RunReportOperator(BaseOperator):
         dataset: str = "bars",
         run_note_conn_id: str | None = None,
         extract_task_id: str = "extract",
+        lake_url: str | None = None,
         **kwargs,
     ) -> None:
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
+        self.lake_url = lake_url
         self.run_note_conn_id = run_note_conn_id
         self.extract_task_id = extract_task_id
         self.timescale_conn_id = timescale_conn_id
@@ -1001,6 +1055,7 @@ class RunReportOperator(BaseOperator):
         self.kinesis = kinesis
         self.alerts = alerts
         self.max_failed_share = max_failed_share
+        self.max_unserved_share = max_unserved_share
 
     def execute(self, context: Context) -> dict[str, Any]:
         extracts = _materialise(self.extracts)
@@ -1014,6 +1069,9 @@ class RunReportOperator(BaseOperator):
                 report["staging_removed"] = remove_staging(self.lake["run_dir"])
             except Exception as exc:  # every sink has the bars; a leftover staging folder costs storage only
                 self.log.warning("Could not delete the run's staging folder %s: %s", self.lake["run_dir"], exc)
+        if backfill_without_conf(context):
+            report["notices"].append(whole_universe_notice(report["symbols_total"]))
+        report["failure"] = self._failure(report, context)
         for line in format_report(report, context["dag"].dag_id, context["run_id"]):
             self.log.info("%s", line)
         if self.run_note_conn_id:
@@ -1022,59 +1080,60 @@ class RunReportOperator(BaseOperator):
             why = write_note(self.run_note_conn_id, context["dag"].dag_id, context["run_id"], format_note(report))
             if why:
                 self.log.info("Run note not written: %s", why)
-        try:
-            self._fail_when_broken(report, context)
-        except AirflowFailException:
+        if report["failure"]:
             # A failed run's report stays in XCom too (a failed task returns nothing): the
             # reasons per symbol are what its reader needs most.
             if (ti := context.get("ti")) is not None:  # absent when a test calls execute() directly
                 ti.xcom_push(key="return_value", value=report)
-            raise
+            raise AirflowFailException(report["failure"])
         return report
 
-    def _fail_when_broken(self, report: dict[str, Any], context: Context) -> None:
-        """Raise ``AirflowFailException`` when the plan or a sink did not succeed, or when too many
-        symbols failed (after the ``failed_share_exceeded`` alert)."""
+    def _failure(self, report: dict[str, Any], context: Context) -> str | None:
+        """Why the run fails, or ``None``: the plan or a sink did not succeed, too many symbols
+        failed, or too many were not served (those two after their alert, whose delivery failure
+        the message adds)."""
         # The report is the run's only leaf and runs whatever happened upstream, so the run's
         # state is this task's state: it must fail whenever the plan or a sink did not succeed.
         if self.plan is None:
-            raise AirflowFailException("task plan did not succeed: nothing was ingested (see the plan task's log)")
+            return "task plan did not succeed: nothing was ingested (see the plan task's log)"
         broken = [t for t in report["failed_tasks"] if not t.startswith("extract[")]
         if broken:
-            raise AirflowFailException(
-                f"tasks {broken} did not succeed (see their logs); the rows above show what did land"
-                + (
-                    f"; extract tasks that failed: {[t for t in report['failed_tasks'] if t.startswith('extract[')]}"
-                    if len(broken) < len(report["failed_tasks"])
-                    else ""
-                )
+            return f"tasks {broken} did not succeed (see their logs); the rows above show what did land" + (
+                f"; extract tasks that failed: {[t for t in report['failed_tasks'] if t.startswith('extract[')]}"
+                if len(broken) < len(report["failed_tasks"])
+                else ""
             )
-        threshold = self.max_failed_share
-        if report["symbols_total"] and report["failed_share"] > threshold:
-            message = (
-                f"{report['failed']} of {report['symbols_total']} symbols failed "
-                f"({report['failed_share']:.0%} > {threshold:.0%}): {report['failed_symbols']}"
-            )
-            from market_ingest.alerts import FAILED_SHARE_EXCEEDED, build_event, emit
+        from market_ingest.alerts import FAILED_SHARE_EXCEEDED, UNSERVED_SHARE_EXCEEDED
 
-            try:
-                emit(
-                    build_event(
-                        FAILED_SHARE_EXCEEDED,
-                        context,
-                        message,
-                        {
-                            "failed_symbols": report["failed_symbols"],
-                            "symbols_total": report["symbols_total"],
-                            "failed_share": report["failed_share"],
-                            "threshold": threshold,
-                        },
-                    ),
-                    self.alerts,
-                )
-            except RuntimeError as exc:  # the run fails either way; a retry would not fix the symbols
-                message += f"; and the alert was not delivered: {exc}"
-            raise AirflowFailException(message)
+        total = report["symbols_total"]
+        if total and report["failed_share"] > self.max_failed_share:
+            message = (
+                f"{report['failed']} of {total} symbols failed "
+                f"({report['failed_share']:.0%} > {self.max_failed_share:.0%}): {report['failed_symbols']}"
+            )
+            detail = {"failed_symbols": report["failed_symbols"], "failed_share": report["failed_share"]}
+            return self._alerted(FAILED_SHARE_EXCEEDED, message, detail, self.max_failed_share, total, context)
+        if total and self.max_unserved_share is not None and report["unserved_share"] > self.max_unserved_share:
+            unserved = report["unserved_symbols"]
+            message = (
+                f"the vendor served no bar for {len(unserved)} of {total} symbols "
+                f"({report['unserved_share']:.0%} > {self.max_unserved_share:.0%}): it does not know them, or answered "
+                f"nothing while their market was open; check the universe's spelling and the source: "
+                f"{unserved[:20]}{f' and {len(unserved) - 20} more' if len(unserved) > 20 else ''}"
+            )
+            detail = {"unserved_symbols": unserved, "unserved_share": report["unserved_share"]}
+            return self._alerted(UNSERVED_SHARE_EXCEEDED, message, detail, self.max_unserved_share, total, context)
+        return None
+
+    def _alerted(self, kind: str, message: str, detail: dict, threshold: float, total: int, context: Context) -> str:
+        """Emit event ``kind`` with ``detail``; return ``message``, saying so when it was not delivered."""
+        from market_ingest.alerts import build_event, emit
+
+        try:
+            emit(build_event(kind, context, message, {**detail, "symbols_total": total, "threshold": threshold}), self.alerts)
+        except RuntimeError as exc:  # the run fails either way; a retry would not fix the symbols
+            message += f"; and the alert was not delivered: {exc}"
+        return message
 
     def _failures(self, context: Context, extracts: list) -> dict[int, dict]:
         """``{batch: {"error", "try_number", "tries"}}`` of the extract batches that did not succeed
@@ -1089,14 +1148,19 @@ class RunReportOperator(BaseOperator):
         return {self.plan[i]["batch"]: f for i, f in zip(failed, pulled) if f}
 
     def _record_not_loaded(self, report: dict, extracts: list, run_id: str) -> dict[str, int]:
-        """Write the ledger of a run whose bars were not loaded; return its rows per state ({} if it could not)."""
+        """Write the ledger of a run whose bars were not loaded; return its rows per state.
+
+        Every planned day without its bars becomes ``failed``, the reason naming the sinks that do
+        hold them (:func:`market_ingest.coverage.not_loaded_reason`). When the warehouse cannot take
+        the rows (it is what failed), they are parked in the lake (:func:`market_ingest.coverage.park`)
+        for the pair's next load or repair to write: ``{}`` is returned then.
+        """
         from contextlib import closing
 
         from market_ingest import coverage
         from market_ingest.hooks.timescale import TimescaleHook
 
-        tasks = [t for t in report["failed_tasks"] if t in ("publish_lake", "load_timescale")] or ["load_timescale"]
-        reason = f"task {', '.join(tasks)} did not succeed: the run's bars were not loaded (see its log)"
+        reason = coverage.not_loaded_reason(report)
         try:
             hook = TimescaleHook(timescale_conn_id=self.timescale_conn_id)
             hook.check_schema()
@@ -1111,8 +1175,38 @@ class RunReportOperator(BaseOperator):
                     run_id=run_id,
                     not_loaded=reason,
                 )
-        except Exception as exc:  # the run fails below whatever happens here; say why the ledger missed it
-            self.log.warning("The coverage ledger could not record this run's failure: %s", exc)
+        except Exception as exc:  # the run fails below whatever happens here; keep the gap for the ledger
+            if not self.lake_url:
+                self.log.warning("The coverage ledger could not record this run's failure: %s", exc)
+                return {}
+            from market_ingest.lake import lake_root
+
+            try:
+                parked = coverage.park(
+                    lake_root(self.lake_url),
+                    source=self.source,
+                    interval=self.interval,
+                    plan=self.plan,
+                    extracts=extracts,
+                    run_id=run_id,
+                    reason=reason,
+                )
+            except Exception as lake_exc:
+                self.log.warning(
+                    "The coverage ledger could not record this run's failure: %s; nor could it be parked in the lake: %s",
+                    exc,
+                    lake_exc,
+                )
+                return {}
+            self.log.warning(
+                "The warehouse could not take this run's ledger rows (%s); parked in %s: the next load or repair of "
+                "%s %s writes them (every planned day without its bars: failed)",
+                exc,
+                parked,
+                self.source,
+                self.interval,
+            )
+            report["ledger_parked"] = parked
             return {}
         return coverage.counts(rows)
 
@@ -1136,7 +1230,10 @@ def build_report(
     :return: ``{"symbols": {sym: {"status", "reason", "dropped", "nulled", "conflicts", "gaps", "note",
         "lake", "timescale", "kinesis"}}, "skipped": {sym: reason}, "failed_symbols": [...],
         "failed_tasks": ["extract[2]", "publish_kinesis", ...], "symbols_total", "failed",
-        "failed_share", "window": {"start", "end"} (ISO UTC, the plan's span; ``None`` when
+        "failed_share", "unserved_symbols" (asked, and not known or answered with no bar:
+        :func:`market_ingest.outcomes.unserved`), "unserved_share", "notices": [what the run's
+        reader should know, e.g. a backfill without conf], "failure": why the run fails (``None``
+        here; set by the report task), "window": {"start", "end"} (ISO UTC, the plan's span; ``None`` when
         nothing was planned), "lake_objects": [...], "rejects": [{"path", "rows"}] (bars that failed
         validation, per batch), "coverage": {state: days written to the ledger},
         "staging_removed": objects (added by the report task when every sink succeeded),
@@ -1176,6 +1273,7 @@ def build_report(
     if plan:  # an empty plan (a repair with nothing to do) skips the sinks
         failed_tasks += [task_of[sink] for sink, ok in sinks_ok.items() if not ok]
     failed = sorted(s for s, v in symbols.items() if v["status"] == outcomes.FAILED)
+    unserved = sorted(s for s, v in symbols.items() if outcomes.unserved({**(extracted.get(s) or {}), "status": v["status"]}))
     total = len(symbols)
     return {
         "symbols": symbols,
@@ -1185,6 +1283,10 @@ def build_report(
         "symbols_total": total,
         "failed": len(failed),
         "failed_share": (len(failed) / total) if total else 0.0,
+        "unserved_symbols": unserved,
+        "unserved_share": (len(unserved) / total) if total else 0.0,
+        "notices": [],
+        "failure": None,
         "window": {"start": min(b["start"] for b in plan), "end": max(b["end"] for b in plan)} if plan else None,
         "lake_objects": [o["path"] for o in (lake or {}).get("objects", [])],
         "rejects": [e["rejects"] for e in extracts if e and e.get("rejects")],
@@ -1203,6 +1305,8 @@ def format_report(report: dict[str, Any], dag_id: str, run_id: str) -> list[str]
     """The report as aligned text lines for a log or a terminal."""
     lines = [
         f"Run report {dag_id} / {run_id}",
+        *([f"FAILED: {report['failure']}"] if report.get("failure") else []),
+        *report.get("notices", []),
         f"{'symbol':<12} {'status':<15} {'lake':>7} {'timescale':>9} {'kinesis':>8}  reason",
     ]
     for sym, v in sorted(report["symbols"].items()):
