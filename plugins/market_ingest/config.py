@@ -184,8 +184,9 @@ class SourceConfig(_Model):
     market: str | None = Field(
         None,
         pattern=r"^[A-Z0-9]{2,6}$|^24/[57]$",
-        description="exchange calendar (exchange_calendars name: XNYS, XLON, XETR, 24/7) of every symbol of this source; "
-        "default per symbol (market_ingest.calendars.market_of): by suffix, XNYS, 24/7 for ccxt",
+        description="exchange calendar (exchange_calendars name: XNYS, XLON, XETR; 24/7; 24/5 for FX, New York 17:00 Sunday "
+        "to 17:00 Friday) of every symbol of this source; default per symbol (market_ingest.calendars.market_of): "
+        "24/7 for ccxt and crypto pairs, 24/5 for FX pairs, by suffix, XNYS",
     )
 
     def market_of(self, symbol: str) -> str:
