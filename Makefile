@@ -126,10 +126,10 @@ test-mwaa-versions: $(STAMP)  ## the tests but e2e on MWAA 3.3.1's versions, Pyt
 mwaa: $(STAMP)  ## dist/mwaa/: requirements.txt, plugins.zip (the provider and every other wheel MWAA 3.3.1 lacks), startup.sh and dags/ for MWAA's S3 bucket
 	$(PY) tools/build_mwaa.py
 
-pools:  ## rebuild include/pools.json (airflow pools import) from include/pipeline.yaml
+pools: $(STAMP)  ## rebuild include/pools.json (airflow pools import) from include/pipeline.yaml
 	$(PY) tools/build_pools.py
 
-universes:  ## rebuild include/symbols/ from ../shared/fixtures/indices/
+universes: $(STAMP)  ## rebuild include/symbols/ from the index lists in tools/indices/
 	$(PY) tools/build_universes.py
 
 clean:

@@ -8,7 +8,7 @@
   forms), a wheel for each dependency MWAA's image lacks (CPython 3.12, manylinux x86_64) and the
   constraints file the first line names. MWAA unpacks it into ``/usr/local/airflow/plugins``.
 * ``startup.sh``: points the package at the configuration inside the DAGs folder.
-* ``dags/``: ``market_data.py``, an ``.airflowignore`` and ``include/`` (the pipeline config, pools,
+* ``dags/``: ``market_data.py``, ``market_config_check.py``, an ``.airflowignore`` and ``include/`` (the pipeline config, pools,
   migrations and universes; the stand-in's recordings stay behind), for the environment's DAGs prefix.
 
 The target is MWAA's newest Airflow, 3.3.1 on Python 3.12 (``deploy/mwaa/``, vendored from

@@ -1,4 +1,4 @@
-"""Build ``include/symbols/*.csv`` from the index constituent lists in ``../shared/fixtures/indices/``.
+"""Build ``include/symbols/*.csv`` from the index constituent lists in ``tools/indices/`` (provenance there).
 
 Symbols are normalised to Yahoo's spelling: Bloomberg-style slashes become Yahoo's form
 (``BP/.L`` -> ``BP.L``, ``BT/A.L`` -> ``BT-A.L``); duplicates are dropped; anything that is still not
@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "indices"
+INDICES = Path(__file__).resolve().parent / "indices"
 OUT = ROOT / "include" / "symbols"
 
 # universe -> (file, symbol column, name column, provenance)
@@ -40,7 +40,7 @@ def to_yahoo(symbol: str) -> str:
 
 def rows(universe: str) -> list[tuple[str, str]]:
     file, sym_col, name_col = SOURCES[universe]
-    path = FIXTURES / file
+    path = INDICES / file
     if path.suffix == ".json":
         companies = json.loads(path.read_text())["companies"]
         return [(sym, name) for name, sym in companies.items()]

@@ -3,8 +3,9 @@
 The calendars are ``exchange_calendars``' (holidays, early closes and unscheduled closures such as
 2001-09-11 or 2012's Hurricane Sandy, from its published rules). A *market* is one of its calendar
 names: ``XNYS``, ``XNAS``, ``XLON``, ``XETR``, ``XPAR``, ... and ``24/7`` (crypto: every bar of
-every day) or ``24/5``. The bars a market should have, by the canonical intervals, as this product
-stamps them (DESIGN.md, "Data contract": UTC open times):
+every day) or ``24/5`` (foreign exchange: :class:`~market_ingest.forex_calendar.ForexCalendar`, New York 17:00 Sunday to 17:00
+Friday, not ``exchange_calendars``' own ``24/5`` of UTC weekdays). The bars a market should have,
+by the canonical intervals, as this product stamps them (DESIGN.md, "Data contract": UTC open times):
 
 * intraday (``1m`` to ``1h``): every interval from each session's open while before its close, the
   last one shortened by the close (``1h`` on XNYS: 13:30, 14:30, ..., 19:30 UTC in summer, as
@@ -15,7 +16,9 @@ stamps them (DESIGN.md, "Data contract": UTC open times):
 
 Checked against recorded answers: Alpha Vantage's 6,047 daily AAPL bars (1999-11-01 to 2023-11-10)
 and Yahoo's 3,303 daily TSLA bars (2010-06-29 to 2023-08-11) fall on exactly the XNYS sessions of
-those ranges; Yahoo's AAPL 1m chart of 2024-10-02 holds the 390 minutes of that session.
+those ranges; Yahoo's AAPL 1m chart of 2024-10-02 holds the 390 minutes of that session; Alpha
+Vantage's 100 daily EUR/USD bars (2025-12-29 to 2026-05-15) and Yahoo's EURUSD=X days are the 24/5
+sessions (every weekday, holidays included).
 
 Imports ``exchange_calendars`` (and so pandas) inside functions: call from tasks, not at DAG parse.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 
 from market_ingest.intervals import INTERVAL_LENGTH, INTRADAY_INTERVALS, Window, bar_end, bar_start, validate_interval
 
@@ -31,16 +35,15 @@ UTC = timezone.utc
 
 #: The calendar of markets that never close (crypto exchanges).
 ALWAYS_OPEN = "24/7"
+#: The calendar of foreign exchange (:class:`~market_ingest.forex_calendar.ForexCalendar`).
+FOREX = "24/5"
 #: The market of a symbol without a listed suffix (Yahoo's spelling: ``AAPL``, ``MSFT``).
 DEFAULT_MARKET = "XNYS"
 #: Yahoo's listing suffixes and the market each names; ``=X`` (FX) trades 24/5 and ``=F``
 #: (futures) on CME Globex hours.
-SUFFIX_MARKETS: dict[str, str] = {".L": "XLON", ".DE": "XETR", ".PA": "XPAR", "=X": "24/5", "=F": "CMES"}
-#: Crypto pairs as Yahoo (``BTC-USD``) and Alpha Vantage (``BTC/EUR``) spell them: around the
-#: clock. (Alpha Vantage's FX pairs, ``EUR/USD``, are asked every day too: no market closes them here.)
-_PAIR = re.compile(r"^[A-Z0-9]{2,10}(-(USD|USDT|USDC|EUR|GBP|JPY|BTC|ETH)|/[A-Z]{3,4})$")
-#: Calendars with no closed days to skip: a window in one is always asked of the vendor.
-_NEVER_CLOSED = frozenset({ALWAYS_OPEN, "24/5"})
+SUFFIX_MARKETS: dict[str, str] = {".L": "XLON", ".DE": "XETR", ".PA": "XPAR", "=X": FOREX, "=F": "CMES"}
+#: Pairs as Yahoo (``BTC-USD``) and Alpha Vantage (``BTC/EUR``, ``EUR/USD``) spell them: base, quote.
+_PAIR = re.compile(r"^([A-Z0-9]{2,10})(?:-(USD|USDT|USDC|EUR|GBP|JPY|BTC|ETH)|/([A-Z]{3,4}))$")
 
 
 def market_of(symbol: str, configured: str | None = None, *, continuous: bool = False) -> str:
@@ -49,29 +52,58 @@ def market_of(symbol: str, configured: str | None = None, *, continuous: bool = 
     :param symbol: the symbol in its source's spelling (``OCDO.L``, ``BTC/USDT``).
     :param configured: the market set in config for the symbol's universe or source; wins when given.
     :param continuous: the source trades around the clock (crypto exchanges): ``24/7``.
-    :return: ``configured``; else ``24/7`` for a continuous source or a crypto pair (``BTC-USD``,
-        ``BTC/EUR``); else the market of the symbol's suffix (:data:`SUFFIX_MARKETS`); else
-        :data:`DEFAULT_MARKET`.
+    :return: ``configured``; else ``24/7`` for a continuous source; else ``24/5`` for a pair of
+        two fiat currencies (Alpha Vantage's ``EUR/USD``; :func:`is_fiat`) and ``24/7`` for any
+        other pair (``BTC-USD``, ``BTC/EUR``); else the market of the symbol's suffix
+        (:data:`SUFFIX_MARKETS`: Yahoo's ``EURUSD=X`` is ``24/5``); else :data:`DEFAULT_MARKET`.
     """
     if configured:
         return configured
-    if continuous or _PAIR.match(symbol):
+    if continuous:
         return ALWAYS_OPEN
+    pair = _PAIR.match(symbol)
+    if pair:
+        base, quote = pair.group(1), pair.group(2) or pair.group(3)
+        return FOREX if is_fiat(base) and is_fiat(quote) else ALWAYS_OPEN
     for suffix, market in SUFFIX_MARKETS.items():
         if symbol.endswith(suffix):
             return market
     return DEFAULT_MARKET
 
 
+def is_fiat(code: str) -> bool:
+    """True when ``code`` is an ISO 4217 currency code (``EUR``, ``USD``, ``JPY``; historic ones
+    too), as listed by Babel's CLDR data (Babel is a dependency of Airflow's task SDK); ``BTC``,
+    ``ETH`` and ``USDT`` are not."""
+    return code in _iso_4217()
+
+
+@lru_cache(maxsize=1)
+def _iso_4217() -> frozenset[str]:
+    from babel.numbers import list_currencies
+
+    return frozenset(list_currencies())
+
+
+@lru_cache(maxsize=4)
+def _forex_calendar(first_year: int):
+    from market_ingest.forex_calendar import ForexCalendar
+
+    return ForexCalendar(start=f"{first_year}-01-01")
+
+
 def _calendar(market: str, since: datetime):
     """``market``'s calendar from 2000 (from ``since``'s year when earlier), built once per process
-    and start (``exchange_calendars`` caches it: about 0.3 s for XNYS).
+    and start (``exchange_calendars`` caches it: about 0.3 s for XNYS). ``24/5`` is
+    :class:`~market_ingest.forex_calendar.ForexCalendar`.
 
     :raises ValueError: naming the market, when ``exchange_calendars`` has no calendar of that name,
         or when ``since`` is before the earliest date its rules cover.
     """
     import exchange_calendars as xcals
 
+    if market == FOREX:
+        return _forex_calendar(min(since.year, 2000))
     if market not in xcals.get_calendar_names():
         raise ValueError(f"market {market!r} is not an exchange_calendars calendar (for example XNYS, XLON, 24/7)")
     first = min(since.year, 2000)
@@ -139,14 +171,15 @@ def expected_bars(market: str, interval: str, window: Window, now: datetime | No
 
 def closed_throughout(market: str, interval: str, window: Window, *, extended_hours: bool = False) -> bool:
     """True when ``market`` has no bar of ``interval`` in ``window`` (a weekend, a holiday): a run
-    for it need not ask the vendor. Always False for ``24/7`` and ``24/5``, which are asked every day.
+    for it need not ask the vendor. Always False for ``24/7``; for ``24/5``, True for a Saturday
+    (and for a Sunday's daily bar, which does not exist).
 
     :param extended_hours: intraday bars before the open and after the close are kept: then only a
         window with no session dated within a day of it is closed throughout (post-market hours of a
         Friday reach into Saturday in UTC).
     :raises ValueError: see :func:`_calendar`.
     """
-    if market in _NEVER_CLOSED:
+    if market == ALWAYS_OPEN:
         return False
     if extended_hours and interval in INTRADAY_INTERVALS:
         return not sessions(market, Window(window.start - timedelta(days=1), window.end + timedelta(days=1)))

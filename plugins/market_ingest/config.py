@@ -1,15 +1,22 @@
-"""The pipeline configuration as typed data (``include/pipeline.yaml``).
+"""The pipeline configuration as typed data (``include/pipeline.yaml``) and its universes
+(``include/symbols/*.csv``).
 
 Parsed at DAG parse time, so this module imports only pydantic (an Airflow dependency) and
-PyYAML. A bad config raises :class:`PipelineConfigError` naming the file and the field; it never
-silently drops a DAG.
+PyYAML at the top. A bad config raises :class:`PipelineConfigError` naming the file, the line and
+the field; it never silently drops a DAG. :func:`load_config_parts` keeps what is good: a problem
+confined to one source, one interval, a source's quotes or the repair settings (a bad universe
+file, interval or schedule) stops only the DAGs that use that part, each named in a
+:class:`ConfigProblem`, and the DAG folder reports them as an import error of their own
+(``dags/market_config_check.py``).
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -35,8 +42,39 @@ _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 Interval = Annotated[str, AfterValidator(validate_interval)]
 
 
+def _source_name(name: str) -> str:
+    if not _ID.match(name):
+        raise ValueError(f"source name {name!r} must match {_ID.pattern}")
+    return name
+
+
+#: A key naming a source: lower case, digits and underscores (it is part of DAG ids and pool names).
+SourceName = Annotated[str, AfterValidator(_source_name)]
+
+
+def _schedule(expression: str) -> str:
+    """``expression`` when Airflow's cron timetable accepts it (a cron expression, or a preset such as
+    ``@hourly``, ``@daily``); the check the DAG processor runs on every DAG (``DAG.validate``).
+
+    :raises ValueError: naming the expression and croniter's reason.
+    """
+    from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
+    from airflow.sdk.exceptions import AirflowTimetableInvalid
+
+    try:
+        CronDataIntervalTimetable(expression, timezone="UTC").validate()
+    except AirflowTimetableInvalid as exc:
+        raise ValueError(f"{expression!r} is not a cron expression or preset (@hourly, @daily, ...): {exc}") from None
+    return expression
+
+
+#: A cron expression or preset, checked as Airflow checks a DAG's schedule.
+Schedule = Annotated[str, AfterValidator(_schedule)]
+
+
 class PipelineConfigError(ValueError):
-    """The pipeline config is invalid. The message names the file and each bad field."""
+    """The pipeline config or a universe file is invalid. The message names the file, the line and
+    each bad field (``include/pipeline.yaml:57: sources.yahoo.intervals.1d.schedule: ...``)."""
 
 
 class _Model(BaseModel):
@@ -55,7 +93,7 @@ class RetryConfig(_Model):
 class IntervalConfig(_Model):
     """One (source, interval) pair, or a source's quote snapshots: one DAG each."""
 
-    schedule: str = Field(description="cron or preset; the data interval is the run's window")
+    schedule: Schedule = Field(description="cron or preset; the data interval is the run's window")
     start_date: datetime = Field(datetime(2024, 1, 1, tzinfo=timezone.utc))
     universes: list[str] | None = Field(None, description="overrides the source's universes")
     batch_size: int | None = Field(None, gt=0)
@@ -175,8 +213,9 @@ class SourceConfig(_Model):
     market: str | None = Field(
         None,
         pattern=r"^[A-Z0-9]{2,6}$|^24/[57]$",
-        description="exchange calendar (exchange_calendars name: XNYS, XLON, XETR, 24/7) of every symbol of this source; "
-        "default per symbol (market_ingest.calendars.market_of): by suffix, XNYS, 24/7 for ccxt",
+        description="exchange calendar (exchange_calendars name: XNYS, XLON, XETR; 24/7; 24/5 for FX, New York 17:00 Sunday "
+        "to 17:00 Friday) of every symbol of this source; default per symbol (market_ingest.calendars.market_of): "
+        "24/7 for ccxt and crypto pairs, 24/5 for FX pairs, by suffix, XNYS",
     )
 
     def market_of(self, symbol: str) -> str:
@@ -361,7 +400,7 @@ class RepairConfig(_Model):
     ``unrecoverable`` (its reason says why) and is not asked again, so the budget goes to days
     that may still come: every repairable day is asked within a bounded number of runs."""
 
-    schedule: str = Field("0 6 * * *", description="cron (UTC) of market_repair; its data interval is not used")
+    schedule: Schedule = Field("0 6 * * *", description="cron (UTC) of market_repair; its data interval is not used")
     max_requests_per_source: int = Field(
         200, gt=0, description="vendor requests one repair run may plan per (source, interval); the rest wait for the next run"
     )
@@ -399,22 +438,18 @@ class PipelineConfig(_Model):
     report: ReportConfig = ReportConfig()
     repair: RepairConfig = RepairConfig()
     alerts: AlertsConfig = AlertsConfig()
-    sources: dict[str, SourceConfig] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _ids_and_universes(self) -> PipelineConfig:
-        for name, src in self.sources.items():
-            if not _ID.match(name):
-                raise ValueError(f"source name {name!r} must match {_ID.pattern}")
-            for interval, ic in [*src.intervals.items(), *([("quote", src.quotes)] if src.quotes else [])]:
-                for u in ic.universes or src.universes:
-                    if not universe_path(u).is_file():
-                        raise ValueError(f"sources.{name}.intervals.{interval}: universe {u!r} has no file {universe_path(u)}")
-        return self
+    sources: dict[SourceName, SourceConfig] = Field(min_length=1)
 
     def dag_pairs(self) -> list[tuple[str, str]]:
         """Every configured ``(source, interval)``, in file order."""
         return [(s, i) for s, src in self.sources.items() for i in src.intervals]
+
+    def universes_of(self, source: str, interval: str) -> list[str]:
+        """The universe names of ``(source, interval)`` (``interval`` ``quote``: its quote snapshots):
+        the interval's own, else the source's."""
+        src = self.sources[source]
+        ic = src.quotes if interval == "quote" else src.intervals[interval]
+        return list(ic.universes or src.universes)
 
     def pools(self) -> dict[str, dict]:
         """Airflow pools, one per source's ``pool``, in ``airflow pools import`` format.
@@ -447,17 +482,57 @@ def universe_path(name: str) -> Path:
     return INCLUDE_DIR / "symbols" / f"{name}.csv"
 
 
-def load_universe(name: str) -> list[str]:
+#: Header names of a universe's symbol column, compared case-insensitively, in order of preference:
+#: ``symbol,name`` as this project writes it, ``Symbol,Name`` as index providers publish it
+#: (yfiua/index-constituents), ``Ticker,Company`` as others do.
+SYMBOL_COLUMNS = ("symbol", "ticker")
+
+
+def load_universe(name: str, symbol_pattern: str | None = None) -> list[str]:
     """Symbols of a universe, in file order.
 
-    :raises PipelineConfigError: when the file is missing or has no ``symbol`` column.
+    The file is CSV (UTF-8, a byte-order mark allowed) whose header names a symbol column
+    (:data:`SYMBOL_COLUMNS`, any case: ``symbol``, ``Symbol``, ``ticker``); other columns are
+    ignored, and so are blank lines.
+
+    :param symbol_pattern: when given, a regex every symbol must match in full (the source's
+        spelling, ``SourceConfig.symbols_like``).
+    :raises PipelineConfigError: naming the file and line (``include/symbols/dax40.csv:7: ...``)
+        when the file is missing or unreadable, its header names no symbol column, a row has no
+        symbol, a symbol does not match ``symbol_pattern``, or it lists no symbol at all.
     """
     path = universe_path(name)
+    spelling = re.compile(symbol_pattern) if symbol_pattern else None
     try:
-        with path.open(newline="") as fh:
-            return [row["symbol"].strip() for row in csv.DictReader(fh) if row["symbol"].strip()]
-    except (OSError, KeyError) as exc:
-        raise PipelineConfigError(f"{path}: cannot read universe {name!r}: {exc}") from None
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            folded = [h.strip().casefold() for h in header or []]
+            column = next((folded.index(c) for c in SYMBOL_COLUMNS if c in folded), None)
+            if column is None:
+                raise PipelineConfigError(
+                    f"{path}:1: universe {name!r} has no symbol column (header {header or []}); "
+                    f"name one column {' or '.join(SYMBOL_COLUMNS)} (any case)"
+                )
+            symbols = []
+            for row in reader:
+                if not any(field.strip() for field in row):
+                    continue
+                symbol = row[column].strip() if column < len(row) else ""
+                if not symbol:
+                    raise PipelineConfigError(f"{path}:{reader.line_num}: universe {name!r}: no {header[column]!r} in {row}")
+                if spelling and not spelling.fullmatch(symbol):
+                    raise PipelineConfigError(
+                        f"{path}:{reader.line_num}: universe {name!r}: {symbol!r} is not a symbol of the source's "
+                        f"spelling ({symbol_pattern})"
+                    )
+                symbols.append(symbol)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise PipelineConfigError(f"{path}: cannot read universe {name!r}: {reason}") from None
+    if not symbols:
+        raise PipelineConfigError(f"{path}: universe {name!r} lists no symbol")
+    return symbols
 
 
 def config_path() -> Path:
@@ -465,21 +540,191 @@ def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
-@lru_cache(maxsize=8)
-def load_config(path: Path | str | None = None) -> PipelineConfig:
-    """Load and validate the pipeline config.
+@dataclass(frozen=True)
+class ConfigProblem:
+    """A part of the pipeline config that cannot be used, and the DAGs it stops.
 
-    :param path: YAML file; default :func:`config_path`.
-    :raises PipelineConfigError: naming the file and every invalid field, e.g.
-        ``include/pipeline.yaml: sources.yahoo.batch_size: Input should be greater than 0``.
+    :param part: the part, as a field path: ``sources.<s>`` (the whole source),
+        ``sources.<s>.intervals.<i>``, ``sources.<s>.quotes`` or ``repair``.
+    :param pairs: the ``(source, interval)`` pairs it stops (``interval`` ``quote`` for a source's
+        quote snapshots); empty for ``repair``, which stops the ``market_repair`` DAG.
+    :param message: ``<file>:<line>: <field>: <what is wrong>``; for a universe, its CSV file and
+        line, then the config line that names the universe.
     """
-    path = Path(path) if path else config_path()
+
+    part: str
+    pairs: tuple[tuple[str, str], ...]
+    message: str
+
+
+@dataclass(frozen=True)
+class ConfigParts:
+    """What :func:`load_config_parts` read: the usable config and the parts left out.
+
+    :param config: every source, interval and quote section without a problem of its own
+        (and the repair settings' defaults when they have one: see ``problems``).
+    :param problems: the parts left out and why, in file order.
+    """
+
+    config: PipelineConfig
+    problems: list[ConfigProblem]
+
+    def stopped(self) -> set[tuple[str, str]]:
+        """Every ``(source, interval)`` pair a problem stops."""
+        return {pair for p in self.problems for pair in p.pairs}
+
+    @property
+    def repair_stopped(self) -> bool:
+        """The ``repair`` settings have a problem: no ``market_repair`` DAG."""
+        return any(p.part == "repair" for p in self.problems)
+
+
+def _yaml_document(path: Path):
+    """``(data, root node)`` of the YAML file at ``path``, one parse; the node keeps the lines.
+
+    :raises PipelineConfigError: naming the file, and the line yaml stopped at.
+    """
     try:
-        raw = yaml.safe_load(path.read_text())
+        with path.open() as fh:
+            loader = yaml.SafeLoader(fh)
+            try:
+                node = loader.get_single_node()
+                return (loader.construct_document(node) if node is not None else None), node
+            finally:
+                loader.dispose()
     except (OSError, yaml.YAMLError) as exc:
         raise PipelineConfigError(f"{path}: cannot read config: {exc}") from None
-    try:
-        return PipelineConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors())
-        raise PipelineConfigError(f"{path}: {problems}") from None
+
+
+def _line(node, loc: tuple) -> int | None:
+    """The line (1-based) of the deepest key of ``loc`` (a pydantic error location) found in the
+    YAML ``node``; ``None`` when not even the first is there."""
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            found = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)), None)
+            if found is None:
+                return line
+            line, node = found[0].start_mark.line + 1, found[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _at(path: Path, node, loc: tuple) -> str:
+    """``<file>:<line>: <field>`` for the error location ``loc``."""
+    line = _line(node, loc)
+    field = ".".join(str(p) for p in loc) or "<root>"
+    return f"{path}:{line}: {field}" if line else f"{path}: {field}"
+
+
+def _part(doc: dict, loc: tuple) -> tuple[tuple, tuple[tuple[str, str], ...]] | None:
+    """The part of the config document an error at ``loc`` lies in, as the keys leading to it in
+    ``doc`` (``("sources", "yahoo", "intervals", "1d")``), and the ``(source, interval)`` pairs
+    that part holds; ``None`` for an error that concerns every DAG (sinks, retries, the sources
+    list itself)."""
+    if loc[:1] == ("repair",):
+        return ("repair",), ()
+    sources = doc.get("sources")
+    if len(loc) < 2 or loc[0] != "sources" or not isinstance(sources, dict) or loc[1] not in sources:
+        return None
+    name, src = loc[1], sources[loc[1]] if isinstance(sources[loc[1]], dict) else {}
+    intervals = src.get("intervals") if isinstance(src.get("intervals"), dict) else {}
+    if len(loc) >= 4 and loc[2] == "intervals" and loc[3] in intervals:
+        return ("sources", name, "intervals", loc[3]), ((str(name), str(loc[3])),)
+    if len(loc) >= 3 and loc[2] == "quotes" and "quotes" in src:
+        return ("sources", name, "quotes"), ((str(name), "quote"),)
+    pairs = [(str(name), str(i)) for i in intervals] + ([(str(name), "quote")] if src.get("quotes") else [])
+    return ("sources", name), tuple(pairs)
+
+
+def _universe_problems(cfg: PipelineConfig, path: Path, root) -> list[ConfigProblem]:
+    """A :class:`ConfigProblem` for each pair (and quote section) of ``cfg`` with a universe that
+    :func:`load_universe` refuses (each file read once per symbol spelling)."""
+    refused: dict[tuple[str, str], str | None] = {}
+    problems = []
+    for source, src in cfg.sources.items():
+        sections = [(i, ("intervals", i), ic) for i, ic in src.intervals.items()]
+        sections += [("quote", ("quotes",), src.quotes)] if src.quotes else []
+        for interval, where, ic in sections:
+            named_at = ("sources", source, *where, "universes") if ic.universes else ("sources", source, "universes")
+            for name in ic.universes or src.universes:
+                key = (name, src.symbols_like)
+                if key not in refused:
+                    try:
+                        load_universe(name, src.symbols_like)
+                        refused[key] = None
+                    except PipelineConfigError as exc:
+                        refused[key] = str(exc)
+                if refused[key]:
+                    message = f"{refused[key]} (universe named at {_at(path, root, named_at)})"
+                    problems.append(ConfigProblem(".".join(("sources", source, *where)), ((source, interval),), message))
+                    break
+    return problems
+
+
+def load_config_parts(path: Path | str | None = None) -> ConfigParts:
+    """Load the pipeline config, leaving out the parts that are invalid, and read every universe.
+
+    An error inside one source, interval, quote section or the repair settings leaves that part
+    out and names it in a :class:`ConfigProblem`; so does a universe that cannot be read
+    (:func:`load_universe`, checked against the source's symbol spelling), for each pair using it.
+    Everything else must be valid.
+
+    :param path: YAML file; default :func:`config_path`.
+    :raises PipelineConfigError: naming the file, line and every invalid field, when the file
+        cannot be read or parsed, an error concerns every DAG (sinks, retries, ``version``), or no
+        source is left.
+    """
+    path = Path(path) if path else config_path()
+    raw, root = _yaml_document(path)
+    if not isinstance(raw, dict):
+        raise PipelineConfigError(f"{path}: the config is not a YAML mapping (version, lake, kinesis, timescale, sources)")
+    doc, problems = copy.deepcopy(raw), []
+    while True:
+        try:
+            cfg = PipelineConfig.model_validate(doc)
+            break
+        except ValidationError as exc:
+            parts: dict[tuple, tuple[tuple, list[str]]] = {}
+            shared = []
+            for err in exc.errors():
+                message = f"{_at(path, root, err['loc'])}: {err['msg']}"
+                part = _part(doc, err["loc"])
+                if part is None:
+                    shared.append(message)
+                else:
+                    parts.setdefault(part[0], (part[1], []))[1].append(message)
+            if shared:
+                raise PipelineConfigError("\n".join([*shared, *(p.message for p in problems)])) from None
+            for keys in sorted(parts, key=len, reverse=True):  # an interval's errors join its source's, when it has some
+                whole = next((k for k in parts if len(k) < len(keys) and keys[: len(k)] == k), None)
+                if whole:
+                    parts[whole][1].extend(parts.pop(keys)[1])
+            for keys, (pairs, messages) in parts.items():
+                problems.append(ConfigProblem(".".join(str(k) for k in keys), pairs, "\n".join(messages)))
+                parent = doc
+                for key in keys[:-1]:
+                    parent = parent[key]
+                del parent[keys[-1]]  # repair: its defaults validate, and no market_repair DAG is built
+                if keys[2:3] == ("intervals",) and not parent and not doc["sources"][keys[1]].get("quotes"):
+                    del doc["sources"][keys[1]]  # nothing left of it: its intervals' problems say why
+    return ConfigParts(cfg, problems + _universe_problems(cfg, path, root))
+
+
+@lru_cache(maxsize=8)
+def load_config(path: Path | str | None = None) -> PipelineConfig:
+    """Load and validate the pipeline config and its universes, all of it.
+
+    :param path: YAML file; default :func:`config_path`.
+    :raises PipelineConfigError: naming the file, line and every invalid field, e.g.
+        ``include/pipeline.yaml:47: sources.yahoo.batch_size: Input should be greater than 0``,
+        and every universe that cannot be read (:func:`load_config_parts` lists the same).
+    """
+    parts = load_config_parts(path)
+    if parts.problems:
+        raise PipelineConfigError("\n".join(p.message for p in parts.problems))
+    return parts.config

@@ -17,7 +17,7 @@ from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetabl
 
 from market_ingest.alerts import DAG_FAILED, DEADLINE_MISSED, MarketEventNotifier
 from market_ingest.assets import bars_asset
-from market_ingest.config import IntervalConfig, PipelineConfig, load_config, load_universe
+from market_ingest.config import IntervalConfig, PipelineConfig, PipelineConfigError, load_config_parts, load_universe
 from market_ingest.deadlines import DataIntervalEndDeadline
 from market_ingest.operators.market import (
     KinesisPublishOperator,
@@ -343,10 +343,12 @@ SETUP_DAG_ID = "market_setup"
 REPAIR_DAG_ID = "market_repair"
 
 
-def build_repair_dag(cfg: PipelineConfig) -> DAG:
+def build_repair_dag(cfg: PipelineConfig, pairs: list[tuple[str, str]] | None = None) -> DAG:
     """``market_repair``: ask the vendors again for what the coverage ledger lacks.
 
-    One task group per configured (source, interval) of bars, ``<source>_<interval>``: ``plan``
+    :param pairs: the ``(source, interval)`` pairs to repair; default every configured one.
+
+    One task group per (source, interval) of bars, ``<source>_<interval>``: ``plan``
     (:class:`~market_ingest.operators.market.MarketRepairPlanOperator`: the ledger's ``partial``,
     ``missing`` and ``failed`` days the vendor still serves and that were asked again fewer than
     ``repair.max_attempts`` times, fewest attempts first, within ``repair.max_requests_per_source``
@@ -375,7 +377,7 @@ def build_repair_dag(cfg: PipelineConfig) -> DAG:
         ),
         on_failure_callback=MarketEventNotifier(kind=DAG_FAILED, channels=channels),
     ) as dag:
-        for source, interval in cfg.dag_pairs():
+        for source, interval in cfg.dag_pairs() if pairs is None else pairs:
             args = task_arguments(cfg, source, interval)
             # A repair asks days the vendor may never serve: an empty answer is expected there, and
             # the ledger's attempts (repair.max_attempts) decide when to stop asking, not a failed run.
@@ -434,13 +436,63 @@ def build_setup_dag(cfg: PipelineConfig) -> DAG:
 
 
 def build_dags(path: Path | str | None = None) -> dict[str, DAG]:
-    """Every configured DAG, keyed by dag id, ``market_setup`` and ``market_repair``.
+    """Every DAG the config can build, keyed by dag id: one per (source, interval) and quote
+    source, ``market_setup`` and ``market_repair`` (a group per pair it builds).
 
-    :raises market_ingest.config.PipelineConfigError: on an invalid config (file and field named).
+    A pair (or the repair DAG) with a problem of its own (:func:`market_ingest.config.load_config_parts`:
+    a bad universe file, interval, schedule or source setting) is left out; :func:`check_config`
+    names it, from its own DAG file.
+
+    :raises market_ingest.config.PipelineConfigError: when the whole config is invalid (file, line
+        and field named): a YAML syntax error, a sink or retry setting, no usable source.
     """
-    cfg = load_config(path)
-    dags = {dag_id(s, i): build_dag(cfg, s, i) for s, i in cfg.dag_pairs()}
-    dags.update({dag_id(s, "quote"): build_dag(cfg, s, "quote", dataset="quotes") for s in cfg.quote_sources()})
+    parts = load_config_parts(path)
+    cfg, stopped = parts.config, parts.stopped()
+    pairs = [p for p in cfg.dag_pairs() if p not in stopped]
+    dags = {dag_id(s, i): build_dag(cfg, s, i) for s, i in pairs}
+    dags.update(
+        {
+            dag_id(s, "quote"): build_dag(cfg, s, "quote", dataset="quotes")
+            for s in cfg.quote_sources()
+            if (s, "quote") not in stopped
+        }
+    )
     dags[SETUP_DAG_ID] = build_setup_dag(cfg)
-    dags[REPAIR_DAG_ID] = build_repair_dag(cfg)
+    if not parts.repair_stopped:
+        dags[REPAIR_DAG_ID] = build_repair_dag(cfg, pairs)
     return dags
+
+
+def config_problems(path: Path | str | None = None) -> list[str]:
+    """What :func:`build_dags` leaves out and why, one entry per problem: the DAG ids it stops, then
+    the file, line, field and reason (:attr:`market_ingest.config.ConfigProblem.message`).
+
+    :raises market_ingest.config.PipelineConfigError: when the whole config is invalid.
+    """
+    problems = []
+    for p in load_config_parts(path).problems:
+        stopped = [dag_id(s, i) for s, i in p.pairs] + [f"{REPAIR_DAG_ID}'s group {s}_{i}" for s, i in p.pairs if i != "quote"]
+        stopped = stopped or [REPAIR_DAG_ID if p.part == "repair" else f"every DAG of {p.part}"]
+        problems.append(f"{', '.join(stopped)} not built: {p.message}")
+    return problems
+
+
+def check_config(path: Path | str | None = None) -> None:
+    """Raise the config's problems as one error, for ``dags/market_config_check.py``.
+
+    Airflow 3.3 records import errors per DAG file and marks every DAG of a file with one stale
+    (``airflow.dag_processing.collection._update_import_errors``), and a module that raises
+    yields no DAG at all; so ``dags/market_data.py`` builds every good DAG and never raises for a
+    part of the config, and this check, in a file of its own, fails to import naming what was
+    left out: the import error the UI and ``airflow dags list-import-errors`` show.
+
+    :raises market_ingest.config.PipelineConfigError: one line per problem (:func:`config_problems`).
+        Nothing is raised when the whole config is invalid: ``dags/market_data.py`` fails with
+        that error, and it is not reported twice.
+    """
+    try:
+        problems = config_problems(path)
+    except PipelineConfigError:
+        return
+    if problems:
+        raise PipelineConfigError("\n".join([*problems, "Every other DAG of the config is built."]))

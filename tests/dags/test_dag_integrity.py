@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from contextlib import closing
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -74,24 +78,163 @@ def test_window_is_the_data_interval_of_one_period(dagbag):
     assert (info.start, info.end) == (datetime(2021, 7, 19, tzinfo=timezone.utc), datetime(2021, 7, 20, tzinfo=timezone.utc))
 
 
-def test_parsing_imports_nothing_heavy_and_touches_no_network():
-    """Parse the DAG folder in a fresh interpreter with sockets disabled; list heavy modules loaded."""
+def _parse_dag_folder(include: Path | None = None) -> dict:
+    """Parse the DAG folder with Airflow's ``DagBag`` in a fresh interpreter with sockets disabled,
+    as the DAG processor does, optionally on another ``include/`` (``MARKET_INGEST_INCLUDE_DIR``).
+
+    :return: ``{"errors": {file name: import error}, "dags": [dag id], "heavy": [heavy modules
+        loaded], "plans": {dag id: symbols its plan task was given}, "repair_groups": [...]}``.
+    """
     code = f"""
 import json, socket, sys
+from pathlib import Path
 def _no_network(*a, **k):
     raise RuntimeError("network access during DAG parsing")
 socket.socket.connect = _no_network
 socket.create_connection = _no_network
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder={str(ROOT / "dags")!r})
-print(json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}}, "dags": sorted(bag.dag_ids),
-                  "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules)}}))
+repair = bag.dags.get("market_repair")
+print(json.dumps({{"errors": {{Path(k).name: str(v) for k, v in bag.import_errors.items()}}, "dags": sorted(bag.dag_ids),
+                  "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules),
+                  "plans": {{i: d.get_task("plan").symbols for i, d in bag.dags.items() if "plan" in d.task_dict}},
+                  "repair_groups": sorted({{t.split(".")[0] for t in repair.task_dict}}) if repair else None}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    env = {**os.environ, **({"MARKET_INGEST_INCLUDE_DIR": str(include)} if include else {})}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _include(tmp_path: Path, yaml_edit=None, **universes: Path) -> Path:
+    """A copy of ``include/``'s config and universes in ``tmp_path``, the config edited by
+    ``yaml_edit`` (text -> text) and universe ``<name>`` replaced by the file given for it."""
+    include = tmp_path / "include"
+    include.mkdir()
+    shutil.copytree(ROOT / "include" / "symbols", include / "symbols")
+    text = (ROOT / "include" / "pipeline.yaml").read_text()
+    (include / "pipeline.yaml").write_text(yaml_edit(text) if yaml_edit else text)
+    for name, source in universes.items():
+        shutil.copy(source, include / "symbols" / f"{name}.csv")
+    return include
+
+
+def _line_of(path: Path, text: str, after: str | None = None) -> int:
+    """The 1-based number of the first line of ``path`` holding ``text`` (after the first holding ``after``)."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if after in line) if after else 0
+    return next(i for i, line in enumerate(lines) if i >= start and text in line) + 1
+
+
+def test_parsing_imports_nothing_heavy_and_touches_no_network():
+    result = _parse_dag_folder()
     assert result["errors"] == {}
-    assert result["dags"], "no DAG parsed"
+    assert set(result["dags"]) == expected_dag_ids(load_config())
     assert result["heavy"] == []
+
+
+def test_a_universe_file_as_an_index_provider_publishes_it_builds_every_dag(tmp_path):
+    """yfiua's DAX 40 list, as published (header ``Symbol,Name``), dropped in as ``dax40.csv``:
+    every DAG parses and market_yahoo_1d plans its 40 symbols. (It removed every DAG.)"""
+    dax = ROOT / "tools" / "indices" / "dax_constituents_yfiua_2026-07-01.csv"
+    assert dax.read_text().startswith("Symbol,Name\n")
+    result = _parse_dag_folder(_include(tmp_path, dax40=dax))
+    assert result["errors"] == {}
+    assert set(result["dags"]) == expected_dag_ids(load_config())
+    with dax.open(newline="") as fh:
+        published = [row["Symbol"] for row in csv.DictReader(fh)]
+    assert len(published) == 40 and set(published) <= set(result["plans"]["market_yahoo_1d"])
+
+
+def test_a_broken_universe_fails_only_the_dags_that_use_it(tmp_path):
+    """``dax40.csv`` without a symbol column (the DAX list's names only): market_yahoo_1d, the one
+    DAG using it, is not built and an import error names the file, line and the config line that
+    names the universe; every other DAG parses, and market_repair repairs every other pair."""
+    with (ROOT / "tools" / "indices" / "dax_constituents_yfiua_2026-07-01.csv").open(newline="") as fh:
+        rows = [[row["Name"]] for row in csv.DictReader(fh)]
+    names = tmp_path / "names.csv"
+    with names.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["Name"], *rows])
+    include = _include(tmp_path, dax40=names)
+    result = _parse_dag_folder(include)
+    cfg = load_config()
+    assert set(result["dags"]) == expected_dag_ids(cfg) - {"market_yahoo_1d"}
+    assert result["repair_groups"] == sorted(f"{s}_{i}" for s, i in cfg.dag_pairs() if (s, i) != ("yahoo", "1d"))
+    assert list(result["errors"]) == ["market_config_check.py"]
+    error = result["errors"]["market_config_check.py"]
+    named_at = _line_of(include / "pipeline.yaml", "universes: [nasdaq100, dax40", after="  yahoo:")
+    assert (
+        "market_yahoo_1d, market_repair's group yahoo_1d not built: "
+        f"{include / 'symbols' / 'dax40.csv'}:1: universe 'dax40' has no symbol column (header ['Name']); "
+        "name one column symbol or ticker (any case) "
+        f"(universe named at {include / 'pipeline.yaml'}:{named_at}: sources.yahoo.universes)"
+    ) in error
+
+
+def test_the_metadata_db_keeps_every_other_dag_active_and_lists_the_import_error(tmp_path):
+    """What the DAG processor stores (``airflow dags reserialize`` writes through the same
+    ``update_dag_parsing_results_in_db``), on a fresh metadata DB, with ``dax40.csv`` broken: every
+    other DAG is active (Airflow marks every DAG of a file with an import error stale), and
+    ``airflow dags list-import-errors`` shows the one error, on the check file."""
+    import sqlite3
+
+    (tmp_path / "dax40.csv").write_text("Name\nadidas AG\n")
+    include = _include(tmp_path, dax40=tmp_path / "dax40.csv")
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "MARKET_INGEST_INCLUDE_DIR": str(include)}
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    for command in (["db", "migrate"], ["dags", "reserialize"]):
+        subprocess.run([airflow, *command], env=env, check=True, capture_output=True)
+    listed = subprocess.run([airflow, "dags", "list-import-errors", "-o", "json"], env=env, capture_output=True, text=True)
+    assert listed.returncode == 1, listed.stderr  # the command exits 1 when it lists an error
+    (error,) = json.loads(next(line for line in listed.stdout.splitlines() if line.startswith("[{")))
+    assert error["filepath"] == "market_config_check.py"
+    assert "market_yahoo_1d, market_repair's group yahoo_1d not built: " in error["error"]
+    with closing(sqlite3.connect(tmp_path / "airflow" / "airflow.db")) as db:
+        rows = db.execute("SELECT dag_id, is_stale, has_import_errors, relative_fileloc FROM dag").fetchall()
+    assert {r[0] for r in rows} == expected_dag_ids(load_config()) - {"market_yahoo_1d"}
+    assert {r[1:] for r in rows} == {(0, 0, "market_data.py")}
+
+
+def test_a_bad_interval_or_schedule_fails_only_its_dag_naming_file_line_and_field(tmp_path):
+    """binance 1h's schedule ``every day`` and yahoo's interval ``1min``: those two DAGs are not
+    built, one import error names each with its line and field; every other DAG parses."""
+
+    def edit(text: str) -> str:
+        binance = text.index("  binance:")
+        text = text[:binance] + text[binance:].replace('schedule: "@daily"', 'schedule: "every day"', 1)
+        return text.replace(
+            '      1m:\n        schedule: "@hourly"         # Yahoo', '      1min:\n        schedule: "@hourly"  # Yahoo'
+        )
+
+    include = _include(tmp_path, edit)
+    config = include / "pipeline.yaml"
+    result = _parse_dag_folder(include)
+    assert set(result["dags"]) == expected_dag_ids(load_config()) - {"market_binance_1h", "market_yahoo_1m"}
+    error = result["errors"].pop("market_config_check.py")
+    assert result["errors"] == {}
+    schedule_line = _line_of(config, '"every day"')
+    assert (
+        f"market_binance_1h, market_repair's group binance_1h not built: {config}:{schedule_line}: "
+        "sources.binance.intervals.1h.schedule: Value error, 'every day' is not a cron expression or preset"
+    ) in error
+    assert (
+        f"market_yahoo_1min, market_repair's group yahoo_1min not built: {config}:{_line_of(config, '1min:')}: "
+        "sources.yahoo.intervals.1min.[key]: Value error, interval '1min' is not canonical"
+    ) in error
+
+
+def test_a_yaml_syntax_error_fails_every_dag_naming_the_line(tmp_path):
+    """A config that is not YAML builds nothing: the one import error, on dags/market_data.py, names
+    the file and the line the parser stopped at (the check file stays quiet: no second copy)."""
+    include = _include(tmp_path, lambda text: text.replace("    kind: yahoo\n", "    kind: yahoo: x\n"))
+    result = _parse_dag_folder(include)
+    assert result["dags"] == []
+    assert list(result["errors"]) == ["market_data.py"]
+    line = _line_of(include / "pipeline.yaml", "kind: yahoo: x")
+    assert (
+        f"PipelineConfigError: {include / 'pipeline.yaml'}: cannot read config: mapping values are not allowed here"
+        in (result["errors"]["market_data.py"])
+    )
+    assert f'in "{include / "pipeline.yaml"}", line {line}, column 16' in result["errors"]["market_data.py"]
 
 
 def test_invalid_config_names_file_and_field(tmp_path):
@@ -104,8 +247,8 @@ def test_invalid_config_names_file_and_field(tmp_path):
     with pytest.raises(PipelineConfigError) as err:
         load(bad)
     message = str(err.value)
-    assert str(bad) in message
-    assert "sources.yahoo.batch_size" in message
+    batch_size = next(i for i, line in enumerate(bad.read_text().splitlines(), 1) if "batch_size: 0" in line)
+    assert f"{bad}:{batch_size}: sources.yahoo.batch_size: Input should be greater than 0" in message
     assert "unknown_knob" in message
 
 

@@ -18,7 +18,7 @@ from market_ingest.operators.market import (
     TimescaleLoadOperator,
 )
 from standin.server import StandIn
-from tests.conftest import built, serving
+from tests.conftest import ROOT, built, serving
 from tests.faults.support import context, derived_yahoo_library
 
 pytestmark = pytest.mark.integration
@@ -26,27 +26,27 @@ pytestmark = pytest.mark.integration
 UTC = timezone.utc
 
 
-def _load(ctx: dict, interval: str, plan: list[dict]) -> dict:
+def _load(ctx: dict, interval: str, plan: list[dict], source: str = "yahoo") -> dict:
     """extract -> publish_lake -> load_timescale of ``plan``'s batches in this process, as the DAG chains them."""
-    extracts = [built(MarketExtractOperator, "extract", "yahoo", interval, batch=b).execute(ctx) for b in plan]
-    lake = built(LakePublishOperator, "publish_lake", "yahoo", interval, extracts=extracts).execute(ctx)
-    return built(TimescaleLoadOperator, "load_timescale", "yahoo", interval, lake=lake, plan=plan, extracts=extracts).execute(ctx)
+    extracts = [built(MarketExtractOperator, "extract", source, interval, batch=b).execute(ctx) for b in plan]
+    lake = built(LakePublishOperator, "publish_lake", source, interval, extracts=extracts).execute(ctx)
+    load = built(TimescaleLoadOperator, "load_timescale", source, interval, lake=lake, plan=plan, extracts=extracts)
+    return load.execute(ctx)
 
 
-def _ingest(run_id: str, interval: str, symbols: list[str], start: datetime, end: datetime) -> dict:
+def _ingest(run_id: str, interval: str, symbols: list[str], start: datetime, end: datetime, source: str = "yahoo") -> dict:
     """plan -> extract -> publish_lake -> load_timescale in this process, as the DAG chains them."""
     ctx = context(run_id, {"symbols": symbols, "start": start.isoformat(), "end": end.isoformat()}, start, end)
-    return _load(ctx, interval, built(MarketPlanOperator, "plan", "yahoo", interval).execute(ctx))
+    return _load(ctx, interval, built(MarketPlanOperator, "plan", source, interval).execute(ctx), source)
 
 
-def _ledger(services, interval: str, symbols: list[str]) -> dict[tuple[str, date], dict]:
+def _ledger(services, interval: str, symbols: list[str], source: str = "yahoo") -> dict[tuple[str, date], dict]:
     import psycopg
 
     with closing(psycopg.connect(services.pg_conninfo())) as conn, conn.cursor() as cur:
         cur.execute(
-            f"SELECT {', '.join(coverage.COLUMNS)} FROM market.coverage WHERE source = 'yahoo' AND interval = %s "
-            "AND symbol = ANY(%s)",
-            (interval, symbols),
+            f"SELECT {', '.join(coverage.COLUMNS)} FROM market.coverage WHERE source = %s AND interval = %s AND symbol = ANY(%s)",
+            (source, interval, symbols),
         )
         names = [d.name for d in cur.description]
         return {(r[2], r[3]): dict(zip(names, r, strict=True)) for r in cur.fetchall()}
@@ -133,6 +133,35 @@ def test_sessions_the_vendor_left_out_are_missing_and_the_repair_loads_them(serv
     assert (fixed["state"], fixed["loaded"], fixed["run_id"]) == (coverage.COMPLETE, 1, "scheduled__repair_2")
     assert not any("TSLA 2021-07-0" in line for line in _make_coverage(services, capsys))
     assert _repair("scheduled__repair_3", "1d", max_days_back=10_000) == ([], {})
+
+
+def test_fx_weekends_have_no_ledger_row_and_a_saturday_is_not_asked(services, tmp_path, monkeypatch):
+    """Alpha Vantage's recorded EUR/USD ``FX_DAILY`` answer, loaded for 2026-04-27 .. 05-11: its ten
+    weekdays are ``complete`` and the two weekends have no row (24/5: nothing expected, nothing
+    stored), so the repair has nothing to ask; on 24/7 each weekend day was ``missing``. A run for a
+    Saturday alone asks the vendor nothing."""
+    from tests.conftest import recording
+
+    fx = (ROOT / "tests" / "fixtures" / "alpha_vantage" / "av_csv_FX_DAILY_EURUSD_demo_2025-12_2026-05.csv").read_text()
+    recording(
+        tmp_path / "alpha_vantage", "av_csv_FX_DAILY_EURUSD", fx, vendor="alpha_vantage", endpoint="FX_DAILY", symbol="EUR/USD"
+    )
+    start, end = datetime(2026, 4, 27, tzinfo=UTC), datetime(2026, 5, 11, tzinfo=UTC)
+    with serving(StandIn(tmp_path), monkeypatch):
+        result = _ingest("manual__fx_weekends", "1d", ["EUR/USD"], start, end, source="alpha_vantage")
+        saturday = datetime(2026, 5, 2, tzinfo=UTC)
+        ctx = context("manual__fx_saturday", {"symbols": ["EUR/USD"]}, saturday, saturday + timedelta(days=1))
+        (batch,) = built(MarketPlanOperator, "plan", "alpha_vantage", "1d").execute(ctx)
+        (outcome,) = built(MarketExtractOperator, "extract", "alpha_vantage", "1d", batch=batch).execute(ctx)["outcomes"]
+    ledger = {k: v for k, v in _ledger(services, "1d", ["EUR/USD"], "alpha_vantage").items() if start.date() <= k[1] < end.date()}
+    weekdays = [start.date() + timedelta(days=i) for i in range(14) if (start.date() + timedelta(days=i)).weekday() < 5]
+    assert sorted(day for _, day in ledger) == weekdays and len(weekdays) == 10
+    assert {(v["state"], v["expected"], v["loaded"]) for v in ledger.values()} == {(coverage.COMPLETE, 1, 1)}
+    assert result["coverage"] == dict(coverage.counts([]), complete=10)
+    assert (outcome["status"], outcome["reason"]) == (
+        outcomes.NO_DATA,
+        "no 24/5 session in the window (weekend or holiday): the vendor was not asked",
+    )
 
 
 def test_hourly_runs_widen_the_day_and_count_the_session_minutes(services):

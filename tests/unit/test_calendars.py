@@ -112,3 +112,50 @@ def test_which_windows_need_no_vendor_request():
     # CME Globex opens Monday's session on Sunday evening (23:00 UTC in winter).
     sunday = expected_bars("CMES", "1h", Window(d(2024, 1, 7), d(2024, 1, 8)))
     assert sunday == [d(2024, 1, 7, 23)] and not closed_throughout("CMES", "1h", Window(d(2024, 1, 7), d(2024, 1, 8)))
+
+
+def _fx_daily_days() -> list[datetime]:
+    """The days of Alpha Vantage's recorded EUR/USD ``FX_DAILY`` answer (2025-12-29 to 2026-05-15), oldest first."""
+    import csv
+
+    with (AV / "av_csv_FX_DAILY_EURUSD_demo_2025-12_2026-05.csv").open(newline="") as fh:
+        return sorted(datetime.strptime(r["timestamp"], "%Y-%m-%d").replace(tzinfo=UTC) for r in csv.DictReader(fh))
+
+
+def test_fx_pairs_are_on_24_5_and_their_daily_bars_are_its_sessions():
+    """Alpha Vantage's ``EUR/USD`` (100 days, 2025-12-29 to 2026-05-15) and Yahoo's ``EURUSD=X``
+    (2020-01-01 to 01-03) have a daily bar on every weekday, New Year's Day and Good Friday included,
+    and none on a weekend: the 24/5 sessions (New York 17:00 Sunday to 17:00 Friday, each dated by
+    the day it closes). Crypto pairs stay on 24/7."""
+    from market_ingest.calendars import closed_throughout
+
+    days = _fx_daily_days()
+    assert len(days) == 100 and d(2026, 1, 1) in days and d(2026, 4, 3) in days  # Good Friday
+    assert [market_of(s) for s in ("EUR/USD", "USD/JPY", "EURUSD=X")] == ["24/5", "24/5", "24/5"]
+    assert [market_of(s) for s in ("BTC/EUR", "BTC-USD", "ETH/USD")] == ["24/7", "24/7", "24/7"]
+    window = Window(days[0], days[-1] + timedelta(days=1))
+    assert expected_bars(market_of("EUR/USD"), "1d", window) == days
+    chart = _yahoo_chart("yahoo_chart_EURUSD=X_1d_2020-01-01_2020-01-03.json")
+    yahoo_days = [datetime.fromtimestamp(t, UTC) for t in chart["timestamp"]]
+    assert expected_bars(market_of("EURUSD=X"), "1d", Window(d(2020, 1, 1), d(2020, 1, 4))) == yahoo_days
+    # A weekend of the recording: no daily bar, and a run for it need not ask the vendor.
+    saturday, sunday = Window(d(2026, 5, 9), d(2026, 5, 10)), Window(d(2026, 5, 10), d(2026, 5, 11))
+    assert d(2026, 5, 8) in days and d(2026, 5, 11) in days and d(2026, 5, 9) not in days and d(2026, 5, 10) not in days
+    assert closed_throughout("24/5", "1d", saturday) and closed_throughout("24/5", "1d", sunday)
+    assert not closed_throughout("24/7", "1d", saturday)
+
+
+def test_fx_intraday_bars_run_from_sunday_17_00_to_friday_17_00_new_york():
+    """Hourly FX bars: from 22:00 UTC on Sunday in New York's winter (21:00 in its summer) to the
+    last hour before 17:00 New York on Friday; nothing on Saturday."""
+    from market_ingest.calendars import closed_throughout
+
+    winter = expected_bars("24/5", "1h", Window(d(2024, 1, 5), d(2024, 1, 9)))  # Friday to Monday
+    assert winter[-1 - 24 - 2] == d(2024, 1, 5, 21)  # Friday's last hour, 21:00-22:00 UTC (17:00 EST)
+    assert [t for t in winter if d(2024, 1, 5, 21) < t < d(2024, 1, 8)] == [d(2024, 1, 7, 22), d(2024, 1, 7, 23)]
+    assert len(winter) == 22 + 2 + 24  # Friday to 22:00, Sunday from 22:00, Monday
+    summer = expected_bars("24/5", "1h", Window(d(2024, 7, 5), d(2024, 7, 8)))
+    assert max(t for t in summer if t < d(2024, 7, 6)) == d(2024, 7, 5, 20)
+    assert min(t for t in summer if t > d(2024, 7, 6)) == d(2024, 7, 7, 21)
+    assert closed_throughout("24/5", "1m", Window(d(2024, 1, 6), d(2024, 1, 7)))  # Saturday
+    assert not closed_throughout("24/5", "1h", Window(d(2024, 1, 7), d(2024, 1, 8)))  # Sunday evening

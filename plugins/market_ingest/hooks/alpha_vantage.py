@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from market_ingest import outcomes
+from market_ingest.calendars import is_fiat
 from market_ingest.errors import (
     ConfigurationError,
     MarketDataError,
@@ -44,25 +45,21 @@ SOURCE = av.SOURCE
 COMPACT_POINTS = 100  # outputsize=compact returns the latest 100 data points (AV documentation)
 
 
-#: Fiat currencies (ISO 4217) that decide how a ``BASE/QUOTE`` symbol is served: both sides fiat is
-#: an FX pair (``FX_DAILY``); a non-fiat base on a fiat market is a digital currency
-#: (``DIGITAL_CURRENCY_DAILY``), priced in that market.
-FIAT = frozenset(
-    "USD EUR JPY GBP CHF CAD AUD NZD CNY HKD SGD SEK NOK DKK INR KRW MXN BRL ZAR TRY PLN CZK HUF ILS TWD THB".split()
-)
-
-
 def pair_kind(symbol: str) -> tuple[str, str, str] | None:
     """``("fx"|"crypto", base, quote)`` for ``BASE/QUOTE`` symbols, ``None`` for listings like ``IBM``.
+
+    Both sides fiat (:func:`market_ingest.calendars.is_fiat`, the same test that puts the pair on
+    the 24/5 calendar) is an FX pair (``FX_DAILY``); a non-fiat base on a fiat market is a digital
+    currency (``DIGITAL_CURRENCY_DAILY``), priced in that market.
 
     :raises ConfigurationError: for a pair whose quote side is not a fiat currency.
     """
     if "/" not in symbol:
         return None
     base, _, quote = symbol.upper().partition("/")
-    if quote not in FIAT:
+    if not is_fiat(quote):
         raise ConfigurationError(SOURCE, f"{symbol}: Alpha Vantage prices pairs in a fiat market; {quote} is not one", symbol)
-    return ("fx" if base in FIAT else "crypto"), base, quote
+    return ("fx" if is_fiat(base) else "crypto"), base, quote
 
 
 def planned_requests(interval: str, window: Window, now: datetime) -> int:
