@@ -107,9 +107,13 @@ def built(operator: type, task_id: str, source: str = "yahoo", interval: str = "
 
 
 @contextmanager
-def serving(standin, monkeypatch) -> Iterator[str]:
+def serving(standin, monkeypatch, connections=None) -> Iterator[str]:
     """Serve ``standin`` (a :class:`standin.server.StandIn`) on loopback and point every vendor connection at it.
 
+    :param connections: ``url -> {conn_id: connection dict}``: connections to set instead of the
+        defaults, reaching the stand-in at ``url`` (e.g. Alpha Vantage with another key). Set here
+        so they go back with the others: a test's own ``monkeypatch.setenv`` inside this block
+        would restore, at teardown, this block's value pointing at the stopped stand-in.
     :return: a context manager yielding the stand-in's URL; the connections go back on exit.
     """
     from demo.services import vendor_env
@@ -122,6 +126,8 @@ def serving(standin, monkeypatch) -> Iterator[str]:
             for key, value in vendor_env(server.url, load_config()).items():
                 m.setenv(key, value)
             m.setenv(STANDIN_CONN_ENV, json.dumps({"conn_type": "ccxt", "host": server.url}))
+            for conn_id, conn in (connections(server.url) if connections else {}).items():
+                m.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
             yield server.url
     finally:
         server.shutdown()

@@ -34,9 +34,12 @@ def alpha_vantage_serving(folder: Path, key: str, monkeypatch):
     """A stand-in over ``folder``; connection ``market_alpha_vantage`` reaches it with API key ``key``."""
     from standin.server import StandIn
 
-    with serving(StandIn(folder), monkeypatch) as url:
-        conn = {"conn_type": "alpha_vantage", "password": key, "host": f"{url}/www.alphavantage.co/query"}
-        monkeypatch.setenv("AIRFLOW_CONN_MARKET_ALPHA_VANTAGE", json.dumps(conn))
+    def connections(url: str) -> dict:
+        return {
+            "market_alpha_vantage": {"conn_type": "alpha_vantage", "password": key, "host": f"{url}/www.alphavantage.co/query"}
+        }
+
+    with serving(StandIn(folder), monkeypatch, connections) as url:
         yield url
 
 

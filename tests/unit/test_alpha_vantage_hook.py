@@ -52,10 +52,18 @@ def recordings(tmp_path):
 @pytest.fixture(autouse=True)
 def connection(recordings, monkeypatch):
     """A stand-in over ``recordings`` (re-read as tests add bodies), reached with a fake key."""
-    with serving(StandIn(recordings, watch=True), monkeypatch) as url:
-        conn = {"conn_type": "alpha_vantage", "password": FAKE_KEY, "host": f"{url}/www.alphavantage.co/query"}
-        monkeypatch.setenv("AIRFLOW_CONN_MARKET_ALPHA_VANTAGE", json.dumps(conn))
+    with serving(StandIn(recordings, watch=True), monkeypatch, _fake_key()):
         yield
+
+
+def _fake_key(extra: dict | None = None):
+    """``serving``'s connections: ``market_alpha_vantage`` reaching the stand-in with the fake key."""
+
+    def connections(url: str) -> dict:
+        conn = {"conn_type": "alpha_vantage", "password": FAKE_KEY, "host": f"{url}/www.alphavantage.co/query"}
+        return {"market_alpha_vantage": {**conn, **({"extra": extra} if extra is not None else {})}}
+
+    return connections
 
 
 def answer(folder: Path, name: str, query: str, body: str) -> None:
@@ -193,9 +201,7 @@ def test_pre_and_post_market_bars_are_kept_or_counted(monkeypatch, extended_hour
     """TIME_SERIES_INTRADAY is asked with extended_hours=true (Alpha Vantage's default, 04:00-20:00
     ET); an interval without extended_hours keeps 09:30-16:00 and counts the rest."""
     clock = datetime(2026, 11, 21, 12, tzinfo=UTC)
-    with serving(StandIn(None, synthetic=True, clock=clock), monkeypatch) as url:
-        conn = {"conn_type": "alpha_vantage", "password": FAKE_KEY, "host": f"{url}/www.alphavantage.co/query"}
-        monkeypatch.setenv("AIRFLOW_CONN_MARKET_ALPHA_VANTAGE", json.dumps(conn))
+    with serving(StandIn(None, synthetic=True, clock=clock), monkeypatch, _fake_key()):
         window = Window(datetime(2026, 11, 19, 5, tzinfo=UTC), datetime(2026, 11, 20, 5, tzinfo=UTC))
         bars, (ibm,) = AlphaVantageHook(now=clock).fetch_bars(["IBM"], "5m", window, NOW, extended_hours=extended_hours)
     assert ibm.rows == bars.num_rows == rows and {k: v for k, v in ibm.dropped.items() if k != "out_of_window"} == dropped
@@ -219,10 +225,7 @@ def test_requests_are_spaced_by_the_connections_requests_per_second(recordings, 
     its requests by the connection's ``requests_per_second`` (default 1), as the stand-in sees
     them arrive."""
     standin = StandIn(recordings)
-    with serving(standin, monkeypatch) as url:
-        extra = {"requests_per_second": rate} if rate else {}
-        conn = {"conn_type": "alpha_vantage", "password": FAKE_KEY, "host": f"{url}/www.alphavantage.co/query", "extra": extra}
-        monkeypatch.setenv("AIRFLOW_CONN_MARKET_ALPHA_VANTAGE", json.dumps(conn))
+    with serving(standin, monkeypatch, _fake_key({"requests_per_second": rate} if rate else {})):
         _, results = AlphaVantageHook(now=NOW).fetch_bars(["IBM", "MSFT", "IBM"], "1d", WINDOW, NOW)
     # No daily MSFT is recorded: the stand-in answers Alpha Vantage's "Error Message" for it.
     assert [o.status for o in results] == ["ok", "unknown_symbol", "ok"]
