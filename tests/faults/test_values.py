@@ -113,6 +113,17 @@ def test_the_kinesis_serialiser_cannot_fail_on_one_row(recorded_week):
     assert len(records) == 15 and records[0]["vwap"] is None and records[1]["high"] is None
 
 
+def _week_run(tmp_path, monkeypatch, edits: dict):
+    """``market_yahoo_1d`` through Airflow for MSFT, NVDA and TSLA over the week of :data:`WEEK`, on
+    Yahoo's recordings with ``edits`` (:func:`tests.faults.support.derived_yahoo_library`)."""
+    with serving(StandIn(derived_yahoo_library(tmp_path, edits)), monkeypatch):
+        return _run(
+            "market_yahoo_1d",
+            datetime(2021, 8, 16, tzinfo=UTC),
+            {"symbols": ["MSFT", "NVDA", "TSLA"], "start": WEEK.start.isoformat(), "end": WEEK.end.isoformat()},
+        )
+
+
 @pytest.mark.e2e
 def test_bad_values_are_rejected_by_name_and_every_other_bar_reaches_every_sink(services, airflow_db, tmp_path, monkeypatch):
     """Seen on main: an infinite high reached PostgreSQL and the lake, then the Kinesis publish
@@ -122,8 +133,9 @@ def test_bad_values_are_rejected_by_name_and_every_other_bar_reaches_every_sink(
     failing the symbol on infinity, and fills a null volume with 0 before we see it.)"""
     from demo.services import lake_tables, read_stream
 
-    library = derived_yahoo_library(
+    run = _week_run(
         tmp_path,
+        monkeypatch,
         {
             "yahoo_chart_NVDA_1d_2021": [("2021-08-10", "high", math.inf)],
             "yahoo_chart_MSFT_1d_2021": [("2021-08-11", "low", math.inf)],
@@ -131,12 +143,6 @@ def test_bad_values_are_rejected_by_name_and_every_other_bar_reaches_every_sink(
             + [("2021-08-10", f, 1e308) for f in ("open", "high", "low", "close")],
         },
     )
-    with serving(StandIn(library), monkeypatch):
-        run = _run(
-            "market_yahoo_1d",
-            datetime(2021, 8, 16, tzinfo=UTC),
-            {"symbols": ["MSFT", "NVDA", "TSLA"], "start": "2021-08-09T00:00:00Z", "end": "2021-08-14T00:00:00Z"},
-        )
     assert str(run.state).endswith("success")
     report = report_of(run)["symbols"]
     invalid = {s: {k: n for k, n in v["dropped"].items() if k.startswith("invalid")} for s, v in report.items()}
@@ -203,19 +209,14 @@ def test_a_nan_close_and_a_null_ohlc_day_cost_only_their_own_bars(services, airf
     kept) and every other bar of the batch reaches every sink."""
     from market_ingest.lake import run_token
 
-    library = derived_yahoo_library(
+    run = _week_run(
         tmp_path,
+        monkeypatch,
         {
             "yahoo_chart_MSFT_1d_2021": [("2021-08-11", "close", math.nan)],
             "yahoo_chart_TSLA_1d_full": [("2021-08-12", f, None) for f in ("open", "high", "low", "close")],
         },
     )
-    with serving(StandIn(library), monkeypatch):
-        run = _run(
-            "market_yahoo_1d",
-            datetime(2021, 8, 16, tzinfo=UTC),
-            {"symbols": ["MSFT", "NVDA", "TSLA"], "start": "2021-08-09T00:00:00Z", "end": "2021-08-14T00:00:00Z"},
-        )
     assert str(run.state).endswith("success")
     report = report_of(run)["symbols"]
     assert {s: (v["status"], v["lake"], v["timescale"], v["kinesis"]) for s, v in report.items()} == {
