@@ -30,10 +30,12 @@ def test_a_vendor_outage_is_retried_and_names_source_symbol_and_window(services,
         "since": {},
     }
     task = built(MarketExtractOperator, "extract", "alpha_vantage", "1d", batch=batch)
-    with alpha_vantage_serving(folder, "FAKEKEY503X", monkeypatch), pytest.raises(VendorUnavailableError) as err:
+    with alpha_vantage_serving(folder, "FAKEKEY503X", monkeypatch) as url, pytest.raises(VendorUnavailableError) as err:
         task.execute(context("manual__503"))  # retryable: not AirflowFailException
+    host = url.split("://", 1)[1]
     assert str(err.value) == (
-        "alpha_vantage:IBM [2023-11-06T00:00:00+00:00, 2023-11-11T00:00:00+00:00): HTTP 503 for TIME_SERIES_DAILY IBM"
+        "alpha_vantage:IBM [2023-11-06T00:00:00+00:00, 2023-11-11T00:00:00+00:00): HTTP 503 Service Unavailable "
+        f"from {host}/www.alphavantage.co/query (application/json) for TIME_SERIES_DAILY IBM"
     )
 
 
