@@ -244,6 +244,13 @@ def _put(path: ObjectStoragePath, data: bytes) -> None:
         fh.write(data)
 
 
+def write_object(path: ObjectStoragePath, data: bytes) -> None:
+    """Replace the object at ``path`` with ``data``; a reader (or a task killed mid-write) sees the
+    old bytes or the new, never part: one ``PUT`` on S3, a temporary file renamed over it locally.
+    Creates local parent folders, never a bucket."""
+    _put(path, data)
+
+
 def write_parquet(table: pa.Table, path: ObjectStoragePath, compression: str = "zstd") -> None:
     """Write ``table`` to ``path``, replacing it. Creates local parent folders (inside the lake
     root), never a bucket: on S3 a missing bucket raises ``FileNotFoundError``."""
