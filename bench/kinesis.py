@@ -10,7 +10,10 @@ loopback and publishes 100,000 canonical 1m bars with the product's own ``build_
   ``ProvisionedThroughputExceededException`` (seeded; a shard throttling), which ``put_records``
   sends again with backoff;
 * one hot series (BTC/USDT, 100,000 bars, one per record) without and with
-  ``kinesis.spread_keys`` of 4 (four partition keys, each with its explicit hash key).
+  ``kinesis.spread_keys`` of 4 (four partition keys, each with its explicit hash key);
+* both packings with the publish progress saved to S3 (moto) as ``publish_kinesis`` saves it,
+  after every call (the default) and, for one record per bar, every 20 calls (main's cadence): what
+  bounding a killed task's re-sends to one call costs, in S3 ``PUT`` requests and time.
 
 Per case it prints ``PutRecords`` calls, records and bytes (``Data`` plus partition key, as
 Kinesis counts them, re-sent entries included) per 100,000 bars, the time, the share of records
@@ -118,15 +121,34 @@ def read_back(client, stream: str) -> tuple[Counter, Counter]:
     return ids, per_shard
 
 
-def run_case(client, name: str, table, bars_per_record: int, fail_share: float, spread: dict[str, int]) -> dict:
-    from market_ingest.kinesis import bar_lines, build_records, put_records
+def run_case(
+    client, name: str, table, bars_per_record: int, fail_share: float, spread: dict[str, int], save_every: int | None = None
+) -> dict:
+    """One case; ``save_every``: save the publish progress to ``s3://bench_aws@bench-progress/``
+    every that many calls (``None``: no progress kept)."""
+    from market_ingest.kinesis import PublishProgress, bar_lines, build_records, put_records
 
     stream = "bench-" + "".join(c if c.isalnum() else "-" for c in name)
     client.create_stream(StreamName=stream, ShardCount=SHARDS)
     client.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
     counting = Counting(client, fail_share)
+    saves = []
+    progress = None
+    if save_every:
+        from airflow.sdk import ObjectStoragePath
+
+        class CountedProgress(PublishProgress):
+            def save(self) -> None:
+                saves.append(1)
+                super().save()
+
+        progress = CountedProgress(stream, path=ObjectStoragePath(f"s3://bench_aws@bench-progress/{stream}.json"))
     started = time.monotonic()
-    stats = put_records(counting, stream, build_records(table, "bars", bars_per_record, spread))
+    records = build_records(table, "bars", bars_per_record, spread)
+    if progress is None:
+        stats = put_records(counting, stream, records)
+    else:
+        stats = put_records(counting, stream, records, progress=progress, checkpoint_calls=save_every)
     seconds = time.monotonic() - started
     ids, per_shard = read_back(client, stream)
     expected = {json.loads(line)["record_id"] for _, line in bar_lines(table.to_batches())}
@@ -144,6 +166,7 @@ def run_case(client, name: str, table, bars_per_record: int, fail_share: float, 
         "bars_read": sum(ids.values()),
         "duplicates": sum(n - 1 for n in ids.values() if n > 1),
         "lost": len(expected - set(ids)),
+        "progress_puts": round(len(saves) * scale),
     }
 
 
@@ -171,9 +194,21 @@ def main() -> int:
         (f"packed {n}, 10% failed", universe, n, 0.1, {}),
         ("hot series, one key", hot, 1, 0.0, {}),
         ("hot series, spread_keys 4", hot, 1, 0.0, {"binance:BTC/USDT": 4}),
+        ("one per bar, progress saved every call", universe, 1, 0.0, {}, 1),
+        ("one per bar, progress saved every 20 calls", universe, 1, 0.0, {}, 20),
+        (f"packed {n}, progress saved every call", universe, n, 0.0, {}, 1),
     ]
     results = []
+    import os
+
+    os.environ.setdefault("AIRFLOW_HOME", str(work / "airflow"))  # ObjectStoragePath imports Airflow
     with moto_server(work / "moto.log") as endpoint:
+        aws = {"conn_type": "aws", "login": "testing", "password": "testing"}
+        aws["extra"] = {"region_name": AWS_REGION, "endpoint_url": endpoint}
+        os.environ["AIRFLOW_CONN_BENCH_AWS"] = json.dumps(aws)  # the progress objects' bucket, on the same moto
+        boto3.client(
+            "s3", region_name=AWS_REGION, endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing"
+        ).create_bucket(Bucket="bench-progress")
         client = boto3.client(
             "kinesis", region_name=AWS_REGION, endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing"
         )
@@ -199,6 +234,7 @@ def _line(r: dict) -> str:
         f"({r['entries_sent']:,} entries sent with re-sends; {r['injected_failures']:,} failed by injection), "
         f"{r['mib']:.1f} MiB; {r['seconds']:.1f} s; busiest of {SHARDS} shards {r['busiest_shard']:.0%} of records; "
         f"read back {r['bars_read']:,} bars, duplicates {r['duplicates']}, lost {r['lost']}"
+        + (f"; progress saved {r['progress_puts']:,} times (S3 PUT)" if r["progress_puts"] else "")
     )
 
 

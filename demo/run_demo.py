@@ -355,7 +355,7 @@ def main() -> int:
     home = Path(env["AIRFLOW_HOME"])
     shutil.rmtree(home, ignore_errors=True)  # fresh logs; the metadata database is recreated below
     with embedded_services(WORK, vendors=not args.live) as services:
-        os.environ.update(services.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id))
+        os.environ.update(services.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id, cfg.timescale.reader_conn_id))
         if services.vendors_url:
             os.environ.update(vendor_env(services.vendors_url, cfg))  # every vendor connection through the stand-in
         elif "AIRFLOW_CONN_MARKET_ALPHA_VANTAGE" not in os.environ:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 AWS_REGION = "us-east-1"
+#: The coverage view's login: a member of the read-only role ``market_reader`` (migration V012).
+READER_LOGIN = "market_view"
 ROOT = Path(__file__).resolve().parents[1]
 RECORDINGS = ROOT / "include" / "recordings"
 
@@ -71,9 +73,16 @@ class Services:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return f"postgresql+psycopg2://postgres@/{name}?host={self.pg_socket_dir}"
 
-    def airflow_env(self, timescale_conn_id: str = "market_timescale", aws_conn_id: str = "market_aws") -> dict[str, str]:
-        """``AIRFLOW_CONN_*`` variables defining both connections."""
+    def airflow_env(
+        self,
+        timescale_conn_id: str = "market_timescale",
+        aws_conn_id: str = "market_aws",
+        reader_conn_id: str = "market_timescale_reader",
+    ) -> dict[str, str]:
+        """``AIRFLOW_CONN_*`` variables defining the warehouse (the loading login), AWS, and the
+        coverage view's read-only login (:data:`READER_LOGIN`, made by :func:`create_sinks`)."""
         pg = {"conn_type": "postgres", "host": self.pg_socket_dir, "port": 5432, "login": "postgres", "schema": "postgres"}
+        reader = {**pg, "login": READER_LOGIN}  # trust on the unix socket: no password
         aws = {
             "conn_type": "aws",
             "login": "testing",  # moto accepts any key; these are not credentials
@@ -82,6 +91,7 @@ class Services:
         }
         return {
             f"AIRFLOW_CONN_{timescale_conn_id.upper()}": json.dumps(pg),
+            f"AIRFLOW_CONN_{reader_conn_id.upper()}": json.dumps(reader),
             f"AIRFLOW_CONN_{aws_conn_id.upper()}": json.dumps(aws),
         }
 
@@ -339,15 +349,36 @@ def embedded_services(
 
 
 def create_sinks(services: Services, cfg, shards: int = 2) -> None:
-    """Apply the warehouse migrations (what the ``market_setup`` DAG does in a deployment), then
-    :func:`create_buckets_and_streams` on the services' moto server."""
+    """Apply the warehouse migrations (what the ``market_setup`` DAG does in a deployment), make the
+    coverage view's login (:func:`create_reader_login`), then :func:`create_buckets_and_streams` on
+    the services' moto server."""
     import psycopg
 
     from market_ingest.hooks.timescale import apply_migrations
 
     with psycopg.connect(services.pg_conninfo()) as conn:
         apply_migrations(conn)
+        create_reader_login(conn)
     create_buckets_and_streams(services.boto3_client("s3"), services.boto3_client("kinesis"), cfg, shards)
+
+
+def create_reader_login(conn, login: str = READER_LOGIN, password: str | None = None) -> None:
+    """Make ``login`` a login role in ``market_reader`` (the read-only role of migration V012) and
+    nothing else, with ``password`` when given (``None``: none, for a server that trusts its
+    socket). Idempotent: an existing role gets LOGIN and the password again. What a DBA runs by
+    hand elsewhere: ``CREATE ROLE market_view LOGIN PASSWORD '...' IN ROLE market_reader``.
+
+    :param conn: a psycopg connection of a role that may create roles (the migrating one); the
+        caller commits.
+    """
+    from psycopg import sql
+
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,)).fetchone()
+    statement = sql.SQL("ALTER ROLE {} LOGIN" if exists else "CREATE ROLE {} LOGIN").format(sql.Identifier(login))
+    if password:
+        statement += sql.SQL(" PASSWORD {}").format(sql.Literal(password))
+    conn.execute(statement)
+    conn.execute(sql.SQL("GRANT market_reader TO {}").format(sql.Identifier(login)))
 
 
 def create_buckets_and_streams(s3, kinesis, cfg, shards: int = 2) -> list[str]:

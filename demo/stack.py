@@ -366,6 +366,15 @@ def migrate_metadata_db(env: dict[str, str], pools_file: Path = ROOT / "include"
         subprocess.run([str(AIRFLOW), *command], env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL)
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable and writable by its owner only (mode 600) from the
+    moment it exists: for files holding a password. An existing file is truncated and set to 600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode applies to a new file only
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
 def admin_password(home: Path) -> str:
     """The password of ``airflow standalone``'s ``admin`` user, chosen here before it starts.
 
@@ -380,8 +389,7 @@ def admin_password(home: Path) -> str:
     users = json.loads(path.read_text()) if path.exists() and path.read_text().strip() else {}
     if "admin" not in users:
         users["admin"] = secrets.token_urlsafe(12)
-        path.write_text(json.dumps(users) + "\n")
-        path.chmod(0o600)
+        write_private(path, json.dumps(users) + "\n")
     return users["admin"]
 
 

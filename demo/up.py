@@ -4,7 +4,8 @@
 the URL and the admin login. The supervisor holds PostgreSQL, moto (S3, Kinesis) and
 ``airflow standalone`` (see demo/stack.py) and tears all of them down when it receives SIGTERM,
 which is what ``down`` sends. State lives in ``.stack/`` (``state.json``, ``supervisor.log``,
-the metadata DB and logs under ``.stack/airflow``).
+the metadata DB and logs under ``.stack/airflow``). ``state.json`` holds the admin password, as
+does ``.stack/airflow/simple_auth_manager_passwords.json.generated``: both are mode 600.
 
 By default the hooks reach the vendor stand-in serving the recordings (``include/recordings``) and, for
 every symbol and window no recording covers, its synthetic market (as the Compose stack's does), so
@@ -54,7 +55,7 @@ def serve(live: bool) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     cfg = load_config()
     with embedded_services(WORK, vendors=not live, synthetic=True) as svc:
-        env = svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id)
+        env = svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id, cfg.timescale.reader_conn_id)
         if svc.vendors_url:
             env.update(vendor_env(svc.vendors_url, cfg))  # every vendor connection through the stand-in
         elif "AIRFLOW_CONN_MARKET_ALPHA_VANTAGE" not in os.environ:
@@ -63,23 +64,28 @@ def serve(live: bool) -> None:
         metadata = svc.metadata_db("airflow_up", fresh=False)  # a restarted `make up` keeps its runs
         with running_stack(WORK / "airflow", sorted(build_dags()), metadata, env, api_port=PORT) as stack:
             user, password = stack.login()
-            STATE.write_text(
-                json.dumps(
-                    {
-                        "pid": os.getpid(),
-                        "airflow_pid": stack.process.pid,
-                        "url": f"http://localhost:{PORT}",
-                        "user": user,
-                        "password": password,
-                        "postgres": svc.pg_conninfo(),
-                        "aws_endpoint": svc.aws_endpoint,
-                        "vendors_url": svc.vendors_url,
-                    }
-                )
+            write_state(
+                {
+                    "pid": os.getpid(),
+                    "airflow_pid": stack.process.pid,
+                    "url": f"http://localhost:{PORT}",
+                    "user": user,
+                    "password": password,
+                    "postgres": svc.pg_conninfo(),
+                    "aws_endpoint": svc.aws_endpoint,
+                    "vendors_url": svc.vendors_url,
+                }
             )
             while not stop.wait(2):
                 stack._check_alive()
     STATE.unlink(missing_ok=True)
+
+
+def write_state(state: dict, path: Path = STATE) -> None:
+    """Write the running stack's ``state`` (its admin password among it) to ``path``, mode 600."""
+    from demo.stack import write_private
+
+    write_private(path, json.dumps(state))
 
 
 def up(live: bool, timeout: float = 420) -> int:

@@ -173,7 +173,7 @@ def services(tmp_path_factory, warehouse):
                 conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
             found = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
         assert bool(found) == (warehouse == "timescaledb"), f"warehouse {warehouse}: timescaledb extension {found}"
-        os.environ.update(svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id))
+        os.environ.update(svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id, cfg.timescale.reader_conn_id))
         create_sinks(svc, cfg)
         yield svc
 

@@ -4,18 +4,23 @@ In order, each step idempotent (the service runs on every ``docker compose up``)
 
 1. ``airflow db migrate``: the metadata database (the ``postgres`` service);
 2. ``airflow pools import include/pools.json``: one pool per vendor, its slots the vendor's limit;
-3. ``airflow connections import --overwrite``: the warehouse (``timescaledb``), S3 and Kinesis
+3. ``airflow connections import --overwrite``: the warehouse (``timescaledb``; the loading login
+   and the coverage view's read-only one), S3 and Kinesis
    (``moto``) and every vendor connection the pipeline config names, pointed at the vendor stand-in
    (``standin``) as ``make demo`` points them (:func:`demo.services.vendor_env`), and the API
    server (``airflow-apiserver``) for the run notes (:mod:`market_ingest.run_note`). Edit them in the
    UI (Admin > Connections) to reach the live vendors; a later ``up`` overwrites them again unless
    ``MARKET_COMPOSE_KEEP_CONNECTIONS=1``;
 4. the lake bucket and the Kinesis streams the config names, when absent, through those connections;
-5. the warehouse migrations (what the ``market_setup`` DAG applies), through ``market_timescale``.
+5. the warehouse migrations (what the ``market_setup`` DAG applies), through ``market_timescale``,
+   then the coverage view's login ``market_view`` in the read-only role ``market_reader``
+   (:func:`demo.services.create_reader_login`), with ``MARKET_READER_PASSWORD``.
 
-The credentials it writes are the local emulators' (moto accepts any key; TimescaleDB's password
-comes from ``TIMESCALE_PASSWORD``, default ``market``) and Alpha Vantage's public ``demo`` key, which
-the stand-in accepts: no secret. Exits non-zero, with the failing step's error, if a step fails.
+The passwords come from the environment, which docker-compose.yaml fills from ``.env``:
+``TIMESCALE_PASSWORD`` (the warehouse's ``postgres`` user) and ``MARKET_READER_PASSWORD``; neither
+has a default. The other credentials it writes are the local emulators' (moto accepts any key) and
+Alpha Vantage's public ``demo`` key, which the stand-in accepts. Exits non-zero, with the failing
+step's error, if a step fails or a password is not set.
 """
 
 from __future__ import annotations
@@ -32,13 +37,24 @@ MOTO_URL = os.environ.get("MARKET_MOTO_URL", "http://moto:5000")
 API_SERVER_URL = os.environ.get("MARKET_API_SERVER_URL", "http://airflow-apiserver:8080")
 
 
+def secret(name: str) -> str:
+    """The value of environment variable ``name``.
+
+    :raises SystemExit: naming it when it is unset or empty (set it in ``.env``, see ``.env.example``).
+    """
+    value = os.environ.get(name)
+    if not value:
+        raise SystemExit(f"{name} is not set: copy .env.example to .env beside docker-compose.yaml and set it")
+    return value
+
+
 def connections(cfg) -> dict[str, dict]:
     """Connection id -> ``airflow connections import`` entry (``conn_type``, ``host``, ...) for the stack.
 
     :param cfg: the pipeline config (:func:`market_ingest.config.load_config`); its warehouse, AWS
         and vendor connection ids are the keys.
     """
-    from demo.services import vendor_env
+    from demo.services import READER_LOGIN, vendor_env
 
     aws_ids = {cfg.kinesis.aws_conn_id, cfg.alerts.aws_conn_id, *cfg.lake.aws_conn_ids}
     aws = {
@@ -48,14 +64,9 @@ def connections(cfg) -> dict[str, dict]:
         "extra": json.dumps({"region_name": "us-east-1", "endpoint_url": MOTO_URL, "config_kwargs": {"connect_timeout": 10}}),
     }
     conns = {conn_id: dict(aws) for conn_id in aws_ids}
-    conns[cfg.timescale.conn_id] = {
-        "conn_type": "postgres",
-        "host": "timescaledb",
-        "port": 5432,
-        "login": "postgres",
-        "password": os.environ.get("TIMESCALE_PASSWORD", "market"),
-        "schema": "market",
-    }
+    warehouse = {"conn_type": "postgres", "host": "timescaledb", "port": 5432, "schema": "market"}
+    conns[cfg.timescale.conn_id] = {**warehouse, "login": "postgres", "password": secret("TIMESCALE_PASSWORD")}
+    conns[cfg.timescale.reader_conn_id] = {**warehouse, "login": READER_LOGIN, "password": secret("MARKET_READER_PASSWORD")}
     if cfg.report.run_note_conn_id:  # all-admins mode signs every request: the server is all it needs
         conns[cfg.report.run_note_conn_id] = {"conn_type": "http", "host": API_SERVER_URL}
     for key, value in vendor_env(STANDIN_URL, cfg).items():
@@ -74,17 +85,24 @@ def _airflow(*args: str) -> None:
 def create_sinks(cfg) -> None:
     """The lake bucket(s) and the bars, quotes and events streams, when absent
     (:func:`demo.services.create_buckets_and_streams`, through ``cfg.kinesis.aws_conn_id``); the
-    warehouse migrations."""
+    warehouse migrations, and the coverage view's login (password ``MARKET_READER_PASSWORD``)."""
+    from contextlib import closing
+
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-    from demo.services import create_buckets_and_streams
+    from demo.services import READER_LOGIN, create_buckets_and_streams, create_reader_login
     from market_ingest.hooks.timescale import TimescaleHook
 
     s3, kinesis = (AwsBaseHook(aws_conn_id=cfg.kinesis.aws_conn_id, client_type=t).get_conn() for t in ("s3", "kinesis"))
     created = create_buckets_and_streams(s3, kinesis, cfg)
     print(f"created: {', '.join(created) or 'nothing, every bucket and stream exists'}", flush=True)
-    applied = TimescaleHook(timescale_conn_id=cfg.timescale.conn_id).migrate()
+    warehouse = TimescaleHook(timescale_conn_id=cfg.timescale.conn_id)
+    applied = warehouse.migrate()
     print(f"warehouse migrations applied: {applied or 'none pending'}", flush=True)
+    with closing(warehouse.get_conn()) as conn:
+        create_reader_login(conn, READER_LOGIN, secret("MARKET_READER_PASSWORD"))
+        conn.commit()
+    print(f"coverage view login: {READER_LOGIN} (role market_reader)", flush=True)
 
 
 def main() -> None:

@@ -344,6 +344,11 @@ class TimescaleConfig(_Model):
     """
 
     conn_id: str
+    reader_conn_id: str = Field(
+        "market_timescale_reader",
+        description="the connection the coverage view reads the warehouse through: a login in the read-only "
+        "role market_reader (migration V012), never the loading connection",
+    )
     restatement_window: timedelta = Field(
         timedelta(days=60),
         gt=timedelta(0),

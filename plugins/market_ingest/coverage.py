@@ -414,12 +414,12 @@ def park(root, *, source: str, interval: str, plan: list[dict], extracts: list[d
     """
     import json
 
-    from market_ingest.lake import parked_ledger_object, put_bytes
+    from market_ingest.lake import parked_ledger_object, write_object
 
     path = parked_ledger_object(root, source, interval, run_id)
     kept = [{"batch": e["batch"], "outcomes": e.get("outcomes", [])} if e else None for e in extracts]
     body = {"source": source, "interval": interval, "run_id": run_id, "reason": reason, "plan": plan, "extracts": kept}
-    put_bytes(path, json.dumps(body).encode())
+    write_object(path, json.dumps(body).encode())
     return str(path)
 
 

@@ -126,3 +126,9 @@ class SinkNotFoundError(PermanentError):
 
 class SerializationError(PermanentError):
     """A row cannot be written to a sink's format (for example a Kinesis record over 1 MiB)."""
+
+
+class CorruptObjectError(PermanentError):
+    """A lake object (a run's staged batch, or a partition) cannot be decoded as Parquet of its
+    dataset: its bytes are damaged or it is not Parquet. A retry reads the same bytes, so it fails
+    at once; the message names the object's URL and, for a staged object, the run."""

@@ -41,7 +41,9 @@ span two partitions, so publishing reads one partition of the run at a time (mem
 largest partition, not the run) and the sinks stream it record batch by record batch.
 
 Nothing here creates a bucket: a missing bucket (or local lake folder) fails with
-:class:`~market_ingest.errors.SinkNotFoundError` naming it and the connection.
+:class:`~market_ingest.errors.SinkNotFoundError` naming it and the connection. An object Arrow
+cannot decode (damaged bytes, not Parquet) fails at once with
+:class:`~market_ingest.errors.CorruptObjectError` naming it and, when staged, its run.
 Imports pyarrow inside functions: callable from tasks only.
 """
 
@@ -55,7 +57,7 @@ from contextlib import contextmanager
 from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
-from market_ingest.errors import MarketDataError, SinkNotFoundError
+from market_ingest.errors import CorruptObjectError, MarketDataError, SinkNotFoundError
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -250,31 +252,67 @@ def to_parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def put_bytes(path: ObjectStoragePath, data: bytes) -> None:
-    """Write ``data`` to ``path``, replacing it whole (:func:`_writing`): local parent folders are
-    created inside the lake root, a bucket never is (a missing one raises ``FileNotFoundError``)."""
+def write_object(path: ObjectStoragePath, data: bytes) -> None:
+    """Replace the object at ``path`` with ``data``; a reader (or a task killed mid-write) sees the
+    old bytes or the new, never part: one ``PUT`` on S3, a temporary file renamed over it locally
+    (:func:`_writing`). Creates local parent folders, never a bucket (a missing one raises
+    ``FileNotFoundError``)."""
     with _writing(path) as fh:
         fh.write(data)
-
-
-_put = put_bytes
 
 
 def write_parquet(table: pa.Table, path: ObjectStoragePath, compression: str = "zstd") -> None:
     """Write ``table`` to ``path``, replacing it. Creates local parent folders (inside the lake
     root), never a bucket: on S3 a missing bucket raises ``FileNotFoundError``."""
-    _put(path, to_parquet_bytes(table, compression))
+    write_object(path, to_parquet_bytes(table, compression))
 
 
 def read_parquet(path: ObjectStoragePath | str, dataset: str = "bars") -> pa.Table:
-    """Read one Parquet object (an ``ObjectStoragePath`` or its string form) of ``dataset``."""
+    """Read one Parquet object (an ``ObjectStoragePath`` or its string form) of ``dataset``.
+
+    :raises CorruptObjectError: the object's bytes are not Parquet of the dataset (:func:`_decoding`).
+    """
     import pyarrow.parquet as pq
 
     from market_ingest.schema import DATASETS
 
     path = lake_root(path) if isinstance(path, str) else path
-    with path.open("rb") as fh:
+    with path.open("rb") as fh, _decoding(str(path)):
         return pq.read_table(fh, schema=DATASETS[dataset].schema)
+
+
+@contextmanager
+def _decoding(url: str) -> Iterator[None]:
+    """Raise what Arrow's Parquet decoder raises inside as :class:`CorruptObjectError` naming the
+    object ``url`` and, for a staged object, its run (the ``run=`` folder).
+
+    Seen on main: a damaged staged object failed the publish with ``ArrowInvalid: Parquet magic
+    bytes not found in footer`` (or ``OSError: Couldn't deserialize thrift`` for a damaged page),
+    naming neither, and Airflow retried it on the same bytes. Decoding errors are Arrow's own:
+    ``ArrowInvalid`` (footer, magic bytes, schema), or an ``OSError`` raised from inside pyarrow
+    (its innermost frame is pyarrow's ``error.pxi``). An ``OSError`` of reading the bytes (S3, the
+    network, the disk) comes from the file object's own code and propagates unchanged: retryable.
+    """
+    import pyarrow as pa
+
+    try:
+        yield
+    except (pa.ArrowInvalid, OSError) as exc:
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if not isinstance(exc, pa.ArrowInvalid) and (tb is None or "pyarrow" not in tb.tb_frame.f_code.co_filename):
+            raise
+        run = re.search(r"/run=([^/]+)/", url)
+        what = f"staged object {url} of run {run.group(1)}" if run else f"lake object {url}"
+        fix = (
+            "clear the run's extract tasks to stage it again"
+            if run
+            else "restore the object from a version or backup, or delete it and backfill its partition"
+        )
+        raise CorruptObjectError(
+            "lake", f"{what} cannot be read as Parquet ({type(exc).__name__}: {exc}); a retry reads the same bytes: {fix}"
+        ) from exc
 
 
 def utc_days(table: pa.Table) -> pa.Array:
@@ -435,6 +473,7 @@ def publish(
         "rows_by_symbol": {symbol: run rows}}`` per partition, oldest first.
     :raises SinkNotFoundError: the bucket (or local lake folder) does not exist.
     :raises ConcurrentPublishError: another writer replaced a partition on every attempt.
+    :raises CorruptObjectError: a staged or partition object is not Parquet, naming it (and the run).
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -454,9 +493,10 @@ def publish(
     def rows_of(partition: str) -> pa.Table:
         parts = []
         for path, groups in sorted(by_partition[partition]):
-            if path not in files:
-                files[path] = _parquet_file(path)
-            parts.append(files[path].read_row_groups(groups))
+            with _decoding(path):
+                if path not in files:
+                    files[path] = _parquet_file(path)
+                parts.append(files[path].read_row_groups(groups))
         rows = pa.concat_tables(parts).cast(spec.schema)
         # One staged object holds each key once (clean_bars); several may share keys only by accident.
         return (
@@ -543,7 +583,7 @@ def read_modify_write(
         with _local_lock(path):
             current = read_parquet(path, dataset) if path.exists() else None
             table = update(current)
-            _put(path, to_parquet_bytes(table, compression))
+            write_object(path, to_parquet_bytes(table, compression))
             return table
     import random
     import time
@@ -614,13 +654,15 @@ def iter_staged(paths: list[str], dataset: str = "bars", max_rows: int = 65_536)
     rows decoded at a time).
 
     :param paths: staged object URLs (from the publish result's ``staged``).
+    :raises CorruptObjectError: a staged object is not Parquet of the dataset, naming it and its run.
     """
     from market_ingest.schema import DATASETS
 
     schema = DATASETS[dataset].schema
     for p in paths:
-        for batch in _parquet_file(p).iter_batches(batch_size=max_rows):
-            yield batch.cast(schema)
+        with _decoding(p):
+            for batch in _parquet_file(p).iter_batches(batch_size=max_rows):
+                yield batch.cast(schema)
 
 
 def _partition_folders(

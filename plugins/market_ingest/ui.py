@@ -10,9 +10,13 @@ the UI's navigation ("Market coverage", an external view shown inside the UI):
 * ``GET /market-coverage/api/coverage?source=&interval=&days=`` - the same as JSON.
 
 Both need an Airflow login (the UI's session cookie or a bearer token: Airflow's own
-``requires_authenticated``). The ledger is read through the ``timescale.conn_id`` connection of the
-pipeline config, so the API server needs that connection (an ``AIRFLOW_CONN_*`` variable or the
-secrets backend), as the workers do.
+``requires_authenticated``). The ledger is read through a connection of its own,
+``timescale.reader_conn_id`` of the pipeline config (default ``market_timescale_reader``): a login
+in the read-only role ``market_reader`` that migration V012 creates (SELECT on schema ``market``
+only), so a flaw in the view cannot write the warehouse. The API server needs that connection (an
+``AIRFLOW_CONN_*`` variable or the secrets backend). Without it the page answers 503 naming the
+connection to define; it never falls back to the loading connection ``timescale.conn_id``, whose
+role may write.
 """
 
 from __future__ import annotations
@@ -45,18 +49,17 @@ def read(source: str | None = None, interval: str | None = None, days: int = 31,
     :param source: the source shown in the grid; default: the first in the ledger.
     :param interval: its interval; default: the first of that source.
     :param days: the latest days with rows shown in the grid (columns).
-    :param conn: an open psycopg connection; default: one to the pipeline's warehouse.
+    :param conn: an open psycopg connection; default: one through the view's read-only connection
+        (:func:`reader_connection`).
     :return: ``{"pairs": [summary rows of every (source, interval)], "source", "interval",
         "days": [ISO dates, oldest first], "symbols": [...], "cells": {symbol: {day: {"state",
         "expected", "loaded", "reason", "run_id", "flagged", "attempts"}}}, "runs": [{"run_id", "updated_at", "days", <state>: n}]}``.
+    :raises ConfigurationError: the view's connection is not defined (see :func:`reader_connection`).
     """
     from market_ingest import coverage
 
     if conn is None:
-        from market_ingest.config import load_config
-        from market_ingest.hooks.timescale import TimescaleHook
-
-        with closing(TimescaleHook(timescale_conn_id=load_config().timescale.conn_id).get_conn()) as own:
+        with closing(reader_connection()) as own:
             return read(source, interval, days, own)
     pairs = coverage.summary(conn)
     view: dict[str, Any] = {
@@ -107,6 +110,41 @@ def read(source: str | None = None, interval: str | None = None, days: int = 31,
         runs = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
     view.update(days=[d.isoformat() for d in shown], symbols=sorted(cells), cells=cells, runs=runs)
     return view
+
+
+def reader_connection():
+    """A new psycopg connection through ``timescale.reader_conn_id`` (default
+    ``market_timescale_reader``): the view's own login, in the read-only role ``market_reader``.
+
+    :raises ConfigurationError: naming the connection when it is not defined; the loading
+        connection is never used instead.
+    :raises SinkUnavailableError: the warehouse cannot be reached through it.
+    """
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from market_ingest.config import load_config
+    from market_ingest.errors import ConfigurationError
+    from market_ingest.hooks.timescale import TimescaleHook
+
+    cfg = load_config().timescale
+    try:
+        return TimescaleHook(timescale_conn_id=cfg.reader_conn_id).get_conn()
+    except AirflowNotFoundException:
+        raise ConfigurationError(
+            "coverage view",
+            f"connection {cfg.reader_conn_id} (timescale.reader_conn_id) is not defined: the view reads the warehouse "
+            "through its own login in the read-only role market_reader (created by migration V012), never through "
+            f"the loading connection {cfg.conn_id}. Create a login in that role and define the connection "
+            "(README, Connections).",
+        ) from None
+
+
+def render_error(message: str) -> str:
+    """The page shown when the ledger cannot be read (``message`` escaped)."""
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Market coverage</title></head>"
+        f"<body><h1>Market coverage</h1><p id='error'>{html.escape(message)}</p></body></html>"
+    )
 
 
 def render(view: dict[str, Any]) -> str:
@@ -186,17 +224,25 @@ def create_app():
     """The coverage app (a ``FastAPI``), behind Airflow's login (``requires_authenticated``)."""
     from airflow.api_fastapi.core_api.security import requires_authenticated
     from fastapi import Depends, FastAPI, Query
-    from fastapi.responses import HTMLResponse
+    from fastapi.responses import HTMLResponse, JSONResponse
+
+    from market_ingest.errors import MarketDataError
 
     app = FastAPI(title="Market coverage", dependencies=[Depends(requires_authenticated())])
 
     @app.get("/", response_class=HTMLResponse)
-    def page(source: str | None = None, interval: str | None = None, days: int = Query(31, ge=1, le=366)) -> str:
-        return render(read(source, interval, days))
+    def page(source: str | None = None, interval: str | None = None, days: int = Query(31, ge=1, le=366)) -> Any:
+        try:
+            return render(read(source, interval, days))
+        except MarketDataError as exc:  # no reader connection, or the warehouse unreachable
+            return HTMLResponse(render_error(str(exc)), status_code=503)
 
     @app.get("/api/coverage")
     def api(source: str | None = None, interval: str | None = None, days: int = Query(31, ge=1, le=366)) -> Any:
-        return json.loads(json.dumps(read(source, interval, days), default=str))
+        try:
+            return json.loads(json.dumps(read(source, interval, days), default=str))
+        except MarketDataError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
 
     return app
 

@@ -315,6 +315,35 @@ def test_the_coverage_view_shows_the_ledger_and_a_cells_reason(services, stack, 
     assert shot.stat().st_size > 10_000
 
 
+def test_the_coverage_api_reads_the_ledger_through_the_read_only_login(services, stack):
+    """The API server's coverage app reads through ``market_timescale_reader`` (login
+    ``market_view``, role ``market_reader``), not the loading connection: with that login refused,
+    the app answers 503 naming it; with it back, the ledger."""
+    import requests
+
+    user, password = stack.login()
+    token = requests.post(f"{stack.api_url}/auth/token", json={"username": user, "password": password}, timeout=30)
+    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    url = f"{stack.api_url}/market-coverage/api/coverage"
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO market.coverage (source, interval, symbol, day, covered_from, covered_until, expected, loaded, "
+            "state, run_id) VALUES ('e2e-readonly', '1d', 'MSFT', '2021-07-19', '2021-07-19', '2021-07-20', 1, 1, "
+            "'complete', 'manual__e2e_readonly') ON CONFLICT DO NOTHING"
+        )
+        conn.execute("ALTER ROLE market_view NOLOGIN")
+        try:
+            refused = requests.get(url, headers=headers, timeout=60)
+        finally:
+            conn.execute("ALTER ROLE market_view LOGIN")
+        answer = requests.get(url, params={"source": "e2e-readonly", "interval": "1d"}, headers=headers, timeout=60)
+        conn.execute("DELETE FROM market.coverage WHERE source = 'e2e-readonly'")
+    assert refused.status_code == 503
+    assert "connection market_timescale_reader" in refused.json()["error"] and "market_view" in refused.json()["error"]
+    cell = {"state": "complete", "expected": 1, "loaded": 1, "reason": "", "run_id": "manual__e2e_readonly", "flagged": 0}
+    assert answer.status_code == 200 and answer.json()["cells"] == {"MSFT": {"2021-07-19": cell}}
+
+
 #: The Add Connection form of each connection type the provider package registers
 #: (market_ingest.get_provider_info): its type as the form lists it, and its field labels in order.
 CONNECTION_FORMS = {

@@ -3,6 +3,8 @@ the stream and the symbols."""
 
 from __future__ import annotations
 
+import json
+import signal
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -96,6 +98,85 @@ def test_a_throttled_publish_retried_sends_no_accepted_record_twice(services, st
 
     again = task.execute(context("manual__resume"))  # a clear after success publishes everything again
     assert (again["skipped"], again["sent"]) == (0, 1200)
+
+
+#: The publish task in a process of its own: ``KinesisPublishOperator`` with the real boto3 client, which
+#: SIGKILLs its own process as soon as the stream has acknowledged call ``kill_after`` (before the task
+#: can note it: the worst moment), as the OOM killer or a lost worker kills a task.
+KILLED_PUBLISH = """
+import json, os, signal, sys
+
+from airflow.providers.amazon.aws.hooks.kinesis import KinesisHook
+
+from market_ingest.operators.market import KinesisPublishOperator
+
+args = json.loads(sys.argv[1])
+real = KinesisHook(aws_conn_id=args["aws_conn_id"]).conn
+
+
+class KilledAfter:
+    exceptions, calls = real.exceptions, 0
+
+    def describe_stream_summary(self, **kw):
+        return real.describe_stream_summary(**kw)
+
+    def put_records(self, **kw):
+        response = real.put_records(**kw)
+        KilledAfter.calls += 1
+        if KilledAfter.calls == args["kill_after"]:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return response
+
+
+KinesisHook.conn = property(lambda self: KilledAfter())
+task = KinesisPublishOperator(
+    task_id="publish_kinesis", lake=args["lake"], stream=args["stream"], aws_conn_id=args["aws_conn_id"],
+    max_records_per_call=args["per_call"],
+)
+task.execute({"run_id": "manual__killed"})
+"""
+
+
+def test_a_sigkilled_publish_resumed_re_sends_at_most_one_call_s_records(services, staged_bars):
+    """Seen on main: progress was saved every 20 calls, so a task killed (SIGKILL: no handler runs)
+    after 15 acknowledged calls of 50 records re-sent all 750 on its retry; up to 10,000 with the
+    default 500 per call. Progress is now saved after every acknowledged call: the retry re-sends
+    at most the records of the call the kill interrupted."""
+    import subprocess
+    import sys
+
+    from demo.services import read_stream
+    from market_ingest.config import load_config
+
+    stream, per_call = "market-killed", 50
+    kinesis = services.boto3_client("kinesis")
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+    args = {
+        "lake": {**staged_bars, "fingerprint": "killed"},
+        "stream": stream,
+        "aws_conn_id": load_config().kinesis.aws_conn_id,
+        "per_call": per_call,
+        "kill_after": 15,  # of 24 calls
+    }
+    child = subprocess.run([sys.executable, "-c", KILLED_PUBLISH, json.dumps(args)], capture_output=True, text=True)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    assert len(read_stream(services, stream)) == 15 * per_call  # what the stream took before the kill
+
+    # Airflow's retry of the task: the same operator, in this process, with the real client.
+    task = KinesisPublishOperator(
+        task_id="publish_kinesis",
+        lake=args["lake"],
+        stream=stream,
+        aws_conn_id=args["aws_conn_id"],
+        max_records_per_call=per_call,
+    )
+    stats = task.execute(context("manual__killed"))
+    ids = Counter(r["record_id"] for r in read_stream(services, stream))
+    re_sent = sum(ids.values()) - len(ids)
+    assert len(ids) == 1200 and stats["records"] == 1200  # every bar arrived
+    assert re_sent <= per_call, f"{re_sent} records sent twice"
+    assert stats["skipped"] == 1200 - stats["sent"] >= 14 * per_call
 
 
 def test_packed_records_hold_many_bars_of_one_symbol(services, staged_bars, pipeline_config):

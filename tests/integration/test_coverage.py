@@ -628,3 +628,70 @@ def test_a_ledger_of_the_previous_release_takes_the_unrecoverable_state(services
         conn.rollback()
     with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
         conn.execute("DROP DATABASE coverage_v010 WITH (FORCE)")
+
+
+def test_the_coverage_view_reads_through_a_login_that_cannot_write(services):
+    """Seen on main: the view read the ledger through the loading connection (here, as in the demo,
+    a superuser). It now reads through ``timescale.reader_conn_id``, a login in the read-only role
+    ``market_reader`` (migration V012): it reads every relation of schema ``market``, including one
+    created after the migration, and may not change any."""
+    import psycopg
+
+    from market_ingest import ui
+
+    day = date(2021, 7, 19)
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as admin:
+        admin.execute(
+            "INSERT INTO market.coverage (source, interval, symbol, day, covered_from, covered_until, expected, loaded, "
+            "state, run_id) VALUES ('readonly-test', '1d', 'MSFT', %s, %s, %s, 1, 1, 'complete', 'manual__readonly') "
+            "ON CONFLICT DO NOTHING",
+            (day, datetime(2021, 7, 19, tzinfo=UTC), datetime(2021, 7, 20, tzinfo=UTC)),
+        )
+        admin.execute("CREATE TABLE market.after_v012 (a int)")  # as a later migration would
+        relations = [
+            r
+            for (r,) in admin.execute(
+                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'market' AND c.relkind IN ('r', 'p', 'v', 'm') ORDER BY 1"
+            )
+        ]
+    try:
+        view = ui.read("readonly-test", "1d")
+        assert view["cells"]["MSFT"][day.isoformat()]["state"] == "complete"
+        with closing(ui.reader_connection()) as conn:
+            assert conn.info.user == "market_view"
+            for relation in relations:  # bars per interval, market.bars, rollups, quotes, ledger, flags, ...
+                conn.execute(f"SELECT * FROM {relation} LIMIT 1").fetchall()
+            assert "market.after_v012" in relations and "market.bars_1d" in relations
+            for statement in (
+                "INSERT INTO market.coverage (source, interval, symbol, day, covered_from, covered_until, expected, "
+                "loaded, state, run_id) VALUES ('x', '1d', 'X', '2021-07-19', '2021-07-19', '2021-07-20', 0, 0, 'missing', 'x')",
+                "UPDATE market.coverage SET reason = 'changed' WHERE source = 'readonly-test'",
+                "DELETE FROM market.coverage WHERE source = 'readonly-test'",
+                "DELETE FROM market.bars_1d",
+                "TRUNCATE market.bars_1d",
+                "INSERT INTO market.after_v012 VALUES (1)",
+                "CREATE TABLE market.by_the_view (a int)",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(statement)
+                conn.rollback()
+    finally:
+        with psycopg.connect(services.pg_conninfo(), autocommit=True) as admin:
+            admin.execute("DROP TABLE market.after_v012")
+            admin.execute("DELETE FROM market.coverage WHERE source = 'readonly-test'")
+
+
+def test_without_its_connection_the_view_says_so_and_never_uses_the_loading_one(services, monkeypatch):
+    from market_ingest import ui
+    from market_ingest.config import load_config
+    from market_ingest.errors import ConfigurationError
+
+    cfg = load_config().timescale
+    monkeypatch.delenv(f"AIRFLOW_CONN_{cfg.reader_conn_id.upper()}")
+    with pytest.raises(ConfigurationError, match=f"connection {cfg.reader_conn_id} .* is not defined"):
+        ui.read()
+    (page,) = [r.endpoint for r in ui.create_app().routes if getattr(r, "path", None) == "/"]
+    answer = page(source=None, interval=None, days=31)  # the route's function, past Airflow's login check
+    assert answer.status_code == 503
+    assert f"never through the loading connection {cfg.conn_id}" in answer.body.decode()

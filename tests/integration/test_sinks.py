@@ -486,13 +486,18 @@ def test_a_changed_rows_join_planned_as_a_loop_over_a_scan_is_not_run(services, 
     assert all(xmax != "0" for _, xmax, _ in reloaded.values())  # every row locked: the per-row upsert ran
 
 
-def test_compose_init_creates_the_missing_buckets_and_streams_then_nothing(services, capsys):
+def test_compose_init_creates_the_missing_buckets_and_streams_then_nothing(services, capsys, monkeypatch):
     """Docker Compose's init service (``deploy/compose/init.py``), through the Airflow AWS and
     warehouse connections, creates the lake bucket and the bars, quotes and events streams a config
-    names when they are absent, two shards each, and migrates the warehouse; on the next
-    ``docker compose up`` it creates nothing and applies nothing."""
+    names when they are absent, two shards each, migrates the warehouse and makes the coverage
+    view's login in the read-only role; on the next ``docker compose up`` it creates nothing and
+    applies nothing."""
+    import psycopg
+
     from market_ingest.config import load_config
     from tests.unit.test_compose import _init_module
+
+    monkeypatch.setenv("MARKET_READER_PASSWORD", "view-secret-3")  # from .env, as Compose passes it
 
     cfg = load_config()
     conn = cfg.kinesis.aws_conn_id
@@ -518,3 +523,10 @@ def test_compose_init_creates_the_missing_buckets_and_streams_then_nothing(servi
     out = capsys.readouterr().out
     assert "created: nothing, every bucket and stream exists\n" in out
     assert "warehouse migrations applied: none pending\n" in out
+    assert "coverage view login: market_view (role market_reader)\n" in out
+    with psycopg.connect(services.pg_conninfo()) as conn:
+        login = conn.execute(
+            "SELECT rolcanlogin, rolpassword IS NOT NULL, pg_has_role(oid, 'market_reader', 'MEMBER'), rolsuper, rolcreaterole "
+            "FROM pg_authid WHERE rolname = 'market_view'"
+        ).fetchone()
+    assert login == (True, True, True, False, False)

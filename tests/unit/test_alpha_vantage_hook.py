@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -51,9 +52,10 @@ def recordings(tmp_path):
 
 @pytest.fixture(autouse=True)
 def connection(recordings, monkeypatch):
-    """A stand-in over ``recordings`` (re-read as tests add bodies), reached with a fake key."""
-    with serving(StandIn(recordings, watch=True), monkeypatch, _fake_key()):
-        yield
+    """A stand-in over ``recordings`` (re-read as tests add bodies), reached with a fake key; yields the stand-in."""
+    standin = StandIn(recordings, watch=True)
+    with serving(standin, monkeypatch, _fake_key()):
+        yield standin
 
 
 def _fake_key(extra: dict | None = None):
@@ -124,6 +126,26 @@ def test_burst_throttle_is_retryable(recordings):
     with pytest.raises(RateLimitedError) as err:
         AlphaVantageHook(now=NOW).fetch_bars(["MSFT"], "1d", WINDOW, NOW)
     assert err.value.retryable
+
+
+def test_an_html_5xx_page_is_named_by_its_status_host_and_path_without_the_key(connection):
+    """On main: ``HTTP 503 for TIME_SERIES_DAILY IBM``, without the host or path answered. The page
+    is named as every vendor's is (:class:`~market_ingest.hooks.routing.Answered`); the URL's query
+    string, which holds the API key, never is."""
+    from urllib.parse import urlsplit
+
+    from market_ingest.errors import VendorUnavailableError
+    from standin.core import Fault
+
+    connection.faults = [Fault("alpha_vantage", "status", status=503, count=1)]
+    with pytest.raises(VendorUnavailableError) as err:
+        AlphaVantageHook(now=NOW).fetch_bars(["IBM"], "1d", WINDOW, NOW)
+    host = urlsplit(json.loads(os.environ["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"])["host"]).netloc
+    assert err.value.retryable and err.value.symbol == "IBM"
+    assert err.value.reason == (
+        f"HTTP 503 Service Unavailable from {host}/www.alphavantage.co/query (text/html) for TIME_SERIES_DAILY IBM"
+    )
+    assert FAKE_KEY not in str(err.value)
 
 
 def test_premium_refusal_fails_fast_naming_the_function(recordings):

@@ -58,6 +58,7 @@ def test_settings_example_has_every_connection_and_pool_the_config_uses():
     for name, src in cfg.sources.items():
         assert conns[src.connection_id(name)]["conn_type"] == kinds.kind(src.kind).conn_type, name
     assert conns[cfg.timescale.conn_id]["conn_type"] == "postgres"
+    assert conns[cfg.timescale.reader_conn_id]["conn_type"] == "postgres"  # the coverage view's read-only login
     assert conns[cfg.kinesis.aws_conn_id]["conn_type"] == "aws"
     pools = json.loads((ROOT / "include" / "pools.json").read_text())
     assert {p["pool_name"]: p["pool_slot"] for p in settings["pools"]} == {name: p["slots"] for name, p in pools.items()}

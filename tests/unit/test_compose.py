@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import subprocess
 
 import pytest
 import yaml
@@ -44,12 +45,14 @@ def test_the_file_is_valid_under_the_compose_specification(compose):
 
 def test_the_stack_has_airflow_s_services_and_the_sinks_and_vendors(services):
     assert set(services) == AIRFLOW | {"airflow-init", "postgres", "timescaledb", "moto", "standin"}
-    assert services["airflow-apiserver"]["ports"] == ["8080:8080"]
+    assert services["airflow-apiserver"]["ports"] == ["127.0.0.1:8080:8080"]
     assert services["timescaledb"]["image"].startswith("timescale/timescaledb:")
     for name in AIRFLOW:
         env = services[name]["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor", name
-        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://airflow:airflow@postgres/"), name
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith(
+            "postgresql+psycopg2://airflow:${AIRFLOW_DB_PASSWORD}@postgres/"
+        ), name
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/", name
     assert services["airflow-scheduler"]["environment"]["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"
 
@@ -117,12 +120,78 @@ def _init_module():
     return module
 
 
-def test_init_creates_every_connection_the_config_uses(compose):
+PASSWORDS = {
+    "AIRFLOW_DB_PASSWORD": "db-secret-1",
+    "TIMESCALE_PASSWORD": "tsdb-secret-2",
+    "MARKET_READER_PASSWORD": "view-secret-3",
+}
+
+
+@pytest.fixture
+def passwords(monkeypatch) -> dict[str, str]:
+    """The .env passwords, as Compose passes them to the init service."""
+    for name, value in PASSWORDS.items():
+        monkeypatch.setenv(name, value)
+    return PASSWORDS
+
+
+def test_published_ports_are_bound_to_loopback(services):
+    """On main every published port listened on every interface ("8080:8080"), with fixed passwords
+    behind it and a UI where every user is admin."""
+    published = {name: s["ports"] for name, s in services.items() if "ports" in s}
+    assert set(published) == {"airflow-apiserver", "timescaledb", "moto", "standin"}
+    for name, ports in published.items():
+        for port in ports:
+            assert isinstance(port, str) and port.startswith("127.0.0.1:") and port.count(":") == 2, (name, port)
+
+
+def test_passwords_come_from_env_without_defaults(compose, services):
+    """On main: ``POSTGRES_PASSWORD: airflow`` and ``${TIMESCALE_PASSWORD:-market}``. Every password
+    is now a variable of ``.env`` (git-ignored, kept out of images) that Compose requires
+    (``${VAR:?...}``: no default), and ``.env.example`` lists every variable the file uses, with the
+    passwords empty."""
+    text = COMPOSE.read_text()
+    required = re.compile(r"^\$\{([A-Z_]+):\?[^}]+\}$")
+    found = {}
+    for name, service in services.items():
+        for key, value in (service.get("environment") or {}).items():
+            if "PASSWORD" in key:
+                assert required.match(str(value)), f"{name} {key}: {value}"
+                found[key, name] = required.match(value)[1]
+    assert found == {
+        ("POSTGRES_PASSWORD", "postgres"): "AIRFLOW_DB_PASSWORD",
+        ("POSTGRES_PASSWORD", "timescaledb"): "TIMESCALE_PASSWORD",
+        ("TIMESCALE_PASSWORD", "airflow-init"): "TIMESCALE_PASSWORD",
+        ("MARKET_READER_PASSWORD", "airflow-init"): "MARKET_READER_PASSWORD",
+    }
+    for name in AIRFLOW:  # the warehouse's passwords reach the init service only
+        assert not {k for k in services[name]["environment"] if "PASSWORD" in k}, name
+    assert not re.search(r":-(airflow|market)\b|:airflow@", text), "no fixed password left"
+    example = dict(
+        line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines() if line and not line.startswith("#")
+    )
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z_]+)", text))  # $${HOSTNAME}: an escaped $, the container's
+    assert used <= set(example), "every variable is in .env.example"
+    assert {k: v for k, v in example.items() if "PASSWORD" in k} == dict.fromkeys(set(found.values()), "")
+    assert subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT).returncode == 0, ".env is git-ignored"
+    assert ".env" in (ROOT / ".dockerignore").read_text().split(), "and kept out of the images"
+
+
+def test_init_refuses_to_start_without_a_password(monkeypatch, passwords):
+    monkeypatch.delenv("MARKET_READER_PASSWORD")
+    with pytest.raises(SystemExit, match="MARKET_READER_PASSWORD is not set: copy .env.example to .env"):
+        _init_module().connections(load_config())
+
+
+def test_init_creates_every_connection_the_config_uses(compose, passwords):
     cfg = load_config()
     conns = _init_module().connections(cfg)
     vendor_ids = {src.connection_id(name) for name, src in cfg.sources.items()}
     assert vendor_ids <= set(conns)
     assert conns[cfg.timescale.conn_id]["host"] == "timescaledb"
+    assert (conns[cfg.timescale.conn_id]["login"], conns[cfg.timescale.conn_id]["password"]) == ("postgres", "tsdb-secret-2")
+    reader = conns[cfg.timescale.reader_conn_id]  # the coverage view's own read-only login
+    assert (reader["host"], reader["login"], reader["password"]) == ("timescaledb", "market_view", "view-secret-3")
     for conn_id in {cfg.kinesis.aws_conn_id, cfg.alerts.aws_conn_id, *cfg.lake.aws_conn_ids}:
         assert "moto:5000" in conns[conn_id]["extra"], conn_id
     assert conns["market_alpha_vantage"]["password"] == "demo", "Alpha Vantage's public demo key, which the stand-in takes"

@@ -268,6 +268,30 @@ def test_a_cut_body_is_asked_again_not_taken_for_an_empty_page(monkeypatch):
     assert outcome.status == "ok" and bars.num_rows == 6
 
 
+def test_an_html_5xx_page_is_named_without_the_query_or_the_page(monkeypatch):
+    """On main ccxt's message went through whole: ``binance GET http://.../api/v3/klines?interval=1d&
+    limit=...&symbol=BTCUSDT&startTime=... 503 Service Unavailable <html>...</html>``. A query string
+    carries the API key or signature on private endpoints, and the page says nothing the status
+    does not: the error keeps method, host, path, status and reason."""
+    from urllib.parse import urlsplit
+
+    from market_ingest.errors import VendorUnavailableError
+    from standin.core import Fault
+
+    standin = StandIn(None, synthetic=True, clock=d(2026, 11, 21, 12))
+    with serving(standin, monkeypatch) as url:
+        standin.faults = [Fault("binance", "status", status=503, count=100, match="klines")]
+        with pytest.raises(VendorUnavailableError) as err:
+            _hook("binance", now=d(2026, 11, 21, 12), sleep=lambda s: None).fetch_bars(
+                ["BTC/USDT"], "1d", Window(d(2026, 11, 19), d(2026, 11, 20)), INGESTED
+            )
+    assert [r["status"] for r in standin.log if "klines" in r["path"]] == [503] * 4  # retry_attempts, default 4
+    page = f"GET {url}/api.binance.com/api/v3/klines 503 Service Unavailable (an HTML page)"
+    assert err.value.retryable and err.value.symbol == "BTC/USDT"
+    assert err.value.reason == f"fetch_ohlcv BTC/USDT: ExchangeNotAvailable: binance {page}"
+    assert urlsplit(url).netloc in str(err.value) and "?" not in str(err.value) and "<" not in str(err.value)
+
+
 def test_authentication_errors_fail_fast():
     import ccxt
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
 
 import pyarrow.compute as pc
 import pytest
@@ -219,8 +220,10 @@ def test_a_dropped_connection_is_asked_again_before_it_fails_the_batch(monkeypat
 def test_yahoos_5xx_page_is_asked_again_for_that_symbol(monkeypatch):
     """Seen in the soak benchmark: two 503 pages in a row (yfinance asks once more by itself) made
     the symbol ``failed`` with "YAHOO! FINANCE IS CURRENTLY DOWN!" although the next request would
-    have been served. The hook now asks again (``symbol_attempts``, default 3); with 1, the symbol
-    fails alone with that reason and the batch goes on."""
+    have been served. The hook now asks again (``symbol_attempts``, default 3); with 1, the page
+    fails the task for a retry (a 5xx is transient), naming the answer."""
+    from market_ingest.errors import VendorUnavailableError
+
     standin = StandIn(None, synthetic=True, clock=d(2026, 11, 21, 12))
     window = Window(d(2026, 11, 19), d(2026, 11, 20))
     with serving(standin, monkeypatch) as url:
@@ -229,10 +232,30 @@ def test_yahoos_5xx_page_is_asked_again_for_that_symbol(monkeypatch):
         assert [(o.symbol, o.status, o.rows) for o in results] == [("MSFT", outcomes.OK, 1), ("AAPL", outcomes.OK, 1)]
         assert [r["status"] for r in standin.log if r["path"].endswith("/chart/MSFT")][:3] == [503, 503, 200]
         standin.faults = [Fault("yahoo", "status", status=503, count=2, match="/chart/MSFT")]
-        with yahoo_extra(monkeypatch, url, symbol_attempts=1):
-            _, (msft, aapl) = YahooFinanceHook().fetch_bars(["MSFT", "AAPL"], "1d", window, INGESTED)
-    assert msft.status == outcomes.FAILED and "CURRENTLY DOWN" in msft.reason
-    assert aapl.status == outcomes.OK
+        with yahoo_extra(monkeypatch, url, symbol_attempts=1), pytest.raises(VendorUnavailableError) as err:
+            YahooFinanceHook().fetch_bars(["MSFT", "AAPL"], "1d", window, INGESTED)
+    page = f"HTTP 503 Service Unavailable from {urlsplit(url).netloc}/query2.finance.yahoo.com/v8/finance/chart/MSFT (text/html)"
+    assert err.value.retryable and err.value.symbol == "MSFT" and err.value.reason == f"Yahoo answered {page}"
+
+
+def test_a_503_page_that_stays_is_named_as_such_not_as_a_json_error(monkeypatch):
+    """Seen on main: Yahoo's 503 page, still answered after the symbol's tries, was reported as
+    ``JSONDecodeError: Expecting value: line 1 column 1 (char 0)`` (yfinance's timezone probe, the
+    first request for a symbol new to the process, reads the page as JSON) and failed the symbol as
+    a malformed answer. It is now a retryable VendorUnavailableError naming the status, the host and
+    the URL path, without the query string (it carries yfinance's crumb; other vendors' carry keys)."""
+    from market_ingest.errors import VendorUnavailableError
+
+    standin = StandIn(None, synthetic=True, clock=d(2026, 11, 21, 12))
+    with serving(standin, monkeypatch) as url, yahoo_extra(monkeypatch, url, symbol_attempts=2):
+        standin.faults = [Fault("yahoo", "status", status=503, count=100, match="/chart/ORCL")]
+        with pytest.raises(VendorUnavailableError) as err:
+            YahooFinanceHook().fetch_bars(["ORCL"], "1d", Window(d(2026, 11, 19), d(2026, 11, 20)), INGESTED)
+    asked = [r for r in standin.log if r["path"].endswith("/chart/ORCL")]
+    assert asked and {r["status"] for r in asked} == {503}  # every answer was the page
+    page = f"HTTP 503 Service Unavailable from {urlsplit(url).netloc}/query2.finance.yahoo.com/v8/finance/chart/ORCL (text/html)"
+    assert err.value.retryable and err.value.symbol == "ORCL" and err.value.reason == f"Yahoo answered {page}"
+    assert "?" not in str(err.value) and "crumb" not in str(err.value)
 
 
 def test_a_daily_symbol_costs_its_timezone_probe_and_one_chart_request(monkeypatch):

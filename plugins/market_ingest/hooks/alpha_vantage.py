@@ -182,8 +182,11 @@ class AlphaVantageHook(SharedExtract, BaseHook):
         :raises ConfigurationError: the function needs a premium plan (the message says which).
         :raises UnknownSymbolError: an ``Error Message`` body (bad symbol or call).
         :raises UnexpectedBodyError: a body shape we do not know, its keys named.
+        :raises VendorUnavailableError: no answer, or a 5xx page (named by status, host and path:
+            ``HTTP 503 Service Unavailable from www.alphavantage.co/query (text/html)``).
         No message carries the API key.
         """
+        from market_ingest.hooks.routing import Answered
         from market_ingest.quota import utc_today
 
         s = self._settings
@@ -202,8 +205,8 @@ class AlphaVantageHook(SharedExtract, BaseHook):
             raise VendorUnavailableError(
                 self.source, av.redact(f"{what}: {type(exc).__name__}: {exc}", s["key"]), symbol
             ) from None
-        if response.status_code >= 500:
-            raise VendorUnavailableError(self.source, f"HTTP {response.status_code} for {what}", symbol)
+        if response.status_code >= 500:  # an error page: named by status, host and path (the query holds the key)
+            raise VendorUnavailableError(self.source, f"{Answered.of(response)} for {what}", symbol)
         result = av.classify(response.text, s["key"])
         if result.kind == av.DATA:
             return result

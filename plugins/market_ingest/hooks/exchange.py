@@ -23,7 +23,10 @@ at twice the exchange's ``rateLimit`` (at least 1 s); if they persist the task f
 ``DDoSProtection`` (Binance answers HTTP 418 with code -1003 when it bans an IP, and 429 before
 that) is not retried in the task: hammering a ban extends it; Airflow's retry comes later.
 ``BadSymbol`` skips the symbol as ``unknown_symbol``; ``AuthenticationError`` (and its
-``PermissionDenied``/``AccountSuspended``) fails at once as a configuration error.
+``PermissionDenied``/``AccountSuspended``) fails at once as a configuration error. ccxt's messages
+quote the request's whole URL and the answer's body; ours keep the method, host, path, status and
+reason (``binance GET https://api.binance.com/api/v3/klines 503 Service Unavailable (an HTML
+page)``), never the query string, which carries the API key or signature on private endpoints.
 
 Connection (optional; public market data needs none): type ``ccxt``, id ``market_<source>``;
 login = API key, password = secret (both masked in logs), extra
@@ -59,6 +62,7 @@ from market_ingest.errors import (
 )
 from market_ingest.extract import SharedExtract
 from market_ingest.hooks import as_flag, connection_extra
+from market_ingest.hooks.routing import without_queries
 from market_ingest.intervals import INTERVAL_LENGTH, Window, bar_end, bar_start, validate_interval
 
 if TYPE_CHECKING:
@@ -417,6 +421,7 @@ class ExchangeHook(SharedExtract, BaseHook):
         :raises VendorUnavailableError: timeouts or the exchange being down, past the retries.
         :raises ConfigurationError: authentication or permission refused; not retryable.
         :raises ccxt.BadSymbol, ccxt.ExchangeError: for the caller to decide per symbol.
+        Our messages quote ccxt's without URL query strings or HTML pages (:func:`~market_ingest.hooks.routing.without_queries`).
         """
         import ccxt
         import tenacity
@@ -448,16 +453,20 @@ class ExchangeHook(SharedExtract, BaseHook):
         except ccxt.DDoSProtection as exc:
             until = _BAN_UNTIL.search(str(exc))
             ban = f" (banned until {from_ms(int(until.group(1))).isoformat()})" if until else ""
-            raise RateLimitedError(self.source, f"{where}: the exchange refuses requests{ban}: {exc}", symbol) from None
+            raise RateLimitedError(
+                self.source, without_queries(f"{where}: the exchange refuses requests{ban}: {exc}"), symbol
+            ) from None
         except ccxt.RateLimitExceeded as exc:
-            raise RateLimitedError(self.source, f"{where}: throttled after retries: {exc}", symbol) from None
+            raise RateLimitedError(self.source, without_queries(f"{where}: throttled after retries: {exc}"), symbol) from None
         except ccxt.AuthenticationError as exc:
             raise ConfigurationError(
                 self.source,
-                f"{where}: authentication refused ({type(exc).__name__}); check connection {self.exchange_conn_id}: {exc}",
+                without_queries(
+                    f"{where}: authentication refused ({type(exc).__name__}); check connection {self.exchange_conn_id}: {exc}"
+                ),
             ) from None
         except ccxt.NetworkError as exc:
-            raise VendorUnavailableError(self.source, f"{where}: {type(exc).__name__}: {exc}", symbol) from None
+            raise VendorUnavailableError(self.source, without_queries(f"{where}: {type(exc).__name__}: {exc}"), symbol) from None
 
     def timeframe(self, interval: str) -> str:
         """The ccxt timeframe for a canonical interval.
@@ -618,10 +627,13 @@ class ExchangeHook(SharedExtract, BaseHook):
                     )
                 )
         except ccxt.BadSymbol as exc:
-            raise UnknownSymbolError(self.source, f"{self.exchange} does not list {symbol} (BadSymbol: {exc})", symbol) from None
+            reason = without_queries(f"{self.exchange} does not list {symbol} (BadSymbol: {exc})")
+            raise UnknownSymbolError(self.source, reason, symbol) from None
         except ccxt.ExchangeError as exc:
             raise SymbolError(
-                self.source, f"{self.exchange} refused fetch_ohlcv {symbol} {tf}: {type(exc).__name__}: {exc}", symbol
+                self.source,
+                without_queries(f"{self.exchange} refused fetch_ohlcv {symbol} {tf}: {type(exc).__name__}: {exc}"),
+                symbol,
             ) from None
         table = pa.concat_tables(pages) if pages else empty_bars()
         factor = volume_in_base_units(self.exchange, market)
@@ -674,7 +686,9 @@ class ExchangeHook(SharedExtract, BaseHook):
             try:
                 tickers = self._call(self.client.fetch_tickers, listed, what="fetch_tickers")
             except ccxt.ExchangeError as exc:
-                raise MarketDataError(self.source, f"fetch_tickers {listed}: {type(exc).__name__}: {exc}") from None
+                raise MarketDataError(
+                    self.source, without_queries(f"fetch_tickers {listed}: {type(exc).__name__}: {exc}")
+                ) from None
         for s in listed:
             t = tickers.get(s) or {}
             price = t.get("last") or t.get("close")

@@ -9,14 +9,20 @@ The vendor's clock is the ``Date`` header of its latest answer (RFC 9110 require
 with a clock to send it). The closed-bar rule uses the earlier of that and the local clock, so a
 bar the vendor still considers open is never loaded as closed because our clock runs ahead.
 
+An error names the answer behind it as :class:`Answered` does (``HTTP 503 Service Unavailable from
+query2.finance.yahoo.com/v8/finance/chart/MSFT (text/html)``): status, host and path, never the
+query string, which may carry an API key or a signature (:func:`without_queries`).
+
 Stdlib only at import time.
 """
 
 from __future__ import annotations
 
 import email.utils
+import re
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
@@ -62,6 +68,62 @@ def route_urls(urls: Any, base: str | None) -> Any:
     return urls
 
 
+@dataclass(frozen=True)
+class Answered:
+    """An HTTP answer as an error message names it.
+
+    :param status: the HTTP status (``503``).
+    :param reason: its reason phrase (``Service Unavailable``).
+    :param where: host and path of the URL answered (``query2.finance.yahoo.com/v8/finance/chart/MSFT``,
+        or ``127.0.0.1:8790/query2.finance.yahoo.com/...`` through a base URL); never the query
+        string, which may hold an API key.
+    :param content_type: the ``Content-Type`` without parameters (``text/html``), or ``""``.
+    """
+
+    status: int
+    reason: str
+    where: str
+    content_type: str = ""
+
+    @classmethod
+    def of(cls, response: Any) -> Answered:
+        """The answer of a ``requests`` or ``curl_cffi`` response (``status_code``, ``reason``, ``url``, ``headers``)."""
+        import http
+
+        status = int(response.status_code)
+        reason = response.reason or ""
+        if not reason:
+            try:
+                reason = http.HTTPStatus(status).phrase
+            except ValueError:
+                reason = ""
+        parts = urlsplit(str(response.url or ""))
+        content_type = ((response.headers or {}).get("Content-Type") or "").split(";")[0].strip()
+        return cls(status, reason, f"{parts.netloc}{parts.path}", content_type)
+
+    def __str__(self) -> str:
+        kind = f" ({self.content_type})" if self.content_type else ""
+        return f"HTTP {self.status} {self.reason} from {self.where}{kind}".replace("  ", " ")
+
+
+#: A URL or an absolute path followed by its query string (or fragment).
+_QUERY = re.compile(r"((?:\b[a-z][a-z0-9+.-]*://|(?<![\w/])/)[^\s?#\"'<>]*)[?#][^\s\"'<>]*", re.I)
+#: An HTML document in a message (an error page ccxt quotes after the status).
+_HTML_PAGE = re.compile(r"<(?:!doctype|html)\b.*", re.I | re.S)
+
+
+def without_queries(text: str) -> str:
+    """``text`` with the query string of every URL or absolute path in it removed, and a quoted
+    HTML page replaced by ``(an HTML page)``.
+
+    For messages a client library builds from a request (ccxt quotes the method, the whole URL and
+    the body: ``binance GET https://api.binance.com/api/v3/klines?symbol=... 503 Service
+    Unavailable <html>...``): a query may carry an API key or a signature, and a page says nothing
+    the status does not.
+    """
+    return _HTML_PAGE.sub("(an HTML page)", _QUERY.sub(r"\1", text))
+
+
 def response_clock(headers: Any) -> datetime | None:
     """The ``Date`` header of a response (any mapping with ``get``) as an aware UTC datetime, or ``None``."""
     value = headers.get("Date") or headers.get("date") if headers else None
@@ -81,7 +143,10 @@ def closed_bar_clock(vendor_clock: datetime | None) -> datetime:
 
 def clocked_session(base: str | None, session_cls: type, requests_per_second: float | None = None):
     """A session class (``requests.Session`` or ``curl_cffi.requests.Session``) that routes every
-    request :func:`through` ``base`` and keeps the vendor's clock of its latest answer in ``clock``.
+    request :func:`through` ``base``, keeps the vendor's clock of its latest answer in ``clock``,
+    and tells each thread what its own latest answer was (``answered()``: an :class:`Answered`, or
+    ``None`` before the first). A client that hides the status of an error page behind a parse
+    error (yfinance reads Yahoo's 503 page as JSON) is then explained by that answer.
 
     :param requests_per_second: when set, requests of one session start at least
         ``1 / requests_per_second`` seconds apart, whichever thread sends them (a task's share of
@@ -96,6 +161,7 @@ def clocked_session(base: str | None, session_cls: type, requests_per_second: fl
             self.clock: datetime | None = None
             self._next_at = 0.0  # monotonic time at which the next request may start
             self._turns = threading.Lock()  # one per session: sessions do not space each other
+            self._latest = threading.local()  # each thread's latest answer (threads share a session)
 
         def request(self, method, url, *args, **kwargs):
             if spacing:
@@ -107,7 +173,12 @@ def clocked_session(base: str | None, session_cls: type, requests_per_second: fl
                     time.sleep(start - now)
             response = super().request(method, through(url, base), *args, **kwargs)
             self.clock = response_clock(response.headers) or self.clock
+            self._latest.answer = Answered.of(response)
             return response
+
+        def answered(self) -> Answered | None:
+            """The latest answer to a request of the calling thread, or ``None`` before the first."""
+            return getattr(self._latest, "answer", None)
 
     ClockedSession.__name__ = f"Clocked{session_cls.__name__}"
     return ClockedSession

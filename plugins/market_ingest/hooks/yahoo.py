@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from market_ingest.extract import Answer
+    from market_ingest.hooks.routing import Answered
 
 SOURCE = "yahoo"
 
@@ -202,14 +203,16 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         :raises SymbolError: Yahoo answered an error naming another reason (an interval or range it
             does not serve): this symbol fails with that reason.
         :raises RateLimitedError: Yahoo answered 429; the task should be retried later.
-        :raises VendorUnavailableError: network failure or 5xx; the task should be retried.
+        :raises VendorUnavailableError: network failure, or Yahoo's 5xx page still answered after
+            ``symbol_attempts`` tries (named as ``HTTP 503 Service Unavailable from
+            <host>/v8/finance/chart/<symbol> (text/html)``: no query string); the task should be retried.
         :raises WindowNotServableError: the window is beyond Yahoo's lookback cap (by Yahoo's clock).
         """
         import pandas as pd
         from yfinance.exceptions import YFRateLimitError, YFTickerMissingError
 
         from market_ingest.extract import Answer
-        from market_ingest.hooks.routing import closed_bar_clock
+        from market_ingest.hooks.routing import closed_bar_clock, without_queries
 
         if getattr(self, "_session", None) is None:
             self.prepare(interval, window)
@@ -241,8 +244,11 @@ class YahooFinanceHook(SharedExtract, BaseHook):
                 raise UnknownSymbolError(self.source, f"{UNKNOWN_REASON} (HTTP 404 Not Found)", symbol) from None
             if status_code == 429:
                 raise RateLimitedError(self.source, "Yahoo answered 429 Too Many Requests", symbol) from None
-            if (status_code and status_code >= 500) or _is_network_error(exc):
-                raise VendorUnavailableError(self.source, f"{type(exc).__name__}: {exc}", symbol) from exc
+            down = _down_answer(exc, session)
+            if down is not None:  # yfinance reads Yahoo's 5xx page as JSON: name the answer, not the parse error
+                raise VendorUnavailableError(self.source, f"Yahoo answered {down}", symbol) from None
+            if _is_network_error(exc):
+                raise VendorUnavailableError(self.source, without_queries(f"{type(exc).__name__}: {exc}"), symbol) from exc
             raise  # the extract step records it as this symbol's failure
         frame = pd.concat(frames) if frames else pd.DataFrame()
         return Answer(
@@ -263,11 +269,13 @@ class YahooFinanceHook(SharedExtract, BaseHook):
             # yfinance memoises GET answers per URL (YfData.cache_get), the error page included:
             # without this the next try is answered from memory, not by Yahoo.
             YfData.cache_get.cache_clear()
+            exc = rs.outcome.exception()
+            down = _down_answer(exc, getattr(self, "_session", None))
             self.log.warning(
                 "%s:%s: %s; asking again after %.1f s (attempt %d)",
                 self.source,
                 symbol,
-                str(rs.outcome.exception())[:200],
+                f"Yahoo answered {down}" if down else str(exc)[:200],
                 rs.next_action.sleep,
                 rs.attempt_number + 1,
             )
@@ -408,6 +416,27 @@ def _is_down(exc: BaseException) -> bool:
         return True
     status_code = getattr(getattr(exc, "response", None), "status_code", None)
     return bool(status_code and status_code >= 500) or isinstance(exc, json.JSONDecodeError)
+
+
+def _down_answer(exc: BaseException, session) -> Answered | None:
+    """The 5xx answer behind ``exc``, or ``None`` when ``exc`` is not Yahoo being down.
+
+    yfinance does not raise Yahoo's 5xx page as a status: it reads the page as JSON
+    (``JSONDecodeError: Expecting value`` from its timezone probe) or, for the chart, raises
+    ``YFDataException("YAHOO! FINANCE IS CURRENTLY DOWN!")``; only ``raise_for_status`` paths carry
+    the response. The page is then the latest answer of this thread's requests
+    (:func:`~market_ingest.hooks.routing.clocked_session`).
+    """
+    from market_ingest.hooks.routing import Answered
+
+    response = getattr(exc, "response", None)
+    if getattr(response, "status_code", None):
+        answered = Answered.of(response)
+    elif _is_down(exc) and hasattr(session, "answered"):
+        answered = session.answered()
+    else:
+        return None
+    return answered if answered is not None and answered.status >= 500 else None
 
 
 def _is_network_error(exc: BaseException) -> bool:
