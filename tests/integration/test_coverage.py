@@ -587,6 +587,10 @@ def test_days_the_vendor_never_serves_stop_being_asked_and_an_older_day_is_still
         f"NEVER000 2021-09-30: unrecoverable, 0 of 1 bars. Asked again {attempts} times (repair attempts). "
         f"{cell['reason']} [{cell['run_id']}]"
     ) in page
+    with psycopg.connect(services.pg_conninfo()) as conn:  # a shared warehouse: 12,900 rows no other test expects
+        conn.execute(
+            "DELETE FROM market.coverage WHERE source = 'yahoo' AND interval = '1d' AND symbol = ANY(%s)", (NEVER_SERVED,)
+        )
 
 
 def test_a_ledger_of_the_previous_release_takes_the_unrecoverable_state(services, tmp_path):
@@ -618,7 +622,7 @@ def test_a_ledger_of_the_previous_release_takes_the_unrecoverable_state(services
             ("unrecoverable: " + lookback,),
         )
         conn.commit()
-        assert apply_migrations(conn) == ["011"]
+        assert apply_migrations(conn)[0] == "011"  # then any later one
         rows = conn.execute("SELECT day::text, state, reason, attempts FROM market.coverage ORDER BY day").fetchall()
         assert rows == [("2024-10-02", "unrecoverable", lookback, 0), ("2024-10-03", "missing", "none came", 0)]
         conn.execute((MIGRATIONS_DIR / "V011__coverage_attempts.sql").read_text())
