@@ -72,17 +72,26 @@ def market_of(symbol: str, configured: str | None = None, *, continuous: bool = 
 
 
 def is_fiat(code: str) -> bool:
-    """True when ``code`` is an ISO 4217 currency code (``EUR``, ``USD``, ``JPY``; historic ones
-    too), as listed by Babel's CLDR data (Babel is a dependency of Airflow's task SDK); ``BTC``,
-    ``ETH`` and ``USDT`` are not."""
-    return code in _iso_4217()
+    """True when ``code`` is a currency legal tender somewhere today (``EUR``, ``USD``, ``JPY``,
+    ``XOF``; and ``CNH``, the offshore yuan FX vendors quote), by Babel's CLDR territory data (Babel
+    is a dependency of Airflow's task SDK). Not crypto (``BTC``, ``ETH``, ``USDT``), not metals or
+    funds (``XAU``, ``XDR``), not withdrawn currencies (``DEM``, ``VEF``). A crypto token that
+    shares a currency's code (``MNT``, ``TOP``) reads as that currency."""
+    return code in _tender()
 
 
 @lru_cache(maxsize=1)
-def _iso_4217() -> frozenset[str]:
-    from babel.numbers import list_currencies
+def _tender() -> frozenset[str]:
+    from datetime import date
 
-    return frozenset(list_currencies())
+    from babel.core import get_global
+    from babel.numbers import get_territory_currencies
+
+    today = date.today()
+    codes = {"CNH"}
+    for territory in get_global("territory_currencies"):
+        codes.update(get_territory_currencies(territory, today, tender=True, non_tender=False))
+    return frozenset(codes)
 
 
 @lru_cache(maxsize=4)

@@ -1,8 +1,8 @@
 """The pipeline configuration as typed data (``include/pipeline.yaml``) and its universes
 (``include/symbols/*.csv``).
 
-Parsed at DAG parse time, so this module imports only pydantic (an Airflow dependency) and
-PyYAML at the top. A bad config raises :class:`PipelineConfigError` naming the file, the line and
+Parsed at DAG parse time, so this module imports only pydantic (an Airflow dependency), PyYAML
+and stdlib-only modules of this package at the top. A bad config raises :class:`PipelineConfigError` naming the file, the line and
 the field; it never silently drops a DAG. :func:`load_config_parts` keeps what is good: a problem
 confined to one source, one interval, a source's quotes or the repair settings (a bad universe
 file, interval or schedule) stops only the DAGs that use that part, each named in a
@@ -206,9 +206,10 @@ class SourceConfig(_Model):
     bounds: BoundsConfig = BoundsConfig()
     bar_stamp: Literal["start", "end"] = Field(
         "start",
-        description="what the vendor's bar times mark: start (the bar's open, as every shipped source sends) or end "
-        "(the bar's close, as Alpha Vantage's 2020-era intraday bodies did); end moves each time back one interval to "
-        "the bar's open before the window and closed-bar rules, and the run report says so",
+        description="what the vendor's intraday bar times mark: start (the bar's open, as every shipped source sends) or "
+        "end (the bar's close, as Alpha Vantage's 2020-era intraday bodies did); end moves each intraday time back one "
+        "interval to the bar's open before the window and closed-bar rules, and the run report says so. Daily and "
+        "longer bars are dated, not stamped, and are never moved",
     )
     market: str | None = Field(
         None,
@@ -733,3 +734,23 @@ def load_config(path: Path | str | None = None) -> PipelineConfig:
     if parts.problems:
         raise PipelineConfigError("\n".join(p.message for p in parts.problems))
     return parts.config
+
+
+@lru_cache(maxsize=8)
+def load_timescale_config(path: Path | str | None = None) -> TimescaleConfig:
+    """Only the ``timescale`` section of the pipeline config, validated: what the coverage view
+    needs to reach the warehouse. A problem in a source, a universe or a schedule, which stops only
+    its own DAGs (:func:`load_config_parts`), does not stop the view either.
+
+    :param path: YAML file; default :func:`config_path`.
+    :raises PipelineConfigError: naming the file and line, when the file cannot be read or its
+        ``timescale`` section is invalid.
+    """
+    path = Path(path) if path else config_path()
+    raw, root = _yaml_document(path)
+    try:
+        return TimescaleConfig.model_validate((raw or {}).get("timescale") if isinstance(raw, dict) else None)
+    except ValidationError as exc:
+        raise PipelineConfigError(
+            "; ".join(f"{_at(path, root, ('timescale', *err['loc']))}: {err['msg']}" for err in exc.errors())
+        ) from None

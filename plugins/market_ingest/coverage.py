@@ -29,8 +29,10 @@ more or less than the bars committed with it. A row holds:
 * ``attempts``: how often a run asked a ``partial``, ``missing``, ``failed`` (or ``unrecoverable``)
   day again (the same part: a repair, a clear, a backfill) and left it ``partial``, ``missing`` or
   ``failed``; 0 again once a run leaves it in any other state. The first ask of a day is no
-  attempt, and a run whose bars were not loaded (``record_run(not_loaded=...)``) counts none: the
-  vendor's answer was never judged. The repair gives up on a day at ``repair.max_attempts``.
+  attempt, and these count none, the vendor's answer never judged: a run whose bars were not
+  loaded (``record_run(not_loaded=...)``), a symbol whose batch's task did not succeed (a vendor
+  outage or a rate limit outlasting the retries), and a run writing the day again (its retried
+  load). The repair gives up on a day at ``repair.max_attempts``.
 
 Which are worth asking again (:data:`REPAIRABLE`) is the repair's business; a day of a market with
 no session and no stored bar has no row at all. A day left repairable (or unrecoverable) by an
@@ -41,6 +43,7 @@ asking the same part again decides.
 
 from __future__ import annotations
 
+import logging
 from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass
@@ -49,6 +52,7 @@ from typing import Any
 
 from market_ingest import outcomes
 
+log = logging.getLogger(__name__)
 UTC = timezone.utc
 
 COMPLETE = "complete"
@@ -103,6 +107,9 @@ class Asked:
     :param status: the extract outcome's status (:mod:`market_ingest.outcomes`).
     :param reason: the outcome's reason.
     :param invalid: bars the vendor returned that failed validation, by check (``{"invalid: high < low": 2}``).
+    :param answered: the symbol's extract ran and judged an answer of the vendor (its outcome
+        exists). False when its batch's task did not succeed (a vendor outage, a rate limit that
+        outlasted the retries): such a run is no attempt at the day (see ``attempts``).
     """
 
     symbol: str
@@ -112,6 +119,7 @@ class Asked:
     status: str
     reason: str = ""
     invalid: dict[str, int] | None = None
+    answered: bool = True
 
 
 def asked(plan: list[dict], extracts: list[dict | None], market_of) -> list[Asked]:
@@ -135,7 +143,9 @@ def asked(plan: list[dict], extracts: list[dict | None], market_of) -> list[Aske
             }
             sym_start = min(datetime.fromisoformat(since[sym]), start) if sym in since else start
             invalid = {k: v for k, v in (o.get("dropped") or {}).items() if k.startswith("invalid")}
-            result.append(Asked(sym, market_of(sym), sym_start, end, o["status"], o.get("reason", ""), invalid or None))
+            result.append(
+                Asked(sym, market_of(sym), sym_start, end, o["status"], o.get("reason", ""), invalid or None, sym in found)
+            )
     return result
 
 
@@ -221,7 +231,7 @@ def record(
     lock_series(cur, source, interval)
     keys = sorted(parts)
     cur.execute(
-        "SELECT c.symbol, c.day, c.covered_from, c.covered_until, c.state, c.reason, c.attempts FROM market.coverage c "
+        "SELECT c.symbol, c.day, c.covered_from, c.covered_until, c.state, c.reason, c.attempts, c.run_id FROM market.coverage c "
         "JOIN unnest(%s::text[], %s::date[]) AS k(symbol, day) USING (symbol, day) "
         "WHERE c.source = %s AND c.interval = %s",
         ([s for s, _ in keys], [d for _, d in keys], source, interval),
@@ -233,13 +243,13 @@ def record(
     # Attempts so far of the days that were holes, and which of them this run asked again.
     attempts: dict[tuple[str, date], int] = {}
     reasked: set[tuple[str, date]] = set()
-    for sym, day, stored_from, stored_until, stored_state, stored_reason, stored_attempts in cur.fetchall():
+    for sym, day, stored_from, stored_until, stored_state, stored_reason, stored_attempts, stored_run in cur.fetchall():
         start, end, a = parts[sym, day]
         if stored_state in REPAIRABLE or stored_state == UNRECOVERABLE:
             attempts[sym, day] = stored_attempts
             if start >= stored_until or end <= stored_from:
                 earlier[sym, day] = (stored_state, stored_reason)
-            else:
+            elif a.answered and stored_run != run_id:  # a retried load of the same run is no new attempt
                 reasked.add((sym, day))
         parts[sym, day] = (min(start, stored_from), max(end, stored_until), a)
 
@@ -428,7 +438,12 @@ def drain(cur, root, *, source: str, interval: str, source_config: dict[str, Any
     cursor of a transaction that has the warehouse (a load's, a repair plan's): every planned day
     not holding its bars becomes ``failed`` with the parked reason, and a day loaded since is
     ``complete`` (the state follows the stored bars). Delete the returned objects once that
-    transaction has committed (:func:`forget`); drained again, they write the same rows.
+    transaction has committed (:func:`forget`).
+
+    Under the pair's ledger lock (:func:`lock_series`), so two loads drain one after the other; an
+    object another load drained and deleted meanwhile is skipped. Each object is written in its own
+    savepoint: one that cannot be read or written (cut, from another version, a source's settings
+    changed since) is logged at ERROR, naming it, and left in place; the load goes on.
 
     :return: ``[(parked object, {state: days written})]``, oldest run first.
     """
@@ -436,6 +451,7 @@ def drain(cur, root, *, source: str, interval: str, source_config: dict[str, Any
 
     from market_ingest.lake import parked_ledger_folder
 
+    lock_series(cur, source, interval)
     folder = parked_ledger_folder(root, source, interval)
     if not folder.exists():
         return []
@@ -443,17 +459,28 @@ def drain(cur, root, *, source: str, interval: str, source_config: dict[str, Any
     for path in sorted(folder.iterdir(), key=str):
         if not str(path).endswith(".json"):
             continue
-        parked = json.loads(path.read_bytes())
-        rows, _ = record_run(
-            cur,
-            source=source,
-            interval=interval,
-            source_config=source_config,
-            plan=parked["plan"],
-            extracts=parked["extracts"],
-            run_id=parked["run_id"],
-            not_loaded=parked["reason"],
-        )
+        try:
+            parked = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            continue  # drained and deleted by a load that held the lock before this one
+        except (OSError, ValueError) as exc:
+            log.error("%s %s: parked ledger rows %s cannot be read (%s); left in place", source, interval, path, exc)
+            continue
+        try:
+            with cur.connection.transaction():  # a savepoint: one bad object costs only itself
+                rows, _ = record_run(
+                    cur,
+                    source=source,
+                    interval=interval,
+                    source_config=source_config,
+                    plan=parked["plan"],
+                    extracts=parked["extracts"],
+                    run_id=parked["run_id"],
+                    not_loaded=parked["reason"],
+                )
+        except Exception as exc:
+            log.error("%s %s: parked ledger rows %s could not be written (%s); left in place", source, interval, path, exc)
+            continue
         drained.append((path, counts(rows)))
     return drained
 

@@ -6,7 +6,8 @@ raises a typed error from :mod:`market_ingest.errors`. Everything after that is 
 once:
 
 * **bar stamps**: a source configured ``bar_stamp: end`` (its vendor stamps bars by their close)
-  has every time moved back one interval to the bar's open first, and its outcomes say so;
+  has every intraday time moved back one interval to the bar's open first, and its outcomes say
+  so (daily and longer bars are dated by their session and never moved);
 * **window and closed bars**: bars opening outside the run's window, and the bar still open at
   the vendor's own clock (``Answer.now``), are dropped and counted
   (:func:`market_ingest.quality.clean_bars`);
@@ -207,7 +208,7 @@ def extract_bars(
 
     def one(symbol: str) -> tuple[outcomes.SymbolOutcome, Any]:
         answer = client.answer(symbol, interval, window, ingested_at)
-        if getattr(client, "bar_stamp", "start") == "end":
+        if intraday and getattr(client, "bar_stamp", "start") == "end":  # daily and longer bars are dated, not stamped
             answer.table, answer.note = (
                 bar_ends_to_opens(answer.table, interval),
                 "; ".join(filter(None, [answer.note, END_NOTE])),
@@ -301,27 +302,22 @@ END_NOTE = "bar_stamp end: the vendor's times are bar ends, moved back one inter
 
 
 def bar_ends_to_opens(table: pa.Table, interval: str) -> pa.Table:
-    """``table`` with each ``time`` moved from the bar's end to its open: one interval earlier (a
-    calendar month earlier for ``1mo``), for vendors that stamp bars by their close.
+    """``table`` with each ``time`` moved from the bar's end to its open, one interval earlier, for
+    vendors that stamp intraday bars by their close. Daily and longer bars are dated by their
+    session, not stamped by an instant: they are never moved (a 1d bar would land a day early).
 
-    :param table: canonical bars whose ``time`` is each bar's (exclusive) end, UTC.
-    :param interval: canonical interval.
+    :param table: canonical intraday bars whose ``time`` is each bar's (exclusive) end, UTC.
+    :param interval: canonical intraday interval (``1m`` to ``1h``).
     :return: the same rows, ``time`` the bar's open (the canonical meaning), UTC.
+    :raises ValueError: ``interval`` is not intraday.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from market_ingest.intervals import INTERVAL_LENGTH
 
+    if interval not in INTRADAY_INTERVALS:
+        raise ValueError(f"bar_stamp end moves intraday bars only; {interval} bars are dated by their session")
     column = table.schema.get_field_index("time")
-    if interval == "1mo":
-        opens = pa.array(
-            [
-                None if t is None else t.replace(year=t.year - (t.month == 1), month=12 if t.month == 1 else t.month - 1)
-                for t in table["time"].to_pylist()
-            ],
-            table.schema.field("time").type,
-        )
-    else:
-        opens = pc.subtract(table["time"], pa.scalar(INTERVAL_LENGTH[interval], pa.duration("us")))
+    opens = pc.subtract(table["time"], pa.scalar(INTERVAL_LENGTH[interval], pa.duration("us")))
     return table.set_column(column, table.schema.field("time"), opens)

@@ -26,12 +26,12 @@ per record (data plus partition key). A call can succeed with ``FailedRecordCoun
 failed entries are sent again, with exponential backoff and jitter.
 
 **Resuming.** :func:`put_records` numbers records in their (deterministic) order and records which
-ones the stream acknowledged in a :class:`PublishProgress`, saved after every call and when it
-gives up. A retried task loads it and sends only what was not acknowledged, so a throttle that
-outlasts the in-task retries costs no duplicate records, and a task killed outright (SIGKILL, the
-OOM killer, a lost worker: no handler runs) re-sends at most the records of the one call it was
-in. That costs one small object write (an S3 ``PUT``) per ``PutRecords`` call of up to 500
-records. Records are built lazily from record batches: memory does not grow with the number of bars.
+ones the stream acknowledged in a :class:`PublishProgress`, saved after every batch of up to
+``max_records`` records (once its failed entries are re-sent) and when it gives up. A retried task
+loads it and sends only what was not acknowledged, so a throttle that outlasts the in-task retries
+costs no duplicate records, and a task killed outright (SIGKILL, the OOM killer, a lost worker: no
+handler runs) re-sends at most the acknowledged records of the one batch it was in (500 at most).
+That costs one small object write (an S3 ``PUT``) per batch. Records are built lazily from record batches: memory does not grow with the number of bars.
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_RECORD_BYTES = 1024 * 1024
-#: Save progress after this many ``PutRecords`` calls: a killed task re-sends at most the records of
-#: this many calls. 1: after every call (on main it was 20: a SIGKILL after 15 calls of 50 re-sent 750).
+#: Save progress after this many batches of ``PutRecords`` (each up to ``max_records`` records, with
+#: the re-sends of its failed entries): a killed task re-sends at most the records of this many batches.
+#: 1: every batch (every 20 let a SIGKILL after 15 batches of 50 re-send 750 records; tests/faults).
 CHECKPOINT_CALLS = 1
 
 

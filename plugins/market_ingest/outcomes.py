@@ -60,5 +60,7 @@ class SymbolOutcome:
 def unserved(outcome: dict) -> bool:
     """True for an outcome (as :meth:`SymbolOutcome.as_dict`) whose vendor was asked and served no
     bar: it does not know the symbol, or answered nothing for a window in which its market was
-    open. A run made of these is empty, not healthy (``report.max_unserved_share``)."""
-    return outcome.get("status") in (UNKNOWN_SYMBOL, NO_DATA) and outcome.get("asked", True)
+    open. A run made of these is empty, not healthy (``report.max_unserved_share``). A ``no_data``
+    symbol whose vendor did send bars, none kept (outside the window or the session, still open,
+    invalid: its ``dropped`` says which), was served."""
+    return outcome.get("status") in (UNKNOWN_SYMBOL, NO_DATA) and outcome.get("asked", True) and not outcome.get("dropped")

@@ -139,10 +139,11 @@ def plan_repairs(
         up (``unrecoverable``) instead of asked (``repair.max_attempts``).
     :return: the :class:`RepairPlan`.
     """
-    from market_ingest.coverage import REPAIRABLE
+    from market_ingest.coverage import REPAIRABLE, lock_series
     from market_ingest.intervals import Window
     from market_ingest.sources import oldest_servable, planned_requests
 
+    lock_series(cur, source, interval)  # a load writing the ledger meanwhile would overwrite what this marks
     plan = RepairPlan()
     since = (now - timedelta(days=max_days_back)).date()
     marking = {"source": source, "interval": interval, "since": since, "run_id": run_id}

@@ -122,11 +122,11 @@ def reader_connection():
     """
     from airflow.sdk.exceptions import AirflowNotFoundException
 
-    from market_ingest.config import load_config
+    from market_ingest.config import load_timescale_config
     from market_ingest.errors import ConfigurationError
     from market_ingest.hooks.timescale import TimescaleHook
 
-    cfg = load_config().timescale
+    cfg = load_timescale_config()  # a bad source or universe stops its DAGs, not the view
     try:
         return TimescaleHook(timescale_conn_id=cfg.reader_conn_id).get_conn()
     except AirflowNotFoundException:

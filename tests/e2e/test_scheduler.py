@@ -340,7 +340,15 @@ def test_the_coverage_api_reads_the_ledger_through_the_read_only_login(services,
         conn.execute("DELETE FROM market.coverage WHERE source = 'e2e-readonly'")
     assert refused.status_code == 503
     assert "connection market_timescale_reader" in refused.json()["error"] and "market_view" in refused.json()["error"]
-    cell = {"state": "complete", "expected": 1, "loaded": 1, "reason": "", "run_id": "manual__e2e_readonly", "flagged": 0}
+    cell = {
+        "state": "complete",
+        "expected": 1,
+        "loaded": 1,
+        "reason": "",
+        "run_id": "manual__e2e_readonly",
+        "flagged": 0,
+        "attempts": 0,
+    }
     assert answer.status_code == 200 and answer.json()["cells"] == {"MSFT": {"2021-07-19": cell}}
 
 

@@ -88,3 +88,43 @@ def context(run_id: str, params: dict | None = None, start: datetime | None = No
 
 def is_finite(x) -> bool:
     return x is not None and math.isfinite(x)
+
+
+def run_tasks(ctx: dict, source: str, interval: str, *, kinesis: bool = False, report: bool = False) -> dict:
+    """A run's tasks in this process, as the DAG chains them: plan -> extract (each batch) ->
+    publish_lake -> load_timescale, then publish_kinesis when ``kinesis`` (or ``report``) and the
+    report task when ``report``, each built from the pipeline config (``tests.conftest.built``).
+
+    :param ctx: the run's context (:func:`context`).
+    :return: ``{"plan", "extracts", "lake", "timescale", "kinesis", "report"}``: each task's
+        result (``None`` for tasks not run).
+    :raises: what a task raises (the report's ``AirflowFailException`` when the run fails).
+    """
+    from market_ingest.operators.market import (
+        KinesisPublishOperator,
+        LakePublishOperator,
+        MarketExtractOperator,
+        MarketPlanOperator,
+        RunReportOperator,
+        TimescaleLoadOperator,
+    )
+    from tests.conftest import built
+
+    done: dict = dict.fromkeys(("plan", "extracts", "lake", "timescale", "kinesis", "report"))
+    done["plan"] = plan = built(MarketPlanOperator, "plan", source, interval).execute(ctx)
+    done["extracts"] = extracts = [built(MarketExtractOperator, "extract", source, interval, batch=b).execute(ctx) for b in plan]
+    done["lake"] = lake = built(LakePublishOperator, "publish_lake", source, interval, extracts=extracts).execute(ctx)
+    load = built(TimescaleLoadOperator, "load_timescale", source, interval, lake=lake, plan=plan, extracts=extracts)
+    done["timescale"] = load.execute(ctx)
+    if kinesis or report:
+        done["kinesis"] = built(KinesisPublishOperator, "publish_kinesis", source, interval, lake=lake).execute(ctx)
+    if report:
+        task = built(
+            RunReportOperator,
+            "report",
+            source,
+            interval,
+            **{k: done[k] for k in ("plan", "extracts", "lake", "timescale", "kinesis")},
+        )
+        done["report"] = task.execute(ctx)
+    return done

@@ -234,8 +234,9 @@ def test_a_day_asked_again_and_still_missing_counts_an_attempt(services):
     """The ledger's ``attempts`` of one XNYS session, each step written as a load writes it
     (:func:`market_ingest.coverage.record_run`): the first ask leaves it ``missing`` with none; each
     run asking it again whose load leaves it ``missing`` or ``failed`` counts one; a run whose bars
-    were not loaded (``not_loaded``: the report writes it) counts none, the vendor's answer never
-    judged; a run leaving it in another state (the vendor answered empty) puts it back to 0."""
+    were not loaded (``not_loaded``: the report writes it), a run whose extract task failed and the
+    same run's load again count none, the vendor's answer never judged anew; a run leaving it in
+    another state (the vendor answered empty) puts it back to 0."""
     import psycopg
 
     from market_ingest.config import load_config
@@ -245,8 +246,11 @@ def test_a_day_asked_again_and_still_missing_counts_an_attempt(services):
     plan = [{"batch": 0, "symbols": ["ATTEMPTS"], "start": "2024-10-02T00:00:00+00:00", "end": "2024-10-03T00:00:00+00:00"}]
     with closing(psycopg.connect(services.pg_conninfo())) as conn, conn.cursor() as cur:
 
-        def load(run_id: str, status: str = outcomes.OK, reason: str = "", not_loaded: str | None = None) -> tuple:
-            extracts = [{"batch": 0, "outcomes": [{"symbol": "ATTEMPTS", "status": status, "reason": reason}]}]
+        def load(run_id: str, status: str | None = outcomes.OK, reason: str = "", not_loaded: str | None = None) -> tuple:
+            """The ledger row as run ``run_id``'s load writes it; ``status`` ``None``: its batch's task did not succeed."""
+            extracts = [
+                {"batch": 0, "outcomes": [{"symbol": "ATTEMPTS", "status": status, "reason": reason}]} if status else None
+            ]
             (row,), _ = coverage.record_run(
                 cur,
                 source="yahoo",
@@ -263,6 +267,8 @@ def test_a_day_asked_again_and_still_missing_counts_an_attempt(services):
         assert load("scheduled__repair_1") == (coverage.MISSING, 1)
         assert load("scheduled__repair_2", not_loaded="task load_timescale did not succeed") == (coverage.FAILED, 1)
         assert load("scheduled__repair_3", outcomes.FAILED, "ValueError: no timestamps") == (coverage.FAILED, 2)
+        assert load("scheduled__repair_3", outcomes.FAILED, "ValueError: no timestamps") == (coverage.FAILED, 2)  # its retry
+        assert load("scheduled__repair_outage", None) == (coverage.FAILED, 2)  # no answer judged: a 5xx, a rate limit
         assert load("scheduled__repair_4", outcomes.NO_DATA, "Yahoo returned no bars") == (coverage.VENDOR_EMPTY, 0)
         assert load("scheduled__repair_5") == (coverage.MISSING, 0)  # not a hole before: a first ask again
         conn.rollback()
@@ -377,6 +383,9 @@ def test_a_load_that_failed_with_the_warehouse_down_is_ledgered_once_it_is_back(
     assert len(parked) == 1 and parked[0].endswith(".json")
     assert not [d for (_, d) in _ledger(services, "1d", ["NVDA"]) if start.date() <= d < end.date()]  # nothing could say so yet
 
+    # A parked object that cannot be read (cut by a crash, written by another version) costs only itself.
+    bad = "bars/_ledger_parked/source=yahoo/interval=1d/run=a-cut-object.json"
+    s3.put_object(Bucket="market-lake", Key=bad, Body=b'{"plan": [')
     repair_plan = built(MarketRepairPlanOperator, "repair_plan", "yahoo", "1d", max_days_back=10_000, max_requests=1)
     plan = repair_plan.execute(context("scheduled__repair_after_outage"))
     days = {d: r for (_, d), r in _ledger(services, "1d", ["NVDA"]).items() if start.date() <= d < end.date()}
@@ -391,7 +400,9 @@ def test_a_load_that_failed_with_the_warehouse_down_is_ledgered_once_it_is_back(
     }
     # The repair wrote the parked rows before it planned, so it asks for exactly those days; the object is gone.
     assert plan[0]["symbols"] == ["NVDA"] and (plan[0]["start"], plan[0]["end"]) == (start.isoformat(), end.isoformat())
-    assert not s3.list_objects_v2(Bucket="market-lake", Prefix="bars/_ledger_parked/").get("Contents")
+    left = [o["Key"] for o in s3.list_objects_v2(Bucket="market-lake", Prefix="bars/_ledger_parked/").get("Contents", [])]
+    assert left == [bad]  # the drained object is gone; the unreadable one is left for an operator (logged)
+    s3.delete_object(Bucket="market-lake", Key=bad)
     _forget_repairable(services)
 
 

@@ -342,5 +342,10 @@ def test_a_source_declares_bars_stamped_at_their_end(recordings, bar_stamp):
         assert by_time[close_bar] == volume["2020-08-21 15:55:00"] and ibm.note == ""
         assert by_time[min(by_time)] == volume["2020-08-21 09:30:00"]
     assert max(by_time) == close_bar and ibm.rows == len(by_time)
+    # Daily bars are dated by their session, never stamped: bar_stamp leaves them where they are.
+    daily_window = Window(datetime(2023, 11, 6, tzinfo=UTC), datetime(2023, 11, 11, tzinfo=UTC))
+    days, (daily,) = hook.fetch_bars(["IBM"], "1d", daily_window, NOW)
+    assert [t.date().isoformat() for t in days["time"].to_pylist()] == [f"2023-11-{d:02d}" for d in range(6, 11)]
+    assert daily.note == ""
     with pytest.raises(ValueError, match="bar_stamp"):
         SourceConfig.model_validate({**cfg.sources["yahoo"].model_dump(), "bar_stamp": "middle"})

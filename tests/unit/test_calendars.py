@@ -159,3 +159,23 @@ def test_fx_intraday_bars_run_from_sunday_17_00_to_friday_17_00_new_york():
     assert min(t for t in summer if t > d(2024, 7, 6)) == d(2024, 7, 7, 21)
     assert closed_throughout("24/5", "1m", Window(d(2024, 1, 6), d(2024, 1, 7)))  # Saturday
     assert not closed_throughout("24/5", "1h", Window(d(2024, 1, 7), d(2024, 1, 8)))  # Sunday evening
+
+
+@pytest.mark.parametrize(
+    ("code", "fiat"),
+    [
+        pytest.param("EUR", True, id="euro"),
+        pytest.param("CNH", True, id="offshore-yuan"),
+        pytest.param("XOF", True, id="cfa-franc"),
+        pytest.param("BTC", False, id="bitcoin"),
+        pytest.param("USDT", False, id="tether"),
+        pytest.param("XAU", False, id="gold"),
+        pytest.param("DEM", False, id="withdrawn-mark"),
+    ],
+)
+def test_fiat_means_legal_tender_today(code, fiat):
+    """Which pairs go on 24/5: both sides currencies legal tender today; metals and withdrawn
+    currencies, which Babel's full ISO 4217 list holds too, are not."""
+    from market_ingest.calendars import is_fiat
+
+    assert is_fiat(code) is fiat

@@ -113,3 +113,26 @@ def test_a_silent_warehouse_fails_the_connection_in_seconds_naming_it(monkeypatc
     )
     monkeypatch.setenv("AIRFLOW_CONN_MARKET_TIMESCALE", json.dumps({**conn, "extra": {"connect_timeout": 3}}))
     assert TimescaleHook().connection.extra_dejson["connect_timeout"] == 3
+
+
+def test_an_error_answer_names_no_credentials_of_a_gateways_url():
+    """A connection's base URL may carry a gateway's basic-auth credentials (``base_url_of`` takes
+    ``http://user:password@host``), and requests keeps them in ``response.url``: an error message
+    names host, port and path, never them, nor the query (which may hold an API key)."""
+    import requests
+
+    from market_ingest.hooks.routing import Answered, without_queries
+
+    response = requests.Response()
+    response.status_code, response.reason = 503, "Service Unavailable"
+    response.url = "http://gw-user:s3cret@gateway.internal:8443/query2.finance.yahoo.com/v8/finance/chart/MSFT?crumb=abc"
+    response.headers["Content-Type"] = "text/html; charset=utf-8"
+    assert str(Answered.of(response)) == (
+        "HTTP 503 Service Unavailable from gateway.internal:8443/query2.finance.yahoo.com/v8/finance/chart/MSFT (text/html)"
+    )
+    message = without_queries(f"binance GET {response.url} 503 Service Unavailable <html><body>down</body></html>")
+    assert message == (
+        "binance GET http://gateway.internal:8443/query2.finance.yahoo.com/v8/finance/chart/MSFT 503 Service Unavailable "
+        "(an HTML page)"
+    )
+    assert "s3cret" not in message and "gw-user" not in message

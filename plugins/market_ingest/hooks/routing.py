@@ -99,7 +99,8 @@ class Answered:
                 reason = ""
         parts = urlsplit(str(response.url or ""))
         content_type = ((response.headers or {}).get("Content-Type") or "").split(";")[0].strip()
-        return cls(status, reason, f"{parts.netloc}{parts.path}", content_type)
+        host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")  # never user:password@
+        return cls(status, reason, f"{host}{parts.path}", content_type)
 
     def __str__(self) -> str:
         kind = f" ({self.content_type})" if self.content_type else ""
@@ -108,20 +109,22 @@ class Answered:
 
 #: A URL or an absolute path followed by its query string (or fragment).
 _QUERY = re.compile(r"((?:\b[a-z][a-z0-9+.-]*://|(?<![\w/])/)[^\s?#\"'<>]*)[?#][^\s\"'<>]*", re.I)
+#: The credentials of a URL (``//user:password@host``), which a gateway's base URL may carry.
+_USERINFO = re.compile(r"(//)[^/\s@?#\"'<>]+@")
 #: An HTML document in a message (an error page ccxt quotes after the status).
 _HTML_PAGE = re.compile(r"<(?:!doctype|html)\b.*", re.I | re.S)
 
 
 def without_queries(text: str) -> str:
-    """``text`` with the query string of every URL or absolute path in it removed, and a quoted
-    HTML page replaced by ``(an HTML page)``.
+    """``text`` with the query string and the credentials (``user:password@``) of every URL or
+    absolute path in it removed, and a quoted HTML page replaced by ``(an HTML page)``.
 
     For messages a client library builds from a request (ccxt quotes the method, the whole URL and
     the body: ``binance GET https://api.binance.com/api/v3/klines?symbol=... 503 Service
     Unavailable <html>...``): a query may carry an API key or a signature, and a page says nothing
     the status does not.
     """
-    return _HTML_PAGE.sub("(an HTML page)", _QUERY.sub(r"\1", text))
+    return _HTML_PAGE.sub("(an HTML page)", _USERINFO.sub(r"\1", _QUERY.sub(r"\1", text)))
 
 
 def response_clock(headers: Any) -> datetime | None:

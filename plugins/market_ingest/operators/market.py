@@ -994,8 +994,8 @@ class RunReportOperator(BaseOperator):
     :param max_failed_share: the run fails (and alerts) above this share of failed symbols (0..1).
     :param max_unserved_share: the run fails (and alerts) above this share of symbols the vendor
         did not serve (:func:`market_ingest.outcomes.unserved`; 0..1); ``None``: never (repairs).
-    :param alerts: where the ``failed_share_exceeded`` event goes (the ``alerts`` section as a
-        dict, see :func:`market_ingest.alerts.emit`).
+    :param alerts: where the ``failed_share_exceeded`` and ``unserved_share_exceeded`` events go
+        (the ``alerts`` section as a dict, see :func:`market_ingest.alerts.emit`).
     :param timescale_conn_id: the warehouse. When the run planned bars but ``load_timescale`` did
         not succeed, the report writes the coverage ledger itself: every planned symbol-day without
         its bars is ``failed``, naming the task (:func:`market_ingest.coverage.record_run`), so the
