@@ -657,7 +657,7 @@ def _universe_problems(cfg: PipelineConfig, path: Path, root) -> list[ConfigProb
         sections += [("quote", ("quotes",), src.quotes)] if src.quotes else []
         for interval, where, ic in sections:
             named_at = ("sources", source, *where, "universes") if ic.universes else ("sources", source, "universes")
-            for name in ic.universes or src.universes:
+            for name in cfg.universes_of(source, interval):
                 key = (name, src.symbols_like)
                 if key not in refused:
                     try:

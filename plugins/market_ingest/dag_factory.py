@@ -171,7 +171,7 @@ def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: str
             "source": source,
             "interval": interval,
             "source_config": source_config,
-            "symbols": [s for u in (ic.universes or src.universes) for s in load_universe(u)],
+            "symbols": [s for u in cfg.universes_of(source, interval) for s in load_universe(u)],
             "timescale_conn_id": cfg.timescale.conn_id,
         },
         "extract": {
@@ -303,7 +303,7 @@ def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "b
     quotes = dataset == "quotes"
     ic = src.quotes if quotes else src.intervals[interval]
     default_args = _default_args(cfg)
-    universes = ic.universes or src.universes
+    universes = cfg.universes_of(source, interval)
     args = task_arguments(cfg, source, interval, dataset)
     channels = args["report"]["alerts"]
     what = "quote snapshots" if quotes else f"{interval} bars"

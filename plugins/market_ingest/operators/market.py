@@ -1161,20 +1161,12 @@ class RunReportOperator(BaseOperator):
         from market_ingest.hooks.timescale import TimescaleHook
 
         reason = coverage.not_loaded_reason(report)
+        run = {"source": self.source, "interval": self.interval, "plan": self.plan, "extracts": extracts, "run_id": run_id}
         try:
             hook = TimescaleHook(timescale_conn_id=self.timescale_conn_id)
             hook.check_schema()
             with closing(hook.get_conn()) as conn, conn.transaction(), conn.cursor() as cur:
-                rows, _ = coverage.record_run(
-                    cur,
-                    source=self.source,
-                    interval=self.interval,
-                    source_config=self.source_config,
-                    plan=self.plan,
-                    extracts=extracts,
-                    run_id=run_id,
-                    not_loaded=reason,
-                )
+                rows, _ = coverage.record_run(cur, source_config=self.source_config, not_loaded=reason, **run)
         except Exception as exc:  # the run fails below whatever happens here; keep the gap for the ledger
             if not self.lake_url:
                 self.log.warning("The coverage ledger could not record this run's failure: %s", exc)
@@ -1182,15 +1174,7 @@ class RunReportOperator(BaseOperator):
             from market_ingest.lake import lake_root
 
             try:
-                parked = coverage.park(
-                    lake_root(self.lake_url),
-                    source=self.source,
-                    interval=self.interval,
-                    plan=self.plan,
-                    extracts=extracts,
-                    run_id=run_id,
-                    reason=reason,
-                )
+                parked = coverage.park(lake_root(self.lake_url), reason=reason, **run)
             except Exception as lake_exc:
                 self.log.warning(
                     "The coverage ledger could not record this run's failure: %s; nor could it be parked in the lake: %s",
