@@ -258,6 +258,7 @@ class AirflowStack:
             file=sys.stderr,
             flush=True,
         )
+        self._kill_orphaned_workers()
         with (self.home / "scheduler-restart.log").open("ab") as log:
             self.restarted.append(
                 subprocess.Popen(
@@ -269,6 +270,44 @@ class AirflowStack:
                     start_new_session=True,
                 )
             )
+
+    def _kill_orphaned_workers(self) -> None:
+        """Kill the LocalExecutor workers a dead scheduler left, with their task processes, as the
+        death of its host would.
+
+        The workers are forked from the scheduler and keep its database connections open (Airflow
+        disposes of the pool in a fork without closing the sockets), so PostgreSQL never sees the
+        dead scheduler's transaction end: its row locks stay, and the replacement's scheduling,
+        which skips locked rows, never schedules those runs again (seen in CI: a run ``running``
+        for 900 s after the scheduler was killed, and every later run of its DAG too). Once the
+        workers are gone, the connection closes, the locks go, and the replacement resets the
+        dead scheduler's task instances.
+        """
+        import signal
+
+        sessions = [self.process.pid] + [p.pid for p in self.restarted] if self.process else []
+        live = set(self.scheduler_pids())
+        parent: dict[int, int] = {}
+        title: dict[int, bytes] = {}
+        for pid in (pid for sid in sessions for pid in session_pids(sid)):
+            try:
+                title[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
+                parent[pid] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+        doomed = {pid for pid, t in title.items() if t.startswith(b"airflow worker -- LocalExecutor") and parent[pid] not in live}
+        grew = True
+        while grew:  # and everything below them: task supervisors, task processes
+            below = {pid for pid, ppid in parent.items() if ppid in doomed} - doomed
+            doomed |= below
+            grew = bool(below)
+        for pid in doomed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if doomed:
+            print(f"warning: killed {len(doomed)} processes the dead scheduler left (its executor workers)", file=sys.stderr)
 
     def _scheduler_running(self) -> bool:
         return bool(self.scheduler_pids())
