@@ -86,10 +86,11 @@ def main() -> int:
     from demo.services import warehouse_server
     from market_ingest import anomalies, coverage
     from market_ingest.config import load_config
+    from market_ingest.contracts import read_plan
     from market_ingest.hooks.timescale import TimescaleHook, apply_migrations
 
     src = load_config().sources["yahoo"]
-    source_config = src.model_dump(mode="json")
+    settings = src
     bars, first = make_bars(args.symbols, args.years)
     end = datetime(2026, 1, 1, tzinfo=UTC)
     plan = [
@@ -120,7 +121,7 @@ def main() -> int:
 
         def ledger(cur) -> int:
             rows, _ = coverage.record_run(
-                cur, source="yahoo", interval="1d", source_config=source_config, plan=plan, extracts=extracts, run_id="bench"
+                cur, source="yahoo", interval="1d", settings=settings, batches=read_plan(plan), extracts=extracts, run_id="bench"
             )
             return len(rows)
 

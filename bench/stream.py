@@ -89,12 +89,10 @@ def run_step(step: str, state_path: Path) -> None:
 
     from market_ingest.config import load_config
     from market_ingest.dag_factory import task_arguments
-    from market_ingest.operators.market import (
-        KinesisPublishOperator,
-        LakePublishOperator,
-        MarketExtractOperator,
-        TimescaleLoadOperator,
-    )
+    from market_ingest.operators.extract import MarketExtractOperator
+    from market_ingest.operators.kinesis import KinesisPublishOperator
+    from market_ingest.operators.lake import LakePublishOperator
+    from market_ingest.operators.warehouse import TimescaleLoadOperator
 
     args = task_arguments(load_config(), "binance", "1m")  # what the DAG market_binance_1m gives its tasks
     state = json.loads(state_path.read_text())

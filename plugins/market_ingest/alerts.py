@@ -23,12 +23,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.bases.notifier import BaseNotifier
 
 from market_ingest.config import AlertsConfig
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,7 @@ def _iso(value: Any) -> str | None:
     return str(value)
 
 
-def _run_identity(context: dict) -> dict[str, Any]:
+def _run_identity(context: Mapping[str, Any]) -> dict[str, Any]:
     """DAG and run fields of a context, whichever caller built it.
 
     The triggerer's deadline context holds ``dag_run`` as the REST API's JSON (``dag_run_id``);
@@ -67,7 +71,7 @@ def _run_identity(context: dict) -> dict[str, Any]:
     }
 
 
-def build_event(kind: str, context: dict, message: str, detail: dict | None = None) -> dict[str, Any]:
+def build_event(kind: str, context: Mapping[str, Any], message: str, detail: dict | None = None) -> dict[str, Any]:
     """The event for ``kind`` in ``context``: a flat, JSON-serialisable dict.
 
     :param kind: :data:`DEADLINE_MISSED`, :data:`DAG_FAILED`, :data:`FAILED_SHARE_EXCEEDED` or
@@ -149,12 +153,12 @@ class MarketEventNotifier(BaseNotifier):
     :param context: set by the triggerer for deadline callbacks; empty otherwise.
     """
 
-    def __init__(self, *, kind: str, channels: dict[str, Any], context: dict | None = None) -> None:
+    def __init__(self, *, kind: str, channels: dict[str, Any], context: Context | None = None) -> None:
         super().__init__(context=context)
         self.kind = kind
         self.channels = channels
 
-    def render_template_fields(self, context: dict, jinja_env=None) -> None:
+    def render_template_fields(self, context: Context, jinja_env=None) -> None:
         """Nothing to render: this notifier has no template fields.
 
         ``BaseNotifier.__call__`` renders before notifying and asks ``context["dag"]`` for a Jinja
@@ -164,7 +168,7 @@ class MarketEventNotifier(BaseNotifier):
         if self.template_fields:  # a subclass that adds template fields renders them
             super().render_template_fields(context, jinja_env)
 
-    def _event(self, context: dict) -> dict[str, Any]:
+    def _event(self, context: Mapping[str, Any]) -> dict[str, Any]:
         ident = _run_identity(context)
         if self.kind == DEADLINE_MISSED:
             due = _iso((context.get("deadline") or {}).get("deadline_time"))
@@ -174,10 +178,10 @@ class MarketEventNotifier(BaseNotifier):
             message = f"{self.kind}: {ident['dag_id']} run {ident['run_id']}" + (f" ({reason})" if reason else "")
         return build_event(self.kind, context, message)
 
-    def notify(self, context: dict) -> None:
+    def notify(self, context: Context) -> None:
         """Send the event (failure callbacks: DAG processor or task process)."""
         emit(self._event(context), self.channels)
 
-    async def async_notify(self, context: dict) -> None:
+    async def async_notify(self, context: Context) -> None:
         """Send the event from the triggerer; the blocking boto3 calls run in a worker thread."""
         await asyncio.to_thread(emit, self._event(context), self.channels)

@@ -233,6 +233,28 @@ class SourceConfig(_Model):
         key in the config, e.g. ``market_binance``)."""
         return self.conn_id or kinds.kind(self.kind).default_conn_id or f"market_{name}"
 
+    def interval_config(self, interval: str) -> IntervalConfig:
+        """The settings of the DAG of ``interval`` (a canonical interval, or ``quote`` for the quote
+        snapshots' DAG).
+
+        :raises KeyError: the source has no such DAG (no ``intervals.<interval>``, or no ``quotes``).
+        """
+        if interval == "quote":
+            if self.quotes is None:
+                raise KeyError("quote: the source has no quotes section")
+            return self.quotes
+        return self.intervals[interval]
+
+    @property
+    def exchange_id(self) -> str:
+        """The ccxt exchange id of a source of a kind with an exchange (validated present for those).
+
+        :raises ValueError: the source's kind has no exchange.
+        """
+        if not self.exchange:
+            raise ValueError(f"kind {self.kind} has no exchange")
+        return self.exchange
+
     @property
     def symbols_like(self) -> str:
         """The symbol spelling this source accepts: ``symbol_pattern`` or its kind's default."""
@@ -454,8 +476,7 @@ class PipelineConfig(_Model):
         """The universe names of ``(source, interval)`` (``interval`` ``quote``: its quote snapshots):
         the interval's own, else the source's."""
         src = self.sources[source]
-        ic = src.quotes if interval == "quote" else src.intervals[interval]
-        return list(ic.universes or src.universes)
+        return list(src.interval_config(interval).universes or src.universes)
 
     def pools(self) -> dict[str, dict]:
         """Airflow pools, one per source's ``pool``, in ``airflow pools import`` format.
@@ -512,12 +533,12 @@ def load_universe(name: str, symbol_pattern: str | None = None) -> list[str]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
-            header = next(reader, None)
-            folded = [h.strip().casefold() for h in header or []]
+            header = next(reader, None) or []
+            folded = [h.strip().casefold() for h in header]
             column = next((folded.index(c) for c in SYMBOL_COLUMNS if c in folded), None)
             if column is None:
                 raise PipelineConfigError(
-                    f"{path}:1: universe {name!r} has no symbol column (header {header or []}); "
+                    f"{path}:1: universe {name!r} has no symbol column (header {header}); "
                     f"name one column {' or '.join(SYMBOL_COLUMNS)} (any case)"
                 )
             symbols = []
@@ -637,8 +658,9 @@ def _part(doc: dict, loc: tuple) -> tuple[tuple, tuple[tuple[str, str], ...]] | 
     sources = doc.get("sources")
     if len(loc) < 2 or loc[0] != "sources" or not isinstance(sources, dict) or loc[1] not in sources:
         return None
-    name, src = loc[1], sources[loc[1]] if isinstance(sources[loc[1]], dict) else {}
-    intervals = src.get("intervals") if isinstance(src.get("intervals"), dict) else {}
+    name = loc[1]
+    src: dict = sources[name] if isinstance(sources[name], dict) else {}
+    intervals: dict = src["intervals"] if isinstance(src.get("intervals"), dict) else {}
     if len(loc) >= 4 and loc[2] == "intervals" and loc[3] in intervals:
         return ("sources", name, "intervals", loc[3]), ((str(name), str(loc[3])),)
     if len(loc) >= 3 and loc[2] == "quotes" and "quotes" in src:
@@ -653,7 +675,9 @@ def _universe_problems(cfg: PipelineConfig, path: Path, root) -> list[ConfigProb
     refused: dict[tuple[str, str], str | None] = {}
     problems = []
     for source, src in cfg.sources.items():
-        sections = [(i, ("intervals", i), ic) for i, ic in src.intervals.items()]
+        sections: list[tuple[str, tuple[str, ...], IntervalConfig]] = [
+            (i, ("intervals", i), ic) for i, ic in src.intervals.items()
+        ]
         sections += [("quote", ("quotes",), src.quotes)] if src.quotes else []
         for interval, where, ic in sections:
             named_at = ("sources", source, *where, "universes") if ic.universes else ("sources", source, "universes")
@@ -689,7 +713,8 @@ def load_config_parts(path: Path | str | None = None) -> ConfigParts:
     raw, root = _yaml_document(path)
     if not isinstance(raw, dict):
         raise PipelineConfigError(f"{path}: the config is not a YAML mapping (version, lake, kinesis, timescale, sources)")
-    doc, problems = copy.deepcopy(raw), []
+    doc = copy.deepcopy(raw)
+    problems: list[ConfigProblem] = []
     while True:
         try:
             cfg = PipelineConfig.model_validate(doc)

@@ -46,11 +46,16 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from market_ingest import outcomes
+from market_ingest.contracts import Batch, Dataset, ExtractResult, read_plan
+
+if TYPE_CHECKING:
+    from market_ingest.config import SourceConfig
 
 log = logging.getLogger(__name__)
 UTC = timezone.utc
@@ -122,29 +127,35 @@ class Asked:
     answered: bool = True
 
 
-def asked(plan: list[dict], extracts: list[dict | None], market_of) -> list[Asked]:
+def asked(batches: Sequence[Batch], extracts: Sequence[ExtractResult | None], market_of: Callable[[str], str]) -> list[Asked]:
     """The symbols of a run, each with its window and outcome.
 
-    :param plan: the plan task's batches (``{"batch", "symbols", "start", "end", "since"}``).
+    :param batches: the plan's batches.
     :param extracts: the extract tasks' results (``None`` for a batch whose task did not succeed:
         its symbols are ``failed``, naming the task).
     :param market_of: ``symbol -> market``.
     :return: one :class:`Asked` per planned symbol, in plan order.
     """
-    found = {o["symbol"]: o for e in extracts if e for o in e.get("outcomes", [])}
+    found: dict[str, Any] = {o["symbol"]: o for e in extracts if e for o in e.get("outcomes", [])}
     result = []
-    for batch in plan or []:
-        start, end = datetime.fromisoformat(batch["start"]), datetime.fromisoformat(batch["end"])
-        since = batch.get("since") or {}
-        for sym in batch["symbols"]:
+    for batch in batches:
+        for sym in batch.symbols:
             o = found.get(sym) or {
                 "status": outcomes.FAILED,
-                "reason": f"task extract[{batch['batch']}] did not succeed (see its log)",
+                "reason": f"task extract[{batch.index}] did not succeed (see its log)",
             }
-            sym_start = min(datetime.fromisoformat(since[sym]), start) if sym in since else start
             invalid = {k: v for k, v in (o.get("dropped") or {}).items() if k.startswith("invalid")}
             result.append(
-                Asked(sym, market_of(sym), sym_start, end, o["status"], o.get("reason", ""), invalid or None, sym in found)
+                Asked(
+                    sym,
+                    market_of(sym),
+                    batch.start_of(sym),
+                    batch.window.end,
+                    o["status"],
+                    o.get("reason", ""),
+                    invalid or None,
+                    sym in found,
+                )
             )
     return result
 
@@ -344,18 +355,18 @@ def record_run(
     *,
     source: str,
     interval: str,
-    source_config: dict[str, Any],
-    plan: list[dict],
-    extracts: list[dict | None],
+    settings: SourceConfig,
+    batches: Sequence[Batch],
+    extracts: Sequence[ExtractResult | None],
     run_id: str,
     not_loaded: str | None = None,
 ) -> tuple[list[dict], list[dict]]:
-    """:func:`record` for one run of ``(source, interval)``: its plan and extract results, each
+    """:func:`record` for one run of ``(source, interval)``: its batches and extract results, each
     symbol's market from the source's settings; then, when the bars were loaded, the anomaly
     checks over what the run asked (:func:`market_ingest.anomalies.flag`), their count per day
     written to the ledger's ``flagged``.
 
-    :param source_config: the source's ``SourceConfig`` as a JSON dict (its ``market`` and kind).
+    :param settings: the source's settings (its ``market``, kind and anomaly thresholds).
     :param not_loaded: the run's bars were not loaded (a sink task failed); every symbol not already
         ``failed`` is ``failed`` with this reason (``task load_timescale did not succeed ...``),
         no anomaly check runs, and no day counts a repair attempt.
@@ -364,15 +375,14 @@ def record_run(
     """
     from dataclasses import replace
 
-    from market_ingest.config import SourceConfig
     from market_ingest.errors import ConfigurationError
     from market_ingest.schema import DATASETS
 
-    src = SourceConfig.model_validate(source_config)
-    runs = asked(plan, extracts, src.market_of)
+    src = settings
+    runs = asked(batches, extracts, src.market_of)
     if not_loaded:
         runs = [a if a.status == outcomes.FAILED else replace(a, status=outcomes.FAILED, reason=not_loaded) for a in runs]
-    table, now = DATASETS["bars"].storage(interval), datetime.now(UTC)
+    table, now = DATASETS[Dataset.BARS].storage(interval), datetime.now(UTC)
     flags: list[dict] = []
     lock_series(cur, source, interval)  # before the flags: they are replaced per span, like the ledger's rows
     if not not_loaded:  # the bars are stored: flag them first, so each ledger row is written once, with its count
@@ -402,7 +412,7 @@ def record_run(
 
 def not_loaded_reason(report: dict[str, Any]) -> str:
     """The ledger reason of a run whose bars did not reach the warehouse, naming the sinks that
-    did hold them (``report``: :func:`market_ingest.operators.market.build_report`'s dict), e.g.
+    did hold them (``report``: :func:`market_ingest.report.build_report`'s dict), e.g.
     ``not in the warehouse: task load_timescale did not succeed (see its log); the run's bars are in
     the lake and Kinesis``."""
     ok = report["totals"]["sinks_ok"]
@@ -413,7 +423,16 @@ def not_loaded_reason(report: dict[str, Any]) -> str:
     )
 
 
-def park(root, *, source: str, interval: str, plan: list[dict], extracts: list[dict | None], run_id: str, reason: str) -> str:
+def park(
+    root,
+    *,
+    source: str,
+    interval: str,
+    batches: Sequence[Batch],
+    extracts: Sequence[ExtractResult | None],
+    run_id: str,
+    reason: str,
+) -> str:
     """Keep in the lake what :func:`record_run` would have written for a run whose bars were not
     loaded, when the warehouse cannot take it now (it is what failed): the ledger then records the
     gap once the warehouse is back, when the pair's next load or repair calls :func:`drain`.
@@ -428,12 +447,13 @@ def park(root, *, source: str, interval: str, plan: list[dict], extracts: list[d
 
     path = parked_ledger_object(root, source, interval, run_id)
     kept = [{"batch": e["batch"], "outcomes": e.get("outcomes", [])} if e else None for e in extracts]
+    plan = [b.to_xcom() for b in batches]
     body = {"source": source, "interval": interval, "run_id": run_id, "reason": reason, "plan": plan, "extracts": kept}
     write_object(path, json.dumps(body).encode())
     return str(path)
 
 
-def drain(cur, root, *, source: str, interval: str, source_config: dict[str, Any]) -> list[tuple[Any, dict[str, int]]]:
+def drain(cur, root, *, source: str, interval: str, settings: SourceConfig) -> list[tuple[Any, dict[str, int]]]:
     """Write the ledger rows of the runs :func:`park` left for ``(source, interval)``, on the
     cursor of a transaction that has the warehouse (a load's, a repair plan's): every planned day
     not holding its bars becomes ``failed`` with the parked reason, and a day loaded since is
@@ -472,8 +492,8 @@ def drain(cur, root, *, source: str, interval: str, source_config: dict[str, Any
                     cur,
                     source=source,
                     interval=interval,
-                    source_config=source_config,
-                    plan=parked["plan"],
+                    settings=settings,
+                    batches=read_plan(parked["plan"]),
                     extracts=parked["extracts"],
                     run_id=parked["run_id"],
                     not_loaded=parked["reason"],
@@ -486,9 +506,97 @@ def drain(cur, root, *, source: str, interval: str, source_config: dict[str, Any
 
 
 def forget(paths) -> None:
-    """Delete parked objects :func:`drain` wrote into the ledger (after its transaction committed)."""
-    for path in paths:
-        path.unlink(missing_ok=True)
+    """Delete parked objects :func:`drain` wrote into the ledger, once its transaction has
+    committed. One that cannot be deleted is logged and left: a later drain writes it again, to the
+    same rows."""
+    try:
+        for path in paths:
+            path.unlink(missing_ok=True)
+    except Exception as exc:
+        log.warning(
+            "Could not delete parked ledger objects %s (their rows are written; a later drain rewrites them): %s", paths, exc
+        )
+
+
+def drain_parked(cur, lake_url: str, *, source: str, interval: str, settings: SourceConfig) -> list:
+    """:func:`drain` of the lake at ``lake_url``, logging each object written; return the objects,
+    to :func:`forget` once the transaction commits."""
+    from market_ingest.lake import lake_root
+
+    drained = drain(cur, lake_root(lake_url), source=source, interval=interval, settings=settings)
+    for path, states in drained:
+        log.warning("Wrote the ledger rows of a run whose load had failed, parked in %s: %s", path, states)
+    return [path for path, _ in drained]
+
+
+class LoadLedger:
+    """The coverage ledger and anomaly flags of one load of bars, written by the load inside its
+    own transaction (:meth:`write` is the upsert's ``then``), then mirrored to the lake.
+
+    :param source: configured source name. :param interval: canonical interval.
+    :param settings: the source's settings.
+    :param batches: the run's plan. :param extracts: the extract results (``None`` for a batch whose
+        task did not succeed).
+    :param run_id: the DAG run. :param lake_url: the lake's root: ledger rows earlier runs of the
+        pair parked there are written first (:func:`drain`), and the run's rows are mirrored there
+        (:func:`market_ingest.lake.coverage_object`); ``None``: neither.
+
+    After :meth:`write`: ``rows`` (ledger rows written), ``flags`` (anomaly flags written) and
+    ``parked`` (parked objects drained, deleted by :meth:`committed`).
+    """
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        interval: str,
+        settings: SourceConfig,
+        batches: Sequence[Batch],
+        extracts: Sequence[ExtractResult | None],
+        run_id: str,
+        lake_url: str | None,
+    ) -> None:
+        self.source, self.interval, self.settings = source, interval, settings
+        self.batches, self.extracts, self.run_id, self.lake_url = batches, extracts, run_id, lake_url
+        self.rows: list[dict] = []
+        self.flags: list[dict] = []
+        self.parked: list = []
+
+    def write(self, cur) -> None:
+        """Write the ledger rows and flags on ``cur`` (the load's transaction): earlier runs'
+        parked rows first, so this run's rows, written after, win where they overlap."""
+        source, interval, settings = self.source, self.interval, self.settings
+        if self.lake_url:
+            self.parked = drain_parked(cur, self.lake_url, source=source, interval=interval, settings=settings)
+        self.rows, self.flags = record_run(
+            cur,
+            source=source,
+            interval=interval,
+            settings=settings,
+            batches=self.batches,
+            extracts=self.extracts,
+            run_id=self.run_id,
+        )
+
+    def committed(self) -> str | None:
+        """After the commit: delete the drained parked objects and write the run's ledger rows to
+        the lake (replacing the run's earlier mirror); return the mirror's URL (``None``: no lake
+        or no rows).
+
+        :raises market_ingest.errors.MarketDataError: the lake refused the mirror.
+        """
+        forget(self.parked)
+        if not self.lake_url or not self.rows:
+            return None
+        import pyarrow as pa
+
+        from market_ingest.lake import coverage_object, lake_root, write_parquet
+
+        now = datetime.now(UTC)
+        table = pa.Table.from_pylist([{**r, "updated_at": now} for r in self.rows])
+        path = coverage_object(lake_root(self.lake_url), self.source, self.interval, self.run_id)
+        write_parquet(table.select([*MIRRORED, "updated_at"]), path)
+        return str(path)
 
 
 def counts(rows: list[dict]) -> dict[str, int]:
@@ -547,7 +655,7 @@ def incomplete(conn, source: str | None = None, interval: str | None = None, lim
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
-def format_summary(rows: list[dict[str, Any]], gaps: list[dict[str, Any]] = ()) -> list[str]:
+def format_summary(rows: list[dict[str, Any]], gaps: Sequence[dict[str, Any]] = ()) -> list[str]:
     """:func:`summary` (and :func:`incomplete`) as aligned text lines for a terminal or a log."""
     short = {VENDOR_EMPTY: "empty"}
     labels = {s: short.get(s, s) for s in STATES}

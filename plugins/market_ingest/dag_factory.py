@@ -11,25 +11,25 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from airflow.sdk import DAG, AsyncCallback, BaseOperator, DeadlineAlert, Param, TaskGroup
+from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
+from airflow.sdk.definitions.callback import AsyncCallback
+from airflow.sdk.definitions.deadline import DeadlineAlert
 from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
 
 from market_ingest.alerts import DAG_FAILED, DEADLINE_MISSED, MarketEventNotifier
 from market_ingest.assets import bars_asset
 from market_ingest.config import IntervalConfig, PipelineConfig, PipelineConfigError, load_config_parts, load_universe
+from market_ingest.contracts import Dataset
 from market_ingest.deadlines import DataIntervalEndDeadline
-from market_ingest.operators.market import (
-    KinesisPublishOperator,
-    LakeCompactOperator,
-    LakePublishOperator,
-    MarketExtractOperator,
-    MarketPlanOperator,
-    MarketRepairPlanOperator,
-    RunReportOperator,
-    TimescaleLoadOperator,
-    WarehouseSetupOperator,
-)
+from market_ingest.operators.base import Series
+from market_ingest.operators.extract import MarketExtractOperator
+from market_ingest.operators.kinesis import KinesisPublishOperator
+from market_ingest.operators.lake import LakePublishOperator
+from market_ingest.operators.plan import MarketPlanOperator, MarketRepairPlanOperator
+from market_ingest.operators.report import RunReportOperator
+from market_ingest.operators.setup import LakeCompactOperator, WarehouseSetupOperator
+from market_ingest.operators.warehouse import TimescaleLoadOperator
 from market_ingest.run import form_pattern
 
 
@@ -78,7 +78,7 @@ def retry_policy(cfg: PipelineConfig) -> ExceptionRetryPolicy:
       Params, a window beyond a lookback cap, a missing bucket or stream, a row no sink format
       can hold) and ``OverflowError`` (out-of-range dates): fail at once, no retry
       spent (operators also raise these as ``AirflowFailException``, see
-      :func:`market_ingest.operators.market.failing_fast`);
+      :func:`market_ingest.operators.base.failing_fast`);
     * anything else: the task's exponential backoff.
 
     Exceptions are named by import path; their modules are stdlib-only, so parsing stays cheap.
@@ -145,62 +145,39 @@ def deadline_alerts(ic: IntervalConfig, channels: dict) -> list[DeadlineAlert]:
     ]
 
 
-def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: str = "bars") -> dict[str, dict]:
+def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: Dataset = Dataset.BARS) -> dict[str, dict]:
     """What each task of the DAG of ``(source, interval)`` is given, by task id.
 
     The one place where configuration becomes task arguments: operators read no configuration
     file, so a task runs on what its DAG was built with, and tests build any task from here.
 
-    :param interval: canonical interval, or ``quote`` with ``dataset="quotes"``.
+    :param interval: canonical interval, or ``quote`` with ``dataset`` quotes.
     :return: ``{"plan": {...}, "extract": {...}, "publish_lake": {...}, "load_timescale": {...},
         "publish_kinesis": {...}, "report": {...}}``: keyword arguments of each operator, without
         ``task_id`` and without the upstream results (``batch``, ``extracts``, ``lake``, ...).
-        JSON-safe: the source's settings travel as ``SourceConfig`` in JSON form, the universes as
-        their symbols (read from ``include/symbols/`` now, at parse time).
+        Every pipeline task gets the one :class:`~market_ingest.operators.base.Series`; its
+        source's settings travel in JSON form, the universes as their symbols (read from
+        ``include/symbols/`` now, at parse time).
     """
-    src = cfg.sources[source]
-    quotes = dataset == "quotes"
-    ic = src.quotes if quotes else src.intervals[interval]
-    source_config = src.model_dump(mode="json")
-    lake_url = cfg.lake.quotes_url if quotes else cfg.lake.url
+    dataset = Dataset(dataset)
+    quotes = dataset is Dataset.QUOTES
+    series = Series(
+        source=source,
+        interval=interval,
+        dataset=dataset,
+        source_config=cfg.sources[source].model_dump(mode="json"),
+        timescale_conn_id=cfg.timescale.conn_id,
+        lake_url=cfg.lake.quotes_url if quotes else cfg.lake.url,
+    )
     k = cfg.kinesis
-    common = {"dataset": dataset}
+    common = {"series": series}
     return {
-        "plan": {
-            **common,
-            "source": source,
-            "interval": interval,
-            "source_config": source_config,
-            "symbols": [s for u in cfg.universes_of(source, interval) for s in load_universe(u)],
-            "timescale_conn_id": cfg.timescale.conn_id,
-        },
-        "extract": {
-            **common,
-            "source": source,
-            "interval": interval,
-            "source_config": source_config,
-            "lake_url": lake_url,
-            "timescale_conn_id": cfg.timescale.conn_id,
-            "compression": cfg.lake.compression,
-            "extended_hours": ic.extended_hours,
-        },
-        "publish_lake": {
-            **common,
-            "source": source,
-            "interval": interval,
-            "lake_url": lake_url,
-            "compression": cfg.lake.compression,
-        },
-        "load_timescale": {
-            **common,
-            "timescale_conn_id": cfg.timescale.conn_id,
-            "source": source,
-            "interval": interval,
-            "source_config": source_config,
-            "lake_url": lake_url,
-        },
+        "plan": {**common, "symbols": [s for u in cfg.universes_of(source, interval) for s in load_universe(u)]},
+        "extract": {**common, "compression": cfg.lake.compression},
+        "publish_lake": {**common, "compression": cfg.lake.compression},
+        "load_timescale": common,
         "publish_kinesis": {
-            **common,
+            "dataset": dataset,
             "stream": k.quotes_stream if quotes else k.stream,
             "aws_conn_id": k.aws_conn_id,
             "bars_per_record": k.bars_per_record,
@@ -214,19 +191,10 @@ def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: str
             "max_failed_share": cfg.report.max_failed_share,
             "max_unserved_share": cfg.report.max_unserved_share,
             "run_note_conn_id": cfg.report.run_note_conn_id,
-            "lake_url": lake_url,
             "alerts": cfg.alerts.model_dump(mode="json"),
-            "timescale_conn_id": cfg.timescale.conn_id,
-            "source": source,
-            "interval": interval,
-            "source_config": source_config,
         },
         "repair_plan": {
-            "source": source,
-            "interval": interval,
-            "source_config": source_config,
-            "lake_url": lake_url,
-            "timescale_conn_id": cfg.timescale.conn_id,
+            **common,
             "max_requests": cfg.repair.max_requests_per_source,
             "max_days_back": cfg.repair.max_days_back,
             "max_attempts": cfg.repair.max_attempts,
@@ -291,17 +259,17 @@ def _ingest_after(plan: BaseOperator, pool: str, args: dict[str, dict], asset) -
     )
 
 
-def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: str = "bars") -> DAG:
+def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: Dataset = Dataset.BARS) -> DAG:
     """The DAG for one (source, interval) pair, or for a source's quote snapshots.
 
     Tasks: ``plan`` -> ``extract`` (mapped over symbol batches, in the source's pool) ->
     ``publish_lake`` -> ``load_timescale`` and ``publish_kinesis`` in parallel -> ``report``.
 
-    :param interval: canonical interval, or ``quote`` with ``dataset="quotes"``.
+    :param interval: canonical interval, or ``quote`` with ``dataset`` quotes.
     """
-    src = cfg.sources[source]
-    quotes = dataset == "quotes"
-    ic = src.quotes if quotes else src.intervals[interval]
+    src, dataset = cfg.sources[source], Dataset(dataset)
+    quotes = dataset is Dataset.QUOTES
+    ic = src.interval_config(interval)
     default_args = _default_args(cfg)
     universes = cfg.universes_of(source, interval)
     args = task_arguments(cfg, source, interval, dataset)
@@ -349,7 +317,7 @@ def build_repair_dag(cfg: PipelineConfig, pairs: list[tuple[str, str]] | None = 
     :param pairs: the ``(source, interval)`` pairs to repair; default every configured one.
 
     One task group per (source, interval) of bars, ``<source>_<interval>``: ``plan``
-    (:class:`~market_ingest.operators.market.MarketRepairPlanOperator`: the ledger's ``partial``,
+    (:class:`~market_ingest.operators.plan.MarketRepairPlanOperator`: the ledger's ``partial``,
     ``missing`` and ``failed`` days the vendor still serves and that were asked again fewer than
     ``repair.max_attempts`` times, fewest attempts first, within ``repair.max_requests_per_source``
     requests) then the ingestion's own tasks (:func:`_ingest_after`: extract in the source's pool,
@@ -384,7 +352,7 @@ def build_repair_dag(cfg: PipelineConfig, pairs: list[tuple[str, str]] | None = 
             args["report"]["max_unserved_share"] = None
             with TaskGroup(group_id=f"{source}_{interval}"):
                 plan = MarketRepairPlanOperator(task_id="plan", **args["repair_plan"])
-                _ingest_after(plan, cfg.sources[source].pool, args, bars_asset("bars", source, interval))
+                _ingest_after(plan, cfg.sources[source].pool, args, bars_asset(Dataset.BARS, source, interval))
     return dag
 
 
@@ -452,7 +420,7 @@ def build_dags(path: Path | str | None = None) -> dict[str, DAG]:
     dags = {dag_id(s, i): build_dag(cfg, s, i) for s, i in pairs}
     dags.update(
         {
-            dag_id(s, "quote"): build_dag(cfg, s, "quote", dataset="quotes")
+            dag_id(s, "quote"): build_dag(cfg, s, "quote", dataset=Dataset.QUOTES)
             for s in cfg.quote_sources()
             if (s, "quote") not in stopped
         }

@@ -20,7 +20,7 @@ once:
 * **outcomes**: one :class:`~market_ingest.outcomes.SymbolOutcome` per symbol, in the order
   asked (:func:`each_symbol`).
 
-Staging the result in the lake is the extract task's (:class:`~market_ingest.operators.market.MarketExtractOperator`).
+Staging the result in the lake is the extract task's (:class:`~market_ingest.operators.extract.MarketExtractOperator`).
 Imports pyarrow inside functions: call from tasks only.
 """
 
@@ -30,7 +30,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from market_ingest import outcomes
 from market_ingest.errors import ConfigurationError, MarketDataError, QuotaExhaustedError, SymbolError
@@ -285,7 +285,7 @@ class SharedExtract:
         hook (``rejects`` collects the rows that failed validation; ``concurrency`` symbols are
         asked at once, in threads; ``bounds``: the source's plausible magnitudes)."""
         return extract_bars(
-            self,
+            cast(BarClient, self),  # the hooks mixing this in are BarClients
             symbols,
             interval,
             window,

@@ -43,6 +43,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from market_ingest.contracts import Dataset
 from market_ingest.errors import MarketDataError, SerializationError, SinkNotFoundError
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ def _json_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def bar_lines(batches: Iterable[pa.RecordBatch], dataset: str = "bars") -> Iterator[tuple[str, bytes]]:
+def bar_lines(batches: Iterable[pa.RecordBatch], dataset: Dataset = Dataset.BARS) -> Iterator[tuple[str, bytes]]:
     """``(partition key, JSON line)`` per row of ``batches``, in order; never fails on a value.
 
     Serialised by orjson: compact, UTF-8, and NaN or infinite floats written as ``null`` (JSON has
@@ -145,7 +146,7 @@ def bar_lines(batches: Iterable[pa.RecordBatch], dataset: str = "bars") -> Itera
 
 def build_records(
     batches: Iterable[pa.RecordBatch] | pa.Table,
-    dataset: str = "bars",
+    dataset: Dataset = Dataset.BARS,
     bars_per_record: int = 1,
     spread_keys: Mapping[str, int] | None = None,
 ) -> Iterator[dict[str, Any]]:
@@ -174,7 +175,8 @@ def build_records(
             entry.update(PartitionKey=f"{key}#{k}", ExplicitHashKey=str((2 * k + 1) * 2**128 // (2 * n)))
         return entry
 
-    pkey, lines, size = None, [], 0
+    pkey, size = "", 0
+    lines: list[bytes] = []
     for key, line in bar_lines(batches, dataset):
         if len(line) + len(key) + 6 > MAX_RECORD_BYTES:  # 6: room for a "#<k>" suffix
             raise SerializationError("kinesis", f"{key} row {line[:120]!r}... exceeds the 1 MiB record limit")
@@ -190,7 +192,8 @@ def build_records(
 
 def batches(records: Iterable[dict], max_records: int = 500, max_bytes: int = 5 * 1024 * 1024) -> Iterator[list[dict]]:
     """Split records into ``PutRecords`` calls within ``max_records`` and ``max_bytes`` each, lazily."""
-    current, size = [], 0
+    current: list[dict] = []
+    size = 0
     for rec in records:
         rec_size = len(rec["Data"]) + len(rec["PartitionKey"].encode())
         if current and (len(current) == max_records or size + rec_size > max_bytes):

@@ -57,6 +57,7 @@ from contextlib import contextmanager
 from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
+from market_ingest.contracts import Dataset, StagedObject
 from market_ingest.errors import CorruptObjectError, MarketDataError, SinkNotFoundError
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ def partition_dir(root: ObjectStoragePath, source: str, interval: str | None, pa
 
 
 def partition_object(
-    root: ObjectStoragePath, source: str, interval: str | None, partition: str, dataset: str = "bars"
+    root: ObjectStoragePath, source: str, interval: str | None, partition: str, dataset: Dataset = Dataset.BARS
 ) -> ObjectStoragePath:
     """The one object of a partition: ``.../<period>=<partition>/<dataset>.parquet``."""
     return partition_dir(root, source, interval, partition) / f"{dataset}.parquet"
@@ -267,7 +268,7 @@ def write_parquet(table: pa.Table, path: ObjectStoragePath, compression: str = "
     write_object(path, to_parquet_bytes(table, compression))
 
 
-def read_parquet(path: ObjectStoragePath | str, dataset: str = "bars") -> pa.Table:
+def read_parquet(path: ObjectStoragePath | str, dataset: Dataset = Dataset.BARS) -> pa.Table:
     """Read one Parquet object (an ``ObjectStoragePath`` or its string form) of ``dataset``.
 
     :raises CorruptObjectError: the object's bytes are not Parquet of the dataset (:func:`_decoding`).
@@ -358,7 +359,7 @@ def stage(
     run_id: str,
     batch: int,
     compression: str = "zstd",
-) -> list[dict[str, Any]]:
+) -> list[StagedObject]:
     """Stage an extract batch's rows as one object under the run's staging folder.
 
     The object is sorted by time and holds one or more row groups per lake partition and none
@@ -379,7 +380,7 @@ def stage(
 
     if table.num_rows == 0:
         return []
-    require_values(table, DATASETS["bars" if interval else "quotes"].schema)  # what publish_lake reads them as
+    require_values(table, DATASETS[Dataset.BARS if interval else Dataset.QUOTES].schema)  # what publish_lake reads them as
     path = staging_path(root, source, interval, run_id, batch)
     collected: list = []
     with (
@@ -454,7 +455,7 @@ def publish(
     source: str,
     interval: str | None,
     compression: str = "zstd",
-    dataset: str = "bars",
+    dataset: Dataset = Dataset.BARS,
     max_workers: int = 8,
 ) -> list[dict[str, Any]]:
     """Merge a run's staged objects into the lake, one partition at a time (see the module docstring).
@@ -564,7 +565,7 @@ def read_modify_write(
     path: ObjectStoragePath,
     update: Callable[[pa.Table | None], pa.Table],
     compression: str = "zstd",
-    dataset: str = "bars",
+    dataset: Dataset = Dataset.BARS,
     attempts: int = MERGE_ATTEMPTS,
 ) -> pa.Table:
     """Replace the object at ``path`` with ``update(current table or None)``, safely under concurrency.
@@ -649,7 +650,7 @@ def _local_lock(path: ObjectStoragePath) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def iter_staged(paths: list[str], dataset: str = "bars", max_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+def iter_staged(paths: list[str], dataset: Dataset = Dataset.BARS, max_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
     """Record batches of a run's staged objects, in the given order, streamed (at most ``max_rows``
     rows decoded at a time).
 
@@ -684,7 +685,7 @@ def _objects(folder: ObjectStoragePath) -> list[ObjectStoragePath]:
 
 
 def read_lake(
-    root: ObjectStoragePath, source: str, interval: str | None, start: datetime, end: datetime, dataset: str = "bars"
+    root: ObjectStoragePath, source: str, interval: str | None, start: datetime, end: datetime, dataset: Dataset = Dataset.BARS
 ) -> pa.Table:
     """Every bar of ``source``/``interval`` opening in ``[start, end)`` (UTC), each natural key once.
 
@@ -721,7 +722,7 @@ def read_lake(
 
 
 def compact(
-    root: ObjectStoragePath, source: str, interval: str | None, dataset: str = "bars", compression: str = "zstd"
+    root: ObjectStoragePath, source: str, interval: str | None, dataset: Dataset = Dataset.BARS, compression: str = "zstd"
 ) -> dict[str, int]:
     """Fold what earlier layouts left under ``source``/``interval`` into this layout's partition objects.
 

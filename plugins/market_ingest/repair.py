@@ -24,7 +24,7 @@ Per (source, interval), over the ledger's days of the last ``max_days_back`` day
   second run, and the never-served days are given up after 3 asks each, by the sixth run;
 * symbols with the same window share a batch of the source's batch size.
 
-The batches have the shape of :class:`~market_ingest.operators.market.MarketPlanOperator`'s, so
+The batches are :class:`~market_ingest.contracts.Batch` es, as an ingestion plan's, so
 the rest of the repair is an ordinary ingestion run: the same extract (in the source's pool),
 lake, warehouse and Kinesis tasks, and its load rewrites the ledger rows of what it asked (and
 counts their attempts).
@@ -36,6 +36,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from market_ingest.contracts import Batch
+from market_ingest.intervals import Window
+
 #: Two repairable days of one symbol this close (end to start) are asked in one window.
 MERGE_GAP = timedelta(days=4)
 
@@ -44,7 +47,7 @@ MERGE_GAP = timedelta(days=4)
 class RepairPlan:
     """A repair run's plan for one (source, interval).
 
-    :param batches: extract batches ``{"batch", "symbols", "start", "end", "since": {}}`` (ISO UTC).
+    :param batches: extract batches, each over the days it repairs.
     :param days: repairable ledger rows found and still worth asking (symbol-days).
     :param requests: vendor requests the batches plan (at most ``max_requests``).
     :param unrecoverable: ``{symbol: [[start, end], ...]}`` days beyond the vendor's lookback, marked
@@ -54,7 +57,7 @@ class RepairPlan:
     :param left: ``{symbol: [[start, end], ...]}`` windows left for the next run (the request budget was spent).
     """
 
-    batches: list[dict] = field(default_factory=list)
+    batches: list[Batch] = field(default_factory=list)
     days: int = 0
     requests: int = 0
     unrecoverable: dict[str, list[list[str]]] = field(default_factory=dict)
@@ -65,7 +68,7 @@ class RepairPlan:
         """JSON-safe counts and windows, for the log and XCom."""
         return {
             "days": self.days,
-            "windows": sum(len(b["symbols"]) for b in self.batches),
+            "windows": sum(len(b.symbols) for b in self.batches),
             "requests": self.requests,
             "unrecoverable": self.unrecoverable,
             "gave_up": self.gave_up,
@@ -140,7 +143,6 @@ def plan_repairs(
     :return: the :class:`RepairPlan`.
     """
     from market_ingest.coverage import REPAIRABLE, lock_series
-    from market_ingest.intervals import Window
     from market_ingest.sources import oldest_servable, planned_requests
 
     lock_series(cur, source, interval)  # a load writing the ledger meanwhile would overwrite what this marks
@@ -190,13 +192,5 @@ def plan_repairs(
         windows[start, end].append(symbol)
     for (start, end), symbols in sorted(windows.items(), reverse=True):
         for i in range(0, len(symbols), batch_size):
-            plan.batches.append(
-                {
-                    "batch": len(plan.batches),
-                    "symbols": sorted(symbols[i : i + batch_size]),
-                    "start": start.isoformat(),
-                    "end": end.isoformat(),
-                    "since": {},
-                }
-            )
+            plan.batches.append(Batch(len(plan.batches), tuple(sorted(symbols[i : i + batch_size])), Window(start, end)))
     return plan

@@ -46,7 +46,7 @@ def _utc(iso: str) -> str:
 def format_note(report: dict[str, Any]) -> str:
     """The note of a run, as Markdown, at most :data:`MAX_CHARS` characters.
 
-    :param report: :func:`market_ingest.operators.market.build_report`'s dict, with its
+    :param report: :func:`market_ingest.report.build_report`'s dict, with its
         ``window`` (``{"start", "end"}`` ISO UTC, or ``None`` when nothing was planned).
     :return: e.g. ``**2021-07-22 00:00 → 2021-07-23 00:00 UTC** · 3 symbols: 3 ok`` (after
         ``**Failed:** <why>`` when the run failed, and followed by its notices) then a table of bars per sink, the ledger's symbol-days per state, and what did not succeed. Lists

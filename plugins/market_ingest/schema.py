@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 
+from market_ingest.contracts import Dataset
 from market_ingest.intervals import CANONICAL_INTERVALS
 
 SCHEMA_VERSION = 1
@@ -143,7 +144,7 @@ QUOTE_KEY: tuple[str, ...] = ("source", "symbol", "time")
 
 
 @dataclass(frozen=True)
-class Dataset:
+class StoredDataset:
     """What the sinks need to know about a dataset: its schema, natural key and warehouse table.
 
     :param table: the name to query (``market.bars`` is a view over one table per interval).
@@ -177,7 +178,7 @@ class Dataset:
         return [self.storage(i) for i in CANONICAL_INTERVALS] if self.per_interval else [self.table]
 
 
-DATASETS: dict[str, Dataset] = {
-    "bars": Dataset("bars", BAR_SCHEMA, NATURAL_KEY, "market.bars", per_interval=True),
-    "quotes": Dataset("quotes", QUOTE_SCHEMA, QUOTE_KEY, "market.quotes"),
+DATASETS: dict[Dataset, StoredDataset] = {
+    Dataset.BARS: StoredDataset("bars", BAR_SCHEMA, NATURAL_KEY, "market.bars", per_interval=True),
+    Dataset.QUOTES: StoredDataset("quotes", QUOTE_SCHEMA, QUOTE_KEY, "market.quotes"),
 }

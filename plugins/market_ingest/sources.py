@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from market_ingest.config import SourceConfig
+from market_ingest.contracts import Dataset
 from market_ingest.intervals import Window
 from market_ingest.kinds import KINDS, kind
 
@@ -37,7 +38,7 @@ def _exchange_hook(name: str, src: SourceConfig, timescale_conn_id: str) -> Any:
     from market_ingest.hooks.exchange import ExchangeHook
 
     return ExchangeHook(
-        src.exchange,
+        src.exchange_id,
         src.connection_id(name),
         source=name,
         page_limit=src.page_limit,
@@ -62,7 +63,7 @@ def _alpha_vantage_plan(src: SourceConfig, name: str, interval: str, window: Win
 def _exchange_plan(src: SourceConfig, name: str, interval: str, window: Window, now: datetime) -> int:
     from market_ingest.hooks.exchange import ExchangeHook
 
-    hook = ExchangeHook(src.exchange, None, source=name, page_limit=src.page_limit, max_lookback_bars=src.max_lookback_bars)
+    hook = ExchangeHook(src.exchange_id, None, source=name, page_limit=src.page_limit, max_lookback_bars=src.max_lookback_bars)
     return hook.planned_requests(interval, window)
 
 
@@ -137,7 +138,7 @@ def planned_requests(
     symbols: list[str] | tuple[str, ...],
     window: Window,
     now: datetime,
-    dataset: str = "bars",
+    dataset: Dataset = Dataset.BARS,
 ) -> int:
     """Upper bound of vendor requests a run of ``symbols`` over ``window`` makes, computed offline.
 
@@ -147,7 +148,7 @@ def planned_requests(
     ``quote_request_per_symbol``: Alpha Vantage ``GLOBAL_QUOTE``) or one per batch (ccxt
     ``fetch_tickers``). Builds no client and makes no request; ccxt's class is read for its page size.
     """
-    if dataset == "quotes":
+    if dataset is Dataset.QUOTES:
         size = (src.quotes.batch_size if src.quotes else None) or src.batch_size
         return len(symbols) if kind(src.kind).quote_request_per_symbol else math.ceil(len(symbols) / size)
     return len(symbols) * PLANS[src.kind](src, name, interval, window, now)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from contextlib import closing
 from datetime import date
 from typing import Any
@@ -254,9 +255,9 @@ class LazyApp:
     app: building it at import would cost each of them Airflow's API security module (about 1.6 s).
     """
 
-    def __init__(self, factory) -> None:
+    def __init__(self, factory: Callable[[], Any]) -> None:
         self._factory = factory
-        self._app = None
+        self._app: Any = None
 
     async def __call__(self, scope, receive, send) -> None:
         if self._app is None:

@@ -408,9 +408,9 @@ def test_tasks_run_on_their_arguments_and_read_no_configuration_file(dagbag, tmp
         )
     finally:
         load_config.cache_clear()
-    extract = dag.get_task("extract").partial_kwargs
-    assert extract["lake_url"] == cfg.lake.url and extract["timescale_conn_id"] == cfg.timescale.conn_id
-    assert extract["source_config"] == cfg.sources["yahoo"].model_dump(mode="json")
+    series = dag.get_task("extract").partial_kwargs["series"]
+    assert series.lake_url == cfg.lake.url and series.timescale_conn_id == cfg.timescale.conn_id
+    assert series.source_config == cfg.sources["yahoo"].model_dump(mode="json")
     kinesis = dag.get_task("publish_kinesis")
     assert (kinesis.stream, kinesis.aws_conn_id, kinesis.bars_per_record) == (
         cfg.kinesis.stream,
@@ -418,7 +418,7 @@ def test_tasks_run_on_their_arguments_and_read_no_configuration_file(dagbag, tmp
         cfg.kinesis.bars_per_record,
     )
     assert dag.get_task("report").max_failed_share == cfg.report.max_failed_share
-    assert dagbag.dags["market_kucoin_quote"].get_task("publish_lake").lake_url == cfg.lake.quotes_url
+    assert dagbag.dags["market_kucoin_quote"].get_task("publish_lake").series.lake_url == cfg.lake.quotes_url
 
 
 def test_every_dag_says_in_one_line_what_it_does(dagbag):
@@ -434,7 +434,7 @@ def test_every_dag_says_in_one_line_what_it_does(dagbag):
 def test_the_repair_dag_runs_the_ingestion_tasks_after_a_ledger_plan_per_pair(dagbag):
     """``market_repair``: per configured (source, interval), a plan read from the coverage ledger
     with the configured budget, then the same extract (in the source's pool), sinks and report."""
-    from market_ingest.operators.market import MarketRepairPlanOperator
+    from market_ingest.operators.plan import MarketRepairPlanOperator
 
     cfg = load_config()
     dag = dagbag.dags["market_repair"]
@@ -466,7 +466,7 @@ def test_a_run_triggered_without_a_logical_date_takes_the_last_complete_interval
     from datetime import datetime, timezone
     from types import SimpleNamespace
 
-    from market_ingest.operators.market import data_interval
+    from market_ingest.operators.base import data_interval
 
     utc = timezone.utc
     for dag_id, run_after, expected in [
@@ -504,7 +504,7 @@ def test_a_scheduled_run_plans_on_the_pendulum_interval_airflow_gives_it(ingesti
     'datetime.timedelta' object has no attribute '_to_microseconds'``), found by the soak benchmark."""
     import pendulum
 
-    from market_ingest.operators.market import data_interval
+    from market_ingest.operators.base import data_interval
 
     start = pendulum.datetime(2025, 7, 14, tz="UTC")
     for dag_id, hours in (("market_binance_1m", 1), ("market_kraken_1m", 1), ("market_coinbase_1h", 24), ("market_yahoo_1d", 24)):
@@ -528,17 +528,17 @@ def test_the_setup_dag_migrates_the_warehouse_on_demand(dagbag):
 
 
 def test_each_load_updates_its_asset_and_the_readme_consumer_is_scheduled_on_it(ingestion_dags):
-    """The README's example consumer DAG, run as written: scheduled on the Asset the yahoo 1d load updates."""
+    """The example consumer DAG of docs/operations.md, run as written: scheduled on the Asset the yahoo 1d load updates."""
     import re
 
     loads = {dag_id: [a.uri for a in dag.get_task("load_timescale").outlets] for dag_id, dag in ingestion_dags.items()}
     assert loads["market_yahoo_1d"] == ["x-market://bars/yahoo/1d"]
     assert loads["market_kucoin_quote"] == ["x-market://quotes/kucoin"]
     assert all(len(uris) == 1 for uris in loads.values())
-    readme = (ROOT / "README.md").read_text()
-    (example,) = re.findall(r"```python\n(.*?)```", readme[readme.index("* **Assets.**") :], re.S)[:1]
+    readme = (ROOT / "docs" / "operations.md").read_text()
+    (example,) = re.findall(r"```python\n(.*?)```", readme[readme.index("## Assets") :], re.S)[:1]
     namespace: dict = {}
-    exec(compile(textwrap.dedent(example), "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    exec(compile(textwrap.dedent(example), "docs/operations.md", "exec"), namespace)  # noqa: S102 - our own docs
     consumer = namespace["dag"]
     assert consumer.dag_id == "daily_returns"
     assert [a.uri for a in consumer.timetable.asset_condition.objects] == ["x-market://bars/yahoo/1d"]

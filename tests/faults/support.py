@@ -100,14 +100,12 @@ def run_tasks(ctx: dict, source: str, interval: str, *, kinesis: bool = False, r
         result (``None`` for tasks not run).
     :raises: what a task raises (the report's ``AirflowFailException`` when the run fails).
     """
-    from market_ingest.operators.market import (
-        KinesisPublishOperator,
-        LakePublishOperator,
-        MarketExtractOperator,
-        MarketPlanOperator,
-        RunReportOperator,
-        TimescaleLoadOperator,
-    )
+    from market_ingest.operators.extract import MarketExtractOperator
+    from market_ingest.operators.kinesis import KinesisPublishOperator
+    from market_ingest.operators.lake import LakePublishOperator
+    from market_ingest.operators.plan import MarketPlanOperator
+    from market_ingest.operators.report import RunReportOperator
+    from market_ingest.operators.warehouse import TimescaleLoadOperator
     from tests.conftest import built
 
     done: dict = dict.fromkeys(("plan", "extracts", "lake", "timescale", "kinesis", "report"))

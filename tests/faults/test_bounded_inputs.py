@@ -9,7 +9,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from market_ingest.errors import ConfigurationError
-from market_ingest.operators.market import MarketPlanOperator
+from market_ingest.operators.plan import MarketPlanOperator
 from market_ingest.run import select
 from tests.conftest import built
 from tests.faults.support import context

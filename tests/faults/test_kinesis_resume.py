@@ -13,7 +13,7 @@ import pytest
 
 from market_ingest.hooks.yahoo import Window, YahooFinanceHook
 from market_ingest.kinesis import PartialFailureError
-from market_ingest.operators.market import KinesisPublishOperator
+from market_ingest.operators.kinesis import KinesisPublishOperator
 from tests.conftest import built
 from tests.faults.support import context
 
@@ -108,7 +108,7 @@ import json, os, signal, sys
 
 from airflow.providers.amazon.aws.hooks.kinesis import KinesisHook
 
-from market_ingest.operators.market import KinesisPublishOperator
+from market_ingest.operators.kinesis import KinesisPublishOperator
 
 args = json.loads(sys.argv[1])
 real = KinesisHook(aws_conn_id=args["aws_conn_id"]).conn

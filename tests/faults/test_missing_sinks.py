@@ -8,7 +8,9 @@ from datetime import datetime, timezone
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from market_ingest.operators.market import KinesisPublishOperator, LakePublishOperator, MarketExtractOperator
+from market_ingest.operators.extract import MarketExtractOperator
+from market_ingest.operators.kinesis import KinesisPublishOperator
+from market_ingest.operators.lake import LakePublishOperator
 from standin.server import StandIn
 from tests.conftest import built, serving
 from tests.faults.support import context

@@ -9,8 +9,10 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from market_ingest import outcomes
+from market_ingest.contracts import read_plan
 from market_ingest.errors import VendorUnavailableError
-from market_ingest.operators.market import MarketExtractOperator, build_report
+from market_ingest.operators.extract import MarketExtractOperator
+from market_ingest.report import build_report
 from tests.conftest import built
 from tests.e2e.test_alpha_vantage_run import _recordings, alpha_vantage_serving
 from tests.faults.support import context
@@ -97,7 +99,7 @@ def test_the_report_names_the_task_that_failed():
     plan = [{"batch": 0, "symbols": ["AAPL", "MSFT"], **window}, {"batch": 1, "symbols": ["NVDA"], **window}]
     extracts = [{"batch": 0, "outcomes": [{"symbol": "AAPL", "status": "ok"}, {"symbol": "MSFT", "status": "ok"}]}]
     lake = {"rows_by_symbol": {"AAPL": 1, "MSFT": 1}, "objects": []}
-    report = build_report(plan, extracts, lake, None, {"bars_by_symbol": {"AAPL": 1, "MSFT": 1}})
+    report = build_report(read_plan(plan), extracts, lake, None, {"bars_by_symbol": {"AAPL": 1, "MSFT": 1}})
     assert report["symbols"]["NVDA"]["status"] == outcomes.FAILED
     assert report["symbols"]["NVDA"]["reason"] == "task extract[1] did not succeed (see its log)"
     assert report["failed_tasks"] == ["extract[1]", "load_timescale"]
@@ -106,7 +108,7 @@ def test_the_report_names_the_task_that_failed():
 
 @pytest.mark.integration
 def test_a_failed_report_says_which_tasks_failed(services):
-    from market_ingest.operators.market import RunReportOperator
+    from market_ingest.operators.report import RunReportOperator
 
     plan = [{"batch": 0, "symbols": ["AAPL"], "start": "2021-07-22T00:00:00+00:00", "end": "2021-07-23T00:00:00+00:00"}]
     extracts = [{"batch": 0, "outcomes": [{"symbol": "AAPL", "status": "ok"}]}]
@@ -160,7 +162,9 @@ def test_a_corrupt_staged_object_fails_at_once_naming_the_object_and_the_run(ser
     from market_ingest.config import load_config
     from market_ingest.errors import CorruptObjectError
     from market_ingest.lake import lake_root, run_token, staging_run_dir
-    from market_ingest.operators.market import KinesisPublishOperator, LakePublishOperator, TimescaleLoadOperator
+    from market_ingest.operators.kinesis import KinesisPublishOperator
+    from market_ingest.operators.lake import LakePublishOperator
+    from market_ingest.operators.warehouse import TimescaleLoadOperator
 
     run_id = f"manual__corrupt_{task_id}"
     root = lake_root(load_config().lake.url)

@@ -110,12 +110,10 @@ def test_two_overlapping_loads_with_anomaly_flags_both_succeed(services, tmp_pat
     lock. Here MSFT's recorded daily bars hold one bar made 100x (flagged on each load); the bars
     are loaded once, then the same load runs twice at once, held at ``market.bar_flags`` until
     both are waiting. Both succeed, and the span holds each flag once."""
-    from market_ingest.operators.market import (
-        LakePublishOperator,
-        MarketExtractOperator,
-        MarketPlanOperator,
-        TimescaleLoadOperator,
-    )
+    from market_ingest.operators.extract import MarketExtractOperator
+    from market_ingest.operators.lake import LakePublishOperator
+    from market_ingest.operators.plan import MarketPlanOperator
+    from market_ingest.operators.warehouse import TimescaleLoadOperator
     from standin.server import StandIn
     from tests.conftest import built, serving
     from tests.faults.support import context, derived_yahoo_library

@@ -52,7 +52,7 @@ def _context(run_id):
 
 
 def _report_task(statuses):
-    from market_ingest.operators.market import RunReportOperator
+    from market_ingest.operators.report import RunReportOperator
 
     symbols = list(statuses)
     sinks = {"rows_by_symbol": {s: 1 for s, st in statuses.items() if st == outcomes.OK}, "objects": []}

@@ -10,13 +10,11 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from market_ingest import coverage, outcomes
-from market_ingest.operators.market import (
-    LakePublishOperator,
-    MarketExtractOperator,
-    MarketPlanOperator,
-    MarketRepairPlanOperator,
-    TimescaleLoadOperator,
-)
+from market_ingest.contracts import read_plan
+from market_ingest.operators.extract import MarketExtractOperator
+from market_ingest.operators.lake import LakePublishOperator
+from market_ingest.operators.plan import MarketPlanOperator, MarketRepairPlanOperator
+from market_ingest.operators.warehouse import TimescaleLoadOperator
 from standin.server import StandIn
 from tests.conftest import ROOT, built, serving
 from tests.faults.support import context, derived_yahoo_library
@@ -242,7 +240,7 @@ def test_a_day_asked_again_and_still_missing_counts_an_attempt(services):
     from market_ingest.config import load_config
     from market_ingest.dag_factory import task_arguments
 
-    source_config = task_arguments(load_config(), "yahoo", "1d")["load_timescale"]["source_config"]
+    settings = task_arguments(load_config(), "yahoo", "1d")["load_timescale"]["series"].settings
     plan = [{"batch": 0, "symbols": ["ATTEMPTS"], "start": "2024-10-02T00:00:00+00:00", "end": "2024-10-03T00:00:00+00:00"}]
     with closing(psycopg.connect(services.pg_conninfo())) as conn, conn.cursor() as cur:
 
@@ -255,8 +253,8 @@ def test_a_day_asked_again_and_still_missing_counts_an_attempt(services):
                 cur,
                 source="yahoo",
                 interval="1d",
-                source_config=source_config,
-                plan=plan,
+                settings=settings,
+                batches=read_plan(plan),
                 extracts=extracts,
                 run_id=run_id,
                 not_loaded=not_loaded,
@@ -320,7 +318,7 @@ def test_a_run_whose_load_failed_leaves_its_days_failed_for_the_repair(services)
     """The warehouse load of a run did not succeed (``load_timescale`` is ``None`` to the report):
     the report writes the ledger itself, every planned day ``failed`` naming the task, and the
     repair plans exactly those days."""
-    from market_ingest.operators.market import RunReportOperator
+    from market_ingest.operators.report import RunReportOperator
 
     _forget_repairable(services)
     start, end = datetime(2021, 9, 13, tzinfo=UTC), datetime(2021, 9, 18, tzinfo=UTC)
@@ -355,7 +353,8 @@ def test_a_load_that_failed_with_the_warehouse_down_is_ledgered_once_it_is_back(
     before planning: every day ``failed``, naming the warehouse and the sinks that hold the bars."""
     import json
 
-    from market_ingest.operators.market import KinesisPublishOperator, RunReportOperator
+    from market_ingest.operators.kinesis import KinesisPublishOperator
+    from market_ingest.operators.report import RunReportOperator
 
     _forget_repairable(services)
     start, end = datetime(2021, 9, 20, tzinfo=UTC), datetime(2021, 9, 25, tzinfo=UTC)
@@ -488,11 +487,11 @@ def _load_never_served(services, run_id: str, plan: list[dict]) -> list[dict]:
     from market_ingest.config import load_config
     from market_ingest.dag_factory import task_arguments
 
-    source_config = task_arguments(load_config(), "yahoo", "1d")["load_timescale"]["source_config"]
+    settings = task_arguments(load_config(), "yahoo", "1d")["load_timescale"]["series"].settings
     extracts = [{"batch": b["batch"], "outcomes": [{"symbol": s, "status": outcomes.OK} for s in b["symbols"]]} for b in plan]
     with closing(psycopg.connect(services.pg_conninfo())) as conn, conn.transaction(), conn.cursor() as cur:
         rows, _ = coverage.record_run(
-            cur, source="yahoo", interval="1d", source_config=source_config, plan=plan, extracts=extracts, run_id=run_id
+            cur, source="yahoo", interval="1d", settings=settings, batches=read_plan(plan), extracts=extracts, run_id=run_id
         )
     return rows
 

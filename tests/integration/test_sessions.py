@@ -6,7 +6,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from market_ingest import outcomes
-from market_ingest.operators.market import MarketExtractOperator
+from market_ingest.operators.extract import MarketExtractOperator
 from tests.conftest import built
 from tests.faults.support import context
 
@@ -58,9 +58,13 @@ def test_a_session_day_is_asked_and_loads_its_bars(services, vendors):
 
 def test_a_market_no_calendar_knows_fails_the_task_naming_the_setting(services, vendors):
     """A permanent configuration error: the task fails at once (no retry), naming the setting."""
-    from market_ingest.config import load_config
+    from dataclasses import replace
 
-    source_config = load_config().sources["yahoo"].model_dump(mode="json") | {"market": "XXXX"}
+    from market_ingest.config import load_config
+    from market_ingest.dag_factory import task_arguments
+
+    series = task_arguments(load_config(), "yahoo", "1m")["extract"]["series"]
+    series = replace(series, source_config=series.source_config | {"market": "XXXX"})
     batch = {
         "batch": 0,
         "symbols": ["AAPL"],
@@ -68,7 +72,7 @@ def test_a_market_no_calendar_knows_fails_the_task_naming_the_setting(services, 
         "end": "2025-02-02T00:00:00+00:00",
         "since": {},
     }
-    task = built(MarketExtractOperator, "extract", "yahoo", "1m", batch=batch, source_config=source_config)
+    task = built(MarketExtractOperator, "extract", "yahoo", "1m", batch=batch, series=series)
     with pytest.raises(
         AirflowFailException, match=r"market 'XXXX' is not an exchange_calendars calendar .*sources\.yahoo\.market"
     ):

@@ -225,7 +225,8 @@ def test_a_task_on_a_warehouse_behind_the_code_fails_at_once_naming_market_setup
     from airflow.sdk.exceptions import AirflowFailException
 
     from market_ingest.hooks.timescale import latest_version
-    from market_ingest.operators.market import TimescaleLoadOperator, WarehouseSetupOperator
+    from market_ingest.operators.setup import WarehouseSetupOperator
+    from market_ingest.operators.warehouse import TimescaleLoadOperator
     from tests.conftest import built
 
     with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
@@ -233,7 +234,13 @@ def test_a_task_on_a_warehouse_behind_the_code_fails_at_once_naming_market_setup
         conn.execute("CREATE DATABASE behind")
     fresh = {"conn_type": "postgres", "host": services.pg_socket_dir, "port": 5432, "login": "postgres", "schema": "behind"}
     monkeypatch.setenv("AIRFLOW_CONN_MARKET_BEHIND", json.dumps(fresh))
-    load = built(TimescaleLoadOperator, "load_timescale", lake={"staged": []}, timescale_conn_id="market_behind")
+    from dataclasses import replace
+
+    from market_ingest.config import load_config
+    from market_ingest.dag_factory import task_arguments
+
+    series = replace(task_arguments(load_config(), "yahoo", "1d")["load_timescale"]["series"], timescale_conn_id="market_behind")
+    load = built(TimescaleLoadOperator, "load_timescale", lake={"staged": []}, series=series)
     with pytest.raises(AirflowFailException) as behind:
         load.execute({})
     assert f"has schema version none, this code needs {latest_version()}: trigger the DAG market_setup once" in str(behind.value)

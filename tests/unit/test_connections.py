@@ -1,4 +1,4 @@
-"""Connections as users write them: the README's ``AIRFLOW_CONN_*`` URIs, read back through the hooks."""
+"""Connections as users write them: docs/configuration.md's ``AIRFLOW_CONN_*`` URIs, read back through the hooks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from market_ingest.hooks.alpha_vantage import AlphaVantageHook
 from market_ingest.hooks.exchange import ExchangeHook
 from market_ingest.hooks.yahoo import YahooFinanceHook
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def readme_uris() -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from market_ingest import coverage, outcomes
+from market_ingest.contracts import read_plan
 
 UTC = timezone.utc
 PLAN = [
@@ -31,7 +32,7 @@ def test_a_batch_whose_task_failed_leaves_its_symbols_failed_naming_the_task():
         },
         None,
     ]
-    runs = coverage.asked(PLAN, extracts, lambda s: "XLON" if s.endswith(".L") else "XNYS")
+    runs = coverage.asked(read_plan(PLAN), extracts, lambda s: "XLON" if s.endswith(".L") else "XNYS")
     by = {a.symbol: a for a in runs}
     assert [a.symbol for a in runs] == ["AAPL", "IBM", "OCDO.L"]
     assert by["AAPL"].invalid == {"invalid: high_below_low": 2}

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 
 from market_ingest.config import load_config, load_universe
-from market_ingest.operators.market import build_report
+from market_ingest.contracts import read_plan
+from market_ingest.report import build_report
 from market_ingest.run_note import MAX_CHARS, format_note, write_note
 
 WINDOW = {"start": "2021-07-22T00:00:00+00:00", "end": "2021-07-23T00:00:00+00:00"}
@@ -30,7 +31,7 @@ def _whole_universe_run(failed_batches: set[int]) -> dict:
     ]
     loaded = {s: 1 for e in extracts if e for s in (o["symbol"] for o in e["outcomes"])}
     lake = {"rows_by_symbol": loaded, "objects": []}
-    return build_report(plan, extracts, lake, {"rows_by_symbol": loaded, "coverage": {"complete": len(loaded)}}, None)
+    return build_report(read_plan(plan), extracts, lake, {"rows_by_symbol": loaded, "coverage": {"complete": len(loaded)}}, None)
 
 
 def test_the_note_of_a_whole_universe_run_with_failed_batches_fits_and_counts_what_it_leaves_out():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseHook
 
@@ -239,7 +239,7 @@ class AlphaVantageHook(SharedExtract, BaseHook):
         now = self._vendor_now()
         pair = pair_kind(symbol)
         if pair:
-            kind, base, quote = pair
+            kind, from_symbol, quote = pair
             if interval != "1d":
                 raise ConfigurationError(
                     self.source, f"{symbol}: only daily bars are fetched for FX and crypto pairs, not {interval}", symbol
@@ -249,19 +249,19 @@ class AlphaVantageHook(SharedExtract, BaseHook):
                 return [
                     {
                         "function": "FX_DAILY",
-                        "from_symbol": base,
+                        "from_symbol": from_symbol,
                         "to_symbol": quote,
                         "outputsize": "compact" if compact else "full",
                     }
                 ]
-            return [{"function": "DIGITAL_CURRENCY_DAILY", "symbol": base, "market": quote}]
+            return [{"function": "DIGITAL_CURRENCY_DAILY", "symbol": from_symbol, "market": quote}]
         if interval in INTRADAY_INTERVALS:
             # extended_hours=true is Alpha Vantage's default, asked explicitly: pre- and post-market
             # bars are kept or counted by the caller (fetch_bars' extended_hours), never unseen.
-            base = {
+            base: dict[str, str] = {
                 "function": function,
                 "symbol": symbol,
-                "interval": av_interval,
+                "interval": cast(str, av_interval),  # every intraday interval has one
                 "outputsize": "full",
                 "extended_hours": "true",
             }

@@ -245,7 +245,7 @@ def candles_to_bars(
     from market_ingest.schema import conform, utc_timestamps
 
     n = len(candles)
-    cols = list(zip(*candles)) if candles else [[]] * 6
+    cols: list[Any] = list(zip(*candles)) if candles else [[]] * 6
     times = pa.array([int(ms) for ms in cols[0]], pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
     table = pa.table(
         {
@@ -351,7 +351,7 @@ class ExchangeHook(SharedExtract, BaseHook):
         """
         cls = self._ccxt_class()
         s = self._settings
-        config = {
+        config: dict[str, Any] = {
             "enableRateLimit": True,
             "enableLastJsonResponse": True,  # tells a body that is not JSON from an empty page (fetch_bars)
             "timeout": 30_000,
@@ -442,9 +442,9 @@ class ExchangeHook(SharedExtract, BaseHook):
                 "%s %s: %s; retry %d after %.1f s",
                 self.exchange,
                 what,
-                type(rs.outcome.exception()).__name__,
+                type(rs.outcome.exception() if rs.outcome else None).__name__,
                 rs.attempt_number,
-                rs.next_action.sleep,
+                rs.next_action.sleep if rs.next_action else 0.0,
             ),
         )
         where = f"{what} {symbol}" if symbol else what

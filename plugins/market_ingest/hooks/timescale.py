@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 from market_ingest.config import INCLUDE_DIR
+from market_ingest.contracts import Dataset
 from market_ingest.errors import ConfigurationError, SinkUnavailableError
 from market_ingest.intervals import CANONICAL_INTERVALS
 
@@ -264,7 +265,7 @@ class TimescaleHook(PostgresHook):
         """
         from market_ingest.schema import DATASETS
 
-        bars = DATASETS["bars"]
+        bars = DATASETS[Dataset.BARS]
         applied: dict[str, dict] = {}
         with closing(self.get_conn()) as conn, conn.transaction(), conn.cursor() as cur:
             cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
@@ -313,9 +314,9 @@ class TimescaleHook(PostgresHook):
 
     def load_bars(self, bars: pa.Table) -> int:
         """Upsert canonical bars into ``market.bars``; see :meth:`load`."""
-        return self.load(bars, "bars")
+        return self.load(bars, Dataset.BARS)
 
-    def load(self, table: pa.Table, dataset: str = "bars") -> int:
+    def load(self, table: pa.Table, dataset: Dataset = Dataset.BARS) -> int:
         """Upsert rows of ``dataset`` in one transaction; see :meth:`upsert`.
 
         :return: rows inserted or updated (rows whose stored version was extracted later are not).
@@ -323,7 +324,7 @@ class TimescaleHook(PostgresHook):
         return self.upsert(table.to_batches(max_chunksize=65_536), dataset)["applied"]
 
     def upsert(
-        self, batches: Iterable[pa.RecordBatch], dataset: str = "bars", then: Callable[[Any], None] | None = None
+        self, batches: Iterable[pa.RecordBatch], dataset: Dataset = Dataset.BARS, then: Callable[[Any], None] | None = None
     ) -> dict[str, int]:
         """Upsert record batches of ``dataset`` into its table in one transaction, newest extraction
         winning, writing only rows that change.
@@ -331,7 +332,7 @@ class TimescaleHook(PostgresHook):
         The batches are streamed into a temporary table with ``COPY ... (FORMAT binary)``, encoded
         straight from their Arrow buffers by ``pgpq`` (Arrow -> PostgreSQL's binary COPY format, in
         Rust; one batch in memory at a time, no Python object per value). Then, into the table of
-        each interval present (bars are stored per interval, :meth:`~market_ingest.schema.Dataset.storage`)::
+        each interval present (bars are stored per interval, :meth:`~market_ingest.schema.StoredDataset.storage`)::
 
             INSERT ... SELECT ... FROM <the copied rows that are new or differ from the stored row>
             ON CONFLICT (<key>) DO UPDATE SET ...
@@ -409,7 +410,9 @@ class TimescaleHook(PostgresHook):
                     cur.execute("SET LOCAL timescaledb.max_tuples_decompressed_per_dml_transaction = 0")
                 if spec.per_interval:
                     cur.execute("SELECT DISTINCT interval FROM _load")
-                    parts = [(spec.storage(i), sql.SQL("l.interval = {}").format(sql.Literal(i))) for (i,) in cur]
+                    parts: list[tuple[str, sql.Composable]] = [
+                        (spec.storage(i), sql.SQL("l.interval = {}").format(sql.Literal(i))) for (i,) in cur
+                    ]
                 else:
                     parts = [(spec.table, sql.SQL("TRUE"))]
                 applied = 0

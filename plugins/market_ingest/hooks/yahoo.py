@@ -269,14 +269,14 @@ class YahooFinanceHook(SharedExtract, BaseHook):
             # yfinance memoises GET answers per URL (YfData.cache_get), the error page included:
             # without this the next try is answered from memory, not by Yahoo.
             YfData.cache_get.cache_clear()
-            exc = rs.outcome.exception()
-            down = _down_answer(exc, getattr(self, "_session", None))
+            exc = rs.outcome.exception() if rs.outcome else None
+            down = _down_answer(exc, getattr(self, "_session", None)) if exc else None
             self.log.warning(
                 "%s:%s: %s; asking again after %.1f s (attempt %d)",
                 self.source,
                 symbol,
                 f"Yahoo answered {down}" if down else str(exc)[:200],
-                rs.next_action.sleep,
+                rs.next_action.sleep if rs.next_action else 0.0,
                 rs.attempt_number + 1,
             )
 
@@ -359,10 +359,11 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         frames, sessions, empty = [], [], None
         ticker = yf.Ticker(symbol, session=session)
         for piece in split_window(interval, window):
-            start, end = piece.start, piece.end
+            start: datetime | str = piece.start
+            end: datetime | str = piece.end
             if interval not in INTRADAY_INTERVALS:
                 # Daily and longer bars are dated in the exchange's calendar: ask by date.
-                start, end = start.date().isoformat(), end.date().isoformat()
+                start, end = piece.start.date().isoformat(), piece.end.date().isoformat()
                 if start == end:
                     end = (piece.end.date() + timedelta(days=1)).isoformat()
             try:

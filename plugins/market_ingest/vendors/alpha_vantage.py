@@ -197,11 +197,16 @@ class Row:
     split_ratio: float | None = None
 
 
-def _field(values: dict[str, str], name: str, currency: str | None) -> str | None:
-    """Look up ``name`` among de-numbered keys, preferring ``"<name> (<currency>)"``."""
+def _field(values: dict[str, str], name: str, currency: str | None) -> str:
+    """Look up ``name`` among de-numbered keys, preferring ``"<name> (<currency>)"``.
+
+    :raises ValueError: neither key is there.
+    """
     if currency and f"{name} ({currency.lower()})" in values:
         return values[f"{name} ({currency.lower()})"]
-    return values.get(name)
+    if name not in values:
+        raise ValueError(f"no {name!r} value")
+    return values[name]
 
 
 def parse_series_json(doc: dict, market: str | None = None) -> tuple[list[Row], str]:
@@ -245,7 +250,7 @@ def parse_series_csv(text: str, tz: str) -> list[Row]:
     reader = csv.DictReader(io.StringIO(text))
     rows = []
     for rec in reader:
-        stamp = rec.get("timestamp") or rec.get("time")
+        stamp = rec.get("timestamp") or rec.get("time") or ""
         rows.append(
             Row(
                 stamp=stamp,
