@@ -81,9 +81,11 @@ $(STAMP312): requirements.lock pyproject.toml $(STAMP)
 	$(VENV)/bin/uv pip install -q --python $(VENV312)/bin/python --no-deps -e .
 	rm -f $(VENV312)/.installed-* && touch $@
 
-lint: $(STAMP)  ## ruff lint and format check (ruff.toml)
+lint: $(STAMP)  ## ruff (ruff.toml), mypy on the product code and the import layers (pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy plugins/market_ingest plugins/market_ingest_plugin.py
+	PYTHONPATH=plugins $(VENV)/bin/lint-imports
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
