@@ -204,7 +204,7 @@ def run_dags(stack, live: bool) -> list[dict]:
     running; once all are done, one line per run with its run time (the DAG run's ``start_date`` to
     ``end_date`` in Airflow's metadata: time queued before it started is not counted).
     """
-    from demo.stack import parse_utc, run_seconds
+    from demo.stack import run_seconds, run_window
 
     for dag_id in DEMO_DAGS:
         stack.unpause(dag_id)
@@ -244,10 +244,7 @@ def run_dags(stack, live: bool) -> list[dict]:
     for run in sorted(finished, key=lambda r: (r["dag_id"], r["logical_date"])):
         dag_id, run_id = run["dag_id"], run["dag_run_id"]
         conf = conf_of[dag_id, run_id]
-        start, end = (
-            parse_utc(conf.get("start") or run["data_interval_start"]),
-            parse_utc(conf.get("end") or run["data_interval_end"]),
-        )
+        start, end = run_window(run, conf)
         seconds = run_seconds(run)
         ran = "-" if seconds is None else f"{seconds:.0f}s"
         window = f"{start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M}"

@@ -89,9 +89,30 @@ def run_seconds(run: dict, now: datetime | None = None) -> float | None:
     return None if end is None else (end - parse_utc(run["start_date"])).total_seconds()
 
 
+def run_window(run: dict, conf: dict | None = None) -> tuple[datetime, datetime]:
+    """The window ``[start, end)`` a run ingests: the Params form's ``start`` and ``end`` when its
+    conf has them, else its data interval.
+
+    :param run: a REST ``DAGRunResponse`` dict.
+    :param conf: the conf the run was given; default: the run's own (``run["conf"]``).
+    """
+    conf = (run.get("conf") or {}) if conf is None else conf
+    return parse_utc(conf.get("start") or run["data_interval_start"]), parse_utc(conf.get("end") or run["data_interval_end"])
+
+
+def describe_run(run: dict) -> str:
+    """``<dag id> <run type> <window start>..<window end>`` (UTC, to the minute), or the run id when
+    the run has no window (a REST ``DAGRunResponse`` dict)."""
+    try:
+        start, end = run_window(run)
+    except (KeyError, AttributeError):  # no data interval
+        return f"{run['dag_id']} {run['dag_run_id']}"
+    return f"{run['dag_id']} {run['run_type']} {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M}"
+
+
 def progress_line(runs: list[dict], now: datetime) -> str:
     """One line on runs being waited for: how many finished of the total, and the slowest still
-    running (dag id, run id, state, seconds since its ``start_date``), else the one queued longest.
+    running (:func:`describe_run`, state, seconds since its ``start_date``), else the one queued longest.
 
     :param runs: REST ``DAGRunResponse`` dicts, finished or not.
     :param now: the current time (aware), against the metadata's times.
@@ -103,14 +124,11 @@ def progress_line(runs: list[dict], now: datetime) -> str:
     queued = [r for r in runs if r["state"] not in TERMINAL_STATES and not r.get("start_date")]
     if running:
         slowest = max(running, key=lambda r: run_seconds(r, now) or 0.0)
-        line += (
-            f"; slowest still running: {slowest['dag_id']} {slowest['dag_run_id']} "
-            f"({slowest['state']} for {run_seconds(slowest, now):.0f}s)"
-        )
+        line += f"; slowest still running: {describe_run(slowest)} ({slowest['state']} for {run_seconds(slowest, now):.0f}s)"
     elif queued:
         oldest = min(queued, key=lambda r: r.get("queued_at") or "")
         waited = f" for {(now - parse_utc(oldest['queued_at'])).total_seconds():.0f}s" if oldest.get("queued_at") else ""
-        line += f"; none started yet, longest queued: {oldest['dag_id']} {oldest['dag_run_id']} ({oldest['state']}{waited})"
+        line += f"; none started yet, longest queued: {describe_run(oldest)} ({oldest['state']}{waited})"
     if running and queued:
         line += f"; {len(queued)} queued, not started"
     return line

@@ -64,11 +64,13 @@ def test_a_demo_killed_by_sigterm_stops_every_process_it_started(tmp_path):
             assert time.monotonic() < deadline, "airflow standalone not ready after 300 s"
             time.sleep(1)
         # While its runs wait, the demo says how far they are every 20 s (issue 29 item 8; before, it
-        # was silent for minutes): runs finished of the total, the slowest still running with its
-        # state and time since it started (or, before any starts, the one queued longest).
+        # was silent for minutes): runs finished of the total, the slowest still running (DAG, run
+        # type, window) with its state and time since it started (or, before any starts, the one
+        # queued longest).
         progress = re.compile(
             r"\] \d+ of \d+ runs finished( \(\d+ failed\))?; "
-            r"(slowest still running|none started yet, longest queued): market_\w+ \S+ \((running|queued) for \d+s\)"
+            r"(slowest still running|none started yet, longest queued): market_\w+ (manual|backfill) "
+            r"\d{4}-\d\d-\d\d \d\d:\d\d\.\.\d{4}-\d\d-\d\d \d\d:\d\d \((running|queued) for \d+s\)"
         )
         deadline = time.monotonic() + 120
         while not progress.search(log.read_text(errors="replace")):  # the runs are in flight
