@@ -1,8 +1,9 @@
 """``make coverage``: the coverage ledger (``market.coverage``) in a terminal.
 
-Per (source, interval): symbols, days, expected and loaded bars, and days per state; then the
-latest days that are not complete, with their reasons. Reads the warehouse of ``make up`` (its
-state file), or the one ``--dsn`` names (a libpq connection string).
+Per (source, interval): symbols, days, calendar-expected and loaded bars, symbol-days per state
+and flagged bars; then the latest days that are not complete, with their reasons; then
+:data:`LEDGER_LEGEND`. Reads the warehouse of ``make up`` (its state file), or the one ``--dsn``
+names (a libpq connection string).
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
 STATE = ROOT / ".stack" / "state.json"
+#: Units of the ledger's table (``market_ingest.coverage.format_summary``), and which "expected" it is.
+LEDGER_LEGEND = (
+    "units: expected, loaded and flagged in bars; each state column in symbol-days (one symbol's UTC day); "
+    "expected = calendar-expected: the bars the market's calendar expects for those days"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = coverage.summary(conn, args.source, args.interval)
         gaps = coverage.incomplete(conn, args.source, args.interval, args.limit)
     print("\n".join(coverage.format_summary(rows, gaps)))
+    print(LEDGER_LEGEND)
     return 0
 
 

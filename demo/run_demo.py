@@ -5,12 +5,15 @@ Starts an embedded PostgreSQL, a moto server (S3 + Kinesis) and the vendor stand
 scheduler (``airflow standalone``: LocalExecutor; metadata in the database ``airflow_demo`` of
 the same PostgreSQL, recreated each time; logs under ``.demo/airflow``) with the pools imported from ``include/pools.json`` and the
 connections given as ``AIRFLOW_CONN_*`` variables. It triggers the manual runs below through the
-REST API and one ``airflow backfill create`` over five logical dates, waits for all of them, stops
-every process it started, then reads every sink back and prints, per series, the bars the
-recordings hold for the runs' windows next to the rows found in PostgreSQL, the lake and Kinesis.
+REST API and one ``airflow backfill create`` over five logical dates, waits for all of them (a
+progress line every 20 s: runs finished of the total, the slowest still running), prints each run's
+run time (its start to its end in Airflow's metadata), stops every process it started, then reads
+every sink back and prints, per series, the bars the recordings hold for the runs' windows
+("recorded") next to the rows found in PostgreSQL, the lake and Kinesis, and the coverage ledger,
+whose "expected" is what the market's calendar expects ("calendar-expected"), not what was recorded.
 The summary is also written as JSON. ``--live`` uses the live vendor APIs.
 
-Exit status: 0 when every sink holds exactly the expected bars, 1 otherwise; 2 when ``--live``
+Exit status: 0 when every sink holds exactly the recorded bars, 1 otherwise; 2 when ``--live``
 finds a vendor unreachable (within about 10 s, naming host and connection; nothing is run).
 """
 
@@ -94,6 +97,8 @@ EXCHANGE_OPEN_TIMES = {
     "coinbase": lambda body: [int(c["start"]) for c in body["candles"]],
 }
 INTERVAL_SECONDS = {"1m": 60, "1h": 3600}
+#: Seconds between two progress lines while the demo waits for its runs.
+PROGRESS_EVERY = 20.0
 
 
 def airflow_env() -> dict[str, str]:
@@ -122,7 +127,7 @@ def _recorded_at(meta: dict) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
-def expected_bars(dag_id: str, start: datetime, end: datetime, symbols: list[str]) -> dict[str, int]:
+def recorded_bars(dag_id: str, start: datetime, end: datetime, symbols: list[str]) -> dict[str, int]:
     """Bars the recordings hold for a run's window ``[start, end)``, per symbol, read straight from their bodies.
 
     Independent of the pipeline's code path: parses the raw JSON; counts bars with a close,
@@ -134,9 +139,9 @@ def expected_bars(dag_id: str, start: datetime, end: datetime, symbols: list[str
     if interval == "quote":
         return {sym: 1 for sym in symbols}  # one snapshot per symbol and run
     if source == "alpha_vantage":
-        return _expected_alpha_vantage(symbols, start, end)
+        return _recorded_alpha_vantage(symbols, start, end)
     if source in EXCHANGE_OPEN_TIMES:
-        return _expected_exchange(source, interval, symbols, start, end)
+        return _recorded_exchange(source, interval, symbols, start, end)
     out = {}
     for sym in symbols:
         seen = set()
@@ -160,7 +165,7 @@ def expected_bars(dag_id: str, start: datetime, end: datetime, symbols: list[str
     return out
 
 
-def _expected_alpha_vantage(symbols: list[str], start: datetime, end: datetime) -> dict[str, int]:
+def _recorded_alpha_vantage(symbols: list[str], start: datetime, end: datetime) -> dict[str, int]:
     """Daily bars per symbol in ``[start, end)`` read from the Alpha Vantage recordings' JSON."""
     out = {}
     for _, doc in _recordings("alpha_vantage", endpoint="TIME_SERIES_DAILY"):
@@ -171,7 +176,7 @@ def _expected_alpha_vantage(symbols: list[str], start: datetime, end: datetime) 
     return out
 
 
-def _expected_exchange(source: str, interval: str, symbols: list[str], start: datetime, end: datetime) -> dict[str, int]:
+def _recorded_exchange(source: str, interval: str, symbols: list[str], start: datetime, end: datetime) -> dict[str, int]:
     """Candles in ``[start, end)`` closed by the recording's clock (now when unknown), per symbol.
 
     The sidecars name each symbol by the exchange's own market id (``BTCUSDT``, ``BTC-USDT``).
@@ -194,39 +199,58 @@ def run_dags(stack, live: bool) -> list[dict]:
     """Trigger every demo run and backfill on the running scheduler, wait for all; return per-run results.
 
     Manual runs of different DAGs run at the same time, each extract task in its vendor's pool; a
-    backfill's runs follow one another (``max_active_runs``).
+    backfill's runs follow one another (``max_active_runs``). While they run, a line every
+    :data:`PROGRESS_EVERY` seconds says how many finished of the total and which is the slowest still
+    running; once all are done, one line per run with its run time (the DAG run's ``start_date`` to
+    ``end_date`` in Airflow's metadata: time queued before it started is not counted).
     """
-    from demo.stack import parse_utc
+    from demo.stack import run_seconds, run_window
 
     for dag_id in DEMO_DAGS:
         stack.unpause(dag_id)
     t0 = time.monotonic()
-    finished = []
     # Manual runs first, then the backfill (the order the README's table gives).
-    triggered = [(dag_id, stack.trigger(dag_id, logical_date.isoformat(), conf)) for dag_id, logical_date, conf in RUNS]
-    print(f"  triggered {len(triggered)} manual runs of {len({d for d, _ in triggered})} DAGs", flush=True)
+    conf_of: dict[tuple[str, str], dict] = {}
+    for dag_id, logical_date, conf in RUNS:
+        conf_of[dag_id, stack.trigger(dag_id, logical_date.isoformat(), conf)] = conf
+    print(f"  triggered {len(RUNS)} manual runs of {len({d for d, _, _ in RUNS})} DAGs", flush=True)
     for dag_id, first, last, conf in BACKFILLS:
         print(
             f"  $ airflow backfill create --dag-id {dag_id} --from-date {first} --to-date {last} "
             f"--dag-run-conf '{json.dumps(conf)}'",
             flush=True,
         )
-        finished += [(r, conf) for r in stack.backfill(dag_id, first, last, conf)]
-    conf_of = {run_id: conf for (_, _, conf), (_, run_id) in zip(RUNS, triggered)}
-    for dag_id in sorted({d for d, _ in triggered}):
-        run_ids = [run_id for d, run_id in triggered if d == dag_id]
-        finished += [(r, conf_of[r["dag_run_id"]]) for r in stack.wait_for_runs(dag_id, run_ids)]
+        conf_of.update({(dag_id, r["dag_run_id"]): conf for r in stack.create_backfill(dag_id, first, last, conf)})
+    run_ids: dict[str, list[str]] = {}
+    for dag_id, run_id in conf_of:
+        run_ids.setdefault(dag_id, []).append(run_id)
+    print(
+        f"  waiting for {len(conf_of)} runs ({len(RUNS)} manual, {len(conf_of) - len(RUNS)} backfill); "
+        f"progress every {PROGRESS_EVERY:.0f}s:",
+        flush=True,
+    )
+    finished = stack.wait_for_all(
+        run_ids,
+        timeout=1800,
+        report=lambda line: print(f"  [{time.monotonic() - t0:4.0f}s] {line}", flush=True),
+        every=PROGRESS_EVERY,
+    )
+    for dag_id, first, last, _ in BACKFILLS:  # and the scheduler has marked the backfill completed
+        stack.wait_for_backfill(dag_id, first, last)
+    print(f"  all {len(finished)} runs finished {time.monotonic() - t0:.0f}s after the first trigger", flush=True)
+    print("\nRuns (window in UTC; run time: the run's start to its end in Airflow's metadata, in seconds):")
+    print(f"  {'dag id':<27} {'run type':<8} {'window':<34} {'symbols':<16} {'state':<8} {'run time':>8}", flush=True)
     results = []
-    for run, conf in sorted(finished, key=lambda rc: (rc[0]["dag_id"], rc[0]["logical_date"])):
+    for run in sorted(finished, key=lambda r: (r["dag_id"], r["logical_date"])):
         dag_id, run_id = run["dag_id"], run["dag_run_id"]
-        start, end = (
-            parse_utc(conf.get("start") or run["data_interval_start"]),
-            parse_utc(conf.get("end") or run["data_interval_end"]),
-        )
-        seconds = (parse_utc(run["end_date"]) - parse_utc(run["start_date"])).total_seconds() if run.get("end_date") else None
+        conf = conf_of[dag_id, run_id]
+        start, end = run_window(run, conf)
+        seconds = run_seconds(run)
+        ran = "-" if seconds is None else f"{seconds:.0f}s"
+        window = f"{start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M}"
         print(
-            f"  {dag_id:<27} {run['run_type']:<8} {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M} {conf.get('symbols')} "
-            f"-> {run['state']} ({seconds:.0f}s)",
+            f"  {dag_id:<27} {run['run_type']:<8} {window:<34} {', '.join(conf.get('symbols') or []):<16} "
+            f"{run['state']:<8} {ran:>8}",
             flush=True,
         )
         report = stack.xcom(dag_id, run_id, "report") if run["state"] == "success" else {}
@@ -239,11 +263,11 @@ def run_dags(stack, live: bool) -> list[dict]:
                 "window": [start.isoformat(), end.isoformat()],
                 "conf": conf,
                 "state": run["state"],
+                "run_seconds": seconds,
                 "skipped": (report or {}).get("skipped", {}),
-                "expected": None if live else expected_bars(dag_id, start, end, conf["symbols"]),
+                "recorded": None if live else recorded_bars(dag_id, start, end, conf["symbols"]),
             }
         )
-    print(f"  all runs finished in {time.monotonic() - t0:.0f}s", flush=True)
     return results
 
 
@@ -393,29 +417,29 @@ def main() -> int:
 
 
 def summarise(runs: list[dict], sinks: dict, seconds: float) -> dict:
-    """Join expected bars per (interval, symbol) with what each sink holds."""
-    expected: Counter = Counter()
+    """Join the recorded bars per (source, interval, symbol) with what each sink holds."""
+    recorded: Counter = Counter()
     skipped = []
     for run in runs:
         source, interval = run["dag_id"].removeprefix("market_").rsplit("_", 1)
-        for sym, n in (run["expected"] or {}).items():
-            expected[f"{source}/{interval}/{sym}"] += n
-    keys = sorted(set(expected) | set(sinks["postgres"]) | set(sinks["lake"]))
+        for sym, n in (run["recorded"] or {}).items():
+            recorded[f"{source}/{interval}/{sym}"] += n
+    keys = sorted(set(recorded) | set(sinks["postgres"]) | set(sinks["lake"]))
     rows = []
     for key in keys:
         row = {
             "series": key,
-            "expected": expected.get(key),
+            "recorded": recorded.get(key),
             "postgres": sinks["postgres"].get(key, 0),
             "lake": sinks["lake"].get(key, 0),
             "kinesis": sinks["kinesis_distinct"].get(key, 0),
         }
         rows.append(row)
-        if row["expected"] == 0:
+        if row["recorded"] == 0:
             skipped.append(key)
     ok = (
         all(r["state"].endswith("success") for r in runs)
-        and all(r["expected"] is None or r["postgres"] == r["lake"] == r["kinesis"] == r["expected"] for r in rows)
+        and all(r["recorded"] is None or r["postgres"] == r["lake"] == r["kinesis"] == r["recorded"] for r in rows)
         and not any(sinks["duplicate_bars"].values())
     )
     return {
@@ -432,16 +456,25 @@ def summarise(runs: list[dict], sinks: dict, seconds: float) -> dict:
 
 
 def print_summary(summary: dict) -> None:
-    print("\nBars per series (expected = what the recordings hold for the runs' windows):")
-    print(f"  {'source/interval/symbol':<28} {'expected':>8} {'postgres':>9} {'lake':>6} {'kinesis':>8}")
+    """The summary as text: bars per series and sink, lake objects, the coverage ledger, duplicates,
+    skipped symbols, then the result line (``OK: ...`` or ``MISMATCH: ...``)."""
+    from demo.coverage import LEDGER_LEGEND
+
+    print("\nBars per series (a quote series: snapshots), per sink; kinesis counts distinct record ids:")
+    print("  recorded = the bars the recordings hold for the runs' windows, which every sink must hold exactly")
+    print(f"  {'source/interval/symbol':<28} {'recorded':>8} {'postgres':>9} {'lake':>6} {'kinesis':>8}")
     for r in summary["series"]:
-        exp = "-" if r["expected"] is None else r["expected"]
-        print(f"  {r['series']:<28} {exp:>8} {r['postgres']:>9} {r['lake']:>6} {r['kinesis']:>8}")
-    print(f"\nLake objects ({len(summary['lake_objects'])}):")
+        rec = "-" if r["recorded"] is None else r["recorded"]
+        print(f"  {r['series']:<28} {rec:>8} {r['postgres']:>9} {r['lake']:>6} {r['kinesis']:>8}")
+    print(f"\nLake objects ({len(summary['lake_objects'])} Parquet objects):")
     for key in summary["lake_objects"]:
         print(f"  {key}")
-    print(f"Kinesis records published: {summary['kinesis_records_total']}")
-    print("\nCoverage ledger (market.coverage; days per state, then the latest incomplete days):")
+    print(f"Kinesis records published (bars and quote snapshots): {summary['kinesis_records_total']}")
+    print(
+        "\nCoverage ledger (market.coverage) per source and interval, then the latest days not complete; "
+        "its expected is the calendar's, not the recorded bars above:"
+    )
+    print(f"  {LEDGER_LEGEND}")
     for line in summary["coverage"]:
         print(f"  {line}")
     dup = summary["duplicate_bars"]

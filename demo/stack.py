@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -74,6 +74,64 @@ def stack_env(home: Path, api_port: int, metadata_db: str, extra: dict[str, str]
 def parse_utc(iso: str) -> datetime:
     """A REST API time (ISO 8601, ``Z`` or an offset) as an aware UTC datetime."""
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def run_seconds(run: dict, now: datetime | None = None) -> float | None:
+    """A DAG run's run time in seconds: its ``start_date`` (when the scheduler set it running) to its
+    ``end_date``, both from the metadata (REST ``DAGRunResponse``); to ``now`` while it runs.
+
+    A run waiting in the queue (``max_active_runs``, a busy scheduler) has not started: its wait is
+    not run time. :return: None when the run has not started, or has not ended and ``now`` is None.
+    """
+    if not run.get("start_date"):
+        return None
+    end = parse_utc(run["end_date"]) if run.get("end_date") else now
+    return None if end is None else (end - parse_utc(run["start_date"])).total_seconds()
+
+
+def run_window(run: dict, conf: dict | None = None) -> tuple[datetime, datetime]:
+    """The window ``[start, end)`` a run ingests: the Params form's ``start`` and ``end`` when its
+    conf has them, else its data interval.
+
+    :param run: a REST ``DAGRunResponse`` dict.
+    :param conf: the conf the run was given; default: the run's own (``run["conf"]``).
+    """
+    conf = (run.get("conf") or {}) if conf is None else conf
+    return parse_utc(conf.get("start") or run["data_interval_start"]), parse_utc(conf.get("end") or run["data_interval_end"])
+
+
+def describe_run(run: dict) -> str:
+    """``<dag id> <run type> <window start>..<window end>`` (UTC, to the minute), or the run id when
+    the run has no window (a REST ``DAGRunResponse`` dict)."""
+    try:
+        start, end = run_window(run)
+    except (KeyError, AttributeError):  # no data interval
+        return f"{run['dag_id']} {run['dag_run_id']}"
+    return f"{run['dag_id']} {run['run_type']} {start:%Y-%m-%d %H:%M}..{end:%Y-%m-%d %H:%M}"
+
+
+def progress_line(runs: list[dict], now: datetime) -> str:
+    """One line on runs being waited for: how many finished of the total, and the slowest still
+    running (:func:`describe_run`, state, seconds since its ``start_date``), else the one queued longest.
+
+    :param runs: REST ``DAGRunResponse`` dicts, finished or not.
+    :param now: the current time (aware), against the metadata's times.
+    """
+    done = [r for r in runs if r["state"] in TERMINAL_STATES]
+    failed = sum(r["state"] == "failed" for r in done)
+    line = f"{len(done)} of {len(runs)} runs finished" + (f" ({failed} failed)" if failed else "")
+    running = [r for r in runs if r["state"] not in TERMINAL_STATES and r.get("start_date")]
+    queued = [r for r in runs if r["state"] not in TERMINAL_STATES and not r.get("start_date")]
+    if running:
+        slowest = max(running, key=lambda r: run_seconds(r, now) or 0.0)
+        line += f"; slowest still running: {describe_run(slowest)} ({slowest['state']} for {run_seconds(slowest, now):.0f}s)"
+    elif queued:
+        oldest = min(queued, key=lambda r: r.get("queued_at") or "")
+        waited = f" for {(now - parse_utc(oldest['queued_at'])).total_seconds():.0f}s" if oldest.get("queued_at") else ""
+        line += f"; none started yet, longest queued: {describe_run(oldest)} ({oldest['state']}{waited})"
+    if running and queued:
+        line += f"; {len(queued)} queued, not started"
+    return line
 
 
 def session_pids(sid: int) -> list[int]:
@@ -167,14 +225,37 @@ class AirflowStack:
 
         :raises TimeoutError: naming the runs still unfinished and their states.
         """
+        return self.wait_for_all({dag_id: run_ids}, timeout)
+
+    def wait_for_all(
+        self,
+        run_ids: dict[str, list[str]],
+        timeout: float = 900,
+        report: Callable[[str], None] | None = None,
+        every: float = 20.0,
+    ) -> list[dict]:
+        """Wait until the given runs of several DAGs are finished (success or failed).
+
+        :param run_ids: ``{dag id: [run id, ...]}``.
+        :param report: called every ``every`` seconds while some are unfinished, with a
+            :func:`progress_line` (runs finished of the total, the slowest still running).
+        :return: the runs (REST ``DAGRunResponse`` dicts), per DAG in ``run_ids``' order, oldest
+            logical date first.
+        :raises TimeoutError: naming the DAGs and the runs still unfinished and their states.
+        """
         deadline = time.monotonic() + timeout
+        next_report = time.monotonic() + every
+        wanted = sum(len(ids) for ids in run_ids.values())
         while True:
-            runs = [r for r in self.runs(dag_id) if r["dag_run_id"] in run_ids]
-            if len(runs) == len(run_ids) and all(r["state"] in TERMINAL_STATES for r in runs):
+            runs = [r for dag_id, ids in run_ids.items() for r in self.runs(dag_id) if r["dag_run_id"] in ids]
+            if len(runs) == wanted and all(r["state"] in TERMINAL_STATES for r in runs):
                 return runs
             if time.monotonic() > deadline:
                 pending = {r["dag_run_id"]: r["state"] for r in runs if r["state"] not in TERMINAL_STATES}
-                raise TimeoutError(f"{dag_id}: runs not finished after {timeout:.0f}s: {pending}")
+                raise TimeoutError(f"{', '.join(run_ids)}: runs not finished after {timeout:.0f}s: {pending}")
+            if report and time.monotonic() >= next_report:
+                report(progress_line(runs, datetime.now(timezone.utc)))
+                next_report = time.monotonic() + every
             self._check_alive()
             time.sleep(2)
 
@@ -186,6 +267,20 @@ class AirflowStack:
         :param reprocess: ``none``, ``failed`` or ``completed``: which dates that already have a
             run are run again (their runs are cleared and rerun as backfill runs).
         :return: :meth:`wait_for_backfill`'s runs.
+        :raises RuntimeError: when the command fails.
+        """
+        self.create_backfill(dag_id, from_date, to_date, conf, reprocess)
+        return self.wait_for_backfill(dag_id, from_date, to_date)
+
+    def create_backfill(
+        self, dag_id: str, from_date: str, to_date: str, conf: dict | None = None, reprocess: str = "none"
+    ) -> list[dict]:
+        """``airflow backfill create`` over ``[from_date, to_date]`` (logical dates), without waiting.
+
+        The command creates every run of the backfill, queued, before it returns.
+
+        :param reprocess: as in :meth:`backfill`.
+        :return: the DAG's backfill runs with a logical date in ``[from_date, to_date]``, oldest first.
         :raises RuntimeError: when the command fails.
         """
         args = [
@@ -203,7 +298,7 @@ class AirflowStack:
         if conf:
             args += ["--dag-run-conf", json.dumps(conf)]
         self.cli(*args)
-        return self.wait_for_backfill(dag_id, from_date, to_date)
+        return self.backfill_runs(dag_id, from_date, to_date)
 
     def wait_for_backfill(self, dag_id: str, from_date: str, to_date: str, timeout: float = 1800) -> list[dict]:
         """Wait until the scheduler marks the DAG's backfills completed (a DAG has one running backfill at most).
@@ -217,6 +312,10 @@ class AirflowStack:
                 raise TimeoutError(f"{dag_id}: backfill {from_date}..{to_date} not completed after {timeout:.0f}s")
             self._check_alive()
             time.sleep(2)
+        return self.backfill_runs(dag_id, from_date, to_date)
+
+    def backfill_runs(self, dag_id: str, from_date: str, to_date: str) -> list[dict]:
+        """The DAG's backfill runs with a logical date in ``[from_date, to_date]`` (days), oldest first."""
         return [
             r for r in self.runs(dag_id) if r["run_type"] == "backfill" and from_date <= r["logical_date"][:10] <= to_date[:10]
         ]

@@ -3,11 +3,14 @@
 A FastAPI app the project's plugin mounts on the API server at ``/market-coverage`` and adds to
 the UI's navigation ("Market coverage", an external view shown inside the UI):
 
-* ``GET /market-coverage/`` - per (source, interval) the totals (days per state, expected and loaded
-  bars), a symbol-by-day grid of the latest ``days`` days with rows, each cell coloured by its state
+* ``GET /market-coverage/`` - per (source, interval) the totals (symbol-days per state; calendar-expected
+  and loaded bars), a symbol-by-day grid of the latest ``days`` days with rows, each cell coloured by its state
   (click one: its state, bars, repair attempts and reason show under the grid; an ``unrecoverable``
-  day's reason says why the repair gave up on it), and the latest runs that wrote it;
+  day's reason says why the repair gave up on it), and the latest runs that wrote it. A pair asked
+  with ``?source=&interval=`` that has no ledger rows is said to have none (no other pair's grid);
 * ``GET /market-coverage/api/coverage?source=&interval=&days=`` - the same as JSON.
+
+"Expected" here is the ledger's: the bars the market's calendar expects for a day (``market_ingest.calendars``).
 
 Both need an Airflow login (the UI's session cookie or a bearer token: Airflow's own
 ``requires_authenticated``). The ledger is read through a connection of its own,
@@ -47,14 +50,18 @@ COLOURS = {
 def read(source: str | None = None, interval: str | None = None, days: int = 31, conn=None) -> dict[str, Any]:
     """What the page shows, from the ledger.
 
-    :param source: the source shown in the grid; default: the first in the ledger.
+    :param source: the source shown in the grid; default: the first in the ledger (of ``interval``, when given).
     :param interval: its interval; default: the first of that source.
     :param days: the latest days with rows shown in the grid (columns).
     :param conn: an open psycopg connection; default: one through the view's read-only connection
         (:func:`reader_connection`).
     :return: ``{"pairs": [summary rows of every (source, interval)], "source", "interval",
+        "absent": None, or a sentence saying the asked pair has no ledger rows,
         "days": [ISO dates, oldest first], "symbols": [...], "cells": {symbol: {day: {"state",
-        "expected", "loaded", "reason", "run_id", "flagged", "attempts"}}}, "runs": [{"run_id", "updated_at", "days", <state>: n}]}``.
+        "expected" (bars the calendar expects), "loaded" (bars stored), "reason", "run_id", "flagged", "attempts"}}},
+        "runs": [{"run_id", "updated_at", "days", <state>: n}]}``. When the ledger has no row of the
+        asked ``source`` (and ``interval``), ``"absent"`` says so and the grid and runs are empty:
+        another pair is never shown in its place.
     :raises ConfigurationError: the view's connection is not defined (see :func:`reader_connection`).
     """
     from market_ingest import coverage
@@ -67,6 +74,7 @@ def read(source: str | None = None, interval: str | None = None, days: int = 31,
         "pairs": pairs,
         "source": source,
         "interval": interval,
+        "absent": None,
         "days": [],
         "symbols": [],
         "cells": {},
@@ -74,11 +82,15 @@ def read(source: str | None = None, interval: str | None = None, days: int = 31,
     }
     if not pairs:
         return view
-    if not source or not any(p["source"] == source for p in pairs):
-        source = pairs[0]["source"]
-    intervals = [p["interval"] for p in pairs if p["source"] == source]
-    if interval not in intervals:
-        interval = intervals[0]
+    matching = [p for p in pairs if source in (None, "", p["source"]) and interval in (None, "", p["interval"])]
+    if not matching:
+        asked = " ".join(x for x in (source, interval) if x)
+        view["absent"] = (
+            f"The coverage ledger has no rows for {asked}: no load of it has written the ledger yet, or it is "
+            "not a configured pair. The pairs with rows are listed above."
+        )
+        return view
+    source, interval = matching[0]["source"], matching[0]["interval"]
     view.update(source=source, interval=interval)
     with conn.cursor() as cur:
         cur.execute(
@@ -165,9 +177,12 @@ def render(view: dict[str, Any]) -> str:
         out.append("<p id='empty'>The coverage ledger is empty: no load has run yet.</p></body></html>")
         return "".join(out)
     out.append(
-        "<h2>Totals (symbol-days per state)</h2><table id='totals'><tr><th class='l'>source</th><th class='l'>interval</th>"
+        "<h2>Totals (days per state in symbol-days; calendar-expected, loaded and flagged in bars)</h2>"
+        "<p>calendar-expected: the bars the market's calendar expects for the days (its sessions); "
+        "loaded: the bars stored.</p>"
+        "<table id='totals'><tr><th class='l'>source</th><th class='l'>interval</th>"
     )
-    out.append("<th>symbols</th><th class='l'>from</th><th class='l'>to</th><th>expected</th><th>loaded</th>")
+    out.append("<th>symbols</th><th class='l'>from</th><th class='l'>to</th><th>calendar-expected</th><th>loaded</th>")
     out.extend(f"<th>{s}</th>" for s in STATES)
     out.append("<th>flagged bars</th></tr>")
     for p in view["pairs"]:
@@ -180,6 +195,9 @@ def render(view: dict[str, Any]) -> str:
         out.extend(f"<td class='n-{s}'>{p[s]}</td>" for s in STATES)
         out.append(f"<td class='n-flagged'>{p['flagged']}</td></tr>")
     out.append("</table>")
+    if view.get("absent"):
+        out.append(f"<p id='absent'>{e(view['absent'])}</p></body></html>")
+        return "".join(out)
     out.append(f"<h2 id='title'>{e(view['source'])} {e(view['interval'])}: the latest {len(view['days'])} days</h2><p>")
     out.extend(f"<span class='key' style='background:{COLOURS[s]}'></span>{s}" for s in STATES)
     out.append("</p><table class='grid' id='grid'><tr><th class='l'>symbol</th>")
@@ -204,7 +222,10 @@ def render(view: dict[str, Any]) -> str:
             )
         out.append("</tr>")
     out.append("</table><div id='detail'>Click a cell for its state and reason.</div>")
-    out.append("<h2>Latest runs</h2><table id='runs'><tr><th class='l'>run</th><th class='l'>written at</th><th>days</th>")
+    out.append(
+        "<h2>Latest runs (ledger rows written, in symbol-days)</h2><table id='runs'><tr><th class='l'>run</th>"
+        "<th class='l'>written at</th><th>symbol-days</th>"
+    )
     out.extend(f"<th>{s}</th>" for s in STATES)
     out.append("</tr>")
     for r in view["runs"]:

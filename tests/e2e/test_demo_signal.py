@@ -1,4 +1,5 @@
-"""A demo killed by a signal stops every process it started (issue 14 item 5).
+"""A demo killed by a signal while its runs are in flight stops every process it started (issue 14
+item 5); until then it reports their progress (issue 29 item 8).
 
 Seen before: after a killed ``make demo LIVE=1``, 16 Airflow processes and its PostgreSQL were
 left running. The demo runs here in its own work folder (``MARKET_DEMO_WORK``). Every process it
@@ -10,6 +11,7 @@ left.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -60,6 +62,20 @@ def test_a_demo_killed_by_sigterm_stops_every_process_it_started(tmp_path):
         while "running DAGs" not in log.read_text(errors="replace"):  # the stack is up and has runs to do
             assert demo.poll() is None, f"the demo exited early:\n{log.read_text(errors='replace')[-3000:]}"
             assert time.monotonic() < deadline, "airflow standalone not ready after 300 s"
+            time.sleep(1)
+        # While its runs wait, the demo says how far they are every 20 s (issue 29 item 8; before, it
+        # was silent for minutes): runs finished of the total, the slowest still running (DAG, run
+        # type, window) with its state and time since it started (or, before any starts, the one
+        # queued longest).
+        progress = re.compile(
+            r"\] \d+ of \d+ runs finished( \(\d+ failed\))?; "
+            r"(slowest still running|none started yet, longest queued): market_\w+ (manual|backfill) "
+            r"\d{4}-\d\d-\d\d \d\d:\d\d\.\.\d{4}-\d\d-\d\d \d\d:\d\d \((running|queued) for \d+s\)"
+        )
+        deadline = time.monotonic() + 120
+        while not progress.search(log.read_text(errors="replace")):  # the runs are in flight
+            assert demo.poll() is None, f"the demo exited early:\n{log.read_text(errors='replace')[-3000:]}"
+            assert time.monotonic() < deadline, f"no progress line 120 s after the runs started:\n{log.read_text()[-3000:]}"
             time.sleep(1)
         assert _left(work), "nothing found running in the demo's folder: the check below would prove nothing"
         demo.send_signal(sig)

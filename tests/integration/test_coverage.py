@@ -709,3 +709,41 @@ def test_without_its_connection_the_view_says_so_and_never_uses_the_loading_one(
     answer = page(source=None, interval=None, days=31)  # the route's function, past Airflow's login check
     assert answer.status_code == 503
     assert f"never through the loading connection {cfg.conn_id}" in answer.body.decode()
+
+
+def test_the_coverage_view_says_when_the_asked_pair_has_no_rows(services):
+    """Seen on main: asked for a (source, interval) the ledger has no rows of, the view showed
+    another pair's grid instead (the source's first interval, or the ledger's first source) with
+    nothing on the page saying so. It now keeps the pair asked, says it has no rows, shows no grid
+    and still lists the pairs that have rows; a pair with rows is shown as before."""
+    import psycopg
+
+    from market_ingest import ui
+
+    day = date(2021, 7, 19)
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as admin:
+        admin.execute(
+            "INSERT INTO market.coverage (source, interval, symbol, day, covered_from, covered_until, expected, loaded, "
+            "state, run_id) VALUES ('absent-test', '1d', 'MSFT', %s, %s, %s, 1, 1, 'complete', 'manual__absent') "
+            "ON CONFLICT DO NOTHING",
+            (day, datetime(2021, 7, 19, tzinfo=UTC), datetime(2021, 7, 20, tzinfo=UTC)),
+        )
+    routes = {r.path: r.endpoint for r in ui.create_app().routes if getattr(r, "path", None) in ("/", "/api/coverage")}
+    try:
+        # an interval the source has no rows of; a source the ledger has no rows of
+        for source, interval in (("absent-test", "5m"), ("absent-test-never", "1d")):
+            view = ui.read(source, interval)
+            assert (view["source"], view["interval"]) == (source, interval)
+            assert (view["days"], view["symbols"], view["cells"], view["runs"]) == ([], [], {}, [])
+            assert ("absent-test", "1d") in {(p["source"], p["interval"]) for p in view["pairs"]}
+            said = f"The coverage ledger has no rows for {source} {interval}"
+            assert view["absent"].startswith(said)
+            page = routes["/"](source=source, interval=interval, days=31)  # the route's function, past Airflow's login check
+            assert said in page and "id='grid'" not in page and "data-pair='absent-test/1d'" in page
+            assert routes["/api/coverage"](source=source, interval=interval, days=31)["absent"] == view["absent"]
+        view = ui.read("absent-test", "1d")
+        assert view["absent"] is None and view["cells"]["MSFT"][day.isoformat()]["state"] == "complete"
+        assert "id='grid'" in ui.render(view)
+    finally:
+        with psycopg.connect(services.pg_conninfo(), autocommit=True) as admin:
+            admin.execute("DELETE FROM market.coverage WHERE source = 'absent-test'")
