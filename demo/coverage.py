@@ -19,8 +19,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 STATE = ROOT / ".stack" / "state.json"
 #: Units of the ledger's table (``market_ingest.coverage.format_summary``), and which "expected" it is.
 LEDGER_LEGEND = (
-    "units: expected, loaded and flagged in bars; each state column in symbol-days (one symbol's UTC day); "
-    "expected = calendar-expected: the bars the market's calendar expects for those days"
+    "units: cal-expected, loaded and flagged in bars; each state column in symbol-days (one symbol's UTC day); "
+    "cal-expected = calendar-expected: the bars the market's calendar expects for those days"
 )
 
 

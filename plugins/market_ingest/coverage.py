@@ -660,18 +660,18 @@ def format_summary(rows: list[dict[str, Any]], gaps: Sequence[dict[str, Any]] = 
     short = {VENDOR_EMPTY: "empty"}
     labels = {s: short.get(s, s) for s in STATES}
     width = {s: max(8, len(label)) for s, label in labels.items()}
-    head = f"{'source':<16} {'interval':<8} {'symbols':>7} {'days from':<10} {'to':<10} {'expected':>9} {'loaded':>9}"
+    head = f"{'source':<16} {'interval':<8} {'symbols':>7} {'days from':<10} {'to':<10} {'cal-expected':>12} {'loaded':>9}"
     lines = [head + "".join(f" {labels[s]:>{width[s]}}" for s in STATES) + f" {'flagged':>8}"]
     for r in rows:
         lines.append(
             f"{r['source']:<16} {r['interval']:<8} {r['symbols']:>7} {r['first_day']!s:<10} {r['last_day']!s:<10} "
-            f"{r['expected']:>9} {r['loaded']:>9}" + "".join(f" {r[s]:>{width[s]}}" for s in STATES) + f" {r['flagged']:>8}"
+            f"{r['expected']:>12} {r['loaded']:>9}" + "".join(f" {r[s]:>{width[s]}}" for s in STATES) + f" {r['flagged']:>8}"
         )
     if not rows:
         lines.append("(the ledger is empty: no load has run yet)")
     for g in gaps:
         lines.append(
             f"  {g['source']}/{g['interval']}/{g['symbol']} {g['day']}: {g['state']} "
-            f"({g['loaded']} of {g['expected']} bars) {g['reason']}  [{g['run_id']}]"
+            f"({g['loaded']} of {g['expected']} calendar-expected bars) {g['reason']}  [{g['run_id']}]"
         )
     return lines

@@ -124,6 +124,7 @@ def format_report(report: Mapping[str, Any], dag_id: str, run_id: str) -> list[s
         f"Run report {dag_id} / {run_id}",
         *([f"FAILED: {report['failure']}"] if report.get("failure") else []),
         *report.get("notices", []),
+        "bars per symbol and sink (a quote run: snapshots):",
         f"{'symbol':<12} {'status':<15} {'lake':>7} {'timescale':>9} {'kinesis':>8}  reason",
     ]
     for sym, v in sorted(report["symbols"].items()):
@@ -146,7 +147,7 @@ def format_report(report: Mapping[str, Any], dag_id: str, run_id: str) -> list[s
         lines.append(f"bars that failed validation ({rejects['rows']}), with their reasons: {rejects['path']}")
     if report.get("coverage"):
         days = ", ".join(f"{state} {n}" for state, n in report["coverage"].items() if n)
-        lines.append(f"coverage ledger (symbol-days): {days or 'nothing expected in the window'}")
+        lines.append(f"coverage ledger (symbol-days): {days or 'no session of the market calendar in the window'}")
     if report.get("flags"):
         lines.append(f"bars flagged as anomalies (loaded; see market.bar_flags): {report['flags']}")
     if report.get("failed_tasks"):

@@ -105,11 +105,11 @@ def test_sessions_the_vendor_left_out_are_missing_and_the_repair_loads_them(serv
     assert result["coverage"] == dict(coverage.counts([]), complete=25, missing=2)
     printed = _make_coverage(services, capsys)
     assert printed[0].split() == [
-        "source", "interval", "symbols", "days", "from", "to", "expected", "loaded",
+        "source", "interval", "symbols", "days", "from", "to", "cal-expected", "loaded",
         "complete", "partial", "missing", "empty", "deferred", "failed", "rejected", "unrecoverable", "flagged",
     ]  # fmt: skip
     assert (
-        "  yahoo/1d/TSLA 2021-07-07: missing (0 of 1 bars) the vendor returned bars for the window but none of the 1 "
+        "  yahoo/1d/TSLA 2021-07-07: missing (0 of 1 calendar-expected bars) the vendor returned bars for the window but none of the 1 "
         "expected this day  [manual__coverage_gap]"
     ) in printed
 
