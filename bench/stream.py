@@ -125,7 +125,7 @@ def _markets_file(work: Path) -> Path:
     """Binance's BTC/USDT market from the recorded exchangeInfo (served by the stand-in), as a ccxt markets file."""
     import ccxt
 
-    from market_ingest.http import route_urls
+    from market_ingest.routing import route_urls
     from standin.server import StandIn, StandInServer
 
     server = StandInServer(StandIn(ROOT / "include" / "recordings")).start()

@@ -74,8 +74,8 @@ def record_ccxt(src, symbols: list[str], interval: str, start: datetime, end: da
     import ccxt
 
     from market_ingest.hooks.exchange import CCXT_TIMEFRAMES, candle_endpoint_params, iter_pages, ohlcv_limit
-    from market_ingest.http import response_clock, route_urls
     from market_ingest.intervals import Window
+    from market_ingest.routing import response_clock, route_urls
 
     client = getattr(ccxt, src.exchange)({"enableRateLimit": True, "options": src.options or {}})
     if base:
@@ -116,8 +116,8 @@ def record_yahoo(symbols: list[str], interval: str, start: datetime, end: dateti
     import yfinance as yf
 
     from market_ingest.hooks.yahoo import INTRADAY_INTERVALS, YF_INTERVAL, split_window
-    from market_ingest.http import clocked_session, response_clock
     from market_ingest.intervals import Window
+    from market_ingest.routing import clocked_session, response_clock
 
     written: list[Path] = []
 
@@ -180,8 +180,8 @@ def record_alpha_vantage(src, symbols: list[str], interval: str, start: datetime
     import requests
 
     from market_ingest.hooks.alpha_vantage import AlphaVantageHook
-    from market_ingest.http import response_clock
     from market_ingest.intervals import Window
+    from market_ingest.routing import response_clock
     from market_ingest.vendors import alpha_vantage as av
     from standin.alpha_vantage import series_symbol
 

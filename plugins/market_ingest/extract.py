@@ -55,7 +55,7 @@ class Answer:
         the vendor sent them, unfiltered: bars outside the window, still open, repeated or invalid
         are all still there.
     :param now: the vendor's clock (UTC) when it answered: a bar that has not closed by then is
-        still open. Vendors state it in their ``Date`` header (:mod:`market_ingest.http`).
+        still open. Vendors state it in their ``Date`` header (:mod:`market_ingest.routing`).
     :param sessions: the regular trading sessions ``[(open, close)]`` (UTC) the vendor states or
         the market keeps; ``None`` when the market has no session rule (24/7, FX, crypto) or the
         vendor does not say. Applied to intraday intervals configured without ``extended_hours``.
@@ -260,11 +260,11 @@ class SharedExtract:
 
     def check_reachable(self, timeout: float = 10.0) -> None:
         """Fail within ``timeout`` seconds when the vendor's server (or the proxy to it) gives no
-        HTTP answer: :func:`market_ingest.http.check_reachable` on :meth:`endpoint`.
+        HTTP answer: :func:`market_ingest.routing.check_reachable` on :meth:`endpoint`.
 
         :raises VendorUnavailableError: naming the host, the port and the connection.
         """
-        from market_ingest.http import check_reachable
+        from market_ingest.routing import check_reachable
 
         url, conn_id = self.endpoint()
         check_reachable(url, self.source, conn_id, timeout)

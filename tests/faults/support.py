@@ -75,9 +75,25 @@ def key_counts(rows: list[dict]) -> Counter:
     return Counter((r["symbol"], r["time"].date().isoformat()) for r in rows)
 
 
+class TaskInstanceStub:
+    """The task instance of a task run in the test's process: its try, and the XCom it pushes
+    beside its return value (``pushed``); it pulls nothing, as a run whose other tasks left no XCom."""
+
+    def __init__(self, try_number: int = 1, max_tries: int = 3) -> None:
+        self.try_number, self.max_tries = try_number, max_tries
+        self.pushed: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.pushed[key] = value
+
+    def xcom_pull(self, **kwargs: object) -> None:
+        return None
+
+
 def context(run_id: str, params: dict | None = None, start: datetime | None = None, end: datetime | None = None) -> dict:
     """The parts of an Airflow context the market operators read."""
     return {
+        "ti": TaskInstanceStub(),
         "run_id": run_id,
         "params": params or {},
         "data_interval_start": start or datetime(2021, 7, 19, tzinfo=UTC),

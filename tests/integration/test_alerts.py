@@ -17,6 +17,7 @@ import pytest
 
 from market_ingest import outcomes
 from tests.conftest import built
+from tests.faults.support import TaskInstanceStub
 
 pytestmark = pytest.mark.integration
 UTC = timezone.utc
@@ -48,7 +49,7 @@ def _context(run_id):
         data_interval_start=datetime(2021, 7, 20, tzinfo=UTC),
         data_interval_end=datetime(2021, 7, 21, tzinfo=UTC),
     )
-    return {"dag": SimpleNamespace(dag_id="market_yahoo_1d"), "run_id": run_id, "dag_run": run}
+    return {"dag": SimpleNamespace(dag_id="market_yahoo_1d"), "run_id": run_id, "dag_run": run, "ti": TaskInstanceStub()}
 
 
 def _report_task(statuses):

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from market_ingest.http import clocked_session, response_clock, route_urls
+from market_ingest.routing import clocked_session, response_clock, route_urls
 from standin.server import StandIn, StandInServer
 from tests.conftest import RECORDINGS
 

@@ -130,7 +130,7 @@ def test_burst_throttle_is_retryable(recordings):
 
 def test_an_html_5xx_page_is_named_by_its_status_host_and_path_without_the_key(connection):
     """On main: ``HTTP 503 for TIME_SERIES_DAILY IBM``, without the host or path answered. The page
-    is named as every vendor's is (:class:`~market_ingest.http.Answered`); the URL's query
+    is named as every vendor's is (:class:`~market_ingest.routing.Answered`); the URL's query
     string, which holds the API key, never is."""
     from urllib.parse import urlsplit
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from market_ingest.errors import VendorUnavailableError
-from market_ingest.http import check_reachable
+from market_ingest.routing import check_reachable
 
 
 def _closed_port() -> int:
@@ -121,7 +121,7 @@ def test_an_error_answer_names_no_credentials_of_a_gateways_url():
     names host, port and path, never them, nor the query (which may hold an API key)."""
     import requests
 
-    from market_ingest.http import Answered, without_queries
+    from market_ingest.routing import Answered, without_queries
 
     response = requests.Response()
     response.status_code, response.reason = 503, "Service Unavailable"

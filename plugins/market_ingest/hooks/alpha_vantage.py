@@ -161,16 +161,16 @@ class AlphaVantageHook(SharedExtract, BaseHook):
     def session(self):
         """A ``requests`` session that spaces its requests by the connection's
         ``requests_per_second`` (default 1: the free key's per-second limit) and keeps Alpha
-        Vantage's clock (``Date``) of its latest answer (:func:`~market_ingest.http.clocked_session`)."""
+        Vantage's clock (``Date``) of its latest answer (:func:`~market_ingest.routing.clocked_session`)."""
         import requests
 
-        from market_ingest.http import clocked_session
+        from market_ingest.routing import clocked_session
 
         return clocked_session(None, requests.Session, self._settings["requests_per_second"])()
 
     def _vendor_now(self) -> datetime:
         """Alpha Vantage's "now": ``now`` if given, else its latest ``Date`` (never after the wall clock)."""
-        from market_ingest.http import closed_bar_clock
+        from market_ingest.routing import closed_bar_clock
 
         return self.now or closed_bar_clock(self.session.clock)
 
@@ -186,8 +186,8 @@ class AlphaVantageHook(SharedExtract, BaseHook):
             ``HTTP 503 Service Unavailable from www.alphavantage.co/query (text/html)``).
         No message carries the API key.
         """
-        from market_ingest.http import Answered
         from market_ingest.quota import utc_today
+        from market_ingest.routing import Answered
 
         s = self._settings
         day = utc_today(self._vendor_now())  # the vendor's day once an answer told its clock, else ours

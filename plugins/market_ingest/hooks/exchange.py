@@ -62,8 +62,8 @@ from market_ingest.errors import (
 )
 from market_ingest.extract import SharedExtract
 from market_ingest.hooks import as_flag, connection_extra
-from market_ingest.http import without_queries
 from market_ingest.intervals import INTERVAL_LENGTH, Window, bar_end, bar_start, validate_interval
+from market_ingest.routing import without_queries
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -275,7 +275,7 @@ class ExchangeHook(SharedExtract, BaseHook):
     :param markets_file: JSON list of ccxt market structures used instead of ``load_markets()``.
     :param options: ccxt exchange options (no secrets).
     :param now: the exchange's current time; default the ``Date`` of its latest answer (never
-        after the wall clock), see :mod:`market_ingest.http`.
+        after the wall clock), see :mod:`market_ingest.routing`.
     :param sleep: how to wait between retries (tests pass a recorder).
 
     One ccxt instance per hook (so per task): ccxt's rate limiter is per instance, and markets are
@@ -324,7 +324,7 @@ class ExchangeHook(SharedExtract, BaseHook):
             return {}
         from airflow.sdk.log import mask_secret
 
-        from market_ingest.http import base_url_of
+        from market_ingest.routing import base_url_of
 
         extra = connection_extra(conn)  # an emptied form field (null) takes the default
         try:
@@ -362,7 +362,7 @@ class ExchangeHook(SharedExtract, BaseHook):
         if s.get("sandbox"):
             client.set_sandbox_mode(True)
         if s.get("base_url"):  # a URL-prefix gateway (the stand-in servers): route the API table through it
-            from market_ingest.http import route_urls
+            from market_ingest.routing import route_urls
 
             client.urls["api"] = route_urls(client.urls["api"], s["base_url"])
         markets = self._markets_file()
@@ -406,7 +406,7 @@ class ExchangeHook(SharedExtract, BaseHook):
 
     def vendor_now(self) -> datetime:
         """The exchange's "now": ``now`` if given, else the ``Date`` of its latest answer, never after our clock."""
-        from market_ingest.http import closed_bar_clock, response_clock
+        from market_ingest.routing import closed_bar_clock, response_clock
 
         if self.now is not None:
             return self.now
@@ -421,7 +421,7 @@ class ExchangeHook(SharedExtract, BaseHook):
         :raises VendorUnavailableError: timeouts or the exchange being down, past the retries.
         :raises ConfigurationError: authentication or permission refused; not retryable.
         :raises ccxt.BadSymbol, ccxt.ExchangeError: for the caller to decide per symbol.
-        Our messages quote ccxt's without URL query strings or HTML pages (:func:`~market_ingest.http.without_queries`).
+        Our messages quote ccxt's without URL query strings or HTML pages (:func:`~market_ingest.routing.without_queries`).
         """
         import ccxt
         import tenacity

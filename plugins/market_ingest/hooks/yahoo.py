@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from market_ingest.extract import Answer
-    from market_ingest.http import Answered
+    from market_ingest.routing import Answered
 
 SOURCE = "yahoo"
 
@@ -127,7 +127,7 @@ class YahooFinanceHook(SharedExtract, BaseHook):
     Yahoo needs no credentials. The optional connection ``market_yahoo`` (type ``yahoo_finance``)
     may carry a base URL in ``host`` (a URL-prefix gateway: ``<host>/query2.finance.yahoo.com/...``,
     as the stand-in servers of the demo and tests are reached; see
-    :mod:`market_ingest.http`), and ``{"proxy": "http://...", "retries": 3,
+    :mod:`market_ingest.routing`), and ``{"proxy": "http://...", "retries": 3,
     "requests_per_second": 4}`` in its extra: an HTTP proxy; how often yfinance asks again after a
     dropped connection or a timeout (``yf.config.network.retries``, waiting 1, 2, 4 ... s; default
     3; Yahoo's 5xx pages yfinance already asks once more for, with its other cookie strategy);
@@ -164,7 +164,7 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         except Exception:  # AirflowNotFoundException: the connection is optional
             self.log.info("Connection %s not defined; using yfinance defaults", self.yahoo_conn_id)
             return None, {}
-        from market_ingest.http import base_url_of
+        from market_ingest.routing import base_url_of
 
         try:
             return base_url_of(conn.host), connection_extra(conn)  # an emptied form field (null): default
@@ -178,7 +178,7 @@ class YahooFinanceHook(SharedExtract, BaseHook):
 
     def endpoint(self) -> tuple[str, str | None]:
         """Yahoo's chart API (yfinance's ``_BASE_URL_``), through the connection's base URL if set."""
-        from market_ingest.http import through
+        from market_ingest.routing import through
 
         return through("https://query2.finance.yahoo.com/v8/finance/chart/", self._connection[0]), self.yahoo_conn_id
 
@@ -212,7 +212,7 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         from yfinance.exceptions import YFRateLimitError, YFTickerMissingError
 
         from market_ingest.extract import Answer
-        from market_ingest.http import closed_bar_clock, without_queries
+        from market_ingest.routing import closed_bar_clock, without_queries
 
         if getattr(self, "_session", None) is None:
             self.prepare(interval, window)
@@ -320,7 +320,7 @@ class YahooFinanceHook(SharedExtract, BaseHook):
 
         cache.get_tz_cache().lookup("")
         cache.get_cookie_cache().lookup("")
-        from market_ingest.http import clocked_session
+        from market_ingest.routing import clocked_session
 
         rate = float(extra["requests_per_second"]) if extra.get("requests_per_second") else None
         if extra.get("proxy"):
@@ -426,9 +426,9 @@ def _down_answer(exc: BaseException, session) -> Answered | None:
     (``JSONDecodeError: Expecting value`` from its timezone probe) or, for the chart, raises
     ``YFDataException("YAHOO! FINANCE IS CURRENTLY DOWN!")``; only ``raise_for_status`` paths carry
     the response. The page is then the latest answer of this thread's requests
-    (:func:`~market_ingest.http.clocked_session`).
+    (:func:`~market_ingest.routing.clocked_session`).
     """
-    from market_ingest.http import Answered
+    from market_ingest.routing import Answered
 
     response = getattr(exc, "response", None)
     if getattr(response, "status_code", None):

@@ -53,16 +53,15 @@ class MarketExtractOperator(SeriesOperator):
             # For the run report: what stopped this batch, on which try. The report cannot read
             # another task's exception; an XCom pushed before failing stays (a retry clears it
             # when it starts, so the last try's failure is the one the report sees).
-            ti = context.get("ti")  # absent when a test calls execute() directly
             cause = exc.__cause__ if isinstance(exc, AirflowFailException) and exc.__cause__ else exc
             try:
-                if ti is not None:
-                    failure: FailureXCom = {
-                        "error": f"{type(cause).__name__}: {str(cause)[:FAILURE_CHARS]}",
-                        "try_number": ti.try_number,
-                        "tries": ti.max_tries + 1,
-                    }
-                    ti.xcom_push(key=FAILURE_KEY, value=failure)
+                ti = context["ti"]
+                failure: FailureXCom = {
+                    "error": f"{type(cause).__name__}: {str(cause)[:FAILURE_CHARS]}",
+                    "try_number": ti.try_number,
+                    "tries": ti.max_tries + 1,
+                }
+                ti.xcom_push(key=FAILURE_KEY, value=failure)
             except Exception as push_error:  # the task fails with its own exception whatever happens here
                 self.log.warning("Could not keep this failure for the run report: %s", push_error)
             raise

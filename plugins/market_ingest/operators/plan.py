@@ -172,6 +172,5 @@ class MarketRepairPlanOperator(SeriesOperator):
             plan.gave_up or "none",
             plan.left or "none",
         )
-        if "ti" in context:
-            context["ti"].xcom_push(key="repair", value=summary)
+        context["ti"].xcom_push(key="repair", value=summary)
         return [b.to_xcom() for b in plan.batches]

@@ -115,8 +115,7 @@ class RunReportOperator(SeriesOperator):
         if report["failure"]:
             # A failed run's report stays in XCom too (a failed task returns nothing): the
             # reasons per symbol are what its reader needs most.
-            if (ti := context.get("ti")) is not None:  # absent when a test calls execute() directly
-                ti.xcom_push(key="return_value", value=report)
+            context["ti"].xcom_push(key="return_value", value=report)
             raise AirflowFailException(report["failure"])
         return report
 
@@ -174,10 +173,9 @@ class RunReportOperator(SeriesOperator):
         never ran, upstream failed, left none)."""
         done = {e["batch"] for e in extracts if e}
         failed = [i for i, b in enumerate(batches or []) if b.index not in done]
-        ti = context.get("ti")
-        if not failed or ti is None or not batches:
+        if not failed or not batches:
             return {}
-        pulled = ti.xcom_pull(task_ids=self.extract_task_id, key=FAILURE_KEY, map_indexes=failed)
+        pulled = context["ti"].xcom_pull(task_ids=self.extract_task_id, key=FAILURE_KEY, map_indexes=failed)
         if not isinstance(pulled, list):
             pulled = [pulled]
         return {batches[i].index: f for i, f in zip(failed, pulled) if f}
