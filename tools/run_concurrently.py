@@ -131,13 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat", type=float, default=300, help="seconds between 'still running' lines")
     parser.add_argument("jobs", nargs="+", metavar="NAME=COMMAND")
     args = parser.parse_args(argv)
-    args.logs.mkdir(parents=True, exist_ok=True)
     try:
         jobs = [parse_job(text, args.logs) for text in args.jobs]
     except ValueError as exc:
         parser.error(str(exc))
     if len({j.name for j in jobs}) != len(jobs):
         parser.error("two commands with one name would share a log")
+    args.logs.mkdir(parents=True, exist_ok=True)
     return run(jobs, args.heartbeat)
 
 
