@@ -1,12 +1,13 @@
 # Two commands matter: `make demo` (the main job on embedded services and recorded data) and
-# `make test`. Both create .venv on first use; nothing else needs to be installed but Python 3.11.
+# `make test` (`make test-fast` for the quick loop). All create .venv on first use; nothing else
+# needs to be installed but Python 3.11.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-3.12 test-mwaa-versions mwaa lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger install lock recordings record standin universes pools clean
+.PHONY: demo test test-fast test-3.12 install-3.12 test-mwaa-versions mwaa lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger install lock recordings record standin universes pools clean
 
 demo: $(STAMP)  ## runs and a backfill under airflow standalone into PostgreSQL, S3 and Kinesis (LIVE=1: live APIs)
 	$(PY) demo/run_demo.py $(if $(LIVE),--live,)
@@ -47,9 +48,12 @@ bench-stream: $(STAMP)  ## a year of 1m bars (525,600) through every sink: time 
 bench-kinesis: $(STAMP)  ## PutRecords calls, records and bytes per 100,000 bars: packed or not, 10% injected failures, a hot series' shards; appends to bench/RESULTS.md
 	$(PY) bench/kinesis.py $(BENCH_ARGS)
 
-TSDB_INSTALL := ../shared/vendor/timescaledb/install.sh
+TSDB_INSTALL := tools/install_timescaledb.sh
+# What make test runs again on TimescaleDB (pytest arguments): every warehouse test. CI leaves out
+# tests/e2e there and runs those on TimescaleDB under Python 3.12 instead (.ci/run).
+TSDB_TESTS ?= -m warehouse
 
-test: lint  ## ruff, then every test on plain PostgreSQL (with python3.12: make mwaa's artefacts in a clean virtualenv too), then the warehouse tests again on TimescaleDB when it is installed
+test: lint  ## lint, then every test on plain PostgreSQL (with python3.12: make mwaa's artefacts in a clean virtualenv too), then the warehouse tests again on TimescaleDB when it is installed
 	@if [ -z "$(PYTHON312)" ]; then \
 	  if [ -n "$(REQUIRE_PYTHON312)" ]; then echo "python3.12 is required (REQUIRE_PYTHON312) for the MWAA packaging tests but not found"; exit 1; fi; \
 	  echo "MWAA packaging tests deselected: no python3.12 (pyenv install 3.12, or PYTHON312=/path/to/python3.12)"; \
@@ -58,12 +62,21 @@ test: lint  ## ruff, then every test on plain PostgreSQL (with python3.12: make 
 	@why=$$($(PY) -c 'from demo.services import timescaledb_missing; print(timescaledb_missing() or "")'); \
 	if [ -z "$$why" ]; then \
 	  echo "== the warehouse tests again, on TimescaleDB"; \
-	  $(PY) -m pytest -m warehouse --warehouse timescaledb $(PYTEST_ARGS); \
+	  $(PY) -m pytest $(TSDB_TESTS) --warehouse timescaledb $(PYTEST_ARGS); \
 	elif [ -n "$(REQUIRE_TIMESCALEDB)" ]; then \
 	  echo "TimescaleDB is required (REQUIRE_TIMESCALEDB) but $$why"; exit 1; \
 	else \
-	  echo "TimescaleDB half not run ($$why): sudo $(TSDB_INSTALL) installs it (about 5 minutes), then make test runs both"; \
+	  echo "TimescaleDB half not run ($$why): sudo $(TSDB_INSTALL) <TimescaleDB 2.28.3 source tarball, a file or URL> installs it (about 5 minutes), then make test runs both"; \
 	fi
+
+# The quick loop: every test that needs no server of the session (the services fixture: PostgreSQL
+# or TimescaleDB, moto; marker warehouse), no Airflow run (dag.test or the scheduler; e2e), no other
+# server (an API server; integration) and no MWAA build: the unit, DAG integrity and stand-in tests
+# and the fault tests on recordings. Lint is not in it: `make lint` (mypy alone takes ~20 s).
+FAST_TESTS := not warehouse and not e2e and not integration and not mwaa
+
+test-fast: $(STAMP)  ## unit, DAG integrity, stand-in and recorded-fault tests: no database, moto, scheduler or e2e (about 2.5 minutes; PYTEST_ARGS as for make test)
+	$(PY) -m pytest -m "$(FAST_TESTS)" $(PYTEST_ARGS)
 
 # Python 3.12 is what MWAA's Airflow 3.3 images run: the same lock in a virtualenv of its own.
 # python3.12 on PATH, else pyenv's (its shim fails while another version is selected).
@@ -71,8 +84,10 @@ PYTHON312 ?= $(shell for p in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/
 VENV312   := .venv-3.12
 STAMP312  := $(VENV312)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-test-3.12: $(STAMP312)  ## the tests again on Python 3.12, plain PostgreSQL (PYTEST_ARGS as for make test)
+test-3.12: $(STAMP312)  ## the tests again on Python 3.12, plain PostgreSQL (PYTEST_ARGS as for make test; CI: its e2e tests on TimescaleDB)
 	$(VENV312)/bin/python -m pytest $(PYTEST_ARGS)
+
+install-3.12: $(STAMP312)  ## only .venv-3.12, what test-3.12 runs in
 
 $(STAMP312): requirements.lock pyproject.toml $(STAMP)
 	@test -n "$(PYTHON312)" || { echo "python3.12 not found (pyenv install 3.12, or PYTHON312=/path/to/python3.12)"; exit 1; }
@@ -105,8 +120,9 @@ $(STAMP): requirements.lock requirements.txt requirements-dev.txt pyproject.toml
 lock:  ## re-resolve requirements.lock from requirements-dev.txt
 	$(VENV)/bin/uv pip compile -q --python-version 3.11 requirements-dev.txt -o requirements.lock
 
-recordings:  ## rebuild include/recordings/ from ../shared/fixtures/
-	$(PY) tools/build_recordings.py
+recordings: $(STAMP)  ## rebuild include/recordings/ from a folder of recorded vendor answers and its PROVENANCE.md (FIXTURES=<folder>)
+	@test -n "$(FIXTURES)" || { echo "FIXTURES=<folder of recorded vendor answers, with its PROVENANCE.md> is required"; exit 1; }
+	$(PY) tools/build_recordings.py --fixtures "$(FIXTURES)"
 
 record: $(STAMP)  ## live: capture vendor responses into include/recordings/ (ARGS="--source S --symbols A,B --interval 1d --start .. --end ..")
 	$(PY) tools/record.py $(ARGS)

@@ -54,12 +54,21 @@ def pytest_addoption(parser):
     )
 
 
+def _uses_session_services(item) -> bool:
+    """Whether test ``item`` uses :func:`services` of this file (not a module's own fixture of
+    that name, such as the compose file's services in tests/unit/test_compose.py)."""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.get("services") if info else None
+    return bool(defs) and defs[-1].func.__module__ == __name__
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark every test that uses the session's services ``warehouse``: the TimescaleDB half of
-    ``make test`` runs exactly those (``-m warehouse --warehouse timescaledb``). Deselect the MWAA
-    packaging tests unless ``--mwaa-python`` names an interpreter for them."""
+    ``make test`` runs exactly those (``-m warehouse --warehouse timescaledb``), and ``make
+    test-fast`` none of them. Deselect the MWAA packaging tests unless ``--mwaa-python`` names an
+    interpreter for them."""
     for item in items:
-        if "services" in getattr(item, "fixturenames", ()):
+        if _uses_session_services(item):
             item.add_marker(pytest.mark.warehouse)
     if not config.getoption("--mwaa-python"):
         deselected = [item for item in items if item.get_closest_marker("mwaa")]

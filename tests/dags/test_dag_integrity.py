@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 from contextlib import closing
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,15 @@ from tests.conftest import ROOT, expected_dag_ids
 HEAVY = ("pandas", "pyarrow", "yfinance", "ccxt", "boto3", "botocore", "psycopg", "requests", "vcr")
 
 
+#: Every DAG id the pipeline config asks for, and its (source, interval) pairs: read from the
+#: config at collection, not from the DagBag, so that each DAG is its own test case and a DAG
+#: that is not built fails its own cases and no other.
+DAG_IDS = sorted(expected_dag_ids(load_config()))
+PAIRS = load_config().dag_pairs()
+#: The ingestion DAGs, ``market_<source>_<interval>``: all but ``market_setup`` and ``market_repair``.
+INGESTION_DAG_IDS = [dag_id for dag_id in DAG_IDS if dag_id not in ("market_setup", "market_repair")]
+
+
 @pytest.fixture(scope="module")
 def dagbag():
     from airflow.dag_processing.dagbag import DagBag
@@ -28,16 +37,35 @@ def dagbag():
     return DagBag(dag_folder=str(ROOT / "dags"))
 
 
-@pytest.fixture(scope="module")
-def ingestion_dags(dagbag) -> dict:
-    """The ingestion DAGs, ``market_<source>_<interval>``: every DAG but ``market_setup`` and ``market_repair``."""
-    from market_ingest.dag_factory import REPAIR_DAG_ID, SETUP_DAG_ID
+def built_dag(dagbag, dag_id: str):
+    """DAG ``dag_id`` of ``dagbag``; fails the calling test or fixture (that DAG's case only) with
+    the DagBag's import errors when the DAG was not built."""
+    if dag_id not in dagbag.dags:
+        pytest.fail(f"{dag_id} was not built; import errors: {dagbag.import_errors}")
+    return dagbag.dags[dag_id]
 
-    return {dag_id: dag for dag_id, dag in dagbag.dags.items() if dag_id not in (SETUP_DAG_ID, REPAIR_DAG_ID)}
+
+@pytest.fixture(params=DAG_IDS)
+def any_dag(request, dagbag):
+    """Each configured DAG, one test case per DAG id."""
+    return built_dag(dagbag, request.param)
+
+
+@pytest.fixture(params=INGESTION_DAG_IDS)
+def ingestion_dag(request, dagbag):
+    """Each ingestion DAG, ``market_<source>_<interval>``, one test case per DAG id."""
+    return built_dag(dagbag, request.param)
 
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
+
+
+@pytest.mark.parametrize("dag_id", DAG_IDS)
+def test_the_dag_is_built(dagbag, dag_id):
+    """Each configured DAG id is in the DagBag; the failure names the import errors. (Its other
+    cases error at setup, through :func:`built_dag`.)"""
+    assert dag_id in dagbag.dags, f"{dag_id} was not built; import errors: {dagbag.import_errors}"
 
 
 def test_one_dag_per_configured_pair_and_quote_source(dagbag):
@@ -48,23 +76,21 @@ def test_one_dag_per_configured_pair_and_quote_source(dagbag):
     assert {"market_alpha_vantage_1d", "market_alpha_vantage_5m", "market_alpha_vantage_quote"} <= expected
 
 
-def test_dags_are_tagged_retried_and_documented(ingestion_dags):
-    for dag_id, dag in ingestion_dags.items():
-        source, interval = dag_id.removeprefix("market_").rsplit("_", 1)
-        assert {"market-data", f"source:{source}", f"interval:{interval}"} <= set(dag.tags), dag_id
-        assert dag.doc_md and dag.max_active_runs >= 1
-        assert set(dag.params.keys()) == {"symbols", "start", "end"}
-        for task in dag.tasks:
-            assert task.retries >= 2, f"{dag_id}.{task.task_id} retries={task.retries}"
-            assert task.retry_exponential_backoff, f"{dag_id}.{task.task_id} has no exponential backoff"
-            assert task.max_retry_delay == timedelta(seconds=load_config().retry.max_delay_seconds)
+def test_dags_are_tagged_retried_and_documented(ingestion_dag):
+    dag, dag_id = ingestion_dag, ingestion_dag.dag_id
+    source, interval = dag_id.removeprefix("market_").rsplit("_", 1)
+    assert {"market-data", f"source:{source}", f"interval:{interval}"} <= set(dag.tags), dag_id
+    assert dag.doc_md and dag.max_active_runs >= 1
+    assert set(dag.params.keys()) == {"symbols", "start", "end"}
+    for task in dag.tasks:
+        assert task.retries >= 2, f"{dag_id}.{task.task_id} retries={task.retries}"
+        assert task.retry_exponential_backoff, f"{dag_id}.{task.task_id} has no exponential backoff"
+        assert task.max_retry_delay == timedelta(seconds=load_config().retry.max_delay_seconds)
 
 
-def test_extract_runs_in_the_source_pool(ingestion_dags):
-    cfg = load_config()
-    for dag_id, dag in ingestion_dags.items():
-        source = dag_id.removeprefix("market_").rsplit("_", 1)[0]
-        assert dag.get_task("extract").pool == cfg.sources[source].pool
+def test_extract_runs_in_the_source_pool(ingestion_dag):
+    source = ingestion_dag.dag_id.removeprefix("market_").rsplit("_", 1)[0]
+    assert ingestion_dag.get_task("extract").pool == load_config().sources[source].pool
 
 
 def test_window_is_the_data_interval_of_one_period(dagbag):
@@ -252,11 +278,15 @@ def test_invalid_config_names_file_and_field(tmp_path):
     assert "unknown_knob" in message
 
 
-def test_catchup_is_off_unless_an_interval_asks_for_it(ingestion_dags, tmp_path):
+def test_catchup_is_off_in_the_shipped_config(ingestion_dag):
+    assert not ingestion_dag.catchup
+
+
+def test_catchup_is_off_unless_an_interval_asks_for_it(tmp_path):
+    """(Off in every DAG of the shipped config: the test above.)"""
     from market_ingest.config import load_config as load
     from market_ingest.dag_factory import build_dag
 
-    assert not any(dag.catchup for dag in ingestion_dags.values())
     path = tmp_path / "pipeline.yaml"
     text = (ROOT / "include" / "pipeline.yaml").read_text()
     path.write_text(text.replace('schedule: "@hourly"         # 60 candles', 'catchup: true\n        schedule: "@hourly"  #', 1))
@@ -329,48 +359,50 @@ def test_pools_file_is_generated_from_config_and_holds_every_task_pool(dagbag):
     assert used - {"default_pool"} <= set(pools)
 
 
-def test_retry_policy_waits_longer_on_rate_limits_and_fails_permanent_errors_at_once(ingestion_dags):
+def test_retry_policy_waits_longer_on_rate_limits_and_fails_permanent_errors_at_once(ingestion_dag):
     from airflow.sdk.definitions.retry_policy import RetryAction
 
     from market_ingest.errors import ConfigurationError, RateLimitedError, VendorUnavailableError, WindowNotServableError
 
     cfg = load_config()
-    for dag in ingestion_dags.values():
-        policy = dag.get_task("extract").retry_policy
-        limited = policy.evaluate(RateLimitedError("binance", "418 ban"), try_number=1, max_tries=cfg.retry.retries)
-        assert limited.action == RetryAction.RETRY
-        assert (
-            limited.retry_delay
-            == timedelta(seconds=cfg.retry.rate_limited_delay_seconds)
-            > timedelta(seconds=cfg.retry.delay_seconds)
-        )
-        for permanent in (ConfigurationError("alpha_vantage", "premium"), WindowNotServableError("kraken", "720")):
-            assert policy.evaluate(permanent, try_number=1, max_tries=cfg.retry.retries).action == RetryAction.FAIL
-        assert policy.evaluate(VendorUnavailableError("yahoo", "503"), 1, cfg.retry.retries).action == RetryAction.DEFAULT
+    policy = ingestion_dag.get_task("extract").retry_policy
+    limited = policy.evaluate(RateLimitedError("binance", "418 ban"), try_number=1, max_tries=cfg.retry.retries)
+    assert limited.action == RetryAction.RETRY
+    assert (
+        limited.retry_delay
+        == timedelta(seconds=cfg.retry.rate_limited_delay_seconds)
+        > timedelta(seconds=cfg.retry.delay_seconds)
+    )
+    for permanent in (ConfigurationError("alpha_vantage", "premium"), WindowNotServableError("kraken", "720")):
+        assert policy.evaluate(permanent, try_number=1, max_tries=cfg.retry.retries).action == RetryAction.FAIL
+    assert policy.evaluate(VendorUnavailableError("yahoo", "503"), 1, cfg.retry.retries).action == RetryAction.DEFAULT
 
 
-def test_every_dag_has_its_configured_deadline_and_failure_notifier(ingestion_dags):
+def test_every_dag_has_its_configured_deadline_and_failure_notifier(ingestion_dag):
     from airflow.serialization.serialized_objects import DagSerialization
 
     from market_ingest.alerts import MarketEventNotifier
     from market_ingest.deadlines import DataIntervalEndDeadline
 
     cfg = load_config()
-    for dag_id, dag in ingestion_dags.items():
-        source, interval = dag_id.removeprefix("market_").rsplit("_", 1)
-        src = cfg.sources[source]
-        ic = src.quotes if interval == "quote" else src.intervals[interval]
-        (alert,) = dag.deadline
-        assert isinstance(alert.reference, DataIntervalEndDeadline) and alert.interval == ic.allowed_lateness
-        assert alert.callback.path == "market_ingest.alerts.MarketEventNotifier"
-        channels = cfg.alerts.model_dump(mode="json")  # where events go, handed over: no callback reads the config
-        assert alert.callback.kwargs == {"kind": "deadline_missed", "channels": channels}
-        assert isinstance(dag.on_failure_callback, MarketEventNotifier) and dag.on_failure_callback.kind == "dag_failed"
-        assert dag.on_failure_callback.channels == channels
-        # What the scheduler stores: the custom reference by import path, found again through the plugin.
-        encoded = DagSerialization.to_dict(dag)["dag"]["deadline"][0]
-        assert "market_ingest.deadlines.DataIntervalEndDeadline" in json.dumps(encoded)
-    assert cfg.sources["yahoo"].intervals["1d"].allowed_lateness == timedelta(hours=2)
+    dag = ingestion_dag
+    source, interval = dag.dag_id.removeprefix("market_").rsplit("_", 1)
+    src = cfg.sources[source]
+    ic = src.quotes if interval == "quote" else src.intervals[interval]
+    (alert,) = dag.deadline
+    assert isinstance(alert.reference, DataIntervalEndDeadline) and alert.interval == ic.allowed_lateness
+    assert alert.callback.path == "market_ingest.alerts.MarketEventNotifier"
+    channels = cfg.alerts.model_dump(mode="json")  # where events go, handed over: no callback reads the config
+    assert alert.callback.kwargs == {"kind": "deadline_missed", "channels": channels}
+    assert isinstance(dag.on_failure_callback, MarketEventNotifier) and dag.on_failure_callback.kind == "dag_failed"
+    assert dag.on_failure_callback.channels == channels
+    # What the scheduler stores: the custom reference by import path, found again through the plugin.
+    encoded = DagSerialization.to_dict(dag)["dag"]["deadline"][0]
+    assert "market_ingest.deadlines.DataIntervalEndDeadline" in json.dumps(encoded)
+
+
+def test_daily_yahoo_bars_are_due_two_hours_after_the_day():
+    assert load_config().sources["yahoo"].intervals["1d"].allowed_lateness == timedelta(hours=2)
 
 
 def test_the_deadline_reference_is_registered_by_the_plugin():
@@ -421,76 +453,96 @@ def test_tasks_run_on_their_arguments_and_read_no_configuration_file(dagbag, tmp
     assert dagbag.dags["market_kucoin_quote"].get_task("publish_lake").series.lake_url == cfg.lake.quotes_url
 
 
-def test_every_dag_says_in_one_line_what_it_does(dagbag):
+def test_every_dag_says_in_one_line_what_it_does(any_dag):
     """The DAG list shows each DAG's description: one line, naming what it ingests or does."""
-    for dag_id, dag in dagbag.dags.items():
-        assert dag.description and "\n" not in dag.description and len(dag.description) <= 140, dag_id
+    description = any_dag.description
+    assert description and "\n" not in description and len(description) <= 140, any_dag.dag_id
+
+
+def test_the_description_names_source_interval_universes_and_schedule(dagbag):
     assert dagbag.dags["market_yahoo_1m"].description == (
         "Yahoo Finance 1m bars of nasdaq100 every hour into the lake, TimescaleDB and Kinesis"
     )
     assert dagbag.dags["market_kucoin_quote"].description.startswith("KuCoin spot quote snapshots of crypto_majors at cron */15")
 
 
-def test_the_repair_dag_runs_the_ingestion_tasks_after_a_ledger_plan_per_pair(dagbag):
-    """``market_repair``: per configured (source, interval), a plan read from the coverage ledger
-    with the configured budget, then the same extract (in the source's pool), sinks and report."""
-    from market_ingest.operators.plan import MarketRepairPlanOperator
-
+def test_the_repair_dag_has_one_task_group_per_pair(dagbag):
+    """``market_repair`` (scheduled, one run at a time): one task group per configured (source, interval)."""
     cfg = load_config()
-    dag = dagbag.dags["market_repair"]
+    dag = built_dag(dagbag, "market_repair")
     assert dag.timetable.can_be_scheduled and dag.max_active_runs == 1
     groups = {f"{s}_{i}" for s, i in cfg.dag_pairs()}
     assert {t.task_id.split(".")[0] for t in dag.tasks} == groups
-    for source, interval in cfg.dag_pairs():
-        g = f"{source}_{interval}"
-        plan = dag.get_task(f"{g}.plan")
-        assert isinstance(plan, MarketRepairPlanOperator)
-        assert (plan.source, plan.interval, plan.max_requests, plan.max_days_back, plan.max_attempts) == (
-            source,
-            interval,
-            cfg.repair.max_requests_per_source,
-            cfg.repair.max_days_back,
-            cfg.repair.max_attempts,
-        )
-        assert dag.get_task(f"{g}.extract").pool == cfg.sources[source].pool
-        assert dag.get_task(f"{g}.load_timescale").source == source
-        assert dag.get_task(f"{g}.report").upstream_task_ids >= {f"{g}.{t}" for t in ("plan", "extract", "load_timescale")}
-        assert [a.uri for a in dag.get_task(f"{g}.load_timescale").outlets] == [f"x-market://bars/{source}/{interval}"]
 
 
-def test_a_run_triggered_without_a_logical_date_takes_the_last_complete_interval(dagbag):
+@pytest.mark.parametrize("source, interval", PAIRS, ids=[f"{s}_{i}" for s, i in PAIRS])
+def test_the_repair_dag_runs_the_ingestion_tasks_after_a_ledger_plan_per_pair(dagbag, source, interval):
+    """``market_repair``'s group of each configured (source, interval): a plan read from the
+    coverage ledger with the configured budget, then the same extract (in the source's pool),
+    sinks and report."""
+    from market_ingest.operators.plan import MarketRepairPlanOperator
+
+    cfg = load_config()
+    dag = built_dag(dagbag, "market_repair")
+    g = f"{source}_{interval}"
+    plan = dag.get_task(f"{g}.plan")
+    assert isinstance(plan, MarketRepairPlanOperator)
+    assert (plan.source, plan.interval, plan.max_requests, plan.max_days_back, plan.max_attempts) == (
+        source,
+        interval,
+        cfg.repair.max_requests_per_source,
+        cfg.repair.max_days_back,
+        cfg.repair.max_attempts,
+    )
+    assert dag.get_task(f"{g}.extract").pool == cfg.sources[source].pool
+    assert dag.get_task(f"{g}.load_timescale").source == source
+    assert dag.get_task(f"{g}.report").upstream_task_ids >= {f"{g}.{t}" for t in ("plan", "extract", "load_timescale")}
+    assert [a.uri for a in dag.get_task(f"{g}.load_timescale").outlets] == [f"x-market://bars/{source}/{interval}"]
+
+
+@pytest.mark.parametrize(
+    "dag_id, run_after, expected",
+    [
+        pytest.param(
+            "market_yahoo_1d",
+            datetime(2021, 7, 21, 6, tzinfo=UTC),
+            (datetime(2021, 7, 20, tzinfo=UTC), datetime(2021, 7, 21, tzinfo=UTC)),
+            id="market_yahoo_1d",
+        ),
+        pytest.param(
+            "market_yahoo_1m",
+            datetime(2024, 10, 2, 15, 30, tzinfo=UTC),
+            (datetime(2024, 10, 2, 14, tzinfo=UTC), datetime(2024, 10, 2, 15, tzinfo=UTC)),
+            id="market_yahoo_1m",
+        ),
+        pytest.param(
+            "market_alpha_vantage_5m",
+            datetime(2023, 11, 11, 9, tzinfo=UTC),
+            (datetime(2023, 11, 9, 22, tzinfo=UTC), datetime(2023, 11, 10, 22, tzinfo=UTC)),
+            id="market_alpha_vantage_5m",
+        ),
+    ],
+)
+def test_a_run_triggered_without_a_logical_date_takes_the_last_complete_interval(dagbag, dag_id, run_after, expected):
     """Seen with ``make up``: a run triggered through the REST API with ``logical_date: null`` (as
     the UI's form may) has no data interval in its context, and the plan failed with
     ``KeyError: 'data_interval_start'``. Now it ingests the last complete period before it was
     triggered, like a manual run with a logical date."""
-    from datetime import datetime, timezone
     from types import SimpleNamespace
 
     from market_ingest.operators.base import data_interval
 
-    utc = timezone.utc
-    for dag_id, run_after, expected in [
-        (
-            "market_yahoo_1d",
-            datetime(2021, 7, 21, 6, tzinfo=utc),
-            (datetime(2021, 7, 20, tzinfo=utc), datetime(2021, 7, 21, tzinfo=utc)),
-        ),
-        (
-            "market_yahoo_1m",
-            datetime(2024, 10, 2, 15, 30, tzinfo=utc),
-            (datetime(2024, 10, 2, 14, tzinfo=utc), datetime(2024, 10, 2, 15, tzinfo=utc)),
-        ),
-        (
-            "market_alpha_vantage_5m",
-            datetime(2023, 11, 11, 9, tzinfo=utc),
-            (datetime(2023, 11, 9, 22, tzinfo=utc), datetime(2023, 11, 10, 22, tzinfo=utc)),
-        ),
-    ]:
-        context = {"dag": dagbag.dags[dag_id], "dag_run": SimpleNamespace(run_after=run_after), "params": {}}
-        assert data_interval(context) == expected, dag_id
+    context = {"dag": built_dag(dagbag, dag_id), "dag_run": SimpleNamespace(run_after=run_after), "params": {}}
+    assert data_interval(context) == expected, dag_id
+
+
+def test_a_run_triggered_without_a_logical_date_plans_the_last_complete_interval(dagbag):
+    """As above, through the plan task of ``market_yahoo_1d``: its batch holds that window."""
+    from types import SimpleNamespace
+
     context = {
         "dag": dagbag.dags["market_yahoo_1d"],
-        "dag_run": SimpleNamespace(run_after=datetime(2021, 7, 21, 6, tzinfo=utc)),
+        "dag_run": SimpleNamespace(run_after=datetime(2021, 7, 21, 6, tzinfo=UTC)),
         "params": {"symbols": ["MSFT"]},
         "run_id": "manual__no_logical_date",
     }
@@ -498,7 +550,10 @@ def test_a_run_triggered_without_a_logical_date_takes_the_last_complete_interval
     assert (batch["start"], batch["end"]) == ("2021-07-20T00:00:00+00:00", "2021-07-21T00:00:00+00:00")
 
 
-def test_a_scheduled_run_plans_on_the_pendulum_interval_airflow_gives_it(ingestion_dags):
+@pytest.mark.parametrize(
+    "dag_id, hours", [("market_binance_1m", 1), ("market_kraken_1m", 1), ("market_coinbase_1h", 24), ("market_yahoo_1d", 24)]
+)
+def test_a_scheduled_run_plans_on_the_pendulum_interval_airflow_gives_it(dagbag, dag_id, hours):
     """Scheduled and backfill runs get ``pendulum`` datetimes as their data interval. The plan of
     every scheduled ccxt run failed on them (``pendulum.Interval / timedelta``: ``AttributeError:
     'datetime.timedelta' object has no attribute '_to_microseconds'``), found by the soak benchmark."""
@@ -507,13 +562,12 @@ def test_a_scheduled_run_plans_on_the_pendulum_interval_airflow_gives_it(ingesti
     from market_ingest.operators.base import data_interval
 
     start = pendulum.datetime(2025, 7, 14, tz="UTC")
-    for dag_id, hours in (("market_binance_1m", 1), ("market_kraken_1m", 1), ("market_coinbase_1h", 24), ("market_yahoo_1d", 24)):
-        dag, end = ingestion_dags[dag_id], start.add(hours=hours)
-        context = {"dag": dag, "params": {}, "run_id": "scheduled__x", "data_interval_start": start, "data_interval_end": end}
-        batches = dag.get_task("plan").execute(context)
-        window = data_interval(context)
-        assert [type(t) for t in window] == [datetime, datetime] and window == (start, end)
-        assert batches and all(b["start"] == "2025-07-14T00:00:00+00:00" for b in batches), dag_id
+    dag, end = built_dag(dagbag, dag_id), start.add(hours=hours)
+    context = {"dag": dag, "params": {}, "run_id": "scheduled__x", "data_interval_start": start, "data_interval_end": end}
+    batches = dag.get_task("plan").execute(context)
+    window = data_interval(context)
+    assert [type(t) for t in window] == [datetime, datetime] and window == (start, end)
+    assert batches and all(b["start"] == "2025-07-14T00:00:00+00:00" for b in batches), dag_id
 
 
 def test_the_setup_dag_migrates_the_warehouse_on_demand(dagbag):
@@ -527,14 +581,21 @@ def test_the_setup_dag_migrates_the_warehouse_on_demand(dagbag):
     assert [tuple(p) for p in compact.pairs] == cfg.dag_pairs() and compact.quote_sources == cfg.quote_sources()
 
 
-def test_each_load_updates_its_asset_and_the_readme_consumer_is_scheduled_on_it(ingestion_dags):
-    """The example consumer DAG of docs/operations.md, run as written: scheduled on the Asset the yahoo 1d load updates."""
+def test_each_load_updates_one_asset(ingestion_dag):
+    assert len(ingestion_dag.get_task("load_timescale").outlets) == 1
+
+
+def test_each_load_updates_its_asset_and_the_readme_consumer_is_scheduled_on_it(dagbag):
+    """The example consumer DAG of docs/operations.md, run as written: scheduled on the Asset the
+    yahoo 1d load updates. (One Asset per load, in every DAG: the test above.)"""
     import re
 
-    loads = {dag_id: [a.uri for a in dag.get_task("load_timescale").outlets] for dag_id, dag in ingestion_dags.items()}
+    loads = {
+        dag_id: [a.uri for a in built_dag(dagbag, dag_id).get_task("load_timescale").outlets]
+        for dag_id in ("market_yahoo_1d", "market_kucoin_quote")
+    }
     assert loads["market_yahoo_1d"] == ["x-market://bars/yahoo/1d"]
     assert loads["market_kucoin_quote"] == ["x-market://quotes/kucoin"]
-    assert all(len(uris) == 1 for uris in loads.values())
     readme = (ROOT / "docs" / "operations.md").read_text()
     (example,) = re.findall(r"```python\n(.*?)```", readme[readme.index("## Assets") :], re.S)[:1]
     namespace: dict = {}
