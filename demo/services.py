@@ -8,8 +8,8 @@ sees all three through ``AIRFLOW_CONN_*`` environment variables.
 
 The warehouse is plain PostgreSQL by default. ``warehouse="timescaledb"`` runs a private cluster
 of the machine's PostgreSQL 15 with the ``timescaledb`` extension preloaded instead
-(:func:`timescaledb`); ``../shared/vendor/timescaledb/install.sh`` (root, about 5 minutes) puts
-TimescaleDB 2.28.3 there, and :func:`timescaledb_missing` says what is missing on a machine without it.
+(:func:`timescaledb`); ``tools/install_timescaledb.sh <source tarball or URL>`` (root, about 5
+minutes) puts TimescaleDB 2.28.3 there, and :func:`timescaledb_missing` says what is missing on a machine without it.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def postgres(pgdata: Path) -> Iterator[str]:
 
 #: PostgreSQL 15 as Debian installs it: TimescaleDB 2.28.3 (the newest supporting 15) builds into it.
 PG15_BIN = Path(os.environ.get("MARKET_TIMESCALEDB_PG_BIN", "/usr/lib/postgresql/15/bin"))
-TIMESCALEDB_INSTALL = ROOT.parent / "shared" / "vendor" / "timescaledb" / "install.sh"
+TIMESCALEDB_INSTALL = f"{ROOT / 'tools' / 'install_timescaledb.sh'} <timescaledb-2.28.3.tar.gz, path or URL>"
 WAREHOUSES = ("postgres", "timescaledb")
 
 
