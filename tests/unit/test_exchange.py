@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from market_ingest.errors import ConfigurationError, RateLimitedError, WindowNotServableError
-from market_ingest.hooks.exchange import ExchangeHook, iter_pages, paginate, to_ms
+from market_ingest.hooks.exchange import ExchangeHook
 from market_ingest.intervals import Window
 from market_ingest.quality import find_gaps
+from market_ingest.vendors.ccxt import iter_pages, to_ms
 from standin.server import StandIn
 from tests.conftest import RECORDINGS, STANDIN_CONN, recording, serving
 
@@ -138,17 +139,22 @@ def test_page_boundary_duplicates_are_kept_once_and_counted():
     # Kraken for since - interval): every page after the first repeats one candle.
     candles = sorted(([int(r[0]), *map(float, r[1:6])] for r in _body("binance", "binance_spot_klines")), key=lambda c: c[0])
 
+    asked = []
+
     def overlapping(since, limit):
+        asked.append(since)
         first = next(i for i, c in enumerate(candles) if c[0] >= since)
         return candles[max(0, first - 1) : first + limit]
 
-    got, requests = paginate(overlapping, Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), "1m", 4)
+    pages = iter_pages(overlapping, Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), "1m", 4)
+    got = sorted((c for page in pages for c in page), key=lambda c: c[0])  # repeats kept, in page order
+    requests = len(asked)
     times = [c[0] for c in got]
     assert sorted(set(times)) == [c[0] for c in candles]
     assert len(times) - len(set(times)) == requests - 1 == 2  # each later page repeated one candle
 
-    from market_ingest.hooks.exchange import candles_to_bars
     from market_ingest.quality import clean_bars
+    from market_ingest.vendors.ccxt import candles_to_bars
 
     table = candles_to_bars(got, source="binance", symbol="BTC/USDT", interval="1m", currency="USDT", ingested_at=INGESTED)
     cleaned = clean_bars(table, "1m", Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), d(2021, 10, 22, 23, 13))
@@ -538,7 +544,7 @@ def test_swap_volume_is_in_base_units_and_its_settle_currency_is_stated(tmp_path
 
 
 def test_spot_and_base_volume_exchanges_keep_ccxts_volume():
-    from market_ingest.hooks.exchange import market_note, volume_in_base_units
+    from market_ingest.vendors.ccxt import market_note, volume_in_base_units
 
     okx_swap = {
         "type": "swap",
