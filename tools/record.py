@@ -189,7 +189,7 @@ def record_alpha_vantage(src, symbols: list[str], interval: str, start: datetime
     if not key:
         raise SystemExit("set ALPHA_VANTAGE_API_KEY (it is sent, never written)")
     url = f"{base}/www.alphavantage.co/query" if base else "https://www.alphavantage.co/query"
-    hook, written = AlphaVantageHook(now=datetime.now(timezone.utc)), []
+    hook, written = AlphaVantageHook(), []  # plans by the wall clock: no answer has come yet
     for symbol in symbols:
         for params in hook.series_params(symbol, interval, Window(start, end)):
             response = requests.get(url, params={**params, "apikey": key}, timeout=60)

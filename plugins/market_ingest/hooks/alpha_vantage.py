@@ -68,8 +68,6 @@ class AlphaVantageHook(SharedExtract, BaseHook):
 
     :param alpha_vantage_conn_id: connection id (API key in the password field).
     :param quota: shared daily budget store; ``None`` counts in this process only.
-    :param now: the vendor's current time, for choosing ``outputsize`` and closing bars; default
-        the ``Date`` of Alpha Vantage's latest answer (or the wall clock, whichever is earlier).
     :param source: the configured source name this hook serves, written into every row and
         message. The daily budget belongs to the API key, so it is kept per connection
         (:attr:`budget_key`): two sources on one connection share it.
@@ -84,7 +82,6 @@ class AlphaVantageHook(SharedExtract, BaseHook):
         self,
         alpha_vantage_conn_id: str = default_conn_name,
         quota: QuotaStore | None = None,
-        now: datetime | None = None,
         source: str = av.SOURCE,
         **kwargs,
     ) -> None:
@@ -92,7 +89,6 @@ class AlphaVantageHook(SharedExtract, BaseHook):
         self.alpha_vantage_conn_id = alpha_vantage_conn_id
         self.source = source
         self.quota = quota
-        self.now = now
         self._local_count = 0
 
     @classmethod
@@ -146,10 +142,11 @@ class AlphaVantageHook(SharedExtract, BaseHook):
         return clocked_session(None, requests.Session, self._settings["requests_per_second"])()
 
     def _vendor_now(self) -> datetime:
-        """Alpha Vantage's "now": ``now`` if given, else its latest ``Date`` (never after the wall clock)."""
+        """Alpha Vantage's "now", for choosing ``outputsize``, the quota's day and closing bars: the
+        ``Date`` of its latest answer, never after the wall clock (the wall clock before the first)."""
         from market_ingest.http import closed_bar_clock
 
-        return self.now or closed_bar_clock(self.session.clock)
+        return closed_bar_clock(self.session.clock)
 
     def query(self, params: dict[str, str]) -> bodies.Classified:
         """One GET, classified. Data comes back; every other kind raises.

@@ -32,7 +32,6 @@ ccxt is imported inside methods: never at DAG parse time (it costs ~0.7 s and 67
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from datetime import datetime
 from functools import cached_property
@@ -86,9 +85,6 @@ class ExchangeHook(SharedExtract, BaseHook):
     :param max_lookback_bars: the exchange serves only this many most recent candles.
     :param markets_file: JSON list of ccxt market structures used instead of ``load_markets()``.
     :param options: ccxt exchange options (no secrets).
-    :param now: the exchange's current time; default the ``Date`` of its latest answer (never
-        after the wall clock), see :mod:`market_ingest.http`.
-    :param sleep: how to wait between retries (tests pass a recorder).
 
     One ccxt instance per hook (so per task): ccxt's rate limiter is per instance, and markets are
     loaded once per hook.
@@ -109,8 +105,6 @@ class ExchangeHook(SharedExtract, BaseHook):
         max_lookback_bars: int | None = None,
         markets_file: str | None = None,
         options: dict | None = None,
-        now: datetime | None = None,
-        sleep: Callable[[float], None] = time.sleep,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -121,8 +115,6 @@ class ExchangeHook(SharedExtract, BaseHook):
         self.max_lookback_bars = max_lookback_bars
         self.markets_file = markets_file
         self.options = options or {}
-        self.now = now
-        self.sleep = sleep
 
     @classmethod
     def for_source(cls, name: str, src: SourceConfig, *, timescale_conn_id: str) -> ExchangeHook:
@@ -234,11 +226,10 @@ class ExchangeHook(SharedExtract, BaseHook):
             raise ConfigurationError(self.source, f"cannot read markets from {path}: {exc}") from None
 
     def vendor_now(self) -> datetime:
-        """The exchange's "now": ``now`` if given, else the ``Date`` of its latest answer, never after our clock."""
+        """The exchange's "now": the ``Date`` of its latest answer, never after our clock
+        (:func:`~market_ingest.http.closed_bar_clock`); our clock before the first answer."""
         from market_ingest.http import closed_bar_clock, response_clock
 
-        if self.now is not None:
-            return self.now
         client = self.__dict__.get("client")
         return closed_bar_clock(response_clock(getattr(client, "last_response_headers", None)))
 
@@ -265,7 +256,6 @@ class ExchangeHook(SharedExtract, BaseHook):
             ),
             wait=tenacity.wait_exponential_jitter(initial=max(1.0, 2 * rate_limit_s), max=60),
             stop=tenacity.stop_after_attempt(self._settings.get("retry_attempts", DEFAULT_RETRY_ATTEMPTS)),
-            sleep=self.sleep,
             reraise=True,
             before_sleep=lambda rs: self.log.warning(
                 "%s %s: %s; retry %d after %.1f s",
