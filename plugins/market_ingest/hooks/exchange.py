@@ -58,12 +58,15 @@ from market_ingest.vendors.ccxt import (
     CCXT_TIMEFRAMES,
     DEFAULT_RETRY_ATTEMPTS,
     banned_until,
+    by_open_time,
     candle_endpoint_params,
     candles_to_bars,
+    first_url,
     iter_pages,
     market_note,
     ohlcv_limit,
     oldest_candle,
+    scaled_volume,
     ticker_row,
     volume_in_base_units,
 )
@@ -347,16 +350,7 @@ class ExchangeHook(SharedExtract, BaseHook):
             return s["base_url"], self.exchange_conn_id
         urls = self._ccxt_class()().urls
         table = urls.get("test") if s.get("sandbox") and urls.get("test") else urls.get("api")
-
-        def first(value: Any) -> str | None:
-            if isinstance(value, str):
-                return value if value.startswith(("http://", "https://")) and "{" not in value else None
-            for v in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
-                if found := first(v):
-                    return found
-            return None
-
-        return first(table) or f"https://{self.exchange}.invalid/", self.exchange_conn_id
+        return first_url(table) or f"https://{self.exchange}.invalid/", self.exchange_conn_id
 
     def prepare(self, interval: str, window: Window) -> None:
         """Before the first symbol: the exchange offers ``interval`` and serves ``window``.
@@ -390,7 +384,6 @@ class ExchangeHook(SharedExtract, BaseHook):
         """
         import ccxt
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         from market_ingest.extract import Answer
         from market_ingest.schema import empty_bars
@@ -447,14 +440,8 @@ class ExchangeHook(SharedExtract, BaseHook):
                 "cannot be stated without trade prices",
                 symbol,
             )
-        if factor != 1:
-            table = table.set_column(
-                table.schema.get_field_index("volume"), "volume", pc.multiply(table["volume"], pa.scalar(factor, pa.float64()))
-            )
-        if table.num_rows > 1 and not pc.all(pc.less_equal(table["time"][:-1], table["time"][1:])).as_py():
-            table = table.take(pc.sort_indices(table["time"]))  # stable: a repeated candle keeps its page order
         return Answer(
-            table,
+            by_open_time(scaled_volume(table, factor)),
             now=self.vendor_now(),
             continuous=True,
             requests=requests,

@@ -268,6 +268,38 @@ def candles_to_bars(
     return conform(table)
 
 
+def scaled_volume(table: pa.Table, factor: float) -> pa.Table:
+    """``table`` (canonical bars) with its volume multiplied by ``factor`` (:func:`volume_in_base_units`)."""
+    if factor == 1:
+        return table
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    volume = pc.multiply(table["volume"], pa.scalar(factor, pa.float64()))
+    return table.set_column(table.schema.get_field_index("volume"), "volume", volume)
+
+
+def by_open_time(table: pa.Table) -> pa.Table:
+    """``table`` (canonical bars, pages in request order) sorted by open time, stably: a candle
+    repeated at a page boundary keeps its page order (the extract step keeps the later one)."""
+    import pyarrow.compute as pc
+
+    if table.num_rows > 1 and not pc.all(pc.less_equal(table["time"][:-1], table["time"][1:])).as_py():
+        return table.take(pc.sort_indices(table["time"]))
+    return table
+
+
+def first_url(table: Any) -> str | None:
+    """The first absolute URL without a placeholder in a ccxt ``urls`` table (a string, or nested
+    dicts and lists of them, as ``urls["api"]``), or ``None``."""
+    if isinstance(table, str):
+        return table if table.startswith(("http://", "https://")) and "{" not in table else None
+    for value in table.values() if isinstance(table, dict) else table if isinstance(table, list) else ():
+        if found := first_url(value):
+            return found
+    return None
+
+
 def ticker_row(
     ticker: dict, *, source: str, symbol: str, currency: str | None, as_of: datetime, ingested_at: datetime
 ) -> dict[str, Any] | None:
