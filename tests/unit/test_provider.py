@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import tomllib
 from pathlib import Path
 
@@ -33,3 +34,27 @@ def test_provider_info_matches_airflows_schema_the_distribution_and_the_hooks():
         assert "get_ui_field_behaviour" not in vars(hook)  # the form is declared once, by the vendor module's KIND
         fields = entry["conn-fields"]
         assert all(f["schema"]["type"][-1] == "null" and f["label"] and f["description"] for f in fields.values())
+
+
+def test_loading_the_plugins_folder_imports_the_plugin_module_only():
+    """Airflow's plugin loader imports every ``.py`` file under ``plugins/`` as a top-level module
+    named by its file name (``airflow.plugins_manager``). Without ``plugins/.airflowignore``
+    keeping ``market_ingest/`` out, ``market_ingest/http.py`` became ``sys.modules["http"]`` in
+    every process that loads plugins, and aiohttp's ``from http import HTTPStatus`` (s3fs, so every
+    S3 lake access) failed after it. The package is imported by its name; only the plugin module
+    is a plugin file."""
+    import subprocess
+    import sys
+
+    code = """
+import json, sys
+from airflow import plugins_manager
+plugins_manager.ensure_plugins_loaded()
+print(json.dumps({name: getattr(sys.modules.get(name), "__file__", None) for name in ("http", "market_ingest_plugin", "kinds", "sources")}))
+"""
+    env = {**os.environ, "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    loaded = json.loads(out.strip().splitlines()[-1])
+    assert loaded["market_ingest_plugin"] == str(ROOT / "plugins" / "market_ingest_plugin.py")
+    assert not loaded["http"].startswith(str(ROOT)), loaded["http"]  # the standard library's
+    assert loaded["kinds"] is None and loaded["sources"] is None  # no product module as a top-level one
