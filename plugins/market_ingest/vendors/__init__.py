@@ -16,9 +16,10 @@ Stdlib only at import time (the config reads the kinds at DAG parse time): a ven
 imports its client library, pandas and pyarrow inside the functions that need them.
 
 A vendor named like its client library is a package (``vendors/ccxt/__init__.py``), not a
-module file: Airflow's plugin loader imports every ``.py`` file under ``plugins/`` as a top-level
-module named by its file name, so a file ``vendors/ccxt.py`` would replace the ccxt library in
-``sys.modules`` of every Airflow process (a package's ``__init__.py`` does not).
+module file: Airflow's plugin loader imports every ``.py`` file under ``plugins/`` it is not told
+to ignore as a top-level module named by its file name, so where ``plugins/.airflowignore`` is
+missing a file ``vendors/ccxt.py`` would replace the ccxt library in ``sys.modules`` (a
+package's ``__init__.py`` does not).
 """
 
 from __future__ import annotations
