@@ -73,9 +73,9 @@ def record_ccxt(src, symbols: list[str], interval: str, start: datetime, end: da
     """Every ``fetch_ohlcv`` page ccxt requests for the window, as the exchange answered it."""
     import ccxt
 
-    from market_ingest.hooks.exchange import CCXT_TIMEFRAMES, candle_endpoint_params, iter_pages, ohlcv_limit
     from market_ingest.intervals import Window
     from market_ingest.routing import response_clock, route_urls
+    from market_ingest.vendors.ccxt import CCXT_TIMEFRAMES, candle_endpoint_params, iter_pages, ohlcv_limit
 
     client = getattr(ccxt, src.exchange)({"enableRateLimit": True, "options": src.options or {}})
     if base:
@@ -115,9 +115,9 @@ def record_yahoo(symbols: list[str], interval: str, start: datetime, end: dateti
     """Every chart response yfinance receives for the window (its timezone probe excepted)."""
     import yfinance as yf
 
-    from market_ingest.hooks.yahoo import INTRADAY_INTERVALS, YF_INTERVAL, split_window
-    from market_ingest.intervals import Window
+    from market_ingest.intervals import INTRADAY_INTERVALS, Window
     from market_ingest.routing import clocked_session, response_clock
+    from market_ingest.vendors.yahoo import YF_INTERVAL, split_window
 
     written: list[Path] = []
 
@@ -182,14 +182,14 @@ def record_alpha_vantage(src, symbols: list[str], interval: str, start: datetime
     from market_ingest.hooks.alpha_vantage import AlphaVantageHook
     from market_ingest.intervals import Window
     from market_ingest.routing import response_clock
-    from market_ingest.vendors import alpha_vantage as av
+    from market_ingest.vendors.alpha_vantage import bodies as av
     from standin.alpha_vantage import series_symbol
 
     key = os.environ.get("ALPHA_VANTAGE_API_KEY")
     if not key:
         raise SystemExit("set ALPHA_VANTAGE_API_KEY (it is sent, never written)")
     url = f"{base}/www.alphavantage.co/query" if base else "https://www.alphavantage.co/query"
-    hook, written = AlphaVantageHook(now=datetime.now(timezone.utc)), []
+    hook, written = AlphaVantageHook(), []  # plans by the wall clock: no answer has come yet
     for symbol in symbols:
         for params in hook.series_params(symbol, interval, Window(start, end)):
             response = requests.get(url, params={**params, "apikey": key}, timeout=60)

@@ -335,7 +335,7 @@ def test_every_configured_exchange_and_interval_exists_in_ccxt():
     """Checked here, not at parse time: ccxt is too heavy to import while parsing DAGs."""
     import ccxt
 
-    from market_ingest.hooks.exchange import CCXT_TIMEFRAMES
+    from market_ingest.vendors.ccxt import CCXT_TIMEFRAMES
 
     cfg = load_config()
     exchanges = {name: src for name, src in cfg.sources.items() if src.kind == "ccxt"}

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from market_ingest.vendors import alpha_vantage as av
+from market_ingest.vendors import alpha_vantage
+from market_ingest.vendors.alpha_vantage import bodies as av
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alpha_vantage"
 UTC = timezone.utc
@@ -137,4 +138,4 @@ def test_intraday_stamps_mark_the_bar_start():
     [("IBM", "USD"), ("TSCO.LON", "GBp"), ("SHOP.TRT", "CAD"), ("MBG.DEX", "EUR"), ("RELIANCE.BSE", "INR"), ("X.XYZ", None)],
 )
 def test_listing_currency_from_the_exchange_suffix(symbol, currency):
-    assert av.listing_currency(symbol) == currency
+    assert alpha_vantage.listing_currency(symbol) == currency

@@ -50,6 +50,16 @@ def recordings(tmp_path):
     return tmp_path
 
 
+@pytest.fixture
+def clock(time_machine):
+    """Our clock at :data:`NOW` (ticking): before its first answer the hook plans by it (``compact``
+    or ``full``, months of intraday history) and takes its day's quota; then by Alpha Vantage's
+    ``Date`` (the recordings' ``requested_at``), never later than ours. A test moves it with
+    ``clock.move_to(...)``."""
+    time_machine.move_to(NOW)
+    return time_machine
+
+
 @pytest.fixture(autouse=True)
 def connection(recordings, monkeypatch):
     """A stand-in over ``recordings`` (re-read as tests add bodies), reached with a fake key; yields the stand-in."""
@@ -78,8 +88,8 @@ def daily(symbol):
     return f"function=TIME_SERIES_DAILY&symbol={symbol}&outputsize=compact"
 
 
-def test_daily_bars_from_the_recording(recordings):
-    hook = AlphaVantageHook(now=NOW)
+def test_daily_bars_from_the_recording(recordings, clock):
+    hook = AlphaVantageHook()
     bars, results = hook.fetch_bars(["IBM"], "1d", WINDOW, NOW)
     assert results == [outcomes.SymbolOutcome("IBM", "ok", rows=5, dropped={"out_of_window": 95})]
     rows = bars.to_pylist()
@@ -88,13 +98,13 @@ def test_daily_bars_from_the_recording(recordings):
     assert {r["currency"] for r in rows} == {"USD"}  # a US listing (no exchange suffix)
 
 
-def test_daily_quota_defers_the_rest_without_calls_and_never_leaks_the_key(recordings, caplog):
+def test_daily_quota_defers_the_rest_without_calls_and_never_leaks_the_key(recordings, caplog, clock):
     quota_body = (FIXTURES / "av_ERROR_Information_rate_limit_25_per_day_2025-12.json").read_text()
     echoed = quota_body.replace("free API requests", f"free API requests for key {FAKE_KEY}")
     answer(recordings, "msft_quota", daily("MSFT"), echoed)
     store = MemoryQuota()
     caplog.set_level(logging.DEBUG)
-    hook = AlphaVantageHook(quota=store, now=NOW)
+    hook = AlphaVantageHook(quota=store)
     bars, results = hook.fetch_bars(["IBM", "MSFT", "AAPL", "TSLA"], "1d", WINDOW, NOW)
     assert [(o.symbol, o.status) for o in results] == [
         ("IBM", "ok"),
@@ -106,29 +116,29 @@ def test_daily_quota_defers_the_rest_without_calls_and_never_leaks_the_key(recor
     assert store.exhausted == {("alpha_vantage:market_alpha_vantage", date(2023, 11, 11))}  # the key's connection
     assert set(bars["symbol"].to_pylist()) == {"IBM"}
     # A later task the same UTC day makes no call at all.
-    later = AlphaVantageHook(quota=store, now=NOW)
+    later = AlphaVantageHook(quota=store)
     _, again = later.fetch_bars(["IBM"], "1d", WINDOW, NOW)
     assert again[0].status == "deferred" and store.taken == 2
     everything = caplog.text + json.dumps([o.as_dict() for o in results + again])
     assert FAKE_KEY not in everything and "25 requests per day" in results[1].reason
 
 
-def test_error_message_skips_only_that_symbol(recordings):
+def test_error_message_skips_only_that_symbol(recordings, clock):
     body = (FIXTURES / "av_ERROR_Error_Message_invalid_call_FX_DAILY_2021-01.json").read_text()
     answer(recordings, "bad_symbol", daily("NOSUCH"), body)
-    bars, results = AlphaVantageHook(now=NOW).fetch_bars(["NOSUCH", "IBM"], "1d", WINDOW, NOW)
+    bars, results = AlphaVantageHook().fetch_bars(["NOSUCH", "IBM"], "1d", WINDOW, NOW)
     assert results[0].status == outcomes.UNKNOWN_SYMBOL and "Invalid API call" in results[0].reason
     assert results[1].status == outcomes.OK and bars.num_rows == 5
 
 
-def test_burst_throttle_is_retryable(recordings):
+def test_burst_throttle_is_retryable(recordings, clock):
     answer(recordings, "burst", daily("MSFT"), (FIXTURES / "av_ERROR_Note_5calls_per_minute_2018-11.json").read_text())
     with pytest.raises(RateLimitedError) as err:
-        AlphaVantageHook(now=NOW).fetch_bars(["MSFT"], "1d", WINDOW, NOW)
+        AlphaVantageHook().fetch_bars(["MSFT"], "1d", WINDOW, NOW)
     assert err.value.retryable
 
 
-def test_an_html_5xx_page_is_named_by_its_status_host_and_path_without_the_key(connection):
+def test_an_html_5xx_page_is_named_by_its_status_host_and_path_without_the_key(connection, clock):
     """On main: ``HTTP 503 for TIME_SERIES_DAILY IBM``, without the host or path answered. The page
     is named as every vendor's is (:class:`~market_ingest.routing.Answered`); the URL's query
     string, which holds the API key, never is."""
@@ -139,7 +149,7 @@ def test_an_html_5xx_page_is_named_by_its_status_host_and_path_without_the_key(c
 
     connection.faults = [Fault("alpha_vantage", "status", status=503, count=1)]
     with pytest.raises(VendorUnavailableError) as err:
-        AlphaVantageHook(now=NOW).fetch_bars(["IBM"], "1d", WINDOW, NOW)
+        AlphaVantageHook().fetch_bars(["IBM"], "1d", WINDOW, NOW)
     host = urlsplit(json.loads(os.environ["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"])["host"]).netloc
     assert err.value.retryable and err.value.symbol == "IBM"
     assert err.value.reason == (
@@ -148,23 +158,23 @@ def test_an_html_5xx_page_is_named_by_its_status_host_and_path_without_the_key(c
     assert FAKE_KEY not in str(err.value)
 
 
-def test_premium_refusal_fails_fast_naming_the_function(recordings):
+def test_premium_refusal_fails_fast_naming_the_function(recordings, clock):
     body = (FIXTURES / "av_PREMIUM_message_REALTIME_BULK_QUOTES_demo_MSFT_AAPL_IBM.json").read_text()
     answer(recordings, "premium", daily("MSFT"), body)
     with pytest.raises(ConfigurationError, match="TIME_SERIES_DAILY needs a premium Alpha Vantage plan") as err:
-        AlphaVantageHook(now=NOW).fetch_bars(["MSFT"], "1d", WINDOW, NOW)
+        AlphaVantageHook().fetch_bars(["MSFT"], "1d", WINDOW, NOW)
     assert not err.value.retryable and FAKE_KEY not in str(err.value)
 
 
-def test_unknown_body_shape_fails_loudly_with_its_keys(recordings):
+def test_unknown_body_shape_fails_loudly_with_its_keys(recordings, clock):
     body = (FIXTURES / "av_CURRENCY_EXCHANGE_RATE_USD_JPY_demo_2026-05-17.json").read_text()
     answer(recordings, "odd", daily("MSFT"), body)
     with pytest.raises(UnexpectedBodyError, match="Realtime Currency Exchange Rate"):
-        AlphaVantageHook(now=NOW).fetch_bars(["MSFT"], "1d", WINDOW, NOW)
+        AlphaVantageHook().fetch_bars(["MSFT"], "1d", WINDOW, NOW)
 
 
-def test_request_plan_compact_full_and_months(recordings):
-    hook = AlphaVantageHook(now=NOW)
+def test_request_plan_compact_full_and_months(recordings, clock):
+    hook = AlphaVantageHook()
     assert hook.series_params("IBM", "1d", WINDOW) == [
         {"function": "TIME_SERIES_DAILY", "symbol": "IBM", "outputsize": "compact"}
     ]
@@ -175,9 +185,9 @@ def test_request_plan_compact_full_and_months(recordings):
     assert months == ["2023-08", "2023-09", "2023-10"]
 
 
-def test_global_quote_snapshot_is_stamped_at_the_run_end(recordings):
+def test_global_quote_snapshot_is_stamped_at_the_run_end(recordings, clock):
     as_of = datetime(2018, 10, 5, 21, 30, tzinfo=UTC)
-    quotes, results = AlphaVantageHook(now=NOW).fetch_quotes(["MSFT"], as_of, NOW)
+    quotes, results = AlphaVantageHook().fetch_quotes(["MSFT"], as_of, NOW)
     (row,) = quotes.to_pylist()
     assert results == [outcomes.SymbolOutcome("MSFT", "ok", rows=1)]
     assert (row["time"], row["price"], row["previous_close"], row["change"]) == (as_of, 112.13, 112.79, -0.66)
@@ -185,7 +195,7 @@ def test_global_quote_snapshot_is_stamped_at_the_run_end(recordings):
     assert row["source"] == "alpha_vantage"
 
 
-def test_fx_and_crypto_pairs_use_their_functions_and_market_currency(recordings):
+def test_fx_and_crypto_pairs_use_their_functions_and_market_currency(recordings, clock):
     """EUR/USD -> FX_DAILY, BTC/EUR -> DIGITAL_CURRENCY_DAILY; the recorded demo-key answers are CSV."""
     answer(
         recordings,
@@ -200,8 +210,9 @@ def test_fx_and_crypto_pairs_use_their_functions_and_market_currency(recordings)
         (FIXTURES / "av_csv_DIGITAL_CURRENCY_DAILY_BTC_EUR_demo_2025-06_2026-05.csv").read_text(),
     )
     now = datetime(2026, 5, 17, tzinfo=UTC)
+    clock.move_to(now)
     window = Window(datetime(2026, 5, 11, tzinfo=UTC), datetime(2026, 5, 16, tzinfo=UTC))
-    bars, results = AlphaVantageHook(now=now).fetch_bars(["EUR/USD", "BTC/EUR"], "1d", window, now)
+    bars, results = AlphaVantageHook().fetch_bars(["EUR/USD", "BTC/EUR"], "1d", window, now)
     assert [(o.symbol, o.status, o.rows) for o in results] == [("EUR/USD", "ok", 5), ("BTC/EUR", "ok", 5)]
     fx = [r for r in bars.to_pylist() if r["symbol"] == "EUR/USD"]
     assert fx[-1]["time"] == datetime(2026, 5, 15, tzinfo=UTC) and fx[-1]["close"] == 1.1625
@@ -210,8 +221,8 @@ def test_fx_and_crypto_pairs_use_their_functions_and_market_currency(recordings)
     assert all(r["currency"] == "EUR" for r in btc) and btc[-1]["volume"] > 0
 
 
-def test_pair_on_a_non_fiat_market_or_intraday_is_a_clear_symbol_error(recordings):
-    hook = AlphaVantageHook(now=NOW)
+def test_pair_on_a_non_fiat_market_or_intraday_is_a_clear_symbol_error(recordings, clock):
+    hook = AlphaVantageHook()
     _, results = hook.fetch_bars(["ETH/BTC"], "1d", WINDOW, NOW)
     assert results[0].status == outcomes.FAILED and "BTC is not one" in results[0].reason
     _, results = hook.fetch_bars(["EUR/USD"], "5m", WINDOW, NOW)
@@ -219,13 +230,14 @@ def test_pair_on_a_non_fiat_market_or_intraday_is_a_clear_symbol_error(recording
 
 
 @pytest.mark.parametrize(("extended_hours", "rows", "dropped"), [(False, 78, {"outside_session": 114}), (True, 192, {})])
-def test_pre_and_post_market_bars_are_kept_or_counted(monkeypatch, extended_hours, rows, dropped):
+def test_pre_and_post_market_bars_are_kept_or_counted(monkeypatch, clock, extended_hours, rows, dropped):
     """TIME_SERIES_INTRADAY is asked with extended_hours=true (Alpha Vantage's default, 04:00-20:00
     ET); an interval without extended_hours keeps 09:30-16:00 and counts the rest."""
-    clock = datetime(2026, 11, 21, 12, tzinfo=UTC)
-    with serving(StandIn(None, synthetic=True, clock=clock), monkeypatch, _fake_key()):
+    now = datetime(2026, 11, 21, 12, tzinfo=UTC)
+    clock.move_to(now)
+    with serving(StandIn(None, synthetic=True, clock=now), monkeypatch, _fake_key()):
         window = Window(datetime(2026, 11, 19, 5, tzinfo=UTC), datetime(2026, 11, 20, 5, tzinfo=UTC))
-        bars, (ibm,) = AlphaVantageHook(now=clock).fetch_bars(["IBM"], "5m", window, NOW, extended_hours=extended_hours)
+        bars, (ibm,) = AlphaVantageHook().fetch_bars(["IBM"], "5m", window, NOW, extended_hours=extended_hours)
     assert ibm.rows == bars.num_rows == rows and {k: v for k, v in ibm.dropped.items() if k != "out_of_window"} == dropped
 
 
@@ -242,13 +254,13 @@ def test_extended_hours_is_refused_where_it_means_nothing():
 
 
 @pytest.mark.parametrize("rate", [None, 4.0])
-def test_requests_are_spaced_by_the_connections_requests_per_second(recordings, monkeypatch, rate):
+def test_requests_are_spaced_by_the_connections_requests_per_second(recordings, monkeypatch, rate, clock):
     """Alpha Vantage's free key allows about one request per second: the hook's session spaces
     its requests by the connection's ``requests_per_second`` (default 1), as the stand-in sees
     them arrive."""
     standin = StandIn(recordings)
     with serving(standin, monkeypatch, _fake_key({"requests_per_second": rate} if rate else {})):
-        _, results = AlphaVantageHook(now=NOW).fetch_bars(["IBM", "MSFT", "IBM"], "1d", WINDOW, NOW)
+        _, results = AlphaVantageHook().fetch_bars(["IBM", "MSFT", "IBM"], "1d", WINDOW, NOW)
     # No daily MSFT is recorded: the stand-in answers Alpha Vantage's "Error Message" for it.
     assert [o.status for o in results] == ["ok", "unknown_symbol", "ok"]
     starts = [r["t"] - r["seconds"] for r in standin.log]

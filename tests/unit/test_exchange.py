@@ -8,15 +8,20 @@ from __future__ import annotations
 import json
 import shutil
 import urllib.request
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import tenacity
+import yaml
 
 from market_ingest.errors import ConfigurationError, RateLimitedError, WindowNotServableError
-from market_ingest.hooks.exchange import ExchangeHook, iter_pages, paginate, to_ms
+from market_ingest.hooks.exchange import ExchangeHook
 from market_ingest.intervals import Window
 from market_ingest.quality import find_gaps
+from market_ingest.vendors.ccxt import iter_pages, to_ms
 from standin.server import StandIn
 from tests.conftest import RECORDINGS, STANDIN_CONN, recording, serving
 
@@ -91,13 +96,40 @@ def _loaded(hook: ExchangeHook):
     return hook.client
 
 
+#: One minute after the recorded Binance klines page (23:12:30): its last candle, 23:12, has closed.
+A_MINUTE_LATER = "2021-10-22T23:13:00Z"
+
+
+@contextmanager
+def binance_dated(tmp_path: Path, monkeypatch, requested_at: str = A_MINUTE_LATER):
+    """The stand-in serving the recorded Binance answers (markets, klines) as the exchange would
+    date them at ``requested_at`` (their sidecars' ``requested_at``, so their ``Date``). Hooks
+    read the exchange's clock only from its answers."""
+    folder = tmp_path / "binance_dated"
+    shutil.copytree(RECORDINGS / "binance", folder)
+    for sidecar in folder.glob("*.meta.yaml"):
+        meta = yaml.safe_load(sidecar.read_text())
+        sidecar.write_text(yaml.safe_dump({**meta, "requested_at": requested_at}, sort_keys=False))
+    with serving(StandIn(folder), monkeypatch):
+        yield
+
+
+@pytest.fixture
+def slept(monkeypatch) -> list[float]:
+    """The waits of the hook's retries, recorded instead of waited: the hook retries through
+    tenacity, whose default sleep looks up ``time`` in ``tenacity.nap`` (ccxt's own throttle is untouched)."""
+    waits: list[float] = []
+    monkeypatch.setattr(tenacity.nap, "time", SimpleNamespace(sleep=waits.append))
+    return waits
+
+
 @pytest.mark.parametrize("exchange", sorted(SHAPES))
 def test_each_recorded_kline_shape_maps_to_canonical_bars(exchange):
     symbol, interval, window, prefix, decode = SHAPES[exchange]
     expected = sorted(decode(_body(exchange, prefix)))
     expected = [row for row in expected if window.start <= row[0] < window.end]
 
-    bars, (outcome,) = _hook(exchange, now=d(2026, 1, 1)).fetch_bars([symbol], interval, window, INGESTED)
+    bars, (outcome,) = _hook(exchange).fetch_bars([symbol], interval, window, INGESTED)
 
     got = [(r["time"], r["open"], r["high"], r["low"], r["close"], r["volume"]) for r in bars.to_pylist()]
     assert got == expected and outcome.status == "ok" and outcome.rows == len(expected) > 0
@@ -106,7 +138,7 @@ def test_each_recorded_kline_shape_maps_to_canonical_bars(exchange):
     assert all(r["low"] <= min(r["open"], r["close"]) <= max(r["open"], r["close"]) <= r["high"] for r in bars.to_pylist())
 
 
-def test_the_recorded_open_candle_is_dropped():
+def test_the_recorded_open_candle_is_dropped(tmp_path, monkeypatch):
     # Recorded during 23:12 (that candle has 7 trades; the others 375-769): it was still open.
     window = Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13))
     bars, (outcome,) = _hook("binance").fetch_bars(["BTC/USDT"], "1m", window, INGESTED)
@@ -114,19 +146,21 @@ def test_the_recorded_open_candle_is_dropped():
     assert outcome.dropped == {"open_bar": 1}
 
     # One minute later the same candle has closed and is kept.
-    bars, (outcome,) = _hook("binance", now=d(2021, 10, 22, 23, 13)).fetch_bars(["BTC/USDT"], "1m", window, INGESTED)
+    with binance_dated(tmp_path, monkeypatch):
+        bars, (outcome,) = _hook("binance").fetch_bars(["BTC/USDT"], "1m", window, INGESTED)
     assert bars.num_rows == 10 and outcome.dropped == {}
 
 
-def test_a_window_over_several_pages_yields_one_bar_per_minute_returned():
+def test_a_window_over_several_pages_yields_one_bar_per_minute_returned(tmp_path, monkeypatch):
     window = Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13))
     recorded = sorted(_ms(r[0]) for r in _body("binance", "binance_spot_klines"))
-    hook = _hook("binance", page_limit=3, now=d(2021, 10, 22, 23, 13))
-    calls, client = [], _loaded(hook)
-    fetch = client.fetch_ohlcv
-    client.fetch_ohlcv = lambda *a, **k: calls.append(a) or fetch(*a, **k)
+    with binance_dated(tmp_path, monkeypatch):
+        hook = _hook("binance", page_limit=3)
+        calls, client = [], _loaded(hook)
+        fetch = client.fetch_ohlcv
+        client.fetch_ohlcv = lambda *a, **k: calls.append(a) or fetch(*a, **k)
 
-    bars, (outcome,) = hook.fetch_bars(["BTC/USDT"], "1m", window, INGESTED)
+        bars, (outcome,) = hook.fetch_bars(["BTC/USDT"], "1m", window, INGESTED)
 
     assert [c[2:4] for c in calls] == [(1634943780000, 3), (1634943960000, 3), (1634944140000, 3), (1634944320000, 1)]
     assert bars["time"].to_pylist() == recorded  # 10 minutes, each once, none missing
@@ -138,17 +172,22 @@ def test_page_boundary_duplicates_are_kept_once_and_counted():
     # Kraken for since - interval): every page after the first repeats one candle.
     candles = sorted(([int(r[0]), *map(float, r[1:6])] for r in _body("binance", "binance_spot_klines")), key=lambda c: c[0])
 
+    asked = []
+
     def overlapping(since, limit):
+        asked.append(since)
         first = next(i for i, c in enumerate(candles) if c[0] >= since)
         return candles[max(0, first - 1) : first + limit]
 
-    got, requests = paginate(overlapping, Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), "1m", 4)
+    pages = iter_pages(overlapping, Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), "1m", 4)
+    got = sorted((c for page in pages for c in page), key=lambda c: c[0])  # repeats kept, in page order
+    requests = len(asked)
     times = [c[0] for c in got]
     assert sorted(set(times)) == [c[0] for c in candles]
     assert len(times) - len(set(times)) == requests - 1 == 2  # each later page repeated one candle
 
-    from market_ingest.hooks.exchange import candles_to_bars
     from market_ingest.quality import clean_bars
+    from market_ingest.vendors.ccxt import candles_to_bars
 
     table = candles_to_bars(got, source="binance", symbol="BTC/USDT", interval="1m", currency="USDT", ingested_at=INGESTED)
     cleaned = clean_bars(table, "1m", Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), d(2021, 10, 22, 23, 13))
@@ -191,14 +230,13 @@ def binance_error(tmp_path, monkeypatch):
 def test_binance_invalid_symbol_body_skips_the_symbol(binance_error):
     window = Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13))
     with binance_error(400, "binance_ERROR_-1121_invalid_symbol.json"):
-        bars, (outcome,) = _hook("binance", now=d(2021, 10, 22, 23, 13)).fetch_bars(["ETH/USDT"], "1m", window, INGESTED)
+        bars, (outcome,) = _hook("binance").fetch_bars(["ETH/USDT"], "1m", window, INGESTED)
     assert bars.num_rows == 0 and outcome.status == "unknown_symbol"
     assert "Invalid symbol." in outcome.reason and "ETH/USDT" in outcome.reason
 
 
-def test_binance_ip_ban_fails_retryably_without_hammering(binance_error):
-    slept = []
-    hook = _hook("binance", now=d(2021, 10, 22, 23, 13), sleep=slept.append)
+def test_binance_ip_ban_fails_retryably_without_hammering(binance_error, slept):
+    hook = _hook("binance")
     with binance_error(418, "binance_ERROR_-1003_ip_banned_http418_2022-08.json"), pytest.raises(RateLimitedError) as err:
         hook.fetch_bars(["ETH/USDT"], "1m", Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), INGESTED)
     assert err.value.retryable and slept == []  # a ban is not retried inside the task
@@ -219,37 +257,37 @@ def _flaky(hook: ExchangeHook, exc: type, failures: int):
     return seen
 
 
-def test_rate_limit_is_retried_with_backoff_from_the_exchange_rate_limit():
+def test_rate_limit_is_retried_with_backoff_from_the_exchange_rate_limit(slept, tmp_path, monkeypatch):
     import ccxt
 
-    slept = []
-    hook = _hook("binance", now=d(2021, 10, 22, 23, 13), sleep=slept.append)
-    _flaky(hook, ccxt.RateLimitExceeded, 2)
-    bars, _ = hook.fetch_bars(["BTC/USDT"], "1m", Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), INGESTED)
+    with binance_dated(tmp_path, monkeypatch):
+        hook = _hook("binance")
+        _flaky(hook, ccxt.RateLimitExceeded, 2)
+        bars, _ = hook.fetch_bars(["BTC/USDT"], "1m", Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), INGESTED)
     assert bars.num_rows == 10 and len(slept) == 2
     assert slept[0] >= max(1.0, 2 * hook.client.rateLimit / 1000) and slept[1] >= 2.0  # doubles, plus jitter
 
     slept.clear()
-    hook = _hook("binance", now=d(2021, 10, 22, 23, 13), sleep=slept.append)
+    hook = _hook("binance")
     seen = _flaky(hook, ccxt.RateLimitExceeded, 99)
     with pytest.raises(RateLimitedError, match="throttled after retries"):
         hook.fetch_bars(["BTC/USDT"], "1m", Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), INGESTED)
     assert len(seen) == 4 and len(slept) == 3
 
 
-def test_a_dropped_connection_is_retried_like_a_timeout():
+def test_a_dropped_connection_is_retried_like_a_timeout(slept, tmp_path, monkeypatch):
     """The soak benchmark: a connection closed without an answer is a bare ``ccxt.NetworkError``,
     which was not retried, so one drop among load_markets' requests failed the batch's try."""
     import ccxt
 
-    slept = []
-    hook = _hook("binance", now=d(2021, 10, 22, 23, 13), sleep=slept.append)
-    seen = _flaky(hook, ccxt.NetworkError, 2)
-    bars, _ = hook.fetch_bars(["BTC/USDT"], "1m", Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), INGESTED)
+    with binance_dated(tmp_path, monkeypatch):
+        hook = _hook("binance")
+        seen = _flaky(hook, ccxt.NetworkError, 2)
+        bars, _ = hook.fetch_bars(["BTC/USDT"], "1m", Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), INGESTED)
     assert bars.num_rows == 10 and len(seen) == 3 and len(slept) == 2
 
 
-def test_a_cut_body_is_asked_again_not_taken_for_an_empty_page(monkeypatch):
+def test_a_cut_body_is_asked_again_not_taken_for_an_empty_page(monkeypatch, slept):
     """Seen in the soak benchmark: ccxt parses a KuCoin body cut mid-transfer as no candles, so a
     day of BTC/USDT was reported as the vendor having none (``vendor_empty``, never repaired). A
     page that came back empty from a body that is not JSON is now a network error: asked again."""
@@ -259,16 +297,13 @@ def test_a_cut_body_is_asked_again_not_taken_for_an_empty_page(monkeypatch):
     window = Window(d(2026, 11, 19), d(2026, 11, 19, 6))
     with serving(standin, monkeypatch):
         standin.faults = [Fault("kucoin", "truncate", count=1, match="candles")]
-        slept = []
-        bars, (outcome,) = _hook("kucoin", now=d(2026, 11, 21, 12), sleep=slept.append).fetch_bars(
-            ["BTC/USDT"], "1h", window, INGESTED
-        )
+        bars, (outcome,) = _hook("kucoin").fetch_bars(["BTC/USDT"], "1h", window, INGESTED)
     candles = [r for r in standin.log if "candles" in r["path"]]
     assert [r["fault"] for r in candles] == ["truncate", None] and len(slept) == 1
     assert outcome.status == "ok" and bars.num_rows == 6
 
 
-def test_an_html_5xx_page_is_named_without_the_query_or_the_page(monkeypatch):
+def test_an_html_5xx_page_is_named_without_the_query_or_the_page(monkeypatch, slept):
     """On main ccxt's message went through whole: ``binance GET http://.../api/v3/klines?interval=1d&
     limit=...&symbol=BTCUSDT&startTime=... 503 Service Unavailable <html>...</html>``. A query string
     carries the API key or signature on private endpoints, and the page says nothing the status
@@ -282,9 +317,7 @@ def test_an_html_5xx_page_is_named_without_the_query_or_the_page(monkeypatch):
     with serving(standin, monkeypatch) as url:
         standin.faults = [Fault("binance", "status", status=503, count=100, match="klines")]
         with pytest.raises(VendorUnavailableError) as err:
-            _hook("binance", now=d(2026, 11, 21, 12), sleep=lambda s: None).fetch_bars(
-                ["BTC/USDT"], "1d", Window(d(2026, 11, 19), d(2026, 11, 20)), INGESTED
-            )
+            _hook("binance").fetch_bars(["BTC/USDT"], "1d", Window(d(2026, 11, 19), d(2026, 11, 20)), INGESTED)
     assert [r["status"] for r in standin.log if "klines" in r["path"]] == [503] * 4  # retry_attempts, default 4
     page = f"GET {url}/api.binance.com/api/v3/klines 503 Service Unavailable (an HTML page)"
     assert err.value.retryable and err.value.symbol == "BTC/USDT"
@@ -292,24 +325,23 @@ def test_an_html_5xx_page_is_named_without_the_query_or_the_page(monkeypatch):
     assert urlsplit(url).netloc in str(err.value) and "?" not in str(err.value) and "<" not in str(err.value)
 
 
-def test_authentication_errors_fail_fast():
+def test_authentication_errors_fail_fast(slept):
     import ccxt
 
-    slept = []
-    hook = _hook("binance", now=d(2021, 10, 22, 23, 13), sleep=slept.append)
+    hook = _hook("binance")
     _flaky(hook, ccxt.AuthenticationError, 1)
     with pytest.raises(ConfigurationError, match="authentication refused") as err:
         hook.fetch_bars(["BTC/USDT"], "1m", Window(d(2021, 10, 22, 23, 3), d(2021, 10, 22, 23, 13)), INGESTED)
     assert not err.value.retryable and slept == []
 
 
-def test_kraken_window_beyond_720_candles_fails_before_any_candle_request(vendors):
+def test_kraken_window_beyond_720_candles_fails_before_any_candle_request(monkeypatch):
     now = d(2026, 11, 21, 12)
-    hook = _hook("kraken", max_lookback_bars=720, now=now)
-    before = len(vendors.standin.log)
-    with pytest.raises(WindowNotServableError, match="latest 720 1m candles") as err:
+    standin = StandIn(None, synthetic=True, clock=now)  # Kraken's clock: its answers' Date
+    with serving(standin, monkeypatch), pytest.raises(WindowNotServableError, match="latest 720 1m candles") as err:
+        hook = _hook("kraken", max_lookback_bars=720)
         hook.fetch_bars(["BTC/USD"], "1m", Window(now - timedelta(hours=13), now - timedelta(hours=12)), INGESTED)
-    assert not any("OHLC" in r["path"] for r in vendors.standin.log[before:])  # markets only
+    assert standin.log and not any("OHLC" in r["path"] for r in standin.log)  # markets only
     assert not err.value.retryable
     assert "2026-11-21T00:00:00+00:00" in str(err.value)  # the oldest servable open time, named
     hook.check_lookback("1m", Window(now - timedelta(hours=11), now), now)  # inside the cap: no error
@@ -327,7 +359,7 @@ def test_canonical_intervals_map_to_ccxt_timeframes():
 
 
 def test_symbol_not_listed_is_skipped_without_a_request():
-    bars, outcomes = _hook("kucoin", now=d(2026, 1, 1)).fetch_bars(
+    bars, outcomes = _hook("kucoin").fetch_bars(
         ["NOPE/USDT", "BTC/USDT"], "1h", Window(d(2024, 1, 30, 16), d(2024, 1, 30, 19)), INGESTED
     )
     assert [(o.symbol, o.status) for o in outcomes] == [("NOPE/USDT", "unknown_symbol"), ("BTC/USDT", "ok")]
@@ -506,7 +538,7 @@ def _kucoin_futures(tmp_path: Path, candles: list[list]) -> ExchangeHook:
     path.write_text(
         json.dumps([market("BTC/USDT:USDT", "XBTUSDTM", True, 0.001, "USDT"), market("BTC/USD:BTC", "XBTUSDM", False, 1, "BTC")])
     )
-    hook = ExchangeHook("kucoinfutures", None, markets_file=str(path), now=d(2024, 1, 22, 4, 10))
+    hook = ExchangeHook("kucoinfutures", None, markets_file=str(path))  # no answer with a Date: our clock closes the bars
     asked = []
 
     def transport(url, method="GET", headers=None, body=None):
@@ -538,7 +570,7 @@ def test_swap_volume_is_in_base_units_and_its_settle_currency_is_stated(tmp_path
 
 
 def test_spot_and_base_volume_exchanges_keep_ccxts_volume():
-    from market_ingest.hooks.exchange import market_note, volume_in_base_units
+    from market_ingest.vendors.ccxt import market_note, volume_in_base_units
 
     okx_swap = {
         "type": "swap",
@@ -556,7 +588,7 @@ def test_spot_and_base_volume_exchanges_keep_ccxts_volume():
 
 
 @pytest.mark.parametrize("exchange, markets_path", [("kucoin", "/api/v2/symbols"), ("binance", "exchangeInfo")])
-def test_a_cut_markets_body_is_asked_again_not_taken_for_no_markets(monkeypatch, exchange, markets_path):
+def test_a_cut_markets_body_is_asked_again_not_taken_for_no_markets(monkeypatch, slept, exchange, markets_path):
     """The same cut body on ``load_markets``' request: ccxt read it as an exchange listing no
     market, so every symbol of the batch would be ``unknown_symbol``. It is asked again."""
     from standin.core import Fault
@@ -565,10 +597,7 @@ def test_a_cut_markets_body_is_asked_again_not_taken_for_no_markets(monkeypatch,
     window = Window(d(2026, 11, 19), d(2026, 11, 19, 6))
     with serving(standin, monkeypatch):
         standin.faults = [Fault(exchange, "truncate", count=1, match=markets_path)]
-        slept = []
-        bars, (outcome,) = _hook(exchange, now=d(2026, 11, 21, 12), sleep=slept.append).fetch_bars(
-            ["BTC/USDT"], "1h", window, INGESTED
-        )
+        bars, (outcome,) = _hook(exchange).fetch_bars(["BTC/USDT"], "1h", window, INGESTED)
     markets = [r for r in standin.log if markets_path in r["path"]]
     assert [r["fault"] for r in markets][:2] == ["truncate", None] and len(slept) >= 1
     assert outcome.status == "ok" and bars.num_rows == 6

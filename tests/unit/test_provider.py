@@ -30,6 +30,6 @@ def test_provider_info_matches_airflows_schema_the_distribution_and_the_hooks():
         module, _, name = entry["hook-class-name"].rpartition(".")
         hook = getattr(importlib.import_module(module), name)
         assert (hook.conn_type, hook.hook_name) == (entry["connection-type"], entry["hook-name"])
-        assert "get_ui_field_behaviour" not in vars(hook)  # the form is declared once, here
+        assert "get_ui_field_behaviour" not in vars(hook)  # the form is declared once, by the vendor module's KIND
         fields = entry["conn-fields"]
         assert all(f["schema"]["type"][-1] == "null" and f["label"] and f["description"] for f in fields.values())

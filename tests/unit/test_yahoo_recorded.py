@@ -12,9 +12,11 @@ import pytest
 
 from market_ingest import outcomes
 from market_ingest.errors import WindowNotServableError
-from market_ingest.hooks.yahoo import Window, YahooFinanceHook, clamp_window, split_window
+from market_ingest.hooks.yahoo import YahooFinanceHook
+from market_ingest.intervals import Window
 from market_ingest.quality import keep_closed_in_window
 from market_ingest.schema import BAR_SCHEMA
+from market_ingest.vendors.yahoo import clamp_window, split_window
 from standin.core import Fault, RateLimit
 from standin.server import StandIn
 from tests.conftest import RECORDINGS, serving

@@ -6,21 +6,20 @@ host optional (defaults to ``https://www.alphavantage.co/query``; set it for a p
 
 Every request: reserve one unit of the shared daily budget (:mod:`market_ingest.quota`), wait for
 the request spacing, GET, then classify the body before any parsing
-(:func:`market_ingest.vendors.alpha_vantage.classify`). The key is a query parameter and is echoed
+(:func:`market_ingest.vendors.alpha_vantage.bodies.classify`). The key is a query parameter and is echoed
 by the quota body: nothing that leaves this module (logs, exceptions, outcomes) carries it.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
 from market_ingest import outcomes
-from market_ingest.calendars import is_fiat
 from market_ingest.errors import (
     ConfigurationError,
     MarketDataError,
@@ -31,49 +30,16 @@ from market_ingest.errors import (
 )
 from market_ingest.extract import SharedExtract, each_symbol
 from market_ingest.hooks import as_flag, connection_extra
-from market_ingest.intervals import INTRADAY_INTERVALS, Window, bar_end, validate_interval
+from market_ingest.intervals import Window
 from market_ingest.vendors import alpha_vantage as av
+from market_ingest.vendors.alpha_vantage import bodies
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from market_ingest.config import SourceConfig
     from market_ingest.extract import Answer
     from market_ingest.quota import QuotaStore
-
-DEFAULT_URL = "https://www.alphavantage.co/query"
-SOURCE = av.SOURCE
-COMPACT_POINTS = 100  # outputsize=compact returns the latest 100 data points (AV documentation)
-
-
-def pair_kind(symbol: str) -> tuple[str, str, str] | None:
-    """``("fx"|"crypto", base, quote)`` for ``BASE/QUOTE`` symbols, ``None`` for listings like ``IBM``.
-
-    Both sides fiat (:func:`market_ingest.calendars.is_fiat`, the same test that puts the pair on
-    the 24/5 calendar) is an FX pair (``FX_DAILY``); a non-fiat base on a fiat market is a digital
-    currency (``DIGITAL_CURRENCY_DAILY``), priced in that market.
-
-    :raises ConfigurationError: for a pair whose quote side is not a fiat currency.
-    """
-    if "/" not in symbol:
-        return None
-    base, _, quote = symbol.upper().partition("/")
-    if not is_fiat(quote):
-        raise ConfigurationError(SOURCE, f"{symbol}: Alpha Vantage prices pairs in a fiat market; {quote} is not one", symbol)
-    return ("fx" if is_fiat(base) else "crypto"), base, quote
-
-
-def planned_requests(interval: str, window: Window, now: datetime) -> int:
-    """Requests for one symbol over ``window``, as :meth:`AlphaVantageHook.series_params` plans
-    them, without a connection: one per month the window touches for intraday windows starting
-    more than 30 days before ``now``, else one."""
-    validate_interval(interval)
-    if interval in INTRADAY_INTERVALS and window.start < now - timedelta(days=30):
-        months, cursor = 0, window.start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        while cursor < window.end:
-            months += 1
-            cursor = bar_end(cursor, "1mo")
-        return months
-    return 1
 
 
 class _RedactApiKey(logging.Filter):
@@ -82,7 +48,7 @@ class _RedactApiKey(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if "apikey=" in message.lower():
-            record.msg, record.args = av.redact(message, None), ()
+            record.msg, record.args = bodies.redact(message, None), ()
         return True
 
 
@@ -102,8 +68,6 @@ class AlphaVantageHook(SharedExtract, BaseHook):
 
     :param alpha_vantage_conn_id: connection id (API key in the password field).
     :param quota: shared daily budget store; ``None`` counts in this process only.
-    :param now: the vendor's current time, for choosing ``outputsize`` and closing bars; default
-        the ``Date`` of Alpha Vantage's latest answer (or the wall clock, whichever is earlier).
     :param source: the configured source name this hook serves, written into every row and
         message. The daily budget belongs to the API key, so it is kept per connection
         (:attr:`budget_key`): two sources on one connection share it.
@@ -118,16 +82,25 @@ class AlphaVantageHook(SharedExtract, BaseHook):
         self,
         alpha_vantage_conn_id: str = default_conn_name,
         quota: QuotaStore | None = None,
-        now: datetime | None = None,
-        source: str = SOURCE,
+        source: str = av.SOURCE,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.alpha_vantage_conn_id = alpha_vantage_conn_id
         self.source = source
         self.quota = quota
-        self.now = now
         self._local_count = 0
+
+    @classmethod
+    def for_source(cls, name: str, src: SourceConfig, *, timescale_conn_id: str) -> AlphaVantageHook:
+        """The hook serving source ``name`` configured as ``src``, its daily budget kept in the
+        warehouse ``timescale_conn_id`` (``market.vendor_quota``, shared by every task on the key)."""
+        from market_ingest.hooks.timescale import TimescaleHook
+        from market_ingest.quota import PostgresQuotaStore
+
+        warehouse = TimescaleHook(timescale_conn_id=timescale_conn_id)
+        warehouse.check_schema()  # the shared daily budget lives in market.vendor_quota
+        return cls(alpha_vantage_conn_id=src.connection_id(name), quota=PostgresQuotaStore(warehouse), source=name)
 
     @property
     def budget_key(self) -> str:
@@ -151,10 +124,10 @@ class AlphaVantageHook(SharedExtract, BaseHook):
         _guard_http_logs()
         return {
             "key": conn.password,
-            "url": (conn.host if conn.host and "://" in conn.host else DEFAULT_URL),
+            "url": (conn.host if conn.host and "://" in conn.host else av.DEFAULT_URL),
             "premium": as_flag(extra.get("premium")),
-            "requests_per_second": float(extra.get("requests_per_second", 1)),
-            "budget": int(extra.get("daily_budget", 25)),
+            "requests_per_second": float(extra.get("requests_per_second", av.DEFAULT_REQUESTS_PER_SECOND)),
+            "budget": int(extra.get("daily_budget", av.DEFAULT_DAILY_BUDGET)),
         }
 
     @cached_property
@@ -169,12 +142,13 @@ class AlphaVantageHook(SharedExtract, BaseHook):
         return clocked_session(None, requests.Session, self._settings["requests_per_second"])()
 
     def _vendor_now(self) -> datetime:
-        """Alpha Vantage's "now": ``now`` if given, else its latest ``Date`` (never after the wall clock)."""
+        """Alpha Vantage's "now", for choosing ``outputsize``, the quota's day and closing bars: the
+        ``Date`` of its latest answer, never after the wall clock (the wall clock before the first)."""
         from market_ingest.routing import closed_bar_clock
 
-        return self.now or closed_bar_clock(self.session.clock)
+        return closed_bar_clock(self.session.clock)
 
-    def query(self, params: dict[str, str]) -> av.Classified:
+    def query(self, params: dict[str, str]) -> bodies.Classified:
         """One GET, classified. Data comes back; every other kind raises.
 
         :raises QuotaExhaustedError: the shared budget or the vendor's daily quota is spent.
@@ -203,81 +177,35 @@ class AlphaVantageHook(SharedExtract, BaseHook):
             response = self.session.get(s["url"], params={**params, "apikey": s["key"]}, timeout=30)
         except Exception as exc:
             raise VendorUnavailableError(
-                self.source, av.redact(f"{what}: {type(exc).__name__}: {exc}", s["key"]), symbol
+                self.source, bodies.redact(f"{what}: {type(exc).__name__}: {exc}", s["key"]), symbol
             ) from None
         if response.status_code >= 500:  # an error page: named by status, host and path (the query holds the key)
             raise VendorUnavailableError(self.source, f"{Answered.of(response)} for {what}", symbol)
-        result = av.classify(response.text, s["key"])
-        if result.kind == av.DATA:
+        result = bodies.classify(response.text, s["key"])
+        if result.kind == bodies.DATA:
             return result
-        if result.kind == av.DAILY_QUOTA:
+        if result.kind == bodies.DAILY_QUOTA:
             if self.quota is not None:  # spent on the vendor's day: the Date of this very answer
                 self.quota.mark_exhausted(self.budget_key, utc_today(self._vendor_now()))
             raise QuotaExhaustedError(self.source, f"{what}: daily quota spent: {result.message}")
-        if result.kind == av.BURST:
+        if result.kind == bodies.BURST:
             raise RateLimitedError(self.source, f"{what}: throttled: {result.message}", symbol)
-        if result.kind == av.PREMIUM:
+        if result.kind == bodies.PREMIUM:
             raise ConfigurationError(
                 self.source,
                 f'{params.get("function")} needs a premium Alpha Vantage plan; set "premium": true '
                 f"on connection {self.alpha_vantage_conn_id} only if the key has one ({result.message[:120]})",
             )
-        if result.kind == av.ERROR_MESSAGE:
+        if result.kind == bodies.ERROR_MESSAGE:
             raise UnknownSymbolError(self.source, f"{what}: {result.message}", params.get("symbol"))
         raise UnexpectedBodyError(self.source, f"{what}: {result.message}", symbol)
 
     def series_params(self, symbol: str, interval: str, window: Window) -> list[dict[str, str]]:
-        """The requests serving ``window`` for ``symbol``.
-
-        Intraday: ``TIME_SERIES_INTRADAY`` with ``month=YYYY-MM`` for each month the window
-        touches when it starts more than 30 days back, else the trailing series. Daily:
-        ``TIME_SERIES_DAILY`` (``_ADJUSTED`` on a premium key), ``compact`` when the window starts
-        within the latest 100 points, else ``full``. Weekly and monthly: the whole series.
-        """
-        validate_interval(interval)
-        function, av_interval = av.INTERVAL_FUNCTIONS[interval]
-        now = self._vendor_now()
-        pair = pair_kind(symbol)
-        if pair:
-            kind, from_symbol, quote = pair
-            if interval != "1d":
-                raise ConfigurationError(
-                    self.source, f"{symbol}: only daily bars are fetched for FX and crypto pairs, not {interval}", symbol
-                )
-            if kind == "fx":
-                compact = window.start >= now - timedelta(days=COMPACT_POINTS * 7 // 5 - 10)
-                return [
-                    {
-                        "function": "FX_DAILY",
-                        "from_symbol": from_symbol,
-                        "to_symbol": quote,
-                        "outputsize": "compact" if compact else "full",
-                    }
-                ]
-            return [{"function": "DIGITAL_CURRENCY_DAILY", "symbol": from_symbol, "market": quote}]
-        if interval in INTRADAY_INTERVALS:
-            # extended_hours=true is Alpha Vantage's default, asked explicitly: pre- and post-market
-            # bars are kept or counted by the caller (fetch_bars' extended_hours), never unseen.
-            base: dict[str, str] = {
-                "function": function,
-                "symbol": symbol,
-                "interval": cast(str, av_interval),  # every intraday interval has one
-                "outputsize": "full",
-                "extended_hours": "true",
-            }
-            if window.start >= now - timedelta(days=30):
-                return [base]
-            months, cursor = [], window.start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-            while cursor < window.end:
-                months.append({**base, "month": f"{cursor:%Y-%m}"})
-                cursor = bar_end(cursor, "1mo")
-            return months
-        if interval == "1d":
-            if self._settings["premium"]:
-                function = "TIME_SERIES_DAILY_ADJUSTED"
-            compact = window.start >= now - timedelta(days=COMPACT_POINTS * 7 // 5 - 10)  # 100 sessions, with holidays
-            return [{"function": function, "symbol": symbol, "outputsize": "compact" if compact else "full"}]
-        return [{"function": function, "symbol": symbol}]
+        """The requests serving ``window`` for ``symbol`` at Alpha Vantage's time, on this
+        connection's plan (:func:`market_ingest.vendors.alpha_vantage.series_params`)."""
+        return av.series_params(
+            symbol, interval, window, self._vendor_now(), premium=self._settings["premium"], source=self.source
+        )
 
     def answer(self, symbol: str, interval: str, window: Window, ingested_at: datetime) -> Answer:
         """Alpha Vantage's bars for ``symbol`` around ``window``, canonical schema.
@@ -297,7 +225,7 @@ class AlphaVantageHook(SharedExtract, BaseHook):
         """
         from market_ingest.extract import Answer
 
-        pair = pair_kind(symbol)
+        pair = av.pair_kind(symbol)
         # CSV answers carry no meta: listings are US/Eastern, FX and crypto UTC.
         rows, tz, market = [], ("UTC" if pair else "US/Eastern"), (pair[2] if pair else None)
         currency = market or av.listing_currency(symbol)  # a pair's market; a listing's exchange currency
@@ -305,12 +233,12 @@ class AlphaVantageHook(SharedExtract, BaseHook):
         for params in params_list:
             got = self.query(params)
             if isinstance(got.doc, dict):
-                part, tz = av.parse_series_json(got.doc, market=market)
+                part, tz = bodies.parse_series_json(got.doc, market=market)
             else:
-                part = av.parse_series_csv(got.doc, tz)
+                part = bodies.parse_series_csv(got.doc, tz)
             rows += part
         return Answer(
-            av.rows_to_bars(
+            bodies.rows_to_bars(
                 rows, symbol=symbol, interval=interval, tz=tz, currency=currency, ingested_at=ingested_at, source=self.source
             ),
             now=self._vendor_now(),
@@ -332,7 +260,7 @@ class AlphaVantageHook(SharedExtract, BaseHook):
         from market_ingest.schema import QUOTE_SCHEMA, conform
 
         def one(symbol: str):
-            quote = av.parse_quote(self.query({"function": "GLOBAL_QUOTE", "symbol": symbol}))
+            quote = bodies.parse_quote(self.query({"function": "GLOBAL_QUOTE", "symbol": symbol}))
             row = {
                 **quote.__dict__,
                 "symbol": symbol,

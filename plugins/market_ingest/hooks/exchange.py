@@ -1,21 +1,14 @@
 """Crypto exchanges through ``ccxt``: closed OHLCV bars for exact windows, and ticker snapshots.
 
-ccxt unifies symbols (``BTC/USDT``), timeframes and error types across more than a hundred
-exchanges. What it leaves to a pipeline, and this module adds:
+The exchanges' quirks, request planning, paging and the candles' conversion to canonical bars are
+in :mod:`market_ingest.vendors.ccxt`; this hook holds the ccxt instance (one per hook, so per
+task: ccxt's rate limiter is per instance, and markets are loaded once), the connection, retries
+and the translation of ccxt's errors.
 
-* **exact windows**: ``fetch_ohlcv(symbol, timeframe, since, limit)`` pages from the window start,
-  in UTC milliseconds, with at most the exchange's per-request maximum (ccxt's
-  ``features[<type>]["fetchOHLCV"]["limit"]``: Binance 1000, KuCoin 1500, Coinbase 300, Kraken 720),
-  until the window end; candles outside ``[start, end)`` are dropped and counted;
-* **closed candles only**: the latest candle is still open while the exchange's clock is inside
-  it (the recorded Binance page ends with such a candle: 7 trades against 375-769 in the minutes
-  before it); it is dropped and counted as ``open_bar``;
-* **pagination without gaps or duplicates**: the next page starts one interval after the last
-  candle returned; a candle returned twice (page boundaries of exchanges whose ``since`` is
-  inclusive or rounded) is kept once and counted as ``duplicate``; minutes the exchange returned no
-  candle for are reported as gaps (illiquid pairs have none when nothing traded);
-* **limits**: Kraken serves only its latest 720 candles (``max_lookback_bars`` in the config); a
-  window older than that fails before any request, naming the oldest servable time.
+**Closed candles only**: the latest candle is still open while the exchange's clock is inside it
+(the recorded Binance page ends with such a candle: 7 trades against 375-769 in the minutes before
+it); the extract step drops it and counts it as ``open_bar``, by the exchange's clock: the ``Date``
+of its latest answer (:meth:`ExchangeHook.vendor_now`).
 
 Errors (ccxt's hierarchy, ``ccxt.base.errors``): ``RateLimitExceeded``, ``RequestTimeout`` and
 ``ExchangeNotAvailable`` are retried inside the task with exponential backoff and jitter, starting
@@ -39,11 +32,8 @@ ccxt is imported inside methods: never at DAG parse time (it costs ~0.7 s and 67
 from __future__ import annotations
 
 import json
-import math
-import re
-import time
-from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,206 +52,30 @@ from market_ingest.errors import (
 )
 from market_ingest.extract import SharedExtract
 from market_ingest.hooks import as_flag, connection_extra
-from market_ingest.intervals import INTERVAL_LENGTH, Window, bar_end, bar_start, validate_interval
+from market_ingest.intervals import Window, validate_interval
 from market_ingest.routing import without_queries
+from market_ingest.vendors.ccxt import (
+    CCXT_TIMEFRAMES,
+    DEFAULT_RETRY_ATTEMPTS,
+    banned_until,
+    by_open_time,
+    candle_endpoint_params,
+    candles_to_bars,
+    first_url,
+    iter_pages,
+    market_note,
+    ohlcv_limit,
+    oldest_candle,
+    scaled_volume,
+    ticker_row,
+    volume_in_base_units,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from market_ingest.config import SourceConfig
     from market_ingest.extract import Answer
-
-#: canonical interval -> ccxt unified timeframe.
-CCXT_TIMEFRAMES: dict[str, str] = {
-    "1m": "1m",
-    "5m": "5m",
-    "15m": "15m",
-    "30m": "30m",
-    "1h": "1h",
-    "1d": "1d",
-    "1wk": "1w",
-    "1mo": "1M",
-}
-
-#: ccxt exchange ids whose unified OHLCV volume of a *contract* market (swap, future) counts
-#: contracts, not base units: ccxt 4.5.90's ``parse_ohlcv`` passes the exchange's own field through
-#: (KuCoin Futures ``volume`` in lots, Gate futures ``v`` and MEXC contract ``vol`` in contracts,
-#: Kraken Futures ``volume`` in contracts). Binance (inverse: its base-asset volume, field 7), OKX
-#: (``volCcy``), Bybit and Bitget (inverse: turnover in coin) already give base units.
-VOLUME_IN_CONTRACTS = frozenset({"kucoinfutures", "gate", "mexc", "krakenfutures"})
-
-#: Candle as ccxt returns it: ``[open time ms UTC, open, high, low, close, volume in base units]``.
-Candle = list
-
-_BAN_UNTIL = re.compile(r"banned until (\d{13})")
-
-
-def to_ms(t: datetime) -> int:
-    """UTC epoch milliseconds of an aware datetime."""
-    return int(t.timestamp() * 1000)
-
-
-def from_ms(ms: int) -> datetime:
-    """Aware UTC datetime of epoch milliseconds."""
-    return datetime.fromtimestamp(ms / 1000, timezone.utc)
-
-
-def _nominal(interval: str) -> timedelta:
-    """Length of one bar, the shortest month for ``1mo`` (so counts derived from it are upper bounds)."""
-    return INTERVAL_LENGTH.get(interval, timedelta(days=28))
-
-
-def oldest_servable(max_lookback_bars: int | None, interval: str, now: datetime) -> datetime | None:
-    """The oldest candle open time an exchange serving only its latest ``max_lookback_bars``
-    closed candles answers for at ``now`` (Kraken: 720, its OHLC documentation); ``None``: no cap.
-
-    Counted back from the start of the candle open at ``now``, so exactly ``max_lookback_bars``
-    closed candles lie between it and ``now``.
-    """
-    if not max_lookback_bars:
-        return None
-    return bar_start(now, interval) - max_lookback_bars * _nominal(interval)
-
-
-def ohlcv_limit(features: dict | None, market: dict) -> int:
-    """ccxt's per-request candle maximum for ``market`` from an exchange's ``features``.
-
-    Spot markets read ``features["spot"]["fetchOHLCV"]["limit"]``; swaps and futures one level
-    deeper, under ``linear`` or ``inverse`` (ccxt 4.5: OKX swap 300, Binance swap 500 against
-    Binance spot 1000). 500 (ccxt's common default) when the exchange states none.
-    """
-    kind = market.get("type") or "spot"
-    level = (features or {}).get(kind) or {}
-    if kind != "spot" and "fetchOHLCV" not in level:
-        level = level.get("inverse" if market.get("inverse") else "linear") or {}
-    return int((level.get("fetchOHLCV") or {}).get("limit") or 500)
-
-
-def volume_in_base_units(exchange: str, market: dict) -> float | None:
-    """The factor turning ccxt's OHLCV volume of ``market`` into base units (coins), or ``None``.
-
-    Spot markets and contract markets of exchanges not in :data:`VOLUME_IN_CONTRACTS`: 1. Linear
-    contracts counted in contracts: the contract size (ccxt ``contractSize``, base units per
-    contract: KuCoin ``XBTUSDTM`` 0.001 BTC). Inverse contracts counted in contracts are worth a
-    fixed amount of the *quote* currency each, so their base volume depends on the price of every
-    trade, which candles do not carry: ``None``, and the caller refuses the symbol.
-    """
-    if not market.get("contract") or exchange not in VOLUME_IN_CONTRACTS:
-        return 1.0
-    if market.get("inverse"):
-        return None
-    return float(market.get("contractSize") or 1)
-
-
-def market_note(market: dict, factor: float) -> str:
-    """What a contract market's bars mean, for the run report; empty for spot.
-
-    ``"swap settled in USDT: prices in USDT, volume in BTC (contracts x 0.001)"``.
-    """
-    if not market.get("contract"):
-        return ""
-    scaled = f" (contracts x {factor:g})" if factor != 1 else ""
-    return (
-        f"{market.get('type') or 'contract'} settled in {market.get('settle')}: prices in {market.get('quote')}, "
-        f"volume in {market.get('base')}{scaled}"
-    )
-
-
-def candle_endpoint_params(exchange: str, since_ms: int, window: Window, interval: str) -> dict:
-    """ccxt ``fetch_ohlcv`` params that choose an exchange's endpoint from the run's window, not the wall clock.
-
-    OKX serves the latest 1,440 candles of an interval from ``market/candles`` and older ones from
-    ``market/history-candles``; ccxt picks by comparing ``since`` with its own clock (okx.py,
-    ``historyBorder = now - 1439 * duration``), so the URL a backfill calls would depend on the day
-    it runs. Here the window's end stands for "now": a run of a recent window asks ``candles`` and a
-    backfill ``history-candles``, whenever either runs.
-    """
-    if exchange == "okx":
-        border = to_ms(window.end) - 1439 * int(_nominal(interval).total_seconds() * 1000)
-        return {"type": "HistoryCandles" if since_ms < border else "Candles"}
-    return {}
-
-
-def iter_pages(
-    fetch_page: Callable[[int, int], list[Candle]], window: Window, interval: str, limit: int
-) -> Iterator[list[Candle]]:
-    """Fetch every candle of ``window`` in pages of at most ``limit``, yielding each non-empty page.
-
-    :param fetch_page: ``(since_ms, limit) -> candles``; candles open at or after ``since_ms``
-        (ccxt's ``fetch_ohlcv`` contract), oldest first or in any order.
-    :param window: ``[start, end)`` in UTC.
-    :param interval: canonical interval, for the step from one page to the next.
-    :param limit: the exchange's per-request maximum.
-    :return: pages in request order. The next page starts one interval after the last candle of
-        the previous one, so a candle repeated at a page boundary appears on both pages (the
-        caller's :func:`~market_ingest.quality.clean_bars` keeps the later one and counts the
-        other). Candles may lie beyond ``window.end`` (a page is not cut at the end); callers filter.
-    :raises VendorUnavailableError: when a page returns only candles before its ``since`` (the
-        exchange ignored the request's start; paging would never end).
-    """
-    start_ms, end_ms = to_ms(window.start), to_ms(window.end)
-    step_ms = int(_nominal(interval).total_seconds() * 1000)
-    since = start_ms
-    while since < end_ms:
-        want = max(1, min(limit, math.ceil((end_ms - since) / step_ms)))
-        page = fetch_page(since, want)
-        if not page:
-            since += want * step_ms  # nothing in the span this request covered
-            continue
-        last = max(int(c[0]) for c in page)
-        if last < since:
-            raise VendorUnavailableError("ccxt", f"page from {from_ms(since).isoformat()} returned only older candles")
-        yield page
-        since = to_ms(bar_end(from_ms(last), interval))
-
-
-def paginate(
-    fetch_page: Callable[[int, int], list[Candle]], window: Window, interval: str, limit: int
-) -> tuple[list[Candle], int]:
-    """Every candle :func:`iter_pages` returns, sorted by open time (repeats kept, in page order),
-    and the number of requests made."""
-    requests = 0
-
-    def counted(since: int, want: int) -> list[Candle]:
-        nonlocal requests
-        requests += 1
-        return fetch_page(since, want)
-
-    candles = [c for page in iter_pages(counted, window, interval, limit) for c in page]
-    return sorted(candles, key=lambda c: int(c[0])), requests
-
-
-def candles_to_bars(
-    candles: list[Candle], *, source: str, symbol: str, interval: str, currency: str | None, ingested_at: datetime
-) -> pa.Table:
-    """ccxt candles as canonical bars (:data:`market_ingest.schema.BAR_SCHEMA`).
-
-    :param candles: ``[ms, open, high, low, close, base volume]`` rows (ccxt's unified OHLCV).
-    :param currency: the market's quote currency: prices are in it (``USDT`` for ``BTC/USDT``).
-    :return: one row per candle, in the given order; volume in base units (coins), as ccxt
-        unifies it; a missing value stays null (validation rejects the bar, naming the reason).
-    """
-    import pyarrow as pa
-
-    from market_ingest.schema import conform, utc_timestamps
-
-    n = len(candles)
-    cols: list[Any] = list(zip(*candles)) if candles else [[]] * 6
-    times = pa.array([int(ms) for ms in cols[0]], pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
-    table = pa.table(
-        {
-            "time": times.cast(pa.timestamp("us", tz="UTC")),
-            "source": pa.array([source] * n, pa.string()),
-            "symbol": pa.array([symbol] * n, pa.string()),
-            "interval": pa.array([interval] * n, pa.string()),
-            **{
-                name: pa.array([None if v is None else float(v) for v in cols[i + 1]], pa.float64())
-                for i, name in enumerate(("open", "high", "low", "close", "volume"))
-            },
-            "currency": pa.array([currency] * n, pa.string()),
-            "ingested_at": utc_timestamps(ingested_at, n),
-        }
-    )
-    return conform(table)
 
 
 class ExchangeHook(SharedExtract, BaseHook):
@@ -274,9 +88,6 @@ class ExchangeHook(SharedExtract, BaseHook):
     :param max_lookback_bars: the exchange serves only this many most recent candles.
     :param markets_file: JSON list of ccxt market structures used instead of ``load_markets()``.
     :param options: ccxt exchange options (no secrets).
-    :param now: the exchange's current time; default the ``Date`` of its latest answer (never
-        after the wall clock), see :mod:`market_ingest.routing`.
-    :param sleep: how to wait between retries (tests pass a recorder).
 
     One ccxt instance per hook (so per task): ccxt's rate limiter is per instance, and markets are
     loaded once per hook.
@@ -297,8 +108,6 @@ class ExchangeHook(SharedExtract, BaseHook):
         max_lookback_bars: int | None = None,
         markets_file: str | None = None,
         options: dict | None = None,
-        now: datetime | None = None,
-        sleep: Callable[[float], None] = time.sleep,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -309,8 +118,23 @@ class ExchangeHook(SharedExtract, BaseHook):
         self.max_lookback_bars = max_lookback_bars
         self.markets_file = markets_file
         self.options = options or {}
-        self.now = now
-        self.sleep = sleep
+
+    @classmethod
+    def for_source(cls, name: str, src: SourceConfig, *, timescale_conn_id: str) -> ExchangeHook:
+        """The hook serving source ``name`` configured as ``src``: its exchange, connection, page
+        size, lookback cap, markets file and ccxt options.
+
+        :param timescale_conn_id: unused (an exchange keeps no state in the warehouse).
+        """
+        return cls(
+            src.exchange_id,
+            src.connection_id(name),
+            source=name,
+            page_limit=src.page_limit,
+            max_lookback_bars=src.max_lookback_bars,
+            markets_file=src.markets_file,
+            options=src.options,
+        )
 
     @cached_property
     def _settings(self) -> dict[str, Any]:
@@ -335,7 +159,7 @@ class ExchangeHook(SharedExtract, BaseHook):
             "base_url": base_url,
             "options": extra.get("options") or {},
             "sandbox": as_flag(extra.get("sandbox")),
-            "retry_attempts": int(extra.get("retry_attempts", 4)),
+            "retry_attempts": int(extra.get("retry_attempts", DEFAULT_RETRY_ATTEMPTS)),
         }
         for field, value in (("apiKey", conn.login), ("secret", conn.password), ("password", extra.get("passphrase"))):
             if value:
@@ -405,11 +229,10 @@ class ExchangeHook(SharedExtract, BaseHook):
             raise ConfigurationError(self.source, f"cannot read markets from {path}: {exc}") from None
 
     def vendor_now(self) -> datetime:
-        """The exchange's "now": ``now`` if given, else the ``Date`` of its latest answer, never after our clock."""
+        """The exchange's "now": the ``Date`` of its latest answer, never after our clock
+        (:func:`~market_ingest.routing.closed_bar_clock`); our clock before the first answer."""
         from market_ingest.routing import closed_bar_clock, response_clock
 
-        if self.now is not None:
-            return self.now
         client = self.__dict__.get("client")
         return closed_bar_clock(response_clock(getattr(client, "last_response_headers", None)))
 
@@ -435,8 +258,7 @@ class ExchangeHook(SharedExtract, BaseHook):
                 lambda e: isinstance(e, ccxt.NetworkError) and not isinstance(e, ccxt.DDoSProtection)
             ),
             wait=tenacity.wait_exponential_jitter(initial=max(1.0, 2 * rate_limit_s), max=60),
-            stop=tenacity.stop_after_attempt(self._settings.get("retry_attempts", 4)),
-            sleep=self.sleep,
+            stop=tenacity.stop_after_attempt(self._settings.get("retry_attempts", DEFAULT_RETRY_ATTEMPTS)),
             reraise=True,
             before_sleep=lambda rs: self.log.warning(
                 "%s %s: %s; retry %d after %.1f s",
@@ -451,8 +273,8 @@ class ExchangeHook(SharedExtract, BaseHook):
         try:
             return retrying(fn, *args)
         except ccxt.DDoSProtection as exc:
-            until = _BAN_UNTIL.search(str(exc))
-            ban = f" (banned until {from_ms(int(until.group(1))).isoformat()})" if until else ""
+            until = banned_until(str(exc))
+            ban = f" (banned until {until.isoformat()})" if until else ""
             raise RateLimitedError(
                 self.source, without_queries(f"{where}: the exchange refuses requests{ban}: {exc}"), symbol
             ) from None
@@ -483,23 +305,6 @@ class ExchangeHook(SharedExtract, BaseHook):
             )
         return tf
 
-    def planned_requests(self, interval: str, window: Window) -> int:
-        """Upper bound of ``fetch_ohlcv`` requests for one symbol over ``window``, without any request.
-
-        Pages of ``page_limit`` or ccxt's spot maximum (``features`` of the exchange class, read
-        offline); windows longer than ``max_lookback_bars`` count only what the exchange serves.
-        """
-        import ccxt
-
-        bars = math.ceil((window.end - window.start) / _nominal(interval))
-        if self.max_lookback_bars:
-            bars = min(bars, self.max_lookback_bars)
-        limit = self.page_limit
-        if not limit:
-            cls = getattr(ccxt, self.exchange, None)
-            limit = ohlcv_limit(cls().features if cls else None, {"type": "spot"})
-        return max(1, math.ceil(bars / limit))
-
     def request_limit(self, symbol: str) -> int:
         """Candles per request: ``page_limit`` if configured, else ccxt's maximum for the market's type
         (:func:`ohlcv_limit`: spot, or the linear/inverse level of swaps and futures)."""
@@ -516,7 +321,7 @@ class ExchangeHook(SharedExtract, BaseHook):
 
         :raises WindowNotServableError: naming the cap, the oldest servable open time and the window.
         """
-        oldest = oldest_servable(self.max_lookback_bars, interval, now)
+        oldest = oldest_candle(self.max_lookback_bars, interval, now)
         if oldest and window.start < oldest:
             raise WindowNotServableError(
                 self.source,
@@ -545,16 +350,7 @@ class ExchangeHook(SharedExtract, BaseHook):
             return s["base_url"], self.exchange_conn_id
         urls = self._ccxt_class()().urls
         table = urls.get("test") if s.get("sandbox") and urls.get("test") else urls.get("api")
-
-        def first(value: Any) -> str | None:
-            if isinstance(value, str):
-                return value if value.startswith(("http://", "https://")) and "{" not in value else None
-            for v in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
-                if found := first(v):
-                    return found
-            return None
-
-        return first(table) or f"https://{self.exchange}.invalid/", self.exchange_conn_id
+        return first_url(table) or f"https://{self.exchange}.invalid/", self.exchange_conn_id
 
     def prepare(self, interval: str, window: Window) -> None:
         """Before the first symbol: the exchange offers ``interval`` and serves ``window``.
@@ -588,7 +384,6 @@ class ExchangeHook(SharedExtract, BaseHook):
         """
         import ccxt
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         from market_ingest.extract import Answer
         from market_ingest.schema import empty_bars
@@ -645,14 +440,8 @@ class ExchangeHook(SharedExtract, BaseHook):
                 "cannot be stated without trade prices",
                 symbol,
             )
-        if factor != 1:
-            table = table.set_column(
-                table.schema.get_field_index("volume"), "volume", pc.multiply(table["volume"], pa.scalar(factor, pa.float64()))
-            )
-        if table.num_rows > 1 and not pc.all(pc.less_equal(table["time"][:-1], table["time"][1:])).as_py():
-            table = table.take(pc.sort_indices(table["time"]))  # stable: a repeated candle keeps its page order
         return Answer(
-            table,
+            by_open_time(scaled_volume(table, factor)),
             now=self.vendor_now(),
             continuous=True,
             requests=requests,
@@ -691,28 +480,13 @@ class ExchangeHook(SharedExtract, BaseHook):
                 ) from None
         for s in listed:
             t = tickers.get(s) or {}
-            price = t.get("last") or t.get("close")
-            if price is None:
+            currency = self.client.markets[s].get("quote")
+            row = ticker_row(t, source=self.source, symbol=s, currency=currency, as_of=as_of, ingested_at=ingested_at)
+            if row is None:
                 reason = "no last price in the ticker" if t else f"{self.exchange} returned no ticker for it"
                 results[s] = outcomes.SymbolOutcome(s, outcomes.NO_DATA, reason=reason)
                 continue
-            rows.append(
-                {
-                    "time": from_ms(t["timestamp"]) if t.get("timestamp") else as_of,
-                    "source": self.source,
-                    "symbol": s,
-                    "price": price,
-                    "open": t.get("open"),
-                    "high": t.get("high"),
-                    "low": t.get("low"),
-                    "previous_close": t.get("previousClose"),
-                    "change": t.get("change"),
-                    "volume": t.get("baseVolume"),
-                    "latest_trading_day": None,
-                    "currency": self.client.markets[s].get("quote"),
-                    "ingested_at": ingested_at,
-                }
-            )
+            rows.append(row)
             results[s] = outcomes.SymbolOutcome(s, outcomes.OK, rows=1)
         table = conform(pa.Table.from_pylist(rows), QUOTE_SCHEMA) if rows else QUOTE_SCHEMA.empty_table()
         return table, [results[s] for s in symbols]

@@ -1,19 +1,16 @@
 """Yahoo Finance through ``yfinance``: bars for a batch of symbols over one window.
 
-Vendor facts (DESIGN.md, "Vendor facts"; yfinance 1.7 source):
+Yahoo's facts, lookback caps, request planning and the parsing of yfinance's frames are in
+:mod:`market_ingest.vendors.yahoo`; this hook holds the connection, the yfinance session, the
+retries and the translation of yfinance's errors. yfinance facts (yfinance 1.7 source):
 
 * yfinance hides exceptions and returns an empty frame by default; we set
   ``yf.config.debug.hide_exceptions = False`` so an empty answer is explained.
 * ``auto_adjust=True`` is yfinance's default; we ask ``auto_adjust=False, actions=True`` so
   ``Close`` is as traded, ``Adj Close`` is Yahoo's adjusted close, and dividends/splits come along.
-* Lookback caps: 1m within 30 days and at most 8 days per request; 5m-30m within 60 days;
-  1h within 730 days. The last bar of an open session is incomplete.
 * Rate limiting surfaces as ``YFRateLimitError`` (HTTP 429).
-* A delisted or unknown symbol answers 404 (recording ``yahoo_chart_ERROR_404_SIX_...``), and a
-  window without sessions answers 200 with no timestamps (``yahoo_chart_AAPL_1m_2025-02-01_...``).
-* A window beyond the lookback cap answers 422 "The requested range must be within the last N
-  days", judged by Yahoo's clock; yfinance raises it as ``YFPricesMissingError`` with that reason.
-  The hook then clamps the window by the ``Date`` of that answer and asks once more.
+* A window beyond Yahoo's lookback cap is raised as ``YFPricesMissingError`` ("must be within the
+  last N days"); the hook clamps the window by the ``Date`` of that answer and asks once more.
 """
 
 from __future__ import annotations
@@ -37,88 +34,25 @@ from market_ingest.errors import (
 from market_ingest.extract import SharedExtract
 from market_ingest.hooks import connection_extra
 from market_ingest.intervals import INTRADAY_INTERVALS, Window
+from market_ingest.vendors.yahoo import (
+    DEFAULT_RETRIES,
+    DEFAULT_SYMBOL_ATTEMPTS,
+    SOURCE,
+    YF_INTERVAL,
+    clamp_window,
+    normalise_history,
+    regular_sessions,
+    split_window,
+)
 
 if TYPE_CHECKING:
-    import pandas as pd
-    import pyarrow as pa
-
+    from market_ingest.config import SourceConfig
     from market_ingest.extract import Answer
     from market_ingest.routing import Answered
-
-SOURCE = "yahoo"
-
-#: canonical interval -> yfinance interval (yfinance fetches 30m as 15m and resamples).
-YF_INTERVAL = {"1m": "1m", "5m": "5m", "15m": "15m", "30m": "30m", "1h": "1h", "1d": "1d", "1wk": "1wk", "1mo": "1mo"}
-
-#: How far back Yahoo serves each interval, and the longest span one request may cover.
-LOOKBACK: dict[str, timedelta] = {
-    "1m": timedelta(days=30),
-    "5m": timedelta(days=60),
-    "15m": timedelta(days=60),
-    "30m": timedelta(days=60),
-    "1h": timedelta(days=730),
-}
-MAX_SPAN: dict[str, timedelta] = {"1m": timedelta(days=8)}
 
 # yfinance reports an unknown or delisted symbol either as the 404 of its quoteSummary fallback or,
 # after two such fallbacks in one process (a module-level counter), as YFTzMissingError.
 UNKNOWN_REASON = "Yahoo does not know the symbol or it is delisted"
-#: yfinance retries of a dropped connection or a timeout per request (connection extra ``retries``).
-DEFAULT_RETRIES = 3
-#: Tries per symbol while Yahoo answers its 5xx page or a body that is not JSON (connection extra
-#: ``symbol_attempts``).
-DEFAULT_SYMBOL_ATTEMPTS = 3
-
-
-def clamp_window(interval: str, window: Window, now: datetime, source: str = SOURCE) -> Window:
-    """Clamp ``window`` to what Yahoo serves for ``interval`` at time ``now``.
-
-    :param source: the configured source name, for the error.
-    :param interval: canonical interval.
-    :param window: requested window, UTC.
-    :param now: the vendor's current time (UTC): the ``Date`` of its latest answer.
-    :return: the window with its start moved forward to the lookback limit where needed.
-    :raises WindowNotServableError: when the whole window lies beyond the lookback cap, so a
-        backfill asks for what Yahoo cannot serve. The message gives the cap and the oldest
-        servable time.
-    """
-    cap = LOOKBACK.get(interval)
-    if cap is None:
-        return window
-    oldest = now - cap
-    if window.end <= oldest:
-        raise WindowNotServableError(
-            source,
-            f"{interval} bars are served only for the last {cap.days} days; window "
-            f"[{window.start.isoformat()}, {window.end.isoformat()}) ends before {oldest.isoformat()}. "
-            "Use a coarser interval for this backfill.",
-        )
-    return Window(max(window.start, oldest), window.end)
-
-
-def split_window(interval: str, window: Window) -> list[Window]:
-    """Split ``window`` into request-sized pieces (1m: at most 8 days per request)."""
-    span = MAX_SPAN.get(interval)
-    if span is None:
-        return [window]
-    pieces, start = [], window.start
-    while start < window.end:
-        pieces.append(Window(start, min(start + span, window.end)))
-        start += span
-    return pieces
-
-
-def planned_requests(interval: str, window: Window) -> int:
-    """Upper bound of chart requests for one symbol over ``window``, without any request or clock.
-
-    A window reaching further back than Yahoo's lookback cap is counted from ``end - cap`` (Yahoo
-    serves nothing older, and ``end`` is no later than the vendor's now), then split as
-    :func:`split_window` splits it (1m: 8 days per request).
-    """
-    cap = LOOKBACK.get(interval)
-    if cap is not None and window.start < window.end - cap:
-        window = Window(window.end - cap, window.end)
-    return len(split_window(interval, window))
 
 
 class YahooFinanceHook(SharedExtract, BaseHook):
@@ -153,6 +87,14 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         super().__init__(**kwargs)
         self.yahoo_conn_id = yahoo_conn_id
         self.source = source
+
+    @classmethod
+    def for_source(cls, name: str, src: SourceConfig, *, timescale_conn_id: str) -> YahooFinanceHook:
+        """The hook serving source ``name`` configured as ``src`` (through its connection).
+
+        :param timescale_conn_id: unused (Yahoo keeps no state in the warehouse).
+        """
+        return cls(yahoo_conn_id=src.connection_id(name), source=name)
 
     @cached_property
     def _connection(self) -> tuple[str | None, dict[str, Any]]:
@@ -392,19 +334,6 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         return frames, (ticker.history_metadata or {}).get("currency"), sessions
 
 
-def regular_sessions(metadata: dict | None) -> list[tuple[datetime, datetime]]:
-    """Regular sessions ``[(open, close)]`` (aware datetimes) of an intraday chart answer.
-
-    yfinance formats the meta's ``tradingPeriods`` into a frame with ``start``/``end`` per day (the
-    regular session; ``pre_*``/``post_*`` beside them when pre- and post-market were asked). Empty
-    for daily answers, which carry none.
-    """
-    periods = (metadata or {}).get("tradingPeriods")
-    if periods is None or not hasattr(periods, "columns") or "start" not in periods.columns:
-        return []
-    return [(a.to_pydatetime(), b.to_pydatetime()) for a, b in zip(periods["start"], periods["end"])]
-
-
 def _is_down(exc: BaseException) -> bool:
     """Yahoo's 5xx page (yfinance: ``YFDataException`` "YAHOO! FINANCE IS CURRENTLY DOWN!" after its
     own second try), an HTTP 5xx, or a body that is not JSON (an error page, a cut connection):
@@ -450,61 +379,3 @@ def _is_network_error(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover - curl_cffi is a yfinance dependency
         return False
     return isinstance(exc, CurlRequestException) and getattr(getattr(exc, "response", None), "status_code", None) is None
-
-
-def normalise_history(
-    frame: pd.DataFrame, symbol: str, interval: str, currency: str | None, ingested_at: datetime, source: str = SOURCE
-) -> pa.Table:
-    """Turn a ``Ticker.history(auto_adjust=False, actions=True)`` frame into canonical bars.
-
-    :param frame: yfinance output: tz-aware index in the exchange's timezone; columns ``Open High
-        Low Close Adj Close Volume Dividends Stock Splits`` (prices in listing currency, volume in
-        shares or units).
-    :param symbol: canonical (Yahoo) symbol.
-    :param interval: canonical interval.
-    :param currency: the chart meta's ``currency`` as Yahoo states it (``GBp`` stays pence).
-    :param ingested_at: lineage stamp, UTC.
-    :param source: the configured source name written into ``source`` (default ``yahoo``).
-    :return: a :data:`~market_ingest.schema.BAR_SCHEMA` table. Intraday bars keep their open time,
-        converted to UTC; daily and longer bars are stamped 00:00 UTC of their exchange-local date,
-        so the key of a trading day does not depend on the exchange's session hours.
-        ``dividend`` is 0.0 and ``split_ratio`` 1.0 on daily bars without an event, and null on
-        intraday bars (Yahoo reports events per day).
-    """
-    import pandas as pd
-    import pyarrow as pa
-
-    from market_ingest.schema import conform, empty_bars
-
-    if frame is None or len(frame) == 0:
-        return empty_bars()
-    index = frame.index
-    if getattr(index, "tz", None) is None:
-        raise ValueError(f"{source}:{symbol}: yfinance returned a naive index; cannot place bars in UTC")
-    intraday = interval in INTRADAY_INTERVALS
-    if intraday:
-        times = index.tz_convert("UTC")
-    else:
-        times = pd.DatetimeIndex(index.tz_localize(None).normalize()).tz_localize("UTC")
-    n = len(frame)
-    splits = frame.get("Stock Splits", pd.Series(0.0, index=index)).astype("float64")
-    dividends = frame.get("Dividends", pd.Series(0.0, index=index)).astype("float64")
-    columns = {
-        "time": pa.array(times.as_unit("us"), pa.timestamp("us", tz="UTC")),
-        "source": pa.array([source] * n),
-        "symbol": pa.array([symbol] * n),
-        "interval": pa.array([interval] * n),
-        "open": pa.array(frame["Open"].astype("float64")),
-        "high": pa.array(frame["High"].astype("float64")),
-        "low": pa.array(frame["Low"].astype("float64")),
-        "close": pa.array(frame["Close"].astype("float64")),
-        "volume": pa.array(frame["Volume"].astype("float64")),  # a missing volume stays null: rejected, counted
-        "adj_close": pa.array(frame["Adj Close"].astype("float64"))
-        if not intraday and "Adj Close" in frame
-        else pa.nulls(n, pa.float64()),
-        "dividend": pa.nulls(n, pa.float64()) if intraday else pa.array(dividends),
-        "split_ratio": pa.nulls(n, pa.float64()) if intraday else pa.array(splits.where(splits != 0, 1.0)),
-        "currency": pa.array([currency] * n, pa.string()),
-        "ingested_at": pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC")),
-    }
-    return conform(pa.table(columns))

@@ -1,6 +1,6 @@
 """Alpha Vantage response bodies: classification before parsing, then parsing into canonical rows.
 
-Vendor facts (DESIGN.md, "Vendor facts", and the recorded bodies in ``include/recordings/alpha_vantage``):
+Body facts (DESIGN.md, "Vendor facts", and the recorded bodies in ``include/recordings/alpha_vantage``):
 
 * Every answer is HTTP 200. Errors are JSON bodies: ``Error Message`` (bad call or symbol),
   ``Information`` (daily quota "25 requests per day", burst "1 request per second", or a premium
@@ -19,10 +19,7 @@ Vendor facts (DESIGN.md, "Vendor facts", and the recorded bodies in ``include/re
   recorded IBM 5min day of 2020-08-21: the ``09:30`` bar holds pre-market volume, the ``16:00`` one
   the closing auction): a source replaying such bodies declares ``bar_stamp: end`` and the extract
   step moves each time back one interval (:func:`market_ingest.extract.bar_ends_to_opens`).
-* Series carry no currency. Equities are priced in their listing's currency, which the symbol's
-  exchange suffix names (Alpha Vantage documentation: ``TSCO.LON``, ``SHOP.TRT``, ``MBG.DEX``,
-  ``RELIANCE.BSE``, ``600104.SHH``); a symbol without one is a US listing, in USD
-  (:func:`listing_currency`).
+* Series carry no currency: the caller states it (:func:`market_ingest.vendors.alpha_vantage.listing_currency`).
 
 Stdlib only; :func:`rows_to_bars` imports pyarrow when called.
 """
@@ -38,10 +35,10 @@ from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from market_ingest.vendors.alpha_vantage import SOURCE
+
 if TYPE_CHECKING:
     import pyarrow as pa
-
-SOURCE = "alpha_vantage"
 
 # Body kinds, decided before any parsing.
 DATA = "data"
@@ -51,66 +48,8 @@ BURST = "burst"  # per-second/per-minute throttle: retry with backoff
 DAILY_QUOTA = "daily_quota"  # daily request budget spent: stop calling until 00:00 UTC
 UNKNOWN = "unknown"  # a shape we do not know: fail loudly, naming the keys
 
-#: canonical interval -> (function, interval parameter or None)
-INTERVAL_FUNCTIONS = {
-    "1m": ("TIME_SERIES_INTRADAY", "1min"),
-    "5m": ("TIME_SERIES_INTRADAY", "5min"),
-    "15m": ("TIME_SERIES_INTRADAY", "15min"),
-    "30m": ("TIME_SERIES_INTRADAY", "30min"),
-    "1h": ("TIME_SERIES_INTRADAY", "60min"),
-    "1d": ("TIME_SERIES_DAILY", None),
-    "1wk": ("TIME_SERIES_WEEKLY", None),
-    "1mo": ("TIME_SERIES_MONTHLY", None),
-}
-
 _NUMBERED = re.compile(r"^\s*\d+[a-z]?\.\s*")
 _KEY_PARAM = re.compile(r"(?i)(apikey=)[^&\s\"']+")
-
-
-#: exchange suffix of an Alpha Vantage symbol -> listing currency (London in pence, spelled ``GBp``
-#: as Yahoo spells it, so one currency code means one unit across sources)
-SUFFIX_CURRENCY = {
-    "LON": "GBp",
-    "TRT": "CAD",
-    "TRV": "CAD",
-    "DEX": "EUR",
-    "FRK": "EUR",
-    "PAR": "EUR",
-    "AMS": "EUR",
-    "BSE": "INR",
-    "NSE": "INR",
-    "SHH": "CNY",
-    "SHZ": "CNY",
-}
-
-
-def regular_sessions(window) -> list[tuple[datetime, datetime]]:
-    """US equities' regular sessions, 09:30-16:00 US/Eastern on each weekday the window touches, UTC.
-
-    Alpha Vantage's intraday series cover US listings, with extended hours 04:00-20:00 ET by
-    default (documentation of ``TIME_SERIES_INTRADAY``, ``extended_hours``); exchange holidays need
-    no entry (no bars are sent for them).
-    """
-    from datetime import timedelta
-
-    eastern = ZoneInfo("US/Eastern")
-    day = window.start.astimezone(eastern).date()
-    sessions = []
-    while day <= window.end.astimezone(eastern).date():
-        if day.weekday() < 5:
-            opened = datetime(day.year, day.month, day.day, 9, 30, tzinfo=eastern)
-            sessions.append((opened.astimezone(timezone.utc), opened.replace(hour=16, minute=0).astimezone(timezone.utc)))
-        day += timedelta(days=1)
-    return sessions
-
-
-def listing_currency(symbol: str) -> str | None:
-    """The currency an Alpha Vantage equity symbol is priced in: ``USD`` without an exchange suffix,
-    the suffix's currency (:data:`SUFFIX_CURRENCY`) with one, ``None`` for a suffix not listed."""
-    base, dot, suffix = symbol.upper().rpartition(".")
-    if not dot or not base:
-        return "USD"
-    return SUFFIX_CURRENCY.get(suffix)
 
 
 def redact(text: str, api_key: str | None) -> str:
