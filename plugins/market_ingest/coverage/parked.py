@@ -1,8 +1,10 @@
 """The ledger of a run whose bars were not loaded, and the load's own ledger writer.
 
-A run whose bars did not reach the warehouse is still ledgered (:func:`not_loaded_reason`); when
-the warehouse cannot take its rows either, they are parked in the lake (:func:`park`) and written
-by the pair's next load or repair (:func:`drain`, :func:`drain_parked`, then :func:`forget`).
+The run report still ledgers a run whose bars did not reach the warehouse: its days without
+their bars become ``failed`` with :func:`not_loaded_reason`
+(:func:`~market_ingest.coverage.record_run`). When the warehouse cannot take those rows either,
+they are parked in the lake (:func:`park`) and written by the pair's next load or repair
+(:func:`drain`, :func:`drain_parked`, then :func:`forget`).
 :class:`LoadLedger` is what a load of bars runs inside its transaction: parked rows first, then
 the run's rows and anomaly flags, mirrored to the lake after the commit.
 """

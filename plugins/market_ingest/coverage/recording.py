@@ -1,5 +1,6 @@
-"""Writing the ledger: the rows of the days a run asked for, in the transaction of its load
-(:func:`record`, :func:`record_run`), under the pair's ledger lock (:func:`lock_series`).
+"""Writing the ledger: the rows of the days a run asked for (:func:`record`, :func:`record_run`), on
+a cursor in the transaction that loaded its bars (or the run report's, for a run whose bars were
+not loaded), under the pair's ledger lock (:func:`lock_series`).
 """
 
 from __future__ import annotations

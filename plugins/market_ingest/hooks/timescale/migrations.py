@@ -2,7 +2,7 @@
 version order, each once, under an advisory lock (:func:`apply_migrations`).
 
 Works on plain PostgreSQL too: the migrations create a hypertable only when the ``timescaledb``
-extension exists, and the same table, key and indexes otherwise. Stdlib only: callable on any
+extension exists, and the same table, key and indexes otherwise. :func:`apply_migrations` takes any
 psycopg connection (the hook's, the demo's, a test's).
 """
 
