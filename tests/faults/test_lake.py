@@ -73,6 +73,7 @@ def test_concurrent_publishes_of_one_partition_both_land(services, monkeypatch):
     second merge again instead of overwriting the first."""
     from market_ingest import lake
     from market_ingest.config import load_config
+    from market_ingest.lake import merge
 
     root = lake.lake_root(load_config().lake.url) / "test-concurrent"
     day, t0 = datetime(2021, 8, 2, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
@@ -93,7 +94,7 @@ def test_concurrent_publishes_of_one_partition_both_land(services, monkeypatch):
                 both_read.wait()
         return table
 
-    monkeypatch.setattr(lake, "read_parquet", read_then_wait)
+    monkeypatch.setattr(merge, "read_parquet", read_then_wait)
     errors = []
 
     def publish(symbol):

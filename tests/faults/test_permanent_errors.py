@@ -191,6 +191,7 @@ def test_an_error_reading_the_bytes_stays_retryable(tmp_path, monkeypatch):
     import pyarrow.parquet as pq
 
     from market_ingest import lake
+    from market_ingest.lake import staging
 
     root = lake.lake_root(f"file://{tmp_path}")
     staged = _staged_msft(root, "manual__flaky")
@@ -210,7 +211,7 @@ def test_an_error_reading_the_bytes_stays_retryable(tmp_path, monkeypatch):
                 raise ConnectionResetError(104, "Connection reset by peer")
             return self.fh.read(*args)
 
-    monkeypatch.setattr(lake, "_parquet_file", lambda path: pq.ParquetFile(DroppedAfterTheFooter(path), pre_buffer=False))
+    monkeypatch.setattr(staging, "_parquet_file", lambda path: pq.ParquetFile(DroppedAfterTheFooter(path), pre_buffer=False))
     with pytest.raises(ConnectionResetError):
         list(lake.iter_staged([staged["path"]]))
     monkeypatch.undo()

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from market_ingest import config
-from market_ingest.config import PipelineConfigError, load_universe
+from market_ingest.config import PipelineConfigError, load_universe, universes
 from market_ingest.kinds import kind
 from tests.conftest import ROOT
 
@@ -24,7 +23,7 @@ YAHOO = kind("yahoo").symbol_pattern
 @pytest.fixture
 def symbols_dir(tmp_path, monkeypatch) -> Path:
     """An empty ``include/symbols/`` that :func:`load_universe` reads."""
-    monkeypatch.setattr(config, "INCLUDE_DIR", tmp_path)
+    monkeypatch.setattr(universes, "INCLUDE_DIR", tmp_path)
     (tmp_path / "symbols").mkdir()
     return tmp_path / "symbols"
 

@@ -1,0 +1,225 @@
+"""The whole pipeline's settings: its sinks (lake, Kinesis, TimescaleDB), retries, run report,
+repair and alerts, and :class:`PipelineConfig`, which holds them and every source.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from market_ingest.config.base import Interval, PipelineConfigError, Schedule, SourceName, _Model
+from market_ingest.config.sources import SourceConfig
+from market_ingest.intervals import CANONICAL_INTERVALS
+
+
+class RetryConfig(_Model):
+    """Task retries: exponential backoff from ``delay_seconds`` up to ``max_delay_seconds``."""
+
+    retries: int = Field(3, ge=2, description="at least 2: vendors fail transiently")
+    delay_seconds: int = Field(60, gt=0)
+    max_delay_seconds: int = Field(1800, gt=0)
+    rate_limited_delay_seconds: int = Field(900, gt=0, description="wait before retrying a rate-limited task")
+
+
+class LakeConfig(_Model):
+    """Parquet lake. ``url`` is an ObjectStoragePath URL: ``s3://<conn_id>@bucket/prefix`` or ``file:///path``."""
+
+    url: str
+    quotes_url: str = Field(description="root of the quote snapshots, same URL form as url")
+    compression: str = "zstd"
+
+    @property
+    def _s3_authorities(self) -> list[tuple[str, str]]:
+        """``(conn_id, bucket)`` of each S3 URL (``s3://conn@bucket/prefix``; ``conn_id`` is ``""``
+        when the URL names none, and ObjectStoragePath then uses the amazon provider's default)."""
+        found = [u.split("://", 1)[1].split("/", 1)[0] for u in (self.url, self.quotes_url) if u.startswith("s3")]
+        return [(conn_id, bucket) for conn_id, _, bucket in (a.rpartition("@") for a in found)]
+
+    @property
+    def buckets(self) -> list[str]:
+        """The S3 buckets the lake uses (``s3://conn@bucket/prefix`` -> ``bucket``), without duplicates."""
+        return list(dict.fromkeys(bucket for _, bucket in self._s3_authorities))
+
+    @property
+    def aws_conn_ids(self) -> list[str]:
+        """The AWS connection ids the lake's S3 URLs name (``s3://conn@bucket/prefix`` -> ``conn``),
+        without duplicates; a URL without one adds none."""
+        return list(dict.fromkeys(conn_id for conn_id, _ in self._s3_authorities if conn_id))
+
+
+class KinesisConfig(_Model):
+    """Kinesis Data Streams sink."""
+
+    aws_conn_id: str
+    stream: str
+    quotes_stream: str
+    max_records_per_call: int = Field(500, gt=0, le=500)
+    max_bytes_per_call: int = Field(5 * 1024 * 1024, gt=0, le=5 * 1024 * 1024)
+    max_attempts: int = Field(8, gt=0, description="attempts per PutRecords call while entries keep failing")
+    bars_per_record: int = Field(
+        1, ge=1, le=10_000, description="1: one JSON record per bar; N > 1: up to N bars of one symbol per record, as JSON Lines"
+    )
+    spread_keys: dict[str, int] = Field(
+        default_factory=dict,
+        description='hot series: {"<source>:<symbol>": N} deals its records over N partition keys "<source>:<symbol>#<k>" '
+        "(order then holds per key, not per series)",
+    )
+
+    @field_validator("spread_keys")
+    @classmethod
+    def _spread(cls, value: dict[str, int]) -> dict[str, int]:
+        for series, n in value.items():
+            source, _, symbol = series.partition(":")
+            if not source or not symbol or "#" in symbol:
+                raise ValueError(f"kinesis.spread_keys: {series!r} is not '<source>:<symbol>' (e.g. 'binance:BTC/USDT')")
+            if not 1 <= n <= 64:
+                raise ValueError(f"kinesis.spread_keys: {series}: {n} keys; give 1 to 64 (a stream's shards, at most)")
+        return value
+
+
+class TimescaleConfig(_Model):
+    """TimescaleDB (or plain PostgreSQL) sink; tables are ``market.*`` as the migrations create them.
+
+    The policies apply on TimescaleDB only, set by the ``market_setup`` DAG: each bar table's chunks
+    convert to the columnstore ``columnstore_after`` (per interval, or the default) and are dropped
+    after ``retention`` (per interval; absent: kept for ever).
+    """
+
+    conn_id: str
+    reader_conn_id: str = Field(
+        "market_timescale_reader",
+        description="the connection the coverage view reads the warehouse through: a login in the read-only "
+        "role market_reader (migration V012), never the loading connection",
+    )
+    restatement_window: timedelta = Field(
+        timedelta(days=60),
+        gt=timedelta(0),
+        description="how far back routine reruns, repairs and vendor-lookback backfills rewrite bars "
+        "(Yahoo serves 5m-30m bars for 60 days); every columnstore delay must outlast it",
+    )
+    columnstore_after: timedelta = Field(timedelta(days=90), description="default age at which chunks convert to the columnstore")
+    columnstore_after_by_interval: dict[Interval, timedelta] = Field(default_factory=dict, description="per-interval override")
+    retention: dict[Interval, timedelta] = Field(
+        default_factory=dict, description="interval -> drop bars older than this; an interval not named keeps every bar"
+    )
+
+    @model_validator(mode="after")
+    def _columnstore_outlasts_restatements(self) -> TimescaleConfig:
+        short = {i: str(d) for i, d in self.columnstore_delays().items() if d <= self.restatement_window}
+        if short:
+            raise ValueError(
+                f"columnstore delays {short} do not outlast the restatement window ({self.restatement_window}): "
+                "routine reruns would keep decompressing the chunks they rewrite"
+            )
+        return self
+
+    def columnstore_delays(self) -> dict[str, timedelta]:
+        """Interval -> age at which its chunks convert to the columnstore, for every canonical interval."""
+        return {i: self.columnstore_after_by_interval.get(i, self.columnstore_after) for i in CANONICAL_INTERVALS}
+
+
+class ReportConfig(_Model):
+    """Run report: the run alerts and fails when the share of failed symbols exceeds
+    ``max_failed_share``, or the share of symbols the vendor did not serve exceeds ``max_unserved_share``."""
+
+    max_failed_share: float = Field(0.2, ge=0, le=1)
+    max_unserved_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="above this share of symbols the vendor does not know or answered no bar for (while their market "
+        "was open) an ingestion run alerts (unserved_share_exceeded) and fails instead of succeeding with nothing in "
+        "it; weekends and holidays, when the vendor is not asked, do not count. Repairs are exempt: they ask days the "
+        "vendor may never serve, and the ledger's attempts decide",
+    )
+    run_note_conn_id: str | None = Field(
+        "market_airflow_api",
+        description="http connection to the Airflow API server through which the report writes the run's note "
+        "(window, bars per sink; market_ingest.run_note); without that connection the note is skipped; null: never",
+    )
+
+
+class RepairConfig(_Model):
+    """The ``market_repair`` DAG: asks the vendors again for the ledger's ``partial``, ``missing``
+    and ``failed`` days (:mod:`market_ingest.coverage`), within each vendor's lookback: the days
+    asked fewest times first, newest first among those (:mod:`market_ingest.repair`). A day asked
+    ``max_attempts`` times without being served, or beyond the vendor's lookback, becomes
+    ``unrecoverable`` (its reason says why) and is not asked again, so the budget goes to days
+    that may still come: every repairable day is asked within a bounded number of runs."""
+
+    schedule: Schedule = Field("0 6 * * *", description="cron (UTC) of market_repair; its data interval is not used")
+    max_requests_per_source: int = Field(
+        200, gt=0, description="vendor requests one repair run may plan per (source, interval); the rest wait for the next run"
+    )
+    max_days_back: int = Field(365, gt=0, description="days before the run that repairs look at; older gaps are left as they are")
+    max_attempts: int = Field(
+        3,
+        gt=0,
+        description="times a day is asked again (by repairs, clears or backfills) and still not served before the repair "
+        "gives up on it: the day becomes unrecoverable, its reason naming the attempts and the last reason",
+    )
+
+
+class AlertsConfig(_Model):
+    """Where operational events go (missed deadlines, failed runs, too many failed symbols).
+
+    Every event is written to the task or triggerer log and put on the Kinesis stream
+    ``events_stream`` as one JSON record; it is also published to the SNS topic ``sns_topic_arn``
+    when one is set (amazon provider ``SnsNotifier``).
+    """
+
+    aws_conn_id: str = "market_aws"
+    events_stream: str = "market-events"
+    sns_topic_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:sns:")
+
+
+class PipelineConfig(_Model):
+    """The whole pipeline: sinks, defaults, and one entry per source."""
+
+    version: Literal[1]
+    owner: str = "market-data"
+    retry: RetryConfig = RetryConfig()
+    lake: LakeConfig
+    kinesis: KinesisConfig
+    timescale: TimescaleConfig
+    report: ReportConfig = ReportConfig()
+    repair: RepairConfig = RepairConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    sources: dict[SourceName, SourceConfig] = Field(min_length=1)
+
+    def dag_pairs(self) -> list[tuple[str, str]]:
+        """Every configured ``(source, interval)``, in file order."""
+        return [(s, i) for s, src in self.sources.items() for i in src.intervals]
+
+    def universes_of(self, source: str, interval: str) -> list[str]:
+        """The universe names of ``(source, interval)`` (``interval`` ``quote``: its quote snapshots):
+        the interval's own, else the source's."""
+        src = self.sources[source]
+        return list(src.interval_config(interval).universes or src.universes)
+
+    def pools(self) -> dict[str, dict]:
+        """Airflow pools, one per source's ``pool``, in ``airflow pools import`` format.
+
+        :return: ``{pool: {"slots": n, "description": str, "include_deferred": False}}``.
+        :raises PipelineConfigError: when two sources share a pool with different slots.
+        """
+        pools: dict[str, dict] = {}
+        for name, src in self.sources.items():
+            entry = pools.setdefault(
+                src.pool, {"slots": src.pool_slots, "description": "", "include_deferred": False, "sources": []}
+            )
+            if entry["slots"] != src.pool_slots:
+                raise PipelineConfigError(f"pool {src.pool!r}: sources give it {entry['slots']} and {src.pool_slots} slots")
+            entry["sources"].append(name)
+        for entry in pools.values():
+            names = entry.pop("sources")
+            entry["description"] = (
+                f"rate limit of {', '.join(names)}: concurrent extract tasks across all DAGs (include/pipeline.yaml)"
+            )
+        return pools
+
+    def quote_sources(self) -> list[str]:
+        """Sources with quote snapshots configured."""
+        return [s for s, src in self.sources.items() if src.quotes]

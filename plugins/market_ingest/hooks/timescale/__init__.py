@@ -1,0 +1,32 @@
+"""TimescaleDB sink: versioned migrations and an idempotent COPY-based upsert of bars.
+
+Works on plain PostgreSQL too: the migrations create a hypertable only when the ``timescaledb``
+extension exists, and the same table, key and indexes otherwise.
+
+A package; every public name is importable from here (``from market_ingest.hooks.timescale import
+TimescaleHook``), as callers do:
+
+* :mod:`~market_ingest.hooks.timescale.hook`: :class:`TimescaleHook` (connection, schema check,
+  upsert);
+* :mod:`~market_ingest.hooks.timescale.statements`: which statement writes a load's rows into a
+  table;
+* :mod:`~market_ingest.hooks.timescale.migrations`: :func:`apply_migrations`, :func:`latest_version`;
+* :mod:`~market_ingest.hooks.timescale.policies`: columnstore, retention and rollup refresh policies.
+"""
+
+from __future__ import annotations
+
+from market_ingest.hooks.timescale.hook import BARS_TABLE, DEFAULT_CONNECT_TIMEOUT, TimescaleHook
+from market_ingest.hooks.timescale.migrations import MIGRATIONS_DIR, apply_migrations, latest_version, migration_files
+from market_ingest.hooks.timescale.policies import ROLLUPS
+
+__all__ = [
+    "BARS_TABLE",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "MIGRATIONS_DIR",
+    "ROLLUPS",
+    "TimescaleHook",
+    "apply_migrations",
+    "latest_version",
+    "migration_files",
+]

@@ -1,0 +1,85 @@
+"""The Parquet lake: staging a run's bars, and merging them into one object per partition.
+
+A package of one module per job; every public name is importable from here
+(``from market_ingest.lake import publish``), as callers do:
+
+* :mod:`~market_ingest.lake.layout`: the root, the folders and objects (partitions, staging,
+  rejects, the ledger's mirror and parked rows), which partition holds a bar;
+* :mod:`~market_ingest.lake.objects`: reading and writing one object (whole-object writes,
+  decoding errors);
+* :mod:`~market_ingest.lake.staging`: a run's staged batches (:func:`stage`, :func:`iter_staged`,
+  :func:`remove_staging`);
+* :mod:`~market_ingest.lake.merge`: the publish protocol (:func:`publish`, newest extraction wins)
+  and the conditional read-merge-write of one partition object;
+* :mod:`~market_ingest.lake.partitions`: reading the published partitions (:func:`read_lake`) and
+  folding earlier layouts into them (:func:`compact`).
+
+Nothing here creates a bucket: a missing bucket (or local lake folder) fails with
+:class:`~market_ingest.errors.SinkNotFoundError` naming it and the connection. An object Arrow
+cannot decode (damaged bytes, not Parquet) fails at once with
+:class:`~market_ingest.errors.CorruptObjectError` naming it and, when staged, its run.
+Imports pyarrow inside functions: callable from tasks only.
+"""
+
+from __future__ import annotations
+
+from market_ingest.lake.layout import (
+    PARTITION_BY,
+    STAGING,
+    check_lake,
+    coverage_object,
+    lake_root,
+    parked_ledger_folder,
+    parked_ledger_object,
+    partition_by,
+    partition_dir,
+    partition_object,
+    partition_of,
+    partition_values,
+    rejects_object,
+    run_token,
+    split_by_partition,
+    staging_path,
+    staging_run_dir,
+    utc_days,
+)
+from market_ingest.lake.merge import MERGE_ATTEMPTS, ConcurrentPublishError, newest_per_key, publish, read_modify_write
+from market_ingest.lake.objects import ROW_GROUP_ROWS, read_parquet, to_parquet_bytes, write_object, write_parquet
+from market_ingest.lake.partitions import compact, read_lake
+from market_ingest.lake.staging import iter_staged, remove_staging, stage
+
+__all__ = [
+    "MERGE_ATTEMPTS",
+    "PARTITION_BY",
+    "ROW_GROUP_ROWS",
+    "STAGING",
+    "ConcurrentPublishError",
+    "check_lake",
+    "compact",
+    "coverage_object",
+    "iter_staged",
+    "lake_root",
+    "newest_per_key",
+    "parked_ledger_folder",
+    "parked_ledger_object",
+    "partition_by",
+    "partition_dir",
+    "partition_object",
+    "partition_of",
+    "partition_values",
+    "publish",
+    "read_lake",
+    "read_modify_write",
+    "read_parquet",
+    "rejects_object",
+    "remove_staging",
+    "run_token",
+    "split_by_partition",
+    "stage",
+    "staging_path",
+    "staging_run_dir",
+    "to_parquet_bytes",
+    "utc_days",
+    "write_object",
+    "write_parquet",
+]
