@@ -148,6 +148,9 @@ class ExtractResult(TypedDict):
     """``extract``'s result: what one batch staged, and each symbol's outcome.
 
     ``ingested_at``: ISO UTC, when the vendor was asked (the bars' ``ingested_at``).
+    ``actions``: the lake's corporate-action objects this batch asked the vendor again for (one per
+    symbol, :class:`market_ingest.lake.actions.ActionsCache`), for the warehouse to upsert;
+    ``new_actions``: actions among them first seen by this batch.
     """
 
     batch: int
@@ -156,6 +159,8 @@ class ExtractResult(TypedDict):
     outcomes: list[OutcomeXCom]
     ingested_at: str
     rejects: RejectsObject | None
+    actions: NotRequired[list[str]]
+    new_actions: NotRequired[int]
 
 
 class LakeObject(TypedDict):

@@ -15,7 +15,9 @@ import pyarrow as pa
 from market_ingest.contracts import Dataset
 from market_ingest.intervals import CANONICAL_INTERVALS
 
-SCHEMA_VERSION = 1
+#: 2: ``price_basis`` (rows of version 1 have it null: Yahoo's were split-adjusted as of their
+#: ``ingested_at``, the other sources' as traded; ``market_setup``'s re-basing converts them).
+SCHEMA_VERSION = 2
 
 #: Natural key of a bar in every sink. Reruns replace rows with the same key.
 NATURAL_KEY: tuple[str, ...] = ("source", "symbol", "interval", "time")
@@ -26,18 +28,19 @@ BAR_SCHEMA = pa.schema(
         pa.field("source", pa.string(), nullable=False),
         pa.field("symbol", pa.string(), nullable=False),
         pa.field("interval", pa.string(), nullable=False),
-        pa.field("open", pa.float64(), nullable=False),  # listing currency
+        pa.field("open", pa.float64(), nullable=False),  # listing currency, as traded (price_basis)
         pa.field("high", pa.float64(), nullable=False),
         pa.field("low", pa.float64(), nullable=False),
         pa.field("close", pa.float64(), nullable=False),
         pa.field("volume", pa.float64(), nullable=False),  # units traded (shares, coins)
-        pa.field("adj_close", pa.float64()),
+        pa.field("adj_close", pa.float64()),  # the vendor's split- and dividend-adjusted close as of ingested_at
         pa.field("vwap", pa.float64()),
         pa.field("trade_count", pa.int64()),
         pa.field("dividend", pa.float64()),  # cash per share, listing currency, on the ex-date bar
         pa.field("split_ratio", pa.float64()),  # new shares per old share on the split bar (4:1 -> 4.0)
         pa.field("currency", pa.string()),  # as the vendor states it: USD, GBp (pence), EUR
         pa.field("ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("price_basis", pa.string()),  # as_traded (market_ingest.actions); null: stored before schema 2
     ],
     metadata={"schema": "market_ingest.bar", "version": str(SCHEMA_VERSION)},
 )

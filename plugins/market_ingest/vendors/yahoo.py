@@ -16,15 +16,23 @@ Vendor facts (DESIGN.md, "Vendor facts"; yfinance 1.7 source; the recordings in
   once more.
 * Intraday answers state the regular sessions (``tradingPeriods``, :func:`regular_sessions`);
   daily ones do not.
+* **OHLC, volume and dividend amounts are adjusted for every split up to the day of the answer**
+  (``adjclose`` also for dividends): the recorded NVDA answer of 2025-02-22 gives 2021-07-16's
+  close as 18.161, traded at 726.44 (/ 4 for the split of 2021-07-20, / 10 for 2024-06-10's).
+  The extract step undoes it (:data:`PRICE_BASIS`, :func:`market_ingest.actions.to_as_traded`).
+* Split and dividend events come only for the window asked; a symbol's whole history of events is
+  one request with ``period1=0`` at a coarse interval (:data:`EVENTS_PARAMS`, :func:`parse_events`).
+  Only equities, ETFs and funds have them (``meta.instrumentType``, :data:`WITH_ACTIONS`).
 
 Stdlib only at import time; :func:`normalise_history` imports pandas and pyarrow when called.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from market_ingest.actions import CAPITAL_GAIN, DIVIDEND, SPLIT, CorporateAction, SplitHistory
 from market_ingest.errors import WindowNotServableError
 from market_ingest.intervals import INTRADAY_INTERVALS, Window
 from market_ingest.vendors import ConnectionForm, SourceKind, number_field, text_field
@@ -34,6 +42,15 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 SOURCE = "yahoo"
+
+#: What Yahoo's chart prices are: adjusted for every split up to the answer (see above).
+PRICE_BASIS = "split_adjusted"
+#: ``meta.instrumentType`` values whose symbols have corporate actions (not CURRENCY,
+#: CRYPTOCURRENCY, FUTURE, INDEX).
+WITH_ACTIONS = frozenset({"EQUITY", "ETF", "MUTUALFUND"})
+#: The query of a symbol's whole history of events (besides ``period2``): monthly bars are the
+#: cheapest answer that still states every event with its exact date (AAPL since 1980: 540 bars).
+EVENTS_PARAMS = {"period1": "0", "interval": "1mo", "events": "div,splits,capitalGains", "includePrePost": "false"}
 
 #: canonical interval -> yfinance interval (yfinance fetches 30m as 15m and resamples).
 YF_INTERVAL = {"1m": "1m", "5m": "5m", "15m": "15m", "30m": "30m", "1h": "1h", "1d": "1d", "1wk": "1wk", "1mo": "1mo"}
@@ -186,6 +203,58 @@ def normalise_history(
         "ingested_at": pa.array([ingested_at] * n, pa.timestamp("us", tz="UTC")),
     }
     return conform(pa.table(columns))
+
+
+def parse_events(body: dict, symbol: str, clock: datetime, source: str = SOURCE) -> tuple[list[CorporateAction], str | None]:
+    """The corporate actions a chart answer states, as traded, and the exchange's timezone.
+
+    :param body: Yahoo's chart JSON (``{"chart": {"result": [{"meta", "events"?, ...}]}}``);
+        ``events.splits`` items carry ``date`` (epoch s of the ex-date's open), ``numerator`` and
+        ``denominator``; ``events.dividends`` and ``events.capitalGains`` items ``date``, ``amount``
+        and sometimes ``currency`` (else the listing currency, ``meta.currency``).
+    :param clock: the answer's ``Date`` (UTC): ex-dates up to its exchange-local date were applied.
+    :return: ``(actions, timezone)``: splits as stated (ratio = numerator / denominator);
+        dividend and capital-gain amounts multiplied back by the splits after their ex-date (Yahoo
+        states them split-adjusted like prices); ``first_seen`` and ``extracted_at`` = ``clock``.
+    :raises ValueError: naming the source and symbol, when the body is not a chart answer or an
+        event lacks its date or values.
+    """
+    from zoneinfo import ZoneInfo
+
+    try:
+        result = body["chart"]["result"][0]
+        meta = result["meta"]
+    except (KeyError, IndexError, TypeError):
+        raise ValueError(f"{source}:{symbol}: not a chart answer (no chart.result[0].meta)") from None
+    tz_name = meta.get("exchangeTimezoneName") or "UTC"
+    tz = ZoneInfo(tz_name)
+    events = result.get("events") or {}
+
+    def day(item: dict) -> date:
+        return datetime.fromtimestamp(int(item["date"]), tz).date()
+
+    try:
+        splits = [(day(e), float(e["numerator"]) / float(e["denominator"])) for e in (events.get("splits") or {}).values()]
+        history = SplitHistory(tuple(splits), clock.astimezone(tz).date())
+        actions = [CorporateAction(source, symbol, d, SPLIT, ratio=r, first_seen=clock, extracted_at=clock) for d, r in splits]
+        for key, kind in (("dividends", DIVIDEND), ("capitalGains", CAPITAL_GAIN)):
+            for e in (events.get(key) or {}).values():
+                d = day(e)
+                actions.append(
+                    CorporateAction(
+                        source,
+                        symbol,
+                        d,
+                        kind,
+                        amount=float(e["amount"]) * history.factor(d),
+                        currency=e.get("currency") or meta.get("currency"),
+                        first_seen=clock,
+                        extracted_at=clock,
+                    )
+                )
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise ValueError(f"{source}:{symbol}: an event Yahoo stated cannot be read ({type(exc).__name__}: {exc})") from None
+    return sorted(actions, key=lambda a: (a.ex_date, a.kind)), tz_name
 
 
 #: Yahoo symbols: ``AAPL``, ``BRK-B``, ``BP.L``, ``EURUSD=X``, ``GC=F``, ``^GSPC``, ``BTC-USD`` (no
