@@ -25,7 +25,7 @@ import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -184,7 +184,9 @@ def actions_of(table: pa.Table) -> list[CorporateAction]:
     return [CorporateAction(**row) for row in table.to_pylist()]
 
 
-def merge_actions(known: Iterable[CorporateAction], answered: Iterable[CorporateAction]) -> tuple[list[CorporateAction], list[CorporateAction]]:
+def merge_actions(
+    known: Iterable[CorporateAction], answered: Iterable[CorporateAction]
+) -> tuple[list[CorporateAction], list[CorporateAction]]:
     """The union of what was known and what the vendor now states, and the actions first seen now.
 
     An action already known keeps its ``first_seen`` and takes the new answer's values and

@@ -5,6 +5,10 @@ and returns the bars as the vendor answered them, in the canonical schema (:clas
 raises a typed error from :mod:`market_ingest.errors`. Everything after that is decided here,
 once:
 
+* **price basis**: bars the vendor sent split-adjusted (:attr:`Answer.basis`) are converted to as
+  traded with the symbol's split history known at the vendor's clock
+  (:func:`market_ingest.actions.to_as_traded`, the history from a
+  :class:`~market_ingest.actions.SplitHistories`); every kept row says ``price_basis`` ``as_traded``;
 * **bar stamps**: a source configured ``bar_stamp: end`` (its vendor stamps bars by their close)
   has every intraday time moved back one interval to the bar's open first, and its outcomes say
   so (daily and longer bars are dated by their session and never moved);
@@ -29,10 +33,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from market_ingest import outcomes
+from market_ingest.actions import AS_TRADED, SPLIT_ADJUSTED, AskEveryTime, SplitHistories, SplitHistory
 from market_ingest.errors import ConfigurationError, MarketDataError, QuotaExhaustedError, SymbolError
 from market_ingest.intervals import INTRADAY_INTERVALS, Window, validate_interval
 
@@ -65,6 +70,9 @@ class Answer:
     :param no_data_reason: what to report when no bar is left.
     :param note: what the bars mean when it is not obvious (a swap's settle currency and volume
         unit); shown in the run report.
+    :param basis: what the table's prices are: ``as_traded`` (most vendors), or ``split_adjusted``
+        as of ``now`` (Yahoo's equities), which the extract step converts
+        (:mod:`market_ingest.actions`); ``tz``: the exchange's timezone (IANA) dating the bars' days.
     """
 
     table: pa.Table
@@ -74,6 +82,8 @@ class Answer:
     requests: int = 1
     no_data_reason: str = "no bars in the window"
     note: str = ""
+    basis: str = AS_TRADED
+    tz: str | None = None
 
 
 class BarClient(Protocol):
@@ -174,6 +184,7 @@ def extract_bars(
     rejects: list[pa.Table] | None = None,
     concurrency: int = 1,
     bounds: Bounds | None = None,
+    split_histories: SplitHistories | None = None,
 ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
     """Closed, valid bars opening in ``window`` for each symbol, from ``client``, with their outcomes.
 
@@ -190,6 +201,9 @@ def extract_bars(
         clients whose kind allows it (:attr:`market_ingest.kinds.SourceKind.concurrent_symbols`).
     :param bounds: the source's plausible magnitudes (:class:`market_ingest.quality.Bounds`; default
         its defaults): a bar beyond them is rejected as ``invalid: implausible_price`` or ``_volume``.
+    :param split_histories: where a symbol's split history comes from when its vendor sends
+        split-adjusted prices (the lake's :class:`~market_ingest.lake.actions.ActionsCache`;
+        default :class:`~market_ingest.actions.AskEveryTime`, one actions request per symbol).
     :return: ``(bars, outcomes)``: a :data:`~market_ingest.schema.BAR_SCHEMA` table of every
         symbol's kept bars (symbol after symbol), and one outcome per symbol in order: ``ok`` with
         its rows, ``dropped`` by reason, ``nulled``, ``conflicts`` and ``gaps``; or ``no_data``,
@@ -199,15 +213,27 @@ def extract_bars(
     """
     import pyarrow as pa
 
+    from market_ingest.actions import to_as_traded
     from market_ingest.quality import clean_bars, find_gaps
     from market_ingest.schema import conform, empty_bars
 
     validate_interval(interval)
     client.prepare(interval, window)
     intraday = interval in INTRADAY_INTERVALS
+    histories = split_histories or AskEveryTime()
 
     def one(symbol: str) -> tuple[outcomes.SymbolOutcome, Any]:
         answer = client.answer(symbol, interval, window, ingested_at)
+        if answer.basis == SPLIT_ADJUSTED and answer.table.num_rows:
+            history = histories.split_history(cast(Any, client), symbol, answer.now, answer.tz or "UTC")
+            answer.table = to_as_traded(answer.table, history, answer.tz)
+            if len(history):
+                note = f"as traded: the vendor's split adjustment undone with the {len(history)} splits known on {history.as_of}"
+                answer.note = "; ".join(filter(None, [answer.note, note]))
+        elif answer.basis != AS_TRADED:
+            raise ConfigurationError(client.source, f"the vendor's price basis {answer.basis!r} cannot be converted to as traded")
+        else:
+            answer.table = to_as_traded(answer.table, _NO_SPLITS, None)  # states the basis on every row
         if intraday and getattr(client, "bar_stamp", "start") == "end":  # daily and longer bars are dated, not stamped
             answer.table, answer.note = (
                 bar_ends_to_opens(answer.table, interval),
@@ -280,10 +306,12 @@ class SharedExtract:
         rejects: list[pa.Table] | None = None,
         concurrency: int = 1,
         bounds: Bounds | None = None,
+        split_histories: SplitHistories | None = None,
     ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
         """Closed, valid bars in ``window`` per symbol, with outcomes: :func:`extract_bars` on this
         hook (``rejects`` collects the rows that failed validation; ``concurrency`` symbols are
-        asked at once, in threads; ``bounds``: the source's plausible magnitudes)."""
+        asked at once, in threads; ``bounds``: the source's plausible magnitudes;
+        ``split_histories``: where split histories come from, for split-adjusted vendors)."""
         return extract_bars(
             cast(BarClient, self),  # the hooks mixing this in are BarClients
             symbols,
@@ -294,8 +322,11 @@ class SharedExtract:
             rejects=rejects,
             concurrency=concurrency,
             bounds=bounds,
+            split_histories=split_histories,
         )
 
+
+_NO_SPLITS = SplitHistory((), date.min)
 
 #: The outcome note of a symbol whose vendor stamps bars by their end (``bar_stamp: end``).
 END_NOTE = "bar_stamp end: the vendor's times are bar ends, moved back one interval to bar opens"

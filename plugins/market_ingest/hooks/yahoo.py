@@ -7,7 +7,9 @@ retries and the translation of yfinance's errors. yfinance facts (yfinance 1.7 s
 * yfinance hides exceptions and returns an empty frame by default; we set
   ``yf.config.debug.hide_exceptions = False`` so an empty answer is explained.
 * ``auto_adjust=True`` is yfinance's default; we ask ``auto_adjust=False, actions=True`` so
-  ``Close`` is as traded, ``Adj Close`` is Yahoo's adjusted close, and dividends/splits come along.
+  ``Close`` is Yahoo's close (adjusted for splits, not dividends), ``Adj Close`` is Yahoo's
+  adjusted close, and dividends/splits of the window come along. Equities' prices are converted to
+  as traded by the extract step with the split history of :meth:`YahooFinanceHook.corporate_actions`.
 * Rate limiting surfaces as ``YFRateLimitError`` (HTTP 429).
 * A window beyond Yahoo's lookback cap is raised as ``YFPricesMissingError`` ("must be within the
   last N days"); the hook clamps the window by the ``Date`` of that answer and asks once more.
@@ -16,12 +18,13 @@ retries and the translation of yfinance's errors. yfinance facts (yfinance 1.7 s
 from __future__ import annotations
 
 import tempfile
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
+from market_ingest.actions import AS_TRADED
 from market_ingest.errors import (
     ConfigurationError,
     NoDataError,
@@ -37,15 +40,20 @@ from market_ingest.intervals import INTRADAY_INTERVALS, Window
 from market_ingest.vendors.yahoo import (
     DEFAULT_RETRIES,
     DEFAULT_SYMBOL_ATTEMPTS,
+    EVENTS_PARAMS,
+    PRICE_BASIS,
     SOURCE,
+    WITH_ACTIONS,
     YF_INTERVAL,
     clamp_window,
     normalise_history,
+    parse_events,
     regular_sessions,
     split_window,
 )
 
 if TYPE_CHECKING:
+    from market_ingest.actions import ActionsAnswer
     from market_ingest.config import SourceConfig
     from market_ingest.extract import Answer
     from market_ingest.routing import Answered
@@ -160,7 +168,7 @@ class YahooFinanceHook(SharedExtract, BaseHook):
             self.prepare(interval, window)
         yf, session = self._yf, self._session
         try:
-            frames, currency, sessions = self._asked_again_when_down(symbol, self._history, yf, session, symbol, interval, window)
+            frames, meta, sessions = self._asked_again_when_down(symbol, self._history, yf, session, symbol, interval, window)
         except WindowNotServableError:
             raise
         except YFRateLimitError as exc:
@@ -194,11 +202,60 @@ class YahooFinanceHook(SharedExtract, BaseHook):
             raise  # the extract step records it as this symbol's failure
         frame = pd.concat(frames) if frames else pd.DataFrame()
         return Answer(
-            normalise_history(frame, symbol, interval, currency, ingested_at, self.source),
+            normalise_history(frame, symbol, interval, meta.get("currency"), ingested_at, self.source),
             now=closed_bar_clock(session.clock),
             sessions=sessions,
             requests=len(frames),
+            # Only symbols with corporate actions have prices Yahoo adjusted (FX, crypto, futures
+            # and indexes are as traded): no actions request is made for the others.
+            basis=PRICE_BASIS if meta.get("instrumentType") in WITH_ACTIONS else AS_TRADED,
+            tz=meta.get("exchangeTimezoneName"),
         )
+
+    def corporate_actions(self, symbol: str) -> ActionsAnswer:
+        """Every split, dividend and capital gain Yahoo states for ``symbol``, as traded.
+
+        One chart request over the symbol's whole history at a monthly interval
+        (:data:`~market_ingest.vendors.yahoo.EVENTS_PARAMS`: Yahoo states events only for the
+        window asked), read by :func:`~market_ingest.vendors.yahoo.parse_events`; through the
+        batch's session (same routing, rate and clock as the bars).
+
+        :return: the :class:`~market_ingest.actions.ActionsAnswer`, ``now`` the answer's ``Date``.
+        :raises UnknownSymbolError: Yahoo answered 404.
+        :raises RateLimitedError: Yahoo answered 429.
+        :raises VendorUnavailableError: a 5xx answer or no answer (the task is retried).
+        :raises SymbolError: any other answer, or a body that is not a chart answer.
+        """
+        from market_ingest.actions import ActionsAnswer
+        from market_ingest.routing import response_clock, without_queries
+
+        if getattr(self, "_session", None) is None:
+            self._yf, self._session = self._yfinance()
+        session = self._session
+        url = self.endpoint()[0] + symbol
+        period2 = int(((session.clock or datetime.now(timezone.utc)) + timedelta(days=2)).timestamp())
+        try:
+            response = session.get(url, params={**EVENTS_PARAMS, "period2": str(period2)}, timeout=30)
+        except Exception as exc:
+            if _is_network_error(exc):
+                raise VendorUnavailableError(self.source, without_queries(f"{type(exc).__name__}: {exc}"), symbol) from exc
+            raise
+        status = response.status_code
+        what = f"Yahoo answered HTTP {status} to the request for {symbol}'s corporate actions"
+        if status == 404:
+            raise UnknownSymbolError(self.source, f"{UNKNOWN_REASON} ({what})", symbol)
+        if status == 429:
+            raise RateLimitedError(self.source, what, symbol)
+        if status >= 500:
+            raise VendorUnavailableError(self.source, what, symbol)
+        if status != 200:
+            raise SymbolError(self.source, what, symbol)
+        now = response_clock(response.headers) or session.clock or datetime.now(timezone.utc)
+        try:
+            actions, tz = parse_events(response.json(), symbol, now, self.source)
+        except ValueError as exc:  # JSONDecodeError included
+            raise SymbolError(self.source, f"Yahoo's corporate actions cannot be read: {exc}", symbol) from None
+        return ActionsAnswer(actions, now, tz)
 
     def _asked_again_when_down(self, symbol: str, fn, *args):
         """``fn(*args)``, asked again up to ``symbol_attempts`` times in all (connection extra,
@@ -277,7 +334,7 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         return yf, clocked_session(None, curl_requests.Session, rate)(impersonate="chrome")
 
     def _history(self, yf, session, symbol, interval, window):
-        """yfinance's frames for ``window`` in request-sized pieces, and the listing currency.
+        """yfinance's frames for ``window`` in request-sized pieces, the answer's meta and sessions.
 
         When Yahoo refuses the window as beyond its lookback, clamp it by Yahoo's clock (the
         refusal's ``Date``) and ask once more; :func:`clamp_window` raises when nothing is left.
@@ -331,7 +388,9 @@ class YahooFinanceHook(SharedExtract, BaseHook):
                 sessions += regular_sessions(ticker.history_metadata)
         if not frames and empty is not None:
             raise empty
-        return frames, (ticker.history_metadata or {}).get("currency"), sessions
+        # Named keys only: the lazy ``tradingPeriods`` of a daily answer costs another request.
+        meta = ticker.history_metadata or {}
+        return frames, {k: meta.get(k) for k in ("currency", "instrumentType", "exchangeTimezoneName")}, sessions
 
 
 def _is_down(exc: BaseException) -> bool:

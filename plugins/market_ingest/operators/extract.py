@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from airflow.sdk import Context
 
+    from market_ingest.actions import SplitHistories
     from market_ingest.config import SourceConfig
 
 
@@ -36,7 +37,11 @@ class MarketExtractOperator(SeriesOperator):
     :param compression: Parquet compression of the staged objects.
     :return: :class:`~market_ingest.contracts.ExtractResult`: one staged object per batch, keyed by
         the run; bars that failed validation go to the lake's ``_rejects/`` area with their reason
-        (:func:`market_ingest.lake.rejects_object`). Quotes are stamped at the window's end.
+        (:func:`market_ingest.lake.rejects_object`). Quotes are stamped at the window's end. Bars
+        are stored as traded: a vendor's split adjustment is undone with the symbol's split
+        history, asked of the vendor at most once a day per symbol and kept in the lake
+        (:class:`market_ingest.lake.actions.ActionsCache`; the objects refreshed are listed in
+        ``actions`` for the warehouse).
     """
 
     template_fields: Sequence[str] = ("batch",)
@@ -68,6 +73,7 @@ class MarketExtractOperator(SeriesOperator):
 
     def _extract(self, context: Context) -> ExtractResult:
         from market_ingest.lake import check_lake, lake_root, stage
+        from market_ingest.lake.actions import ActionsCache
         from market_ingest.sources import bar_hook
 
         series, batch = self.series, Batch.from_xcom(self.batch)
@@ -80,10 +86,11 @@ class MarketExtractOperator(SeriesOperator):
             hook = bar_hook(self.source, src, timescale_conn_id=series.timescale_conn_id)
             hook.check_reachable()  # an unreachable vendor fails the try in seconds, naming host and connection
             rejected: list = []
+            actions = ActionsCache(root, self.source)
             if series.dataset is Dataset.QUOTES:
                 bars, results = hook.fetch_quotes(list(batch.symbols), as_of=window.end, ingested_at=now)
             else:
-                bars, results = self._fetch_bars(hook, src, batch, now, rejected)
+                bars, results = self._fetch_bars(hook, src, batch, now, rejected, actions)
         if series.dataset is Dataset.BARS and kinds.kind(src.kind).defers:
             self._update_backlog(results, batch)
         with failing_fast():
@@ -106,6 +113,8 @@ class MarketExtractOperator(SeriesOperator):
             "outcomes": [cast(OutcomeXCom, o.as_dict()) for o in results],
             "ingested_at": now.isoformat(),
             "rejects": rejects,
+            "actions": sorted(actions.refreshed),
+            "new_actions": len(actions.new),
         }
 
     def _write_rejects(self, rejected: list[pa.Table], root: Any, run_id: str, index: int) -> RejectsObject | None:
@@ -125,11 +134,18 @@ class MarketExtractOperator(SeriesOperator):
         return {"path": str(path), "rows": table.num_rows}
 
     def _fetch_bars(
-        self, hook: Any, src: SourceConfig, batch: Batch, now: datetime, rejected: list[pa.Table]
+        self,
+        hook: Any,
+        src: SourceConfig,
+        batch: Batch,
+        now: datetime,
+        rejected: list[pa.Table],
+        actions: SplitHistories,
     ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
         """One ``fetch_bars`` per distinct window start (deferred symbols reach back to their
         deferral), asking nothing for a symbol whose market has no session in its window
-        (:func:`~market_ingest.calendars.closed_throughout`): it is ``no_data``, and says so."""
+        (:func:`~market_ingest.calendars.closed_throughout`): it is ``no_data``, and says so.
+        Split-adjusted answers are converted with the split histories of ``actions``."""
         import pyarrow as pa
 
         from market_ingest.calendars import closed_throughout
@@ -167,6 +183,7 @@ class MarketExtractOperator(SeriesOperator):
                 rejects=rejected,
                 concurrency=src.symbols_in_flight,
                 bounds=src.bounds.bounds(),
+                split_histories=actions,
             )
             tables.append(table)
             by_symbol.update({o.symbol: o for o in outs})

@@ -205,7 +205,7 @@ def normalise_history(
     return conform(pa.table(columns))
 
 
-def parse_events(body: dict, symbol: str, clock: datetime, source: str = SOURCE) -> tuple[list[CorporateAction], str | None]:
+def parse_events(body: dict, symbol: str, clock: datetime, source: str = SOURCE) -> tuple[list[CorporateAction], str]:
     """The corporate actions a chart answer states, as traded, and the exchange's timezone.
 
     :param body: Yahoo's chart JSON (``{"chart": {"result": [{"meta", "events"?, ...}]}}``);
