@@ -6,8 +6,8 @@ One notifier, :class:`MarketEventNotifier`, serves every path an alert can take 
   context ``{"dag_run": {...}, "deadline": {"id", "deadline_time"}}``);
 * a DAG's ``on_failure_callback`` (the DAG processor calls it with the full context);
 * the run report, when the share of failed symbols crosses ``report.max_failed_share``, or the
-  share of symbols the vendor did not serve crosses ``report.max_unserved_share`` (:func:`emit`,
-  called inside the report task).
+  share of symbols the vendor did not serve crosses ``report.max_unserved_share``, or the vendor
+  stated corporate actions first seen by the run (:func:`emit`, called inside the report task).
 
 Each event is one flat JSON object (:func:`build_event`). It is always written to the log
 (logger ``market_ingest.alerts``, level WARNING) and put on the Kinesis stream
@@ -41,6 +41,8 @@ DEADLINE_MISSED = "deadline_missed"
 DAG_FAILED = "dag_failed"
 FAILED_SHARE_EXCEEDED = "failed_share_exceeded"
 UNSERVED_SHARE_EXCEEDED = "unserved_share_exceeded"
+#: A vendor stated corporate actions (splits, dividends) not seen before: adjusted series change.
+CORPORATE_ACTIONS_FIRST_SEEN = "corporate_actions_first_seen"
 SCHEMA_VERSION = 1
 
 

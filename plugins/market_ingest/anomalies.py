@@ -12,6 +12,11 @@ asked for, against the ``trailing_bars`` stored bars before each bar (:class:`~m
   traded (a price the vendor stopped updating);
 * ``volume_spike``: the volume is more than ``volume_z`` standard deviations above the trailing mean.
 
+Bars are stored as traded, so a split moves the close by its ratio: returns, the unit check and
+volumes are computed across a split on one basis, by the ``split_ratio`` daily bars carry on
+their ex-date (the products of the ratios so far). Intraday bars carry none: the first bar of an
+ex-date can be flagged ``return_outlier`` (it is a split, not an error; the actions table says so).
+
 The bar a unit error hits, and the bar after it, are both flagged (each differs 100x from its
 previous close). One SQL statement with window functions computes them; a rerun replaces the
 flags of its span, so a corrected bar loses its flag.
@@ -31,14 +36,21 @@ _BAR_SPAN = {"1d": timedelta(days=1), "1wk": timedelta(days=7), "1mo": timedelta
 _SQL = """
 WITH k AS (
     SELECT * FROM unnest(%(symbols)s::text[], %(starts)s::timestamptz[], %(ends)s::timestamptz[]) AS k(symbol, f, u)
-), s AS (
+), a AS (
+    -- m: the product of the split ratios stated so far in the span (daily bars carry split_ratio
+    -- on the ex-date): close * m and volume / m are on one basis across a split.
     SELECT b.symbol, b.time, b.close, b.volume, k.f, k.u,
-           lag(b.close) OVER w AS prev_close,
-           ln(b.close / NULLIF(lag(b.close) OVER w, 0)) AS r,
-           CASE WHEN b.close = lag(b.close) OVER w THEN 0 ELSE 1 END AS changed
+           exp(sum(ln(COALESCE(NULLIF(b.split_ratio, 0), 1))) OVER (PARTITION BY b.symbol ORDER BY b.time)) AS m
     FROM k JOIN {table} b ON b.source = %(source)s AND b.symbol = k.symbol
         AND b.time >= k.f - %(reach)s::interval AND b.time < k.u
-    WINDOW w AS (PARTITION BY b.symbol ORDER BY b.time)
+), s AS (
+    SELECT symbol, time, close, volume / m AS volume, f, u, m,
+           lag(close) OVER w AS prev_close,
+           ln(close * m / NULLIF(lag(close * m) OVER w, 0)) AS r,
+           close * m / NULLIF(lag(close * m) OVER w, 0) AS step,
+           CASE WHEN close = lag(close) OVER w THEN 0 ELSE 1 END AS changed
+    FROM a
+    WINDOW w AS (PARTITION BY symbol ORDER BY time)
 ), g AS (
     SELECT *, sum(changed) OVER (PARTITION BY symbol ORDER BY time) AS close_run FROM s
 ), t AS (
@@ -54,13 +66,13 @@ SELECT symbol, time, flag, detail FROM t CROSS JOIN LATERAL (VALUES
     ('return_outlier', CASE WHEN n >= %(min_bars)s AND r_sd > 0 AND abs(r - r_mean) / r_sd > %(return_z)s THEN
         format('log return %%s is %%s standard deviations from the mean of the %%s bars before (close %%s, previous %%s)',
                round(r::numeric, 4), round((abs(r - r_mean) / r_sd)::numeric, 1), n, close, prev_close) END),
-    ('unit_100x', CASE WHEN prev_close > 0 AND (close / prev_close >= %(unit_ratio)s OR close / prev_close <= 1 / %(unit_ratio)s) THEN
-        format('close %%s is %%s times the previous close %%s', close, round((close / prev_close)::numeric, 4), prev_close) END),
+    ('unit_100x', CASE WHEN step > 0 AND (step >= %(unit_ratio)s OR step <= 1 / %(unit_ratio)s) THEN
+        format('close %%s is %%s times the previous close %%s', close, round(step::numeric, 4), prev_close) END),
     ('stale_close', CASE WHEN same_closes >= %(stale_closes)s AND run_volume > 0 THEN
         format('%%s bars in a row closed at %%s with %%s volume traded', same_closes, close, run_volume) END),
     ('volume_spike', CASE WHEN n >= %(min_bars)s AND v_sd > 0 AND (volume - v_mean) / v_sd > %(volume_z)s THEN
         format('volume %%s is %%s standard deviations above the mean of the %%s bars before (%%s)',
-               volume, round(((volume - v_mean) / v_sd)::numeric, 1), n, round(v_mean::numeric)) END)
+               round((volume * m)::numeric), round(((volume - v_mean) / v_sd)::numeric, 1), n, round(v_mean::numeric)) END)
 ) AS f(flag, detail)
 WHERE detail IS NOT NULL AND time >= f AND time < u
 """

@@ -144,13 +144,26 @@ class RejectsObject(TypedDict):
     rows: int
 
 
+class ActionXCom(TypedDict):
+    """A corporate action first seen (:class:`market_ingest.actions.CorporateAction`; ``ex_date``
+    ISO date; ``ratio`` for splits, ``amount`` in ``currency`` per share for cash actions)."""
+
+    symbol: str
+    kind: str
+    ex_date: str
+    ratio: float | None
+    amount: float | None
+    currency: str | None
+
+
 class ExtractResult(TypedDict):
     """``extract``'s result: what one batch staged, and each symbol's outcome.
 
     ``ingested_at``: ISO UTC, when the vendor was asked (the bars' ``ingested_at``).
     ``actions``: the lake's corporate-action objects this batch asked the vendor again for (one per
     symbol, :class:`market_ingest.lake.actions.ActionsCache`), for the warehouse to upsert;
-    ``new_actions``: actions among them first seen by this batch.
+    ``new_actions``: the actions this batch saw first, of symbols whose history was already known
+    (a symbol's first history is not news), for the report to announce.
     """
 
     batch: int
@@ -160,7 +173,7 @@ class ExtractResult(TypedDict):
     ingested_at: str
     rejects: RejectsObject | None
     actions: NotRequired[list[str]]
-    new_actions: NotRequired[int]
+    new_actions: NotRequired[list[ActionXCom]]
 
 
 class LakeObject(TypedDict):

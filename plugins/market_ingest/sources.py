@@ -56,8 +56,9 @@ def planned_requests(
 
     Bars: the per-symbol figure of the source's kind (its vendor module's ``planned_requests``;
     Yahoo: pieces of the window within its lookback; Alpha Vantage: months of an old intraday
-    window, else one; ccxt: pages of the exchange's per-request maximum) times the symbols.
-    Quotes: one request per symbol (kinds with ``quote_request_per_symbol``: Alpha Vantage
+    window, else one; ccxt: pages of the exchange's per-request maximum), plus the kind's
+    corporate-actions requests (``actions_requests``: Yahoo one, asked at most once a day, so an
+    upper bound), times the symbols. Quotes: one request per symbol (kinds with ``quote_request_per_symbol``: Alpha Vantage
     ``GLOBAL_QUOTE``) or one per batch (ccxt ``fetch_tickers``). Builds no hook and no client and
     makes no request; ccxt's class is read for its page size.
 
@@ -66,4 +67,5 @@ def planned_requests(
     if dataset is Dataset.QUOTES:
         size = (src.quotes.batch_size if src.quotes else None) or src.batch_size
         return len(symbols) if kind(src.kind).quote_request_per_symbol else math.ceil(len(symbols) / size)
-    return len(symbols) * kind(src.kind).planned_requests(src, interval, window, now)
+    of = kind(src.kind)
+    return len(symbols) * (of.planned_requests(src, interval, window, now) + of.actions_requests)

@@ -474,6 +474,32 @@ def test_a_100x_bar_and_a_jump_are_loaded_and_flagged(services, tmp_path, monkey
     assert left == 0  # a corrected reload replaces the flags of its span
 
 
+def test_a_split_stored_as_traded_is_not_flagged(services):
+    """TSLA's daily bars of 2020-08-03 .. 09-30 through the pipeline: Yahoo sent them adjusted as of
+    2025-02-22 (5:1 on 2020-08-31, 3:1 on 2022-08-25), they are stored as traded (2020-08-28 closed
+    at 2,213.40, 2020-08-31 at 498.32: a fifth of it after the split), and the anomaly checks read
+    the split on its ex-date bar, so the split is no outlier; before, its log return of -1.49 was."""
+    import psycopg
+
+    start, end = datetime(2020, 8, 3, tzinfo=UTC), datetime(2020, 10, 1, tzinfo=UTC)
+    result = _ingest("manual__tsla_split", "1d", ["TSLA"], start, end)
+    with psycopg.connect(services.pg_conninfo()) as conn:
+        closes = dict(
+            conn.execute(
+                "SELECT time::date::text, close FROM market.bars WHERE source = 'yahoo' AND interval = '1d' AND symbol = 'TSLA' "
+                "AND time IN ('2020-08-28', '2020-08-31') AND price_basis = 'as_traded'"
+            ).fetchall()
+        )
+        flags = conn.execute(
+            "SELECT time::date::text, flag, detail FROM market.bar_flags WHERE source = 'yahoo' AND interval = '1d' "
+            "AND symbol = 'TSLA' AND time >= %s AND time < %s",
+            (start, end),
+        ).fetchall()
+    assert closes["2020-08-28"] == pytest.approx(2213.40, abs=0.01)
+    assert closes["2020-08-31"] == pytest.approx(498.32, abs=0.01)
+    assert flags == [] and result["flags"] == {}
+
+
 #: Symbols whose 43 XNYS sessions of 2021-08-02 .. 09-30 the vendor never serves (the reviewer's 300).
 NEVER_SERVED = [f"NEVER{i:03d}" for i in range(300)]
 

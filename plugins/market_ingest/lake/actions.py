@@ -72,7 +72,8 @@ class ActionsCache:
     Asking again the day a split takes effect is what keeps the history right: the vendor applies
     a split to its prices from the ex-date on, and a history checked that same day states it.
     Thread-safe (the extract asks several symbols at once). After the extract, :attr:`refreshed`
-    lists the objects rewritten and :attr:`new` the actions first seen.
+    lists the objects rewritten and :attr:`new` the actions first seen of symbols whose history
+    was already in the lake (the first answer about a symbol states its whole past: not news).
 
     :param root: the lake root; ``source``: the configured source name.
     """
@@ -99,8 +100,9 @@ class ActionsCache:
             write_actions(path, known, answer.now)
             with self._lock:
                 self.refreshed.append(str(path))
-                self.new.extend(new)
-            if new:
+                if checked is not None:
+                    self.new.extend(new)
+            if new and checked is not None:
                 log.info("%s:%s: %d corporate actions first seen: %s", self.source, symbol, len(new), _listed(new))
         return SplitHistory.of(known, today)
 

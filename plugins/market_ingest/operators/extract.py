@@ -114,7 +114,17 @@ class MarketExtractOperator(SeriesOperator):
             "ingested_at": now.isoformat(),
             "rejects": rejects,
             "actions": sorted(actions.refreshed),
-            "new_actions": len(actions.new),
+            "new_actions": [
+                {
+                    "symbol": a.symbol,
+                    "kind": a.kind,
+                    "ex_date": a.ex_date.isoformat(),
+                    "ratio": a.ratio,
+                    "amount": a.amount,
+                    "currency": a.currency,
+                }
+                for a in actions.new
+            ],
         }
 
     def _write_rejects(self, rejected: list[pa.Table], root: Any, run_id: str, index: int) -> RejectsObject | None:

@@ -103,6 +103,7 @@ class RunReportOperator(SeriesOperator):
                 self.log.warning("Could not delete the run's staging folder %s: %s", self.lake["run_dir"], exc)
         if backfill_without_conf(context):
             report["notices"].append(whole_universe_notice(report["symbols_total"]))
+        self._announce_actions(extracts, report, context)
         report["failure"] = self._failure(report, context)
         for line in format_report(report, context["dag"].dag_id, context["run_id"]):
             self.log.info("%s", line)
@@ -155,6 +156,25 @@ class RunReportOperator(SeriesOperator):
             detail = {"unserved_symbols": unserved, "unserved_share": report["unserved_share"]}
             return self._alerted(UNSERVED_SHARE_EXCEEDED, message, detail, self.max_unserved_share, total, context)
         return None
+
+    def _announce_actions(self, extracts: list[ExtractResult | None], report: dict[str, Any], context: Context) -> None:
+        """Emit one ``corporate_actions_first_seen`` event listing the actions the run's extracts saw
+        first (they change adjusted series: ``market.bars_adjusted``); an undelivered event is a
+        notice of the report, not a failure (the actions are in the lake and the warehouse)."""
+        new = [a for e in extracts if e for a in e.get("new_actions") or []]
+        if not new:
+            return
+        from market_ingest.alerts import CORPORATE_ACTIONS_FIRST_SEEN, build_event, emit
+
+        shown = ", ".join(f"{a['symbol']} {a['kind']} {a['ex_date']} {a['ratio'] or a['amount']}" for a in new[:10])
+        message = f"{len(new)} corporate actions first seen by {self.source}: {shown}" + (" ..." if len(new) > 10 else "")
+        report["notices"].append(message)
+        try:
+            emit(
+                build_event(CORPORATE_ACTIONS_FIRST_SEEN, context, message, {"source": self.source, "actions": new}), self.alerts
+            )
+        except RuntimeError as exc:
+            report["notices"].append(f"the corporate_actions_first_seen event was not delivered: {exc}")
 
     def _alerted(self, kind: str, message: str, detail: dict, threshold: float, total: int, context: Context) -> str:
         """Emit event ``kind`` with ``detail``; return ``message``, saying so when it was not delivered."""

@@ -103,6 +103,11 @@ class SourceKind:
         (``symbols_in_flight``): yfinance shares one session and its caches across threads, as its
         own ``download(threads=True)`` does. Not ccxt (its synchronous throttle keeps no lock) nor
         Alpha Vantage (a daily quota spent symbol after symbol).
+    :param price_basis: what the vendor's prices are: ``as_traded``, or ``split_adjusted`` (as of
+        its answer: Yahoo's chart API), which the extract step converts to as traded with the
+        symbol's split history (:mod:`market_ingest.actions`); stored rows are always as traded.
+    :param actions_requests: vendor requests a symbol's corporate actions cost, once per symbol and
+        exchange-local day (:class:`market_ingest.lake.actions.ActionsCache`), in the source's pool.
     """
 
     name: str
@@ -119,3 +124,5 @@ class SourceKind:
     quote_request_per_symbol: bool = False
     continuous: bool = False
     concurrent_symbols: bool = False
+    price_basis: str = "as_traded"
+    actions_requests: int = 0
