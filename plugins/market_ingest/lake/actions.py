@@ -1,6 +1,6 @@
 """The lake's copy of each symbol's corporate actions, refreshed from the vendor once a day.
 
-Layout: ``corporate_actions/source=<s>/symbol=<symbol, URL-quoted>/actions.parquet``, one object
+Layout: ``_corporate_actions/source=<s>/symbol=<symbol, URL-quoted>/actions.parquet``, one object
 per symbol (:func:`market_ingest.actions.action_schema`; its metadata ``checked_at`` is the
 vendor's clock of the answer it holds). Extract tasks read it to undo a vendor's split
 adjustment; the warehouse load upserts the objects a run refreshed into ``market.corporate_actions``.
@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ACTIONS = "corporate_actions"
+#: Under the lake root beside ``_coverage/``: ``_`` keeps it out of globs over the bars' partitions.
+ACTIONS = "_corporate_actions"
 
 
 def actions_object(root: ObjectStoragePath, source: str, symbol: str) -> ObjectStoragePath:
