@@ -59,7 +59,8 @@ def read(source: str | None = None, interval: str | None = None, days: int = 31,
         "absent": None, or a sentence saying the asked pair has no ledger rows,
         "days": [ISO dates, oldest first], "symbols": [...], "cells": {symbol: {day: {"state",
         "expected" (bars the calendar expects), "loaded" (bars stored), "reason", "run_id", "flagged", "attempts"}}},
-        "runs": [{"run_id", "updated_at", "days", <state>: n}]}``. When the ledger has no row of the
+        "runs": [{"run_id", "updated_at", "days", <state>: n}], "actions": {symbol: {day: ["split 4:1",
+        "dividend 0.205 USD"]}} (``market.corporate_actions`` on the days shown, by ex-date)}``. When the ledger has no row of the
         asked ``source`` (and ``interval``), ``"absent"`` says so and the grid and runs are empty:
         another pair is never shown in its place.
     :raises ConfigurationError: the view's connection is not defined (see :func:`reader_connection`).
@@ -121,8 +122,26 @@ def read(source: str | None = None, interval: str | None = None, days: int = 31,
         )
         names = [d.name for d in cur.description]
         runs = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-    view.update(days=[d.isoformat() for d in shown], symbols=sorted(cells), cells=cells, runs=runs)
+        cur.execute(
+            "SELECT symbol, ex_date, kind, ratio, amount, currency FROM market.corporate_actions "
+            "WHERE source = %s AND ex_date = ANY(%s) ORDER BY symbol, ex_date, kind",
+            (source, shown),
+        )
+        actions: dict[str, dict[str, list[str]]] = {}
+        for symbol, day, kind, ratio, amount, currency in cur.fetchall():
+            actions.setdefault(symbol, {}).setdefault(day.isoformat(), []).append(action_label(kind, ratio, amount, currency))
+    view.update(days=[d.isoformat() for d in shown], symbols=sorted(cells), cells=cells, runs=runs, actions=actions)
     return view
+
+
+def action_label(kind: str, ratio: float | None, amount: float | None, currency: str | None) -> str:
+    """A corporate action as the grid names it: ``split 4:1``, ``split 1:10``, ``dividend 0.205 USD``."""
+    if kind == "split" and ratio:
+        from fractions import Fraction
+
+        f = Fraction(ratio).limit_denominator(1000)
+        return f"split {f.numerator}:{f.denominator}"
+    return f"{kind.replace('_', ' ')} {amount:g} {currency or ''}".rstrip()
 
 
 def reader_connection():
@@ -169,6 +188,7 @@ def render(view: dict[str, Any]) -> str:
         "th,td{padding:2px 6px;text-align:right}th{font-weight:600}td.l,th.l{text-align:left}",
         ".grid td{padding:0}.cell{width:14px;height:14px;border:1px solid #fff;cursor:pointer;display:block}",
         ".grid th.day{writing-mode:vertical-rl;font-weight:400;font-size:11px}",
+        ".cell.action{box-shadow:inset 0 0 0 3px #111}",
         ".key{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}",
         "#detail{margin:12px 0;padding:8px;border:1px solid #ccc;min-height:1.5em}nav a{margin-right:12px}",
         "</style></head><body><h1>Market coverage</h1>",
@@ -200,6 +220,7 @@ def render(view: dict[str, Any]) -> str:
         return "".join(out)
     out.append(f"<h2 id='title'>{e(view['source'])} {e(view['interval'])}: the latest {len(view['days'])} days</h2><p>")
     out.extend(f"<span class='key' style='background:{COLOURS[s]}'></span>{s}" for s in STATES)
+    out.append("<span class='key' style='box-shadow:inset 0 0 0 3px #111'></span>a corporate action's ex-date")
     out.append("</p><table class='grid' id='grid'><tr><th class='l'>symbol</th>")
     out.extend(f"<th class='day'>{d}</th>" for d in view["days"])
     out.append("</tr>")
@@ -212,13 +233,17 @@ def render(view: dict[str, Any]) -> str:
                 continue
             flags = f" {c['flagged']} flagged as anomalies (market.bar_flags)." if c["flagged"] else ""
             tries = f" Asked again {c['attempts']} times (repair attempts)." if c["attempts"] else ""
+            on_day = view.get("actions", {}).get(symbol, {}).get(d, [])
+            acted = f" Ex-date of: {', '.join(on_day)} (market.corporate_actions)." if on_day else ""
             detail = (
-                f"{symbol} {d}: {c['state']}, {c['loaded']} of {c['expected']} bars.{flags}{tries} {c['reason']} [{c['run_id']}]"
+                f"{symbol} {d}: {c['state']}, {c['loaded']} of {c['expected']} bars.{flags}{tries}{acted} "
+                f"{c['reason']} [{c['run_id']}]"
             )
+            marked = " action" if on_day else ""
             out.append(
-                f"<td><span class='cell' role='button' tabindex='0' style='background:{COLOURS[c['state']]}' "
+                f"<td><span class='cell{marked}' role='button' tabindex='0' style='background:{COLOURS[c['state']]}' "
                 f"data-symbol='{e(symbol)}' data-day='{d}' data-state='{c['state']}' data-detail='{e(detail)}' "
-                f"title='{e(symbol)} {d} {c['state']}'></span></td>"
+                f"title='{e(symbol)} {d} {c['state']}{e(', ' + ', '.join(on_day)) if on_day else ''}'></span></td>"
             )
         out.append("</tr>")
     out.append("</table><div id='detail'>Click a cell for its state and reason.</div>")

@@ -498,6 +498,16 @@ def test_a_split_stored_as_traded_is_not_flagged(services):
     assert closes["2020-08-28"] == pytest.approx(2213.40, abs=0.01)
     assert closes["2020-08-31"] == pytest.approx(498.32, abs=0.01)
     assert flags == [] and result["flags"] == {}
+    # The coverage view marks the ex-date on the grid, from market.corporate_actions.
+    with closing(psycopg.connect(services.pg_conninfo())) as conn:
+        newer = conn.execute(
+            "SELECT count(DISTINCT day) FROM market.coverage WHERE source = 'yahoo' AND interval = '1d' AND day > '2020-08-31'"
+        ).fetchone()[0]
+        view = ui.read("yahoo", "1d", days=newer + 1, conn=conn)
+    assert view["actions"]["TSLA"]["2020-08-31"] == ["split 5:1"]
+    page = ui.render(view)
+    assert "<span class='cell action' role='button' tabindex='0'" in page
+    assert "TSLA 2020-08-31: complete, 1 of 1 bars. Ex-date of: split 5:1 (market.corporate_actions)." in page
 
 
 #: Symbols whose 43 XNYS sessions of 2021-08-02 .. 09-30 the vendor never serves (the reviewer's 300).

@@ -145,3 +145,25 @@ def test_merging_keeps_when_an_action_was_first_seen_and_reports_the_new_ones():
         (date(2024, 6, 10), later, later),
     ]
     assert [a.ex_date for a in new] == [date(2024, 6, 10)]
+
+
+def test_yahoo_and_alpha_vantage_aapl_closes_agree_as_traded():
+    """Yahoo's AAPL answer of 2025-02-20 (split-adjusted as of then) stored as traded, and Alpha
+    Vantage's as-traded AAPL history, over the 49 sessions both recordings hold (2020-08-31 ..
+    11-06): the closes agree within one basis point, day by day, through the hooks and the stand-in."""
+    from market_ingest.hooks.alpha_vantage import AlphaVantageHook
+    from market_ingest.hooks.yahoo import YahooFinanceHook
+    from market_ingest.intervals import Window
+    from tests.unit.test_alpha_vantage_hook import MemoryQuota
+
+    window = Window(datetime(2020, 8, 31, tzinfo=timezone.utc), datetime(2020, 11, 7, tzinfo=timezone.utc))
+    ingested = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    yahoo, (y,) = YahooFinanceHook().fetch_bars(["AAPL"], "1d", window, ingested)
+    alpha, (a,) = AlphaVantageHook(quota=MemoryQuota()).fetch_bars(["AAPL"], "1d", window, ingested)
+    assert (y.status, a.status) == ("ok", "ok")
+    y_close = {r["time"]: r["close"] for r in yahoo.to_pylist()}
+    a_close = {r["time"]: r["close"] for r in alpha.to_pylist()}
+    assert len(y_close) == len(a_close) == 49 and y_close.keys() == a_close.keys()
+    worst = max(abs(y_close[t] / a_close[t] - 1) for t in y_close)
+    assert worst < 1e-4, worst
+    assert set(yahoo["price_basis"].to_pylist()) == set(alpha["price_basis"].to_pylist()) == {AS_TRADED}
