@@ -481,6 +481,8 @@ def test_a_split_stored_as_traded_is_not_flagged(services):
     the split on its ex-date bar, so the split is no outlier; before, its log return of -1.49 was."""
     import psycopg
 
+    from market_ingest import ui
+
     start, end = datetime(2020, 8, 3, tzinfo=UTC), datetime(2020, 10, 1, tzinfo=UTC)
     result = _ingest("manual__tsla_split", "1d", ["TSLA"], start, end)
     with psycopg.connect(services.pg_conninfo()) as conn:
