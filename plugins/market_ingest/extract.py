@@ -185,6 +185,7 @@ def extract_bars(
     concurrency: int = 1,
     bounds: Bounds | None = None,
     split_histories: SplitHistories | None = None,
+    keep_actions: bool = False,
 ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
     """Closed, valid bars opening in ``window`` for each symbol, from ``client``, with their outcomes.
 
@@ -204,6 +205,9 @@ def extract_bars(
     :param split_histories: where a symbol's split history comes from when its vendor sends
         split-adjusted prices (the lake's :class:`~market_ingest.lake.actions.ActionsCache`;
         default :class:`~market_ingest.actions.AskEveryTime`, one actions request per symbol).
+    :param keep_actions: also refresh the actions of symbols whose bars are as traded
+        (``SourceConfig.actions_enabled``: Alpha Vantage with ``corporate_actions: true``); a
+        failure to refresh them is a note on the symbol, not a failure.
     :return: ``(bars, outcomes)``: a :data:`~market_ingest.schema.BAR_SCHEMA` table of every
         symbol's kept bars (symbol after symbol), and one outcome per symbol in order: ``ok`` with
         its rows, ``dropped`` by reason, ``nulled``, ``conflicts`` and ``gaps``; or ``no_data``,
@@ -234,6 +238,15 @@ def extract_bars(
             raise ConfigurationError(client.source, f"the vendor's price basis {answer.basis!r} cannot be converted to as traded")
         else:
             answer.table = to_as_traded(answer.table, _NO_SPLITS, None)  # states the basis on every row
+            if keep_actions and answer.table.num_rows:
+                # As-traded bars need no history; the actions are kept for adjusted reads. Failing to
+                # refresh them costs the symbol nothing: its bars are right, and tomorrow asks again.
+                try:
+                    histories.split_history(cast(Any, client), symbol, answer.now, answer.tz or "UTC")
+                except MarketDataError as exc:
+                    note = f"corporate actions not refreshed: {exc.reason}"
+                    log.warning("%s:%s: %s", client.source, symbol, note)
+                    answer.note = "; ".join(filter(None, [answer.note, note]))
         if intraday and getattr(client, "bar_stamp", "start") == "end":  # daily and longer bars are dated, not stamped
             answer.table, answer.note = (
                 bar_ends_to_opens(answer.table, interval),
@@ -307,11 +320,13 @@ class SharedExtract:
         concurrency: int = 1,
         bounds: Bounds | None = None,
         split_histories: SplitHistories | None = None,
+        keep_actions: bool = False,
     ) -> tuple[pa.Table, list[outcomes.SymbolOutcome]]:
         """Closed, valid bars in ``window`` per symbol, with outcomes: :func:`extract_bars` on this
         hook (``rejects`` collects the rows that failed validation; ``concurrency`` symbols are
         asked at once, in threads; ``bounds``: the source's plausible magnitudes;
-        ``split_histories``: where split histories come from, for split-adjusted vendors)."""
+        ``split_histories``: where split histories come from, for split-adjusted vendors;
+        ``keep_actions``: refresh as-traded symbols' actions too)."""
         return extract_bars(
             cast(BarClient, self),  # the hooks mixing this in are BarClients
             symbols,
@@ -323,6 +338,7 @@ class SharedExtract:
             concurrency=concurrency,
             bounds=bounds,
             split_histories=split_histories,
+            keep_actions=keep_actions,
         )
 
 

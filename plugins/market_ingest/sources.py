@@ -57,8 +57,8 @@ def planned_requests(
     Bars: the per-symbol figure of the source's kind (its vendor module's ``planned_requests``;
     Yahoo: pieces of the window within its lookback; Alpha Vantage: months of an old intraday
     window, else one; ccxt: pages of the exchange's per-request maximum), plus the kind's
-    corporate-actions requests (``actions_requests``: Yahoo one, asked at most once a day, so an
-    upper bound), times the symbols. Quotes: one request per symbol (kinds with ``quote_request_per_symbol``: Alpha Vantage
+    corporate-actions requests when the source keeps them (``actions_requests``: Yahoo one, Alpha
+    Vantage two; asked at most once a day, so an upper bound), times the symbols. Quotes: one request per symbol (kinds with ``quote_request_per_symbol``: Alpha Vantage
     ``GLOBAL_QUOTE``) or one per batch (ccxt ``fetch_tickers``). Builds no hook and no client and
     makes no request; ccxt's class is read for its page size.
 
@@ -68,4 +68,4 @@ def planned_requests(
         size = (src.quotes.batch_size if src.quotes else None) or src.batch_size
         return len(symbols) if kind(src.kind).quote_request_per_symbol else math.ceil(len(symbols) / size)
     of = kind(src.kind)
-    return len(symbols) * (of.planned_requests(src, interval, window, now) + of.actions_requests)
+    return len(symbols) * (of.planned_requests(src, interval, window, now) + (of.actions_requests if src.actions_enabled else 0))

@@ -45,7 +45,7 @@ class MemoryQuota:
 def recordings(tmp_path):
     """The committed IBM and MSFT recordings plus per-test bodies (:func:`answer`), all real Alpha Vantage bodies."""
     for f in (RECORDINGS / "alpha_vantage").iterdir():
-        if f.name.endswith((".json", ".meta.yaml")):
+        if f.name.endswith((".json", ".csv", ".meta.yaml")):
             (tmp_path / f.name).write_bytes(f.read_bytes())
     return tmp_path
 
@@ -361,3 +361,45 @@ def test_a_source_declares_bars_stamped_at_their_end(recordings, bar_stamp):
     assert daily.note == ""
     with pytest.raises(ValueError, match="bar_stamp"):
         SourceConfig.model_validate({**cfg.sources["yahoo"].model_dump(), "bar_stamp": "middle"})
+
+
+def test_corporate_actions_of_ibm_from_its_splits_and_dividends_answers(recordings, clock):
+    """IBM's SPLITS and DIVIDENDS answers to the demo key (recorded CSV): two splits, the second
+    the Kyndryl spin-off Alpha Vantage states as a factor of 1.046, and 108 dividends as traded."""
+    from market_ingest.actions import DIVIDEND, SPLIT
+
+    answer = AlphaVantageHook(quota=MemoryQuota()).corporate_actions("IBM")
+    splits = [(a.ex_date, a.ratio) for a in answer.actions if a.kind == SPLIT]
+    dividends = {a.ex_date: (a.amount, a.currency) for a in answer.actions if a.kind == DIVIDEND}
+    assert splits == [(date(1999, 5, 27), 2.0), (date(2021, 11, 4), 1.046)]
+    assert len(dividends) == 108
+    # As traded: the dividend before the 1999 split is twice the one after it.
+    assert dividends[date(1999, 5, 6)] == (0.24, "USD") and dividends[date(1999, 8, 6)] == (0.12, "USD")
+    assert dividends[date(2025, 11, 10)] == (1.68, "USD")
+    assert answer.tz == "US/Eastern" and {a.source for a in answer.actions} == {"alpha_vantage"}
+
+
+def test_an_alpha_vantage_source_keeping_actions_refreshes_them_once_a_day_and_never_fails_its_bars(recordings, clock, tmp_path):
+    """A source with ``corporate_actions: true``: the day's first extract asks SPLITS and DIVIDENDS
+    (two of the budget) and keeps them in the lake; a second extract the same day asks nothing more;
+    a symbol whose actions Alpha Vantage does not know still gets its bars, with a note."""
+    from market_ingest.lake import lake_root
+    from market_ingest.lake.actions import ActionsCache, actions_object, read_actions
+
+    root = lake_root(f"file://{tmp_path}")
+    store = MemoryQuota()
+    cache = ActionsCache(root, "alpha_vantage")
+    bars, (ibm,) = AlphaVantageHook(quota=store).fetch_bars(["IBM"], "1d", WINDOW, NOW, split_histories=cache, keep_actions=True)
+    assert ibm.status == "ok" and store.taken == 3 and bars.num_rows == 5
+    kept, checked = read_actions(actions_object(root, "alpha_vantage", "IBM"))
+    assert len(kept) == 110 and checked is not None and cache.refreshed and not cache.new  # a first history is not news
+    AlphaVantageHook(quota=store).fetch_bars(
+        ["IBM"], "1d", WINDOW, NOW, split_histories=ActionsCache(root, "alpha_vantage"), keep_actions=True
+    )
+    assert store.taken == 4  # the bars only
+    # AAPL: its bars are recorded, its actions are not (the stand-in answers Alpha Vantage's Error Message).
+    bars, (aapl,) = AlphaVantageHook(quota=store).fetch_bars(
+        ["AAPL"], "1d", WINDOW, NOW, split_histories=cache, keep_actions=True
+    )
+    assert aapl.status == "ok" and aapl.rows == 5 and "corporate actions not refreshed: SPLITS AAPL" in aapl.note
+    assert not actions_object(root, "alpha_vantage", "AAPL").exists()

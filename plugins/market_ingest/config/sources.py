@@ -138,6 +138,12 @@ class SourceConfig(_Model):
         "interval to the bar's open before the window and closed-bar rules, and the run report says so. Daily and "
         "longer bars are dated, not stamped, and are never moved",
     )
+    corporate_actions: bool | None = Field(
+        None,
+        description="ask the vendor for each symbol's splits and dividends, once a day (market.corporate_actions, "
+        "market.bars_adjusted): required by vendors that send split-adjusted prices (yahoo: always on); alpha_vantage: "
+        "off by default (SPLITS and DIVIDENDS cost two of the key's daily requests per symbol); not for ccxt",
+    )
     market: str | None = Field(
         None,
         pattern=r"^[A-Z0-9]{2,6}$|^24/[57]$",
@@ -171,6 +177,14 @@ class SourceConfig(_Model):
                 raise KeyError("quote: the source has no quotes section")
             return self.quotes
         return self.intervals[interval]
+
+    @property
+    def actions_enabled(self) -> bool:
+        """Whether extract tasks keep this source's corporate actions (``corporate_actions``, else
+        on exactly when the vendor's prices need them: ``price_basis`` ``split_adjusted``)."""
+        if self.corporate_actions is not None:
+            return self.corporate_actions
+        return kinds.kind(self.kind).price_basis != "as_traded"
 
     @property
     def exchange_id(self) -> str:
@@ -221,6 +235,13 @@ class SourceConfig(_Model):
         if self.symbols_in_flight > 1 and not source_kind.concurrent_symbols:
             concurrent = sorted(k for k, v in kinds.KINDS.items() if v.concurrent_symbols)
             raise ValueError(f"symbols_in_flight above 1 applies to kinds {concurrent}; not {self.kind}")
+        if self.corporate_actions is False and source_kind.price_basis != "as_traded":
+            raise ValueError(
+                f"corporate_actions cannot be off for kind {self.kind}: its vendor sends {source_kind.price_basis} prices, "
+                "which are stored as traded with each symbol's split history"
+            )
+        if self.corporate_actions and not source_kind.actions_requests:
+            raise ValueError(f"corporate_actions: kind {self.kind} states no corporate actions")
         extended = [i for i, ic in self.intervals.items() if ic.extended_hours]
         if extended and (not source_kind.extended_hours or any(i not in INTRADAY_INTERVALS for i in extended)):
             raise ValueError(

@@ -37,6 +37,7 @@ from market_ingest.vendors.alpha_vantage import bodies
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from market_ingest.actions import ActionsAnswer
     from market_ingest.config import SourceConfig
     from market_ingest.extract import Answer
     from market_ingest.quota import QuotaStore
@@ -245,6 +246,27 @@ class AlphaVantageHook(SharedExtract, BaseHook):
             sessions=None if pair else av.regular_sessions(window),
             requests=len(params_list),
         )
+
+    def corporate_actions(self, symbol: str) -> ActionsAnswer:
+        """Every split and dividend Alpha Vantage states for ``symbol``: its ``SPLITS`` and
+        ``DIVIDENDS`` answers (two requests of the daily budget; free functions), as traded.
+
+        :return: the :class:`~market_ingest.actions.ActionsAnswer` (timezone US/Eastern: ex-dates
+            are New York dates for US listings).
+        :raises QuotaExhaustedError, RateLimitedError, UnknownSymbolError, VendorUnavailableError:
+            as :meth:`query` raises them.
+        """
+        from market_ingest.actions import ActionsAnswer
+
+        splits, dividends = (self.query({"function": f, "symbol": symbol, "datatype": "csv"}).doc for f in av.ACTIONS_FUNCTIONS)
+        now = self._vendor_now()
+        try:
+            actions = bodies.parse_actions(
+                splits, dividends, symbol=symbol, currency=av.listing_currency(symbol), clock=now, source=self.source
+            )
+        except ValueError as exc:
+            raise UnexpectedBodyError(self.source, str(exc), symbol) from None
+        return ActionsAnswer(actions, now, "US/Eastern")
 
     def fetch_quotes(
         self, symbols: list[str], as_of: datetime, ingested_at: datetime

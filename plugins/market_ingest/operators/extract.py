@@ -194,6 +194,7 @@ class MarketExtractOperator(SeriesOperator):
                 concurrency=src.symbols_in_flight,
                 bounds=src.bounds.bounds(),
                 split_histories=actions,
+                keep_actions=src.actions_enabled,
             )
             tables.append(table)
             by_symbol.update({o.symbol: o for o in outs})

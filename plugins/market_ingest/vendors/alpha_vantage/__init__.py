@@ -14,6 +14,10 @@ Vendor facts (Alpha Vantage documentation):
   ``600104.SHH``); a symbol without one is a US listing, in USD (:func:`listing_currency`).
 * FX pairs (``FX_DAILY``) and digital currencies (``DIGITAL_CURRENCY_DAILY``) are daily only.
 * The free key allows 25 requests per day and about 1 per second.
+* ``TIME_SERIES_DAILY`` (and the intraday, weekly and monthly series) are as traded. Corporate
+  actions are two free functions, ``SPLITS`` and ``DIVIDENDS`` (the whole history of a symbol,
+  amounts as traded); asking them is a source's choice (``corporate_actions: true``): two of the
+  day's 25 requests per symbol, once a day (:data:`ACTIONS_FUNCTIONS`).
 
 Stdlib only at import time.
 """
@@ -35,6 +39,9 @@ COMPACT_POINTS = 100  # outputsize=compact returns the latest 100 data points (A
 #: Requests per second and per UTC day of the free key (connection extra ``requests_per_second``, ``daily_budget``).
 DEFAULT_REQUESTS_PER_SECOND = 1
 DEFAULT_DAILY_BUDGET = 25
+
+#: The functions stating a symbol's corporate actions (free plan; CSV asked, as recorded).
+ACTIONS_FUNCTIONS = ("SPLITS", "DIVIDENDS")
 
 #: canonical interval -> (function, interval parameter or None)
 INTERVAL_FUNCTIONS = {
@@ -197,6 +204,7 @@ KIND = SourceKind(
     defers=True,
     extended_hours=True,
     quote_request_per_symbol=True,
+    actions_requests=len(ACTIONS_FUNCTIONS),
     conn_type="alpha_vantage",
     default_conn_id="market_alpha_vantage",
     form=ConnectionForm(

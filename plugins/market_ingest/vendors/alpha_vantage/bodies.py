@@ -40,6 +40,8 @@ from market_ingest.vendors.alpha_vantage import SOURCE
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from market_ingest.actions import CorporateAction
+
 # Body kinds, decided before any parsing.
 DATA = "data"
 ERROR_MESSAGE = "error_message"  # bad symbol or call: skip the symbol, report it
@@ -84,7 +86,7 @@ def classify(body: str, api_key: str | None = None) -> Classified:
     text = body.strip()
     if not text.startswith(("{", "[")):
         first = text.splitlines()[0].lower() if text else ""
-        if first.startswith(("timestamp,", "time,", "symbol,")):
+        if first.startswith(("timestamp,", "time,", "symbol,", "effective_date,", "ex_dividend_date,")):
             return Classified(DATA, text)
         return Classified(UNKNOWN, message=redact(f"not JSON and no known CSV header: {text[:80]!r}", api_key))
     try:
@@ -111,8 +113,8 @@ def classify(body: str, api_key: str | None = None) -> Classified:
         if not doc["Global Quote"]:  # {"Global Quote": {}}: Alpha Vantage's answer for an unknown symbol
             return Classified(ERROR_MESSAGE, doc, "empty Global Quote: unknown symbol", keys)
         return Classified(DATA, doc, keys=keys)
-    if any("Time Series" in k for k in keys):
-        return Classified(DATA, doc, keys=keys)
+    if any("Time Series" in k for k in keys) or (isinstance(doc.get("data"), list) and "symbol" in doc):
+        return Classified(DATA, doc, keys=keys)  # a series, or SPLITS / DIVIDENDS ({"symbol", "data": [...]})
     return Classified(UNKNOWN, doc, f"unknown body shape with keys {sorted(keys)}", keys)
 
 
@@ -291,3 +293,60 @@ def parse_quote(classified: Classified) -> Quote:
         volume=float(q["volume"]),
         latest_trading_day=date.fromisoformat(day),
     )
+
+
+def parse_actions(
+    splits: Any, dividends: Any, *, symbol: str, currency: str | None, clock: datetime, source: str
+) -> list[CorporateAction]:
+    """The corporate actions of ``SPLITS`` and ``DIVIDENDS`` answers, as traded.
+
+    :param splits: the ``SPLITS`` answer: CSV text (``effective_date,split_factor``) or JSON
+        (``{"symbol", "data": [{"effective_date", "split_factor"}]}``); ``split_factor`` is new shares
+        per old (IBM's 2021-11-04 Kyndryl spin-off is stated as a split of 1.046).
+    :param dividends: the ``DIVIDENDS`` answer: CSV (``ex_dividend_date,declaration_date,record_date,
+        payment_date,amount``) or JSON with those keys; amounts are cash per share as traded on the
+        ex-date (IBM's 1999-05-06 dividend is 0.24, before its 2:1 split of 1999-05-27).
+    :param currency: the listing's currency (Alpha Vantage states none).
+    :param clock: its answer's ``Date``: ``first_seen`` and ``extracted_at`` of every action.
+    :return: :class:`~market_ingest.actions.CorporateAction` values, oldest first.
+    :raises ValueError: naming the source and symbol, when a row lacks its date or value.
+    """
+    from market_ingest.actions import DIVIDEND, SPLIT, CorporateAction
+
+    def rows(answer: Any) -> list[dict]:
+        if isinstance(answer, dict):
+            return list(answer.get("data") or [])
+        return list(csv.DictReader(io.StringIO(answer or "")))
+
+    actions = []
+    try:
+        for r in rows(splits):
+            actions.append(
+                CorporateAction(
+                    source,
+                    symbol,
+                    date.fromisoformat(r["effective_date"]),
+                    SPLIT,
+                    ratio=float(r["split_factor"]),
+                    first_seen=clock,
+                    extracted_at=clock,
+                )
+            )
+        for r in rows(dividends):
+            actions.append(
+                CorporateAction(
+                    source,
+                    symbol,
+                    date.fromisoformat(r["ex_dividend_date"]),
+                    DIVIDEND,
+                    amount=float(r["amount"]),
+                    currency=currency,
+                    first_seen=clock,
+                    extracted_at=clock,
+                )
+            )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{source}:{symbol}: a corporate action Alpha Vantage stated cannot be read ({type(exc).__name__}: {exc})"
+        ) from None
+    return sorted(actions, key=lambda a: (a.ex_date, a.kind))
