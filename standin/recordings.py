@@ -14,6 +14,8 @@ A recording is two files side by side in ``include/recordings/<vendor>/``:
       requested_at: 2021-10-22T23:12:30Z   # optional: the vendor's clock when it answered (its Date header)
       window: [2021-10-22T23:03:00Z, 2021-10-22T23:13:00Z]   # optional: the range asked for
       status: 200                     # optional, default 200
+      holds: bars                     # optional: bars (default) | events: a Yahoo chart body holding
+                                      # only a symbol's split/dividend events, served for events requests
       request: GET https://...        # optional, provenance only
       provenance: free text           # optional
 
@@ -80,6 +82,8 @@ class Recording:
         response carries no time series (markets, quotes).
     :param status: HTTP status the vendor answered.
     :param body: the response body, bytes as recorded.
+    :param holds: what the body answers: ``bars`` (any time series or list), or ``events`` (a
+        chart body stating a symbol's corporate actions and no bars; never served as bars).
     """
 
     path: Path
@@ -94,6 +98,7 @@ class Recording:
     start_ms: int | None = None
     end_ms: int | None = None
     clock_inferred: bool = False
+    holds: str = "bars"
 
     @property
     def recorded_ms(self) -> int:
@@ -118,6 +123,9 @@ class Recording:
         return max(0, min(b, hi) - max(a, lo))
 
 
+#: What a recording's body may hold (sidecar ``holds``).
+HOLDS = ("bars", "events")
+
 _CONTENT_TYPES = {".json": "application/json", ".csv": "application/x-download", ".txt": "text/plain", ".html": "text/html"}
 
 
@@ -127,7 +135,7 @@ def load_recording(sidecar: Path, extents: dict | None = None) -> Recording:
     :param extents: ``{vendor: (recording) -> (start_ms, end_ms) | None}``, each vendor's reading of
         a body's time range (first bar's open, last bar's end), used when the sidecar gives no
         ``window`` or no ``requested_at``.
-    :raises RecordingError: missing field, missing body, unknown interval.
+    :raises RecordingError: missing field, missing body, unknown interval or ``holds``.
     """
     import yaml
 
@@ -146,6 +154,9 @@ def load_recording(sidecar: Path, extents: dict | None = None) -> Recording:
     interval = meta.get("interval")
     if interval is not None and interval not in INTERVAL_MS:
         raise RecordingError(f"{sidecar}: interval {interval!r} is not canonical ({' '.join(INTERVAL_MS)})")
+    holds = meta.get("holds", "bars")
+    if holds not in HOLDS:
+        raise RecordingError(f"{sidecar}: holds {holds!r} is not one of {', '.join(HOLDS)}")
     body = bodies[0]
     rec = Recording(
         path=body,
@@ -157,6 +168,7 @@ def load_recording(sidecar: Path, extents: dict | None = None) -> Recording:
         status=int(meta.get("status", 200)),
         body=body.read_bytes(),
         content_type=meta.get("content_type") or _CONTENT_TYPES.get(body.suffix, "application/octet-stream"),
+        holds=holds,
     )
     extent = (extents or {}).get(rec.vendor)
     found = extent(rec) if extent is not None and rec.status == 200 else None
@@ -190,8 +202,12 @@ class Library:
                 raise FileNotFoundError(f"recordings folder {self.root} does not exist")
             self.recordings = [load_recording(sidecar, extents) for sidecar in sorted(self.root.rglob("*.meta.yaml"))]
 
-    def of(self, vendor: str, endpoint: str, symbol: str | None = None, interval: str | None = None) -> list[Recording]:
-        """Recordings of exactly this vendor, endpoint, symbol and interval (``None`` matches any)."""
+    def of(
+        self, vendor: str, endpoint: str, symbol: str | None = None, interval: str | None = None, holds: str = "bars"
+    ) -> list[Recording]:
+        """Recordings of exactly this vendor, endpoint, symbol and interval (``None`` matches any)
+        whose body holds ``holds`` (``bars`` by default, so :meth:`best` and :meth:`nearest` never
+        pick an events-only body)."""
         return [
             r
             for r in self.recordings
@@ -199,6 +215,7 @@ class Library:
             and r.endpoint == endpoint
             and (symbol is None or r.symbol == symbol)
             and (interval is None or r.interval == interval)
+            and r.holds == holds
         ]
 
     def best(

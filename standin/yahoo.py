@@ -17,6 +17,26 @@ Hosts: ``fc.yahoo.com`` (cookie: 404 with ``Set-Cookie: A3``), ``query1/query2.f
   holds no recording of <symbol> 15m (recorded: 30m)", dated by that symbol's newest recording:
   what happened, not a lookback refusal judged by today's clock;
 * the chart does not require the crumb; ``getcrumb`` answers one when the ``A3`` cookie is sent.
+
+Whole-history events (the product asks once per symbol and day for every split and dividend,
+``market_ingest.vendors.yahoo.EVENTS_PARAMS``). Yahoo states a symbol's events only for the window
+asked, dividend amounts split-adjusted as of its answer. The stand-in recognises an **events
+request** as one with ``period1`` at or before the epoch (``0``) that asks ``events=`` (``div``,
+``split`` or ``capitalGain``) at a daily or longer interval (intraday ones keep their lookback
+refusal) and that no bar recording of the symbol at that interval covers (the product asks
+``interval=1mo``, which no bar recording holds; a recorded request such as the TSLA
+full history, ``period1=0&interval=1d&events=div``, keeps getting its bars). It answers 200 with
+the meta and the events dated in ``[period1, period2)`` and not after the clock, and no bars:
+
+* from the symbol's events recording (sidecar ``holds: events``, e.g. the constructed
+  ``yahoo_chart_NVDA_1mo_events_constructed_2025-02-22``), with its clock as ``Date``;
+* else from the symbol's chart recordings: the meta of the newest (its clock) and the union of the
+  events they state, with ``X-Standin-Missing`` saying that no events recording exists;
+* else, with ``--synthetic``: the meta only (``instrumentType`` ``EQUITY``, ``CRYPTOCURRENCY`` or
+  ``CURRENCY``, :func:`instrument_type`), no events; else 404 like an unknown symbol.
+
+An events recording is never served as bars: an ``interval=1mo`` request for bars answers as it
+would without it.
 """
 
 from __future__ import annotations
@@ -79,6 +99,14 @@ def session_of(symbol: str) -> synthetic.Session:
     return synthetic.equity_session(s)
 
 
+def instrument_type(symbol: str) -> str:
+    """Yahoo's ``meta.instrumentType`` of a synthetic symbol, by the rules of :func:`session_of`:
+    ``CURRENCY`` (``EURUSD=X``), ``CRYPTOCURRENCY`` (``BTC-USD``) or ``EQUITY``."""
+    if symbol.upper().endswith("=X"):
+        return "CURRENCY"
+    return "CRYPTOCURRENCY" if session_of(symbol).always else "EQUITY"
+
+
 def _meta(symbol: str, interval: str, clock: datetime, session: synthetic.Session) -> dict:
     tz = ZoneInfo(session.tz)
     now = int(clock.timestamp())
@@ -91,7 +119,7 @@ def _meta(symbol: str, interval: str, clock: datetime, session: synthetic.Sessio
         "symbol": symbol,
         "exchangeName": "CCC" if session.always else "NMS",
         "fullExchangeName": "CCC" if session.always else "NasdaqGS",
-        "instrumentType": "CRYPTOCURRENCY" if session.always else "EQUITY",
+        "instrumentType": instrument_type(symbol),
         "firstTradeDate": 946684800,
         "regularMarketTime": now,
         "hasPrePostMarketData": not session.always,
@@ -211,6 +239,8 @@ class Yahoo:
         start_ms = int(request.query["period1"]) * 1000
         end_ms = int(request.param("period2", default="9999999999")) * 1000
         rec = library.best(VENDOR, "chart", symbol, interval, start_ms, end_ms)
+        if rec is None and yahoo_interval not in LOOKBACK_DAYS and _asks_whole_history_events(request, start_ms):
+            return self._events(symbol, yahoo_interval, interval, start_ms, end_ms)
         recorded = sorted({r.interval for r in series if r.status == 200 and r.interval}, key=list(INTERVAL_MS).index)
         if rec is None and recorded and interval not in recorded and not self.standin.synthetic:
             newest = max((r for r in series if r.status == 200), key=lambda r: r.recorded_ms)
@@ -243,6 +273,48 @@ class Yahoo:
                 200, {"chart": {"result": [result], "error": None}}, newest.requested_at, **{"X-Standin-Missing": missing}
             )
         return self._unknown(symbol, interval, start_ms, end_ms)
+
+    def _events(self, symbol: str, yahoo_interval: str, interval: str, start_ms: int, end_ms: int) -> Response:
+        """Yahoo's answer to a whole-history events request: the meta and the events, no bars.
+
+        :param start_ms, end_ms: ``period1`` and ``period2`` in epoch ms; events dated in
+            ``[start_ms, end_ms)`` and not after the answer's clock are stated.
+        :return: 200 from the symbol's newest events recording; else from its chart recordings
+            (meta of the newest, union of their events, ``X-Standin-Missing``); else synthetic
+            (meta only, the synthetic clock); else Yahoo's 404 for an unknown symbol.
+        """
+        library = self.standin.library
+        headers = {}
+        sources = library.of(VENDOR, "chart", symbol, holds="events")
+        if not sources:
+            sources = [r for r in library.of(VENDOR, "chart", symbol) if r.status == 200]
+            if sources:
+                headers["X-Standin-Missing"] = (
+                    f"no events recording of {symbol}: the events stated are those its "
+                    f"{len(sources)} chart recording(s) state for their own windows"
+                )
+        if not sources:
+            if not self.standin.synthetic:
+                return self._unknown(symbol, interval, start_ms, end_ms)
+            clock = self.standin.now()
+            meta = _meta(symbol, yahoo_interval, clock, session_of(symbol))
+            return Response.json(200, {"chart": {"result": [_result(meta, [], False)], "error": None}}, clock)
+        newest = max(sources, key=lambda r: r.recorded_ms)
+        clock = newest.requested_at or self.standin.now()
+        clock_ms = int(clock.timestamp() * 1000)
+        events: dict[str, dict] = {}
+        for rec in sources:
+            for kind, items in (json.loads(rec.body)["chart"]["result"][0].get("events") or {}).items():
+                for key, item in items.items():
+                    t_ms = int(item.get("date", key)) * 1000
+                    if start_ms <= t_ms < end_ms and t_ms <= clock_ms:
+                        events.setdefault(kind, {})[key] = item
+        meta = json.loads(newest.body)["chart"]["result"][0]["meta"]
+        meta = {k: v for k, v in meta.items() if k != "tradingPeriods"} | {"dataGranularity": yahoo_interval}
+        result = _result(meta, [], False)
+        if events:
+            result["events"] = {kind: dict(sorted(items.items(), key=lambda kv: int(kv[0]))) for kind, items in events.items()}
+        return Response.json(200, {"chart": {"result": [result], "error": None}}, clock, **headers)
 
     def _unknown(self, symbol, interval, start_ms, end_ms) -> Response:
         span = f" [{_iso(start_ms)}, {_iso(end_ms)})" if start_ms is not None else ""
@@ -313,6 +385,13 @@ class Yahoo:
             else:
                 meta["tradingPeriods"] = regular
         return Response.json(200, {"chart": {"result": [_result(meta, rows, daily)], "error": None}}, clock)
+
+
+def _asks_whole_history_events(request: Request, start_ms: int) -> bool:
+    """True for a request of a symbol's whole history of events: ``period1`` at or before the
+    epoch and ``events=`` naming dividends, splits or capital gains (module docstring)."""
+    asked = (request.param("events", default="") or "").lower()
+    return start_ms <= 0 and any(kind in asked for kind in ("div", "split", "capitalgain"))
 
 
 def _trading_periods(session: synthetic.Session, start_ms: int, end_ms: int, open_min: int, close_min: int) -> list[list[dict]]:

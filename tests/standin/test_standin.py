@@ -130,6 +130,124 @@ def test_yahoo_lookback_is_judged_by_the_recording_clock_and_unknown_symbols_404
     assert status == 404 and "ZZZZ" in body["chart"]["error"]["description"]
 
 
+#: Documented splits (ex-date, numerator, denominator): NVIDIA's six, 480 shares per IPO share.
+NVDA_SPLITS = [("2000-06-27", 2, 1), ("2001-09-17", 2, 1), ("2006-04-07", 2, 1), ("2007-09-11", 3, 2), ("2021-07-20", 4, 1), ("2024-06-10", 10, 1)]  # fmt: skip
+#: Yahoo's clock when it answered the NVDA, MSFT and TSLA recordings.
+RECORDED_2025_02_22 = datetime(2025, 2, 22, 10, 1, 31, tzinfo=timezone.utc)
+CHART = "/query2.finance.yahoo.com/v8/finance/chart"
+
+
+def yahoo_events(server, symbol: str, until: datetime):
+    """``(status, headers, JSON)`` of the product's whole-history events request (``EVENTS_PARAMS``,
+    ``period2=until``) sent with plain ``requests``."""
+    import requests
+
+    from market_ingest.vendors.yahoo import EVENTS_PARAMS
+
+    params = {**EVENTS_PARAMS, "period2": str(int(until.timestamp()))}
+    response = requests.get(f"{server.url}{CHART}/{symbol}", params=params, timeout=30)
+    return response.status_code, response.headers, response.json()
+
+
+def stated_splits(result: dict) -> list[tuple[str, int, int]]:
+    """``[(exchange-local ex-date, numerator, denominator)]`` of a chart result's split events, by date."""
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(result["meta"]["exchangeTimezoneName"])
+    splits = sorted((result.get("events") or {}).get("splits", {}).values(), key=lambda e: e["date"])
+    return [(datetime.fromtimestamp(e["date"], tz).date().isoformat(), e["numerator"], e["denominator"]) for e in splits]
+
+
+def test_yahoo_whole_history_events_answer_every_split_by_the_recording_clock(recorded):
+    """The product's events request (period1=0, 1mo, events=div,splits,capitalGains) gets NVDA's
+    six splits and no bars, dated by the clock of the events recording (2025-02-22)."""
+    status, headers, body = yahoo_events(recorded, "NVDA", datetime(2026, 11, 21, tzinfo=timezone.utc))
+    result = body["chart"]["result"][0]
+    assert status == 200 and response_clock(headers) == RECORDED_2025_02_22
+    assert stated_splits(result) == NVDA_SPLITS and "timestamp" not in result
+    assert result["meta"]["instrumentType"] == "EQUITY" and result["meta"]["currency"] == "USD"
+    # the 4:1 split is stated exactly as Yahoo's recorded answer of 2021 states it
+    genuine = json.loads((RECORDINGS / "yahoo" / "yahoo_chart_NVDA_1d_2021-02-01_2022-01-28_split.json").read_text())
+    assert genuine["chart"]["result"][0]["events"]["splits"].items() <= result["events"]["splits"].items()
+    # dividends as Yahoo states them on 2025-02-22: 0.16 (2021-06-09) and 0.04 (2021-08-31) as 0.004, then 0.01
+    amounts = {
+        datetime.fromtimestamp(e["date"], timezone.utc).date().isoformat(): e["amount"]
+        for e in result["events"]["dividends"].values()
+    }
+    assert (amounts["2021-06-09"], amounts["2021-08-31"], amounts["2024-06-11"]) == (0.004, 0.004, 0.01)
+
+    _, _, before = yahoo_events(recorded, "NVDA", datetime(2021, 7, 20, tzinfo=timezone.utc))  # period2 before the 4:1
+    assert stated_splits(before["chart"]["result"][0]) == NVDA_SPLITS[:4]
+    assert (
+        max(int(k) for k in before["chart"]["result"][0]["events"]["dividends"])
+        < datetime(2021, 7, 20, tzinfo=timezone.utc).timestamp()
+    )
+
+
+@pytest.mark.parametrize(
+    ("recording", "asked"),
+    [
+        pytest.param("yahoo_chart_MSFT_1d_2021-02-01_2022-01-28_dividends", ["dividends"], id="MSFT-2021-dividends"),
+        pytest.param("yahoo_chart_AAPL_1d_2020-08-31_2020-11-06_split_div", ["dividends", "splits"], id="AAPL-split-div"),
+        pytest.param("yahoo_chart_NVDA_1d_2021-02-01_2022-01-28_split", ["splits"], id="NVDA-split"),
+    ],
+)
+def test_yahoo_whole_history_events_agree_with_each_recorded_window(recorded, recording, asked):
+    """Within a genuine recording's window, the events answer states exactly the events that
+    recording states (the kinds its request asked for), amounts and dates alike."""
+    genuine = json.loads((RECORDINGS / "yahoo" / f"{recording}.json").read_text())["chart"]["result"][0]
+    start, end = genuine["timestamp"][0], genuine["timestamp"][-1] + 86400
+    _, _, body = yahoo_events(recorded, genuine["meta"]["symbol"], datetime(2026, 11, 21, tzinfo=timezone.utc))
+    events = body["chart"]["result"][0]["events"]
+    for kind in asked:
+        inside = {k: e for k, e in events[kind].items() if start <= e["date"] < end}
+        assert inside == genuine["events"][kind]
+
+
+def test_yahoo_events_without_an_events_recording_are_what_the_chart_recordings_state(tmp_path):
+    """No events recording of MSFT: its chart recording's meta and dividends, and a header saying so;
+    an unknown symbol stays Yahoo's 404."""
+    for part in (".json", ".meta.yaml"):
+        name = "yahoo_chart_MSFT_1d_2021-02-01_2022-01-28_dividends" + part
+        (tmp_path / "yahoo").mkdir(exist_ok=True)
+        (tmp_path / "yahoo" / name).write_bytes((RECORDINGS / "yahoo" / name).read_bytes())
+    genuine = json.loads((tmp_path / "yahoo" / "yahoo_chart_MSFT_1d_2021-02-01_2022-01-28_dividends.json").read_text())
+    server = StandInServer(StandIn(tmp_path)).start()
+    try:
+        status, headers, body = yahoo_events(server, "MSFT", datetime(2026, 11, 21, tzinfo=timezone.utc))
+        result = body["chart"]["result"][0]
+        assert status == 200 and response_clock(headers) == RECORDED_2025_02_22
+        assert result["events"] == genuine["chart"]["result"][0]["events"] and "timestamp" not in result
+        assert result["meta"]["exchangeTimezoneName"] == "America/New_York" and result["meta"]["dataGranularity"] == "1mo"
+        assert "no events recording of MSFT" in headers["X-Standin-Missing"]
+        status, _, body = yahoo_events(server, "ZZZZ", datetime(2026, 11, 21, tzinfo=timezone.utc))
+        assert status == 404 and "ZZZZ" in body["chart"]["error"]["description"]
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("symbol", "kind"), [("S001", "EQUITY"), ("BTC-USD", "CRYPTOCURRENCY"), ("EURUSD=X", "CURRENCY")]
+)  # fmt: skip
+def test_synthetic_yahoo_events_are_the_meta_alone(synthetic, symbol, kind):
+    status, headers, body = yahoo_events(synthetic, symbol, datetime(2026, 11, 21, tzinfo=timezone.utc))
+    result = body["chart"]["result"][0]
+    assert status == 200 and result["meta"]["instrumentType"] == kind
+    assert "events" not in result and "timestamp" not in result
+    assert response_clock(headers) == datetime(2026, 11, 20, 12, 0, 30, tzinfo=timezone.utc)
+
+
+def test_yahoo_bar_requests_are_not_answered_from_events_recordings(recorded):
+    """Bars at 1mo stay unrecorded (404 naming the recorded intervals, as before the events
+    recordings), and the TSLA recording's own request (period1=0, 1d, events=div) gets its bars."""
+    month = int(datetime(2021, 2, 1, tzinfo=timezone.utc).timestamp())
+    status, _, body = get(recorded, f"{CHART}/NVDA?interval=1mo&period1={month}&period2={month + 365 * 86400}")
+    assert status == 404 and "(recorded: 1d)" in body["chart"]["error"]["description"]
+    status, headers, body = get(recorded, f"{CHART}/TSLA?interval=1d&events=div&period1=0&period2=1691798400")
+    assert status == 200 and len(body["chart"]["result"][0]["timestamp"]) == 3303
+    assert response_clock(headers) == RECORDED_2025_02_22
+
+
 def test_synthetic_mode_answers_after_the_recordings_for_recorded_symbols_too():
     """``make up`` and Compose run the stand-in with ``--synthetic``: a recorded window is answered
     from its recording, any other window from the synthetic market by its clock. On main a
