@@ -136,8 +136,9 @@ def to_as_traded(bars: pa.Table, history: SplitHistory, tz: str | None) -> pa.Ta
     :param bars: canonical bars (:data:`~market_ingest.schema.BAR_SCHEMA`) whose open, high, low,
         close, volume and dividend the vendor adjusted for every split up to ``history.as_of``.
     :param history: the symbol's splits known to that answer.
-    :param tz: the exchange's timezone (IANA), to date intraday bars; ``None``: bars are dated by
-        their UTC date (daily and longer bars are stamped 00:00 UTC of their local date anyway).
+    :param tz: the exchange's timezone (IANA), to date intraday bars; ``None``: by their UTC date.
+        Daily and longer bars are always dated by their UTC date: they are stamped 00:00 UTC of
+        their exchange-local date (read in New York, 2020-08-31's stamp would be the 30th).
     :return: the same rows with prices and dividends times the factor of their date
         (:meth:`SplitHistory.factor`), volume divided by it, ``price_basis`` ``as_traded``.
         ``adj_close`` is left as the vendor stated it (its adjusted close as of the answer).
@@ -147,8 +148,11 @@ def to_as_traded(bars: pa.Table, history: SplitHistory, tz: str | None) -> pa.Ta
 
     if bars.num_rows == 0 or not len(history):
         return _with_basis(bars, AS_TRADED)
+    from market_ingest.intervals import INTRADAY_INTERVALS
+
     times = bars["time"]
-    if tz and tz != "UTC":
+    intraday = bool(set(bars["interval"].unique().to_pylist()) & set(INTRADAY_INTERVALS))
+    if intraday and tz and tz != "UTC":
         times = pc.local_timestamp(pc.cast(times, pa.timestamp("us", tz=tz)))
     days = pc.cast(times, pa.date32()).to_pylist()
     factors = pa.array([history.factor(d) for d in days], pa.float64())

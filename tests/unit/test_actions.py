@@ -109,6 +109,16 @@ def test_intraday_bars_are_dated_in_the_exchange_timezone():
     traded = to_as_traded(bars, SplitHistory(TSLA_SPLITS[:1], date(2021, 1, 1)), NY)
     # 03:00 UTC on the 31st is 23:00 of the 30th in New York: before the ex-date; 13:30 UTC is on it.
     assert traded["close"].to_pylist() == [50.0, 10.0] and traded["volume"].to_pylist() == [30.0, 150.0]
+    # A daily bar is stamped 00:00 UTC of its New York date: the ex-date's own bar is not divided
+    # (seen: read in New York, it was dated the 30th and AAPL's 2020-08-31 close came out 4x).
+    daily = bars.set_column(3, "interval", pa.array(["1d", "1d"])).set_column(
+        0,
+        "time",
+        pa.array(
+            [datetime(2020, 8, 28, tzinfo=timezone.utc), datetime(2020, 8, 31, tzinfo=timezone.utc)], pa.timestamp("us", tz="UTC")
+        ),
+    )
+    assert to_as_traded(daily, SplitHistory(TSLA_SPLITS[:1], date(2021, 1, 1)), NY)["close"].to_pylist() == [50.0, 10.0]
 
 
 def test_yahoo_events_are_read_with_ex_dates_in_new_york_and_amounts_as_traded():
