@@ -45,7 +45,9 @@ def daily_bars(name: str, symbol: str) -> pa.Table:
     return conform(
         pa.table(
             {
-                "time": pa.array([datetime(d.year, d.month, d.day, tzinfo=timezone.utc) for d in days], pa.timestamp("us", tz="UTC")),
+                "time": pa.array(
+                    [datetime(d.year, d.month, d.day, tzinfo=timezone.utc) for d in days], pa.timestamp("us", tz="UTC")
+                ),
                 "source": ["yahoo"] * n,
                 "symbol": [symbol] * n,
                 "interval": ["1d"] * n,
@@ -85,6 +87,15 @@ def test_nvda_recording_stored_as_traded_and_a_history_known_earlier_undoes_only
     before_2024 = SplitHistory(NVDA_SPLITS, date(2022, 1, 31))
     assert before_2024.factor(date(2021, 7, 16)) == 4.0 and before_2024.factor(date(2021, 7, 20)) == 1.0
     assert len(before_2024) == 1
+
+
+def test_daily_bars_are_dated_by_their_session_whatever_the_exchange_timezone():
+    """The extract step passes the exchange's timezone for every interval; 00:00 UTC of 2021-07-20
+    (a daily bar's stamp) is the evening of the 19th in New York, yet the bar is the ex-date's."""
+    sent = daily_bars("yahoo_chart_NVDA_1d_2021-02-01_2022-01-28_split", "NVDA")
+    traded = to_as_traded(sent, SplitHistory(NVDA_SPLITS, date(2025, 2, 22)), NY)
+    assert on(traded, "2021-07-20")["close"] == pytest.approx(186.12, abs=0.01)  # 18.612 x 10, not x 40
+    assert traded.equals(to_as_traded(sent, SplitHistory(NVDA_SPLITS, date(2025, 2, 22)), None))
 
 
 def test_intraday_bars_are_dated_in_the_exchange_timezone():
