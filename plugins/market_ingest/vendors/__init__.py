@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from market_ingest.actions import AS_TRADED
 from market_ingest.intervals import Window
 
 
@@ -103,6 +104,10 @@ class SourceKind:
         (``symbols_in_flight``): yfinance shares one session and its caches across threads, as its
         own ``download(threads=True)`` does. Not ccxt (its synchronous throttle keeps no lock) nor
         Alpha Vantage (a daily quota spent symbol after symbol).
+    :param price_basis: what its vendor's prices are (:mod:`market_ingest.actions`): ``as_traded``,
+        or ``split_adjusted`` as of each answer (Yahoo's equities). Versions before bar schema 2
+        stored them so, with ``price_basis`` null: the basis :func:`market_ingest.lake.rebase_lake`
+        converts from and :func:`market_ingest.lake.read_adjusted` reads them on.
     """
 
     name: str
@@ -119,3 +124,4 @@ class SourceKind:
     quote_request_per_symbol: bool = False
     continuous: bool = False
     concurrent_symbols: bool = False
+    price_basis: str = AS_TRADED

@@ -267,6 +267,7 @@ KIND = SourceKind(
     oldest_servable=oldest_servable,
     extended_hours=True,
     concurrent_symbols=True,
+    price_basis=PRICE_BASIS,
     conn_type="yahoo_finance",
     default_conn_id="market_yahoo",
     form=ConnectionForm(
