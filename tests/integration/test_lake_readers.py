@@ -181,10 +181,10 @@ YEAR = (datetime(2021, 2, 1, tzinfo=UTC), datetime(2022, 1, 29, tzinfo=UTC))
 
 
 def _nvda_splits() -> list:
-    from tests.unit.test_actions import NVDA_SPLITS, RECORDED
+    """NVDA's documented splits (4:1 2021-07-20, 10:1 2024-06-10), each first seen on its ex-date."""
+    from tests.unit.test_actions import NVDA_SPLITS
     from tests.unit.test_adjusted import splits
 
-    del RECORDED
     return splits("NVDA", NVDA_SPLITS)
 
 
