@@ -122,6 +122,15 @@ def _calendar(market: str, since: datetime):
         raise ValueError(f"market {market}: no calendar from {first}-01-01 ({exc})") from exc
 
 
+def market_timezone(market: str) -> str:
+    """The IANA timezone of ``market``'s calendar (``XNYS``: ``America/New_York``; ``24/7``: ``UTC``;
+    ``24/5``: ``America/New_York``), which dates its sessions and so its corporate actions' ex-dates.
+
+    :raises ValueError: as :func:`_calendar`, for a market without a calendar.
+    """
+    return str(_calendar(market, datetime(2000, 1, 1, tzinfo=UTC)).tz)
+
+
 def sessions(market: str, window: Window) -> list[tuple[datetime, datetime, datetime]]:
     """The sessions of ``market`` whose date (the session label) falls in ``window``'s UTC dates.
 

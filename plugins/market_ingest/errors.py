@@ -132,3 +132,10 @@ class CorruptObjectError(PermanentError):
     """A lake object (a run's staged batch, or a partition) cannot be decoded as Parquet of its
     dataset: its bytes are damaged or it is not Parquet. A retry reads the same bytes, so it fails
     at once; the message names the object's URL and, for a staged object, the run."""
+
+
+class PriceBasisError(PermanentError):
+    """Stored bars cannot be put on the price basis asked for (:mod:`market_ingest.actions`): rows
+    stored before bar schema 2 whose basis is not as traded (Yahoo's: split-adjusted as of their
+    extraction) and not yet re-based, or a symbol whose corporate actions the lake does not hold.
+    Names the series and the fix; a retry reads the same rows."""

@@ -5,7 +5,7 @@ over the lake (through moto's S3 on loopback) reads each bar once, the newest ex
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
@@ -172,3 +172,206 @@ def test_the_setup_dags_compact_task_folds_a_legacy_lake_on_s3(services):
     assert not [k for k in keys if "/date=1999-" in k] and "bars/source=yahoo/interval=1d/month=1999-01/bars.parquet" in keys
     january = lake.read_lake(root, "yahoo", "1d", datetime(1999, 1, 1, tzinfo=UTC), datetime(1999, 2, 1, tzinfo=UTC))
     assert january.num_rows == 200 and pc.all(pc.equal(january["close"], 50.0)).as_py()
+
+
+# Adjusted series and re-basing (issue 30), on a file:// lake holding Yahoo's recorded NVDA and
+# MSFT answers of 2025-02-22 (tests/unit/test_actions.py reads them as canonical bars).
+NVDA_REC, MSFT_REC = "yahoo_chart_NVDA_1d_2021-02-01_2022-01-28_split", "yahoo_chart_MSFT_1d_2021-02-01_2022-01-28_dividends"
+YEAR = (datetime(2021, 2, 1, tzinfo=UTC), datetime(2022, 1, 29, tzinfo=UTC))
+
+
+def _nvda_splits() -> list:
+    """NVDA's documented splits (4:1 2021-07-20, 10:1 2024-06-10), each first seen on its ex-date."""
+    from tests.unit.test_actions import NVDA_SPLITS
+    from tests.unit.test_adjusted import splits
+
+    return splits("NVDA", NVDA_SPLITS)
+
+
+def _write_actions(root, symbol: str, actions: list) -> None:
+    from market_ingest.lake.actions import actions_object, write_actions
+    from tests.unit.test_actions import RECORDED
+
+    write_actions(actions_object(root, "yahoo", symbol), actions, RECORDED)
+
+
+def test_read_adjusted_gives_yahoos_closes_back_from_as_traded_bars_and_the_actions_object(tmp_path, caplog):
+    """NVDA and MSFT published as traded, their actions in the lake: read adjusted as of the
+    recording's date they are Yahoo's ``close`` and, up to one factor for the dividends after the
+    recording, its ``adjclose``; a window ending before the dividends takes their prior closes
+    from the lake's daily series, and a dividend whose prior close the lake lacks is named."""
+    from tests.unit.test_actions import NVDA_SPLITS, RECORDED, daily_bars
+    from tests.unit.test_adjusted import msft, relative_errors, traded
+
+    root = lake.lake_root(f"file://{tmp_path}")
+    url = f"file://{tmp_path}"
+    _run(root, traded(NVDA_REC, "NVDA", NVDA_SPLITS), "nvda")
+    _write_actions(root, "NVDA", _nvda_splits())
+    adjusted, skipped = lake.read_adjusted(url, "yahoo", "NVDA", "1d", *YEAR, "split", as_of=RECORDED)
+    sent = daily_bars(NVDA_REC, "NVDA")
+    assert adjusted.num_rows == sent.num_rows == 252 and skipped == []
+    assert relative_errors(adjusted["close"].to_pylist(), sent["close"].to_pylist()) < 1e-6
+
+    sent, stored, dividends = msft()
+    _write_actions(root, "MSFT", dividends)
+    _run(root, stored.filter(pa.compute.less(stored["time"], datetime(2021, 11, 1, tzinfo=UTC))), "msft-to-october")
+    as_of = datetime(2022, 1, 28, 23, 0, tzinfo=UTC)
+    # March and April 2021 only: the dividends of May, August and November are after the window.
+    spring = (datetime(2021, 3, 1, tzinfo=UTC), datetime(2021, 5, 1, tzinfo=UTC))
+    with caplog.at_level("WARNING", logger="market_ingest.lake.adjusted"):
+        adjusted, skipped = lake.read_adjusted(url, "yahoo", "MSFT", "1d", *spring, "split_dividend", as_of=as_of)
+    # November's close before its ex-date is not in the lake yet: left out, and said so.
+    assert [(a.ex_date, a.amount) for a in skipped] == [(date(2021, 11, 17), 0.62)]
+    assert "yahoo:MSFT 1d split_dividend: 1 cash distributions left out" in caplog.text and "dividend 2021-11-17" in caplog.text
+    _run(root, stored, "msft-all")
+    adjusted, skipped = lake.read_adjusted(url, "yahoo", "MSFT", "1d", *spring, "split_dividend", as_of=as_of)
+    whole, _ = lake.read_adjusted(url, "yahoo", "MSFT", "1d", *YEAR, "split_dividend", as_of=as_of)
+    in_spring = sent.filter(
+        pa.compute.and_(pa.compute.greater_equal(sent["time"], spring[0]), pa.compute.less(sent["time"], spring[1]))
+    )
+    assert skipped == [] and adjusted.num_rows == in_spring.num_rows == 44  # 23 + 21 sessions
+    ratios = [a / y for a, y in zip(adjusted["close"].to_pylist(), in_spring["adj_close"].to_pylist())]
+    whole_ratios = [a / y for a, y in zip(whole["close"].to_pylist(), sent["adj_close"].to_pylist())]
+    assert max(ratios + whole_ratios) / min(ratios + whole_ratios) - 1 < 1e-6  # the same series, windowed
+
+
+def _legacy(table: pa.Table, root, source: str = "yahoo") -> None:
+    """Write ``table`` as a version before bar schema 2 did: monthly objects without ``price_basis``."""
+    from market_ingest.schema import BAR_SCHEMA
+
+    v1 = pa.schema([f for f in BAR_SCHEMA if f.name != "price_basis"], metadata={"schema": "market_ingest.bar", "version": "1"})
+    for month, rows in lake.split_by_partition(table, "1d"):
+        path = lake.partition_object(root, source, "1d", month)
+        existing = [lake.read_parquet(path).select(v1.names).cast(v1)] if path.exists() else []
+        lake.write_parquet(pa.concat_tables([*existing, rows.select(v1.names).cast(v1)]), path)
+
+
+def _scaled(table: pa.Table, factor: float, ingested: datetime) -> pa.Table:
+    """``table``'s prices times ``factor``, volume divided by it, extracted at ``ingested``."""
+    for name in ("open", "high", "low", "close", "volume"):
+        column = pa.compute.divide(table[name], factor) if name == "volume" else pa.compute.multiply(table[name], factor)
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table.set_column(
+        table.schema.get_field_index("ingested_at"),
+        "ingested_at",
+        pa.array([ingested] * table.num_rows, pa.timestamp("us", tz="UTC")),
+    )
+
+
+def test_rebasing_converts_legacy_yahoo_rows_to_as_traded_once_and_refuses_them_before(tmp_path):
+    """A lake written before schema 2: NVDA's Yahoo answers split-adjusted as of their extraction
+    (the recording of 2025-02-22 for most months; July 2021 as Yahoo answered on 2022-01-31, before
+    the 10:1 split, and August as it answered at 02:00 UTC on that split's ex-date, still the 9th in
+    New York: both constructed from the recording), MSFT's without an actions object, and an
+    as-traded source's rows. Read adjusted, they are refused; re-based, NVDA's are as traded,
+    MSFT's are left and named, and a second run writes nothing."""
+    import os
+
+    from market_ingest.actions import AS_TRADED, SPLIT_ADJUSTED
+    from market_ingest.errors import PriceBasisError
+    from market_ingest.kinds import kind
+    from tests.unit.test_actions import NVDA_SPLITS, RECORDED, daily_bars, on
+    from tests.unit.test_adjusted import relative_errors, traded
+
+    root = lake.lake_root(f"file://{tmp_path}")
+    sent = daily_bars(NVDA_REC, "NVDA")
+    month = pa.compute.strftime(sent["time"], "%Y-%m")
+    july, august = (sent.filter(pa.compute.equal(month, m)) for m in ("2021-07", "2021-08"))
+    others = sent.filter(pa.compute.invert(pa.compute.is_in(month, pa.array(["2021-07", "2021-08"]))))
+    _legacy(others, root)
+    _legacy(_scaled(july, 10.0, datetime(2022, 1, 31, 22, 0, tzinfo=UTC)), root)
+    _legacy(_scaled(august, 10.0, datetime(2024, 6, 10, 2, 0, tzinfo=UTC)), root)
+    _legacy(daily_bars(MSFT_REC, "MSFT"), root)
+    _legacy(daily_bars(MSFT_REC, "MSFT").set_column(1, "source", pa.array(["alpha_vantage"] * 252)), root, "alpha_vantage")
+    _write_actions(root, "NVDA", _nvda_splits())
+
+    with pytest.raises(
+        PriceBasisError,
+        match=r"yahoo:NVDA: 1d: 252 bars from 2021-02-01 to 2022-01-28 were stored before bar schema 2 .*split-adjusted.*re-base the lake first",
+    ):
+        lake.read_adjusted(root, "yahoo", "NVDA", "1d", *YEAR, "split", as_of=RECORDED, legacy_basis=SPLIT_ADJUSTED)
+    with pytest.raises(PriceBasisError, match=r"of unknown basis"):
+        lake.read_adjusted(root, "yahoo", "NVDA", "1d", *YEAR, "split", as_of=RECORDED)
+
+    assert kind("yahoo").price_basis == SPLIT_ADJUSTED and kind("alpha_vantage").price_basis == AS_TRADED
+    done = lake.rebase_lake(root, "yahoo", kind("yahoo").price_basis)
+    assert done == {
+        "rows_converted": 252,
+        "rows_labelled": 0,
+        "rows_left": 252,
+        "objects_written": 12,
+        "symbols_lacking_actions": ["MSFT"],
+    }
+    stored = lake.read_lake(root, "yahoo", "1d", *YEAR)
+    nvda = stored.filter(pa.compute.equal(stored["symbol"], "NVDA"))
+    assert on(nvda, "2021-07-16")["close"] == pytest.approx(726.44, abs=0.01)  # 18.161 x 40
+    assert on(nvda, "2021-08-02")["close"] == pytest.approx(on(traded(NVDA_REC, "NVDA", NVDA_SPLITS), "2021-08-02")["close"])
+    assert relative_errors(nvda["close"].to_pylist(), traded(NVDA_REC, "NVDA", NVDA_SPLITS)["close"].to_pylist()) < 1e-9
+    assert relative_errors(nvda["volume"].to_pylist(), traded(NVDA_REC, "NVDA", NVDA_SPLITS)["volume"].to_pylist()) < 1e-9
+    assert set(nvda["price_basis"].to_pylist()) == {AS_TRADED}
+    msft_rows = stored.filter(pa.compute.equal(stored["symbol"], "MSFT"))
+    assert msft_rows["price_basis"].null_count == 252 and msft_rows["close"].equals(daily_bars(MSFT_REC, "MSFT")["close"])
+    adjusted, _ = lake.read_adjusted(root, "yahoo", "NVDA", "1d", *YEAR, "split", as_of=RECORDED, legacy_basis=SPLIT_ADJUSTED)
+    assert relative_errors(adjusted["close"].to_pylist(), sent["close"].to_pylist()) < 1e-6
+
+    objects = sorted(tmp_path.glob("source=*/interval=1d/month=*/bars.parquet"))
+    before = {p: (p.read_bytes(), os.stat(p).st_mtime_ns) for p in objects}
+    again = lake.rebase_lake(root, "yahoo", SPLIT_ADJUSTED)
+    assert again == {
+        "rows_converted": 0,
+        "rows_labelled": 0,
+        "rows_left": 252,
+        "objects_written": 0,
+        "symbols_lacking_actions": ["MSFT"],
+    }
+    assert {p: (p.read_bytes(), os.stat(p).st_mtime_ns) for p in objects} == before
+
+    labelled = lake.rebase_lake(root, "alpha_vantage", kind("alpha_vantage").price_basis)
+    assert labelled == {
+        "rows_converted": 0,
+        "rows_labelled": 252,
+        "rows_left": 0,
+        "objects_written": 12,
+        "symbols_lacking_actions": [],
+    }
+    av = lake.read_lake(root, "alpha_vantage", "1d", *YEAR)
+    assert set(av["price_basis"].to_pylist()) == {AS_TRADED} and av["close"].equals(daily_bars(MSFT_REC, "MSFT")["close"])
+    assert lake.rebase_lake(root, "alpha_vantage", AS_TRADED)["objects_written"] == 0
+
+
+def test_a_publish_landing_during_the_rebasing_is_kept(services, monkeypatch):
+    """On S3 (moto): a run publishes into July 2021 after the re-basing read the object and before
+    it wrote it back; the conditional write fails, the conversion is redone on the fresh object,
+    and both the run's bar and the converted rows are there."""
+    from market_ingest.actions import AS_TRADED, SPLIT_ADJUSTED
+    from market_ingest.config import load_config
+    from market_ingest.lake import adjusted
+    from tests.unit.test_actions import daily_bars, on
+
+    root = lake.lake_root(load_config().lake.url) / "test-rebase"
+    sent = daily_bars(NVDA_REC, "NVDA")
+    july = sent.filter(pa.compute.equal(pa.compute.strftime(sent["time"], "%Y-%m"), "2021-07"))
+    _legacy(july, root)
+    _write_actions(root, "NVDA", _nvda_splits())
+    # Another run's bar of this version (as traded) in the same month object.
+    run = _scaled(july.slice(0, 1), 1.0, T0).set_column(2, "symbol", pa.array(["AAPL"]))
+    run = run.set_column(run.schema.get_field_index("price_basis"), "price_basis", pa.array([AS_TRADED]))
+    staged = lake.stage(run, root, "yahoo", "1d", "concurrent", 0)
+
+    real, seen = adjusted._Rebaser.rebase, []
+
+    def publish_first(self, table, stats):
+        seen.append(table.num_rows)
+        if len(seen) == 1:
+            lake.publish(staged, root, "yahoo", "1d")  # lands between the read and the write
+        return real(self, table, stats)
+
+    monkeypatch.setattr(adjusted._Rebaser, "rebase", publish_first)
+    done = lake.rebase_lake(root, "yahoo", SPLIT_ADJUSTED)
+    assert seen == [july.num_rows, july.num_rows + 1]  # converted again on the object the run wrote
+    assert done["rows_converted"] == july.num_rows and done["objects_written"] == 1
+    stored = lake.read_parquet(lake.partition_object(root, "yahoo", "1d", "2021-07"))
+    aapl = stored.filter(pa.compute.equal(stored["symbol"], "AAPL"))
+    assert aapl["close"].to_pylist() == run["close"].to_pylist() and aapl["price_basis"].to_pylist() == [AS_TRADED]
+    nvda = stored.filter(pa.compute.equal(stored["symbol"], "NVDA"))
+    assert on(nvda, "2021-07-16")["close"] == pytest.approx(726.44, abs=0.01)

@@ -89,6 +89,15 @@ def test_nvda_recording_stored_as_traded_and_a_history_known_earlier_undoes_only
     assert len(before_2024) == 1
 
 
+def test_daily_bars_are_dated_by_their_session_whatever_the_exchange_timezone():
+    """The extract step passes the exchange's timezone for every interval; 00:00 UTC of 2021-07-20
+    (a daily bar's stamp) is the evening of the 19th in New York, yet the bar is the ex-date's."""
+    sent = daily_bars("yahoo_chart_NVDA_1d_2021-02-01_2022-01-28_split", "NVDA")
+    traded = to_as_traded(sent, SplitHistory(NVDA_SPLITS, date(2025, 2, 22)), NY)
+    assert on(traded, "2021-07-20")["close"] == pytest.approx(186.12, abs=0.01)  # 18.612 x 10, not x 40
+    assert traded.equals(to_as_traded(sent, SplitHistory(NVDA_SPLITS, date(2025, 2, 22)), None))
+
+
 def test_intraday_bars_are_dated_in_the_exchange_timezone():
     t = [datetime(2020, 8, 31, 3, 0, tzinfo=timezone.utc), datetime(2020, 8, 31, 13, 30, tzinfo=timezone.utc)]
     from market_ingest.schema import conform

@@ -12,7 +12,10 @@ A package of one module per job; every public name is importable from here
 * :mod:`~market_ingest.lake.merge`: the publish protocol (:func:`publish`, newest extraction wins)
   and the conditional read-merge-write of one partition object;
 * :mod:`~market_ingest.lake.partitions`: reading the published partitions (:func:`read_lake`) and
-  folding earlier layouts into them (:func:`compact`).
+  folding earlier layouts into them (:func:`compact`);
+* :mod:`~market_ingest.lake.actions`: each symbol's corporate actions, refreshed once a day;
+* :mod:`~market_ingest.lake.adjusted`: price bases: a series adjusted on read (:func:`read_adjusted`)
+  and re-basing rows stored before bar schema 2 (:func:`rebase_lake`).
 
 Nothing here creates a bucket: a missing bucket (or local lake folder) fails with
 :class:`~market_ingest.errors.SinkNotFoundError` naming it and the connection. An object Arrow
@@ -23,6 +26,7 @@ Imports pyarrow inside functions: callable from tasks only.
 
 from __future__ import annotations
 
+from market_ingest.lake.adjusted import read_adjusted, rebase_lake
 from market_ingest.lake.layout import (
     PARTITION_BY,
     STAGING,
@@ -68,9 +72,11 @@ __all__ = [
     "partition_of",
     "partition_values",
     "publish",
+    "read_adjusted",
     "read_lake",
     "read_modify_write",
     "read_parquet",
+    "rebase_lake",
     "rejects_object",
     "remove_staging",
     "run_token",

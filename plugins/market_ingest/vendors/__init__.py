@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from market_ingest.actions import AS_TRADED
 from market_ingest.intervals import Window
 
 
@@ -103,9 +104,11 @@ class SourceKind:
         (``symbols_in_flight``): yfinance shares one session and its caches across threads, as its
         own ``download(threads=True)`` does. Not ccxt (its synchronous throttle keeps no lock) nor
         Alpha Vantage (a daily quota spent symbol after symbol).
-    :param price_basis: what the vendor's prices are: ``as_traded``, or ``split_adjusted`` (as of
-        its answer: Yahoo's chart API), which the extract step converts to as traded with the
-        symbol's split history (:mod:`market_ingest.actions`); stored rows are always as traded.
+    :param price_basis: what its vendor's prices are (:mod:`market_ingest.actions`): ``as_traded``,
+        or ``split_adjusted`` as of each answer (Yahoo's equities), which the extract step converts
+        to as traded with the symbol's split history; stored rows are always as traded. Versions
+        before bar schema 2 stored them as sent, with ``price_basis`` null: the basis
+        :func:`market_ingest.lake.rebase_lake` converts from and :func:`market_ingest.lake.read_adjusted` reads them on.
     :param actions_requests: vendor requests a symbol's corporate actions cost, once per symbol and
         exchange-local day (:class:`market_ingest.lake.actions.ActionsCache`), in the source's pool.
     """
@@ -124,5 +127,5 @@ class SourceKind:
     quote_request_per_symbol: bool = False
     continuous: bool = False
     concurrent_symbols: bool = False
-    price_basis: str = "as_traded"
+    price_basis: str = AS_TRADED
     actions_requests: int = 0
