@@ -217,7 +217,7 @@ def extract_bars(
     """
     import pyarrow as pa
 
-    from market_ingest.actions import to_as_traded
+    from market_ingest.actions import bar_days, to_as_traded
     from market_ingest.quality import clean_bars, find_gaps
     from market_ingest.schema import conform, empty_bars
 
@@ -231,7 +231,7 @@ def extract_bars(
         if answer.basis == SPLIT_ADJUSTED and answer.table.num_rows:
             history = histories.split_history(cast(Any, client), symbol, answer.now, answer.tz or "UTC")
             answer.table = to_as_traded(answer.table, history, answer.tz)
-            if len(history):
+            if history.factor(min(bar_days(answer.table, answer.tz))) != 1.0:  # the oldest bar's is the largest
                 note = f"as traded: the vendor's split adjustment undone with the {len(history)} splits known on {history.as_of}"
                 answer.note = "; ".join(filter(None, [answer.note, note]))
         elif answer.basis != AS_TRADED:

@@ -83,7 +83,7 @@ def test_record_ids_are_deterministic_and_per_bar():
     assert ids[0] == record_id("yahoo", "MSFT", "1d", "2021-07-19T00:00:00Z")
     assert first[0]["PartitionKey"] == "yahoo:MSFT"
     payload = json.loads(first[0]["Data"])
-    assert payload["time"] == "2021-07-19T00:00:00Z" and payload["close"] == 10.5 and payload["schema_version"] == 1
+    assert payload["time"] == "2021-07-19T00:00:00Z" and payload["close"] == 10.5 and payload["schema_version"] == 2
 
 
 def test_putrecords_batches_respect_count_and_size_limits():

@@ -263,8 +263,9 @@ def test_a_503_page_that_stays_is_named_as_such_not_as_a_json_error(monkeypatch)
 def test_a_daily_symbol_costs_its_timezone_probe_and_one_chart_request(monkeypatch):
     """Seen in the soak benchmark: every daily symbol cost a third chart request (a 5-day hourly
     chart) because reading the answer's metadata made yfinance fill in ``tradingPeriods``, which
-    only intraday answers carry. A daily symbol now costs the window's chart and at most
-    yfinance's timezone probe; a 1m symbol the same, its sessions taken from its own answer."""
+    only intraday answers carry. A daily symbol now costs the window's chart, at most yfinance's
+    timezone probe and its events request (whole history, monthly: the split history its prices
+    are converted with); a 1m symbol the same, its sessions taken from its own answer."""
     standin = StandIn(None, synthetic=True, clock=d(2026, 11, 21, 12))
     with serving(standin, monkeypatch):
         hook = YahooFinanceHook()
@@ -279,7 +280,15 @@ def test_a_daily_symbol_costs_its_timezone_probe_and_one_chart_request(monkeypat
     # yfinance's timezone probe (range 1d) is made once per symbol and process: a fresh task makes
     # it; an earlier test in this process may already have.
     assert {c for c in charts if c[1] is not None} <= {("MSFT", "1d", "1d"), ("AAPL", "1d", "1d"), ("NVDA", "1d", "1d")}
-    assert [c for c in charts if c[1] is None] == [("MSFT", None, "1d"), ("AAPL", None, "1d"), ("NVDA", None, "1m")]
+    # Plus one whole-history events request (monthly) per equity: its split history (issue 30).
+    assert [c for c in charts if c[1] is None] == [
+        ("MSFT", None, "1d"),
+        ("MSFT", None, "1mo"),
+        ("AAPL", None, "1d"),
+        ("AAPL", None, "1mo"),
+        ("NVDA", None, "1m"),
+        ("NVDA", None, "1mo"),
+    ]
 
 
 @pytest.mark.parametrize("in_flight", [1, 4])
@@ -320,7 +329,7 @@ def test_30m_bars_and_daily_bars_east_of_utc_load_completely(monkeypatch):
         assert msft.status == outcomes.OK and msft.rows == 13  # 09:30-16:00 New York: 13 half hours
         assert times[0] == d(2026, 11, 19, 14, 30) and times[-1] == d(2026, 11, 19, 20, 30)
         asked = [r["query"]["interval"] for r in standin.log if r["path"].endswith("/MSFT") and "period1" in r["query"]]
-        assert asked == ["15m"]
+        assert asked == ["15m", "1mo"]  # the bars, then the whole history of events (its split history)
         bars, (toyota,) = hook.fetch_bars(["7203.T"], "1d", Window(d(2026, 11, 16), d(2026, 11, 21)), INGESTED)
     assert toyota.rows == 5 and bars["time"].to_pylist() == [d(2026, 11, day) for day in range(16, 21)]
     assert set(bars["currency"].to_pylist()) == {"JPY"}
