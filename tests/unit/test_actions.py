@@ -45,7 +45,9 @@ def daily_bars(name: str, symbol: str) -> pa.Table:
     return conform(
         pa.table(
             {
-                "time": pa.array([datetime(d.year, d.month, d.day, tzinfo=timezone.utc) for d in days], pa.timestamp("us", tz="UTC")),
+                "time": pa.array(
+                    [datetime(d.year, d.month, d.day, tzinfo=timezone.utc) for d in days], pa.timestamp("us", tz="UTC")
+                ),
                 "source": ["yahoo"] * n,
                 "symbol": [symbol] * n,
                 "interval": ["1d"] * n,
