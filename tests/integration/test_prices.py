@@ -217,3 +217,56 @@ def test_adjusted_for_dividends_msft_follows_yahoos_adjclose(services):
         ]
         split_only = _adjusted(conn, source, "MSFT", "split", datetime(2022, 3, 1, tzinfo=UTC))
         assert all(split_only[d][0] == pytest.approx(recorded[d]["close"]) for d in days)
+
+
+def test_the_load_task_upserts_the_actions_its_run_refreshed_once(services):
+    """The extract tasks list the lake's action objects they refreshed (NVDA with its two splits,
+    EURUSD=X with none); ``load_timescale`` upserts them and when each symbol was asked, and says
+    how many actions changed: 2, then 0 for the same objects again (a retry or a clear), then 2
+    for a later answer restating them (first seen as before, extracted later)."""
+    from market_ingest.config import load_config
+    from market_ingest.lake import lake_root
+    from market_ingest.lake.actions import actions_object, write_actions
+    from market_ingest.operators.warehouse import TimescaleLoadOperator
+    from tests.conftest import built
+
+    source = "prices-load-test"
+    root = lake_root(load_config().lake.url)
+    nvda, fx = actions_object(root, source, "NVDA"), actions_object(root, source, "EURUSD=X")
+    write_actions(nvda, _splits(source, "NVDA", NVDA_SPLITS), RECORDED)
+    write_actions(fx, [], RECORDED)
+    extracts = [{"batch": 0, "actions": [str(nvda)]}, None, {"batch": 2, "actions": [str(fx)]}, {"batch": 3}]
+
+    def load() -> dict:
+        return built(TimescaleLoadOperator, "load_timescale", lake={"staged": []}, plan=[], extracts=extracts).execute({})
+
+    def stored() -> tuple[list, list]:
+        with closing(psycopg.connect(services.pg_conninfo())) as conn:
+            actions = conn.execute(
+                "SELECT symbol, ex_date, kind, ratio, first_seen, extracted_at FROM market.corporate_actions "
+                "WHERE source = %s ORDER BY 1, 2",
+                (source,),
+            ).fetchall()
+            checked = conn.execute(
+                "SELECT symbol, checked_at FROM market.corporate_actions_checked WHERE source = %s ORDER BY 1", (source,)
+            ).fetchall()
+        return actions, checked
+
+    assert load()["actions"] == 2
+    first = stored()
+    assert first == (
+        [("NVDA", d, SPLIT, r, _seen(d), RECORDED) for d, r in NVDA_SPLITS],
+        [("EURUSD=X", RECORDED), ("NVDA", RECORDED)],
+    )
+    assert load()["actions"] == 0 and stored() == first
+    later = datetime(2025, 3, 3, 22, tzinfo=UTC)
+    restated = [
+        CorporateAction(**{**a.__dict__, "first_seen": later, "extracted_at": later})
+        for a in _splits(source, "NVDA", NVDA_SPLITS)
+    ]
+    write_actions(nvda, restated, later)
+    assert load()["actions"] == 2
+    assert stored() == (
+        [("NVDA", d, SPLIT, r, _seen(d), later) for d, r in NVDA_SPLITS],  # first seen as before
+        [("EURUSD=X", RECORDED), ("NVDA", later)],
+    )
