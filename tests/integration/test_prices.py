@@ -12,6 +12,7 @@ to the ex-date's evening (New York), as a daily run would have seen it, unless a
 from __future__ import annotations
 
 import json
+import shutil
 from contextlib import closing
 from datetime import date, datetime, timezone
 
@@ -21,6 +22,7 @@ import pytest
 
 from market_ingest.actions import AS_TRADED, DIVIDEND, SPLIT, CorporateAction, SplitHistory, actions_table, to_as_traded
 from market_ingest.hooks.timescale import TimescaleHook
+from market_ingest.schema import BAR_COLUMNS
 from tests.unit.test_actions import NVDA_SPLITS, RECORDED, RECORDINGS, TSLA_SPLITS, daily_bars
 
 pytestmark = pytest.mark.integration
@@ -217,6 +219,125 @@ def test_adjusted_for_dividends_msft_follows_yahoos_adjclose(services):
         ]
         split_only = _adjusted(conn, source, "MSFT", "split", datetime(2022, 3, 1, tzinfo=UTC))
         assert all(split_only[d][0] == pytest.approx(recorded[d]["close"]) for d in days)
+
+
+@pytest.fixture
+def v012_warehouse(services, tmp_path, monkeypatch):
+    """A database at migration V012 (schema 1: no price_basis), as the previous release left it;
+    ``(conninfo, connection id)``."""
+    from market_ingest.hooks.timescale import MIGRATIONS_DIR, apply_migrations
+
+    previous = tmp_path / "migrations"
+    previous.mkdir()
+    for path in sorted(MIGRATIONS_DIR.glob("V0*.sql")):
+        if path.name < "V013":
+            shutil.copy(path, previous)
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS prices_v012 WITH (FORCE)")
+        conn.execute("CREATE DATABASE prices_v012")
+    conninfo = services.pg_conninfo().replace("dbname=postgres", "dbname=prices_v012")
+    with closing(psycopg.connect(conninfo)) as conn:
+        assert apply_migrations(conn, directory=previous)[-1] == "012"
+    conn_id = "market_prices_v012"
+    fresh = {"conn_type": "postgres", "host": services.pg_socket_dir, "port": 5432, "login": "postgres", "schema": "prices_v012"}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(fresh))
+    yield conninfo, conn_id
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE prices_v012 WITH (FORCE)")
+
+
+def test_an_upgrade_keeps_earlier_rows_and_market_setup_rebases_them_once(services, warehouse, v012_warehouse):
+    """A warehouse of the previous release holds NVDA as Yahoo sent it (split-adjusted as of the
+    recording), EURUSD=X from Yahoo, and NVDA from Alpha Vantage (as traded). V013 keeps every row,
+    price_basis NULL (on TimescaleDB in columnstore chunks), and ``bars_adjusted`` refuses them,
+    naming the series. ``market_setup``'s ``rebase_bars`` converts what it can: Alpha Vantage's
+    and Yahoo's currency rows unchanged; Yahoo's NVDA only once its actions were asked, then to the
+    prices traded that day; run again, it changes nothing."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from market_ingest.config import load_config
+    from market_ingest.dag_factory import rebase_arguments
+    from market_ingest.hooks.timescale import apply_migrations
+    from market_ingest.operators.setup import RebaseBarsOperator
+
+    conninfo, conn_id = v012_warehouse
+    sent = daily_bars(NVDA, "NVDA")  # as Yahoo sent it on 2025-02-22, as the previous release stored it
+    fx = daily_bars("yahoo_chart_EURUSD=X_1d_2020-01-01_2020-01-03", "EURUSD=X")
+    alpha = _with_source(to_as_traded(sent, SplitHistory(NVDA_SPLITS, date(2025, 2, 22)), None), "alpha_vantage")
+    schema_1 = [c for c in BAR_COLUMNS if c != "price_basis"]
+    with closing(psycopg.connect(conninfo)) as conn:
+        with conn.cursor() as cur:
+            for table in (sent, fx, alpha):
+                cur.executemany(
+                    f"INSERT INTO market.bars_1d ({', '.join(schema_1)}) VALUES ({', '.join(['%s'] * len(schema_1))})",
+                    [tuple(r[c] for c in schema_1) for r in table.to_pylist()],
+                )
+        conn.commit()
+        if warehouse == "timescaledb":
+            conn.autocommit = True
+            for (chunk,) in conn.execute("SELECT show_chunks('market.bars_1d')").fetchall():
+                conn.execute("CALL convert_to_columnstore(%s::regclass, if_not_columnstore => true)", (chunk,))
+            conn.autocommit = False
+            assert conn.execute(
+                "SELECT bool_and(is_compressed) FROM timescaledb_information.chunks WHERE hypertable_name = 'bars_1d'"
+            ).fetchone() == (True,)
+        before = conn.execute("SELECT source, symbol, time, open, close, volume FROM market.bars_1d ORDER BY 1, 2, 3").fetchall()
+        assert len(before) == 252 * 2 + fx.num_rows
+        conn.commit()
+
+        assert apply_migrations(conn) == ["013"]
+        columns = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'market' AND table_name = 'bars' "
+            "ORDER BY ordinal_position"
+        ).fetchall()
+        assert tuple(c for (c,) in columns) == BAR_COLUMNS
+        assert (
+            conn.execute("SELECT source, symbol, time, open, close, volume FROM market.bars_1d ORDER BY 1, 2, 3").fetchall()
+            == before
+        )
+        assert conn.execute("SELECT count(*) FROM market.bars_1d WHERE price_basis IS NULL").fetchone()[0] == len(before)
+        with pytest.raises(
+            psycopg.errors.ObjectNotInPrerequisiteState,
+            match=r"yahoo:NVDA 1d: 252 bars between .* were stored before price_basis",
+        ):
+            _adjusted(conn, "yahoo", "NVDA", "split", RECORDED)
+        conn.rollback()
+
+    rebase = RebaseBarsOperator(task_id="rebase_bars", **{**rebase_arguments(load_config()), "timescale_conn_id": conn_id})
+    with pytest.raises(
+        AirflowFailException,
+        match=r"252 bars stored before schema 2 are not converted to as traded yet: yahoo:NVDA 1d \(252 rows\)\. .*trigger market_setup again",
+    ):
+        rebase.execute({})
+    hook = TimescaleHook(timescale_conn_id=conn_id)
+    # What the next run of the Yahoo DAG loads: NVDA's actions, asked at the recording's clock.
+    hook.upsert_actions(actions_table(_splits("yahoo", "NVDA", NVDA_SPLITS)), {("yahoo", "NVDA"): RECORDED})
+    assert rebase.execute({}) == {"yahoo": {"rebased": 252, "pending": 0, "pending_series": {}}}
+    with closing(psycopg.connect(conninfo)) as conn:
+        stored = {
+            (s, d.date()): (c, v, b)
+            for s, d, c, v, b in conn.execute(
+                "SELECT source, time, close, volume, price_basis FROM market.bars_1d WHERE symbol = 'NVDA'"
+            )
+        }
+        assert {b for _, _, b in stored.values()} == {AS_TRADED}
+        assert stored["yahoo", date(2021, 7, 16)][0] == pytest.approx(726.44, abs=0.01)
+        assert stored["yahoo", date(2021, 7, 21)][0] == pytest.approx(194.10, abs=0.01)
+        for (_, day), (close, volume, _) in stored.items():
+            assert (close, volume) == pytest.approx(stored["alpha_vantage", day][:2], rel=1e-12)  # one basis across vendors
+        alpha_before = {(s, t): (o, c, v) for s, sym, t, o, c, v in before if s != "yahoo" or sym == "EURUSD=X"}
+        assert {
+            (s, t): (o, c, v)
+            for s, t, o, c, v in conn.execute(
+                "SELECT source, time, open, close, volume FROM market.bars_1d WHERE source <> 'yahoo' OR symbol = 'EURUSD=X'"
+            )
+        } == alpha_before
+        for day, r in _recorded(NVDA, "NVDA").items():
+            assert _adjusted(conn, "yahoo", "NVDA", "split", RECORDED)[day][0] == pytest.approx(r["close"], rel=1e-6)
+        rebased = conn.execute("SELECT * FROM market.bars_1d ORDER BY source, symbol, time").fetchall()
+    assert rebase.execute({}) == {}  # nothing left stored before schema 2: nothing changed
+    with closing(psycopg.connect(conninfo)) as conn:
+        assert conn.execute("SELECT * FROM market.bars_1d ORDER BY source, symbol, time").fetchall() == rebased
 
 
 def test_the_load_task_upserts_the_actions_its_run_refreshed_once(services):
