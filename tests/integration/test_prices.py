@@ -120,6 +120,10 @@ def test_stored_as_traded_and_adjusted_on_read_the_splits_give_yahoos_recorded_p
             assert after[day][0] == pytest.approx(r["close"], rel=1e-6), day
             assert after[day][1] == pytest.approx(r["volume"], rel=1e-6), day
         assert after[date(2021, 7, 16)][0] == pytest.approx(before[date(2021, 7, 16)][0] / 10, rel=1e-12)
+    from market_ingest import ui
+
+    with closing(ui.reader_connection()) as reader:  # the read-only role (V012) reads it too
+        assert _adjusted(reader, source, "NVDA", "split", RECORDED) == after
 
 
 def test_actions_upserted_again_keep_when_first_seen_and_take_the_later_answer(services):
