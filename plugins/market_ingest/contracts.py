@@ -199,7 +199,9 @@ class LakeResult(TypedDict):
 
 class LoadResult(TypedDict):
     """``load_timescale``'s result: rows upserted (``applied``) of ``rows`` read, per symbol;
-    for bars, the ledger's symbol-days per state (``coverage``) and the anomaly flags per check."""
+    for bars, the ledger's symbol-days per state (``coverage``) and the anomaly flags per check;
+    ``actions``: corporate actions inserted or changed in ``market.corporate_actions`` (present
+    when the run's extracts refreshed any symbol's actions; 0 on a rerun)."""
 
     rows: int
     applied: int
@@ -208,6 +210,7 @@ class LoadResult(TypedDict):
     hypertable: bool
     coverage: NotRequired[dict[str, int]]
     flags: NotRequired[dict[str, int]]
+    actions: NotRequired[int]
 
 
 class KinesisResult(TypedDict):

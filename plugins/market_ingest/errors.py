@@ -128,6 +128,12 @@ class SerializationError(PermanentError):
     """A row cannot be written to a sink's format (for example a Kinesis record over 1 MiB)."""
 
 
+class RebasePendingError(PermanentError):
+    """Bars stored before the price basis existed could not be converted to as traded yet (their
+    symbol's corporate actions were not asked since, or their source is not configured). A retry
+    finds the same rows: what converts them is named in the message."""
+
+
 class CorruptObjectError(PermanentError):
     """A lake object (a run's staged batch, or a partition) cannot be decoded as Parquet of its
     dataset: its bytes are damaged or it is not Parquet. A retry reads the same bytes, so it fails

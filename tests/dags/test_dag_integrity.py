@@ -571,11 +571,19 @@ def test_a_scheduled_run_plans_on_the_pendulum_interval_airflow_gives_it(dagbag,
 
 
 def test_the_setup_dag_migrates_the_warehouse_on_demand(dagbag):
-    """Migrations run in ``market_setup`` (triggered by hand), not in every ingestion task."""
+    """Migrations run in ``market_setup`` (triggered by hand), not in every ingestion task; the
+    re-basing of bars stored before the price basis runs after them, knowing each source's basis."""
     dag = dagbag.dags["market_setup"]
-    assert sorted(t.task_id for t in dag.tasks) == ["compact_lake", "migrate"] and dag.timetable.can_be_scheduled is False
+    assert sorted(t.task_id for t in dag.tasks) == ["compact_lake", "migrate", "rebase_bars"]
+    assert dag.timetable.can_be_scheduled is False
     cfg = load_config()
     assert dag.get_task("migrate").timescale_conn_id == cfg.timescale.conn_id
+    rebase = dag.get_task("rebase_bars")
+    assert rebase.upstream_task_ids == {"migrate"} and rebase.timescale_conn_id == cfg.timescale.conn_id
+    assert set(rebase.sources) == set(cfg.sources)
+    assert {s for s, v in rebase.sources.items() if v["split_adjusted"]} == {
+        s for s, v in cfg.sources.items() if v.kind == "yahoo"
+    }
     compact = dag.get_task("compact_lake")
     assert (compact.lake_url, compact.quotes_url) == (cfg.lake.url, cfg.lake.quotes_url)
     assert [tuple(p) for p in compact.pairs] == cfg.dag_pairs() and compact.quote_sources == cfg.quote_sources()

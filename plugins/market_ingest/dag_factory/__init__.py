@@ -18,6 +18,7 @@ from __future__ import annotations
 from market_ingest.dag_factory.arguments import (
     dag_test,
     deadline_alerts,
+    rebase_arguments,
     retry_policy,
     setup_arguments,
     task_arguments,
@@ -49,6 +50,7 @@ __all__ = [
     "dag_test",
     "deadline_alerts",
     "describe",
+    "rebase_arguments",
     "retry_policy",
     "setup_arguments",
     "task_arguments",

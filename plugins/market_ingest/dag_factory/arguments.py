@@ -1,5 +1,5 @@
 """What the DAGs give their tasks, built from the configuration at parse time: each task's
-arguments (:func:`task_arguments`, :func:`setup_arguments`), the task defaults with their retries
+arguments (:func:`task_arguments`, :func:`setup_arguments`, :func:`rebase_arguments`), the task defaults with their retries
 by error kind (:func:`retry_policy`), the manual run's Params, and the Deadline Alert.
 
 Parse-time cost only, as :mod:`market_ingest.dag_factory`.
@@ -21,6 +21,7 @@ from market_ingest.contracts import Dataset
 from market_ingest.deadlines import DataIntervalEndDeadline
 from market_ingest.operators.base import Series
 from market_ingest.run import form_pattern
+from market_ingest.vendors import yahoo
 
 
 def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: Dataset = Dataset.BARS) -> dict[str, dict]:
@@ -88,6 +89,32 @@ def setup_arguments(cfg: PipelineConfig) -> dict:
         "retention_seconds": {i: int(d.total_seconds()) for i, d in cfg.timescale.retention.items()},
         "restatement_window_seconds": int(cfg.timescale.restatement_window.total_seconds()),
     }
+
+
+def rebase_arguments(cfg: PipelineConfig) -> dict:
+    """The ``market_setup`` task ``rebase_bars``'s arguments: the warehouse connection and, per
+    configured source, what its rows stored before schema 2 are (``split_adjusted``: the
+    vendor's prices were adjusted for splits up to their ingestion, :data:`LEGACY_SPLIT_ADJUSTED`)
+    and how its symbols' markets are found (:meth:`~market_ingest.config.SourceConfig.market_of`)."""
+    from market_ingest import kinds
+
+    return {
+        "timescale_conn_id": cfg.timescale.conn_id,
+        "sources": {
+            name: {
+                "split_adjusted": src.kind in LEGACY_SPLIT_ADJUSTED,
+                "market": src.market,
+                "continuous": kinds.kind(src.kind).continuous,
+            }
+            for name, src in cfg.sources.items()
+        },
+    }
+
+
+#: Source kinds whose bars earlier versions stored as their vendor sent them, adjusted for every
+#: split up to the answer: Yahoo's chart prices (``market_ingest.vendors.yahoo.PRICE_BASIS``).
+#: Alpha Vantage's daily series and ccxt's candles are as traded.
+LEGACY_SPLIT_ADJUSTED = frozenset({yahoo.KIND.name})
 
 
 def _default_args(cfg: PipelineConfig) -> dict:

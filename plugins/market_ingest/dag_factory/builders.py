@@ -16,13 +16,20 @@ from market_ingest.alerts import DAG_FAILED, MarketEventNotifier
 from market_ingest.assets import bars_asset
 from market_ingest.config import PipelineConfig, PipelineConfigError, load_config_parts
 from market_ingest.contracts import Dataset
-from market_ingest.dag_factory.arguments import _default_args, _params, deadline_alerts, setup_arguments, task_arguments
+from market_ingest.dag_factory.arguments import (
+    _default_args,
+    _params,
+    deadline_alerts,
+    rebase_arguments,
+    setup_arguments,
+    task_arguments,
+)
 from market_ingest.operators.extract import MarketExtractOperator
 from market_ingest.operators.kinesis import KinesisPublishOperator
 from market_ingest.operators.lake import LakePublishOperator
 from market_ingest.operators.plan import MarketPlanOperator, MarketRepairPlanOperator
 from market_ingest.operators.report import RunReportOperator
-from market_ingest.operators.setup import LakeCompactOperator, WarehouseSetupOperator
+from market_ingest.operators.setup import LakeCompactOperator, RebaseBarsOperator, WarehouseSetupOperator
 from market_ingest.operators.warehouse import TimescaleLoadOperator
 
 
@@ -174,12 +181,13 @@ def build_repair_dag(cfg: PipelineConfig, pairs: list[tuple[str, str]] | None = 
 
 
 def build_setup_dag(cfg: PipelineConfig) -> DAG:
-    """``market_setup``: apply the warehouse migrations and compact the lake, once per deployment
-    and after each upgrade.
+    """``market_setup``: apply the warehouse migrations, convert bars stored before the price
+    basis to as traded, and compact the lake, once per deployment and after each upgrade.
 
     Triggered by hand (no schedule). The ingestion DAGs never migrate: their tasks check the
-    schema version and fail fast, naming this DAG, when it is behind. ``compact_lake`` folds
-    objects of earlier lake layouts into the current one (:class:`LakeCompactOperator`).
+    schema version and fail fast, naming this DAG, when it is behind. ``rebase_bars`` runs after
+    ``migrate`` (:class:`RebaseBarsOperator`); ``compact_lake`` folds objects of earlier lake
+    layouts into the current one (:class:`LakeCompactOperator`).
     """
     with DAG(
         dag_id=SETUP_DAG_ID,
@@ -194,11 +202,15 @@ def build_setup_dag(cfg: PipelineConfig) -> DAG:
             f"(connection `{cfg.timescale.conn_id}`) under an advisory lock, each recorded in "
             "`public.market_ingest_migrations`. Trigger it once after deploying or upgrading; ingestion tasks "
             "fail with a message naming this DAG while the schema is behind.\n\n"
+            "`rebase_bars` then converts bars stored by versions before the price basis (`price_basis` NULL) to as "
+            "traded; it fails, naming them, while Yahoo series wait for their corporate actions (the next run of their "
+            "DAG asks): trigger this DAG again then.\n\n"
             "`compact_lake` folds objects of earlier lake layouts (daily bars by date, several objects per "
             "partition) into the current one: month partitions for daily bars, year for weekly and monthly."
         ),
     ) as dag:
-        WarehouseSetupOperator(task_id="migrate", **setup_arguments(cfg))
+        migrate = WarehouseSetupOperator(task_id="migrate", **setup_arguments(cfg))
+        migrate >> RebaseBarsOperator(task_id="rebase_bars", **rebase_arguments(cfg))
         LakeCompactOperator(
             task_id="compact_lake",
             lake_url=cfg.lake.url,

@@ -1,4 +1,5 @@
-"""The tasks of ``market_setup``: the warehouse's migrations and policies, and the lake's compaction."""
+"""The tasks of ``market_setup``: the warehouse's migrations and policies, the conversion of bars
+stored before the price basis to as traded, and the lake's compaction."""
 
 from __future__ import annotations
 
@@ -63,6 +64,105 @@ class WarehouseSetupOperator(BaseOperator):
             timedelta(seconds=self.restatement_window_seconds),
         )
         return {"applied": applied, "version": version, "hypertable": hook.is_hypertable(), "policies": policies}
+
+
+class RebaseBarsOperator(BaseOperator):
+    """Convert the bars earlier versions stored (``price_basis`` NULL) to as traded: a task of
+    ``market_setup``, after the migrations (docs/operations.md, "Upgrading to as-traded prices").
+
+    Per series (:meth:`~market_ingest.hooks.timescale.TimescaleHook.rebase_bars`, SQL
+    ``market.rebase_bars``): rows of a source whose vendor sent traded prices are marked
+    ``as_traded`` unchanged; rows of a source whose vendor sent split-adjusted ones (Yahoo) are
+    multiplied back by the splits of ``market.corporate_actions`` between the bar and its
+    ingestion, once the symbol's actions were asked since (the ingestion DAGs ask for every
+    equity they extract, once a day). Yahoo's currencies, crypto pairs, futures and indexes have
+    no corporate actions and were never adjusted (:func:`legacy_basis`). Dates are in the
+    exchange's timezone, from the symbol's market calendar.
+
+    On a warehouse without such rows it only lists them (one scan per bar table) and changes
+    nothing; run again, it converts nothing more.
+
+    :param timescale_conn_id: connection id of the warehouse.
+    :param sources: ``{source: {"split_adjusted": bool, "market": configured market or None,
+        "continuous": bool}}`` for every configured source
+        (:func:`market_ingest.dag_factory.rebase_arguments`).
+    :return: ``{source: {"rebased": rows converted, "pending": rows left, "pending_series":
+        {"<symbol> <interval>": rows}}}`` for each source that had such rows.
+    :raises AirflowFailException: rows stay unconverted (their symbol's actions were not asked
+        yet, or their source is not configured), naming the series and what converts them; what
+        could be converted is committed first.
+    """
+
+    def __init__(self, *, timescale_conn_id: str, sources: dict[str, dict[str, Any]], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.timescale_conn_id = timescale_conn_id
+        self.sources = sources
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from market_ingest.errors import RebasePendingError
+        from market_ingest.hooks.timescale import TimescaleHook
+
+        hook = TimescaleHook(timescale_conn_id=self.timescale_conn_id)
+        with failing_fast():
+            hook.check_schema()
+        done = hook.rebase_bars(lambda source, symbol: legacy_basis(self.sources.get(source), symbol))
+        for source, counts in done.items():
+            self.log.info(
+                "%s: %d rows stored before schema 2 converted to as traded, %d pending",
+                source,
+                counts["rebased"],
+                counts["pending"],
+            )
+        pending = [(s, series, n) for s, counts in done.items() for series, n in counts["pending_series"].items()]
+        if pending:
+            shown = ", ".join(f"{s}:{series} ({n} rows)" for s, series, n in pending[:10])
+            more = f" and {len(pending) - 10} more series" if len(pending) > 10 else ""
+            unconfigured = sorted({s for s, _, _ in pending if s not in self.sources})
+            with failing_fast():
+                raise RebasePendingError(
+                    "timescale",
+                    f"{sum(n for _, _, n in pending)} bars stored before schema 2 are not converted to as traded yet: {shown}{more}. "
+                    "A Yahoo series is converted once its symbol's corporate actions were asked (every run of its DAG asks, "
+                    "once a day): trigger market_setup again after the next run of each Yahoo DAG"
+                    + (
+                        f"; sources not in the pipeline config ({', '.join(unconfigured)}) have no known basis: convert them with "
+                        "SELECT market.rebase_bars(interval, source, symbol, split_adjusted) or delete them"
+                        if unconfigured
+                        else ""
+                    )
+                    + " (docs/operations.md, Upgrading to as-traded prices)",
+                )
+        return done
+
+
+def legacy_basis(source: dict[str, Any] | None, symbol: str):
+    """What ``symbol``'s bars stored before schema 2 are, for :class:`RebaseBarsOperator`.
+
+    :param source: the source's entry of :func:`market_ingest.dag_factory.rebase_arguments`;
+        ``None`` for a source the config does not have (the basis is unknown: ``None`` returned).
+    :return: :class:`~market_ingest.hooks.timescale.LegacyBasis`: split-adjusted for a source
+        whose vendor adjusted prices (Yahoo), except symbols without corporate actions, whose
+        market is ``24/5`` (currencies), ``24/7`` (crypto) or futures' (Yahoo's ``=F``), and
+        indexes (``^GSPC``): Yahoo adjusts only equities, ETFs and funds
+        (``market_ingest.vendors.yahoo.WITH_ACTIONS``). ``tz``: the market calendar's timezone.
+    """
+    from market_ingest.calendars import ALWAYS_OPEN, FOREX, SUFFIX_MARKETS, market_of
+    from market_ingest.hooks.timescale import LegacyBasis
+
+    if source is None:
+        return None
+    market = market_of(symbol, source.get("market"), continuous=bool(source.get("continuous")))
+    never_adjusted = market in (ALWAYS_OPEN, FOREX, SUFFIX_MARKETS["=F"]) or symbol.startswith("^")
+    if not source.get("split_adjusted") or never_adjusted:
+        return LegacyBasis(False)
+    return LegacyBasis(True, _market_tz(market))
+
+
+def _market_tz(market: str) -> str:
+    """The IANA timezone of an exchange calendar (``XNYS`` -> ``America/New_York``)."""
+    import exchange_calendars as xcals
+
+    return str(xcals.get_calendar(market).tz)
 
 
 class LakeCompactOperator(BaseOperator):

@@ -26,6 +26,12 @@ class TimescaleLoadOperator(SeriesOperator):
     down). Once committed, those rows are mirrored to the lake
     (:func:`market_ingest.lake.coverage_object`) and the parked objects deleted.
 
+    Before the bars, the corporate actions the run's extract tasks asked the vendor for (the lake
+    objects listed in their results' ``actions``, :class:`market_ingest.lake.actions.ActionsCache`)
+    are upserted into ``market.corporate_actions``, and when each symbol's were asked into
+    ``market.corporate_actions_checked`` (:meth:`~market_ingest.hooks.timescale.TimescaleHook.upsert_actions`:
+    a retry or a rerun writes nothing more).
+
     Once the load has committed, each of the task's ``outlets`` (the DAG gives it its
     :func:`~market_ingest.assets.bars_asset`) gets an Asset event whose ``extra`` says what came in:
     ``{"window": {"start", "end"} (ISO, UTC), "symbols": [loaded, sorted], "rows": n, "applied": m}``.
@@ -36,7 +42,8 @@ class TimescaleLoadOperator(SeriesOperator):
     :param lake: the lake publish task's :class:`~market_ingest.contracts.LakeResult` (templated).
     :param plan: the plan task's batches (templated): the run's window and symbols.
     :param extracts: the extract tasks' results (templated; mapped XCom): each symbol's outcome,
-        for the ledger (a symbol of a batch whose task did not succeed is ``failed``).
+        for the ledger (a symbol of a batch whose task did not succeed is ``failed``), and the
+        corporate-action objects each refreshed.
     :return: :class:`~market_ingest.contracts.LoadResult`.
     """
 
@@ -59,6 +66,9 @@ class TimescaleLoadOperator(SeriesOperator):
         with failing_fast():
             hook.check_schema()
         table = DATASETS[series.dataset].table
+        extracts = materialise(self.extracts)
+        with failing_fast():
+            actions = self._load_actions(hook, extracts)
         rows: Counter[str] = Counter()
         ledger = None
         if series.dataset.has_ledger and batches:
@@ -67,7 +77,7 @@ class TimescaleLoadOperator(SeriesOperator):
                 interval=self.interval,
                 settings=series.settings,
                 batches=batches,
-                extracts=materialise(self.extracts),
+                extracts=extracts,
                 run_id=context["run_id"],
                 lake_url=series.lake_url,
             )
@@ -91,6 +101,8 @@ class TimescaleLoadOperator(SeriesOperator):
             "rows_by_symbol": dict(rows),
             "hypertable": hook.is_hypertable(table),
         }
+        if actions is not None:
+            result["actions"] = actions
         if ledger:
             from market_ingest.anomalies import FLAGS
 
@@ -112,3 +124,45 @@ class TimescaleLoadOperator(SeriesOperator):
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = extra
         return result
+
+    def _load_actions(self, hook, extracts: list) -> int | None:
+        """Upsert the corporate-action objects the extract results list; ``None`` when they list none.
+
+        :return: actions inserted or changed.
+        :raises CorruptObjectError: an object is not Parquet of the action schema.
+        """
+        import pyarrow as pa
+
+        from market_ingest.actions import actions_table
+        from market_ingest.lake import lake_root
+        from market_ingest.lake.actions import read_actions
+
+        urls = sorted({url for result in extracts if result for url in result.get("actions") or []})
+        if not urls:
+            return None
+        tables, checked = [], {}
+        for url in urls:
+            found, checked_at = read_actions(lake_root(url))
+            tables.append(actions_table(found))
+            if checked_at is not None:
+                checked[_series_of(url)] = checked_at
+        applied = hook.upsert_actions(pa.concat_tables(tables), checked)
+        self.log.info("Upserted %d corporate actions from %d symbols' lake objects", applied, len(urls))
+        return applied
+
+
+def _series_of(url: str) -> tuple[str, str]:
+    """``(source, symbol)`` of a lake actions object's URL, from its ``source=`` and ``symbol=``
+    folders (:func:`market_ingest.lake.actions.actions_object`; the symbol URL-quoted), which also
+    name an object holding no action.
+
+    :raises CorruptObjectError: the URL has no such folders.
+    """
+    from urllib.parse import unquote
+
+    from market_ingest.errors import CorruptObjectError
+
+    parts = dict(p.split("=", 1) for p in url.split("/") if p.startswith(("source=", "symbol=")))
+    if set(parts) != {"source", "symbol"}:
+        raise CorruptObjectError("lake", f"{url} is not a corporate-actions object (no source= and symbol= folders)")
+    return parts["source"], unquote(parts["symbol"])

@@ -11,11 +11,14 @@ TimescaleHook``), as callers do:
 * :mod:`~market_ingest.hooks.timescale.statements`: which statement writes a load's rows into a
   table;
 * :mod:`~market_ingest.hooks.timescale.migrations`: :func:`apply_migrations`, :func:`latest_version`;
-* :mod:`~market_ingest.hooks.timescale.policies`: columnstore, retention and rollup refresh policies.
+* :mod:`~market_ingest.hooks.timescale.policies`: columnstore, retention and rollup refresh policies;
+* :mod:`~market_ingest.hooks.timescale.actions`: corporate actions upserted, bars stored before the
+  price basis converted to as traded (:class:`LegacyBasis`).
 """
 
 from __future__ import annotations
 
+from market_ingest.hooks.timescale.actions import LegacyBasis
 from market_ingest.hooks.timescale.hook import BARS_TABLE, DEFAULT_CONNECT_TIMEOUT, TimescaleHook
 from market_ingest.hooks.timescale.migrations import MIGRATIONS_DIR, apply_migrations, latest_version, migration_files
 from market_ingest.hooks.timescale.policies import ROLLUPS
@@ -23,6 +26,7 @@ from market_ingest.hooks.timescale.policies import ROLLUPS
 __all__ = [
     "BARS_TABLE",
     "DEFAULT_CONNECT_TIMEOUT",
+    "LegacyBasis",
     "MIGRATIONS_DIR",
     "ROLLUPS",
     "TimescaleHook",

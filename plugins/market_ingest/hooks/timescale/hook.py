@@ -2,16 +2,17 @@
 idempotent COPY-based upsert of bars (:meth:`TimescaleHook.upsert`).
 
 The migrations it applies are :mod:`~market_ingest.hooks.timescale.migrations`, the statements its
-upsert chooses from :mod:`~market_ingest.hooks.timescale.statements`, and the TimescaleDB policies
-it sets :mod:`~market_ingest.hooks.timescale.policies`.
+upsert chooses from :mod:`~market_ingest.hooks.timescale.statements`, the TimescaleDB policies
+it sets :mod:`~market_ingest.hooks.timescale.policies`, and the corporate actions it upserts and
+the bars it re-bases :mod:`~market_ingest.hooks.timescale.actions`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import closing
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 from market_ingest.contracts import Dataset
 from market_ingest.errors import ConfigurationError, SinkUnavailableError
-from market_ingest.hooks.timescale import policies
+from market_ingest.hooks.timescale import actions, policies
 from market_ingest.hooks.timescale.migrations import MIGRATIONS_DIR, apply_migrations, latest_version, migration_files
 from market_ingest.hooks.timescale.statements import apply_load
 
@@ -180,6 +181,36 @@ class TimescaleHook(PostgresHook):
         """
         with closing(self.get_conn()) as conn:
             return policies.refresh_rollups(conn, start, end)
+
+    def upsert_actions(self, table: pa.Table, checked: Mapping[tuple[str, str], datetime] | None = None) -> int:
+        """Upsert corporate actions into ``market.corporate_actions`` in one transaction, through a
+        new connection (:func:`~market_ingest.hooks.timescale.actions.upsert_actions`: the earliest
+        ``first_seen`` is kept, the other columns come from the later ``extracted_at``; a repeated
+        upsert writes nothing).
+
+        :param table: rows of :func:`market_ingest.actions.action_schema`.
+        :param checked: ``{(source, symbol): vendor clock}`` of the answers they come from, for
+            ``market.corporate_actions_checked``.
+        :return: actions inserted or changed.
+        """
+        with closing(self.get_conn()) as conn:
+            return actions.upsert_actions(conn, table, checked)
+
+    def rebase_bars(self, basis_of: Callable[[str, str], actions.LegacyBasis | None]) -> dict[str, dict]:
+        """Convert the bars stored before schema 2 (``price_basis`` NULL) to as traded, one series
+        per transaction, through a new connection
+        (:func:`~market_ingest.hooks.timescale.actions.rebase_bars` says what is converted and what
+        stays pending). Idempotent: a second call converts nothing.
+
+        :param basis_of: ``(source, symbol) -> LegacyBasis`` (``None``: the source's basis is
+            unknown, its rows stay NULL).
+        :return: ``{source: {"rebased", "pending", "pending_series"}}`` (empty when no row was NULL).
+        """
+        with closing(self.get_conn()) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+            tsdb = cur.fetchone() is not None
+            conn.commit()
+            return actions.rebase_bars(conn, basis_of, self.log, columnstore=tsdb)
 
     def load_bars(self, bars: pa.Table) -> int:
         """Upsert canonical bars into ``market.bars``; see :meth:`load`."""
