@@ -164,9 +164,29 @@ def test_the_setup_dags_compact_task_folds_a_legacy_lake_on_s3(services):
     for day, rows in lake.split_by_partition(legacy, "1h"):  # by date, as the earlier layout wrote 1d
         lake.write_parquet(rows, root / "source=yahoo" / "interval=1d" / f"date={day}" / "bars.parquet")
 
+    # NVDA as an earlier version stored it: Yahoo's answer of 2025-02-22, split-adjusted as of then
+    # (one more object in each month partition; other tests of the session may have published some
+    # of these bars as traded since, and a publish's newer extraction wins the fold).
+    from tests.unit.test_actions import daily_bars, on
+
+    for _, rows in lake.split_by_partition(daily_bars(NVDA_REC, "NVDA"), "1d"):
+        month = rows["time"][0].as_py().strftime("%Y-%m")
+        lake.write_parquet(rows, root / "source=yahoo" / "interval=1d" / f"month={month}" / "nvda-legacy.parquet")
+
     done = build_setup_dag(cfg).get_task("compact_lake").execute({})
-    assert done["yahoo/1d"] == {"objects_folded": 10, "rows_folded": 200, "partitions_written": 1}
-    assert sum(v["objects_folded"] for v in done.values()) == 10 and len(done) == len(cfg.dag_pairs()) + len(cfg.quote_sources())
+    assert done["yahoo/1d"]["objects_folded"] >= 10 + 12 and done["yahoo/1d"]["rows_folded"] >= 200 + 252
+    compacted = [k for k in done if not k.endswith("/rebase")]
+    assert len(compacted) == len(cfg.dag_pairs()) + len(cfg.quote_sources())
+    # Then the rows stored before the price basis: NVDA's actions were in no lake object, so the
+    # task asked Yahoo for them (the stand-in's whole-history NVDA events) and converted NVDA to as
+    # traded; the 20 made-up series Yahoo does not know stay unconverted and are named.
+    rebased = done["yahoo/rebase"]
+    assert rebased["rows_converted"] > 0 and rebased["rows_left"] == 200
+    assert rebased["symbols_lacking_actions"] == sorted(set(legacy["symbol"].to_pylist()))
+    nvda = lake.read_lake(root, "yahoo", "1d", *YEAR)
+    nvda = nvda.filter(pc.equal(nvda["symbol"], "NVDA"))
+    assert nvda.num_rows == 252 and set(nvda["price_basis"].to_pylist()) == {"as_traded"}
+    assert on(nvda, "2021-07-16")["close"] == pytest.approx(726.44, abs=0.01)
     s3 = services.boto3_client("s3")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="market-lake", Prefix="bars/source=yahoo/interval=1d/")["Contents"]]
     assert not [k for k in keys if "/date=1999-" in k] and "bars/source=yahoo/interval=1d/month=1999-01/bars.parquet" in keys

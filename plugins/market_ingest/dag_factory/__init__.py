@@ -18,6 +18,7 @@ from __future__ import annotations
 from market_ingest.dag_factory.arguments import (
     dag_test,
     deadline_alerts,
+    lake_rebase_arguments,
     rebase_arguments,
     retry_policy,
     setup_arguments,
@@ -50,6 +51,7 @@ __all__ = [
     "dag_test",
     "deadline_alerts",
     "describe",
+    "lake_rebase_arguments",
     "rebase_arguments",
     "retry_policy",
     "setup_arguments",

@@ -100,6 +100,7 @@ def rebase_arguments(cfg: PipelineConfig) -> dict:
 
     return {
         "timescale_conn_id": cfg.timescale.conn_id,
+        "lake_url": cfg.lake.url,
         "sources": {
             name: {
                 "split_adjusted": src.kind in LEGACY_SPLIT_ADJUSTED,
@@ -108,6 +109,17 @@ def rebase_arguments(cfg: PipelineConfig) -> dict:
             }
             for name, src in cfg.sources.items()
         },
+    }
+
+
+def lake_rebase_arguments(cfg: PipelineConfig) -> dict:
+    """``compact_lake``'s re-basing arguments: what each bars source's rows stored before schema 2
+    are (``split_adjusted`` for :data:`LEGACY_SPLIT_ADJUSTED` kinds, else ``as_traded``), and the
+    warehouse connection its hook is built with when it asks for missing actions."""
+    sources = sorted({s for s, _ in cfg.dag_pairs()})
+    return {
+        "rebase": {s: "split_adjusted" if cfg.sources[s].kind in LEGACY_SPLIT_ADJUSTED else "as_traded" for s in sources},
+        "timescale_conn_id": cfg.timescale.conn_id,
     }
 
 

@@ -20,6 +20,7 @@ from market_ingest.dag_factory.arguments import (
     _default_args,
     _params,
     deadline_alerts,
+    lake_rebase_arguments,
     rebase_arguments,
     setup_arguments,
     task_arguments,
@@ -203,10 +204,11 @@ def build_setup_dag(cfg: PipelineConfig) -> DAG:
             "`public.market_ingest_migrations`. Trigger it once after deploying or upgrading; ingestion tasks "
             "fail with a message naming this DAG while the schema is behind.\n\n"
             "`rebase_bars` then converts bars stored by versions before the price basis (`price_basis` NULL) to as "
-            "traded; it fails, naming them, while Yahoo series wait for their corporate actions (the next run of their "
-            "DAG asks): trigger this DAG again then.\n\n"
+            "traded, asking Yahoo for the corporate actions of the symbols it needs them for; it fails, naming them, "
+            "only for series it cannot convert (a source no longer configured, a symbol Yahoo no longer knows).\n\n"
             "`compact_lake` folds objects of earlier lake layouts (daily bars by date, several objects per "
-            "partition) into the current one: month partitions for daily bars, year for weekly and monthly."
+            "partition) into the current one: month partitions for daily bars, year for weekly and monthly; then "
+            "converts the lake's bars stored before the price basis the same way."
         ),
     ) as dag:
         migrate = WarehouseSetupOperator(task_id="migrate", **setup_arguments(cfg))
@@ -218,6 +220,7 @@ def build_setup_dag(cfg: PipelineConfig) -> DAG:
             pairs=[list(p) for p in cfg.dag_pairs()],
             quote_sources=cfg.quote_sources(),
             compression=cfg.lake.compression,
+            **lake_rebase_arguments(cfg),
         )
     return dag
 

@@ -3,6 +3,7 @@ stored before the price basis to as traded, and the lake's compaction."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -79,6 +80,10 @@ class RebaseBarsOperator(BaseOperator):
     no corporate actions and were never adjusted (:func:`legacy_basis`). Dates are in the
     exchange's timezone, from the symbol's market calendar.
 
+    Symbols whose actions were not asked since their rows' ingestion (the first trigger after an
+    upgrade: no DAG has asked yet) are asked here, once, through the lake's cache and upserted, and
+    their series converted in the same run.
+
     On a warehouse without such rows it only lists them (one scan per bar table) and changes
     nothing; run again, it converts nothing more.
 
@@ -86,6 +91,7 @@ class RebaseBarsOperator(BaseOperator):
     :param sources: ``{source: {"split_adjusted": bool, "market": configured market or None,
         "continuous": bool}}`` for every configured source
         (:func:`market_ingest.dag_factory.rebase_arguments`).
+    :param lake_url: the lake, where the actions asked are kept; ``None``: ask nothing.
     :return: ``{source: {"rebased": rows converted, "pending": rows left, "pending_series":
         {"<symbol> <interval>": rows}}}`` for each source that had such rows.
     :raises AirflowFailException: rows stay unconverted (their symbol's actions were not asked
@@ -93,10 +99,30 @@ class RebaseBarsOperator(BaseOperator):
         could be converted is committed first.
     """
 
-    def __init__(self, *, timescale_conn_id: str, sources: dict[str, dict[str, Any]], **kwargs) -> None:
+    def __init__(
+        self, *, timescale_conn_id: str, sources: dict[str, dict[str, Any]], lake_url: str | None = None, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.timescale_conn_id = timescale_conn_id
         self.sources = sources
+        self.lake_url = lake_url
+
+    def _ask_pending_actions(self, hook, done: dict[str, dict[str, Any]]) -> int:
+        """Ask the vendor for the corporate actions of the symbols whose split-adjusted rows wait
+        for them (:func:`ask_actions`) and upsert them; return how many symbols were asked."""
+        from market_ingest.operators.warehouse import upsert_action_objects
+
+        asked = 0
+        for source, counts in done.items():
+            info = self.sources.get(source)
+            symbols = sorted({series.split(" ", 1)[0] for series in counts.get("pending_series", {})})
+            if not info or not info.get("split_adjusted") or not symbols or not self.lake_url:
+                continue
+            refreshed = ask_actions(source, symbols, self.lake_url, self.timescale_conn_id, partial(_tz_of, info), self.log)
+            if refreshed:
+                upsert_action_objects(hook, refreshed)
+            asked += len(refreshed)
+        return asked
 
     def execute(self, context: Context) -> dict[str, Any]:
         from market_ingest.errors import RebasePendingError
@@ -105,7 +131,13 @@ class RebaseBarsOperator(BaseOperator):
         hook = TimescaleHook(timescale_conn_id=self.timescale_conn_id)
         with failing_fast():
             hook.check_schema()
-        done = hook.rebase_bars(lambda source, symbol: legacy_basis(self.sources.get(source), symbol))
+        basis = lambda source, symbol: legacy_basis(self.sources.get(source), symbol)  # noqa: E731
+        done = hook.rebase_bars(basis)
+        if self.lake_url and self._ask_pending_actions(hook, done):
+            again = hook.rebase_bars(basis)
+            for source, counts in again.items():
+                counts["rebased"] += done.get(source, {}).get("rebased", 0)
+            done = {**done, **again}
         for source, counts in done.items():
             self.log.info(
                 "%s: %d rows stored before schema 2 converted to as traded, %d pending",
@@ -135,6 +167,42 @@ class RebaseBarsOperator(BaseOperator):
         return done
 
 
+def ask_actions(source: str, symbols: list[str], lake_url: str, timescale_conn_id: str, tz_of, log) -> list[str]:
+    """Ask ``source``'s vendor for the corporate actions of ``symbols``, kept in the lake.
+
+    Through the lake's :class:`~market_ingest.lake.actions.ActionsCache`, so a symbol asked today
+    (by an ingestion DAG or an earlier call) is not asked again. A symbol the vendor cannot answer
+    for (unknown, delisted) is logged and skipped; throttling or the vendor being down raises (the
+    task's retry asks again).
+
+    :param tz_of: ``symbol -> IANA timezone`` of its exchange (dates "today" for the cache).
+    :return: the lake objects written (URLs), for the warehouse to upsert.
+    """
+    from datetime import datetime, timezone
+
+    from market_ingest.config import load_config
+    from market_ingest.errors import SymbolError
+    from market_ingest.lake import lake_root
+    from market_ingest.lake.actions import ActionsCache
+    from market_ingest.sources import bar_hook
+
+    client = bar_hook(source, load_config().sources[source], timescale_conn_id=timescale_conn_id)
+    cache = ActionsCache(lake_root(lake_url), source)
+    for symbol in symbols:
+        try:
+            cache.split_history(client, symbol, datetime.now(timezone.utc), tz_of(symbol))
+        except SymbolError as exc:
+            log.warning("%s:%s: corporate actions not asked: %s", source, symbol, exc.reason)
+    log.info("%s: asked the corporate actions of %d of %d symbols waiting for them", source, len(cache.refreshed), len(symbols))
+    return list(cache.refreshed)
+
+
+def _tz_of(source: dict[str, Any], symbol: str) -> str:
+    """The timezone that dates ``symbol``'s legacy rows (:func:`legacy_basis`), ``UTC`` when it has none."""
+    basis = legacy_basis(source, symbol)
+    return basis.tz if basis is not None and basis.split_adjusted else "UTC"
+
+
 def legacy_basis(source: dict[str, Any] | None, symbol: str):
     """What ``symbol``'s bars stored before schema 2 are, for :class:`RebaseBarsOperator`.
 
@@ -158,6 +226,13 @@ def legacy_basis(source: dict[str, Any] | None, symbol: str):
     return LegacyBasis(True, _market_tz(market))
 
 
+def _market_tz_of(symbol: str) -> str:
+    """The IANA timezone of ``symbol``'s market by its spelling (:func:`market_ingest.calendars.market_of`)."""
+    from market_ingest.calendars import market_of, market_timezone
+
+    return market_timezone(market_of(symbol))
+
+
 def _market_tz(market: str) -> str:
     """The IANA timezone of an exchange calendar (``XNYS`` -> ``America/New_York``)."""
     import exchange_calendars as xcals
@@ -179,7 +254,13 @@ class LakeCompactOperator(BaseOperator):
     :param pairs: ``[[source, interval], ...]`` of the bars DAGs.
     :param quote_sources: sources with quote snapshots.
     :param compression: Parquet compression of the objects rewritten.
-    :return: ``{"<source>/<interval or quotes>": {"objects_folded", "rows_folded", "partitions_written"}}``.
+    :param rebase: ``{source: what its bars stored before schema 2 are}`` (``split_adjusted`` for
+        Yahoo sources, else ``as_traded``): after compacting, :func:`market_ingest.lake.rebase_lake`
+        converts them to as traded; the symbols it cannot convert yet (no actions in the lake) are
+        asked of the vendor (:func:`ask_actions`, with ``timescale_conn_id`` for the hook) and
+        converted in the same run.
+    :return: ``{"<source>/<interval or quotes>": {"objects_folded", "rows_folded", "partitions_written"},
+        "<source>/rebase": rebase_lake's counts}``.
     """
 
     def __init__(
@@ -190,15 +271,19 @@ class LakeCompactOperator(BaseOperator):
         pairs: list[list[str]],
         quote_sources: list[str],
         compression: str = "zstd",
+        rebase: dict[str, str] | None = None,
+        timescale_conn_id: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.lake_url, self.quotes_url = lake_url, quotes_url
         self.pairs, self.quote_sources = pairs, quote_sources
         self.compression = compression
+        self.rebase = rebase or {}
+        self.timescale_conn_id = timescale_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from market_ingest.lake import check_lake, compact, lake_root
+        from market_ingest.lake import check_lake, compact, lake_root, rebase_lake
 
         bars, quotes = lake_root(self.lake_url), lake_root(self.quotes_url)
         with failing_fast():
@@ -217,4 +302,22 @@ class LakeCompactOperator(BaseOperator):
             len(done),
             sum(v["objects_folded"] for v in done.values()),
         )
+        for source, basis in self.rebase.items():
+            rebased = rebase_lake(bars, source, basis)
+            lacking = rebased["symbols_lacking_actions"]
+            conn_id = self.timescale_conn_id
+            asked = ask_actions(source, lacking, self.lake_url, conn_id, _market_tz_of, self.log) if lacking and conn_id else []
+            if asked and conn_id:
+                from market_ingest.hooks.timescale import TimescaleHook
+                from market_ingest.operators.warehouse import upsert_action_objects
+
+                upsert_action_objects(TimescaleHook(timescale_conn_id=conn_id), asked)
+                again = rebase_lake(bars, source, basis)
+                again["rows_converted"] += rebased["rows_converted"]
+                again["rows_labelled"] += rebased["rows_labelled"]
+                again["objects_written"] += rebased["objects_written"]
+                rebased = again
+            done[f"{source}/rebase"] = rebased
+            if rebased["objects_written"] or rebased["rows_left"]:
+                self.log.info("%s: bars stored before schema 2, re-based: %s", source, rebased)
         return done

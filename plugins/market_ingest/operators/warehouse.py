@@ -131,24 +131,35 @@ class TimescaleLoadOperator(SeriesOperator):
         :return: actions inserted or changed.
         :raises CorruptObjectError: an object is not Parquet of the action schema.
         """
-        import pyarrow as pa
-
-        from market_ingest.actions import actions_table
-        from market_ingest.lake import lake_root
-        from market_ingest.lake.actions import read_actions
-
         urls = sorted({url for result in extracts if result for url in result.get("actions") or []})
         if not urls:
             return None
-        tables, checked = [], {}
-        for url in urls:
-            found, checked_at = read_actions(lake_root(url))
-            tables.append(actions_table(found))
-            if checked_at is not None:
-                checked[_series_of(url)] = checked_at
-        applied = hook.upsert_actions(pa.concat_tables(tables), checked)
+        applied = upsert_action_objects(hook, urls)
         self.log.info("Upserted %d corporate actions from %d symbols' lake objects", applied, len(urls))
         return applied
+
+
+def upsert_action_objects(hook, urls: list[str]) -> int:
+    """Upsert the lake's corporate-action objects at ``urls`` into the warehouse of ``hook``
+    (:meth:`~market_ingest.hooks.timescale.TimescaleHook.upsert_actions`), with when each symbol's
+    were asked (the objects' ``checked_at``).
+
+    :return: actions inserted or changed.
+    :raises CorruptObjectError: an object is not Parquet of the action schema, or its URL names no series.
+    """
+    import pyarrow as pa
+
+    from market_ingest.actions import actions_table
+    from market_ingest.lake import lake_root
+    from market_ingest.lake.actions import read_actions
+
+    tables, checked = [], {}
+    for url in urls:
+        found, checked_at = read_actions(lake_root(url))
+        tables.append(actions_table(found))
+        if checked_at is not None:
+            checked[_series_of(url)] = checked_at
+    return hook.upsert_actions(pa.concat_tables(tables), checked)
 
 
 def _series_of(url: str) -> tuple[str, str]:
