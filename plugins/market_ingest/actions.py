@@ -54,7 +54,8 @@ def action_schema() -> pa.Schema:
     ``ratio``: splits only, new shares per old share. ``amount``: dividends and capital gains
     only, cash per share as traded on the ex-date, in ``currency`` (as the vendor states it:
     ``USD``, ``GBp``). ``first_seen``: the vendor's clock when this product first saw the action
-    (point-in-time reads: an action first seen after ``as_of`` is not applied); ``extracted_at``:
+    (point-in-time reads: an action first seen after ``as_of`` is not applied); the actions of a
+    symbol's first history answer are taken as known from their ex-date (00:00 UTC); ``extracted_at``:
     the latest answer that stated it.
     """
     import pyarrow as pa

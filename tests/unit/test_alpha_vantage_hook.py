@@ -393,6 +393,10 @@ def test_an_alpha_vantage_source_keeping_actions_refreshes_them_once_a_day_and_n
     assert ibm.status == "ok" and store.taken == 3 and bars.num_rows == 5
     kept, checked = read_actions(actions_object(root, "alpha_vantage", "IBM"))
     assert len(kept) == 110 and checked is not None and cache.refreshed and not cache.new  # a first history is not news
+    # The market knew IBM's 1999 split long before this first answer: a point-in-time read of
+    # 2000 must apply it, so a first history's actions are known from their ex-date.
+    split_1999 = next(a for a in kept if a.kind == "split" and a.ex_date == date(1999, 5, 27))
+    assert split_1999.first_seen == datetime(1999, 5, 27, tzinfo=UTC) and split_1999.extracted_at == checked
     AlphaVantageHook(quota=store).fetch_bars(
         ["IBM"], "1d", WINDOW, NOW, split_histories=ActionsCache(root, "alpha_vantage"), keep_actions=True
     )

@@ -97,7 +97,8 @@ class ActionsCache:
         today = local_date(now, tz)
         if checked is None or local_date(checked, tz) < today:
             answer = client.corporate_actions(symbol)
-            known, new = merge_actions(known, answer.actions)
+            answered = answer.actions if checked is not None else [_known_by_ex_date(a) for a in answer.actions]
+            known, new = merge_actions(known, answered)
             write_actions(path, known, answer.now)
             with self._lock:
                 self.refreshed.append(str(path))
@@ -106,6 +107,22 @@ class ActionsCache:
             if new and checked is not None:
                 log.info("%s:%s: %d corporate actions first seen: %s", self.source, symbol, len(new), _listed(new))
         return SplitHistory.of(known, today)
+
+
+def _known_by_ex_date(action: CorporateAction) -> CorporateAction:
+    """``action`` from a symbol's first history, taken as known from its ex-date (00:00 UTC).
+
+    A symbol's first answer states its whole past, which the market knew long before this product
+    asked: stamping those actions with the answer's clock would leave every historical split out
+    of a point-in-time read (``as_of``) before the deployment. Actions first seen later keep the
+    clock of the answer that stated them.
+    """
+    from dataclasses import replace
+    from datetime import timezone
+
+    start = datetime(action.ex_date.year, action.ex_date.month, action.ex_date.day, tzinfo=timezone.utc)
+    seen = action.first_seen
+    return replace(action, first_seen=start if seen is None or start < seen else seen)
 
 
 def _listed(actions: list[CorporateAction], most: int = 5) -> str:
