@@ -13,9 +13,9 @@ asked for, against the ``trailing_bars`` stored bars before each bar (:class:`~m
 * ``volume_spike``: the volume is more than ``volume_z`` standard deviations above the trailing mean.
 
 Bars are stored as traded, so a split moves the close by its ratio: returns, the unit check and
-volumes are computed across a split on one basis, by the ``split_ratio`` daily bars carry on
-their ex-date (the products of the ratios so far). Intraday bars carry none: the first bar of an
-ex-date can be flagged ``return_outlier`` (it is a split, not an error; the actions table says so).
+volumes are computed across a split on one basis, by the symbol's splits in
+``market.corporate_actions`` (the load upserts its run's actions before its bars). A bar is
+dated by its UTC date when daily or longer, else in its exchange's timezone (``tzs``).
 
 The bar a unit error hits, and the bar after it, are both flagged (each differs 100x from its
 previous close). One SQL statement with window functions computes them; a rerun replaces the
@@ -24,6 +24,7 @@ flags of its span, so a corrected bar loses its flag.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -35,12 +36,16 @@ _BAR_SPAN = {"1d": timedelta(days=1), "1wk": timedelta(days=7), "1mo": timedelta
 
 _SQL = """
 WITH k AS (
-    SELECT * FROM unnest(%(symbols)s::text[], %(starts)s::timestamptz[], %(ends)s::timestamptz[]) AS k(symbol, f, u)
+    SELECT * FROM unnest(%(symbols)s::text[], %(starts)s::timestamptz[], %(ends)s::timestamptz[], %(tzs)s::text[])
+        AS k(symbol, f, u, tz)
 ), a AS (
-    -- m: the product of the split ratios stated so far in the span (daily bars carry split_ratio
-    -- on the ex-date): close * m and volume / m are on one basis across a split.
+    -- m: the product of the ratios of the symbol's splits (market.corporate_actions) up to the
+    -- bar's date (exchange-local for intraday bars): close * m and volume / m are on one basis
+    -- across a split. Bars are stored as traded, so a split is a jump by its ratio otherwise.
     SELECT b.symbol, b.time, b.close, b.volume, k.f, k.u,
-           exp(sum(ln(COALESCE(NULLIF(b.split_ratio, 0), 1))) OVER (PARTITION BY b.symbol ORDER BY b.time)) AS m
+           COALESCE((SELECT exp(sum(ln(c.ratio))) FROM market.corporate_actions c
+                     WHERE c.source = %(source)s AND c.symbol = b.symbol AND c.kind = 'split' AND c.ratio > 0
+                       AND c.ex_date <= (b.time AT TIME ZONE k.tz)::date), 1) AS m
     FROM k JOIN {table} b ON b.source = %(source)s AND b.symbol = k.symbol
         AND b.time >= k.f - %(reach)s::interval AND b.time < k.u
 ), s AS (
@@ -78,7 +83,17 @@ WHERE detail IS NOT NULL AND time >= f AND time < u
 """
 
 
-def flag(cur, *, source: str, interval: str, table: str, spans: list[tuple[str, Any, Any]], settings, run_id: str) -> list[dict]:
+def flag(
+    cur,
+    *,
+    source: str,
+    interval: str,
+    table: str,
+    spans: list[tuple[str, Any, Any]],
+    settings,
+    run_id: str,
+    tz_of: Callable[[str], str] | None = None,
+) -> list[dict]:
     """Flag the bars of ``spans`` in ``table``, replacing their earlier flags, on the load's cursor.
 
     :param cur: a psycopg cursor in the transaction that wrote the bars.
@@ -86,15 +101,19 @@ def flag(cur, *, source: str, interval: str, table: str, spans: list[tuple[str, 
     :param spans: ``[(symbol, start, end)]`` (UTC, end exclusive): what the run asked for.
     :param settings: the source's :class:`~market_ingest.config.AnomalyConfig`.
     :param run_id: the run, written with each flag.
+    :param tz_of: ``symbol -> its exchange's IANA timezone``, dating intraday bars against split
+        ex-dates; ``None``: UTC. Daily and longer bars are dated by their UTC date whatever it says.
     :return: the flags written: ``[{"symbol", "time", "flag", "detail"}]`` by symbol and time.
     """
     from psycopg import sql
 
-    from market_ingest.intervals import INTERVAL_LENGTH
+    from market_ingest.intervals import INTERVAL_LENGTH, INTRADAY_INTERVALS
 
     if not spans or not settings.enabled:
         return []
     symbols, starts, ends = (list(x) for x in zip(*spans, strict=True))
+    intraday = interval in INTRADAY_INTERVALS
+    tzs = [tz_of(s) if tz_of and intraday else "UTC" for s in symbols]
     cur.execute(
         "DELETE FROM market.bar_flags f USING unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) AS k(symbol, s, e) "
         "WHERE f.source = %s AND f.interval = %s AND f.symbol = k.symbol AND f.time >= k.s AND f.time < k.e",
@@ -108,6 +127,7 @@ def flag(cur, *, source: str, interval: str, table: str, spans: list[tuple[str, 
             "symbols": symbols,
             "starts": starts,
             "ends": ends,
+            "tzs": tzs,
             "source": source,
             "reach": reach,
             "trailing": settings.trailing_bars,

@@ -56,9 +56,10 @@ def planned_requests(
 
     Bars: the per-symbol figure of the source's kind (its vendor module's ``planned_requests``;
     Yahoo: pieces of the window within its lookback; Alpha Vantage: months of an old intraday
-    window, else one; ccxt: pages of the exchange's per-request maximum), plus the kind's
-    corporate-actions requests when the source keeps them (``actions_requests``: Yahoo one, Alpha
-    Vantage two; asked at most once a day, so an upper bound), times the symbols. Quotes: one request per symbol (kinds with ``quote_request_per_symbol``: Alpha Vantage
+    window, else one; ccxt: pages of the exchange's per-request maximum) times the symbols. Not
+    counted: the corporate-actions requests (``SourceKind.actions_requests``: Yahoo one, Alpha
+    Vantage two when the source keeps them), asked at most once per symbol and day whatever the
+    runs, so a repair's or a manual run's budget stays a budget of bar requests. Quotes: one request per symbol (kinds with ``quote_request_per_symbol``: Alpha Vantage
     ``GLOBAL_QUOTE``) or one per batch (ccxt ``fetch_tickers``). Builds no hook and no client and
     makes no request; ccxt's class is read for its page size.
 
@@ -67,5 +68,4 @@ def planned_requests(
     if dataset is Dataset.QUOTES:
         size = (src.quotes.batch_size if src.quotes else None) or src.batch_size
         return len(symbols) if kind(src.kind).quote_request_per_symbol else math.ceil(len(symbols) / size)
-    of = kind(src.kind)
-    return len(symbols) * (of.planned_requests(src, interval, window, now) + (of.actions_requests if src.actions_enabled else 0))
+    return len(symbols) * kind(src.kind).planned_requests(src, interval, window, now)

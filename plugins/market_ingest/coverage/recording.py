@@ -237,7 +237,18 @@ def record_run(
         from market_ingest.anomalies import flag
 
         spans = [(a.symbol, a.start, min(a.end, now)) for a in runs if a.start < min(a.end, now)]
-        flags = flag(cur, source=source, interval=interval, table=table, spans=spans, settings=src.anomalies, run_id=run_id)
+        from market_ingest.calendars import market_timezone
+
+        flags = flag(
+            cur,
+            source=source,
+            interval=interval,
+            table=table,
+            spans=spans,
+            settings=src.anomalies,
+            run_id=run_id,
+            tz_of=lambda symbol: market_timezone(src.market_of(symbol)),
+        )
     per_day: dict[tuple[str, date], set] = defaultdict(set)
     for f in flags:
         per_day[f["symbol"], f["time"].astimezone(UTC).date()].add(f["time"])
