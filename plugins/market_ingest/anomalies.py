@@ -38,23 +38,31 @@ _SQL = """
 WITH k AS (
     SELECT * FROM unnest(%(symbols)s::text[], %(starts)s::timestamptz[], %(ends)s::timestamptz[], %(tzs)s::text[])
         AS k(symbol, f, u, tz)
-), a AS (
-    -- m: the product of the ratios of the symbol's splits (market.corporate_actions) up to the
-    -- bar's date (exchange-local for intraday bars): close * m and volume / m are on one basis
-    -- across a split. Bars are stored as traded, so a split is a jump by its ratio otherwise.
-    SELECT b.symbol, b.time, b.close, b.volume, k.f, k.u,
-           COALESCE((SELECT exp(sum(ln(c.ratio))) FROM market.corporate_actions c
-                     WHERE c.source = %(source)s AND c.symbol = b.symbol AND c.kind = 'split' AND c.ratio > 0
-                       AND c.ex_date <= (b.time AT TIME ZONE k.tz)::date), 1) AS m
+), b0 AS (
+    SELECT b.symbol, b.time, b.close, b.volume, k.f, k.u, (b.time AT TIME ZONE k.tz)::date AS d
     FROM k JOIN {table} b ON b.source = %(source)s AND b.symbol = k.symbol
         AND b.time >= k.f - %(reach)s::interval AND b.time < k.u
+), e AS (
+    -- The symbols' splits (market.corporate_actions) as rows among the bars: a running sum of
+    -- ln(ratio) over both, ordered by date with a split before the bars of its ex-date, gives each
+    -- bar m, the product of the ratios up to its date. close * m and volume / m are then on one
+    -- basis across a split (bars are stored as traded: otherwise a split is a jump by its ratio).
+    SELECT symbol, time, close, volume, f, u, d, 1 AS bar, 0.0::float8 AS lr FROM b0
+    UNION ALL
+    SELECT c.symbol, NULL, NULL, NULL, NULL, NULL, c.ex_date, 0, ln(c.ratio)
+    FROM market.corporate_actions c
+    WHERE c.source = %(source)s AND c.kind = 'split' AND c.ratio > 0 AND c.symbol = ANY(%(symbols)s::text[])
+), a AS (
+    SELECT symbol, time, close, volume, f, u,
+           exp(sum(lr) OVER (PARTITION BY symbol ORDER BY d, bar, time ROWS UNBOUNDED PRECEDING)) AS m, bar
+    FROM e
 ), s AS (
     SELECT symbol, time, close, volume / m AS volume, f, u, m,
            lag(close) OVER w AS prev_close,
            ln(close * m / NULLIF(lag(close * m) OVER w, 0)) AS r,
            close * m / NULLIF(lag(close * m) OVER w, 0) AS step,
            CASE WHEN close = lag(close) OVER w THEN 0 ELSE 1 END AS changed
-    FROM a
+    FROM a WHERE bar = 1
     WINDOW w AS (PARTITION BY symbol ORDER BY time)
 ), g AS (
     SELECT *, sum(changed) OVER (PARTITION BY symbol ORDER BY time) AS close_run FROM s
