@@ -16,6 +16,10 @@ see"), then flags anomalies over the span with one window-function statement
    with ``--reprocess-behavior completed``);
 4. **flags alone**: ``anomalies.flag`` over the same spans (rolled back).
 
+``--actions``: each symbol also has corporate actions in ``market.corporate_actions`` (a 2:1
+split every two years and a quarterly dividend over the window): the anomaly checks put every
+split on one basis (a running product of the ratios), so this measures what they cost.
+
 Each of 2..4 runs ``--repeat`` times in its own transaction, rolled back except the first run's
 first try; the median is reported. Prints ledger rows, seconds and rows per second; appends
 them with the command line to bench/RESULTS.md.
@@ -73,6 +77,7 @@ def main() -> int:
     parser.add_argument("--symbols", type=int, default=280)
     parser.add_argument("--years", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--actions", action="store_true", help="splits and dividends for every symbol (see above)")
     args = parser.parse_args()
     from demo.services import unwind_on_signals
 
@@ -110,6 +115,18 @@ def main() -> int:
         t0 = time.perf_counter()
         TimescaleHook().upsert(bars.to_batches(max_chunksize=65_536), "bars")
         load_s = time.perf_counter() - t0
+        actions = 0
+        if args.actions:
+            with psycopg.connect(conninfo) as conn:
+                actions = conn.execute(
+                    "INSERT INTO market.corporate_actions (source, symbol, ex_date, kind, ratio, amount, currency, first_seen, "
+                    "extracted_at) SELECT 'yahoo', 'S' || lpad(s::text, 3, '0'), d::date, k, "
+                    "CASE WHEN k = 'split' THEN 2.0 END, CASE WHEN k = 'dividend' THEN 0.25 END, 'USD', d, d "
+                    "FROM generate_series(0, %s - 1) AS s, "
+                    "LATERAL (SELECT d, 'dividend' AS k FROM generate_series(%s::timestamptz, %s, interval '3 months') AS d "
+                    "UNION ALL SELECT d, 'split' FROM generate_series(%s::timestamptz, %s, interval '2 years') AS d) AS a",
+                    (args.symbols, first, end, first, end),
+                ).rowcount
 
         def timed(step, commit: bool = False) -> tuple[float, int]:
             with psycopg.connect(conninfo) as conn, conn.cursor() as cur:
@@ -147,7 +164,7 @@ def main() -> int:
     flag_s, flagged = statistics.median(s for s, _ in flag_runs), flag_runs[0][1]
     lines = [
         f"- {args.warehouse}: {args.symbols} symbols x {args.years} years of 1d bars = {bars.num_rows:,} bars "
-        f"(load {load_s:.1f} s, {bars.num_rows / load_s:,.0f} bars/s)",
+        f"(load {load_s:.1f} s, {bars.num_rows / load_s:,.0f} bars/s); {actions:,} corporate actions",
         f"- ledger + flags, first run: {rows:,} ledger rows in {first_s:.1f} s ({rows / first_s:,.0f} rows/s); states {states}",
         f"- ledger + flags, rerun over stored rows: median {statistics.median(rerun):.1f} s of {args.repeat} "
         f"({rows / statistics.median(rerun):,.0f} rows/s)",
