@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-fast test-3.12 install-3.12 test-mwaa-versions mwaa lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger install lock recordings record standin universes pools clean
+.PHONY: demo test test-fast test-3.12 install-3.12 test-mwaa-versions mwaa lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger bench-rebase install lock recordings record standin universes pools clean
 
 demo: $(STAMP)  ## runs and a backfill under airflow standalone into PostgreSQL, S3 and Kinesis (LIVE=1: live APIs)
 	$(PY) demo/run_demo.py $(if $(LIVE),--live,)
@@ -38,6 +38,9 @@ bench-load: $(STAMP)  ## 1,000,000 bars: the load against a server-side COPY, on
 
 bench-ledger: $(STAMP)  ## the coverage ledger and anomaly flags of a 280-symbol, 5-year daily run (BENCH_ARGS="--warehouse timescaledb"); appends to bench/RESULTS.md
 	$(PY) bench/ledger.py $(BENCH_ARGS)
+
+bench-rebase: $(STAMP)  ## 1,000,000 bars stored before the price basis re-based to as traded (BENCH_ARGS="--warehouse timescaledb --columnstore"); appends to bench/RESULTS.md
+	$(PY) bench/rebase.py $(BENCH_ARGS)
 
 bench-query: $(STAMP)  ## one-symbol queries over 200 symbols (25 years 1d, a month of 1m) on TimescaleDB, per layout; appends to bench/RESULTS.md
 	$(PY) bench/query.py $(BENCH_ARGS)
