@@ -231,11 +231,14 @@ class YahooFinanceHook(SharedExtract, BaseHook):
 
         if getattr(self, "_session", None) is None:
             self._yf, self._session = self._yfinance()
+        from yfinance.data import YfData
+
         session = self._session
         url = self.endpoint()[0] + symbol
         period2 = int(((session.clock or datetime.now(timezone.utc)) + timedelta(days=2)).timestamp())
         try:
-            response = session.get(url, params={**EVENTS_PARAMS, "period2": str(period2)}, timeout=30)
+            # yfinance's own client (its cookie, crumb and consent handling), as Ticker.history asks.
+            response = YfData(session=session).get(url, params={**EVENTS_PARAMS, "period2": str(period2)}, timeout=30)
         except Exception as exc:
             if _is_network_error(exc):
                 raise VendorUnavailableError(self.source, without_queries(f"{type(exc).__name__}: {exc}"), symbol) from exc
