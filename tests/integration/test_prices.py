@@ -408,3 +408,64 @@ def test_the_load_task_upserts_the_actions_its_run_refreshed_once(services):
         [("NVDA", d, SPLIT, r, _seen(d), later) for d, r in NVDA_SPLITS],  # first seen as before
         [("EURUSD=X", RECORDED), ("NVDA", later)],
     )
+
+
+def test_a_split_first_seen_by_a_run_is_announced_loaded_and_changes_no_stored_bar(services):
+    """The lake holds NVDA's actions as a run of 2024-06-09 kept them: everything Yahoo states up to
+    then. The next run asks Yahoo again (its whole history of events, dated 2025-02-22) and sees the
+    10:1 split of 2024-06-10 (and three later dividends) first: the report names them, one
+    ``corporate_actions_first_seen`` event carries them, ``market.corporate_actions`` holds them
+    first seen at Yahoo's clock while the earlier actions keep theirs; the bars are as traded."""
+    from demo.services import read_stream
+    from market_ingest.config import load_config
+    from market_ingest.hooks.yahoo import YahooFinanceHook
+    from market_ingest.lake import lake_root
+    from market_ingest.lake.actions import actions_object, write_actions
+    from tests.faults.support import context, run_tasks
+
+    earlier = datetime(2024, 6, 9, 21, tzinfo=UTC)
+    stated = YahooFinanceHook().corporate_actions("NVDA").actions
+    known = [
+        CorporateAction(**{**a.__dict__, "first_seen": earlier, "extracted_at": earlier})
+        for a in stated
+        if a.ex_date < date(2024, 6, 10)
+    ]
+    root = lake_root(load_config().lake.url)
+    write_actions(actions_object(root, "yahoo", "NVDA"), known, earlier)
+    # The warehouse as that run left it (the session's other runs of NVDA loaded its actions too).
+    with closing(psycopg.connect(services.pg_conninfo())) as conn:
+        conn.execute("DELETE FROM market.corporate_actions WHERE source = 'yahoo' AND symbol = 'NVDA'")
+        conn.commit()
+    TimescaleHook().upsert_actions(actions_table(known), {("yahoo", "NVDA"): earlier})
+
+    run_id = "manual__nvda_split_first_seen"
+    start, end = datetime(2021, 7, 19, tzinfo=UTC), datetime(2021, 7, 24, tzinfo=UTC)
+    done = run_tasks(
+        context(run_id, {"symbols": ["NVDA"], "start": start.isoformat(), "end": end.isoformat()}, start, end),
+        "yahoo",
+        "1d",
+        report=True,
+    )
+
+    new = done["extracts"][0]["new_actions"]
+    assert {"symbol": "NVDA", "kind": SPLIT, "ex_date": "2024-06-10", "ratio": 10.0, "amount": None, "currency": None} in new
+    assert sorted(a["ex_date"] for a in new) == ["2024-06-10", "2024-06-11", "2024-09-12", "2024-12-05"]
+    assert any(
+        n.startswith("4 corporate actions first seen by yahoo: NVDA split 2024-06-10 10.0") for n in done["report"]["notices"]
+    )
+    (event,) = [e for e in read_stream(services, "market-events") if e["run_id"] == run_id]
+    assert event["event"] == "corporate_actions_first_seen" and event["detail"]["actions"] == new
+    with closing(psycopg.connect(services.pg_conninfo())) as conn:
+        seen = dict(
+            conn.execute(
+                "SELECT ex_date::text, first_seen FROM market.corporate_actions WHERE source = 'yahoo' AND symbol = 'NVDA' AND kind = 'split'"
+            ).fetchall()
+        )
+        closes = dict(
+            conn.execute(
+                "SELECT time::date::text, close FROM market.bars_1d WHERE source = 'yahoo' AND symbol = 'NVDA' "
+                "AND time IN ('2021-07-19', '2021-07-20')"
+            ).fetchall()
+        )
+    assert seen["2024-06-10"] == RECORDED and seen["2021-07-20"] == earlier
+    assert closes["2021-07-19"] == pytest.approx(751.19, abs=0.01) and closes["2021-07-20"] == pytest.approx(186.12, abs=0.01)
