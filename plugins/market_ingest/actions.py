@@ -147,9 +147,9 @@ def to_as_traded(bars: pa.Table, history: SplitHistory, tz: str | None) -> pa.Ta
     import pyarrow as pa
 
     if bars.num_rows == 0 or not len(history):
-        return _with_basis(bars, AS_TRADED)
+        return with_basis(bars, AS_TRADED)
     factors = pa.array([history.factor(d) for d in bar_days(bars, tz)], pa.float64())
-    return _with_basis(rescaled(bars, factors), AS_TRADED)
+    return with_basis(rescaled(bars, factors), AS_TRADED)
 
 
 def bar_days(bars: pa.Table, tz: str | None) -> list[date]:
@@ -199,7 +199,8 @@ def rescaled(bars: pa.Table, per_share: pa.Array, cash: pa.Array | None = None) 
     return out
 
 
-def _with_basis(bars: pa.Table, basis: str) -> pa.Table:
+def with_basis(bars: pa.Table, basis: str) -> pa.Table:
+    """``bars`` with ``price_basis`` set to ``basis`` on every row (the column added when missing)."""
     import pyarrow as pa
 
     column = pa.array([basis] * bars.num_rows, pa.string())
@@ -289,7 +290,7 @@ def adjust_bars(
     if adjust not in ADJUSTMENTS:
         raise ValueError(f"adjust={adjust!r}: use one of {', '.join(ADJUSTMENTS)}")
     if bars.num_rows == 0:
-        return Adjusted(_with_basis(bars, ADJUSTMENTS[adjust]), [])
+        return Adjusted(with_basis(bars, ADJUSTMENTS[adjust]), [])
     series = {c: pc.unique(bars[c]).to_pylist() for c in ("source", "symbol", "interval")}
     if any(len(v) > 1 for v in series.values()):
         raise ValueError(f"adjust_bars takes one series; the bars hold {series}")
@@ -310,7 +311,7 @@ def adjust_bars(
     splits = SplitHistory.of(known, date.max)
     per_share = pa.array([1.0 / splits.factor(d) for d in days], pa.float64())
     if adjust == "split":
-        return Adjusted(_with_basis(rescaled(bars, per_share), ADJUSTMENTS[adjust]), [])
+        return Adjusted(with_basis(rescaled(bars, per_share), ADJUSTMENTS[adjust]), [])
 
     closes = bars["close"].to_pylist()
     order = sorted(range(len(days)), key=days.__getitem__)
@@ -335,7 +336,7 @@ def adjust_bars(
         factors.append((a.ex_date, factor))
     cash = SplitHistory(tuple(factors), date.max)  # the same cumulative product, of cash factors
     cash_factors = pa.array([cash.factor(d) for d in days], pa.float64())
-    return Adjusted(_with_basis(rescaled(bars, per_share, cash_factors), ADJUSTMENTS[adjust]), skipped)
+    return Adjusted(with_basis(rescaled(bars, per_share, cash_factors), ADJUSTMENTS[adjust]), skipped)
 
 
 def actions_table(actions: Iterable[CorporateAction]) -> pa.Table:

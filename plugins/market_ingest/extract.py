@@ -33,11 +33,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from market_ingest import outcomes
-from market_ingest.actions import AS_TRADED, SPLIT_ADJUSTED, AskEveryTime, SplitHistories, SplitHistory
+from market_ingest.actions import AS_TRADED, SPLIT_ADJUSTED, AskEveryTime, SplitHistories
 from market_ingest.errors import ConfigurationError, MarketDataError, QuotaExhaustedError, SymbolError
 from market_ingest.intervals import INTRADAY_INTERVALS, Window, validate_interval
 
@@ -217,7 +217,7 @@ def extract_bars(
     """
     import pyarrow as pa
 
-    from market_ingest.actions import bar_days, to_as_traded
+    from market_ingest.actions import bar_days, to_as_traded, with_basis
     from market_ingest.quality import clean_bars, find_gaps
     from market_ingest.schema import conform, empty_bars
 
@@ -237,7 +237,7 @@ def extract_bars(
         elif answer.basis != AS_TRADED:
             raise ConfigurationError(client.source, f"the vendor's price basis {answer.basis!r} cannot be converted to as traded")
         else:
-            answer.table = to_as_traded(answer.table, _NO_SPLITS, None)  # states the basis on every row
+            answer.table = with_basis(answer.table, AS_TRADED)
             if keep_actions and answer.table.num_rows:
                 # As-traded bars need no history; the actions are kept for adjusted reads. Failing to
                 # refresh them costs the symbol nothing: its bars are right, and tomorrow asks again.
@@ -341,8 +341,6 @@ class SharedExtract:
             keep_actions=keep_actions,
         )
 
-
-_NO_SPLITS = SplitHistory((), date.min)
 
 #: The outcome note of a symbol whose vendor stamps bars by their end (``bar_stamp: end``).
 END_NOTE = "bar_stamp end: the vendor's times are bar ends, moved back one interval to bar opens"

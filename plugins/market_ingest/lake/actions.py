@@ -52,8 +52,9 @@ def read_actions(path: ObjectStoragePath) -> tuple[list[CorporateAction], dateti
     if not path.exists():
         return [], None
     with path.open("rb") as fh, _decoding(str(path)):
-        table = pq.read_table(fh, schema=action_schema())
-        checked = (pq.read_schema(fh).metadata or {}).get(b"checked_at")
+        parquet = pq.ParquetFile(fh)  # one footer read: the rows and the stamp
+        checked = (parquet.schema_arrow.metadata or {}).get(b"checked_at")
+        table = parquet.read().select(action_schema().names).cast(action_schema())
     return actions_of(table), datetime.fromisoformat(checked.decode()) if checked else None
 
 
