@@ -76,7 +76,7 @@ class RebaseBarsOperator(BaseOperator):
     ``as_traded`` unchanged; rows of a source whose vendor sent split-adjusted ones (Yahoo) are
     multiplied back by the splits of ``market.corporate_actions`` between the bar and its
     ingestion, once the symbol's actions were asked since (the ingestion DAGs ask for every
-    equity they extract, once a day). Yahoo's currencies, crypto pairs, futures and indexes have
+    equity they extract, once a day; this task asks for the others). Yahoo's currencies, crypto pairs, futures and indexes have
     no corporate actions and were never adjusted (:func:`legacy_basis`). Dates are in the
     exchange's timezone, from the symbol's market calendar.
 
@@ -94,9 +94,9 @@ class RebaseBarsOperator(BaseOperator):
     :param lake_url: the lake, where the actions asked are kept; ``None``: ask nothing.
     :return: ``{source: {"rebased": rows converted, "pending": rows left, "pending_series":
         {"<symbol> <interval>": rows}}}`` for each source that had such rows.
-    :raises AirflowFailException: rows stay unconverted (their symbol's actions were not asked
-        yet, or their source is not configured), naming the series and what converts them; what
-        could be converted is committed first.
+    :raises AirflowFailException: rows stay unconverted (Yahoo could not answer for their
+        symbol's actions, or their source is not configured), naming the series and what to do;
+        what could be converted is committed first.
     """
 
     def __init__(
@@ -154,8 +154,9 @@ class RebaseBarsOperator(BaseOperator):
                 raise RebasePendingError(
                     "timescale",
                     f"{sum(n for _, _, n in pending)} bars stored before schema 2 are not converted to as traded yet: {shown}{more}. "
-                    "A Yahoo series is converted once its symbol's corporate actions were asked (every run of its DAG asks, "
-                    "once a day): trigger market_setup again after the next run of each Yahoo DAG"
+                    "A Yahoo series is converted once its symbol's corporate actions were asked; this task asked Yahoo for "
+                    "them and it could not answer for these symbols (see the log: unknown or delisted), so their rows keep "
+                    "the basis they were stored on: delete them, or trigger market_setup again if Yahoo was only unreachable"
                     + (
                         f"; sources not in the pipeline config ({', '.join(unconfigured)}) have no known basis: convert them with "
                         "SELECT market.rebase_bars(interval, source, symbol, split_adjusted) or delete them"
