@@ -17,6 +17,7 @@ retries and the translation of yfinance's errors. yfinance facts (yfinance 1.7 s
 
 from __future__ import annotations
 
+import os
 import tempfile
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
@@ -61,6 +62,38 @@ if TYPE_CHECKING:
 # yfinance reports an unknown or delisted symbol either as the 404 of its quoteSummary fallback or,
 # after two such fallbacks in one process (a module-level counter), as YFTzMissingError.
 UNKNOWN_REASON = "Yahoo does not know the symbol or it is delisted"
+
+
+#: ``(pid, folder)``: the yfinance cache folder of this process (:func:`_process_cache_dir`).
+_cache_dir: tuple[int, str] | None = None
+
+
+def _process_cache_dir(yf) -> str:
+    """The private folder of yfinance's caches (timezones, cookies: SQLite files) for this
+    process: made on first use, removed when the process exits. :return: the folder.
+
+    Before, each batch made one with ``mkdtemp`` and none was ever removed: a long-lived Celery
+    worker (each task a process of its own) filled its ``/tmp``. A new folder per batch bought
+    nothing: yfinance opens its cache databases once per process and keeps using the first
+    location (``set_tz_cache_location`` closes the database, but the cache object stays bound to
+    it). Airflow's task processes run only the exit handlers registered after their fork, hence
+    one registration per process; a folder inherited from a forked parent is the parent's.
+    """
+    global _cache_dir
+    import atexit
+
+    if _cache_dir is None or _cache_dir[0] != os.getpid():
+        _cache_dir = (os.getpid(), tempfile.mkdtemp(prefix="yfinance-cache-"))
+        yf.set_tz_cache_location(_cache_dir[1])
+        atexit.register(_remove_cache_dir)
+    return _cache_dir[1]
+
+
+def _remove_cache_dir() -> None:
+    if _cache_dir is not None and _cache_dir[0] == os.getpid():
+        import shutil
+
+        shutil.rmtree(_cache_dir[1], ignore_errors=True)
 
 
 class YahooFinanceHook(SharedExtract, BaseHook):
@@ -311,8 +344,8 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         from yfinance.data import YfData
 
         YfData.cache_get.cache_clear()
-        # A private cache per process: no cookie or timezone state leaks between runs and users.
-        yf.set_tz_cache_location(tempfile.mkdtemp(prefix="yfinance-cache-"))
+        # A private cache per process: no cookie or timezone state leaks between users of a machine.
+        _process_cache_dir(yf)
         # yfinance opens these SQLite caches (timezones, cookies) on first use and switches each new
         # file to WAL. First opened from the symbols' threads at once, that switch can fail with
         # "OperationalError: database is locked", failing the symbol (seen in CI; 12 of 800 threads
