@@ -17,8 +17,9 @@ when it exists, and skipped with one log line when it does not:
 - or ``extra`` ``{"token": "..."}``: a bearer token used as it is (an Astronomer deployment API
   token, for example),
 - or neither: the request goes without credentials, which only an API server that signs every
-  request itself accepts: the simple auth manager with ``[core] simple_auth_manager_all_admins``,
-  as ``docker-compose.yaml`` runs it. Any other server answers 401 and the note is skipped.
+  request itself accepts: the simple auth manager with ``[core] simple_auth_manager_all_admins``.
+  Any other server answers 401 and the note is skipped. (``docker-compose.yaml`` gives its
+  ``admin`` login and password.)
 
 On MWAA the API server sits behind IAM (``InvokeRestApi``); no connection form here covers that,
 and there the note is skipped.

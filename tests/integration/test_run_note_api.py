@@ -1,9 +1,9 @@
-"""The run note through a real API server in the simple auth manager's all-admins mode, as
-``docker-compose.yaml`` runs it: the compose stack's ``market_airflow_api`` connection names the
-server only, no login and no token, and the note is written.
+"""The run note through a real API server in the simple auth manager's all-admins mode: a
+``market_airflow_api`` connection that names the server only, no login and no token, writes the note.
 
-Against ``airflow standalone``'s users (login and password exchanged for a token) the note is
-checked in ``tests/e2e/test_scheduler.py``.
+Against ``airflow standalone``'s users (login and password exchanged for a token, as
+``docker-compose.yaml``'s connection does for its ``admin``) the note is checked in
+``tests/e2e/test_scheduler.py``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """docker-compose.yaml, validated without Docker: the Compose Specification's schema (vendored, as
-Docker Compose checks it), then services, pins, health checks, start order, volumes, and the
-connections its init service creates.
+Docker Compose checks it), then services (Airflow's official CeleryExecutor layout), pins, health
+checks, start order, volumes, the login, and the connections its init service creates.
 
 YAML anchors and merge keys (``<<: *airflow-common``) are resolved by PyYAML as Compose resolves them.
 """
@@ -20,7 +20,9 @@ from tests.conftest import ROOT
 
 COMPOSE = ROOT / "docker-compose.yaml"
 DOCKERFILE = ROOT / "deploy" / "compose" / "Dockerfile"
-AIRFLOW = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"}
+AIRFLOW = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker"}
+#: every service that runs the project image (flower: only under ``--profile flower``)
+IMAGE = AIRFLOW | {"airflow-init", "standin", "flower"}
 #: image:tag with a version in the tag (digits and dots), never latest or a bare name.
 PINNED = re.compile(r"^[\w./-]+:(?:[\w.-]*\d+\.\d+[\w.-]*)$")
 
@@ -44,17 +46,77 @@ def test_the_file_is_valid_under_the_compose_specification(compose):
 
 
 def test_the_stack_has_airflow_s_services_and_the_sinks_and_vendors(services):
-    assert set(services) == AIRFLOW | {"airflow-init", "postgres", "timescaledb", "moto", "standin"}
+    assert set(services) == IMAGE | {"postgres", "redis", "timescaledb", "moto", "standin"}
     assert services["airflow-apiserver"]["ports"] == ["127.0.0.1:8080:8080"]
     assert services["timescaledb"]["image"].startswith("timescale/timescaledb:")
-    for name in AIRFLOW:
+    for name in AIRFLOW | {"flower", "airflow-init"}:
         env = services[name]["environment"]
-        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor", name
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith(
             "postgresql+psycopg2://airflow:${AIRFLOW_DB_PASSWORD}@postgres/"
         ), name
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/", name
     assert services["airflow-scheduler"]["environment"]["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"
+
+
+def test_the_executor_is_celery_with_a_redis_broker_and_a_worker(services):
+    """Airflow's official file (airflow-core/docs/howto/docker-compose/docker-compose.yaml): the
+    CeleryExecutor, Redis as the broker, the metadata PostgreSQL as the result backend, a worker
+    running ``celery worker``, and Flower behind the ``flower`` profile. On main it was the
+    LocalExecutor, with no broker and no worker."""
+    for name in AIRFLOW | {"flower", "airflow-init"}:
+        env = services[name]["environment"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://:@redis:6379/0", name
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+postgresql://airflow:${AIRFLOW_DB_PASSWORD}@postgres/airflow", name
+    redis = services["redis"]
+    assert redis["image"].startswith("redis:7.2"), "7.2, as Airflow's file: later Redis changed its licence"
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert "ports" not in redis, "the broker is reached inside the Compose network only"
+    worker = services["airflow-worker"]
+    assert worker["command"] == "celery worker"
+    assert "inspect ping" in worker["healthcheck"]["test"][1]
+    assert worker["environment"]["DUMB_INIT_SETSID"] == "0", "warm shutdown: the worker finishes its tasks on stop"
+    assert worker["depends_on"]["airflow-apiserver"] == {"condition": "service_healthy"}, "tasks report to the execution API"
+    assert "container_name" not in worker and "ports" not in worker, "`--scale airflow-worker=N` stays possible"
+    flower = services["flower"]
+    assert (flower["command"], flower["profiles"], flower["ports"]) == ("celery flower", ["flower"], ["127.0.0.1:5555:5555"])
+    assert [name for name, s in services.items() if "profiles" in s] == ["flower"], "`up` starts everything else"
+    dockerfile = DOCKERFILE.read_text()
+    (celery,) = re.findall(r'"apache-airflow-providers-celery==([\d.]+)"', dockerfile)
+    assert celery == "3.26.0", "the image pins the Celery provider"
+    dev = re.search(r"^apache-airflow-providers-celery==(\S+)", (ROOT / "requirements-dev.txt").read_text(), re.M)
+    assert dev is None or dev[1] == celery, "the image runs the Celery provider the tests run"
+
+
+def test_the_ui_asks_for_a_login(compose, services, monkeypatch, tmp_path):
+    """On main every user was admin without a password (``simple_auth_manager_all_admins``). Now the
+    simple auth manager knows one user, ``admin``, whose password airflow-init writes from
+    ``AIRFLOW_ADMIN_PASSWORD`` into the passwords file the API server reads; the API server, starting
+    after it, keeps that password instead of generating one (Airflow's own code, run here)."""
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
+    env = compose["x-airflow-common"]["environment"]
+    assert "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS" not in env
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"] == f"{SimpleAuthManager.__module__}.SimpleAuthManager"
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
+    passwords_file = env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+    config_mount = next(v for v in services["airflow-apiserver"]["volumes"] if v.endswith(":/opt/airflow/config"))
+    assert passwords_file.startswith("/opt/airflow/config/"), "in the config volume init and the API server share"
+    assert config_mount in services["airflow-init"]["volumes"]
+    assert services["airflow-apiserver"]["depends_on"]["airflow-init"] == {"condition": "service_completed_successfully"}
+
+    local = tmp_path / "simple_auth_manager_passwords.json"
+    for key in ("AIRFLOW__CORE__AUTH_MANAGER", "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(local))
+    monkeypatch.setenv("AIRFLOW_ADMIN_PASSWORD", "admin-secret-4")
+    assert _init_module().write_admin_password() == str(local)
+    assert local.stat().st_mode & 0o777 == 0o600
+    SimpleAuthManager().init()  # what the API server does when it starts
+    assert SimpleAuthManager.get_passwords() == {"admin": "admin-secret-4"}
+    monkeypatch.setenv("AIRFLOW_ADMIN_PASSWORD", "changed-in-env-5")  # a later `up` after .env changed
+    _init_module().write_admin_password()
+    assert SimpleAuthManager.get_passwords() == {"admin": "changed-in-env-5"}
 
 
 def test_every_image_is_pinned(services):
@@ -68,7 +130,7 @@ def test_every_image_is_pinned(services):
 
 
 def test_the_airflow_services_run_the_project_image(services):
-    for name in AIRFLOW | {"airflow-init", "standin"}:
+    for name in IMAGE:
         assert services[name]["build"] == {"context": ".", "dockerfile": "deploy/compose/Dockerfile"}, name
     dockerfile = DOCKERFILE.read_text()
     assert "pip install --no-cache-dir --no-deps /opt/market/src" in dockerfile, "the project installs as its provider package"
@@ -88,8 +150,12 @@ def test_every_long_running_service_has_a_health_check(services):
 
 
 def test_airflow_starts_after_init_which_starts_after_its_dependencies(services):
-    for name in AIRFLOW:
-        assert services[name]["depends_on"] == {
+    for name in AIRFLOW | {"flower"}:
+        depends_on = {**services[name]["depends_on"]}
+        if name == "airflow-worker":
+            assert depends_on.pop("airflow-apiserver") == {"condition": "service_healthy"}
+        assert depends_on == {
+            "redis": {"condition": "service_healthy"},
             "postgres": {"condition": "service_healthy"},
             "airflow-init": {"condition": "service_completed_successfully"},
         }, name
@@ -122,6 +188,7 @@ def _init_module():
 
 PASSWORDS = {
     "AIRFLOW_DB_PASSWORD": "db-secret-1",
+    "AIRFLOW_ADMIN_PASSWORD": "admin-secret-4",
     "TIMESCALE_PASSWORD": "tsdb-secret-2",
     "MARKET_READER_PASSWORD": "view-secret-3",
 }
@@ -139,7 +206,7 @@ def test_published_ports_are_bound_to_loopback(services):
     """On main every published port listened on every interface ("8080:8080"), with fixed passwords
     behind it and a UI where every user is admin."""
     published = {name: s["ports"] for name, s in services.items() if "ports" in s}
-    assert set(published) == {"airflow-apiserver", "timescaledb", "moto", "standin"}
+    assert set(published) == {"airflow-apiserver", "timescaledb", "moto", "standin", "flower"}
     for name, ports in published.items():
         for port in ports:
             assert isinstance(port, str) and port.startswith("127.0.0.1:") and port.count(":") == 2, (name, port)
@@ -155,7 +222,7 @@ def test_passwords_come_from_env_without_defaults(compose, services):
     found = {}
     for name, service in services.items():
         for key, value in (service.get("environment") or {}).items():
-            if "PASSWORD" in key:
+            if key.endswith("PASSWORD"):  # not ..._PASSWORDS_FILE, a path
                 assert required.match(str(value)), f"{name} {key}: {value}"
                 found[key, name] = required.match(value)[1]
     assert found == {
@@ -163,9 +230,10 @@ def test_passwords_come_from_env_without_defaults(compose, services):
         ("POSTGRES_PASSWORD", "timescaledb"): "TIMESCALE_PASSWORD",
         ("TIMESCALE_PASSWORD", "airflow-init"): "TIMESCALE_PASSWORD",
         ("MARKET_READER_PASSWORD", "airflow-init"): "MARKET_READER_PASSWORD",
+        ("AIRFLOW_ADMIN_PASSWORD", "airflow-init"): "AIRFLOW_ADMIN_PASSWORD",
     }
-    for name in AIRFLOW:  # the warehouse's passwords reach the init service only
-        assert not {k for k in services[name]["environment"] if "PASSWORD" in k}, name
+    for name in AIRFLOW | {"flower"}:  # the warehouse's and admin's passwords reach the init service only
+        assert not {k for k in services[name]["environment"] if k.endswith("PASSWORD")}, name
     assert not re.search(r":-(airflow|market)\b|:airflow@", text), "no fixed password left"
     example = dict(
         line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines() if line and not line.startswith("#")
@@ -195,8 +263,13 @@ def test_init_creates_every_connection_the_config_uses(compose, passwords):
     for conn_id in {cfg.kinesis.aws_conn_id, cfg.alerts.aws_conn_id, *cfg.lake.aws_conn_ids}:
         assert "moto:5000" in conns[conn_id]["extra"], conn_id
     assert conns["market_alpha_vantage"]["password"] == "demo", "Alpha Vantage's public demo key, which the stand-in takes"
-    # the run notes: all-admins mode (the services' environment) signs requests without credentials
-    assert conns[cfg.report.run_note_conn_id] == {"conn_type": "http", "host": "http://airflow-apiserver:8080"}
-    assert compose["x-airflow-common"]["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "true"
+    # the run notes: admin's token from /auth/token (market_ingest.run_note), with the .env password
+    assert conns[cfg.report.run_note_conn_id] == {
+        "conn_type": "http",
+        "host": "http://airflow-apiserver:8080",
+        "login": "admin",
+        "password": "admin-secret-4",
+    }
+    assert compose["x-airflow-common"]["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
     for conn_id in vendor_ids:
         assert conns[conn_id]["host"].startswith("http://standin:8790"), conn_id
