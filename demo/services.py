@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from demo import reaper
+
 AWS_REGION = "us-east-1"
 #: The coverage view's login: a member of the read-only role ``market_reader`` (migration V012).
 READER_LOGIN = "market_view"
@@ -40,16 +42,32 @@ class Services:
     :param aws_endpoint: moto server URL, ``http://127.0.0.1:<port>``.
     :param vendors_url: vendor stand-in URL, ``http://127.0.0.1:<port>`` (``None``: live vendors).
     :param warehouse: ``postgres`` or ``timescaledb``: what listens on ``pg_socket_dir``.
+    :param dbname: the warehouse's database on that server (:meth:`with_database`).
     """
 
     pg_socket_dir: str
     aws_endpoint: str
     vendors_url: str | None = None
     warehouse: str = "postgres"
+    dbname: str = "postgres"
 
     def pg_conninfo(self) -> str:
-        """libpq connection string for psycopg."""
-        return f"host={self.pg_socket_dir} port=5432 user=postgres dbname=postgres"
+        """libpq connection string for psycopg, to the warehouse database."""
+        return f"host={self.pg_socket_dir} port=5432 user=postgres dbname={self.dbname}"
+
+    def with_database(self, name: str) -> Services:
+        """The same servers with a new, empty warehouse database ``name`` (an existing one is dropped
+        first): a second warehouse beside the first, e.g. for a run that must not see another's
+        rows. Its migrations are :func:`create_sinks`' to apply."""
+        import dataclasses
+
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.pg_conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return dataclasses.replace(self, dbname=name)
 
     def metadata_db(self, name: str, *, fresh: bool = True) -> str:
         """A database ``name`` on this PostgreSQL server for Airflow's metadata; its SQLAlchemy URL.
@@ -81,7 +99,7 @@ class Services:
     ) -> dict[str, str]:
         """``AIRFLOW_CONN_*`` variables defining the warehouse (the loading login), AWS, and the
         coverage view's read-only login (:data:`READER_LOGIN`, made by :func:`create_sinks`)."""
-        pg = {"conn_type": "postgres", "host": self.pg_socket_dir, "port": 5432, "login": "postgres", "schema": "postgres"}
+        pg = {"conn_type": "postgres", "host": self.pg_socket_dir, "port": 5432, "login": "postgres", "schema": self.dbname}
         reader = {**pg, "login": READER_LOGIN}  # trust on the unix socket: no password
         aws = {
             "conn_type": "aws",
@@ -161,10 +179,23 @@ def postgres(pgdata: Path) -> Iterator[str]:
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     pgdata.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    watched = watch_postmaster(server.get_postmaster_info().pid)
     try:
         yield str(server.get_postmaster_info().socket_dir)
     finally:
         server.cleanup()
+        reaper.forget(**watched)
+
+
+def watch_postmaster(pid: int) -> dict[str, int]:
+    """Hand a PostgreSQL server to :mod:`demo.reaper`: its postmaster ``pid`` and its backends, which
+    ``pg_ctl`` starts in a session of their own, stopped (SIGTERM: the server shuts down) if this
+    process dies before it stops them itself; the postmaster alone if it shares this process's
+    session (never that session). :return: what was watched, as :func:`demo.reaper.forget`'s arguments."""
+    session = os.getsid(pid)
+    watched = {"pid": pid} if session == os.getsid(0) else {"session": session}
+    reaper.watch(**watched)
+    return watched
 
 
 #: PostgreSQL 15 as Debian installs it: TimescaleDB 2.28.3 (the newest supporting 15) builds into it.
@@ -252,10 +283,12 @@ def timescaledb(pgdata: Path, *, fsync: bool = False) -> Iterator[str]:
         raise RuntimeError(
             f"TimescaleDB did not start: {started.stderr.strip()}\n{log.read_text()[-2000:] if log.exists() else ''}"
         )
+    watched = watch_postmaster(int((data / "postmaster.pid").read_text().split()[0]))
     try:
         yield str(sockets)
     finally:
         subprocess.run([*run_as, str(PG15_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+        reaper.forget(**watched)
 
 
 @contextmanager
@@ -279,6 +312,7 @@ def _loopback_server(module_args: list[str], log_path: Path, env: dict[str, str]
     args = [sys.executable, "-m", *(a.format(port=port) for a in module_args)]
     with log_path.open("ab") as log:
         proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    reaper.watch(pid=proc.pid)
     try:
         _wait_for_port(port)
         yield f"http://127.0.0.1:{port}"
@@ -288,6 +322,8 @@ def _loopback_server(module_args: list[str], log_path: Path, env: dict[str, str]
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(10)
+        reaper.forget(pid=proc.pid)
 
 
 def moto_server(log_path: Path):
@@ -303,6 +339,91 @@ def vendor_standin(log_path: Path, recordings: Path | None = RECORDINGS, synthet
     """
     args = ["standin", "--port", "{port}", "--recordings", str(recordings or "")]
     return _loopback_server(args + (["--synthetic"] if synthetic else []), log_path)
+
+
+#: Debian's Redis server (``apt-get install redis-server``: 7.0 on bookworm), the Celery broker.
+REDIS_SERVER = os.environ.get("MARKET_REDIS_SERVER", "redis-server")
+
+
+@contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """Run Debian's ``redis-server`` on a free loopback port, its data in ``workdir``; yield the
+    Celery broker URL ``redis://127.0.0.1:<port>/0``.
+
+    Persistence is on (append-only file, fsync every second), as a broker that is restarted must
+    keep the task messages it holds; :func:`restart_redis` restarts it on the same port and folder.
+    Stopped (SHUTDOWN, then SIGKILL after 10 s) on exit.
+
+    :raises RuntimeError: no ``redis-server`` here (with how to install it), or it did not listen.
+    """
+    import shutil
+
+    binary = shutil.which(REDIS_SERVER)
+    if binary is None:
+        raise RuntimeError(f"{REDIS_SERVER} not found: apt-get install redis-server (the Celery executor's broker)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = _RedisServer(binary, workdir, free_port())
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@dataclass
+class _RedisServer:
+    binary: str
+    workdir: Path
+    port: int
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [
+            self.binary,
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.workdir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", str(self.workdir / "redis.log"),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        reaper.watch(pid=self.proc.pid)
+        _REDIS[self.url] = self
+        _wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()  # redis-server saves (append-only file) and exits on SIGTERM
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        reaper.forget(pid=self.proc.pid)
+        self.proc = None
+
+
+_REDIS: dict[str, _RedisServer] = {}
+
+
+def restart_redis(broker_url: str, down_seconds: float = 0.0) -> None:
+    """Stop the broker :func:`redis_server` started at ``broker_url`` (SIGTERM: it writes its
+    append-only file and exits), wait ``down_seconds``, and start it again on the same port and data.
+
+    :raises KeyError: no broker of this process at that URL.
+    """
+    server = _REDIS[broker_url]
+    server.stop()
+    time.sleep(down_seconds)
+    server.start()
 
 
 #: The demo's Alpha Vantage connection: Alpha Vantage's public "demo" key (not a secret) and a daily
