@@ -9,11 +9,14 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requ
 
 .PHONY: demo test test-fast test-3.12 install-3.12 test-mwaa-versions mwaa lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger bench-rebase install lock recordings record standin universes pools clean
 
-demo: $(STAMP)  ## runs and a backfill under airflow standalone into PostgreSQL, S3 and Kinesis (LIVE=1: live APIs)
-	$(PY) demo/run_demo.py $(if $(LIVE),--live,)
+# EXECUTOR=celery: the CeleryExecutor with two workers, two schedulers and Redis (Debian's redis-server) instead of airflow standalone.
+EXECUTOR ?= local
 
-up: $(STAMP)  ## leave PostgreSQL, moto and airflow standalone running; UI on http://localhost:8080
-	$(PY) demo/up.py up $(if $(LIVE),--live,)
+demo: $(STAMP)  ## runs and a backfill under the real scheduler into PostgreSQL, S3 and Kinesis (LIVE=1: live APIs; EXECUTOR=celery)
+	$(PY) demo/run_demo.py --executor $(EXECUTOR) $(if $(LIVE),--live,)
+
+up: $(STAMP)  ## leave PostgreSQL, moto and Airflow running; UI on http://localhost:8080 (EXECUTOR=celery)
+	$(PY) demo/up.py up --executor $(EXECUTOR) $(if $(LIVE),--live,)
 
 psql: $(STAMP)  ## psql on `make up`'s warehouse (ARGS='-c "SELECT ..."')
 	$(PY) demo/up.py psql $(ARGS)

@@ -2,8 +2,10 @@
 
 Starts an embedded PostgreSQL, a moto server (S3 + Kinesis) and the vendor stand-in (serving
 ``include/recordings``) on loopback, then the real Airflow
-scheduler (``airflow standalone``: LocalExecutor; metadata in the database ``airflow_demo`` of
-the same PostgreSQL, recreated each time; logs under ``.demo/airflow``) with the pools imported from ``include/pools.json`` and the
+scheduler (``--executor local``, the default: ``airflow standalone``, LocalExecutor; ``--executor
+celery``: two schedulers, two Celery workers and a Redis broker, as the platforms run it; see
+:mod:`demo.stack`; metadata in the database ``airflow_demo`` of the same PostgreSQL, recreated each
+time; logs under ``.demo/airflow``) with the pools imported from ``include/pools.json`` and the
 connections given as ``AIRFLOW_CONN_*`` variables. It triggers the manual runs below through the
 REST API and one ``airflow backfill create`` over five logical dates, waits for all of them (a
 progress line every 20 s: runs finished of the total, the slowest still running), prints each run's
@@ -356,6 +358,12 @@ def unreachable_vendors(cfg, timeout: float = 10.0) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description="Run the market-data demo end to end.")
     parser.add_argument("--live", action="store_true", help="use the live Yahoo API instead of the recordings")
+    parser.add_argument(
+        "--executor",
+        choices=("local", "celery"),
+        default="local",
+        help="local: airflow standalone (LocalExecutor); celery: two schedulers, two Celery workers, a Redis broker",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     import warnings
@@ -368,7 +376,16 @@ def main() -> int:
     env = airflow_env()
     os.environ.update(env)
     sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
-    from demo.services import DEMO_ALPHA_VANTAGE_CONN, create_sinks, embedded_services, unwind_on_signals, vendor_env
+    from contextlib import nullcontext
+
+    from demo.services import (
+        DEMO_ALPHA_VANTAGE_CONN,
+        create_sinks,
+        embedded_services,
+        redis_server,
+        unwind_on_signals,
+        vendor_env,
+    )
 
     unwind_on_signals()  # a killed demo stops airflow standalone, the stand-in, moto and PostgreSQL
     from demo.stack import running_stack
@@ -378,7 +395,11 @@ def main() -> int:
     print("market-data demo: " + ("LIVE vendor APIs" if args.live else "vendor stand-in serving include/recordings"))
     home = Path(env["AIRFLOW_HOME"])
     shutil.rmtree(home, ignore_errors=True)  # fresh logs; the metadata database is recreated below
-    with embedded_services(WORK, vendors=not args.live) as services:
+    celery = args.executor == "celery"
+    with (
+        embedded_services(WORK, vendors=not args.live) as services,
+        redis_server(WORK / "redis") if celery else nullcontext() as broker,
+    ):
         os.environ.update(services.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id, cfg.timescale.reader_conn_id))
         if services.vendors_url:
             os.environ.update(vendor_env(services.vendors_url, cfg))  # every vendor connection through the stand-in
@@ -393,14 +414,18 @@ def main() -> int:
             f"* PostgreSQL on {services.pg_socket_dir}, moto (S3, Kinesis) on {services.aws_endpoint}"
             + (f", vendor stand-in on {services.vendors_url}" if services.vendors_url else "")
         )
-        print(
-            f"* starting airflow standalone (scheduler, triggerer, DAG processor, API server; log {home / 'standalone.log'}) ...",
-            flush=True,
+        layout = (
+            f"CeleryExecutor: API server, 2 schedulers, DAG processor, triggerer, 2 Celery workers, Redis broker on {broker}"
+            if celery
+            else "airflow standalone: scheduler, triggerer, DAG processor, API server"
         )
-        with running_stack(home, DEMO_DAGS, services.metadata_db("airflow_demo")) as stack:
+        print(f"* starting Airflow ({layout}; logs {home}/*.log) ...", flush=True)
+        with running_stack(
+            home, DEMO_DAGS, services.metadata_db("airflow_demo"), executor=args.executor, broker_url=broker
+        ) as stack:
             print(f"* Airflow ready at {stack.api_url} after {time.monotonic() - started:.0f}s; running DAGs ...", flush=True)
             runs = run_dags(stack, args.live)
-            print("* stopping airflow standalone ...", flush=True)
+            print("* stopping Airflow ...", flush=True)
             restarts = len(stack.restarted)
             left = stack.stop()
             print(f"  stopped: {left} of its processes left running; scheduler restarts: {restarts}", flush=True)

@@ -1,12 +1,20 @@
-"""The real Airflow scheduler for the demo, the tests and the benchmark: ``airflow standalone``.
+"""The real Airflow scheduler for the demo, the tests and the benchmarks, in one of two layouts.
 
-``airflow standalone`` runs the API server (UI and REST API), the scheduler with the
-LocalExecutor, the DAG processor and the triggerer against a PostgreSQL metadata database (its
-own database on the embedded PostgreSQL that holds the warehouse:
-:meth:`demo.services.Services.metadata_db`). This module
-starts it in its own process group, waits until every component reports healthy and the DAGs are
-parsed, talks to it through the public REST API (``/api/v2``, token from ``/auth/token``) and the
-``airflow`` CLI, and stops the whole group on exit.
+``local``: ``airflow standalone``: the API server (UI and REST API), the scheduler with the
+LocalExecutor, the DAG processor and the triggerer.
+
+``celery``: what MWAA, Astronomer, Airflow's docker-compose file and its Helm chart run: each
+component started on its own (``airflow api-server``, two ``airflow scheduler`` at once, as
+Airflow's HA scheduler runs them, ``airflow dag-processor``, ``airflow triggerer``) and the
+CeleryExecutor with two ``airflow celery worker``, a Redis broker (:func:`demo.services.redis_server`)
+and the result backend in the metadata database.
+
+Either way against a PostgreSQL metadata database (its own database on the embedded PostgreSQL that
+holds the warehouse: :meth:`demo.services.Services.metadata_db`). This module starts each process
+in a session of its own, registered with :func:`demo.services.reaper` so that even a harness killed
+by SIGKILL leaves none behind, waits until every component reports healthy (and every Celery
+worker answers a ping) and the DAGs are parsed, talks to the stack through the public REST API
+(``/api/v2``, token from ``/auth/token``) and the ``airflow`` CLI, and stops every session on exit.
 
 Scheduled runs are switched off (``[scheduler] use_job_schedule = False``): the demo and the tests
 serve recordings of past dates, so only the runs they trigger (manual runs and backfills) may
@@ -36,14 +44,43 @@ AIRFLOW = Path(sys.executable).with_name("airflow")
 TERMINAL_STATES = {"success", "failed"}
 
 
-def stack_env(home: Path, api_port: int, metadata_db: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment of every Airflow component: project folders, ports, no scheduled runs.
+#: The layouts :func:`prepare` can start: ``airflow standalone`` (LocalExecutor), or the CeleryExecutor
+#: with two workers and two schedulers.
+EXECUTORS = ("local", "celery")
+#: Celery workers and schedulers of the ``celery`` layout, and the task slots of each worker.
+CELERY_WORKERS = 2
+CELERY_SCHEDULERS = 2
+WORKER_CONCURRENCY = 4
+
+
+def stack_env(
+    home: Path,
+    api_port: int,
+    metadata_db: str,
+    extra: dict[str, str] | None = None,
+    executor: str = "local",
+    broker_url: str | None = None,
+) -> dict[str, str]:
+    """Environment of every Airflow component: project folders, ports, executor, no scheduled runs.
 
     :param home: ``AIRFLOW_HOME`` (logs, generated admin password).
     :param api_port: API server port (UI, REST API and the task execution API).
     :param metadata_db: SQLAlchemy URL of the metadata database (PostgreSQL).
     :param extra: added last (connections, config path).
+    :param executor: one of :data:`EXECUTORS`.
+    :param broker_url: the Celery broker (``redis://127.0.0.1:<port>/0``); required for ``celery``.
+    :raises ValueError: an unknown executor, or ``celery`` without a broker.
     """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor {executor!r}: use one of {', '.join(EXECUTORS)}")
+    if executor == "celery" and not broker_url:
+        raise ValueError("the celery layout needs a broker URL (demo.services.redis_server)")
+    celery = {
+        "AIRFLOW__CELERY__BROKER_URL": broker_url or "",
+        # Task states in the metadata database, as the official docker-compose file and Helm chart keep them.
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata_db,
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
+    }
     return {
         **os.environ,
         "AIRFLOW_HOME": str(home),
@@ -51,18 +88,23 @@ def stack_env(home: Path, api_port: int, metadata_db: str, extra: dict[str, str]
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "8",  # task processes at once; vendor limits are the pools
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if executor == "celery" else "LocalExecutor",
+        # Task processes at once (the Celery workers' slots together); vendor limits are the pools.
+        "AIRFLOW__CORE__PARALLELISM": str(CELERY_WORKERS * WORKER_CONCURRENCY) if executor == "celery" else "8",
+        **(celery if executor == "celery" else {}),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
         "AIRFLOW__API__PORT": str(api_port),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__BASE_URL": f"http://localhost:{api_port}",
-        # Log servers of the scheduler and the triggerer: free ports, so a demo and a test run can coexist.
+        # Log servers of the scheduler, the workers and the triggerer: free ports, so a demo and a
+        # test run can coexist (each Celery worker gets one of its own: _start_celery).
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-        # After a scheduler restart (see AirflowStack._check_alive): find the dead one's tasks soon.
+        # After a scheduler or a worker died: find its tasks soon. A task whose heartbeat stopped
+        # 90 s ago fails (and is retried) instead of after 300 s (Airflow's default).
         "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "90",
         "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "180",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "PATH": f"{AIRFLOW.parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -135,31 +177,48 @@ def progress_line(runs: list[dict], now: datetime) -> str:
 
 
 def session_pids(sid: int) -> list[int]:
-    """Processes of the session ``sid`` still alive (Linux ``/proc``)."""
-    pids = []
+    """Processes of the session ``sid`` still alive, zombies excluded (Linux ``/proc``)."""
+    from demo.reaper import session_members
+
+    return session_members(sid)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live process below it (children, their children, ...), from ``/proc``."""
+    parent: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if os.getsid(int(entry)) == sid:
-                    pids.append(int(entry))
-            except (ProcessLookupError, PermissionError):
+                parent[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
                 pass
-    return pids
+    tree = [pid]
+    for node in tree:
+        tree += [child for child, ppid in parent.items() if ppid == node]
+    return tree
 
 
 @dataclass
 class AirflowStack:
-    """A running ``airflow standalone``.
+    """A running Airflow in one of :data:`EXECUTORS`' layouts.
 
-    :param home: its ``AIRFLOW_HOME``.
+    :param home: its ``AIRFLOW_HOME``; each process's output is ``<home>/<component>.log``
+        (``standalone.log`` for the ``local`` layout).
     :param env: the environment it was started with (use it for ``airflow`` CLI calls).
     :param api_url: ``http://127.0.0.1:<port>``.
+    :param executor: ``local`` or ``celery``.
     """
 
     home: Path
     env: dict[str, str]
     api_url: str
+    executor: str = "local"
+    #: ``airflow standalone`` (``local``), or the API server (``celery``)
     process: subprocess.Popen | None = None
+    #: every process started, by component name (``standalone``; or ``api-server``, ``scheduler-1``,
+    #: ``scheduler-2``, ``dag-processor``, ``triggerer``, ``worker-1``, ``worker-2``), each the
+    #: leader of a session of its own
+    components: dict[str, subprocess.Popen] = field(default_factory=dict)
     #: replacement schedulers started by the watchdog (:meth:`_check_alive`), each in its own session
     restarted: list[subprocess.Popen] = field(default_factory=list)
     ready: bool = False
@@ -334,41 +393,113 @@ class AirflowStack:
         return entry["value"]
 
     # -- lifecycle ---------------------------------------------------------------------------
+    def _sessions(self) -> list[int]:
+        """Session ids of every process this stack started (each its own session's leader)."""
+        return [p.pid for p in self.components.values()] + [p.pid for p in self.restarted]
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start ``airflow <args>`` as component ``name``, in a session of its own handed to
+        :mod:`demo.reaper`, its output appended to ``<home>/<name>.log``."""
+        from demo import reaper
+
+        with (self.home / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [str(AIRFLOW), *args],
+                env=env or self.env,
+                cwd=self.home,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        reaper.watch(session=proc.pid)
+        self.components[name] = proc
+        return proc
+
+    def log_text(self) -> str:
+        """What every process of the stack has written so far (its ``*.log`` files, one after the other)."""
+        return "".join(p.read_text(errors="replace") for p in sorted(self.home.glob("*.log")))
+
+    def start_worker(self, name: str) -> subprocess.Popen:
+        """Start Celery worker ``name`` (``worker-<n>``): ``airflow celery worker`` with
+        :data:`WORKER_CONCURRENCY` slots, its own Celery hostname and log server port.
+
+        :raises ValueError: on the ``local`` layout (no Celery workers).
+        """
+        if self.executor != "celery":
+            raise ValueError("Celery workers belong to the celery layout")
+        env = {**self.env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+        return self._spawn(name, ["celery", "worker", "--celery-hostname", f"{name}@%h"], env)
+
+    def _start_celery(self) -> None:
+        """The ``celery`` layout's processes: API server, schedulers, DAG processor, triggerer, workers."""
+        self.process = self._spawn("api-server", ["api-server"])
+        for n in range(1, CELERY_SCHEDULERS + 1):
+            self._spawn(f"scheduler-{n}", ["scheduler"])
+        self._spawn("dag-processor", ["dag-processor"])
+        self._spawn("triggerer", ["triggerer"])
+        for n in range(1, CELERY_WORKERS + 1):
+            self.start_worker(f"worker-{n}")
+
+    def workers(self) -> list[str]:
+        """Celery workers alive (``worker-<n>``@host) that answer a ping (``celery inspect ping``)."""
+        done = subprocess.run(
+            [str(AIRFLOW.with_name("celery")), "--app", "airflow.providers.celery.executors.celery_executor.app"]
+            + ["inspect", "ping", "--timeout", "5", "--json"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+        try:
+            answers = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
+        except json.JSONDecodeError:
+            return []
+        return sorted(answers)
+
     def _check_alive(self) -> None:
-        """Raise if ``airflow standalone`` exited; restart its scheduler if that alone died.
+        """Raise if a process the stack cannot run without exited; restart the scheduler if none is left.
 
         ``standalone`` does not restart a scheduler that died, whatever killed it: the harness
         would then wait for its runs until a timeout. (It was first seen on the SQLite metadata
         DB this harness used before: ``ObjectDeletedError`` in ``_schedule_all_dag_runs`` under
         concurrent writes, about once in a dozen stack runs; not seen on PostgreSQL.) A scheduler
         is stateless: a new one adopts or resets the dead one's task instances. Each restart is
-        reported on stderr and counted in :attr:`restarted`.
+        reported on stderr and counted in :attr:`restarted`. The ``celery`` layout runs two
+        schedulers: one left alive runs everything, as Airflow's HA scheduler does; Celery
+        workers may be killed by a test, one at least must be alive.
         """
         if self.process is None:
             return
-        if self.process.poll() is not None:
-            raise RuntimeError(f"airflow standalone exited with {self.process.returncode}; see {self.home / 'standalone.log'}")
+        essential = ["standalone"] if self.executor == "local" else ["api-server", "dag-processor", "triggerer"]
+        for name in essential:
+            proc = self.components[name]
+            if proc.poll() is not None:
+                raise RuntimeError(f"airflow {name} exited with {proc.returncode}; see {self.home / f'{name}.log'}")
+        if self.executor == "celery" and all(p.poll() is not None for n, p in self.components.items() if n.startswith("worker-")):
+            raise RuntimeError(f"every Celery worker exited; see {self.home}/worker-*.log")
         if not self.ready or self._scheduler_running():
             return
         if len(self.restarted) >= 3:
-            raise RuntimeError(f"the scheduler died {len(self.restarted) + 1} times; see {self.home / 'standalone.log'}")
+            raise RuntimeError(f"the scheduler died {len(self.restarted) + 1} times; see {self.home}")
         print(
-            f"warning: the scheduler of airflow standalone died; starting another (log {self.home / 'scheduler-restart.log'})",
+            f"warning: no scheduler of the stack is alive; starting another (log {self.home / 'scheduler-restart.log'})",
             file=sys.stderr,
             flush=True,
         )
-        self._kill_orphaned_workers()
+        if self.executor == "local":
+            self._kill_orphaned_workers()
+        from demo import reaper
+
         with (self.home / "scheduler-restart.log").open("ab") as log:
-            self.restarted.append(
-                subprocess.Popen(
-                    [str(AIRFLOW), "scheduler"],
-                    env=self.env,
-                    cwd=self.home,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            proc = subprocess.Popen(
+                [str(AIRFLOW), "scheduler"],
+                env=self.env,
+                cwd=self.home,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
+        reaper.watch(session=proc.pid)
+        self.restarted.append(proc)
 
     def _kill_orphaned_workers(self) -> None:
         """Kill the LocalExecutor workers a dead scheduler left, with their task processes, as the
@@ -382,24 +513,16 @@ class AirflowStack:
         workers are gone, the connection closes, the locks go, and the replacement resets the
         dead scheduler's task instances.
         """
-        import signal
-
-        sessions = [self.process.pid] + [p.pid for p in self.restarted] if self.process else []
         live = set(self.scheduler_pids())
-        parent: dict[int, int] = {}
-        title: dict[int, bytes] = {}
-        for pid in (pid for sid in sessions for pid in session_pids(sid)):
+        doomed: set[int] = set()
+        for pid in (pid for sid in self._sessions() for pid in session_pids(sid)):
             try:
-                title[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
-                parent[pid] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                title = Path(f"/proc/{pid}/cmdline").read_bytes()
+                ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
-        doomed = {pid for pid, t in title.items() if t.startswith(b"airflow worker -- LocalExecutor") and parent[pid] not in live}
-        grew = True
-        while grew:  # and everything below them: task supervisors, task processes
-            below = {pid for pid, ppid in parent.items() if ppid in doomed} - doomed
-            doomed |= below
-            grew = bool(below)
+            if title.startswith(b"airflow worker -- LocalExecutor") and ppid not in live:
+                doomed.update(process_tree(pid))  # and everything below them: task supervisors, task processes
         for pid in doomed:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -414,19 +537,31 @@ class AirflowStack:
     def scheduler_pids(self) -> list[int]:
         """``airflow scheduler`` processes of this stack that are alive (zombies excluded)."""
         found = []
-        sessions = [self.process.pid] + [p.pid for p in self.restarted] if self.process else []
-        for pid in (pid for sid in sessions for pid in session_pids(sid)):
+        for pid in (pid for sid in self._sessions() for pid in session_pids(sid)):
             try:
                 args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
             except OSError:
                 continue
-            if state != "Z" and args[1:3] and args[1].endswith(b"/airflow") and args[2] == b"scheduler":
+            if args[1:3] and args[1].endswith(b"/airflow") and args[2] == b"scheduler":
                 found.append(pid)
         return found
 
+    def kill_component(self, name: str) -> list[int]:
+        """SIGKILL component ``name`` and every process below it (its task processes among them), as
+        the loss of its host would; the session's other processes too. :return: the pids killed."""
+        doomed = process_tree(self.components[name].pid)
+        doomed += [p for p in session_pids(self.components[name].pid) if p not in doomed]
+        for pid in doomed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.components[name].wait(30)
+        return doomed
+
     def wait_ready(self, dag_ids: list[str], timeout: float = 300) -> None:
-        """Wait until every component is healthy and every DAG in ``dag_ids`` is parsed.
+        """Wait until every component is healthy, every Celery worker answers (``celery`` layout)
+        and every DAG in ``dag_ids`` is parsed.
 
         :raises TimeoutError: naming what is not ready.
         """
@@ -446,53 +581,59 @@ class AirflowStack:
                 if not missing:
                     known = {d["dag_id"] for d in self.request("GET", "/dags", params={"limit": 1000})["dags"]}
                     missing = sorted(set(dag_ids) - known)
-                    if not missing:
-                        self.ready = True
-                        return
+                if not missing and self.executor == "celery":
+                    answering = self.workers()
+                    if len(answering) < CELERY_WORKERS:
+                        missing = [f"Celery workers ({len(answering)} of {CELERY_WORKERS} answer a ping)"]
+                if not missing:
+                    self.ready = True
+                    return
             except requests.RequestException:
                 pass
             time.sleep(2)
         raise TimeoutError(
-            f"airflow standalone not ready after {timeout:.0f}s: waiting for {missing}; see {self.home / 'standalone.log'}"
+            f"Airflow ({self.executor}) not ready after {timeout:.0f}s: waiting for {missing}; see {self.home}/*.log"
         )
 
     def stop(self, timeout: float = 60) -> int:
-        """SIGTERM the whole process group, SIGKILL what is left after ``timeout`` seconds.
+        """SIGTERM every process the stack started, wait up to ``timeout`` seconds, SIGKILL what is left.
 
         :return: how many processes of the stack are still alive afterwards (0 unless the kernel is slow).
         """
-        if self.process is None:
-            return 0
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-            except ProcessLookupError:
-                pass
-        for extra in self.restarted:
-            if extra.poll() is None:
-                extra.terminate()
+        from demo import reaper
+
+        procs = list(self.components.values()) + self.restarted
+        for proc in procs:
+            if proc.poll() is None:
                 try:
-                    extra.wait(timeout)
-                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
                     pass
-        # Whatever outlived the leader: task supervisors put themselves in process groups of their
-        # own, but stay in the session start() created, so kill by session.
-        sessions = [self.process.pid] + [p.pid for p in self.restarted]
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        # Whatever outlived its leader: task supervisors put themselves in process groups of their
+        # own, but stay in the session the leader created, so kill by session.
+        sessions = self._sessions()
         for _ in range(20):
             left = [pid for sid in sessions for pid in session_pids(sid)]
             if not left:
-                return 0
+                break
             for pid in left:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
             time.sleep(0.5)
-        return len([pid for sid in sessions for pid in session_pids(sid)])
+        else:
+            return len([pid for sid in sessions for pid in session_pids(sid)])
+        for proc in procs:
+            proc.poll()
+            reaper.forget(session=proc.pid)
+        return 0
 
 
 def migrate_metadata_db(env: dict[str, str], pools_file: Path = ROOT / "include" / "pools.json") -> None:
@@ -537,12 +678,16 @@ def prepare(
     extra_env: dict[str, str] | None = None,
     api_port: int | None = None,
     pools_file: Path = ROOT / "include" / "pools.json",
+    executor: str = "local",
+    broker_url: str | None = None,
 ) -> AirflowStack:
     """Migrate the metadata DB and import the pools; return a stack ready to start (not started).
 
     :param metadata_db: SQLAlchemy URL of the metadata database
         (:meth:`demo.services.Services.metadata_db`).
     :param pools_file: ``airflow pools import`` file; default the one generated from the config.
+    :param executor: one of :data:`EXECUTORS`; ``celery`` needs ``broker_url``
+        (:func:`demo.services.redis_server`).
     """
     from market_ingest.run_note import CONN_ID as RUN_NOTE_CONN_ID
 
@@ -552,20 +697,28 @@ def prepare(
     # The report task writes each run's note through the REST API (market_ingest.run_note).
     note_conn = {"conn_type": "http", "host": f"http://127.0.0.1:{port}", "login": user, "password": password}
     env = stack_env(
-        home, port, metadata_db, {f"AIRFLOW_CONN_{RUN_NOTE_CONN_ID.upper()}": json.dumps(note_conn), **(extra_env or {})}
+        home,
+        port,
+        metadata_db,
+        {f"AIRFLOW_CONN_{RUN_NOTE_CONN_ID.upper()}": json.dumps(note_conn), **(extra_env or {})},
+        executor,
+        broker_url,
     )
     migrate_metadata_db(env, pools_file)
-    return AirflowStack(home=home, env=env, api_url=f"http://127.0.0.1:{port}")
+    return AirflowStack(home=home, env=env, api_url=f"http://127.0.0.1:{port}", executor=executor)
 
 
 def start(stack: AirflowStack, dag_ids: list[str], timeout: float = 300) -> AirflowStack:
-    """Start ``airflow standalone`` in a new process group (output in ``<home>/standalone.log``)."""
-    log = (stack.home / "standalone.log").open("ab")
-    stack.process = subprocess.Popen(
-        [str(AIRFLOW), "standalone"], env=stack.env, cwd=stack.home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    log.close()
+    """Start the stack's processes (each in a session of its own; output in ``<home>/*.log``) and
+    wait until it is ready (:meth:`AirflowStack.wait_ready`); stop them if it is not.
+
+    ``local``: ``airflow standalone``. ``celery``: :meth:`AirflowStack._start_celery`.
+    """
     try:
+        if stack.executor == "celery":
+            stack._start_celery()
+        else:
+            stack.process = stack._spawn("standalone", ["standalone"])
         stack.wait_ready(dag_ids, timeout)
     except BaseException:
         stack.stop()
@@ -575,16 +728,23 @@ def start(stack: AirflowStack, dag_ids: list[str], timeout: float = 300) -> Airf
 
 @contextmanager
 def running_stack(
-    home: Path, dag_ids: list[str], metadata_db: str, extra_env: dict[str, str] | None = None, api_port: int | None = None
+    home: Path,
+    dag_ids: list[str],
+    metadata_db: str,
+    extra_env: dict[str, str] | None = None,
+    api_port: int | None = None,
+    executor: str = "local",
+    broker_url: str | None = None,
 ) -> Iterator[AirflowStack]:
-    """A started stack, stopped (every process of its group) on exit, whatever happened.
+    """A started stack, stopped (every process it started) on exit, whatever happened.
 
     :param metadata_db: SQLAlchemy URL of the metadata database (:func:`prepare`).
+    :param executor: one of :data:`EXECUTORS`; ``celery`` needs ``broker_url``.
     """
-    stack = start(prepare(home, metadata_db, extra_env, api_port), dag_ids)
+    stack = start(prepare(home, metadata_db, extra_env, api_port, executor=executor, broker_url=broker_url), dag_ids)
     try:
         yield stack
     finally:
         left = stack.stop()
         if left:
-            print(f"warning: {left} processes of airflow standalone still alive after stopping it", file=sys.stderr)
+            print(f"warning: {left} processes of the Airflow stack still alive after stopping it", file=sys.stderr)

@@ -1,8 +1,9 @@
 """``make up`` / ``make down``: leave the whole stack running for the UI on http://localhost:8080.
 
 ``up`` starts a supervisor process in the background and returns once Airflow is ready, printing
-the URL and the admin login. The supervisor holds PostgreSQL, moto (S3, Kinesis) and
-``airflow standalone`` (see demo/stack.py) and tears all of them down when it receives SIGTERM,
+the URL and the admin login. The supervisor holds PostgreSQL, moto (S3, Kinesis) and Airflow in
+one of demo/stack.py's layouts (``--executor local``: ``airflow standalone``; ``--executor celery``:
+two schedulers, two Celery workers and a Redis broker) and tears all of them down when it receives SIGTERM,
 which is what ``down`` sends. State lives in ``.stack/`` (``state.json``, ``supervisor.log``,
 the metadata DB and logs under ``.stack/airflow``). ``state.json`` holds the admin password, as
 does ``.stack/airflow/simple_auth_manager_passwords.json.generated``: both are mode 600.
@@ -42,10 +43,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def serve(live: bool) -> None:
+def serve(live: bool, executor: str = "local") -> None:
     """Run the services and the stack until SIGTERM; write STATE once ready."""
     sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
-    from demo.services import DEMO_ALPHA_VANTAGE_CONN, create_sinks, embedded_services, vendor_env
+    from contextlib import nullcontext
+
+    from demo.services import DEMO_ALPHA_VANTAGE_CONN, create_sinks, embedded_services, redis_server, vendor_env
     from demo.stack import running_stack
     from market_ingest.config import load_config
     from market_ingest.dag_factory import build_dags
@@ -54,7 +57,11 @@ def serve(live: bool) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     cfg = load_config()
-    with embedded_services(WORK, vendors=not live, synthetic=True) as svc:
+    celery = executor == "celery"
+    with (
+        embedded_services(WORK, vendors=not live, synthetic=True) as svc,
+        redis_server(WORK / "redis") if celery else nullcontext() as broker,
+    ):
         env = svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id, cfg.timescale.reader_conn_id)
         if svc.vendors_url:
             env.update(vendor_env(svc.vendors_url, cfg))  # every vendor connection through the stand-in
@@ -62,12 +69,14 @@ def serve(live: bool) -> None:
             env["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"] = json.dumps(DEMO_ALPHA_VANTAGE_CONN)
         create_sinks(svc, cfg)
         metadata = svc.metadata_db("airflow_up", fresh=False)  # a restarted `make up` keeps its runs
-        with running_stack(WORK / "airflow", sorted(build_dags()), metadata, env, api_port=PORT) as stack:
+        with running_stack(
+            WORK / "airflow", sorted(build_dags()), metadata, env, api_port=PORT, executor=executor, broker_url=broker
+        ) as stack:
             user, password = stack.login()
             write_state(
                 {
                     "pid": os.getpid(),
-                    "airflow_pid": stack.process.pid,
+                    "executor": executor,
                     "url": f"http://localhost:{PORT}",
                     "user": user,
                     "password": password,
@@ -88,7 +97,7 @@ def write_state(state: dict, path: Path = STATE) -> None:
     write_private(path, json.dumps(state))
 
 
-def up(live: bool, timeout: float = 420) -> int:
+def up(live: bool, executor: str = "local", timeout: float = 420) -> int:
     """Start the supervisor unless one runs; wait until ready; print URL and login."""
     WORK.mkdir(exist_ok=True)
     if STATE.exists() and _alive(json.loads(STATE.read_text())["pid"]):
@@ -96,12 +105,12 @@ def up(live: bool, timeout: float = 420) -> int:
     STATE.unlink(missing_ok=True)
     with (WORK / "supervisor.log").open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, __file__, "serve", *(["--live"] if live else [])],
+            [sys.executable, __file__, "serve", "--executor", executor, *(["--live"] if live else [])],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    print(f"starting PostgreSQL, moto and airflow standalone (log {WORK / 'supervisor.log'}) ...", flush=True)
+    print(f"starting PostgreSQL, moto and Airflow ({executor} layout; log {WORK / 'supervisor.log'}) ...", flush=True)
     deadline = time.monotonic() + timeout
     while not STATE.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -135,12 +144,11 @@ def down(timeout: float = 120) -> int:
         deadline = time.monotonic() + timeout
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(1)
-        if _alive(pid):  # stuck: kill the supervisor's group and the Airflow group it started
-            for group in (pid, state["airflow_pid"]):
-                try:
-                    os.killpg(group, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        if _alive(pid):  # stuck: SIGKILL it; its reaper (demo.reaper) then stops what it started
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     STATE.unlink(missing_ok=True)
     print("stopped")
     return 0
@@ -192,13 +200,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Leave the stack running (up), stop it (down), look into it (psql, lake).")
     parser.add_argument("command", choices=["up", "down", "serve", "psql", "lake"])
     parser.add_argument("--live", action="store_true", help="call the live vendor APIs instead of the stand-in")
+    parser.add_argument("--executor", choices=("local", "celery"), default="local", help="the Airflow layout (demo/stack.py)")
     parser.add_argument("--prefix", default="", help="lake: only keys under this prefix (source=yahoo/interval=1d)")
     a, rest = parser.parse_known_args()
     if a.command == "serve":
-        serve(a.live)
+        serve(a.live, a.executor)
         sys.exit(0)
     if a.command == "psql":
         sys.exit(psql(rest))
     if a.command == "lake":
         sys.exit(lake(a.prefix))
-    sys.exit(up(a.live) if a.command == "up" else down())
+    sys.exit(up(a.live, a.executor) if a.command == "up" else down())
