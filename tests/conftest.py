@@ -46,6 +46,14 @@ def pytest_addoption(parser):
         "(PostgreSQL 15 with timescaledb preloaded; fails when it is not installed, never falls back)",
     )
     parser.addoption(
+        "--executors",
+        type=lambda value: [e.strip() for e in value.split(",") if e.strip()],
+        default=os.environ.get("MARKET_TEST_EXECUTORS", "local,celery"),
+        help="the Airflow layouts the scheduler tests (tests/e2e/test_scheduler.py) run in, comma-separated: "
+        "local (airflow standalone, LocalExecutor) and celery (CeleryExecutor: two workers, two schedulers, "
+        "Debian's redis-server as broker)",
+    )
+    parser.addoption(
         "--mwaa-python",
         default=os.environ.get("MWAA_PYTHON"),
         help="a Python 3.12 interpreter: runs the MWAA packaging tests (tests/packaging, marker mwaa), "

@@ -1,11 +1,20 @@
-"""End to end under the real scheduler: ``airflow standalone`` (LocalExecutor, PostgreSQL metadata).
+"""End to end under the real scheduler, in both layouts of :mod:`demo.stack`: ``airflow
+standalone`` (LocalExecutor) and the CeleryExecutor with two workers, two schedulers at once and a
+Redis broker, on PostgreSQL metadata.
 
 What ``dag.test`` cannot show: a missed Deadline Alert reaching the notifier through the
-scheduler and the triggerer, a failure callback from the DAG processor, and ``airflow backfill
-create`` giving exactly what forward runs of the same dates gave.
+scheduler and the triggerer, a failure callback from the DAG processor, ``airflow backfill
+create`` giving exactly what forward runs of the same dates gave, and what a distributed engine
+does to a run when one of its processes dies (a scheduler, a worker during an extract and during a
+load, the broker).
 
-One stack serves the module; it runs with a copy of the pipeline config in which
-``market_coinbase_1h`` allows 1 second of lateness, so any run of it is late on purpose.
+One deployment serves the module per layout (``--executors``, default both): a stack, and sinks of
+its own (a warehouse database, a lake bucket and Kinesis streams), so that each layout's rows,
+objects and records are its own runs' alone. It runs with a copy of the pipeline config in which
+``market_coinbase_1h`` allows 1 second of lateness, so any run of it is late on purpose, and task
+retries wait 5 s instead of a minute. Tests of what does not depend on the executor (the UI, the
+REST API) run in the ``local`` layout only, the fault tests of a distributed engine in ``celery``
+only (marker ``executors``).
 """
 
 from __future__ import annotations
@@ -15,7 +24,9 @@ import json
 import os
 import shutil
 import time
-from datetime import datetime, timedelta
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
@@ -33,44 +44,108 @@ DAYS = ["2021-07-21", "2021-07-22", "2021-07-23"]  # Wed..Fri, recorded by Yahoo
 FORWARD_TRIGGERS = ["2021-07-22T06:00:00Z", "2021-07-23T06:00:00Z", "2021-07-24T06:00:00Z"]
 
 
-@pytest.fixture(scope="module")
-def stack(services, tmp_path_factory):
-    from demo.stack import running_stack
-    from market_ingest.config import config_path
+def pytest_generate_tests(metafunc):
+    """One deployment per layout chosen with ``--executors``; a test marked ``executors(...)`` runs
+    in those of them only (none chosen: pytest reports it skipped, "got empty parameter set")."""
+    if "deployment" not in metafunc.fixturenames:
+        return
+    chosen = metafunc.config.getoption("--executors")
+    marker = metafunc.definition.get_closest_marker("executors")
+    if marker is not None:
+        chosen = [e for e in chosen if e in marker.args]
+    metafunc.parametrize("deployment", chosen, indirect=True, scope="module")
 
-    home = tmp_path_factory.mktemp("standalone")
+
+@dataclass(frozen=True)
+class Deployment:
+    """A running stack and the sinks its runs write.
+
+    :param services: the session's servers, with this deployment's warehouse database.
+    :param bucket: its lake bucket; ``bars_stream``/``events_stream``: its Kinesis streams.
+    :param broker: the Celery broker's URL (``celery`` layout), else None.
+    """
+
+    stack: object
+    services: object
+    bucket: str
+    bars_stream: str
+    events_stream: str
+    broker: str | None
+
+    @property
+    def executor(self) -> str:
+        return self.stack.executor
+
+
+@pytest.fixture(scope="module")
+def deployment(request, services, tmp_path_factory):
+    from demo.services import create_sinks, redis_server
+    from demo.stack import running_stack
+    from market_ingest.config import config_path, load_config
+
+    executor = request.param
+    home = tmp_path_factory.mktemp(f"stack-{executor}")
     raw = yaml.safe_load(config_path().read_text())
     raw["sources"]["coinbase"]["intervals"]["1h"]["allowed_lateness"] = "PT1S"
-    late_config = home / "pipeline-late.yaml"
-    late_config.write_text(yaml.safe_dump(raw))
+    raw["retry"].update(delay_seconds=5, max_delay_seconds=10)
+    sinks = services
+    if executor != "local":  # sinks of its own beside the local layout's (the session's)
+        sinks = services.with_database(f"market_{executor}")
+        raw["lake"] = {
+            **raw["lake"],
+            **{k: raw["lake"][k].replace("@market-lake/", f"@market-lake-{executor}/") for k in ("url", "quotes_url")},
+        }
+        for section, key in (("kinesis", "stream"), ("kinesis", "quotes_stream"), ("alerts", "events_stream")):
+            raw[section][key] = f"{raw[section][key]}-{executor}"
+    config = home / "pipeline.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    cfg = load_config(config)
+    if executor != "local":
+        create_sinks(sinks, cfg)
     extra = {k: v for k, v in os.environ.items() if k.startswith(("AIRFLOW_CONN_", "MARKET_INGEST_"))}
-    extra["MARKET_INGEST_CONFIG"] = str(late_config)
-    with running_stack(home / "airflow", [LATE_DAG, DAILY], services.metadata_db("airflow_e2e"), extra) as st:
-        for dag_id in (LATE_DAG, DAILY):
-            st.unpause(dag_id)
-        yield st
+    extra.update(sinks.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id, cfg.timescale.reader_conn_id))
+    extra["MARKET_INGEST_CONFIG"] = str(config)
+    with redis_server(home / "redis") if executor == "celery" else nullcontext() as broker:
+        with running_stack(
+            home / "airflow",
+            [LATE_DAG, DAILY],
+            services.metadata_db(f"airflow_e2e_{executor}"),
+            extra,
+            executor=executor,
+            broker_url=broker,
+        ) as st:
+            for dag_id in (LATE_DAG, DAILY):
+                st.unpause(dag_id)
+            yield Deployment(st, sinks, cfg.lake.buckets[0], cfg.kinesis.stream, cfg.alerts.events_stream, broker)
 
 
-def _events(services, kind, run_id, timeout=120):
-    """Events of ``kind`` for ``run_id`` on the events stream, waiting until at least one arrives."""
+@pytest.fixture(scope="module")
+def stack(deployment):
+    return deployment.stack
+
+
+def _events(deployment, kind, run_id, timeout=120):
+    """Events of ``kind`` for ``run_id`` on the deployment's events stream, waiting until at least one arrives."""
     from demo.services import read_stream
 
     end = time.monotonic() + timeout
     while True:
-        found = [e for e in read_stream(services, "market-events") if e["event"] == kind and e["run_id"] == run_id]
+        found = [
+            e for e in read_stream(deployment.services, deployment.events_stream) if e["event"] == kind and e["run_id"] == run_id
+        ]
         if found or time.monotonic() > end:
             return found
         time.sleep(2)
 
 
-def test_a_late_run_fires_its_deadline_alert_with_the_runs_identity(services, stack):
+def test_a_late_run_fires_its_deadline_alert_with_the_runs_identity(deployment, stack):
     run_id = stack.trigger(
         LATE_DAG, "2024-04-04T02:00:00Z", {"symbols": ["BTC/USD"], "start": "2024-04-04T00:00:00Z", "end": "2024-04-04T02:00:00Z"}
     )
     (run,) = stack.wait_for_runs(LATE_DAG, [run_id])
     assert run["state"] == "success"  # late is not failed: the bars landed, after the deadline
 
-    (event,) = _events(services, "deadline_missed", run_id)
+    (event,) = _events(deployment, "deadline_missed", run_id)
     assert event["dag_id"] == LATE_DAG and event["run_type"] == "manual"
     assert event["data_interval_start"] == run["data_interval_start"]
     assert event["data_interval_end"] == run["data_interval_end"]
@@ -78,11 +153,11 @@ def test_a_late_run_fires_its_deadline_alert_with_the_runs_identity(services, st
     due, queued = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (event["deadline_time"], run["queued_at"]))
     assert due - queued == timedelta(seconds=1)
     assert f"{LATE_DAG} run {run_id} was not done by" in event["message"]
-    log = (stack.home / "standalone.log").read_text(errors="replace")
+    log = stack.log_text()
     assert "market event:" in log and run_id in log  # the triggerer logged it too
 
 
-def test_a_failed_run_calls_the_failure_notifier(services, stack):
+def test_a_failed_run_calls_the_failure_notifier(deployment, stack):
     run_id = stack.trigger(
         DAILY, "2021-07-30T00:00:00Z", {"symbols": ["MSFT"], "start": "2021-07-23T00:00:00Z", "end": "2021-07-22T00:00:00Z"}
     )  # inverted
@@ -90,37 +165,40 @@ def test_a_failed_run_calls_the_failure_notifier(services, stack):
     assert run["state"] == "failed"
     states = {t["task_id"]: t["state"] for t in stack.task_instances(DAILY, run_id)}
     assert states["plan"] == "failed" and states.get("extract") != "success"
-    (event,) = _events(services, "dag_failed", run_id)
+    (event,) = _events(deployment, "dag_failed", run_id)
     assert event["dag_id"] == DAILY and event["logical_date"] == "2021-07-30T00:00:00Z"
     assert event["deadline_time"] is None
     assert run["note"].splitlines()[-1] == "did not succeed: plan"  # the report's run note says so too
 
 
-def _sinks(services, stack):
-    """Rows, lake objects (with their rows) and distinct Kinesis record ids of DAYS for SYMBOLS."""
+def _sinks(deployment, days=DAYS, symbols=SYMBOLS):
+    """Rows, lake objects (with their rows), distinct Kinesis record ids and the count of records of
+    Yahoo daily bars of ``days`` (one month's) for ``symbols`` in the deployment's sinks."""
     import pyarrow.parquet as pq
 
     from demo.services import read_stream
 
+    services = deployment.services
     with psycopg.connect(services.pg_conninfo()) as conn:
         rows = conn.execute(
             "SELECT symbol, time, open, high, low, close, adj_close, volume, currency FROM market.bars "
             "WHERE source = 'yahoo' AND interval = '1d' AND time >= %s AND time < %s::date + 1 AND symbol = ANY(%s) "
             "ORDER BY symbol, time",
-            (DAYS[0], DAYS[-1], SYMBOLS),
+            (days[0], days[-1], symbols),
         ).fetchall()
     s3 = services.boto3_client("s3")
-    objects = {}  # daily bars are partitioned by month: July 2021's one object, its rows of DAYS and SYMBOLS
-    for o in s3.list_objects_v2(Bucket="market-lake", Prefix="bars/source=yahoo/interval=1d/month=2021-07/").get("Contents", []):
-        table = pq.read_table(io.BytesIO(s3.get_object(Bucket="market-lake", Key=o["Key"])["Body"].read()))
-        ours = [r for r in table.drop_columns(["ingested_at"]).to_pylist() if r["symbol"] in SYMBOLS]
+    objects = {}  # daily bars are partitioned by month: the month's one object, its rows of days and symbols
+    prefix = f"bars/source=yahoo/interval=1d/month={days[0][:7]}/"
+    for o in s3.list_objects_v2(Bucket=deployment.bucket, Prefix=prefix).get("Contents", []):
+        table = pq.read_table(io.BytesIO(s3.get_object(Bucket=deployment.bucket, Key=o["Key"])["Body"].read()))
+        ours = [r for r in table.drop_columns(["ingested_at"]).to_pylist() if r["symbol"] in symbols]
         objects[o["Key"]] = sorted(
-            (r for r in ours if r["time"].date().isoformat() in DAYS), key=lambda r: (r["time"], r["symbol"])
+            (r for r in ours if r["time"].date().isoformat() in days), key=lambda r: (r["time"], r["symbol"])
         )
     records = [
         r
-        for r in read_stream(services, "market-bars")
-        if r["source"] == "yahoo" and r["interval"] == "1d" and r["time"][:10] in DAYS
+        for r in read_stream(services, deployment.bars_stream)
+        if r["source"] == "yahoo" and r["interval"] == "1d" and r["time"][:10] in days and r["symbol"] in symbols
     ]
     return rows, objects, {r["record_id"] for r in records}, len(records)
 
@@ -144,7 +222,7 @@ def _backfill(stack):
     return runs
 
 
-def test_a_backfill_equals_the_forward_runs_and_a_second_backfill_adds_nothing(services, stack):
+def test_a_backfill_equals_the_forward_runs_and_a_second_backfill_adds_nothing(deployment, stack):
     forward = [stack.trigger(DAILY, t, {"symbols": SYMBOLS}) for t in FORWARD_TRIGGERS]
     runs = stack.wait_for_runs(DAILY, forward)
     assert [r["state"] for r in runs] == ["success"] * 3
@@ -154,26 +232,27 @@ def test_a_backfill_equals_the_forward_runs_and_a_second_backfill_adds_nothing(s
     note = runs[0]["note"].splitlines()
     assert note[0] == "**2021-07-21 00:00 → 2021-07-22 00:00 UTC** · 3 symbols: 3 ok"
     assert {"| S3 lake | 3 |", "| TimescaleDB | 3 |", "| Kinesis | 3 |"} <= set(note)
-    rows, objects, ids, n_records = _sinks(services, stack)
+    rows, objects, ids, n_records = _sinks(deployment)
     assert len(rows) == 9 and len(ids) == 9 and n_records == 9
     assert [len(bars) for bars in objects.values()] == [9]  # one object for the month, each bar once
     forward_keys = [stack.xcom(DAILY, r["dag_run_id"], "report")["lake_objects"] for r in runs]
 
     first = _backfill(stack)
     assert [stack.xcom(DAILY, r["dag_run_id"], "report")["lake_objects"] for r in first] == forward_keys
-    rows1, objects1, ids1, n1 = _sinks(services, stack)
+    rows1, objects1, ids1, n1 = _sinks(deployment)
     assert (rows1, objects1, ids1) == (rows, objects, ids)
     assert n1 == 18  # at-least-once: the backfill re-sent the same 9 ids
 
     n_runs = len(stack.runs(DAILY))
     second = _backfill(stack)  # the same dates again: the backfill's runs are cleared and rerun
     assert [r["dag_run_id"] for r in second] == [r["dag_run_id"] for r in first] and len(stack.runs(DAILY)) == n_runs
-    rows2, objects2, ids2, n2 = _sinks(services, stack)
+    rows2, objects2, ids2, n2 = _sinks(deployment)
     assert (rows2, objects2, ids2) == (rows, objects, ids)
     # At least once: every successful publish try re-sends its day's 3 ids: 27 after three rounds.
     assert n2 == 3 * _successful_publishes(stack) and n2 >= 27
 
 
+@pytest.mark.executors("local")
 def test_the_backfill_dialogs_conf_reaches_new_runs_only_when_override_is_ticked(stack):
     """Issue 14 item 4: backfills made in the UI ran the whole universe (``dag_run_conf: null``).
     Airflow 3.3.2's Backfill dialog sends ``dag_run_conf: overrideExistingParams ? conf : null``
@@ -202,8 +281,142 @@ def test_the_backfill_dialogs_conf_reaches_new_runs_only_when_override_is_ticked
     assert confs[1] == [conf]  # ticked: the Params reach the run
 
 
-def test_a_scheduler_that_dies_mid_run_is_replaced_and_the_run_finishes(stack):
-    """The harness's watchdog: standalone does not restart a dead scheduler, it does."""
+def _started(stack, dag_id, run_id, task_id, timeout=300):
+    """Wait until a try of ``task_id`` in the run is running; return that task instance (REST dict)."""
+    end = time.monotonic() + timeout
+    while True:
+        running = [t for t in stack.task_instances(dag_id, run_id) if t["task_id"] == task_id and t["state"] == "running"]
+        if running:
+            return running[0]
+        assert time.monotonic() < end, f"{task_id} of {run_id} did not start in {timeout}s"
+        time.sleep(0.5)
+
+
+def _recorded_days(symbols, start, end):
+    """``{symbol: [day, ...]}``: the UTC dates of the Yahoo daily bars recorded for ``symbols`` in ``[start, end)``."""
+    from tests.conftest import RECORDINGS
+
+    found = {}
+    for symbol in symbols:
+        days = set()
+        for path in (RECORDINGS / "yahoo").glob(f"yahoo_chart_{symbol}_1d_*.json"):
+            result = json.loads(path.read_text())["chart"]["result"][0]
+            days |= {datetime.fromtimestamp(t, timezone.utc).date().isoformat() for t in result.get("timestamp") or []}
+        found[symbol] = sorted(d for d in days if start <= d < end)
+    return found
+
+
+def _worker_of_try(stack, run_id, task_id, try_number):
+    """The Celery worker (``worker-<n>``) whose log shows it executing that try, from the workload it logs."""
+    wanted = f"task_id='{task_id}', dag_id='{DAILY}', run_id='{run_id}', try_number={try_number},"
+    found = [p.stem for p in stack.home.glob("worker-*.log") if wanted in p.read_text(errors="replace")]
+    assert len(found) == 1, (wanted, found)
+    return found[0]
+
+
+def _worker_running(stack, ti):
+    """The Celery worker whose processes include the task process of task instance ``ti`` (REST dict),
+    by its title (``airflow worker -- <ti id>``, set by the task SDK)."""
+    from demo.stack import session_pids
+
+    title = f"airflow worker -- {ti['id']}".encode()
+    for name, proc in stack.components.items():
+        for pid in session_pids(proc.pid):
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(title):
+                    return name
+            except OSError:
+                continue
+    raise AssertionError(f"no worker runs {ti['task_id']} ({ti['id']})")
+
+
+@pytest.mark.executors("celery")
+@pytest.mark.parametrize(
+    ("task_id", "month"),
+    [("extract", ("2021-08-01", "2021-09-01")), ("load_timescale", ("2021-09-01", "2021-10-01"))],
+    ids=["during-extract", "during-load"],
+)
+def test_a_worker_killed_mid_task_leaves_the_other_to_retry_it_and_no_bar_is_lost_or_doubled(
+    deployment, stack, vendors, task_id, month
+):
+    """SIGKILL the Celery worker running ``task_id`` (with its task process, as the loss of its host
+    would): its try stops heartbeating, the scheduler fails it after
+    ``task_instance_heartbeat_timeout`` (90 s here), and the retry runs on the other worker. The run
+    succeeds with every recorded bar of its month once in the warehouse, once in the lake, and
+    each Kinesis record id sent as often as publish_kinesis succeeded (once). Stand-in latency
+    (2 s a request) keeps the extract running long enough to be killed in the middle of it."""
+    import urllib.request
+
+    start, end = month
+    conf = {"symbols": SYMBOLS, "start": f"{start}T00:00:00Z", "end": f"{end}T00:00:00Z"}
+
+    def latency(ms):
+        body = json.dumps({"latency_ms": ms}).encode()
+        urllib.request.urlopen(urllib.request.Request(f"{vendors.url}/_standin/latency", data=body, method="POST"), timeout=10)
+
+    latency(2000 if task_id == "extract" else 0)
+    try:
+        run_id = stack.trigger(DAILY, f"{end}T08:00:00Z", conf)
+        ti = _started(stack, DAILY, run_id, task_id)
+        if task_id == "extract":  # in the middle of it: its first vendor request is in flight
+            time.sleep(3)
+        victim = _worker_running(stack, ti)
+        stack.kill_component(victim)
+        latency(0)
+        (run,) = stack.wait_for_runs(DAILY, [run_id], timeout=900)
+    finally:
+        latency(0)
+    survivor = next(n for n in ("worker-1", "worker-2") if n != victim)
+    stack.start_worker(victim)  # as a deployment replaces a lost worker; later tests have two again
+    assert run["state"] == "success"
+    path = f"/dags/{DAILY}/dagRuns/{run_id}/taskInstances/{task_id}" + ("/0" if task_id == "extract" else "")
+    tries = stack.request("GET", f"{path}/tries")["task_instances"]
+    assert [t["state"] for t in tries] == ["failed", "success"]  # the killed try, then the retry
+    assert _worker_of_try(stack, run_id, task_id, 1) == victim and _worker_of_try(stack, run_id, task_id, 2) == survivor
+
+    recorded = _recorded_days(SYMBOLS, start, end)
+    days = sorted({d for ds in recorded.values() for d in ds})
+    expected = sorted((s, d) for s, ds in recorded.items() for d in ds)
+    rows, objects, ids, n_records = _sinks(deployment, days)
+    assert sorted((r[0], r[1].date().isoformat()) for r in rows) == expected
+    (lake,) = objects.values()  # the month's one object, each bar once
+    assert sorted((r["symbol"], r["time"].date().isoformat()) for r in lake) == expected
+    publishes = [
+        t for t in stack.request("GET", f"/dags/{DAILY}/dagRuns/{run_id}/taskInstances/publish_kinesis/tries")["task_instances"]
+    ]
+    assert len(ids) == len(expected) and n_records == len(ids) * sum(t["state"] == "success" for t in publishes)
+
+
+@pytest.mark.executors("celery")
+def test_a_broker_restarted_mid_run_loses_no_task(deployment, stack):
+    """Redis stopped (SIGTERM: it writes its append-only file) for 5 s while a run's tasks are queued
+    or running, then started again on the same port: the workers and the schedulers reconnect and
+    the run succeeds with every recorded bar of its month once in the warehouse and the lake."""
+    from demo.services import restart_redis
+
+    start, end = "2021-10-01", "2021-11-01"
+    run_id = stack.trigger(
+        DAILY, f"{end}T08:00:00Z", {"symbols": SYMBOLS, "start": f"{start}T00:00:00Z", "end": f"{end}T00:00:00Z"}
+    )
+    end_wait = time.monotonic() + 300
+    while not any(t["state"] in ("queued", "running") for t in stack.task_instances(DAILY, run_id)):
+        assert time.monotonic() < end_wait, "no task of the run was queued"
+        time.sleep(0.2)
+    restart_redis(deployment.broker, down_seconds=5)
+    (run,) = stack.wait_for_runs(DAILY, [run_id], timeout=900)
+    assert run["state"] == "success"
+    recorded = _recorded_days(SYMBOLS, start, end)
+    expected = sorted((s, d) for s, ds in recorded.items() for d in ds)
+    rows, objects, ids, _ = _sinks(deployment, sorted({d for _, d in expected}))
+    assert sorted((r[0], r[1].date().isoformat()) for r in rows) == expected
+    (lake,) = objects.values()
+    assert sorted((r["symbol"], r["time"].date().isoformat()) for r in lake) == expected
+    assert len(ids) == len(expected)
+
+
+def test_a_scheduler_killed_mid_run_leaves_the_run_to_finish(stack):
+    """``local``: standalone does not restart a dead scheduler; the harness's watchdog does.
+    ``celery``: the second scheduler (Airflow's HA scheduler) goes on alone; nothing is restarted."""
     import signal
 
     run_id = stack.trigger(
@@ -213,11 +426,19 @@ def test_a_scheduler_that_dies_mid_run_is_replaced_and_the_run_finishes(stack):
     while not any(t["state"] in ("running", "success") for t in stack.task_instances(LATE_DAG, run_id)):
         assert time.monotonic() < end, "no task started"
         time.sleep(1)
-    (scheduler,) = stack.scheduler_pids()
-    os.kill(scheduler, signal.SIGKILL)
+    schedulers = stack.scheduler_pids()
+    if stack.executor == "local":
+        (scheduler,) = schedulers
+        os.kill(scheduler, signal.SIGKILL)
+    else:
+        assert len(schedulers) == 2
+        stack.kill_component("scheduler-1")  # with whatever it started, as the loss of its host would
     (run,) = stack.wait_for_runs(LATE_DAG, [run_id])
     assert run["state"] == "success"
-    assert len(stack.restarted) == 1 and stack.scheduler_pids() == [stack.restarted[0].pid]
+    if stack.executor == "local":
+        assert len(stack.restarted) == 1 and stack.scheduler_pids() == [stack.restarted[0].pid]
+    else:
+        assert stack.restarted == [] and stack.scheduler_pids() == [stack.components["scheduler-2"].pid]
 
 
 CHROMIUM = shutil.which("chromium")
@@ -267,7 +488,8 @@ def logged_in_page(stack, browser, height: int):
     return page
 
 
-def test_the_coverage_view_shows_the_ledger_and_a_cells_reason(services, stack, browser, tmp_path):
+@pytest.mark.executors("local")
+def test_the_coverage_view_shows_the_ledger_and_a_cells_reason(deployment, stack, browser, tmp_path):
     """Log in to the Airflow UI, open "Market coverage" from the navigation, then the Yahoo daily
     grid: every cell is a ledger row of the latest days, with its state; clicking the cell of
     SIX (a delisted symbol, asked through the scheduler) shows its reason. Without a login the app
@@ -279,7 +501,7 @@ def test_the_coverage_view_shows_the_ledger_and_a_cells_reason(services, stack, 
     assert [r["state"] for r in stack.wait_for_runs(DAILY, [run_id])] == ["success"]
     assert requests.get(f"{stack.api_url}/market-coverage/", timeout=30).status_code == 401
 
-    with psycopg.connect(services.pg_conninfo()) as conn:
+    with psycopg.connect(deployment.services.pg_conninfo()) as conn:
         ledger = conn.execute(
             "SELECT symbol, day::text, state, expected, loaded, reason, run_id FROM market.coverage "
             "WHERE source = 'yahoo' AND interval = '1d' AND day IN (SELECT DISTINCT day FROM market.coverage "
@@ -315,7 +537,8 @@ def test_the_coverage_view_shows_the_ledger_and_a_cells_reason(services, stack, 
     assert shot.stat().st_size > 10_000
 
 
-def test_the_coverage_api_reads_the_ledger_through_the_read_only_login(services, stack):
+@pytest.mark.executors("local")
+def test_the_coverage_api_reads_the_ledger_through_the_read_only_login(deployment, stack):
     """The API server's coverage app reads through ``market_timescale_reader`` (login
     ``market_view``, role ``market_reader``), not the loading connection: with that login refused,
     the app answers 503 naming it; with it back, the ledger."""
@@ -325,7 +548,7 @@ def test_the_coverage_api_reads_the_ledger_through_the_read_only_login(services,
     token = requests.post(f"{stack.api_url}/auth/token", json={"username": user, "password": password}, timeout=30)
     headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
     url = f"{stack.api_url}/market-coverage/api/coverage"
-    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+    with psycopg.connect(deployment.services.pg_conninfo(), autocommit=True) as conn:
         conn.execute(
             "INSERT INTO market.coverage (source, interval, symbol, day, covered_from, covered_until, expected, loaded, "
             "state, run_id) VALUES ('e2e-readonly', '1d', 'MSFT', '2021-07-19', '2021-07-19', '2021-07-20', 1, 1, "
@@ -378,6 +601,7 @@ CONNECTION_FORMS = {
 }
 
 
+@pytest.mark.executors("local")
 def test_the_add_connection_form_offers_each_vendor_with_its_own_fields(stack, browser):
     """The provider package (``pyproject.toml``, installed by ``make install``) registers its
     connection types: the UI's Add Connection dialog lists "Yahoo Finance", "Alpha Vantage" and
