@@ -12,9 +12,10 @@ its editable install (``make install``). It brings:
 * the coverage view (:mod:`market_ingest.ui`): a FastAPI app on the API server at
   ``/market-coverage``, and an entry "Market coverage" in the UI's navigation showing it.
 
-Airflow registers a plugin name once: the same class found again (a copy of an older
-``market_ingest_plugin.py`` left in a plugins folder, or the provider info's ``plugins`` entry when
-``[core] lazy_discover_providers`` is off) is skipped with a warning, never loaded twice.
+Airflow registers a plugin name once (folder first, then entry points, then providers): a second
+plugin named ``market_ingest`` (an older ``market_ingest_plugin.py`` left in a plugins folder, or
+the provider info's ``plugins`` entry when ``[core] lazy_discover_providers`` is off) is skipped
+with a warning and listed among the plugin import errors, never loaded twice.
 """
 
 from __future__ import annotations
