@@ -105,7 +105,7 @@ $(STAMP312): requirements.lock pyproject.toml $(STAMP)
 lint: $(STAMP)  ## ruff (ruff.toml), mypy on the product code and the import layers (pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy plugins/market_ingest plugins/market_ingest_plugin.py
+	$(VENV)/bin/mypy plugins/market_ingest
 	PYTHONPATH=plugins $(VENV)/bin/lint-imports
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
@@ -114,12 +114,15 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 
 install: $(STAMP)
 
-# Then the provider package (pyproject.toml), editable: the connection types' forms, same files as plugins/.
+# Then the provider package (pyproject.toml), editable: the connection types' forms and the plugin
+# (its entry points), same files as plugins/. An .egg-info a setuptools build left in plugins/ (on
+# sys.path) would be a second copy of the distribution, its plugin loaded twice: it goes.
 $(STAMP): requirements.lock requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version.split()[0]}"'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check uv==0.13.9
 	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.lock
+	rm -rf plugins/airflow_provider_market_ingest.egg-info
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 

@@ -3,10 +3,10 @@
 * ``requirements.txt``: MWAA's ``--constraint`` line, then ``--find-links /usr/local/airflow/plugins
   --no-index`` and every distribution to install, pinned. Nothing comes from PyPI, so an environment
   without internet access (private network, no NAT) installs it the same way.
-* ``plugins.zip``: the Airflow plugin module (``market_ingest_plugin.py``), the provider package as a
-  wheel (``airflow_provider_market_ingest-<version>-py3-none-any.whl``, which registers the connection
-  forms), a wheel for each dependency MWAA's image lacks (CPython 3.12, manylinux x86_64) and the
-  constraints file the first line names. MWAA unpacks it into ``/usr/local/airflow/plugins``.
+* ``plugins.zip``: the provider package as a wheel (``airflow_provider_market_ingest-<version>-py3-none-any.whl``,
+  which registers the connection forms and the Airflow plugin through its entry points: no plugin
+  module is copied), a wheel for each dependency MWAA's image lacks (CPython 3.12, manylinux x86_64)
+  and the constraints file the first line names. MWAA unpacks it into ``/usr/local/airflow/plugins``.
 * ``startup.sh``: points the package at the configuration inside the DAGs folder.
 * ``dags/``: ``market_data.py``, ``market_config_check.py``, an ``.airflowignore`` and ``include/`` (the pipeline config, pools,
   migrations and universes; the stand-in's recordings stay behind), for the environment's DAGs prefix.
@@ -153,7 +153,6 @@ def build(out: Path) -> dict[str, str]:
         download_wheels(extra, wheels)
         build_provider_wheel(wheels)
         with zipfile.ZipFile(out / "plugins.zip", "w", zipfile.ZIP_DEFLATED) as z:
-            z.write(ROOT / "plugins" / "market_ingest_plugin.py", "market_ingest_plugin.py")
             z.write(CONSTRAINTS, CONSTRAINTS.name)
             for wheel in sorted(wheels.glob("*.whl")):
                 z.write(wheel, wheel.name, compress_type=zipfile.ZIP_STORED)

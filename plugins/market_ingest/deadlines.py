@@ -3,7 +3,7 @@
 Airflow 3.3's built-in references are the logical date, the queue time, a fixed time and an
 average runtime; none says "within N of the interval's end", and the logical date is the
 interval's *start*, a whole period earlier. :class:`DataIntervalEndDeadline` is that reference,
-registered with Airflow by the ``market_ingest`` plugin (``plugins/market_ingest_plugin.py``) so
+registered with Airflow by the ``market_ingest`` plugin (:mod:`market_ingest.plugin`) so
 the scheduler can evaluate it.
 
 * Scheduled runs: the deadline is ``data_interval_end + allowed_lateness``, so a run created late

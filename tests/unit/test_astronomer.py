@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import tomllib
 
 import yaml
+from packaging.specifiers import SpecifierSet
 
 from market_ingest import kinds
 from market_ingest.config import load_config
@@ -29,10 +31,15 @@ ASTRO_CONNECTION_KEYS = {
 ASTRO_POOL_KEYS = {"pool_name", "pool_slot", "pool_description"}
 
 
-def test_the_dockerfile_is_astro_runtime_3_3_and_installs_the_provider():
+def test_the_dockerfile_is_astro_runtime_3_3_on_a_python_the_package_supports_and_installs_the_provider():
     dockerfile = (ROOT / "Dockerfile").read_text()
     (base,) = re.findall(r"^FROM (\S+)", dockerfile, re.M)
-    assert re.fullmatch(r"astrocrpublic\.azurecr\.io/runtime:3\.3-\d+", base), base
+    # Astro's tag form <runtime>-python-<version> (astronomer/astro-cli pkg/airflowrt/dockerfile.go).
+    python = re.fullmatch(r"astrocrpublic\.azurecr\.io/runtime:3\.3-\d+-python-(3\.\d+)", base)
+    assert python, f"{base}: the Runtime tag pins no Python"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert SpecifierSet(project["requires-python"]).contains(python[1] + ".0")
+    assert f"Programming Language :: Python :: {python[1]}" in project["classifiers"]
     airflow = re.search(r"^apache-airflow==(\d+\.\d+)\.", (ROOT / "requirements-dev.txt").read_text(), re.M)[1]
     assert base.split(":")[1].startswith(f"{airflow}-"), "the Runtime's Airflow line is the one the tests run"
     assert "pip install --no-cache-dir --no-deps -e /usr/local/airflow" in dockerfile
