@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-fast test-3.12 install-3.12 test-mwaa-versions mwaa lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger bench-rebase install lock recordings record standin universes pools clean
+.PHONY: demo test test-fast bench-faults test-3.12 install-3.12 test-mwaa-versions mwaa lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger bench-rebase install lock recordings record standin universes pools clean
 
 # EXECUTOR=celery: the CeleryExecutor with two workers, two schedulers and Redis (Debian's redis-server) instead of airflow standalone.
 EXECUTOR ?= local
@@ -30,8 +30,11 @@ coverage: $(STAMP)  ## the coverage ledger of `make up`'s warehouse: days per st
 down:  ## stop what `make up` started
 	$(PY) demo/up.py down
 
-bench: $(STAMP)  ## pool = vendor rate limit, under the scheduler; appends to bench/RESULTS.md
+bench: $(STAMP)  ## pool = vendor rate limit, under the scheduler (BENCH_ARGS="--executor celery": two Celery workers); appends to bench/RESULTS.md
 	$(PY) bench/pool_rate.py $(BENCH_ARGS)
+
+bench-faults: $(STAMP)  ## a Celery worker killed during an extract and a load, the broker restarted, a scheduler killed: figures per case; appends to bench/RESULTS.md
+	$(PY) bench/faults.py $(BENCH_ARGS)
 
 bench-soak: $(STAMP)  ## every universe under the scheduler, 20 scheduled runs per DAG, with vendor faults (about an hour); appends to bench/RESULTS.md
 	$(PY) bench/soak.py $(BENCH_ARGS)

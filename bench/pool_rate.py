@@ -1,7 +1,9 @@
 """Benchmark: a vendor pool is the vendor's rate limit, measured under the real scheduler.
 
 ``make bench`` (or ``.venv/bin/python bench/pool_rate.py``). Starts PostgreSQL and moto (the
-sinks), the vendor stand-in in synthetic mode (``standin/``) on loopback, and ``airflow standalone``; triggers two DAGs
+sinks), the vendor stand-in in synthetic mode (``standin/``) on loopback, and Airflow
+(``--executor local``: ``airflow standalone``; ``--executor celery``: two schedulers and two Celery
+workers on a Redis broker, so the pool's tasks run in different workers); triggers two DAGs
 that share the ``alpha_vantage`` pool (``market_alpha_vantage_1d`` and
 ``market_alpha_vantage_quote``) over SYMBOLS symbols each; waits; stops everything; prints:
 
@@ -62,6 +64,7 @@ def main() -> int:
         help="control run: give the pool this many slots while tasks still pace for --slots "
         "(more slots than the rate allows: the stand-in must throttle)",
     )
+    parser.add_argument("--executor", choices=("local", "celery"), default="local", help="the Airflow layout (demo/stack.py)")
     parser.add_argument("--work", type=Path, default=ROOT / ".bench")
     args = parser.parse_args()
     from demo.services import unwind_on_signals
@@ -69,10 +72,11 @@ def main() -> int:
     unwind_on_signals()  # a killed benchmark stops the servers it started
 
     import shutil
+    from contextlib import nullcontext
 
     import yaml
 
-    from demo.services import create_sinks, embedded_services
+    from demo.services import create_sinks, embedded_services, redis_server
     from demo.stack import parse_utc, prepare, start
     from standin.core import RateLimit
     from standin.server import StandIn, StandInServer
@@ -106,7 +110,8 @@ def main() -> int:
         f"batches of {args.batch_size}",
         flush=True,
     )
-    with embedded_services(work, vendors=False) as svc:
+    celery = args.executor == "celery"
+    with embedded_services(work, vendors=False) as svc, redis_server(work / "redis") if celery else nullcontext() as broker:
         env = svc.airflow_env(cfg.timescale.conn_id, cfg.kinesis.aws_conn_id)
         env["AIRFLOW_CONN_MARKET_ALPHA_VANTAGE"] = json.dumps(
             {
@@ -118,10 +123,17 @@ def main() -> int:
         )
         env["MARKET_INGEST_CONFIG"] = str(work / "pipeline.yaml")
         create_sinks(svc, cfg)
-        stack = prepare(work / "airflow", svc.metadata_db("airflow_bench"), env, pools_file=work / "pools.json")
+        stack = prepare(
+            work / "airflow",
+            svc.metadata_db("airflow_bench"),
+            env,
+            pools_file=work / "pools.json",
+            executor=args.executor,
+            broker_url=broker,
+        )
         try:
             start(stack, list(DAGS))
-            print("airflow standalone ready; triggering", flush=True)
+            print(f"Airflow ({args.executor} layout) ready; triggering", flush=True)
             for dag_id in DAGS:
                 stack.unpause(dag_id)
             runs = {
@@ -136,15 +148,15 @@ def main() -> int:
                     {"symbols": symbols, "start": "2018-10-04T21:30:00Z", "end": "2018-10-05T21:30:00Z"},
                 ),
             }
-            states, intervals = {}, []
+            states, intervals, workers = {}, [], set()
             for dag_id, run_id in runs.items():
                 (run,) = stack.wait_for_runs(dag_id, [run_id], timeout=1800)
                 states[dag_id] = run["state"]
+                pooled = [t for t in stack.task_instances(dag_id, run_id) if t["pool"] == POOL]
                 intervals += [
-                    (parse_utc(t["start_date"]), parse_utc(t["end_date"]))
-                    for t in stack.task_instances(dag_id, run_id)
-                    if t["pool"] == POOL and t["start_date"] and t["end_date"]
+                    (parse_utc(t["start_date"]), parse_utc(t["end_date"])) for t in pooled if t["start_date"] and t["end_date"]
                 ]
+                workers |= {_worker_of(stack, t) for t in pooled} if celery else set()
         finally:
             stack.stop()
     vendor.shutdown()
@@ -156,12 +168,17 @@ def main() -> int:
     achieved = (len(served) - 1) / span if span else float("nan")  # requests per second between first and last
     peak = peak_concurrency(intervals)
     ok = peak <= pool_slots and throttled == 0 and achieved / rate >= 0.8 and set(states.values()) == {"success"}
+    ok = ok and (len(workers) > 1 or not celery)
     lines = [
         f"runs: {states}",
+        f"executor: {args.executor}"
+        + (f"; the pool's tasks ran on {len(workers)} Celery workers ({', '.join(sorted(workers))})" if celery else ""),
         f"extract tasks in pool {POOL}: {len(intervals)}; peak concurrently running: {peak} (slots {pool_slots})",
         f"requests: {len(log)}; throttled: {throttled}",
         f"achieved rate: {achieved:.3f}/s over {span:.1f}s; allowed {rate:.3f}/s; achieved/allowed: {achieved / rate:.1%}",
-        "PASS" if ok else "FAIL: need peak <= slots, 0 throttled, achieved/allowed >= 80%, both runs successful",
+        "PASS"
+        if ok
+        else "FAIL: need peak <= slots, 0 throttled, achieved/allowed >= 80%, both runs successful (celery: on 2 workers)",
     ]
     print("\n".join(lines))
     with (ROOT / "bench" / "RESULTS.md").open("a") as fh:
@@ -170,6 +187,14 @@ def main() -> int:
             + "".join(f"- {line}\n" for line in lines)
         )
     return 0 if ok else 1
+
+
+def _worker_of(stack, ti: dict) -> str:
+    """The Celery worker (``worker-<n>``) whose log shows it executing task instance ``ti`` (a REST
+    dict; its latest try), by the task instance id in the workload the worker logs."""
+    wanted = f"ti=TaskInstanceDTO(id=UUID('{ti['id']}')"
+    found = [p.stem for p in stack.home.glob("worker-*.log") if wanted in p.read_text(errors="replace")]
+    return found[0] if len(found) == 1 else "unknown"
 
 
 if __name__ == "__main__":

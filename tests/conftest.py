@@ -73,11 +73,17 @@ def _uses_session_services(item) -> bool:
 def pytest_collection_modifyitems(config, items):
     """Mark every test that uses the session's services ``warehouse``: the TimescaleDB half of
     ``make test`` runs exactly those (``-m warehouse --warehouse timescaledb``), and ``make
-    test-fast`` none of them. Deselect the MWAA packaging tests unless ``--mwaa-python`` names an
-    interpreter for them."""
+    test-fast`` none of them. Deselect the scheduler tests of layouts ``--executors`` did not
+    choose, and the MWAA packaging tests unless ``--mwaa-python`` names an interpreter for them."""
     for item in items:
         if _uses_session_services(item):
             item.add_marker(pytest.mark.warehouse)
+    # A scheduler test of layouts --executors did not choose runs in none: deselected, not skipped.
+    chosen = set(config.getoption("--executors"))
+    unchosen = [item for item in items if (m := item.get_closest_marker("executors")) and not chosen & set(m.args)]
+    if unchosen:
+        config.hook.pytest_deselected(items=unchosen)
+        items[:] = [item for item in items if item not in unchosen]
     if not config.getoption("--mwaa-python"):
         deselected = [item for item in items if item.get_closest_marker("mwaa")]
         if deselected:

@@ -292,6 +292,11 @@ def _started(stack, dag_id, run_id, task_id, timeout=300):
         time.sleep(0.5)
 
 
+def _figure(line: str) -> None:
+    """Print a fault case's figure (``FIGURE: ...``, captured unless ``-s``); ``bench/faults.py`` collects them."""
+    print(f"FIGURE: {line}", flush=True)
+
+
 def _recorded_days(symbols, start, end):
     """``{symbol: [day, ...]}``: the UTC dates of the Yahoo daily bars recorded for ``symbols`` in ``[start, end)``."""
     from tests.conftest import RECORDINGS
@@ -362,8 +367,10 @@ def test_a_worker_killed_mid_task_leaves_the_other_to_retry_it_and_no_bar_is_los
             time.sleep(3)
         victim = _worker_running(stack, ti)
         stack.kill_component(victim)
+        killed = time.monotonic()
         latency(0)
         (run,) = stack.wait_for_runs(DAILY, [run_id], timeout=900)
+        recovered = time.monotonic() - killed
     finally:
         latency(0)
     survivor = next(n for n in ("worker-1", "worker-2") if n != victim)
@@ -381,10 +388,13 @@ def test_a_worker_killed_mid_task_leaves_the_other_to_retry_it_and_no_bar_is_los
     assert sorted((r[0], r[1].date().isoformat()) for r in rows) == expected
     (lake,) = objects.values()  # the month's one object, each bar once
     assert sorted((r["symbol"], r["time"].date().isoformat()) for r in lake) == expected
-    publishes = [
-        t for t in stack.request("GET", f"/dags/{DAILY}/dagRuns/{run_id}/taskInstances/publish_kinesis/tries")["task_instances"]
-    ]
+    publishes = stack.request("GET", f"/dags/{DAILY}/dagRuns/{run_id}/taskInstances/publish_kinesis/tries")["task_instances"]
     assert len(ids) == len(expected) and n_records == len(ids) * sum(t["state"] == "success" for t in publishes)
+    _figure(
+        f"a worker SIGKILLed during {task_id}: run {run['state']} {recovered:.0f} s after the kill; {task_id} tries "
+        f"{[t['state'] for t in tries]} on {victim} then {survivor}; {len(expected)} recorded bars: {len(rows)} rows in the "
+        f"warehouse, {len(lake)} in the lake, {len(ids)} Kinesis record ids in {n_records} records"
+    )
 
 
 @pytest.mark.executors("celery")
@@ -402,8 +412,10 @@ def test_a_broker_restarted_mid_run_loses_no_task(deployment, stack):
     while not any(t["state"] in ("queued", "running") for t in stack.task_instances(DAILY, run_id)):
         assert time.monotonic() < end_wait, "no task of the run was queued"
         time.sleep(0.2)
+    restarted = time.monotonic()
     restart_redis(deployment.broker, down_seconds=5)
     (run,) = stack.wait_for_runs(DAILY, [run_id], timeout=900)
+    recovered = time.monotonic() - restarted
     assert run["state"] == "success"
     recorded = _recorded_days(SYMBOLS, start, end)
     expected = sorted((s, d) for s, ds in recorded.items() for d in ds)
@@ -412,6 +424,10 @@ def test_a_broker_restarted_mid_run_loses_no_task(deployment, stack):
     (lake,) = objects.values()
     assert sorted((r["symbol"], r["time"].date().isoformat()) for r in lake) == expected
     assert len(ids) == len(expected)
+    _figure(
+        f"the broker stopped for 5 s while tasks were queued: run {run['state']} {recovered:.0f} s after the stop; "
+        f"{len(expected)} recorded bars: {len(rows)} rows in the warehouse, {len(lake)} in the lake, {len(ids)} Kinesis record ids"
+    )
 
 
 def test_a_scheduler_killed_mid_run_leaves_the_run_to_finish(stack):
@@ -433,8 +449,12 @@ def test_a_scheduler_killed_mid_run_leaves_the_run_to_finish(stack):
     else:
         assert len(schedulers) == 2
         stack.kill_component("scheduler-1")  # with whatever it started, as the loss of its host would
+    killed = time.monotonic()
     (run,) = stack.wait_for_runs(LATE_DAG, [run_id])
     assert run["state"] == "success"
+    _figure(
+        f"a scheduler SIGKILLed mid-run ({stack.executor}): run {run['state']} {time.monotonic() - killed:.0f} s after the kill"
+    )
     if stack.executor == "local":
         assert len(stack.restarted) == 1 and stack.scheduler_pids() == [stack.restarted[0].pid]
     else:
