@@ -39,7 +39,7 @@ bench-faults: $(STAMP)  ## a Celery worker killed during an extract and a load, 
 bench-soak: $(STAMP)  ## every universe under the scheduler, 20 scheduled runs per DAG, with vendor faults (about an hour); appends to bench/RESULTS.md
 	$(PY) bench/soak.py $(BENCH_ARGS)
 
-bench-load: $(STAMP)  ## 1,000,000 bars: the load against a server-side COPY, on PostgreSQL and TimescaleDB; appends to bench/RESULTS.md
+bench-load: $(STAMP)  ## 1,000,000 bars: the load against COPY (server-side CSV and client-side binary), on PostgreSQL and TimescaleDB; appends to bench/RESULTS.md
 	$(PY) bench/load.py $(BENCH_ARGS)
 
 bench-ledger: $(STAMP)  ## the coverage ledger and anomaly flags of a 280-symbol, 5-year daily run (BENCH_ARGS="--warehouse timescaledb"); appends to bench/RESULTS.md
