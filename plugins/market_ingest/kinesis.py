@@ -1,13 +1,19 @@
 """Kinesis Data Streams sink: JSON records sent with ``PutRecords``, streamed, resumable.
 
-Record format (``Data``), version :data:`~market_ingest.schema.SCHEMA_VERSION`:
+Record format (``Data``, ``kinesis.record_format``), version :data:`~market_ingest.schema.SCHEMA_VERSION`:
 
-* one bar per record (``kinesis.bars_per_record: 1``, the default): compact UTF-8 JSON of the
-  row's canonical columns (times ISO 8601 UTC with ``Z``, dates ISO, non-finite floats as
-  ``null``), plus ``record_id``, ``dataset`` and ``schema_version``;
-* packed (``bars_per_record: N > 1``): up to N consecutive bars *of one symbol* in one record, as
-  JSON Lines: the same per-bar objects joined by ``\\n``. Consumers split ``Data`` on newlines.
-  A shard takes 1,000 records per second, so packing is what lets a long backfill through.
+* ``json``, one bar per record (the default): compact UTF-8 JSON of the row's canonical columns
+  (times ISO 8601 UTC with ``Z``, dates ISO, non-finite floats as ``null``), plus ``record_id``,
+  ``dataset`` and ``schema_version``;
+* ``json_lines`` (``bars_per_record: N > 1``; what such a config without ``record_format`` means):
+  up to N consecutive bars *of one symbol* in one record, the same per-bar objects joined by
+  ``\\n``. Consumers split ``Data`` on newlines.
+* ``kpl``: a KPL aggregated record (the Kinesis Producer Library's format: magic bytes, a protobuf
+  ``AggregatedRecord``, an MD5 digest; built by ``aws_kinesis_agg``) of up to N consecutive bars of
+  one symbol, each a user record holding one bar's JSON and the record's partition key. The KCL,
+  Lambda's event source (with ``aws_kinesis_agg``'s deaggregator) and Firehose de-aggregate it.
+
+A shard takes 1,000 records per second, so packing is what lets a long backfill through.
 
 Every bar object carries ``record_id``, a deterministic hash of its natural key: delivery is
 at-least-once, consumers deduplicate on it. The partition key is ``<source>:<symbol>``, so a
