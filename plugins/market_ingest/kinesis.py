@@ -244,9 +244,13 @@ def _kpl_records(
         for _ in range(2):
             if current is None:
                 series, entry = key, keys(key)
-                current = agg_record(MAX_RECORD_BYTES - len(entry["PartitionKey"].encode()))
+                pk = entry["PartitionKey"].encode()
+                ehk = entry["ExplicitHashKey"].encode() if "ExplicitHashKey" in entry else None
+                current = agg_record(MAX_RECORD_BYTES - len(pk))
             try:
-                added = current.add_user_record(entry["PartitionKey"], line, entry.get("ExplicitHashKey"))
+                # Keys as bytes: given str, aws_kinesis_agg 1.2.3 looks them up as bytes in a table of
+                # str, so it counts a key's bytes again for every user record (aggregates fill less).
+                added = current.add_user_record(pk, line, ehk)
             except ValueError:  # one row alone does not fit in an aggregate
                 raise too_big(key, line) from None
             if added:
