@@ -4,8 +4,10 @@
 loopback and publishes 100,000 canonical 1m bars with the product's own ``build_records`` and
 ``put_records`` (what ``publish_kinesis`` runs), once per case, each into a fresh 4-shard stream:
 
-* ``one per bar`` and ``packed N`` (``kinesis.bars_per_record``: N bars of one symbol per JSON
-  Lines record), for 100 symbols x 1,000 bars;
+* ``one per bar``, ``packed N`` (``kinesis.record_format: json_lines``, ``bars_per_record``: N
+  bars of one symbol per JSON Lines record) and ``kpl N`` (``record_format: kpl``: KPL aggregated
+  records of up to N bars of one symbol, read back through ``aws_kinesis_agg``'s deaggregator),
+  for 100 symbols x 1,000 bars;
 * the same two with 10% of the entries of every ``PutRecords`` call answered
   ``ProvisionedThroughputExceededException`` (seeded; a shard throttling), which ``put_records``
   sends again with backoff;
@@ -20,12 +22,14 @@ Kinesis counts them, re-sent entries included) per 100,000 bars, the time, the s
 on the busiest shard, and what a reader of every shard finds: bars, duplicates and bars lost
 (each must be 0). moto enforces no shard limits, so the time is this process's and moto's, not
 Kinesis's; at 1,000 records per second per shard, the records figure is what decides how long a
-real stream takes. Appends the figures to bench/RESULTS.md (``--no-record``: print only).
+real stream takes. Appends the figures to bench/RESULTS.md (``--no-record``: print only;
+``--cases WORD``: only the cases whose name holds WORD, never recorded).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import random
 import sys
@@ -40,6 +44,7 @@ UTC = timezone.utc
 BARS = 100_000
 SHARDS = 4
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
+KPL_MAGIC = b"\xf3\x89\x9a\xc2"  # the KPL aggregated record format's first four bytes (aws_kinesis_agg.MAGIC)
 
 
 def bars(symbols: int, per_symbol: int, source: str = "binance"):
@@ -114,7 +119,13 @@ def read_back(client, stream: str) -> tuple[Counter, Counter]:
             out = client.get_records(ShardIterator=it, Limit=10_000)
             for r in out["Records"]:
                 per_shard[shard["ShardId"]] += 1
-                ids.update(json.loads(line)["record_id"] for line in r["Data"].split(b"\n"))
+                if r["Data"].startswith(KPL_MAGIC):  # a KPL aggregate: its user records, one bar each
+                    from aws_kinesis_agg.deaggregator import iter_deaggregate_records
+
+                    users = iter_deaggregate_records([r], data_format="Boto3")
+                    ids.update(json.loads(base64.b64decode(u["kinesis"]["data"]))["record_id"] for u in users)
+                else:
+                    ids.update(json.loads(line)["record_id"] for line in r["Data"].split(b"\n"))
             if not out["Records"]:
                 break
             it = out.get("NextShardIterator")
@@ -122,7 +133,14 @@ def read_back(client, stream: str) -> tuple[Counter, Counter]:
 
 
 def run_case(
-    client, name: str, table, bars_per_record: int, fail_share: float, spread: dict[str, int], save_every: int | None = None
+    client,
+    name: str,
+    table,
+    bars_per_record: int,
+    fail_share: float,
+    spread: dict[str, int],
+    save_every: int | None = None,
+    record_format: str | None = None,
 ) -> dict:
     """One case; ``save_every``: save the publish progress to ``s3://bench_aws@bench-progress/``
     every that many calls (``None``: no progress kept)."""
@@ -144,7 +162,8 @@ def run_case(
 
         progress = CountedProgress(stream, path=ObjectStoragePath(f"s3://bench_aws@bench-progress/{stream}.json"))
     started = time.monotonic()
-    records = build_records(table, "bars", bars_per_record, spread)
+    record_format = record_format or ("json_lines" if bars_per_record > 1 else "json")
+    records = build_records(table, "bars", bars_per_record, spread, record_format)
     if progress is None:
         stats = put_records(counting, stream, records)
     else:
@@ -174,6 +193,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bars-per-record", type=int, default=500, help="packing of the packed cases")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    parser.add_argument("--cases", default="", help="only the cases whose name holds this (not recorded)")
     args = parser.parse_args()
     from demo.services import unwind_on_signals
 
@@ -190,14 +210,17 @@ def main() -> int:
     cases = [
         ("one per bar", universe, 1, 0.0, {}),
         (f"packed {n}", universe, n, 0.0, {}),
+        (f"kpl {n}", universe, n, 0.0, {}, None, "kpl"),
         ("one per bar, 10% failed", universe, 1, 0.1, {}),
         (f"packed {n}, 10% failed", universe, n, 0.1, {}),
+        (f"kpl {n}, 10% failed", universe, n, 0.1, {}, None, "kpl"),
         ("hot series, one key", hot, 1, 0.0, {}),
         ("hot series, spread_keys 4", hot, 1, 0.0, {"binance:BTC/USDT": 4}),
         ("one per bar, progress saved every call", universe, 1, 0.0, {}, 1),
         ("one per bar, progress saved every 20 calls", universe, 1, 0.0, {}, 20),
         (f"packed {n}, progress saved every call", universe, n, 0.0, {}, 1),
     ]
+    cases = [c for c in cases if args.cases in c[0]]
     results = []
     import os
 
@@ -219,7 +242,7 @@ def main() -> int:
     ok = all(r["bars_read"] - r["duplicates"] == BARS and r["duplicates"] == 0 and r["lost"] == 0 for r in results)
     verdict = "PASS" if ok else "FAIL: a bar was lost or read twice"
     print(verdict)
-    if not args.no_record:
+    if not args.no_record and not args.cases:
         command = "python bench/kinesis.py" + (f" --bars-per-record {n}" if n != 500 else "")
         lines = [f"\n## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, kinesis\n", f"`{command}`\n"]
         lines += [f"- {_line(r)}" for r in results] + [f"- {verdict}\n"]

@@ -1,13 +1,19 @@
 """Kinesis Data Streams sink: JSON records sent with ``PutRecords``, streamed, resumable.
 
-Record format (``Data``), version :data:`~market_ingest.schema.SCHEMA_VERSION`:
+Record format (``Data``, ``kinesis.record_format``), version :data:`~market_ingest.schema.SCHEMA_VERSION`:
 
-* one bar per record (``kinesis.bars_per_record: 1``, the default): compact UTF-8 JSON of the
-  row's canonical columns (times ISO 8601 UTC with ``Z``, dates ISO, non-finite floats as
-  ``null``), plus ``record_id``, ``dataset`` and ``schema_version``;
-* packed (``bars_per_record: N > 1``): up to N consecutive bars *of one symbol* in one record, as
-  JSON Lines: the same per-bar objects joined by ``\\n``. Consumers split ``Data`` on newlines.
-  A shard takes 1,000 records per second, so packing is what lets a long backfill through.
+* ``json``, one bar per record (the default): compact UTF-8 JSON of the row's canonical columns
+  (times ISO 8601 UTC with ``Z``, dates ISO, non-finite floats as ``null``), plus ``record_id``,
+  ``dataset`` and ``schema_version``;
+* ``json_lines`` (``bars_per_record: N > 1``; what such a config without ``record_format`` means):
+  up to N consecutive bars *of one symbol* in one record, the same per-bar objects joined by
+  ``\\n``. Consumers split ``Data`` on newlines.
+* ``kpl``: a KPL aggregated record (the Kinesis Producer Library's format: magic bytes, a protobuf
+  ``AggregatedRecord``, an MD5 digest; built by ``aws_kinesis_agg``) of up to N consecutive bars of
+  one symbol, each a user record holding one bar's JSON and the record's partition key. The KCL,
+  Lambda's event source (with ``aws_kinesis_agg``'s deaggregator) and Firehose de-aggregate it.
+
+A shard takes 1,000 records per second, so packing is what lets a long backfill through.
 
 Every bar object carries ``record_id``, a deterministic hash of its natural key: delivery is
 at-least-once, consumers deduplicate on it. The partition key is ``<source>:<symbol>``, so a
@@ -39,7 +45,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -144,50 +150,115 @@ def bar_lines(batches: Iterable[pa.RecordBatch], dataset: Dataset = Dataset.BARS
             yield partition_key(values[source_at], values[symbol_at]), orjson.dumps(row)
 
 
+def _kpl_record_class():
+    """``aws_kinesis_agg.aggregator.AggRecord``, imported with ``sys.path`` restored afterwards (the
+    package puts its own folder and site-packages at the head of ``sys.path`` when imported)."""
+    import sys
+
+    saved = list(sys.path)
+    try:
+        from aws_kinesis_agg.aggregator import AggRecord
+    finally:
+        sys.path[:] = saved
+    return AggRecord
+
+
 def build_records(
     batches: Iterable[pa.RecordBatch] | pa.Table,
     dataset: Dataset = Dataset.BARS,
     bars_per_record: int = 1,
     spread_keys: Mapping[str, int] | None = None,
+    record_format: str = "json",
 ) -> Iterator[dict[str, Any]]:
     """Kinesis entries (``{"Data": bytes, "PartitionKey": str}``, plus ``"ExplicitHashKey"`` for a
     spread series) for the rows of ``batches``, lazily.
 
     :param batches: record batches (or a table) of the dataset's schema, in publishing order.
-    :param bars_per_record: 1 for one record per row; N > 1 packs up to N consecutive rows of
-        one partition key into one JSON Lines record (never over 1 MiB).
+    :param bars_per_record: rows per record: 1 for ``json``; for ``json_lines`` and ``kpl`` up to N
+        consecutive rows of one partition key per record (never over 1 MiB with the partition key).
     :param spread_keys: ``{"<source>:<symbol>": N}``: that series' records go round robin to
         partition keys ``<source>:<symbol>#0`` .. ``#N-1``, each with its ``ExplicitHashKey`` (see
         the module docstring). The same rows in the same order give the same keys on every try.
+    :param record_format: ``json`` (one row's JSON per record), ``json_lines`` (rows' JSON joined by
+        ``\\n``) or ``kpl`` (a KPL aggregated record, built by ``aws_kinesis_agg``, whose user records
+        are the rows' JSON, each with the record's partition key and explicit hash key).
     :raises SerializationError: naming the row, when one row alone exceeds 1 MiB.
+    :raises ValueError: ``json`` with ``bars_per_record`` > 1, or an unknown format.
     """
+    if record_format not in ("json", "json_lines", "kpl") or (record_format == "json" and bars_per_record != 1):
+        raise ValueError(f"record_format {record_format!r} with bars_per_record {bars_per_record}")
     if hasattr(batches, "to_batches"):
         batches = batches.to_batches(max_chunksize=65_536)
     spread = spread_keys or {}
     dealt: dict[str, int] = {}  # records of each spread series so far
 
-    def record(key: str, lines: list[bytes]) -> dict[str, Any]:
-        entry = {"Data": b"\n".join(lines), "PartitionKey": key}
-        n = spread.get(key, 1)
-        if n > 1:
-            k = dealt.get(key, 0) % n
-            dealt[key] = dealt.get(key, 0) + 1
-            entry.update(PartitionKey=f"{key}#{k}", ExplicitHashKey=str((2 * k + 1) * 2**128 // (2 * n)))
-        return entry
+    def keys(series: str) -> dict[str, str]:
+        """The next record's ``PartitionKey`` (and ``ExplicitHashKey``) for ``series``."""
+        n = spread.get(series, 1)
+        if n <= 1:
+            return {"PartitionKey": series}
+        k = dealt.get(series, 0) % n
+        dealt[series] = dealt.get(series, 0) + 1
+        return {"PartitionKey": f"{series}#{k}", "ExplicitHashKey": str((2 * k + 1) * 2**128 // (2 * n))}
+
+    def too_big(key: str, line: bytes) -> SerializationError:
+        return SerializationError("kinesis", f"{key} row {line[:120]!r}... exceeds the 1 MiB record limit")
+
+    if record_format == "kpl":
+        yield from _kpl_records(bar_lines(batches, dataset), bars_per_record, keys, too_big)
+        return
 
     pkey, size = "", 0
     lines: list[bytes] = []
     for key, line in bar_lines(batches, dataset):
         if len(line) + len(key) + 6 > MAX_RECORD_BYTES:  # 6: room for a "#<k>" suffix
-            raise SerializationError("kinesis", f"{key} row {line[:120]!r}... exceeds the 1 MiB record limit")
+            raise too_big(key, line)
         if lines and (key != pkey or len(lines) >= bars_per_record or size + 1 + len(line) + len(key) + 6 > MAX_RECORD_BYTES):
-            yield record(pkey, lines)
+            yield {"Data": b"\n".join(lines), **keys(pkey)}
             lines, size = [], 0
         pkey = key
         lines.append(line)
         size += len(line) + 1
     if lines:
-        yield record(pkey, lines)
+        yield {"Data": b"\n".join(lines), **keys(pkey)}
+
+
+def _kpl_records(
+    rows: Iterable[tuple[str, bytes]],
+    per_record: int,
+    keys: Callable[[str], dict[str, str]],
+    too_big: Callable[[str, bytes], SerializationError],
+) -> Iterator[dict[str, Any]]:
+    """KPL aggregated entries for ``(series, JSON)`` rows: up to ``per_record`` consecutive rows of
+    one series each, ``Data`` plus ``PartitionKey`` within 1 MiB (the aggregate's own accounting).
+    Each user record carries the entry's ``PartitionKey`` (and ``ExplicitHashKey``), so the KCL,
+    which drops user records whose hash falls outside the shard, keeps every one."""
+    agg_record = _kpl_record_class()
+    current: Any = None
+    series = ""
+    entry: dict[str, str] = {}
+    for key, line in rows:
+        if current is not None and (key != series or current.get_num_user_records() >= per_record):
+            yield {**entry, "Data": current.get_contents()[2]}
+            current = None
+        for _ in range(2):
+            if current is None:
+                series, entry = key, keys(key)
+                pk = entry["PartitionKey"].encode()
+                ehk = entry["ExplicitHashKey"].encode() if "ExplicitHashKey" in entry else None
+                current = agg_record(MAX_RECORD_BYTES - len(pk))
+            try:
+                # Keys as bytes: given str, aws_kinesis_agg 1.2.3 looks them up as bytes in a table of
+                # str, so it counts a key's bytes again for every user record (aggregates fill less).
+                added = current.add_user_record(pk, line, ehk)
+            except ValueError:  # one row alone does not fit in an aggregate
+                raise too_big(key, line) from None
+            if added:
+                break
+            yield {**entry, "Data": current.get_contents()[2]}  # full: this row starts the next aggregate
+            current = None
+    if current is not None:
+        yield {**entry, "Data": current.get_contents()[2]}
 
 
 def batches(records: Iterable[dict], max_records: int = 500, max_bytes: int = 5 * 1024 * 1024) -> Iterator[list[dict]]:

@@ -444,10 +444,11 @@ def test_tasks_run_on_their_arguments_and_read_no_configuration_file(dagbag, tmp
     assert series.lake_url == cfg.lake.url and series.timescale_conn_id == cfg.timescale.conn_id
     assert series.source_config == cfg.sources["yahoo"].model_dump(mode="json")
     kinesis = dag.get_task("publish_kinesis")
-    assert (kinesis.stream, kinesis.aws_conn_id, kinesis.bars_per_record) == (
+    assert (kinesis.stream, kinesis.aws_conn_id, kinesis.bars_per_record, kinesis.record_format) == (
         cfg.kinesis.stream,
         cfg.kinesis.aws_conn_id,
         cfg.kinesis.bars_per_record,
+        cfg.kinesis.record_format,
     )
     assert dag.get_task("report").max_failed_share == cfg.report.max_failed_share
     assert dagbag.dags["market_kucoin_quote"].get_task("publish_lake").series.lake_url == cfg.lake.quotes_url

@@ -200,6 +200,35 @@ def test_packed_records_hold_many_bars_of_one_symbol(services, staged_bars, pipe
     assert len({b["record_id"] for b in bars}) == 1200 and {r["PartitionKey"] for r in records} == {f"{SOURCE}:TSLA"}
 
 
+def test_kpl_records_round_trip_through_the_stream_and_the_reference_deaggregator(services, staged_bars, pipeline_config):
+    """``kinesis.record_format: kpl``, ``bars_per_record: 500``: 1,200 bars travel as 3 KPL aggregated
+    records; read back with GetRecords and de-aggregated by ``aws_kinesis_agg``, each bar arrives once,
+    in order, under its series' partition key."""
+    import base64
+
+    from aws_kinesis_agg.deaggregator import iter_deaggregate_records
+
+    stream = "market-kpl"
+    pipeline_config(lambda raw: raw["kinesis"].update(record_format="kpl", bars_per_record=500, stream=stream))
+    kinesis = services.boto3_client("kinesis")
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+    stats = built(KinesisPublishOperator, "publish_kinesis", lake={**staged_bars, "fingerprint": "kpl"}).execute(
+        context("manual__kpl")
+    )
+    assert (stats["records"], stats["bars_by_symbol"]) == (3, {"TSLA": 1200})
+
+    shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
+    it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    records = kinesis.get_records(ShardIterator=it, Limit=100)["Records"]
+    users = [u["kinesis"] for u in iter_deaggregate_records(records, data_format="Boto3")]
+    assert [sum(u["sequenceNumber"] == r["SequenceNumber"] for u in users) for r in records] == [500, 500, 200]
+    bars = [json.loads(base64.b64decode(u["data"])) for u in users]  # the deaggregator re-encodes as Lambda does
+    times = [b["time"] for b in bars]
+    assert len({b["record_id"] for b in bars}) == len(bars) == 1200 and times == sorted(times)
+    assert {u["partitionKey"] for u in users} == {r["PartitionKey"] for r in records} == {f"{SOURCE}:TSLA"}
+
+
 def test_a_hot_series_is_dealt_over_its_partition_keys_and_each_bar_arrives_once(services, staged_bars, pipeline_config):
     """``kinesis.spread_keys``: 1,200 bars packed 100 per record go round robin to keys ``#0``..``#3``,
     one on each of the stream's 4 shards (their explicit hash keys), so one series is no longer
@@ -229,6 +258,25 @@ def test_a_hot_series_is_dealt_over_its_partition_keys_and_each_bar_arrives_once
     times = [json.loads(line)["time"] for r in records for line in r["Data"].split(b"\n")]
     assert len(times) == len(set(times)) == 1200 and times == sorted(times)  # in order when sorted by time
     assert {symbol_of(r["PartitionKey"]) for r in records} == {"TSLA"}  # what failure messages name
+
+
+def test_record_format_follows_bars_per_record_and_rejects_contradictions():
+    """A config without ``record_format`` keeps its meaning (``bars_per_record`` > 1: JSON Lines);
+    a format that contradicts the packing fails naming both fields."""
+    from pydantic import ValidationError
+
+    from market_ingest.config import KinesisConfig
+
+    base = {"aws_conn_id": "a", "stream": "s", "quotes_stream": "q"}
+    assert KinesisConfig(**base).record_format == "json"
+    assert KinesisConfig(**base, bars_per_record=500).record_format == "json_lines"
+    assert KinesisConfig(**base, bars_per_record=500, record_format="kpl").record_format == "kpl"
+    with pytest.raises(ValidationError, match=r"kinesis.record_format: json .* kinesis.bars_per_record is 500"):
+        KinesisConfig(**base, bars_per_record=500, record_format="json")
+    with pytest.raises(ValidationError, match=r"kinesis.record_format: kpl .* kinesis.bars_per_record"):
+        KinesisConfig(**base, record_format="kpl")
+    with pytest.raises(ValidationError, match=r"record_format\n.*'json', 'json_lines' or 'kpl'"):
+        KinesisConfig(**base, bars_per_record=500, record_format="protobuf")
 
 
 def test_spread_keys_must_name_a_series():

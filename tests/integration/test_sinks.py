@@ -182,6 +182,40 @@ def test_kinesis_partial_failure_is_retried_without_loss(services, recorded_bars
     assert sorted(r["record_id"] for r in received) == sorted(json.loads(r["Data"])["record_id"] for r in records)
 
 
+def test_kpl_records_deaggregate_to_every_bar_once_in_order_with_its_key(recorded_bars):
+    """``record_format: kpl``: each record is a KPL aggregate of up to 2 bars of one symbol; AWS's
+    reference deaggregator (the Lambda event shape) gives back every bar once, in order per series,
+    each user record with its own ``<source>:<symbol>`` partition key."""
+    import base64
+
+    from aws_kinesis_agg.deaggregator import iter_deaggregate_records
+
+    records = list(build_records(recorded_bars, bars_per_record=2, record_format="kpl"))
+    assert [r["PartitionKey"] for r in records] == [f"{SOURCE}:{s}" for s in ("MSFT", "NVDA", "TSLA") for _ in range(3)]
+    event = [
+        {
+            "kinesis": {
+                "kinesisSchemaVersion": "1.0",
+                "partitionKey": r["PartitionKey"],
+                "sequenceNumber": str(n),
+                "approximateArrivalTimestamp": 1.6e9,
+                "data": base64.b64encode(r["Data"]).decode(),
+            }
+        }
+        for n, r in enumerate(records)
+    ]
+    users = [u["kinesis"] for u in iter_deaggregate_records(event)]
+    assert all(u["aggregated"] for u in users) and [u["subSequenceNumber"] for u in users[:3]] == [0, 1, 0]
+    bars = [json.loads(base64.b64decode(u["data"])) for u in users]
+    expected = [json.loads(r["Data"]) for r in build_records(recorded_bars)]  # one JSON record per bar
+    assert bars == expected  # every bar once, in the table's order (series by series, by time)
+    assert [u["partitionKey"] for u in users] == [f"{b['source']}:{b['symbol']}" for b in bars]
+    assert len({b["record_id"] for b in bars}) == recorded_bars.num_rows == 15
+    for symbol in ("MSFT", "NVDA", "TSLA"):
+        times = [b["time"] for b in bars if b["symbol"] == symbol]
+        assert len(times) == 5 and times == sorted(times)
+
+
 def test_lake_publish_twice_gives_the_same_keys(services, recorded_bars):
     from market_ingest.config import load_config
     from market_ingest.lake import lake_root, publish, read_parquet, stage

@@ -109,3 +109,32 @@ def test_newest_extraction_wins_and_ties_go_to_the_later_row():
     assert newest_per_key(older_first, ("source", "symbol", "interval", "time"))["close"].to_pylist() == [2.0]
     tie = pa.concat_tables([bars([START], close=[1.0]), bars([START], close=[3.0])])
     assert newest_per_key(tie, ("source", "symbol", "interval", "time"))["close"].to_pylist() == [3.0]
+
+
+def test_kpl_aggregates_stay_within_one_mib_and_carry_a_spread_series_keys():
+    """3,000 bars of one symbol with room for 10,000 per aggregate: the 1 MiB record limit (data
+    plus partition key) splits them; a spread series' user records carry the record's partition
+    key and explicit hash key (the KCL drops user records whose hash is outside its shard)."""
+    from datetime import timedelta
+
+    from aws_kinesis_agg.deaggregator import iter_deaggregate_records
+
+    from market_ingest.kinesis import MAX_RECORD_BYTES
+
+    table = bars([START + timedelta(minutes=i) for i in range(3000)], currency=["X" * 40_000] * 3000)  # ~40 KB rows
+    records = list(build_records(table, bars_per_record=10_000, spread_keys={"yahoo:MSFT": 2}, record_format="kpl"))
+    sizes = [len(r["Data"]) + len(r["PartitionKey"].encode()) for r in records]
+    assert len(records) > 1 and max(sizes) <= MAX_RECORD_BYTES and max(sizes) > MAX_RECORD_BYTES - 45_000
+    users = [
+        u["kinesis"] | {"outer": r}
+        for n, r in enumerate(records)
+        for u in iter_deaggregate_records(
+            [{"Data": r["Data"], "PartitionKey": r["PartitionKey"], "SequenceNumber": str(n), "ApproximateArrivalTimestamp": 0}],
+            data_format="Boto3",
+        )
+    ]
+    assert len(users) == 3000
+    assert all(
+        u["partitionKey"] == u["outer"]["PartitionKey"] and u["explicitHashKey"] == u["outer"]["ExplicitHashKey"] for u in users
+    )
+    assert [r["PartitionKey"][-2:] for r in records[:3]] == ["#0", "#1", "#0"]

@@ -58,8 +58,14 @@ class KinesisConfig(_Model):
     max_records_per_call: int = Field(500, gt=0, le=500)
     max_bytes_per_call: int = Field(5 * 1024 * 1024, gt=0, le=5 * 1024 * 1024)
     max_attempts: int = Field(8, gt=0, description="attempts per PutRecords call while entries keep failing")
+    record_format: Literal["json", "json_lines", "kpl"] | None = Field(
+        None,
+        description="json: one JSON record per bar; json_lines: up to bars_per_record bars of one symbol per record, "
+        "one JSON object a line; kpl: KPL aggregated records of up to bars_per_record bars of one symbol (consumers "
+        "de-aggregate with the KCL, the Lambda deaggregator or Firehose). Absent: json_lines when bars_per_record > 1, else json",
+    )
     bars_per_record: int = Field(
-        1, ge=1, le=10_000, description="1: one JSON record per bar; N > 1: up to N bars of one symbol per record, as JSON Lines"
+        1, ge=1, le=10_000, description="bars per record for json_lines and kpl (user records per aggregate); 1 for json"
     )
     spread_keys: dict[str, int] = Field(
         default_factory=dict,
@@ -77,6 +83,24 @@ class KinesisConfig(_Model):
             if not 1 <= n <= 64:
                 raise ValueError(f"kinesis.spread_keys: {series}: {n} keys; give 1 to 64 (a stream's shards, at most)")
         return value
+
+    @model_validator(mode="after")
+    def _record_format(self) -> KinesisConfig:
+        """Resolve an absent ``record_format`` from ``bars_per_record`` (configs written before it
+        existed) and reject packings that contradict the format."""
+        if self.record_format is None:
+            object.__setattr__(self, "record_format", "json_lines" if self.bars_per_record > 1 else "json")
+        elif self.record_format == "json" and self.bars_per_record > 1:
+            raise ValueError(
+                f"kinesis.record_format: json sends one bar per record, but kinesis.bars_per_record is {self.bars_per_record}: "
+                "set record_format: json_lines or kpl to pack bars, or bars_per_record: 1"
+            )
+        elif self.record_format == "kpl" and self.bars_per_record == 1:
+            raise ValueError(
+                "kinesis.record_format: kpl aggregates up to kinesis.bars_per_record bars per record, which is 1: "
+                "set bars_per_record above 1 (e.g. 500), or record_format: json for one bar per record"
+            )
+        return self
 
 
 class TimescaleConfig(_Model):

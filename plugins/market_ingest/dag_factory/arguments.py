@@ -60,6 +60,7 @@ def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: Dat
             "stream": k.quotes_stream if quotes else k.stream,
             "aws_conn_id": k.aws_conn_id,
             "bars_per_record": k.bars_per_record,
+            "record_format": k.record_format,
             "spread_keys": k.spread_keys,
             "max_records_per_call": k.max_records_per_call,
             "max_bytes_per_call": k.max_bytes_per_call,

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 class KinesisPublishOperator(BaseOperator):
     """Publish the run's staged bars to Kinesis, streamed, resuming after a failed try.
 
-    Records are built lazily from the staged objects (one bar per record, or
-    ``kinesis.bars_per_record`` bars of one symbol per JSON Lines record) and sent in
+    Records are built lazily from the staged objects (``kinesis.record_format``: one bar per record,
+    up to ``kinesis.bars_per_record`` bars of one symbol per JSON Lines record, or per KPL
+    aggregated record) and sent in
     ``PutRecords`` calls; which ones the stream acknowledged is saved beside the run's staging
     (``<run_dir>/_published/kinesis-<stream>.json``), so a retried task sends only the rest. A
     missing stream fails at once, naming it and the connection.
@@ -27,7 +28,9 @@ class KinesisPublishOperator(BaseOperator):
     :param lake: the lake publish task's :class:`~market_ingest.contracts.LakeResult` (templated).
     :param stream: the Kinesis stream (``kinesis.stream``, or ``kinesis.quotes_stream`` for quotes).
     :param aws_conn_id: the AWS connection reaching it.
-    :param bars_per_record: 1: one JSON record per bar; N > 1: up to N bars of one symbol per record (JSON Lines).
+    :param bars_per_record: bars of one symbol per record (``json_lines``) or per aggregate (``kpl``); 1 for ``json``.
+    :param record_format: ``json``, ``json_lines`` or ``kpl`` (:func:`market_ingest.kinesis.build_records`);
+        absent: ``json_lines`` when ``bars_per_record`` > 1, else ``json``.
     :param spread_keys: ``{"<source>:<symbol>": N}``: hot series dealt over N partition keys
         (:mod:`market_ingest.kinesis`).
     :param max_records_per_call: records per ``PutRecords`` call (Kinesis allows 500).
@@ -46,6 +49,7 @@ class KinesisPublishOperator(BaseOperator):
         stream: str,
         aws_conn_id: str,
         bars_per_record: int = 1,
+        record_format: str | None = None,
         spread_keys: dict[str, int] | None = None,
         max_records_per_call: int = 500,
         max_bytes_per_call: int = 5 * 1024 * 1024,
@@ -58,6 +62,7 @@ class KinesisPublishOperator(BaseOperator):
         self.stream = stream
         self.aws_conn_id = aws_conn_id
         self.bars_per_record = bars_per_record
+        self.record_format = record_format or ("json_lines" if bars_per_record > 1 else "json")
         self.spread_keys = dict(spread_keys or {})
         self.max_records_per_call = max_records_per_call
         self.max_bytes_per_call = max_bytes_per_call
@@ -77,9 +82,8 @@ class KinesisPublishOperator(BaseOperator):
         with failing_fast():
             check_stream(client, stream, self.aws_conn_id)
             # Progress counts records: it only holds for the same packing and keys.
-            layout = (
-                f"{self.bars_per_record}:{sorted(self.spread_keys.items())}" if self.spread_keys else str(self.bars_per_record)
-            )
+            packing = f"kpl:{self.bars_per_record}" if self.record_format == "kpl" else str(self.bars_per_record)
+            layout = f"{packing}:{sorted(self.spread_keys.items())}" if self.spread_keys else packing
             progress = PublishProgress.load(progress_path, f"{lake.get('fingerprint')}:{layout}")
             if progress.acknowledged:
                 self.log.info(
@@ -90,6 +94,7 @@ class KinesisPublishOperator(BaseOperator):
                 dataset,
                 bars_per_record=self.bars_per_record,
                 spread_keys=self.spread_keys,
+                record_format=self.record_format,
             )
             stats = put_records(
                 client,
