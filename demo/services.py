@@ -521,7 +521,11 @@ def create_buckets_and_streams(s3, kinesis, cfg, shards: int = 2) -> list[str]:
             s3.create_bucket(Bucket=bucket)
             created.append(bucket)
     for stream in (cfg.kinesis.stream, cfg.kinesis.quotes_stream, cfg.alerts.events_stream):
-        if stream not in kinesis.list_streams()["StreamNames"]:
+        # Asked by name: ListStreams answers one page (10 names on moto, 100 on AWS), so a stream
+        # beyond it looked absent and its CreateStream failed with ResourceInUseException.
+        try:
+            kinesis.describe_stream_summary(StreamName=stream)
+        except kinesis.exceptions.ResourceNotFoundException:
             kinesis.create_stream(StreamName=stream, ShardCount=shards)
             created.append(stream)
         kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.5, "MaxAttempts": 240})
