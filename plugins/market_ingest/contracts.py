@@ -198,7 +198,8 @@ class LakeResult(TypedDict):
 
 
 class LoadResult(TypedDict):
-    """``load_timescale``'s result: rows upserted (``applied``) of ``rows`` read, per symbol;
+    """``load_timescale``'s result: rows upserted (``applied``) of ``rows`` read, per symbol; of
+    ``applied``, ``copied`` straight into the table as new (:meth:`~market_ingest.hooks.timescale.TimescaleHook.upsert`);
     for bars, the ledger's symbol-days per state (``coverage``) and the anomaly flags per check;
     ``actions``: corporate actions inserted or changed in ``market.corporate_actions`` (present
     when the run's extracts refreshed any symbol's actions; 0 on a rerun)."""
@@ -206,6 +207,7 @@ class LoadResult(TypedDict):
     rows: int
     applied: int
     skipped: int
+    copied: int
     rows_by_symbol: dict[str, int]
     hypertable: bool
     coverage: NotRequired[dict[str, int]]

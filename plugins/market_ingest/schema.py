@@ -180,6 +180,17 @@ class StoredDataset:
         """Every table the dataset is stored in."""
         return [self.storage(i) for i in CANONICAL_INTERVALS] if self.per_interval else [self.table]
 
+    @property
+    def series(self) -> tuple[str, ...]:
+        """The key without ``time``: what names one series (bars: ``(source, symbol, interval)``)."""
+        return tuple(c for c in self.key if c != "time")
+
+    def wire_schema(self) -> pa.Schema:
+        """The schema rows are encoded with for a binary ``COPY``: every field nullable on the
+        wire, so the table's ``NOT NULL`` constraints judge a missing value and the load fails
+        there, whole, as on any other constraint violation."""
+        return pa.schema([f.with_nullable(True) for f in self.schema])
+
 
 DATASETS: dict[Dataset, StoredDataset] = {
     Dataset.BARS: StoredDataset("bars", BAR_SCHEMA, NATURAL_KEY, "market.bars", per_interval=True),

@@ -11,8 +11,8 @@ pytestmark = pytest.mark.e2e
 UTC = timezone.utc
 
 
-def report_of(dagrun) -> dict:
-    """The run report the ``report`` task returned to XCom, for a DagRun from ``dag.test``."""
+def report_of(dagrun, task_id: str = "report") -> dict:
+    """The run report the ``report`` task (or ``task_id``) returned to XCom, for a DagRun from ``dag.test``."""
     import json
 
     from airflow.models.xcom import XComModel
@@ -21,7 +21,7 @@ def report_of(dagrun) -> dict:
     with create_session() as session:
         value = (
             session.query(XComModel.value)
-            .filter_by(dag_id=dagrun.dag_id, run_id=dagrun.run_id, task_id="report", key="return_value")
+            .filter_by(dag_id=dagrun.dag_id, run_id=dagrun.run_id, task_id=task_id, key="return_value")
             .scalar()
         )
     value = json.loads(value) if isinstance(value, str) else value
@@ -51,6 +51,7 @@ def test_daily_dag_run_loads_every_sink_and_a_rerun_changes_nothing(services, ai
 
     conf = {"symbols": ["MSFT", "NVDA", "TSLA", "SIX"]}
     trigger = datetime(2021, 7, 21, tzinfo=UTC)  # a manual run ingests the last full day: 2021-07-20
+    stored_before = _pg_rows(services, datetime(2021, 7, 20, tzinfo=UTC))
     first = _run("market_yahoo_1d", trigger, conf)
     assert str(first.state).endswith("success")
     report = report_of(first)
@@ -75,10 +76,15 @@ def test_daily_dag_run_loads_every_sink_and_a_rerun_changes_nothing(services, ai
 
     rows = _pg_rows(services, datetime(2021, 7, 20, tzinfo=UTC))
     assert [r[0] for r in rows] == ["MSFT", "NVDA", "TSLA"]
+    # New bars are copied straight into the table (the plan's window held none of them); bars
+    # stored already go through the upsert.
+    load = report_of(first, "load_timescale")
+    assert (load["applied"], load["copied"]) == (3, 0 if stored_before else 3)
     second = _run("market_yahoo_1d", trigger, conf)
     assert str(second.state).endswith("success")
     assert report_of(second)["lake_objects"] == report["lake_objects"]
     assert [r[:3] for r in _pg_rows(services, datetime(2021, 7, 20, tzinfo=UTC))] == [r[:3] for r in rows]
+    assert report_of(second, "load_timescale")["copied"] == 0
 
     ids = [r["record_id"] for r in read_stream(services, "market-bars") if r["time"] == "2021-07-20T00:00:00Z"]
     assert len(ids) == 6 and len(set(ids)) == 3  # at-least-once: the rerun re-sent the same 3 ids

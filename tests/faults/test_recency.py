@@ -96,7 +96,7 @@ def test_rerunning_an_old_runs_load_keeps_the_newer_rows(services, tsla):
     hook.migrate()
     hook.load_bars(_version(tsla, T0 + timedelta(days=2), 1.02))
     stats = hook.upsert(_version(tsla, T0, 1.0).to_batches(), "bars")  # an old run's load task, cleared and re-run
-    assert stats == {"rows": tsla.num_rows, "applied": 0, "skipped": tsla.num_rows}
+    assert stats == {"rows": tsla.num_rows, "applied": 0, "skipped": tsla.num_rows, "copied": 0}
     with psycopg.connect(services.pg_conninfo()) as conn:
         assert conn.execute("SELECT min(ingested_at) FROM market.bars WHERE source = 'recency-test'").fetchone()[
             0

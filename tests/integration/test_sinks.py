@@ -9,7 +9,7 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from market_ingest.hooks.timescale import TimescaleHook
+from market_ingest.hooks.timescale import LoadSpan, TimescaleHook
 from market_ingest.hooks.yahoo import Window, YahooFinanceHook
 from market_ingest.intervals import CANONICAL_INTERVALS
 from market_ingest.kinesis import build_records, put_records
@@ -437,9 +437,75 @@ def test_a_load_that_repeats_a_key_keeps_its_newest_row(services, recorded_bars)
         ).fetchall()
         conn.execute("DELETE FROM market.bars_1d WHERE source = 'repeat-test'")
         conn.commit()
-    assert stats == {"rows": 30, "applied": 15, "skipped": 15}
+    assert stats == {"rows": 30, "applied": 15, "skipped": 15, "copied": 0}
     expected = sorted(zip(later["symbol"].to_pylist(), later["time"].to_pylist(), later["close"].to_pylist()))
     assert stored == expected
+
+
+def _stored(services, source: str) -> list[tuple]:
+    with psycopg.connect(services.pg_conninfo()) as conn:
+        return conn.execute(
+            "SELECT symbol, time, close, ingested_at FROM market.bars_1d WHERE source = %s ORDER BY 1, 2", (source,)
+        ).fetchall()
+
+
+def test_new_rows_are_copied_straight_in_and_anything_else_is_upserted(services, warehouse):
+    """A load whose declared span holds nothing stored is copied straight into its table; a reload
+    of it is not (the probe sees the stored rows) and writes nothing. A span that does not tell
+    the truth costs a fallback, never a bar: rows outside it, keys stored under a span that claims
+    another range, and a key repeated in the load each end with every key once, newest extraction."""
+    import pyarrow.compute as pc
+
+    hook = TimescaleHook()
+    hook.migrate()
+    # 1985: a span no other test loads, so on TimescaleDB none of its chunks is in the columnstore
+    # (where no plain insert is trusted: see apply_load).
+    bars = _daily_bars("direct-test", 3, 5, [50.0 + i for i in range(15)], datetime(2026, 1, 1, tzinfo=UTC), T1985)
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+        conn.execute("DELETE FROM market.bars_1d WHERE source = 'direct-test'")
+    series = ("source", "symbol", "interval")
+    span = LoadSpan.of(bars, series)
+    assert len(span.ranges) == 3
+
+    def load(table: pa.Table, span: LoadSpan) -> dict:
+        return dict(hook.upsert(lambda: table.to_batches(max_chunksize=4), "bars", span=span))
+
+    assert load(bars, span) == {"rows": 15, "applied": 15, "skipped": 0, "copied": 15}
+    first = _stored(services, "direct-test")
+    assert [(s, t, c) for s, t, c, _ in first] == sorted(
+        zip(bars["symbol"].to_pylist(), bars["time"].to_pylist(), bars["close"].to_pylist())
+    )
+    assert load(bars, span) == {"rows": 15, "applied": 0, "skipped": 15, "copied": 0}
+    assert _stored(services, "direct-test") == first
+
+    # Extracted later with other closes, under a span that claims a range where nothing is stored:
+    # the probe finds nothing there, the copy stops at the first row outside it, the upsert
+    # replaces the stored rows.
+    later = bars.set_column(bars.schema.get_field_index("close"), "close", pc.multiply(bars["close"], 2.0))
+    later = later.set_column(
+        later.schema.get_field_index("ingested_at"),
+        "ingested_at",
+        pa.array([datetime(2026, 3, 1, tzinfo=UTC)] * later.num_rows, pa.timestamp("us", tz="UTC")),
+    )
+    elsewhere = LoadSpan({k: (T1985.replace(year=1986), T1985.replace(year=1987)) for k in span.ranges})
+    assert load(later, elsewhere)["copied"] == 0
+    assert [(s, t, c) for s, t, c, _ in _stored(services, "direct-test")] == [(s, t, c * 2) for s, t, c, _ in first]
+
+    # A span that leaves out one symbol, into an empty table: the copy stops at its rows, the upsert loads all.
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+        conn.execute("DELETE FROM market.bars_1d WHERE source = 'direct-test'")
+    partial = LoadSpan({k: r for k, r in span.ranges.items() if k[1] != "S002"})
+    assert load(bars, partial) == {"rows": 15, "applied": 15, "skipped": 0, "copied": 0}
+    assert _stored(services, "direct-test") == first
+
+    # A key given twice, the later extraction second: the copy refuses it, the upsert keeps the newest.
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+        conn.execute("DELETE FROM market.bars_1d WHERE source = 'direct-test'")
+    twice = pa.concat_tables([bars, later.cast(bars.schema)])
+    assert load(twice, LoadSpan.of(twice, series)) == {"rows": 30, "applied": 15, "skipped": 15, "copied": 0}
+    assert [(s, t, c) for s, t, c, _ in _stored(services, "direct-test")] == [(s, t, c * 2) for s, t, c, _ in first]
+    with psycopg.connect(services.pg_conninfo(), autocommit=True) as conn:
+        conn.execute("DELETE FROM market.bars_1d WHERE source = 'direct-test'")
 
 
 def test_a_reload_locks_and_writes_only_the_bars_that_changed(services, warehouse):

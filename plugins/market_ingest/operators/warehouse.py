@@ -6,11 +6,33 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from market_ingest.contracts import LoadResult, plan_window, read_plan, window_xcom
+from market_ingest.contracts import Batch, Dataset, LoadResult, plan_window, read_plan, window_xcom
 from market_ingest.operators.base import SeriesOperator, counting, failing_fast, materialise
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from market_ingest.hooks.timescale import LoadSpan
+
+
+def plan_span(source: str, interval: str, batches: Sequence[Batch]) -> LoadSpan | None:
+    """Where a run's staged bars lie, from its plan: each symbol's ``[start, end)`` (its batch's
+    window, from its deferral's start when earlier: :meth:`Batch.start_of`; the hull when several
+    batches hold it), as the extract keeps only bars inside it (``out_of_window`` otherwise).
+    ``None`` for an empty plan. The load checks every row against it
+    (:class:`~market_ingest.hooks.timescale.LoadSpan`).
+    """
+    from market_ingest.hooks.timescale import LoadSpan
+
+    ranges: dict[tuple[str, ...], tuple] = {}
+    for batch in batches:
+        for symbol in batch.symbols:
+            key = (source, symbol, interval)
+            lo, hi = batch.start_of(symbol), batch.window.end
+            if key in ranges:
+                lo, hi = min(lo, ranges[key][0]), max(hi, ranges[key][1])
+            ranges[key] = (lo, hi)
+    return LoadSpan(ranges) if ranges else None
 
 
 class TimescaleLoadOperator(SeriesOperator):
@@ -81,23 +103,33 @@ class TimescaleLoadOperator(SeriesOperator):
                 run_id=context["run_id"],
                 lake_url=series.lake_url,
             )
+        staged = (self.lake or {}).get("staged", [])
+
+        def staged_batches():
+            rows.clear()  # read again when a copy of new rows falls back to the upsert
+            return counting(iter_staged(staged, series.dataset), rows)
+
         with failing_fast():
             stats = hook.upsert(
-                counting(iter_staged((self.lake or {}).get("staged", []), series.dataset), rows),
+                staged_batches,
                 series.dataset,
                 then=ledger.write if ledger else None,
+                span=plan_span(self.source, self.interval, batches) if series.dataset is Dataset.BARS else None,
             )
         self.log.info(
-            "Upserted %d of %d rows into %s (%d not written: identical to the stored row, or a newer extraction is stored)",
+            "Upserted %d of %d rows into %s (%d not written: identical to the stored row, or a newer extraction is stored; "
+            "%d copied straight in as new)",
             stats["applied"],
             stats["rows"],
             table,
             stats["skipped"],
+            stats["copied"],
         )
         result: LoadResult = {
             "rows": stats["rows"],
             "applied": stats["applied"],
             "skipped": stats["skipped"],
+            "copied": stats["copied"],
             "rows_by_symbol": dict(rows),
             "hypertable": hook.is_hypertable(table),
         }

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
@@ -22,12 +22,27 @@ from market_ingest.contracts import Dataset
 from market_ingest.errors import ConfigurationError, SinkUnavailableError
 from market_ingest.hooks.timescale import actions, policies
 from market_ingest.hooks.timescale.migrations import MIGRATIONS_DIR, apply_migrations, latest_version, migration_files
-from market_ingest.hooks.timescale.statements import apply_load
+from market_ingest.hooks.timescale.statements import LoadSpan, apply_load, copy_new_rows, span_is_new
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 BARS_TABLE = "market.bars"
+
+
+class UpsertStats(TypedDict):
+    """What :meth:`TimescaleHook.upsert` did.
+
+    ``rows``: rows given; ``applied``: rows inserted or changed; ``skipped``: rows not written
+    (identical to the stored row, extracted earlier than it, or a repeated key); ``copied``: of
+    ``applied``, rows copied straight into the table (a new span), 0 when the upsert wrote them.
+    """
+
+    rows: int
+    applied: int
+    skipped: int
+    copied: int
+
 
 #: ``(connection id, pid) -> schema version`` of warehouses :meth:`TimescaleHook.check_schema` found current.
 _SCHEMA_CHECKED: dict[tuple[str, int], str] = {}
@@ -217,22 +232,36 @@ class TimescaleHook(PostgresHook):
         return self.load(bars, Dataset.BARS)
 
     def load(self, table: pa.Table, dataset: Dataset = Dataset.BARS) -> int:
-        """Upsert rows of ``dataset`` in one transaction; see :meth:`upsert`.
+        """Upsert rows of ``dataset`` in one transaction; see :meth:`upsert`. The table's own span
+        (:meth:`LoadSpan.of`) is declared, so rows new to the warehouse are copied straight in.
 
         :return: rows inserted or updated (rows whose stored version was extracted later are not).
         """
-        return self.upsert(table.to_batches(max_chunksize=65_536), dataset)["applied"]
+        from market_ingest.schema import DATASETS
+
+        span = LoadSpan.of(table, DATASETS[dataset].series) if table.num_rows else None
+        return self.upsert(lambda: table.to_batches(max_chunksize=65_536), dataset, span=span)["applied"]
 
     def upsert(
-        self, batches: Iterable[pa.RecordBatch], dataset: Dataset = Dataset.BARS, then: Callable[[Any], None] | None = None
-    ) -> dict[str, int]:
+        self,
+        batches: Iterable[pa.RecordBatch] | Callable[[], Iterable[pa.RecordBatch]],
+        dataset: Dataset = Dataset.BARS,
+        then: Callable[[Any], None] | None = None,
+        span: LoadSpan | None = None,
+    ) -> UpsertStats:
         """Upsert record batches of ``dataset`` into its table in one transaction, newest extraction
         winning, writing only rows that change.
 
-        The batches are streamed into a temporary table with ``COPY ... (FORMAT binary)``, encoded
-        straight from their Arrow buffers by ``pgpq`` (Arrow -> PostgreSQL's binary COPY format, in
-        Rust; one batch in memory at a time, no Python object per value). Then, into the table of
-        each interval present (bars are stored per interval, :meth:`~market_ingest.schema.StoredDataset.storage`)::
+        **New rows** (``span`` declared, ``batches`` a callable, one target table, and the table
+        holding no row of the span's series in their ranges: :func:`~market_ingest.hooks.timescale.statements.span_is_new`):
+        the batches are copied straight into the table with ``COPY ... (FORMAT binary)``, encoded
+        from their Arrow buffers by ``pgpq`` (:func:`~market_ingest.hooks.timescale.statements.copy_new_rows`).
+        A row outside the span, or a key stored meanwhile by a concurrent load, rolls that copy back
+        and the batches are read again (``batches()``) for the upsert below.
+
+        **Otherwise** the batches are streamed the same way into a temporary table (one batch in
+        memory at a time, no Python object per value). Then, into the table of each interval
+        present (bars are stored per interval, :meth:`~market_ingest.schema.StoredDataset.storage`)::
 
             INSERT ... SELECT ... FROM <the copied rows that are new or differ from the stored row>
             ON CONFLICT (<key>) DO UPDATE SET ...
@@ -259,54 +288,39 @@ class TimescaleHook(PostgresHook):
 
         :param batches: record batches with the dataset's schema (``bars``: ``BAR_SCHEMA``, key
             ``(source, symbol, interval, time)``; ``quotes``: ``QUOTE_SCHEMA``, key
-            ``(source, symbol, time)``).
+            ``(source, symbol, time)``), or a callable returning a fresh iterable of them each call
+            (needed for the new-rows copy, which may have to read them twice).
         :param then: called with the load's cursor after the rows are written, before the commit
             (also when there were no rows), so what it writes commits with them or not at all: the
             load writes the coverage ledger there (:func:`market_ingest.coverage.record`).
-        :return: ``{"rows": rows given, "applied": rows inserted or changed, "skipped": rows not
-            written (identical to the stored row, extracted earlier than it, or a repeated key)}``.
+        :param span: where the batches' rows lie (:class:`LoadSpan`), when the caller knows it
+            before reading them (the load task knows each symbol's window from the plan).
+        :return: :class:`UpsertStats`.
         """
-        import pyarrow as pa
-        from pgpq import ArrowToPostgresBinaryEncoder
         from psycopg import sql
 
         from market_ingest.schema import DATASETS
 
         spec = DATASETS[dataset]
-        cols = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
-        # Every field nullable on the wire: the table's NOT NULL constraints judge a missing value,
-        # and the load fails there, whole, as any other constraint violation does.
-        wire = pa.schema([f.with_nullable(True) for f in spec.schema])
-        encoder = ArrowToPostgresBinaryEncoder(wire)
-        rows = 0
+        direct = self._direct_table(spec, span) if callable(batches) else None
         with closing(self.get_conn()) as conn:
             with conn.transaction(), conn.cursor() as cur:
-                # The rows stay in this session's memory up to 256 MB (about 1.5 million bars) instead
-                # of spilling through the default 8 MB of temp buffers; effective before the
-                # session's first temporary table, which this is (one connection per load).
-                cur.execute("SET LOCAL temp_buffers = '256MB'")
-                cur.execute(
-                    sql.SQL("CREATE TEMP TABLE _load (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
-                        sql.Identifier(*spec.storage_tables()[0].split("."))
-                    )
-                )
-                with cur.copy(sql.SQL("COPY _load ({}) FROM STDIN (FORMAT binary)").format(cols)) as copy:
-                    copy.write(encoder.write_header())
-                    for batch in batches:
-                        if batch.num_rows == 0:
-                            continue
-                        copy.write(encoder.write_batch(batch.select(list(spec.columns)).cast(wire)))
-                        rows += batch.num_rows
-                    copy.write(encoder.finish())
+                cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+                tsdb = cur.fetchone() is not None
+                if direct and span and callable(batches) and span_is_new(cur, direct, span, list(spec.series), tsdb):
+                    copied = copy_new_rows(conn, cur, spec, direct, batches(), span, self.log)
+                    if copied is not None:
+                        if then:
+                            then(cur)
+                        return {"rows": copied, "applied": copied, "skipped": 0, "copied": copied}
+                rows = self._copy_to_temp(cur, spec, batches() if callable(batches) else batches)
                 if not rows:
                     if then:
                         then(cur)
-                    return {"rows": 0, "applied": 0, "skipped": 0}
+                    return {"rows": 0, "applied": 0, "skipped": 0, "copied": 0}
                 # Statistics for the planner (autovacuum never visits a temporary table): without
                 # them it guesses a few thousand rows and joins them by a loop of index probes.
                 cur.execute("ANALYZE _load")
-                cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
-                tsdb = cur.fetchone() is not None
                 if tsdb:
                     cur.execute("SET LOCAL timescaledb.max_tuples_decompressed_per_dml_transaction = 0")
                 if spec.per_interval:
@@ -321,4 +335,45 @@ class TimescaleHook(PostgresHook):
                     applied += apply_load(conn, cur, spec, table, where, columnstore=tsdb, log=self.log)
                 if then:
                     then(cur)
-        return {"rows": rows, "applied": applied, "skipped": rows - applied}
+        return {"rows": rows, "applied": applied, "skipped": rows - applied, "copied": 0}
+
+    @staticmethod
+    def _direct_table(spec, span: LoadSpan | None) -> str | None:
+        """The one table a load with ``span`` writes into, or ``None`` (no span, or rows of several
+        intervals, which are stored in several tables)."""
+        if span is None or not span.ranges:
+            return None
+        if not spec.per_interval:
+            return spec.table
+        intervals = {s[spec.series.index("interval")] for s in span.ranges}
+        return spec.storage(intervals.pop()) if len(intervals) == 1 else None
+
+    @staticmethod
+    def _copy_to_temp(cur, spec, batches: Iterable[pa.RecordBatch]) -> int:
+        """Stream ``batches`` into a new temporary table ``_load`` (dropped at commit) shaped like
+        the dataset's table; return the rows copied."""
+        from pgpq import ArrowToPostgresBinaryEncoder
+        from psycopg import sql
+
+        cols = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
+        wire = spec.wire_schema()
+        encoder = ArrowToPostgresBinaryEncoder(wire)
+        # The rows stay in this session's memory up to 256 MB (about 1.5 million bars) instead
+        # of spilling through the default 8 MB of temp buffers; effective before the
+        # session's first temporary table, which this is (one connection per load).
+        cur.execute("SET LOCAL temp_buffers = '256MB'")
+        cur.execute(
+            sql.SQL("CREATE TEMP TABLE _load (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
+                sql.Identifier(*spec.storage_tables()[0].split("."))
+            )
+        )
+        rows = 0
+        with cur.copy(sql.SQL("COPY _load ({}) FROM STDIN (FORMAT binary)").format(cols)) as copy:
+            copy.write(encoder.write_header())
+            for batch in batches:
+                if batch.num_rows == 0:
+                    continue
+                copy.write(encoder.write_batch(batch.select(list(spec.columns)).cast(wire)))
+                rows += batch.num_rows
+            copy.write(encoder.finish())
+        return rows
