@@ -193,7 +193,7 @@ def _worker_of(stack, ti: dict) -> str:
     """The Celery worker (``worker-<n>``) whose log shows it executing task instance ``ti`` (a REST
     dict; its latest try), by the task instance id in the workload the worker logs."""
     wanted = f"ti=TaskInstanceDTO(id=UUID('{ti['id']}')"
-    found = [p.stem for p in stack.home.glob("worker-*.log") if wanted in p.read_text(errors="replace")]
+    found = stack.workers_logging(wanted)
     return found[0] if len(found) == 1 else "unknown"
 
 

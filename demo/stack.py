@@ -419,6 +419,11 @@ class AirflowStack:
         """What every process of the stack has written so far (its ``*.log`` files, one after the other)."""
         return "".join(p.read_text(errors="replace") for p in sorted(self.home.glob("*.log")))
 
+    def workers_logging(self, text: str) -> list[str]:
+        """The Celery workers (``worker-<n>``, sorted) whose log holds ``text``: a worker logs each
+        workload it executes (task instance id, task, run and try), so this says which ran a try."""
+        return sorted(p.stem for p in self.home.glob("worker-*.log") if text in p.read_text(errors="replace"))
+
     def start_worker(self, name: str) -> subprocess.Popen:
         """Start Celery worker ``name`` (``worker-<n>``): ``airflow celery worker`` with
         :data:`WORKER_CONCURRENCY` slots, its own Celery hostname and log server port.

@@ -314,7 +314,7 @@ def _recorded_days(symbols, start, end):
 def _worker_of_try(stack, run_id, task_id, try_number):
     """The Celery worker (``worker-<n>``) whose log shows it executing that try, from the workload it logs."""
     wanted = f"task_id='{task_id}', dag_id='{DAILY}', run_id='{run_id}', try_number={try_number},"
-    found = [p.stem for p in stack.home.glob("worker-*.log") if wanted in p.read_text(errors="replace")]
+    found = stack.workers_logging(wanted)
     assert len(found) == 1, (wanted, found)
     return found[0]
 
