@@ -133,6 +133,10 @@ def main() -> int:
             (work / "lake").mkdir()
             url = f"file://{work}/lake"
         root = lake.lake_root(url)
+        warm = root / "warm-up"  # imports and first connections, outside the timings
+        if not args.s3:
+            Path(warm.path).mkdir()
+        publish(warm, minute_bars(1, 0), "1m", "warm-up")
 
         # 1. hourly 1m runs into one day
         hourly = []

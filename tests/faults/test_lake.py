@@ -165,3 +165,39 @@ def test_an_older_extraction_never_replaces_a_newer_bar_in_the_lake(tmp_path):
     (obj,) = lake.publish(older, root, "yahoo", "1d")  # an old run's publish, re-run late
     assert obj["kept_newer"] == 1
     assert lake.read_lake(root, "yahoo", "1d", day, day + timedelta(days=1))["close"].to_pylist() == [101.0]
+
+
+def test_two_runs_appending_the_same_new_bars_at_once_leave_each_once(tmp_path, monkeypatch):
+    """Both runs find nothing stored in their span, so both take the append path at the same
+    version; the append is an overwrite of exactly that span, so the second commit conflicts with
+    the first's files, merges again, and each bar is stored once (a blind append would store both)."""
+    from market_ingest import lake
+    from market_ingest.lake import table
+
+    root = lake.lake_root(f"file://{tmp_path}")
+    day, t0 = datetime(2021, 8, 2, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
+    rows = pa.concat_tables([_bars(s, day, t0) for s in ("MSFT", "NVDA")])
+    staged = [lake.stage(rows, root, "yahoo", "1d", f"run-{i}", 0) for i in range(2)]
+    table.open_table(root, create=True)
+
+    both_read = threading.Barrier(2, timeout=30)
+    opened = {"merge": 0}
+    real_open = table.open_table
+
+    def open_then_wait(root, *, create=False, version=None):
+        dt = real_open(root, create=create, version=version)
+        if create:
+            opened["merge"] += 1
+            if opened["merge"] <= 2:
+                both_read.wait()
+        return dt
+
+    monkeypatch.setattr(table, "open_table", open_then_wait)
+    threads = [threading.Thread(target=lake.publish, args=(s, root, "yahoo", "1d")) for s in staged]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert opened["merge"] == 3  # the second append conflicted and was merged again
+    stored = lake.read_table(root)
+    assert sorted(stored["symbol"].to_pylist()) == ["MSFT", "NVDA"]

@@ -18,10 +18,12 @@ time)`` in ONE commit (:func:`publish_bars`, ``DeltaTable.merge``): a stored bar
 only when the run's was extracted later (``ingested_at``), every other stored bar is kept, and
 keys the table lacks are inserted. The commit spans every partition the run touches, so a reader
 sees the whole run or none of it. The merge predicate carries the run's partitions and its time
-span as literals, so the files whose statistics lie outside the span are never read: a forward
-run whose span overlaps nothing stored reads no file and costs an append, while keeping the
-conflict check a blind append would skip (two runs appending the same keys at once would
-otherwise both land).
+span as literals, so the files whose statistics lie outside the span are never read. A forward
+run whose span no stored file overlaps (by the log's statistics: no file read) skips the merge:
+it is written as an overwrite of exactly its span (``source``, ``period`` and ``time`` bounds),
+which deletes nothing and costs about an append, yet, unlike a blind append, conflicts with a
+concurrent commit that added files in that span, so two runs appending the same new bars at
+once store them once (the loser merges again).
 
 **Concurrency.** Each commit is a new ``_delta_log/<version>.json`` created only if absent: on S3
 a ``PutObject`` with ``If-None-Match: *`` (delta-rs 1.x's default for S3; no DynamoDB lock),
@@ -189,7 +191,7 @@ NEWER_OR_REBASED = f"{NEWER} OR (s.ingested_at = t.ingested_at AND t.price_basis
 def merge_bars(
     root: ObjectStoragePath, rows: pa.Table, interval: str, attempts: int | None = None, replace_when: str = NEWER
 ) -> dict[str, Any]:
-    """Merge ``rows`` (bars of one source and interval, each key once) into the table, one commit.
+    """Merge ``rows`` (bars of one interval, each key once; with or without ``period``) into the table, one commit.
 
     A stored bar is replaced only by a row extracted later (``ingested_at``; ``replace_when``, an
     SQL condition on the stored ``t`` and the run's ``s``); new keys are inserted. See the module docstring for the predicate that keeps a forward run as cheap as an
@@ -208,7 +210,7 @@ def merge_bars(
 
     from market_ingest.lake.merge import MERGE_ATTEMPTS
 
-    data = with_period(rows, interval)
+    data = rows if "period" in rows.column_names else with_period(rows, interval)
     sources = pc.unique(data["source"]).to_pylist()
     periods = sorted(pc.unique(data["period"]).to_pylist())
     lo, hi = pc.min(data["time"]).as_py(), pc.max(data["time"]).as_py()
@@ -221,10 +223,19 @@ def merge_bars(
         'AND t.source = s.source AND t."interval" = s."interval" AND t.period = s.period '
         "AND t.symbol = s.symbol AND t.time = s.time"
     )
+    # The append: rows whose span no stored file of these sources and periods overlaps (any
+    # interval) are written as an overwrite of exactly that span, which deletes nothing and, unlike
+    # a blind append, conflicts with a concurrent commit that added files in the span.
+    span = f"source IN ({_quoted(sources)}) AND period IN ({_quoted(periods)}) AND time >= '{lo.isoformat()}' AND time <= '{hi.isoformat()}'"
     attempts = attempts or MERGE_ATTEMPTS
     for attempt in range(1, attempts + 1):
         dt = cast("DeltaTable", open_table(root, create=True))  # never None when creating
         try:
+            if not _overlaps(dt, sources, periods, lo, hi):
+                from deltalake import write_deltalake
+
+                write_deltalake(dt, data, mode="overwrite", predicate=span, writer_properties=_writer_properties())
+                return {"version": dt.version(), "inserted": data.num_rows, "updated": 0, "kept_newer": 0, "files_scanned": 0}
             metrics = (
                 dt.merge(data, predicate, source_alias="s", target_alias="t", writer_properties=_writer_properties())
                 .when_matched_update_all(predicate=replace_when)
@@ -244,6 +255,30 @@ def merge_bars(
             "files_scanned": metrics["num_target_files_scanned"],
         }
     raise DeltaCommitError("lake", f"bars table {table_uri(root)}: other commits kept conflicting under {attempts} merges")
+
+
+def _overlaps(dt: DeltaTable, sources: list[str], periods: list[str], lo: datetime, hi: datetime) -> bool:
+    """Whether a file of the table's current version, of ``sources`` and ``periods`` (any interval),
+    may hold a bar opening in ``[lo, hi]``, from the log's file statistics alone (a file without
+    statistics may)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from market_ingest.schema import utc_timestamp
+
+    files = pa.table(dt.get_add_actions(flatten=True))
+    if files.num_rows == 0:
+        return False
+    mine = files.filter(
+        pc.and_(pc.is_in(files["partition.source"], pa.array(sources)), pc.is_in(files["partition.period"], pa.array(periods)))
+    )
+    if mine.num_rows == 0:
+        return False
+    if "min.time" not in mine.column_names or "max.time" not in mine.column_names:
+        return True
+    starts_before = pc.fill_null(pc.less_equal(mine["min.time"], utc_timestamp(hi)), True)
+    ends_after = pc.fill_null(pc.greater_equal(mine["max.time"], utc_timestamp(lo)), True)
+    return pc.any(pc.and_(starts_before, ends_after)).as_py()
 
 
 def publish_bars(staged: list[dict[str, Any]], root: ObjectStoragePath, source: str, interval: str) -> list[dict[str, Any]]:
@@ -280,8 +315,8 @@ def publish_bars(staged: list[dict[str, Any]], root: ObjectStoragePath, source: 
         rows = newest_per_key(rows, NATURAL_KEY)
     if rows.num_rows == 0:
         return []
-    merged = merge_bars(root, rows, interval)
     data = with_period(rows, interval)
+    merged = merge_bars(root, data, interval)
     kept = _kept_newer_by_period(root, data, merged) if merged["kept_newer"] else {}
     named = pc.unique(data["source"]).to_pylist()  # the rows' own source decides their partition
     source = named[0] if len(named) == 1 else source
