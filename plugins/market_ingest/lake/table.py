@@ -64,6 +64,9 @@ PARTITION_COLUMNS = ("source", "interval", "period")
 #: Hours a file no longer in the table is kept before :func:`maintain` deletes it: a week, so
 #: time travel reaches a week back and a reader that opened a version up to a week ago finishes.
 VACUUM_RETENTION_HOURS = 7 * 24
+#: Table properties set at creation: a checkpoint every 10 commits, so opening the table replays
+#: at most 10 log entries after the last checkpoint (delta-rs's default is 100; on S3 each is a GET).
+TABLE_PROPERTIES = {"delta.checkpointInterval": "10"}
 #: Files smaller than this are compacted together (bytes; delta-rs's target file size).
 TARGET_FILE_SIZE = 128 * 1024 * 1024
 
@@ -108,16 +111,24 @@ def storage_options(root: ObjectStoragePath) -> dict[str, str]:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     hook = S3Hook(aws_conn_id=root.conn_id or "aws_default")
+    config = hook.conn_config  # the connection as written: no AWS client is built for it (0.17 s)
     options: dict[str, str] = {}
-    creds = hook.get_credentials()
-    if creds is not None and creds.access_key:
-        options |= {"AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key}
-        if creds.token:
-            options["AWS_SESSION_TOKEN"] = creds.token
-    region = hook.conn_region_name or hook.get_session().region_name
+    key: str | None
+    secret: str | None
+    token: str | None
+    if config.aws_access_key_id and not config.role_arn:
+        key, secret, token = config.aws_access_key_id, config.aws_secret_access_key, config.aws_session_token
+    else:  # a role to assume, or the environment's chain: the session resolves them
+        creds = hook.get_credentials()
+        key, secret, token = (creds.access_key, creds.secret_key, creds.token) if creds is not None else (None, None, None)
+    if key and secret:
+        options |= {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
+        if token:
+            options["AWS_SESSION_TOKEN"] = token
+    region = config.region_name or hook.get_session().region_name
     if region:
         options["AWS_REGION"] = region
-    endpoint = hook.conn_config.get_service_endpoint_url(service_name="s3")
+    endpoint = config.get_service_endpoint_url(service_name="s3")
     if endpoint:
         options["AWS_ENDPOINT_URL"] = endpoint
         if endpoint.startswith("http://"):
@@ -149,7 +160,12 @@ def open_table(root: ObjectStoragePath, *, create: bool = False, version: int | 
         check_lake(root)
         try:
             DeltaTable.create(
-                uri, schema=table_schema(), partition_by=list(PARTITION_COLUMNS), mode="ignore", storage_options=options
+                uri,
+                schema=table_schema(),
+                partition_by=list(PARTITION_COLUMNS),
+                mode="ignore",
+                storage_options=options,
+                configuration=TABLE_PROPERTIES,
             )
         except Exception as exc:  # another task created version 0 first
             log.info("bars table %s: created concurrently (%s)", uri, type(exc).__name__)
@@ -202,6 +218,13 @@ def merge_bars(
         extracted later, "files_scanned": target files the merge read}``.
     :raises DeltaCommitError: still conflicting after ``attempts`` merges.
     """
+    return _merge(root, rows, interval, attempts, replace_when)[0]
+
+
+def _merge(
+    root: ObjectStoragePath, rows: pa.Table, interval: str, attempts: int | None = None, replace_when: str = NEWER
+) -> tuple[dict[str, Any], DeltaTable]:
+    """:func:`merge_bars`, and the table object at the version it committed (to read its log without reopening it)."""
     import random
     import time
 
@@ -235,7 +258,7 @@ def merge_bars(
                 from deltalake import write_deltalake
 
                 write_deltalake(dt, data, mode="overwrite", predicate=span, writer_properties=_writer_properties())
-                return {"version": dt.version(), "inserted": data.num_rows, "updated": 0, "kept_newer": 0, "files_scanned": 0}
+                return {"version": dt.version(), "inserted": data.num_rows, "updated": 0, "kept_newer": 0, "files_scanned": 0}, dt
             metrics = (
                 dt.merge(data, predicate, source_alias="s", target_alias="t", writer_properties=_writer_properties())
                 .when_matched_update_all(predicate=replace_when)
@@ -253,7 +276,7 @@ def merge_bars(
             "updated": updated,
             "kept_newer": data.num_rows - inserted - updated,
             "files_scanned": metrics["num_target_files_scanned"],
-        }
+        }, dt
     raise DeltaCommitError("lake", f"bars table {table_uri(root)}: other commits kept conflicting under {attempts} merges")
 
 
@@ -316,11 +339,11 @@ def publish_bars(staged: list[dict[str, Any]], root: ObjectStoragePath, source: 
     if rows.num_rows == 0:
         return []
     data = with_period(rows, interval)
-    merged = merge_bars(root, data, interval)
+    merged, dt = _merge(root, data, interval)
     kept = _kept_newer_by_period(root, data, merged) if merged["kept_newer"] else {}
     named = pc.unique(data["source"]).to_pylist()  # the rows' own source decides their partition
     source = named[0] if len(named) == 1 else source
-    stored = _rows_by_period(root, source, interval)
+    stored = _rows_by_period(dt, source, interval)
     uri = table_uri(root)
     out = []
     for period in sorted(pc.unique(data["period"]).to_pylist()):
@@ -340,14 +363,11 @@ def publish_bars(staged: list[dict[str, Any]], root: ObjectStoragePath, source: 
     return out
 
 
-def _rows_by_period(root: ObjectStoragePath, source: str, interval: str) -> dict[str, int]:
-    """Rows per ``period`` of ``source``/``interval`` in the table's current version, from its log."""
+def _rows_by_period(dt: DeltaTable, source: str, interval: str) -> dict[str, int]:
+    """Rows per ``period`` of ``source``/``interval`` in ``dt``'s version, from its log."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    dt = open_table(root)
-    if dt is None:
-        return {}
     actions = pa.table(dt.get_add_actions(flatten=True))
     mine = actions.filter(
         pc.and_(pc.equal(actions["partition.source"], source), pc.equal(actions["partition.interval"], interval))
