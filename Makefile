@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-fast bench-faults test-3.12 install-3.12 test-mwaa-versions mwaa lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger bench-rebase install lock recordings record standin universes pools clean
+.PHONY: demo test test-fast bench-faults test-3.12 install-3.12 test-mwaa-versions mwaa lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger bench-rebase bench-lake install lock recordings record standin universes pools clean
 
 # EXECUTOR=celery: the CeleryExecutor with two workers, two schedulers and Redis (Debian's redis-server) instead of airflow standalone.
 EXECUTOR ?= local
@@ -21,7 +21,7 @@ up: $(STAMP)  ## leave PostgreSQL, moto and Airflow running; UI on http://localh
 psql: $(STAMP)  ## psql on `make up`'s warehouse (ARGS='-c "SELECT ..."')
 	$(PY) demo/up.py psql $(ARGS)
 
-lake: $(STAMP)  ## list `make up`'s lake objects with their rows (ARGS="--prefix source=yahoo/interval=1d")
+lake: $(STAMP)  ## list `make up`'s lake objects with their rows (ARGS="--prefix bars/source=yahoo/interval=1d": the bars table's files)
 	$(PY) demo/up.py lake $(ARGS)
 
 coverage: $(STAMP)  ## the coverage ledger of `make up`'s warehouse: days per state, then the latest incomplete days (ARGS="--source yahoo --interval 1d")
@@ -47,6 +47,9 @@ bench-ledger: $(STAMP)  ## the coverage ledger and anomaly flags of a 280-symbol
 
 bench-rebase: $(STAMP)  ## 1,000,000 bars stored before the price basis re-based to as traded (BENCH_ARGS="--warehouse timescaledb --columnstore"); appends to bench/RESULTS.md
 	$(PY) bench/rebase.py $(BENCH_ARGS)
+
+bench-lake: $(STAMP)  ## the bars Delta table: 24 hourly 1m runs of 5,000 series into one day, a 100 x 1,000 daily backfill against one Parquet write, a rerun (BENCH_ARGS="--s3"); appends to bench/RESULTS.md
+	$(PY) bench/lake.py $(BENCH_ARGS)
 
 bench-query: $(STAMP)  ## one-symbol queries over 200 symbols (25 years 1d, a month of 1m) on TimescaleDB, per layout; appends to bench/RESULTS.md
 	$(PY) bench/query.py $(BENCH_ARGS)

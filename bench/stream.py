@@ -170,7 +170,7 @@ def _check_sinks(services) -> dict[str, int]:
     (bucket,) = cfg.lake.buckets[:1]
     prefix = cfg.lake.url.split(f"{bucket}/", 1)[1]
     times = []
-    for _, table in lake_tables(services, bucket, f"{prefix}/source=binance/interval=1m/", columns=["time"]):
+    for _, table in lake_tables(services, bucket, f"{prefix}/bars/source=binance/interval=1m/", columns=["time"]):
         times += table["time"].to_pylist()
     ids: list[str] = []
     for record in stream_data(services, cfg.kinesis.stream):

@@ -554,14 +554,51 @@ def read_stream(services: Services, stream: str) -> list[dict]:
 
 def lake_tables(services: Services, bucket: str, prefix: str, columns: list[str] | None = None) -> Iterator[tuple[str, object]]:
     """``(key, pyarrow table)`` of every Parquet object under ``s3://bucket/prefix``, read with boto3
-    (no deduplication: what a query engine listing the prefix would see)."""
+    (no deduplication: what a query engine listing the prefix would see). Under a Delta table
+    (a prefix ``<table>/source=...`` whose ``<table>/_delta_log/`` exists, e.g. ``bars/bars/``),
+    only the files of the table's current version: what an engine reading the table sees."""
     import io
 
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     s3 = services.boto3_client("s3")
+    active = delta_files(services, bucket, prefix.split("/source=")[0]) if "/source=" in prefix else None
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for o in page.get("Contents", []):
-            if o["Key"].endswith(".parquet"):
+            if o["Key"].endswith(".parquet") and (active is None or o["Key"] in active):
                 body = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
-                yield o["Key"], pq.read_table(io.BytesIO(body), columns=columns)
+                if active is None:
+                    yield o["Key"], pq.read_table(io.BytesIO(body), columns=columns)
+                    continue
+                # A Delta table keeps its partition columns in the path (source=, interval=, period=), not the file.
+                table = pq.read_table(io.BytesIO(body))
+                for part in o["Key"].split("/"):
+                    name, eq, value = part.partition("=")
+                    if eq and name not in table.column_names:
+                        table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+                yield o["Key"], table.select(columns) if columns else table
+
+
+def delta_storage_options(services: Services) -> dict[str, str]:
+    """deltalake's storage options for moto (any key; not credentials)."""
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": AWS_REGION,
+        "AWS_ENDPOINT_URL": services.aws_endpoint,
+        "AWS_ALLOW_HTTP": "true",
+    }
+
+
+def delta_files(services: Services, bucket: str, table: str) -> set[str] | None:
+    """Keys of the data files in the current version of the Delta table at ``s3://bucket/table``;
+    ``None`` when no table is there."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        dt = DeltaTable(f"s3://{bucket}/{table}", storage_options=delta_storage_options(services))
+    except TableNotFoundError:
+        return None
+    return {uri.removeprefix(f"s3://{bucket}/") for uri in dt.file_uris()}

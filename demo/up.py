@@ -180,11 +180,13 @@ def lake(prefix: str) -> int:
     sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
     import pyarrow.parquet as pq
 
-    from demo.services import Services
+    from demo.services import Services, delta_files
     from market_ingest.config import load_config
 
     bucket, _, root = load_config().lake.url.split("@", 1)[1].partition("/")
-    s3 = Services(pg_socket_dir="", aws_endpoint=state["aws_endpoint"]).boto3_client("s3")
+    services = Services(pg_socket_dir="", aws_endpoint=state["aws_endpoint"])
+    s3 = services.boto3_client("s3")
+    active = delta_files(services, bucket, f"{root}/bars") or set()  # the bars table's current files
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{root}/{prefix}".rstrip("/")):
         for o in page.get("Contents", []):
             rows = (
@@ -192,7 +194,10 @@ def lake(prefix: str) -> int:
                 if not o["Key"].endswith(".parquet")
                 else pq.ParquetFile(io.BytesIO(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read())).metadata.num_rows
             )
-            print(f"s3://{bucket}/{o['Key']}  {rows} rows  {o['Size']} bytes")
+            stale = (
+                "  (an earlier version's file)" if o["Key"].startswith(f"{root}/bars/source=") and o["Key"] not in active else ""
+            )
+            print(f"s3://{bucket}/{o['Key']}  {rows} rows  {o['Size']} bytes{stale}")
     return 0
 
 
@@ -201,7 +206,9 @@ if __name__ == "__main__":
     parser.add_argument("command", choices=["up", "down", "serve", "psql", "lake"])
     parser.add_argument("--live", action="store_true", help="call the live vendor APIs instead of the stand-in")
     parser.add_argument("--executor", choices=("local", "celery"), default="local", help="the Airflow layout (demo/stack.py)")
-    parser.add_argument("--prefix", default="", help="lake: only keys under this prefix (source=yahoo/interval=1d)")
+    parser.add_argument(
+        "--prefix", default="", help="lake: only keys under this prefix (bars/source=yahoo/interval=1d: the bars table)"
+    )
     a, rest = parser.parse_known_args()
     if a.command == "serve":
         serve(a.live, a.executor)

@@ -177,13 +177,16 @@ class ExtractResult(TypedDict):
 
 
 class LakeObject(TypedDict):
-    """One partition object ``publish_lake`` merged the run's bars into."""
+    """One partition ``publish_lake`` merged the run's rows into: for bars, a partition folder of
+    the bars Delta table and ``version``, the table version the run's one commit made (or read,
+    when nothing changed); for quotes, the partition object."""
 
     path: str
     partition: str
     rows: int
     run_rows: int
     kept_newer: int
+    version: NotRequired[int]
 
 
 class LakeResult(TypedDict):

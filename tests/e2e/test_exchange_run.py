@@ -33,7 +33,7 @@ def test_binance_run_loads_closed_candles_once_and_a_rerun_adds_nothing(services
     assert btc["dropped"] == {"open_bar": 1} and btc["gaps"] == []  # 23:12 was open when recorded
     assert report["symbols"]["NOPE/USDT"]["status"] == "unknown_symbol"
     (key,) = report["lake_objects"]
-    assert key.endswith("source=binance/interval=1m/date=2021-10-22/bars.parquet")
+    assert key.endswith("/bars/source=binance/interval=1m/period=2021-10-22")
 
     rows = _bars(services)
     assert [r[0].minute for r in rows] == list(range(3, 12)) and {r[4] for r in rows} == {"USDT"}

@@ -176,7 +176,7 @@ def _sinks(deployment, days=DAYS, symbols=SYMBOLS):
     Yahoo daily bars of ``days`` (one month's) for ``symbols`` in the deployment's sinks."""
     import pyarrow.parquet as pq
 
-    from demo.services import read_stream
+    from demo.services import delta_files, read_stream
 
     services = deployment.services
     with psycopg.connect(services.pg_conninfo()) as conn:
@@ -187,14 +187,16 @@ def _sinks(deployment, days=DAYS, symbols=SYMBOLS):
             (days[0], days[-1], symbols),
         ).fetchall()
     s3 = services.boto3_client("s3")
-    objects = {}  # daily bars are partitioned by month: the month's one object, its rows of days and symbols
-    prefix = f"bars/source=yahoo/interval=1d/month={days[0][:7]}/"
+    objects = {}  # daily bars are partitioned by month: the month's partition of the bars table, its rows of days and symbols
+    prefix = f"bars/bars/source=yahoo/interval=1d/period={days[0][:7]}/"
+    active = delta_files(services, deployment.bucket, "bars/bars") or set()
     for o in s3.list_objects_v2(Bucket=deployment.bucket, Prefix=prefix).get("Contents", []):
+        if o["Key"] not in active:
+            continue  # a file an earlier version of the table held
         table = pq.read_table(io.BytesIO(s3.get_object(Bucket=deployment.bucket, Key=o["Key"])["Body"].read()))
         ours = [r for r in table.drop_columns(["ingested_at"]).to_pylist() if r["symbol"] in symbols]
-        objects[o["Key"]] = sorted(
-            (r for r in ours if r["time"].date().isoformat() in days), key=lambda r: (r["time"], r["symbol"])
-        )
+        objects.setdefault(prefix, []).extend(r for r in ours if r["time"].date().isoformat() in days)
+    objects = {k: sorted(v, key=lambda r: (r["time"], r["symbol"])) for k, v in objects.items()}
     records = [
         r
         for r in read_stream(services, deployment.bars_stream)

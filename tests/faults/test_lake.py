@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 UTC = timezone.utc
 WEEK = {"start": "2021-08-02T00:00:00Z", "end": "2021-08-07T00:00:00Z"}  # Mon..Fri; no other test writes it
 DAYS = ["2021-08-02", "2021-08-03", "2021-08-04", "2021-08-05", "2021-08-06"]
-PREFIX = "bars/source=yahoo/interval=1d/month=2021-08/"
+PREFIX = "bars/bars/source=yahoo/interval=1d/period=2021-08/"
 
 
 def _week_rows(services):
@@ -33,7 +33,7 @@ def test_a_second_run_of_the_same_window_keeps_every_symbol(services, airflow_db
     counts = key_counts(_week_rows(services))
     assert counts == {(s, d): 1 for s in ("MSFT", "NVDA", "TSLA") for d in DAYS}
 
-    # An overlapping window (Wed..Thu) for one symbol: still each bar once, in the month's one object.
+    # An overlapping window (Wed..Thu) for one symbol: still each bar once, in the month's partition.
     third = _run(
         "market_yahoo_1d",
         datetime(2021, 8, 9, tzinfo=UTC),
@@ -42,7 +42,7 @@ def test_a_second_run_of_the_same_window_keeps_every_symbol(services, airflow_db
     assert str(third.state).endswith("success")
     rows = _week_rows(services)
     assert key_counts(rows) == counts
-    assert len({r["_key"] for r in rows}) == 1  # the month of August 2021
+    assert {r["_key"].rsplit("/", 1)[0] for r in rows} == {PREFIX.rstrip("/")}  # the month of August 2021
 
 
 def _bars(symbol: str, day: datetime, ingested_at: datetime, close: float = 100.0) -> pa.Table:
@@ -69,32 +69,34 @@ def _bars(symbol: str, day: datetime, ingested_at: datetime, close: float = 100.
 
 
 def test_concurrent_publishes_of_one_partition_both_land(services, monkeypatch):
-    """Two runs read the same partition object, then both write: the conditional write makes the
-    second merge again instead of overwriting the first."""
+    """Two runs open the bars table at the same version, then both merge into the same month: on
+    S3 (moto, which honours ``If-None-Match: *``) only one can create the next log entry; the
+    other's commit conflicts and it merges again on the new version, instead of overwriting it."""
     from market_ingest import lake
     from market_ingest.config import load_config
-    from market_ingest.lake import merge
+    from market_ingest.lake import table
 
     root = lake.lake_root(load_config().lake.url) / "test-concurrent"
     day, t0 = datetime(2021, 8, 2, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
     lake.publish(lake.stage(_bars("AAPL", day, t0), root, "yahoo", "1d", "seed", 0), root, "yahoo", "1d")
+    seeded = table.open_table(root).version()
     staged = {
         s: lake.stage(_bars(s, day, t0 + timedelta(minutes=1)), root, "yahoo", "1d", f"run-{s}", 0) for s in ("MSFT", "NVDA")
     }
 
     both_read = threading.Barrier(2, timeout=30)
-    reads = {"partition": 0}
-    real_read = lake.read_parquet
+    opened = {"merge": 0}
+    real_open = table.open_table
 
-    def read_then_wait(path, dataset="bars"):
-        table = real_read(path, dataset)
-        if str(path).endswith("/bars.parquet"):
-            reads["partition"] += 1
-            if reads["partition"] <= 2:  # the first read of each writer: both hold the same version
+    def open_then_wait(root, *, create=False, version=None):
+        dt = real_open(root, create=create, version=version)
+        if create:  # merge_bars' read of the table
+            opened["merge"] += 1
+            if opened["merge"] <= 2:  # the first of each writer: both hold the same version
                 both_read.wait()
-        return table
+        return dt
 
-    monkeypatch.setattr(merge, "read_parquet", read_then_wait)
+    monkeypatch.setattr(table, "open_table", open_then_wait)
     errors = []
 
     def publish(symbol):
@@ -109,46 +111,31 @@ def test_concurrent_publishes_of_one_partition_both_land(services, monkeypatch):
     for t in threads:
         t.join(60)
     assert not errors
-    assert reads["partition"] == 3  # one writer had to read again after its conditional write failed
-    merged = real_read(lake.partition_object(root, "yahoo", "1d", "2021-08"))
+    assert opened["merge"] == 3  # one writer's commit conflicted: it read the table again and merged again
+    assert real_open(root).version() == seeded + 2  # two commits, one per run
+    merged = lake.read_lake(root, "yahoo", "1d", day, day + timedelta(days=1))
     assert sorted(merged["symbol"].to_pylist()) == ["AAPL", "MSFT", "NVDA"]
 
 
-def test_a_partition_replaced_between_its_etag_and_its_body_is_read_again(services, monkeypatch):
-    """Seen in CI once daily bars shared one month object: a backfill's runs published at once, one
-    replaced the object after another had opened it, and s3fs's ``FileExpired`` (its ranged read
-    carries ``If-Match`` on the ETag it opened) failed the task instead of merging again."""
-    import io
-
-    import pyarrow.parquet as pq
-
+def test_a_partition_replaced_while_read_is_read_as_it_was(services):
+    """A reader that opened the table keeps reading that version while a run's merge replaces the
+    partition's file (on S3, moto); the next read sees the run's bars, and the old version stays
+    readable by number (time travel) until a vacuum older than the retention removes its files."""
     from market_ingest import lake
     from market_ingest.config import load_config
+    from market_ingest.lake import table
 
-    root = lake.lake_root(load_config().lake.url) / "test-expired"
+    root = lake.lake_root(load_config().lake.url) / "test-replaced"
     day, t0 = datetime(2021, 8, 2, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
-    lake.publish(lake.stage(_bars("AAPL", day, t0), root, "yahoo", "1d", "seed", 0), root, "yahoo", "1d")
-    staged = lake.stage(_bars("MSFT", day + timedelta(days=1), t0), root, "yahoo", "1d", "ours", 0)
-    target = lake.partition_object(root, "yahoo", "1d", "2021-08")
-    key = target.path.split("/", 1)[1]
-    real_read, reads = pq.read_table, {"n": 0}
-
-    def other_writer_then_read(source, *args, **kw):
-        reads["n"] += 1
-        if reads["n"] == 1 and not isinstance(source, (str, io.BytesIO)):  # our merge has just opened the object
-            s3 = services.boto3_client("s3")
-            both = pa.concat_tables(
-                [real_read(io.BytesIO(s3.get_object(Bucket="market-lake", Key=key)["Body"].read())), _bars("NVDA", day, t0)]
-            )
-            body = io.BytesIO()
-            pq.write_table(both, body)
-            s3.put_object(Bucket="market-lake", Key=key, Body=body.getvalue())  # another run's merge lands
-        return real_read(source, *args, **kw)
-
-    monkeypatch.setattr(pq, "read_table", other_writer_then_read)
-    lake.publish(staged, root, "yahoo", "1d")
-    assert reads["n"] >= 2  # read again
-    assert sorted(lake.read_parquet(target)["symbol"].to_pylist()) == ["AAPL", "MSFT", "NVDA"]
+    lake.publish(lake.stage(_bars("AAPL", day, t0, close=100.0), root, "yahoo", "1d", "first", 0), root, "yahoo", "1d")
+    reader = table.open_table(root).to_pyarrow_dataset()  # opened at the first version
+    first = table.open_table(root).version()
+    restated = lake.stage(_bars("AAPL", day, t0 + timedelta(hours=1), close=101.0), root, "yahoo", "1d", "second", 0)
+    (obj,) = lake.publish(restated, root, "yahoo", "1d")
+    assert obj["version"] == first + 1 and obj["rows"] == 1
+    assert reader.to_table()["close"].to_pylist() == [100.0]  # the file it listed is still there
+    assert lake.read_lake(root, "yahoo", "1d", day, day + timedelta(days=1))["close"].to_pylist() == [101.0]
+    assert table.read_table(root, version=first)["close"].to_pylist() == [100.0]
 
 
 def test_concurrent_publishes_to_a_local_lake_all_land(tmp_path):
@@ -163,7 +150,7 @@ def test_concurrent_publishes_to_a_local_lake_all_land(tmp_path):
         t.start()
     for t in threads:
         t.join(60)
-    merged = lake.read_parquet(lake.partition_object(root, "yahoo", "1d", "2021-08"))
+    merged = lake.read_lake(root, "yahoo", "1d", day, day + timedelta(days=1))
     assert sorted(merged["symbol"].to_pylist()) == symbols
 
 
@@ -177,4 +164,40 @@ def test_an_older_extraction_never_replaces_a_newer_bar_in_the_lake(tmp_path):
     lake.publish(newer, root, "yahoo", "1d")
     (obj,) = lake.publish(older, root, "yahoo", "1d")  # an old run's publish, re-run late
     assert obj["kept_newer"] == 1
-    assert lake.read_parquet(obj["path"])["close"].to_pylist() == [101.0]
+    assert lake.read_lake(root, "yahoo", "1d", day, day + timedelta(days=1))["close"].to_pylist() == [101.0]
+
+
+def test_two_runs_appending_the_same_new_bars_at_once_leave_each_once(tmp_path, monkeypatch):
+    """Both runs find nothing stored in their span, so both take the append path at the same
+    version; the append is an overwrite of exactly that span, so the second commit conflicts with
+    the first's files, merges again, and each bar is stored once (a blind append would store both)."""
+    from market_ingest import lake
+    from market_ingest.lake import table
+
+    root = lake.lake_root(f"file://{tmp_path}")
+    day, t0 = datetime(2021, 8, 2, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
+    rows = pa.concat_tables([_bars(s, day, t0) for s in ("MSFT", "NVDA")])
+    staged = [lake.stage(rows, root, "yahoo", "1d", f"run-{i}", 0) for i in range(2)]
+    table.open_table(root, create=True)
+
+    both_read = threading.Barrier(2, timeout=30)
+    opened = {"merge": 0}
+    real_open = table.open_table
+
+    def open_then_wait(root, *, create=False, version=None):
+        dt = real_open(root, create=create, version=version)
+        if create:
+            opened["merge"] += 1
+            if opened["merge"] <= 2:
+                both_read.wait()
+        return dt
+
+    monkeypatch.setattr(table, "open_table", open_then_wait)
+    threads = [threading.Thread(target=lake.publish, args=(s, root, "yahoo", "1d")) for s in staged]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert opened["merge"] == 3  # the second append conflicted and was merged again
+    stored = lake.read_table(root)
+    assert sorted(stored["symbol"].to_pylist()) == ["MSFT", "NVDA"]

@@ -88,7 +88,9 @@ def test_two_sources_of_each_kind_keep_separate_series_in_every_sink(services, p
         assert _stored(services, twin, interval, symbols, start, end) == firsts[source]
         lake_sources = {
             s
-            for _, table in lake_tables(services, "market-lake", f"bars/source={twin}/interval={interval}/", columns=["source"])
+            for _, table in lake_tables(
+                services, "market-lake", f"bars/bars/source={twin}/interval={interval}/", columns=["source"]
+            )
             for s in table["source"].to_pylist()
         }
         assert lake_sources == {twin}

@@ -1,7 +1,8 @@
-"""The lake as query engines read it (issue 14 item 7): daily bars in month partitions, weekly and
-monthly bars in year partitions, intraday bars per date; after overlapping runs DuckDB's plain glob
-over the lake (through moto's S3 on loopback) reads each bar once, the newest extraction; and
-``compact`` folds what earlier layouts left into this one without losing a bar."""
+"""The lake as query engines read it (issues 14 and 32): the bars Delta table partitioned by source,
+interval and period (month for daily bars); after overlapping runs deltalake/pyarrow, DuckDB and
+Polars over the table's Arrow dataset (through moto's S3 on loopback) read each bar once, the
+newest extraction; and the conversion copies what earlier layouts left into the table without
+losing a bar, once."""
 
 from __future__ import annotations
 
@@ -33,18 +34,19 @@ def _run(root, table: pa.Table, run_id: str, interval: str = "1d") -> list[dict]
     )
 
 
-def _duckdb(services):
-    """A DuckDB connection that reads ``s3://`` through s3fs against moto (DuckDB's own httpfs
-    extension is downloaded on first use, and these machines have no internet)."""
+def _dataset(root):
+    """The bars table's current version as a ``pyarrow.dataset`` (delta-rs lists its files from
+    the log; DuckDB's ``delta_scan`` downloads an extension on first use, and these machines have
+    no internet, so DuckDB and Polars read this dataset)."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(lake.table_uri(root), storage_options=lake.storage_options(root)).to_pyarrow_dataset()
+
+
+def test_overlapping_runs_leave_each_bar_once_for_duckdb_and_polars_in_month_partitions(services):
     import duckdb
-    import s3fs
+    import polars as pl
 
-    con = duckdb.connect()
-    con.register_filesystem(s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=services.aws_endpoint))
-    return con
-
-
-def test_overlapping_runs_leave_each_bar_once_for_duckdb_in_one_object_per_month(services):
     from market_ingest.config import load_config
 
     root = lake.lake_root(load_config().lake.url) / "test-readers"
@@ -53,6 +55,7 @@ def test_overlapping_runs_leave_each_bar_once_for_duckdb_in_one_object_per_month
     universe = _daily_bars("yahoo", 200, 730, 100.0, T0, datetime(2019, 1, 1, tzinfo=UTC))
     first = _run(root, universe, "scheduled__2021-01-01")
     assert [o["partition"] for o in first] == [f"{y}-{m:02d}" for y in (2019, 2020) for m in range(1, 13)]
+    assert len({o["version"] for o in first}) == 1  # the run's 24 partitions in one commit
     restated = _daily_bars("yahoo", 100, 92, 101.0, T0 + timedelta(hours=1), datetime(2019, 7, 1, tzinfo=UTC))
     second = _run(root, restated, "manual__restatement")
     assert [o["partition"] for o in second] == ["2019-07", "2019-08", "2019-09"]
@@ -65,34 +68,40 @@ def test_overlapping_runs_leave_each_bar_once_for_duckdb_in_one_object_per_month
     )
 
     s3 = services.boto3_client("s3")
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="market-lake", Prefix="bars/test-readers/source=")["Contents"]]
-    assert len(keys) == 24 and all(k.endswith("/bars.parquet") and "/interval=1d/month=" in k for k in keys)
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket="market-lake", Prefix="bars/test-readers/bars/source=")
+    folders = {o["Key"].rsplit("/", 1)[0] for page in pages for o in page["Contents"]}
+    assert len(folders) == 24 and all("/source=yahoo/interval=1d/period=20" in f for f in folders)
 
-    glob = "s3://market-lake/bars/test-readers/source=*/interval=*/*/*.parquet"
-    con = _duckdb(services)
+    con = duckdb.connect()
+    bars = _dataset(root)  # noqa: F841 (DuckDB reads the Python variable by name)
     total, distinct, misfiled = con.sql(
-        f"SELECT count(*), count(DISTINCT (symbol, time)), count(*) FILTER (WHERE strftime(time AT TIME ZONE 'UTC', '%Y-%m') <> month) "
-        f"FROM read_parquet('{glob}', hive_partitioning = true)"
+        "SELECT count(*), count(DISTINCT (symbol, time)), count(*) FILTER (WHERE strftime(time AT TIME ZONE 'UTC', '%Y-%m') <> period) "
+        "FROM bars"
     ).fetchone()
     aapl_days = _aapl(RECORDED, T0).num_rows
     assert aapl_days == 49
     assert (total, distinct, misfiled) == (200 * 730 + aapl_days, 200 * 730 + aapl_days, 0)
     # The newest extraction of each bar: the restated closes, and AAPL's re-extracted days.
-    by_close = dict(
-        con.sql(f"SELECT close, count(*) FROM read_parquet('{glob}') WHERE symbol LIKE 'S%' GROUP BY close").fetchall()
-    )
+    by_close = dict(con.sql("SELECT close, count(*) FROM bars WHERE symbol LIKE 'S%' GROUP BY close").fetchall())
     assert by_close == {101.0: 100 * 92, 100.0: 200 * 730 - 100 * 92}
     reextracted = con.sql(
-        f"SELECT min(time AT TIME ZONE 'UTC')::date, max(time AT TIME ZONE 'UTC')::date, count(*) "
-        f"FROM read_parquet('{glob}') WHERE symbol = 'AAPL' AND ingested_at > TIMESTAMPTZ '2026-01-01 12:00:00+00'"
+        "SELECT min(time AT TIME ZONE 'UTC')::date, max(time AT TIME ZONE 'UTC')::date, count(*) "
+        "FROM bars WHERE symbol = 'AAPL' AND ingested_at > TIMESTAMPTZ '2026-01-01 12:00:00+00'"
     ).fetchone()
     assert [str(d) for d in reextracted[:2]] == ["2020-09-15", "2020-10-15"] and reextracted[2] == 23
 
-    # The product's reader returns the same bars as the glob.
+    # Polars over the same dataset: a one-symbol, one-month read prunes to one partition.
+    october = (
+        pl.scan_pyarrow_dataset(_dataset(root))
+        .filter((pl.col("period") == "2020-10") & (pl.col("symbol") == "AAPL"))
+        .select("time", "close", "ingested_at")
+        .collect()
+    )
+    assert october.height == 22 and october["ingested_at"].max() == T0 + timedelta(days=1)
+
+    # The product's reader returns the same bars as the engines.
     ours = lake.read_lake(root, "yahoo", "1d", datetime(2019, 1, 1, tzinfo=UTC), datetime(2021, 1, 1, tzinfo=UTC))
-    theirs = con.sql(
-        f"SELECT symbol, time, close, ingested_at FROM read_parquet('{glob}') ORDER BY symbol, time"
-    ).fetch_arrow_table()
+    theirs = con.sql("SELECT symbol, time, close, ingested_at FROM bars ORDER BY symbol, time").fetch_arrow_table()
     assert ours.select(["symbol", "time", "close", "ingested_at"]).to_pylist() == theirs.to_pylist()
 
 
@@ -113,46 +122,50 @@ def test_partitions_follow_the_interval():
         lake.partition_dir(root, "yahoo", "1d", "2020-09-01")
 
 
-def test_compact_folds_earlier_layouts_in_and_loses_no_bar(tmp_path, services):
-    """A lake written before month partitions: daily bars in ``date=`` folders, and (the per-window
-    layout before that) a second object in a folder. Compacting leaves only this layout's objects,
-    the same bars by the product's reader, and each bar once by DuckDB's glob."""
+def test_conversion_copies_every_earlier_layout_into_the_table_once(tmp_path):
+    """A lake written before the bars table: daily bars in ``date=`` folders (before month
+    partitions), a month object, and (the per-window layout) a second object in a folder holding
+    an older copy of days across two months. The conversion leaves the same bars by the product's
+    reader, the newest extraction of each, each once by DuckDB over the table; run again, it finds
+    nothing to do and commits nothing."""
     import duckdb
 
     root = lake.lake_root(f"file://{tmp_path}")
     base = root / "source=yahoo" / "interval=1d"
     aapl = _aapl(RECORDED, T0)
-    for day, rows in lake.split_by_partition(aapl, "1h"):  # per date, as the earlier layout wrote 1d
-        lake.write_parquet(rows, base / f"date={day}" / "bars.parquet")
-    # A newer extraction of October in this layout, and a per-window object beside it holding
-    # an older copy of October 29 and 30 and November 2 and 3.
-    _run(root, _aapl(Window(datetime(2020, 10, 1, tzinfo=UTC), datetime(2020, 11, 1, tzinfo=UTC)), T0 + timedelta(days=1)), "new")
+    september = aapl.filter(pa.compute.less(aapl["time"], datetime(2020, 10, 1, tzinfo=UTC)))  # Aug 31 .. Sep 30
+    for day, rows in lake.split_by_partition(september, "1h"):
+        lake.write_parquet(rows, base / f"date={day}" / "bars.parquet")  # per date, as the earliest layout wrote 1d
+    # October and November as month objects, a newer extraction of October, and a per-window
+    # object beside it holding an older copy of October 29 and 30 and November 2 and 3.
+    newer = _aapl(Window(datetime(2020, 10, 1, tzinfo=UTC), datetime(2020, 11, 1, tzinfo=UTC)), T0 + timedelta(days=1))
+    lake.write_parquet(newer, lake.partition_object(root, "yahoo", "1d", "2020-10"))
+    november = aapl.filter(pa.compute.greater_equal(aapl["time"], datetime(2020, 11, 1, tzinfo=UTC)))
+    lake.write_parquet(november, lake.partition_object(root, "yahoo", "1d", "2020-11"))
     lake.write_parquet(
         _aapl(Window(datetime(2020, 10, 29, tzinfo=UTC), datetime(2020, 11, 4, tzinfo=UTC)), T0),
         base / "month=2020-10" / "window-x.parquet",
     )
-    before = lake.read_lake(root, "yahoo", "1d", RECORDED.start, RECORDED.end)
-    assert before.num_rows == 49
+    assert lake.read_lake(root, "yahoo", "1d", RECORDED.start, RECORDED.end).num_rows == 0  # nothing in the table yet
 
-    stats = lake.compact(root, "yahoo", "1d")
-    assert stats == {"objects_folded": 49 + 1, "rows_folded": 49 + 4, "partitions_written": 4}
-    objects = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("source=*/**/*.parquet"))
-    assert objects == [f"source=yahoo/interval=1d/month=2020-{m}/bars.parquet" for m in ("08", "09", "10", "11")]
+    stats = lake.convert_lake(root, "yahoo", "1d")
+    assert stats == {"objects": september.num_rows + 3, "rows": 49, "rows_merged": 49, "commits": 1, "version": 1}
     after = lake.read_lake(root, "yahoo", "1d", RECORDED.start, RECORDED.end)
-    assert after.to_pylist() == before.to_pylist()
+    assert after.select(["time", "close"]).to_pylist() == aapl.select(["time", "close"]).to_pylist()
     october = after.filter(pa.compute.equal(pa.compute.strftime(after["time"], "%Y-%m"), "2020-10"))
     assert set(october["ingested_at"].to_pylist()) == {T0 + timedelta(days=1)}  # the newer extraction kept
-    assert lake.compact(root, "yahoo", "1d") == {"objects_folded": 0, "rows_folded": 0, "partitions_written": 0}
+    again = lake.convert_lake(root, "yahoo", "1d")
+    assert again == {**stats, "rows_merged": 0, "commits": 0}  # the same version: nothing committed
 
-    total, distinct = duckdb.sql(
-        f"SELECT count(*), count(DISTINCT time) FROM read_parquet('{tmp_path}/source=*/interval=*/*/*.parquet', hive_partitioning = true)"
-    ).fetchone()
+    bars = _dataset(root)  # noqa: F841
+    total, distinct = duckdb.sql("SELECT count(*), count(DISTINCT time) FROM bars").fetchone()
     assert total == distinct == 49
 
 
-def test_the_setup_dags_compact_task_folds_a_legacy_lake_on_s3(services):
+def test_the_setup_dags_compact_task_converts_a_legacy_lake_on_s3_once(services):
     """``market_setup``'s ``compact_lake`` over every configured series: the daily bars an earlier
-    version wrote by date (January 1999, which no other test writes) end in one month object."""
+    version wrote by date (January 1999, which no other test writes) end in the bars table's month
+    partition, counted; run again, the table's version does not move."""
     import pyarrow.compute as pc
 
     from market_ingest.config import load_config
@@ -166,17 +179,18 @@ def test_the_setup_dags_compact_task_folds_a_legacy_lake_on_s3(services):
 
     # NVDA as an earlier version stored it: Yahoo's answer of 2025-02-22, split-adjusted as of then
     # (one more object in each month partition; other tests of the session may have published some
-    # of these bars as traded since, and a publish's newer extraction wins the fold).
+    # of these bars as traded since, and a publish's newer extraction wins the conversion).
     from tests.unit.test_actions import daily_bars, on
 
     for _, rows in lake.split_by_partition(daily_bars(NVDA_REC, "NVDA"), "1d"):
         month = rows["time"][0].as_py().strftime("%Y-%m")
         lake.write_parquet(rows, root / "source=yahoo" / "interval=1d" / f"month={month}" / "nvda-legacy.parquet")
 
-    done = build_setup_dag(cfg).get_task("compact_lake").execute({})
-    assert done["yahoo/1d"]["objects_folded"] >= 10 + 12 and done["yahoo/1d"]["rows_folded"] >= 200 + 252
-    compacted = [k for k in done if not k.endswith("/rebase")]
-    assert len(compacted) == len(cfg.dag_pairs()) + len(cfg.quote_sources())
+    task = build_setup_dag(cfg).get_task("compact_lake")
+    done = task.execute({})
+    assert done["yahoo/1d"]["objects"] >= 10 + 12 and done["yahoo/1d"]["rows"] >= 200 + 252
+    assert done["yahoo/1d"]["rows_merged"] >= 200  # NVDA's days other tests published since, extracted later, are kept
+    assert {f"{s}/{i}" for s, i in cfg.dag_pairs()} <= set(done)
     # Then the rows stored before the price basis: NVDA's actions were in no lake object, so the
     # task asked Yahoo for them (the stand-in's whole-history NVDA events) and converted NVDA to as
     # traded; the 20 made-up series Yahoo does not know stay unconverted and are named.
@@ -187,11 +201,14 @@ def test_the_setup_dags_compact_task_folds_a_legacy_lake_on_s3(services):
     nvda = nvda.filter(pc.equal(nvda["symbol"], "NVDA"))
     assert nvda.num_rows == 252 and set(nvda["price_basis"].to_pylist()) == {"as_traded"}
     assert on(nvda, "2021-07-16")["close"] == pytest.approx(726.44, abs=0.01)
-    s3 = services.boto3_client("s3")
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="market-lake", Prefix="bars/source=yahoo/interval=1d/")["Contents"]]
-    assert not [k for k in keys if "/date=1999-" in k] and "bars/source=yahoo/interval=1d/month=1999-01/bars.parquet" in keys
     january = lake.read_lake(root, "yahoo", "1d", datetime(1999, 1, 1, tzinfo=UTC), datetime(1999, 2, 1, tzinfo=UTC))
     assert january.num_rows == 200 and pc.all(pc.equal(january["close"], 50.0)).as_py()
+
+    version = lake.open_table(root).version()
+    again = task.execute({})
+    assert again["yahoo/1d"]["rows_merged"] == 0 and again["yahoo/1d"]["rows"] == done["yahoo/1d"]["rows"]
+    assert all(again[f"{s}/{i}"]["commits"] == 0 for s, i in cfg.dag_pairs())
+    assert again["bars/maintenance"]["files_added"] == 0 and lake.open_table(root).version() == version  # nothing changed
 
 
 # Adjusted series and re-basing (issue 30), on a file:// lake holding Yahoo's recorded NVDA and
@@ -304,6 +321,7 @@ def test_rebasing_converts_legacy_yahoo_rows_to_as_traded_once_and_refuses_them_
     _legacy(daily_bars(MSFT_REC, "MSFT"), root)
     _legacy(daily_bars(MSFT_REC, "MSFT").set_column(1, "source", pa.array(["alpha_vantage"] * 252)), root, "alpha_vantage")
     _write_actions(root, "NVDA", _nvda_splits())
+    assert lake.convert_lake(root, "yahoo", "1d")["rows_merged"] == 2 * 252  # into the table as they are: basis null
 
     with pytest.raises(
         PriceBasisError,
@@ -322,6 +340,8 @@ def test_rebasing_converts_legacy_yahoo_rows_to_as_traded_once_and_refuses_them_
         "objects_written": 12,
         "symbols_lacking_actions": ["MSFT"],
     }
+    # The conversion run again carries the re-based rows (same extraction, now with a basis) into the table.
+    assert lake.convert_lake(root, "yahoo", "1d")["rows_merged"] == 252
     stored = lake.read_lake(root, "yahoo", "1d", *YEAR)
     nvda = stored.filter(pa.compute.equal(stored["symbol"], "NVDA"))
     assert on(nvda, "2021-07-16")["close"] == pytest.approx(726.44, abs=0.01)  # 18.161 x 40
@@ -354,44 +374,42 @@ def test_rebasing_converts_legacy_yahoo_rows_to_as_traded_once_and_refuses_them_
         "objects_written": 12,
         "symbols_lacking_actions": [],
     }
+    lake.convert_lake(root, "alpha_vantage", "1d")
     av = lake.read_lake(root, "alpha_vantage", "1d", *YEAR)
     assert set(av["price_basis"].to_pylist()) == {AS_TRADED} and av["close"].equals(daily_bars(MSFT_REC, "MSFT")["close"])
     assert lake.rebase_lake(root, "alpha_vantage", AS_TRADED)["objects_written"] == 0
 
 
-def test_a_publish_landing_during_the_rebasing_is_kept(services, monkeypatch):
-    """On S3 (moto): a run publishes into July 2021 after the re-basing read the object and before
-    it wrote it back; the conditional write fails, the conversion is redone on the fresh object,
-    and both the run's bar and the converted rows are there."""
-    from market_ingest.actions import AS_TRADED, SPLIT_ADJUSTED
+def test_a_publish_landing_during_the_conversion_is_kept(services, monkeypatch):
+    """On S3 (moto): a run publishes a newer extraction of July 2021 after the conversion compared
+    the Parquet objects with the table and before it merged them; the conversion's merge keeps the
+    run's bars (newer extraction wins), converts the rest, and its check passes."""
+    from market_ingest.actions import AS_TRADED
     from market_ingest.config import load_config
-    from market_ingest.lake import adjusted
-    from tests.unit.test_actions import daily_bars, on
+    from market_ingest.lake import table
+    from tests.unit.test_actions import daily_bars
 
-    root = lake.lake_root(load_config().lake.url) / "test-rebase"
+    root = lake.lake_root(load_config().lake.url) / "test-convert-race"
     sent = daily_bars(NVDA_REC, "NVDA")
     july = sent.filter(pa.compute.equal(pa.compute.strftime(sent["time"], "%Y-%m"), "2021-07"))
     _legacy(july, root)
-    _write_actions(root, "NVDA", _nvda_splits())
-    # Another run's bar of this version (as traded) in the same month object.
-    run = _scaled(july.slice(0, 1), 1.0, T0).set_column(2, "symbol", pa.array(["AAPL"]))
-    run = run.set_column(run.schema.get_field_index("price_basis"), "price_basis", pa.array([AS_TRADED]))
+    run = _scaled(july.slice(0, 3), 1.0, T0)  # three of July's days, extracted later, as traded
+    run = run.set_column(run.schema.get_field_index("price_basis"), "price_basis", pa.array([AS_TRADED] * 3))
     staged = lake.stage(run, root, "yahoo", "1d", "concurrent", 0)
 
-    real, seen = adjusted._Rebaser.rebase, []
+    real, merges = table.merge_bars, []
 
-    def publish_first(self, table, stats):
-        seen.append(table.num_rows)
-        if len(seen) == 1:
-            lake.publish(staged, root, "yahoo", "1d")  # lands between the read and the write
-        return real(self, table, stats)
+    def publish_first(*args, **kwargs):
+        merges.append(kwargs.get("replace_when"))
+        if len(merges) == 1:
+            lake.publish(staged, root, "yahoo", "1d")  # lands between the comparison and the merge
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(adjusted._Rebaser, "rebase", publish_first)
-    done = lake.rebase_lake(root, "yahoo", SPLIT_ADJUSTED)
-    assert seen == [july.num_rows, july.num_rows + 1]  # converted again on the object the run wrote
-    assert done["rows_converted"] == july.num_rows and done["objects_written"] == 1
-    stored = lake.read_parquet(lake.partition_object(root, "yahoo", "1d", "2021-07"))
-    aapl = stored.filter(pa.compute.equal(stored["symbol"], "AAPL"))
-    assert aapl["close"].to_pylist() == run["close"].to_pylist() and aapl["price_basis"].to_pylist() == [AS_TRADED]
-    nvda = stored.filter(pa.compute.equal(stored["symbol"], "NVDA"))
-    assert on(nvda, "2021-07-16")["close"] == pytest.approx(726.44, abs=0.01)
+    monkeypatch.setattr(table, "merge_bars", publish_first)
+    done = lake.convert_lake(root, "yahoo", "1d")
+    assert done["rows"] == done["rows_merged"] == july.num_rows and done["commits"] == 1
+    stored = lake.read_lake(root, "yahoo", "1d", datetime(2021, 7, 1, tzinfo=UTC), datetime(2021, 8, 1, tzinfo=UTC))
+    assert stored.num_rows == july.num_rows
+    assert stored.slice(0, 3)["ingested_at"].to_pylist() == [T0] * 3  # the run's bars
+    assert stored.slice(0, 3)["price_basis"].to_pylist() == [AS_TRADED] * 3
+    assert stored.slice(3)["price_basis"].null_count == july.num_rows - 3  # the rest as the objects held them

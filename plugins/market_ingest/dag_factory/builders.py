@@ -187,8 +187,8 @@ def build_setup_dag(cfg: PipelineConfig) -> DAG:
 
     Triggered by hand (no schedule). The ingestion DAGs never migrate: their tasks check the
     schema version and fail fast, naming this DAG, when it is behind. ``rebase_bars`` runs after
-    ``migrate`` (:class:`RebaseBarsOperator`); ``compact_lake`` folds objects of earlier lake
-    layouts into the current one (:class:`LakeCompactOperator`).
+    ``migrate`` (:class:`RebaseBarsOperator`); ``compact_lake`` converts the Parquet objects of
+    earlier lake layouts into the bars Delta table and compacts and vacuums it (:class:`LakeCompactOperator`).
     """
     with DAG(
         dag_id=SETUP_DAG_ID,
@@ -206,9 +206,11 @@ def build_setup_dag(cfg: PipelineConfig) -> DAG:
             "`rebase_bars` then converts bars stored by versions before the price basis (`price_basis` NULL) to as "
             "traded, asking Yahoo for the corporate actions of the symbols it needs them for; it fails, naming them, "
             "only for series it cannot convert (a source no longer configured, a symbol Yahoo no longer knows).\n\n"
-            "`compact_lake` folds objects of earlier lake layouts (daily bars by date, several objects per "
-            "partition) into the current one: month partitions for daily bars, year for weekly and monthly; then "
-            "converts the lake's bars stored before the price basis the same way."
+            "`compact_lake` converts the lake's bars stored before the price basis the same way in the Parquet "
+            "objects earlier versions wrote, copies those objects' bars into the bars Delta table (`<lake>/bars/`) "
+            "and checks each arrived (run again, it changes nothing), then compacts the table's small files and "
+            "vacuums files older than a week that no current version uses; it folds the quote objects of earlier "
+            "layouts into the current one."
         ),
     ) as dag:
         migrate = WarehouseSetupOperator(task_id="migrate", **setup_arguments(cfg))

@@ -1,27 +1,32 @@
-"""The Parquet lake: staging a run's bars, and merging them into one object per partition.
+"""The lake: the bars as a Delta Lake table, staging a run's bars, and Parquet objects for the rest.
 
 A package of one module per job; every public name is importable from here
 (``from market_ingest.lake import publish``), as callers do:
 
-* :mod:`~market_ingest.lake.layout`: the root, the folders and objects (partitions, staging,
-  rejects, the ledger's mirror and parked rows), which partition holds a bar;
+* :mod:`~market_ingest.lake.table`: the bars Delta table (``<root>/bars/``): a run merged in one
+  commit (newest extraction wins), reads (:func:`read_lake`, :func:`read_table`, time travel),
+  the conversion of the Parquet layout (:func:`convert_lake`) and maintenance (:func:`maintain`);
+* :mod:`~market_ingest.lake.layout`: the root, the folders and objects (the Parquet partitions
+  of earlier versions and of quotes, staging, rejects, the ledger's mirror and parked rows),
+  which partition (period) holds a bar;
 * :mod:`~market_ingest.lake.objects`: reading and writing one object (whole-object writes,
   decoding errors);
 * :mod:`~market_ingest.lake.staging`: a run's staged batches (:func:`stage`, :func:`iter_staged`,
   :func:`remove_staging`);
-* :mod:`~market_ingest.lake.merge`: the publish protocol (:func:`publish`, newest extraction wins)
-  and the conditional read-merge-write of one partition object;
-* :mod:`~market_ingest.lake.partitions`: reading the published partitions (:func:`read_lake`) and
-  folding earlier layouts into them (:func:`compact`);
+* :mod:`~market_ingest.lake.merge`: the publish (:func:`publish`: bars to the table, quotes by the
+  conditional read-merge-write of one partition object);
+* :mod:`~market_ingest.lake.partitions`: reading (:func:`read_lake`) and folding earlier layouts
+  of the Parquet partitions (:func:`compact`, for quotes);
 * :mod:`~market_ingest.lake.actions`: each symbol's corporate actions, refreshed once a day;
 * :mod:`~market_ingest.lake.adjusted`: price bases: a series adjusted on read (:func:`read_adjusted`)
-  and re-basing rows stored before bar schema 2 (:func:`rebase_lake`).
+  and re-basing rows stored before bar schema 2 in the Parquet objects (:func:`rebase_lake`).
 
+Rejects, the coverage mirror, quotes and ``_corporate_actions`` are still Parquet objects.
 Nothing here creates a bucket: a missing bucket (or local lake folder) fails with
 :class:`~market_ingest.errors.SinkNotFoundError` naming it and the connection. An object Arrow
 cannot decode (damaged bytes, not Parquet) fails at once with
 :class:`~market_ingest.errors.CorruptObjectError` naming it and, when staged, its run.
-Imports pyarrow inside functions: callable from tasks only.
+Imports pyarrow and deltalake inside functions: callable from tasks only.
 """
 
 from __future__ import annotations
@@ -51,6 +56,17 @@ from market_ingest.lake.merge import MERGE_ATTEMPTS, ConcurrentPublishError, new
 from market_ingest.lake.objects import ROW_GROUP_ROWS, read_parquet, to_parquet_bytes, write_object, write_parquet
 from market_ingest.lake.partitions import compact, read_lake
 from market_ingest.lake.staging import iter_staged, remove_staging, stage
+from market_ingest.lake.table import (
+    VACUUM_RETENTION_HOURS,
+    ConversionError,
+    DeltaCommitError,
+    convert_lake,
+    maintain,
+    open_table,
+    read_table,
+    storage_options,
+    table_uri,
+)
 
 __all__ = [
     "MERGE_ATTEMPTS",
@@ -58,11 +74,17 @@ __all__ = [
     "ROW_GROUP_ROWS",
     "STAGING",
     "ConcurrentPublishError",
+    "ConversionError",
+    "DeltaCommitError",
+    "VACUUM_RETENTION_HOURS",
     "check_lake",
     "compact",
+    "convert_lake",
     "coverage_object",
     "iter_staged",
     "lake_root",
+    "maintain",
+    "open_table",
     "newest_per_key",
     "parked_ledger_folder",
     "parked_ledger_object",
@@ -76,12 +98,15 @@ __all__ = [
     "read_lake",
     "read_modify_write",
     "read_parquet",
+    "read_table",
     "rebase_lake",
     "rejects_object",
     "remove_staging",
     "run_token",
     "split_by_partition",
     "stage",
+    "storage_options",
+    "table_uri",
     "staging_path",
     "staging_run_dir",
     "to_parquet_bytes",

@@ -2,14 +2,17 @@
 
 Layout under the lake URL (``s3://<conn>@bucket/prefix`` and ``file:///path`` use the same code)::
 
-    source=<s>/interval=<1m|5m|15m|30m|1h>/date=<YYYY-MM-DD>/bars.parquet      intraday: a partition per UTC date
+    bars/_delta_log/, bars/source=<s>/interval=<i>/period=<date|month|year>/*.parquet   the bars Delta table (lake.table)
+    source=<s>/interval=<1m|5m|15m|30m|1h>/date=<YYYY-MM-DD>/bars.parquet      before the table: intraday, a partition per UTC date
     source=<s>/interval=1d/month=<YYYY-MM>/bars.parquet                          daily: a partition per UTC month
     source=<s>/interval=<1wk|1mo>/year=<YYYY>/bars.parquet                       weekly, monthly: per UTC year
     _staging/source=<s>/interval=<i>/run=<run>/batch-<n>.parquet                a run's extract output
     _rejects/, _coverage/, _ledger_parked/ (same source= and interval= levels)  rejected bars, ledger mirror, parked ledger rows
 
-Quotes use ``quotes.parquet``, no ``interval=`` level, and a partition per date. The partition
-period (:data:`PARTITION_BY`) keeps objects scan-sized: a date of 1m bars of 100 symbols is
+The bars table's ``period`` column is :func:`partition_of` of the bar (:mod:`market_ingest.lake.table`);
+the ``date=``/``month=``/``year=`` objects are what versions before it wrote, read by the conversion
+(:func:`market_ingest.lake.convert_lake`). Quotes use ``quotes.parquet``, no ``interval=`` level,
+and a partition per date. The partition period (:data:`PARTITION_BY`) keeps partitions scan-sized: a date of 1m bars of 100 symbols is
 39,000 rows, a month of daily bars of 280 symbols about 5,900, a year of weekly bars 14,600; by
 date, 25 years of 280 daily series were about 6,300 objects of 280 rows each. A partition is always
 whole UTC dates, so a bar's partition follows from its open time alone (:func:`partition_of` for a

@@ -1,25 +1,24 @@
-"""Publishing a run's staged bars: merging them into one object per partition, safely under concurrency.
+"""Publishing a run's staged rows: bars into the Delta table, quotes into one object per partition.
 
-**Publish protocol.** A partition object holds every bar ever published for its (source,
-interval, period), each natural key ``(source, symbol, interval, time)`` once. The publish merges
-into it, so the lake needs no separate compaction: a run of one symbol for one day rewrites its
-partition's one object rather than adding a small one (:func:`market_ingest.lake.compact` folds
-lakes written by earlier layouts into this one). A run merges its
-staged bars into each partition it touches (read, merge, write): a bar of the run replaces the
-stored bar with the same key unless the stored one was extracted later (``ingested_at``: newest
+**Bars** go to the bars Delta table in one commit (:func:`publish` hands them to
+:func:`market_ingest.lake.table.publish_bars`: a merge on the natural key, newest extraction
+wins, atomic across partitions, retried on a conflicting concurrent commit; see that module).
+
+**Quotes** (and, before the table, bars) use the object protocol below. A partition object holds
+every row ever published for its (source, period), each natural key once. A run merges its
+staged rows into each partition it touches (read, merge, write): a row of the run replaces the
+stored row with the same key unless the stored one was extracted later (``ingested_at``: newest
 extraction wins, whatever order runs publish in: :func:`newest_per_key`), and every other stored
-bar is kept. So a run never drops a bar another run published: a manual run for one symbol, a
-rerun in which some symbols failed or were deferred, and overlapping windows all leave the other
-bars in place, and a reader sees each bar once without deduplicating.
+row is kept.
 
-**Atomicity.** Each partition object is replaced by one conditional write (:func:`read_modify_write`):
-on S3 a ``PutObject`` with ``If-Match`` on the ETag that was read (``If-None-Match: *`` for a new
-object; a concurrent writer makes it fail with 412 and the merge is redone on the fresh object),
-locally an exclusive ``flock`` and an atomic rename. A reader sees each partition's old object or
-its new one, never a partial object, never a lost update. A run that touches several partitions
-replaces them one after another: during its publish, a reader may see some partitions already
-merged and others not yet, and every bar present before is present throughout (S3 offers no
-multi-object transaction; a table format such as Delta Lake or Iceberg would be needed for that).
+**Atomicity (objects).** Each partition object is replaced by one conditional write
+(:func:`read_modify_write`): on S3 a ``PutObject`` with ``If-Match`` on the ETag that was read
+(``If-None-Match: *`` for a new object; a concurrent writer makes it fail with 412 and the merge
+is redone on the fresh object), locally an exclusive ``flock`` and an atomic rename. A reader sees
+each partition's old object or its new one, never a partial object, never a lost update; a run
+touching several partitions replaces them one after another (what the bars table's single
+commit removes). :func:`read_modify_write` also serves the re-basing of the Parquet bar objects
+earlier versions wrote (:func:`market_ingest.lake.rebase_lake`).
 
 Imports pyarrow inside functions: callable from tasks only.
 """
@@ -79,9 +78,12 @@ def publish(
     dataset: Dataset = Dataset.BARS,
     max_workers: int = 8,
 ) -> list[dict[str, Any]]:
-    """Merge a run's staged objects into the lake, one partition at a time (see the module docstring).
+    """Merge a run's staged objects into the lake (see the module docstring): bars into the bars
+    Delta table in one commit (:func:`market_ingest.lake.table.publish_bars`, whose entries also
+    carry the table ``version`` committed, and whose ``path`` is the partition's folder); quotes
+    into their partition objects, one partition at a time.
 
-    Each partition's rows are read from the staged objects' row groups of that partition (so
+    For quotes, each partition's rows are read from the staged objects' row groups of that partition (so
     memory follows the largest partition of the run, plus the merges in flight), and up to
     ``max_workers`` partitions are merged concurrently (each is an independent conditional write).
 
@@ -94,7 +96,8 @@ def publish(
         this run merged, "kept_newer": run rows not applied because the stored bar was extracted later,
         "rows_by_symbol": {symbol: run rows}}`` per partition, oldest first.
     :raises SinkNotFoundError: the bucket (or local lake folder) does not exist.
-    :raises ConcurrentPublishError: another writer replaced a partition on every attempt.
+    :raises ConcurrentPublishError: another writer replaced a quote partition on every attempt.
+    :raises DeltaCommitError: bars: conflicting commits on every attempt (retryable).
     :raises CorruptObjectError: a staged or partition object is not Parquet, naming it (and the run).
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -103,6 +106,10 @@ def publish(
 
     from market_ingest.schema import DATASETS
 
+    if dataset == Dataset.BARS and interval:
+        from market_ingest.lake.table import publish_bars
+
+        return publish_bars(staged, root, source, interval)
     spec = DATASETS[dataset]
     check_lake(root)
     by_partition: dict[str, list[tuple[str, list[int]]]] = {}

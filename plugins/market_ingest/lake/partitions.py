@@ -1,4 +1,8 @@
-"""The published partitions as stored: reading a time range of them, and folding earlier layouts in.
+"""The Parquet partitions as stored: reading a time range of them, and folding earlier layouts in.
+
+Bars are read from the bars Delta table (:func:`read_lake` hands them to
+:func:`market_ingest.lake.table.read_bars`); the Parquet partitions hold quotes, and the bars of
+versions before the table until :func:`market_ingest.lake.convert_lake` copies them in.
 
 Both list the partition folders of a (source, interval) once and take whatever layout wrote them:
 ``date=`` folders of daily bars from before month partitions, and several objects per folder from
@@ -31,12 +35,11 @@ def read_lake(
 ) -> pa.Table:
     """Every bar of ``source``/``interval`` opening in ``[start, end)`` (UTC), each natural key once.
 
-    The reader for consumers and tests. It lists the partition folders once and reads those
+    The reader for consumers and tests. Bars come from the bars Delta table (partition and time
+    filters prune what is read: :func:`market_ingest.lake.table.read_bars`). For quotes it lists the partition folders once and reads those
     overlapping the range, whatever layout wrote them (``date=`` folders of daily bars from before
     month partitions, several objects per folder from the per-window layout before that), keeps
-    the newest extraction of each key, and returns rows sorted by symbol and time. On a lake
-    written only by this version, a plain glob (DuckDB, Spark, pyarrow datasets) reads each bar once
-    too; the README shows the DuckDB query.
+    the newest extraction of each key, and returns rows sorted by symbol and time.
 
     :return: a table of the dataset's schema (``BAR_SCHEMA``: UTC times, prices in listing
         currency, volume in units).
@@ -47,6 +50,10 @@ def read_lake(
     from market_ingest.intervals import utc_dates
     from market_ingest.schema import DATASETS
 
+    if dataset == Dataset.BARS and interval:
+        from market_ingest.lake.table import read_bars
+
+        return read_bars(root, source, interval, start, end)
     spec = DATASETS[dataset]
     days = utc_dates(start, end)
     wanted = {period: {day[:width] for day in days} for period, width in _PERIOD_WIDTH.items()}

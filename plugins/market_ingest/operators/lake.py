@@ -1,4 +1,4 @@
-"""The lake publish task: the run's staged batches merged into the lake's partition objects."""
+"""The lake publish task: the run's staged batches merged into the bars Delta table (quotes: partition objects)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 
 class LakePublishOperator(SeriesOperator):
-    """Merge the run's staged bars into the lake: one object per partition (UTC date), read-merge-write.
+    """Merge the run's staged bars into the lake's bars Delta table in one commit (quotes: into one
+    object per partition, read-merge-write).
 
     A run replaces only the bars it extracted, and only where the stored bar is not newer; see
     :mod:`market_ingest.lake`. A missing bucket fails at once.
@@ -22,7 +23,7 @@ class LakePublishOperator(SeriesOperator):
     :param series: the source, interval, dataset and lake (:class:`~market_ingest.operators.base.Series`;
         quotes have no interval partition).
     :param extracts: the extract tasks' :class:`~market_ingest.contracts.ExtractResult` s (templated; mapped XCom).
-    :param compression: Parquet compression of the objects written.
+    :param compression: Parquet compression of the quote objects written (the bars table's files: zstd).
     :return: :class:`~market_ingest.contracts.LakeResult`; the sinks read its ``staged``.
     """
 
@@ -53,11 +54,12 @@ class LakePublishOperator(SeriesOperator):
             counts.update(obj.pop("rows_by_symbol"))
             objects.append(cast(LakeObject, obj))
             self.log.info(
-                "Merged %d rows into %s (%d rows; %d stored bars were newer and kept)",
+                "Merged %d rows into %s (%d rows; %d stored bars were newer and kept)%s",
                 obj["run_rows"],
                 obj["path"],
                 obj["rows"],
                 obj["kept_newer"],
+                f"; table version {obj['version']}" if "version" in obj else "",
             )
         ordered = sorted(staged, key=lambda s: s["path"])
         fingerprint = hashlib.sha256(

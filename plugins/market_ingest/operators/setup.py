@@ -242,26 +242,35 @@ def _market_tz(market: str) -> str:
 
 
 class LakeCompactOperator(BaseOperator):
-    """Fold what earlier versions left in the lake into its current layout: a task of ``market_setup``.
+    """Bring the lake to its current layout and keep the bars table lean: a task of ``market_setup``.
 
-    Runs :func:`market_ingest.lake.compact` for every configured (source, interval) and each
-    source's quotes: daily and coarser bars written by date before month and year partitions,
-    and several objects per partition from the per-window layout before that, are merged into
-    the partition objects and then deleted. On a lake written by this version it only lists the
-    partition folders (one ``LIST`` per folder) and changes nothing. Safe while runs publish.
+    In order:
+
+    1. quotes: :func:`market_ingest.lake.compact` folds what earlier layouts left into the quote
+       partition objects (quotes stay Parquet objects for now);
+    2. bars stored before the price basis: :func:`market_ingest.lake.rebase_lake` converts them to
+       as traded in the Parquet objects earlier versions wrote (``rebase``); the symbols it cannot
+       convert yet (no actions in the lake) are asked of the vendor (:func:`ask_actions`, with
+       ``timescale_conn_id`` for the hook) and converted in the same run;
+    3. the conversion: :func:`market_ingest.lake.convert_lake` copies every (source, interval)'s
+       bars from those Parquet objects into the bars Delta table and verifies that each arrived
+       (idempotent: on a converted lake it reads the objects, finds nothing to merge and commits
+       nothing; the objects are left for the operator to delete);
+    4. maintenance: :func:`market_ingest.lake.maintain` compacts the table's small files and
+       vacuums files older than :data:`~market_ingest.lake.table.VACUUM_RETENTION_HOURS` that
+       no current version references (time travel reaches that far back).
+
+    Safe while runs publish: conversion and compaction commit like a publish, retried on conflict.
 
     :param lake_url: the bars lake root (``lake.url``).
     :param quotes_url: the quotes lake root (``lake.quotes_url``).
     :param pairs: ``[[source, interval], ...]`` of the bars DAGs.
     :param quote_sources: sources with quote snapshots.
-    :param compression: Parquet compression of the objects rewritten.
+    :param compression: Parquet compression of the quote objects rewritten.
     :param rebase: ``{source: what its bars stored before schema 2 are}`` (``split_adjusted`` for
-        Yahoo sources, else ``as_traded``): after compacting, :func:`market_ingest.lake.rebase_lake`
-        converts them to as traded; the symbols it cannot convert yet (no actions in the lake) are
-        asked of the vendor (:func:`ask_actions`, with ``timescale_conn_id`` for the hook) and
-        converted in the same run.
-    :return: ``{"<source>/<interval or quotes>": {"objects_folded", "rows_folded", "partitions_written"},
-        "<source>/rebase": rebase_lake's counts}``.
+        Yahoo sources, else ``as_traded``).
+    :return: ``{"<source>/quotes": compact's counts, "<source>/rebase": rebase_lake's counts,
+        "<source>/<interval>": convert_lake's counts, "bars/maintenance": maintain's counts}``.
     """
 
     def __init__(
@@ -284,25 +293,18 @@ class LakeCompactOperator(BaseOperator):
         self.timescale_conn_id = timescale_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from market_ingest.lake import check_lake, compact, lake_root, rebase_lake
+        from market_ingest.lake import check_lake, compact, convert_lake, lake_root, maintain, rebase_lake
 
         bars, quotes = lake_root(self.lake_url), lake_root(self.quotes_url)
         with failing_fast():
             check_lake(bars)
             check_lake(quotes)
-        work: list[tuple[Any, str, str | None, Dataset]] = [(bars, s, i, Dataset.BARS) for s, i in self.pairs]
-        work += [(quotes, s, None, Dataset.QUOTES) for s in self.quote_sources]
-        done = {}
-        for root, source, interval, dataset in work:
-            stats = compact(root, source, interval, dataset, self.compression)
-            done[f"{source}/{interval or 'quotes'}"] = stats
+        done: dict[str, Any] = {}
+        for source in self.quote_sources:
+            stats = compact(quotes, source, None, Dataset.QUOTES, self.compression)
+            done[f"{source}/quotes"] = stats
             if stats["objects_folded"]:
-                self.log.info("%s %s: %s", source, interval or "quotes", stats)
-        self.log.info(
-            "Compacted %d series: %d objects of earlier layouts folded in",
-            len(done),
-            sum(v["objects_folded"] for v in done.values()),
-        )
+                self.log.info("%s quotes: %s", source, stats)
         for source, basis in self.rebase.items():
             rebased = rebase_lake(bars, source, basis)
             lacking = rebased["symbols_lacking_actions"]
@@ -321,4 +323,12 @@ class LakeCompactOperator(BaseOperator):
             done[f"{source}/rebase"] = rebased
             if rebased["objects_written"] or rebased["rows_left"]:
                 self.log.info("%s: bars stored before schema 2, re-based: %s", source, rebased)
+        with failing_fast():
+            for source, interval in self.pairs:
+                converted = convert_lake(bars, source, interval)
+                done[f"{source}/{interval}"] = converted
+                if converted["rows_merged"]:
+                    self.log.info("%s %s: Parquet objects converted into the bars table: %s", source, interval, converted)
+        done["bars/maintenance"] = maintain(bars)
+        self.log.info("Bars table maintained: %s", done["bars/maintenance"])
         return done

@@ -1,0 +1,555 @@
+"""The bars as one Delta Lake table: merging a run in one commit, reading, converting, maintaining.
+
+**Where.** ``<lake root>/bars/`` holds the table (``_delta_log/`` and the data files), written and
+read with the ``deltalake`` package (delta-rs): no catalog service, the log in the bucket is the
+table. Staging, rejects, the ledger's mirror and corporate actions stay Parquet objects beside it
+(``_staging/`` ...); quotes keep their per-partition objects (:mod:`market_ingest.lake.merge`).
+
+**Partitions.** ``source``, ``interval`` and ``period``: the UTC date of an intraday bar, the UTC
+month (``YYYY-MM``) of a daily bar, the UTC year of a weekly or monthly one
+(:data:`~market_ingest.lake.layout.PARTITION_BY`, the same periods as the objects before). A
+one-symbol, one-month read of daily bars prunes to one partition (a month of 280 symbols is about
+5,900 rows, a few files after compaction), a day of 1m bars of 5,000 series to one date; inside
+it, the files' ``symbol`` and ``time`` statistics skip the rest. ``period`` is a column of the
+table (a string), not of the bar schema: :func:`read_lake` drops it.
+
+**Publish.** A run's staged bars are merged on the natural key ``(source, symbol, interval,
+time)`` in ONE commit (:func:`publish_bars`, ``DeltaTable.merge``): a stored bar is replaced
+only when the run's was extracted later (``ingested_at``), every other stored bar is kept, and
+keys the table lacks are inserted. The commit spans every partition the run touches, so a reader
+sees the whole run or none of it. The merge predicate carries the run's partitions and its time
+span as literals, so the files whose statistics lie outside the span are never read. A forward
+run whose span no stored file overlaps (by the log's statistics: no file read) skips the merge:
+it is written as an overwrite of exactly its span (``source``, ``period`` and ``time`` bounds),
+which deletes nothing and costs about an append, yet, unlike a blind append, conflicts with a
+concurrent commit that added files in that span, so two runs appending the same new bars at
+once store them once (the loser merges again).
+
+**Concurrency.** Each commit is a new ``_delta_log/<version>.json`` created only if absent: on S3
+a ``PutObject`` with ``If-None-Match: *`` (delta-rs 1.x's default for S3; no DynamoDB lock),
+locally an atomic create. Two runs merging at once: one commits, the other's commit finds a new
+version; delta-rs rebases it when the winner's files do not touch what it read, and otherwise
+raises ``CommitFailedError``, upon which the merge is redone on the new version (up to
+:data:`~market_ingest.lake.merge.MERGE_ATTEMPTS` times). Both runs' bars land.
+
+**Maintenance.** Every merge adds files; :func:`maintain` (``market_setup``'s ``compact_lake``)
+compacts small files (``optimize.compact``) and vacuums files no version younger than
+:data:`VACUUM_RETENTION_HOURS` references. **Time travel**: ``DeltaTable(uri, version=n)`` or
+``dt.load_as_version(datetime)`` reads the table as it was (within the retention); docs/lake.md.
+
+**Credentials.** The S3 connection of the lake URL (``s3://<conn>@bucket/prefix``) gives
+delta-rs its keys, region and endpoint (:func:`storage_options`); they are never logged.
+Imports pyarrow and deltalake inside functions: callable from tasks only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, cast
+
+from market_ingest.contracts import Dataset
+from market_ingest.errors import CorruptObjectError, MarketDataError, PermanentError
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    import pyarrow as pa
+    from airflow.sdk import ObjectStoragePath
+    from deltalake import DeltaTable
+
+log = logging.getLogger(__name__)
+
+#: The table's partition columns, outermost first.
+PARTITION_COLUMNS = ("source", "interval", "period")
+#: Hours a file no longer in the table is kept before :func:`maintain` deletes it: a week, so
+#: time travel reaches a week back and a reader that opened a version up to a week ago finishes.
+VACUUM_RETENTION_HOURS = 7 * 24
+#: Table properties set at creation: a checkpoint every 10 commits, so opening the table replays
+#: at most 10 log entries after the last checkpoint (delta-rs's default is 100; on S3 each is a GET).
+TABLE_PROPERTIES = {"delta.checkpointInterval": "10"}
+#: Files smaller than this are compacted together (bytes; delta-rs's target file size).
+TARGET_FILE_SIZE = 128 * 1024 * 1024
+
+
+class DeltaCommitError(MarketDataError):
+    """Other writers kept committing conflicting changes to the bars table; retryable."""
+
+    retryable = True
+
+
+class ConversionError(PermanentError):
+    """The Delta table lacks bars the Parquet layout holds after a conversion: a bug or a
+    concurrent delete; permanent (a retry would convert again and check again)."""
+
+
+def table_schema() -> pa.Schema:
+    """The bars table's Arrow schema: ``BAR_SCHEMA`` plus ``period`` (string, the partition's period)."""
+    import pyarrow as pa
+
+    from market_ingest.schema import BAR_SCHEMA
+
+    return BAR_SCHEMA.append(pa.field("period", pa.string(), nullable=False))
+
+
+def table_uri(root: ObjectStoragePath, dataset: Dataset = Dataset.BARS) -> str:
+    """The table's URI as delta-rs takes it: ``s3://bucket/prefix/bars`` or a local path."""
+    from market_ingest.lake.layout import _is_local
+
+    if _is_local(root):
+        return str(root.path).rstrip("/") + f"/{dataset}"
+    return f"s3://{root.bucket}/{root.key.strip('/') + '/' if root.key.strip('/') else ''}{dataset}"
+
+
+def storage_options(root: ObjectStoragePath) -> dict[str, str]:
+    """delta-rs storage options for the lake at ``root``: ``{}`` locally; on S3 the keys, session
+    token, region and endpoint of the root's Airflow AWS connection (``AWS_ALLOW_HTTP`` for an
+    ``http://`` endpoint such as moto's). Holds secrets: never log it."""
+    from market_ingest.lake.layout import _is_local
+
+    if _is_local(root):
+        return {}
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    hook = S3Hook(aws_conn_id=root.conn_id or "aws_default")
+    config = hook.conn_config  # the connection as written: no AWS client is built for it (0.17 s)
+    options: dict[str, str] = {}
+    key: str | None
+    secret: str | None
+    token: str | None
+    if config.aws_access_key_id and not config.role_arn:
+        key, secret, token = config.aws_access_key_id, config.aws_secret_access_key, config.aws_session_token
+    else:  # a role to assume, or the environment's chain: the session resolves them
+        creds = hook.get_credentials()
+        key, secret, token = (creds.access_key, creds.secret_key, creds.token) if creds is not None else (None, None, None)
+    if key and secret:
+        options |= {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
+        if token:
+            options["AWS_SESSION_TOKEN"] = token
+    region = config.region_name or hook.get_session().region_name
+    if region:
+        options["AWS_REGION"] = region
+    endpoint = config.get_service_endpoint_url(service_name="s3")
+    if endpoint:
+        options["AWS_ENDPOINT_URL"] = endpoint
+        if endpoint.startswith("http://"):
+            options["AWS_ALLOW_HTTP"] = "true"
+    return options
+
+
+def open_table(root: ObjectStoragePath, *, create: bool = False, version: int | datetime | None = None) -> DeltaTable | None:
+    """The bars table at ``root``; ``None`` when it does not exist and ``create`` is false.
+
+    :param create: create the (empty, partitioned) table when missing; a concurrent creation is
+        taken as done.
+    :param version: a version number or a point in time (aware ``datetime``): time travel.
+    :raises SinkNotFoundError: the lake's bucket or folder does not exist.
+    """
+    from datetime import datetime
+
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    from market_ingest.lake.layout import check_lake
+
+    uri, options = table_uri(root), storage_options(root)
+    try:
+        dt = DeltaTable(uri, storage_options=options)
+    except TableNotFoundError:
+        if not create:
+            return None
+        check_lake(root)
+        try:
+            DeltaTable.create(
+                uri,
+                schema=table_schema(),
+                partition_by=list(PARTITION_COLUMNS),
+                mode="ignore",
+                storage_options=options,
+                configuration=TABLE_PROPERTIES,
+            )
+        except Exception as exc:  # another task created version 0 first
+            log.info("bars table %s: created concurrently (%s)", uri, type(exc).__name__)
+        dt = DeltaTable(uri, storage_options=options)
+    if isinstance(version, datetime):
+        dt.load_as_version(version)
+    elif version is not None:
+        dt.load_as_version(version)
+    return dt
+
+
+def with_period(table: pa.Table, interval: str) -> pa.Table:
+    """``table`` (bars of one interval) with the ``period`` column, cast to :func:`table_schema`."""
+    from market_ingest.lake.layout import partition_values
+    from market_ingest.schema import BAR_SCHEMA
+
+    bars = table.select(BAR_SCHEMA.names).cast(BAR_SCHEMA)
+    return bars.append_column("period", partition_values(bars, interval)).cast(table_schema())
+
+
+def _writer_properties():
+    """Parquet settings of the data files: zstd, as the staged objects and the objects before."""
+    from deltalake import WriterProperties
+
+    return WriterProperties(compression="ZSTD")
+
+
+def _quoted(values) -> str:
+    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+
+
+#: When a stored bar is replaced by a run's row with the same key: the run's was extracted later.
+NEWER = "s.ingested_at > t.ingested_at"
+#: The conversion's rule (:func:`convert_lake`): also a row of the same extraction that a re-basing
+#: of the Parquet objects labelled (``price_basis`` set) replaces the copy converted before it.
+NEWER_OR_REBASED = f"{NEWER} OR (s.ingested_at = t.ingested_at AND t.price_basis IS NULL AND s.price_basis IS NOT NULL)"
+
+
+def merge_bars(
+    root: ObjectStoragePath, rows: pa.Table, interval: str, attempts: int | None = None, replace_when: str = NEWER
+) -> dict[str, Any]:
+    """Merge ``rows`` (bars of one interval, each key once; with or without ``period``) into the table, one commit.
+
+    A stored bar is replaced only by a row extracted later (``ingested_at``; ``replace_when``, an
+    SQL condition on the stored ``t`` and the run's ``s``); new keys are inserted. See the module docstring for the predicate that keeps a forward run as cheap as an
+    append, and for the retries on a conflicting concurrent commit.
+
+    :return: ``{"version": the table version committed (the one read, when nothing changed),
+        "inserted", "updated", "kept_newer": rows not applied because the stored bar was
+        extracted later, "files_scanned": target files the merge read}``.
+    :raises DeltaCommitError: still conflicting after ``attempts`` merges.
+    """
+    return _merge(root, rows, interval, attempts, replace_when)[0]
+
+
+def _merge(
+    root: ObjectStoragePath, rows: pa.Table, interval: str, attempts: int | None = None, replace_when: str = NEWER
+) -> tuple[dict[str, Any], DeltaTable]:
+    """:func:`merge_bars`, and the table object at the version it committed (to read its log without reopening it)."""
+    import random
+    import time
+
+    import pyarrow.compute as pc
+    from deltalake.exceptions import CommitFailedError
+
+    from market_ingest.lake.merge import MERGE_ATTEMPTS
+
+    data = rows if "period" in rows.column_names else with_period(rows, interval)
+    sources = pc.unique(data["source"]).to_pylist()
+    periods = sorted(pc.unique(data["period"]).to_pylist())
+    lo, hi = pc.min(data["time"]).as_py(), pc.max(data["time"]).as_py()
+    # No literal on ``interval``: delta-rs 1.6.6 writes the predicate into the commit and a
+    # concurrent writer's conflict check parses it back, where a bare ``interval = '1m'`` is read
+    # as an SQL INTERVAL and fails ("Expected: an expression, found: ="). The join keeps it.
+    predicate = (
+        f"t.source IN ({_quoted(sources)}) AND t.period IN ({_quoted(periods)}) "
+        f"AND t.time >= '{lo.isoformat()}' AND t.time <= '{hi.isoformat()}' "
+        'AND t.source = s.source AND t."interval" = s."interval" AND t.period = s.period '
+        "AND t.symbol = s.symbol AND t.time = s.time"
+    )
+    # The append: rows whose span no stored file of these sources and periods overlaps (any
+    # interval) are written as an overwrite of exactly that span, which deletes nothing and, unlike
+    # a blind append, conflicts with a concurrent commit that added files in the span.
+    span = f"source IN ({_quoted(sources)}) AND period IN ({_quoted(periods)}) AND time >= '{lo.isoformat()}' AND time <= '{hi.isoformat()}'"
+    attempts = attempts or MERGE_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        dt = cast("DeltaTable", open_table(root, create=True))  # never None when creating
+        try:
+            if not _overlaps(dt, sources, periods, lo, hi):
+                from deltalake import write_deltalake
+
+                write_deltalake(dt, data, mode="overwrite", predicate=span, writer_properties=_writer_properties())
+                return {"version": dt.version(), "inserted": data.num_rows, "updated": 0, "kept_newer": 0, "files_scanned": 0}, dt
+            metrics = (
+                dt.merge(data, predicate, source_alias="s", target_alias="t", writer_properties=_writer_properties())
+                .when_matched_update_all(predicate=replace_when)
+                .when_not_matched_insert_all()
+                .execute()
+            )
+        except CommitFailedError as exc:
+            log.warning("bars table: a concurrent commit conflicts (attempt %d of %d): %s; merging again", attempt, attempts, exc)
+            time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
+            continue
+        inserted, updated = metrics["num_target_rows_inserted"], metrics["num_target_rows_updated"]
+        return {
+            "version": dt.version(),
+            "inserted": inserted,
+            "updated": updated,
+            "kept_newer": data.num_rows - inserted - updated,
+            "files_scanned": metrics["num_target_files_scanned"],
+        }, dt
+    raise DeltaCommitError("lake", f"bars table {table_uri(root)}: other commits kept conflicting under {attempts} merges")
+
+
+def _overlaps(dt: DeltaTable, sources: list[str], periods: list[str], lo: datetime, hi: datetime) -> bool:
+    """Whether a file of the table's current version, of ``sources`` and ``periods`` (any interval),
+    may hold a bar opening in ``[lo, hi]``, from the log's file statistics alone (a file without
+    statistics may)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from market_ingest.schema import utc_timestamp
+
+    files = pa.table(dt.get_add_actions(flatten=True))
+    if files.num_rows == 0:
+        return False
+    mine = files.filter(
+        pc.and_(pc.is_in(files["partition.source"], pa.array(sources)), pc.is_in(files["partition.period"], pa.array(periods)))
+    )
+    if mine.num_rows == 0:
+        return False
+    if "min.time" not in mine.column_names or "max.time" not in mine.column_names:
+        return True
+    starts_before = pc.fill_null(pc.less_equal(mine["min.time"], utc_timestamp(hi)), True)
+    ends_after = pc.fill_null(pc.greater_equal(mine["max.time"], utc_timestamp(lo)), True)
+    return pc.any(pc.and_(starts_before, ends_after)).as_py()
+
+
+def publish_bars(staged: list[dict[str, Any]], root: ObjectStoragePath, source: str, interval: str) -> list[dict[str, Any]]:
+    """Merge a run's staged bars into the bars table in one commit (:func:`merge_bars`).
+
+    Reads the run's staged objects whole (memory follows the run, not the table) and keeps the
+    newest extraction of a key that several staged objects share.
+
+    :param staged: the extract batches' staged objects (``{"path", "partitions": {...}}``).
+    :return: one ``{"path": the partition's folder URL, "partition", "rows": rows now in the
+        partition, "run_rows", "kept_newer", "rows_by_symbol", "version": the commit}`` per
+        partition the run touched, oldest first; ``[]`` for no rows.
+    :raises SinkNotFoundError: the lake's bucket or folder does not exist.
+    :raises CorruptObjectError: a staged object is not Parquet, naming it and its run.
+    :raises DeltaCommitError: conflicting commits on every attempt.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from market_ingest.lake.layout import check_lake
+    from market_ingest.lake.merge import newest_per_key
+    from market_ingest.lake.objects import _decoding, _parquet_file
+    from market_ingest.schema import BAR_SCHEMA, NATURAL_KEY
+
+    check_lake(root)
+    parts = []
+    for s in sorted(staged, key=lambda s: s["path"]):
+        with _decoding(s["path"]):
+            parts.append(_parquet_file(s["path"]).read().cast(BAR_SCHEMA))
+    if not parts:
+        return []
+    rows = pa.concat_tables(parts)
+    if len(parts) > 1:
+        rows = newest_per_key(rows, NATURAL_KEY)
+    if rows.num_rows == 0:
+        return []
+    data = with_period(rows, interval)
+    merged, dt = _merge(root, data, interval)
+    kept = _kept_newer_by_period(root, data, merged) if merged["kept_newer"] else {}
+    named = pc.unique(data["source"]).to_pylist()  # the rows' own source decides their partition
+    source = named[0] if len(named) == 1 else source
+    stored = _rows_by_period(dt, source, interval)
+    uri = table_uri(root)
+    out = []
+    for period in sorted(pc.unique(data["period"]).to_pylist()):
+        part = data.filter(pc.equal(data["period"], period))
+        counts = pc.value_counts(part["symbol"])
+        out.append(
+            {
+                "path": f"{uri}/source={source}/interval={interval}/period={period}",
+                "partition": period,
+                "rows": stored.get(period, 0),
+                "run_rows": part.num_rows,
+                "kept_newer": kept.get(period, 0),
+                "rows_by_symbol": dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())),
+                "version": merged["version"],
+            }
+        )
+    return out
+
+
+def _rows_by_period(dt: DeltaTable, source: str, interval: str) -> dict[str, int]:
+    """Rows per ``period`` of ``source``/``interval`` in ``dt``'s version, from its log."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    mine = actions.filter(
+        pc.and_(pc.equal(actions["partition.source"], source), pc.equal(actions["partition.interval"], interval))
+    )
+    sums = mine.group_by("partition.period").aggregate([("num_records", "sum")])
+    return dict(zip(sums["partition.period"].to_pylist(), sums["num_records_sum"].to_pylist()))
+
+
+def _kept_newer_by_period(root: ObjectStoragePath, data: pa.Table, merged: dict[str, Any]) -> dict[str, int]:
+    """Per period, the run's rows the merge did not apply (the stored bar was extracted later):
+    read back only when the merge kept some (rare), from the version it committed."""
+    import pyarrow.compute as pc
+
+    stored = read_table(root, pc.field("source").isin(pc.unique(data["source"])) & _span_filter(data), version=merged["version"])
+    joined = data.select(["source", "symbol", "time", "ingested_at", "period"]).join(
+        stored.select(["source", "symbol", "time", "ingested_at"]).rename_columns(["source", "symbol", "time", "stored_at"]),
+        keys=["source", "symbol", "time"],
+    )
+    newer = joined.filter(pc.greater(joined["stored_at"], joined["ingested_at"]))
+    counts = pc.value_counts(newer["period"])
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
+
+
+def _span_filter(data: pa.Table):
+    import pyarrow.compute as pc
+
+    return (
+        pc.field("interval").isin(pc.unique(data["interval"]))
+        & pc.field("period").isin(pc.unique(data["period"]))
+        & (pc.field("time") >= pc.min(data["time"]))
+        & (pc.field("time") <= pc.max(data["time"]))
+    )
+
+
+def read_table(root: ObjectStoragePath, filter=None, *, version: int | datetime | None = None) -> pa.Table:
+    """Rows of the table (all columns, ``period`` included) matching ``filter`` (a
+    ``pyarrow.dataset`` expression; partitions and file statistics prune what is read), at
+    ``version`` (time travel) or the current one; empty when the table does not exist."""
+    dt = open_table(root, version=version)
+    if dt is None:
+        return table_schema().empty_table()
+    try:
+        return dt.to_pyarrow_dataset().to_table(filter=filter)
+    except OSError as exc:
+        raise CorruptObjectError("lake", f"bars table {table_uri(root)}: a data file cannot be read ({exc})") from exc
+
+
+def read_bars(
+    root: ObjectStoragePath, source: str, interval: str, start: datetime, end: datetime, *, version: int | datetime | None = None
+) -> pa.Table:
+    """Every bar of ``source``/``interval`` opening in ``[start, end)`` (UTC) from the table,
+    sorted by symbol and time, as ``BAR_SCHEMA`` (each key is stored once: no deduplication)."""
+    import pyarrow.compute as pc
+
+    from market_ingest.intervals import utc_dates
+    from market_ingest.lake.layout import partition_of
+    from market_ingest.schema import BAR_SCHEMA, utc_timestamp
+
+    periods = sorted({partition_of(day, interval) for day in utc_dates(start, end)})
+    flt = (
+        (pc.field("source") == source)
+        & (pc.field("interval") == interval)
+        & pc.field("period").isin(periods)
+        & (pc.field("time") >= utc_timestamp(start))
+        & (pc.field("time") < utc_timestamp(end))
+    )
+    bars = read_table(root, flt, version=version).select(BAR_SCHEMA.names).cast(BAR_SCHEMA)
+    return bars.sort_by([("symbol", "ascending"), ("time", "ascending")])
+
+
+def maintain(root: ObjectStoragePath, retention_hours: int = VACUUM_RETENTION_HOURS) -> dict[str, Any]:
+    """Compact the table's small files and vacuum the files older versions alone reference.
+
+    ``optimize.compact`` rewrites each partition's small files into files of up to
+    :data:`TARGET_FILE_SIZE` (a commit that changes no bar; safe while runs merge: a conflicting
+    merge is redone); ``vacuum`` deletes files no version within ``retention_hours`` references.
+
+    :return: ``{"version", "files_added", "files_removed", "files_vacuumed"}``; zeros when the
+        table does not exist.
+    """
+    dt = open_table(root)
+    if dt is None:
+        return {"version": None, "files_added": 0, "files_removed": 0, "files_vacuumed": 0}
+    compacted = dt.optimize.compact(target_size=TARGET_FILE_SIZE, writer_properties=_writer_properties())
+    vacuumed = dt.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
+    return {
+        "version": dt.version(),
+        "files_added": compacted.get("numFilesAdded", 0),
+        "files_removed": compacted.get("numFilesRemoved", 0),
+        "files_vacuumed": len(vacuumed),
+    }
+
+
+def convert_lake(root: ObjectStoragePath, source: str, interval: str, batch_rows: int = 1_000_000) -> dict[str, Any]:
+    """Copy the bars the Parquet layout holds for ``source``/``interval`` into the bars table, and
+    verify every one arrived: ``market_setup``'s conversion, idempotent.
+
+    Reads every partition object the earlier layouts left (``date=``, ``month=`` or ``year=``
+    folders, one or several objects each: :func:`~market_ingest.lake.partitions._partition_folders`;
+    memory follows the series' rows there) and compares them with the table one period at a
+    time, keeping the newest extraction of each key. A row is merged only
+    when the table lacks its key, holds an older extraction, or holds the same extraction without
+    a price basis while the object's row has one (re-based since: :data:`NEWER_OR_REBASED`); so a
+    bar a run published since, extracted later, is never replaced. The merges (one commit per
+    ``batch_rows`` rows) are then checked: each period's rows in the objects are all in the table,
+    the same extraction or a newer one. The objects are left where they are (nothing reads them
+    any more; delete them once satisfied). A second run merges nothing and commits nothing.
+
+    :return: ``{"objects": objects read, "rows": their distinct keys, "rows_merged": rows
+        written to the table now, "commits": commits made, "version": the table's version}``.
+    :raises ConversionError: a period's keys are missing from the table after the merges,
+        naming the series, the period and how many.
+    :raises CorruptObjectError: an object is not Parquet of the bar schema.
+    """
+    import pyarrow as pa
+
+    from market_ingest.lake.layout import split_by_partition
+    from market_ingest.lake.merge import newest_per_key
+    from market_ingest.lake.objects import read_parquet
+    from market_ingest.lake.partitions import _objects, _partition_folders
+    from market_ingest.schema import BAR_SCHEMA, NATURAL_KEY
+
+    by_period: dict[str, list[pa.Table]] = {}
+    objects = 0
+    for _, _, folder in _partition_folders(root, source, interval):
+        for obj in _objects(folder):
+            objects += 1
+            # An object's rows may lie outside its folder's period (the per-window layout): split them.
+            for period, rows in split_by_partition(read_parquet(obj).cast(BAR_SCHEMA), interval):
+                by_period.setdefault(period, []).append(rows)
+    stats = {"objects": objects, "rows": 0, "rows_merged": 0, "commits": 0}
+    pending: list[pa.Table] = []
+
+    def flush() -> None:
+        if pending:
+            rows = pa.concat_tables(pending)
+            merge_bars(root, rows, interval, replace_when=NEWER_OR_REBASED)
+            stats["rows_merged"] += rows.num_rows
+            stats["commits"] += 1
+            pending.clear()
+
+    legacy_by_period: dict[str, pa.Table] = {}
+    for period in sorted(by_period):
+        legacy = newest_per_key(pa.concat_tables(by_period.pop(period)), NATURAL_KEY)
+        legacy_by_period[period] = legacy
+        todo = _not_in_table(root, legacy, interval)
+        if todo.num_rows:
+            pending.append(todo)
+        if sum(t.num_rows for t in pending) >= batch_rows:
+            flush()
+    flush()
+    for period, legacy in legacy_by_period.items():
+        stats["rows"] += legacy.num_rows
+        missing = _not_in_table(root, legacy, interval).num_rows
+        if missing:
+            raise ConversionError(
+                source,
+                f"{interval} period {period}: {missing} of the {legacy.num_rows} bars of the Parquet objects are not in "
+                f"the bars table {table_uri(root)} after the conversion; the objects are untouched, run it again",
+            )
+    dt = open_table(root)
+    return {**stats, "version": dt.version() if dt is not None else None}
+
+
+def _not_in_table(root: ObjectStoragePath, rows: pa.Table, interval: str) -> pa.Table:
+    """The rows of ``rows`` (one period, each key once) the table lacks or holds in an older state
+    (:data:`NEWER_OR_REBASED`)."""
+    import pyarrow.compute as pc
+
+    stored = read_table(root, _span_filter(with_period(rows, interval)) & pc.field("source").isin(pc.unique(rows["source"])))
+    stored = stored.select(["source", "symbol", "interval", "time", "ingested_at", "price_basis"]).rename_columns(
+        ["source", "symbol", "interval", "time", "stored_at", "stored_basis"]
+    )
+    joined = rows.join(stored, keys=["source", "symbol", "interval", "time"], join_type="left outer")
+    stale = pc.or_kleene(
+        pc.is_null(joined["stored_at"]),
+        pc.or_kleene(
+            pc.greater(joined["ingested_at"], joined["stored_at"]),
+            pc.and_kleene(
+                pc.equal(joined["ingested_at"], joined["stored_at"]),
+                pc.and_kleene(pc.is_null(joined["stored_basis"]), pc.is_valid(joined["price_basis"])),
+            ),
+        ),
+    )
+    return joined.filter(pc.fill_null(stale, False)).select(rows.schema.names)
