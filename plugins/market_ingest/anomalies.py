@@ -74,20 +74,29 @@ WITH k AS (
            sum(volume) OVER (PARTITION BY symbol, close_run ORDER BY time) AS run_volume
     FROM g
     WINDOW p AS (PARTITION BY symbol ORDER BY time ROWS BETWEEN %(trailing)s PRECEDING AND 1 PRECEDING)
+), c AS (
+    -- Each check once per bar of the spans; the bars that fail none (nearly all) stop here, before
+    -- a row per check is made of each.
+    SELECT symbol, time, close, prev_close, m, volume, r, r_mean, r_sd, n, v_mean, v_sd, step, same_closes, run_volume,
+           n >= %(min_bars)s AND r_sd > 0 AND abs(r - r_mean) / r_sd > %(return_z)s AS is_outlier,
+           step > 0 AND (step >= %(unit_ratio)s OR step <= 1 / %(unit_ratio)s) AS is_unit,
+           same_closes >= %(stale_closes)s AND run_volume > 0 AS is_stale,
+           n >= %(min_bars)s AND v_sd > 0 AND (volume - v_mean) / v_sd > %(volume_z)s AS is_spike
+    FROM t WHERE time >= f AND time < u
 )
-SELECT symbol, time, flag, detail FROM t CROSS JOIN LATERAL (VALUES
-    ('return_outlier', CASE WHEN n >= %(min_bars)s AND r_sd > 0 AND abs(r - r_mean) / r_sd > %(return_z)s THEN
+SELECT symbol, time, flag, detail FROM c CROSS JOIN LATERAL (VALUES
+    ('return_outlier', CASE WHEN is_outlier THEN
         format('log return %%s is %%s standard deviations from the mean of the %%s bars before (close %%s, previous %%s)',
                round(r::numeric, 4), round((abs(r - r_mean) / r_sd)::numeric, 1), n, close, prev_close) END),
-    ('unit_100x', CASE WHEN step > 0 AND (step >= %(unit_ratio)s OR step <= 1 / %(unit_ratio)s) THEN
+    ('unit_100x', CASE WHEN is_unit THEN
         format('close %%s is %%s times the previous close %%s', close, round(step::numeric, 4), prev_close) END),
-    ('stale_close', CASE WHEN same_closes >= %(stale_closes)s AND run_volume > 0 THEN
+    ('stale_close', CASE WHEN is_stale THEN
         format('%%s bars in a row closed at %%s with %%s volume traded', same_closes, close, run_volume) END),
-    ('volume_spike', CASE WHEN n >= %(min_bars)s AND v_sd > 0 AND (volume - v_mean) / v_sd > %(volume_z)s THEN
+    ('volume_spike', CASE WHEN is_spike THEN
         format('volume %%s is %%s standard deviations above the mean of the %%s bars before (%%s)',
                round((volume * m)::numeric), round(((volume - v_mean) / v_sd)::numeric, 1), n, round(v_mean::numeric)) END)
 ) AS f(flag, detail)
-WHERE detail IS NOT NULL AND time >= f AND time < u
+WHERE (is_outlier OR is_unit OR is_stale OR is_spike) AND detail IS NOT NULL
 """
 
 

@@ -20,13 +20,18 @@ those ranges; Yahoo's AAPL 1m chart of 2024-10-02 holds the 390 minutes of that 
 Vantage's 100 daily EUR/USD bars (2025-12-29 to 2026-05-15) and Yahoo's EURUSD=X days are the 24/5
 sessions (every weekday, holidays included).
 
+The warehouse keeps the same sessions in ``market.sessions`` (migration V014; :func:`store_sessions`,
+filled by the loads a market and year at a time), against which the coverage ledger counts
+expected bars in SQL (:func:`market_ingest.coverage.record`).
+
 Imports ``exchange_calendars`` (and so pandas) inside functions: call from tasks, not at DAG parse.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 
 from market_ingest.intervals import INTERVAL_LENGTH, INTRADAY_INTERVALS, Window, bar_end, bar_start, validate_interval
@@ -95,29 +100,31 @@ def _tender() -> frozenset[str]:
 
 
 @lru_cache(maxsize=4)
-def _forex_calendar(first_year: int):
+def _forex_calendar(first_year: int, last_year: int | None = None):
     from market_ingest.forex_calendar import ForexCalendar
 
-    return ForexCalendar(start=f"{first_year}-01-01")
+    return ForexCalendar(start=f"{first_year}-01-01", end=f"{last_year}-12-31" if last_year else None)
 
 
-def _calendar(market: str, since: datetime):
+def _calendar(market: str, since: datetime, until_year: int | None = None):
     """``market``'s calendar from 2000 (from ``since``'s year when earlier), built once per process
     and start (``exchange_calendars`` caches it: about 0.3 s for XNYS). ``24/5`` is
     :class:`~market_ingest.forex_calendar.ForexCalendar`.
 
+    :param until_year: the calendar reaches to the end of that year (``exchange_calendars``'
+        default: a year from today).
     :raises ValueError: naming the market, when ``exchange_calendars`` has no calendar of that name,
         or when ``since`` is before the earliest date its rules cover.
     """
     import exchange_calendars as xcals
 
     if market == FOREX:
-        return _forex_calendar(min(since.year, 2000))
+        return _forex_calendar(min(since.year, 2000), until_year)
     if market not in xcals.get_calendar_names():
         raise ValueError(f"market {market!r} is not an exchange_calendars calendar (for example XNYS, XLON, 24/7)")
     first = min(since.year, 2000)
     try:
-        return xcals.get_calendar(market, start=f"{first}-01-01")
+        return xcals.get_calendar(market, start=f"{first}-01-01", end=f"{until_year}-12-31" if until_year else None)
     except ValueError as exc:
         raise ValueError(f"market {market}: no calendar from {first}-01-01 ({exc})") from exc
 
@@ -147,6 +154,86 @@ def sessions(market: str, window: Window) -> list[tuple[datetime, datetime, date
         (datetime(label.year, label.month, label.day, tzinfo=UTC), o.to_pydatetime(), c.to_pydatetime())
         for label, o, c in zip(schedule.index, schedule["open"], schedule["close"], strict=True)
     ]
+
+
+#: Bumped when this module's sessions change for a reason other than ``exchange_calendars``' version
+#: (:class:`~market_ingest.forex_calendar.ForexCalendar`, ``24/7``): ``market.sessions`` is filled again.
+SESSIONS_VERSION = 1
+
+
+def session_rows(market: str, year: int) -> list[tuple[date, datetime, datetime, bool]]:
+    """Every session of ``market`` dated in ``year``, as ``market.sessions`` stores them.
+
+    :param market: a calendar name (:func:`market_of`); ``24/7``: every UTC day, 00:00 to 24:00.
+    :return: ``[(session date, open, close, early close)]``, oldest first; open and close in UTC,
+        the close of an early-close day its early close (the sessions :func:`sessions` gives).
+    :raises ValueError: see :func:`_calendar`.
+    """
+    if market == ALWAYS_OPEN:
+        first, days = date(year, 1, 1), (date(year + 1, 1, 1) - date(year, 1, 1)).days
+        midnights = [datetime.combine(first + timedelta(days=i), datetime.min.time(), UTC) for i in range(days + 1)]
+        return [(midnights[i].date(), midnights[i], midnights[i + 1], False) for i in range(days)]
+    cal = _calendar(market, datetime(year, 1, 1, tzinfo=UTC), until_year=max(year, date.today().year + 1))
+    schedule = cal.schedule.loc[f"{year}-01-01" : f"{year}-12-31"]
+    early = set(cal.early_closes)
+    return [
+        (label.date(), o.to_pydatetime(), c.to_pydatetime(), label in early)
+        for label, o, c in zip(schedule.index, schedule["open"], schedule["close"], strict=True)
+    ]
+
+
+def store_sessions(cur, markets: Iterable[str], start: datetime, end: datetime) -> int:
+    """Make ``market.sessions`` (migration V014) hold every session of ``markets`` dated from the
+    day before ``start`` to the day after ``end``: the (market, year)s not filled yet, or filled by
+    another version of ``exchange_calendars`` (or of :data:`SESSIONS_VERSION`), are filled
+    (replaced) from :func:`session_rows`, under a transaction-level advisory lock; the others are
+    left as they are, so a second call writes nothing.
+
+    Called by the load (:func:`market_ingest.coverage.record`) for the span it records, in its
+    transaction: a year is computed once per deployment and version, not per run.
+
+    :param cur: a psycopg cursor (the load's transaction).
+    :param start: ``end``: the span, UTC.
+    :return: the (market, year)s filled by this call.
+    :raises ValueError: a market without a calendar (see :func:`_calendar`), naming it.
+    """
+    from importlib.metadata import version
+
+    wanted = {(m, y) for m in set(markets) for y in range((start - timedelta(days=1)).year, (end + timedelta(days=1)).year + 1)}
+    if not wanted:
+        return 0
+    stamp = f"exchange_calendars {version('exchange_calendars')}; sessions {SESSIONS_VERSION}"
+
+    def missing() -> list[tuple[str, int]]:
+        keys = sorted(wanted)
+        cur.execute(
+            "SELECT k.market, k.year FROM unnest(%s::text[], %s::int[]) AS k(market, year) "
+            "LEFT JOIN market.session_years y USING (market, year) WHERE y.calendars IS DISTINCT FROM %s",
+            ([m for m, _ in keys], [y for _, y in keys], stamp),
+        )
+        return sorted(cur.fetchall())
+
+    if not missing():
+        return 0
+    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended('market.sessions', 0))")
+    todo = missing()  # another load may have filled them while this one waited
+    for market, year in todo:
+        rows = session_rows(market, year)
+        cur.execute(
+            "DELETE FROM market.sessions WHERE market = %s AND day >= make_date(%s, 1, 1) AND day < make_date(%s + 1, 1, 1)",
+            (market, year, year),
+        )
+        cur.execute(
+            "INSERT INTO market.sessions (market, day, open, close, early_close) "
+            "SELECT %s, * FROM unnest(%s::date[], %s::timestamptz[], %s::timestamptz[], %s::boolean[])",
+            (market, *([r[i] for r in rows] for i in range(4))),
+        )
+        cur.execute(
+            "INSERT INTO market.session_years (market, year, calendars) VALUES (%s, %s, %s) "
+            "ON CONFLICT (market, year) DO UPDATE SET calendars = EXCLUDED.calendars, filled_at = now()",
+            (market, year, stamp),
+        )
+    return len(todo)
 
 
 def expected_bars(market: str, interval: str, window: Window, now: datetime | None = None) -> list[datetime]:

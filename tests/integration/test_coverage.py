@@ -183,6 +183,43 @@ def test_hourly_runs_widen_the_day_and_count_the_session_minutes(services):
     assert (row["expected"], row["loaded"], row["state"], row["run_id"]) == (90, 90, coverage.COMPLETE, "scheduled__1m_14h")
 
 
+@pytest.mark.parametrize(
+    "now", [datetime(2024, 12, 2, 15, 7, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC)], ids=["mid-day", "after"]
+)
+def test_the_bars_the_ledger_expects_are_the_calendars_sessions(services, now):
+    """The ledger counts expected bars in SQL against ``market.sessions`` (migration V014), filled
+    from the calendars: per UTC day they are the bars :func:`market_ingest.calendars.expected_bars`
+    gives for the window (exchange_calendars' sessions, ``24/5``, ``24/7``), over a week with a
+    holiday, an early close and Sunday evening sessions, closed by ``now``; the sessions are filled
+    once, and NYSE's close of the day after Thanksgiving 2024 is its early close (13:00 New York)."""
+    import psycopg
+
+    from market_ingest.calendars import expected_bars, store_sessions
+    from market_ingest.intervals import Window
+
+    start, end = datetime(2024, 11, 24, tzinfo=UTC), datetime(2024, 12, 3, tzinfo=UTC)
+    markets = ["XNYS", "XLON", "CMES", "24/5", "24/7"]
+    with closing(psycopg.connect(services.pg_conninfo())) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE bars_sessions_test (source text, symbol text, time timestamptz)")
+        for interval in ("1m", "1h", "1d", "1wk", "1mo"):
+            runs = [coverage.Asked(f"S{i}", m, start, end, outcomes.OK) for i, m in enumerate(markets)]
+            rows = coverage.record(
+                cur, source="sessions-test", interval=interval, table="bars_sessions_test", runs=runs, run_id="t", now=now
+            )
+            got = {(r["symbol"], r["day"]): r["expected"] for r in rows}
+            want = {}
+            for i, market in enumerate(markets):
+                for t in expected_bars(market, interval, Window(start, min(end, now)), now=now):
+                    want[f"S{i}", t.date()] = want.get((f"S{i}", t.date()), 0) + 1
+            assert got == want, interval
+        assert store_sessions(cur, markets, start, end) == 0  # filled by the first load
+        cur.execute("SELECT close, early_close FROM market.sessions WHERE market = 'XNYS' AND day = '2024-11-29'")
+        assert cur.fetchone() == (datetime(2024, 11, 29, 18, tzinfo=UTC), True)
+        cur.execute("SELECT count(*) FROM market.sessions WHERE market = 'XNYS' AND day = '2024-11-28'")  # Thanksgiving
+        assert cur.fetchone() == (0,)
+        conn.rollback()
+
+
 def test_a_failed_hour_stays_repairable_after_later_hours_without_a_session(services):
     """Seen in the soak benchmark: an hourly run failed (the day's row ``failed``), then the evening
     runs after the close asked nothing (``no_data``), and the day turned ``vendor_empty`` with the

@@ -289,7 +289,7 @@ def test_an_upgrade_keeps_earlier_rows_and_market_setup_rebases_them_once(servic
         assert len(before) == 252 * 2 + fx.num_rows
         conn.commit()
 
-        assert apply_migrations(conn) == ["013"]
+        assert apply_migrations(conn)[0] == "013"  # then any later one
         columns = conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'market' AND table_name = 'bars' "
             "ORDER BY ordinal_position"

@@ -7,8 +7,10 @@ more or less than the bars committed with it. A row holds:
 
 * ``covered_from`` / ``covered_until``: the part of the day the runs so far asked for (a ``@hourly``
   run of 1m bars covers one hour of it; the next widens it). A day never asked for has no row.
-* ``expected``: bars the market's calendar has in that part, closed by the load's time
-  (:func:`market_ingest.calendars.expected_bars`: sessions, holidays, early closes; 24/7 for crypto).
+* ``expected``: bars the market's calendar has in that part, closed by the load's time: the bars
+  :func:`market_ingest.calendars.expected_bars` gives (sessions, holidays, early closes; 24/7 for
+  crypto), counted in SQL against ``market.sessions`` (migration V014), which the load fills
+  from the calendars a market and year at a time (:func:`market_ingest.calendars.store_sessions`).
 * ``loaded``: bars stored in ``market.bars_<interval>`` in that part, by this run or any before it.
 * ``state``, by the first rule that holds:
 

@@ -5,7 +5,6 @@ not loaded), under the pair's ledger lock (:func:`lock_series`).
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta, timezone
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from market_ingest import outcomes
 from market_ingest.contracts import Batch, Dataset, ExtractResult
-from market_ingest.coverage.states import COLUMNS, COMPLETE, REPAIRABLE, UNRECOVERABLE, Asked, asked, state_of
+from market_ingest.coverage.states import COLUMNS, COMPLETE, REPAIRABLE, UNRECOVERABLE, Asked, asked, state_sql
 
 if TYPE_CHECKING:
     from market_ingest.config import SourceConfig
@@ -21,15 +20,18 @@ if TYPE_CHECKING:
 UTC = timezone.utc
 
 
-def _days(start: datetime, end: datetime):
-    """``(UTC date, part start, part end)`` for each UTC day ``[start, end)`` touches."""
-    day = start.astimezone(UTC).date()
-    while True:
-        day_start = datetime.combine(day, time(), UTC)
-        if day_start >= end:
-            return
-        yield day, max(day_start, start), min(day_start + timedelta(days=1), end)
-        day += timedelta(days=1)
+#: ``work_mem`` for the rest of a transaction that records a run (:func:`record_run`): the ledger's
+#: and the flags' statements sort and hash every bar and day of the run, and the server's default
+#: (4 MB) spilled a 5-year daily run of 280 symbols to disk (bench/ledger.py).
+WORK_MEM = "64MB"
+
+
+def _work_mem(cur) -> None:
+    """Raise ``work_mem`` to :data:`WORK_MEM` until the transaction ends (``SET LOCAL``), never lower it."""
+    cur.execute(
+        "SELECT set_config('work_mem', %s, true) WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes(%s)",
+        (WORK_MEM, WORK_MEM),
+    )
 
 
 def lock_series(cur, source: str, interval: str) -> None:
@@ -42,6 +44,152 @@ def lock_series(cur, source: str, interval: str) -> None:
     ``bar_flags_pkey``), and both widened a day from the same old row.
     """
     cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"market.coverage:{source}:{interval}",))
+
+
+#: Stored rows the ledger widens, and whose hole (a repairable or unrecoverable state) it keeps.
+_HOLES = (*sorted(REPAIRABLE), UNRECOVERABLE)
+
+#: The ledger rows of one run, computed and upserted in one statement. ``a``: what the run asked
+#: per symbol (its window clamped to the load's time); ``p0``: each UTC day a window touches, its
+#: part of the day ({distinct}); ``q``: widened by the stored row of the day, with what that row
+#: says (``hole``: a repairable or unrecoverable state; ``apart``: this part does not overlap it;
+#: ``other_run``: an answered ask of another run); ``n``: stored bars per part; ``e``: expected bars
+#: per part, from ``market.sessions``; ``s``: the state by :func:`state_of`'s rules; ``t``: the rules
+#: of an earlier hole and of ``attempts`` (:mod:`market_ingest.coverage`); ``w``: the rows, with
+#: their flags; ``inserted``, ``updated``: those that differ from the stored rows. Returns every row.
+_RECORD_SQL = """
+WITH a AS (
+    SELECT * FROM unnest(%(symbols)s::text[], %(markets)s::text[], %(starts)s::timestamptz[], %(ends)s::timestamptz[],
+                         %(statuses)s::text[], %(reasons)s::text[], %(invalid)s::text[], %(answered)s::boolean[])
+        WITH ORDINALITY AS a(symbol, market, f, u, status, reason, invalid, answered, ord)
+    WHERE f < u
+), m AS (  -- each market's span: the dates of the sessions expected_bars reads
+    SELECT * FROM unnest(%(span_markets)s::text[], %(span_firsts)s::date[], %(span_lasts)s::date[]) AS m(market, first_day, last_day)
+), p0 AS (
+    SELECT {distinct} a.symbol, d.day, a.market, a.status, a.reason, a.invalid, a.answered,
+           greatest(a.f, d.day::timestamp AT TIME ZONE 'UTC') AS f, least(a.u, (d.day + 1)::timestamp AT TIME ZONE 'UTC') AS u
+    FROM a CROSS JOIN LATERAL (
+        SELECT (a.f AT TIME ZONE 'UTC')::date + g AS day
+        FROM generate_series(0, ((a.u - interval '1 microsecond') AT TIME ZONE 'UTC')::date - (a.f AT TIME ZONE 'UTC')::date) AS g
+    ) d
+    {order}
+), q AS (
+    SELECT p0.*, least(p0.f, c.covered_from) AS wf, greatest(p0.u, c.covered_until) AS wu,
+           coalesce(c.state IN ({holes}), false) AS hole, c.state AS stored_state, c.reason AS stored_reason,
+           CASE WHEN c.state IN ({holes}) THEN c.attempts ELSE 0 END AS stored_attempts,
+           coalesce(p0.f >= c.covered_until OR p0.u <= c.covered_from, false) AS apart,
+           p0.answered AND c.run_id IS DISTINCT FROM %(run_id)s AS other_run,
+           CASE WHEN c.day IS NOT NULL THEN ({stored}) END AS stored
+    FROM p0 LEFT JOIN market.coverage c
+        ON c.source = %(source)s AND c.interval = %(interval)s AND c.symbol = p0.symbol AND c.day = p0.day
+), n AS (
+    -- Each part lies within its UTC day, so the bar's UTC date equals the part's day: stated, it
+    -- lets the planner join on (symbol, day) (a hash or merge join, linear in parts + bars). The
+    -- constant bounds let a small run read only its symbols' index range (and, on TimescaleDB,
+    -- only the chunks of its span).
+    SELECT q.symbol, q.day, count(*) AS loaded
+    FROM q JOIN {table} b ON b.source = %(source)s AND b.symbol = q.symbol
+        AND (b.time AT TIME ZONE 'UTC')::date = q.day AND b.time >= q.wf AND b.time < q.wu
+        AND b.symbol = ANY(%(symbol_set)s::text[]) AND b.time >= %(lo)s AND b.time < %(hi)s
+    GROUP BY q.symbol, q.day
+), e AS (
+    SELECT q.*, coalesce(n.loaded, 0)::integer AS loaded, ({expected})::integer AS expected
+    FROM q JOIN m USING (market) LEFT JOIN n USING (symbol, day) {sessions}
+), s AS (
+    SELECT e.*, {state} AS state0, {reason} AS reason0 FROM e WHERE expected > 0 OR loaded > 0
+), t AS (
+    SELECT s.*,
+           CASE WHEN hole AND apart AND state0 NOT IN ({repairable}, '{complete}') THEN stored_state ELSE state0 END AS state,
+           CASE WHEN hole AND apart AND state0 NOT IN ({repairable}, '{complete}') THEN stored_reason ELSE reason0 END AS reason1,
+           CASE WHEN hole AND apart AND state0 NOT IN ({repairable}, '{complete}') THEN stored_attempts
+                WHEN state0 NOT IN ({repairable}) THEN 0
+                WHEN hole AND NOT apart AND other_run AND %(attempted)s THEN stored_attempts + 1
+                ELSE stored_attempts END AS tries
+    FROM s
+), w AS (
+    SELECT t.symbol, t.day, wf, wu, expected, loaded, state, left(reason1, 1000) AS reason, tries,
+           coalesce(fl.n, 0) AS flagged, stored
+    FROM t LEFT JOIN unnest(%(flag_symbols)s::text[], %(flag_days)s::date[], %(flag_counts)s::int[]) AS fl(symbol, day, n)
+        USING (symbol, day)
+), inserted AS (
+    -- Days without a row: inserted, no conflict to arbitrate (the ledger lock keeps out every
+    -- other writer of the pair's new rows; ON CONFLICT doubled the cost of a long run's insert).
+    INSERT INTO market.coverage ({columns})
+    SELECT %(source)s, %(interval)s, symbol, day, wf, wu, expected, loaded, state, reason, %(run_id)s, tries, flagged
+    FROM w WHERE stored IS NULL
+), updated AS (
+    -- Days with a row: updated where the new row differs. One equal in every column (a retried
+    -- load of the same run) is left as it is, as the bars' upsert leaves unchanged bars: its
+    -- updated_at is when it last changed.
+    UPDATE market.coverage c SET ({updated}, updated_at) = ({new}, now())
+    FROM w
+    WHERE c.source = %(source)s AND c.interval = %(interval)s AND c.symbol = w.symbol AND c.day = w.day
+      AND w.stored IS NOT NULL AND w.stored IS DISTINCT FROM ({new})
+)
+SELECT %(source)s, %(interval)s, symbol, day, wf, wu, expected, loaded, state, reason, %(run_id)s, tries, flagged
+FROM w ORDER BY symbol, day
+"""
+
+#: Expected bars of an intraday part: each session of its market overlapping it (dated within a
+#: day of its market's span, as :func:`~market_ingest.calendars.expected_bars` reads them) counts
+#: the bars ``open + k * step`` in ``[wf, wu)``, before its close, and closed by ``now``.
+_INTRADAY = """(
+    SELECT coalesce(sum(greatest(0, ceil(extract(epoch FROM least(q.wu, x.close, %(last_open)s) - x.open) / %(step)s)
+                                   - ceil(extract(epoch FROM greatest(q.wf, x.open) - x.open) / %(step)s))), 0)
+    FROM market.sessions x
+    WHERE x.market = q.market AND x.open < q.wu AND x.close > q.wf
+      AND x.day >= m.first_day - 1 AND x.day <= m.last_day + 1
+)"""
+#: Expected bars of a part of a daily, weekly or monthly series: its day's 00:00 UTC opens a bar
+#: (a session's date; the Monday or the 1st of a week or month holding a session dated within the
+#: market's span), the bar lies in ``[wf, wu)`` and closed by ``now``.
+_DAILY = """CASE WHEN q.day::timestamp AT TIME ZONE 'UTC' >= q.wf AND q.day::timestamp AT TIME ZONE 'UTC' < q.wu
+          AND (q.day + interval {length})::timestamp AT TIME ZONE 'UTC' <= %(now)s AND {opened} THEN 1 ELSE 0 END"""
+_DAILY_OPENED = "x.day IS NOT NULL"
+_LONGER_OPENED = """date_trunc({unit}, q.day) = q.day AND EXISTS (
+    SELECT 1 FROM market.sessions x WHERE x.market = q.market AND x.day >= q.day AND x.day < q.day + interval {length}
+      AND x.day >= m.first_day AND x.day <= m.last_day
+)"""
+
+
+def _statement(interval: str, table: str, *, distinct: bool):
+    """:data:`_RECORD_SQL` for ``interval`` and its bars ``table``, a composed ``psycopg.sql`` statement.
+
+    :param distinct: a symbol was asked more than once: of the parts of one day, the last ask's
+        counts (as it did when the parts were a dict); otherwise the statement skips that sort.
+    """
+    from psycopg import sql
+
+    from market_ingest.intervals import INTRADAY_INTERVALS
+
+    if interval in INTRADAY_INTERVALS:
+        expected, sessions = _INTRADAY, ""
+    elif interval == "1d":
+        expected = _DAILY.format(length="'1 day'", opened=_DAILY_OPENED)
+        sessions = "LEFT JOIN market.sessions x ON x.market = q.market AND x.day = q.day"
+    else:
+        unit, length = {"1wk": ("'week'", "'7 days'"), "1mo": ("'month'", "'1 month'")}[interval]
+        expected, sessions = _DAILY.format(length=length, opened=_LONGER_OPENED.format(unit=unit, length=length)), ""
+    state, reason = state_sql()
+    columns = (*COLUMNS, "flagged")
+    return sql.SQL(
+        _RECORD_SQL.format(
+            expected=expected,
+            sessions=sessions,
+            state=state,
+            reason=reason,
+            holes=", ".join(f"'{h}'" for h in _HOLES),
+            repairable=", ".join(f"'{h}'" for h in sorted(REPAIRABLE)),
+            complete=COMPLETE,
+            columns=", ".join(columns),
+            updated=", ".join(columns[4:]),
+            new="w.wf, w.wu, w.expected, w.loaded, w.state, w.reason, %(run_id)s::text, w.tries, w.flagged",
+            stored=", ".join(f"c.{c}" for c in columns[4:]),
+            distinct="DISTINCT ON (a.symbol, d.day)" if distinct else "",
+            order="ORDER BY a.symbol, d.day, a.ord DESC" if distinct else "",
+            table="{table}",
+        )
+    ).format(table=sql.Identifier(*table.split(".")))
 
 
 def record(
@@ -60,10 +208,10 @@ def record(
 
     Serialised per (source, interval) by a transaction-level advisory lock (:func:`lock_series`), so
     two loads of the same DAG committing at once do not each widen a day's covered part from the
-    same old row. Reads the
-    stored rows of those days (to widen their covered part), counts the expected bars per market
-    (one calendar pass per market over the run's span) and the stored bars per day (one query),
-    and upserts the rows.
+    same old row. Makes ``market.sessions`` hold the sessions of the run's markets over its span
+    (:func:`market_ingest.calendars.store_sessions`: filled once per market and year), then computes
+    and upserts every row in one statement: the parts of the UTC days asked (widened by the stored
+    rows), the bars each part should have from those sessions, the bars stored in it, and the state.
 
     :param cur: a psycopg cursor in the transaction that upserted the run's bars.
     :param table: the bars table of ``interval`` (``market.bars_1d``).
@@ -74,128 +222,56 @@ def record(
         still repairable counts an attempt (``attempts`` in :mod:`market_ingest.coverage`); ``False``: none counts.
     :return: the rows written, as dicts of :data:`COLUMNS` and ``flagged`` (``day`` a ``date``),
         in key order.
-    :raises ValueError: a market without a calendar (:func:`market_ingest.calendars.expected_bars`).
+    :raises ValueError: a market without a calendar (:func:`market_ingest.calendars.session_rows`).
     """
-    from psycopg import sql
+    from market_ingest.calendars import store_sessions
+    from market_ingest.intervals import INTERVAL_LENGTH, validate_interval
 
-    from market_ingest.calendars import expected_bars
-    from market_ingest.intervals import Window
-
-    parts: dict[tuple[str, date], tuple[datetime, datetime, Asked]] = {}
-    for a in runs:
-        for day, start, end in _days(a.start, min(a.end, now)):
-            parts[a.symbol, day] = (start, end, a)
-    if not parts:
+    validate_interval(interval)
+    runs = [a for a in runs if a.start < min(a.end, now)]
+    if not runs:
         return []
     lock_series(cur, source, interval)
-    keys = sorted(parts)
+    first, last = min(a.start for a in runs), max(min(a.end, now) for a in runs)
+    store_sessions(cur, {a.market for a in runs}, first, last)
+    step = INTERVAL_LENGTH.get(interval)
+    flagged = flagged or {}
+    spans: dict[str, tuple[datetime, datetime]] = {}
+    for a in runs:
+        f, u = spans.get(a.market, (a.start, min(a.end, now)))
+        spans[a.market] = (min(f, a.start), max(u, min(a.end, now)))
     cur.execute(
-        "SELECT c.symbol, c.day, c.covered_from, c.covered_until, c.state, c.reason, c.attempts, c.run_id FROM market.coverage c "
-        "JOIN unnest(%s::text[], %s::date[]) AS k(symbol, day) USING (symbol, day) "
-        "WHERE c.source = %s AND c.interval = %s",
-        ([s for s, _ in keys], [d for _, d in keys], source, interval),
+        _statement(interval, table, distinct=len({a.symbol for a in runs}) < len(runs)),
+        {
+            "span_markets": list(spans),
+            "span_firsts": [f.astimezone(UTC).date() for f, _ in spans.values()],
+            "span_lasts": [(u - timedelta(microseconds=1)).astimezone(UTC).date() for _, u in spans.values()],
+            "symbols": [a.symbol for a in runs],
+            "markets": [a.market for a in runs],
+            "starts": [a.start for a in runs],
+            "ends": [min(a.end, now) for a in runs],
+            "statuses": [a.status for a in runs],
+            "reasons": [a.reason for a in runs],
+            "invalid": [str(a.invalid) if a.invalid else None for a in runs],
+            "answered": [a.answered for a in runs],
+            "source": source,
+            "interval": interval,
+            "run_id": run_id,
+            "attempted": attempted,
+            "symbol_set": sorted({a.symbol for a in runs}),
+            "lo": datetime.combine(first.astimezone(UTC).date(), time(), UTC),
+            "hi": datetime.combine(last.astimezone(UTC).date(), time(), UTC) + timedelta(days=1),
+            "now": now,
+            "step": step.total_seconds() if step else None,
+            "last_open": now - step + timedelta(microseconds=1) if step else None,
+            "flag_symbols": [s for s, _ in flagged],
+            "flag_days": [d for _, d in flagged],
+            "flag_counts": list(flagged.values()),
+        },
+        binary=True,  # a long run's rows come back about twice as fast as in text
     )
-    # A day's earlier hole that this run's part did not re-ask (an hourly run after a failed one):
-    # its repairable state and reason stay, or a later closed hour's "vendor_empty" would hide it
-    # from the repair (seen in the soak benchmark).
-    earlier: dict[tuple[str, date], tuple[str, str]] = {}
-    # Attempts so far of the days that were holes, and which of them this run asked again.
-    attempts: dict[tuple[str, date], int] = {}
-    reasked: set[tuple[str, date]] = set()
-    for sym, day, stored_from, stored_until, stored_state, stored_reason, stored_attempts, stored_run in cur.fetchall():
-        start, end, a = parts[sym, day]
-        if stored_state in REPAIRABLE or stored_state == UNRECOVERABLE:
-            attempts[sym, day] = stored_attempts
-            if start >= stored_until or end <= stored_from:
-                earlier[sym, day] = (stored_state, stored_reason)
-            elif a.answered and stored_run != run_id:  # a retried load of the same run is no new attempt
-                reasked.add((sym, day))
-        parts[sym, day] = (min(start, stored_from), max(end, stored_until), a)
-
-    spans: dict[str, list[datetime]] = defaultdict(lambda: [datetime.max.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC)])
-    for start, end, a in parts.values():
-        span = spans[a.market]
-        span[0], span[1] = min(span[0], start), max(span[1], end)
-    times = {m: expected_bars(m, interval, Window(s, e), now=now) for m, (s, e) in spans.items()}
-
-    # Stored bars per key. Each key's [f, u) lies within its UTC day, so the bar's UTC date equals
-    # the key's day: stated, it lets the planner join on (symbol, day) (a merge or hash join,
-    # linear in keys + bars); without it, it joined on symbol alone and range-filtered every bar
-    # of the symbol for every day (a 5-year daily run of 280 symbols: minutes; bench/ledger.py).
-    # The constant bounds let a small run read only its symbols' index range (and, on
-    # TimescaleDB, only the chunks of its span).
-    firsts, untils = [parts[k][0] for k in keys], [parts[k][1] for k in keys]
-    cur.execute(
-        sql.SQL(
-            "SELECT k.symbol, k.day, count(b.time) FROM unnest(%s::text[], %s::date[], %s::timestamptz[], %s::timestamptz[]) "
-            "AS k(symbol, day, f, u) LEFT JOIN {} b ON b.source = %s AND b.symbol = k.symbol "
-            "AND (b.time AT TIME ZONE 'UTC')::date = k.day AND b.time >= k.f AND b.time < k.u "
-            "AND b.symbol = ANY(%s) AND b.time >= %s AND b.time < %s "
-            "GROUP BY k.symbol, k.day"
-        ).format(sql.Identifier(*table.split("."))),
-        (
-            [s for s, _ in keys],
-            [d for _, d in keys],
-            firsts,
-            untils,
-            source,
-            sorted({s for s, _ in keys}),
-            min(firsts),
-            max(untils),
-        ),
-    )
-    loaded = {(sym, day): n for sym, day, n in cur.fetchall()}
-
-    rows = []
-    for key in keys:
-        start, end, a = parts[key]
-        market_times = times[a.market]
-        expected = bisect_left(market_times, end) - bisect_left(market_times, start)
-        stored = loaded.get(key, 0)
-        if expected == 0 and stored == 0:
-            continue
-        state, reason = state_of(a, expected, stored)
-        tries = attempts.get(key, 0)
-        if key in earlier and state not in REPAIRABLE and state != COMPLETE:
-            state, reason = earlier[key]
-        elif state not in REPAIRABLE:
-            tries = 0
-        elif attempted and key in reasked:
-            tries += 1
-        rows.append(
-            dict(
-                zip(
-                    COLUMNS,
-                    (source, interval, a.symbol, key[1], start, end, expected, stored, state, reason[:1000], run_id, tries),
-                    strict=True,
-                ),
-                flagged=(flagged or {}).get(key, 0),
-            )
-        )
-    if rows:
-        # COPY into a session temp table, then one INSERT ... ON CONFLICT: a long run writes
-        # hundreds of thousands of rows, which executemany sent at about 30,000 rows/s
-        # (bench/ledger.py; py-spy).
-        columns = (*COLUMNS, "flagged")
-        cols = sql.SQL(", ").join(map(sql.Identifier, columns))
-        updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns[4:])
-        cur.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE IF NOT EXISTS coverage_incoming ON COMMIT DELETE ROWS "
-                "AS SELECT {} FROM market.coverage WITH NO DATA"
-            ).format(cols)
-        )
-        cur.execute("TRUNCATE coverage_incoming")
-        with cur.copy(sql.SQL("COPY coverage_incoming ({}) FROM STDIN").format(cols)) as copy:
-            for r in rows:
-                copy.write_row(tuple(r[c] for c in columns))
-        cur.execute(
-            sql.SQL(
-                "INSERT INTO market.coverage ({0}) SELECT {0} FROM coverage_incoming "
-                "ON CONFLICT (source, interval, symbol, day) DO UPDATE SET {1}, updated_at = now()"
-            ).format(cols, updates)
-        )
-    return rows
+    columns = (*COLUMNS, "flagged")
+    return [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
 
 
 def record_run(
@@ -232,6 +308,7 @@ def record_run(
         runs = [a if a.status == outcomes.FAILED else replace(a, status=outcomes.FAILED, reason=not_loaded) for a in runs]
     table, now = DATASETS[Dataset.BARS].storage(interval), datetime.now(UTC)
     flags: list[dict] = []
+    _work_mem(cur)
     lock_series(cur, source, interval)  # before the flags: they are replaced per span, like the ledger's rows
     if not not_loaded:  # the bars are stored: flag them first, so each ledger row is written once, with its count
         from market_ingest.anomalies import flag

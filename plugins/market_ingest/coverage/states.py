@@ -112,6 +112,14 @@ def asked(batches: Sequence[Batch], extracts: Sequence[ExtractResult | None], ma
     return result
 
 
+#: The reasons :func:`state_of` gives, by state: one text for Python and SQL (:func:`state_sql`).
+_REASONS = {
+    REJECTED: "{loaded} of {expected} bars stored; dropped as invalid by the run: {invalid}",
+    MISSING: "the vendor returned bars for the window but none of the {expected} expected this day",
+    PARTIAL: "{loaded} of {expected} expected bars stored; the vendor returned no bar for the others",
+}
+
+
 def state_of(a: Asked, expected: int, loaded: int) -> tuple[str, str]:
     """The ledger state of one day of one symbol, and its reason (the rules of :mod:`market_ingest.coverage`)."""
     if loaded >= expected:
@@ -119,10 +127,34 @@ def state_of(a: Asked, expected: int, loaded: int) -> tuple[str, str]:
     if a.status in _SKIPPED_STATE:
         return _SKIPPED_STATE[a.status], a.reason
     if a.invalid:
-        return REJECTED, f"{loaded} of {expected} bars stored; dropped as invalid by the run: {a.invalid}"
+        return REJECTED, _REASONS[REJECTED].format(loaded=loaded, expected=expected, invalid=a.invalid)
     if loaded == 0:
-        return MISSING, f"the vendor returned bars for the window but none of the {expected} expected this day"
-    return PARTIAL, f"{loaded} of {expected} expected bars stored; the vendor returned no bar for the others"
+        return MISSING, _REASONS[MISSING].format(expected=expected)
+    return PARTIAL, _REASONS[PARTIAL].format(loaded=loaded, expected=expected)
+
+
+def state_sql() -> tuple[str, str]:
+    """:func:`state_of` as two SQL expressions, ``(state, reason)``, over the columns ``status``,
+    ``reason`` (the :class:`Asked`'s), ``invalid`` (``str(Asked.invalid)``, NULL for none),
+    ``expected`` and ``loaded``; ``%`` doubled for psycopg's parameter syntax.
+    """
+    import re
+
+    def text(template: str) -> str:
+        names = re.findall(r"{(\w+)}", template)
+        literal = re.sub(r"{\w+}", "%s", template.replace("%", "%%").replace("'", "''"))
+        return f"format('{literal}', {', '.join(names)})"
+
+    skipped = " ".join(f"WHEN '{status}' THEN '{state}'" for status, state in _SKIPPED_STATE.items())
+    rules = [
+        ("loaded >= expected", f"'{COMPLETE}'", "''"),
+        (f"status IN ({', '.join(repr(s) for s in _SKIPPED_STATE)})", f"CASE status {skipped} END", "reason"),
+        ("invalid IS NOT NULL", f"'{REJECTED}'", text(_REASONS[REJECTED])),
+        ("loaded = 0", f"'{MISSING}'", text(_REASONS[MISSING])),
+    ]
+    state = "CASE " + " ".join(f"WHEN {w} THEN {s}" for w, s, _ in rules) + f" ELSE '{PARTIAL}' END"
+    reason = "CASE " + " ".join(f"WHEN {w} THEN {r}" for w, _, r in rules) + f" ELSE {text(_REASONS[PARTIAL])} END"
+    return state.replace("%", "%%"), reason.replace("%", "%%")
 
 
 def counts(rows: list[dict]) -> dict[str, int]:
