@@ -148,7 +148,7 @@ standin: $(STAMP)  ## run the vendor stand-in on loopback (ARGS="--synthetic --p
 # The unit, DAG, fault, integration and stand-in tests on MWAA's versions (Airflow 3.3.1, ccxt 4.5.64,
 # pandas 3.0.5, pyarrow 25 ...): .mwaa/ is an AIRFLOW_HOME installed from dist/mwaa as MWAA installs it,
 # plus requirements-dev.txt's test tools under MWAA's constraints. The end-to-end tests stay on 3.3.2.
-MWAA_TEST_TOOLS = $(shell grep -E '^(moto|pgserver|duckdb|pytest|time-machine)(\[|==)' requirements-dev.txt | cut -d' ' -f1)
+MWAA_TEST_TOOLS = $(shell grep -E '^(moto|pgserver|duckdb|polars|pytest|time-machine)(\[|==)' requirements-dev.txt | cut -d' ' -f1)
 
 test-mwaa-versions: $(STAMP)  ## the tests but e2e on MWAA 3.3.1's versions, Python 3.12 (about 4 minutes)
 	@test -n "$(PYTHON312)" || { echo "python3.12 not found (pyenv install 3.12, or PYTHON312=/path/to/python3.12)"; exit 1; }
