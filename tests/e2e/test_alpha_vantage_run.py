@@ -95,10 +95,15 @@ def test_quota_defers_without_retries_next_run_picks_up_and_key_never_leaks(
     with create_session() as session:
         xcoms = [str(v) for (v,) in session.query(XComModel.value).filter(XComModel.run_id.in_([first.run_id, second.run_id]))]
     s3 = services.boto3_client("s3")
-    lake = [
-        s3.get_object(Bucket="market-lake", Key=o["Key"])["Body"].read()
-        for o in s3.list_objects_v2(Bucket="market-lake", Prefix="bars/source=alpha_vantage/")["Contents"]
+    # The bars table's files of the source and the table's commit log (bars/ is the lake's root).
+    pages = [
+        page
+        for prefix in ("bars/bars/source=alpha_vantage/", "bars/bars/_delta_log/")
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket="market-lake", Prefix=prefix)
     ]
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    assert any("/source=alpha_vantage/" in k for k in keys) and any("_delta_log/" in k for k in keys)
+    lake = [s3.get_object(Bucket="market-lake", Key=k)["Body"].read() for k in keys]
     stream = json.dumps(read_stream(services, "market-bars"))
     assert "25 requests per day" in json.dumps(report)  # the quota reason did travel, redacted
     assert "daily quota spent" in out  # dag.test prints task logs: the check below reads them
