@@ -201,3 +201,35 @@ def test_two_runs_appending_the_same_new_bars_at_once_leave_each_once(tmp_path, 
     assert opened["merge"] == 3  # the second append conflicted and was merged again
     stored = lake.read_table(root)
     assert sorted(stored["symbol"].to_pylist()) == ["MSFT", "NVDA"]
+
+
+def test_a_compaction_that_a_run_commits_under_compacts_again_and_loses_no_bar(tmp_path, monkeypatch):
+    """``market_setup``'s compaction opens the table, then a run's publish rewrites one of the small
+    files it is about to compact: the compaction's commit conflicts, and it compacts again on the
+    run's version (before, ``CommitFailedError`` failed the task). Every bar once, the run's newer close kept."""
+    from market_ingest import lake
+    from market_ingest.lake import table
+
+    root = lake.lake_root(f"file://{tmp_path}")
+    day, t0 = datetime(2021, 8, 2, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
+    for s in ("MSFT", "NVDA"):  # two small files in one partition
+        lake.publish(lake.stage(_bars(s, day, t0), root, "yahoo", "1d", f"run-{s}", 0), root, "yahoo", "1d")
+    newer = lake.stage(_bars("MSFT", day, t0 + timedelta(hours=1), close=101.0), root, "yahoo", "1d", "newer", 0)
+
+    # The compaction asks for its writer properties after opening the table, just before it
+    # commits: the run publishes there.
+    real_properties = table._writer_properties
+    raced = []
+
+    def a_run_commits_first():
+        if not raced:
+            raced.append(True)
+            monkeypatch.setattr(table, "_writer_properties", real_properties)
+            lake.publish(newer, root, "yahoo", "1d")
+        return real_properties()
+
+    monkeypatch.setattr(table, "_writer_properties", a_run_commits_first)
+    done = table.maintain(root)
+    assert raced and done["files_removed"] >= 2
+    merged = lake.read_lake(root, "yahoo", "1d", day, day + timedelta(days=1))
+    assert sorted(zip(merged["symbol"].to_pylist(), merged["close"].to_pylist())) == [("MSFT", 101.0), ("NVDA", 100.0)]

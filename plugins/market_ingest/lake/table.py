@@ -51,6 +51,7 @@ from market_ingest.contracts import Dataset
 from market_ingest.errors import CorruptObjectError, MarketDataError, PermanentError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
 
     import pyarrow as pa
@@ -144,8 +145,6 @@ def open_table(root: ObjectStoragePath, *, create: bool = False, version: int | 
     :param version: a version number or a point in time (aware ``datetime``): time travel.
     :raises SinkNotFoundError: the lake's bucket or folder does not exist.
     """
-    from datetime import datetime
-
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
@@ -167,12 +166,15 @@ def open_table(root: ObjectStoragePath, *, create: bool = False, version: int | 
                 storage_options=options,
                 configuration=TABLE_PROPERTIES,
             )
-        except Exception as exc:  # another task created version 0 first
-            log.info("bars table %s: created concurrently (%s)", uri, type(exc).__name__)
-        dt = DeltaTable(uri, storage_options=options)
-    if isinstance(version, datetime):
-        dt.load_as_version(version)
-    elif version is not None:
+        except Exception as exc:  # another task created version 0 first, or the create failed
+            log.info("bars table %s: not created here (%s); opening it", uri, type(exc).__name__)
+            try:
+                dt = DeltaTable(uri, storage_options=options)
+            except TableNotFoundError:
+                raise exc from None  # nobody created it: the create's own error says why
+        else:
+            dt = DeltaTable(uri, storage_options=options)
+    if version is not None:
         dt.load_as_version(version)
     return dt
 
@@ -225,13 +227,7 @@ def _merge(
     root: ObjectStoragePath, rows: pa.Table, interval: str, attempts: int | None = None, replace_when: str = NEWER
 ) -> tuple[dict[str, Any], DeltaTable]:
     """:func:`merge_bars`, and the table object at the version it committed (to read its log without reopening it)."""
-    import random
-    import time
-
     import pyarrow.compute as pc
-    from deltalake.exceptions import CommitFailedError
-
-    from market_ingest.lake.merge import MERGE_ATTEMPTS
 
     data = rows if "period" in rows.column_names else with_period(rows, interval)
     sources = pc.unique(data["source"]).to_pylist()
@@ -250,25 +246,19 @@ def _merge(
     # interval) are written as an overwrite of exactly that span, which deletes nothing and, unlike
     # a blind append, conflicts with a concurrent commit that added files in the span.
     span = f"source IN ({_quoted(sources)}) AND period IN ({_quoted(periods)}) AND time >= '{lo.isoformat()}' AND time <= '{hi.isoformat()}'"
-    attempts = attempts or MERGE_ATTEMPTS
-    for attempt in range(1, attempts + 1):
-        dt = cast("DeltaTable", open_table(root, create=True))  # never None when creating
-        try:
-            if not _overlaps(dt, sources, periods, lo, hi):
-                from deltalake import write_deltalake
 
-                write_deltalake(dt, data, mode="overwrite", predicate=span, writer_properties=_writer_properties())
-                return {"version": dt.version(), "inserted": data.num_rows, "updated": 0, "kept_newer": 0, "files_scanned": 0}, dt
-            metrics = (
-                dt.merge(data, predicate, source_alias="s", target_alias="t", writer_properties=_writer_properties())
-                .when_matched_update_all(predicate=replace_when)
-                .when_not_matched_insert_all()
-                .execute()
-            )
-        except CommitFailedError as exc:
-            log.warning("bars table: a concurrent commit conflicts (attempt %d of %d): %s; merging again", attempt, attempts, exc)
-            time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
-            continue
+    def commit(dt: DeltaTable) -> dict[str, Any]:
+        if not _overlaps(dt, sources, periods, lo, hi):
+            from deltalake import write_deltalake
+
+            write_deltalake(dt, data, mode="overwrite", predicate=span, writer_properties=_writer_properties())
+            return {"version": dt.version(), "inserted": data.num_rows, "updated": 0, "kept_newer": 0, "files_scanned": 0}
+        metrics = (
+            dt.merge(data, predicate, source_alias="s", target_alias="t", writer_properties=_writer_properties())
+            .when_matched_update_all(predicate=replace_when)
+            .when_not_matched_insert_all()
+            .execute()
+        )
         inserted, updated = metrics["num_target_rows_inserted"], metrics["num_target_rows_updated"]
         return {
             "version": dt.version(),
@@ -276,8 +266,38 @@ def _merge(
             "updated": updated,
             "kept_newer": data.num_rows - inserted - updated,
             "files_scanned": metrics["num_target_files_scanned"],
-        }, dt
-    raise DeltaCommitError("lake", f"bars table {table_uri(root)}: other commits kept conflicting under {attempts} merges")
+        }
+
+    return _committing(root, commit, "merges", attempts)
+
+
+def _committing(
+    root: ObjectStoragePath, commit: Callable[[DeltaTable], dict[str, Any]], what: str, attempts: int | None = None
+) -> tuple[dict[str, Any], DeltaTable]:
+    """Run ``commit`` on the table's latest version (created when missing) until it commits: a
+    concurrent commit that conflicts (``CommitFailedError``) makes it run again on the new
+    version, after a jittered backoff, up to :data:`~market_ingest.lake.merge.MERGE_ATTEMPTS` times.
+
+    :return: what ``commit`` returned, and the table object at the version it committed.
+    :raises DeltaCommitError: still conflicting after the last attempt (retryable: a task retry
+        tries again).
+    """
+    import random
+    import time
+
+    from deltalake.exceptions import CommitFailedError
+
+    from market_ingest.lake.merge import MERGE_ATTEMPTS
+
+    attempts = attempts or MERGE_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        dt = cast("DeltaTable", open_table(root, create=True))  # never None when creating
+        try:
+            return commit(dt), dt
+        except CommitFailedError as exc:
+            log.warning("bars table: a concurrent commit conflicts (attempt %d of %d): %s; trying again", attempt, attempts, exc)
+            time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
+    raise DeltaCommitError("lake", f"bars table {table_uri(root)}: other commits kept conflicting under {attempts} {what}")
 
 
 def _overlaps(dt: DeltaTable, sources: list[str], periods: list[str], lo: datetime, hi: datetime) -> bool:
@@ -442,8 +462,9 @@ def maintain(root: ObjectStoragePath, retention_hours: int = VACUUM_RETENTION_HO
     """Compact the table's small files and vacuum the files older versions alone reference.
 
     ``optimize.compact`` rewrites each partition's small files into files of up to
-    :data:`TARGET_FILE_SIZE` (a commit that changes no bar; safe while runs merge: a conflicting
-    merge is redone); ``vacuum`` deletes files no version within ``retention_hours`` references.
+    :data:`TARGET_FILE_SIZE` (a commit that changes no bar; safe while runs merge: whichever of
+    the compaction and a run's merge conflicts is redone, :func:`_committing`); ``vacuum`` deletes
+    files no version within ``retention_hours`` references.
 
     :return: ``{"version", "files_added", "files_removed", "files_vacuumed"}``; zeros when the
         table does not exist.
@@ -451,8 +472,10 @@ def maintain(root: ObjectStoragePath, retention_hours: int = VACUUM_RETENTION_HO
     dt = open_table(root)
     if dt is None:
         return {"version": None, "files_added": 0, "files_removed": 0, "files_vacuumed": 0}
-    compacted = dt.optimize.compact(target_size=TARGET_FILE_SIZE, writer_properties=_writer_properties())
-    vacuumed = dt.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
+    compacted, dt = _committing(
+        root, lambda t: t.optimize.compact(target_size=TARGET_FILE_SIZE, writer_properties=_writer_properties()), "compactions"
+    )
+    vacuumed = dt.vacuum(retention_hours=retention_hours, dry_run=False)
     return {
         "version": dt.version(),
         "files_added": compacted.get("numFilesAdded", 0),
