@@ -38,7 +38,9 @@ compacts small files (``optimize.compact``) and vacuums files no version younger
 ``dt.load_as_version(datetime)`` reads the table as it was (within the retention); docs/lake.md.
 
 **Credentials.** The S3 connection of the lake URL (``s3://<conn>@bucket/prefix``) gives
-delta-rs its keys, region and endpoint (:func:`storage_options`); they are never logged.
+delta-rs its credentials, region and endpoint (:func:`storage_options`); they are never logged.
+Credentials that expire (a role, the environment's chain) are left to delta-rs to resolve and
+renew (:func:`credential_options`), never copied once into a long task.
 Imports pyarrow and deltalake inside functions: callable from tasks only.
 """
 
@@ -102,31 +104,21 @@ def table_uri(root: ObjectStoragePath, dataset: Dataset = Dataset.BARS) -> str:
 
 
 def storage_options(root: ObjectStoragePath) -> dict[str, str]:
-    """delta-rs storage options for the lake at ``root``: ``{}`` locally; on S3 the keys, session
-    token, region and endpoint of the root's Airflow AWS connection (``AWS_ALLOW_HTTP`` for an
-    ``http://`` endpoint such as moto's). Holds secrets: never log it."""
+    """delta-rs storage options for the lake at ``root``: ``{}`` locally; on S3 the credentials
+    (:func:`credential_options`), region and endpoint of the root's Airflow AWS connection
+    (``AWS_ALLOW_HTTP`` for an ``http://`` endpoint such as moto's). May hold secrets: never log it."""
     from market_ingest.lake.layout import _is_local
 
     if _is_local(root):
         return {}
+    import boto3  # type: ignore[import-untyped]
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     hook = S3Hook(aws_conn_id=root.conn_id or "aws_default")
     config = hook.conn_config  # the connection as written: no AWS client is built for it (0.17 s)
-    options: dict[str, str] = {}
-    key: str | None
-    secret: str | None
-    token: str | None
-    if config.aws_access_key_id and not config.role_arn:
-        key, secret, token = config.aws_access_key_id, config.aws_secret_access_key, config.aws_session_token
-    else:  # a role to assume, or the environment's chain: the session resolves them
-        creds = hook.get_credentials()
-        key, secret, token = (creds.access_key, creds.secret_key, creds.token) if creds is not None else (None, None, None)
-    if key and secret:
-        options |= {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
-        if token:
-            options["AWS_SESSION_TOKEN"] = token
-    region = config.region_name or hook.get_session().region_name
+    options = credential_options(hook)
+    # The environment's region as boto3 resolves it (AWS_DEFAULT_REGION, the profile): no role is assumed for it.
+    region = config.region_name or boto3.session.Session(profile_name=config.profile_name).region_name
     if region:
         options["AWS_REGION"] = region
     endpoint = config.get_service_endpoint_url(service_name="s3")
@@ -134,6 +126,59 @@ def storage_options(root: ObjectStoragePath) -> dict[str, str]:
         options["AWS_ENDPOINT_URL"] = endpoint
         if endpoint.startswith("http://"):
             options["AWS_ALLOW_HTTP"] = "true"
+    return options
+
+
+#: The session name delta-rs gives the role it assumes for the lake (CloudTrail shows it).
+ROLE_SESSION_NAME = "market-ingest-lake"
+
+
+def credential_options(hook: Any) -> dict[str, str]:
+    """The credentials part of delta-rs's storage options for an S3 hook's connection, chosen so
+    that a long task never holds credentials that expire under it.
+
+    - **Static keys** in the connection (no role): the keys (and session token, if written).
+    - **No keys, no role** (MWAA's execution role, EKS's IRSA, ECS task roles, an instance
+      profile): no key at all (``AWS_PROFILE`` if the connection names a profile), so delta-rs
+      resolves the environment's credential chain itself and refreshes it before expiry. Copying
+      the chain's current temporary keys instead would fail the table's commits with
+      ``ExpiredToken`` once the role session ends (an hour on MWAA) mid-backfill.
+    - **A role to assume, no keys** (``role_arn`` with the default ``assume_role`` method and no
+      extra arguments): ``AWS_IAM_ROLE_ARN`` and a session name; delta-rs assumes the role from
+      the environment's credentials and assumes it again before the session expires
+      (delta-rs ``crates/aws/src/credentials.rs``, ``resolve_credentials``).
+    - **Anything else** (keys plus a role, SAML or web-identity methods, ``assume_role_kwargs``
+      such as an external id): delta-rs cannot reproduce how Airflow assumes that role, so the
+      role session's current keys are passed and a warning says they last only as long as it.
+
+    :param hook: an ``S3Hook`` (its ``conn_config`` is read; only the last case calls AWS).
+    :returns: ``{option: value}``; holds secrets: never log it.
+    """
+    config = hook.conn_config
+    if config.aws_access_key_id and not config.role_arn:
+        options = {"AWS_ACCESS_KEY_ID": config.aws_access_key_id, "AWS_SECRET_ACCESS_KEY": config.aws_secret_access_key}
+        if config.aws_session_token:
+            options["AWS_SESSION_TOKEN"] = config.aws_session_token
+        return options
+    if not config.role_arn:
+        return {"AWS_PROFILE": config.profile_name} if config.profile_name else {}
+    if not config.aws_access_key_id and config.assume_role_method in (None, "assume_role") and not config.assume_role_kwargs:
+        options = {"AWS_IAM_ROLE_ARN": config.role_arn, "AWS_IAM_ROLE_SESSION_NAME": ROLE_SESSION_NAME}
+        if config.profile_name:
+            options["AWS_PROFILE"] = config.profile_name
+        return options
+    log.warning(
+        "lake connection %s assumes role %s in a way delta-rs cannot repeat (method %s%s): the lake "
+        "table gets the role session's current credentials, which expire with that session",
+        config.conn_id,
+        config.role_arn,
+        config.assume_role_method,
+        ", with static keys" if config.aws_access_key_id else "",
+    )
+    creds = hook.get_credentials()
+    options = {"AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key}
+    if creds.token:
+        options["AWS_SESSION_TOKEN"] = creds.token
     return options
 
 
