@@ -34,6 +34,9 @@ soak compresses 20 days of runs into minutes. It then prints, and appends to ben
   records), duplicates per sink, and bars lost: expected bars neither loaded nor reported with a
   reason in the coverage ledger (must be 0);
 * bars per second over the soak, and the share of extract time the vendor held requests;
+* the 280-symbol daily DAG's critical path: each task's median start and end from its run's
+  start, its task time and its retries (:func:`critical_path`), so a slow run says which step
+  or which gap between steps took the time;
 * peak RSS of the scheduler (sampled) and of each task kind (``VmHWM`` of each task process),
   in the first and last fifth of the runs (flat memory: no growth from first to last).
 
@@ -362,6 +365,7 @@ def measure(cfg, svc, series, spans, dags, instances, reports, standin, sampler,
                 if r["start_date"] and r["end_date"]
             ]
             run_reports = [reports.get((dag_id, r["dag_run_id"])) for r in runs]
+            steps = critical_path(runs, instances, dag_id)
             per_dag[dag_id] = {
                 "runs": len(runs),
                 "states": dict(Counter(r["state"] for r in runs)),
@@ -380,6 +384,7 @@ def measure(cfg, svc, series, spans, dags, instances, reports, standin, sampler,
                 "wall_median": median(walls),
                 "wall_max": max(walls, default=float("nan")),
                 "walls": walls,
+                "steps": steps,
             }
     # Memory per task kind, first and last fifth of each DAG's runs (oldest logical date first).
     kinds: dict[str, dict[str, list[int]]] = defaultdict(lambda: {"first": [], "last": [], "all": []})
@@ -431,6 +436,36 @@ def measure(cfg, svc, series, spans, dags, instances, reports, standin, sampler,
     }
 
 
+def critical_path(runs: list[dict], instances: dict, dag_id: str) -> dict[str, dict[str, float]]:
+    """Each task's place in its runs: ``{task_id: {"start": s, "end": s, "busy": s, "retries": n}}``,
+    medians over the finished runs of the seconds from the run's start to the task's first start and
+    to its last end (a mapped task: over its map indexes), of the seconds its instances ran
+    (``busy``, summed over map indexes), and the retries taken in total. Ordered by start: the
+    timeline of a median run, where the gaps are scheduling and the spans the tasks' own time."""
+    from demo.stack import parse_utc
+
+    per: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"start": [], "end": [], "busy": [], "retries": []})
+    for r in runs:
+        if not (r["start_date"] and r["end_date"]):
+            continue
+        began = parse_utc(r["start_date"])
+        by_task: dict[str, list[dict]] = defaultdict(list)
+        for t in instances[dag_id, r["dag_run_id"]]:
+            if t.get("start_date") and t.get("end_date"):
+                by_task[t["task_id"]].append(t)
+        for task_id, tis in by_task.items():
+            p = per[task_id]
+            p["start"].append(min((parse_utc(t["start_date"]) - began).total_seconds() for t in tis))
+            p["end"].append(max((parse_utc(t["end_date"]) - began).total_seconds() for t in tis))
+            p["busy"].append(sum(t.get("duration") or 0.0 for t in tis))
+            p["retries"].append(sum(max((t.get("try_number") or 1) - 1, 0) for t in tis))
+    steps = {
+        task_id: {"start": median(p["start"]), "end": median(p["end"]), "busy": median(p["busy"]), "retries": sum(p["retries"])}
+        for task_id, p in per.items()
+    }
+    return dict(sorted(steps.items(), key=lambda kv: kv[1]["start"]))
+
+
 def report_lines(args, f: dict) -> list[str]:
     """The figures as text lines (printed and recorded)."""
     lines = [
@@ -463,6 +498,14 @@ def report_lines(args, f: dict) -> list[str]:
             f"market_yahoo_1d (280 symbols): run wall time median {yd['wall_median']:.0f} s, max {yd['wall_max']:.0f} s; "
             f"goal: {yd['symbols']} symbols x {f['yahoo_per_symbol']:.2f} requests at Yahoo's "
             f"{LIMITS['yahoo'][0]}/{LIMITS['yahoo'][1]:g}s + 60 s = {f['yahoo_floor']:.0f} s"
+        )
+        lines.append(
+            "market_yahoo_1d critical path, medians over its runs (s from the run's start: first start - last end, "
+            "task time, retries in all runs): "
+            + "; ".join(
+                f"{task} {s['start']:.1f}-{s['end']:.1f} ({s['busy']:.1f} s, {s['retries']} retries)"
+                for task, s in yd["steps"].items()
+            )
         )
     sched = f["scheduler"]
     if sched:

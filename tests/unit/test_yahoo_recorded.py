@@ -214,7 +214,11 @@ def test_a_dropped_connection_is_asked_again_before_it_fails_the_batch(monkeypat
         msft = [r["status"] for r in standin.log if r["path"].endswith("/chart/MSFT")]
         assert msft[:2] == [None, 200] and msft.count(None) == 1  # dropped, then asked again and answered
         standin.faults = [Fault("yahoo", "timeout", seconds=0.2, count=1, match="/chart/MSFT")]
-        with yahoo_extra(monkeypatch, url, retries=0), pytest.raises(VendorUnavailableError, match="RemoteDisconnected") as err:
+        # Neither yfinance's retries nor the symbol's attempts: the drop fails the task for a retry.
+        with (
+            yahoo_extra(monkeypatch, url, retries=0, symbol_attempts=1),
+            pytest.raises(VendorUnavailableError, match="RemoteDisconnected") as err,
+        ):
             YahooFinanceHook().fetch_bars(["MSFT"], "1d", window, INGESTED)
     assert err.value.symbol == "MSFT" and err.value.retryable
 
@@ -373,3 +377,41 @@ def test_a_batch_opens_yfinance_s_caches_before_its_symbol_threads_do():
 
     out = subprocess.run([sys.executable, "-c", _PREPARED_CACHES], capture_output=True, text=True, check=True).stdout
     assert json.loads(out.splitlines()[-1]) == {"tkr-tz.db": "wal", "cookies.db": "wal"}
+
+
+def test_a_connection_dropped_after_a_5xx_page_is_asked_again_not_the_tasks_retry(monkeypatch):
+    """Seen in the soak benchmark: Yahoo's 503 page, then the connection dropped, failed the whole
+    extract task (VendorUnavailableError "RemoteDisconnected") and cost the run a task retry, 60 s
+    of backoff and the batch's symbols again. After a >= 400 answer yfinance 1.7 asks once more
+    with its other cookie strategy (``YfData.get``), and that second request has no network retry.
+    The hook asks the symbol again for a dropped connection as for a 5xx page."""
+    standin = StandIn(None, synthetic=True, clock=d(2026, 11, 21, 12))
+    window = Window(d(2026, 11, 19), d(2026, 11, 20))
+    with serving(standin, monkeypatch):
+        standin.faults = [
+            Fault("yahoo", "status", status=503, count=1, match="/chart/MSFT"),
+            Fault("yahoo", "timeout", seconds=0.2, count=1, match="/chart/MSFT"),
+        ]
+        _, results = YahooFinanceHook().fetch_bars(["MSFT", "AAPL"], "1d", window, INGESTED)
+    assert [(o.symbol, o.status, o.rows) for o in results] == [("MSFT", outcomes.OK, 1), ("AAPL", outcomes.OK, 1)]
+    msft = [r["status"] for r in standin.log if r["path"].endswith("/chart/MSFT")]
+    assert msft[:2] == [503, None] and 200 in msft[2:]  # the page, the dropped request, then an answer
+
+
+def test_a_5xx_page_for_corporate_actions_is_asked_again_for_that_symbol(monkeypatch):
+    """Seen in the soak benchmark: two 503 pages in a row for a symbol's corporate-actions request
+    (yfinance asks once more by itself) failed the extract task for a retry, where the bars'
+    request would have been asked again (``symbol_attempts``). The actions request is now asked
+    again the same way; with ``symbol_attempts=1`` the page still fails the task, naming it."""
+    from market_ingest.errors import VendorUnavailableError
+
+    standin = StandIn(None, synthetic=True, clock=d(2026, 11, 21, 12))
+    with serving(standin, monkeypatch) as url:
+        standin.faults = [Fault("yahoo", "status", status=503, count=2, match="/chart/WBD")]
+        answer = YahooFinanceHook().corporate_actions("WBD")
+        assert answer.now is not None
+        assert [r["status"] for r in standin.log if r["path"].endswith("/chart/WBD")][:3] == [503, 503, 200]
+        standin.faults = [Fault("yahoo", "status", status=503, count=2, match="/chart/WBD")]
+        with yahoo_extra(monkeypatch, url, symbol_attempts=1), pytest.raises(VendorUnavailableError) as err:
+            YahooFinanceHook().corporate_actions("WBD")
+    assert err.value.retryable and err.value.reason == "Yahoo answered HTTP 503 to the request for WBD's corporate actions"

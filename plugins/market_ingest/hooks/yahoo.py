@@ -107,7 +107,7 @@ class YahooFinanceHook(SharedExtract, BaseHook):
     dropped connection or a timeout (``yf.config.network.retries``, waiting 1, 2, 4 ... s; default
     3; Yahoo's 5xx pages yfinance already asks once more for, with its other cookie strategy);
     ``symbol_attempts`` (default 3): tries per symbol while Yahoo still answers a 5xx page or a
-    body that is not JSON; and the most requests per second one extract task sends (unset: no
+    body that is not JSON or the connection drops; and the most requests per second one extract task sends (unset: no
     spacing). Yahoo publishes no limit; pool ``yahoo``'s slots times ``requests_per_second`` is the
     rate the source may use, and the threads of ``symbols_in_flight`` share the spacing.
     :meth:`answer` may be called from several threads at once (one yfinance session and its caches,
@@ -269,10 +269,21 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         session = self._session
         url = self.endpoint()[0] + symbol
         period2 = int(((session.clock or datetime.now(timezone.utc)) + timedelta(days=2)).timestamp())
-        try:
+
+        def ask():
             # yfinance's own client (its cookie, crumb and consent handling), as Ticker.history asks.
             response = YfData(session=session).get(url, params={**EVENTS_PARAMS, "period2": str(period2)}, timeout=30)
+            if response.status_code >= 500:
+                response.raise_for_status()  # an HTTPError carrying the answer: _is_down asks again
+            return response
+
+        try:
+            response = self._asked_again_when_down(symbol, ask)
         except Exception as exc:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            if status and status >= 500:
+                what = f"Yahoo answered HTTP {status} to the request for {symbol}'s corporate actions"
+                raise VendorUnavailableError(self.source, what, symbol) from None
             if _is_network_error(exc):
                 raise VendorUnavailableError(self.source, without_queries(f"{type(exc).__name__}: {exc}"), symbol) from exc
             raise
@@ -296,7 +307,10 @@ class YahooFinanceHook(SharedExtract, BaseHook):
     def _asked_again_when_down(self, symbol: str, fn, *args):
         """``fn(*args)``, asked again up to ``symbol_attempts`` times in all (connection extra,
         default 3; waits about 1, 2 s) while Yahoo answers with its 5xx page or a body that is not
-        JSON (:func:`_is_down`). Dropped connections are yfinance's own retries (``retries``)."""
+        JSON (:func:`_is_down`), or the connection drops or times out. yfinance retries a dropped
+        connection itself (``retries``), except on the request it sends again with its other
+        cookie strategy after a >= 400 answer (yfinance 1.7 ``YfData.get``): a 503 then a drop
+        failed the extract task, a task retry and its backoff for one symbol's hiccup."""
         import tenacity
         from yfinance.data import YfData
 
@@ -316,7 +330,7 @@ class YahooFinanceHook(SharedExtract, BaseHook):
             )
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(_is_down),
+            retry=tenacity.retry_if_exception(lambda exc: _is_down(exc) or _is_network_error(exc)),
             wait=tenacity.wait_exponential_jitter(initial=1, max=8),
             stop=tenacity.stop_after_attempt(int(self.extra.get("symbol_attempts", DEFAULT_SYMBOL_ATTEMPTS))),
             reraise=True,

@@ -67,8 +67,8 @@ MAX_SPAN: dict[str, timedelta] = {"1m": timedelta(days=8)}
 
 #: yfinance retries of a dropped connection or a timeout per request (connection extra ``retries``).
 DEFAULT_RETRIES = 3
-#: Tries per symbol while Yahoo answers its 5xx page or a body that is not JSON (connection extra
-#: ``symbol_attempts``).
+#: Tries per symbol's request (bars, corporate actions) while Yahoo answers its 5xx page or a body
+#: that is not JSON, or the connection drops past yfinance's retries (connection extra ``symbol_attempts``).
 DEFAULT_SYMBOL_ATTEMPTS = 3
 
 
@@ -290,7 +290,7 @@ KIND = SourceKind(
             ),
             "symbol_attempts": number_field(
                 "Tries per symbol",
-                "Tries per symbol while Yahoo answers its 5xx page or a body that is not JSON.",
+                "Tries per symbol while Yahoo answers its 5xx page, a body that is not JSON, or drops the connection.",
                 DEFAULT_SYMBOL_ATTEMPTS,
                 "integer",
             ),
