@@ -8,7 +8,7 @@ table; ``--s3``: on a moto S3 server on loopback, else a local ``file://`` lake)
 1. **hourly 1m runs**: ``--series`` series x 60 one-minute bars per hour, published hour after
    hour into one UTC day that holds 0, 1, ... ``--hours``-1 hours already. Goal (issue 32 item 2):
    the last hour's publish within 1.5x the first's.
-2. **daily backfill**: ``--symbols`` x ``--days`` daily bars (100 x 1,000: 33 month partitions)
+2. **daily backfill**: ``--symbols`` x ``--days`` daily bars (100 x 1,000: 3 year partitions)
    published into an empty table (created beforehand and timed apart, as a deployment's table
    exists), against one ``pyarrow.parquet.write_table`` of the same rows to the same storage.
    Goal: at most 2x. The publish includes reading the run's staged object.

@@ -187,8 +187,8 @@ def _sinks(deployment, days=DAYS, symbols=SYMBOLS):
             (days[0], days[-1], symbols),
         ).fetchall()
     s3 = services.boto3_client("s3")
-    objects = {}  # daily bars are partitioned by month: the month's partition of the bars table, its rows of days and symbols
-    prefix = f"bars/bars/source=yahoo/interval=1d/period={days[0][:7]}/"
+    objects = {}  # daily bars are partitioned by UTC year: the year's partition of the bars table, its rows of days and symbols
+    prefix = f"bars/bars/source=yahoo/interval=1d/period={days[0][:4]}/"
     active = delta_files(services, deployment.bucket, "bars/bars") or set()
     for o in s3.list_objects_v2(Bucket=deployment.bucket, Prefix=prefix).get("Contents", []):
         if o["Key"] not in active:

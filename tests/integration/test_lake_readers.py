@@ -1,5 +1,5 @@
 """The lake as query engines read it (issues 14 and 32): the bars Delta table partitioned by source,
-interval and period (month for daily bars); after overlapping runs deltalake/pyarrow, DuckDB and
+interval and period (the UTC year for daily bars); after overlapping runs deltalake/pyarrow, DuckDB and
 Polars over the table's Arrow dataset (through moto's S3 on loopback) read each bar once, the
 newest extraction; and the conversion copies what earlier layouts left into the table without
 losing a bar, once."""
@@ -43,7 +43,7 @@ def _dataset(root):
     return DeltaTable(lake.table_uri(root), storage_options=lake.storage_options(root)).to_pyarrow_dataset()
 
 
-def test_overlapping_runs_leave_each_bar_once_for_duckdb_and_polars_in_month_partitions(services):
+def test_overlapping_runs_leave_each_bar_once_for_duckdb_and_polars_in_year_partitions(services):
     import duckdb
     import polars as pl
 
@@ -54,12 +54,13 @@ def test_overlapping_runs_leave_each_bar_once_for_duckdb_and_polars_in_month_par
     # quarter, then the recorded AAPL bars over Aug..Nov 2020 and a re-extraction of mid-Sep..mid-Oct.
     universe = _daily_bars("yahoo", 200, 730, 100.0, T0, datetime(2019, 1, 1, tzinfo=UTC))
     first = _run(root, universe, "scheduled__2021-01-01")
-    assert [o["partition"] for o in first] == [f"{y}-{m:02d}" for y in (2019, 2020) for m in range(1, 13)]
-    assert len({o["version"] for o in first}) == 1  # the run's 24 partitions in one commit
+    assert [o["partition"] for o in first] == ["2019", "2020"]  # a year each: one file each, not 24 month files
+    assert [o["run_rows"] for o in first] == [200 * 365, 200 * 365]
+    assert len({o["version"] for o in first}) == 1  # the run's partitions in one commit
     restated = _daily_bars("yahoo", 100, 92, 101.0, T0 + timedelta(hours=1), datetime(2019, 7, 1, tzinfo=UTC))
     second = _run(root, restated, "manual__restatement")
-    assert [o["partition"] for o in second] == ["2019-07", "2019-08", "2019-09"]
-    assert [o["run_rows"] for o in second] == [3100, 3100, 3000] and sum(o["kept_newer"] for o in second) == 0
+    assert [o["partition"] for o in second] == ["2019"]
+    assert [o["run_rows"] for o in second] == [100 * 92] and sum(o["kept_newer"] for o in second) == 0
     _run(root, _aapl(RECORDED, T0), "manual__aapl")
     _run(
         root,
@@ -70,12 +71,12 @@ def test_overlapping_runs_leave_each_bar_once_for_duckdb_and_polars_in_month_par
     s3 = services.boto3_client("s3")
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket="market-lake", Prefix="bars/test-readers/bars/source=")
     folders = {o["Key"].rsplit("/", 1)[0] for page in pages for o in page["Contents"]}
-    assert len(folders) == 24 and all("/source=yahoo/interval=1d/period=20" in f for f in folders)
+    assert folders == {f"bars/test-readers/bars/source=yahoo/interval=1d/period={y}" for y in (2019, 2020)}
 
     con = duckdb.connect()
     bars = _dataset(root)  # noqa: F841 (DuckDB reads the Python variable by name)
     total, distinct, misfiled = con.sql(
-        "SELECT count(*), count(DISTINCT (symbol, time)), count(*) FILTER (WHERE strftime(time AT TIME ZONE 'UTC', '%Y-%m') <> period) "
+        "SELECT count(*), count(DISTINCT (symbol, time)), count(*) FILTER (WHERE strftime(time AT TIME ZONE 'UTC', '%Y') <> period) "
         "FROM bars"
     ).fetchone()
     aapl_days = _aapl(RECORDED, T0).num_rows
@@ -90,10 +91,30 @@ def test_overlapping_runs_leave_each_bar_once_for_duckdb_and_polars_in_month_par
     ).fetchone()
     assert [str(d) for d in reextracted[:2]] == ["2020-09-15", "2020-10-15"] and reextracted[2] == 23
 
-    # Polars over the same dataset: a one-symbol, one-month read prunes to one partition.
+    # A one-symbol, one-month read prunes to one partition, and inside it to the files whose
+    # symbol and time statistics (in the log) admit the read: here the one AAPL file of 2020, not
+    # the file of the 200 other symbols beside it.
+    import pyarrow.compute as pc
+
+    one_month = (
+        (pc.field("period") == "2020")
+        & (pc.field("symbol") == "AAPL")
+        & (pc.field("time") >= datetime(2020, 10, 1, tzinfo=UTC))
+        & (pc.field("time") < datetime(2020, 11, 1, tzinfo=UTC))
+    )
+    year = [f.path for f in _dataset(root).get_fragments(filter=pc.field("period") == "2020")]
+    touched = [f.path for f in _dataset(root).get_fragments(filter=one_month)]
+    assert len(year) >= 2 and len(touched) == 1 and touched[0] in year
+    assert _dataset(root).to_table(filter=one_month).num_rows == 22
+    # Polars over the same dataset, the same read.
     october = (
         pl.scan_pyarrow_dataset(_dataset(root))
-        .filter((pl.col("period") == "2020-10") & (pl.col("symbol") == "AAPL"))
+        .filter(
+            (pl.col("period") == "2020")
+            & (pl.col("symbol") == "AAPL")
+            & (pl.col("time") >= datetime(2020, 10, 1, tzinfo=UTC))
+            & (pl.col("time") < datetime(2020, 11, 1, tzinfo=UTC))
+        )
         .select("time", "close", "ingested_at")
         .collect()
     )
@@ -118,6 +139,9 @@ def test_partitions_follow_the_interval():
         "/source=yahoo/date=2020-09-01/quotes.parquet"
     )
     assert [lake.partition_of("2020-09-30", i) for i in ("1h", "1d", "1mo")] == ["2020-09-30", "2020-09", "2020"]
+    # The bars table keeps daily bars by year (its files' statistics prune inside it).
+    by_table = [lake.partition_of("2020-09-30", i, lake.TABLE_PARTITION_BY) for i in ("1h", "1d", "1mo")]
+    assert by_table == ["2020-09-30", "2020", "2020"]
     with pytest.raises(ValueError, match=r"yahoo 1d: partition '2020-09-01' is not a month"):
         lake.partition_dir(root, "yahoo", "1d", "2020-09-01")
 

@@ -35,6 +35,7 @@ from market_ingest.lake.adjusted import read_adjusted, rebase_lake
 from market_ingest.lake.layout import (
     PARTITION_BY,
     STAGING,
+    TABLE_PARTITION_BY,
     check_lake,
     coverage_object,
     lake_root,
@@ -73,6 +74,7 @@ __all__ = [
     "PARTITION_BY",
     "ROW_GROUP_ROWS",
     "STAGING",
+    "TABLE_PARTITION_BY",
     "ConcurrentPublishError",
     "ConversionError",
     "DeltaCommitError",

@@ -2,19 +2,24 @@
 
 Layout under the lake URL (``s3://<conn>@bucket/prefix`` and ``file:///path`` use the same code)::
 
-    bars/_delta_log/, bars/source=<s>/interval=<i>/period=<date|month|year>/*.parquet   the bars Delta table (lake.table)
+    bars/_delta_log/, bars/source=<s>/interval=<i>/period=<date|year>/*.parquet   the bars Delta table (lake.table)
     source=<s>/interval=<1m|5m|15m|30m|1h>/date=<YYYY-MM-DD>/bars.parquet      before the table: intraday, a partition per UTC date
     source=<s>/interval=1d/month=<YYYY-MM>/bars.parquet                          daily: a partition per UTC month
     source=<s>/interval=<1wk|1mo>/year=<YYYY>/bars.parquet                       weekly, monthly: per UTC year
     _staging/source=<s>/interval=<i>/run=<run>/batch-<n>.parquet                a run's extract output
     _rejects/, _coverage/, _ledger_parked/ (same source= and interval= levels)  rejected bars, ledger mirror, parked ledger rows
 
-The bars table's ``period`` column is :func:`partition_of` of the bar (:mod:`market_ingest.lake.table`);
-the ``date=``/``month=``/``year=`` objects are what versions before it wrote, read by the conversion
+The bars table's ``period`` column is the bar's period of :data:`TABLE_PARTITION_BY`
+(:func:`partition_of` with ``by=TABLE_PARTITION_BY``; :mod:`market_ingest.lake.table`): the UTC
+date of an intraday bar, the UTC year of a daily, weekly or monthly one. The ``date=``/``month=``/
+``year=`` objects (:data:`PARTITION_BY`) are what versions before it wrote, read by the conversion
 (:func:`market_ingest.lake.convert_lake`). Quotes use ``quotes.parquet``, no ``interval=`` level,
-and a partition per date. The partition period (:data:`PARTITION_BY`) keeps partitions scan-sized: a date of 1m bars of 100 symbols is
-39,000 rows, a month of daily bars of 280 symbols about 5,900, a year of weekly bars 14,600; by
-date, 25 years of 280 daily series were about 6,300 objects of 280 rows each. A partition is always
+and a partition per date. The object periods kept objects scan-sized: a date of 1m bars of 100
+symbols is 39,000 rows, a month of daily bars of 280 symbols about 5,900, a year of weekly bars
+14,600; by date, 25 years of 280 daily series were about 6,300 objects of 280 rows each. The
+table's files carry ``symbol`` and ``time`` statistics that prune inside a partition, so its daily
+bars go by year (280 symbols: about 70,000 rows): a 1,000-day backfill of 100 symbols writes 3
+files instead of 33 month files, and a one-symbol, one-month read still opens a few. A partition is always
 whole UTC dates, so a bar's partition follows from its open time alone (:func:`partition_of` for a
 date, :func:`split_by_partition` for a table's rows).
 
@@ -104,22 +109,28 @@ PARTITION_BY = {
     "1wk": "year",
     "1mo": "year",
 }
+#: The period of the bars Delta table's ``period`` partition per interval
+#: (:mod:`market_ingest.lake.table`): the objects' periods, except daily bars by UTC year (see the
+#: module docstring: the files' statistics prune inside a year; a month made a backfill write a
+#: file per month). Staging groups a batch's row groups by these periods.
+TABLE_PARTITION_BY = {**PARTITION_BY, "1d": "year"}
 #: Characters of an ISO date (``YYYY-MM-DD``) that name a partition of each period.
 _PERIOD_WIDTH = {"date": 10, "month": 7, "year": 4}
 
 
-def partition_by(interval: str | None) -> str:
+def partition_by(interval: str | None, by: dict[str, str] = PARTITION_BY) -> str:
     """The partition period of ``interval``'s bars: ``date``, ``month`` or ``year`` (the folder's key).
 
+    :param by: :data:`PARTITION_BY` (the Parquet objects) or :data:`TABLE_PARTITION_BY` (the bars table).
     :raises KeyError: for an interval that is not canonical.
     """
-    return PARTITION_BY[interval] if interval else "date"
+    return by[interval] if interval else "date"
 
 
-def partition_of(day: str, interval: str | None) -> str:
+def partition_of(day: str, interval: str | None, by: dict[str, str] = PARTITION_BY) -> str:
     """The partition holding bars that open on UTC date ``day`` (``YYYY-MM-DD``): ``day`` itself,
-    its month ``YYYY-MM`` or its year ``YYYY``."""
-    return day[: _PERIOD_WIDTH[partition_by(interval)]]
+    its month ``YYYY-MM`` or its year ``YYYY``, per ``by`` (:func:`partition_by`)."""
+    return day[: _PERIOD_WIDTH[partition_by(interval, by)]]
 
 
 def partition_dir(root: ObjectStoragePath, source: str, interval: str | None, partition: str) -> ObjectStoragePath:
@@ -191,15 +202,18 @@ def utc_days(table: pa.Table) -> pa.Array:
     return pc.cast(pc.cast(table["time"], pa.timestamp("us")), pa.date32()).cast(pa.string())
 
 
-def partition_values(table: pa.Table, interval: str | None) -> pa.Array:
-    """The partition (:func:`partition_of`) of each row of ``table``, from its UTC open time."""
+def partition_values(table: pa.Table, interval: str | None, by: dict[str, str] = PARTITION_BY) -> pa.Array:
+    """The partition (:func:`partition_of`, per ``by``) of each row of ``table``, from its UTC open time."""
     import pyarrow.compute as pc
 
-    return pc.utf8_slice_codeunits(utc_days(table), 0, _PERIOD_WIDTH[partition_by(interval)])
+    return pc.utf8_slice_codeunits(utc_days(table), 0, _PERIOD_WIDTH[partition_by(interval, by)])
 
 
-def split_by_partition(table: pa.Table, interval: str | None) -> Iterator[tuple[str, pa.Table]]:
-    """``(partition, its rows)`` for each lake partition ``table`` touches, oldest first.
+def split_by_partition(
+    table: pa.Table, interval: str | None, by: dict[str, str] = PARTITION_BY
+) -> Iterator[tuple[str, pa.Table]]:
+    """``(partition, its rows)`` for each lake partition ``table`` touches (periods per ``by``,
+    :func:`partition_by`), oldest first.
 
     Linear in the rows: one sort, one pass (no per-partition scan of the whole table).
     """
@@ -207,7 +221,7 @@ def split_by_partition(table: pa.Table, interval: str | None) -> Iterator[tuple[
 
     if table.num_rows == 0:
         return
-    keys = partition_values(table, interval).combine_chunks()
+    keys = partition_values(table, interval, by).combine_chunks()
     if len(keys) > 1 and not pc.all(pc.less_equal(keys[:-1], keys[1:])).as_py():
         order = pc.sort_indices(keys)  # stable
         table, keys = table.take(order), keys.take(order)

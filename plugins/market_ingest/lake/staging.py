@@ -15,7 +15,7 @@ from datetime import timezone
 from typing import TYPE_CHECKING
 
 from market_ingest.contracts import Dataset, StagedObject
-from market_ingest.lake.layout import lake_root, partition_of, split_by_partition, staging_path
+from market_ingest.lake.layout import TABLE_PARTITION_BY, lake_root, partition_of, split_by_partition, staging_path
 from market_ingest.lake.objects import ROW_GROUP_ROWS, _decoding, _parquet_file, _writing
 
 if TYPE_CHECKING:
@@ -42,7 +42,8 @@ def stage(
     :param run_id: the DAG run's id (keys the staging folder).
     :param batch: the batch number (names the object; a retry of the batch overwrites it).
     :return: ``[]`` for no rows, else ``[{"path": url, "rows": n, "partitions": {partition: [row group, ...]}}]``,
-        partitions as :func:`partition_of` names them.
+        partitions as :func:`partition_of` names the bars table's (:data:`TABLE_PARTITION_BY`;
+        quotes: a date).
     :raises SerializationError: a required column is null in some row (named with its source,
         symbol and time: :func:`market_ingest.schema.require_values`); nothing is written.
     """
@@ -59,14 +60,16 @@ def stage(
         _writing(path) as fh,
         pq.ParquetWriter(fh, table.schema, compression=compression, metadata_collector=collected) as writer,
     ):
-        for _, part in split_by_partition(table, interval):
+        for _, part in split_by_partition(table, interval, TABLE_PARTITION_BY):
             writer.write_table(part.sort_by([("time", "ascending"), ("symbol", "ascending")]), row_group_size=ROW_GROUP_ROWS)
     (meta,) = collected
     time_col = table.schema.get_field_index("time")
     partitions: dict[str, list[int]] = {}
     for rg in range(meta.num_row_groups):
         first = meta.row_group(rg).column(time_col).statistics.min
-        partitions.setdefault(partition_of(first.astimezone(timezone.utc).date().isoformat(), interval), []).append(rg)
+        partitions.setdefault(
+            partition_of(first.astimezone(timezone.utc).date().isoformat(), interval, TABLE_PARTITION_BY), []
+        ).append(rg)
     return [{"path": str(path), "rows": table.num_rows, "partitions": partitions}]
 
 
