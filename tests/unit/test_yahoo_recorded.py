@@ -415,3 +415,15 @@ def test_a_5xx_page_for_corporate_actions_is_asked_again_for_that_symbol(monkeyp
         with yahoo_extra(monkeypatch, url, symbol_attempts=1), pytest.raises(VendorUnavailableError) as err:
             YahooFinanceHook().corporate_actions("WBD")
     assert err.value.retryable and err.value.reason == "Yahoo answered HTTP 503 to the request for WBD's corporate actions"
+
+
+def test_a_dropped_connection_is_asked_again_but_a_timeout_is_not():
+    """A vendor that stops answering must fail the task after one symbol's requests (each already
+    retried by yfinance), not after ``symbol_attempts`` times their timeouts."""
+    import requests
+
+    from market_ingest.hooks.yahoo import _is_dropped
+
+    assert _is_dropped(requests.ConnectionError("Remote end closed connection without response"))
+    assert not _is_dropped(requests.ReadTimeout("read timed out"))
+    assert not _is_dropped(requests.ConnectTimeout("connect timed out"))  # a ConnectionError and a Timeout

@@ -307,10 +307,12 @@ class YahooFinanceHook(SharedExtract, BaseHook):
     def _asked_again_when_down(self, symbol: str, fn, *args):
         """``fn(*args)``, asked again up to ``symbol_attempts`` times in all (connection extra,
         default 3; waits about 1, 2 s) while Yahoo answers with its 5xx page or a body that is not
-        JSON (:func:`_is_down`), or the connection drops or times out. yfinance retries a dropped
-        connection itself (``retries``), except on the request it sends again with its other
-        cookie strategy after a >= 400 answer (yfinance 1.7 ``YfData.get``): a 503 then a drop
-        failed the extract task, a task retry and its backoff for one symbol's hiccup."""
+        JSON (:func:`_is_down`), or the connection drops without an answer (:func:`_is_dropped`).
+        yfinance retries a dropped connection itself (``retries``), except on the request it sends
+        again with its other cookie strategy after a >= 400 answer (yfinance 1.7 ``YfData.get``):
+        a 503 then a drop failed the extract task, a task retry and its backoff for one symbol's
+        hiccup. A timeout is not asked again here (yfinance's retries already waited for it): a
+        vendor that stopped answering fails the task after one symbol's tries, not three times that."""
         import tenacity
         from yfinance.data import YfData
 
@@ -330,7 +332,7 @@ class YahooFinanceHook(SharedExtract, BaseHook):
             )
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(lambda exc: _is_down(exc) or _is_network_error(exc)),
+            retry=tenacity.retry_if_exception(lambda exc: _is_down(exc) or _is_dropped(exc)),
             wait=tenacity.wait_exponential_jitter(initial=1, max=8),
             stop=tenacity.stop_after_attempt(int(self.extra.get("symbol_attempts", DEFAULT_SYMBOL_ATTEMPTS))),
             reraise=True,
@@ -476,6 +478,13 @@ def _down_answer(exc: BaseException, session) -> Answered | None:
     else:
         return None
     return answered if answered is not None and answered.status >= 500 else None
+
+
+def _is_dropped(exc: BaseException) -> bool:
+    """A connection closed or refused without an answer (``requests.ConnectionError``), not a timeout."""
+    import requests
+
+    return isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.Timeout)
 
 
 def _is_network_error(exc: BaseException) -> bool:
