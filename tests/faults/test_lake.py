@@ -88,8 +88,8 @@ def test_concurrent_publishes_of_one_partition_both_land(services, monkeypatch):
     opened = {"merge": 0}
     real_open = table.open_table
 
-    def open_then_wait(root, *, create=False, version=None):
-        dt = real_open(root, create=create, version=version)
+    def open_then_wait(root, *, create=False, version=None, **kwargs):
+        dt = real_open(root, create=create, version=version, **kwargs)
         if create:  # merge_bars' read of the table
             opened["merge"] += 1
             if opened["merge"] <= 2:  # the first of each writer: both hold the same version
@@ -184,8 +184,8 @@ def test_two_runs_appending_the_same_new_bars_at_once_leave_each_once(tmp_path, 
     opened = {"merge": 0}
     real_open = table.open_table
 
-    def open_then_wait(root, *, create=False, version=None):
-        dt = real_open(root, create=create, version=version)
+    def open_then_wait(root, *, create=False, version=None, **kwargs):
+        dt = real_open(root, create=create, version=version, **kwargs)
         if create:
             opened["merge"] += 1
             if opened["merge"] <= 2:
@@ -233,3 +233,80 @@ def test_a_compaction_that_a_run_commits_under_compacts_again_and_loses_no_bar(t
     assert raced and done["files_removed"] >= 2
     merged = lake.read_lake(root, "yahoo", "1d", day, day + timedelta(days=1))
     assert sorted(zip(merged["symbol"].to_pylist(), merged["close"].to_pylist())) == [("MSFT", 101.0), ("NVDA", 100.0)]
+
+
+def _rejected(symbols: tuple[str, ...], days: int) -> pa.Table:
+    """Yahoo's recorded daily bars of ``symbols`` (2021-08-09 ..), the first ``days`` of each
+    with an infinite high: the rejects :func:`market_ingest.quality.split_valid` makes of them."""
+    import math
+
+    from market_ingest.hooks.yahoo import Window, YahooFinanceHook
+    from market_ingest.quality import split_valid
+
+    week = Window(datetime(2021, 8, 9, tzinfo=UTC), datetime(2021, 8, 14, tzinfo=UTC))
+    table, _ = YahooFinanceHook().fetch_bars(list(symbols), "1d", week, datetime(2026, 1, 1, tzinfo=UTC))
+    first = pa.compute.less(table["time"], datetime(2021, 8, 9 + days, tzinfo=UTC))
+    high = pa.compute.if_else(first, math.inf, table["high"])
+    _, rejected, _ = split_valid(table.set_column(table.schema.get_field_index("high"), "high", high))
+    return rejected
+
+
+def test_concurrent_extract_batches_both_write_their_rejects_and_a_retry_replaces_its_own(services, monkeypatch):
+    """Two extract batches of one run write their rejects at the same table version (on moto):
+    one commit conflicts and is merged again, both batches land. Then batch 0's retry, which
+    rejected fewer bars, replaces its earlier try's rows instead of adding to them, and leaves
+    batch 1's alone."""
+    from market_ingest import lake
+    from market_ingest.config import load_config
+    from market_ingest.lake import table
+
+    root = lake.lake_root(load_config().lake.url) / "test-rejects"
+    run = "scheduled__2021-08-14T00:00:00+00:00"
+    batches = {0: _rejected(("MSFT", "NVDA"), 2), 1: _rejected(("TSLA",), 3)}
+    table.open_table(root, create=True, dataset="rejects")
+    seeded = table.open_table(root, dataset="rejects").version()
+
+    both_read = threading.Barrier(2, timeout=30)
+    opened = {"merge": 0}
+    real_open = table.open_table
+
+    def open_then_wait(root, *, create=False, version=None, dataset="bars"):
+        dt = real_open(root, create=create, version=version, dataset=dataset)
+        if create:
+            opened["merge"] += 1
+            if opened["merge"] <= 2:
+                both_read.wait()
+        return dt
+
+    monkeypatch.setattr(table, "open_table", open_then_wait)
+    errors, written = [], {}
+
+    def write(batch):
+        try:
+            written[batch] = lake.write_rejects(root, batches[batch], "yahoo", "1d", run, batch)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(b,)) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    monkeypatch.setattr(table, "open_table", real_open)
+    assert not errors
+    assert opened["merge"] == 3 and real_open(root, dataset="rejects").version() == seeded + 2
+    assert written[0]["rows"] == 4 and written[1]["rows"] == 3
+
+    def stored():
+        rows = lake.read_rejects(root, "yahoo", "1d", run).to_pylist()
+        return sorted((r["batch"], r["symbol"], r["time"].date().isoformat(), r["reason"]) for r in rows)
+
+    assert stored() == sorted(
+        [(0, s, f"2021-08-{d:02d}", "invalid: non_finite_value") for s in ("MSFT", "NVDA") for d in (9, 10)]
+        + [(1, "TSLA", f"2021-08-{d:02d}", "invalid: non_finite_value") for d in (9, 10, 11)]
+    )
+    lake.write_rejects(root, _rejected(("MSFT",), 1), "yahoo", "1d", run, 0)  # batch 0's retry
+    assert stored() == [(0, "MSFT", "2021-08-09", "invalid: non_finite_value")] + [
+        (1, "TSLA", f"2021-08-{d:02d}", "invalid: non_finite_value") for d in (9, 10, 11)
+    ]
+    assert lake.read_rejects(root, "yahoo", "1h", run).num_rows == 0  # another interval's DAG, same run id

@@ -413,3 +413,35 @@ def test_a_publish_landing_during_the_conversion_is_kept(services, monkeypatch):
     assert stored.slice(0, 3)["ingested_at"].to_pylist() == [T0] * 3  # the run's bars
     assert stored.slice(0, 3)["price_basis"].to_pylist() == [AS_TRADED] * 3
     assert stored.slice(3)["price_basis"].null_count == july.num_rows - 3  # the rest as the objects held them
+
+
+def test_conversion_copies_the_reject_objects_into_the_rejects_table_once(tmp_path):
+    """Rejects an earlier version wrote as one object per extract batch (``_rejects/.../run=/batch-n.parquet``)
+    end in the rejects table, each batch once, read back by run; a batch a retry wrote to the
+    table since keeps the table's rows; run again, the conversion commits nothing."""
+    from tests.faults.test_lake import _rejected
+
+    root = lake.lake_root(f"file://{tmp_path}")
+    run = "scheduled__2021-08-14T00:00:00+00:00"
+    for batch, symbols in ((0, ("MSFT", "NVDA")), (1, ("TSLA",))):
+        rows = _rejected(symbols, 2)
+        rows = rows.append_column("run_id", pa.array([run] * rows.num_rows, pa.string()))
+        lake.write_parquet(rows, lake.rejects_object(root, "yahoo", "1d", run, batch))
+    lake.write_rejects(root, _rejected(("TSLA",), 1), "yahoo", "1d", run, 1)  # batch 1's retry, after the upgrade
+    version = lake.open_table(root, dataset="rejects").version()
+
+    stats = lake.convert_rejects(root)
+    assert stats == {"objects": 2, "rows": 6, "rows_merged": 4, "commits": 1}
+    stored = lake.read_rejects(root, "yahoo", "1d", run)
+    assert sorted(zip(stored["batch"].to_pylist(), stored["symbol"].to_pylist())) == [
+        (0, "MSFT"),
+        (0, "MSFT"),
+        (0, "NVDA"),
+        (0, "NVDA"),
+        (1, "TSLA"),
+    ]
+    assert set(stored["reason"].to_pylist()) == {"invalid: non_finite_value"}
+    assert lake.open_table(root, dataset="rejects").version() == version + 1
+    again = lake.convert_rejects(root)
+    assert again == {**stats, "rows_merged": 0, "commits": 0}
+    assert lake.open_table(root, dataset="rejects").version() == version + 1  # nothing committed

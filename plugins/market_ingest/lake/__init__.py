@@ -6,6 +6,8 @@ A package of one module per job; every public name is importable from here
 * :mod:`~market_ingest.lake.table`: the bars Delta table (``<root>/bars/``): a run merged in one
   commit (newest extraction wins), reads (:func:`read_lake`, :func:`read_table`, time travel),
   the conversion of the Parquet layout (:func:`convert_lake`) and maintenance (:func:`maintain`);
+* :mod:`~market_ingest.lake.rejects`: the rejects table (``<root>/rejects/``): each extract
+  batch's bars that failed validation, with their reasons (:func:`write_rejects`, :func:`read_rejects`);
 * :mod:`~market_ingest.lake.layout`: the root, the folders and objects (the Parquet partitions
   of earlier versions and of quotes, staging, rejects, the ledger's mirror and parked rows),
   which partition (period) holds a bar;
@@ -21,7 +23,7 @@ A package of one module per job; every public name is importable from here
 * :mod:`~market_ingest.lake.adjusted`: price bases: a series adjusted on read (:func:`read_adjusted`)
   and re-basing rows stored before bar schema 2 in the Parquet objects (:func:`rebase_lake`).
 
-Rejects, the coverage mirror, quotes and ``_corporate_actions`` are still Parquet objects.
+The coverage mirror, quotes and ``_corporate_actions`` are still Parquet objects.
 Nothing here creates a bucket: a missing bucket (or local lake folder) fails with
 :class:`~market_ingest.errors.SinkNotFoundError` naming it and the connection. An object Arrow
 cannot decode (damaged bytes, not Parquet) fails at once with
@@ -55,13 +57,16 @@ from market_ingest.lake.layout import (
 from market_ingest.lake.merge import MERGE_ATTEMPTS, ConcurrentPublishError, newest_per_key, publish, read_modify_write
 from market_ingest.lake.objects import ROW_GROUP_ROWS, read_parquet, to_parquet_bytes, write_object, write_parquet
 from market_ingest.lake.partitions import compact, read_lake
+from market_ingest.lake.rejects import convert_rejects, read_rejects, write_rejects
 from market_ingest.lake.staging import iter_staged, remove_staging, stage
 from market_ingest.lake.table import (
+    TABLES,
     VACUUM_RETENTION_HOURS,
     ConversionError,
     DeltaCommitError,
     convert_lake,
     maintain,
+    maintain_all,
     open_table,
     read_table,
     storage_options,
@@ -73,6 +78,7 @@ __all__ = [
     "PARTITION_BY",
     "ROW_GROUP_ROWS",
     "STAGING",
+    "TABLES",
     "ConcurrentPublishError",
     "ConversionError",
     "DeltaCommitError",
@@ -80,10 +86,12 @@ __all__ = [
     "check_lake",
     "compact",
     "convert_lake",
+    "convert_rejects",
     "coverage_object",
     "iter_staged",
     "lake_root",
     "maintain",
+    "maintain_all",
     "open_table",
     "newest_per_key",
     "parked_ledger_folder",
@@ -98,6 +106,7 @@ __all__ = [
     "read_lake",
     "read_modify_write",
     "read_parquet",
+    "read_rejects",
     "read_table",
     "rebase_lake",
     "rejects_object",
@@ -113,4 +122,5 @@ __all__ = [
     "utc_days",
     "write_object",
     "write_parquet",
+    "write_rejects",
 ]

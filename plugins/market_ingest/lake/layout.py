@@ -7,7 +7,9 @@ Layout under the lake URL (``s3://<conn>@bucket/prefix`` and ``file:///path`` us
     source=<s>/interval=1d/month=<YYYY-MM>/bars.parquet                          daily: a partition per UTC month
     source=<s>/interval=<1wk|1mo>/year=<YYYY>/bars.parquet                       weekly, monthly: per UTC year
     _staging/source=<s>/interval=<i>/run=<run>/batch-<n>.parquet                a run's extract output
-    _rejects/, _coverage/, _ledger_parked/ (same source= and interval= levels)  rejected bars, ledger mirror, parked ledger rows
+    rejects/_delta_log/, rejects/source=<s>/interval=<i>/*.parquet              bars that failed validation (lake.rejects)
+    _rejects/source=<s>/interval=<i>/run=<run>/batch-<n>.parquet                before the rejects table: one object per batch
+    _coverage/, _ledger_parked/ (same source= and interval= levels)             ledger mirror, parked ledger rows
 
 The bars table's ``period`` column is :func:`partition_of` of the bar (:mod:`market_ingest.lake.table`);
 the ``date=``/``month=``/``year=`` objects are what versions before it wrote, read by the conversion
@@ -177,9 +179,10 @@ def coverage_object(root: ObjectStoragePath, source: str, interval: str, run_id:
 
 
 def rejects_object(root: ObjectStoragePath, source: str, interval: str, run_id: str, batch: int) -> ObjectStoragePath:
-    """Where extract batch ``batch`` of run ``run_id`` writes the bars that failed validation:
+    """Where versions before the rejects table (:mod:`market_ingest.lake.rejects`) wrote extract
+    batch ``batch`` of run ``run_id``'s bars that failed validation:
     ``_rejects/source=<s>/interval=<i>/run=<token>/batch-<n>.parquet`` (the bars as sent, with
-    ``reason`` and ``run_id``). Replaced when the batch runs again; outside any dataset read of the bars."""
+    ``reason`` and ``run_id``), read by :func:`~market_ingest.lake.rejects.convert_rejects`."""
     return _base(root / "_rejects", source, interval) / f"run={run_token(run_id)}" / f"batch-{batch:05d}.parquet"
 
 

@@ -255,8 +255,9 @@ class LakeCompactOperator(BaseOperator):
     3. the conversion: :func:`market_ingest.lake.convert_lake` copies every (source, interval)'s
        bars from those Parquet objects into the bars Delta table and verifies that each arrived
        (idempotent: on a converted lake it reads the objects, finds nothing to merge and commits
-       nothing; the objects are left for the operator to delete);
-    4. maintenance: :func:`market_ingest.lake.maintain` compacts the table's small files and
+       nothing; the objects are left for the operator to delete); the same for the rejects
+       objects (:func:`market_ingest.lake.convert_rejects`, into the rejects table);
+    4. maintenance: :func:`market_ingest.lake.maintain_all` compacts every table's small files and
        vacuums files older than :data:`~market_ingest.lake.table.VACUUM_RETENTION_HOURS` that
        no current version references (time travel reaches that far back).
 
@@ -270,7 +271,8 @@ class LakeCompactOperator(BaseOperator):
     :param rebase: ``{source: what its bars stored before schema 2 are}`` (``split_adjusted`` for
         Yahoo sources, else ``as_traded``).
     :return: ``{"<source>/quotes": compact's counts, "<source>/rebase": rebase_lake's counts,
-        "<source>/<interval>": convert_lake's counts, "bars/maintenance": maintain's counts}``.
+        "<source>/<interval>": convert_lake's counts, "rejects": convert_rejects' counts,
+        "<table>/maintenance": maintain's counts for each table of the lake}``.
     """
 
     def __init__(
@@ -293,7 +295,7 @@ class LakeCompactOperator(BaseOperator):
         self.timescale_conn_id = timescale_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from market_ingest.lake import check_lake, compact, convert_lake, lake_root, maintain, rebase_lake
+        from market_ingest.lake import check_lake, compact, convert_lake, convert_rejects, lake_root, maintain_all, rebase_lake
 
         bars, quotes = lake_root(self.lake_url), lake_root(self.quotes_url)
         with failing_fast():
@@ -329,6 +331,10 @@ class LakeCompactOperator(BaseOperator):
                 done[f"{source}/{interval}"] = converted
                 if converted["rows_merged"]:
                     self.log.info("%s %s: Parquet objects converted into the bars table: %s", source, interval, converted)
-        done["bars/maintenance"] = maintain(bars)
-        self.log.info("Bars table maintained: %s", done["bars/maintenance"])
+            done["rejects"] = convert_rejects(bars)
+            if done["rejects"]["rows_merged"]:
+                self.log.info("Reject objects converted into the rejects table: %s", done["rejects"])
+        for name, counts in maintain_all(bars).items():
+            done[f"{name}/maintenance"] = counts
+            self.log.info("%s table maintained: %s", name, counts)
         return done
