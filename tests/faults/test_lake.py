@@ -310,3 +310,86 @@ def test_concurrent_extract_batches_both_write_their_rejects_and_a_retry_replace
         (1, "TSLA", f"2021-08-{d:02d}", "invalid: non_finite_value") for d in (9, 10, 11)
     ]
     assert lake.read_rejects(root, "yahoo", "1h", run).num_rows == 0  # another interval's DAG, same run id
+
+
+def _ledger_rows(interval: str, symbols: tuple[str, ...], run_id: str, loaded: int = 1) -> list[dict]:
+    """Ledger rows (``market.coverage``'s columns and ``flagged``) of the week of 2021-08-02 for ``symbols``."""
+    from datetime import date
+
+    return [
+        {
+            "source": "yahoo",
+            "interval": interval,
+            "symbol": s,
+            "day": date(2021, 8, d),
+            "covered_from": datetime(2021, 8, d, tzinfo=UTC),
+            "covered_until": datetime(2021, 8, d + 1, tzinfo=UTC),
+            "expected": 1,
+            "loaded": loaded,
+            "state": "complete" if loaded else "missing",
+            "reason": "",
+            "run_id": run_id,
+            "attempts": 0,
+            "flagged": 0,
+        }
+        for s in symbols
+        for d in range(2, 7)
+    ]
+
+
+def test_concurrent_loads_both_mirror_their_ledger_rows_and_an_older_mirror_never_wins(services, monkeypatch):
+    """The loads of two pairs (yahoo 1d and 1h) mirror their ledger rows at the same version of the
+    coverage table (on moto): one commit conflicts and is merged again, both land, each day once.
+    A mirror stamped earlier (a slow load's) does not replace a day mirrored later."""
+    from market_ingest import lake
+    from market_ingest.config import load_config
+    from market_ingest.lake import table
+
+    root = lake.lake_root(load_config().lake.url) / "test-mirror"
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    table.open_table(root, create=True, dataset="coverage")
+    seeded = table.open_table(root, dataset="coverage").version()
+
+    both_read = threading.Barrier(2, timeout=30)
+    opened = {"merge": 0}
+    real_open = table.open_table
+
+    def open_then_wait(root, *, create=False, version=None, dataset="bars"):
+        dt = real_open(root, create=create, version=version, dataset=dataset)
+        if create:
+            opened["merge"] += 1
+            if opened["merge"] <= 2:
+                both_read.wait()
+        return dt
+
+    monkeypatch.setattr(table, "open_table", open_then_wait)
+    errors = []
+
+    def mirror(interval):
+        try:
+            lake.mirror_ledger(root, _ledger_rows(interval, ("MSFT", "NVDA"), f"run-{interval}"), t0)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=mirror, args=(i,)) for i in ("1d", "1h")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    monkeypatch.setattr(table, "open_table", real_open)
+    assert not errors
+    assert opened["merge"] == 3 and real_open(root, dataset="coverage").version() == seeded + 2
+    for interval in ("1d", "1h"):
+        rows = lake.read_mirror(root, "yahoo", interval).to_pylist()
+        assert [(r["symbol"], r["day"].day, r["run_id"]) for r in rows] == [
+            (s, d, f"run-{interval}") for s in ("MSFT", "NVDA") for d in range(2, 7)
+        ]
+
+    lake.mirror_ledger(root, _ledger_rows("1d", ("MSFT",), "run-later", loaded=0), t0 + timedelta(hours=1))
+    lake.mirror_ledger(root, _ledger_rows("1d", ("MSFT",), "run-slow"), t0 + timedelta(minutes=30))
+    rows = lake.read_mirror(root, "yahoo", "1d").to_pylist()
+    assert {(r["symbol"], r["run_id"], r["state"]) for r in rows} == {
+        ("MSFT", "run-later", "missing"),
+        ("NVDA", "run-1d", "complete"),
+    }
+    assert len(rows) == 10

@@ -445,3 +445,28 @@ def test_conversion_copies_the_reject_objects_into_the_rejects_table_once(tmp_pa
     again = lake.convert_rejects(root)
     assert again == {**stats, "rows_merged": 0, "commits": 0}
     assert lake.open_table(root, dataset="rejects").version() == version + 1  # nothing committed
+
+
+def test_conversion_copies_the_ledger_mirror_objects_into_the_coverage_table_once(tmp_path):
+    """Ledger mirrors an earlier version wrote as one object per run (``_coverage/.../run=<token>.parquet``,
+    two runs covering the same days) end in the coverage table, each day once with the later
+    run's row; a day a load mirrored since, later, is kept; run again, nothing is committed."""
+    from tests.faults.test_lake import _ledger_rows
+
+    root = lake.lake_root(f"file://{tmp_path}")
+    for run, when, symbols in (("scheduled__a", T0, ("MSFT", "NVDA")), ("scheduled__b", T0 + timedelta(hours=1), ("MSFT",))):
+        rows = [{**r, "updated_at": when} for r in _ledger_rows("1d", symbols, run)]
+        lake.write_parquet(pa.Table.from_pylist(rows), lake.coverage_object(root, "yahoo", "1d", run))
+    since = _ledger_rows("1d", ("NVDA",), "scheduled__since", loaded=0)[:1]  # NVDA 2021-08-02, mirrored after the upgrade
+    lake.mirror_ledger(root, since, T0 + timedelta(days=1))
+    version = lake.open_table(root, dataset="coverage").version()
+
+    stats = lake.convert_mirror(root)
+    assert stats == {"objects": 2, "rows": 10, "rows_merged": 9, "commits": 1}
+    stored = lake.read_mirror(root, "yahoo", "1d").to_pylist()
+    assert [(r["symbol"], r["day"].day, r["run_id"]) for r in stored] == [("MSFT", d, "scheduled__b") for d in range(2, 7)] + [
+        ("NVDA", 2, "scheduled__since")
+    ] + [("NVDA", d, "scheduled__a") for d in range(3, 7)]
+    again = lake.convert_mirror(root)
+    assert again == {**stats, "rows_merged": 0, "commits": 0}
+    assert lake.open_table(root, dataset="coverage").version() == version + 1  # nothing committed the second time

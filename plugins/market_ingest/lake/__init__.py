@@ -8,6 +8,8 @@ A package of one module per job; every public name is importable from here
   the conversion of the Parquet layout (:func:`convert_lake`) and maintenance (:func:`maintain`);
 * :mod:`~market_ingest.lake.rejects`: the rejects table (``<root>/rejects/``): each extract
   batch's bars that failed validation, with their reasons (:func:`write_rejects`, :func:`read_rejects`);
+* :mod:`~market_ingest.lake.mirror`: the coverage ledger's mirror (``<root>/coverage/``), each
+  day once, merged after each load (:func:`mirror_ledger`, :func:`read_mirror`);
 * :mod:`~market_ingest.lake.layout`: the root, the folders and objects (the Parquet partitions
   of earlier versions and of quotes, staging, rejects, the ledger's mirror and parked rows),
   which partition (period) holds a bar;
@@ -23,7 +25,7 @@ A package of one module per job; every public name is importable from here
 * :mod:`~market_ingest.lake.adjusted`: price bases: a series adjusted on read (:func:`read_adjusted`)
   and re-basing rows stored before bar schema 2 in the Parquet objects (:func:`rebase_lake`).
 
-The coverage mirror, quotes and ``_corporate_actions`` are still Parquet objects.
+Quotes and ``_corporate_actions`` are still Parquet objects.
 Nothing here creates a bucket: a missing bucket (or local lake folder) fails with
 :class:`~market_ingest.errors.SinkNotFoundError` naming it and the connection. An object Arrow
 cannot decode (damaged bytes, not Parquet) fails at once with
@@ -55,6 +57,7 @@ from market_ingest.lake.layout import (
     utc_days,
 )
 from market_ingest.lake.merge import MERGE_ATTEMPTS, ConcurrentPublishError, newest_per_key, publish, read_modify_write
+from market_ingest.lake.mirror import convert_mirror, mirror_ledger, read_mirror
 from market_ingest.lake.objects import ROW_GROUP_ROWS, read_parquet, to_parquet_bytes, write_object, write_parquet
 from market_ingest.lake.partitions import compact, read_lake
 from market_ingest.lake.rejects import convert_rejects, read_rejects, write_rejects
@@ -86,12 +89,14 @@ __all__ = [
     "check_lake",
     "compact",
     "convert_lake",
+    "convert_mirror",
     "convert_rejects",
     "coverage_object",
     "iter_staged",
     "lake_root",
     "maintain",
     "maintain_all",
+    "mirror_ledger",
     "open_table",
     "newest_per_key",
     "parked_ledger_folder",
@@ -104,6 +109,7 @@ __all__ = [
     "publish",
     "read_adjusted",
     "read_lake",
+    "read_mirror",
     "read_modify_write",
     "read_parquet",
     "read_rejects",

@@ -9,7 +9,9 @@ Layout under the lake URL (``s3://<conn>@bucket/prefix`` and ``file:///path`` us
     _staging/source=<s>/interval=<i>/run=<run>/batch-<n>.parquet                a run's extract output
     rejects/_delta_log/, rejects/source=<s>/interval=<i>/*.parquet              bars that failed validation (lake.rejects)
     _rejects/source=<s>/interval=<i>/run=<run>/batch-<n>.parquet                before the rejects table: one object per batch
-    _coverage/, _ledger_parked/ (same source= and interval= levels)             ledger mirror, parked ledger rows
+    coverage/_delta_log/, coverage/source=<s>/interval=<i>/*.parquet            the ledger's mirror (lake.mirror)
+    _coverage/source=<s>/interval=<i>/run=<run>.parquet                         before the coverage table: one object per run
+    _ledger_parked/source=<s>/interval=<i>/run=<run>.json                        parked ledger rows
 
 The bars table's ``period`` column is :func:`partition_of` of the bar (:mod:`market_ingest.lake.table`);
 the ``date=``/``month=``/``year=`` objects are what versions before it wrote, read by the conversion
@@ -168,12 +170,9 @@ def parked_ledger_object(root: ObjectStoragePath, source: str, interval: str, ru
 
 
 def coverage_object(root: ObjectStoragePath, source: str, interval: str, run_id: str) -> ObjectStoragePath:
-    """The lake's mirror of the ledger rows run ``run_id`` wrote:
-    ``_coverage/source=<s>/interval=<i>/run=<token>.parquet`` (:mod:`market_ingest.coverage`).
-
-    One object per run, replaced when the run's load runs again; a day's current row is the one
-    with the latest ``updated_at`` across the objects. The leading underscore keeps it out of a
-    dataset read of the bars under the same root (pyarrow and Spark skip ``_`` folders).
+    """Where versions before the coverage table (:mod:`market_ingest.lake.mirror`) mirrored the
+    ledger rows run ``run_id`` wrote: ``_coverage/source=<s>/interval=<i>/run=<token>.parquet``,
+    one object per run; read by :func:`~market_ingest.lake.mirror.convert_mirror`.
     """
     return _base(root / "_coverage", source, interval) / f"run={run_token(run_id)}.parquet"
 

@@ -256,7 +256,8 @@ class LakeCompactOperator(BaseOperator):
        bars from those Parquet objects into the bars Delta table and verifies that each arrived
        (idempotent: on a converted lake it reads the objects, finds nothing to merge and commits
        nothing; the objects are left for the operator to delete); the same for the rejects
-       objects (:func:`market_ingest.lake.convert_rejects`, into the rejects table);
+       objects (:func:`market_ingest.lake.convert_rejects`, into the rejects table) and the
+       ledger's mirror (:func:`market_ingest.lake.convert_mirror`, into the coverage table);
     4. maintenance: :func:`market_ingest.lake.maintain_all` compacts every table's small files and
        vacuums files older than :data:`~market_ingest.lake.table.VACUUM_RETENTION_HOURS` that
        no current version references (time travel reaches that far back).
@@ -272,6 +273,7 @@ class LakeCompactOperator(BaseOperator):
         Yahoo sources, else ``as_traded``).
     :return: ``{"<source>/quotes": compact's counts, "<source>/rebase": rebase_lake's counts,
         "<source>/<interval>": convert_lake's counts, "rejects": convert_rejects' counts,
+        "coverage": convert_mirror's counts,
         "<table>/maintenance": maintain's counts for each table of the lake}``.
     """
 
@@ -295,7 +297,16 @@ class LakeCompactOperator(BaseOperator):
         self.timescale_conn_id = timescale_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from market_ingest.lake import check_lake, compact, convert_lake, convert_rejects, lake_root, maintain_all, rebase_lake
+        from market_ingest.lake import (
+            check_lake,
+            compact,
+            convert_lake,
+            convert_mirror,
+            convert_rejects,
+            lake_root,
+            maintain_all,
+            rebase_lake,
+        )
 
         bars, quotes = lake_root(self.lake_url), lake_root(self.quotes_url)
         with failing_fast():
@@ -334,6 +345,9 @@ class LakeCompactOperator(BaseOperator):
             done["rejects"] = convert_rejects(bars)
             if done["rejects"]["rows_merged"]:
                 self.log.info("Reject objects converted into the rejects table: %s", done["rejects"])
+            done["coverage"] = convert_mirror(bars)
+            if done["coverage"]["rows_merged"]:
+                self.log.info("Ledger mirror objects converted into the coverage table: %s", done["coverage"])
         for name, counts in maintain_all(bars).items():
             done[f"{name}/maintenance"] = counts
             self.log.info("%s table maintained: %s", name, counts)
