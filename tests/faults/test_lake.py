@@ -393,3 +393,81 @@ def test_concurrent_loads_both_mirror_their_ledger_rows_and_an_older_mirror_neve
         ("NVDA", "run-1d", "complete"),
     }
     assert len(rows) == 10
+
+
+def _quotes(as_of: datetime, ingested_at: datetime) -> pa.Table:
+    """Alpha Vantage's recorded ``GLOBAL_QUOTE`` answers (MSFT 2018-10-05 as JSON, IBM 2025-11-14
+    as CSV) as the hook makes quote rows of them, stamped ``as_of``."""
+    from pathlib import Path
+
+    from market_ingest.schema import QUOTE_SCHEMA, conform
+    from market_ingest.vendors.alpha_vantage import bodies
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "alpha_vantage"
+    rows = []
+    for name in ("av_GLOBAL_QUOTE_MSFT_2018-10-05.json", "av_csv_GLOBAL_QUOTE_IBM_2025-11-14.csv"):
+        quote = bodies.parse_quote(bodies.classify((fixtures / name).read_text()))
+        rows.append({**quote.__dict__, "time": as_of, "source": "alpha_vantage", "currency": "USD", "ingested_at": ingested_at})
+    return conform(pa.Table.from_pylist(rows), QUOTE_SCHEMA)
+
+
+def test_concurrent_quote_publishes_both_land_and_a_rerun_adds_no_row(services, monkeypatch):
+    """Two quote runs (two snapshots of one day) publish at the same version of the quotes table
+    (on moto): one commit conflicts and is merged again, both land. The first run published
+    again (a retry) adds no row; an older extraction of it does not replace the newer quotes."""
+    from market_ingest import lake
+    from market_ingest.config import load_config
+    from market_ingest.contracts import Dataset
+    from market_ingest.lake import table
+
+    root = lake.lake_root(load_config().lake.quotes_url) / "test-quotes"
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    noon, close = datetime(2025, 11, 14, 17, tzinfo=UTC), datetime(2025, 11, 14, 21, tzinfo=UTC)
+    staged = {when: lake.stage(_quotes(when, t0), root, "alpha_vantage", None, f"run-{when.hour}", 0) for when in (noon, close)}
+    table.open_table(root, create=True, dataset="quotes")
+    seeded = table.open_table(root, dataset="quotes").version()
+
+    both_read = threading.Barrier(2, timeout=30)
+    opened = {"merge": 0}
+    real_open = table.open_table
+
+    def open_then_wait(root, *, create=False, version=None, dataset="bars"):
+        dt = real_open(root, create=create, version=version, dataset=dataset)
+        if create:
+            opened["merge"] += 1
+            if opened["merge"] <= 2:
+                both_read.wait()
+        return dt
+
+    monkeypatch.setattr(table, "open_table", open_then_wait)
+    errors, published = [], {}
+
+    def publish(when):
+        try:
+            published[when] = lake.publish(staged[when], root, "alpha_vantage", None, dataset=Dataset.QUOTES)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(w,)) for w in staged]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    monkeypatch.setattr(table, "open_table", real_open)
+    assert not errors
+    assert opened["merge"] == 3 and real_open(root, dataset="quotes").version() == seeded + 2
+    assert {o["partition"] for objs in published.values() for o in objs} == {"2025-11-14"}
+
+    def stored():
+        q = lake.read_lake(root, "alpha_vantage", None, noon, close + timedelta(hours=1), Dataset.QUOTES)
+        return sorted(zip(q["symbol"].to_pylist(), q["time"].to_pylist(), q["price"].to_pylist()))
+
+    expected = [(s, w, p) for s, p in (("IBM", 305.69), ("MSFT", 112.13)) for w in (noon, close)]
+    assert stored() == expected
+    (again,) = lake.publish(staged[noon], root, "alpha_vantage", None, dataset=Dataset.QUOTES)  # the noon run retried
+    assert (again["rows"], again["kept_newer"]) == (4, 0) and stored() == expected
+    newer = lake.stage(_quotes(noon, t0 + timedelta(hours=1)), root, "alpha_vantage", None, "newer", 0)
+    lake.publish(newer, root, "alpha_vantage", None, dataset=Dataset.QUOTES)
+    (late,) = lake.publish(staged[noon], root, "alpha_vantage", None, dataset=Dataset.QUOTES)  # an older extraction, late
+    assert late["kept_newer"] == 2 and stored() == expected
+    assert set(lake.read_quotes(root, "alpha_vantage", noon, close)["ingested_at"].to_pylist()) == {t0 + timedelta(hours=1)}

@@ -470,3 +470,42 @@ def test_conversion_copies_the_ledger_mirror_objects_into_the_coverage_table_onc
     again = lake.convert_mirror(root)
     assert again == {**stats, "rows_merged": 0, "commits": 0}
     assert lake.open_table(root, dataset="coverage").version() == version + 1  # nothing committed the second time
+
+
+def test_conversion_copies_the_quote_objects_into_the_quotes_table_once(tmp_path):
+    """Quotes an earlier version wrote as one object per (source, date), plus a second object in a
+    folder (an older layout) holding an older extraction of the same snapshot, end in the quotes
+    table each once, the newer extraction kept, read back by the product's reader, DuckDB and
+    Polars; run again, the conversion commits nothing."""
+    import duckdb
+    import polars as pl
+
+    from market_ingest.contracts import Dataset
+    from tests.faults.test_lake import _quotes
+
+    root = lake.lake_root(f"file://{tmp_path}")
+    days = [datetime(2025, 11, d, 21, tzinfo=UTC) for d in (13, 14)]
+    for day in days:
+        lake.write_parquet(
+            _quotes(day, T0 + timedelta(hours=1)),
+            lake.partition_object(root, "alpha_vantage", None, day.date().isoformat(), "quotes"),
+        )
+    folder = lake.partition_dir(root, "alpha_vantage", None, "2025-11-14")
+    lake.write_parquet(_quotes(days[1], T0), folder / "window-x.parquet")  # older extraction of the same quotes
+
+    stats = lake.convert_quotes(root, "alpha_vantage")
+    assert stats == {"objects": 3, "rows": 4, "rows_merged": 4, "commits": 1}
+    version = lake.open_table(root, dataset="quotes").version()
+    stored = lake.read_lake(root, "alpha_vantage", None, days[0], days[1] + timedelta(hours=1), Dataset.QUOTES)
+    assert sorted(zip(stored["symbol"].to_pylist(), stored["time"].to_pylist())) == [
+        (s, d) for s in ("IBM", "MSFT") for d in days
+    ]
+    assert set(stored["ingested_at"].to_pylist()) == {T0 + timedelta(hours=1)}
+    again = lake.convert_quotes(root, "alpha_vantage")
+    assert again == {**stats, "rows_merged": 0, "commits": 0}
+    assert lake.open_table(root, dataset="quotes").version() == version  # nothing committed the second time
+
+    quotes = lake.open_table(root, dataset="quotes").to_pyarrow_dataset()  # noqa: F841
+    assert duckdb.sql("SELECT count(*), count(DISTINCT (symbol, time)) FROM quotes").fetchone() == (4, 4)
+    by_polars = pl.scan_delta(lake.table_uri(root, "quotes")).filter(pl.col("period") == "2025-11-14").collect()
+    assert sorted(by_polars["symbol"].to_list()) == ["IBM", "MSFT"]

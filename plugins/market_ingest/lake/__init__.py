@@ -17,15 +17,18 @@ A package of one module per job; every public name is importable from here
   decoding errors);
 * :mod:`~market_ingest.lake.staging`: a run's staged batches (:func:`stage`, :func:`iter_staged`,
   :func:`remove_staging`);
-* :mod:`~market_ingest.lake.merge`: the publish (:func:`publish`: bars to the table, quotes by the
-  conditional read-merge-write of one partition object);
-* :mod:`~market_ingest.lake.partitions`: reading (:func:`read_lake`) and folding earlier layouts
-  of the Parquet partitions (:func:`compact`, for quotes);
+* :mod:`~market_ingest.lake.quotes`: the quotes table (``<quotes root>/quotes/``): a run's quotes
+  merged in one commit, read (:func:`read_quotes`), converted from the objects before it
+  (:func:`convert_quotes`);
+* :mod:`~market_ingest.lake.merge`: the publish (:func:`publish`: bars or quotes to their table)
+  and the conditional read-merge-write of one object (:func:`read_modify_write`);
+* :mod:`~market_ingest.lake.partitions`: reading (:func:`read_lake`) and listing the Parquet
+  partitions earlier versions wrote;
 * :mod:`~market_ingest.lake.actions`: each symbol's corporate actions, refreshed once a day;
 * :mod:`~market_ingest.lake.adjusted`: price bases: a series adjusted on read (:func:`read_adjusted`)
   and re-basing rows stored before bar schema 2 in the Parquet objects (:func:`rebase_lake`).
 
-Quotes and ``_corporate_actions`` are still Parquet objects.
+Staging and ``_corporate_actions`` are Parquet objects.
 Nothing here creates a bucket: a missing bucket (or local lake folder) fails with
 :class:`~market_ingest.errors.SinkNotFoundError` naming it and the connection. An object Arrow
 cannot decode (damaged bytes, not Parquet) fails at once with
@@ -59,7 +62,8 @@ from market_ingest.lake.layout import (
 from market_ingest.lake.merge import MERGE_ATTEMPTS, ConcurrentPublishError, newest_per_key, publish, read_modify_write
 from market_ingest.lake.mirror import convert_mirror, mirror_ledger, read_mirror
 from market_ingest.lake.objects import ROW_GROUP_ROWS, read_parquet, to_parquet_bytes, write_object, write_parquet
-from market_ingest.lake.partitions import compact, read_lake
+from market_ingest.lake.partitions import read_lake
+from market_ingest.lake.quotes import convert_quotes, publish_quotes, read_quotes
 from market_ingest.lake.rejects import convert_rejects, read_rejects, write_rejects
 from market_ingest.lake.staging import iter_staged, remove_staging, stage
 from market_ingest.lake.table import (
@@ -87,9 +91,9 @@ __all__ = [
     "DeltaCommitError",
     "VACUUM_RETENTION_HOURS",
     "check_lake",
-    "compact",
     "convert_lake",
     "convert_mirror",
+    "convert_quotes",
     "convert_rejects",
     "coverage_object",
     "iter_staged",
@@ -107,11 +111,13 @@ __all__ = [
     "partition_of",
     "partition_values",
     "publish",
+    "publish_quotes",
     "read_adjusted",
     "read_lake",
     "read_mirror",
     "read_modify_write",
     "read_parquet",
+    "read_quotes",
     "read_rejects",
     "read_table",
     "rebase_lake",

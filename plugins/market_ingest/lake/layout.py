@@ -15,8 +15,9 @@ Layout under the lake URL (``s3://<conn>@bucket/prefix`` and ``file:///path`` us
 
 The bars table's ``period`` column is :func:`partition_of` of the bar (:mod:`market_ingest.lake.table`);
 the ``date=``/``month=``/``year=`` objects are what versions before it wrote, read by the conversion
-(:func:`market_ingest.lake.convert_lake`). Quotes use ``quotes.parquet``, no ``interval=`` level,
-and a partition per date. The partition period (:data:`PARTITION_BY`) keeps partitions scan-sized: a date of 1m bars of 100 symbols is
+(:func:`market_ingest.lake.convert_lake`). Quotes are a table of their own under the quotes root,
+``quotes/source=<s>/period=<YYYY-MM-DD>/`` (:mod:`market_ingest.lake.quotes`); before it they were
+``source=<s>/date=<d>/quotes.parquet``, no ``interval=`` level, a partition per date. The partition period (:data:`PARTITION_BY`) keeps partitions scan-sized: a date of 1m bars of 100 symbols is
 39,000 rows, a month of daily bars of 280 symbols about 5,900, a year of weekly bars 14,600; by
 date, 25 years of 280 daily series were about 6,300 objects of 280 rows each. A partition is always
 whole UTC dates, so a bar's partition follows from its open time alone (:func:`partition_of` for a

@@ -3,11 +3,11 @@
 **Where.** ``<lake root>/bars/`` holds the table (``_delta_log/`` and the data files), written and
 read with the ``deltalake`` package (delta-rs): no catalog service, the log in the bucket is the
 table. The other datasets are tables beside it (:data:`TABLES`: ``rejects/``,
-:mod:`~market_ingest.lake.rejects`; ``coverage/``, the ledger's mirror, :mod:`~market_ingest.lake.mirror`),
-opened, created, committed and maintained by the same functions here (:func:`table_spec`,
-:func:`open_table`, :func:`merge_rows`, :func:`maintain_all`). Staging and corporate actions stay
-Parquet objects beside them (``_staging/`` ...); quotes keep their
-per-partition objects (:mod:`market_ingest.lake.merge`).
+:mod:`~market_ingest.lake.rejects`; ``coverage/``, the ledger's mirror, :mod:`~market_ingest.lake.mirror`;
+``quotes/`` under the quotes root, :mod:`~market_ingest.lake.quotes`), opened, created,
+committed and maintained by the same functions here (:func:`table_spec`, :func:`open_table`,
+:func:`merge_rows`, :func:`maintain_all`). Staging and corporate actions stay Parquet objects
+beside them (``_staging/``, ``_corporate_actions/``).
 
 **Partitions.** ``source``, ``interval`` and ``period``: the UTC date of an intraday bar, the UTC
 month (``YYYY-MM``) of a daily bar, the UTC year of a weekly or monthly one
@@ -157,12 +157,13 @@ class TableSpec:
 
 
 #: The lake's tables, each beside the others under the lake root (``<root>/<name>/``).
-TABLES = ("bars", "rejects", "coverage")
+TABLES = ("bars", "rejects", "coverage", "quotes")
 
 
 def table_spec(dataset: str = Dataset.BARS) -> TableSpec:
     """The :class:`TableSpec` of ``dataset`` (one of :data:`TABLES`); the per-dataset modules own
-    the schemas (:mod:`~market_ingest.lake.rejects`, :mod:`~market_ingest.lake.mirror`).
+    the schemas (:mod:`~market_ingest.lake.rejects`, :mod:`~market_ingest.lake.mirror`,
+    :mod:`~market_ingest.lake.quotes`).
 
     :raises KeyError: for a name that is not one of :data:`TABLES`.
     """
@@ -176,6 +177,10 @@ def table_spec(dataset: str = Dataset.BARS) -> TableSpec:
         from market_ingest.lake import mirror
 
         return TableSpec("coverage", mirror.schema(), mirror.PARTITION_COLUMNS)
+    if dataset == Dataset.QUOTES:
+        from market_ingest.lake import quotes
+
+        return TableSpec("quotes", quotes.schema(), quotes.PARTITION_COLUMNS)
     raise KeyError(f"no lake table {dataset!r}: the lake's tables are {', '.join(TABLES)}")
 
 
@@ -508,7 +513,8 @@ def merge_rows(
 ) -> dict[str, Any]:
     """Merge ``rows`` (each ``key`` once, of the dataset's schema) into the ``dataset`` table in one
     commit, retried on a conflicting concurrent commit (:func:`_committing`): the merge of the
-    tables other than bars (:mod:`~market_ingest.lake.rejects`, :mod:`~market_ingest.lake.mirror`).
+    tables other than bars (:mod:`~market_ingest.lake.rejects`, :mod:`~market_ingest.lake.mirror`,
+    :mod:`~market_ingest.lake.quotes`).
 
     :param key: the dataset's natural key: a stored row with the same key is updated, a new key inserted.
     :param replace_when: SQL condition on the stored ``t`` and the incoming ``s`` under which a

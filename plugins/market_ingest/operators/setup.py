@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from market_ingest.contracts import Dataset
 from market_ingest.operators.base import failing_fast
 
 if TYPE_CHECKING:
@@ -246,8 +245,8 @@ class LakeCompactOperator(BaseOperator):
 
     In order:
 
-    1. quotes: :func:`market_ingest.lake.compact` folds what earlier layouts left into the quote
-       partition objects (quotes stay Parquet objects for now);
+    1. quotes: :func:`market_ingest.lake.convert_quotes` copies the quote objects earlier versions
+       wrote (any layout) into the quotes table and verifies them (idempotent);
     2. bars stored before the price basis: :func:`market_ingest.lake.rebase_lake` converts them to
        as traded in the Parquet objects earlier versions wrote (``rebase``); the symbols it cannot
        convert yet (no actions in the lake) are asked of the vendor (:func:`ask_actions`, with
@@ -271,7 +270,7 @@ class LakeCompactOperator(BaseOperator):
     :param compression: Parquet compression of the quote objects rewritten.
     :param rebase: ``{source: what its bars stored before schema 2 are}`` (``split_adjusted`` for
         Yahoo sources, else ``as_traded``).
-    :return: ``{"<source>/quotes": compact's counts, "<source>/rebase": rebase_lake's counts,
+    :return: ``{"<source>/quotes": convert_quotes' counts, "<source>/rebase": rebase_lake's counts,
         "<source>/<interval>": convert_lake's counts, "rejects": convert_rejects' counts,
         "coverage": convert_mirror's counts,
         "<table>/maintenance": maintain's counts for each table of the lake}``.
@@ -299,9 +298,9 @@ class LakeCompactOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from market_ingest.lake import (
             check_lake,
-            compact,
             convert_lake,
             convert_mirror,
+            convert_quotes,
             convert_rejects,
             lake_root,
             maintain_all,
@@ -313,11 +312,12 @@ class LakeCompactOperator(BaseOperator):
             check_lake(bars)
             check_lake(quotes)
         done: dict[str, Any] = {}
-        for source in self.quote_sources:
-            stats = compact(quotes, source, None, Dataset.QUOTES, self.compression)
-            done[f"{source}/quotes"] = stats
-            if stats["objects_folded"]:
-                self.log.info("%s quotes: %s", source, stats)
+        with failing_fast():
+            for source in self.quote_sources:
+                stats = convert_quotes(quotes, source)
+                done[f"{source}/quotes"] = stats
+                if stats["rows_merged"]:
+                    self.log.info("%s: quote objects converted into the quotes table: %s", source, stats)
         for source, basis in self.rebase.items():
             rebased = rebase_lake(bars, source, basis)
             lacking = rebased["symbols_lacking_actions"]
@@ -348,7 +348,8 @@ class LakeCompactOperator(BaseOperator):
             done["coverage"] = convert_mirror(bars)
             if done["coverage"]["rows_merged"]:
                 self.log.info("Ledger mirror objects converted into the coverage table: %s", done["coverage"])
-        for name, counts in maintain_all(bars).items():
-            done[f"{name}/maintenance"] = counts
-            self.log.info("%s table maintained: %s", name, counts)
+        for root in (bars, quotes):
+            for name, counts in maintain_all(root).items():
+                done[f"{name}/maintenance"] = counts
+                self.log.info("%s table maintained: %s", name, counts)
         return done
