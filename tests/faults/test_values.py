@@ -182,7 +182,9 @@ def test_bad_values_are_rejected_by_name_and_every_other_bar_reaches_every_sink(
     # kept as traded: Yahoo's 1e300 times the 3:1 split of 2022-08-25 it had applied (1e308 would
     # overflow to inf and be rejected as non-finite instead)
     assert by_symbol["TSLA"]["close"] == pytest.approx(3e300)
-    assert [x["rows"] for x in report_of(run)["rejects"]] == [3]
+    assert [(x["rows"], x["path"].rsplit("/", 2)[-2:], x["run_id"], x["batch"]) for x in report_of(run)["rejects"]] == [
+        (3, ["bars", "rejects"], run.run_id, 0)  # the rejects table beside the bars table, under the lake url .../bars
+    ]
     import psycopg
 
     with psycopg.connect(services.pg_conninfo()) as conn:
