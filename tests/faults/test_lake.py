@@ -310,6 +310,11 @@ def test_concurrent_extract_batches_both_write_their_rejects_and_a_retry_replace
         (1, "TSLA", f"2021-08-{d:02d}", "invalid: non_finite_value") for d in (9, 10, 11)
     ]
     assert lake.read_rejects(root, "yahoo", "1h", run).num_rows == 0  # another interval's DAG, same run id
+    # A further retry of batch 0 that rejected nothing (what the extract task writes on a retry
+    # without rejects): batch 0's rows go, batch 1's stay.
+    nothing = _rejected(("MSFT",), 1).slice(0, 0)
+    assert lake.write_rejects(root, nothing, "yahoo", "1d", run, 0)["rows"] == 0
+    assert {b for b, *_ in stored()} == {1}
 
 
 def _ledger_rows(interval: str, symbols: tuple[str, ...], run_id: str, loaded: int = 1) -> list[dict]:
