@@ -39,7 +39,7 @@ raises ``CommitFailedError``, upon which the merge is redone on the new version 
 **Maintenance.** Every merge adds files; :func:`maintain` (``market_setup``'s ``compact_lake``,
 over every table: :func:`maintain_all`) compacts small files (``optimize.compact``) and vacuums files no version younger than
 :data:`VACUUM_RETENTION_HOURS` references. **Time travel**: ``DeltaTable(uri, version=n)`` or
-``dt.load_as_version(datetime)`` reads the table as it was (within the retention); docs/lake.md.
+``dt.load_as_version(datetime)`` reads the table as it was (within the retention); docs/operations.md, "The lake".
 
 **Credentials.** The S3 connection of the lake URL (``s3://<conn>@bucket/prefix``) gives
 delta-rs its keys, region and endpoint (:func:`storage_options`); they are never logged.
@@ -78,7 +78,8 @@ TARGET_FILE_SIZE = 128 * 1024 * 1024
 
 
 class DeltaCommitError(MarketDataError):
-    """Other writers kept committing conflicting changes to the bars table; retryable."""
+    """Other writers kept committing conflicting changes to a lake table (bars or another of
+    :data:`TABLES`); retryable."""
 
     retryable = True
 
