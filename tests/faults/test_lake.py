@@ -476,3 +476,25 @@ def test_concurrent_quote_publishes_both_land_and_a_rerun_adds_no_row(services, 
     (late,) = lake.publish(staged[noon], root, "alpha_vantage", None, dataset=Dataset.QUOTES)  # an older extraction, late
     assert late["kept_newer"] == 2 and stored() == expected
     assert set(lake.read_quotes(root, "alpha_vantage", noon, close)["ingested_at"].to_pylist()) == {t0 + timedelta(hours=1)}
+
+
+def test_a_quote_dag_run_publishes_to_the_quotes_table_and_a_rerun_adds_no_row(services, airflow_db):
+    """``market_kucoin_quote`` through Airflow on KuCoin's recorded tickers: the run's quote lands in
+    the quotes table under the quotes root (the report counts it in the lake and names the
+    table's partition), and the same run again leaves it once."""
+    from market_ingest import lake
+    from market_ingest.config import load_config
+    from market_ingest.contracts import Dataset
+
+    trigger = datetime(2024, 3, 8, 12, tzinfo=UTC)
+    reports = []
+    for _ in range(2):  # a run, then the same run again (each report read before the next run replaces it)
+        run = _run("market_kucoin_quote", trigger, {"symbols": ["BTC/USDT"]})
+        assert str(run.state).endswith("success")
+        reports.append(report_of(run))
+    assert [r["symbols"]["BTC/USDT"]["lake"] for r in reports] == [1, 1]
+    (path,) = reports[0]["lake_objects"]
+    assert "/quotes/quotes/source=kucoin/period=" in path
+    root = lake.lake_root(load_config().lake.quotes_url)
+    stored = lake.read_lake(root, "kucoin", None, trigger - timedelta(days=30), trigger + timedelta(days=1), Dataset.QUOTES)
+    assert stored["symbol"].to_pylist() == ["BTC/USDT"]
