@@ -274,11 +274,9 @@ def run_dags(stack, live: bool) -> list[dict]:
 
 
 def read_sinks(services, cfg) -> dict:
-    """Rows per (interval, symbol) in PostgreSQL, the lake and Kinesis, plus the lake's object keys."""
-    import io
-
+    """Rows per (interval, symbol) in PostgreSQL, the lake's bars and quotes tables and Kinesis,
+    plus the data files of the tables' current versions."""
     import psycopg
-    import pyarrow.parquet as pq
 
     with psycopg.connect(services.pg_conninfo()) as conn:
         pg_rows = conn.execute(
@@ -291,21 +289,21 @@ def read_sinks(services, cfg) -> dict:
         pg_duplicates = conn.execute(
             "SELECT count(*) FROM (SELECT 1 FROM market.bars GROUP BY source, symbol, interval, time HAVING count(*) > 1) d"
         ).fetchone()[0]
-    bucket = cfg.lake.url.split("@", 1)[1].partition("/")[0]
-    s3 = services.boto3_client("s3")
-    keys = sorted(
-        o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page.get("Contents", [])
-    )
+    from market_ingest import lake as lakes
+
     lake: Counter = Counter()
     lake_bar_keys: Counter = Counter()
-    for key in keys:
-        if "/_" in key:  # _staging/ (a run's batches) and _coverage/ (the ledger's mirror) hold no published bars
+    files: list[str] = []
+    for url, name in ((cfg.lake.url, "bars"), (cfg.lake.quotes_url, "quotes")):
+        # The tables' current versions (a glob over their folders would also read replaced files).
+        dt = lakes.open_table(lakes.lake_root(url), dataset=name)
+        if dt is None:
             continue
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        table = pq.read_table(io.BytesIO(body))
-        intervals = table["interval"].to_pylist() if "interval" in table.column_names else ["quote"] * table.num_rows
+        files += dt.file_uris()
+        table = dt.to_pyarrow_table()
+        intervals = table["interval"].to_pylist() if name == "bars" else ["quote"] * table.num_rows
         lake.update(zip(table["source"].to_pylist(), intervals, table["symbol"].to_pylist()))
-        if "interval" in table.column_names:
+        if name == "bars":
             lake_bar_keys.update(
                 zip(table["source"].to_pylist(), table["symbol"].to_pylist(), intervals, table["time"].to_pylist())
             )
@@ -320,10 +318,10 @@ def read_sinks(services, cfg) -> dict:
         "lake": {f"{src}/{i}/{s}": n for (src, i, s), n in lake.items()},
         "kinesis_records": len(records),
         "kinesis_distinct": {f"{src}/{i}/{s}": len(ids) for (src, i, s), ids in kin_ids.items()},
-        "lake_objects": [f"s3://{bucket}/{k}" for k in keys if "/_" not in k],
+        "lake_objects": files,
         "coverage": coverage_lines,
-        # (source, symbol, interval, time) held more than once: every lake object is a whole
-        # partition merged on that key, so any count here is a defect.
+        # (source, symbol, interval, time) held more than once: every publish merges on that
+        # key, so any count here is a defect.
         "duplicate_bars": {"postgres": pg_duplicates, "lake": sum(1 for n in lake_bar_keys.values() if n > 1)},
     }
 
@@ -491,7 +489,7 @@ def print_summary(summary: dict) -> None:
     for r in summary["series"]:
         rec = "-" if r["recorded"] is None else r["recorded"]
         print(f"  {r['series']:<28} {rec:>8} {r['postgres']:>9} {r['lake']:>6} {r['kinesis']:>8}")
-    print(f"\nLake objects ({len(summary['lake_objects'])} Parquet objects):")
+    print(f"\nLake objects ({len(summary['lake_objects'])} data files of the bars and quotes tables):")
     for key in summary["lake_objects"]:
         print(f"  {key}")
     print(f"Kinesis records published (bars and quote snapshots): {summary['kinesis_records_total']}")

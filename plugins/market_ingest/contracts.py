@@ -138,10 +138,15 @@ class StagedObject(TypedDict):
 
 
 class RejectsObject(TypedDict):
-    """Bars of a batch that failed validation, written with their reasons to the lake's ``_rejects/``."""
+    """Bars of a batch that failed validation, written with their reasons to the lake's rejects
+    table (:mod:`market_ingest.lake.rejects`): ``path`` the table's URI, ``rows`` the batch's
+    rejects, found there by ``run_id`` and ``batch``; ``version`` the table version written."""
 
     path: str
     rows: int
+    run_id: NotRequired[str]
+    batch: NotRequired[int]
+    version: NotRequired[int]
 
 
 class ActionXCom(TypedDict):

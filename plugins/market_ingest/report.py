@@ -48,8 +48,8 @@ def build_report(
         :func:`market_ingest.outcomes.unserved`), "unserved_share", "notices": [what the run's
         reader should know, e.g. a backfill without conf], "failure": why the run fails (``None``
         here; set by the report task), "window": {"start", "end"} (ISO UTC, the plan's span; ``None`` when
-        nothing was planned), "lake_objects": [...], "rejects": [{"path", "rows"}] (bars that failed
-        validation, per batch), "coverage": {state: days written to the ledger},
+        nothing was planned), "lake_objects": [...], "rejects": [{"path", "rows", "run_id", "batch"}] (bars that failed
+        validation, per batch, in the lake's rejects table), "coverage": {state: days written to the ledger},
         "staging_removed": objects (added by the report task when every sink succeeded),
         "totals": {...}}``; ``lake``, ``timescale`` and
         ``kinesis`` count bars of the run.
@@ -144,7 +144,8 @@ def format_report(report: Mapping[str, Any], dag_id: str, run_id: str) -> list[s
     for path in report["lake_objects"]:
         lines.append(f"lake object: {path}")
     for rejects in report.get("rejects", []):
-        lines.append(f"bars that failed validation ({rejects['rows']}), with their reasons: {rejects['path']}")
+        where = f" (run_id {rejects['run_id']!r}, batch {rejects['batch']})" if "batch" in rejects else ""
+        lines.append(f"bars that failed validation ({rejects['rows']}), with their reasons: {rejects['path']}{where}")
     if report.get("coverage"):
         days = ", ".join(f"{state} {n}" for state, n in report["coverage"].items() if n)
         lines.append(f"coverage ledger (symbol-days): {days or 'no session of the market calendar in the window'}")

@@ -71,7 +71,7 @@ def empty_bars() -> pa.Table:
 
 def as_sent(schema: pa.Schema = BAR_SCHEMA) -> pa.Schema:
     """``schema`` with every field nullable: the shape of rows kept as the vendor sent them (the
-    lake's ``_rejects/``), where a required value may be the very thing that is missing."""
+    lake's rejects table), where a required value may be the very thing that is missing."""
     return pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
 
 

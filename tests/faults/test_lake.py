@@ -88,8 +88,8 @@ def test_concurrent_publishes_of_one_partition_both_land(services, monkeypatch):
     opened = {"merge": 0}
     real_open = table.open_table
 
-    def open_then_wait(root, *, create=False, version=None):
-        dt = real_open(root, create=create, version=version)
+    def open_then_wait(root, *, create=False, version=None, **kwargs):
+        dt = real_open(root, create=create, version=version, **kwargs)
         if create:  # merge_bars' read of the table
             opened["merge"] += 1
             if opened["merge"] <= 2:  # the first of each writer: both hold the same version
@@ -184,8 +184,8 @@ def test_two_runs_appending_the_same_new_bars_at_once_leave_each_once(tmp_path, 
     opened = {"merge": 0}
     real_open = table.open_table
 
-    def open_then_wait(root, *, create=False, version=None):
-        dt = real_open(root, create=create, version=version)
+    def open_then_wait(root, *, create=False, version=None, **kwargs):
+        dt = real_open(root, create=create, version=version, **kwargs)
         if create:
             opened["merge"] += 1
             if opened["merge"] <= 2:
@@ -233,3 +233,268 @@ def test_a_compaction_that_a_run_commits_under_compacts_again_and_loses_no_bar(t
     assert raced and done["files_removed"] >= 2
     merged = lake.read_lake(root, "yahoo", "1d", day, day + timedelta(days=1))
     assert sorted(zip(merged["symbol"].to_pylist(), merged["close"].to_pylist())) == [("MSFT", 101.0), ("NVDA", 100.0)]
+
+
+def _rejected(symbols: tuple[str, ...], days: int) -> pa.Table:
+    """Yahoo's recorded daily bars of ``symbols`` (2021-08-09 ..), the first ``days`` of each
+    with an infinite high: the rejects :func:`market_ingest.quality.split_valid` makes of them."""
+    import math
+
+    from market_ingest.hooks.yahoo import Window, YahooFinanceHook
+    from market_ingest.quality import split_valid
+
+    week = Window(datetime(2021, 8, 9, tzinfo=UTC), datetime(2021, 8, 14, tzinfo=UTC))
+    table, _ = YahooFinanceHook().fetch_bars(list(symbols), "1d", week, datetime(2026, 1, 1, tzinfo=UTC))
+    first = pa.compute.less(table["time"], datetime(2021, 8, 9 + days, tzinfo=UTC))
+    high = pa.compute.if_else(first, math.inf, table["high"])
+    _, rejected, _ = split_valid(table.set_column(table.schema.get_field_index("high"), "high", high))
+    return rejected
+
+
+def test_concurrent_extract_batches_both_write_their_rejects_and_a_retry_replaces_its_own(services, monkeypatch):
+    """Two extract batches of one run write their rejects at the same table version (on moto):
+    one commit conflicts and is merged again, both batches land. Then batch 0's retry, which
+    rejected fewer bars, replaces its earlier try's rows instead of adding to them, and leaves
+    batch 1's alone."""
+    from market_ingest import lake
+    from market_ingest.config import load_config
+    from market_ingest.lake import table
+
+    root = lake.lake_root(load_config().lake.url) / "test-rejects"
+    run = "scheduled__2021-08-14T00:00:00+00:00"
+    batches = {0: _rejected(("MSFT", "NVDA"), 2), 1: _rejected(("TSLA",), 3)}
+    table.open_table(root, create=True, dataset="rejects")
+    seeded = table.open_table(root, dataset="rejects").version()
+
+    both_read = threading.Barrier(2, timeout=30)
+    opened = {"merge": 0}
+    real_open = table.open_table
+
+    def open_then_wait(root, *, create=False, version=None, dataset="bars"):
+        dt = real_open(root, create=create, version=version, dataset=dataset)
+        if create:
+            opened["merge"] += 1
+            if opened["merge"] <= 2:
+                both_read.wait()
+        return dt
+
+    monkeypatch.setattr(table, "open_table", open_then_wait)
+    errors, written = [], {}
+
+    def write(batch):
+        try:
+            written[batch] = lake.write_rejects(root, batches[batch], "yahoo", "1d", run, batch)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(b,)) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    monkeypatch.setattr(table, "open_table", real_open)
+    assert not errors
+    assert opened["merge"] == 3 and real_open(root, dataset="rejects").version() == seeded + 2
+    assert written[0]["rows"] == 4 and written[1]["rows"] == 3
+
+    def stored():
+        rows = lake.read_rejects(root, "yahoo", "1d", run).to_pylist()
+        return sorted((r["batch"], r["symbol"], r["time"].date().isoformat(), r["reason"]) for r in rows)
+
+    assert stored() == sorted(
+        [(0, s, f"2021-08-{d:02d}", "invalid: non_finite_value") for s in ("MSFT", "NVDA") for d in (9, 10)]
+        + [(1, "TSLA", f"2021-08-{d:02d}", "invalid: non_finite_value") for d in (9, 10, 11)]
+    )
+    lake.write_rejects(root, _rejected(("MSFT",), 1), "yahoo", "1d", run, 0)  # batch 0's retry
+    assert stored() == [(0, "MSFT", "2021-08-09", "invalid: non_finite_value")] + [
+        (1, "TSLA", f"2021-08-{d:02d}", "invalid: non_finite_value") for d in (9, 10, 11)
+    ]
+    assert lake.read_rejects(root, "yahoo", "1h", run).num_rows == 0  # another interval's DAG, same run id
+    # A further retry of batch 0 that rejected nothing (what the extract task writes on a retry
+    # without rejects): batch 0's rows go, batch 1's stay.
+    nothing = _rejected(("MSFT",), 1).slice(0, 0)
+    assert lake.write_rejects(root, nothing, "yahoo", "1d", run, 0)["rows"] == 0
+    assert {b for b, *_ in stored()} == {1}
+
+
+def _ledger_rows(interval: str, symbols: tuple[str, ...], run_id: str, loaded: int = 1) -> list[dict]:
+    """Ledger rows (``market.coverage``'s columns and ``flagged``) of the week of 2021-08-02 for ``symbols``."""
+    from datetime import date
+
+    return [
+        {
+            "source": "yahoo",
+            "interval": interval,
+            "symbol": s,
+            "day": date(2021, 8, d),
+            "covered_from": datetime(2021, 8, d, tzinfo=UTC),
+            "covered_until": datetime(2021, 8, d + 1, tzinfo=UTC),
+            "expected": 1,
+            "loaded": loaded,
+            "state": "complete" if loaded else "missing",
+            "reason": "",
+            "run_id": run_id,
+            "attempts": 0,
+            "flagged": 0,
+        }
+        for s in symbols
+        for d in range(2, 7)
+    ]
+
+
+def test_concurrent_loads_both_mirror_their_ledger_rows_and_an_older_mirror_never_wins(services, monkeypatch):
+    """The loads of two pairs (yahoo 1d and 1h) mirror their ledger rows at the same version of the
+    coverage table (on moto): one commit conflicts and is merged again, both land, each day once.
+    A mirror stamped earlier (a slow load's) does not replace a day mirrored later."""
+    from market_ingest import lake
+    from market_ingest.config import load_config
+    from market_ingest.lake import table
+
+    root = lake.lake_root(load_config().lake.url) / "test-mirror"
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    table.open_table(root, create=True, dataset="coverage")
+    seeded = table.open_table(root, dataset="coverage").version()
+
+    both_read = threading.Barrier(2, timeout=30)
+    opened = {"merge": 0}
+    real_open = table.open_table
+
+    def open_then_wait(root, *, create=False, version=None, dataset="bars"):
+        dt = real_open(root, create=create, version=version, dataset=dataset)
+        if create:
+            opened["merge"] += 1
+            if opened["merge"] <= 2:
+                both_read.wait()
+        return dt
+
+    monkeypatch.setattr(table, "open_table", open_then_wait)
+    errors = []
+
+    def mirror(interval):
+        try:
+            lake.mirror_ledger(root, _ledger_rows(interval, ("MSFT", "NVDA"), f"run-{interval}"), t0)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=mirror, args=(i,)) for i in ("1d", "1h")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    monkeypatch.setattr(table, "open_table", real_open)
+    assert not errors
+    assert opened["merge"] == 3 and real_open(root, dataset="coverage").version() == seeded + 2
+    for interval in ("1d", "1h"):
+        rows = lake.read_mirror(root, "yahoo", interval).to_pylist()
+        assert [(r["symbol"], r["day"].day, r["run_id"]) for r in rows] == [
+            (s, d, f"run-{interval}") for s in ("MSFT", "NVDA") for d in range(2, 7)
+        ]
+
+    lake.mirror_ledger(root, _ledger_rows("1d", ("MSFT",), "run-later", loaded=0), t0 + timedelta(hours=1))
+    lake.mirror_ledger(root, _ledger_rows("1d", ("MSFT",), "run-slow"), t0 + timedelta(minutes=30))
+    rows = lake.read_mirror(root, "yahoo", "1d").to_pylist()
+    assert {(r["symbol"], r["run_id"], r["state"]) for r in rows} == {
+        ("MSFT", "run-later", "missing"),
+        ("NVDA", "run-1d", "complete"),
+    }
+    assert len(rows) == 10
+
+
+def _quotes(as_of: datetime, ingested_at: datetime) -> pa.Table:
+    """Alpha Vantage's recorded ``GLOBAL_QUOTE`` answers (MSFT 2018-10-05 as JSON, IBM 2025-11-14
+    as CSV) as the hook makes quote rows of them, stamped ``as_of``."""
+    from pathlib import Path
+
+    from market_ingest.schema import QUOTE_SCHEMA, conform
+    from market_ingest.vendors.alpha_vantage import bodies
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "alpha_vantage"
+    rows = []
+    for name in ("av_GLOBAL_QUOTE_MSFT_2018-10-05.json", "av_csv_GLOBAL_QUOTE_IBM_2025-11-14.csv"):
+        quote = bodies.parse_quote(bodies.classify((fixtures / name).read_text()))
+        rows.append({**quote.__dict__, "time": as_of, "source": "alpha_vantage", "currency": "USD", "ingested_at": ingested_at})
+    return conform(pa.Table.from_pylist(rows), QUOTE_SCHEMA)
+
+
+def test_concurrent_quote_publishes_both_land_and_a_rerun_adds_no_row(services, monkeypatch):
+    """Two quote runs (two snapshots of one day) publish at the same version of the quotes table
+    (on moto): one commit conflicts and is merged again, both land. The first run published
+    again (a retry) adds no row; an older extraction of it does not replace the newer quotes."""
+    from market_ingest import lake
+    from market_ingest.config import load_config
+    from market_ingest.contracts import Dataset
+    from market_ingest.lake import table
+
+    root = lake.lake_root(load_config().lake.quotes_url) / "test-quotes"
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    noon, close = datetime(2025, 11, 14, 17, tzinfo=UTC), datetime(2025, 11, 14, 21, tzinfo=UTC)
+    staged = {when: lake.stage(_quotes(when, t0), root, "alpha_vantage", None, f"run-{when.hour}", 0) for when in (noon, close)}
+    table.open_table(root, create=True, dataset="quotes")
+    seeded = table.open_table(root, dataset="quotes").version()
+
+    both_read = threading.Barrier(2, timeout=30)
+    opened = {"merge": 0}
+    real_open = table.open_table
+
+    def open_then_wait(root, *, create=False, version=None, dataset="bars"):
+        dt = real_open(root, create=create, version=version, dataset=dataset)
+        if create:
+            opened["merge"] += 1
+            if opened["merge"] <= 2:
+                both_read.wait()
+        return dt
+
+    monkeypatch.setattr(table, "open_table", open_then_wait)
+    errors, published = [], {}
+
+    def publish(when):
+        try:
+            published[when] = lake.publish(staged[when], root, "alpha_vantage", None, dataset=Dataset.QUOTES)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(w,)) for w in staged]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    monkeypatch.setattr(table, "open_table", real_open)
+    assert not errors
+    assert opened["merge"] == 3 and real_open(root, dataset="quotes").version() == seeded + 2
+    assert {o["partition"] for objs in published.values() for o in objs} == {"2025-11-14"}
+
+    def stored():
+        q = lake.read_lake(root, "alpha_vantage", None, noon, close + timedelta(hours=1), Dataset.QUOTES)
+        return sorted(zip(q["symbol"].to_pylist(), q["time"].to_pylist(), q["price"].to_pylist()))
+
+    expected = [(s, w, p) for s, p in (("IBM", 305.69), ("MSFT", 112.13)) for w in (noon, close)]
+    assert stored() == expected
+    (again,) = lake.publish(staged[noon], root, "alpha_vantage", None, dataset=Dataset.QUOTES)  # the noon run retried
+    assert (again["rows"], again["kept_newer"]) == (4, 0) and stored() == expected
+    newer = lake.stage(_quotes(noon, t0 + timedelta(hours=1)), root, "alpha_vantage", None, "newer", 0)
+    lake.publish(newer, root, "alpha_vantage", None, dataset=Dataset.QUOTES)
+    (late,) = lake.publish(staged[noon], root, "alpha_vantage", None, dataset=Dataset.QUOTES)  # an older extraction, late
+    assert late["kept_newer"] == 2 and stored() == expected
+    assert set(lake.read_quotes(root, "alpha_vantage", noon, close)["ingested_at"].to_pylist()) == {t0 + timedelta(hours=1)}
+
+
+def test_a_quote_dag_run_publishes_to_the_quotes_table_and_a_rerun_adds_no_row(services, airflow_db):
+    """``market_kucoin_quote`` through Airflow on KuCoin's recorded tickers: the run's quote lands in
+    the quotes table under the quotes root (the report counts it in the lake and names the
+    table's partition), and the same run again leaves it once."""
+    from market_ingest import lake
+    from market_ingest.config import load_config
+    from market_ingest.contracts import Dataset
+
+    trigger = datetime(2024, 3, 8, 12, tzinfo=UTC)
+    reports = []
+    for _ in range(2):  # a run, then the same run again (each report read before the next run replaces it)
+        run = _run("market_kucoin_quote", trigger, {"symbols": ["BTC/USDT"]})
+        assert str(run.state).endswith("success")
+        reports.append(report_of(run))
+    assert [r["symbols"]["BTC/USDT"]["lake"] for r in reports] == [1, 1]
+    (path,) = reports[0]["lake_objects"]
+    assert "/quotes/quotes/source=kucoin/period=" in path
+    root = lake.lake_root(load_config().lake.quotes_url)
+    stored = lake.read_lake(root, "kucoin", None, trigger - timedelta(days=30), trigger + timedelta(days=1), Dataset.QUOTES)
+    assert stored["symbol"].to_pylist() == ["BTC/USDT"]

@@ -15,7 +15,7 @@ from market_ingest.quality import validate_bars
 from standin.server import StandIn
 from tests.conftest import serving
 from tests.e2e.test_dag_run import _run, report_of
-from tests.faults.support import derived_yahoo_library, is_finite, raw_lake_rows
+from tests.faults.support import derived_yahoo_library, is_finite
 
 UTC = timezone.utc
 WEEK = Window(datetime(2021, 8, 9, tzinfo=UTC), datetime(2021, 8, 14, tzinfo=UTC))
@@ -124,6 +124,14 @@ def _week_run(tmp_path, monkeypatch, edits: dict):
         )
 
 
+def _rejects_of(run) -> list[dict]:
+    """The rows the lake's rejects table holds for ``run`` of ``market_yahoo_1d`` (every batch)."""
+    from market_ingest.config import load_config
+    from market_ingest.lake import lake_root, read_rejects
+
+    return read_rejects(lake_root(load_config().lake.url), "yahoo", "1d", run.run_id).to_pylist()
+
+
 @pytest.mark.e2e
 def test_bad_values_are_rejected_by_name_and_every_other_bar_reaches_every_sink(services, airflow_db, tmp_path, monkeypatch):
     """Seen on main: an infinite high reached PostgreSQL and the lake, then the Kinesis publish
@@ -131,7 +139,7 @@ def test_bad_values_are_rejected_by_name_and_every_other_bar_reaches_every_sink(
 
     (An infinite or null *volume* cannot be shown through Yahoo: yfinance 1.7 casts volume to int,
     failing the symbol on infinity, and fills a null volume with 0 before we see it.)"""
-    from demo.services import lake_tables, read_stream
+    from demo.services import read_stream
 
     run = _week_run(
         tmp_path,
@@ -163,15 +171,7 @@ def test_bad_values_are_rejected_by_name_and_every_other_bar_reaches_every_sink(
         if r["source"] == "yahoo" and "2021-08-09" <= r["time"][:10] <= "2021-08-13"
     }
     assert len(on_stream) == 12 and not {("NVDA", "2021-08-10"), ("MSFT", "2021-08-11"), ("TSLA", "2021-08-10")} & on_stream
-    from market_ingest.lake import run_token
-
-    rejected = [
-        r
-        for _, table in lake_tables(
-            services, "market-lake", f"bars/_rejects/source=yahoo/interval=1d/run={run_token(run.run_id)}/"
-        )
-        for r in table.to_pylist()
-    ]
+    rejected = _rejects_of(run)
     assert sorted((r["symbol"], r["time"].date().isoformat(), r["reason"], r["run_id"]) for r in rejected) == [
         ("MSFT", "2021-08-11", "invalid: non_finite_value", run.run_id),
         ("NVDA", "2021-08-10", "invalid: non_finite_value", run.run_id),
@@ -182,7 +182,9 @@ def test_bad_values_are_rejected_by_name_and_every_other_bar_reaches_every_sink(
     # kept as traded: Yahoo's 1e300 times the 3:1 split of 2022-08-25 it had applied (1e308 would
     # overflow to inf and be rejected as non-finite instead)
     assert by_symbol["TSLA"]["close"] == pytest.approx(3e300)
-    assert [x["rows"] for x in report_of(run)["rejects"]] == [3]
+    assert [(x["rows"], x["path"].rsplit("/", 2)[-2:], x["run_id"], x["batch"]) for x in report_of(run)["rejects"]] == [
+        (3, ["bars", "rejects"], run.run_id, 0)  # the rejects table beside the bars table, under the lake url .../bars
+    ]
     import psycopg
 
     with psycopg.connect(services.pg_conninfo()) as conn:
@@ -210,8 +212,6 @@ def test_a_nan_close_and_a_null_ohlc_day_cost_only_their_own_bars(services, airf
     while writing the rejects object), so NVDA beside them lost all its bars too, and the error
     named no symbol or bar. Now the two bad bars go to ``_rejects/`` as Yahoo sent them (nulls
     kept) and every other bar of the batch reaches every sink."""
-    from market_ingest.lake import run_token
-
     run = _week_run(
         tmp_path,
         monkeypatch,
@@ -227,7 +227,7 @@ def test_a_nan_close_and_a_null_ohlc_day_cost_only_their_own_bars(services, airf
         "NVDA": ("ok", 5, 5, 5),
         "TSLA": ("ok", 4, 4, 4),
     }
-    rejected = raw_lake_rows(services, "market-lake", f"bars/_rejects/source=yahoo/interval=1d/run={run_token(run.run_id)}/")
+    rejected = _rejects_of(run)
     assert sorted((r["symbol"], r["time"].date().isoformat(), r["reason"]) for r in rejected) == [
         ("MSFT", "2021-08-11", "invalid: missing_value"),
         ("TSLA", "2021-08-12", "invalid: missing_value"),

@@ -310,21 +310,32 @@ def test_a_day_asked_again_and_still_missing_counts_an_attempt(services):
 
 
 def test_the_ledger_is_mirrored_to_the_lake(services):
-    """The rows a load wrote are in ``_coverage/source=yahoo/interval=1d/run=<token>.parquet``."""
-    import pyarrow.parquet as pq
-
+    """The rows a load wrote are in the lake's coverage table, each day once; the load run again
+    (a retry) replaces them with its later rows instead of adding a second copy, and the first
+    load's rows stay readable by version (time travel)."""
     from market_ingest.config import load_config
-    from market_ingest.lake import coverage_object, lake_root
+    from market_ingest.lake import lake_root, open_table, read_mirror
 
+    root = lake_root(load_config().lake.url)
     start, end = datetime(2021, 8, 2, tzinfo=UTC), datetime(2021, 8, 7, tzinfo=UTC)
+
+    def mirrored(version=None):
+        rows = read_mirror(root, "yahoo", "1d", version=version).to_pylist()
+        return [r for r in rows if r["symbol"] == "MSFT" and start.date() <= r["day"] < end.date()]
+
     _ingest("manual__coverage_mirror", "1d", ["MSFT"], start, end)
-    path = coverage_object(lake_root(load_config().lake.url), "yahoo", "1d", "manual__coverage_mirror")
-    with path.open("rb") as fh:
-        rows = pq.read_table(fh).to_pylist()
+    rows = mirrored()
     assert [(r["symbol"], r["day"], r["state"], r["expected"], r["loaded"]) for r in rows] == [
         ("MSFT", date(2021, 8, d), coverage.COMPLETE, 1, 1) for d in range(2, 7)
     ]
     assert {r["run_id"] for r in rows} == {"manual__coverage_mirror"}
+    first = open_table(root, dataset="coverage").version()
+
+    _ingest("manual__coverage_mirror", "1d", ["MSFT"], start, end)  # the load retried
+    again = mirrored()
+    assert [(r["day"], r["state"], r["loaded"]) for r in again] == [(r["day"], r["state"], r["loaded"]) for r in rows]
+    assert all(b["updated_at"] > a["updated_at"] for a, b in zip(rows, again, strict=True))
+    assert [r["updated_at"] for r in mirrored(version=first)] == [r["updated_at"] for r in rows]
 
 
 def test_a_minute_the_vendor_did_not_send_leaves_the_day_partial(services):

@@ -437,3 +437,99 @@ def test_a_publish_landing_during_the_conversion_is_kept(services, monkeypatch):
     assert stored.slice(0, 3)["ingested_at"].to_pylist() == [T0] * 3  # the run's bars
     assert stored.slice(0, 3)["price_basis"].to_pylist() == [AS_TRADED] * 3
     assert stored.slice(3)["price_basis"].null_count == july.num_rows - 3  # the rest as the objects held them
+
+
+def test_conversion_copies_the_reject_objects_into_the_rejects_table_once(tmp_path):
+    """Rejects an earlier version wrote as one object per extract batch (``_rejects/.../run=/batch-n.parquet``)
+    end in the rejects table, each batch once, read back by run; a batch a retry wrote to the
+    table since keeps the table's rows; run again, the conversion commits nothing."""
+    from tests.faults.test_lake import _rejected
+
+    root = lake.lake_root(f"file://{tmp_path}")
+    run = "scheduled__2021-08-14T00:00:00+00:00"
+    for batch, symbols in ((0, ("MSFT", "NVDA")), (1, ("TSLA",))):
+        rows = _rejected(symbols, 2)
+        rows = rows.append_column("run_id", pa.array([run] * rows.num_rows, pa.string()))
+        lake.write_parquet(rows, lake.rejects_object(root, "yahoo", "1d", run, batch))
+    lake.write_rejects(root, _rejected(("TSLA",), 1), "yahoo", "1d", run, 1)  # batch 1's retry, after the upgrade
+    version = lake.open_table(root, dataset="rejects").version()
+
+    stats = lake.convert_rejects(root)
+    assert stats == {"objects": 2, "rows": 6, "rows_merged": 4, "commits": 1}
+    stored = lake.read_rejects(root, "yahoo", "1d", run)
+    assert sorted(zip(stored["batch"].to_pylist(), stored["symbol"].to_pylist())) == [
+        (0, "MSFT"),
+        (0, "MSFT"),
+        (0, "NVDA"),
+        (0, "NVDA"),
+        (1, "TSLA"),
+    ]
+    assert set(stored["reason"].to_pylist()) == {"invalid: non_finite_value"}
+    assert lake.open_table(root, dataset="rejects").version() == version + 1
+    again = lake.convert_rejects(root)
+    assert again == {**stats, "rows_merged": 0, "commits": 0}
+    assert lake.open_table(root, dataset="rejects").version() == version + 1  # nothing committed
+
+
+def test_conversion_copies_the_ledger_mirror_objects_into_the_coverage_table_once(tmp_path):
+    """Ledger mirrors an earlier version wrote as one object per run (``_coverage/.../run=<token>.parquet``,
+    two runs covering the same days) end in the coverage table, each day once with the later
+    run's row; a day a load mirrored since, later, is kept; run again, nothing is committed."""
+    from tests.faults.test_lake import _ledger_rows
+
+    root = lake.lake_root(f"file://{tmp_path}")
+    for run, when, symbols in (("scheduled__a", T0, ("MSFT", "NVDA")), ("scheduled__b", T0 + timedelta(hours=1), ("MSFT",))):
+        rows = [{**r, "updated_at": when} for r in _ledger_rows("1d", symbols, run)]
+        lake.write_parquet(pa.Table.from_pylist(rows), lake.coverage_object(root, "yahoo", "1d", run))
+    since = _ledger_rows("1d", ("NVDA",), "scheduled__since", loaded=0)[:1]  # NVDA 2021-08-02, mirrored after the upgrade
+    lake.mirror_ledger(root, since, T0 + timedelta(days=1))
+    version = lake.open_table(root, dataset="coverage").version()
+
+    stats = lake.convert_mirror(root)
+    assert stats == {"objects": 2, "rows": 10, "rows_merged": 9, "commits": 1}
+    stored = lake.read_mirror(root, "yahoo", "1d").to_pylist()
+    assert [(r["symbol"], r["day"].day, r["run_id"]) for r in stored] == [("MSFT", d, "scheduled__b") for d in range(2, 7)] + [
+        ("NVDA", 2, "scheduled__since")
+    ] + [("NVDA", d, "scheduled__a") for d in range(3, 7)]
+    again = lake.convert_mirror(root)
+    assert again == {**stats, "rows_merged": 0, "commits": 0}
+    assert lake.open_table(root, dataset="coverage").version() == version + 1  # nothing committed the second time
+
+
+def test_conversion_copies_the_quote_objects_into_the_quotes_table_once(tmp_path):
+    """Quotes an earlier version wrote as one object per (source, date), plus a second object in a
+    folder (an older layout) holding an older extraction of the same snapshot, end in the quotes
+    table each once, the newer extraction kept, read back by the product's reader, DuckDB and
+    Polars; run again, the conversion commits nothing."""
+    import duckdb
+    import polars as pl
+
+    from market_ingest.contracts import Dataset
+    from tests.faults.test_lake import _quotes
+
+    root = lake.lake_root(f"file://{tmp_path}")
+    days = [datetime(2025, 11, d, 21, tzinfo=UTC) for d in (13, 14)]
+    for day in days:
+        lake.write_parquet(
+            _quotes(day, T0 + timedelta(hours=1)),
+            lake.partition_object(root, "alpha_vantage", None, day.date().isoformat(), "quotes"),
+        )
+    folder = lake.partition_dir(root, "alpha_vantage", None, "2025-11-14")
+    lake.write_parquet(_quotes(days[1], T0), folder / "window-x.parquet")  # older extraction of the same quotes
+
+    stats = lake.convert_quotes(root, "alpha_vantage")
+    assert stats == {"objects": 3, "rows": 4, "rows_merged": 4, "commits": 1}
+    version = lake.open_table(root, dataset="quotes").version()
+    stored = lake.read_lake(root, "alpha_vantage", None, days[0], days[1] + timedelta(hours=1), Dataset.QUOTES)
+    assert sorted(zip(stored["symbol"].to_pylist(), stored["time"].to_pylist())) == [
+        (s, d) for s in ("IBM", "MSFT") for d in days
+    ]
+    assert set(stored["ingested_at"].to_pylist()) == {T0 + timedelta(hours=1)}
+    again = lake.convert_quotes(root, "alpha_vantage")
+    assert again == {**stats, "rows_merged": 0, "commits": 0}
+    assert lake.open_table(root, dataset="quotes").version() == version  # nothing committed the second time
+
+    quotes = lake.open_table(root, dataset="quotes").to_pyarrow_dataset()  # noqa: F841
+    assert duckdb.sql("SELECT count(*), count(DISTINCT (symbol, time)) FROM quotes").fetchone() == (4, 4)
+    by_polars = pl.scan_delta(lake.table_uri(root, "quotes")).filter(pl.col("period") == "2025-11-14").collect()
+    assert sorted(by_polars["symbol"].to_list()) == ["IBM", "MSFT"]

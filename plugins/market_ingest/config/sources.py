@@ -76,7 +76,7 @@ class BoundsConfig(_Model):
     """Plausible magnitudes of a source's bars (:class:`market_ingest.quality.Bounds`, whose
     defaults these are): a finite price or volume outside them is rejected by name
     (``invalid: implausible_price``, ``invalid: implausible_volume``) and kept in the lake's
-    ``_rejects/``, never loaded."""
+    rejects table, never loaded."""
 
     min_price: float = Field(Bounds.min_price, gt=0, description="lowest plausible open, high, low or close (listing currency)")
     max_price: float = Field(Bounds.max_price, gt=0, description="highest plausible open, high, low or close (listing currency)")

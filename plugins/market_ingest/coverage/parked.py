@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from market_ingest.contracts import Batch, ExtractResult, read_plan
 from market_ingest.coverage.recording import lock_series, record_run
-from market_ingest.coverage.states import MIRRORED, counts
+from market_ingest.coverage.states import counts
 
 if TYPE_CHECKING:
     from market_ingest.config import SourceConfig
@@ -156,7 +156,7 @@ class LoadLedger:
         task did not succeed).
     :param run_id: the DAG run. :param lake_url: the lake's root: ledger rows earlier runs of the
         pair parked there are written first (:func:`drain`), and the run's rows are mirrored there
-        (:func:`market_ingest.lake.coverage_object`); ``None``: neither.
+        (:mod:`market_ingest.lake.mirror`); ``None``: neither.
 
     After :meth:`write`: ``rows`` (ledger rows written), ``flags`` (anomaly flags written) and
     ``parked`` (parked objects drained, deleted by :meth:`committed`).
@@ -196,21 +196,18 @@ class LoadLedger:
         )
 
     def committed(self) -> str | None:
-        """After the commit: delete the drained parked objects and write the run's ledger rows to
-        the lake (replacing the run's earlier mirror); return the mirror's URL (``None``: no lake
-        or no rows).
+        """After the commit: delete the drained parked objects and merge the run's ledger rows into
+        the lake's coverage table (:func:`market_ingest.lake.mirror_ledger`: each day once, a
+        retried load replacing its earlier rows); return the table's URI and version (``None``:
+        no lake or no rows).
 
-        :raises market_ingest.errors.MarketDataError: the lake refused the mirror.
+        :raises market_ingest.errors.MarketDataError: the lake refused the mirror
+            (:class:`~market_ingest.lake.DeltaCommitError`: retryable).
         """
         forget(self.parked)
         if not self.lake_url or not self.rows:
             return None
-        import pyarrow as pa
+        from market_ingest.lake import lake_root, mirror_ledger
 
-        from market_ingest.lake import coverage_object, lake_root, write_parquet
-
-        now = datetime.now(UTC)
-        table = pa.Table.from_pylist([{**r, "updated_at": now} for r in self.rows])
-        path = coverage_object(lake_root(self.lake_url), self.source, self.interval, self.run_id)
-        write_parquet(table.select([*MIRRORED, "updated_at"]), path)
-        return str(path)
+        mirrored = mirror_ledger(lake_root(self.lake_url), self.rows, datetime.now(UTC))
+        return f"{mirrored['path']} (version {mirrored['version']})"

@@ -188,7 +188,8 @@ def build_setup_dag(cfg: PipelineConfig) -> DAG:
     Triggered by hand (no schedule). The ingestion DAGs never migrate: their tasks check the
     schema version and fail fast, naming this DAG, when it is behind. ``rebase_bars`` runs after
     ``migrate`` (:class:`RebaseBarsOperator`); ``compact_lake`` converts the Parquet objects of
-    earlier lake layouts into the bars Delta table and compacts and vacuums it (:class:`LakeCompactOperator`).
+    earlier lake layouts into the lake's Delta tables (bars, rejects, the ledger's mirror, quotes)
+    and compacts and vacuums every table (:class:`LakeCompactOperator`).
     """
     with DAG(
         dag_id=SETUP_DAG_ID,

@@ -7,14 +7,19 @@ Layout under the lake URL (``s3://<conn>@bucket/prefix`` and ``file:///path`` us
     source=<s>/interval=1d/month=<YYYY-MM>/bars.parquet                          daily: a partition per UTC month
     source=<s>/interval=<1wk|1mo>/year=<YYYY>/bars.parquet                       weekly, monthly: per UTC year
     _staging/source=<s>/interval=<i>/run=<run>/batch-<n>.parquet                a run's extract output
-    _rejects/, _coverage/, _ledger_parked/ (same source= and interval= levels)  rejected bars, ledger mirror, parked ledger rows
+    rejects/_delta_log/, rejects/source=<s>/interval=<i>/*.parquet              bars that failed validation (lake.rejects)
+    _rejects/source=<s>/interval=<i>/run=<run>/batch-<n>.parquet                before the rejects table: one object per batch
+    coverage/_delta_log/, coverage/source=<s>/interval=<i>/*.parquet            the ledger's mirror (lake.mirror)
+    _coverage/source=<s>/interval=<i>/run=<run>.parquet                         before the coverage table: one object per run
+    _ledger_parked/source=<s>/interval=<i>/run=<run>.json                        parked ledger rows
 
 The bars table's ``period`` column is the bar's period of :data:`TABLE_PARTITION_BY`
 (:func:`partition_of` with ``by=TABLE_PARTITION_BY``; :mod:`market_ingest.lake.table`): the UTC
 date of an intraday bar, the UTC year of a daily, weekly or monthly one. The ``date=``/``month=``/
 ``year=`` objects (:data:`PARTITION_BY`) are what versions before it wrote, read by the conversion
-(:func:`market_ingest.lake.convert_lake`). Quotes use ``quotes.parquet``, no ``interval=`` level,
-and a partition per date. The object periods kept objects scan-sized: a date of 1m bars of 100
+(:func:`market_ingest.lake.convert_lake`). Quotes are a table of their own under the quotes root,
+``quotes/source=<s>/period=<YYYY-MM-DD>/`` (:mod:`market_ingest.lake.quotes`); before it they were
+``source=<s>/date=<d>/quotes.parquet``, no ``interval=`` level, a partition per date. The object periods kept objects scan-sized: a date of 1m bars of 100
 symbols is 39,000 rows, a month of daily bars of 280 symbols about 5,900, a year of weekly bars
 14,600; by date, 25 years of 280 daily series were about 6,300 objects of 280 rows each. The
 table's files carry ``symbol`` and ``time`` statistics that prune inside a partition, so its daily
@@ -177,20 +182,18 @@ def parked_ledger_object(root: ObjectStoragePath, source: str, interval: str, ru
 
 
 def coverage_object(root: ObjectStoragePath, source: str, interval: str, run_id: str) -> ObjectStoragePath:
-    """The lake's mirror of the ledger rows run ``run_id`` wrote:
-    ``_coverage/source=<s>/interval=<i>/run=<token>.parquet`` (:mod:`market_ingest.coverage`).
-
-    One object per run, replaced when the run's load runs again; a day's current row is the one
-    with the latest ``updated_at`` across the objects. The leading underscore keeps it out of a
-    dataset read of the bars under the same root (pyarrow and Spark skip ``_`` folders).
+    """Where versions before the coverage table (:mod:`market_ingest.lake.mirror`) mirrored the
+    ledger rows run ``run_id`` wrote: ``_coverage/source=<s>/interval=<i>/run=<token>.parquet``,
+    one object per run; read by :func:`~market_ingest.lake.mirror.convert_mirror`.
     """
     return _base(root / "_coverage", source, interval) / f"run={run_token(run_id)}.parquet"
 
 
 def rejects_object(root: ObjectStoragePath, source: str, interval: str, run_id: str, batch: int) -> ObjectStoragePath:
-    """Where extract batch ``batch`` of run ``run_id`` writes the bars that failed validation:
+    """Where versions before the rejects table (:mod:`market_ingest.lake.rejects`) wrote extract
+    batch ``batch`` of run ``run_id``'s bars that failed validation:
     ``_rejects/source=<s>/interval=<i>/run=<token>/batch-<n>.parquet`` (the bars as sent, with
-    ``reason`` and ``run_id``). Replaced when the batch runs again; outside any dataset read of the bars."""
+    ``reason`` and ``run_id``), read by :func:`~market_ingest.lake.rejects.convert_rejects`."""
     return _base(root / "_rejects", source, interval) / f"run={run_token(run_id)}" / f"batch-{batch:05d}.parquet"
 
 

@@ -1,24 +1,16 @@
-"""Publishing a run's staged rows: bars into the Delta table, quotes into one object per partition.
+"""Publishing a run's staged rows into the lake's Delta tables, and the conditional rewrite of one object.
 
-**Bars** go to the bars Delta table in one commit (:func:`publish` hands them to
-:func:`market_ingest.lake.table.publish_bars`: a merge on the natural key, newest extraction
-wins, atomic across partitions, retried on a conflicting concurrent commit; see that module).
+**Publish.** Bars go to the bars table (:func:`market_ingest.lake.table.publish_bars`), quotes to
+the quotes table (:func:`market_ingest.lake.quotes.publish_quotes`), each in one commit: a merge
+on the natural key, newest extraction wins (:func:`newest_per_key` among a run's own staged
+objects), atomic across partitions, retried on a conflicting concurrent commit.
 
-**Quotes** (and, before the table, bars) use the object protocol below. A partition object holds
-every row ever published for its (source, period), each natural key once. A run merges its
-staged rows into each partition it touches (read, merge, write): a row of the run replaces the
-stored row with the same key unless the stored one was extracted later (``ingested_at``: newest
-extraction wins, whatever order runs publish in: :func:`newest_per_key`), and every other stored
-row is kept.
-
-**Atomicity (objects).** Each partition object is replaced by one conditional write
-(:func:`read_modify_write`): on S3 a ``PutObject`` with ``If-Match`` on the ETag that was read
-(``If-None-Match: *`` for a new object; a concurrent writer makes it fail with 412 and the merge
-is redone on the fresh object), locally an exclusive ``flock`` and an atomic rename. A reader sees
-each partition's old object or its new one, never a partial object, never a lost update; a run
-touching several partitions replaces them one after another (what the bars table's single
-commit removes). :func:`read_modify_write` also serves the re-basing of the Parquet bar objects
-earlier versions wrote (:func:`market_ingest.lake.rebase_lake`).
+**Objects.** :func:`read_modify_write` replaces one Parquet object by a conditional write: on S3
+a ``PutObject`` with ``If-Match`` on the ETag that was read (``If-None-Match: *`` for a new
+object; a concurrent writer makes it fail with 412 and the update is redone on the fresh
+object), locally an exclusive ``flock`` and an atomic rename. It serves the re-basing of the
+Parquet bar objects earlier versions wrote (:func:`market_ingest.lake.rebase_lake`), before
+:func:`market_ingest.lake.convert_lake` copies them into the table.
 
 Imports pyarrow inside functions: callable from tasks only.
 """
@@ -32,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from market_ingest.contracts import Dataset
 from market_ingest.errors import MarketDataError, SinkNotFoundError
-from market_ingest.lake.layout import _is_local, check_lake, partition_object, partition_of
-from market_ingest.lake.objects import _decoding, _parquet_file, read_parquet, to_parquet_bytes, write_object
+from market_ingest.lake.layout import _is_local
+from market_ingest.lake.objects import read_parquet, to_parquet_bytes, write_object
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -76,107 +68,32 @@ def publish(
     interval: str | None,
     compression: str = "zstd",
     dataset: Dataset = Dataset.BARS,
-    max_workers: int = 8,
 ) -> list[dict[str, Any]]:
-    """Merge a run's staged objects into the lake (see the module docstring): bars into the bars
-    Delta table in one commit (:func:`market_ingest.lake.table.publish_bars`, whose entries also
-    carry the table ``version`` committed, and whose ``path`` is the partition's folder); quotes
-    into their partition objects, one partition at a time.
-
-    For quotes, each partition's rows are read from the staged objects' row groups of that partition (so
-    memory follows the largest partition of the run, plus the merges in flight), and up to
-    ``max_workers`` partitions are merged concurrently (each is an independent conditional write).
+    """Merge a run's staged objects into the lake's table of ``dataset``, in one commit: bars into
+    the bars table (:func:`market_ingest.lake.table.publish_bars`), quotes into the quotes table
+    (:func:`market_ingest.lake.quotes.publish_quotes`).
 
     :param staged: the extract batches' staged objects (``{"path", "partitions": {partition: [row groups]}}``).
     :param root: lake root.
     :param source: source name, e.g. ``yahoo``.
     :param interval: canonical interval (``None`` for quotes).
+    :param compression: unused (the tables' files are zstd); kept for callers.
     :param dataset: ``bars`` or ``quotes`` (:data:`market_ingest.schema.DATASETS`).
-    :return: one ``{"path": url, "partition": "YYYY-MM-DD" | "YYYY-MM" | "YYYY", "rows": rows now in the object, "run_rows": rows
-        this run merged, "kept_newer": run rows not applied because the stored bar was extracted later,
-        "rows_by_symbol": {symbol: run rows}}`` per partition, oldest first.
+    :return: one ``{"path": the partition's folder URL, "partition": "YYYY-MM-DD" | "YYYY-MM" | "YYYY",
+        "rows": rows now in the partition, "run_rows": rows this run merged, "kept_newer": run rows
+        not applied because the stored row was extracted later, "rows_by_symbol": {symbol: run rows},
+        "version": the table version committed}`` per partition, oldest first.
     :raises SinkNotFoundError: the bucket (or local lake folder) does not exist.
-    :raises ConcurrentPublishError: another writer replaced a quote partition on every attempt.
-    :raises DeltaCommitError: bars: conflicting commits on every attempt (retryable).
-    :raises CorruptObjectError: a staged or partition object is not Parquet, naming it (and the run).
+    :raises DeltaCommitError: conflicting commits on every attempt (retryable).
+    :raises CorruptObjectError: a staged object is not Parquet, naming it and its run.
     """
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
-    import pyarrow as pa
-
-    from market_ingest.schema import DATASETS
-
     if dataset == Dataset.BARS and interval:
         from market_ingest.lake.table import publish_bars
 
         return publish_bars(staged, root, source, interval)
-    spec = DATASETS[dataset]
-    check_lake(root)
-    by_partition: dict[str, list[tuple[str, list[int]]]] = {}
-    for s in staged:
-        # "dates": staged by a version before month and year partitions (a publish retried across an upgrade).
-        for key, groups in (s.get("partitions") or s.get("dates") or {}).items():
-            by_partition.setdefault(partition_of(key, interval), []).append((s["path"], groups))
-    files: dict[str, Any] = {}
+    from market_ingest.lake.quotes import publish_quotes
 
-    def rows_of(partition: str) -> pa.Table:
-        parts = []
-        for path, groups in sorted(by_partition[partition]):
-            with _decoding(path):
-                if path not in files:
-                    files[path] = _parquet_file(path)
-                parts.append(files[path].read_row_groups(groups))
-        rows = pa.concat_tables(parts).cast(spec.schema)
-        # One staged object holds each key once (clean_bars); several may share keys only by accident.
-        return (
-            newest_per_key(rows, spec.key) if len(parts) > 1 else rows.sort_by([("symbol", "ascending"), ("time", "ascending")])
-        )
-
-    results: dict[str, dict[str, Any]] = {}
-    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lake-merge") as pool:
-        pending = set()
-        for partition in sorted(by_partition):
-            pending.add(
-                pool.submit(_merge_partition, root, source, interval, partition, rows_of(partition), compression, dataset)
-            )
-            if len(pending) >= 2 * max_workers:  # bound the partitions held in memory
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                results.update(f.result() for f in done)
-        results.update(f.result() for f in pending)
-    return [results[p] for p in sorted(results)]
-
-
-def _merge_partition(root, source, interval, partition, incoming, compression, dataset) -> tuple[str, dict[str, Any]]:
-    """Merge one partition's run rows into its object; ``(partition, publish entry)``."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from market_ingest.schema import DATASETS
-
-    spec = DATASETS[dataset]
-    path = partition_object(root, source, interval, partition, dataset)
-    stats: dict[str, int] = {}
-
-    def merge(existing: pa.Table | None) -> pa.Table:
-        if existing is None or existing.num_rows == 0:
-            stats["kept_newer"] = 0
-            return incoming
-        merged = newest_per_key(pa.concat_tables([existing, incoming]), spec.key)
-        applied = merged.join(incoming.select([*spec.key, "ingested_at"]), keys=[*spec.key, "ingested_at"], join_type="inner")
-        stats["kept_newer"] = incoming.num_rows - applied.num_rows
-        return merged
-
-    merged = read_modify_write(path, merge, compression, dataset)
-    symbols = pc.value_counts(incoming["symbol"])
-    counts = dict(zip(symbols.field("values").to_pylist(), symbols.field("counts").to_pylist()))
-    return partition, {
-        "path": str(path),
-        "partition": partition,
-        "rows": merged.num_rows,
-        "run_rows": incoming.num_rows,
-        "kept_newer": stats["kept_newer"],
-        "rows_by_symbol": counts,
-    }
+    return publish_quotes(staged, root, source)
 
 
 def read_modify_write(

@@ -2,8 +2,12 @@
 
 **Where.** ``<lake root>/bars/`` holds the table (``_delta_log/`` and the data files), written and
 read with the ``deltalake`` package (delta-rs): no catalog service, the log in the bucket is the
-table. Staging, rejects, the ledger's mirror and corporate actions stay Parquet objects beside it
-(``_staging/`` ...); quotes keep their per-partition objects (:mod:`market_ingest.lake.merge`).
+table. The other datasets are tables beside it (:data:`TABLES`: ``rejects/``,
+:mod:`~market_ingest.lake.rejects`; ``coverage/``, the ledger's mirror, :mod:`~market_ingest.lake.mirror`;
+``quotes/`` under the quotes root, :mod:`~market_ingest.lake.quotes`), opened, created,
+committed and maintained by the same functions here (:func:`table_spec`, :func:`open_table`,
+:func:`merge_rows`, :func:`maintain_all`). Staging and corporate actions stay Parquet objects
+beside them (``_staging/``, ``_corporate_actions/``).
 
 **Partitions.** ``source``, ``interval`` and ``period``: the UTC date of an intraday bar, the UTC
 year (``YYYY``) of a daily, weekly or monthly one
@@ -33,10 +37,10 @@ version; delta-rs rebases it when the winner's files do not touch what it read, 
 raises ``CommitFailedError``, upon which the merge is redone on the new version (up to
 :data:`~market_ingest.lake.merge.MERGE_ATTEMPTS` times). Both runs' bars land.
 
-**Maintenance.** Every merge adds files; :func:`maintain` (``market_setup``'s ``compact_lake``)
-compacts small files (``optimize.compact``) and vacuums files no version younger than
+**Maintenance.** Every merge adds files; :func:`maintain` (``market_setup``'s ``compact_lake``,
+over every table: :func:`maintain_all`) compacts small files (``optimize.compact``) and vacuums files no version younger than
 :data:`VACUUM_RETENTION_HOURS` references. **Time travel**: ``DeltaTable(uri, version=n)`` or
-``dt.load_as_version(datetime)`` reads the table as it was (within the retention); docs/lake.md.
+``dt.load_as_version(datetime)`` reads the table as it was (within the retention); docs/operations.md, "The lake".
 
 **Credentials.** The S3 connection of the lake URL (``s3://<conn>@bucket/prefix``) gives
 delta-rs its credentials, region and endpoint (:func:`storage_options`); they are never logged.
@@ -48,6 +52,7 @@ Imports pyarrow and deltalake inside functions: callable from tasks only.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from market_ingest.contracts import Dataset
@@ -76,7 +81,8 @@ TARGET_FILE_SIZE = 128 * 1024 * 1024
 
 
 class DeltaCommitError(MarketDataError):
-    """Other writers kept committing conflicting changes to the bars table; retryable."""
+    """Other writers kept committing conflicting changes to a lake table (bars or another of
+    :data:`TABLES`); retryable."""
 
     retryable = True
 
@@ -95,8 +101,8 @@ def table_schema() -> pa.Schema:
     return BAR_SCHEMA.append(pa.field("period", pa.string(), nullable=False))
 
 
-def table_uri(root: ObjectStoragePath, dataset: Dataset = Dataset.BARS) -> str:
-    """The table's URI as delta-rs takes it: ``s3://bucket/prefix/bars`` or a local path."""
+def table_uri(root: ObjectStoragePath, dataset: str = Dataset.BARS) -> str:
+    """The ``dataset`` table's URI as delta-rs takes it: ``s3://bucket/prefix/<dataset>`` or a local path."""
     from market_ingest.lake.layout import _is_local
 
     if _is_local(root):
@@ -183,11 +189,55 @@ def credential_options(hook: Any) -> dict[str, str]:
     return options
 
 
-def open_table(root: ObjectStoragePath, *, create: bool = False, version: int | datetime | None = None) -> DeltaTable | None:
-    """The bars table at ``root``; ``None`` when it does not exist and ``create`` is false.
+@dataclass(frozen=True)
+class TableSpec:
+    """What opening, creating and maintaining one of the lake's Delta tables needs.
 
-    :param create: create the (empty, partitioned) table when missing; a concurrent creation is
-        taken as done.
+    :param name: the table's folder under the lake root (one of :data:`TABLES`).
+    :param schema: the table's Arrow schema (partition columns included).
+    :param partition_by: its partition columns, outermost first.
+    """
+
+    name: str
+    schema: pa.Schema
+    partition_by: tuple[str, ...]
+
+
+#: The lake's tables, each beside the others under the lake root (``<root>/<name>/``).
+TABLES = ("bars", "rejects", "coverage", "quotes")
+
+
+def table_spec(dataset: str = Dataset.BARS) -> TableSpec:
+    """The :class:`TableSpec` of ``dataset`` (one of :data:`TABLES`); the per-dataset modules own
+    the schemas (:mod:`~market_ingest.lake.rejects`, :mod:`~market_ingest.lake.mirror`,
+    :mod:`~market_ingest.lake.quotes`).
+
+    :raises KeyError: for a name that is not one of :data:`TABLES`.
+    """
+    if dataset == Dataset.BARS:
+        return TableSpec("bars", table_schema(), PARTITION_COLUMNS)
+    if dataset == "rejects":
+        from market_ingest.lake import rejects
+
+        return TableSpec("rejects", rejects.schema(), rejects.PARTITION_COLUMNS)
+    if dataset == "coverage":
+        from market_ingest.lake import mirror
+
+        return TableSpec("coverage", mirror.schema(), mirror.PARTITION_COLUMNS)
+    if dataset == Dataset.QUOTES:
+        from market_ingest.lake import quotes
+
+        return TableSpec("quotes", quotes.schema(), quotes.PARTITION_COLUMNS)
+    raise KeyError(f"no lake table {dataset!r}: the lake's tables are {', '.join(TABLES)}")
+
+
+def open_table(
+    root: ObjectStoragePath, *, create: bool = False, version: int | datetime | None = None, dataset: str = Dataset.BARS
+) -> DeltaTable | None:
+    """The ``dataset`` table at ``root`` (bars by default); ``None`` when it does not exist and ``create`` is false.
+
+    :param create: create the (empty, partitioned) table when missing, with the dataset's schema
+        and partition columns (:func:`table_spec`); a concurrent creation is taken as done.
     :param version: a version number or a point in time (aware ``datetime``): time travel.
     :raises SinkNotFoundError: the lake's bucket or folder does not exist.
     """
@@ -196,24 +246,25 @@ def open_table(root: ObjectStoragePath, *, create: bool = False, version: int | 
 
     from market_ingest.lake.layout import check_lake
 
-    uri, options = table_uri(root), storage_options(root)
+    uri, options = table_uri(root, dataset), storage_options(root)
     try:
         dt = DeltaTable(uri, storage_options=options)
     except TableNotFoundError:
         if not create:
             return None
         check_lake(root)
+        spec = table_spec(dataset)
         try:
             DeltaTable.create(
                 uri,
-                schema=table_schema(),
-                partition_by=list(PARTITION_COLUMNS),
+                schema=spec.schema,
+                partition_by=list(spec.partition_by),
                 mode="ignore",
                 storage_options=options,
                 configuration=TABLE_PROPERTIES,
             )
         except Exception as exc:  # another task created version 0 first, or the create failed
-            log.info("bars table %s: not created here (%s); opening it", uri, type(exc).__name__)
+            log.info("%s table %s: not created here (%s); opening it", dataset, uri, type(exc).__name__)
             try:
                 dt = DeltaTable(uri, storage_options=options)
             except TableNotFoundError:
@@ -318,9 +369,13 @@ def _merge(
 
 
 def _committing(
-    root: ObjectStoragePath, commit: Callable[[DeltaTable], dict[str, Any]], what: str, attempts: int | None = None
+    root: ObjectStoragePath,
+    commit: Callable[[DeltaTable], dict[str, Any]],
+    what: str,
+    attempts: int | None = None,
+    dataset: str = Dataset.BARS,
 ) -> tuple[dict[str, Any], DeltaTable]:
-    """Run ``commit`` on the table's latest version (created when missing) until it commits: a
+    """Run ``commit`` on the ``dataset`` table's latest version (created when missing) until it commits: a
     concurrent commit that conflicts (``CommitFailedError``) makes it run again on the new
     version, after a jittered backoff, up to :data:`~market_ingest.lake.merge.MERGE_ATTEMPTS` times.
 
@@ -337,13 +392,17 @@ def _committing(
 
     attempts = attempts or MERGE_ATTEMPTS
     for attempt in range(1, attempts + 1):
-        dt = cast("DeltaTable", open_table(root, create=True))  # never None when creating
+        dt = cast("DeltaTable", open_table(root, create=True, dataset=dataset))  # never None when creating
         try:
             return commit(dt), dt
         except CommitFailedError as exc:
-            log.warning("bars table: a concurrent commit conflicts (attempt %d of %d): %s; trying again", attempt, attempts, exc)
+            log.warning(
+                "%s table: a concurrent commit conflicts (attempt %d of %d): %s; trying again", dataset, attempt, attempts, exc
+            )
             time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
-    raise DeltaCommitError("lake", f"bars table {table_uri(root)}: other commits kept conflicting under {attempts} {what}")
+    raise DeltaCommitError(
+        "lake", f"{dataset} table {table_uri(root, dataset)}: other commits kept conflicting under {attempts} {what}"
+    )
 
 
 def _overlaps(dt: DeltaTable, sources: list[str], periods: list[str], lo: datetime, hi: datetime) -> bool:
@@ -468,17 +527,72 @@ def _span_filter(data: pa.Table):
     )
 
 
-def read_table(root: ObjectStoragePath, filter=None, *, version: int | datetime | None = None) -> pa.Table:
-    """Rows of the table (all columns, ``period`` included) matching ``filter`` (a
-    ``pyarrow.dataset`` expression; partitions and file statistics prune what is read), at
-    ``version`` (time travel) or the current one; empty when the table does not exist."""
-    dt = open_table(root, version=version)
+def read_table(
+    root: ObjectStoragePath, filter=None, *, version: int | datetime | None = None, dataset: str = Dataset.BARS
+) -> pa.Table:
+    """Rows of the ``dataset`` table (bars by default; all columns, ``period`` included) matching
+    ``filter`` (a ``pyarrow.dataset`` expression; partitions and file statistics prune what is
+    read), at ``version`` (time travel) or the current one; empty when the table does not exist.
+
+    :raises CorruptObjectError: a data file of the table cannot be read, naming the table.
+    """
+    dt = open_table(root, version=version, dataset=dataset)
     if dt is None:
-        return table_schema().empty_table()
+        return table_spec(dataset).schema.empty_table()
     try:
         return dt.to_pyarrow_dataset().to_table(filter=filter)
     except OSError as exc:
-        raise CorruptObjectError("lake", f"bars table {table_uri(root)}: a data file cannot be read ({exc})") from exc
+        raise CorruptObjectError(
+            "lake", f"{dataset} table {table_uri(root, dataset)}: a data file cannot be read ({exc})"
+        ) from exc
+
+
+def merge_rows(
+    root: ObjectStoragePath,
+    rows: pa.Table,
+    dataset: str,
+    key: tuple[str, ...],
+    *,
+    replace_when: str | None = None,
+    narrow: str = "",
+    delete_unmatched: str | None = None,
+    attempts: int | None = None,
+) -> dict[str, Any]:
+    """Merge ``rows`` (each ``key`` once, of the dataset's schema) into the ``dataset`` table in one
+    commit, retried on a conflicting concurrent commit (:func:`_committing`): the merge of the
+    tables other than bars (:mod:`~market_ingest.lake.rejects`, :mod:`~market_ingest.lake.mirror`,
+    :mod:`~market_ingest.lake.quotes`).
+
+    :param key: the dataset's natural key: a stored row with the same key is updated, a new key inserted.
+    :param replace_when: SQL condition on the stored ``t`` and the incoming ``s`` under which a
+        matched row is replaced (e.g. ``s.ingested_at > t.ingested_at``); ``None``: always.
+    :param narrow: SQL literals on the target ``t`` (``t.source = 'yahoo'``) that prune the files
+        the merge reads; never a literal on ``interval`` (delta-rs 1.6.6's conflict check parses
+        the predicate back and reads ``interval`` as SQL's INTERVAL).
+    :param delete_unmatched: SQL condition on ``t``: stored rows it holds that ``rows`` lack are
+        deleted (a batch's rows replaced as a set); ``None``: none is deleted.
+    :return: ``{"version", "inserted", "updated", "deleted", "kept": matched rows not replaced}``.
+    :raises DeltaCommitError: still conflicting after ``attempts`` merges (retryable).
+    """
+    join = " AND ".join(f't."{c}" = s."{c}"' for c in key)
+    predicate = f"{narrow} AND {join}" if narrow else join
+
+    def commit(dt: DeltaTable) -> dict[str, Any]:
+        merger = dt.merge(rows, predicate, source_alias="s", target_alias="t", writer_properties=_writer_properties())
+        merger = merger.when_matched_update_all(predicate=replace_when).when_not_matched_insert_all()
+        if delete_unmatched:
+            merger = merger.when_not_matched_by_source_delete(predicate=delete_unmatched)
+        metrics = merger.execute()
+        inserted, updated = metrics["num_target_rows_inserted"], metrics["num_target_rows_updated"]
+        return {
+            "version": dt.version(),
+            "inserted": inserted,
+            "updated": updated,
+            "deleted": metrics["num_target_rows_deleted"],
+            "kept": rows.num_rows - inserted - updated,
+        }
+
+    return _committing(root, commit, "merges", attempts, dataset)[0]
 
 
 def read_bars(
@@ -504,22 +618,27 @@ def read_bars(
     return bars.sort_by([("symbol", "ascending"), ("time", "ascending")])
 
 
-def maintain(root: ObjectStoragePath, retention_hours: int = VACUUM_RETENTION_HOURS) -> dict[str, Any]:
-    """Compact the table's small files and vacuum the files older versions alone reference.
+def maintain(
+    root: ObjectStoragePath, retention_hours: int = VACUUM_RETENTION_HOURS, dataset: str = Dataset.BARS
+) -> dict[str, Any]:
+    """Compact the ``dataset`` table's small files and vacuum the files older versions alone reference.
 
     ``optimize.compact`` rewrites each partition's small files into files of up to
-    :data:`TARGET_FILE_SIZE` (a commit that changes no bar; safe while runs merge: whichever of
+    :data:`TARGET_FILE_SIZE` (a commit that changes no row; safe while runs merge: whichever of
     the compaction and a run's merge conflicts is redone, :func:`_committing`); ``vacuum`` deletes
     files no version within ``retention_hours`` references.
 
     :return: ``{"version", "files_added", "files_removed", "files_vacuumed"}``; zeros when the
         table does not exist.
     """
-    dt = open_table(root)
+    dt = open_table(root, dataset=dataset)
     if dt is None:
         return {"version": None, "files_added": 0, "files_removed": 0, "files_vacuumed": 0}
     compacted, dt = _committing(
-        root, lambda t: t.optimize.compact(target_size=TARGET_FILE_SIZE, writer_properties=_writer_properties()), "compactions"
+        root,
+        lambda t: t.optimize.compact(target_size=TARGET_FILE_SIZE, writer_properties=_writer_properties()),
+        "compactions",
+        dataset=dataset,
     )
     vacuumed = dt.vacuum(retention_hours=retention_hours, dry_run=False)
     return {
@@ -528,6 +647,14 @@ def maintain(root: ObjectStoragePath, retention_hours: int = VACUUM_RETENTION_HO
         "files_removed": compacted.get("numFilesRemoved", 0),
         "files_vacuumed": len(vacuumed),
     }
+
+
+def maintain_all(root: ObjectStoragePath, retention_hours: int = VACUUM_RETENTION_HOURS) -> dict[str, dict[str, Any]]:
+    """:func:`maintain` every table of :data:`TABLES` that exists under ``root``.
+
+    :return: ``{table name: maintain's counts}`` for each existing table.
+    """
+    return {name: maintain(root, retention_hours, name) for name in TABLES if open_table(root, dataset=name) is not None}
 
 
 def convert_lake(root: ObjectStoragePath, source: str, interval: str, batch_rows: int = 1_000_000) -> dict[str, Any]:

@@ -36,8 +36,8 @@ class MarketExtractOperator(SeriesOperator):
     :param batch: the plan's :class:`~market_ingest.contracts.BatchXCom` (templated; mapped).
     :param compression: Parquet compression of the staged objects.
     :return: :class:`~market_ingest.contracts.ExtractResult`: one staged object per batch, keyed by
-        the run; bars that failed validation go to the lake's ``_rejects/`` area with their reason
-        (:func:`market_ingest.lake.rejects_object`). Quotes are stamped at the window's end. Bars
+        the run; bars that failed validation go to the lake's rejects table with their reason
+        (:mod:`market_ingest.lake.rejects`). Quotes are stamped at the window's end. Bars
         are stored as traded: a vendor's split adjustment is undone with the symbol's split
         history, asked of the vendor at most once a day per symbol and kept in the lake
         (:class:`market_ingest.lake.actions.ActionsCache`; the objects refreshed are listed in
@@ -95,7 +95,7 @@ class MarketExtractOperator(SeriesOperator):
             self._update_backlog(results, batch)
         with failing_fast():
             staged = stage(bars, root, self.source, series.stored_interval, context["run_id"], batch.index, self.compression)
-            rejects = self._write_rejects(rejected, root, context["run_id"], batch.index)
+            rejects = self._write_rejects(rejected, root, context, batch.index)
         for o in results:
             self.log.info(
                 "%-12s %-15s rows=%-6d %s %s %s",
@@ -127,21 +127,36 @@ class MarketExtractOperator(SeriesOperator):
             ],
         }
 
-    def _write_rejects(self, rejected: list[pa.Table], root: Any, run_id: str, index: int) -> RejectsObject | None:
-        """Write the batch's bars that failed validation to the lake's ``_rejects/`` area; return
-        where and how many, or ``None`` when there were none."""
-        if not rejected:
+    def _write_rejects(self, rejected: list[pa.Table], root: Any, context: Context, index: int) -> RejectsObject | None:
+        """Replace the batch's rows of the lake's rejects table with the bars that failed
+        validation (:func:`market_ingest.lake.write_rejects`, one commit; a retry replaces its
+        earlier try's rows). Return where and how many, or ``None`` when there were none (a retry
+        then still deletes what an earlier try left)."""
+        from market_ingest.lake import write_rejects
+
+        if not rejected and context["ti"].try_number <= 1:
             return None
         import pyarrow as pa
 
-        from market_ingest.lake import rejects_object, write_parquet
+        from market_ingest.schema import BAR_SCHEMA, as_sent
 
-        table = pa.concat_tables(rejected, promote_options="permissive")
-        table = table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
-        path = rejects_object(root, self.source, self.interval, run_id, index)
-        write_parquet(table, path)
-        self.log.warning("%d bars failed validation; written with their reasons to %s", table.num_rows, path)
-        return {"path": str(path), "rows": table.num_rows}
+        table = (
+            pa.concat_tables(rejected, promote_options="permissive")
+            if rejected
+            else as_sent(BAR_SCHEMA).append(pa.field("reason", pa.string())).empty_table()
+        )
+        written = write_rejects(root, table, self.source, self.interval, context["run_id"], index)
+        if not rejected:
+            return None
+        self.log.warning(
+            "%d bars failed validation; written with their reasons to %s (run %s, batch %d, version %d)",
+            written["rows"],
+            written["path"],
+            written["run_id"],
+            index,
+            written["version"],
+        )
+        return cast(RejectsObject, written)
 
     def _fetch_bars(
         self,

@@ -1,4 +1,4 @@
-"""The lake publish task: the run's staged batches merged into the bars Delta table (quotes: partition objects)."""
+"""The lake publish task: the run's staged batches merged into the bars (or quotes) Delta table."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 
 
 class LakePublishOperator(SeriesOperator):
-    """Merge the run's staged bars into the lake's bars Delta table in one commit (quotes: into one
-    object per partition, read-merge-write).
+    """Merge the run's staged bars into the lake's bars Delta table in one commit (quotes: into the
+    quotes table, :mod:`market_ingest.lake.quotes`).
 
     A run replaces only the bars it extracted, and only where the stored bar is not newer; see
     :mod:`market_ingest.lake`. A missing bucket fails at once.
@@ -23,7 +23,7 @@ class LakePublishOperator(SeriesOperator):
     :param series: the source, interval, dataset and lake (:class:`~market_ingest.operators.base.Series`;
         quotes have no interval partition).
     :param extracts: the extract tasks' :class:`~market_ingest.contracts.ExtractResult` s (templated; mapped XCom).
-    :param compression: Parquet compression of the quote objects written (the bars table's files: zstd).
+    :param compression: unused (the tables' files are zstd); kept for existing DAGs.
     :return: :class:`~market_ingest.contracts.LakeResult`; the sinks read its ``staged``.
     """
 

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from market_ingest.contracts import Dataset
 from market_ingest.operators.base import failing_fast
 
 if TYPE_CHECKING:
@@ -246,8 +245,8 @@ class LakeCompactOperator(BaseOperator):
 
     In order:
 
-    1. quotes: :func:`market_ingest.lake.compact` folds what earlier layouts left into the quote
-       partition objects (quotes stay Parquet objects for now);
+    1. quotes: :func:`market_ingest.lake.convert_quotes` copies the quote objects earlier versions
+       wrote (any layout) into the quotes table and verifies them (idempotent);
     2. bars stored before the price basis: :func:`market_ingest.lake.rebase_lake` converts them to
        as traded in the Parquet objects earlier versions wrote (``rebase``); the symbols it cannot
        convert yet (no actions in the lake) are asked of the vendor (:func:`ask_actions`, with
@@ -255,8 +254,10 @@ class LakeCompactOperator(BaseOperator):
     3. the conversion: :func:`market_ingest.lake.convert_lake` copies every (source, interval)'s
        bars from those Parquet objects into the bars Delta table and verifies that each arrived
        (idempotent: on a converted lake it reads the objects, finds nothing to merge and commits
-       nothing; the objects are left for the operator to delete);
-    4. maintenance: :func:`market_ingest.lake.maintain` compacts the table's small files and
+       nothing; the objects are left for the operator to delete); the same for the rejects
+       objects (:func:`market_ingest.lake.convert_rejects`, into the rejects table) and the
+       ledger's mirror (:func:`market_ingest.lake.convert_mirror`, into the coverage table);
+    4. maintenance: :func:`market_ingest.lake.maintain_all` compacts every table's small files and
        vacuums files older than :data:`~market_ingest.lake.table.VACUUM_RETENTION_HOURS` that
        no current version references (time travel reaches that far back).
 
@@ -269,8 +270,10 @@ class LakeCompactOperator(BaseOperator):
     :param compression: Parquet compression of the quote objects rewritten.
     :param rebase: ``{source: what its bars stored before schema 2 are}`` (``split_adjusted`` for
         Yahoo sources, else ``as_traded``).
-    :return: ``{"<source>/quotes": compact's counts, "<source>/rebase": rebase_lake's counts,
-        "<source>/<interval>": convert_lake's counts, "bars/maintenance": maintain's counts}``.
+    :return: ``{"<source>/quotes": convert_quotes' counts, "<source>/rebase": rebase_lake's counts,
+        "<source>/<interval>": convert_lake's counts, "rejects": convert_rejects' counts,
+        "coverage": convert_mirror's counts,
+        "<table>/maintenance": maintain's counts for each table of the lake}``.
     """
 
     def __init__(
@@ -293,18 +296,28 @@ class LakeCompactOperator(BaseOperator):
         self.timescale_conn_id = timescale_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from market_ingest.lake import check_lake, compact, convert_lake, lake_root, maintain, rebase_lake
+        from market_ingest.lake import (
+            check_lake,
+            convert_lake,
+            convert_mirror,
+            convert_quotes,
+            convert_rejects,
+            lake_root,
+            maintain_all,
+            rebase_lake,
+        )
 
         bars, quotes = lake_root(self.lake_url), lake_root(self.quotes_url)
         with failing_fast():
             check_lake(bars)
             check_lake(quotes)
         done: dict[str, Any] = {}
-        for source in self.quote_sources:
-            stats = compact(quotes, source, None, Dataset.QUOTES, self.compression)
-            done[f"{source}/quotes"] = stats
-            if stats["objects_folded"]:
-                self.log.info("%s quotes: %s", source, stats)
+        with failing_fast():
+            for source in self.quote_sources:
+                stats = convert_quotes(quotes, source)
+                done[f"{source}/quotes"] = stats
+                if stats["rows_merged"]:
+                    self.log.info("%s: quote objects converted into the quotes table: %s", source, stats)
         for source, basis in self.rebase.items():
             rebased = rebase_lake(bars, source, basis)
             lacking = rebased["symbols_lacking_actions"]
@@ -329,6 +342,14 @@ class LakeCompactOperator(BaseOperator):
                 done[f"{source}/{interval}"] = converted
                 if converted["rows_merged"]:
                     self.log.info("%s %s: Parquet objects converted into the bars table: %s", source, interval, converted)
-        done["bars/maintenance"] = maintain(bars)
-        self.log.info("Bars table maintained: %s", done["bars/maintenance"])
+            done["rejects"] = convert_rejects(bars)
+            if done["rejects"]["rows_merged"]:
+                self.log.info("Reject objects converted into the rejects table: %s", done["rejects"])
+            done["coverage"] = convert_mirror(bars)
+            if done["coverage"]["rows_merged"]:
+                self.log.info("Ledger mirror objects converted into the coverage table: %s", done["coverage"])
+        for root in (bars, quotes):
+            for name, counts in maintain_all(root).items():
+                done[f"{name}/maintenance"] = counts
+                self.log.info("%s table maintained: %s", name, counts)
         return done

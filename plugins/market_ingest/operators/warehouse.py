@@ -46,7 +46,7 @@ class TimescaleLoadOperator(SeriesOperator):
     the symbol's market calendar, bars stored, state and reason; before them, the ledger rows
     earlier runs of the pair parked in the lake because their own load failed with the warehouse
     down). Once committed, those rows are mirrored to the lake
-    (:func:`market_ingest.lake.coverage_object`) and the parked objects deleted.
+    (the coverage table, :mod:`market_ingest.lake.mirror`) and the parked objects deleted.
 
     Before the bars, the corporate actions the run's extract tasks asked the vendor for (the lake
     objects listed in their results' ``actions``, :class:`market_ingest.lake.actions.ActionsCache`)
