@@ -23,7 +23,7 @@ UTC = timezone.utc
 #: ``work_mem`` for the rest of a transaction that records a run (:func:`record_run`): the ledger's
 #: and the flags' statements sort and hash every bar and day of the run, and the server's default
 #: (4 MB) spilled a 5-year daily run of 280 symbols to disk (bench/ledger.py).
-WORK_MEM = "256MB"
+WORK_MEM = "64MB"
 
 
 def _work_mem(cur) -> None:
