@@ -42,21 +42,7 @@ WITH k AS (
     SELECT b.symbol, b.time, b.close, b.volume, k.f, k.u, (b.time AT TIME ZONE k.tz)::date AS d
     FROM k JOIN {table} b ON b.source = %(source)s AND b.symbol = k.symbol
         AND b.time >= k.f - %(reach)s::interval AND b.time < k.u
-), e AS (
-    -- The symbols' splits (market.corporate_actions) as rows among the bars: a running sum of
-    -- ln(ratio) over both, ordered by date with a split before the bars of its ex-date, gives each
-    -- bar m, the product of the ratios up to its date. close * m and volume / m are then on one
-    -- basis across a split (bars are stored as traded: otherwise a split is a jump by its ratio).
-    SELECT symbol, time, close, volume, f, u, d, 1 AS bar, 0.0::float8 AS lr FROM b0
-    UNION ALL
-    SELECT c.symbol, NULL, NULL, NULL, NULL, NULL, c.ex_date, 0, ln(c.ratio)
-    FROM market.corporate_actions c
-    WHERE c.source = %(source)s AND c.kind = 'split' AND c.ratio > 0 AND c.symbol = ANY(%(symbols)s::text[])
-), a AS (
-    SELECT symbol, time, close, volume, f, u,
-           exp(sum(lr) OVER (PARTITION BY symbol ORDER BY d, bar, time ROWS UNBOUNDED PRECEDING)) AS m, bar
-    FROM e
-), s AS (
+{basis}), s AS (
     SELECT symbol, time, close, volume / m AS volume, f, u, m,
            lag(close) OVER w AS prev_close,
            ln(close * m / NULLIF(lag(close * m) OVER w, 0)) AS r,
@@ -66,14 +52,21 @@ WITH k AS (
     WINDOW w AS (PARTITION BY symbol ORDER BY time)
 ), g AS (
     SELECT *, sum(changed) OVER (PARTITION BY symbol ORDER BY time) AS close_run FROM s
-), t AS (
+), t0 AS (
+    -- The trailing returns' and volumes' count, mean and sample standard deviation, as avg,
+    -- stddev_samp and count compute them, from one state per series (market.float8_stats, V015):
+    -- a window aggregate re-reads the trailing bars for each bar, once per aggregate.
     SELECT *,
-           avg(r) OVER p AS r_mean, stddev_samp(r) OVER p AS r_sd, count(r) OVER p AS n,
-           avg(volume) OVER p AS v_mean, stddev_samp(volume) OVER p AS v_sd,
+           market.float8_stats(r) OVER p AS rs, market.float8_stats(volume) OVER p AS vs,
            row_number() OVER (PARTITION BY symbol, close_run ORDER BY time) AS same_closes,
            sum(volume) OVER (PARTITION BY symbol, close_run ORDER BY time) AS run_volume
     FROM g
     WINDOW p AS (PARTITION BY symbol ORDER BY time ROWS BETWEEN %(trailing)s PRECEDING AND 1 PRECEDING)
+), t AS (
+    SELECT *, rs[1]::bigint AS n,
+           CASE WHEN rs[1] > 0 THEN rs[2] / rs[1] END AS r_mean, CASE WHEN rs[1] > 1 THEN sqrt(rs[3] / (rs[1] - 1)) END AS r_sd,
+           CASE WHEN vs[1] > 0 THEN vs[2] / vs[1] END AS v_mean, CASE WHEN vs[1] > 1 THEN sqrt(vs[3] / (vs[1] - 1)) END AS v_sd
+    FROM t0
 ), c AS (
     -- Each check once per bar of the spans; the bars that fail none (nearly all) stop here, before
     -- a row per check is made of each.
@@ -98,6 +91,35 @@ SELECT symbol, time, flag, detail FROM c CROSS JOIN LATERAL (VALUES
 ) AS f(flag, detail)
 WHERE (is_outlier OR is_unit OR is_stale OR is_spike) AND detail IS NOT NULL
 """
+
+
+#: The bars on one basis across the symbols' splits (``a``: each bar's ``m``, its ``close * m``
+#: and ``volume / m`` comparable across a split; rows with ``bar = 0`` are the splits themselves).
+_SPLIT_BASIS = """), e AS (
+    -- The symbols' splits (market.corporate_actions) as rows among the bars: a running sum of
+    -- ln(ratio) over both, ordered by date with a split before the bars of its ex-date, gives each
+    -- bar m, the product of the ratios up to its date. close * m and volume / m are then on one
+    -- basis across a split (bars are stored as traded: otherwise a split is a jump by its ratio).
+    SELECT symbol, time, close, volume, f, u, d, 1 AS bar, 0.0::float8 AS lr FROM b0
+    UNION ALL
+    SELECT c.symbol, NULL, NULL, NULL, NULL, NULL, c.ex_date, 0, ln(c.ratio)
+    FROM market.corporate_actions c
+    WHERE c.source = %(source)s AND c.kind = 'split' AND c.ratio > 0 AND c.symbol = ANY(%(symbols)s::text[])
+), a AS (
+    SELECT symbol, time, close, volume, f, u,
+           exp(sum(lr) OVER (PARTITION BY symbol ORDER BY d, bar, time ROWS UNBOUNDED PRECEDING)) AS m, bar
+    FROM e
+"""
+#: ``a`` when none of the symbols has a split: every ``m`` is 1, what :data:`_SPLIT_BASIS` computes
+#: then (``exp`` of a sum of zeros), without the sort and the window over every bar it costs.
+_NO_SPLITS = """), a AS (
+    SELECT symbol, time, close, volume, f, u, 1.0::float8 AS m, 1 AS bar FROM b0
+"""
+#: Whether any symbol of the run has a split, which decides between the two.
+_HAS_SPLITS = """SELECT EXISTS (
+    SELECT FROM market.corporate_actions
+    WHERE source = %s AND kind = 'split' AND ratio > 0 AND symbol = ANY(%s::text[])
+)"""
 
 
 def flag(
@@ -138,8 +160,10 @@ def flag(
     )
     bar = INTERVAL_LENGTH.get(interval) or _BAR_SPAN[interval]
     reach = bar * settings.trailing_bars * 2 + timedelta(days=7)  # closed days and holidays hold no bar
+    (has_splits,) = cur.execute(_HAS_SPLITS, (source, symbols)).fetchone()
+    basis = _SPLIT_BASIS if has_splits else _NO_SPLITS
     cur.execute(
-        sql.SQL(_SQL).format(table=sql.Identifier(*table.split("."))),
+        sql.SQL(_SQL.format(basis=basis, table="{table}")).format(table=sql.Identifier(*table.split("."))),
         {
             "symbols": symbols,
             "starts": starts,

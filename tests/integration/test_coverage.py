@@ -560,6 +560,39 @@ def test_a_split_stored_as_traded_is_not_flagged(services):
     assert "TSLA 2020-08-31: complete, 1 of 1 bars. Ex-date of: split 5:1 (market.corporate_actions)." in page
 
 
+def test_the_checks_trailing_statistics_are_avg_stddev_samp_and_count(services):
+    """MSFT's and TSLA's daily bars of 2021-01 .. 07 from Yahoo's recordings: over each bar's
+    20 trailing log returns and volumes, market.float8_stats (migration V015), which the anomaly
+    checks read their trailing mean, standard deviation and count from, gives what PostgreSQL's
+    avg, stddev_samp and count give, to the last bit (so one state per series serves all three)."""
+    import psycopg
+
+    _ingest("manual__trailing", "1d", ["MSFT", "TSLA"], datetime(2021, 1, 1, tzinfo=UTC), datetime(2021, 8, 1, tzinfo=UTC))
+    with psycopg.connect(services.pg_conninfo()) as conn:
+        bars, differ = conn.execute(
+            """
+            WITH r AS (
+                SELECT symbol, time, volume, ln(close / lag(close) OVER (PARTITION BY symbol ORDER BY time)) AS r
+                FROM market.bars_1d WHERE source = 'yahoo' AND symbol IN ('MSFT', 'TSLA')
+                    AND time >= '2021-01-01' AND time < '2021-08-01'
+            ), w AS (
+                SELECT avg(r) OVER p AS r_mean, stddev_samp(r) OVER p AS r_sd, count(r) OVER p AS n,
+                       avg(volume) OVER p AS v_mean, stddev_samp(volume) OVER p AS v_sd,
+                       market.float8_stats(r) OVER p AS rs, market.float8_stats(volume) OVER p AS vs
+                FROM r WINDOW p AS (PARTITION BY symbol ORDER BY time ROWS BETWEEN 20 PRECEDING AND 1 PRECEDING)
+            )
+            SELECT count(*), count(*) FILTER (WHERE
+                (r_mean, r_sd, n, v_mean, v_sd) IS DISTINCT FROM (
+                    CASE WHEN rs[1] > 0 THEN rs[2] / rs[1] END, CASE WHEN rs[1] > 1 THEN sqrt(rs[3] / (rs[1] - 1)) END,
+                    rs[1]::bigint, CASE WHEN vs[1] > 0 THEN vs[2] / vs[1] END,
+                    CASE WHEN vs[1] > 1 THEN sqrt(vs[3] / (vs[1] - 1)) END))
+            FROM w
+            """
+        ).fetchone()
+    assert bars == 126 + 145  # XNYS sessions: MSFT's recording of 2021 starts in February, TSLA's holds January too
+    assert differ == 0
+
+
 #: Symbols whose 43 XNYS sessions of 2021-08-02 .. 09-30 the vendor never serves (the reviewer's 300).
 NEVER_SERVED = [f"NEVER{i:03d}" for i in range(300)]
 
