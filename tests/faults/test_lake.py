@@ -498,3 +498,46 @@ def test_a_quote_dag_run_publishes_to_the_quotes_table_and_a_rerun_adds_no_row(s
     root = lake.lake_root(load_config().lake.quotes_url)
     stored = lake.read_lake(root, "kucoin", None, trigger - timedelta(days=30), trigger + timedelta(days=1), Dataset.QUOTES)
     assert stored["symbol"].to_pylist() == ["BTC/USDT"]
+
+
+def test_daily_bars_a_table_kept_by_month_are_moved_to_their_year_once(tmp_path):
+    """The bars table was first written with daily bars by UTC month (``period=2021-08``); it keeps
+    them by year now and reads only there, so such a table hid its daily bars and a rerun stored
+    them again. ``repartition_bars`` (market_setup) moves them, keeping a bar a run published into
+    the year meanwhile if it was extracted later; a second run changes nothing."""
+    from deltalake import write_deltalake
+
+    from market_ingest import lake
+    from market_ingest.lake.table import open_table, storage_options, table_schema, table_uri
+
+    root = lake.lake_root(f"file://{tmp_path}")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    days = [datetime(2021, 8, 2, tzinfo=UTC), datetime(2021, 9, 1, tzinfo=UTC), datetime(2022, 1, 3, tzinfo=UTC)]
+    old = pa.concat_tables([_bars(s, d, t0) for s in ("MSFT", "NVDA") for d in days])
+    by_month = old.append_column("period", pa.array([t.strftime("%Y-%m") for t in old["time"].to_pylist()])).cast(table_schema())
+    open_table(root, create=True)
+    write_deltalake(table_uri(root), by_month, mode="append", storage_options=storage_options(root))
+    span = (days[0], days[-1] + timedelta(days=1))
+    assert lake.read_lake(root, "yahoo", "1d", *span).num_rows == 0  # hidden by the old periods
+
+    # A run republished one of those bars into its year since, extracted later: it must stay.
+    later = lake.stage(_bars("MSFT", days[0], t0 + timedelta(hours=1), close=105.0), root, "yahoo", "1d", "later", 0)
+    lake.publish(later, root, "yahoo", "1d")
+
+    first = lake.repartition_bars(root)
+    assert (first["partitions"], first["rows"]) == (3, 6)
+    stored = lake.read_lake(root, "yahoo", "1d", *span)
+    assert sorted(zip(stored["symbol"].to_pylist(), stored["time"].to_pylist())) == sorted(
+        (s, d) for s in ("MSFT", "NVDA") for d in days
+    )
+    msft_aug = [
+        c
+        for s, t, c in zip(stored["symbol"].to_pylist(), stored["time"].to_pylist(), stored["close"].to_pylist())
+        if (s, t) == ("MSFT", days[0])
+    ]
+    assert msft_aug == [105.0]
+    assert {p["period"] for p in open_table(root).partitions()} == {"2021", "2022"}
+
+    version = open_table(root).version()
+    again = lake.repartition_bars(root)
+    assert (again["partitions"], again["rows"], open_table(root).version()) == (0, 0, version)

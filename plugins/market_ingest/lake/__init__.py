@@ -77,6 +77,7 @@ from market_ingest.lake.table import (
     maintain_all,
     open_table,
     read_table,
+    repartition_bars,
     storage_options,
     table_uri,
 )
@@ -121,6 +122,7 @@ __all__ = [
     "read_parquet",
     "read_quotes",
     "read_rejects",
+    "repartition_bars",
     "read_table",
     "rebase_lake",
     "rejects_object",

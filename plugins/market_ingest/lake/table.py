@@ -657,6 +657,62 @@ def maintain_all(root: ObjectStoragePath, retention_hours: int = VACUUM_RETENTIO
     return {name: maintain(root, retention_hours, name) for name in TABLES if open_table(root, dataset=name) is not None}
 
 
+def repartition_bars(root: ObjectStoragePath) -> dict[str, Any]:
+    """Move the bars stored under a period the table no longer uses into their period:
+    ``market_setup``'s step before the conversion, idempotent.
+
+    The bars table first kept daily bars by UTC month (``period=2021-08``); it keeps them by UTC
+    year now (:data:`~market_ingest.lake.layout.TABLE_PARTITION_BY`), and readers look only there,
+    so a table written before would hide those bars and a rerun would store them again. Every
+    partition whose period has a width no interval uses any more is read, its rows merged into
+    their period with the newer-extraction guard (a bar a run published there since is kept), the
+    keys checked (as :func:`convert_lake` checks them), and the partition deleted by ``source`` and ``period`` (a period of that width
+    belongs to no current interval, so nothing else matches). A crash between merge and delete
+    leaves both; the next run merges nothing and deletes.
+
+    :return: ``{"partitions": stale partitions moved, "rows": their rows, "version": the table's
+        version}`` (zeros and the current version when there is nothing to move).
+    :raises ConversionError: a moved bar is missing from its period after the merge.
+    """
+    from market_ingest.lake.layout import TABLE_PARTITION_BY, partition_of
+    from market_ingest.schema import BAR_SCHEMA
+
+    dt = open_table(root)
+    if dt is None:
+        return {"partitions": 0, "rows": 0, "version": None}
+    widths = {len(partition_of("2000-01-01", interval, TABLE_PARTITION_BY)) for interval in TABLE_PARTITION_BY}
+    stale: dict[tuple[str, str], list[str]] = {}
+    for part in dt.partitions():
+        if len(part["period"]) not in widths:
+            stale.setdefault((part["source"], part["interval"]), []).append(part["period"])
+    moved = {"partitions": 0, "rows": 0, "version": dt.version()}
+    for (source, interval), periods in sorted(stale.items()):
+        rows = dt.to_pyarrow_table(
+            partitions=[("source", "=", source), ("interval", "=", interval), ("period", "in", periods)]
+        ).select(BAR_SCHEMA.names)
+        rows = rows.cast(BAR_SCHEMA)
+        if rows.num_rows:
+            merge_bars(root, rows, interval, replace_when=NEWER_OR_REBASED)
+            # Keys the table lacks, or holds older, in their new period (a later extraction there is kept).
+            missing = _not_in_table(root, rows, interval)
+            if missing.num_rows:
+                raise ConversionError(
+                    source,
+                    f"{interval} periods {', '.join(sorted(periods))}: {missing.num_rows} bars are not in their new "
+                    f"period after the move (first: {missing['symbol'][0]} {missing['time'][0]}); nothing was deleted, "
+                    "run it again",
+                    str(missing["symbol"][0]),
+                )
+        dt = open_table(root)
+        assert dt is not None
+        dt.delete(f"source = {_quoted([source])} AND period IN ({_quoted(periods)})")
+        log.info("bars table: %d %s/%s bars moved out of periods %s", rows.num_rows, source, interval, ", ".join(sorted(periods)))
+        moved["partitions"] += len(periods)
+        moved["rows"] += rows.num_rows
+        moved["version"] = dt.version()
+    return moved
+
+
 def convert_lake(root: ObjectStoragePath, source: str, interval: str, batch_rows: int = 1_000_000) -> dict[str, Any]:
     """Copy the bars the Parquet layout holds for ``source``/``interval`` into the bars table, and
     verify every one arrived: ``market_setup``'s conversion, idempotent.

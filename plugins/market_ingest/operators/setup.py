@@ -251,7 +251,9 @@ class LakeCompactOperator(BaseOperator):
        as traded in the Parquet objects earlier versions wrote (``rebase``); the symbols it cannot
        convert yet (no actions in the lake) are asked of the vendor (:func:`ask_actions`, with
        ``timescale_conn_id`` for the hook) and converted in the same run;
-    3. the conversion: :func:`market_ingest.lake.convert_lake` copies every (source, interval)'s
+    3. the conversion: :func:`market_ingest.lake.repartition_bars` first moves bars the table
+       holds under a period it no longer uses (daily bars by month, as the table was first
+       written) into their period (``repartition``); then :func:`market_ingest.lake.convert_lake` copies every (source, interval)'s
        bars from those Parquet objects into the bars Delta table and verifies that each arrived
        (idempotent: on a converted lake it reads the objects, finds nothing to merge and commits
        nothing; the objects are left for the operator to delete); the same for the rejects
@@ -271,6 +273,7 @@ class LakeCompactOperator(BaseOperator):
     :param rebase: ``{source: what its bars stored before schema 2 are}`` (``split_adjusted`` for
         Yahoo sources, else ``as_traded``).
     :return: ``{"<source>/quotes": convert_quotes' counts, "<source>/rebase": rebase_lake's counts,
+        "repartition": repartition_bars' counts,
         "<source>/<interval>": convert_lake's counts, "rejects": convert_rejects' counts,
         "coverage": convert_mirror's counts,
         "<table>/maintenance": maintain's counts for each table of the lake}``.
@@ -305,6 +308,7 @@ class LakeCompactOperator(BaseOperator):
             lake_root,
             maintain_all,
             rebase_lake,
+            repartition_bars,
         )
 
         bars, quotes = lake_root(self.lake_url), lake_root(self.quotes_url)
@@ -337,6 +341,9 @@ class LakeCompactOperator(BaseOperator):
             if rebased["objects_written"] or rebased["rows_left"]:
                 self.log.info("%s: bars stored before schema 2, re-based: %s", source, rebased)
         with failing_fast():
+            done["repartition"] = repartition_bars(bars)
+            if done["repartition"]["rows"]:
+                self.log.info("Bars moved out of partitions the table no longer uses: %s", done["repartition"])
             for source, interval in self.pairs:
                 converted = convert_lake(bars, source, interval)
                 done[f"{source}/{interval}"] = converted
