@@ -22,10 +22,10 @@ import re
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT)]
 CASES = "worker_killed or broker_restarted or scheduler_killed"
 
 
@@ -60,11 +60,9 @@ def main() -> int:
     print("\n".join(lines))
     if done.returncode:
         print(done.stdout[-5000:], done.stderr[-3000:], sep="\n", file=sys.stderr)
-    with (ROOT / "bench" / "RESULTS.md").open("a") as fh:
-        argv = " ".join(["python bench/faults.py", *sys.argv[1:]])
-        fh.write(
-            f"\n## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n\n`{argv}`\n\n" + "".join(f"- {line}\n" for line in lines)
-        )
+    from bench.results import record
+
+    record(lines, indent="- ")
     return done.returncode
 
 

@@ -185,9 +185,9 @@ def main() -> int:
     ]
     print("\n".join(lines))
     if not args.no_record:
-        command = "python bench/lake.py " + " ".join(sys.argv[1:])
-        with (ROOT / "bench" / "RESULTS.md").open("a") as out:
-            out.write(f"\n## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, lake\n\n`{command.strip()}`\n\n" + "\n".join(lines) + "\n")
+        from bench.results import record
+
+        record(lines, "lake")
     return 0
 
 

@@ -171,9 +171,9 @@ def main() -> int:
         f"- flags alone: median {flag_s:.1f} s ({bars.num_rows / flag_s:,.0f} bars/s checked), {flagged} bars flagged",
     ]
     print("\n".join(lines))
-    command = "python bench/ledger.py " + " ".join(sys.argv[1:])
-    with (ROOT / "bench" / "RESULTS.md").open("a") as out:
-        out.write(f"\n## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, ledger\n\n`{command.strip()}`\n\n" + "\n".join(lines) + "\n")
+    from bench.results import record
+
+    record(lines, "ledger")
     return 0
 
 

@@ -30,7 +30,7 @@ import argparse
 import json
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,11 +181,9 @@ def main() -> int:
         else "FAIL: need peak <= slots, 0 throttled, achieved/allowed >= 80%, both runs successful (celery: on 2 workers)",
     ]
     print("\n".join(lines))
-    with (ROOT / "bench" / "RESULTS.md").open("a") as fh:
-        fh.write(
-            f"\n## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n\n`{' '.join(['python bench/pool_rate.py', *sys.argv[1:]])}`\n\n"
-            + "".join(f"- {line}\n" for line in lines)
-        )
+    from bench.results import record
+
+    record(lines, indent="- ")
     return 0 if ok else 1
 
 

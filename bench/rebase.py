@@ -23,7 +23,6 @@ import argparse
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,9 +106,9 @@ def main() -> int:
         f"- a bare UPDATE of the same rows' prices: {bare_s:.1f} s",
     ]
     print("\n".join(lines))
-    command = "python bench/rebase.py " + " ".join(sys.argv[1:])
-    with (ROOT / "bench" / "RESULTS.md").open("a") as out:
-        out.write(f"\n## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, rebase\n\n`{command.strip()}`\n\n" + "\n".join(lines) + "\n")
+    from bench.results import record
+
+    record(lines, "rebase")
     return 0
 
 

@@ -301,11 +301,9 @@ def main() -> int:
         figures = measure(cfg, svc, series, spans, dags, instances, reports, standin, sampler, wall)
     lines = report_lines(args, figures)
     print("\n".join(lines))
-    with (ROOT / "bench" / "RESULTS.md").open("a") as fh:
-        fh.write(
-            f"\n## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n`{' '.join(['python bench/soak.py', *sys.argv[1:]])}`\n\n"
-            + "".join(f"    {line}\n" for line in lines)
-        )
+    from bench.results import record
+
+    record(lines, indent="    ")
     return 0 if figures["ok"] else 1
 
 
