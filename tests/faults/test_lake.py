@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta, timezone
+from functools import partial
 
 import pyarrow as pa
 import pytest
@@ -68,6 +69,53 @@ def _bars(symbol: str, day: datetime, ingested_at: datetime, close: float = 100.
     )
 
 
+def race(monkeypatch, *writes):
+    """Run ``writes`` (callables that each commit to one lake table) in threads, holding the first
+    table read of each of the first two (``open_table(create=True)``: the read a merge or a write
+    starts from) until both have read, so both commit from the same version and one commit must
+    conflict. Restores ``open_table`` before returning.
+
+    :return: ``(results, reads)``: each write's result in order, and how many such reads there were
+        (3 when one writer conflicted and read the table again).
+    :raises: the first error a writer raised.
+    """
+    from market_ingest.lake import table
+
+    both_read = threading.Barrier(2, timeout=30)
+    reads = [0]
+    real_open = table.open_table
+
+    def open_then_wait(root, *, create=False, version=None, **kwargs):
+        dt = real_open(root, create=create, version=version, **kwargs)
+        if create:  # a writer's read of the table
+            reads[0] += 1
+            if reads[0] <= 2:  # the first of each writer: both hold the same version
+                both_read.wait()
+        return dt
+
+    results: list = [None] * len(writes)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            results[i] = writes[i]()
+        except Exception as exc:  # raised below
+            errors.append(exc)
+
+    monkeypatch.setattr(table, "open_table", open_then_wait)
+    try:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(writes))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        monkeypatch.setattr(table, "open_table", real_open)
+    if errors:
+        raise errors[0]
+    return results, reads[0]
+
+
 def test_concurrent_publishes_of_one_partition_both_land(services, monkeypatch):
     """Two runs open the bars table at the same version, then both merge into the same month: on
     S3 (moto, which honours ``If-None-Match: *``) only one can create the next log entry; the
@@ -84,35 +132,9 @@ def test_concurrent_publishes_of_one_partition_both_land(services, monkeypatch):
         s: lake.stage(_bars(s, day, t0 + timedelta(minutes=1)), root, "yahoo", "1d", f"run-{s}", 0) for s in ("MSFT", "NVDA")
     }
 
-    both_read = threading.Barrier(2, timeout=30)
-    opened = {"merge": 0}
-    real_open = table.open_table
-
-    def open_then_wait(root, *, create=False, version=None, **kwargs):
-        dt = real_open(root, create=create, version=version, **kwargs)
-        if create:  # merge_bars' read of the table
-            opened["merge"] += 1
-            if opened["merge"] <= 2:  # the first of each writer: both hold the same version
-                both_read.wait()
-        return dt
-
-    monkeypatch.setattr(table, "open_table", open_then_wait)
-    errors = []
-
-    def publish(symbol):
-        try:
-            lake.publish(staged[symbol], root, "yahoo", "1d")
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=publish, args=(s,)) for s in ("MSFT", "NVDA")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors
-    assert opened["merge"] == 3  # one writer's commit conflicted: it read the table again and merged again
-    assert real_open(root).version() == seeded + 2  # two commits, one per run
+    _, reads = race(monkeypatch, *(partial(lake.publish, staged[s], root, "yahoo", "1d") for s in ("MSFT", "NVDA")))
+    assert reads == 3  # one writer's commit conflicted: it read the table again and merged again
+    assert table.open_table(root).version() == seeded + 2  # two commits, one per run
     merged = lake.read_lake(root, "yahoo", "1d", day, day + timedelta(days=1))
     assert sorted(merged["symbol"].to_pylist()) == ["AAPL", "MSFT", "NVDA"]
 
@@ -180,25 +202,8 @@ def test_two_runs_appending_the_same_new_bars_at_once_leave_each_once(tmp_path, 
     staged = [lake.stage(rows, root, "yahoo", "1d", f"run-{i}", 0) for i in range(2)]
     table.open_table(root, create=True)
 
-    both_read = threading.Barrier(2, timeout=30)
-    opened = {"merge": 0}
-    real_open = table.open_table
-
-    def open_then_wait(root, *, create=False, version=None, **kwargs):
-        dt = real_open(root, create=create, version=version, **kwargs)
-        if create:
-            opened["merge"] += 1
-            if opened["merge"] <= 2:
-                both_read.wait()
-        return dt
-
-    monkeypatch.setattr(table, "open_table", open_then_wait)
-    threads = [threading.Thread(target=lake.publish, args=(s, root, "yahoo", "1d")) for s in staged]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert opened["merge"] == 3  # the second append conflicted and was merged again
+    _, reads = race(monkeypatch, *(partial(lake.publish, s, root, "yahoo", "1d") for s in staged))
+    assert reads == 3  # the second append conflicted and was merged again
     stored = lake.read_table(root)
     assert sorted(stored["symbol"].to_pylist()) == ["MSFT", "NVDA"]
 
@@ -266,35 +271,8 @@ def test_concurrent_extract_batches_both_write_their_rejects_and_a_retry_replace
     table.open_table(root, create=True, dataset="rejects")
     seeded = table.open_table(root, dataset="rejects").version()
 
-    both_read = threading.Barrier(2, timeout=30)
-    opened = {"merge": 0}
-    real_open = table.open_table
-
-    def open_then_wait(root, *, create=False, version=None, dataset="bars"):
-        dt = real_open(root, create=create, version=version, dataset=dataset)
-        if create:
-            opened["merge"] += 1
-            if opened["merge"] <= 2:
-                both_read.wait()
-        return dt
-
-    monkeypatch.setattr(table, "open_table", open_then_wait)
-    errors, written = [], {}
-
-    def write(batch):
-        try:
-            written[batch] = lake.write_rejects(root, batches[batch], "yahoo", "1d", run, batch)
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=write, args=(b,)) for b in batches]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    monkeypatch.setattr(table, "open_table", real_open)
-    assert not errors
-    assert opened["merge"] == 3 and real_open(root, dataset="rejects").version() == seeded + 2
+    written, reads = race(monkeypatch, *(partial(lake.write_rejects, root, batches[b], "yahoo", "1d", run, b) for b in batches))
+    assert reads == 3 and table.open_table(root, dataset="rejects").version() == seeded + 2
     assert written[0]["rows"] == 4 and written[1]["rows"] == 3
 
     def stored():
@@ -355,35 +333,9 @@ def test_concurrent_loads_both_mirror_their_ledger_rows_and_an_older_mirror_neve
     table.open_table(root, create=True, dataset="coverage")
     seeded = table.open_table(root, dataset="coverage").version()
 
-    both_read = threading.Barrier(2, timeout=30)
-    opened = {"merge": 0}
-    real_open = table.open_table
-
-    def open_then_wait(root, *, create=False, version=None, dataset="bars"):
-        dt = real_open(root, create=create, version=version, dataset=dataset)
-        if create:
-            opened["merge"] += 1
-            if opened["merge"] <= 2:
-                both_read.wait()
-        return dt
-
-    monkeypatch.setattr(table, "open_table", open_then_wait)
-    errors = []
-
-    def mirror(interval):
-        try:
-            lake.mirror_ledger(root, _ledger_rows(interval, ("MSFT", "NVDA"), f"run-{interval}"), t0)
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=mirror, args=(i,)) for i in ("1d", "1h")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    monkeypatch.setattr(table, "open_table", real_open)
-    assert not errors
-    assert opened["merge"] == 3 and real_open(root, dataset="coverage").version() == seeded + 2
+    mirrors = (partial(lake.mirror_ledger, root, _ledger_rows(i, ("MSFT", "NVDA"), f"run-{i}"), t0) for i in ("1d", "1h"))
+    _, reads = race(monkeypatch, *mirrors)
+    assert reads == 3 and table.open_table(root, dataset="coverage").version() == seeded + 2
     for interval in ("1d", "1h"):
         rows = lake.read_mirror(root, "yahoo", interval).to_pylist()
         assert [(r["symbol"], r["day"].day, r["run_id"]) for r in rows] == [
@@ -432,36 +384,10 @@ def test_concurrent_quote_publishes_both_land_and_a_rerun_adds_no_row(services, 
     table.open_table(root, create=True, dataset="quotes")
     seeded = table.open_table(root, dataset="quotes").version()
 
-    both_read = threading.Barrier(2, timeout=30)
-    opened = {"merge": 0}
-    real_open = table.open_table
-
-    def open_then_wait(root, *, create=False, version=None, dataset="bars"):
-        dt = real_open(root, create=create, version=version, dataset=dataset)
-        if create:
-            opened["merge"] += 1
-            if opened["merge"] <= 2:
-                both_read.wait()
-        return dt
-
-    monkeypatch.setattr(table, "open_table", open_then_wait)
-    errors, published = [], {}
-
-    def publish(when):
-        try:
-            published[when] = lake.publish(staged[when], root, "alpha_vantage", None, dataset=Dataset.QUOTES)
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=publish, args=(w,)) for w in staged]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    monkeypatch.setattr(table, "open_table", real_open)
-    assert not errors
-    assert opened["merge"] == 3 and real_open(root, dataset="quotes").version() == seeded + 2
-    assert {o["partition"] for objs in published.values() for o in objs} == {"2025-11-14"}
+    publishes = (partial(lake.publish, staged[w], root, "alpha_vantage", None, dataset=Dataset.QUOTES) for w in staged)
+    published, reads = race(monkeypatch, *publishes)
+    assert reads == 3 and table.open_table(root, dataset="quotes").version() == seeded + 2
+    assert {o["partition"] for objs in published for o in objs} == {"2025-11-14"}
 
     def stored():
         q = lake.read_lake(root, "alpha_vantage", None, noon, close + timedelta(hours=1), Dataset.QUOTES)
