@@ -426,7 +426,7 @@ def test_a_quote_dag_run_publishes_to_the_quotes_table_and_a_rerun_adds_no_row(s
     assert stored["symbol"].to_pylist() == ["BTC/USDT"]
 
 
-def test_daily_bars_a_table_kept_by_month_are_moved_to_their_year_once(tmp_path):
+def test_daily_bars_a_table_kept_by_month_are_moved_to_their_year_once(tmp_path, caplog):
     """The bars table was first written with daily bars by UTC month (``period=2021-08``); it keeps
     them by year now and reads only there, so such a table hid its daily bars and a rerun stored
     them again. ``repartition_bars`` (market_setup) moves them, keeping a bar a run published into
@@ -449,8 +449,9 @@ def test_daily_bars_a_table_kept_by_month_are_moved_to_their_year_once(tmp_path)
     # A run republished one of those bars into its year since, extracted later: it must stay.
     later = lake.stage(_bars("MSFT", days[0], t0 + timedelta(hours=1), close=105.0), root, "yahoo", "1d", "later", 0)
     lake.publish(later, root, "yahoo", "1d")
+    assert "6 yahoo/1d bars under periods it no longer uses (2021-08 ..." in caplog.text  # the run's log says so
 
-    first = lake.repartition_bars(root)
+    first = lake.repartition_bars(root, batch_rows=4)  # two moves: 2021-08 and 2021-09, then 2022-01
     assert (first["partitions"], first["rows"]) == (3, 6)
     stored = lake.read_lake(root, "yahoo", "1d", *span)
     assert sorted(zip(stored["symbol"].to_pylist(), stored["time"].to_pylist())) == sorted(

@@ -427,3 +427,22 @@ def test_a_dropped_connection_is_asked_again_but_a_timeout_is_not():
     assert _is_dropped(requests.ConnectionError("Remote end closed connection without response"))
     assert not _is_dropped(requests.ReadTimeout("read timed out"))
     assert not _is_dropped(requests.ConnectTimeout("connect timed out"))  # a ConnectionError and a Timeout
+    assert not _is_dropped(requests.exceptions.SSLError("certificate verify failed"))
+
+
+def test_yfinances_own_session_dropping_the_connection_is_asked_again_too():
+    """Without a gateway (the production setting) yfinance sends through curl_cffi, whose errors are
+    not requests' (review finding: the symbol's retry then never applied against real Yahoo). The
+    errors are made the way curl_cffi makes them from libcurl's codes."""
+    from curl_cffi.const import CurlECode
+    from curl_cffi.requests.exceptions import code2error
+
+    from market_ingest.hooks.yahoo import _is_dropped
+
+    def curl_error(code: CurlECode) -> Exception:
+        return code2error(code, f"Failed to perform, curl: ({code.value}) {code.name}")(f"curl: ({code.value})", code=code)
+
+    for dropped in (CurlECode.RECV_ERROR, CurlECode.GOT_NOTHING, CurlECode.SEND_ERROR):
+        assert _is_dropped(curl_error(dropped)), dropped
+    for lasting in (CurlECode.OPERATION_TIMEDOUT, CurlECode.COULDNT_RESOLVE_HOST, CurlECode.SSL_CONNECT_ERROR):
+        assert not _is_dropped(curl_error(lasting)), lasting

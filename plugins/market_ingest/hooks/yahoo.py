@@ -316,6 +316,8 @@ class YahooFinanceHook(SharedExtract, BaseHook):
         import tenacity
         from yfinance.data import YfData
 
+        from market_ingest.routing import without_queries
+
         def before_sleep(rs: tenacity.RetryCallState) -> None:
             # yfinance memoises GET answers per URL (YfData.cache_get), the error page included:
             # without this the next try is answered from memory, not by Yahoo.
@@ -326,7 +328,7 @@ class YahooFinanceHook(SharedExtract, BaseHook):
                 "%s:%s: %s; asking again after %.1f s (attempt %d)",
                 self.source,
                 symbol,
-                f"Yahoo answered {down}" if down else str(exc)[:200],
+                f"Yahoo answered {down}" if down else without_queries(str(exc))[:200],  # a URL's query holds the crumb
                 rs.next_action.sleep if rs.next_action else 0.0,
                 rs.attempt_number + 1,
             )
@@ -481,10 +483,18 @@ def _down_answer(exc: BaseException, session) -> Answered | None:
 
 
 def _is_dropped(exc: BaseException) -> bool:
-    """A connection closed or refused without an answer (``requests.ConnectionError``), not a timeout."""
+    """A connection closed or reset without an answer: a ``ConnectionError`` of requests (the
+    gateway routing, :mod:`market_ingest.routing`) or of curl_cffi (yfinance's own session, the
+    production setting: ``RECV_ERROR``, ``GOT_NOTHING``, ``SEND_ERROR``). Not a timeout (already
+    waited for), and not a TLS, proxy or DNS failure (the same on the next try)."""
     import requests
+    from curl_cffi.requests import exceptions as curl
 
-    return isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.Timeout)
+    if isinstance(exc, requests.ConnectionError):
+        return not isinstance(exc, (requests.Timeout, requests.exceptions.SSLError, requests.exceptions.ProxyError))
+    if isinstance(exc, curl.ConnectionError):
+        return not isinstance(exc, (curl.Timeout, curl.SSLError, curl.DNSError))
+    return False
 
 
 def _is_network_error(exc: BaseException) -> bool:

@@ -469,6 +469,18 @@ def publish_bars(staged: list[dict[str, Any]], root: ObjectStoragePath, source: 
     named = pc.unique(data["source"]).to_pylist()  # the rows' own source decides their partition
     source = named[0] if len(named) == 1 else source
     stored = _rows_by_period(dt, source, interval)
+    stale = _stale_periods(dt).get((source, interval))
+    if stale:
+        log.warning(
+            "bars table %s holds %d %s/%s bars under periods it no longer uses (%s ...: daily bars by month, as it "
+            "was first written): readers do not see them until market_setup's compact_lake moves them "
+            "(lake.repartition_bars)",
+            table_uri(root),
+            sum(stale.values()),
+            source,
+            interval,
+            min(stale),
+        )
     uri = table_uri(root)
     by_symbol: dict[str, dict[str, int]] = {}
     counts = data.group_by(["period", "symbol"], use_threads=False).aggregate([([], "count_all")])  # one pass, not one per period
@@ -657,7 +669,7 @@ def maintain_all(root: ObjectStoragePath, retention_hours: int = VACUUM_RETENTIO
     return {name: maintain(root, retention_hours, name) for name in TABLES if open_table(root, dataset=name) is not None}
 
 
-def repartition_bars(root: ObjectStoragePath) -> dict[str, Any]:
+def repartition_bars(root: ObjectStoragePath, batch_rows: int = 1_000_000) -> dict[str, Any]:
     """Move the bars stored under a period the table no longer uses into their period:
     ``market_setup``'s step before the conversion, idempotent.
 
@@ -668,49 +680,81 @@ def repartition_bars(root: ObjectStoragePath) -> dict[str, Any]:
     their period with the newer-extraction guard (a bar a run published there since is kept), the
     keys checked (as :func:`convert_lake` checks them), and the partition deleted by ``source`` and ``period`` (a period of that width
     belongs to no current interval, so nothing else matches). A crash between merge and delete
-    leaves both; the next run merges nothing and deletes.
+    leaves both; the next run merges nothing and deletes. Up to ``batch_rows`` rows are moved at a
+    time (memory follows that, not the table); the deletes are retried on a conflicting commit.
 
     :return: ``{"partitions": stale partitions moved, "rows": their rows, "version": the table's
         version}`` (zeros and the current version when there is nothing to move).
     :raises ConversionError: a moved bar is missing from its period after the merge.
     """
-    from market_ingest.lake.layout import TABLE_PARTITION_BY, partition_of
+    from functools import partial
+
     from market_ingest.schema import BAR_SCHEMA
 
     dt = open_table(root)
     if dt is None:
         return {"partitions": 0, "rows": 0, "version": None}
-    widths = {len(partition_of("2000-01-01", interval, TABLE_PARTITION_BY)) for interval in TABLE_PARTITION_BY}
-    stale: dict[tuple[str, str], list[str]] = {}
-    for part in dt.partitions():
-        if len(part["period"]) not in widths:
-            stale.setdefault((part["source"], part["interval"]), []).append(part["period"])
     moved = {"partitions": 0, "rows": 0, "version": dt.version()}
-    for (source, interval), periods in sorted(stale.items()):
-        rows = dt.to_pyarrow_table(
-            partitions=[("source", "=", source), ("interval", "=", interval), ("period", "in", periods)]
-        ).select(BAR_SCHEMA.names)
-        rows = rows.cast(BAR_SCHEMA)
-        if rows.num_rows:
-            merge_bars(root, rows, interval, replace_when=NEWER_OR_REBASED)
-            # Keys the table lacks, or holds older, in their new period (a later extraction there is kept).
-            missing = _not_in_table(root, rows, interval)
-            if missing.num_rows:
-                raise ConversionError(
-                    source,
-                    f"{interval} periods {', '.join(sorted(periods))}: {missing.num_rows} bars are not in their new "
-                    f"period after the move (first: {missing['symbol'][0]} {missing['time'][0]}); nothing was deleted, "
-                    "run it again",
-                    str(missing["symbol"][0]),
-                )
-        dt = open_table(root)
-        assert dt is not None
-        dt.delete(f"source = {_quoted([source])} AND period IN ({_quoted(periods)})")
-        log.info("bars table: %d %s/%s bars moved out of periods %s", rows.num_rows, source, interval, ", ".join(sorted(periods)))
-        moved["partitions"] += len(periods)
-        moved["rows"] += rows.num_rows
-        moved["version"] = dt.version()
+    for (source, interval), sizes in sorted(_stale_periods(dt).items()):
+        chunks: list[list[str]] = [[]]
+        held = 0
+        for period, n in sorted(sizes.items()):  # merge, check and delete up to batch_rows rows at a time
+            if chunks[-1] and held + n > batch_rows:
+                chunks.append([])
+                held = 0
+            chunks[-1].append(period)
+            held += n
+        for periods in chunks:
+            rows = dt.to_pyarrow_table(
+                partitions=[("source", "=", source), ("interval", "=", interval), ("period", "in", periods)]
+            )
+            rows = rows.select(BAR_SCHEMA.names).cast(BAR_SCHEMA)
+            if rows.num_rows:
+                merge_bars(root, rows, interval, replace_when=NEWER_OR_REBASED)
+                # Keys the table lacks, or holds older, in their new period (a later extraction there is kept).
+                missing = _not_in_table(root, rows, interval)
+                if missing.num_rows:
+                    raise ConversionError(
+                        source,
+                        f"{interval} periods {', '.join(periods)}: {missing.num_rows} bars are not in their new period "
+                        f"after the move (first: {missing['symbol'][0]} {missing['time'][0]}); nothing was deleted, "
+                        "run it again",
+                        str(missing["symbol"][0]),
+                    )
+            _, dt = _committing(
+                root, partial(_delete, predicate=f"source = {_quoted([source])} AND period IN ({_quoted(periods)})"), "deletes"
+            )
+            log.info("bars table: %d %s/%s bars moved out of periods %s", rows.num_rows, source, interval, ", ".join(periods))
+            moved["partitions"] += len(periods)
+            moved["rows"] += rows.num_rows
+            moved["version"] = dt.version()
     return moved
+
+
+def _delete(dt: DeltaTable, predicate: str) -> dict[str, Any]:
+    """Delete the rows of ``dt`` matching ``predicate`` (SQL) in one commit; delta-rs's metrics."""
+    return dt.delete(predicate)
+
+
+def _stale_periods(dt: DeltaTable) -> dict[tuple[str, str], dict[str, int]]:
+    """``{(source, interval): {period: rows}}`` of the partitions of ``dt``'s version whose period
+    has a width no interval uses any more (:data:`~market_ingest.lake.layout.TABLE_PARTITION_BY`),
+    from the log alone."""
+    import pyarrow as pa
+
+    from market_ingest.lake.layout import TABLE_PARTITION_BY, partition_of
+
+    widths = {len(partition_of("2000-01-01", interval, TABLE_PARTITION_BY)) for interval in TABLE_PARTITION_BY}
+    files = pa.table(dt.get_add_actions(flatten=True))
+    stale: dict[tuple[str, str], dict[str, int]] = {}
+    if files.num_rows == 0:
+        return stale
+    columns = ("partition.source", "partition.interval", "partition.period", "num_records")
+    for source, interval, period, n in zip(*(files[c].to_pylist() for c in columns)):
+        if len(period) not in widths:
+            sizes = stale.setdefault((source, interval), {})
+            sizes[period] = sizes.get(period, 0) + (n or 0)
+    return stale
 
 
 def convert_lake(root: ObjectStoragePath, source: str, interval: str, batch_rows: int = 1_000_000) -> dict[str, Any]:
