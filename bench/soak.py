@@ -438,8 +438,10 @@ def critical_path(runs: list[dict], instances: dict, dag_id: str) -> dict[str, d
     """Each task's place in its runs: ``{task_id: {"start": s, "end": s, "busy": s, "retries": n}}``,
     medians over the finished runs of the seconds from the run's start to the task's first start and
     to its last end (a mapped task: over its map indexes), of the seconds its instances ran
-    (``busy``, summed over map indexes), and the retries taken in total. Ordered by start: the
-    timeline of a median run, where the gaps are scheduling and the spans the tasks' own time."""
+    (``busy``, summed over map indexes), and the retries taken in total. Ordered by start. Each
+    figure is a median of its own over the runs, so the steps are not one run's timeline (a gap
+    between two steps' medians is not one run's gap), but they say which step takes the time and
+    roughly where the run waits between steps."""
     from demo.stack import parse_utc
 
     per: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"start": [], "end": [], "busy": [], "retries": []})

@@ -222,7 +222,6 @@ def build_setup_dag(cfg: PipelineConfig) -> DAG:
             quotes_url=cfg.lake.quotes_url,
             pairs=[list(p) for p in cfg.dag_pairs()],
             quote_sources=cfg.quote_sources(),
-            compression=cfg.lake.compression,
             **lake_rebase_arguments(cfg),
         )
     return dag

@@ -11,7 +11,7 @@ A package of one module per job; every public name is importable from here
 * :mod:`~market_ingest.lake.mirror`: the coverage ledger's mirror (``<root>/coverage/``), each
   day once, merged after each load (:func:`mirror_ledger`, :func:`read_mirror`);
 * :mod:`~market_ingest.lake.layout`: the root, the folders and objects (the Parquet partitions
-  of earlier versions and of quotes, staging, rejects, the ledger's mirror and parked rows),
+  of earlier versions, staging, rejects, the ledger's mirror and parked rows),
   which partition (period) holds a bar;
 * :mod:`~market_ingest.lake.objects`: reading and writing one object (whole-object writes,
   decoding errors);

@@ -64,10 +64,6 @@ def schema() -> pa.Schema:
     )
 
 
-def _quoted(value: object) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def mirror_ledger(root: ObjectStoragePath, rows: list[dict[str, Any]], updated_at: datetime) -> dict[str, Any]:
     """Merge ledger rows (dicts of :data:`~market_ingest.coverage.states.MIRRORED`, ``day`` a
     ``date``) into the mirror in one commit, stamped ``updated_at`` (aware).
@@ -90,10 +86,10 @@ def _merge(root: ObjectStoragePath, table: pa.Table) -> dict[str, Any]:
     """:func:`~market_ingest.lake.table.merge_rows` of ``table`` (newest row per key first) on :data:`KEY`."""
     import pyarrow.compute as pc
 
-    from market_ingest.lake.table import merge_rows
+    from market_ingest.lake.table import _quoted, merge_rows
 
     table = _newest(table) if table.num_rows > 1 else table
-    sources = ", ".join(_quoted(s) for s in pc.unique(table["source"]).to_pylist())
+    sources = _quoted(pc.unique(table["source"]).to_pylist())
     return merge_rows(root, table, NAME, KEY, replace_when=NEWER, narrow=f"t.source IN ({sources})")
 
 

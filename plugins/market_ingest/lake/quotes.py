@@ -55,10 +55,6 @@ def _with_period(quotes: pa.Table) -> pa.Table:
     return rows.append_column("period", utc_days(rows)).cast(schema())
 
 
-def _quoted(values) -> str:
-    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
-
-
 def merge_quotes(root: ObjectStoragePath, quotes: pa.Table) -> dict[str, Any]:
     """Merge ``quotes`` (``QUOTE_SCHEMA``, each key once) into the table in one commit.
 
@@ -68,7 +64,7 @@ def merge_quotes(root: ObjectStoragePath, quotes: pa.Table) -> dict[str, Any]:
     """
     import pyarrow.compute as pc
 
-    from market_ingest.lake.table import merge_rows
+    from market_ingest.lake.table import _quoted, merge_rows
     from market_ingest.schema import QUOTE_KEY
 
     data = _with_period(quotes)

@@ -55,10 +55,6 @@ def schema() -> pa.Schema:
     )
 
 
-def _quoted(value: object) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def _batch_rows(rejected: pa.Table, source: str, interval: str, run_id: str, batch: int) -> pa.Table:
     """``rejected`` (bars as sent, with ``reason``) as rows of the table's schema, numbered."""
     import pyarrow as pa
@@ -88,17 +84,17 @@ def write_rejects(
     :raises DeltaCommitError: other commits kept conflicting (retryable).
     :raises SinkNotFoundError: the lake's bucket or folder does not exist.
     """
-    from market_ingest.lake.table import merge_rows, table_uri
+    from market_ingest.lake.table import _quoted, merge_rows, table_uri
 
     rows = _batch_rows(rejected, source, interval, run_id, batch)
-    mine = f"t.source = {_quoted(source)} AND t.run_id = {_quoted(run_id)}"
+    mine = f"t.source = {_quoted([source])} AND t.run_id = {_quoted([run_id])}"
     merged = merge_rows(
         root,
         rows,
         NAME,
         KEY,
         narrow=mine,
-        delete_unmatched=f't."interval" = {_quoted(interval)} AND {mine} AND t.batch = {int(batch)}',
+        delete_unmatched=f't."interval" = {_quoted([interval])} AND {mine} AND t.batch = {int(batch)}',
     )
     return {"path": table_uri(root, NAME), "rows": rows.num_rows, "batch": batch, "run_id": run_id, "version": merged["version"]}
 
@@ -123,8 +119,8 @@ def convert_rejects(root: ObjectStoragePath) -> dict[str, Any]:
 
     A batch the table already holds (converted before, or written since by a retry of its task,
     which is newer) is left as it is; the others are written as :func:`write_rejects` writes a
-    batch (one commit each). Then every batch of the objects must be in the table with as many
-    rows as its object (or the table's own newer set). The objects are left where they are.
+    batch (one commit each). Then every batch of the objects must be in the table (its
+    object's rows, or the newer set a retry wrote). The objects are left where they are.
 
     :return: ``{"objects": objects read, "rows": their rows, "rows_merged": rows written now,
         "commits": commits made}``.

@@ -2,9 +2,9 @@
 
 **Staging** is keyed by the run (``run=<run id, sanitised>-<hash>``), so two runs of the same
 window never share staged objects, and is deleted by the run report once every sink succeeded
-(:func:`remove_staging`). A staged object is sorted by time with row groups that never
-span two partitions, so publishing reads one partition of the run at a time (memory follows the
-largest partition, not the run) and the sinks stream it record batch by record batch
+(:func:`remove_staging`). A staged object is sorted by time with row groups that never span
+two partitions; the lake publish reads a run's objects whole (one merge commit per run: memory
+follows the run, not the table) and the other sinks stream them record batch by record batch
 (:func:`iter_staged`). Imports pyarrow inside functions: callable from tasks only.
 """
 

@@ -293,6 +293,7 @@ def _writer_properties():
 
 
 def _quoted(values) -> str:
+    """``values`` as a comma-separated list of SQL string literals (quotes doubled), for delta-rs predicates."""
     return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
 
 

@@ -269,7 +269,6 @@ class LakeCompactOperator(BaseOperator):
     :param quotes_url: the quotes lake root (``lake.quotes_url``).
     :param pairs: ``[[source, interval], ...]`` of the bars DAGs.
     :param quote_sources: sources with quote snapshots.
-    :param compression: Parquet compression of the quote objects rewritten.
     :param rebase: ``{source: what its bars stored before schema 2 are}`` (``split_adjusted`` for
         Yahoo sources, else ``as_traded``).
     :return: ``{"<source>/quotes": convert_quotes' counts, "<source>/rebase": rebase_lake's counts,
@@ -286,7 +285,6 @@ class LakeCompactOperator(BaseOperator):
         quotes_url: str,
         pairs: list[list[str]],
         quote_sources: list[str],
-        compression: str = "zstd",
         rebase: dict[str, str] | None = None,
         timescale_conn_id: str | None = None,
         **kwargs,
@@ -294,7 +292,6 @@ class LakeCompactOperator(BaseOperator):
         super().__init__(**kwargs)
         self.lake_url, self.quotes_url = lake_url, quotes_url
         self.pairs, self.quote_sources = pairs, quote_sources
-        self.compression = compression
         self.rebase = rebase or {}
         self.timescale_conn_id = timescale_conn_id
 
