@@ -16,6 +16,9 @@ see"), then flags anomalies over the span with one window-function statement
    with ``--reprocess-behavior completed``);
 4. **flags alone**: ``anomalies.flag`` over the same spans (rolled back).
 
+And the peak Python memory (``tracemalloc``) of one more rerun: the ledger rows a load holds and
+hands to the lake's mirror.
+
 ``--actions``: each symbol also has corporate actions in ``market.corporate_actions`` (a 2:1
 split every two years and a quarterly dividend over the window): the anomaly checks put every
 split on one basis (a running product of the ratios), so this measures what they cost.
@@ -140,7 +143,7 @@ def main() -> int:
             rows, _ = coverage.record_run(
                 cur, source="yahoo", interval="1d", settings=settings, batches=read_plan(plan), extracts=extracts, run_id="bench"
             )
-            return len(rows)
+            return rows.num_rows
 
         def flags(cur) -> int:
             spans = [(s, first, end) for s in plan[0]["symbols"]]
@@ -158,6 +161,12 @@ def main() -> int:
 
         first_s, rows = timed(ledger, commit=True)  # the first run writes the ledger
         rerun = [timed(ledger)[0] for _ in range(args.repeat)]
+        import tracemalloc
+
+        tracemalloc.start()  # one more rerun, untimed: the Python memory the ledger's rows take
+        timed(ledger)
+        peak_mb = tracemalloc.get_traced_memory()[1] / 1e6
+        tracemalloc.stop()
         flag_runs = [timed(flags) for _ in range(args.repeat)]
         with psycopg.connect(conninfo) as conn:
             states = dict(conn.execute("SELECT state, count(*) FROM market.coverage GROUP BY state").fetchall())
@@ -167,7 +176,7 @@ def main() -> int:
         f"(load {load_s:.1f} s, {bars.num_rows / load_s:,.0f} bars/s); {actions:,} corporate actions",
         f"- ledger + flags, first run: {rows:,} ledger rows in {first_s:.1f} s ({rows / first_s:,.0f} rows/s); states {states}",
         f"- ledger + flags, rerun over stored rows: median {statistics.median(rerun):.1f} s of {args.repeat} "
-        f"({rows / statistics.median(rerun):,.0f} rows/s)",
+        f"({rows / statistics.median(rerun):,.0f} rows/s); peak Python memory of a rerun {peak_mb:,.0f} MB (tracemalloc)",
         f"- flags alone: median {flag_s:.1f} s ({bars.num_rows / flag_s:,.0f} bars/s checked), {flagged} bars flagged",
     ]
     print("\n".join(lines))

@@ -295,11 +295,14 @@ def test_concurrent_extract_batches_both_write_their_rejects_and_a_retry_replace
     assert {b for b, *_ in stored()} == {1}
 
 
-def _ledger_rows(interval: str, symbols: tuple[str, ...], run_id: str, loaded: int = 1) -> list[dict]:
-    """Ledger rows (``market.coverage``'s columns and ``flagged``) of the week of 2021-08-02 for ``symbols``."""
+def _ledger_rows(interval: str, symbols: tuple[str, ...], run_id: str, loaded: int = 1) -> pa.Table:
+    """Ledger rows (``market.coverage``'s columns and ``flagged``, as ``coverage.record`` returns
+    them) of the week of 2021-08-02 for ``symbols``."""
     from datetime import date
 
-    return [
+    from market_ingest.lake.mirror import ledger_schema
+
+    rows = [
         {
             "source": "yahoo",
             "interval": interval,
@@ -318,6 +321,7 @@ def _ledger_rows(interval: str, symbols: tuple[str, ...], run_id: str, loaded: i
         for s in symbols
         for d in range(2, 7)
     ]
+    return pa.Table.from_pylist(rows, schema=ledger_schema())
 
 
 def test_concurrent_loads_both_mirror_their_ledger_rows_and_an_older_mirror_never_wins(services, monkeypatch):

@@ -102,7 +102,7 @@ def test_sessions_the_vendor_left_out_are_missing_and_the_repair_loads_them(serv
     others = {k: v["state"] for k, v in ledger.items() if k not in gaps}
     assert set(others.values()) == {coverage.COMPLETE}
     assert all((v["expected"], v["loaded"]) == (1, 1) for k, v in ledger.items() if k in others)
-    assert result["coverage"] == dict(coverage.counts([]), complete=25, missing=2)
+    assert result["coverage"] == dict(dict.fromkeys(coverage.STATES, 0), complete=25, missing=2)
     printed = _make_coverage(services, capsys)
     assert printed[0].split() == [
         "source", "interval", "symbols", "days", "from", "to", "cal-expected", "loaded",
@@ -155,7 +155,7 @@ def test_fx_weekends_have_no_ledger_row_and_a_saturday_is_not_asked(services, tm
     weekdays = [start.date() + timedelta(days=i) for i in range(14) if (start.date() + timedelta(days=i)).weekday() < 5]
     assert sorted(day for _, day in ledger) == weekdays and len(weekdays) == 10
     assert {(v["state"], v["expected"], v["loaded"]) for v in ledger.values()} == {(coverage.COMPLETE, 1, 1)}
-    assert result["coverage"] == dict(coverage.counts([]), complete=10)
+    assert result["coverage"] == dict(dict.fromkeys(coverage.STATES, 0), complete=10)
     assert (outcome["status"], outcome["reason"]) == (
         outcomes.NO_DATA,
         "no 24/5 session in the window (weekend or holiday): the vendor was not asked",
@@ -205,7 +205,7 @@ def test_the_bars_the_ledger_expects_are_the_calendars_sessions(services, now):
             runs = [coverage.Asked(f"S{i}", m, start, end, outcomes.OK) for i, m in enumerate(markets)]
             rows = coverage.record(
                 cur, source="sessions-test", interval=interval, table="bars_sessions_test", runs=runs, run_id="t", now=now
-            )
+            ).to_pylist()
             got = {(r["symbol"], r["day"]): r["expected"] for r in rows}
             want = {}
             for i, market in enumerate(markets):
@@ -242,7 +242,7 @@ def test_a_failed_hour_stays_repairable_after_later_hours_without_a_session(serv
         def write(run_id: str, a: coverage.Asked) -> dict:
             (row,) = coverage.record(
                 cur, source=source, interval="1m", table="bars_ledger_test", runs=[a], run_id=run_id, now=now
-            )
+            ).to_pylist()
             return row
 
         first = write("scheduled__13h", asked(13, outcomes.FAILED, failure))  # 13:30-14:00: 30 session minutes
@@ -286,7 +286,7 @@ def test_a_day_asked_again_and_still_missing_counts_an_attempt(services):
             extracts = [
                 {"batch": 0, "outcomes": [{"symbol": "ATTEMPTS", "status": status, "reason": reason}]} if status else None
             ]
-            (row,), _ = coverage.record_run(
+            rows, _ = coverage.record_run(
                 cur,
                 source="yahoo",
                 interval="1d",
@@ -296,6 +296,7 @@ def test_a_day_asked_again_and_still_missing_counts_an_attempt(services):
                 run_id=run_id,
                 not_loaded=not_loaded,
             )
+            (row,) = rows.to_pylist()
             return row["state"], row["attempts"]
 
         assert load("scheduled__first") == (coverage.MISSING, 0)
@@ -612,7 +613,7 @@ def _load_never_served(services, run_id: str, plan: list[dict]) -> list[dict]:
         rows, _ = coverage.record_run(
             cur, source="yahoo", interval="1d", settings=settings, batches=read_plan(plan), extracts=extracts, run_id=run_id
         )
-    return rows
+    return rows.to_pylist()
 
 
 def test_days_the_vendor_never_serves_stop_being_asked_and_an_older_day_is_still_repaired(services, tmp_path, monkeypatch):

@@ -21,6 +21,8 @@ from market_ingest.coverage.recording import lock_series, record_run
 from market_ingest.coverage.states import counts
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from market_ingest.config import SourceConfig
 
 log = logging.getLogger(__name__)
@@ -158,7 +160,7 @@ class LoadLedger:
         pair parked there are written first (:func:`drain`), and the run's rows are mirrored there
         (:mod:`market_ingest.lake.mirror`); ``None``: neither.
 
-    After :meth:`write`: ``rows`` (ledger rows written), ``flags`` (anomaly flags written) and
+    After :meth:`write`: ``rows`` (ledger rows written: a table, :func:`~market_ingest.coverage.record`), ``flags`` (anomaly flags written) and
     ``parked`` (parked objects drained, deleted by :meth:`committed`).
     """
 
@@ -175,7 +177,9 @@ class LoadLedger:
     ) -> None:
         self.source, self.interval, self.settings = source, interval, settings
         self.batches, self.extracts, self.run_id, self.lake_url = batches, extracts, run_id, lake_url
-        self.rows: list[dict] = []
+        from market_ingest.lake.mirror import ledger_schema
+
+        self.rows: pa.Table = ledger_schema().empty_table()
         self.flags: list[dict] = []
         self.parked: list = []
 
@@ -205,7 +209,7 @@ class LoadLedger:
             (:class:`~market_ingest.lake.DeltaCommitError`: retryable).
         """
         forget(self.parked)
-        if not self.lake_url or not self.rows:
+        if not self.lake_url or not self.rows.num_rows:
             return None
         from market_ingest.lake import lake_root, mirror_ledger
 

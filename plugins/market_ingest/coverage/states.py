@@ -7,10 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from market_ingest import outcomes
 from market_ingest.contracts import Batch, ExtractResult
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 COMPLETE = "complete"
 PARTIAL = "partial"
@@ -157,9 +160,15 @@ def state_sql() -> tuple[str, str]:
     return state.replace("%", "%%"), reason.replace("%", "%%")
 
 
-def counts(rows: list[dict]) -> dict[str, int]:
-    """Ledger rows per state, every state present (zeros included), in :data:`STATES` order."""
+def counts(rows: pa.Table) -> dict[str, int]:
+    """Ledger rows per state, every state present (zeros included), in :data:`STATES` order.
+
+    :param rows: ledger rows with a ``state`` column (:func:`~market_ingest.coverage.record`).
+    """
+    import pyarrow.compute as pc
+
     tally = dict.fromkeys(STATES, 0)
-    for r in rows:
-        tally[r["state"]] += 1
+    found = pc.value_counts(rows["state"])
+    for state, n in zip(found.field("values").to_pylist(), found.field("counts").to_pylist(), strict=True):
+        tally[state] += n
     return tally

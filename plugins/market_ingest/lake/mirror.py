@@ -38,9 +38,10 @@ KEY = ("source", "interval", "symbol", "day")
 NEWER = "s.updated_at > t.updated_at"
 
 
-def schema() -> pa.Schema:
-    """The mirror's schema: ``market.coverage``'s columns (times UTC, ``day`` a date, counts
-    int64), ``flagged`` (bars flagged that day) and ``updated_at``."""
+def ledger_schema() -> pa.Schema:
+    """A ledger row's schema (``market.coverage``'s columns, :data:`~market_ingest.coverage.states.MIRRORED`):
+    ``day`` a date, times UTC microseconds, counts int64, and ``flagged`` (bars flagged that day).
+    What :func:`market_ingest.coverage.record` returns and :func:`mirror_ledger` takes."""
     import pyarrow as pa
 
     utc = pa.timestamp("us", tz="UTC")
@@ -59,25 +60,30 @@ def schema() -> pa.Schema:
             pa.field("run_id", pa.string()),
             pa.field("attempts", pa.int64()),
             pa.field("flagged", pa.int64()),
-            pa.field("updated_at", utc, nullable=False),
         ]
     )
 
 
-def mirror_ledger(root: ObjectStoragePath, rows: list[dict[str, Any]], updated_at: datetime) -> dict[str, Any]:
-    """Merge ledger rows (dicts of :data:`~market_ingest.coverage.states.MIRRORED`, ``day`` a
-    ``date``) into the mirror in one commit, stamped ``updated_at`` (aware).
+def schema() -> pa.Schema:
+    """The mirror's schema: :func:`ledger_schema` and ``updated_at`` (UTC), when the load committed."""
+    import pyarrow as pa
+
+    return ledger_schema().append(pa.field("updated_at", pa.timestamp("us", tz="UTC"), nullable=False))
+
+
+def mirror_ledger(root: ObjectStoragePath, rows: pa.Table, updated_at: datetime) -> dict[str, Any]:
+    """Merge ledger rows (:func:`ledger_schema`, as :func:`market_ingest.coverage.record` returns
+    them) into the mirror in one commit, stamped ``updated_at`` (aware).
 
     :return: ``{"path": the table's URI, "rows": rows given, "version": the table version}``.
     :raises DeltaCommitError: other commits kept conflicting (retryable).
     :raises SinkNotFoundError: the lake's bucket or folder does not exist.
     """
-    import pyarrow as pa
-
     from market_ingest.lake.table import table_uri
+    from market_ingest.schema import utc_timestamps
 
-    names = schema().names
-    table = pa.Table.from_pylist([{**{c: r.get(c) for c in names}, "updated_at": updated_at} for r in rows], schema=schema())
+    ledger = rows.select(ledger_schema().names).cast(ledger_schema())
+    table = ledger.append_column(schema().field("updated_at"), utc_timestamps(updated_at, ledger.num_rows))
     merged = _merge(root, table)
     return {"path": table_uri(root, NAME), "rows": table.num_rows, "version": merged["version"]}
 

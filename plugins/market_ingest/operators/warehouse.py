@@ -140,7 +140,7 @@ class TimescaleLoadOperator(SeriesOperator):
 
             result["coverage"] = counts(ledger.rows)
             result["flags"] = {f: n for f in FLAGS if (n := sum(1 for x in ledger.flags if x["flag"] == f))}
-            self.log.info("Coverage ledger: %d days written %s", len(ledger.rows), result["coverage"])
+            self.log.info("Coverage ledger: %d days written %s", ledger.rows.num_rows, result["coverage"])
             for x in ledger.flags:
                 self.log.warning("Flagged %s %s %s: %s", x["symbol"], x["time"].isoformat(), x["flag"], x["detail"])
             with failing_fast():
