@@ -295,12 +295,12 @@ def test_concurrent_extract_batches_both_write_their_rejects_and_a_retry_replace
     assert {b for b, *_ in stored()} == {1}
 
 
-def _ledger_rows(interval: str, symbols: tuple[str, ...], run_id: str, loaded: int = 1) -> pa.Table:
-    """Ledger rows (``market.coverage``'s columns and ``flagged``, as ``coverage.record`` returns
-    them) of the week of 2021-08-02 for ``symbols``."""
+def _ledger_rows(interval: str, symbols: tuple[str, ...], run_id: str, updated_at: datetime, loaded: int = 1) -> pa.Table:
+    """Ledger rows (``market.coverage``'s columns, ``flagged`` and ``updated_at``, as ``coverage.record``
+    returns them) of the week of 2021-08-02 for ``symbols``."""
     from datetime import date
 
-    from market_ingest.lake.mirror import ledger_schema
+    from market_ingest.lake.mirror import schema
 
     rows = [
         {
@@ -317,11 +317,12 @@ def _ledger_rows(interval: str, symbols: tuple[str, ...], run_id: str, loaded: i
             "run_id": run_id,
             "attempts": 0,
             "flagged": 0,
+            "updated_at": updated_at,
         }
         for s in symbols
         for d in range(2, 7)
     ]
-    return pa.Table.from_pylist(rows, schema=ledger_schema())
+    return pa.Table.from_pylist(rows, schema=schema())
 
 
 def test_concurrent_loads_both_mirror_their_ledger_rows_and_an_older_mirror_never_wins(services, monkeypatch):
@@ -337,7 +338,7 @@ def test_concurrent_loads_both_mirror_their_ledger_rows_and_an_older_mirror_neve
     table.open_table(root, create=True, dataset="coverage")
     seeded = table.open_table(root, dataset="coverage").version()
 
-    mirrors = (partial(lake.mirror_ledger, root, _ledger_rows(i, ("MSFT", "NVDA"), f"run-{i}"), t0) for i in ("1d", "1h"))
+    mirrors = (partial(lake.mirror_ledger, root, _ledger_rows(i, ("MSFT", "NVDA"), f"run-{i}", t0)) for i in ("1d", "1h"))
     _, reads = race(monkeypatch, *mirrors)
     assert reads == 3 and table.open_table(root, dataset="coverage").version() == seeded + 2
     for interval in ("1d", "1h"):
@@ -346,8 +347,8 @@ def test_concurrent_loads_both_mirror_their_ledger_rows_and_an_older_mirror_neve
             (s, d, f"run-{interval}") for s in ("MSFT", "NVDA") for d in range(2, 7)
         ]
 
-    lake.mirror_ledger(root, _ledger_rows("1d", ("MSFT",), "run-later", loaded=0), t0 + timedelta(hours=1))
-    lake.mirror_ledger(root, _ledger_rows("1d", ("MSFT",), "run-slow"), t0 + timedelta(minutes=30))
+    lake.mirror_ledger(root, _ledger_rows("1d", ("MSFT",), "run-later", t0 + timedelta(hours=1), loaded=0))
+    lake.mirror_ledger(root, _ledger_rows("1d", ("MSFT",), "run-slow", t0 + timedelta(minutes=30)))
     rows = lake.read_mirror(root, "yahoo", "1d").to_pylist()
     assert {(r["symbol"], r["run_id"], r["state"]) for r in rows} == {
         ("MSFT", "run-later", "missing"),

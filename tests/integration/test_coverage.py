@@ -311,18 +311,33 @@ def test_a_day_asked_again_and_still_missing_counts_an_attempt(services):
 
 
 def test_the_ledger_is_mirrored_to_the_lake(services):
-    """The rows a load wrote are in the lake's coverage table, each day once; the load run again
-    (a retry) replaces them with its later rows instead of adding a second copy, and the first
-    load's rows stay readable by version (time travel)."""
+    """The rows a load wrote are in the lake's coverage table as the warehouse stores them, each
+    day once, ``updated_at`` included; the load retried, changing nothing, leaves them as they are
+    (in the warehouse and here); another run's load of the same days replaces them, and the first
+    load's rows stay readable by version (time travel). Before, the mirror stamped each row with
+    the worker's clock after the commit: it never said what the warehouse said, and a worker
+    whose clock ran behind lost to an earlier load."""
+    import psycopg
+
     from market_ingest.config import load_config
     from market_ingest.lake import lake_root, open_table, read_mirror
 
     root = lake_root(load_config().lake.url)
     start, end = datetime(2021, 8, 2, tzinfo=UTC), datetime(2021, 8, 7, tzinfo=UTC)
+    columns = (*coverage.COLUMNS, "updated_at")
 
     def mirrored(version=None):
         rows = read_mirror(root, "yahoo", "1d", version=version).to_pylist()
-        return [r for r in rows if r["symbol"] == "MSFT" and start.date() <= r["day"] < end.date()]
+        return [{c: r[c] for c in columns} for r in rows if r["symbol"] == "MSFT" and start.date() <= r["day"] < end.date()]
+
+    def stored():
+        with closing(psycopg.connect(services.pg_conninfo())) as conn:
+            cur = conn.execute(
+                f"SELECT {', '.join(columns)} FROM market.coverage WHERE source = 'yahoo' AND interval = '1d' "
+                "AND symbol = 'MSFT' AND day >= %s AND day < %s ORDER BY day",
+                (start.date(), end.date()),
+            )
+            return [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
 
     _ingest("manual__coverage_mirror", "1d", ["MSFT"], start, end)
     rows = mirrored()
@@ -330,13 +345,18 @@ def test_the_ledger_is_mirrored_to_the_lake(services):
         ("MSFT", date(2021, 8, d), coverage.COMPLETE, 1, 1) for d in range(2, 7)
     ]
     assert {r["run_id"] for r in rows} == {"manual__coverage_mirror"}
+    assert rows == stored()
     first = open_table(root, dataset="coverage").version()
 
-    _ingest("manual__coverage_mirror", "1d", ["MSFT"], start, end)  # the load retried
+    _ingest("manual__coverage_mirror", "1d", ["MSFT"], start, end)  # the load retried: nothing changes
+    assert mirrored() == rows == stored()
+
+    _ingest("manual__coverage_mirror_again", "1d", ["MSFT"], start, end)  # another run of the same days
     again = mirrored()
-    assert [(r["day"], r["state"], r["loaded"]) for r in again] == [(r["day"], r["state"], r["loaded"]) for r in rows]
+    assert again == stored()
+    assert {r["run_id"] for r in again} == {"manual__coverage_mirror_again"}
     assert all(b["updated_at"] > a["updated_at"] for a, b in zip(rows, again, strict=True))
-    assert [r["updated_at"] for r in mirrored(version=first)] == [r["updated_at"] for r in rows]
+    assert mirrored(version=first) == rows
 
 
 def test_a_minute_the_vendor_did_not_send_leaves_the_day_partial(services):

@@ -479,10 +479,10 @@ def test_conversion_copies_the_ledger_mirror_objects_into_the_coverage_table_onc
 
     root = lake.lake_root(f"file://{tmp_path}")
     for run, when, symbols in (("scheduled__a", T0, ("MSFT", "NVDA")), ("scheduled__b", T0 + timedelta(hours=1), ("MSFT",))):
-        rows = [{**r, "updated_at": when} for r in _ledger_rows("1d", symbols, run).to_pylist()]
+        rows = _ledger_rows("1d", symbols, run, when).to_pylist()
         lake.write_parquet(pa.Table.from_pylist(rows), lake.coverage_object(root, "yahoo", "1d", run))
-    since = _ledger_rows("1d", ("NVDA",), "scheduled__since", loaded=0).slice(0, 1)  # NVDA 2021-08-02, mirrored after the upgrade
-    lake.mirror_ledger(root, since, T0 + timedelta(days=1))
+    since = _ledger_rows("1d", ("NVDA",), "scheduled__since", T0 + timedelta(days=1), loaded=0).slice(0, 1)  # NVDA 2021-08-02,
+    lake.mirror_ledger(root, since)  # mirrored after the upgrade
     version = lake.open_table(root, dataset="coverage").version()
 
     stats = lake.convert_mirror(root)

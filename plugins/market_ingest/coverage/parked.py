@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
 from market_ingest.contracts import Batch, ExtractResult, read_plan
@@ -177,9 +177,9 @@ class LoadLedger:
     ) -> None:
         self.source, self.interval, self.settings = source, interval, settings
         self.batches, self.extracts, self.run_id, self.lake_url = batches, extracts, run_id, lake_url
-        from market_ingest.lake.mirror import ledger_schema
+        from market_ingest.lake.mirror import schema
 
-        self.rows: pa.Table = ledger_schema().empty_table()
+        self.rows: pa.Table = schema().empty_table()
         self.flags: list[dict] = []
         self.parked: list = []
 
@@ -213,5 +213,5 @@ class LoadLedger:
             return None
         from market_ingest.lake import lake_root, mirror_ledger
 
-        mirrored = mirror_ledger(lake_root(self.lake_url), self.rows, datetime.now(UTC))
+        mirrored = mirror_ledger(lake_root(self.lake_url), self.rows)
         return f"{mirrored['path']} (version {mirrored['version']})"

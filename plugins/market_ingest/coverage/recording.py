@@ -81,7 +81,7 @@ WITH a AS (
            CASE WHEN c.state IN ({holes}) THEN c.attempts ELSE 0 END AS stored_attempts,
            coalesce(p0.f >= c.covered_until OR p0.u <= c.covered_from, false) AS apart,
            p0.answered AND c.run_id IS DISTINCT FROM %(run_id)s AS other_run,
-           CASE WHEN c.day IS NOT NULL THEN ({stored}) END AS stored
+           CASE WHEN c.day IS NOT NULL THEN ({stored}) END AS stored, c.updated_at AS stored_at
     FROM p0 LEFT JOIN market.coverage c
         ON c.source = %(source)s AND c.interval = %(interval)s AND c.symbol = p0.symbol AND c.day = p0.day
 ), n AS (
@@ -110,28 +110,32 @@ WITH a AS (
     FROM s
 ), w AS (
     SELECT t.symbol, t.day, wf, wu, expected, loaded, state, left(reason1, 1000) AS reason, tries,
-           coalesce(fl.n, 0) AS flagged, stored
+           coalesce(fl.n, 0) AS flagged, stored, stored_at
     FROM t LEFT JOIN unnest(%(flag_symbols)s::text[], %(flag_days)s::date[], %(flag_counts)s::int[]) AS fl(symbol, day, n)
         USING (symbol, day)
 ), inserted AS (
     -- Days without a row: inserted, no conflict to arbitrate (the ledger lock keeps out every
     -- other writer of the pair's new rows; ON CONFLICT doubled the cost of a long run's insert).
-    INSERT INTO market.coverage ({columns})
-    SELECT %(source)s, %(interval)s, symbol, day, wf, wu, expected, loaded, state, reason, %(run_id)s, tries, flagged
+    INSERT INTO market.coverage ({columns}, updated_at)
+    SELECT %(source)s, %(interval)s, symbol, day, wf, wu, expected, loaded, state, reason, %(run_id)s, tries, flagged, %(written_at)s
     FROM w WHERE stored IS NULL
 ), updated AS (
     -- Days with a row: updated where the new row differs. One equal in every column (a retried
     -- load of the same run) is left as it is, as the bars' upsert leaves unchanged bars: its
-    -- updated_at is when it last changed.
-    UPDATE market.coverage c SET ({updated}, updated_at) = ({new}, now())
+    -- updated_at is when it last changed: the database's clock when this writer held the ledger
+    -- lock (written_at), so writers of a pair are ordered by one clock, the order they wrote in.
+    UPDATE market.coverage c SET ({updated}, updated_at) = ({new}, %(written_at)s)
     FROM w
     WHERE c.source = %(source)s AND c.interval = %(interval)s AND c.symbol = w.symbol AND c.day = w.day
       AND w.stored IS NOT NULL AND w.stored IS DISTINCT FROM ({new})
 )
 -- Times as epoch microseconds and days as days since 1970-01-01: Arrow's own encodings, which a
 -- client turns into columns without a Python object per value (record()).
+-- Each row's updated_at as stored now: the unchanged row's own, else written_at.
 SELECT symbol, day - DATE '1970-01-01', (extract(epoch FROM wf) * 1000000)::bigint, (extract(epoch FROM wu) * 1000000)::bigint,
-       expected, loaded, state, reason, tries, flagged
+       expected, loaded, state, reason, tries, flagged,
+       (extract(epoch FROM CASE WHEN stored IS NOT NULL AND stored IS NOT DISTINCT FROM ({new}) THEN stored_at
+                                ELSE %(written_at)s END) * 1000000)::bigint
 FROM w ORDER BY symbol, day
 """
 
@@ -225,9 +229,10 @@ def record(
     :param flagged: ``{(symbol, day): bars flagged}`` by the anomaly checks; absent keys write 0.
     :param attempted: the run's answers were judged (its bars loaded), so a day asked again and
         still repairable counts an attempt (``attempts`` in :mod:`market_ingest.coverage`); ``False``: none counts.
-    :return: the rows written, one per (symbol, UTC day), in key order: a table of
-        :func:`~market_ingest.lake.mirror.ledger_schema` (:data:`COLUMNS` and ``flagged``; ``day``
-        a date, times UTC). A table, not an object per row: the 351,400 rows of a 5-year daily
+    :return: the rows written, one per (symbol, UTC day), in key order, as stored: a table of
+        :func:`~market_ingest.lake.mirror.schema` (:data:`COLUMNS`, ``flagged`` and ``updated_at``:
+        the stored row's when this run left it unchanged, else the database's clock when this
+        writer took the ledger lock; ``day`` a date, times UTC). A table, not an object per row: the 351,400 rows of a 5-year daily
         backfill of 280 symbols took 513 MB of Python memory as dicts and 1.3 s more to hand to
         the lake's mirror; as a table 50 MB and nothing (bench/ledger.py).
     :raises ValueError: a market without a calendar (:func:`market_ingest.calendars.session_rows`).
@@ -236,12 +241,13 @@ def record(
     from market_ingest.intervals import INTERVAL_LENGTH, validate_interval
 
     validate_interval(interval)
-    from market_ingest.lake.mirror import ledger_schema
+    from market_ingest.lake.mirror import schema
 
     runs = [a for a in runs if a.start < min(a.end, now)]
     if not runs:
-        return ledger_schema().empty_table()
+        return schema().empty_table()
     lock_series(cur, source, interval)
+    (written_at,) = cur.execute("SELECT clock_timestamp()").fetchone()  # under the lock: writers in order
     first, last = min(a.start for a in runs), max(min(a.end, now) for a in runs)
     store_sessions(cur, {a.market for a in runs}, first, last)
     step = INTERVAL_LENGTH.get(interval)
@@ -267,6 +273,7 @@ def record(
             "source": source,
             "interval": interval,
             "run_id": run_id,
+            "written_at": written_at,
             "attempted": attempted,
             "symbol_set": sorted({a.symbol for a in runs}),
             "lo": datetime.combine(first.astimezone(UTC).date(), time(), UTC),
@@ -289,15 +296,15 @@ FETCH_ROWS = 65_536
 
 def _fetch_rows(cur, source: str, interval: str, run_id: str) -> pa.Table:
     """The rows :data:`_RECORD_SQL` returns on ``cur``, as a table of
-    :func:`~market_ingest.lake.mirror.ledger_schema`, built a chunk of :data:`FETCH_ROWS` at a time."""
+    :func:`~market_ingest.lake.mirror.schema`, built a chunk of :data:`FETCH_ROWS` at a time."""
     import pyarrow as pa
 
-    from market_ingest.lake.mirror import ledger_schema
+    from market_ingest.lake import mirror
 
-    schema = ledger_schema()
+    schema = mirror.schema()
     batches = []
     while chunk := cur.fetchmany(FETCH_ROWS):
-        symbol, day, wf, wu, expected, loaded, state, reason, tries, flagged = zip(*chunk, strict=True)
+        symbol, day, wf, wu, expected, loaded, state, reason, tries, flagged, updated_at = zip(*chunk, strict=True)
         n = len(chunk)
         columns = {
             "source": pa.repeat(pa.scalar(source), n),
@@ -313,6 +320,7 @@ def _fetch_rows(cur, source: str, interval: str, run_id: str) -> pa.Table:
             "run_id": pa.repeat(pa.scalar(run_id), n),
             "attempts": pa.array(tries, pa.int64()),
             "flagged": pa.array(flagged, pa.int64()),
+            "updated_at": pa.array(updated_at, pa.int64()).cast(schema.field("updated_at").type),
         }
         batches.append(pa.record_batch([columns[f.name] for f in schema], schema=schema))
     return pa.Table.from_batches(batches, schema=schema)

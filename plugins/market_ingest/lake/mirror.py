@@ -4,13 +4,15 @@
 ``interval``; opened, created, retried and maintained by the machinery of
 :mod:`market_ingest.lake.table`. A row is a ledger row of ``market.coverage``
 (:data:`~market_ingest.coverage.states.MIRRORED`: the day's state, counts, reason, run and
-attempts, and its anomaly flags) with ``updated_at``, when the load that wrote it committed.
+attempts, and its anomaly flags) with its ``updated_at`` in the warehouse (when it last changed).
 
 **Writes.** After a load of bars commits its ledger rows (:class:`~market_ingest.coverage.parked.LoadLedger`),
 they are merged here in one commit (:func:`mirror_ledger`) on the ledger's own key
 ``(source, interval, symbol, day)``: a stored row is replaced only by a later ``updated_at``, so
-the table holds each day once, as the warehouse's ledger does, and a retried load replaces its
-earlier mirror instead of adding rows. Loads of several pairs commit at once; a conflicting
+the table holds each day once, as the warehouse's ledger does, and a retried load neither adds
+rows nor, when it changed none, replaces any. ``updated_at`` is the warehouse's, taken from the
+database's clock under the pair's ledger lock (:func:`market_ingest.coverage.record`), so two
+loads' mirrors are ordered as they wrote the warehouse, whatever their workers' clocks say. Loads of several pairs commit at once; a conflicting
 commit is merged again. Earlier states of a day are the table's history (time travel).
 
 **Before.** Versions before the table wrote one object per run,
@@ -38,10 +40,11 @@ KEY = ("source", "interval", "symbol", "day")
 NEWER = "s.updated_at > t.updated_at"
 
 
-def ledger_schema() -> pa.Schema:
-    """A ledger row's schema (``market.coverage``'s columns, :data:`~market_ingest.coverage.states.MIRRORED`):
-    ``day`` a date, times UTC microseconds, counts int64, and ``flagged`` (bars flagged that day).
-    What :func:`market_ingest.coverage.record` returns and :func:`mirror_ledger` takes."""
+def schema() -> pa.Schema:
+    """A ledger row's schema, in the warehouse and here: ``market.coverage``'s columns
+    (:data:`~market_ingest.coverage.states.COLUMNS`; times UTC, ``day`` a date, counts int64),
+    ``flagged`` (bars flagged that day) and ``updated_at`` (when the row last changed, by the
+    database's clock). What :func:`market_ingest.coverage.record` returns and :func:`mirror_ledger` takes."""
     import pyarrow as pa
 
     utc = pa.timestamp("us", tz="UTC")
@@ -60,30 +63,22 @@ def ledger_schema() -> pa.Schema:
             pa.field("run_id", pa.string()),
             pa.field("attempts", pa.int64()),
             pa.field("flagged", pa.int64()),
+            pa.field("updated_at", utc, nullable=False),
         ]
     )
 
 
-def schema() -> pa.Schema:
-    """The mirror's schema: :func:`ledger_schema` and ``updated_at`` (UTC), when the load committed."""
-    import pyarrow as pa
-
-    return ledger_schema().append(pa.field("updated_at", pa.timestamp("us", tz="UTC"), nullable=False))
-
-
-def mirror_ledger(root: ObjectStoragePath, rows: pa.Table, updated_at: datetime) -> dict[str, Any]:
-    """Merge ledger rows (:func:`ledger_schema`, as :func:`market_ingest.coverage.record` returns
-    them) into the mirror in one commit, stamped ``updated_at`` (aware).
+def mirror_ledger(root: ObjectStoragePath, rows: pa.Table) -> dict[str, Any]:
+    """Merge ledger rows (:func:`schema`, as :func:`market_ingest.coverage.record` returns them,
+    each with the ``updated_at`` the warehouse stored) into the mirror in one commit.
 
     :return: ``{"path": the table's URI, "rows": rows given, "version": the table version}``.
     :raises DeltaCommitError: other commits kept conflicting (retryable).
     :raises SinkNotFoundError: the lake's bucket or folder does not exist.
     """
     from market_ingest.lake.table import table_uri
-    from market_ingest.schema import utc_timestamps
 
-    ledger = rows.select(ledger_schema().names).cast(ledger_schema())
-    table = ledger.append_column(schema().field("updated_at"), utc_timestamps(updated_at, ledger.num_rows))
+    table = rows.select(schema().names).cast(schema())
     merged = _merge(root, table)
     return {"path": table_uri(root, NAME), "rows": table.num_rows, "version": merged["version"]}
 
