@@ -16,6 +16,10 @@ see"), then flags anomalies over the span with one window-function statement
    with ``--reprocess-behavior completed``);
 4. **flags alone**: ``anomalies.flag`` over the same spans (rolled back).
 
+5. **floor**: one ledger row per stored bar written by a single ``INSERT ... SELECT`` from the
+   bars, nothing computed (rolled back): what storing the ledger's rows costs by itself, against
+   which the ledger's goal (issue 32 item 3: ledger and flags within 1.5x the load) can be read.
+
 And the peak Python memory (``tracemalloc``) of one more rerun: the ledger rows a load holds and
 hands to the lake's mirror.
 
@@ -41,6 +45,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "plugins"), str(ROOT)]
 INGESTED = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+#: The floor (step 5): a ledger row per stored bar, its columns constants or the bar's own.
+_FLOOR_SQL = """
+INSERT INTO market.coverage (source, interval, symbol, day, covered_from, covered_until, expected, loaded, state, reason, run_id)
+SELECT source, '1d', symbol, (time AT TIME ZONE 'UTC')::date, time, time + interval '1 day', 1, 1, 'complete', '', 'floor'
+FROM market.bars_1d
+"""
 
 
 def make_bars(symbols: int, years: int):
@@ -159,6 +171,11 @@ def main() -> int:
                 )
             )
 
+        def floor(cur) -> int:
+            """One ledger row per stored bar, nothing computed: what writing the rows alone costs."""
+            return cur.execute(_FLOOR_SQL).rowcount
+
+        floor_s = statistics.median(timed(floor)[0] for _ in range(args.repeat))  # into the empty ledger, rolled back
         first_s, rows = timed(ledger, commit=True)  # the first run writes the ledger
         rerun = [timed(ledger)[0] for _ in range(args.repeat)]
         import tracemalloc
@@ -177,6 +194,8 @@ def main() -> int:
         f"- ledger + flags, first run: {rows:,} ledger rows in {first_s:.1f} s ({rows / first_s:,.0f} rows/s); states {states}",
         f"- ledger + flags, rerun over stored rows: median {statistics.median(rerun):.1f} s of {args.repeat} "
         f"({rows / statistics.median(rerun):,.0f} rows/s); peak Python memory of a rerun {peak_mb:,.0f} MB (tracemalloc)",
+        f"- floor: one ledger row per bar written by one INSERT ... SELECT from the bars, nothing computed: median "
+        f"{floor_s:.1f} s of {args.repeat}, {floor_s / load_s:.2f}x the load",
         f"- flags alone: median {flag_s:.1f} s ({bars.num_rows / flag_s:,.0f} bars/s checked), {flagged} bars flagged",
     ]
     print("\n".join(lines))
