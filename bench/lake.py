@@ -11,7 +11,8 @@ table; ``--s3``: on a moto S3 server on loopback, else a local ``file://`` lake)
 2. **daily backfill**: ``--symbols`` x ``--days`` daily bars (100 x 1,000: 3 year partitions)
    published into an empty table (created beforehand and timed apart, as a deployment's table
    exists), against one ``pyarrow.parquet.write_table`` of the same rows to the same storage.
-   Goal: at most 2x. The publish includes reading the run's staged object.
+   Goal: at most 2x. Printed twice: the publish alone, and staging and publish together (the
+   extract's write of the bars' data files, once, and the commit: all a run's bars cost the lake).
 3. **rerun**: the last hour published again: the table's rows and distinct keys before and after
    (goal: no row added, no duplicate), and its time.
 
@@ -75,12 +76,19 @@ def daily_bars(symbols: int, days: int):
 
 def publish(root, table, interval: str, run: str) -> float:
     """Stage ``table`` as one extract batch and publish it; the publish's seconds."""
+    return stage_and_publish(root, table, interval, run)[1]
+
+
+def stage_and_publish(root, table, interval: str, run: str) -> tuple[float, float]:
+    """Stage ``table`` as one extract batch (the extract task's lake write) and publish it: the
+    seconds of each."""
     from market_ingest import lake
 
-    staged = lake.stage(table, root, table["source"][0].as_py(), interval, run, 0)
     t0 = time.perf_counter()
+    staged = lake.stage(table, root, table["source"][0].as_py(), interval, run, 0)
+    t1 = time.perf_counter()
     lake.publish(staged, root, table["source"][0].as_py(), interval)
-    return time.perf_counter() - t0
+    return t1 - t0, time.perf_counter() - t1
 
 
 def counts(root, source: str, interval: str) -> tuple[int, int]:
@@ -152,7 +160,7 @@ def main() -> int:
 
         # 2. daily backfill against one Parquet write of the same rows (medians of 3)
         backfill = daily_bars(args.symbols, args.days)
-        delta_s, parquet_s, create_s = [], [], []
+        delta_s, total_s, parquet_s, create_s = [], [], [], []
         for i in range(3):
             sub = root / f"backfill-{i}"
             if not args.s3:
@@ -160,7 +168,9 @@ def main() -> int:
             t0 = time.perf_counter()
             lake.open_table(sub, create=True)  # a deployment's table exists: its creation is timed apart
             create_s.append(time.perf_counter() - t0)
-            delta_s.append(publish(sub, backfill, "1d", f"backfill-{i}"))
+            stage_s, publish_s = stage_and_publish(sub, backfill, "1d", f"backfill-{i}")
+            delta_s.append(publish_s)
+            total_s.append(stage_s + publish_s)
             target = sub / "one-write.parquet"
             t0 = time.perf_counter()
             with target.open("wb") as fh:
@@ -170,6 +180,7 @@ def main() -> int:
 
     first, last = hourly[0], hourly[-1]
     backfill_ratio = statistics.median(delta_s) / statistics.median(parquet_s)
+    total_ratio = statistics.median(total_s) / statistics.median(parquet_s)
     where = "moto S3 on loopback" if args.s3 else "a local file:// lake"
     lines = [
         f"- where: {where}; shared 2-core machine",
@@ -179,7 +190,8 @@ def main() -> int:
         f"- daily backfill, {args.symbols} x {args.days:,} = {backfill.num_rows:,} bars into an empty table "
         f"({files} files; creating the table took {statistics.median(create_s):.3f} s more): "
         f"{statistics.median(delta_s):.3f} s against one Parquet write of the same rows "
-        f"{statistics.median(parquet_s):.3f} s (medians of 3): {backfill_ratio:.2f}x (goal <= 2)",
+        f"{statistics.median(parquet_s):.3f} s (medians of 3): {backfill_ratio:.2f}x (goal <= 2); staging and "
+        f"publish together (all the run writes to the lake for its bars) {statistics.median(total_s):.3f} s: {total_ratio:.2f}x",
         f"- rerun of the last hour: {rerun_s:.2f} s; rows {rows_before:,} -> {rows_after:,}, distinct keys "
         f"{keys_before:,} -> {keys_after:,} (goal: no row added, no duplicate)",
     ]

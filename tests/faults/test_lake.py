@@ -208,6 +208,68 @@ def test_two_runs_appending_the_same_new_bars_at_once_leave_each_once(tmp_path, 
     assert sorted(stored["symbol"].to_pylist()) == ["MSFT", "NVDA"]
 
 
+def _table_paths(dt) -> list[str]:
+    """The paths, relative to the table's root, of the data files of ``dt``'s version."""
+    return pa.table(dt.get_add_actions(flatten=True))["path"].to_pylist()
+
+
+def test_a_backfill_commits_its_staged_files_as_they_are(tmp_path):
+    """A run whose bars overlap nothing stored is committed without rewriting a byte: the table's
+    files are the data files its extract staged (one per year), read back with every bar; before,
+    the publish read the staged object and wrote the same bars into new files."""
+    from market_ingest import lake
+    from market_ingest.lake import table
+
+    root = lake.lake_root(f"file://{tmp_path}")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = pa.concat_tables(
+        [_bars(s, datetime(2021, 12, 31, tzinfo=UTC), t0) for s in ("MSFT", "NVDA")]
+        + [_bars(s, datetime(2022, 1, 3, tzinfo=UTC), t0) for s in ("MSFT", "NVDA")]
+    )
+    staged = lake.stage(rows, root, "yahoo", "1d", "backfill", 0)
+    table.open_table(root, create=True)
+
+    published = lake.publish(staged, root, "yahoo", "1d")
+    dt = table.open_table(root)
+    assert sorted(_table_paths(dt)) == sorted(s["table_path"] for s in staged) and len(staged) == 2  # 2021 and 2022
+    assert [(p["partition"], p["run_rows"], p["rows"]) for p in published] == [("2021", 2, 2), ("2022", 2, 2)]
+    stored = lake.read_table(root)
+    assert sorted(zip(stored["symbol"].to_pylist(), stored["time"].to_pylist())) == sorted(
+        zip(rows["symbol"].to_pylist(), rows["time"].to_pylist())
+    )
+    assert set(stored["source"].to_pylist()) == {"yahoo"} and set(stored["interval"].to_pylist()) == {"1d"}
+
+
+def test_a_retried_extract_after_its_publish_adds_no_bar_and_unused_staged_files_are_vacuumed(tmp_path):
+    """A run published, then cleared whole: its extract stages the same bars again as new files,
+    whose publish finds them stored and merges (every bar once); the files it staged are never
+    committed, and the maintenance vacuum removes them once older than the retention, while the
+    committed files, as old, stay."""
+    import os
+    import time
+
+    from market_ingest import lake
+    from market_ingest.lake import table
+
+    root = lake.lake_root(f"file://{tmp_path}")
+    day, t0 = datetime(2021, 8, 2, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
+    first = lake.stage(_bars("MSFT", day, t0), root, "yahoo", "1d", "run", 0)
+    lake.publish(first, root, "yahoo", "1d")
+    again = lake.stage(_bars("MSFT", day, t0), root, "yahoo", "1d", "run", 0)  # the cleared extract
+    assert {s["path"] for s in again}.isdisjoint(s["path"] for s in first)  # never overwrites a committed file
+    lake.publish(again, root, "yahoo", "1d")
+    assert lake.read_table(root)["symbol"].to_pylist() == ["MSFT"]
+    assert sorted(_table_paths(table.open_table(root))) == sorted(s["table_path"] for s in first)
+
+    week_ago = time.time() - (table.VACUUM_RETENTION_HOURS + 1) * 3600
+    for s in first + again:
+        os.utime(lake.lake_root(s["path"]).path, (week_ago, week_ago))
+    done = table.maintain(root)
+    assert done["files_vacuumed"] == len(again)
+    assert not any(os.path.exists(lake.lake_root(s["path"]).path) for s in again)
+    assert lake.read_table(root)["symbol"].to_pylist() == ["MSFT"]
+
+
 def test_a_compaction_that_a_run_commits_under_compacts_again_and_loses_no_bar(tmp_path, monkeypatch):
     """``market_setup``'s compaction opens the table, then a run's publish rewrites one of the small
     files it is about to compact: the compaction's commit conflicts, and it compacts again on the

@@ -15,7 +15,7 @@ from datetime import timezone
 from typing import TYPE_CHECKING
 
 from market_ingest.contracts import Dataset, StagedObject
-from market_ingest.lake.layout import TABLE_PARTITION_BY, lake_root, partition_of, split_by_partition, staging_path
+from market_ingest.lake.layout import STAGING, TABLE_PARTITION_BY, lake_root, partition_of, split_by_partition, staging_path
 from market_ingest.lake.objects import ROW_GROUP_ROWS, _decoding, _parquet_file, _writing
 
 if TYPE_CHECKING:
@@ -54,6 +54,10 @@ def stage(
     if table.num_rows == 0:
         return []
     require_values(table, DATASETS[Dataset.BARS if interval else Dataset.QUOTES].schema)  # what publish_lake reads them as
+    if interval:  # bars: written once, as the bars table's own (uncommitted) data files
+        from market_ingest.lake.table import stage_bars
+
+        return stage_bars(table, root, source, interval, run_id, batch)  # type: ignore[return-value]
     path = staging_path(root, source, interval, run_id, batch)
     collected: list = []
     with (
@@ -80,13 +84,15 @@ def iter_staged(paths: list[str], dataset: Dataset = Dataset.BARS, max_rows: int
     :param paths: staged object URLs (from the publish result's ``staged``).
     :raises CorruptObjectError: a staged object is not Parquet of the dataset, naming it and its run.
     """
+    from market_ingest.lake.table import with_partition_columns
     from market_ingest.schema import DATASETS
 
     schema = DATASETS[dataset].schema
     for p in paths:
+        data_file = dataset == Dataset.BARS and f"/{STAGING}/" not in p  # a bars data file (stage_bars): no source, interval
         with _decoding(p):
             for batch in _parquet_file(p).iter_batches(batch_size=max_rows):
-                yield batch.cast(schema)
+                yield with_partition_columns(batch, p) if data_file else batch.cast(schema)
 
 
 def remove_staging(run_dir: str) -> int:

@@ -325,6 +325,13 @@ def _merge(
     root: ObjectStoragePath, rows: pa.Table, interval: str, attempts: int | None = None, replace_when: str = NEWER
 ) -> tuple[dict[str, Any], DeltaTable]:
     """:func:`merge_bars`, and the table object at the version it committed (to read its log without reopening it)."""
+    return _committing(root, _merging(rows, interval, replace_when), "merges", attempts)
+
+
+def _merging(rows: pa.Table, interval: str, replace_when: str = NEWER) -> Callable[[DeltaTable], dict[str, Any]]:
+    """The commit of :func:`merge_bars` for ``rows``: run on a version of the table, it merges them
+    (or, when nothing stored overlaps their span, writes them as an overwrite of that span) and
+    returns its figures; for :func:`_committing`."""
     import pyarrow.compute as pc
 
     data = rows if "period" in rows.column_names else with_period(rows, interval)
@@ -349,10 +356,24 @@ def _merge(
         if not _overlaps(dt, sources, periods, lo, hi):
             from deltalake import write_deltalake
 
-            write_deltalake(dt, data, mode="overwrite", predicate=span, writer_properties=_writer_properties())
+            write_deltalake(
+                dt,
+                data,
+                mode="overwrite",
+                predicate=span,
+                writer_properties=_writer_properties(),
+                commit_properties=pair_commit(sources, interval),
+            )
             return {"version": dt.version(), "inserted": data.num_rows, "updated": 0, "kept_newer": 0, "files_scanned": 0}
         metrics = (
-            dt.merge(data, predicate, source_alias="s", target_alias="t", writer_properties=_writer_properties())
+            dt.merge(
+                data,
+                predicate,
+                source_alias="s",
+                target_alias="t",
+                writer_properties=_writer_properties(),
+                commit_properties=pair_commit(sources, interval),
+            )
             .when_matched_update_all(predicate=replace_when)
             .when_not_matched_insert_all()
             .execute()
@@ -366,7 +387,7 @@ def _merge(
             "files_scanned": metrics["num_target_files_scanned"],
         }
 
-    return _committing(root, commit, "merges", attempts)
+    return commit
 
 
 def _committing(
@@ -431,17 +452,23 @@ def _overlaps(dt: DeltaTable, sources: list[str], periods: list[str], lo: dateti
 
 
 def publish_bars(staged: list[dict[str, Any]], root: ObjectStoragePath, source: str, interval: str) -> list[dict[str, Any]]:
-    """Merge a run's staged bars into the bars table in one commit (:func:`merge_bars`).
+    """Commit a run's staged bars into the bars table, in one commit.
 
-    Reads the run's staged objects whole (memory follows the run, not the table) and keeps the
-    newest extraction of a key that several staged objects share.
+    When the run's staged data files (:func:`stage_bars`) overlap nothing stored and each other,
+    they are appended as they are: the commit adds them, no byte is read or written again
+    (:func:`_appending`). Otherwise the run's rows are read (whole: memory follows the run, not the
+    table), the newest extraction of a key several batches share kept, and merged
+    (:func:`merge_bars`). Both are decided on the version the commit is made on, again after a
+    conflicting concurrent commit (:func:`_committing`, :func:`pair_commit`). Staged objects of
+    the earlier layout (``_staging/``, a run staged before an upgrade) are read and merged.
 
-    :param staged: the extract batches' staged objects (``{"path", "partitions": {...}}``).
+    :param staged: the extract batches' staged files or objects (:func:`stage_bars`,
+        :func:`~market_ingest.lake.staging.stage`).
     :return: one ``{"path": the partition's folder URL, "partition", "rows": rows now in the
         partition, "run_rows", "kept_newer", "rows_by_symbol", "version": the commit}`` per
         partition the run touched, oldest first; ``[]`` for no rows.
     :raises SinkNotFoundError: the lake's bucket or folder does not exist.
-    :raises CorruptObjectError: a staged object is not Parquet, naming it and its run.
+    :raises CorruptObjectError: a staged file or object is not Parquet, naming it and its run.
     :raises DeltaCommitError: conflicting commits on every attempt.
     """
     import pyarrow as pa
@@ -452,23 +479,67 @@ def publish_bars(staged: list[dict[str, Any]], root: ObjectStoragePath, source: 
     from market_ingest.lake.objects import _decoding, _parquet_file
     from market_ingest.schema import BAR_SCHEMA, NATURAL_KEY
 
-    check_lake(root)
-    parts = []
-    for s in sorted(staged, key=lambda s: s["path"]):
-        with _decoding(s["path"]):
-            parts.append(_parquet_file(s["path"]).read().cast(BAR_SCHEMA))
-    if not parts:
+    if not staged:
         return []
-    rows = pa.concat_tables(parts)
-    if len(parts) > 1:
-        rows = newest_per_key(rows, NATURAL_KEY)
-    if rows.num_rows == 0:
+    files = all(is_data_file(s) for s in staged)
+    if not files:
+        check_lake(root)  # before reading staged objects (a missing bucket: opening the table says so)
+    append = _appending(staged, interval) if files else None
+    merging: dict[str, Any] = {}  # the run's rows and their merge, made once when first needed
+
+    def rows() -> pa.Table:
+        parts = []
+        for s in sorted(staged, key=lambda s: s["path"]):
+            if is_data_file(s):
+                parts.append(read_staged_file(s["path"]))
+                continue
+            with _decoding(s["path"]):
+                parts.append(_parquet_file(s["path"]).read().cast(BAR_SCHEMA))
+        read = pa.concat_tables(parts)
+        return newest_per_key(read, NATURAL_KEY) if len(parts) > 1 else read
+
+    def commit(dt: DeltaTable) -> dict[str, Any]:
+        if append is not None and (appended := append(dt)) is not None:
+            return {**appended, "appended": True}
+        if "data" not in merging:
+            merging["data"] = with_period(rows(), interval)
+            merging["commit"] = _merging(merging["data"], interval)
+        if merging["data"].num_rows == 0:
+            return {"empty": True}
+        return {**merging["commit"](dt), "appended": False}
+
+    merged, dt = _committing(root, commit, "merges")
+    if merged.pop("empty", False):
         return []
-    data = with_period(rows, interval)
-    merged, dt = _merge(root, data, interval)
+    by_symbol: dict[str, dict[str, int]] = {}
+    if merged.pop("appended"):
+        source = staged[0]["source"]  # the rows' own source named their partition
+        for f in staged:
+            for symbol, n in f["rows_by_symbol"].items():
+                in_period = by_symbol.setdefault(f["period"], {})
+                in_period[symbol] = in_period.get(symbol, 0) + n
+        return _published(root, dt, merged, by_symbol, {}, source, interval)
+    data = merging["data"]
     kept = _kept_newer_by_period(root, data, merged) if merged["kept_newer"] else {}
     named = pc.unique(data["source"]).to_pylist()  # the rows' own source decides their partition
     source = named[0] if len(named) == 1 else source
+    counts = data.group_by(["period", "symbol"], use_threads=False).aggregate([([], "count_all")])  # one pass, not one per period
+    for period, symbol, n in zip(*(counts[c].to_pylist() for c in ("period", "symbol", "count_all"))):
+        by_symbol.setdefault(period, {})[symbol] = n
+    return _published(root, dt, merged, by_symbol, kept, source, interval)
+
+
+def _published(
+    root: ObjectStoragePath,
+    dt: DeltaTable,
+    merged: dict[str, Any],
+    by_symbol: dict[str, dict[str, int]],
+    kept: dict[str, int],
+    source: str,
+    interval: str,
+) -> list[dict[str, Any]]:
+    """:func:`publish_bars`'s result from the commit (``dt`` at its version, ``merged`` its
+    figures), the run's rows per period and symbol and, per period, the rows a newer stored bar kept out."""
     stored = _rows_by_period(dt, source, interval)
     stale = _stale_periods(dt).get((source, interval))
     if stale:
@@ -483,10 +554,6 @@ def publish_bars(staged: list[dict[str, Any]], root: ObjectStoragePath, source: 
             min(stale),
         )
     uri = table_uri(root)
-    by_symbol: dict[str, dict[str, int]] = {}
-    counts = data.group_by(["period", "symbol"], use_threads=False).aggregate([([], "count_all")])  # one pass, not one per period
-    for period, symbol, n in zip(*(counts[c].to_pylist() for c in ("period", "symbol", "count_all"))):
-        by_symbol.setdefault(period, {})[symbol] = n
     return [
         {
             "path": f"{uri}/source={source}/interval={interval}/period={period}",
@@ -639,7 +706,8 @@ def maintain(
     ``optimize.compact`` rewrites each partition's small files into files of up to
     :data:`TARGET_FILE_SIZE` (a commit that changes no row; safe while runs merge: whichever of
     the compaction and a run's merge conflicts is redone, :func:`_committing`); ``vacuum`` deletes
-    files no version within ``retention_hours`` references.
+    the files no version within ``retention_hours`` references, and the files older than that no
+    version ever referenced (staged data files of runs that merged or never published: :func:`stage_bars`).
 
     :return: ``{"version", "files_added", "files_removed", "files_vacuumed"}``; zeros when the
         table does not exist.
@@ -653,7 +721,10 @@ def maintain(
         "compactions",
         dataset=dataset,
     )
-    vacuumed = dt.vacuum(retention_hours=retention_hours, dry_run=False)
+    # full: also the files no version ever referenced, a run's staged data files that were merged
+    # rather than appended, or whose run never published (stage_bars); the default (lite) vacuum
+    # removes only files a commit removed, and those would stay in the bucket for good.
+    vacuumed = dt.vacuum(retention_hours=retention_hours, dry_run=False, full=True)
     return {
         "version": dt.version(),
         "files_added": compacted.get("numFilesAdded", 0),
@@ -850,3 +921,235 @@ def _not_in_table(root: ObjectStoragePath, rows: pa.Table, interval: str) -> pa.
         ),
     )
     return joined.filter(pc.fill_null(stale, False)).select(rows.schema.names)
+
+
+def data_schema() -> pa.Schema:
+    """The Arrow schema of a bars data file: :data:`~market_ingest.schema.BAR_SCHEMA` without
+    ``source`` and ``interval`` (partition values, in the log)."""
+    from market_ingest.schema import BAR_SCHEMA
+
+    schema = BAR_SCHEMA
+    for name in ("source", "interval"):
+        schema = schema.remove(schema.get_field_index(name))
+    return schema
+
+
+def file_stats(data: pa.Table, meta: Any = None) -> str:
+    """The statistics of a data file holding ``data``, as a Delta add action carries them (JSON):
+    ``numRecords``, ``minValues`` and ``maxValues`` of each column that has a non-null value
+    (timestamps as ISO 8601 UTC with microseconds), ``nullCount`` of every column. delta-rs prunes
+    files by them, and the publish decides from them whether a run overlaps what is stored
+    (:func:`_overlaps`). (Delta protocol, "Per-file Statistics".)
+
+    :param meta: the file's Parquet metadata (``pyarrow.parquet.FileMetaData``), whose row groups'
+        statistics are used when every row group has them (no second pass over the data).
+    """
+    import json
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def value(v: Any) -> Any:
+        return v.isoformat(timespec="microseconds").replace("+00:00", "Z") if hasattr(v, "isoformat") else v
+
+    mins: dict[str, Any] = {}
+    maxes: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for i, name in enumerate(data.column_names):
+        column = data[name]
+        nulls[name] = column.null_count
+        if column.null_count == len(column) or not (pa.types.is_primitive(column.type) or pa.types.is_string(column.type)):
+            continue
+        groups = [meta.row_group(g).column(i).statistics for g in range(meta.num_row_groups)] if meta is not None else []
+        if groups and all(st is not None and st.has_min_max for st in groups):
+            lo, hi = min(st.min for st in groups), max(st.max for st in groups)
+        else:
+            lo_hi = pc.min_max(column)
+            lo, hi = lo_hi["min"].as_py(), lo_hi["max"].as_py()
+        mins[name], maxes[name] = value(lo), value(hi)
+    return json.dumps({"numRecords": data.num_rows, "minValues": mins, "maxValues": maxes, "nullCount": nulls})
+
+
+def stage_bars(
+    table: pa.Table, root: ObjectStoragePath, source: str, interval: str, run_id: str, batch: int
+) -> list[dict[str, Any]]:
+    """Write an extract batch's bars as data files of the bars table, one per ``period``, NOT committed.
+
+    The publish commits them as they are when they overlap nothing stored (an append: the run's
+    bars are encoded once, here), or merges their rows (:func:`publish_bars`). Until committed
+    no reader sees them; one never committed (a merged run's, a failed run's) is removed by the
+    table's vacuum once older than :data:`VACUUM_RETENTION_HOURS` (:func:`maintain`).
+
+    Each file is ``<table>/source=<s>/interval=<i>/period=<p>/part-<run token>-b<batch>-<uuid>.zstd.parquet``:
+    a new name per attempt, so a retried extract never overwrites a file a publish committed.
+    Rows sorted by time then symbol, zstd, row groups of at most
+    :data:`~market_ingest.lake.objects.ROW_GROUP_ROWS`.
+
+    :param table: canonical bars (:data:`~market_ingest.schema.BAR_SCHEMA`) of one source and interval.
+    :return: one ``{"path": the file's URL, "rows", "partitions": {period: [row groups]}, "source"
+        (the rows' own), "period",
+        "table_path": its path inside the table, "size": bytes, "stats": the Delta add action's
+        statistics (JSON), "first", "last": its first and last bar's open (ISO, UTC),
+        "rows_by_symbol": {symbol: bars}}`` per period, oldest first.
+    :raises ValueError: the rows hold more than one source.
+    """
+    import uuid
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from market_ingest.lake.layout import TABLE_PARTITION_BY, run_token, split_by_partition
+    from market_ingest.lake.objects import ROW_GROUP_ROWS, _writing
+
+    staged = []
+    table_dir = root / table_spec(Dataset.BARS).name
+    (source,) = pc.unique(table["source"]).to_pylist() or [source]  # the rows' own source names the partition
+    ordered = table.sort_by([("time", "ascending"), ("symbol", "ascending")])  # also orders the periods: split takes no copy
+    for period, rows in split_by_partition(ordered, interval, TABLE_PARTITION_BY):
+        data = rows.select(data_schema().names).cast(data_schema())
+        relative = (
+            f"source={source}/interval={interval}/period={period}/"
+            f"part-{run_token(run_id)}-b{batch:05d}-{uuid.uuid4().hex}.zstd.parquet"
+        )
+        path = table_dir / relative
+        collected: list = []
+        with _writing(path) as fh:
+            with pq.ParquetWriter(fh, data.schema, compression="zstd", metadata_collector=collected) as writer:
+                writer.write_table(data, row_group_size=ROW_GROUP_ROWS)
+            size = fh.tell()  # the file's bytes, without asking the store
+        staged.append(
+            {
+                "path": str(path),
+                "rows": rows.num_rows,
+                "partitions": {period: list(range(collected[0].num_row_groups))},
+                "source": source,
+                "period": period,
+                "table_path": relative,
+                "size": size,
+                "stats": file_stats(data, collected[0]),
+                "first": pc.min(rows["time"]).as_py().isoformat(),
+                "last": pc.max(rows["time"]).as_py().isoformat(),
+                "rows_by_symbol": dict(_symbol_counts(rows)),
+            }
+        )
+    return staged
+
+
+def _symbol_counts(rows: pa.Table) -> list[tuple[str, int]]:
+    """``[(symbol, rows)]`` of ``rows``."""
+    import pyarrow.compute as pc
+
+    counts = pc.value_counts(rows["symbol"])
+    return list(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
+
+
+def is_data_file(staged: dict[str, Any]) -> bool:
+    """Whether a staged entry is a bars data file written by :func:`stage_bars` (else a staged object)."""
+    return "table_path" in staged
+
+
+#: The Delta application transaction every writer of one (source, interval)'s bars commits with
+#: (``txn`` action; :func:`pair_commit`).
+def pair_commit(sources: list[str], interval: str):
+    """Commit properties carrying the application transaction ``market_ingest/bars/<source>/<interval>``
+    of each of ``sources``.
+
+    Two commits that carry the same application id conflict when they race: the second raises
+    ``CommitFailedError`` ("Concurrent transaction failed", delta-rs's conflict check of ``txn``
+    actions) and is redone on the table as the first left it. Every writer of a pair's bars (an
+    append of staged files, a merge, a conversion) carries it, so a blind append can never land
+    beside a concurrent write of the same bars: its retry sees them and merges.
+    """
+    import time
+
+    from deltalake import CommitProperties
+    from deltalake.transaction import Transaction
+
+    version = int(time.time() * 1000)
+    return CommitProperties(app_transactions=[Transaction(f"market_ingest/bars/{s}/{interval}", version) for s in sources])
+
+
+def _files_overlap(files: list[dict[str, Any]]) -> bool:
+    """Whether two of a run's staged data files may hold the same bar: the same period, a symbol
+    in both and overlapping time spans (one symbol in two extract batches)."""
+    seen: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for f in files:
+        for symbol in f["rows_by_symbol"]:
+            spans = seen.setdefault((f["period"], symbol), [])
+            if any(f["first"] <= last and first <= f["last"] for first, last in spans):
+                return True
+            spans.append((f["first"], f["last"]))
+    return False
+
+
+def _appending(files: list[dict[str, Any]], interval: str) -> Callable[[DeltaTable], dict[str, Any] | None]:
+    """The commit of a run's staged data files as they are (no byte rewritten): run on a version of
+    the table, it appends them in one commit when no stored file overlaps their span, returning the
+    figures of :func:`merge_bars`; ``None`` when one does (or when they overlap each other): merge them."""
+    import time
+    from datetime import datetime
+
+    from deltalake.transaction import AddAction, RemoveAction
+
+    overlapping = _files_overlap(files) or len({f["source"] for f in files}) > 1
+    source = files[0]["source"]  # the rows' own, which named the files' folders
+    periods = sorted({f["period"] for f in files})
+    lo = min(datetime.fromisoformat(f["first"]) for f in files)
+    hi = max(datetime.fromisoformat(f["last"]) for f in files)
+
+    def commit(dt: DeltaTable) -> dict[str, Any] | None:
+        if overlapping or _overlaps(dt, [source], periods, lo, hi):
+            return None
+        now = int(time.time() * 1000)
+        actions: list[AddAction | RemoveAction] = [
+            AddAction(
+                f["table_path"], f["size"], {"source": source, "interval": interval, "period": f["period"]}, now, True, f["stats"]
+            )
+            for f in files
+        ]
+        dt.create_write_transaction(
+            actions,
+            mode="append",
+            schema=table_schema(),
+            partition_by=list(PARTITION_COLUMNS),
+            commit_properties=pair_commit([source], interval),
+        )
+        dt.update_incremental()  # the object still shows the version it read (a merge moves it; this does not)
+        rows = sum(f["rows"] for f in files)
+        return {"version": dt.version(), "inserted": rows, "updated": 0, "kept_newer": 0, "files_scanned": 0}
+
+    return commit
+
+
+def read_staged_file(path: str) -> pa.Table:
+    """A staged data file (:func:`stage_bars`) as bars: its columns, and ``source`` and
+    ``interval`` from its folders (``source=<s>/interval=<i>/``), in :data:`~market_ingest.schema.BAR_SCHEMA`.
+
+    :raises CorruptObjectError: it is not Parquet, naming it and its run.
+    """
+    from market_ingest.lake.objects import _decoding, _parquet_file
+
+    with _decoding(path):
+        return with_partition_columns(_parquet_file(path).read(), path)
+
+
+def with_partition_columns(data: pa.Table | pa.RecordBatch, path: str):
+    """``data`` read from the bars data file at ``path`` with ``source`` and ``interval`` (from its
+    folders), in :data:`~market_ingest.schema.BAR_SCHEMA`'s order and types."""
+    import re
+
+    import pyarrow as pa
+
+    from market_ingest.schema import BAR_SCHEMA
+
+    found = re.search(r"/source=([^/]+)/interval=([^/]+)/", path)
+    if not found:
+        raise ValueError(f"{path}: not a bars data file (no source=/interval= folders)")
+    n = data.num_rows
+    columns = {name: data.column(name) for name in data.schema.names}
+    columns["source"] = pa.repeat(pa.scalar(found.group(1)), n)
+    columns["interval"] = pa.repeat(pa.scalar(found.group(2)), n)
+    arrays = [columns[f.name].cast(f.type) if columns[f.name].type != f.type else columns[f.name] for f in BAR_SCHEMA]
+    if isinstance(data, pa.RecordBatch):
+        return pa.RecordBatch.from_arrays(arrays, schema=BAR_SCHEMA)
+    return pa.Table.from_arrays(arrays, schema=BAR_SCHEMA)
