@@ -74,25 +74,26 @@ WITH k AS (
            max(CASE WHEN same_volume THEN NULL ELSE i END) OVER p <= greatest(i - %(trailing)s, 1) AS v_constant
     FROM s
     WINDOW p AS (PARTITION BY symbol ORDER BY time ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-), t AS (
-    -- Mean and sample standard deviation as avg and stddev_samp give them (NULL below 1 and 2
-    -- values). OFFSET 0 here and below: each figure is computed once per bar, not once per use.
-    SELECT symbol, time, close, prev_close, m, volume, r, step, in_span, n, i, same_close, next_same, run_before,
-           CASE WHEN n > 0 THEN sr / n END AS r_mean, CASE WHEN n > 1 THEN sqrt(greatest(qr - sr * sr / n, 0) / (n - 1)) END AS r_sd,
-           CASE WHEN nv > 0 THEN sv / nv END AS v_mean,
-           CASE WHEN nv > 1 THEN CASE WHEN v_constant THEN 0 ELSE sqrt(greatest(qv - sv * sv / nv, 0) / (nv - 1)) END END AS v_sd
-    FROM g OFFSET 0
 ), x AS (
+    -- The checks, on the trailing mean and variance (avg and var_samp: NULL below 1 and 2 values;
+    -- OFFSET 0: computed once per bar, not once per use): |r - mean| / sd > z as (r - mean)^2 > z^2 var.
     SELECT *,
-           n >= %(min_bars)s AND r_sd > 0 AND abs(r - r_mean) / r_sd > %(return_z)s AS is_outlier,
+           n >= %(min_bars)s AND r_var > 0 AND (r - r_mean) * (r - r_mean) > %(return_z)s * %(return_z)s * r_var AS is_outlier,
            step > 0 AND (step >= %(unit_ratio)s OR step <= 1 / %(unit_ratio)s) AS is_unit,
-           n >= %(min_bars)s AND v_sd > 0 AND (volume - v_mean) / v_sd > %(volume_z)s AS is_spike
-    FROM t OFFSET 0
+           n >= %(min_bars)s AND v_var > 0 AND volume > v_mean AND (volume - v_mean) * (volume - v_mean) > %(volume_z)s * %(volume_z)s * v_var AS is_spike
+    FROM (
+        SELECT symbol, time, close, prev_close, m, volume, r, step, in_span, n, i, same_close, next_same, run_before,
+               CASE WHEN n > 0 THEN sr / n END AS r_mean, CASE WHEN n > 1 THEN (qr - sr * sr / n) / (n - 1) END AS r_var,
+               CASE WHEN nv > 0 THEN sv / nv END AS v_mean,
+               CASE WHEN nv > 1 THEN CASE WHEN v_constant THEN 0 ELSE (qv - sv * sv / nv) / (nv - 1) END END AS v_var
+        FROM g OFFSET 0
+    ) AS t
 ), c AS (
     -- Few bars are left: those a check flags and those of a run of two or more equal closes
     -- (from before the span too). Over them each run's length and volume, summed in time order
     -- from its first bar; then the span's bars.
-    SELECT *, same_closes >= %(stale_closes)s AND run_volume > 0 AS is_stale
+    SELECT *, same_closes >= %(stale_closes)s AND run_volume > 0 AS is_stale, sqrt(greatest(r_var, 0)) AS r_sd,
+           sqrt(greatest(v_var, 0)) AS v_sd
     FROM (
         SELECT *, row_number() OVER r AS same_closes, sum(volume) OVER r AS run_volume
         FROM (SELECT *, CASE WHEN same_close THEN run_before ELSE i END AS run_start FROM x
