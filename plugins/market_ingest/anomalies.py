@@ -18,8 +18,9 @@ volumes are computed across a split on one basis, by the symbol's splits in
 dated by its UTC date when daily or longer, else in its exchange's timezone (``tzs``).
 
 The bar a unit error hits, and the bar after it, are both flagged (each differs 100x from its
-previous close). One SQL statement with window functions computes them; a rerun replaces the
-flags of its span, so a corrected bar loses its flag.
+previous close). One SQL statement computes them, its windows over one ordering of each symbol's
+bars (the trailing figures from running sums, one step per bar); a rerun replaces the flags of its
+span, so a corrected bar loses its flag.
 """
 
 from __future__ import annotations
@@ -43,39 +44,63 @@ WITH k AS (
     FROM k JOIN {table} b ON b.source = %(source)s AND b.symbol = k.symbol
         AND b.time >= k.f - %(reach)s::interval AND b.time < k.u
 {basis}), s AS (
-    SELECT symbol, time, close, volume / m AS volume, f, u, m,
+    -- One ordering for every window (w, p): the bars are sorted once. Each bar's return and step
+    -- from the bar before, and the return and volume of the bar `trailing` bars back, the one
+    -- that leaves the trailing window at this bar.
+    SELECT symbol, time, close, volume / m AS volume, m, time >= f AND time < u AS in_span,
            lag(close) OVER w AS prev_close,
            ln(close * m / NULLIF(lag(close * m) OVER w, 0)) AS r,
            close * m / NULLIF(lag(close * m) OVER w, 0) AS step,
-           CASE WHEN close = lag(close) OVER w THEN 0 ELSE 1 END AS changed
+           ln(lag(close * m, %(trailing)s) OVER w / NULLIF(lag(close * m, %(trailing)s + 1) OVER w, 0)) AS r_out,
+           lag(volume / m, %(trailing)s) OVER w AS v_out,
+           close = lag(close) OVER w AS same_close, close = lead(close) OVER w AS next_same,
+           volume / m IS NOT DISTINCT FROM lag(volume / m) OVER w AS same_volume,
+           row_number() OVER w AS i
     FROM a WHERE bar = 1
     WINDOW w AS (PARTITION BY symbol ORDER BY time)
 ), g AS (
-    SELECT *, sum(changed) OVER (PARTITION BY symbol ORDER BY time) AS close_run FROM s
-), t0 AS (
-    -- The trailing returns' and volumes' count, mean and sample standard deviation, as avg,
-    -- stddev_samp and count compute them, from one state per series (market.float8_stats, V015):
-    -- a window aggregate re-reads the trailing bars for each bar, once per aggregate.
+    -- The trailing returns' and volumes' count, sum and sum of squares: running sums over the bars
+    -- before each bar (p, one step per bar) of the values minus those that left the window, which
+    -- are the same sums `trailing` bars back. A window of zero returns or volumes sums to exactly 0;
+    -- one of equal volumes is found by its last change (v_constant), its spread is exactly 0 too.
+    SELECT symbol, time, close, prev_close, m, volume, r, step, in_span, i, same_close, next_same,
+           count(r) OVER p - count(r_out) OVER p AS n,
+           sum(r) OVER p - coalesce(sum(r_out) OVER p, 0) AS sr,
+           sum(r * r) OVER p - coalesce(sum(r_out * r_out) OVER p, 0) AS qr,
+           count(volume) OVER p - count(v_out) OVER p AS nv,
+           sum(volume) OVER p - coalesce(sum(v_out) OVER p, 0) AS sv,
+           sum(volume * volume) OVER p - coalesce(sum(v_out * v_out) OVER p, 0) AS qv,
+           max(CASE WHEN same_close THEN NULL ELSE i END) OVER p AS run_before,
+           max(CASE WHEN same_volume THEN NULL ELSE i END) OVER p <= greatest(i - %(trailing)s, 1) AS v_constant
+    FROM s
+    WINDOW p AS (PARTITION BY symbol ORDER BY time ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+), x AS (
+    -- The checks, on the trailing mean and variance (avg and var_samp: NULL below 1 and 2 values;
+    -- OFFSET 0: computed once per bar, not once per use): |r - mean| / sd > z as (r - mean)^2 > z^2 var.
     SELECT *,
-           market.float8_stats(r) OVER p AS rs, market.float8_stats(volume) OVER p AS vs,
-           row_number() OVER (PARTITION BY symbol, close_run ORDER BY time) AS same_closes,
-           sum(volume) OVER (PARTITION BY symbol, close_run ORDER BY time) AS run_volume
-    FROM g
-    WINDOW p AS (PARTITION BY symbol ORDER BY time ROWS BETWEEN %(trailing)s PRECEDING AND 1 PRECEDING)
-), t AS (
-    SELECT *, rs[1]::bigint AS n,
-           CASE WHEN rs[1] > 0 THEN rs[2] / rs[1] END AS r_mean, CASE WHEN rs[1] > 1 THEN sqrt(rs[3] / (rs[1] - 1)) END AS r_sd,
-           CASE WHEN vs[1] > 0 THEN vs[2] / vs[1] END AS v_mean, CASE WHEN vs[1] > 1 THEN sqrt(vs[3] / (vs[1] - 1)) END AS v_sd
-    FROM t0
-), c AS (
-    -- Each check once per bar of the spans; the bars that fail none (nearly all) stop here, before
-    -- a row per check is made of each.
-    SELECT symbol, time, close, prev_close, m, volume, r, r_mean, r_sd, n, v_mean, v_sd, step, same_closes, run_volume,
-           n >= %(min_bars)s AND r_sd > 0 AND abs(r - r_mean) / r_sd > %(return_z)s AS is_outlier,
+           n >= %(min_bars)s AND r_var > 0 AND (r - r_mean) * (r - r_mean) > %(return_z)s * %(return_z)s * r_var AS is_outlier,
            step > 0 AND (step >= %(unit_ratio)s OR step <= 1 / %(unit_ratio)s) AS is_unit,
-           same_closes >= %(stale_closes)s AND run_volume > 0 AS is_stale,
-           n >= %(min_bars)s AND v_sd > 0 AND (volume - v_mean) / v_sd > %(volume_z)s AS is_spike
-    FROM t WHERE time >= f AND time < u
+           n >= %(min_bars)s AND v_var > 0 AND volume > v_mean AND (volume - v_mean) * (volume - v_mean) > %(volume_z)s * %(volume_z)s * v_var AS is_spike
+    FROM (
+        SELECT symbol, time, close, prev_close, m, volume, r, step, in_span, n, i, same_close, next_same, run_before,
+               CASE WHEN n > 0 THEN sr / n END AS r_mean, CASE WHEN n > 1 THEN (qr - sr * sr / n) / (n - 1) END AS r_var,
+               CASE WHEN nv > 0 THEN sv / nv END AS v_mean,
+               CASE WHEN nv > 1 THEN CASE WHEN v_constant THEN 0 ELSE (qv - sv * sv / nv) / (nv - 1) END END AS v_var
+        FROM g OFFSET 0
+    ) AS t
+), c AS (
+    -- Few bars are left: those a check flags and those of a run of two or more equal closes
+    -- (from before the span too). Over them each run's length and volume, summed in time order
+    -- from its first bar; then the span's bars.
+    SELECT *, same_closes >= %(stale_closes)s AND run_volume > 0 AS is_stale, sqrt(greatest(r_var, 0)) AS r_sd,
+           sqrt(greatest(v_var, 0)) AS v_sd
+    FROM (
+        SELECT *, row_number() OVER r AS same_closes, sum(volume) OVER r AS run_volume
+        FROM (SELECT *, CASE WHEN same_close THEN run_before ELSE i END AS run_start FROM x
+              WHERE same_close OR next_same OR (in_span AND (is_outlier OR is_unit OR is_spike))) AS few
+        WINDOW r AS (PARTITION BY symbol, run_start ORDER BY time)
+    ) AS y
+    WHERE in_span
 )
 SELECT symbol, time, flag, detail FROM c CROSS JOIN LATERAL (VALUES
     ('return_outlier', CASE WHEN is_outlier THEN

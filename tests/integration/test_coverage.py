@@ -581,11 +581,11 @@ def test_a_split_stored_as_traded_is_not_flagged(services):
     assert "TSLA 2020-08-31: complete, 1 of 1 bars. Ex-date of: split 5:1 (market.corporate_actions)." in page
 
 
-def test_the_checks_trailing_statistics_are_avg_stddev_samp_and_count(services):
+def test_market_float8_stats_is_avg_stddev_samp_and_count(services):
     """MSFT's and TSLA's daily bars of 2021-01 .. 07 from Yahoo's recordings: over each bar's
-    20 trailing log returns and volumes, market.float8_stats (migration V015), which the anomaly
-    checks read their trailing mean, standard deviation and count from, gives what PostgreSQL's
-    avg, stddev_samp and count give, to the last bit (so one state per series serves all three)."""
+    20 trailing log returns and volumes, market.float8_stats (migration V015) gives what
+    PostgreSQL's avg, stddev_samp and count give, to the last bit (so one state per series serves
+    all three). The anomaly checks take running sums instead (tests/integration/test_anomalies.py)."""
     import psycopg
 
     _ingest("manual__trailing", "1d", ["MSFT", "TSLA"], datetime(2021, 1, 1, tzinfo=UTC), datetime(2021, 8, 1, tzinfo=UTC))
