@@ -130,11 +130,26 @@ class OutcomeXCom(TypedDict):
 
 
 class StagedObject(TypedDict):
-    """A batch staged in the lake: its URL, rows and the row groups of each partition."""
+    """A batch staged in the lake: its URL, rows and the row groups of each partition.
+
+    A bars data file (:func:`market_ingest.lake.table.stage_bars`: one per period, in the bars
+    table's folder, uncommitted) also has what committing it as it is takes: ``source`` (the
+    rows'), ``period``, ``table_path`` (inside the table), ``size`` (bytes), ``stats`` (the Delta
+    add action's statistics, JSON), ``first`` and ``last`` (its first and last bar's open, ISO
+    UTC) and ``rows_by_symbol``. Quotes are staged as objects without them.
+    """
 
     path: str
     rows: int
     partitions: dict[str, list[int]]
+    source: NotRequired[str]
+    period: NotRequired[str]
+    table_path: NotRequired[str]
+    size: NotRequired[int]
+    stats: NotRequired[str]
+    first: NotRequired[str]
+    last: NotRequired[str]
+    rows_by_symbol: NotRequired[dict[str, int]]
 
 
 class RejectsObject(TypedDict):

@@ -240,6 +240,29 @@ def test_a_backfill_commits_its_staged_files_as_they_are(tmp_path):
     assert set(stored["source"].to_pylist()) == {"yahoo"} and set(stored["interval"].to_pylist()) == {"1d"}
 
 
+def test_a_staged_file_cut_short_is_never_committed(tmp_path):
+    """A run's staged file damaged after its extract wrote it (cut in half) would be committed
+    unread by the append: the publish checks each file's size first and fails naming it and its
+    run, and the table is left as it was."""
+    from market_ingest import lake
+    from market_ingest.errors import CorruptObjectError
+    from market_ingest.lake import table
+
+    root = lake.lake_root(f"file://{tmp_path}")
+    staged = lake.stage(
+        _bars("MSFT", datetime(2021, 8, 2, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)), root, "yahoo", "1d", "run", 0
+    )
+    version = table.open_table(root, create=True).version()
+    path = lake.lake_root(staged[0]["path"])
+    path.write_bytes(path.read_bytes()[: staged[0]["size"] // 2])
+
+    with pytest.raises(
+        CorruptObjectError, match=r"staged object .* of run run-[0-9a-f]{8} cannot be read as Parquet \(is \d+ bytes"
+    ):
+        lake.publish(staged, root, "yahoo", "1d")
+    assert table.open_table(root).version() == version
+
+
 def test_a_retried_extract_after_its_publish_adds_no_bar_and_unused_staged_files_are_vacuumed(tmp_path):
     """A run published, then cleared whole: its extract stages the same bars again as new files,
     whose publish finds them stored and merges (every bar once); the files it staged are never

@@ -97,6 +97,14 @@ def _writing(path: ObjectStoragePath) -> Iterator[Any]:
     fh.close()
 
 
+def staged_run(url: str) -> str | None:
+    """The run token (:func:`~market_ingest.lake.layout.run_token`) of a staged object's or staged
+    bars file's URL (``.../run=<token>/...``, ``.../part-<token>-b<batch>-<uuid>.zstd.parquet``);
+    ``None`` for another lake object."""
+    found = re.search(r"/run=([^/]+)/", url) or re.search(r"/part-(.+)-b\d{5}-[0-9a-f]{32}\.zstd\.parquet$", url)
+    return found.group(1) if found else None
+
+
 @contextmanager
 def _decoding(url: str) -> Iterator[None]:
     """Raise what Arrow's Parquet decoder raises inside as :class:`CorruptObjectError` naming the
@@ -119,8 +127,8 @@ def _decoding(url: str) -> Iterator[None]:
             tb = tb.tb_next
         if not isinstance(exc, pa.ArrowInvalid) and (tb is None or "pyarrow" not in tb.tb_frame.f_code.co_filename):
             raise
-        run = re.search(r"/run=([^/]+)/", url)
-        what = f"staged object {url} of run {run.group(1)}" if run else f"lake object {url}"
+        run = staged_run(url)
+        what = f"staged object {url} of run {run}" if run else f"lake object {url}"
         fix = (
             "clear the run's extract tasks to stage it again"
             if run

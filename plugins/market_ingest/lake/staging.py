@@ -1,11 +1,15 @@
-"""A run's staging area: the extract batches' objects, streamed by the sinks, removed after the run.
+"""A run's staging: what the extract batches write for the publish and the other sinks.
 
-**Staging** is keyed by the run (``run=<run id, sanitised>-<hash>``), so two runs of the same
-window never share staged objects, and is deleted by the run report once every sink succeeded
-(:func:`remove_staging`). A staged object is sorted by time with row groups that never span
-two partitions; the lake publish reads a run's objects whole (one merge commit per run: memory
-follows the run, not the table) and the other sinks stream them record batch by record batch
-(:func:`iter_staged`). Imports pyarrow inside functions: callable from tasks only.
+**Bars** are staged as the bars table's own data files, one per period, uncommitted
+(:func:`market_ingest.lake.table.stage_bars`): the publish commits them as they are when they
+overlap nothing stored, or merges their rows; a new name per attempt, so a retried batch never
+overwrites a file a publish committed. **Quotes** are staged as one object per batch under the
+run's staging folder (``_staging/...run=<run id, sanitised>-<hash>/``), keyed by the run so two
+runs of the same window never share staged objects, sorted by time with row groups that never
+span two partitions. The run report deletes the staging folder once every sink succeeded
+(:func:`remove_staging`); staged bars files the publish did not commit go with the table's vacuum.
+The other sinks stream both record batch by record batch (:func:`iter_staged`). Imports pyarrow
+inside functions: callable from tasks only.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ def stage(
     batch: int,
     compression: str = "zstd",
 ) -> list[StagedObject]:
-    """Stage an extract batch's rows as one object under the run's staging folder.
+    """Stage an extract batch's rows: bars as the bars table's data files
+    (:func:`market_ingest.lake.table.stage_bars`, whose entries say more), quotes as one object
+    under the run's staging folder.
 
     The object is sorted by time and holds one or more row groups per lake partition and none
     spanning two, so publishing reads one partition of it at a time. It is written as it is encoded
@@ -57,7 +63,7 @@ def stage(
     if interval:  # bars: written once, as the bars table's own (uncommitted) data files
         from market_ingest.lake.table import stage_bars
 
-        return stage_bars(table, root, source, interval, run_id, batch)  # type: ignore[return-value]
+        return stage_bars(table, root, source, interval, run_id, batch)
     path = staging_path(root, source, interval, run_id, batch)
     collected: list = []
     with (

@@ -18,17 +18,24 @@ inside it, the files' ``symbol`` and ``time`` statistics skip the rest. By month
 backfill wrote 33 files of 3,000 rows and cost 8x one Parquet write of its rows; by year, 3. ``period`` is a column of the
 table (a string), not of the bar schema: :func:`read_lake` drops it.
 
-**Publish.** A run's staged bars are merged on the natural key ``(source, symbol, interval,
-time)`` in ONE commit (:func:`publish_bars`, ``DeltaTable.merge``): a stored bar is replaced
+**Staging.** An extract batch writes its bars once, as data files of this table, one per
+``period``, not yet committed (:func:`stage_bars`; a new name per attempt). No reader sees them
+until a publish commits them; the warehouse and Kinesis tasks read them from the run's result.
+
+**Publish.** A run whose staged files overlap nothing stored (by the log's file statistics: no
+file read) and each other is published by committing those files as they are, in ONE commit
+(``create_write_transaction``): nothing is read or encoded again, so a backfill costs its
+extract's write and a commit. Otherwise its staged bars are read and merged on the natural key
+``(source, symbol, interval, time)`` in ONE commit (:func:`publish_bars`, ``DeltaTable.merge``): a stored bar is replaced
 only when the run's was extracted later (``ingested_at``), every other stored bar is kept, and
 keys the table lacks are inserted. The commit spans every partition the run touches, so a reader
 sees the whole run or none of it. The merge predicate carries the run's partitions and its time
-span as literals, so the files whose statistics lie outside the span are never read. A forward
-run whose span no stored file overlaps (by the log's statistics: no file read) skips the merge:
-it is written as an overwrite of exactly its span (``source``, ``period`` and ``time`` bounds),
-which deletes nothing and costs about an append, yet, unlike a blind append, conflicts with a
-concurrent commit that added files in that span, so two runs appending the same new bars at
-once store them once (the loser merges again).
+span as literals, so the files whose statistics lie outside the span are never read. Every
+writer of a (source, interval)'s bars commits with that pair's Delta application transaction
+(:func:`pair_commit`): two that race conflict, so two runs appending the same new bars at once
+store them once (the loser finds the winner's files and merges), where two blind appends would
+both land. Staged files a run merged instead of appending stay uncommitted: the maintenance
+vacuum removes them after the retention.
 
 **Concurrency.** Each commit is a new ``_delta_log/<version>.json`` created only if absent: on S3
 a ``PutObject`` with ``If-None-Match: *`` (delta-rs 1.x's default for S3; no DynamoDB lock),
@@ -39,7 +46,7 @@ raises ``CommitFailedError``, upon which the merge is redone on the new version 
 
 **Maintenance.** Every merge adds files; :func:`maintain` (``market_setup``'s ``compact_lake``,
 over every table: :func:`maintain_all`) compacts small files (``optimize.compact``) and vacuums files no version younger than
-:data:`VACUUM_RETENTION_HOURS` references. **Time travel**: ``DeltaTable(uri, version=n)`` or
+:data:`VACUUM_RETENTION_HOURS` references, and older staged files no version ever referenced. **Time travel**: ``DeltaTable(uri, version=n)`` or
 ``dt.load_as_version(datetime)`` reads the table as it was (within the retention); docs/operations.md, "The lake".
 
 **Credentials.** The S3 connection of the lake URL (``s3://<conn>@bucket/prefix``) gives
@@ -55,7 +62,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from market_ingest.contracts import Dataset
+from market_ingest.contracts import Dataset, StagedObject
 from market_ingest.errors import CorruptObjectError, MarketDataError, PermanentError
 
 if TYPE_CHECKING:
@@ -482,7 +489,9 @@ def publish_bars(staged: list[dict[str, Any]], root: ObjectStoragePath, source: 
     if not staged:
         return []
     files = all(is_data_file(s) for s in staged)
-    if not files:
+    if files:
+        check_staged_files(staged)  # committed unread: each must be whole
+    else:
         check_lake(root)  # before reading staged objects (a missing bucket: opening the table says so)
     append = _appending(staged, interval) if files else None
     merging: dict[str, Any] = {}  # the run's rows and their merge, made once when first needed
@@ -972,7 +981,7 @@ def file_stats(data: pa.Table, meta: Any = None) -> str:
 
 def stage_bars(
     table: pa.Table, root: ObjectStoragePath, source: str, interval: str, run_id: str, batch: int
-) -> list[dict[str, Any]]:
+) -> list[StagedObject]:
     """Write an extract batch's bars as data files of the bars table, one per ``period``, NOT committed.
 
     The publish commits them as they are when they overlap nothing stored (an append: the run's
@@ -1001,7 +1010,7 @@ def stage_bars(
     from market_ingest.lake.layout import TABLE_PARTITION_BY, run_token, split_by_partition
     from market_ingest.lake.objects import ROW_GROUP_ROWS, _writing
 
-    staged = []
+    staged: list[StagedObject] = []
     table_dir = root / table_spec(Dataset.BARS).name
     (source,) = pc.unique(table["source"]).to_pylist() or [source]  # the rows' own source names the partition
     ordered = table.sort_by([("time", "ascending"), ("symbol", "ascending")])  # also orders the periods: split takes no copy
@@ -1153,3 +1162,40 @@ def with_partition_columns(data: pa.Table | pa.RecordBatch, path: str):
     if isinstance(data, pa.RecordBatch):
         return pa.RecordBatch.from_arrays(arrays, schema=BAR_SCHEMA)
     return pa.Table.from_arrays(arrays, schema=BAR_SCHEMA)
+
+
+def check_staged_files(files: list[dict[str, Any]]) -> None:
+    """Check that each staged bars file is still what its extract wrote (its size, one ``HEAD``
+    each, in parallel) before a publish commits it unread: a truncated or replaced file would
+    otherwise enter the table and fail its readers.
+
+    :raises CorruptObjectError: a file is missing (removed by the vacuum after the retention, or
+        deleted) or of another size, naming it and its run (permanent: clear the run's extract tasks).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from market_ingest.lake.layout import lake_root
+    from market_ingest.lake.objects import staged_run
+
+    def size(f: dict[str, Any]) -> int | None:
+        path = lake_root(f["path"])
+        try:
+            return int(path.fs.info(path.path)["size"])
+        except FileNotFoundError:
+            return None
+
+    with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
+        sizes = list(pool.map(size, files))
+    for f, found in zip(files, sizes, strict=True):
+        if found == f["size"]:
+            continue
+        what = (
+            f"is gone (the table's vacuum removes staged files older than {VACUUM_RETENTION_HOURS} hours)"
+            if found is None
+            else (f"is {found} bytes, its extract wrote {f['size']}")
+        )
+        raise CorruptObjectError(
+            "lake",
+            f"staged object {f['path']} of run {staged_run(f['path'])} cannot be read as Parquet ({what}); a retry reads the "
+            "same bytes: clear the run's extract tasks to stage it again",
+        )
