@@ -140,6 +140,13 @@ class CorruptObjectError(PermanentError):
     at once; the message names the object's URL and, for a staged object, the run."""
 
 
+class StagedObjectGoneError(PermanentError):
+    """A run's staged batch is no longer in the lake: the bars table's vacuum removes staged files
+    no version references once older than its retention (a week), or someone deleted it. A retry
+    finds it gone too: the message names it, its run, and that the run's extract tasks must be
+    cleared to stage it again."""
+
+
 class PriceBasisError(PermanentError):
     """Stored bars cannot be put on the price basis asked for (:mod:`market_ingest.actions`): rows
     stored before bar schema 2 whose basis is not as traded (Yahoo's: split-adjusted as of their

@@ -103,7 +103,9 @@ def _give_up(cur, condition: str, why: str, **args) -> dict[str, list[list[str]]
 
     cur.execute(
         sql.SQL(
-            "UPDATE market.coverage SET state = %(unrecoverable)s, run_id = %(run_id)s, updated_at = now(), "
+            # statement_timestamp(): after plan_repairs took the ledger lock, as a load's rows are
+            # stamped (market_ingest.coverage.record), so the ledger's writers are ordered by one clock.
+            "UPDATE market.coverage SET state = %(unrecoverable)s, run_id = %(run_id)s, updated_at = statement_timestamp(), "
             "reason = left({why} || '; it was ' || state || ': ' || reason, 1000) "
             "WHERE source = %(source)s AND interval = %(interval)s AND state = ANY(%(repairable)s) AND day >= %(since)s "
             "AND {condition} RETURNING symbol, day, covered_from, covered_until"

@@ -191,8 +191,8 @@ def test_an_older_extraction_never_replaces_a_newer_bar_in_the_lake(tmp_path):
 
 def test_two_runs_appending_the_same_new_bars_at_once_leave_each_once(tmp_path, monkeypatch):
     """Both runs find nothing stored in their span, so both take the append path at the same
-    version; the append is an overwrite of exactly that span, so the second commit conflicts with
-    the first's files, merges again, and each bar is stored once (a blind append would store both)."""
+    version; both commits carry the pair's application transaction, so the second conflicts,
+    finds the first's files, merges, and each bar is stored once (two blind appends would both land)."""
     from market_ingest import lake
     from market_ingest.lake import table
 
@@ -257,7 +257,7 @@ def test_a_staged_file_cut_short_is_never_committed(tmp_path):
     path.write_bytes(path.read_bytes()[: staged[0]["size"] // 2])
 
     with pytest.raises(
-        CorruptObjectError, match=r"staged object .* of run run-[0-9a-f]{8} cannot be read as Parquet \(is \d+ bytes"
+        CorruptObjectError, match=r"staged object .* of run run-[0-9a-f]{8} cannot be read as Parquet \(it is \d+ bytes"
     ):
         lake.publish(staged, root, "yahoo", "1d")
     assert table.open_table(root).version() == version
@@ -291,6 +291,69 @@ def test_a_retried_extract_after_its_publish_adds_no_bar_and_unused_staged_files
     assert done["files_vacuumed"] == len(again)
     assert not any(os.path.exists(lake.lake_root(s["path"]).path) for s in again)
     assert lake.read_table(root)["symbol"].to_pylist() == ["MSFT"]
+
+
+def test_a_batch_spanning_many_periods_is_staged_as_one_object_and_merged(tmp_path):
+    """A batch of 20 years of daily bars (20 year periods; a year of 1m bars is 365 dates) is not
+    staged as a file per period, which would put as many files in its XCom, its HEADs and the
+    commit: it is one staged object, merged by the publish into a file per period."""
+    from market_ingest import lake
+    from market_ingest.lake import table
+
+    root = lake.lake_root(f"file://{tmp_path}")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = pa.concat_tables(
+        [_bars("MSFT", datetime(2000 + y, 3, 1, tzinfo=UTC), t0) for y in range(table.MAX_STAGED_PERIODS + 4)]
+    )
+    (staged,) = lake.stage(rows, root, "yahoo", "1d", "long", 0)
+    assert "/_staging/" in staged["path"] and "table_path" not in staged
+    published = lake.publish([staged], root, "yahoo", "1d")
+    assert len(published) == table.MAX_STAGED_PERIODS + 4 and sum(p["run_rows"] for p in published) == rows.num_rows
+    assert lake.read_table(root).num_rows == rows.num_rows
+
+
+def test_staged_files_older_than_half_the_retention_are_merged_not_committed_unread(tmp_path):
+    """A run published days after its extract (cleared late): its staged files could be vacuumed
+    between the publish's check and its commit, leaving the table pointing at a missing file, so
+    they are read and their bars written anew; a staged file that is gone fails naming it and its
+    run, at the publish and in the sinks."""
+    import os
+    import time
+
+    from market_ingest import lake
+    from market_ingest.errors import StagedObjectGoneError
+    from market_ingest.lake import table
+
+    root = lake.lake_root(f"file://{tmp_path}")
+    day, t0 = datetime(2021, 8, 2, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
+    staged = lake.stage(_bars("MSFT", day, t0), root, "yahoo", "1d", "late", 0)
+    days_ago = time.time() - table.VACUUM_RETENTION_HOURS * 3600 * 0.6
+    os.utime(lake.lake_root(staged[0]["path"]).path, (days_ago, days_ago))
+    lake.publish(staged, root, "yahoo", "1d")
+    assert lake.read_table(root)["symbol"].to_pylist() == ["MSFT"]
+    assert staged[0]["table_path"] not in _table_paths(table.open_table(root))  # merged into a new file
+
+    gone = lake.stage(_bars("NVDA", day, t0), root, "yahoo", "1d", "gone", 0)
+    os.unlink(lake.lake_root(gone[0]["path"]).path)
+    with pytest.raises(StagedObjectGoneError, match=r"staged object .* of run gone-[0-9a-f]{8} is gone"):
+        lake.publish(gone, root, "yahoo", "1d")
+    with pytest.raises(StagedObjectGoneError, match=r"clear the run's extract tasks"):
+        list(lake.iter_staged([gone[0]["path"]]))
+
+
+def test_file_statistics_leave_out_bounds_json_cannot_hold():
+    """A data file's statistics go into the table's log as JSON, which has no NaN or infinity: a
+    column with an infinite value gets no bounds (a reader then cannot skip the file by it), never
+    a log entry no reader parses; a NaN is left out of the bounds, as Arrow's min and max leave it."""
+    import json
+    import math
+
+    from market_ingest.lake.table import file_stats
+
+    data = pa.table({"close": [1.0, math.nan, 3.0], "volume": [1.0, math.inf, 2.0], "n": [1, 2, 3]})
+    stats = json.loads(file_stats(data))
+    assert stats["minValues"] == {"close": 1.0, "n": 1} and stats["maxValues"] == {"close": 3.0, "n": 3}
+    assert stats["numRecords"] == 3 and stats["nullCount"] == {"close": 0, "volume": 0, "n": 0}
 
 
 def test_a_compaction_that_a_run_commits_under_compacts_again_and_loses_no_bar(tmp_path, monkeypatch):

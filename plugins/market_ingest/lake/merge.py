@@ -1,8 +1,9 @@
 """Publishing a run's staged rows into the lake's Delta tables, and the conditional rewrite of one object.
 
-**Publish.** Bars go to the bars table (:func:`market_ingest.lake.table.publish_bars`), quotes to
-the quotes table (:func:`market_ingest.lake.quotes.publish_quotes`), each in one commit: a merge
-on the natural key, newest extraction wins (:func:`newest_per_key` among a run's own staged
+**Publish.** Bars go to the bars table (:func:`market_ingest.lake.table.publish_bars`: their staged
+data files committed as they are when they overlap nothing stored, else merged), quotes to the
+quotes table (:func:`market_ingest.lake.quotes.publish_quotes`), each in one commit: a merge on
+the natural key, newest extraction wins (:func:`newest_per_key` among a run's own staged
 objects), atomic across partitions, retried on a conflicting concurrent commit.
 
 **Objects.** :func:`read_modify_write` replaces one Parquet object by a conditional write: on S3

@@ -37,8 +37,9 @@ def stage(
     compression: str = "zstd",
 ) -> list[StagedObject]:
     """Stage an extract batch's rows: bars as the bars table's data files
-    (:func:`market_ingest.lake.table.stage_bars`, whose entries say more), quotes as one object
-    under the run's staging folder.
+    (:func:`market_ingest.lake.table.stage_bars`, whose entries say more) when they span at most
+    :data:`~market_ingest.lake.table.MAX_STAGED_PERIODS` periods of one source; else (a long
+    intraday backfill's batch), and quotes, as one object under the run's staging folder.
 
     The object is sorted by time and holds one or more row groups per lake partition and none
     spanning two, so publishing reads one partition of it at a time. It is written as it is encoded
@@ -61,9 +62,14 @@ def stage(
         return []
     require_values(table, DATASETS[Dataset.BARS if interval else Dataset.QUOTES].schema)  # what publish_lake reads them as
     if interval:  # bars: written once, as the bars table's own (uncommitted) data files
-        from market_ingest.lake.table import stage_bars
+        import pyarrow.compute as pc
 
-        return stage_bars(table, root, source, interval, run_id, batch)
+        from market_ingest.lake.layout import partition_values
+        from market_ingest.lake.table import MAX_STAGED_PERIODS, stage_bars
+
+        periods = len(pc.unique(partition_values(table, interval, TABLE_PARTITION_BY)))
+        if periods <= MAX_STAGED_PERIODS and len(pc.unique(table["source"])) == 1:
+            return stage_bars(table, root, source, interval, run_id, batch)
     path = staging_path(root, source, interval, run_id, batch)
     collected: list = []
     with (
@@ -94,10 +100,21 @@ def iter_staged(paths: list[str], dataset: Dataset = Dataset.BARS, max_rows: int
     from market_ingest.schema import DATASETS
 
     schema = DATASETS[dataset].schema
+    from market_ingest.errors import StagedObjectGoneError
+    from market_ingest.lake.objects import staged_run
+
     for p in paths:
         data_file = dataset == Dataset.BARS and f"/{STAGING}/" not in p  # a bars data file (stage_bars): no source, interval
         with _decoding(p):
-            for batch in _parquet_file(p).iter_batches(batch_size=max_rows):
+            try:
+                staged = _parquet_file(p)
+            except FileNotFoundError:
+                raise StagedObjectGoneError(
+                    "lake",
+                    f"staged object {p} of run {staged_run(p)} is gone (removed after every sink succeeded, or by the bars "
+                    "table's vacuum once older than its retention): clear the run's extract tasks to stage it again",
+                ) from None
+            for batch in staged.iter_batches(batch_size=max_rows):
                 yield with_partition_columns(batch, p) if data_file else batch.cast(schema)
 
 

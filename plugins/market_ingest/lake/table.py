@@ -39,10 +39,14 @@ vacuum removes them after the retention.
 
 **Concurrency.** Each commit is a new ``_delta_log/<version>.json`` created only if absent: on S3
 a ``PutObject`` with ``If-None-Match: *`` (delta-rs 1.x's default for S3; no DynamoDB lock),
-locally an atomic create. Two runs merging at once: one commits, the other's commit finds a new
-version; delta-rs rebases it when the winner's files do not touch what it read, and otherwise
-raises ``CommitFailedError``, upon which the merge is redone on the new version (up to
-:data:`~market_ingest.lake.merge.MERGE_ATTEMPTS` times). Both runs' bars land.
+locally an atomic create. Two writers of the same (source, interval) at once (a backfill beside
+the scheduled run, a clear beside a retry): one commits; the other's commit carries the same
+application transaction (:func:`pair_commit`), so it raises ``CommitFailedError`` whatever
+periods each touched, and is redone on the new version (up to
+:data:`~market_ingest.lake.merge.MERGE_ATTEMPTS` times): an append then finds the winner's files
+and merges. Writers of different pairs are rebased by delta-rs when their files do not touch what
+the other read. Both runs' bars land. (One application id per pair, not per period: ids are kept
+in every checkpoint, and one per day of 1m bars would grow the log without end.)
 
 **Maintenance.** Every merge adds files; :func:`maintain` (``market_setup``'s ``compact_lake``,
 over every table: :func:`maintain_all`) compacts small files (``optimize.compact``) and vacuums files no version younger than
@@ -83,6 +87,13 @@ VACUUM_RETENTION_HOURS = 7 * 24
 #: Table properties set at creation: a checkpoint every 10 commits, so opening the table replays
 #: at most 10 log entries after the last checkpoint (delta-rs's default is 100; on S3 each is a GET).
 TABLE_PROPERTIES = {"delta.checkpointInterval": "10"}
+#: At most this many staged data files are committed as they are by one publish (one HEAD each,
+#: one add action each); a run that staged more is merged (:func:`publish_bars`).
+MAX_APPENDED_FILES = 1_000
+#: At most this many periods staged as one data file each by an extract batch; a batch spanning
+#: more (a year of 1m bars: 365 dates) is staged as one object, merged at the publish
+#: (:func:`~market_ingest.lake.staging.stage`): files per batch, XCom and the log stay small.
+MAX_STAGED_PERIODS = 16
 #: Files smaller than this are compacted together (bytes; delta-rs's target file size).
 TARGET_FILE_SIZE = 128 * 1024 * 1024
 
@@ -489,11 +500,13 @@ def publish_bars(staged: list[dict[str, Any]], root: ObjectStoragePath, source: 
     if not staged:
         return []
     files = all(is_data_file(s) for s in staged)
-    if files:
-        check_staged_files(staged)  # committed unread: each must be whole
-    else:
+    if not files:
         check_lake(root)  # before reading staged objects (a missing bucket: opening the table says so)
-    append = _appending(staged, interval) if files else None
+    # Staged files are committed unread only when each is whole and young (else read and merged),
+    # and only a few: a run staged as many files (a long intraday backfill) is merged into one
+    # file per partition instead of committing thousands of small ones.
+    unread = files and len(staged) <= MAX_APPENDED_FILES and check_staged_files(staged)
+    append = _appending(staged, interval) if unread else None
     merging: dict[str, Any] = {}  # the run's rows and their merge, made once when first needed
 
     def rows() -> pa.Table:
@@ -954,6 +967,7 @@ def file_stats(data: pa.Table, meta: Any = None) -> str:
         statistics are used when every row group has them (no second pass over the data).
     """
     import json
+    import math
 
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -975,8 +989,10 @@ def file_stats(data: pa.Table, meta: Any = None) -> str:
         else:
             lo_hi = pc.min_max(column)
             lo, hi = lo_hi["min"].as_py(), lo_hi["max"].as_py()
+        if isinstance(lo, float) and not (math.isfinite(lo) and math.isfinite(hi)):
+            continue  # JSON has no NaN or infinity: no bounds rather than a log no reader parses
         mins[name], maxes[name] = value(lo), value(hi)
-    return json.dumps({"numRecords": data.num_rows, "minValues": mins, "maxValues": maxes, "nullCount": nulls})
+    return json.dumps({"numRecords": data.num_rows, "minValues": mins, "maxValues": maxes, "nullCount": nulls}, allow_nan=False)
 
 
 def stage_bars(
@@ -1123,7 +1139,10 @@ def _appending(files: list[dict[str, Any]], interval: str) -> Callable[[DeltaTab
             partition_by=list(PARTITION_COLUMNS),
             commit_properties=pair_commit([source], interval),
         )
-        dt.update_incremental()  # the object still shows the version it read (a merge moves it; this does not)
+        # The object still shows the version it read (a merge moves it; this does not). The version
+        # loaded is this commit's or, when another landed right after it, a later one: either holds
+        # the run's bars.
+        dt.update_incremental()
         rows = sum(f["rows"] for f in files)
         return {"version": dt.version(), "inserted": rows, "updated": 0, "kept_newer": 0, "files_scanned": 0}
 
@@ -1151,8 +1170,9 @@ def with_partition_columns(data: pa.Table | pa.RecordBatch, path: str):
 
     from market_ingest.schema import BAR_SCHEMA
 
-    found = re.search(r"/source=([^/]+)/interval=([^/]+)/", path)
-    if not found:
+    matches = list(re.finditer(r"/source=([^/]+)/interval=([^/]+)/period=", path))
+    found = matches[-1] if matches else None  # the last: the lake's own prefix may hold such folders
+    if found is None:
         raise ValueError(f"{path}: not a bars data file (no source=/interval= folders)")
     n = data.num_rows
     columns = {name: data.column(name) for name in data.schema.names}
@@ -1164,38 +1184,52 @@ def with_partition_columns(data: pa.Table | pa.RecordBatch, path: str):
     return pa.Table.from_arrays(arrays, schema=BAR_SCHEMA)
 
 
-def check_staged_files(files: list[dict[str, Any]]) -> None:
-    """Check that each staged bars file is still what its extract wrote (its size, one ``HEAD``
+def check_staged_files(files: list[dict[str, Any]]) -> bool:
+    """Check that each staged bars file is still what its extract wrote (its size: one ``HEAD``
     each, in parallel) before a publish commits it unread: a truncated or replaced file would
     otherwise enter the table and fail its readers.
 
-    :raises CorruptObjectError: a file is missing (removed by the vacuum after the retention, or
-        deleted) or of another size, naming it and its run (permanent: clear the run's extract tasks).
+    :return: whether every file is young enough to be committed unread: written less than half
+        :data:`VACUUM_RETENTION_HOURS` ago. An older one could be removed by a vacuum between this
+        check and the commit (the vacuum takes an unreferenced file for debris once past the
+        retention), and the table would point at a missing file: the publish merges those runs
+        (reads the files now and writes their bars anew).
+    :raises StagedObjectGoneError: a file is gone (vacuumed, deleted), naming it and its run.
+    :raises CorruptObjectError: a file is of another size than written, naming it and its run
+        (permanent: clear the run's extract tasks).
     """
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
+    from market_ingest.errors import StagedObjectGoneError
     from market_ingest.lake.layout import lake_root
     from market_ingest.lake.objects import staged_run
 
-    def size(f: dict[str, Any]) -> int | None:
+    def info(f: dict[str, Any]) -> dict[str, Any] | None:
         path = lake_root(f["path"])
         try:
-            return int(path.fs.info(path.path)["size"])
+            return path.fs.info(path.path)
         except FileNotFoundError:
             return None
 
     with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
-        sizes = list(pool.map(size, files))
-    for f, found in zip(files, sizes, strict=True):
-        if found == f["size"]:
-            continue
-        what = (
-            f"is gone (the table's vacuum removes staged files older than {VACUUM_RETENTION_HOURS} hours)"
-            if found is None
-            else (f"is {found} bytes, its extract wrote {f['size']}")
-        )
-        raise CorruptObjectError(
-            "lake",
-            f"staged object {f['path']} of run {staged_run(f['path'])} cannot be read as Parquet ({what}); a retry reads the "
-            "same bytes: clear the run's extract tasks to stage it again",
-        )
+        found = list(pool.map(info, files))
+    fresh = True
+    for f, meta in zip(files, found, strict=True):
+        run = staged_run(f["path"])
+        if meta is None:
+            raise StagedObjectGoneError(
+                "lake",
+                f"staged object {f['path']} of run {run} is gone (the bars table's vacuum removes staged files no version "
+                f"references once older than {VACUUM_RETENTION_HOURS} hours): clear the run's extract tasks to stage it again",
+            )
+        if int(meta["size"]) != f["size"]:
+            raise CorruptObjectError(
+                "lake",
+                f"staged object {f['path']} of run {run} cannot be read as Parquet (it is {meta['size']} bytes, its extract "
+                f"wrote {f['size']}); a retry reads the same bytes: clear the run's extract tasks to stage it again",
+            )
+        modified: Any = meta.get("LastModified") or meta.get("mtime") or time.time()  # S3: a datetime; local: seconds
+        written = modified.timestamp() if hasattr(modified, "timestamp") else float(modified)
+        fresh = fresh and time.time() - written < VACUUM_RETENTION_HOURS * 3600 / 2
+    return fresh

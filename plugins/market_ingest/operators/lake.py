@@ -54,7 +54,7 @@ class LakePublishOperator(SeriesOperator):
             counts.update(obj.pop("rows_by_symbol"))
             objects.append(cast(LakeObject, obj))
             self.log.info(
-                "Merged %d rows into %s (%d rows; %d stored bars were newer and kept)%s",
+                "Published %d rows into %s (%d rows; %d stored bars were newer and kept)%s",
                 obj["run_rows"],
                 obj["path"],
                 obj["rows"],
