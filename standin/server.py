@@ -13,7 +13,9 @@ Control endpoints (tests and benchmarks), under ``/_standin/``:
 * ``GET /_standin/log``: every request served, ``[{"t", "vendor", "path", "query", "status", "throttled",
   "fault", "seconds"}]`` (``apikey`` removed; ``seconds``: how long the stand-in held the request), and ``DELETE /_standin/log`` clears it;
 * ``POST /_standin/limits`` ``{"alpha_vantage": {"limit": 5, "window_s": 60, "daily": 25, "ban_after": null}}``:
-  rate limits per vendor (``{}`` clears them), answered as each vendor answers an excess;
+  rate limits per vendor (``{}`` clears them), answered as each vendor answers an excess; Twelve Data
+  counts credits per API key, 8 a minute and 800 a day unless ``{"twelve_data": {"limit": .., "daily": ..}}``
+  says otherwise (``null``: unlimited; :meth:`standin.twelve_data.TwelveData.configure`);
 * ``POST /_standin/faults`` ``[{"vendor": "binance", "kind": "status", "status": 503, "count": 2, "match": "klines"}]``:
   injected failures (kinds: ``status``, ``timeout``, ``truncate``, ``empty``, ``throttled``, ``banned``;
   ``share`` below 1 hits that share of matching requests at random), and ``{"latency_ms": 50}``
@@ -36,6 +38,8 @@ from standin.alpha_vantage import extent as av_extent
 from standin.core import Fault, NotServed, RateLimit, Request, Response
 from standin.exchanges import EXCHANGES
 from standin.recordings import Library
+from standin.twelve_data import TwelveData
+from standin.twelve_data import extent as td_extent
 from standin.yahoo import Yahoo
 from standin.yahoo import extent as yahoo_extent
 
@@ -72,10 +76,16 @@ class StandIn:
     ) -> None:
         self.synthetic, self.seed, self.pairs, self.clock = synthetic, seed, pairs, clock
         exchanges = [cls(self) for cls in EXCHANGES]
-        self._extents = {"yahoo": yahoo_extent, "alpha_vantage": av_extent, **{ex.vendor: ex.extent for ex in exchanges}}
+        self._extents = {
+            "yahoo": yahoo_extent,
+            "alpha_vantage": av_extent,
+            "twelve_data": td_extent,
+            **{ex.vendor: ex.extent for ex in exchanges},
+        }
         self._root, self._watch, self._seen = recordings, watch, None
         self._library = Library(recordings, self._extents)
-        self.vendors = [Yahoo(self), AlphaVantage(self), *exchanges]
+        self.twelve_data = TwelveData(self)
+        self.vendors = [Yahoo(self), AlphaVantage(self), self.twelve_data, *exchanges]
         self.by_host = {host: v for v in self.vendors for host in v.hosts}
         self.limits: dict[str, RateLimit] = {}
         self.faults: list[Fault] = []
@@ -177,7 +187,9 @@ class StandIn:
             self.limits = {
                 v: RateLimit(int(c["limit"]), float(c.get("window_s", 60)), c.get("daily"), c.get("ban_after"))
                 for v, c in doc.items()
+                if v != "twelve_data"
             }
+            self.twelve_data.configure(doc.get("twelve_data"))  # credits per API key: standin.twelve_data
             return Response.json(200, {"limits": sorted(self.limits)})
         if path == "/_standin/faults" and method == "POST":
             with self.lock:
