@@ -160,7 +160,9 @@ class Credits:
 
 
 def _error(code: int, message: str, http_status: int | None = None, **headers: str) -> Response:
-    return Response.json(code if http_status is None else http_status, {"code": code, "message": message, "status": "error"}, None, **headers)
+    return Response.json(
+        code if http_status is None else http_status, {"code": code, "message": message, "status": "error"}, None, **headers
+    )
 
 
 def _tz(name: str) -> ZoneInfo:
@@ -484,4 +486,3 @@ def _header_key(request: Request) -> str | None:
     """The key of an ``Authorization: apikey KEY`` header (Twelve Data's recommended way)."""
     auth = request.headers.get("authorization", "")
     return auth[7:].strip() or None if auth.lower().startswith("apikey ") else None
-
