@@ -22,8 +22,11 @@ Behaviour (sources in ``/work/notes/research-td.md`` and ``include/recordings/PR
   or the day are spent. The key is never echoed.
 * Credits: each ``/time_series`` and ``/quote`` request costs 1 credit per symbol, counted per API key
   against a per-minute budget (calendar minutes) and a daily one (UTC days); default 8 and 800, the
-  Basic plan's. Requests refused with 429 count towards the minute's usage, as the vendor's message
-  ("9 API credits were used, with the current limit being 8") shows.
+  Basic plan's. Requests refused with 429 count as used, as the vendor's message ("9 API credits were
+  used, with the current limit being 8") shows; an answer that is an error (400, 404) is charged too
+  (unverified either way). Every answer to a valid key carries ``api-credits-used`` and
+  ``api-credits-left`` for the key's current minute (headers clients read; their exact meaning is
+  not documented by the vendor).
 
 Recordings (``include/recordings/twelve_data``) are indexed by endpoint (``time_series``, ``quote``),
 symbol (vendor spelling: ``AAPL``, ``EUR/USD``) and canonical interval; a recorded symbol is served from
@@ -141,7 +144,9 @@ class Credits:
 
     def spend(self, key: str, cost: int = 1) -> tuple[str, int, int] | None:
         """Charge ``cost`` credits to ``key``: ``None`` when answered, else ``(why, used, limit)`` with
-        ``why`` ``"minute"`` or ``"daily"``; a refused request still counts towards the minute's usage."""
+        ``why`` ``"minute"`` or ``"daily"``. A refused request still counts as used, as the vendor's
+        messages show ("18 API credits were used, with the current limit being 8"; "966 ... being 800"):
+        towards the minute, and towards the day when the day refused it."""
         with self.lock:
             now = self.clock()
             minute, day = int(now // 60), int(now // 86_400)
@@ -152,11 +157,20 @@ class Credits:
                 u[2], u[3] = day, 0
             u[1] += cost
             if self.daily is not None and u[3] + cost > self.daily:
-                return "daily", u[3] + cost, self.daily
+                u[3] += cost
+                return "daily", u[3], self.daily
             if self.minute is not None and u[1] > self.minute:
                 return "minute", u[1], self.minute
             u[3] += cost
             return None
+
+    def headers(self, key: str) -> dict[str, str]:
+        """``api-credits-used`` / ``api-credits-left`` of the key's current minute (none when unlimited)."""
+        with self.lock:
+            u = self.used.get(key)
+            if u is None or self.minute is None:
+                return {}
+            return {"api-credits-used": str(u[1]), "api-credits-left": str(max(0, self.minute - u[1]))}
 
 
 def _error(code: int, message: str, http_status: int | None = None, **headers: str) -> Response:
@@ -319,10 +333,13 @@ class TwelveData:
         refused = self.credits.spend(key, 1)
         if refused:
             why, used, limit = refused
-            return self.error(429, (MSG_DAY if why == "daily" else MSG_MINUTE).format(used=used, limit=limit))
-        if path == "/quote":
-            return self._quote(symbol, q)
-        return self._time_series(symbol, q)
+            response = self.error(429, (MSG_DAY if why == "daily" else MSG_MINUTE).format(used=used, limit=limit))
+        elif path == "/quote":
+            response = self._quote(symbol, q)
+        else:
+            response = self._time_series(symbol, q)
+        response.headers.update(self.credits.headers(key))
+        return response
 
     # -- /time_series -------------------------------------------------------------------------
     def _time_series(self, symbol: str, q: dict[str, str]) -> Response:

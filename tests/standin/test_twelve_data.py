@@ -187,8 +187,8 @@ def test_credits_exactly_the_limit_per_minute_under_concurrency_then_the_day(syn
     assert codes == [200, 200, 200, 200, 429, 429]
     status, doc, _ = get(synthetic, path)
     assert status == 429 and doc["message"].startswith(
-        "You have run out of API credits for the day. 13 API credits were used, with the current limit being 12."
-    )
+        "You have run out of API credits for the day. 15 API credits were used, with the current limit being 12."
+    )  # refused requests count as used, as the vendor's messages show
     clock.t = 1_795_219_200.0  # 2026-11-21 00:00:00 UTC: a new day
     assert get(synthetic, path)[0] == 200
 
@@ -196,8 +196,15 @@ def test_credits_exactly_the_limit_per_minute_under_concurrency_then_the_day(syn
 def test_the_basic_plan_is_the_default_and_an_injected_throttle_is_the_minutes_429(synthetic):
     post(synthetic, "/_standin/limits", {})
     synthetic.standin.twelve_data.credits.clock = Clock(1_795_197_600.0)
-    codes = [get(synthetic, f"{TD}/quote?symbol=MSFT&apikey=K")[0] for _ in range(9)]
-    assert codes == [200] * 8 + [429]
+    answers = []
+    for _ in range(9):
+        req = urllib.request.Request(synthetic.url + f"{TD}/quote?symbol=MSFT&apikey=K")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                answers.append((r.status, r.headers["api-credits-used"], r.headers["api-credits-left"]))
+        except urllib.error.HTTPError as e:
+            answers.append((e.code, e.headers["api-credits-used"], e.headers["api-credits-left"]))
+    assert answers[0] == (200, "1", "7") and answers[7] == (200, "8", "0") and answers[8] == (429, "9", "0")
     from standin.core import Fault
 
     synthetic.standin.faults = [Fault("twelve_data", "throttled", count=1)]
