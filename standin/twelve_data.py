@@ -14,8 +14,9 @@ Behaviour (sources in ``/work/notes/research-td.md`` and ``include/recordings/PR
 * ``outputsize`` (1..5000) defaults to 30 without dates and to 5000 with them; the newest
   ``outputsize`` bars of the range are answered.
 * Listings: US symbols are NASDAQ/XNGS listings in ``America/New_York``; ``exchange`` / ``mic_code``
-  name another venue (``LSE`` / ``XLON``: London, ``GBp``; :data:`VENUES`). A pair with ``/`` is FX
-  when both sides are currencies (:data:`FIAT`), crypto otherwise.
+  (or ``symbol=VOD:LSE``) name another venue (``LSE`` / ``XLON``: London, ``GBp``; :data:`VENUES`;
+  another venue answers 404). Symbols are case-insensitive. A pair with ``/`` is FX when both sides
+  are currencies (:data:`FIAT`), crypto otherwise.
 * Errors are ``{"code": N, "message": "...", "status": "error"}`` with HTTP status ``N`` (configurable,
   see :meth:`TwelveData.configure`): 401 for a missing or unknown ``apikey``, 404 for an unknown symbol,
   400 for an unsupported interval or a range holding no bar, 429 when the key's credits for the minute
@@ -202,6 +203,7 @@ class Instrument:
 
     def __init__(self, symbol: str, q: dict[str, str]) -> None:
         self.symbol = symbol
+        self.venue: Venue | None
         exchange, mic = q.get("exchange", ""), q.get("mic_code", "")
         if "/" in symbol:
             base, _, quote = symbol.partition("/")
@@ -216,9 +218,10 @@ class Instrument:
             self.kind = "equity"
             venue = next((v for v in VENUES if mic and v.mic.upper() == mic.upper()), None)
             venue = venue or next((v for v in VENUES if exchange and v.exchange.upper() == exchange.upper()), None)
-            self.venue = venue or US
-            self.tz = self.venue.tz
-            self.key = symbol + self.venue.suffix  # the Yahoo spelling: one synthetic market for both vendors
+            self.venue = venue if venue or mic or exchange else US  # None: a venue the stand-in does not list
+            v = self.venue or US
+            self.tz = v.tz
+            self.key = symbol + v.suffix  # the Yahoo spelling: one synthetic market for both vendors
             self.session = synthetic.equity_session(self.key)
 
     def meta(self, td_interval: str) -> dict:
@@ -325,11 +328,15 @@ class TwelveData:
         key = q.get("apikey") or _header_key(request)
         if not key or (self.keys is not None and key not in self.keys):
             return self.error(401, MSG_APIKEY)
-        symbol = (q.get("symbol") or "").strip()
-        if not symbol:
-            return self.error(404, MSG_SYMBOL.format(symbol=""))
+        symbol = (q.get("symbol") or "").strip().upper()  # values are case-insensitive too: aapl is AAPL
         if "," in symbol:
             raise NotServed("Twelve Data batch requests (comma-separated symbols) are not served by the stand-in")
+        if ":" in symbol:  # symbol:exchange_name, e.g. VOD:LSE, AAPL:NASDAQ (the docs' "Exchanges")
+            symbol, _, q["exchange"] = symbol.partition(":")
+        if not symbol:
+            return self.error(404, MSG_SYMBOL.format(symbol=""))
+        if "/" not in symbol and Instrument(symbol, q).venue is None:
+            return self.error(404, MSG_SYMBOL.format(symbol=symbol))  # a venue the stand-in does not list
         refused = self.credits.spend(key, 1)
         if refused:
             why, used, limit = refused

@@ -257,6 +257,16 @@ def test_synthetic_series_speak_the_vendors_meta_and_stamps(synthetic, query, me
     assert all(("volume" in v) == volume for v in doc["values"])
 
 
+def test_the_exchange_may_be_named_in_the_symbol_and_symbols_are_case_insensitive(synthetic):
+    _, by_param, _ = get(synthetic, f"{TD}/time_series?symbol=VOD&exchange=LSE&interval=1day&apikey=K")
+    _, by_colon, _ = get(synthetic, f"{TD}/time_series?symbol=vod:lse&interval=1day&apikey=K")
+    assert by_colon == by_param and by_colon["meta"]["symbol"] == "VOD"
+    _, us, _ = get(synthetic, f"{TD}/time_series?symbol=VOD&interval=1day&apikey=K")
+    assert us["meta"]["exchange"] == "NASDAQ" and us["values"] != by_param["values"]  # another listing
+    status, doc, _ = get(synthetic, f"{TD}/time_series?symbol=VOD&exchange=NOWHERE&interval=1day&apikey=K")
+    assert (status, doc["code"]) == (404, 404)
+
+
 def test_synthetic_ranges_are_local_times_and_agree_across_intervals(synthetic):
     path = f"{TD}/time_series?symbol=AAPL&interval=30min&start_date=2026-11-19%2009:30:00&end_date=2026-11-19%2016:00:00&apikey=K"
     status, doc, _ = get(synthetic, path)
