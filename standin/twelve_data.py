@@ -1,13 +1,17 @@
 """Twelve Data's REST API (``api.twelvedata.com``): ``/time_series`` and ``/quote``, JSON answers.
 
-Behaviour (sources in ``/work/notes/research-td.md`` and ``include/recordings/PROVENANCE.md``):
+Behaviour, from Twelve Data's documentation (https://twelvedata.com/docs: errors, ``/time_series``,
+``/quote``), its support articles (5214728 "Getting historical data", 5194820 "API credits limits"), its
+changelog (the Basic plan's daily cap resets at midnight UTC), its OpenAPI-generated Go client (errors
+come with their code as HTTP status) and message texts quoted alike by many clients
+(``include/recordings/PROVENANCE.md``):
 
 * ``/time_series?symbol=AAPL&interval=1day&start_date=...&end_date=...&outputsize=N&apikey=KEY``
   answers ``{"meta": {...}, "values": [...], "status": "ok"}``, newest bar first (``order=asc``
   reverses it). Each value's ``datetime`` is the bar's open in the instrument's local time
   (``exchange_timezone``; UTC for FX and crypto pairs): ``"2021-09-16 15:59:00"`` intraday,
   ``"2021-09-16"`` for days, weeks (the Monday) and months (the 1st). Prices are strings;
-  ``volume`` is given for listings only, never for FX or crypto pairs.
+  ``volume`` is given for listings only, not for FX pairs (nor for crypto pairs: unverified).
 * ``start_date`` / ``end_date`` (``2024-01-02``, ``2024-01-02 09:30:00`` or ``2024-01-02T09:30:00``)
   are read in the instrument's local time, or in ``timezone`` when given (``Exchange``, ``UTC`` or an
   IANA name). The stand-in keeps bars whose open lies in ``[start, end)``.
@@ -31,7 +35,8 @@ Behaviour (sources in ``/work/notes/research-td.md`` and ``include/recordings/PR
 
 Recordings (``include/recordings/twelve_data``) are indexed by endpoint (``time_series``, ``quote``),
 symbol (vendor spelling: ``AAPL``, ``EUR/USD``) and canonical interval; a recorded symbol is served from
-its recording, cut to the asked range and size; any other symbol from the synthetic market.
+its recording, cut to the asked range and size; any other symbol, or a range outside the recording, from
+the synthetic market (without it: 404 for the symbol, 400 "No data" for the range).
 """
 
 from __future__ import annotations
