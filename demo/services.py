@@ -429,14 +429,21 @@ def restart_redis(broker_url: str, down_seconds: float = 0.0) -> None:
 #: The demo's Alpha Vantage connection: Alpha Vantage's public "demo" key (not a secret) and a daily
 #: budget repeated demos cannot spend. :func:`vendor_env` adds the stand-in as its host.
 DEMO_ALPHA_VANTAGE_CONN = {"conn_type": "alpha_vantage", "password": "demo", "extra": {"daily_budget": 100000}}
+#: The demo's Twelve Data connection: Twelve Data's public "demo" key (not a secret) on the Basic
+#: plan's credits per minute and a daily cap repeated demos cannot spend.
+DEMO_TWELVEDATA_CONN = {
+    "conn_type": "twelvedata",
+    "password": "demo",
+    "extra": {"credits_per_minute": 8, "daily_credits": 100000},
+}
 
 
 def vendor_env(vendors_url: str, cfg) -> dict[str, str]:
     """``AIRFLOW_CONN_*`` of every vendor connection the pipeline config ``cfg`` uses, pointed at the stand-in.
 
     The connections carry the stand-in's URL as their base URL (``host``), exactly as they would
-    carry a gateway's. Alpha Vantage gets its public ``demo`` key (not a secret) and a daily budget
-    repeated runs cannot spend.
+    carry a gateway's. Alpha Vantage and Twelve Data get their public ``demo`` keys (not secrets)
+    and daily budgets repeated runs cannot spend.
     """
     from market_ingest import kinds
 
@@ -444,6 +451,8 @@ def vendor_env(vendors_url: str, cfg) -> dict[str, str]:
     for name, src in cfg.sources.items():
         if src.kind == "alpha_vantage":
             conn = {**DEMO_ALPHA_VANTAGE_CONN, "host": f"{vendors_url}/www.alphavantage.co/query"}
+        elif src.kind == "twelvedata":
+            conn = {**DEMO_TWELVEDATA_CONN, "host": f"{vendors_url}/api.twelvedata.com"}
         else:
             conn = {"conn_type": kinds.kind(src.kind).conn_type, "host": vendors_url}
         env[f"AIRFLOW_CONN_{src.connection_id(name).upper()}"] = json.dumps(conn)

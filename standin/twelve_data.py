@@ -377,7 +377,10 @@ class TwelveData:
         start_ms = None if start is None else _window_ms(start, daily)
         end_ms = None if end is None else _window_ms(end, daily)
         recs = self.standin.library.of(VENDOR, "time_series", symbol, interval)
-        rec = self.standin.library.best(VENDOR, "time_series", symbol, interval, start_ms, end_ms) if recs else None
+        if start_ms is None and end_ms is None:  # no dates: the latest bars, so the newest recording
+            rec = max((r for r in recs if r.status == 200), key=lambda r: (r.end_ms or 0, r.recorded_ms), default=None)
+        else:
+            rec = self.standin.library.best(VENDOR, "time_series", symbol, interval, start_ms, end_ms) if recs else None
         if rec is not None and rec.status == 200:
             return self._cut(rec, tz, daily, start, end, size, ascending)
         if recs and not self.standin.synthetic:

@@ -44,9 +44,26 @@ ALWAYS_OPEN = "24/7"
 FOREX = "24/5"
 #: The market of a symbol without a listed suffix (Yahoo's spelling: ``AAPL``, ``MSFT``).
 DEFAULT_MARKET = "XNYS"
-#: Yahoo's listing suffixes and the market each names; ``=X`` (FX) trades 24/5 and ``=F``
-#: (futures) on CME Globex hours.
-SUFFIX_MARKETS: dict[str, str] = {".L": "XLON", ".DE": "XETR", ".PA": "XPAR", "=X": FOREX, "=F": "CMES"}
+#: Listing suffixes and the market each names: Yahoo's (``OCDO.L``; ``=X`` (FX) trades 24/5 and
+#: ``=F`` (futures) on CME Globex hours) and Twelve Data's ``SYMBOL:EXCHANGE`` (``VOD:LSE``; its
+#: exchange names, documentation "Exchanges"; Euronext's markets share Paris's sessions).
+SUFFIX_MARKETS: dict[str, str] = {
+    ".L": "XLON",
+    ".DE": "XETR",
+    ".PA": "XPAR",
+    "=X": FOREX,
+    "=F": "CMES",
+    ":LSE": "XLON",
+    ":XETR": "XETR",
+    ":Euronext": "XPAR",
+    ":TSX": "XTSE",
+    ":NASDAQ": "XNYS",
+    ":NYSE": "XNYS",
+    ":ASX": "XASX",
+    ":HKEX": "XHKG",
+    ":JPX": "XTKS",
+    ":SIX": "XSWX",
+}
 #: Pairs as Yahoo (``BTC-USD``) and Alpha Vantage (``BTC/EUR``, ``EUR/USD``) spell them: base, quote.
 _PAIR = re.compile(r"^([A-Z0-9]{2,10})(?:-(USD|USDT|USDC|EUR|GBP|JPY|BTC|ETH)|/([A-Z]{3,4}))$")
 

@@ -95,6 +95,11 @@ class VendorUnavailableError(MarketDataError):
     retryable = True
 
 
+class UnexpectedBodyError(MarketDataError):
+    """A vendor body of a shape we do not know; the message names its keys. Fails the task: a
+    vendor that changed its answers needs a person, not a retry."""
+
+
 class SinkUnavailableError(MarketDataError):
     """A sink's server cannot be reached or does not answer in time (the warehouse's connect
     timeout). Retry after a backoff; the message names the connection and the host."""

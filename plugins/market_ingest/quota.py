@@ -1,10 +1,13 @@
-"""Daily request budgets shared by all tasks and DAG runs of a vendor.
+"""Request and credit budgets shared by all tasks and DAG runs of a vendor key.
 
 A free Alpha Vantage key allows about 25 requests a day (recorded quota body,
-``av_ERROR_Information_rate_limit_25_per_day_2025-12.json``). Tasks run in separate processes, so the
-count lives in PostgreSQL (``market.vendor_quota``, migration V003): :meth:`take` reserves one
-request atomically, and :meth:`mark_exhausted` records that the vendor said the day is spent, so
-every later task defers its symbols without calling. Days are UTC days.
+``av_ERROR_Information_rate_limit_25_per_day_2025-12.json``); Twelve Data's Basic plan 8 API
+credits a minute and 800 a day. Tasks run in separate processes, so the counts live in PostgreSQL:
+per UTC day in ``market.vendor_quota`` (migration V003): :meth:`~QuotaStore.take` reserves one
+request atomically, and :meth:`~QuotaStore.mark_exhausted` records that the vendor said the day is
+spent, so every later task defers its symbols without calling; per minute in
+``market.vendor_minute_credits`` (V016): :meth:`~PostgresQuotaStore.take_minute`, refused past the
+minute's limit so the caller waits for the next minute. Days are UTC days.
 """
 
 from __future__ import annotations
@@ -22,6 +25,13 @@ class QuotaStore(Protocol):
 
     def mark_exhausted(self, vendor: str, day: date) -> None:
         """Record that the vendor refused for the rest of ``day``."""
+
+
+class MinuteStore(Protocol):
+    """What a hook with a per-minute credit limit needs from a budget store."""
+
+    def take_minute(self, vendor: str, minute: datetime, limit: int, credits: int = 1) -> bool:
+        """Take ``credits`` of ``minute``'s ``limit``; False (nothing taken) when they would pass it."""
 
 
 class PostgresQuotaStore:
@@ -50,6 +60,30 @@ class PostgresQuotaStore:
                 "ON CONFLICT (vendor, day) DO UPDATE SET exhausted_at = COALESCE(q.exhausted_at, now())",
                 (vendor, day),
             )
+
+    def take_minute(self, vendor: str, minute: datetime, limit: int, credits: int = 1) -> bool:
+        """Take ``credits`` of the ``limit`` of ``minute`` (an aware instant, truncated here to its
+        minute) for ``vendor`` in one atomic upsert: two tasks asking at once never take more than
+        ``limit`` between them. Rows of that vendor older than a day are deleted in the same
+        transaction.
+
+        :return: True when taken; False, with nothing taken, when the minute has fewer left.
+        """
+        start = minute.astimezone(timezone.utc).replace(second=0, microsecond=0)
+        with closing(self.hook.get_conn()) as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO market.vendor_minute_credits AS m (vendor, minute, credits) "
+                "SELECT %(vendor)s, %(minute)s, %(credits)s WHERE %(credits)s <= %(limit)s "
+                "ON CONFLICT (vendor, minute) DO UPDATE SET credits = m.credits + %(credits)s "
+                "WHERE m.credits + %(credits)s <= %(limit)s RETURNING credits",
+                {"vendor": vendor, "minute": start, "credits": credits, "limit": limit},
+            )
+            taken = cur.fetchone() is not None
+            cur.execute(
+                "DELETE FROM market.vendor_minute_credits WHERE vendor = %s AND minute < %s::timestamptz - interval '1 day'",
+                (vendor, start),
+            )
+            return taken
 
 
 def utc_today(now: datetime | None = None) -> date:

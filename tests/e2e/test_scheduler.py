@@ -616,6 +616,10 @@ CONNECTION_FORMS = {
             "API passphrase",
         ],
     ),
+    "twelvedata": (
+        "Twelve Data",
+        ["Description", "API base URL (optional)", "API key", "API credits per minute", "API credits per day"],
+    ),
     "yahoo_finance": (  # last: the test then saves a connection of this type
         "Yahoo Finance",
         ["Description", "Base URL (optional)", "Requests per second", "Retries per request", "Tries per symbol", "HTTP proxy"],
@@ -626,8 +630,8 @@ CONNECTION_FORMS = {
 @pytest.mark.executors("local")
 def test_the_add_connection_form_offers_each_vendor_with_its_own_fields(stack, browser):
     """The provider package (``pyproject.toml``, installed by ``make install``) registers its
-    connection types: the UI's Add Connection dialog lists "Yahoo Finance", "Alpha Vantage" and
-    "Crypto exchange (ccxt)", each with its own fields and without the standard fields it does not
+    connection types: the UI's Add Connection dialog lists "Yahoo Finance", "Alpha Vantage", "Twelve
+    Data" and "Crypto exchange (ccxt)", each with its own fields and without the standard fields it does not
     use (Yahoo: no login, password, port or schema). A Yahoo connection saved through the form
     stores its fields under the names the hook reads, and an emptied field as null, which the hook
     reads as its default."""

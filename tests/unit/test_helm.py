@@ -164,7 +164,7 @@ def _connection_envs(cfg) -> tuple[set[str], set[str]]:
         cfg.report.run_note_conn_id,
     }
     vendors = {name: src.connection_id(name) for name, src in cfg.sources.items()}
-    required |= {conn for name, conn in vendors.items() if cfg.sources[name].kind == "alpha_vantage"}
+    required |= {conn for name, conn in vendors.items() if cfg.sources[name].kind in ("alpha_vantage", "twelvedata")}
     optional = set(vendors.values()) - required
     env = lambda ids: {f"AIRFLOW_CONN_{i.upper()}" for i in ids if i}  # noqa: E731
     return env(required), env(optional)

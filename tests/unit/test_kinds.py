@@ -26,7 +26,9 @@ BASE = {
 
 
 def test_an_unregistered_kind_is_refused_naming_the_registered_ones():
-    with pytest.raises(ValueError, match=r"unknown source kind 'stooq'; registered kinds: alpha_vantage, ccxt, yahoo"):
+    with pytest.raises(
+        ValueError, match=r"unknown source kind 'stooq'; registered kinds: alpha_vantage, ccxt, twelvedata, yahoo"
+    ):
         SourceConfig(kind="stooq", **BASE)
 
 
@@ -151,12 +153,14 @@ def test_symbols_in_flight_needs_a_kind_whose_hook_is_thread_safe():
 def test_each_kind_names_its_hook_s_connection_type_and_default_connection():
     from market_ingest.hooks.alpha_vantage import AlphaVantageHook
     from market_ingest.hooks.exchange import ExchangeHook
+    from market_ingest.hooks.twelve_data import TwelveDataHook
     from market_ingest.hooks.yahoo import YahooFinanceHook
 
-    hooks = {"yahoo": YahooFinanceHook, "alpha_vantage": AlphaVantageHook, "ccxt": ExchangeHook}
+    hooks = {"yahoo": YahooFinanceHook, "alpha_vantage": AlphaVantageHook, "ccxt": ExchangeHook, "twelvedata": TwelveDataHook}
     assert set(hooks) == set(kinds.KINDS)
     for name, hook in hooks.items():
         assert kinds.kind(name).conn_type == hook.conn_type, name
     assert kinds.kind("yahoo").default_conn_id == YahooFinanceHook.default_conn_name
     assert kinds.kind("alpha_vantage").default_conn_id == AlphaVantageHook.default_conn_name
+    assert kinds.kind("twelvedata").default_conn_id == TwelveDataHook.default_conn_name
     assert kinds.kind("ccxt").default_conn_id == "", "one connection per exchange: market_<source>"

@@ -22,9 +22,9 @@ from airflow.sdk import BaseHook
 from market_ingest import outcomes
 from market_ingest.errors import (
     ConfigurationError,
-    MarketDataError,
     QuotaExhaustedError,
     RateLimitedError,
+    UnexpectedBodyError,
     UnknownSymbolError,
     VendorUnavailableError,
 )
@@ -58,10 +58,6 @@ def _guard_http_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _RedactApiKey) for f in logger.filters):
             logger.addFilter(_RedactApiKey())
-
-
-class UnexpectedBodyError(MarketDataError):
-    """A body of a shape we do not know; the message names its keys. Fails the task."""
 
 
 class AlphaVantageHook(SharedExtract, BaseHook):
