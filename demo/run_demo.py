@@ -53,6 +53,26 @@ RUNS = [
         _d(2023, 11, 11),
         {"symbols": ["IBM"], "start": "2023-11-06T00:00:00Z", "end": "2023-11-11T00:00:00Z"},
     ),
+    # One instrument from three vendors, reconciled after each load (market.cross_source_checks):
+    # Apple's daily bars of 2020-08-31 .. 11-06 from Yahoo (recorded 2025, split-adjusted, converted
+    # to as traded), Alpha Vantage (its full daily series, as traded) and Twelve Data (adjust=none).
+    ("market_yahoo_1d", _d(2020, 11, 7), {"symbols": ["AAPL"], "start": "2020-08-31T00:00:00Z", "end": "2020-11-07T00:00:00Z"}),
+    (
+        "market_alpha_vantage_1d",
+        _d(2020, 11, 7),
+        {"symbols": ["AAPL"], "start": "2020-08-31T00:00:00Z", "end": "2020-11-07T00:00:00Z"},
+    ),
+    (
+        "market_twelvedata_1d",
+        _d(2020, 11, 7),
+        {"symbols": ["AAPL"], "start": "2020-08-31T00:00:00Z", "end": "2020-11-07T00:00:00Z"},
+    ),
+    # Twelve Data's /quote of AAPL (its documentation's example of 2021-09-16), stamped at the window's end.
+    (
+        "market_twelvedata_quote",
+        _d(2021, 9, 17),
+        {"symbols": ["AAPL"], "start": "2021-09-16T21:30:00Z", "end": "2021-09-17T21:30:00Z"},
+    ),
     # A GLOBAL_QUOTE snapshot recorded for 2018-10-05, stamped at the window's end.
     (
         "market_alpha_vantage_quote",
@@ -142,6 +162,8 @@ def recorded_bars(dag_id: str, start: datetime, end: datetime, symbols: list[str
         return {sym: 1 for sym in symbols}  # one snapshot per symbol and run
     if source == "alpha_vantage":
         return _recorded_alpha_vantage(symbols, start, end)
+    if source == "twelvedata":
+        return _recorded_twelve_data(symbols, interval, start, end)
     if source in EXCHANGE_OPEN_TIMES:
         return _recorded_exchange(source, interval, symbols, start, end)
     out = {}
@@ -175,6 +197,28 @@ def _recorded_alpha_vantage(symbols: list[str], start: datetime, end: datetime) 
         if sym in symbols:
             days = [datetime.fromisoformat(k).replace(tzinfo=UTC) for k in doc["Time Series (Daily)"]]
             out[sym] = sum(start <= day < end for day in days)
+    return out
+
+
+def _recorded_twelve_data(symbols: list[str], interval: str, start: datetime, end: datetime) -> dict[str, int]:
+    """Bars per symbol in ``[start, end)`` read from the Twelve Data recordings' JSON (daily stamps
+    are dates; intraday ones the exchange's wall clock)."""
+    from zoneinfo import ZoneInfo
+
+    out = {}
+    for sym in symbols:
+        seen = set()
+        for _, doc in _recordings("twelve_data", endpoint="time_series", symbol=sym, interval=interval):
+            tz = ZoneInfo(doc["meta"].get("exchange_timezone") or "UTC")
+            for value in doc["values"]:
+                stamp = value["datetime"]
+                if len(stamp) == 10:
+                    t = datetime.fromisoformat(stamp).replace(tzinfo=UTC)
+                else:
+                    t = datetime.fromisoformat(stamp).replace(tzinfo=tz).astimezone(UTC)
+                if start <= t < end:
+                    seen.add(t)
+        out[sym] = len(seen)
     return out
 
 
@@ -286,6 +330,10 @@ def read_sinks(services, cfg) -> dict:
         from market_ingest import coverage
 
         coverage_lines = coverage.format_summary(coverage.summary(conn), coverage.incomplete(conn, limit=20))
+        reconciliation = [
+            dict(zip(("instrument", "interval", "source_a", "source_b", "bars", "disagreements"), row, strict=True))
+            for row in conn.execute(RECONCILIATION_SQL).fetchall()
+        ]
         pg_duplicates = conn.execute(
             "SELECT count(*) FROM (SELECT 1 FROM market.bars GROUP BY source, symbol, interval, time HAVING count(*) > 1) d"
         ).fetchone()[0]
@@ -320,10 +368,26 @@ def read_sinks(services, cfg) -> dict:
         "kinesis_distinct": {f"{src}/{i}/{s}": len(ids) for (src, i, s), ids in kin_ids.items()},
         "lake_objects": files,
         "coverage": coverage_lines,
+        "reconciliation": reconciliation,
         # (source, symbol, interval, time) held more than once: every publish merges on that
         # key, so any count here is a defect.
         "duplicate_bars": {"postgres": pg_duplicates, "lake": sum(1 for n in lake_bar_keys.values() if n > 1)},
     }
+
+
+#: Per instrument, interval and pair of its sources: the bars both hold (market.bars through
+#: market.instruments) and how many of them market.cross_source_checks says disagree.
+RECONCILIATION_SQL = """
+SELECT a.instrument, ba.interval, a.source, b.source, count(*),
+       count(c.instrument)
+  FROM market.instruments a
+  JOIN market.instruments b ON b.instrument = a.instrument AND a.source < b.source
+  JOIN market.bars ba ON ba.source = a.source AND ba.symbol = a.symbol
+  JOIN market.bars bb ON bb.source = b.source AND bb.symbol = b.symbol AND bb.interval = ba.interval AND bb.time = ba.time
+  LEFT JOIN market.cross_source_checks c ON c.instrument = a.instrument AND c.interval = ba.interval AND c.time = ba.time
+   AND c.source_a = a.source AND c.source_b = b.source
+ GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+"""
 
 
 def unreachable_vendors(cfg, timeout: float = 10.0) -> list[str]:
@@ -461,7 +525,8 @@ def summarise(runs: list[dict], sinks: dict, seconds: float) -> dict:
         if row["recorded"] == 0:
             skipped.append(key)
     ok = (
-        all(r["state"].endswith("success") for r in runs)
+        bool(sinks["reconciliation"])
+        and all(r["state"].endswith("success") for r in runs)
         and all(r["recorded"] is None or r["postgres"] == r["lake"] == r["kinesis"] == r["recorded"] for r in rows)
         and not any(sinks["duplicate_bars"].values())
     )
@@ -475,6 +540,7 @@ def summarise(runs: list[dict], sinks: dict, seconds: float) -> dict:
         "lake_objects": sinks["lake_objects"],
         "kinesis_records_total": sinks["kinesis_records"],
         "coverage": sinks["coverage"],
+        "reconciliation": sinks["reconciliation"],
     }
 
 
@@ -500,6 +566,16 @@ def print_summary(summary: dict) -> None:
     print(f"  {LEDGER_LEGEND}")
     for line in summary["coverage"]:
         print(f"  {line}")
+    print(
+        "\nCross-source reconciliation (instruments several sources serve: bars both sources hold, and those whose "
+        "as-traded closes differ beyond the tolerance, in market.cross_source_checks):"
+    )
+    print(f"  {'instrument':<10} {'interval':<8} {'sources':<28} {'bars compared':>13} {'disagreements':>13}")
+    for r in summary["reconciliation"]:
+        pair = f"{r['source_a']} / {r['source_b']}"
+        print(f"  {r['instrument']:<10} {r['interval']:<8} {pair:<28} {r['bars']:>13} {r['disagreements']:>13}")
+    if not summary["reconciliation"]:
+        print("  none: no two sources of one instrument hold the same bars (a reconcile task did not run?)")
     dup = summary["duplicate_bars"]
     print(f"Bars held more than once per (source, symbol, interval, time): postgres {dup['postgres']}, lake {dup['lake']}")
     for run in summary["runs"]:

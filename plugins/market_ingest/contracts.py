@@ -9,7 +9,8 @@ form is written or parsed.
 - :class:`Batch`: one extract task's symbols and window (``plan`` -> ``extract``). The plan
   resolves the window once; every reader takes it from the batches (:func:`plan_window`).
 - :class:`ExtractResult`, :class:`LakeResult`, :class:`LoadResult`, :class:`KinesisResult`: what
-  each sink task returns; the report reads them all.
+  each sink task returns; :class:`ReconcileResult`: what the cross-source comparison found; the
+  report reads them all.
 
 Standard library only (and :mod:`market_ingest.intervals`): DAG files import this module.
 """
@@ -248,6 +249,39 @@ class KinesisResult(TypedDict):
     calls: int
     retried: int
     bars_by_symbol: dict[str, int]
+
+
+class PairXCom(TypedDict):
+    """One instrument's comparison of the run's source with one other source: bar pairs compared
+    and how many of them disagree (:mod:`market_ingest.reconcile`)."""
+
+    instrument: str
+    other: str
+    bars: int
+    disagreements: int
+
+
+class ReconcileResult(TypedDict):
+    """``reconcile``'s result: pairs compared (an instrument and one other source sharing at
+    least one bar of the window), bar pairs compared, disagreements stored in
+    ``market.cross_source_checks`` (by reason: ``close``, ``volume``, ``close, volume``,
+    ``currency``), and each pair's figures."""
+
+    pairs: int
+    bars: int
+    disagreements: int
+    by_reason: dict[str, int]
+    per_pair: list[PairXCom]
+
+
+def reconciliation_line(result: ReconcileResult) -> str:
+    """One line of a :class:`ReconcileResult`, for the run's report and note: ``1 pairs, 49 bars
+    compared, 1 disagreeing (close 1; see market.cross_source_checks)``."""
+    line = f"{result['pairs']} pairs, {result['bars']} bars compared, {result['disagreements']} disagreeing"
+    if result["disagreements"]:
+        reasons = ", ".join(f"{r} {n}" for r, n in result["by_reason"].items())
+        line += f" ({reasons}; see market.cross_source_checks)"
+    return line
 
 
 class FailureXCom(TypedDict):

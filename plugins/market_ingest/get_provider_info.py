@@ -23,12 +23,13 @@ from market_ingest.kinds import KINDS
 
 PACKAGE_NAME = "airflow-provider-market-ingest"
 #: The integration of what is not one vendor's: the pipeline's operators (plan, extract, lake,
-#: warehouse, Kinesis, report, setup).
+#: warehouse, Kinesis, reconcile, report, setup).
 PIPELINE = "Market data pipeline"
 #: The warehouse's integration (its hook subclasses PostgresHook and uses the ``postgres`` type).
 TIMESCALEDB = "TimescaleDB"
 OPERATOR_MODULES = [
-    f"market_ingest.operators.{name}" for name in ("plan", "extract", "lake", "warehouse", "kinesis", "report", "setup")
+    f"market_ingest.operators.{name}"
+    for name in ("plan", "extract", "lake", "warehouse", "kinesis", "reconcile", "report", "setup")
 ]
 
 

@@ -20,6 +20,7 @@ from market_ingest.contracts import (
     LakeResult,
     LoadResult,
     plan_window,
+    reconciliation_line,
     window_xcom,
 )
 
@@ -151,6 +152,8 @@ def format_report(report: Mapping[str, Any], dag_id: str, run_id: str) -> list[s
         lines.append(f"coverage ledger (symbol-days): {days or 'no session of the market calendar in the window'}")
     if report.get("flags"):
         lines.append(f"bars flagged as anomalies (loaded; see market.bar_flags): {report['flags']}")
+    if report.get("reconciliation"):
+        lines.append(f"cross-source check: {reconciliation_line(report['reconciliation'])}")
     if report.get("failed_tasks"):
         lines.append(f"tasks that did not succeed: {', '.join(report['failed_tasks'])}")
     return lines

@@ -82,6 +82,10 @@ def format_note(report: dict[str, Any]) -> str:
         tail.append("ledger days: " + ", ".join(f"{s} {n}" for s, n in report["coverage"].items() if n))
     if report.get("flags"):
         tail.append("flagged bars (loaded): " + ", ".join(f"{f} {n}" for f, n in report["flags"].items()))
+    if report.get("reconciliation"):
+        from market_ingest.contracts import reconciliation_line
+
+        tail.append("cross-source check: " + reconciliation_line(report["reconciliation"]))
     if report.get("failed_tasks"):
         batches = sum(t.startswith("extract[") for t in report["failed_tasks"])
         others = [t for t in report["failed_tasks"] if not t.startswith("extract[")]

@@ -60,7 +60,10 @@ def read(source: str | None = None, interval: str | None = None, days: int = 31,
         "days": [ISO dates, oldest first], "symbols": [...], "cells": {symbol: {day: {"state",
         "expected" (bars the calendar expects), "loaded" (bars stored), "reason", "run_id", "flagged", "attempts"}}},
         "runs": [{"run_id", "updated_at", "days", <state>: n}], "actions": {symbol: {day: ["split 4:1",
-        "dividend 0.205 USD"]}} (``market.corporate_actions`` on the days shown, by ex-date)}``. When the ledger has no row of the
+        "dividend 0.205 USD"]}} (``market.corporate_actions`` on the days shown, by ex-date),
+        "disagreements": {symbol: {day: {"bars", "others"}}} and "checks": [the latest 20 rows of those
+        days: instrument, symbol, time, other (source), close_here, close_there, close_diff_bps,
+        reason] (the cross-source layer, ``market.cross_source_checks``)}``. When the ledger has no row of the
         asked ``source`` (and ``interval``), ``"absent"`` says so and the grid and runs are empty:
         another pair is never shown in its place.
     :raises ConfigurationError: the view's connection is not defined (see :func:`reader_connection`).
@@ -130,8 +133,49 @@ def read(source: str | None = None, interval: str | None = None, days: int = 31,
         actions: dict[str, dict[str, list[str]]] = {}
         for symbol, day, kind, ratio, amount, currency in cur.fetchall():
             actions.setdefault(symbol, {}).setdefault(day.isoformat(), []).append(action_label(kind, ratio, amount, currency))
-    view.update(days=[d.isoformat() for d in shown], symbols=sorted(cells), cells=cells, runs=runs, actions=actions)
+        disagreements, checks = _cross_source(cur, source, interval, shown)
+    view.update(
+        days=[d.isoformat() for d in shown],
+        symbols=sorted(cells),
+        cells=cells,
+        runs=runs,
+        actions=actions,
+        disagreements=disagreements,
+        checks=checks,
+    )
     return view
+
+
+def _cross_source(cur, source: str, interval: str, shown: list[date]) -> tuple[dict[str, dict[str, dict]], list[dict]]:
+    """The cross-source layer: per symbol of ``source`` and UTC day shown, the bars another source
+    disagrees on (``{"bars", "others"}``), and the latest 20 disagreements of those days with both
+    figures (``market.cross_source_checks``)."""
+    if not shown:
+        return {}, []
+    mine = (
+        "SELECT c.*, CASE WHEN c.source_a = %(source)s THEN c.symbol_a ELSE c.symbol_b END AS symbol, "
+        "CASE WHEN c.source_a = %(source)s THEN c.source_b ELSE c.source_a END AS other, "
+        "CASE WHEN c.source_a = %(source)s THEN c.close_a ELSE c.close_b END AS close_here, "
+        "CASE WHEN c.source_a = %(source)s THEN c.close_b ELSE c.close_a END AS close_there "
+        "FROM market.cross_source_checks c WHERE %(source)s IN (c.source_a, c.source_b) AND c.interval = %(interval)s "
+        "AND c.time >= %(first)s::timestamp AT TIME ZONE 'UTC' AND c.time < (%(last)s::date + 1)::timestamp AT TIME ZONE 'UTC'"
+    )
+    params = {"source": source, "interval": interval, "first": shown[0], "last": shown[-1]}
+    cur.execute(
+        f"SELECT symbol, (time AT TIME ZONE 'UTC')::date AS day, count(*), array_agg(DISTINCT other ORDER BY other) "
+        f"FROM ({mine}) m GROUP BY 1, 2",
+        params,
+    )
+    layer: dict[str, dict[str, dict]] = {}
+    for symbol, day, bars, others in cur.fetchall():
+        layer.setdefault(symbol, {})[day.isoformat()] = {"bars": bars, "others": list(others)}
+    cur.execute(
+        f"SELECT instrument, symbol, time, other, close_here, close_there, close_diff_bps, reason FROM ({mine}) m "
+        "ORDER BY time DESC, instrument, other LIMIT 20",
+        params,
+    )
+    names = [d.name for d in cur.description]
+    return layer, [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
 def action_label(kind: str, ratio: float | None, amount: float | None, currency: str | None) -> str:
@@ -189,6 +233,7 @@ def render(view: dict[str, Any]) -> str:
         ".grid td{padding:0}.cell{width:14px;height:14px;border:1px solid #fff;cursor:pointer;display:block}",
         ".grid th.day{writing-mode:vertical-rl;font-weight:400;font-size:11px}",
         ".cell.action{box-shadow:inset 0 0 0 3px #111}",
+        ".cell.disagree{outline:2px dashed #d50000;outline-offset:-2px}body.no-layer .cell.disagree{outline:none}",
         ".key{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}",
         "#detail{margin:12px 0;padding:8px;border:1px solid #ccc;min-height:1.5em}nav a{margin-right:12px}",
         "</style></head><body><h1>Market coverage</h1>",
@@ -221,6 +266,10 @@ def render(view: dict[str, Any]) -> str:
     out.append(f"<h2 id='title'>{e(view['source'])} {e(view['interval'])}: the latest {len(view['days'])} days</h2><p>")
     out.extend(f"<span class='key' style='background:{COLOURS[s]}'></span>{s}" for s in STATES)
     out.append("<span class='key' style='box-shadow:inset 0 0 0 3px #111'></span>a corporate action's ex-date")
+    out.append(
+        "<label id='layer'><span class='key' style='outline:2px dashed #d50000;outline-offset:-2px'></span>"
+        "<input type='checkbox' id='layer-toggle' checked> another source disagrees (cross-source checks)</label>"
+    )
     out.append("</p><table class='grid' id='grid'><tr><th class='l'>symbol</th>")
     out.extend(f"<th class='day'>{d}</th>" for d in view["days"])
     out.append("</tr>")
@@ -239,7 +288,13 @@ def render(view: dict[str, Any]) -> str:
                 f"{symbol} {d}: {c['state']}, {c['loaded']} of {c['expected']} bars.{flags}{tries}{acted} "
                 f"{c['reason']} [{c['run_id']}]"
             )
-            marked = " action" if on_day else ""
+            apart = view.get("disagreements", {}).get(symbol, {}).get(d)
+            if apart:
+                detail += (
+                    f" Cross-source: {apart['bars']} bars disagree with {', '.join(apart['others'])} "
+                    "(market.cross_source_checks)."
+                )
+            marked = (" action" if on_day else "") + (" disagree" if apart else "")
             out.append(
                 f"<td><span class='cell{marked}' role='button' tabindex='0' style='background:{COLOURS[c['state']]}' "
                 f"data-symbol='{e(symbol)}' data-day='{d}' data-state='{c['state']}' data-detail='{e(detail)}' "
@@ -247,6 +302,20 @@ def render(view: dict[str, Any]) -> str:
             )
         out.append("</tr>")
     out.append("</table><div id='detail'>Click a cell for its state and reason.</div>")
+    if view.get("checks"):
+        out.append(
+            "<h2>Cross-source disagreements (latest 20 of the days shown; as traded)</h2><table id='checks'>"
+            "<tr><th class='l'>instrument</th><th class='l'>symbol</th><th class='l'>bar (UTC)</th><th class='l'>other source</th>"
+            "<th>close here</th><th>close there</th><th>difference (bps)</th><th class='l'>reason</th></tr>"
+        )
+        for c in view["checks"]:
+            diff = "" if c["close_diff_bps"] is None else f"{c['close_diff_bps']:.1f}"
+            out.append(
+                f"<tr><td class='l'>{e(c['instrument'])}</td><td class='l'>{e(c['symbol'])}</td>"
+                f"<td class='l'>{c['time']:%Y-%m-%d %H:%M}</td><td class='l'>{e(c['other'])}</td>"
+                f"<td>{c['close_here']:g}</td><td>{c['close_there']:g}</td><td>{diff}</td><td class='l'>{e(c['reason'])}</td></tr>"
+            )
+        out.append("</table>")
     out.append(
         "<h2>Latest runs (ledger rows written, in symbol-days)</h2><table id='runs'><tr><th class='l'>run</th>"
         "<th class='l'>written at</th><th>symbol-days</th>"
@@ -262,7 +331,9 @@ def render(view: dict[str, Any]) -> str:
     out.append(
         "</table><script>for(const c of document.querySelectorAll('.cell')){const show=()=>"
         "{document.getElementById('detail').textContent=c.dataset.detail};c.addEventListener('click',show);"
-        "c.addEventListener('keydown',ev=>{if(ev.key==='Enter')show()})}</script></body></html>"
+        "c.addEventListener('keydown',ev=>{if(ev.key==='Enter')show()})}"
+        "const t=document.getElementById('layer-toggle');if(t)t.addEventListener('change',()=>"
+        "document.body.classList.toggle('no-layer',!t.checked))</script></body></html>"
     )
     return "".join(out)
 

@@ -248,6 +248,40 @@ def test_a_bad_interval_or_schedule_fails_only_its_dag_naming_file_line_and_fiel
     ) in error
 
 
+def test_sources_of_a_configured_instrument_reconcile_after_their_load(dagbag):
+    """A bars DAG of a source serving an instrument (``instruments``) compares its loaded bars with
+    the other sources' (``reconcile`` after ``load_timescale``, its result read by the report);
+    a source serving none, and quote DAGs, have no such task."""
+    twelve = built_dag(dagbag, "market_twelvedata_1d")
+    reconcile = twelve.get_task("reconcile")
+    assert reconcile.upstream_task_ids == {"load_timescale", "plan"}
+    assert "reconcile" in twelve.get_task("report").upstream_task_ids
+    assert reconcile.instruments["AAPL"] == {"yahoo": "AAPL", "alpha_vantage": "AAPL", "twelvedata": "AAPL"}
+    assert "reconcile" not in built_dag(dagbag, "market_twelvedata_quote").task_ids
+    assert "reconcile" in built_dag(dagbag, "market_binance_1m").task_ids  # BTC/USDT, ETH/USDT on KuCoin too
+
+
+def test_a_bad_instrument_leaves_every_dag_built_without_reconciliation_naming_it(tmp_path):
+    """An instrument naming a source that is not configured: the reconciliation is off (no DAG has
+    a reconcile task), every DAG is built, and the config check names file, line and reason."""
+
+    def edit(text: str) -> str:
+        return text.replace("  IBM: {alpha_vantage: IBM, twelvedata: IBM}", "  IBM: {alpha_vantage: IBM, stooq: IBM}")
+
+    include = _include(tmp_path, edit)
+    config = include / "pipeline.yaml"
+    result = _parse_dag_folder(include)
+    assert set(result["dags"]) == expected_dag_ids(load_config())
+    error = result["errors"].pop("market_config_check.py")
+    assert result["errors"] == {}
+    assert f"no cross-source reconciliation (every DAG is built without it): {config}:" in error
+    assert "IBM: source 'stooq' is not configured" in error
+    from market_ingest.config import load_config_parts
+
+    parts = load_config_parts(config)
+    assert parts.config.instruments == {} and parts.stopped() == set()
+
+
 def test_a_yaml_syntax_error_fails_every_dag_naming_the_line(tmp_path):
     """A config that is not YAML builds nothing: the one import error, on dags/market_data.py, names
     the file and the line the parser stopped at (the check file stays quiet: no second copy)."""

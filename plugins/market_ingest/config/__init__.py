@@ -16,8 +16,8 @@ A package of one module per job; every public name is importable from here
   types, :class:`PipelineConfigError`;
 * :mod:`~market_ingest.config.sources`: a source's settings (:class:`SourceConfig`, its DAGs'
   :class:`IntervalConfig`, anomaly checks and bounds);
-* :mod:`~market_ingest.config.pipeline`: the sinks, retries, report, repair and alerts, and
-  :class:`PipelineConfig`;
+* :mod:`~market_ingest.config.pipeline`: the sinks, retries, report, repair, alerts and
+  reconciliation, and :class:`PipelineConfig` (with the ``instruments`` several sources serve);
 * :mod:`~market_ingest.config.universes`: :func:`load_universe`;
 * :mod:`~market_ingest.config.loading`: the YAML file, file and line of each error, and
   :func:`load_config_parts`, :func:`load_config`, :func:`load_timescale_config`.
@@ -41,6 +41,7 @@ from market_ingest.config.pipeline import (
     KinesisConfig,
     LakeConfig,
     PipelineConfig,
+    ReconciliationConfig,
     RepairConfig,
     ReportConfig,
     RetryConfig,
@@ -65,6 +66,7 @@ __all__ = [
     "PROJECT_ROOT",
     "PipelineConfig",
     "PipelineConfigError",
+    "ReconciliationConfig",
     "RepairConfig",
     "ReportConfig",
     "RetryConfig",

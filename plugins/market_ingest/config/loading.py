@@ -113,8 +113,8 @@ def _part(doc: dict, loc: tuple) -> tuple[tuple, tuple[tuple[str, str], ...]] | 
     ``doc`` (``("sources", "yahoo", "intervals", "1d")``), and the ``(source, interval)`` pairs
     that part holds; ``None`` for an error that concerns every DAG (sinks, retries, the sources
     list itself)."""
-    if loc[:1] == ("repair",):
-        return ("repair",), ()
+    if loc[:1] in (("repair",), ("instruments",), ("reconciliation",)):
+        return (str(loc[0]),), ()
     sources = doc.get("sources")
     if len(loc) < 2 or loc[0] != "sources" or not isinstance(sources, dict) or loc[1] not in sources:
         return None
@@ -201,6 +201,8 @@ def load_config_parts(path: Path | str | None = None) -> ConfigParts:
                 for key in keys[:-1]:
                     parent = parent[key]
                 del parent[keys[-1]]  # repair: its defaults validate, and no market_repair DAG is built
+                if keys == ("reconciliation",):
+                    doc.pop("instruments", None)  # no comparison on tolerances the config did not mean
                 if keys[2:3] == ("intervals",) and not parent and not doc["sources"][keys[1]].get("quotes"):
                     del doc["sources"][keys[1]]  # nothing left of it: its intervals' problems say why
     return ConfigParts(cfg, problems + _universe_problems(cfg, path, root))

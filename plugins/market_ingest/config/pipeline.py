@@ -199,6 +199,42 @@ class AlertsConfig(_Model):
     sns_topic_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:sns:")
 
 
+class ReconciliationConfig(_Model):
+    """How bars of one instrument from several sources are compared (``market.cross_source_checks``).
+
+    A bar of two sources disagrees when their as-traded closes differ by more than
+    ``close_tolerance_bps`` basis points of the lower close, or, for a source pair with a
+    ``volume_tolerance``, when their volumes differ by more than that share of the larger one
+    (venues count volume differently, so volume is compared only where a pair is told to).
+    """
+
+    close_tolerance_bps: float = Field(25.0, gt=0, description="basis points of the lower close two sources may differ by")
+    close_tolerance_bps_by_instrument: dict[str, float] = Field(
+        default_factory=dict, description="per-instrument override, e.g. {BTC-USD: 50} (crypto venues differ more)"
+    )
+    volume_tolerance: dict[str, float] = Field(
+        default_factory=dict,
+        description="per source pair 'a/b' (either order): the share of the larger volume the two may differ by, "
+        "e.g. {alpha_vantage/yahoo: 0.05}; pairs not named: volume not compared",
+    )
+
+    @field_validator("volume_tolerance")
+    @classmethod
+    def _pairs(cls, v: dict[str, float]) -> dict[str, float]:
+        for pair, share in v.items():
+            if len(pair.split("/")) != 2 or not 0 <= share <= 1:
+                raise ValueError(f"volume_tolerance {pair!r}: {share}: keys are 'source_a/source_b', values shares in [0, 1]")
+        return v
+
+    def close_tolerance(self, instrument: str) -> float:
+        """The close tolerance of ``instrument``, in basis points."""
+        return self.close_tolerance_bps_by_instrument.get(instrument, self.close_tolerance_bps)
+
+    def volume_tolerance_of(self, a: str, b: str) -> float | None:
+        """The volume tolerance of the source pair ``a``, ``b`` (either order), or ``None``: not compared."""
+        return self.volume_tolerance.get(f"{a}/{b}", self.volume_tolerance.get(f"{b}/{a}"))
+
+
 class PipelineConfig(_Model):
     """The whole pipeline: sinks, defaults, and one entry per source."""
 
@@ -212,6 +248,45 @@ class PipelineConfig(_Model):
     repair: RepairConfig = RepairConfig()
     alerts: AlertsConfig = AlertsConfig()
     sources: dict[SourceName, SourceConfig] = Field(min_length=1)
+    instruments: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="one instrument served by several sources: instrument id -> {source: its symbol there}, "
+        "e.g. AAPL: {yahoo: AAPL, alpha_vantage: AAPL, twelvedata: AAPL}; compared after each load "
+        "(reconciliation) and read as one series through market.bars_consensus",
+    )
+    reconciliation: ReconciliationConfig = ReconciliationConfig()
+
+    @field_validator("instruments")
+    @classmethod
+    def _instruments(cls, v: dict[str, dict[str, str]], info) -> dict[str, dict[str, str]]:
+        """Each instrument names at least two configured sources, each symbol in its source's spelling."""
+        import re
+
+        sources = info.data.get("sources") or {}
+        problems: list[str] = []
+        owner: dict[tuple[str, str], str] = {}
+        for instrument, symbols in v.items():
+            for pair in symbols.items():
+                if pair in owner:
+                    problems.append(f"{instrument}: {pair[0]} {pair[1]} is already instrument {owner[pair]}")
+                owner.setdefault(pair, instrument)
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,31}", instrument):
+                problems.append(f"{instrument!r}: an instrument id is letters, digits and . _ : / - (at most 32)")
+            if len(symbols) < 2:
+                problems.append(f"{instrument}: names {len(symbols)} source; two or more are compared")
+            for source, symbol in symbols.items():
+                src = sources.get(source)
+                if src is None:
+                    problems.append(f"{instrument}: source {source!r} is not configured (sources: {', '.join(sources)})")
+                elif not re.fullmatch(src.symbols_like, symbol):
+                    problems.append(f"{instrument}: {symbol!r} is not a {source} symbol (pattern {src.symbols_like})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
+
+    def instruments_of(self, source: str) -> dict[str, dict[str, str]]:
+        """The instruments ``source`` serves, each with every source's symbol: what its DAGs reconcile."""
+        return {i: dict(symbols) for i, symbols in self.instruments.items() if source in symbols}
 
     def dag_pairs(self) -> list[tuple[str, str]]:
         """Every configured ``(source, interval)``, in file order."""

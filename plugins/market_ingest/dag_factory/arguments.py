@@ -32,7 +32,9 @@ def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: Dat
 
     :param interval: canonical interval, or ``quote`` with ``dataset`` quotes.
     :return: ``{"plan": {...}, "extract": {...}, "publish_lake": {...}, "load_timescale": {...},
-        "publish_kinesis": {...}, "report": {...}}``: keyword arguments of each operator, without
+        "publish_kinesis": {...}, "reconcile": {...}, "report": {...}}``: keyword arguments
+        of each operator (``reconcile``: empty for quotes and for a source serving no configured
+        instrument, which then has no such task), without
         ``task_id`` and without the upstream results (``batch``, ``extracts``, ``lake``, ...).
         Every pipeline task gets the one :class:`~market_ingest.operators.base.Series`; its
         source's settings travel in JSON form, the universes as their symbols (read from
@@ -73,6 +75,13 @@ def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: Dat
             "run_note_conn_id": cfg.report.run_note_conn_id,
             "alerts": cfg.alerts.model_dump(mode="json"),
         },
+        "reconcile": {
+            **common,
+            "instruments": {i: dict(symbols) for i, symbols in cfg.instruments.items()},
+            "reconciliation": cfg.reconciliation.model_dump(mode="json"),
+        }
+        if not quotes and cfg.instruments_of(source)
+        else {},
         "repair_plan": {
             **common,
             "max_requests": cfg.repair.max_requests_per_source,

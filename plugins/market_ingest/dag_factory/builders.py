@@ -29,6 +29,7 @@ from market_ingest.operators.extract import MarketExtractOperator
 from market_ingest.operators.kinesis import KinesisPublishOperator
 from market_ingest.operators.lake import LakePublishOperator
 from market_ingest.operators.plan import MarketPlanOperator, MarketRepairPlanOperator
+from market_ingest.operators.reconcile import ReconcileOperator
 from market_ingest.operators.report import RunReportOperator
 from market_ingest.operators.setup import LakeCompactOperator, RebaseBarsOperator, WarehouseSetupOperator
 from market_ingest.operators.warehouse import TimescaleLoadOperator
@@ -57,7 +58,8 @@ def describe(source: str, src, what: str, universes: list[str], schedule: str) -
 def _ingest_after(plan: BaseOperator, pool: str, args: dict[str, dict], asset) -> None:
     """The tasks after a plan, as every ingestion (and each repair) chains them: ``extract``
     (mapped over the plan's batches, in ``pool``) -> ``publish_lake`` -> ``load_timescale``
-    (updating ``asset``) and ``publish_kinesis`` -> ``report``.
+    (updating ``asset``; then ``reconcile`` when the source serves a configured instrument) and
+    ``publish_kinesis`` -> ``report``.
 
     :param args: :func:`task_arguments` of the (source, interval).
     """
@@ -72,6 +74,10 @@ def _ingest_after(plan: BaseOperator, pool: str, args: dict[str, dict], asset) -
         **args["load_timescale"],
     )
     kinesis = KinesisPublishOperator(task_id="publish_kinesis", lake=lake.output, **args["publish_kinesis"])
+    reconcile = None
+    if args.get("reconcile"):
+        reconcile = ReconcileOperator(task_id="reconcile", plan=plan.output, **args["reconcile"])
+        timescale >> reconcile
     RunReportOperator(
         task_id="report",
         plan=plan.output,
@@ -79,6 +85,8 @@ def _ingest_after(plan: BaseOperator, pool: str, args: dict[str, dict], asset) -
         lake=lake.output,
         timescale=timescale.output,
         kinesis=kinesis.output,
+        reconcile=reconcile.output if reconcile else None,
+        reconciles=reconcile is not None,
         extract_task_id=extract.task_id,
         **args["report"],
     )
@@ -88,7 +96,8 @@ def build_dag(cfg: PipelineConfig, source: str, interval: str, dataset: Dataset 
     """The DAG for one (source, interval) pair, or for a source's quote snapshots.
 
     Tasks: ``plan`` -> ``extract`` (mapped over symbol batches, in the source's pool) ->
-    ``publish_lake`` -> ``load_timescale`` and ``publish_kinesis`` in parallel -> ``report``.
+    ``publish_lake`` -> ``load_timescale`` (-> ``reconcile``, for a source serving a configured
+    instrument) and ``publish_kinesis`` in parallel -> ``report``.
 
     :param interval: canonical interval, or ``quote`` with ``dataset`` quotes.
     """
@@ -264,6 +273,9 @@ def config_problems(path: Path | str | None = None) -> list[str]:
     problems = []
     for p in load_config_parts(path).problems:
         stopped = [dag_id(s, i) for s, i in p.pairs] + [f"{REPAIR_DAG_ID}'s group {s}_{i}" for s, i in p.pairs if i != "quote"]
+        if p.part in ("instruments", "reconciliation"):
+            problems.append(f"no cross-source reconciliation (every DAG is built without it): {p.message}")
+            continue
         stopped = stopped or [REPAIR_DAG_ID if p.part == "repair" else f"every DAG of {p.part}"]
         problems.append(f"{', '.join(stopped)} not built: {p.message}")
     return problems

@@ -41,6 +41,10 @@ class RunReportOperator(SeriesOperator):
     :param lake: the lake publish result (templated).
     :param timescale: the TimescaleDB load result (templated).
     :param kinesis: the Kinesis publish result (templated).
+    :param reconcile: the reconcile task's :class:`~market_ingest.contracts.ReconcileResult`
+        (templated): the report and the run's note count the pairs and bars compared and the
+        disagreements.
+    :param reconciles: the DAG has a ``reconcile`` task; without its result the run fails naming it.
     :param max_failed_share: the run fails (and alerts) above this share of failed symbols (0..1).
     :param max_unserved_share: the run fails (and alerts) above this share of symbols the vendor
         did not serve (:func:`market_ingest.outcomes.unserved`; 0..1); ``None``: never (repairs).
@@ -56,7 +60,7 @@ class RunReportOperator(SeriesOperator):
     :return: the report (:func:`market_ingest.report.build_report`), also pushed when the run fails.
     """
 
-    template_fields: Sequence[str] = ("plan", "extracts", "lake", "timescale", "kinesis")
+    template_fields: Sequence[str] = ("plan", "extracts", "lake", "timescale", "kinesis", "reconcile")
 
     def __init__(
         self,
@@ -67,6 +71,8 @@ class RunReportOperator(SeriesOperator):
         timescale: Any,
         kinesis: Any,
         alerts: dict[str, Any],
+        reconcile: Any = None,
+        reconciles: bool = False,
         max_failed_share: float = 0.2,
         max_unserved_share: float | None = 0.5,
         run_note_conn_id: str | None = None,
@@ -82,6 +88,8 @@ class RunReportOperator(SeriesOperator):
         self.lake = lake
         self.timescale = timescale
         self.kinesis = kinesis
+        self.reconcile = reconcile
+        self.reconciles = reconciles
         self.alerts = alerts
         self.max_failed_share = max_failed_share
         self.max_unserved_share = max_unserved_share
@@ -92,6 +100,10 @@ class RunReportOperator(SeriesOperator):
         report = build_report(
             batches, extracts, self.lake, self.timescale, self.kinesis, self._failures(context, batches, extracts)
         )
+        if self.reconcile is not None:
+            report["reconciliation"] = self.reconcile
+        elif self.reconciles and batches and "load_timescale" not in report["failed_tasks"]:
+            report["failed_tasks"].append("reconcile")
         if batches and self.timescale is None and self.series.dataset.has_ledger:
             report["coverage"] = self._record_not_loaded(report, batches, extracts, context["run_id"])
         if not report["failed_tasks"] and (self.lake or {}).get("run_dir"):
