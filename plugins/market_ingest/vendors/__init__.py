@@ -24,6 +24,7 @@ package's ``__init__.py`` does not).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +32,38 @@ from typing import Any
 
 from market_ingest.actions import AS_TRADED
 from market_ingest.intervals import Window
+
+_KEY_PARAM = re.compile(r"(?i)(apikey[=\s:]+)[^&\s\"',]+")
+
+
+def redact(text: str, api_key: str | None) -> str:
+    """``text`` without an API key: the key itself, and any ``apikey=...`` (a query parameter) or
+    ``apikey ...`` (an ``Authorization`` header's value), replaced by ``***``.
+
+    :param text: a message, URL or body that may hold the key.
+    :param api_key: the key in use (may be ``None``).
+    """
+    if api_key:
+        text = text.replace(api_key, "***")
+    return _KEY_PARAM.sub(r"\1***", text)
+
+
+@dataclass(frozen=True)
+class Classified:
+    """A vendor body's kind, decided before any parsing of data (each vendor's ``bodies.classify``).
+
+    :param kind: one of the vendor's body kinds (``data``, or an error kind).
+    :param doc: the parsed JSON (or the CSV text), when it could be parsed.
+    :param message: for errors, the vendor's message, with the key redacted (:func:`redact`).
+    :param keys: the JSON object's keys, named when a shape is unknown.
+    :param code: the vendor's error code (Twelve Data's ``code``), when it states one.
+    """
+
+    kind: str
+    doc: Any = None
+    message: str = ""
+    keys: tuple[str, ...] = field(default=())
+    code: int | None = None
 
 
 def number_field(label: str, description: str, default: float | int | None, kind: str = "number") -> dict[str, Any]:

@@ -30,11 +30,12 @@ import csv
 import io
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from market_ingest.vendors import Classified, redact
 from market_ingest.vendors.alpha_vantage import SOURCE
 
 if TYPE_CHECKING:
@@ -51,28 +52,7 @@ DAILY_QUOTA = "daily_quota"  # daily request budget spent: stop calling until 00
 UNKNOWN = "unknown"  # a shape we do not know: fail loudly, naming the keys
 
 _NUMBERED = re.compile(r"^\s*\d+[a-z]?\.\s*")
-_KEY_PARAM = re.compile(r"(?i)(apikey=)[^&\s\"']+")
-
-
-def redact(text: str, api_key: str | None) -> str:
-    """``text`` with the API key and any ``apikey=...`` parameter replaced by ``***``.
-
-    :param text: a message, URL or body that may contain the key.
-    :param api_key: the key in use (may be ``None``).
-    """
-    if api_key:
-        text = text.replace(api_key, "***")
-    return _KEY_PARAM.sub(r"\1***", text)
-
-
-@dataclass(frozen=True)
-class Classified:
-    """A body's kind, its parsed JSON (when JSON) and a redacted message for errors."""
-
-    kind: str
-    doc: Any = None
-    message: str = ""
-    keys: tuple[str, ...] = field(default=())
+__all__ = ["Classified", "classify", "redact"]  # Classified and redact are market_ingest.vendors'
 
 
 def classify(body: str, api_key: str | None = None) -> Classified:

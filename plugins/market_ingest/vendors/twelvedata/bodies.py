@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
+
+from market_ingest.vendors import Classified, redact
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -39,27 +41,6 @@ MINUTE_CREDITS = "minute_credits"  # 429 for the current minute: wait for the ne
 DAILY_CREDITS = "daily_credits"  # 429 for the day: defer until 00:00 UTC
 SERVER = "server"  # 500 and other codes of the vendor's own failures: retry later
 UNKNOWN = "unknown"  # a shape we do not know: fail loudly, naming the keys
-
-_KEY_PARAM = re.compile(r"(?i)(apikey[=\s:]+)[^&\s\"',]+")
-
-
-def redact(text: str, api_key: str | None) -> str:
-    """``text`` without the API key: the key itself and any ``apikey=...`` or ``apikey ...`` (the
-    ``Authorization`` header's form) replaced by ``***``."""
-    if api_key:
-        text = text.replace(api_key, "***")
-    return _KEY_PARAM.sub(r"\1***", text)
-
-
-@dataclass(frozen=True)
-class Classified:
-    """A body's kind, its parsed JSON, the vendor's error ``code`` and a redacted message for errors."""
-
-    kind: str
-    doc: Any = None
-    message: str = ""
-    code: int | None = None
-    keys: tuple[str, ...] = field(default=())
 
 
 def classify(body: str, api_key: str | None = None, status: int = 200) -> Classified:
@@ -87,21 +68,21 @@ def classify(body: str, api_key: str | None = None, status: int = 200) -> Classi
         low = message.lower()
         if code == 429:
             return Classified(
-                DAILY_CREDITS if re.search(r"for the day|per day|daily", low) else MINUTE_CREDITS, doc, message, code, keys
+                DAILY_CREDITS if re.search(r"for the day|per day|daily", low) else MINUTE_CREDITS, doc, message, keys, code
             )
         if code == 400 and "no data is available" in low:
-            return Classified(NO_DATA, doc, message, code, keys)
+            return Classified(NO_DATA, doc, message, keys, code)
         if code == 401:
-            return Classified(UNAUTHORIZED, doc, message, code, keys)
+            return Classified(UNAUTHORIZED, doc, message, keys, code)
         if code == 403:
-            return Classified(PLAN, doc, message, code, keys)
+            return Classified(PLAN, doc, message, keys, code)
         if code == 404 or (code == 400 and "**symbol** not found" in low):  # older answers: 400 with this text
-            return Classified(UNKNOWN_SYMBOL, doc, message, code, keys)
+            return Classified(UNKNOWN_SYMBOL, doc, message, keys, code)
         if code in (400, 414):
-            return Classified(BAD_REQUEST, doc, message, code, keys)
+            return Classified(BAD_REQUEST, doc, message, keys, code)
         if code is not None and code >= 500:
-            return Classified(SERVER, doc, message, code, keys)
-        return Classified(UNKNOWN, doc, f"error code {code}: {message}", code, keys)
+            return Classified(SERVER, doc, message, keys, code)
+        return Classified(UNKNOWN, doc, f"error code {code}: {message}", keys, code)
     if isinstance(doc.get("values"), list) and isinstance(doc.get("meta"), dict):
         return Classified(DATA, doc, keys=keys)
     if "symbol" in doc and "close" in doc and "datetime" in doc:
