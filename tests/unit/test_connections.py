@@ -10,6 +10,7 @@ import pytest
 from market_ingest.hooks import as_flag, connection_extra
 from market_ingest.hooks.alpha_vantage import AlphaVantageHook
 from market_ingest.hooks.exchange import ExchangeHook
+from market_ingest.hooks.twelve_data import TwelveDataHook
 from market_ingest.hooks.yahoo import YahooFinanceHook
 
 README = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
@@ -24,7 +25,7 @@ def readme_uris() -> dict[str, str]:
 @pytest.fixture
 def uris(monkeypatch):
     found = readme_uris()
-    assert set(found) == {"market_yahoo", "market_alpha_vantage", "market_kucoin", "market_binance"}
+    assert set(found) == {"market_yahoo", "market_alpha_vantage", "market_twelvedata", "market_kucoin", "market_binance"}
     for conn_id, uri in found.items():
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", uri)
     return found
@@ -39,6 +40,14 @@ def test_the_readmes_uris_give_each_hook_its_settings(uris):
     alpha = AlphaVantageHook()._settings
     assert (alpha["key"], alpha["premium"], alpha["requests_per_second"], alpha["budget"]) == ("YOUR_API_KEY", False, 1.0, 25)
     assert alpha["url"] == "https://www.alphavantage.co/query"
+
+    twelve = TwelveDataHook()._settings
+    assert (twelve["key"], twelve["per_minute"], twelve["daily"], twelve["url"]) == (
+        "YOUR_API_KEY",
+        8,
+        800,
+        "https://api.twelvedata.com",
+    )
 
     kucoin = ExchangeHook("kucoin", "market_kucoin")._settings
     assert {k: kucoin[k] for k in ("apiKey", "secret", "password", "sandbox", "retry_attempts", "base_url")} == {
