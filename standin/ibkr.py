@@ -26,11 +26,14 @@ published by its users (``/work/notes/research-ib.md``; recordings: ``include/re
   "connected": true, "competing": false, ...}}}``; ``GET``/``POST /iserver/auth/status``: the
   ``authStatus`` object; ``POST /iserver/reauthenticate``: ``{"message": "triggered"}``.
 * Not authenticated (``POST /_standin/limits {"ibkr": {"authenticated": false}}``): every
-  ``/iserver/...`` path answers 401 (``/tickle`` still answers, ``authenticated: false``).
-* Pacing: at most ``concurrent`` (5) history requests in flight and ``per_second`` (10) requests
-  a second over all paths; an excess answers 429 ``{"error": "Too many requests"}``; with
-  ``penalty_s`` set, every request for that long after a violation answers 429 too (IB's
-  "penalty box"; its length is not documented where we could read it).
+  ``/iserver/...`` path answers 401 (``/tickle`` still answers, ``authenticated: false``); not logged in
+  at all (``{"logged_in": false}``): every path answers 401, ``/tickle`` too.
+* Pacing (IBKR's Web API documentation, "Pacing Limitations"): at most ``concurrent`` (5) history
+  requests in flight, ``per_second`` (10) requests a second through the CP Gateway and 50 through
+  ``api.ibkr.com``; an excess answers 429 ``{"error": "Too many requests"}`` (the status is the
+  documentation's, the body's text is ibind's and generated clients' "Too many requests": unverified
+  as a body); with ``penalty_s`` set (IB: "may be put in a penalty box for 10 minutes"; default 0,
+  off, so tests do not wait), every request for that long after a violation answers 429 too.
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ KNOWN = {265598: "AAPL", 756733: "SPY", 272093: "MSFT", 208813720: "GOOG", 10711
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789."
 _ENCODED = 10**13  # encoded conids lie above IB's (9 digits)
 DEFAULT_CONCURRENT = 5
-DEFAULT_PER_SECOND = 10
+DEFAULT_PER_SECOND = 10  # the CP Gateway's; api.ibkr.com allows 50 a second per username
+OAUTH_PER_SECOND = 50
 
 MSG_NO_DATA = "No data."
 MSG_TOO_MANY = "Too many requests"
@@ -154,33 +158,33 @@ def _day_ms(t_ms: int) -> int:
 
 
 class Pacing:
-    """History requests in flight (at most ``concurrent``) and requests per second (``per_second``),
-    with an optional penalty box of ``penalty_s`` seconds after a violation; ``None``: no limit."""
+    """History requests in flight (at most ``concurrent``) and requests per second per host family
+    (``per_second``: ``{"gateway": 10, "oauth": 50}``), with an optional penalty box of ``penalty_s``
+    seconds after a violation; a limit ``None``: none."""
 
-    def __init__(
-        self, concurrent: int | None = DEFAULT_CONCURRENT, per_second: int | None = DEFAULT_PER_SECOND, penalty_s: float = 0.0
-    ):
+    def __init__(self, concurrent: int | None, per_second: dict[str, int | None], penalty_s: float = 0.0):
         self.concurrent, self.per_second, self.penalty_s = concurrent, per_second, penalty_s
         self.lock = threading.Lock()
         self.in_flight = 0
-        self.recent: deque[float] = deque()
+        self.recent: dict[str, deque[float]] = {family: deque() for family in per_second}
         self.boxed_until = 0.0
 
-    def admit(self, history: bool) -> bool:
+    def admit(self, history: bool, family: str = "gateway") -> bool:
         """Count one request; False: answer 429. A history request admitted must be :meth:`done`."""
         with self.lock:
             now = time.monotonic()
             if now < self.boxed_until:
                 return False
-            while self.recent and self.recent[0] <= now - 1.0:
-                self.recent.popleft()
-            over = self.per_second is not None and len(self.recent) >= self.per_second
+            recent, limit = self.recent[family], self.per_second[family]
+            while recent and recent[0] <= now - 1.0:
+                recent.popleft()
+            over = limit is not None and len(recent) >= limit
             over = over or (history and self.concurrent is not None and self.in_flight >= self.concurrent)
             if over:
                 if self.penalty_s:
                     self.boxed_until = now + self.penalty_s
                 return False
-            self.recent.append(now)
+            recent.append(now)
             if history:
                 self.in_flight += 1
             return True
@@ -204,21 +208,25 @@ class Ibkr:
         """Apply ``POST /_standin/limits`` ``{"ibkr": {...}}``; ``None`` (absent) restores the defaults.
 
         Keys: ``concurrent`` (history requests in flight, default 5; ``null``: unlimited),
-        ``per_second`` (requests a second over all paths, default 10; ``null``: unlimited),
+        ``per_second`` (requests a second over all paths through the gateway, ``localhost:5000``, default 10;
+        ``null``: unlimited), ``per_second_oauth`` (the same through ``api.ibkr.com``, default 50),
         ``penalty_s`` (seconds every request answers 429 after a violation, default 0),
         ``hold_ms`` (how long a history request is held before its answer, default 0: lets tests
-        have requests in flight together), ``authenticated`` (default true; false: 401 on
-        ``/iserver/...``), ``no_data_status`` (HTTP status of ``{"error": "No data."}``, default 500:
+        have requests in flight together), ``authenticated`` (the brokerage session, default true;
+        false: 401 on ``/iserver/...``, ``/tickle`` says ``authenticated: false``), ``logged_in`` (the
+        gateway's own session, default true; false: 401 on every path, ``/tickle`` too, as ibind
+        expects), ``no_data_status`` (HTTP status of ``{"error": "No data."}``, default 500:
         unverified).
         """
         conf = conf or {}
         self.pacing = Pacing(
             conf.get("concurrent", DEFAULT_CONCURRENT),
-            conf.get("per_second", DEFAULT_PER_SECOND),
+            {"gateway": conf.get("per_second", DEFAULT_PER_SECOND), "oauth": conf.get("per_second_oauth", OAUTH_PER_SECOND)},
             float(conf.get("penalty_s", 0)),
         )
         self.hold_s = float(conf.get("hold_ms", 0)) / 1000
         self.authenticated = bool(conf.get("authenticated", True))
+        self.logged_in = bool(conf.get("logged_in", True))
         self.no_data_status = int(conf.get("no_data_status", 500))
 
     def throttled(self, request: Request, why: str) -> Response:
@@ -237,7 +245,7 @@ class Ibkr:
             raise NotServed(f"IB path {request.path} is not under {PREFIX}")
         path = path[len(PREFIX) :]
         history = path == "/iserver/marketdata/history"
-        if not self.pacing.admit(history):
+        if not self.pacing.admit(history, "oauth" if request.host == "api.ibkr.com" else "gateway"):
             return Response.json(429, {"error": MSG_TOO_MANY})
         try:
             if history and self.hold_s:
@@ -248,6 +256,8 @@ class Ibkr:
                 self.pacing.done()
 
     def _route(self, request: Request, path: str) -> Response:
+        if not self.logged_in:  # the gateway's own session (browser login / OAuth token) is gone: 401 everywhere
+            return Response.json(401, {"error": "not authenticated", "statusCode": 401})
         if path == "/tickle":
             return Response.json(200, self._tickle())
         if path == "/iserver/auth/status":
@@ -264,24 +274,29 @@ class Ibkr:
 
     # -- session ------------------------------------------------------------------------------
     def _auth_status(self) -> dict:
+        """The ``authStatus`` of ibind's recorded answer (``ibkr_auth_status_ibind.json``), with this session's state."""
         return {
+            "MAC": "F4:03:43:CD:BD:C0",
             "authenticated": self.authenticated,
             "competing": False,
             "connected": True,
-            "message": "",
             "fail": "",
-            "MAC": "00:00:00:00:00:00",
-            "serverInfo": {"serverName": "standin", "serverVersion": "Build 10.25.0m, standin"},
+            "hardware_info": "1c4558e8|F4:03:43:CD:BD:C0",
+            "message": "",
+            "serverInfo": {"serverName": "JifC11113", "serverVersion": "Build 10.25.0m, Nov 17, 2023 11:29:27 AM"},
         }
 
     def _tickle(self) -> dict:
+        """ibind's recorded ``/tickle`` answer (``ibkr_tickle_ibind.json``: ``hmds`` says ``no bridge`` even
+        when authenticated), with this session's state."""
+        status = {k: v for k, v in self._auth_status().items() if k != "fail"}
         return {
-            "session": "0123456789abcdef0123456789abcdef",
-            "ssoExpires": 540000,
             "collission": False,
-            "userId": 1,
-            "hmds": {"error": "no bridge"} if not self.authenticated else {},
-            "iserver": {"authStatus": self._auth_status()},
+            "hmds": {"error": "no bridge"},
+            "iserver": {"authStatus": status},
+            "session": "ce109cbeb462a76dc3f6f4182c830cc1",
+            "ssoExpires": 585695,
+            "userId": 99996016,
         }
 
     # -- /iserver/secdef/search ----------------------------------------------------------------

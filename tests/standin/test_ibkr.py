@@ -175,6 +175,22 @@ def test_session_endpoints(recorded):
     assert status == 200 and doc == {"message": "triggered"}
 
 
+def test_the_session_answers_have_the_recorded_shape(recorded):
+    """ibind's recorded /tickle and /iserver/auth/status answers: the stand-in's have the same keys."""
+    for path, name in (("/tickle", "ibkr_tickle_ibind.json"), ("/iserver/auth/status", "ibkr_auth_status_ibind.json")):
+        recorded_doc = json.loads((RECORDINGS / "ibkr" / name).read_text())
+        _, doc, _ = call(recorded, f"{GW}{path}", "POST")
+        assert set(doc) == set(recorded_doc)
+    assert doc == recorded_doc
+
+
+def test_a_gateway_not_logged_in_answers_401_everywhere(recorded):
+    limits(recorded, {"ibkr": {"logged_in": False, "per_second": None}})
+    for path in ("/tickle", "/iserver/auth/status", "/iserver/secdef/search?symbol=AAPL"):
+        status, _, raw = call(recorded, f"{GW}{path}", "POST" if "tickle" in path else "GET")
+        assert status == 401 and ib.classify(raw, status).kind == ib.UNAUTHENTICATED
+
+
 def test_a_session_not_logged_in_answers_401(recorded):
     limits(recorded, {"ibkr": {"authenticated": False, "per_second": None}})
     status, _, raw = call(recorded, f"{GW}/iserver/marketdata/history?conid=265598&period=1w&bar=1d")
@@ -202,6 +218,14 @@ def test_requests_per_second_and_the_penalty_box(recorded):
     assert statuses[:3] == [200, 200, 200] and statuses[3:] == [429, 429]
     limits(recorded, {})  # defaults restored: the penalty box goes with the old limits
     assert call(recorded, url)[0] == 200
+
+
+def test_the_oauth_host_allows_50_a_second_the_gateway_10(recorded):
+    limits(recorded, {})
+    gateway = [call(recorded, f"{GW}/iserver/auth/status")[0] for _ in range(12)]
+    oauth = [call(recorded, f"{OAUTH}/iserver/auth/status")[0] for _ in range(12)]
+    assert 429 in gateway and gateway[:8] == [200] * 8  # 10 a second (some may fall into the next second)
+    assert oauth == [200] * 12
 
 
 def test_injected_faults_answer_ibs_bodies(recorded):

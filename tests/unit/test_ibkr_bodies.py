@@ -39,6 +39,8 @@ def doc(name: str):
         pytest.param("ibkr_history_AAPL_1min_2024-10-02_from_yahoo.json", 200, ib.DATA, id="minutes"),
         pytest.param("ibkr_history_AAPL_1m_2023-11_ibind.json", 200, ib.DATA, id="monthly-genuine"),
         pytest.param("ibkr_secdef_search_AAPL_docs.json", 200, ib.DATA, id="search"),
+        pytest.param("ibkr_tickle_ibind.json", 200, ib.DATA, id="tickle-genuine"),
+        pytest.param("ibkr_auth_status_ibind.json", 200, ib.DATA, id="auth-status-genuine"),
     ],
 )
 def test_every_recorded_body_is_classified(name, status, kind):
