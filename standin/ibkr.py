@@ -15,8 +15,9 @@ published by its users (``/work/notes/research-ib.md``; recordings: ``include/re
 * ``GET /iserver/marketdata/history?conid=&period=&bar=&outsideRth=&startTime=&exchange=``:
   ``startTime`` (UTC, ``YYYYMMDD-HH:MM:SS``; default now) is the END of the window, measured against
   the live gateway; ``period`` (``{1-30}min``, ``{1-8}h``, ``{1-1000}d``, ``{1-792}w``, ``{1-182}m``,
-  ``{1-15}y``; read here as calendar spans) reaches back from it; bars opening in
-  ``[startTime - period, startTime)`` are answered, the newest 1000 at most. Bars: ``1min 5min 15min
+  ``{1-15}y``) reaches back from it: intraday bars opening in ``[startTime - period, startTime)``;
+  daily bars of the sessions dated before ``startTime``'s New York date, ``Nd`` counting sessions
+  (:func:`bounds`); the newest 1000 at most. Bars: ``1min 5min 15min
   30min 1h 1d 1w 1m`` (IB has more: 2min, 3min, 10min, 2h, 3h, 4h, 8h: not served). The answer:
   ``{"symbol", "text", "priceFactor", "startTime" (first bar's open), "timePeriod", "barLength",
   "mdAvailability", "outsideRth", "volumeFactor", "data": [{"o","c","h","l","v","t"}], "points"
@@ -126,6 +127,48 @@ def window(period: str, end: datetime) -> datetime:
     if unit == "m":
         return _months_back(end, n)
     return _months_back(end, 12 * n)
+
+
+def _key(t_ms: int, interval: str) -> int:
+    """What a bar is windowed by: its open, or for days and longer 00:00 UTC of its session date."""
+    return _day_ms(t_ms) if interval in ("1d", "1wk", "1mo") else t_ms
+
+
+def _weekdays_back(last: date, n: int) -> date:
+    """The first of the ``n`` weekdays ending with ``last`` (``last`` counted when a weekday)."""
+    d, seen = last, 0
+    while True:
+        if d.weekday() < 5:
+            seen += 1
+            if seen >= n:
+                return d
+        d -= timedelta(days=1)
+
+
+def bounds(interval: str, period: str, start_time: datetime | None, now: datetime) -> tuple[int, int]:
+    """``[lo, hi)`` of the bars a history request answers, in :func:`_key` terms (epoch ms).
+
+    Intraday: bars opening in ``[startTime - period, startTime)``; without ``startTime``, up to now
+    (the bar still open included). Days and longer, as measured against the live gateway (2026-08-05,
+    SPY): sessions dated before the New York date of ``startTime`` (``20231109-00:00:00`` is Nov 8 in
+    New York, and the answer ended with Nov 7; midnight UTC of Aug 5 ended with Aug 3; no ``startTime``
+    reached today); a period in days counts sessions, the ``startTime`` date's own included (100d
+    anchored there: 99 bars, Jun 20 .. Nov 7; holidays are not known here, weekdays are counted).
+    """
+    if interval not in ("1d", "1wk", "1mo"):
+        end = start_time or now
+        hi = int(end.timestamp() * 1000) + (0 if start_time else 1)
+        return int(window(period, end).timestamp() * 1000), hi
+    last = (start_time or now).astimezone(NY).date()
+    cutoff = last if start_time else last + timedelta(days=1)
+    m = PERIOD.match(period)
+    assert m is not None
+    if m.group(2) == "d":
+        first = _weekdays_back(last, int(m.group(1)))
+    else:
+        first = window(period, datetime(last.year, last.month, last.day, tzinfo=timezone.utc)).date()
+    day = lambda d: int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp() * 1000)  # noqa: E731
+    return day(first), day(cutoff)
 
 
 def session_open_ms(day: date) -> int:
@@ -343,26 +386,23 @@ class Ibkr:
         if m is None or not 1 <= int(m.group(1)) <= PERIOD_MAX[m.group(2)]:
             return Response.json(400, {"error": f"Invalid period: {period!r}"})
         try:
-            end = _parse_start(q["startTime"]) if q.get("startTime") else self.standin.now()
+            given = _parse_start(q["startTime"]) if q.get("startTime") else None
         except ValueError:
             return Response.json(400, {"error": f"Invalid startTime: {q['startTime']!r} (YYYYMMDD-HH:MM:SS)"})
-        start = window(period, end)
         outside = (q.get("outsideRth") or "false").lower() == "true"
-        start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+        lo, hi = bounds(interval, period, given, self.standin.now())
         symbol = symbol_of(conid)
         recs = self.standin.library.of(VENDOR, "history", str(conid), interval)
-        daily = interval in ("1d", "1wk", "1mo")
-        lo = _day_ms(start_ms) if daily else start_ms
-        rec = self.standin.library.best(VENDOR, "history", str(conid), interval, lo, end_ms) if recs else None
+        rec = self.standin.library.best(VENDOR, "history", str(conid), interval, lo, hi) if recs else None
         if rec is not None and rec.status == 200:
-            return self._cut(rec, start_ms, end_ms, period)
+            return self._cut(rec, lo, hi, period)
         if symbol is None or (conid not in KNOWN and not self.standin.synthetic):
             return Response.json(400, {"error": "No security definition has been found for the request"})
         if not self.standin.synthetic:
             return Response.json(
                 self.no_data_status, {"error": MSG_NO_DATA}, **{"X-Standin-Missing": f"no recording of {conid} {bar}"}
             )
-        return self._synthetic(symbol, interval, bar, start_ms, end_ms, period, outside)
+        return self._synthetic(symbol, interval, lo, hi, period, outside)
 
     def _answer(self, rows: list[dict], head: dict, period: str, clock: datetime | None) -> Response:
         rows = sorted(rows, key=lambda r: r["t"])[-MAX_POINTS:]
@@ -379,30 +419,24 @@ class Ibkr:
         )
         return Response(200, json.dumps(doc, separators=(",", ":")), "application/json", clock)
 
-    def _cut(self, rec: Recording, start_ms: int, end_ms: int, period: str) -> Response:
+    def _cut(self, rec: Recording, lo: int, hi: int, period: str) -> Response:
         doc = json.loads(rec.body)
-        daily = rec.interval in ("1d", "1wk", "1mo")
-        lo = _day_ms(start_ms) if daily else start_ms
-        rows = [r for r in doc.get("data", []) if (_day_ms(r["t"]) if daily else r["t"]) >= lo and r["t"] < end_ms]
+        rows = [r for r in doc.get("data", []) if lo <= _key(r["t"], rec.interval or "1d") < hi]
         head = {k: v for k, v in doc.items() if k not in ("data",)}
         return self._answer(rows, head, period, rec.requested_at)
 
-    def _synthetic(
-        self, symbol: str, interval: str, bar: str, start_ms: int, end_ms: int, period: str, outside: bool
-    ) -> Response:
+    def _synthetic(self, symbol: str, interval: str, lo: int, hi: int, period: str, outside: bool) -> Response:
         clock = self.standin.now()
         now_ms = int(clock.timestamp() * 1000)
-        daily = interval in ("1d", "1wk", "1mo")
         session = synthetic.equity_session(symbol)
-        lo = _day_ms(start_ms) if daily else start_ms
-        bars = synthetic.bars(self.standin.seed, symbol, interval, lo, min(end_ms, now_ms + 1), session, now_ms, extended=outside)
+        bars = synthetic.bars(self.standin.seed, symbol, interval, lo, min(hi, now_ms + 1), session, now_ms, extended=outside)
         rows = []
         for b in bars:
             if interval == "1d":
                 t = session_open_ms(datetime.fromtimestamp(b.time_ms / 1000, timezone.utc).date())
             else:
                 t = b.time_ms  # weeks and months: 00:00 UTC of their first day, as recorded for months
-            if t >= end_ms:
+            if not lo <= _key(t, interval) < hi:
                 continue
             rows.append(
                 {

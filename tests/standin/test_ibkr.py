@@ -84,10 +84,11 @@ def test_unknown_symbol_without_the_synthetic_market_is_an_empty_list(recorded):
 
 
 def test_the_hooks_daily_request_is_cut_from_the_recording(recorded):
-    """The request the hook sends: period 1y ending at startTime 2020-11-07; the recording holds 08-31 .. 11-06."""
+    """Period 1y ending at startTime; the recording holds 08-31 .. 11-06. ``startTime`` 2020-11-08 00:00 UTC
+    is Nov 7 in New York: every session before it, 11-06 included."""
     status, doc, raw = call(
         recorded,
-        f"{GW}/iserver/marketdata/history?conid=265598&period=1y&bar=1d&outsideRth=false&startTime=20201107-00:00:00",
+        f"{GW}/iserver/marketdata/history?conid=265598&period=1y&bar=1d&outsideRth=false&startTime=20201108-00:00:00",
     )
     assert status == 200 and ib.classify(raw, status).kind == ib.DATA
     assert len(doc["data"]) == 49 and doc["points"] == 48
@@ -97,10 +98,22 @@ def test_the_hooks_daily_request_is_cut_from_the_recording(recorded):
     assert times[0] == datetime(2020, 8, 31, tzinfo=UTC) and times[-1] == datetime(2020, 11, 6, tzinfo=UTC)
 
 
-def test_start_time_is_the_end_of_the_window(recorded):
-    """startTime 2020-10-01 with period 1w: the bars of 09-24 .. 09-30, not those after it."""
-    status, doc, _ = call(recorded, f"{GW}/iserver/marketdata/history?conid=265598&period=1w&bar=1d&startTime=20201001-00:00:00")
+def test_midnight_utc_is_still_the_day_before_in_new_york(recorded):
+    """As measured on the live gateway: startTime 2020-11-07 00:00 UTC is Nov 6, 19:00 in New York, so
+    the answer ends with Nov 5; the session of the startTime's New York date is never included."""
+    status, doc, _ = call(recorded, f"{GW}/iserver/marketdata/history?conid=265598&period=1y&bar=1d&startTime=20201107-00:00:00")
+    assert status == 200 and len(doc["data"]) == 48
+    assert datetime.fromtimestamp(doc["data"][-1]["t"] / 1000, UTC).date().isoformat() == "2020-11-05"
+
+
+def test_start_time_is_the_end_of_the_window_and_days_count_sessions(recorded):
+    """startTime 2020-10-01 12:00 UTC (Oct 1 in New York), period 5d: the five sessions ending Oct 1,
+    whose own bar is not answered (the live gateway's 100d gave 99 bars the same way)."""
+    status, doc, _ = call(recorded, f"{GW}/iserver/marketdata/history?conid=265598&period=5d&bar=1d&startTime=20201001-12:00:00")
     assert status == 200
+    days = [datetime.fromtimestamp(r["t"] / 1000, UTC).date().isoformat() for r in doc["data"]]
+    assert days == ["2020-09-25", "2020-09-28", "2020-09-29", "2020-09-30"]
+    status, doc, _ = call(recorded, f"{GW}/iserver/marketdata/history?conid=265598&period=1w&bar=1d&startTime=20201001-12:00:00")
     days = [datetime.fromtimestamp(r["t"] / 1000, UTC).date().isoformat() for r in doc["data"]]
     assert days == ["2020-09-24", "2020-09-25", "2020-09-28", "2020-09-29", "2020-09-30"]
 
@@ -115,8 +128,9 @@ def test_minutes_are_served_and_capped_at_1000_points(recorded):
 
 
 def test_a_window_without_bars_answers_no_data(recorded):
+    """Oct 6 00:00 UTC is Oct 5 in New York: one session back is Oct 5 itself, which is never answered."""
     status, doc, raw = call(
-        recorded, f"{GW}/iserver/marketdata/history?conid=265598&period=1d&bar=1d&startTime=20201004-00:00:00"
+        recorded, f"{GW}/iserver/marketdata/history?conid=265598&period=1d&bar=1d&startTime=20201006-00:00:00"
     )
     assert doc == {"error": "No data."} and ib.classify(raw, status).kind == ib.NO_DATA
 
