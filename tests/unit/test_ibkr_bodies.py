@@ -30,6 +30,7 @@ def doc(name: str):
     ("name", "status", "kind"),
     [
         pytest.param("ibkr_ERROR_401_not_authenticated.json", 401, ib.UNAUTHENTICATED, id="401"),
+        pytest.param("ibkr_ERROR_400_no_bridge.json", 400, ib.UNAUTHENTICATED, id="no-bridge-quoted"),
         pytest.param("ibkr_ERROR_429_too_many_requests.json", 429, ib.PACING, id="429"),
         pytest.param("ibkr_ERROR_500_no_data.json", 500, ib.NO_DATA, id="no-data"),
         pytest.param("ibkr_ERROR_500_chart_data_unavailable.json", 500, ib.SERVER, id="chart-data-unavailable"),
@@ -51,6 +52,7 @@ def test_every_error_recording_has_a_test():
     """A new error body dropped into the folder must be classified here too."""
     tested = {
         "ibkr_ERROR_401_not_authenticated.json",
+        "ibkr_ERROR_400_no_bridge.json",
         "ibkr_ERROR_429_too_many_requests.json",
         "ibkr_ERROR_500_no_data.json",
         "ibkr_ERROR_500_chart_data_unavailable.json",

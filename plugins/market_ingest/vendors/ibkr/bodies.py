@@ -90,7 +90,7 @@ def classify(body: str | bytes | None, status: int = 200) -> Classified:
     keys = tuple(doc) if isinstance(doc, dict) else ()
     message = _message(doc) or (text[:200] if doc is None else "")
     low = message.lower()
-    if status == 401 or "not authenticated" in low:
+    if status == 401 or "not authenticated" in low or "no bridge" in low:  # no bridge: no brokerage session
         return Classified(UNAUTHENTICATED, doc, message or f"HTTP {status}: not authenticated", keys, status)
     if status == 429 or "too many requests" in low or "pacing" in low:
         return Classified(PACING, doc, message or f"HTTP {status}: too many requests", keys, status)
