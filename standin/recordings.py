@@ -6,7 +6,7 @@ A recording is two files side by side in ``include/recordings/<vendor>/``:
   ``make record``, a browser, ``curl`` or any other client;
 * a sidecar ``<name>.meta.yaml`` naming what the body is::
 
-      vendor: binance                 # yahoo | alpha_vantage | twelve_data | binance | kucoin | coinbase |
+      vendor: binance                 # yahoo | alpha_vantage | twelve_data | ibkr | binance | kucoin | coinbase |
                                       # coinbaseexchange | kraken | okx
       endpoint: candles               # candles | chart | markets | tickers | <AV function> ...
       symbol: BTCUSDT                 # the vendor's own spelling (AAPL, BTCUSDT, BTC-USDT, XBTUSDT)

@@ -15,7 +15,9 @@ Control endpoints (tests and benchmarks), under ``/_standin/``:
 * ``POST /_standin/limits`` ``{"alpha_vantage": {"limit": 5, "window_s": 60, "daily": 25, "ban_after": null}}``:
   rate limits per vendor (``{}`` clears them), answered as each vendor answers an excess; Twelve Data
   counts credits per API key, 8 a minute and 800 a day unless ``{"twelve_data": {"limit": .., "daily": ..}}``
-  says otherwise (``null``: unlimited; :meth:`standin.twelve_data.TwelveData.configure`);
+  says otherwise (``null``: unlimited; :meth:`standin.twelve_data.TwelveData.configure`); Interactive Brokers
+  allows 5 history requests in flight and 10 requests a second unless ``{"ibkr": {"concurrent": .., "per_second": ..,
+  "penalty_s": .., "hold_ms": .., "authenticated": ..}}`` says otherwise (:meth:`standin.ibkr.Ibkr.configure`);
 * ``POST /_standin/faults`` ``[{"vendor": "binance", "kind": "status", "status": 503, "count": 2, "match": "klines"}]``:
   injected failures (kinds: ``status``, ``timeout``, ``truncate``, ``empty``, ``throttled``, ``banned``;
   ``share`` below 1 hits that share of matching requests at random), and ``{"latency_ms": 50}``
@@ -37,6 +39,8 @@ from standin.alpha_vantage import AlphaVantage
 from standin.alpha_vantage import extent as av_extent
 from standin.core import Fault, NotServed, RateLimit, Request, Response
 from standin.exchanges import EXCHANGES
+from standin.ibkr import Ibkr
+from standin.ibkr import extent as ibkr_extent
 from standin.recordings import Library
 from standin.twelve_data import TwelveData
 from standin.twelve_data import extent as td_extent
@@ -80,12 +84,14 @@ class StandIn:
             "yahoo": yahoo_extent,
             "alpha_vantage": av_extent,
             "twelve_data": td_extent,
+            "ibkr": ibkr_extent,
             **{ex.vendor: ex.extent for ex in exchanges},
         }
         self._root, self._watch, self._seen = recordings, watch, None
         self._library = Library(recordings, self._extents)
         self.twelve_data = TwelveData(self)
-        self.vendors = [Yahoo(self), AlphaVantage(self), self.twelve_data, *exchanges]
+        self.ibkr = Ibkr(self)
+        self.vendors = [Yahoo(self), AlphaVantage(self), self.twelve_data, self.ibkr, *exchanges]
         self.by_host = {host: v for v in self.vendors for host in v.hosts}
         self.limits: dict[str, RateLimit] = {}
         self.faults: list[Fault] = []
@@ -187,9 +193,10 @@ class StandIn:
             self.limits = {
                 v: RateLimit(int(c["limit"]), float(c.get("window_s", 60)), c.get("daily"), c.get("ban_after"))
                 for v, c in doc.items()
-                if v != "twelve_data"
+                if v not in ("twelve_data", "ibkr")
             }
             self.twelve_data.configure(doc.get("twelve_data"))  # credits per API key: standin.twelve_data
+            self.ibkr.configure(doc.get("ibkr"))  # concurrent history requests, per second, session: standin.ibkr
             return Response.json(200, {"limits": sorted(self.limits)})
         if path == "/_standin/faults" and method == "POST":
             with self.lock:
@@ -243,6 +250,13 @@ class _Handler(BaseHTTPRequestHandler):
             response = self.server.standin.control(method, urlsplit(self.path).path, body)
         else:
             host, path, query = parse_target(self.path)
+            if body and host in Ibkr.hosts:  # IB's POST forms send their parameters as a JSON object
+                try:
+                    sent = json.loads(body)
+                except ValueError:
+                    sent = None
+                if isinstance(sent, dict):
+                    query = {**{k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in sent.items()}, **query}
             request = Request(method, host, path, query, {k.lower(): v for k, v in self.headers.items()})
             response = self.server.standin.answer(request)
         if response is None:
