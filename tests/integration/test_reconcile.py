@@ -174,4 +174,3 @@ def test_the_consensus_view_is_the_median_of_the_sources_that_agree(recorded, wa
     finally:
         with closing(hook.get_conn()) as conn, conn.transaction():
             conn.execute("DELETE FROM market.bars_1d WHERE source = %s", (third,))
-

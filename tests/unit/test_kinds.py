@@ -136,7 +136,12 @@ def test_each_vendor_module_is_a_registered_kind():
     from market_ingest import vendors
 
     modules = {m.name: importlib.import_module(f"market_ingest.vendors.{m.name}") for m in pkgutil.iter_modules(vendors.__path__)}
-    assert {name: module.KIND for name, module in modules.items()} == {k.name: k for k in kinds.KINDS.values()}
+    # Interactive Brokers' bodies and stand-in exist, its kind not yet (vendors/ibkr: the price basis
+    # and the hook are still to come): no configuration can name it until its module defines KIND.
+    unfinished = {name for name, module in modules.items() if not hasattr(module, "KIND")}
+    assert unfinished == {"ibkr"}
+    assert {name: modules[name].KIND for name in modules if name not in unfinished} == {k.name: k for k in kinds.KINDS.values()}
+    assert "ibkr" not in kinds.KINDS
 
 
 def test_symbols_in_flight_needs_a_kind_whose_hook_is_thread_safe():
