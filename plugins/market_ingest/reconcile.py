@@ -12,7 +12,8 @@ check that the new figures settle is deleted: the table says what disagrees now.
 A close difference is measured in basis points of the lower close:
 ``|close_a - close_b| / min(close_a, close_b) * 10,000``; a volume difference as a share of the
 larger volume: ``|volume_a - volume_b| / max(volume_a, volume_b)``. Bars in different currencies
-are not compared; they are kept with reason ``currency``.
+are not compared; they are kept with reason ``currency``. Only bars stored as traded are compared
+(``price_basis``): a row of an earlier version not yet re-based (null) would differ by its splits.
 
 Readers who want one series read ``market.bars_consensus`` (migration V017): per bar, the
 median of the sources within the tolerance of the median close.
@@ -54,7 +55,8 @@ class Tolerances:
 
 def sync_instruments(cur: Any, instruments: dict[str, dict[str, str]], tolerances: Tolerances) -> None:
     """Make ``market.instruments`` hold exactly the configured ``instruments`` (upserted, the rest
-    deleted), so the comparison and ``market.bars_consensus`` read the configuration in force."""
+    deleted), so the comparison and ``market.bars_consensus`` read the configuration in force, and
+    delete the disagreements of an instrument, source or symbol it no longer holds."""
     rows = [(i, s, sym, tolerances.close_bps[i]) for i, symbols in instruments.items() for s, sym in symbols.items()]
     if rows:
         cur.execute(
@@ -69,6 +71,13 @@ def sync_instruments(cur: Any, instruments: dict[str, dict[str, str]], tolerance
         "WHERE (m.symbol, m.close_tolerance_bps) IS DISTINCT FROM (EXCLUDED.symbol, EXCLUDED.close_tolerance_bps)",
         rows,
     )
+    # Disagreements of an instrument, source or symbol no longer configured say nothing of now.
+    cur.execute(
+        "DELETE FROM market.cross_source_checks c WHERE NOT EXISTS (SELECT FROM market.instruments i "
+        "WHERE i.instrument = c.instrument AND i.source = c.source_a AND i.symbol = c.symbol_a) "
+        "OR NOT EXISTS (SELECT FROM market.instruments i "
+        "WHERE i.instrument = c.instrument AND i.source = c.source_b AND i.symbol = c.symbol_b)"
+    )
 
 
 #: The bar pairs of the run's source and window with every other source of the same instrument;
@@ -78,27 +87,27 @@ CREATE TEMPORARY TABLE reconcile_compared ON COMMIT DROP AS
 WITH mine AS (
     SELECT i.instrument, b.source, b.symbol, b.time, b.close, b.volume, b.currency, i.close_tolerance_bps
       FROM market.instruments i
-      JOIN {table} b ON b.source = i.source AND b.symbol = i.symbol
+      JOIN {table} b ON b.source = i.source AND b.symbol = i.symbol AND b.price_basis = 'as_traded'
      WHERE i.source = %(source)s AND b.time >= %(start)s AND b.time < %(end)s
 ), theirs AS (
     SELECT i.instrument, b.source, b.symbol, b.time, b.close, b.volume, b.currency
       FROM market.instruments i
-      JOIN {table} b ON b.source = i.source AND b.symbol = i.symbol
+      JOIN {table} b ON b.source = i.source AND b.symbol = i.symbol AND b.price_basis = 'as_traded'
      WHERE i.source <> %(source)s
        AND i.instrument IN (SELECT instrument FROM market.instruments WHERE source = %(source)s)
        AND b.time >= %(start)s AND b.time < %(end)s
 ), paired AS (
     SELECT m.instrument, m.time, t.source AS other, m.close_tolerance_bps,
-           CASE WHEN m.source < t.source THEN m.source ELSE t.source END AS source_a,
-           CASE WHEN m.source < t.source THEN m.symbol ELSE t.symbol END AS symbol_a,
-           CASE WHEN m.source < t.source THEN t.source ELSE m.source END AS source_b,
-           CASE WHEN m.source < t.source THEN t.symbol ELSE m.symbol END AS symbol_b,
-           CASE WHEN m.source < t.source THEN m.currency ELSE t.currency END AS currency_a,
-           CASE WHEN m.source < t.source THEN t.currency ELSE m.currency END AS currency_b,
-           CASE WHEN m.source < t.source THEN m.close ELSE t.close END AS close_a,
-           CASE WHEN m.source < t.source THEN t.close ELSE m.close END AS close_b,
-           CASE WHEN m.source < t.source THEN m.volume ELSE t.volume END AS volume_a,
-           CASE WHEN m.source < t.source THEN t.volume ELSE m.volume END AS volume_b
+           CASE WHEN m.source COLLATE "C" < t.source COLLATE "C" THEN m.source ELSE t.source END AS source_a,
+           CASE WHEN m.source COLLATE "C" < t.source COLLATE "C" THEN m.symbol ELSE t.symbol END AS symbol_a,
+           CASE WHEN m.source COLLATE "C" < t.source COLLATE "C" THEN t.source ELSE m.source END AS source_b,
+           CASE WHEN m.source COLLATE "C" < t.source COLLATE "C" THEN t.symbol ELSE m.symbol END AS symbol_b,
+           CASE WHEN m.source COLLATE "C" < t.source COLLATE "C" THEN m.currency ELSE t.currency END AS currency_a,
+           CASE WHEN m.source COLLATE "C" < t.source COLLATE "C" THEN t.currency ELSE m.currency END AS currency_b,
+           CASE WHEN m.source COLLATE "C" < t.source COLLATE "C" THEN m.close ELSE t.close END AS close_a,
+           CASE WHEN m.source COLLATE "C" < t.source COLLATE "C" THEN t.close ELSE m.close END AS close_b,
+           CASE WHEN m.source COLLATE "C" < t.source COLLATE "C" THEN m.volume ELSE t.volume END AS volume_a,
+           CASE WHEN m.source COLLATE "C" < t.source COLLATE "C" THEN t.volume ELSE m.volume END AS volume_b
       FROM mine m
       JOIN theirs t ON t.instrument = m.instrument AND t.time = m.time
 ), measured AS (

@@ -249,16 +249,18 @@ def test_a_bad_interval_or_schedule_fails_only_its_dag_naming_file_line_and_fiel
 
 
 def test_sources_of_a_configured_instrument_reconcile_after_their_load(dagbag):
-    """A bars DAG of a source serving an instrument (``instruments``) compares its loaded bars with
-    the other sources' (``reconcile`` after ``load_timescale``, its result read by the report);
-    a source serving none, and quote DAGs, have no such task."""
+    """A bars DAG of a source serving an instrument (``instruments``) that another of its sources
+    loads at the same interval compares its loaded bars with theirs (``reconcile`` after
+    ``load_timescale``, its result read by the report); other DAGs, and quote DAGs, have no such task."""
     twelve = built_dag(dagbag, "market_twelvedata_1d")
     reconcile = twelve.get_task("reconcile")
     assert reconcile.upstream_task_ids == {"load_timescale", "plan"}
     assert "reconcile" in twelve.get_task("report").upstream_task_ids
     assert reconcile.instruments["AAPL"] == {"yahoo": "AAPL", "alpha_vantage": "AAPL", "twelvedata": "AAPL"}
     assert "reconcile" not in built_dag(dagbag, "market_twelvedata_quote").task_ids
-    assert "reconcile" in built_dag(dagbag, "market_binance_1m").task_ids  # BTC/USDT, ETH/USDT on KuCoin too
+    assert "reconcile" in built_dag(dagbag, "market_binance_1h").task_ids  # BTC/USDT, ETH/USDT on KuCoin's 1h too
+    assert "reconcile" not in built_dag(dagbag, "market_binance_1m").task_ids  # no other source loads 1m of them
+    assert "reconcile" not in built_dag(dagbag, "market_yahoo_1m").task_ids
 
 
 def test_a_bad_instrument_leaves_every_dag_built_without_reconciliation_naming_it(tmp_path):

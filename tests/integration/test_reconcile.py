@@ -104,6 +104,15 @@ def test_two_vendors_recorded_bars_agree_and_a_close_moved_50_bps_is_the_one_dis
     assert check["close_b"] == yahoo_close and check["close_a"] == pytest.approx(yahoo_close * 1.005)
     assert check["close_diff_bps"] == pytest.approx(50.0, abs=0.01) and check["reason"] == "close"
 
+    # Two sources 50 bps apart: neither is the consensus of that bar (each is 25 bps from their
+    # median, beyond half the tolerance); every other bar's is both.
+    with closing(hook.get_conn()) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT time, agreeing FROM market.bars_consensus WHERE instrument = 'AAPL-RECON' AND interval = '1d' ORDER BY time"
+        )
+        consensus = dict(cur.fetchall())
+    assert day not in consensus and len(consensus) == 48 and set(consensus.values()) == {2}
+
     # The coverage view shows it as its own layer: the cell of that day marked, both closes listed.
     from market_ingest import ui
 
@@ -174,3 +183,45 @@ def test_the_consensus_view_is_the_median_of_the_sources_that_agree(recorded, wa
     finally:
         with closing(hook.get_conn()) as conn, conn.transaction():
             conn.execute("DELETE FROM market.bars_1d WHERE source = %s", (third,))
+
+
+def test_currencies_volumes_and_unconverted_rows_are_judged_as_configured(recorded, warehouse_hook):
+    """Alpha Vantage's bars restated in another currency on one day: kept as ``currency``, no figure
+    compared; volumes compared only for a configured pair (Yahoo's and Alpha Vantage's recorded
+    AAPL volumes differ by up to a few percent: within 5%, not within 0.1%); a row stored before the
+    price basis (``price_basis`` null) is not compared at all."""
+    hook = warehouse_hook
+    av = recorded[AV]
+    day = pa.scalar(datetime(2020, 10, 1, tzinfo=UTC), pa.timestamp("us", tz="UTC"))
+    other = pc.if_else(pc.equal(av["time"], day), pa.scalar("EUR"), av["currency"])
+    unconverted = pc.if_else(
+        pc.equal(av["time"], pa.scalar(datetime(2020, 10, 2, tzinfo=UTC), pa.timestamp("us", tz="UTC"))),
+        pa.scalar(None, pa.string()),
+        av["price_basis"],
+    )
+    restated = av.set_column(av.schema.get_field_index("currency"), "currency", other)
+    restated = restated.set_column(av.schema.get_field_index("price_basis"), "price_basis", unconverted)
+    _load(hook, _renamed(recorded[YAHOO], YAHOO))
+    _load(hook, _renamed(restated, AV))
+    from market_ingest.reconcile import reconcile
+
+    def run(volume):
+        cfg = ReconciliationConfig(volume_tolerance=volume)
+        return reconcile(hook, source=AV, interval="1d", window=WINDOW, instruments=INSTRUMENTS, cfg=cfg, run_id="t")
+
+    loose = run({f"{YAHOO}/{AV}": 0.05})
+    assert (loose["bars"], loose["by_reason"]) == (48, {"currency": 1})  # 10-02 unconverted: not compared
+    [check] = _checks(hook)
+    assert (check["time"], check["reason"], check["close_diff_bps"]) == (day.as_py(), "currency", None)
+    # Independently, from the two recorded tables: bars (compared, so not 10-01 or 10-02) whose
+    # volumes differ by more than 0.1% of the larger one.
+    yv = dict(zip(recorded[YAHOO]["time"].to_pylist(), recorded[YAHOO]["volume"].to_pylist(), strict=True))
+    skip = {day.as_py(), datetime(2020, 10, 2, tzinfo=UTC)}
+    apart = sum(
+        1
+        for t, v in zip(av["time"].to_pylist(), av["volume"].to_pylist(), strict=True)
+        if t not in skip and abs(v - yv[t]) / max(v, yv[t]) > 0.001
+    )
+    tight = run({f"{AV}/{YAHOO}": 0.001})  # either order names the pair
+    assert apart > 0 and tight["by_reason"] == {"currency": 1, "volume": apart}
+    assert run({})["by_reason"] == {"currency": 1}

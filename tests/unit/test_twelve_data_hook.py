@@ -148,6 +148,9 @@ def test_documented_codes_without_a_recording_and_unknown_shapes_are_classified(
     assert odd.kind == bodies.UNKNOWN and "['data']" in odd.message
     page = bodies.classify("<html>502 Bad Gateway</html>", KEY, 502)
     assert page.kind == bodies.SERVER and page.code == 502
+    gateway = bodies.classify(json.dumps({"message": "upstream timed out"}), KEY, 504)  # a proxy's JSON, not Twelve Data's
+    assert gateway.kind == bodies.SERVER and gateway.code == 504
+    assert bodies.classify(json.dumps({"message": "slow down"}), KEY, 429).kind == bodies.MINUTE_CREDITS
 
 
 def test_an_unknown_symbol_and_an_empty_window_are_that_symbols_outcome_only(standin):
@@ -222,27 +225,18 @@ def test_fx_pairs_state_no_volume_and_say_so(standin):
 
 
 def test_a_connection_without_a_key_or_with_bad_credit_settings_fails_naming_it(standin, monkeypatch):
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_MARKET_TWELVEDATA", json.dumps({"conn_type": "twelvedata", "host": f"{standin.url}/api.twelvedata.com"})
-    )
+    connect(standin, monkeypatch, None)
     with pytest.raises(ConfigurationError, match="connection market_twelvedata has no API key"):
         TwelveDataHook().fetch_bars(["AAPL"], "1d", WINDOW, INGESTED)
-    standin.extra = {"credits_per_minute": 0}
-    monkeypatch.delenv("AIRFLOW_CONN_MARKET_TWELVEDATA")
-    with serving(
-        standin,
-        monkeypatch,
-        lambda url: {
-            "market_twelvedata": {
-                "conn_type": "twelvedata",
-                "password": KEY,
-                "host": f"{url}/api.twelvedata.com",
-                "extra": standin.extra,
-            }
-        },
-    ):
-        with pytest.raises(ConfigurationError, match="credits_per_minute must be at least 1"):
+    connect(standin, monkeypatch, credits_per_minute=0)
+    with pytest.raises(ConfigurationError, match="credits_per_minute must be at least 1"):
+        TwelveDataHook().fetch_bars(["AAPL"], "1d", WINDOW, INGESTED)
+    for host in ("proxy.internal:8443", "http://proxy.internal/api"):  # no scheme, or the key in clear text
+        conn = {"conn_type": "twelvedata", "password": KEY, "host": host}
+        monkeypatch.setenv("AIRFLOW_CONN_MARKET_TWELVEDATA", json.dumps(conn))
+        with pytest.raises(ConfigurationError, match="must be an https:// URL"):
             TwelveDataHook().fetch_bars(["AAPL"], "1d", WINDOW, INGESTED)
+    assert served(standin) == []
 
 
 def test_a_spent_day_is_marked_for_every_task_when_the_vendor_says_so(standin, monkeypatch):

@@ -1,6 +1,6 @@
 -- Per-minute credit budgets shared by every task and DAG on one vendor key (Twelve Data: 8 API
--- credits per minute on the Basic plan). One row per key and minute (the vendor's clock, truncated
--- to the minute); a task takes credits with an atomic upsert that refuses past the limit, and
+-- credits per minute on the Basic plan). One row per key and minute (the workers' wall clock,
+-- which NTP keeps within a second of the vendor's, truncated to the minute); a task takes credits with an atomic upsert that refuses past the limit, and
 -- waits for the next minute when refused. Rows older than a day are deleted as new ones come.
 CREATE TABLE IF NOT EXISTS market.vendor_minute_credits (
     vendor   text        NOT NULL,

@@ -222,8 +222,19 @@ class ReconciliationConfig(_Model):
     @classmethod
     def _pairs(cls, v: dict[str, float]) -> dict[str, float]:
         for pair, share in v.items():
-            if len(pair.split("/")) != 2 or not 0 <= share <= 1:
-                raise ValueError(f"volume_tolerance {pair!r}: {share}: keys are 'source_a/source_b', values shares in [0, 1]")
+            names = pair.split("/")
+            if len(names) != 2 or names[0] == names[1] or not 0 <= share <= 1:
+                raise ValueError(
+                    f"volume_tolerance {pair!r}: {share}: keys are two different sources 'source_a/source_b', values shares in [0, 1]"
+                )
+        return v
+
+    @field_validator("close_tolerance_bps_by_instrument")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        for instrument, bps in v.items():
+            if not bps > 0:
+                raise ValueError(f"close_tolerance_bps_by_instrument {instrument}: {bps}: basis points above 0")
         return v
 
     def close_tolerance(self, instrument: str) -> float:
@@ -284,9 +295,29 @@ class PipelineConfig(_Model):
             raise ValueError("; ".join(problems))
         return v
 
-    def instruments_of(self, source: str) -> dict[str, dict[str, str]]:
-        """The instruments ``source`` serves, each with every source's symbol: what its DAGs reconcile."""
-        return {i: dict(symbols) for i, symbols in self.instruments.items() if source in symbols}
+    @field_validator("reconciliation")
+    @classmethod
+    def _known(cls, v: ReconciliationConfig, info) -> ReconciliationConfig:
+        """Tolerances name configured instruments and sources (a typo would compare on a default)."""
+        instruments, sources = info.data.get("instruments") or {}, info.data.get("sources") or {}
+        unknown = [i for i in v.close_tolerance_bps_by_instrument if i not in instruments]
+        unknown += [s for pair in v.volume_tolerance for s in pair.split("/") if s not in sources]
+        if unknown:
+            raise ValueError(f"names no configured instrument or source: {', '.join(unknown)}")
+        return v
+
+    def instruments_of(self, source: str, interval: str | None = None) -> dict[str, dict[str, str]]:
+        """The instruments ``source`` serves, each with every source's symbol: what its DAGs reconcile.
+
+        :param interval: only the instruments another of their sources also loads at ``interval``
+            (a DAG of ``(source, interval)`` has something to compare with).
+        """
+        return {
+            i: dict(symbols)
+            for i, symbols in self.instruments.items()
+            if source in symbols
+            and (interval is None or any(s != source and interval in self.sources[s].intervals for s in symbols))
+        }
 
     def dag_pairs(self) -> list[tuple[str, str]]:
         """Every configured ``(source, interval)``, in file order."""

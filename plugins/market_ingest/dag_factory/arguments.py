@@ -33,8 +33,8 @@ def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: Dat
     :param interval: canonical interval, or ``quote`` with ``dataset`` quotes.
     :return: ``{"plan": {...}, "extract": {...}, "publish_lake": {...}, "load_timescale": {...},
         "publish_kinesis": {...}, "reconcile": {...}, "report": {...}}``: keyword arguments
-        of each operator (``reconcile``: empty for quotes and for a source serving no configured
-        instrument, which then has no such task), without
+        of each operator (``reconcile``: empty for quotes and where no other source of the
+        source's instruments loads the interval: that DAG has no such task), without
         ``task_id`` and without the upstream results (``batch``, ``extracts``, ``lake``, ...).
         Every pipeline task gets the one :class:`~market_ingest.operators.base.Series`; its
         source's settings travel in JSON form, the universes as their symbols (read from
@@ -80,7 +80,7 @@ def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: Dat
             "instruments": {i: dict(symbols) for i, symbols in cfg.instruments.items()},
             "reconciliation": cfg.reconciliation.model_dump(mode="json"),
         }
-        if not quotes and cfg.instruments_of(source)
+        if not quotes and cfg.instruments_of(source, interval)
         else {},
         "repair_plan": {
             **common,

@@ -55,8 +55,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Longest wait for a minute's credits before the request is given up as rate limited (the task's
-#: retry takes it from there): a few minutes, since other tasks on the key may be spending them.
+#: Minutes a request waits, in all, for a minute's credits (ours, or the vendor's 429 for the minute)
+#: before it is given up as rate limited and the task's retry takes it from there: other tasks on
+#: the key may be spending them.
 MAX_MINUTE_WAITS = 5
 
 
@@ -137,9 +138,17 @@ class TwelveDataHook(SharedExtract, BaseHook):
                 f"connection {self.twelvedata_conn_id}: credits_per_minute must be at least 1 and daily_credits at least 0 "
                 f"(got {per_minute} and {daily})",
             )
+        url = (conn.host or "").rstrip("/") or td.DEFAULT_URL
+        local = url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
+        if not url.startswith("https://") and not local:
+            raise ConfigurationError(
+                self.source,
+                f"connection {self.twelvedata_conn_id}: host {url!r} must be an https:// URL (the API key travels "
+                "with every request; plain http only to 127.0.0.1 or localhost)",
+            )
         return {
             "key": conn.password,
-            "url": (conn.host.rstrip("/") if conn.host and "://" in conn.host else td.DEFAULT_URL),
+            "url": url,
             "per_minute": per_minute,
             "daily": daily,
         }
@@ -160,17 +169,34 @@ class TwelveDataHook(SharedExtract, BaseHook):
 
         return closed_bar_clock(self.session.clock)
 
-    def _take_credit(self, what: str, symbol: str | None) -> None:
-        """Take one credit of the key's UTC day (the vendor's clock, as the quota's day) and of its
-        current minute (the wall clock, which workers keep by NTP), waiting for the next minute
-        while the minute's are spent by this or other tasks.
+    def _take_credit(self, what: str, symbol: str | None, deadline: float) -> None:
+        """Take one credit of the key's current minute (the wall clock, which workers keep by NTP),
+        waiting for the next minute while the minute's are spent by this or other tasks, then one
+        of its UTC day (the vendor's clock, as the quota's day): a credit given up on the minute
+        spends nothing of the day.
 
+        :param deadline: ``time.monotonic()`` past which no wait starts (the request's, shared with
+            its waits on the vendor's 429).
+        :raises RateLimitedError: the minute's credits stayed spent until ``deadline``.
         :raises QuotaExhaustedError: the day's credits are spent (the symbol and those after it are deferred).
-        :raises RateLimitedError: the minute's credits stayed spent for :data:`MAX_MINUTE_WAITS` minutes.
         """
         from market_ingest.quota import utc_today
 
         s = self._settings
+        while True:
+            now = datetime.now(timezone.utc)
+            minute = now.replace(second=0, microsecond=0)
+            if self.quota is not None:
+                taken = self.quota.take_minute(self.budget_key, minute, s["per_minute"])
+            else:
+                taken = self._local_minutes.get(minute, 0) < s["per_minute"]
+                if taken:
+                    self._local_minutes = {minute: self._local_minutes.get(minute, 0) + 1}
+            if taken:
+                break
+            if time.monotonic() + 60 > deadline:
+                raise RateLimitedError(self.source, f"{what}: no API credit left in {MAX_MINUTE_WAITS} minutes", symbol)
+            self._wait_next_minute(now, what)
         if s["daily"]:
             day = utc_today(self._vendor_now())
             if self.quota is not None:
@@ -181,19 +207,6 @@ class TwelveDataHook(SharedExtract, BaseHook):
             elif self._local_day >= s["daily"]:
                 raise QuotaExhaustedError(self.source, f"the day's {s['daily']} API credits are spent in this task")
             self._local_day += 1
-        for _ in range(MAX_MINUTE_WAITS + 1):
-            now = datetime.now(timezone.utc)
-            minute = now.replace(second=0, microsecond=0)
-            if self.quota is not None:
-                taken = self.quota.take_minute(self.budget_key, minute, s["per_minute"])
-            else:
-                taken = self._local_minutes.get(minute, 0) < s["per_minute"]
-                if taken:
-                    self._local_minutes = {minute: self._local_minutes.get(minute, 0) + 1}
-            if taken:
-                return
-            self._wait_next_minute(now, what)
-        raise RateLimitedError(self.source, f"{what}: no API credit left in {MAX_MINUTE_WAITS} minutes", symbol)
 
     def _wait_next_minute(self, now: datetime, what: str, why: str = "") -> None:
         """Sleep until half a second into the minute after ``now``; ``why`` the minute is spent (logged)."""
@@ -221,8 +234,9 @@ class TwelveDataHook(SharedExtract, BaseHook):
         s = self._settings
         symbol = params.get("symbol")
         what = f"{path.strip('/')} {symbol or ''} {params.get('interval', '')}".strip()
-        for _ in range(MAX_MINUTE_WAITS + 1):
-            self._take_credit(what, symbol)
+        deadline = time.monotonic() + MAX_MINUTE_WAITS * 60 + 1
+        while True:
+            self._take_credit(what, symbol, deadline)
             try:
                 response = self.session.get(
                     f"{s['url']}{path}", params=params, headers={"Authorization": f"apikey {s['key']}"}, timeout=30
@@ -232,7 +246,7 @@ class TwelveDataHook(SharedExtract, BaseHook):
                     self.source, bodies.redact(f"{what}: {type(exc).__name__}: {exc}", s["key"]), symbol
                 ) from None
             result = bodies.classify(response.text, s["key"], response.status_code)
-            if result.kind != bodies.MINUTE_CREDITS:
+            if result.kind != bodies.MINUTE_CREDITS or time.monotonic() + 60 > deadline:
                 break
             # Another client of the key spent the minute (a key shared beyond this deployment):
             # wait for the next minute here rather than fail the task and ask its done symbols again.

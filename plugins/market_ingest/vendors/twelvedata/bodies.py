@@ -83,6 +83,10 @@ def classify(body: str, api_key: str | None = None, status: int = 200) -> Classi
         if code is not None and code >= 500:
             return Classified(SERVER, doc, message, keys, code)
         return Classified(UNKNOWN, doc, f"error code {code}: {message}", keys, code)
+    if status >= 500:  # a gateway's or proxy's own JSON, not Twelve Data's error shape
+        return Classified(SERVER, doc, f"HTTP {status} with a body of keys {sorted(keys)}", keys, status)
+    if status == 429:
+        return Classified(MINUTE_CREDITS, doc, f"HTTP 429 with a body of keys {sorted(keys)}", keys, status)
     if isinstance(doc.get("values"), list) and isinstance(doc.get("meta"), dict):
         return Classified(DATA, doc, keys=keys)
     if "symbol" in doc and "close" in doc and "datetime" in doc:
