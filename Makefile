@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-fast bench-faults test-3.12 install-3.12 test-mwaa-versions mwaa lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger bench-rebase bench-lake install lock recordings record standin universes pools clean
+.PHONY: demo test test-fast bench-faults test-3.12 install-3.12 test-mwaa-versions mwaa lint format up psql lake coverage down bench bench-soak bench-stream bench-kinesis bench-query bench-load bench-ledger bench-rebase bench-lake bench-reconcile install lock recordings record standin universes pools clean
 
 # EXECUTOR=celery: the CeleryExecutor with two workers, two schedulers and Redis (Debian's redis-server) instead of airflow standalone.
 EXECUTOR ?= local
@@ -47,6 +47,9 @@ bench-ledger: $(STAMP)  ## the coverage ledger and anomaly flags of a 280-symbol
 
 bench-rebase: $(STAMP)  ## 1,000,000 bars stored before the price basis re-based to as traded (BENCH_ARGS="--warehouse timescaledb --columnstore"); appends to bench/RESULTS.md
 	$(PY) bench/rebase.py $(BENCH_ARGS)
+
+bench-reconcile: $(STAMP)  ## the cross-source reconciliation of a 280-instrument, 3-source, 5-year daily backfill and consensus reads (BENCH_ARGS="--warehouse timescaledb"); appends to bench/RESULTS.md
+	$(PY) bench/reconcile.py $(BENCH_ARGS)
 
 bench-lake: $(STAMP)  ## the bars Delta table: 24 hourly 1m runs of 5,000 series into one day, a 100 x 1,000 daily backfill against one Parquet write, a rerun (BENCH_ARGS="--s3"); appends to bench/RESULTS.md
 	$(PY) bench/lake.py $(BENCH_ARGS)
