@@ -648,3 +648,24 @@ def test_each_load_updates_its_asset_and_the_readme_consumer_is_scheduled_on_it(
     consumer = namespace["dag"]
     assert consumer.dag_id == "daily_returns"
     assert [a.uri for a in consumer.timetable.asset_condition.objects] == ["x-market://bars/yahoo/1d"]
+
+
+def test_tolerances_must_be_positive_and_name_configured_instruments_and_sources(tmp_path):
+    """A negative or zero tolerance would flag every bar; an unknown instrument or source in the
+    tolerances would leave the one meant on the default: each turns the reconciliation off, named."""
+    from pydantic import ValidationError
+
+    from market_ingest.config import ReconciliationConfig, load_config_parts
+
+    with pytest.raises(ValidationError, match="basis points above 0"):
+        ReconciliationConfig(close_tolerance_bps_by_instrument={"AAPL": -5})
+    with pytest.raises(ValidationError, match="two different sources"):
+        ReconciliationConfig(volume_tolerance={"yahoo/yahoo": 0.05})
+
+    def edit(text: str) -> str:
+        return text.replace("volume_tolerance: {}", "volume_tolerance: {yahoo/stooq: 0.05}")
+
+    config = _include(tmp_path, edit) / "pipeline.yaml"
+    parts = load_config_parts(config)
+    assert parts.config.instruments == {} and parts.stopped() == set()
+    assert any("names no configured instrument or source: stooq" in p.message for p in parts.problems)

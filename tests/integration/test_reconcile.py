@@ -132,6 +132,15 @@ def test_two_vendors_recorded_bars_agree_and_a_close_moved_50_bps_is_the_one_dis
     assert page.count("cell disagree") == 1 and "data-day='2020-09-15'" in page.split("cell disagree")[1][:200]
     assert "id='checks'" in page and "50.0" in page
 
+    # An instrument no longer configured takes its disagreements with it at the next comparison.
+    from market_ingest.reconcile import reconcile
+
+    other = {"OTHER-RECON": {YAHOO: "MSFT", AV: "MSFT"}}
+    reconcile(hook, source=YAHOO, interval="1d", window=WINDOW, instruments=other, cfg=ReconciliationConfig(), run_id="t")
+    assert _checks(hook) == []
+    _run(hook, AV)  # configured again: the bar disagrees again
+    assert len(_checks(hook)) == 1
+
     # Checked again from Yahoo's side, the same bar is the same one row; restored, the row is gone.
     assert _run(hook, YAHOO)["disagreements"] == 1 and len(_checks(hook)) == 1
     _load(

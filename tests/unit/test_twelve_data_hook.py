@@ -265,3 +265,33 @@ def test_a_spent_day_is_marked_for_every_task_when_the_vendor_says_so(standin, m
     assert [v for v, _ in store.marked] == ["twelvedata:market_twelvedata"]
     with pytest.raises(QuotaExhaustedError, match="the day's API credits are spent"):
         hook.query("/quote", {"symbol": "AAPL"})
+
+
+def test_a_minute_that_stays_spent_gives_up_in_five_minutes_without_spending_the_days_credit(standin, monkeypatch, time_machine):
+    """Other tasks keep the key's minutes spent: the request waits minute after minute, at most
+    MAX_MINUTE_WAITS minutes in all, then fails for the task's retry, having taken no credit of the
+    day (a credit given up on the minute is no request)."""
+    from market_ingest.errors import RateLimitedError
+    from market_ingest.hooks.twelve_data import MAX_MINUTE_WAITS
+
+    class Spent:
+        day = 0
+
+        def take(self, vendor, day, budget):
+            self.day += 1
+            return True
+
+        def mark_exhausted(self, vendor, day):
+            raise AssertionError("the day is not spent")
+
+        def take_minute(self, vendor, minute, limit, credits=1):
+            return False
+
+    time_machine.move_to(datetime(2026, 11, 20, 18, 0, 10, tzinfo=UTC), tick=False)
+    sleeping(monkeypatch, time_machine)
+    store = Spent()
+    with pytest.raises(RateLimitedError, match=f"no API credit left in {MAX_MINUTE_WAITS} minutes"):
+        TwelveDataHook(quota=store).query("/quote", {"symbol": "AAPL"})
+    waited = datetime.now(UTC) - datetime(2026, 11, 20, 18, 0, 10, tzinfo=UTC)
+    assert store.day == 0 and served(standin) == []
+    assert 4 * 60 < waited.total_seconds() <= MAX_MINUTE_WAITS * 60
