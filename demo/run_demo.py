@@ -53,9 +53,11 @@ RUNS = [
         _d(2023, 11, 11),
         {"symbols": ["IBM"], "start": "2023-11-06T00:00:00Z", "end": "2023-11-11T00:00:00Z"},
     ),
-    # One instrument from three vendors, reconciled after each load (market.cross_source_checks):
+    # One instrument from four vendors, reconciled after each load (market.cross_source_checks):
     # Apple's daily bars of 2020-08-31 .. 11-06 from Yahoo (recorded 2025, split-adjusted, converted
-    # to as traded), Alpha Vantage (its full daily series, as traded) and Twelve Data (adjust=none).
+    # to as traded), Alpha Vantage (its full daily series, as traded), Twelve Data (adjust=none) and
+    # Interactive Brokers (the stand-in as a logged-in Client Portal Gateway; split-adjusted,
+    # converted to as traded with Yahoo's splits).
     ("market_yahoo_1d", _d(2020, 11, 7), {"symbols": ["AAPL"], "start": "2020-08-31T00:00:00Z", "end": "2020-11-07T00:00:00Z"}),
     (
         "market_alpha_vantage_1d",
@@ -67,6 +69,7 @@ RUNS = [
         _d(2020, 11, 7),
         {"symbols": ["AAPL"], "start": "2020-08-31T00:00:00Z", "end": "2020-11-07T00:00:00Z"},
     ),
+    ("market_ibkr_1d", _d(2020, 11, 7), {"symbols": ["AAPL"], "start": "2020-08-31T00:00:00Z", "end": "2020-11-07T00:00:00Z"}),
     # Twelve Data's /quote of AAPL (its documentation's example of 2021-09-16), stamped at the window's end.
     (
         "market_twelvedata_quote",
@@ -164,6 +167,8 @@ def recorded_bars(dag_id: str, start: datetime, end: datetime, symbols: list[str
         return _recorded_alpha_vantage(symbols, start, end)
     if source == "twelvedata":
         return _recorded_twelve_data(symbols, interval, start, end)
+    if source == "ibkr":
+        return _recorded_ibkr(symbols, interval, start, end)
     if source in EXCHANGE_OPEN_TIMES:
         return _recorded_exchange(source, interval, symbols, start, end)
     out = {}
@@ -216,6 +221,28 @@ def _recorded_twelve_data(symbols: list[str], interval: str, start: datetime, en
                     t = datetime.fromisoformat(stamp).replace(tzinfo=UTC)
                 else:
                     t = datetime.fromisoformat(stamp).replace(tzinfo=tz).astimezone(UTC)
+                if start <= t < end:
+                    seen.add(t)
+        out[sym] = len(seen)
+    return out
+
+
+def _recorded_ibkr(symbols: list[str], interval: str, start: datetime, end: datetime) -> dict[str, int]:
+    """Bars per symbol in ``[start, end)`` read from the Interactive Brokers history recordings' JSON
+    (daily bars by their New York session date; sidecars name the contract id, bodies the symbol)."""
+    from zoneinfo import ZoneInfo
+
+    new_york = ZoneInfo("America/New_York")
+    out = {}
+    for sym in symbols:
+        seen = set()
+        for _, doc in _recordings("ibkr", endpoint="history", interval=interval):
+            if doc.get("symbol") != sym:
+                continue
+            for bar in doc.get("data", []):
+                t = datetime.fromtimestamp(bar["t"] / 1000, UTC)
+                if interval == "1d":
+                    t = datetime.combine(t.astimezone(new_york).date(), datetime.min.time(), UTC)
                 if start <= t < end:
                     seen.add(t)
         out[sym] = len(seen)
@@ -376,10 +403,13 @@ def read_sinks(services, cfg) -> dict:
 
 
 #: The bar pairs the demo's runs must have compared (instrument, interval, source a, source b: bars):
-#: Apple's 49 sessions of 2020-08-31 .. 11-06 from each pair of its three vendors.
+#: Apple's 49 sessions of 2020-08-31 .. 11-06 from each pair of its four vendors.
 RECONCILED = {
+    ("AAPL", "1d", "alpha_vantage", "ibkr"): 49,
     ("AAPL", "1d", "alpha_vantage", "twelvedata"): 49,
     ("AAPL", "1d", "alpha_vantage", "yahoo"): 49,
+    ("AAPL", "1d", "ibkr", "twelvedata"): 49,
+    ("AAPL", "1d", "ibkr", "yahoo"): 49,
     ("AAPL", "1d", "twelvedata", "yahoo"): 49,
 }
 #: Per instrument, interval and pair of its sources: the bars both hold (market.bars through

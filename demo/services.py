@@ -443,7 +443,8 @@ def vendor_env(vendors_url: str, cfg) -> dict[str, str]:
 
     The connections carry the stand-in's URL as their base URL (``host``), exactly as they would
     carry a gateway's. Alpha Vantage and Twelve Data get their public ``demo`` keys (not secrets)
-    and daily budgets repeated runs cannot spend.
+    and daily budgets repeated runs cannot spend; Interactive Brokers' connection is a Client
+    Portal Gateway's (the stand-in answers as one that is logged in).
     """
     from market_ingest import kinds
 
@@ -453,6 +454,8 @@ def vendor_env(vendors_url: str, cfg) -> dict[str, str]:
             conn = {**DEMO_ALPHA_VANTAGE_CONN, "host": f"{vendors_url}/www.alphavantage.co/query"}
         elif src.kind == "twelvedata":
             conn = {**DEMO_TWELVEDATA_CONN, "host": f"{vendors_url}/api.twelvedata.com"}
+        elif src.kind == "ibkr":  # the stand-in as a logged-in Client Portal Gateway (no secret: the gateway holds the session)
+            conn = {"conn_type": "ibkr", "host": f"{vendors_url}/localhost:5000/v1/api"}
         else:
             conn = {"conn_type": kinds.kind(src.kind).conn_type, "host": vendors_url}
         env[f"AIRFLOW_CONN_{src.connection_id(name).upper()}"] = json.dumps(conn)

@@ -40,7 +40,7 @@ def get_provider_info() -> dict:
         ``description``, ``versions``, ``integrations``, ``hooks``, ``operators``,
         ``connection-types``, ``notifications``, ``asset-uris`` and ``plugins``: one integration,
         hook module and connection type per registered source kind
-        (:data:`market_ingest.kinds.KINDS`: ``alpha_vantage``, ``ccxt``, ``twelvedata``, ``yahoo_finance``),
+        (:data:`market_ingest.kinds.KINDS`: ``alpha_vantage``, ``ccxt``, ``ibkr``, ``twelvedata``, ``yahoo_finance``),
         each with its hook class, its form fields (``conn-fields``) and its standard-field
         behaviour, as its vendor module declares them (``KIND.form``; the defaults shown are the
         hooks' own); the TimescaleDB hook's module (integration ``TimescaleDB``); the operator
@@ -57,7 +57,7 @@ def get_provider_info() -> dict:
     return {
         "package-name": PACKAGE_NAME,
         "name": "Market data ingestion",
-        "description": "OHLCV bars from Yahoo Finance, Alpha Vantage, Twelve Data and crypto exchanges (ccxt) into S3, Kinesis and TimescaleDB.",
+        "description": "OHLCV bars from Yahoo Finance, Alpha Vantage, Twelve Data, Interactive Brokers and crypto exchanges (ccxt) into S3, Kinesis and TimescaleDB.",
         "versions": [metadata.version(PACKAGE_NAME)],  # pyproject.toml's, as installed
         "integrations": [
             *({"integration-name": k.form.integration, "external-doc-url": k.form.doc_url, "tags": ["service"]} for k in kinds),

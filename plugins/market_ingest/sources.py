@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from market_ingest.config import SourceConfig
+from market_ingest.config import SourceConfig, SplitsFrom
 from market_ingest.contracts import Dataset
 from market_ingest.intervals import Window
 from market_ingest.kinds import kind
@@ -27,20 +28,38 @@ def oldest_servable(src: SourceConfig, interval: str, now: datetime) -> datetime
     return kind(src.kind).oldest_servable(src, interval, now)
 
 
-def bar_hook(name: str, src: SourceConfig, *, timescale_conn_id: str) -> Any:
+def bar_hook(name: str, src: SourceConfig, *, timescale_conn_id: str, splits_from: SplitsFrom | None = None) -> Any:
     """The hook serving source ``name`` configured as ``src`` (the kind's ``hook`` class, built by
     its ``for_source``), reaching the vendor through the source's connection, with the source's
     ``bar_stamp`` (:attr:`market_ingest.extract.SharedExtract.bar_stamp`).
 
     :param timescale_conn_id: the warehouse, for kinds that keep state there (Alpha Vantage's
         shared daily request budget).
+    :param splits_from: for a kind whose vendor states no splits (``splits_elsewhere``:
+        Interactive Brokers), the source its splits come from: the hook's ``splits`` asks that
+        source's hook (built on first use) for the symbol's actions there. Without it such a hook
+        fails a symbol whose bars need converting, naming the source.
     :raises ValueError: for a kind that is not registered.
     """
     module, _, cls = kind(src.kind).hook.rpartition(".")
     hook = getattr(importlib.import_module(module), cls).for_source(name, src, timescale_conn_id=timescale_conn_id)
     if src.bar_stamp != "start":  # hooks stamp by the open unless told (SharedExtract.bar_stamp); the extract step reads it
         hook.bar_stamp = src.bar_stamp
+    if kind(src.kind).splits_elsewhere and splits_from is not None:
+        hook.splits = _asking(splits_from, timescale_conn_id)
     return hook
+
+
+def _asking(splits_from: SplitsFrom, timescale_conn_id: str) -> Callable[[str], Any]:
+    """``symbol -> ActionsAnswer`` from ``splits_from``'s hook, built on first use."""
+    built: list[Any] = []
+
+    def splits(symbol: str) -> Any:
+        if not built:
+            built.append(bar_hook(splits_from.source, splits_from.settings, timescale_conn_id=timescale_conn_id))
+        return built[0].corporate_actions(splits_from.symbol_of(symbol))
+
+    return splits
 
 
 def planned_requests(

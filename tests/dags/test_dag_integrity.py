@@ -248,6 +248,20 @@ def test_a_bad_interval_or_schedule_fails_only_its_dag_naming_file_line_and_fiel
     ) in error
 
 
+def test_an_ibkr_source_without_a_splits_source_fails_only_its_dags(tmp_path):
+    """IB sends split-adjusted prices and no split history: a source of kind ``ibkr`` without
+    ``splits_from`` cannot store as traded, so its DAGs are not built, the config check naming the
+    line and reason; every other DAG parses."""
+    include = _include(tmp_path, lambda text: text.replace("    splits_from: yahoo ", "    # splits_from: yahoo "))
+    config = include / "pipeline.yaml"
+    result = _parse_dag_folder(include)
+    assert set(result["dags"]) == expected_dag_ids(load_config()) - {"market_ibkr_1d"}
+    error = result["errors"].pop("market_config_check.py")
+    assert result["errors"] == {}
+    assert f"market_ibkr_1d, market_repair's group ibkr_1d not built: {config}:" in error
+    assert "kind ibkr needs splits_from" in error
+
+
 def test_sources_of_a_configured_instrument_reconcile_after_their_load(dagbag):
     """A bars DAG of a source serving an instrument (``instruments``) that another of its sources
     loads at the same interval compares its loaded bars with theirs (``reconcile`` after
@@ -256,7 +270,8 @@ def test_sources_of_a_configured_instrument_reconcile_after_their_load(dagbag):
     reconcile = twelve.get_task("reconcile")
     assert reconcile.upstream_task_ids == {"load_timescale", "plan"}
     assert "reconcile" in twelve.get_task("report").upstream_task_ids
-    assert reconcile.instruments["AAPL"] == {"yahoo": "AAPL", "alpha_vantage": "AAPL", "twelvedata": "AAPL"}
+    assert reconcile.instruments["AAPL"] == {"yahoo": "AAPL", "alpha_vantage": "AAPL", "twelvedata": "AAPL", "ibkr": "AAPL"}
+    assert "reconcile" in built_dag(dagbag, "market_ibkr_1d").task_ids
     assert "reconcile" not in built_dag(dagbag, "market_twelvedata_quote").task_ids
     assert "reconcile" in built_dag(dagbag, "market_binance_1h").task_ids  # BTC/USDT, ETH/USDT on KuCoin's 1h too
     assert "reconcile" not in built_dag(dagbag, "market_binance_1m").task_ids  # no other source loads 1m of them
@@ -268,7 +283,7 @@ def test_a_bad_instrument_leaves_every_dag_built_without_reconciliation_naming_i
     a reconcile task), every DAG is built, and the config check names file, line and reason."""
 
     def edit(text: str) -> str:
-        return text.replace("  IBM: {alpha_vantage: IBM, twelvedata: IBM}", "  IBM: {alpha_vantage: IBM, stooq: IBM}")
+        return text.replace("  IBM: {alpha_vantage: IBM, twelvedata: IBM, ibkr: IBM}", "  IBM: {alpha_vantage: IBM, stooq: IBM}")
 
     include = _include(tmp_path, edit)
     config = include / "pipeline.yaml"

@@ -616,6 +616,23 @@ CONNECTION_FORMS = {
             "API passphrase",
         ],
     ),
+    "ibkr": (
+        "Interactive Brokers (Client Portal Web API)",
+        [
+            "Description",
+            "Gateway URL",
+            "OAuth access token secret",
+            "OAuth 1.0a (no gateway)",
+            "Gateway CA certificate",
+            "OAuth consumer key",
+            "OAuth access token",
+            "OAuth private encryption key",
+            "OAuth private signature key",
+            "OAuth Diffie-Hellman prime",
+            "OAuth realm",
+            "Requests per second",
+        ],
+    ),
     "twelvedata": (
         "Twelve Data",
         ["Description", "API base URL (optional)", "API key", "API credits per minute", "API credits per day"],
@@ -631,7 +648,8 @@ CONNECTION_FORMS = {
 def test_the_add_connection_form_offers_each_vendor_with_its_own_fields(stack, browser):
     """The provider package (``pyproject.toml``, installed by ``make install``) registers its
     connection types: the UI's Add Connection dialog lists "Yahoo Finance", "Alpha Vantage", "Twelve
-    Data" and "Crypto exchange (ccxt)", each with its own fields and without the standard fields it does not
+    Data", "Interactive Brokers (Client Portal Web API)" (its gateway and OAuth fields) and "Crypto
+    exchange (ccxt)", each with its own fields and without the standard fields it does not
     use (Yahoo: no login, password, port or schema). A Yahoo connection saved through the form
     stores its fields under the names the hook reads, and an emptied field as null, which the hook
     reads as its default."""

@@ -1,4 +1,4 @@
-"""Connections as users write them: docs/configuration.md's ``AIRFLOW_CONN_*`` URIs, read back through the hooks."""
+"""Connections as users write them: docs/configuration.md's ``AIRFLOW_CONN_*`` URIs and JSON, read back through the hooks."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from market_ingest.hooks import as_flag, connection_extra
 from market_ingest.hooks.alpha_vantage import AlphaVantageHook
 from market_ingest.hooks.exchange import ExchangeHook
+from market_ingest.hooks.ibkr import IbkrHook
 from market_ingest.hooks.twelve_data import TwelveDataHook
 from market_ingest.hooks.yahoo import YahooFinanceHook
 
@@ -20,6 +21,13 @@ def readme_uris() -> dict[str, str]:
     """``{connection id: URI}`` of the README's ``AIRFLOW_CONN_<ID>='<uri>'`` lines (URI form only)."""
     found = re.findall(r"^AIRFLOW_CONN_([A-Z_]+)='([a-z-]+://[^']*)'$", README.read_text(), re.MULTILINE)
     return {conn_id.lower(): uri for conn_id, uri in found}
+
+
+def readme_json() -> list[tuple[str, str]]:
+    """``(connection id, JSON)`` of the README's ``AIRFLOW_CONN_<ID>='{...}'`` lines, in order (one
+    connection id may have several: its modes)."""
+    found = re.findall(r"^AIRFLOW_CONN_([A-Z_]+)='(\{[^']*\})'$", README.read_text(), re.MULTILINE)
+    return [(conn_id.lower(), value) for conn_id, value in found]
 
 
 @pytest.fixture
@@ -60,6 +68,32 @@ def test_the_readmes_uris_give_each_hook_its_settings(uris):
     }
     binance = ExchangeHook("binance", "market_binance")._settings
     assert "apiKey" not in binance and binance["sandbox"] is False and binance["retry_attempts"] == 4
+
+
+def test_the_readmes_interactive_brokers_connections_give_the_hook_its_settings(monkeypatch):
+    """A gateway's connection (its URL as host, no secret) and an OAuth one, as JSON: a URI cannot
+    carry the gateway's URL in its host."""
+    found = readme_json()
+    assert [conn_id for conn_id, _ in found] == ["market_ibkr", "market_ibkr"]
+    (_, gateway), (_, oauth) = found
+
+    monkeypatch.setenv("AIRFLOW_CONN_MARKET_IBKR", gateway)
+    settings = IbkrHook()._settings
+    assert settings == {"oauth": False, "url": "https://localhost:5000/v1/api", "cacert": False, "per_second": 10.0}
+
+    monkeypatch.setenv("AIRFLOW_CONN_MARKET_IBKR", oauth)
+    settings = IbkrHook()._settings
+    assert (settings["oauth"], settings["url"], settings["per_second"]) == (True, "https://api.ibkr.com/v1/api", 50.0)
+    fields = settings["oauth_fields"]
+    assert (fields["consumer_key"], fields["access_token"], fields["access_token_secret"]) == (
+        "YOURCONSK",
+        "YOUR_ACCESS_TOKEN",
+        "YOUR_ACCESS_TOKEN_SECRET",
+    )
+    assert fields["realm"] == "limited_poa" and fields["dh_prime"] == "YOUR_DH_PRIME_HEX"
+    for key in ("encryption_key", "signature_key"):  # PEM text: the JSON's \n are line breaks
+        lines = fields[key].splitlines()
+        assert (lines[0], lines[-1]) == ("-----BEGIN PRIVATE KEY-----", "-----END PRIVATE KEY-----"), key
 
 
 def test_an_emptied_form_field_or_a_yes_no_string_takes_its_meaning(monkeypatch):

@@ -154,7 +154,8 @@ def test_the_pools_are_imported_after_every_migration(values):
 
 def _connection_envs(cfg) -> tuple[set[str], set[str]]:
     """(required, optional) ``AIRFLOW_CONN_<ID>`` names of the shipped config: the sinks, the
-    coverage view's login, the run notes and the vendors that need a key are required."""
+    coverage view's login, the run notes and the vendors that need a key or a gateway's address
+    (Interactive Brokers: no default connection) are required."""
     required = {
         cfg.timescale.conn_id,
         cfg.timescale.reader_conn_id,
@@ -164,7 +165,7 @@ def _connection_envs(cfg) -> tuple[set[str], set[str]]:
         cfg.report.run_note_conn_id,
     }
     vendors = {name: src.connection_id(name) for name, src in cfg.sources.items()}
-    required |= {conn for name, conn in vendors.items() if cfg.sources[name].kind in ("alpha_vantage", "twelvedata")}
+    required |= {conn for name, conn in vendors.items() if cfg.sources[name].kind in ("alpha_vantage", "twelvedata", "ibkr")}
     optional = set(vendors.values()) - required
     env = lambda ids: {f"AIRFLOW_CONN_{i.upper()}" for i in ids if i}  # noqa: E731
     return env(required), env(optional)

@@ -27,7 +27,7 @@ BASE = {
 
 def test_an_unregistered_kind_is_refused_naming_the_registered_ones():
     with pytest.raises(
-        ValueError, match=r"unknown source kind 'stooq'; registered kinds: alpha_vantage, ccxt, twelvedata, yahoo"
+        ValueError, match=r"unknown source kind 'stooq'; registered kinds: alpha_vantage, ccxt, ibkr, twelvedata, yahoo"
     ):
         SourceConfig(kind="stooq", **BASE)
 
@@ -136,12 +136,7 @@ def test_each_vendor_module_is_a_registered_kind():
     from market_ingest import vendors
 
     modules = {m.name: importlib.import_module(f"market_ingest.vendors.{m.name}") for m in pkgutil.iter_modules(vendors.__path__)}
-    # Interactive Brokers' bodies and stand-in exist, its kind not yet (vendors/ibkr: the price basis
-    # and the hook are still to come): no configuration can name it until its module defines KIND.
-    unfinished = {name for name, module in modules.items() if not hasattr(module, "KIND")}
-    assert unfinished == {"ibkr"}
-    assert {name: modules[name].KIND for name in modules if name not in unfinished} == {k.name: k for k in kinds.KINDS.values()}
-    assert "ibkr" not in kinds.KINDS
+    assert {name: module.KIND for name, module in modules.items()} == {k.name: k for k in kinds.KINDS.values()}
 
 
 def test_symbols_in_flight_needs_a_kind_whose_hook_is_thread_safe():
@@ -158,14 +153,22 @@ def test_symbols_in_flight_needs_a_kind_whose_hook_is_thread_safe():
 def test_each_kind_names_its_hook_s_connection_type_and_default_connection():
     from market_ingest.hooks.alpha_vantage import AlphaVantageHook
     from market_ingest.hooks.exchange import ExchangeHook
+    from market_ingest.hooks.ibkr import IbkrHook
     from market_ingest.hooks.twelve_data import TwelveDataHook
     from market_ingest.hooks.yahoo import YahooFinanceHook
 
-    hooks = {"yahoo": YahooFinanceHook, "alpha_vantage": AlphaVantageHook, "ccxt": ExchangeHook, "twelvedata": TwelveDataHook}
+    hooks = {
+        "yahoo": YahooFinanceHook,
+        "alpha_vantage": AlphaVantageHook,
+        "ccxt": ExchangeHook,
+        "twelvedata": TwelveDataHook,
+        "ibkr": IbkrHook,
+    }
     assert set(hooks) == set(kinds.KINDS)
     for name, hook in hooks.items():
         assert kinds.kind(name).conn_type == hook.conn_type, name
     assert kinds.kind("yahoo").default_conn_id == YahooFinanceHook.default_conn_name
     assert kinds.kind("alpha_vantage").default_conn_id == AlphaVantageHook.default_conn_name
     assert kinds.kind("twelvedata").default_conn_id == TwelveDataHook.default_conn_name
+    assert kinds.kind("ibkr").default_conn_id == IbkrHook.default_conn_name
     assert kinds.kind("ccxt").default_conn_id == "", "one connection per exchange: market_<source>"

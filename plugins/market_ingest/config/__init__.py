@@ -47,7 +47,7 @@ from market_ingest.config.pipeline import (
     RetryConfig,
     TimescaleConfig,
 )
-from market_ingest.config.sources import AnomalyConfig, BoundsConfig, IntervalConfig, SourceConfig
+from market_ingest.config.sources import AnomalyConfig, BoundsConfig, IntervalConfig, SourceConfig, SplitsFrom
 from market_ingest.config.universes import SYMBOL_COLUMNS, load_universe, universe_path
 
 __all__ = [
@@ -73,6 +73,7 @@ __all__ = [
     "SYMBOL_COLUMNS",
     "Schedule",
     "SourceConfig",
+    "SplitsFrom",
     "SourceName",
     "TimescaleConfig",
     "config_path",

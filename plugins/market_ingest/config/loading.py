@@ -156,6 +156,21 @@ def _universe_problems(cfg: PipelineConfig, path: Path, root) -> list[ConfigProb
     return problems
 
 
+def _splits_problems(cfg: PipelineConfig, path: Path, root) -> list[ConfigProblem]:
+    """A :class:`ConfigProblem` for each source whose ``splits_from`` names no source stating splits
+    (:meth:`PipelineConfig.splits_from_of`): its bars cannot be stored as traded, so none of its
+    DAGs is built."""
+    problems = []
+    for source, src in cfg.sources.items():
+        try:
+            cfg.splits_from_of(source)
+        except ValueError as exc:
+            pairs = tuple((source, i) for i in src.intervals) + (((source, "quote"),) if src.quotes else ())
+            message = f"{_at(path, root, ('sources', source, 'splits_from'))}: {exc}"
+            problems.append(ConfigProblem(f"sources.{source}.splits_from", pairs, message))
+    return problems
+
+
 def load_config_parts(path: Path | str | None = None) -> ConfigParts:
     """Load the pipeline config, leaving out the parts that are invalid, and read every universe.
 
@@ -205,7 +220,7 @@ def load_config_parts(path: Path | str | None = None) -> ConfigParts:
                     doc.pop("instruments", None)  # no comparison on tolerances the config did not mean
                 if keys[2:3] == ("intervals",) and not parent and not doc["sources"][keys[1]].get("quotes"):
                     del doc["sources"][keys[1]]  # nothing left of it: its intervals' problems say why
-    return ConfigParts(cfg, problems + _universe_problems(cfg, path, root))
+    return ConfigParts(cfg, problems + _universe_problems(cfg, path, root) + _splits_problems(cfg, path, root))
 
 
 @lru_cache(maxsize=8)

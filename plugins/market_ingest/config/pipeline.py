@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from market_ingest.config.base import Interval, PipelineConfigError, Schedule, SourceName, _Model
-from market_ingest.config.sources import SourceConfig
+from market_ingest.config.sources import SourceConfig, SplitsFrom
 from market_ingest.intervals import CANONICAL_INTERVALS
 
 
@@ -318,6 +318,32 @@ class PipelineConfig(_Model):
             if source in symbols
             and (interval is None or any(s != source and interval in self.sources[s].intervals for s in symbols))
         }
+
+    def splits_from_of(self, source: str) -> SplitsFrom | None:
+        """Where ``source`` takes its splits (its ``splits_from``), with the instruments' symbols
+        there; ``None`` for a source without ``splits_from``.
+
+        :raises ValueError: ``splits_from`` names no configured source, or one whose vendor states
+            no splits (the config check reports it for the source's DAGs only).
+        """
+        from market_ingest import kinds
+
+        other = self.sources[source].splits_from
+        if other is None:
+            return None
+        src = self.sources.get(other)
+        if src is None or not kinds.kind(src.kind).actions_requests or kinds.kind(src.kind).splits_elsewhere:
+            states = sorted(
+                n
+                for n, s in self.sources.items()
+                if kinds.kind(s.kind).actions_requests and not kinds.kind(s.kind).splits_elsewhere
+            )
+            raise ValueError(
+                f"splits_from {other!r} names no configured source whose vendor states splits (configured ones that do: "
+                f"{', '.join(states) or 'none'})"
+            )
+        symbols = {s[source]: s[other] for s in self.instruments.values() if source in s and other in s}
+        return SplitsFrom(other, src, symbols)
 
     def dag_pairs(self) -> list[tuple[str, str]]:
         """Every configured ``(source, interval)``, in file order."""

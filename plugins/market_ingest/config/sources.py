@@ -6,6 +6,7 @@ plausible magnitudes of its bars.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
@@ -144,6 +145,12 @@ class SourceConfig(_Model):
         "market.bars_adjusted): required by vendors that send split-adjusted prices (yahoo: always on); alpha_vantage: "
         "off by default (SPLITS and DIVIDENDS cost two of the key's daily requests per symbol); not for ccxt",
     )
+    splits_from: str | None = Field(
+        None,
+        description="kinds whose vendor sends split-adjusted prices without a split history (ibkr): the configured "
+        "source (a yahoo or alpha_vantage one) whose splits convert them to as traded; the symbol there is the "
+        "instrument's (instruments) or the same",
+    )
     market: str | None = Field(
         None,
         pattern=r"^[A-Z0-9]{2,6}$|^24/[57]$",
@@ -240,11 +247,37 @@ class SourceConfig(_Model):
                 f"corporate_actions cannot be off for kind {self.kind}: its vendor sends {source_kind.price_basis} prices, "
                 "which are stored as traded with each symbol's split history"
             )
+        if source_kind.splits_elsewhere and not self.splits_from:
+            raise ValueError(
+                f"kind {self.kind} needs splits_from: a configured yahoo or alpha_vantage source whose splits convert "
+                "its split-adjusted prices to as traded"
+            )
+        if self.splits_from and not source_kind.splits_elsewhere:
+            raise ValueError(f"splits_from applies to kinds whose vendor states no splits (ibkr); not {self.kind}")
         if self.corporate_actions and not source_kind.actions_requests:
             raise ValueError(f"corporate_actions: kind {self.kind} states no corporate actions")
         extended = [i for i, ic in self.intervals.items() if ic.extended_hours]
         if extended and (not source_kind.extended_hours or any(i not in INTRADAY_INTERVALS for i in extended)):
             raise ValueError(
-                f"extended_hours applies to intraday intervals of yahoo and alpha_vantage sources; not {self.kind} {extended}"
+                f"extended_hours applies to intraday intervals of yahoo, alpha_vantage and ibkr sources; not {self.kind} {extended}"
             )
         return self
+
+
+@dataclass(frozen=True)
+class SplitsFrom:
+    """Where a source whose vendor states no splits (``splits_from``; kind ``ibkr``) takes them.
+
+    :param source: the configured source asked (a ``yahoo`` or ``alpha_vantage`` one).
+    :param settings: its settings.
+    :param symbols: the asking source's symbol -> its symbol there (from ``instruments``); a
+        symbol not listed is asked as it is spelled.
+    """
+
+    source: str
+    settings: SourceConfig
+    symbols: dict[str, str] = field(default_factory=dict)
+
+    def symbol_of(self, symbol: str) -> str:
+        """``symbol``'s spelling at :attr:`source`."""
+        return self.symbols.get(symbol, symbol)

@@ -24,6 +24,15 @@ from market_ingest.run import form_pattern
 from market_ingest.vendors import yahoo
 
 
+def _splits_from(cfg: PipelineConfig, source: str) -> dict | None:
+    """:attr:`Series.splits_from` of ``source``: its ``splits_from`` source's name, settings (JSON)
+    and the instruments' symbols there; ``None`` for sources without one."""
+    found = cfg.splits_from_of(source)
+    if found is None:
+        return None
+    return {"source": found.source, "source_config": found.settings.model_dump(mode="json"), "symbols": found.symbols}
+
+
 def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: Dataset = Dataset.BARS) -> dict[str, dict]:
     """What each task of the DAG of ``(source, interval)`` is given, by task id.
 
@@ -49,6 +58,7 @@ def task_arguments(cfg: PipelineConfig, source: str, interval: str, dataset: Dat
         source_config=cfg.sources[source].model_dump(mode="json"),
         timescale_conn_id=cfg.timescale.conn_id,
         lake_url=cfg.lake.quotes_url if quotes else cfg.lake.url,
+        splits_from=_splits_from(cfg, source),
     )
     k = cfg.kinesis
     common = {"series": series}

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from airflow.sdk import Context
 
-    from market_ingest.config import IntervalConfig, SourceConfig
+    from market_ingest.config import IntervalConfig, SourceConfig, SplitsFrom
 
 #: XCom key under which a failed extract try leaves a :class:`~market_ingest.contracts.FailureXCom` for the report.
 FAILURE_KEY = "failure"
@@ -48,6 +48,9 @@ class Series:
         serialised DAG can hold it); read through :attr:`settings`.
     :param timescale_conn_id: the warehouse's connection id.
     :param lake_url: the lake's root for this dataset (``s3://<conn_id>@bucket/prefix`` or ``file:///...``).
+    :param splits_from: for a source whose vendor states no splits (``splits_from``: kind ``ibkr``),
+        where it takes them, in JSON form (``{"source", "source_config", "symbols"}``); read
+        through :attr:`splits`.
     """
 
     source: str
@@ -56,6 +59,7 @@ class Series:
     source_config: dict[str, Any]
     timescale_conn_id: str
     lake_url: str
+    splits_from: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dataset", Dataset(self.dataset))  # "bars" as given by hand, too
@@ -66,6 +70,16 @@ class Series:
         from market_ingest.config import SourceConfig
 
         return SourceConfig.model_validate(self.source_config)
+
+    @cached_property
+    def splits(self) -> SplitsFrom | None:
+        """Where the source takes its splits (:class:`~market_ingest.config.SplitsFrom`), or ``None``."""
+        from market_ingest.config import SourceConfig, SplitsFrom
+
+        if not self.splits_from:
+            return None
+        f = self.splits_from
+        return SplitsFrom(f["source"], SourceConfig.model_validate(f["source_config"]), dict(f["symbols"]))
 
     @property
     def interval_config(self) -> IntervalConfig:

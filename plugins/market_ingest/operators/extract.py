@@ -83,7 +83,7 @@ class MarketExtractOperator(SeriesOperator):
             check_lake(root)
         now = datetime.now(timezone.utc)
         with failing_fast((window.start, window.end)):
-            hook = bar_hook(self.source, src, timescale_conn_id=series.timescale_conn_id)
+            hook = bar_hook(self.source, src, timescale_conn_id=series.timescale_conn_id, splits_from=series.splits)
             hook.check_reachable()  # an unreachable vendor fails the try in seconds, naming host and connection
             rejected: list = []
             actions = ActionsCache(root, self.source)

@@ -186,7 +186,8 @@ def ask_actions(source: str, symbols: list[str], lake_url: str, timescale_conn_i
     from market_ingest.lake.actions import ActionsCache
     from market_ingest.sources import bar_hook
 
-    client = bar_hook(source, load_config().sources[source], timescale_conn_id=timescale_conn_id)
+    cfg = load_config()
+    client = bar_hook(source, cfg.sources[source], timescale_conn_id=timescale_conn_id, splits_from=cfg.splits_from_of(source))
     cache = ActionsCache(lake_root(lake_url), source)
     for symbol in symbols:
         try:

@@ -144,6 +144,9 @@ class SourceKind:
         :func:`market_ingest.lake.rebase_lake` converts from and :func:`market_ingest.lake.read_adjusted` reads them on.
     :param actions_requests: vendor requests a symbol's corporate actions cost, once per symbol and
         exchange-local day (:class:`market_ingest.lake.actions.ActionsCache`), in the source's pool.
+    :param splits_elsewhere: its vendor sends split-adjusted prices but states no split history
+        (Interactive Brokers): a source of the kind names another configured source whose
+        vendor states splits (``splits_from``), and its hook asks that source's hook for them.
     """
 
     name: str
@@ -162,3 +165,4 @@ class SourceKind:
     concurrent_symbols: bool = False
     price_basis: str = AS_TRADED
     actions_requests: int = 0
+    splits_elsewhere: bool = False

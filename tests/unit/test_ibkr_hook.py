@@ -1,0 +1,307 @@
+"""IbkrHook on the recorded and documented answers the stand-in serves as a Client Portal Gateway
+(``include/recordings/ibkr``; PROVENANCE says which body is what): contract search, daily and
+minute bars, the price basis (IB's split-adjusted prices stored as traded with another source's
+splits), each classified error answer through ibind's own error path, pacing, the session check,
+and the OAuth connection's secrets kept out of every message."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+
+from market_ingest import outcomes
+from market_ingest.actions import SPLIT, ActionsAnswer, CorporateAction
+from market_ingest.config import SourceConfig, load_config
+from market_ingest.errors import (
+    ConfigurationError,
+    NoDataError,
+    RateLimitedError,
+    UnexpectedBodyError,
+    UnknownSymbolError,
+    VendorUnavailableError,
+)
+from market_ingest.hooks.ibkr import IbkrHook
+from market_ingest.intervals import Window
+from market_ingest.sources import bar_hook
+from market_ingest.vendors import ibkr as ib
+from standin.server import StandIn
+from tests.conftest import RECORDINGS, serving
+
+UTC = timezone.utc
+#: Apple's 49 sessions of 2020-08-31 .. 11-06 (the recording: Alpha Vantage's as-traded prices in IB's shape).
+WINDOW = Window(datetime(2020, 8, 31, tzinfo=UTC), datetime(2020, 11, 7, tzinfo=UTC))
+INGESTED = datetime(2026, 1, 1, tzinfo=UTC)
+GATEWAY = "/localhost:5000/v1/api"
+#: The stand-in's log names paths without the host.
+PREFIX = "/v1/api"
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    """The stand-in over the recordings as a logged-in gateway, no pacing limit unless a test sets
+    one; every vendor connection reaches it (``market_ibkr`` in gateway mode)."""
+    standin = StandIn(RECORDINGS)
+    with serving(standin, monkeypatch) as url:
+        standin.url = url
+        limits(standin, per_second=None)
+        yield standin
+
+
+def limits(standin, **conf) -> None:
+    requests.post(f"{standin.url}/_standin/limits", data=json.dumps({"ibkr": conf}), timeout=10).raise_for_status()
+
+
+def served(standin) -> list[dict]:
+    return [e for e in requests.get(f"{standin.url}/_standin/log", timeout=10).json() if e["vendor"] == "ibkr"]
+
+
+def no_splits(symbol: str) -> ActionsAnswer:
+    return ActionsAnswer([], datetime(2023, 11, 11, tzinfo=UTC), "America/New_York")
+
+
+def test_daily_bars_come_from_the_stock_contract_at_the_session_date_in_shares(standin):
+    """A contract search (AAPL's stock listing: conid 265598), then one history request whose
+    ``startTime`` (the END of IB's span) is 2020-11-08 00:00 UTC, Nov 7 in New York, so that Nov 6
+    is answered; ``v`` in lots of 100 is stored in shares (2,235,057.33 lots on 08-31)."""
+    bars, results = IbkrHook(splits=no_splits).fetch_bars(["AAPL"], "1d", WINDOW, INGESTED)
+    assert results[0].status == outcomes.OK and results[0].rows == bars.num_rows == 49
+    rows = bars.to_pylist()
+    assert rows[0]["time"] == datetime(2020, 8, 31, tzinfo=UTC) and rows[0]["close"] == 129.04
+    assert rows[0]["volume"] == 223_505_733
+    assert rows[-1]["time"] == datetime(2020, 11, 6, tzinfo=UTC)
+    assert {(r["currency"], r["price_basis"], r["source"], r["interval"]) for r in rows} == {("USD", "as_traded", "ibkr", "1d")}
+    asked = [(e["path"].removeprefix(PREFIX), e["query"]) for e in served(standin)]
+    assert ("/iserver/secdef/search", {"symbol": "AAPL", "secType": "STK"}) in asked
+    [history] = [q for p, q in asked if p == "/iserver/marketdata/history"]
+    assert history == {"conid": "265598", "bar": "1d", "period": "69d", "outsideRth": "False", "startTime": "20201108-00:00:00"}
+
+
+def test_ibs_split_adjusted_prices_are_stored_as_traded_with_the_other_sources_splits(standin):
+    """IB's trade history is split-adjusted as of the request. Had AAPL split 2:1 on 2020-10-01
+    (after the recording's first sessions), IB would have sent those sessions halved: the hook says
+    so (basis ``split_adjusted``) and the extract step multiplies them back, as traded, with the
+    splits the ``splits`` source states; the sessions from the ex-date on are left as sent."""
+    seen = datetime(2023, 11, 11, tzinfo=UTC)
+    split = CorporateAction("yahoo", "AAPL", datetime(2020, 10, 1).date(), SPLIT, ratio=2.0, first_seen=seen, extracted_at=seen)
+
+    def splits(symbol: str) -> ActionsAnswer:
+        assert symbol == "AAPL"
+        return ActionsAnswer([split], seen, "America/New_York")
+
+    plain, _ = IbkrHook(splits=no_splits).fetch_bars(["AAPL"], "1d", WINDOW, INGESTED)
+    bars, results = IbkrHook(splits=splits).fetch_bars(["AAPL"], "1d", WINDOW, INGESTED)
+    before = {r["time"]: r for r in plain.to_pylist()}
+    for row in bars.to_pylist():
+        factor = 2.0 if row["time"] < datetime(2020, 10, 1, tzinfo=UTC) else 1.0
+        assert row["close"] == pytest.approx(before[row["time"]]["close"] * factor)
+        assert row["volume"] == pytest.approx(before[row["time"]]["volume"] / factor)
+    assert "as traded" in results[0].note and "1 splits" in results[0].note
+
+
+def test_the_configured_source_takes_its_splits_from_yahoo_under_its_own_name(standin):
+    """``bar_hook`` wires the ``splits_from`` source (``yahoo`` in the shipped config): AAPL's
+    actions come from Yahoo's recorded answer, stated for source ``ibkr`` (the 4:1 split of 2020-08-31 among them)."""
+    cfg = load_config()
+    hook = bar_hook("ibkr", cfg.sources["ibkr"], timescale_conn_id="unused", splits_from=cfg.splits_from_of("ibkr"))
+    answer = hook.corporate_actions("AAPL")
+    assert {(a.source, a.symbol) for a in answer.actions} == {("ibkr", "AAPL")}
+    assert (datetime(2020, 8, 31).date(), 4.0) in {(a.ex_date, a.ratio) for a in answer.actions if a.kind == SPLIT}
+
+
+def test_a_source_of_kind_ibkr_must_name_where_its_splits_come_from():
+    base = {
+        "pool": "ibkr",
+        "pool_slots": 1,
+        "batch_size": 5,
+        "universes": ["ibkr_us"],
+        "intervals": {"1d": {"schedule": "@daily"}},
+    }
+    with pytest.raises(ValueError, match="kind ibkr needs splits_from"):
+        SourceConfig(kind="ibkr", **base)
+    with pytest.raises(ValueError, match="splits_from applies to kinds whose vendor states no splits"):
+        SourceConfig(kind="yahoo", splits_from="alpha_vantage", **base)
+    assert SourceConfig(kind="ibkr", splits_from="yahoo", **base).splits_from == "yahoo"
+
+
+def test_history_requests_end_at_start_time_and_stay_under_1000_bars():
+    """Minutes a day per request; daily spans of at most 1,000 days, ``startTime`` a day after the
+    span so that IB (sessions before ``startTime``'s New York date) answers its last session."""
+    minutes = ib.history_params(265598, "1m", Window(datetime(2024, 10, 1, tzinfo=UTC), datetime(2024, 10, 4, tzinfo=UTC)))
+    assert [(p["period"], p["start_time"]) for p in minutes] == [
+        ("1d", datetime(2024, 10, 2, tzinfo=UTC)),
+        ("1d", datetime(2024, 10, 3, tzinfo=UTC)),
+        ("1d", datetime(2024, 10, 4, tzinfo=UTC)),
+    ]
+    years = ib.history_params(265598, "1d", Window(datetime(2015, 1, 1, tzinfo=UTC), datetime(2020, 1, 1, tzinfo=UTC)))
+    assert [p["period"] for p in years] == ["1000d", "827d"]  # a day more than each span: its sessions and then some
+    assert years[-1]["start_time"] == datetime(2020, 1, 2, tzinfo=UTC)
+    assert (
+        ib.planned_requests(None, "1d", Window(datetime(2015, 1, 1, tzinfo=UTC), datetime(2020, 1, 1, tzinfo=UTC)), INGESTED) == 3
+    )
+
+
+def test_a_minute_window_is_cut_to_the_regular_session_in_utc(standin):
+    """The recorded minutes of 2024-10-02 (Yahoo's, in IB's shape): 389 bars opening 13:30 .. 19:59 UTC."""
+    window = Window(datetime(2024, 10, 2, tzinfo=UTC), datetime(2024, 10, 3, tzinfo=UTC))
+    bars, results = IbkrHook(splits=no_splits).fetch_bars(["AAPL"], "1m", window, INGESTED)
+    times = bars.column("time").to_pylist()
+    assert results[0].status == outcomes.OK and len(times) == 389
+    assert times[0] == datetime(2024, 10, 2, 13, 30, tzinfo=UTC) and times[-1] == datetime(2024, 10, 2, 19, 59, tzinfo=UTC)
+
+
+def test_a_window_without_bars_and_an_unknown_symbol_are_that_symbols_outcome(standin):
+    window = Window(datetime(2020, 12, 25, tzinfo=UTC), datetime(2020, 12, 26, tzinfo=UTC))  # no recording there
+    _, results = IbkrHook(splits=no_splits).fetch_bars(["AAPL", "ZZZZ"], "1d", window, INGESTED)
+    assert [(r.symbol, r.status) for r in results] == [("AAPL", outcomes.NO_DATA), ("ZZZZ", outcomes.UNKNOWN_SYMBOL)]
+    assert "No data" in results[0].reason and "ZZZZ" in results[1].reason
+
+
+class Recorded(requests.adapters.BaseAdapter):
+    """A transport answering every request with one recorded body and status (ibind's session then
+    raises as it does on the wire)."""
+
+    def __init__(self, body: bytes, status: int):
+        super().__init__()
+        self.body, self.status = body, status
+
+    def send(self, request, **kwargs):
+        response = requests.Response()
+        response.status_code, response._content, response.url, response.request = self.status, self.body, request.url, request
+        response.headers["Content-Type"] = "application/json"
+        response.reason = "recorded"
+        return response
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("recording", "status", "raised"),
+    [
+        ("ibkr_ERROR_400_no_permission.json", 400, ConfigurationError),
+        ("ibkr_ERROR_400_unknown_conid.json", 400, UnknownSymbolError),
+        ("ibkr_ERROR_500_no_data.json", 500, NoDataError),
+        ("ibkr_ERROR_500_chart_data_unavailable.json", 500, VendorUnavailableError),
+        ("ibkr_ERROR_401_not_authenticated.json", 401, VendorUnavailableError),
+        ("ibkr_ERROR_400_no_bridge.json", 400, VendorUnavailableError),
+        ("ibkr_ERROR_429_too_many_requests.json", 429, RateLimitedError),
+    ],
+)
+def test_every_recorded_error_answer_raises_its_kind_through_ibinds_error(standin, monkeypatch, recording, status, raised):
+    """Each body, at its status, through ibind's real ``ExternalBrokerError`` path: the task's
+    error says what it is (a 429 only after the pacing waits, cut short here)."""
+    monkeypatch.setattr("market_ingest.hooks.ibkr.PACING_WAITS", (0.01,))
+    hook = IbkrHook(splits=no_splits)
+    hook.client._session.mount("http://", Recorded((RECORDINGS / "ibkr" / recording).read_bytes(), status))
+    with pytest.raises(raised) as caught:
+        hook.call("history AAPL 1d", "AAPL", "marketdata_history_by_conid", conid="265598", bar="1d", period="5d")
+    assert caught.value.symbol == "AAPL" and "history AAPL 1d" in str(caught.value)
+
+
+def test_an_unknown_answer_names_its_keys(standin):
+    hook = IbkrHook(splits=no_splits)
+    hook.client._session.mount("http://", Recorded(b'{"surprise": 1}', 200))
+    with pytest.raises(UnexpectedBodyError, match="surprise"):
+        hook.call("history AAPL 1d", "AAPL", "marketdata_history_by_conid", conid="265598", bar="1d", period="5d")
+
+
+def test_a_burst_over_ibs_pacing_is_waited_out(standin, monkeypatch):
+    """Two requests a second allowed, the hook spaced at 100: the third answers 429 and is asked again."""
+    limits(standin, per_second=2)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MARKET_IBKR",
+        json.dumps({"conn_type": "ibkr", "host": f"{standin.url}{GATEWAY}", "extra": {"requests_per_second": 100}}),
+    )
+    bars, results = IbkrHook(splits=no_splits).fetch_bars(["AAPL"], "1d", WINDOW, INGESTED)
+    assert results[0].status == outcomes.OK and bars.num_rows == 49
+    assert 429 in [e["status"] for e in served(standin)]
+
+
+def test_a_gateway_nobody_logged_into_fails_the_task_saying_so(standin, monkeypatch):
+    """Not authenticated: the hook asks the gateway to reauthenticate, waits, then fails naming the gateway."""
+    limits(standin, per_second=None, authenticated=False)
+    monkeypatch.setattr("market_ingest.hooks.ibkr.REAUTH_WAIT", 1.5)
+    with pytest.raises(VendorUnavailableError, match="is not authenticated: log it in"):
+        IbkrHook(splits=no_splits).fetch_bars(["AAPL"], "1d", WINDOW, INGESTED)
+    paths = [e["path"].removeprefix(PREFIX) for e in served(standin)]
+    assert paths[:2] == ["/tickle", "/iserver/reauthenticate"] and "/iserver/marketdata/history" not in paths
+
+
+def test_the_session_is_tickled_again_after_a_minute(standin, monkeypatch):
+    hook = IbkrHook(splits=no_splits)
+    clock = [1000.0]
+    monkeypatch.setattr("market_ingest.hooks.ibkr.time.monotonic", lambda: clock[0])
+    hook.keep_alive(force=True)
+    hook.keep_alive()
+    clock[0] += ib.TICKLE_SECONDS + 1
+    hook.keep_alive()
+    assert [e["path"].removeprefix(PREFIX) for e in served(standin)] == ["/tickle", "/tickle"]
+
+
+OAUTH = {
+    "oauth": True,
+    "consumer_key": "TESTCONS1",
+    "access_token": "tok-3f9a1c",
+    "encryption_key": "-----BEGIN RSA PRIVATE KEY-----\nENC-SECRET-71\n-----END RSA PRIVATE KEY-----",
+    "signature_key": "-----BEGIN RSA PRIVATE KEY-----\nSIG-SECRET-72\n-----END RSA PRIVATE KEY-----",
+    "dh_prime": "f51d7ab737a452668fd8b5eec12fcdc3c01a0744d93db2e9b1dc335bd2551ec6",
+}
+
+
+def test_an_oauth_connection_names_what_is_missing_and_no_secret(monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("AIRFLOW_CONN_MARKET_IBKR", json.dumps({"conn_type": "ibkr", "extra": {**OAUTH, "signature_key": None}}))
+    with pytest.raises(ConfigurationError) as caught:
+        _ = IbkrHook()._settings
+    assert "signature_key" in str(caught.value) and "access_token_secret" in str(caught.value)
+    text = str(caught.value) + "\n".join(r.getMessage() for r in caplog.records)
+    assert "ENC-SECRET-71" not in text and "tok-3f9a1c" not in text
+
+
+def test_an_oauth_session_that_cannot_open_fails_without_its_secrets(standin, monkeypatch, caplog):
+    """ibind asks the OAuth host for a live session token (the stand-in serves none): the task
+    fails as the vendor unavailable, and no key, token or secret is in its message or log."""
+    caplog.set_level(logging.DEBUG)
+    conn = {"conn_type": "ibkr", "host": f"{standin.url}/api.ibkr.com/v1/api", "password": "SECRET-OF-TOKEN-73", "extra": OAUTH}
+    monkeypatch.setenv("AIRFLOW_CONN_MARKET_IBKR", json.dumps(conn))
+    with pytest.raises(VendorUnavailableError, match="OAuth session") as caught:
+        IbkrHook(splits=no_splits).fetch_bars(["AAPL"], "1d", WINDOW, INGESTED)
+    text = str(caught.value) + "\n".join(r.getMessage() for r in caplog.records)
+    for secret in ("SECRET-OF-TOKEN-73", "ENC-SECRET-71", "SIG-SECRET-72"):
+        assert secret not in text
+
+
+def test_a_gateway_is_reached_over_https_or_on_loopback_only(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MARKET_IBKR", json.dumps({"conn_type": "ibkr", "host": "http://gateway.internal:5000/v1/api"})
+    )
+    with pytest.raises(ConfigurationError, match="must be an https:// URL"):
+        _ = IbkrHook()._settings
+    monkeypatch.setenv("AIRFLOW_CONN_MARKET_IBKR", json.dumps({"conn_type": "ibkr"}))
+    settings = IbkrHook()._settings
+    assert settings["url"] == ib.DEFAULT_GATEWAY_URL and settings["per_second"] == ib.GATEWAY_REQUESTS_PER_SECOND
+    assert settings["cacert"] is False
+    # a URI splits the gateway's URL into host, port and schema: put back together, https
+    monkeypatch.setenv("AIRFLOW_CONN_MARKET_IBKR", "ibkr://gateway.internal:5000/v1/api?requests_per_second=4")
+    settings = IbkrHook()._settings
+    assert (settings["url"], settings["per_second"]) == ("https://gateway.internal:5000/v1/api", 4.0)
+
+
+def test_a_splits_source_that_states_no_splits_is_refused_naming_it():
+    cfg = load_config()
+    broken = cfg.model_copy(
+        update={"sources": {**cfg.sources, "ibkr": cfg.sources["ibkr"].model_copy(update={"splits_from": "binance"})}}
+    )
+    with pytest.raises(ValueError, match="splits_from 'binance' names no configured source whose vendor states splits"):
+        broken.splits_from_of("ibkr")
+    found = cfg.splits_from_of("ibkr")
+    assert found is not None and (found.source, found.symbol_of("AAPL"), found.symbol_of("XYZ")) == ("yahoo", "AAPL", "XYZ")
+
+
+def test_quotes_are_refused_naming_the_source():
+    with pytest.raises(ConfigurationError, match="not served for Interactive Brokers"):
+        IbkrHook().fetch_quotes(["AAPL"], INGESTED, INGESTED + timedelta(seconds=1))
