@@ -106,15 +106,32 @@ def build_provider_wheel(dest: Path) -> Path:
     return wheel
 
 
+#: Pure-Python distributions published as an sdist only: built into a ``py3-none-any`` wheel here,
+#: so that MWAA still installs nothing but wheels (ibind 0.1.24: no wheel on PyPI).
+SDIST_ONLY = {"ibind"}
+
+
 def download_wheels(pins: dict[str, str], dest: Path) -> None:
-    """Download one binary wheel per pin for MWAA's interpreter and platform (never an sdist)."""
+    """Download one binary wheel per pin for MWAA's interpreter and platform (never an sdist);
+    the :data:`SDIST_ONLY` ones are built into a pure-Python wheel from their sdist instead."""
     platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
+    binary = {n: v for n, v in pins.items() if normalize(n) not in SDIST_ONLY}
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
          "--only-binary=:all:", "--implementation", "cp", "--python-version", PYTHON_VERSION, *platforms,
-         "--dest", str(dest), *(f"{n}=={v}" for n, v in sorted(pins.items()))],
+         "--dest", str(dest), *(f"{n}=={v}" for n, v in sorted(binary.items()))],
         check=True,
     )  # fmt: skip
+    for name, version in sorted(pins.items()):
+        if normalize(name) in SDIST_ONLY:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
+                 "--no-binary", name, "--wheel-dir", str(dest), f"{name}=={version}"],
+                check=True,
+            )  # fmt: skip
+            built = list(dest.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+            if not built or not all(w.name.endswith("-py3-none-any.whl") for w in built):
+                raise RuntimeError(f"{name} {version}: expected a pure-Python wheel, built {[w.name for w in built]}")
 
 
 def provider_version() -> str:
