@@ -186,6 +186,17 @@ def test_bar_open_uses_the_exchange_date():
     assert ib.bar_open(late, "1d").date() == date(2024, 3, 4)
 
 
+def test_weeks_and_months_land_on_the_canonical_grid_whatever_session_ib_stamps():
+    """A week whose Monday is a holiday (2024-01-15, MLK day) opens Tuesday 09:30 New York: its bar is
+    Monday's; the recorded monthly bar (t 00:00 UTC of 2023-11-01) stays on the 1st, and so does a month
+    stamped at its first session (2024-09-03, after Labor Day)."""
+    tuesday = int(datetime(2024, 1, 16, 14, 30, tzinfo=UTC).timestamp() * 1000)
+    assert ib.bar_open(tuesday, "1wk") == datetime(2024, 1, 15, tzinfo=UTC)
+    assert ib.bar_open(1698796800000, "1mo") == datetime(2023, 11, 1, tzinfo=UTC)
+    first_session = int(datetime(2024, 9, 3, 13, 30, tzinfo=UTC).timestamp() * 1000)
+    assert ib.bar_open(first_session, "1mo") == datetime(2024, 9, 1, tzinfo=UTC)
+
+
 def test_request_helpers():
     assert ib.start_time(datetime(2020, 11, 7, tzinfo=UTC)) == "20201107-00:00:00"
     from datetime import timedelta

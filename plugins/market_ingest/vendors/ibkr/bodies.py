@@ -159,8 +159,12 @@ def parse_search(doc: Any, symbol: str, exchange: str | None = None) -> int:
 
 
 def bar_open(t_ms: int, interval: str, tz: str = "America/New_York") -> datetime:
-    """A bar's canonical ``time``: its open in UTC; for days, weeks and months 00:00 UTC of the
-    session date in the exchange's timezone ``tz`` (a ``t`` already at 00:00 UTC is its own date)."""
+    """A bar's canonical ``time``: its open in UTC; for days 00:00 UTC of the session date in the
+    exchange's timezone ``tz`` (a ``t`` already at 00:00 UTC is its own date); weeks and months on
+    the canonical grid (:func:`market_ingest.intervals.bar_start`: Monday, the 1st) of that date,
+    whichever session IB stamps a week or a month with (its first; after a holiday, a Tuesday)."""
+    from market_ingest.intervals import bar_start
+
     t = datetime.fromtimestamp(t_ms / 1000, timezone.utc)
     if interval not in ("1d", "1wk", "1mo"):
         return t
@@ -168,7 +172,8 @@ def bar_open(t_ms: int, interval: str, tz: str = "America/New_York") -> datetime
         d = t.astimezone(ZoneInfo(tz)).date()
     else:
         d = t.date()
-    return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+    day = datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+    return day if interval == "1d" else bar_start(day, interval)
 
 
 def history_to_bars(
