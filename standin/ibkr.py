@@ -25,10 +25,12 @@ published by its users (``/work/notes/research-ib.md``; recordings: ``include/re
   in lots of 100 shares. A window without bars: ``{"error": "No data."}``.
 * ``POST /tickle``: ``{"session": ..., "ssoExpires": ..., "iserver": {"authStatus": {"authenticated": true,
   "connected": true, "competing": false, ...}}}``; ``GET``/``POST /iserver/auth/status``: the
-  ``authStatus`` object; ``POST /iserver/reauthenticate``: ``{"message": "triggered"}``.
-* Not authenticated (``POST /_standin/limits {"ibkr": {"authenticated": false}}``): every
-  ``/iserver/...`` path answers 401 (``/tickle`` still answers, ``authenticated: false``); not logged in
-  at all (``{"logged_in": false}``): every path answers 401, ``/tickle`` too.
+  ``authStatus`` object; ``POST /iserver/reauthenticate``: ``{"message": "triggered"}``, and
+  ``POST /iserver/auth/ssodh/init`` (OAuth's way): both open the brokerage session again.
+* Not authenticated (``POST /_standin/limits {"ibkr": {"authenticated": false}}``: the brokerage
+  session ended, the login holds): every other ``/iserver/...`` path answers 401 (``/tickle`` still
+  answers, ``authenticated: false``) until a reauthenticate; not logged in at all
+  (``{"logged_in": false}``: nobody logged the gateway in): every path answers 401, ``/tickle`` too.
 * Pacing (IBKR's Web API documentation, "Pacing Limitations"): at most ``concurrent`` (5) history
   requests in flight, ``per_second`` (10) requests a second through the CP Gateway and 50 through
   ``api.ibkr.com``; an excess answers 429 ``{"error": "Too many requests"}`` (the status is the
@@ -305,10 +307,14 @@ class Ibkr:
             return Response.json(200, self._tickle())
         if path == "/iserver/auth/status":
             return Response.json(200, self._auth_status())
+        if path == "/iserver/reauthenticate":  # the login holds: the brokerage session opens again
+            self.authenticated = True
+            return Response.json(200, {"message": "triggered"})
+        if path == "/iserver/auth/ssodh/init":
+            self.authenticated = True
+            return Response.json(200, {"authenticated": True, "competing": False, "connected": True, "message": "", "fail": ""})
         if path.startswith("/iserver") and not self.authenticated:
             return Response.json(401, {"error": "not authenticated", "statusCode": 401})
-        if path == "/iserver/reauthenticate":
-            return Response.json(200, {"message": "triggered"})
         if path == "/iserver/secdef/search":
             return self._search((request.query.get("symbol") or "").strip().upper())
         if path == "/iserver/marketdata/history":

@@ -51,13 +51,22 @@ def bar_hook(name: str, src: SourceConfig, *, timescale_conn_id: str, splits_fro
 
 
 def _asking(splits_from: SplitsFrom, timescale_conn_id: str) -> Callable[[str], Any]:
-    """``symbol -> ActionsAnswer`` from ``splits_from``'s hook, built on first use."""
+    """``symbol -> ActionsAnswer`` from ``splits_from``'s hook, built on first use (one thread: the
+    kinds that take their splits elsewhere fetch one symbol at a time). A symbol the other source
+    cannot answer fails (``failed``, naming the source and its symbol there), whatever status the
+    other source would give it: IB's bars cannot be stored without the splits."""
     built: list[Any] = []
 
     def splits(symbol: str) -> Any:
+        from market_ingest.errors import SymbolError
+
         if not built:
             built.append(bar_hook(splits_from.source, splits_from.settings, timescale_conn_id=timescale_conn_id))
-        return built[0].corporate_actions(splits_from.symbol_of(symbol))
+        there = splits_from.symbol_of(symbol)
+        try:
+            return built[0].corporate_actions(there)
+        except SymbolError as exc:  # the other vendor's unknown symbol is not this one's: the symbol fails, saying why
+            raise SymbolError(splits_from.source, f"splits of {there} from {splits_from.source}: {exc.reason}", symbol) from None
 
     return splits
 

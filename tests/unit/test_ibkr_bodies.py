@@ -87,6 +87,16 @@ def test_shapes_without_recordings_are_classified(text, status, kind):
     assert ib.classify(text, status).kind == kind
 
 
+def test_a_company_name_is_not_read_as_an_error_and_a_5xx_is_retried_whatever_it_names():
+    """A history answer's ``text`` is the company's name: one reading "Unavailable Data Permissions
+    Inc" is still data; a 500 naming a conid is the server's failure (retried), not an unknown contract."""
+    answer = doc("ibkr_history_AAPL_1d_2020-08-31_2020-11-06_from_av.json")
+    answer["text"] = "UNAVAILABLE DATA PERMISSIONS INC"
+    assert ib.classify(json.dumps(answer), 200).kind == ib.DATA
+    assert ib.classify('{"error": "conid 265598: internal error"}', 500).kind == ib.SERVER
+    assert ib.classify('{"error": "No security definition has been found for the request"}', 400).kind == ib.UNKNOWN_CONTRACT
+
+
 def test_the_unknown_names_the_keys():
     c = ib.classify('{"foo": 1, "bar": 2}', 200)
     assert c.kind == ib.UNKNOWN and "bar" in c.message and "foo" in c.message
@@ -97,6 +107,12 @@ def test_search_picks_the_stock_on_its_primary_or_named_exchange():
     assert ib.parse_search(answer, "AAPL") == 265598
     assert ib.parse_search(answer, "aapl", "NASDAQ") == 265598
     assert ib.parse_search(answer, "AAPL", "MEXI") == 38708077
+    # a foreign listing IB happens to answer first is not taken for the US one
+    foreign_first = [e for e in answer if e.get("description") != "NASDAQ"] + [
+        e for e in answer if e.get("description") == "NASDAQ"
+    ]
+    assert ib.parse_search(foreign_first, "AAPL", ib.US_EXCHANGES) == 265598
+    assert ib.parse_search(foreign_first, "AAPL") != 265598
 
 
 def test_search_refuses_naming_the_symbol():
@@ -195,12 +211,3 @@ def test_weeks_and_months_land_on_the_canonical_grid_whatever_session_ib_stamps(
     assert ib.bar_open(1698796800000, "1mo") == datetime(2023, 11, 1, tzinfo=UTC)
     first_session = int(datetime(2024, 9, 3, 13, 30, tzinfo=UTC).timestamp() * 1000)
     assert ib.bar_open(first_session, "1mo") == datetime(2024, 9, 1, tzinfo=UTC)
-
-
-def test_request_helpers():
-    assert ib.start_time(datetime(2020, 11, 7, tzinfo=UTC)) == "20201107-00:00:00"
-    from datetime import timedelta
-
-    assert ib.period_for(timedelta(days=68, hours=1)) == "69d"
-    assert ib.period_for(timedelta(days=2000)) == "6y"
-    assert ib.BARS_IB["1d"] == "1d" and ib.BARS_IB["1mo"] == "1m" and ib.BARS_IB["1m"] == "1min"

@@ -24,7 +24,7 @@ from market_ingest.errors import (
     UnknownSymbolError,
     VendorUnavailableError,
 )
-from market_ingest.hooks.ibkr import IbkrHook
+from market_ingest.hooks.ibkr import IbkrHook, NotAuthenticatedError
 from market_ingest.intervals import Window
 from market_ingest.sources import bar_hook
 from market_ingest.vendors import ibkr as ib
@@ -77,7 +77,8 @@ def test_daily_bars_come_from_the_stock_contract_at_the_session_date_in_shares(s
     asked = [(e["path"].removeprefix(PREFIX), e["query"]) for e in served(standin)]
     assert ("/iserver/secdef/search", {"symbol": "AAPL", "secType": "STK"}) in asked
     [history] = [q for p, q in asked if p == "/iserver/marketdata/history"]
-    assert history == {"conid": "265598", "bar": "1d", "period": "69d", "outsideRth": "False", "startTime": "20201108-00:00:00"}
+    # 50 weekdays (49 sessions and Labor Day) and the startTime date's own: IB answers from 08-28 on, the extract keeps 08-31 on
+    assert history == {"conid": "265598", "bar": "1d", "period": "51d", "outsideRth": "False", "startTime": "20201108-00:00:00"}
 
 
 def test_ibs_split_adjusted_prices_are_stored_as_traded_with_the_other_sources_splits(standin):
@@ -137,7 +138,7 @@ def test_history_requests_end_at_start_time_and_stay_under_1000_bars():
         ("1d", datetime(2024, 10, 4, tzinfo=UTC)),
     ]
     years = ib.history_params(265598, "1d", Window(datetime(2015, 1, 1, tzinfo=UTC), datetime(2020, 1, 1, tzinfo=UTC)))
-    assert [p["period"] for p in years] == ["1000d", "827d"]  # a day more than each span: its sessions and then some
+    assert [p["period"] for p in years] == ["715d", "591d"]  # each span's weekdays and a day: its sessions and a few more
     assert years[-1]["start_time"] == datetime(2020, 1, 2, tzinfo=UTC)
     assert (
         ib.planned_requests(None, "1d", Window(datetime(2015, 1, 1, tzinfo=UTC), datetime(2020, 1, 1, tzinfo=UTC)), INGESTED) == 3
@@ -200,6 +201,8 @@ def test_every_recorded_error_answer_raises_its_kind_through_ibinds_error(standi
     with pytest.raises(raised) as caught:
         hook.call("history AAPL 1d", "AAPL", "marketdata_history_by_conid", conid="265598", bar="1d", period="5d")
     assert caught.value.symbol == "AAPL" and "history AAPL 1d" in str(caught.value)
+    if raised is VendorUnavailableError and status in (400, 401):  # ibind wraps a 400 in its own error again: still read
+        assert isinstance(caught.value, NotAuthenticatedError) and "not authenticated" in str(caught.value)
 
 
 def test_an_unknown_answer_names_its_keys(standin):
@@ -222,19 +225,60 @@ def test_a_burst_over_ibs_pacing_is_waited_out(standin, monkeypatch):
 
 
 def test_a_gateway_nobody_logged_into_fails_the_task_saying_so(standin, monkeypatch):
-    """Not authenticated: the hook asks the gateway to reauthenticate, waits, then fails naming the gateway."""
-    limits(standin, per_second=None, authenticated=False)
+    """Nobody logged the gateway in (401 everywhere): the hook asks it to reauthenticate, checks
+    its status until the wait is over, then fails naming the gateway and what to do."""
+    limits(standin, per_second=None, logged_in=False)
     monkeypatch.setattr("market_ingest.hooks.ibkr.REAUTH_WAIT", 1.5)
+    monkeypatch.setattr("market_ingest.hooks.ibkr.REAUTH_POLL", 0.5)
     with pytest.raises(VendorUnavailableError, match="is not authenticated: log it in"):
         IbkrHook(splits=no_splits).fetch_bars(["AAPL"], "1d", WINDOW, INGESTED)
     paths = [e["path"].removeprefix(PREFIX) for e in served(standin)]
     assert paths[:2] == ["/tickle", "/iserver/reauthenticate"] and "/iserver/marketdata/history" not in paths
 
 
+def test_a_brokerage_session_that_ended_is_opened_again_and_the_bars_come(standin, monkeypatch):
+    """The login holds but the brokerage session ended (tickle: not authenticated): one
+    ``/iserver/reauthenticate``, the status checked, then the symbol's bars."""
+    limits(standin, per_second=None, authenticated=False)
+    monkeypatch.setattr("market_ingest.hooks.ibkr.REAUTH_POLL", 0.1)
+    bars, results = IbkrHook(splits=no_splits).fetch_bars(["AAPL"], "1d", WINDOW, INGESTED)
+    assert results[0].status == outcomes.OK and bars.num_rows == 49
+    paths = [e["path"].removeprefix(PREFIX) for e in served(standin)]
+    assert paths[:3] == ["/tickle", "/iserver/reauthenticate", "/iserver/auth/status"]
+
+
+def test_a_401_in_the_middle_of_a_run_reopens_the_session_and_asks_again(standin):
+    """A history request answered 401 (the session ended between two requests): the hook tickles,
+    and asks the same span once more; the symbol's bars are all there."""
+    fault = [{"vendor": "ibkr", "kind": "status", "status": 401, "count": 1, "match": "marketdata/history"}]
+    requests.post(f"{standin.url}/_standin/faults", data=json.dumps(fault), timeout=10).raise_for_status()
+    bars, results = IbkrHook(splits=no_splits).fetch_bars(["AAPL"], "1d", WINDOW, INGESTED)
+    assert results[0].status == outcomes.OK and bars.num_rows == 49
+    statuses = [(e["path"].removeprefix(PREFIX), e["status"]) for e in served(standin)]
+    assert [s for p, s in statuses if p == "/iserver/marketdata/history"] == [401, 200]
+    assert statuses.count(("/tickle", 200)) == 2
+
+
+def test_an_answer_cut_at_1000_bars_is_asked_again_in_halves(monkeypatch):
+    """IB answers at most 1,000 bars, the newest: a span holding more (three sessions of minutes,
+    1,170 bars, asked as one here) is split until every answer is whole; the bars are those of the
+    same window asked a day at a time."""
+    standin = StandIn(RECORDINGS, synthetic=True, clock=datetime(2026, 11, 20, 18, 0, tzinfo=UTC))
+    window = Window(datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 19, tzinfo=UTC))
+    with serving(standin, monkeypatch) as url:
+        standin.url = url
+        limits(standin, per_second=None)
+        daily, _ = IbkrHook(splits=no_splits).fetch_bars(["MSFT"], "1m", window, INGESTED)
+        monkeypatch.setitem(ib.INTRADAY_CHUNK_DAYS, "1m", 3)
+        bars, results = IbkrHook(splits=no_splits).fetch_bars(["MSFT"], "1m", window, INGESTED)
+    assert daily.num_rows == 3 * 390
+    assert results[0].status == outcomes.OK and bars.column("time").to_pylist() == daily.column("time").to_pylist()
+
+
 def test_the_session_is_tickled_again_after_a_minute(standin, monkeypatch):
     hook = IbkrHook(splits=no_splits)
     clock = [1000.0]
-    monkeypatch.setattr("market_ingest.hooks.ibkr.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("market_ingest.hooks.ibkr._monotonic", lambda: clock[0])
     hook.keep_alive(force=True)
     hook.keep_alive()
     clock[0] += ib.TICKLE_SECONDS + 1
@@ -262,17 +306,36 @@ def test_an_oauth_connection_names_what_is_missing_and_no_secret(monkeypatch, ca
     assert "ENC-SECRET-71" not in text and "tok-3f9a1c" not in text
 
 
-def test_an_oauth_session_that_cannot_open_fails_without_its_secrets(standin, monkeypatch, caplog):
-    """ibind asks the OAuth host for a live session token (the stand-in serves none): the task
-    fails as the vendor unavailable, and no key, token or secret is in its message or log."""
+def test_oauth_keys_that_open_no_session_fail_at_once_without_their_secrets(standin, monkeypatch, caplog):
+    """Keys that are no RSA keys: ibind cannot sign the live session token request. That is the
+    connection's fault, not IB's: a configuration error (no retry), naming what to check, and no
+    key, token or secret in its message or the log."""
     caplog.set_level(logging.DEBUG)
     conn = {"conn_type": "ibkr", "host": f"{standin.url}/api.ibkr.com/v1/api", "password": "SECRET-OF-TOKEN-73", "extra": OAUTH}
     monkeypatch.setenv("AIRFLOW_CONN_MARKET_IBKR", json.dumps(conn))
-    with pytest.raises(VendorUnavailableError, match="OAuth session") as caught:
+    with pytest.raises(ConfigurationError, match="do not open a session") as caught:
         IbkrHook(splits=no_splits).fetch_bars(["AAPL"], "1d", WINDOW, INGESTED)
     text = str(caught.value) + "\n".join(r.getMessage() for r in caplog.records)
     for secret in ("SECRET-OF-TOKEN-73", "ENC-SECRET-71", "SIG-SECRET-72"):
         assert secret not in text
+
+
+def test_a_pem_key_pasted_into_a_one_line_field_gets_its_line_breaks_back(monkeypatch):
+    """The form's fields are one line: a pasted PEM key loses its line breaks, which pycryptodome needs."""
+    from Crypto.PublicKey import RSA
+
+    key = RSA.generate(1024).export_key().decode()
+    one_line = " ".join(key.splitlines())
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MARKET_IBKR",
+        json.dumps(
+            {"conn_type": "ibkr", "password": " c2VjcmV0 ", "extra": {**OAUTH, "encryption_key": one_line, "signature_key": key}}
+        ),
+    )
+    fields = IbkrHook()._settings["oauth_fields"]
+    assert fields["encryption_key"] == fields["signature_key"] == key.strip()
+    assert RSA.import_key(fields["encryption_key"]).n == RSA.import_key(key).n
+    assert fields["access_token_secret"] == "c2VjcmV0"
 
 
 def test_a_gateway_is_reached_over_https_or_on_loopback_only(monkeypatch):
@@ -289,6 +352,15 @@ def test_a_gateway_is_reached_over_https_or_on_loopback_only(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_MARKET_IBKR", "ibkr://gateway.internal:5000/v1/api?requests_per_second=4")
     settings = IbkrHook()._settings
     assert (settings["url"], settings["per_second"]) == ("https://gateway.internal:5000/v1/api", 4.0)
+
+
+def test_each_task_takes_its_share_of_ibs_rate_for_the_session(monkeypatch):
+    """IB's 10 requests a second are the gateway session's, which every task of the source shares:
+    the configured source (pool of 4 slots) spaces each task's requests at 2.5 a second."""
+    monkeypatch.setenv("AIRFLOW_CONN_MARKET_IBKR", json.dumps({"conn_type": "ibkr"}))
+    cfg = load_config()
+    hook = bar_hook("ibkr", cfg.sources["ibkr"], timescale_conn_id="unused", splits_from=cfg.splits_from_of("ibkr"))
+    assert cfg.sources["ibkr"].pool_slots == 4 and hook._settings["per_second"] == ib.GATEWAY_REQUESTS_PER_SECOND / 4
 
 
 def test_a_splits_source_that_states_no_splits_is_refused_naming_it():

@@ -73,32 +73,34 @@ def chunks(interval: str, window: Window) -> list[tuple[datetime, datetime]]:
     return spans
 
 
-def history_params(conid: int, interval: str, window: Window, outside_rth: bool = False) -> list[dict[str, Any]]:
-    """The ``/iserver/marketdata/history`` requests serving ``window`` for contract ``conid``, oldest first.
+def history_request(conid: int, interval: str, start: datetime, end: datetime, outside_rth: bool = False) -> dict[str, Any]:
+    """The ``/iserver/marketdata/history`` request serving the span ``[start, end)`` (UTC) of contract ``conid``.
 
     :param interval: canonical interval.
     :param outside_rth: ask the bars outside regular trading hours too (intraday).
-    :return: one dict per request, the keyword arguments of ``ibind``'s
-        ``marketdata_history_by_conid``: ``conid`` (string), ``bar`` (:data:`BARS`), ``period``
-        (``Nd``), ``start_time`` (a UTC ``datetime``: the span's end; for daily and longer bars a day
-        after it, since IB answers the sessions dated before ``startTime``'s New York date) and
-        ``outside_rth``. The answers may hold bars before the span (daily periods count sessions,
-        not days); the extract step keeps those in the window.
+    :return: the keyword arguments of ``ibind``'s ``marketdata_history_by_conid``: ``conid``
+        (string), ``bar`` (:data:`BARS`), ``period`` and ``start_time`` (a UTC ``datetime``: the
+        span's end), ``outside_rth``. Intraday: ``period`` the span's days (IB answers the bars
+        opening in ``[startTime - period, startTime)``). Daily and longer: ``startTime`` 00:00 UTC two days after
+        the span's last date (IB answers the sessions dated before ``startTime``'s New York date)
+        and ``period`` the span's weekdays plus one (a period in days counts sessions, the
+        ``startTime`` date's own included), so an answer reaches little before the span; the
+        extract step keeps the bars in the window.
     """
-    out = []
-    for start, end in chunks(interval, window):
-        days = max(1, -(-int((end - start).total_seconds()) // 86_400))
-        if interval in INTRADAY_INTERVALS:
-            stop = end
-        else:
-            stop = datetime(end.year, end.month, end.day, tzinfo=timezone.utc) + timedelta(days=1)
-            if end.time() != datetime.min.time():
-                stop += timedelta(days=1)
-            days = min(MAX_POINTS, days + 1)
-        out.append(
-            {"conid": str(conid), "bar": BARS[interval], "period": f"{days}d", "start_time": stop, "outside_rth": outside_rth}
-        )
-    return out
+    days = max(1, -(-int((end - start).total_seconds()) // 86_400))
+    if interval in INTRADAY_INTERVALS:
+        stop, period = end, days
+    else:
+        last = (end - timedelta(microseconds=1)).date()
+        stop = datetime(last.year, last.month, last.day, tzinfo=timezone.utc) + timedelta(days=2)
+        weekdays = sum((start.date() + timedelta(days=i)).weekday() < 5 for i in range((last - start.date()).days + 1))
+        period = min(MAX_POINTS, weekdays + 1)
+    return {"conid": str(conid), "bar": BARS[interval], "period": f"{period}d", "start_time": stop, "outside_rth": outside_rth}
+
+
+def history_params(conid: int, interval: str, window: Window, outside_rth: bool = False) -> list[dict[str, Any]]:
+    """:func:`history_request` for each span of :func:`chunks` serving ``window``, oldest first."""
+    return [history_request(conid, interval, start, end, outside_rth) for start, end in chunks(interval, window)]
 
 
 def planned_requests(src: Any, interval: str, window: Window, now: datetime) -> int:

@@ -21,7 +21,8 @@ Facts (sources in ``/work/notes/research-ib.md`` and ``include/recordings/PROVEN
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from collections.abc import Collection
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -45,26 +46,17 @@ UNKNOWN = "unknown"  # a shape we do not know: fail loudly, naming the keys
 IB_BARS = {"1min": "1m", "5min": "5m", "15min": "15m", "30min": "30m", "1h": "1h", "1d": "1d", "1w": "1wk", "1m": "1mo"}
 #: canonical interval -> IB bar spelling.
 BARS_IB = {v: k for k, v in IB_BARS.items()}
-#: IB's listing exchanges -> timezone of the session, for the session date of daily bars.
-EXCHANGE_TZ = {
-    "NASDAQ": "America/New_York",
-    "NYSE": "America/New_York",
-    "ARCA": "America/New_York",
-    "AMEX": "America/New_York",
-    "BATS": "America/New_York",
-    "LSE": "Europe/London",
-    "IBIS": "Europe/Berlin",
-    "SBF": "Europe/Paris",
-    "AEB": "Europe/Amsterdam",
-    "TSEJ": "Asia/Tokyo",
-    "TSE": "America/Toronto",
-}
+#: IB's names of the US listing exchanges (``description`` of a search entry): the listings this
+#: product serves (New York sessions, USD).
+US_EXCHANGES = ("NASDAQ", "NYSE", "ARCA", "AMEX", "BATS", "IEX")
 VOLUME_LOT = 100.0
 
 
 def _message(doc: Any) -> str:
+    """An error answer's text (``error``, ``message``, ``msg``); never a data answer's ``text``,
+    which is the company's name."""
     if isinstance(doc, dict):
-        for key in ("error", "message", "msg", "text"):
+        for key in ("error", "message", "msg"):
             if isinstance(doc.get(key), str):
                 return doc[key]
     return ""
@@ -98,10 +90,10 @@ def classify(body: str | bytes | None, status: int = 200) -> Classified:
         return Classified(NO_PERMISSION, doc, message, keys, status)
     if "no data" in low or "returned no data" in low:
         return Classified(NO_DATA, doc, message, keys, status)
+    if status >= 500 or "chart data" in low or "unavailable" in low:  # before the contract words: retried, not skipped
+        return Classified(SERVER, doc, message or f"HTTP {status}", keys, status)
     if "security definition" in low or "conid" in low or "contract" in low and "not found" in low:
         return Classified(UNKNOWN_CONTRACT, doc, message, keys, status)
-    if status >= 500 or "chart data" in low or "unavailable" in low:
-        return Classified(SERVER, doc, message or f"HTTP {status}", keys, status)
     if status >= 400:
         return Classified(UNKNOWN, doc, message or f"HTTP {status} with an unknown body", keys, status)
     if isinstance(doc, list):
@@ -121,17 +113,19 @@ def classify(body: str | bytes | None, status: int = 200) -> Classified:
     return Classified(UNKNOWN, message=f"not JSON: {text[:80]!r}", code=status)
 
 
-def parse_search(doc: Any, symbol: str, exchange: str | None = None) -> int:
+def parse_search(doc: Any, symbol: str, exchange: str | Collection[str] | None = None) -> int:
     """The conid of ``symbol``'s stock listing in a ``/iserver/secdef/search`` answer.
 
-    :param exchange: the listing exchange wanted (``NASDAQ``, ``LSE``); ``None``: the first
-        stock listing IB answers (its primary one; for ``AAPL`` NASDAQ).
-    :raises ValueError: naming the symbol, when no entry is a stock (``secType`` ``STK``) of that
-        symbol on that exchange.
+    :param exchange: the listing exchange wanted (``NASDAQ``, ``LSE``), or any of several
+        (:data:`US_EXCHANGES`: the first of them IB answers, its order putting the primary listing
+        first); ``None``: the first stock listing IB answers, wherever it is.
+    :raises ValueError: naming the symbol and the listings seen, when no entry is a stock
+        (``secType`` ``STK``) of that symbol on that exchange.
     """
     if not isinstance(doc, list):
         raise ValueError(f"IB contract search for {symbol!r}: answer is a {type(doc).__name__}, not a list")
     want = symbol.upper()
+    wanted = {exchange.upper()} if isinstance(exchange, str) else {e.upper() for e in exchange} if exchange else None
     seen = []
     for entry in doc:
         if not isinstance(entry, dict):
@@ -148,13 +142,13 @@ def parse_search(doc: Any, symbol: str, exchange: str | None = None) -> int:
         seen.append(where or "?")
         if "STK" not in sec_types:
             continue
-        if exchange is not None and where != exchange.upper():
+        if wanted is not None and where not in wanted:
             continue
         try:
             return int(entry["conid"])
         except (KeyError, TypeError, ValueError):
             continue
-    on = f" on {exchange}" if exchange else ""
+    on = f" on {exchange if isinstance(exchange, str) else ', '.join(sorted(wanted or ()))}" if exchange else ""
     raise ValueError(f"IB lists no stock {symbol!r}{on} (listings seen: {', '.join(seen) or 'none'})")
 
 
@@ -224,16 +218,3 @@ def history_to_bars(
             }
         )
     )
-
-
-def start_time(end: datetime) -> str:
-    """``startTime`` of a history request whose bars end before ``end`` (UTC): ``YYYYMMDD-HH:MM:SS``."""
-    return end.astimezone(timezone.utc).strftime("%Y%m%d-%H:%M:%S")
-
-
-def period_for(span: timedelta) -> str:
-    """The smallest IB ``period`` (days up to 1000, else years up to 15) covering ``span``."""
-    days = max(1, -(-int(span.total_seconds()) // 86_400))
-    if days <= 1000:
-        return f"{days}d"
-    return f"{min(15, -(-days // 365))}y"
