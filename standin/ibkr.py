@@ -173,6 +173,12 @@ def bounds(interval: str, period: str, start_time: datetime | None, now: datetim
     return day(first), day(cutoff)
 
 
+def _two_complement(x: int) -> bytes:
+    """``x`` as Java's ``BigInteger.toByteArray`` writes it (big-endian, a leading zero byte when
+    the top bit is set), which IB's live session token is keyed with."""
+    return x.to_bytes(x.bit_length() // 8 + 1, "big")
+
+
 def session_open_ms(day: date) -> int:
     """Epoch ms of 09:30 New York on ``day``: the ``t`` of a US daily bar."""
     return int(datetime(day.year, day.month, day.day, 9, 30, tzinfo=NY).timestamp() * 1000)
@@ -261,9 +267,15 @@ class Ibkr:
         false: 401 on ``/iserver/...``, ``/tickle`` says ``authenticated: false``), ``logged_in`` (the
         gateway's own session, default true; false: 401 on every path, ``/tickle`` too, as ibind
         expects), ``no_data_status`` (HTTP status of ``{"error": "No data."}``, default 500:
-        unverified).
+        unverified), ``oauth`` (an OAuth 1.0a consumer ``api.ibkr.com`` accepts:
+        ``{"consumer_key", "access_token", "prepend" (hex: the decrypted access token secret),
+        "dh_prime" (hex)}``; every other request to that host must then be signed with the live session
+        token it agreed; default none: a live session token request answers 401, the other paths
+        answer unsigned requests).
         """
         conf = conf or {}
+        self.oauth = conf.get("oauth")
+        self.live_session_token: str | None = None
         self.pacing = Pacing(
             conf.get("concurrent", DEFAULT_CONCURRENT),
             {"gateway": conf.get("per_second", DEFAULT_PER_SECOND), "oauth": conf.get("per_second_oauth", OAUTH_PER_SECOND)},
@@ -301,6 +313,11 @@ class Ibkr:
                 self.pacing.done()
 
     def _route(self, request: Request, path: str) -> Response:
+        if request.host == "api.ibkr.com":
+            if path == "/oauth/live_session_token":
+                return self._live_session_token(request)
+            if self.oauth and not self._signed(request):  # without a consumer configured: answered unsigned
+                return Response.json(401, {"error": "invalid consumer or signature", "statusCode": 401})
         if not self.logged_in:  # the gateway's own session (browser login / OAuth token) is gone: 401 everywhere
             return Response.json(401, {"error": "not authenticated", "statusCode": 401})
         if path == "/tickle":
@@ -320,6 +337,62 @@ class Ibkr:
         if path == "/iserver/marketdata/history":
             return self._history(request.query)
         raise NotServed(f"IB path {PREFIX}{path} is not served by the stand-in")
+
+    # -- OAuth 1.0a (api.ibkr.com) -----------------------------------------------------------
+    def _oauth_header(self, request: Request) -> dict[str, str]:
+        """The ``Authorization: OAuth realm="...", key="value", ...`` header's pairs."""
+        header = request.headers.get("authorization", "")
+        if not header.startswith("OAuth "):
+            return {}
+        return {k: v for k, v in re.findall(r'(\w+)="([^"]*)"', header)}
+
+    def _live_session_token(self, request: Request) -> Response:
+        """``POST /oauth/live_session_token``: IB's side of the Diffie-Hellman exchange (IBKR's
+        Web API OAuth 1.0a guide, as ibind computes the client's side): ``B = 2^b mod p``, the
+        shared ``K = A^b mod p`` (``A``: the ``diffie_hellman_challenge``), the live session token
+        ``HMAC-SHA1(K as a big-endian two's-complement byte array, prepend)``, and its signature
+        ``HMAC-SHA1(token, consumer key)`` in hex. The consumer key and access token are checked;
+        the RSA-SHA256 signature of the request is not (the stand-in holds no public key)."""
+        import base64
+        import hashlib
+        import hmac
+        import secrets
+
+        pairs, consumer = self._oauth_header(request), self.oauth
+        if (
+            not consumer
+            or pairs.get("oauth_consumer_key") != consumer["consumer_key"]
+            or pairs.get("oauth_token") != consumer["access_token"]
+        ):
+            return Response.json(401, {"error": "invalid consumer", "statusCode": 401})
+        if pairs.get("oauth_signature_method") != "RSA-SHA256" or not pairs.get("diffie_hellman_challenge"):
+            return Response.json(400, {"error": "live session token request without RSA-SHA256 signature or DH challenge"})
+        prime = int(consumer["dh_prime"], 16)
+        b = secrets.randbits(256)
+        shared = pow(int(pairs["diffie_hellman_challenge"], 16), b, prime)
+        token = hmac.new(_two_complement(shared), bytes.fromhex(consumer["prepend"]), hashlib.sha1).digest()
+        self.live_session_token = base64.b64encode(token).decode()
+        signature = hmac.new(token, consumer["consumer_key"].encode(), hashlib.sha1).hexdigest()
+        expires = int((self.standin.now() + timedelta(hours=24)).timestamp() * 1000)
+        doc = {
+            "diffie_hellman_response": format(pow(2, b, prime), "x"),
+            "live_session_token_signature": signature,
+            "live_session_token_expiration": expires,
+        }
+        return Response.json(200, doc)
+
+    def _signed(self, request: Request) -> bool:
+        """A request to ``api.ibkr.com`` after the token: signed HMAC-SHA256 by the configured
+        consumer (its key and token checked; the signature itself is not recomputed)."""
+        pairs = self._oauth_header(request)
+        return bool(
+            self.oauth
+            and self.live_session_token
+            and pairs.get("oauth_consumer_key") == self.oauth["consumer_key"]
+            and pairs.get("oauth_token") == self.oauth["access_token"]
+            and pairs.get("oauth_signature_method") == "HMAC-SHA256"
+            and pairs.get("oauth_signature")
+        )
 
     # -- session ------------------------------------------------------------------------------
     def _auth_status(self) -> dict:

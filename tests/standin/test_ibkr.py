@@ -250,3 +250,17 @@ def test_injected_faults_answer_ibs_bodies(recorded):
     call(recorded, "/_standin/faults", "POST", [{"vendor": "ibkr", "kind": "throttled"}])
     status, _, raw = call(recorded, f"{GW}/iserver/marketdata/history?conid=265598&period=1w&bar=1d")
     assert status == 429 and ib.classify(raw, status).kind == ib.PACING
+
+
+def test_with_an_oauth_consumer_the_oauth_host_answers_only_signed_requests(recorded):
+    """Once a consumer is configured, ``api.ibkr.com`` answers 401 to a request without its OAuth
+    signature (the gateway's host still answers as a logged-in gateway), and a live session token
+    request from an unknown consumer is refused."""
+    consumer = {"consumer_key": "TESTCONS1", "access_token": "tok", "prepend": "00ff", "dh_prime": "17"}
+    limits(recorded, {"ibkr": {"per_second": None, "oauth": consumer}})
+    status, _, raw = call(recorded, f"{OAUTH}/iserver/secdef/search?symbol=AAPL")
+    assert status == 401 and ib.classify(raw, status).kind == ib.UNAUTHENTICATED
+    status, _, _ = call(recorded, f"{GW}/iserver/secdef/search?symbol=AAPL")
+    assert status == 200
+    status, _, _ = call(recorded, f"{OAUTH}/oauth/live_session_token", "POST")
+    assert status == 401

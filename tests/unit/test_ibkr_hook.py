@@ -320,6 +320,79 @@ def test_oauth_keys_that_open_no_session_fail_at_once_without_their_secrets(stan
         assert secret not in text
 
 
+#: RFC 2409's 1024-bit MODP prime (group 2), as a DH prime of the test's consumer.
+DH_PRIME = (
+    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DD"
+    "EF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED"
+    "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE65381FFFFFFFFFFFFFFFF"
+)
+
+
+def test_an_oauth_consumer_opens_its_session_and_reads_bars_with_no_secret_logged(standin, monkeypatch, caplog):
+    """OAuth 1.0a end to end through ibind against the stand-in as ``api.ibkr.com``: the access
+    token secret (the prepend, encrypted to the consumer's key) decrypted, the live session token
+    agreed by Diffie-Hellman and checked against IB's signature, ssodh/init, then every request
+    signed HMAC-SHA256 with it; the day's bars come, and no key, token, secret or live session
+    token is in any log line or in the task's outcome."""
+    import base64
+    import secrets as random
+
+    from Crypto.Cipher import PKCS1_v1_5
+    from Crypto.PublicKey import RSA
+
+    caplog.set_level(logging.DEBUG)
+    encryption, signature = RSA.generate(2048), RSA.generate(2048)
+    prepend = random.token_bytes(32)
+    secret = base64.b64encode(PKCS1_v1_5.new(encryption.public_key()).encrypt(prepend)).decode()
+    consumer = {"consumer_key": "TESTCONS1", "access_token": "tok-3f9a1c", "prepend": prepend.hex(), "dh_prime": DH_PRIME}
+    limits(standin, per_second=None, oauth=consumer)
+    extra = {
+        "oauth": True,
+        "consumer_key": "TESTCONS1",
+        "access_token": "tok-3f9a1c",
+        "encryption_key": " ".join(encryption.export_key().decode().splitlines()),  # as pasted into the form
+        "signature_key": signature.export_key().decode(),
+        "dh_prime": DH_PRIME,
+    }
+    conn = {"conn_type": "ibkr", "host": f"{standin.url}/api.ibkr.com/v1/api", "password": secret, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_MARKET_IBKR", json.dumps(conn))
+    hook = IbkrHook(splits=no_splits)
+    bars, results = hook.fetch_bars(["AAPL"], "1d", WINDOW, INGESTED)
+    assert results[0].status == outcomes.OK and bars.num_rows == 49
+    paths = [e["path"].removeprefix(PREFIX) for e in served(standin)]
+    assert paths[:3] == ["/oauth/live_session_token", "/iserver/auth/ssodh/init", "/tickle"]
+    assert "/iserver/marketdata/history" in paths
+    token = hook.client.live_session_token
+    text = "\n".join(r.getMessage() for r in caplog.records) + str(results)
+    for value in (
+        secret,
+        token,
+        prepend.hex(),
+        "tok-3f9a1c",
+        extra["encryption_key"].split()[4],
+        extra["signature_key"].splitlines()[1],
+    ):
+        assert value not in text
+
+
+def test_an_oauth_consumer_ibkr_refuses_fails_at_once_naming_the_connection(standin, monkeypatch):
+    """A consumer IB does not know (the live session token answered 401): a configuration error, no retry."""
+    import base64
+
+    from Crypto.Cipher import PKCS1_v1_5
+    from Crypto.PublicKey import RSA
+
+    limits(standin, per_second=None)  # no consumer configured
+    rsa = RSA.generate(1024)
+    key = rsa.export_key().decode()
+    secret = base64.b64encode(PKCS1_v1_5.new(rsa.public_key()).encrypt(b"prepend")).decode()
+    extra = {**OAUTH, "encryption_key": key, "signature_key": key, "dh_prime": DH_PRIME}
+    conn = {"conn_type": "ibkr", "host": f"{standin.url}/api.ibkr.com/v1/api", "password": secret, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_MARKET_IBKR", json.dumps(conn))
+    with pytest.raises(ConfigurationError, match="IBKR refused the OAuth consumer \\(HTTP 401\\)"):
+        IbkrHook(splits=no_splits).fetch_bars(["AAPL"], "1d", WINDOW, INGESTED)
+
+
 def test_a_pem_key_pasted_into_a_one_line_field_gets_its_line_breaks_back(monkeypatch):
     """The form's fields are one line: a pasted PEM key loses its line breaks, which pycryptodome needs."""
     from Crypto.PublicKey import RSA
