@@ -27,3 +27,10 @@ def as_flag(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes", "on")
     return value is True or value == 1
+
+
+def safe_to_send_credentials(url: str) -> bool:
+    """Whether a connection's base URL may carry credentials or a session: ``https://``, or plain
+    ``http://`` to this machine only (``127.0.0.1``, ``localhost``, ``[::1]``: a local gateway,
+    the stand-in)."""
+    return url.startswith(("https://", "http://127.0.0.1", "http://localhost", "http://[::1]"))

@@ -49,7 +49,7 @@ from market_ingest.errors import (
     VendorUnavailableError,
 )
 from market_ingest.extract import SharedExtract
-from market_ingest.hooks import as_flag, connection_extra
+from market_ingest.hooks import as_flag, connection_extra, safe_to_send_credentials
 from market_ingest.intervals import Window
 from market_ingest.vendors import ibkr as ib
 from market_ingest.vendors.ibkr import bodies
@@ -165,8 +165,7 @@ class IbkrHook(SharedExtract, BaseHook):
             settings["url"] = _base_url(conn) or ib.DEFAULT_GATEWAY_URL
             default_rate = ib.GATEWAY_REQUESTS_PER_SECOND
         url = settings["url"]
-        local = url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
-        if not url.startswith("https://") and not local:
+        if not safe_to_send_credentials(url):
             raise ConfigurationError(
                 self.source, f"{where}: host {url!r} must be an https:// URL (plain http only to 127.0.0.1 or localhost)"
             )
@@ -388,7 +387,7 @@ class IbkrHook(SharedExtract, BaseHook):
         session date).
 
         One contract search, then one history request per span of
-        :func:`~market_ingest.vendors.ibkr.history_params`; ``outsideRth`` when the source keeps
+        :func:`~market_ingest.vendors.ibkr.chunks` (:func:`~market_ingest.vendors.ibkr.history_request`); ``outsideRth`` when the source keeps
         extended hours at some interval (bars outside the regular sessions are then dropped or kept
         by the interval's own ``extended_hours``).
 

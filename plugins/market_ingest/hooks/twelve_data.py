@@ -41,7 +41,7 @@ from market_ingest.errors import (
     VendorUnavailableError,
 )
 from market_ingest.extract import SharedExtract, each_symbol
-from market_ingest.hooks import connection_extra
+from market_ingest.hooks import connection_extra, safe_to_send_credentials
 from market_ingest.intervals import Window
 from market_ingest.vendors import twelvedata as td
 from market_ingest.vendors.twelvedata import bodies
@@ -139,8 +139,7 @@ class TwelveDataHook(SharedExtract, BaseHook):
                 f"(got {per_minute} and {daily})",
             )
         url = (conn.host or "").rstrip("/") or td.DEFAULT_URL
-        local = url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
-        if not url.startswith("https://") and not local:
+        if not safe_to_send_credentials(url):
             raise ConfigurationError(
                 self.source,
                 f"connection {self.twelvedata_conn_id}: host {url!r} must be an https:// URL (the API key travels "

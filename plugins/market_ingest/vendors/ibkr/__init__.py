@@ -1,7 +1,7 @@
 """Interactive Brokers (kind ``ibkr``) through its Client Portal Web API: facts, connection form, request planning.
 
 The hook (:class:`market_ingest.hooks.ibkr.IbkrHook`) sends the requests planned here
-(:func:`history_params`) through ``ibind``'s client, to a Client Portal Gateway the user runs or to
+(:func:`history_request` for each span of :func:`chunks`) through ``ibind``'s client, to a Client Portal Gateway the user runs or to
 ``api.ibkr.com`` with OAuth 1.0a, and reads the answers with :mod:`market_ingest.vendors.ibkr.bodies`
 (classification before parsing, then canonical bars). Everything here is offline.
 
@@ -38,7 +38,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from market_ingest.actions import SPLIT_ADJUSTED
-from market_ingest.intervals import INTERVAL_LENGTH, INTRADAY_INTERVALS, Window, validate_interval
+from market_ingest.intervals import INTRADAY_INTERVALS, Window, validate_interval
 from market_ingest.vendors import ConnectionForm, SourceKind, flag_field, number_field, text_field
 
 SOURCE = "ibkr"
@@ -109,11 +109,6 @@ def planned_requests(src: Any, interval: str, window: Window, now: datetime) -> 
     :param src: the source's config (unused: every source of the kind plans alike).
     """
     return 1 + len(chunks(interval, window))
-
-
-def bars_per_day(interval: str) -> float:
-    """Bars of ``interval`` in a 24-hour day (for sizing; daily and longer: 1)."""
-    return timedelta(days=1) / INTERVAL_LENGTH[interval] if interval in INTRADAY_INTERVALS else 1.0
 
 
 #: IB symbols: US stock listings as IB spells them (``AAPL``, ``BRK.B``), resolved to the stock
