@@ -9,6 +9,7 @@ second, an excess answering 429, configurable through ``POST /_standin/limits {"
 from __future__ import annotations
 
 import json
+import threading
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -214,10 +215,18 @@ def test_a_session_not_logged_in_answers_401(recorded):
 
 
 def test_a_sixth_concurrent_history_request_answers_429(recorded):
-    limits(recorded, {"ibkr": {"hold_ms": 800, "per_second": None}})
+    # Eight requests sent together (a barrier), each admitted one held 3 s: on a loaded machine a
+    # thread starting late must still find the first five in flight.
+    limits(recorded, {"ibkr": {"hold_ms": 3000, "per_second": None}})
     url = f"{GW}/iserver/marketdata/history?conid=265598&period=1w&bar=1d&startTime=20201001-00:00:00"
+    together = threading.Barrier(8)
+
+    def send(_):
+        together.wait(timeout=30)
+        return call(recorded, url)
+
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda _: call(recorded, url), range(8)))
+        answers = list(pool.map(send, range(8)))
     statuses = sorted(a[0] for a in answers)
     assert statuses.count(200) == 5 and statuses.count(429) == 3
     refused = next(a for a in answers if a[0] == 429)
